@@ -1,0 +1,75 @@
+"""The aiohttp application: routes, uniform parameter reading and error answers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from smsrelay.api.errors import error_payload, simple_error
+from smsrelay.api.params import Params, read_params
+from smsrelay.api.render import respond, wants_xml
+from smsrelay.errors import DomainError, TransientError
+from smsrelay.service.gateway import Gateway
+
+Endpoint = Callable[[Gateway, Params, bool, bool], Awaitable[web.StreamResponse]]
+GATEWAY = web.AppKey("gateway", Gateway)
+MAX_BODY = 64 * 1024
+log = logging.getLogger("smsrelay.api")
+
+
+def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Read parameters (query + JSON or form body), run ``fn``, answer errors in API format."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        xml = request.query.get("_format", "").strip().lower() == "xml"
+        try:
+            body = await request.read()
+            params, is_form = read_params(body, request.query)
+            xml = wants_xml(params)
+            return await fn(request.app[GATEWAY], params, is_form, xml)
+        except DomainError as error:
+            payload, status = error_payload(error)
+        except web.HTTPRequestEntityTooLarge:
+            payload, status = simple_error(90, 413, f"the body is larger than {MAX_BODY} bytes")
+        except TransientError as error:
+            log.warning("api.transient_error", extra={"error": str(error)})
+            payload, status = simple_error(500, 503, "could not queue the SMS, retry later")
+        return respond(payload, status, xml)
+
+    return handler
+
+
+@web.middleware
+async def never_a_traceback(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            payload, status = simple_error(404, 404, "no such endpoint")
+        elif exc.status == 405:
+            payload, status = simple_error(405, 405, f"method {request.method} not allowed here")
+        else:
+            raise
+        return respond(payload, status, False)
+    except Exception:
+        log.exception("api.unexpected_error", extra={"path": request.path})
+        payload, status = simple_error(500, 500, "internal error")
+        return respond(payload, status, False)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    from smsrelay.api import routes
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[never_a_traceback])
+    app[GATEWAY] = gateway
+    app.router.add_get("/health", health)
+    routes.register(app.router, endpoint)
+    return app

@@ -1,0 +1,86 @@
+"""JSON and XML answers in SMS Partner's shapes.
+
+XML follows SMS Partner's serializer: a ``result`` root, one ``entry`` per value in order,
+strings in CDATA, lists and objects as nested ``entry`` elements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+JSON_TYPE = "application/json"
+XML_TYPE = "application/xml"
+XML_HEAD = "<?xml version='1.0' encoding='UTF-8'?>\n"
+
+
+def wants_xml(params: Mapping[str, Any]) -> bool:
+    value = params.get("_format")
+    return isinstance(value, str) and value.strip().lower() == "xml"
+
+
+def respond(payload: Mapping[str, Any], status: int, xml: bool) -> web.Response:
+    if xml:
+        return web.Response(body=to_xml(payload).encode(), status=status, content_type=XML_TYPE)
+    return web.Response(body=dumps(payload), status=status, content_type=JSON_TYPE)
+
+
+def to_xml(payload: Mapping[str, Any]) -> str:
+    return XML_HEAD + "<result>" + "".join(_entry(v) for v in payload.values()) + "</result>"
+
+
+def _entry(value: Any) -> str:
+    return "<entry>" + _inner(value) + "</entry>"
+
+
+def _inner(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return _number(value)
+    if isinstance(value, str):
+        return _cdata(value)
+    if isinstance(value, PlainText):
+        return _escape(value.text)
+    if isinstance(value, Mapping):
+        return "".join(_entry(v) for v in value.values())
+    if isinstance(value, Sequence):
+        return "".join(_entry(v) for v in value)
+    return _cdata(str(value))
+
+
+class PlainText:
+    """A string rendered as escaped text rather than CDATA (SMS Partner's error elementId)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _number(value: float) -> str:
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _cdata(text: str) -> str:
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, PlainText):
+        return value.text
+    raise TypeError
+
+
+def dumps(payload: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(payload, default=json_default)

@@ -1,0 +1,59 @@
+"""POST /v1/vn/send — SMS Partner's "send by long number"."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from smsrelay.api.errors import error_payload
+from smsrelay.api.params import Params, text_param
+from smsrelay.api.render import respond
+from smsrelay.domain.pricing import micros_to_eur
+from smsrelay.errors import DomainError
+from smsrelay.service.gateway import Gateway
+from smsrelay.service.sending import SendRequest, accept_message
+
+
+def build_send_request(params: Params, is_form: bool) -> SendRequest:
+    errors: list[DomainError] = []
+    message = text_param(params, "message", errors)
+    if is_form and message is not None and _has_unescaped_quote(message):
+        errors.append(
+            DomainError("message.quote", 'a double quote must be escaped as \\" ', "message")
+        )
+    return SendRequest(
+        api_key=text_param(params, "apiKey", errors),
+        to=text_param(params, "to", errors),
+        sender=text_param(params, "from", errors),
+        message=message,
+        tag=text_param(params, "tag", errors),
+        url_response=text_param(params, "urlResponse", errors),
+        url_dlr=text_param(params, "urlDlr", errors),
+        is_stop_sms=text_param(params, "isStopSms", errors),
+        sandbox=text_param(params, "sandbox", errors),
+        field_errors=tuple(errors),
+    )
+
+
+def _has_unescaped_quote(text: str) -> bool:
+    return '"' in text.replace('\\"', "")
+
+
+async def handle_send(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> web.Response:
+    try:
+        accepted = await accept_message(build_send_request(params, is_form), gateway.send_context)
+    except DomainError as error:
+        payload, status = error_payload(error)
+        return respond(payload, status, xml)
+    gateway.wake_dispatcher()
+    return respond(
+        {
+            "success": True,
+            "code": 200,
+            "message_id": accepted.message_id,
+            "nb_sms": accepted.nb_sms,
+            "cost": micros_to_eur(accepted.cost_micros),
+            "currency": "EUR",
+        },
+        200,
+        xml,
+    )

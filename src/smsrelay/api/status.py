@@ -1,0 +1,52 @@
+"""GET /v1/message-status: one message's status in SMS Partner's shape, plus our detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from smsrelay.api.params import Params
+from smsrelay.api.render import respond
+from smsrelay.domain.pricing import micros_to_eur
+from smsrelay.service.dates import iso_text, paris_text
+from smsrelay.service.gateway import Gateway
+from smsrelay.service.status import StatusView, message_status
+
+
+def _text(params: Params, name: str) -> str | None:
+    value = params.get(name.lower())
+    return None if value is None else str(value)
+
+
+async def handle_message_status(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool
+) -> web.Response:
+    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    view = await message_status(
+        gateway.store, account, _text(params, "messageId"), _text(params, "phoneNumber")
+    )
+    return respond({"success": True, "code": 200, **status_fields(view)}, 200, xml)
+
+
+def status_fields(view: StatusView) -> dict[str, Any]:
+    message = view.message
+    fields: dict[str, Any] = {
+        "number": message.recipient.removeprefix("+"),
+        "messageId": str(message.id),
+        "stopSms": view.stopped,
+        "date": paris_text(message.created_at),
+        "statut": view.status,
+        "cost": micros_to_eur(message.cost_micros),
+        "countryCode": message.region,
+        "currency": "EUR",
+    }
+    fields["stat"] = view.stat
+    fields["nbSms"] = message.nb_sms
+    fields["tag"] = message.tag
+    fields["dueAt"] = iso_text(message.due_at) if message.state in {"held", "queued"} else None
+    fields["parts"] = [
+        {"seq": p.seq, "state": p.state, "carrierId": p.carrier_id, "stat": p.stat, "err": p.err}
+        for p in message.parts
+    ]
+    return fields

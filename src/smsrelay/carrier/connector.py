@@ -1,0 +1,59 @@
+"""The one small interface the dispatcher talks to: submit parts, receive deliver_sm."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class OutboundPart:
+    part_id: int
+    source: str  # international digits, no "+", sent TON 1 / NPI 1
+    destination: str  # international digits, no "+", TON 1 / NPI 1
+    payload: bytes  # this part's text octets WITHOUT UDH: unpacked GSM 03.38 (0) or UTF-16-BE (8)
+    data_coding: int  # 0 or 8
+    ref: int  # concatenation reference 0..65535 (stable across retries)
+    total: int  # number of parts
+    seq: int  # 1-based part number
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    status: int  # submit_sm_resp command_status (0 = ok)
+    message_id: str | None  # the SMSC's id for this part when status == 0
+
+
+@dataclass(frozen=True)
+class InboundSm:
+    """A deliver_sm as received (receipt or MO reply), before it is acknowledged."""
+
+    connector: str
+    source: str
+    destination: str
+    esm_class: int
+    data_coding: int
+    short_message: bytes
+    tlvs: Mapping[int, bytes]
+
+
+# Returns the command_status to put in deliver_sm_resp: 0 after the caller committed it;
+# non-zero (e.g. ESME_RX_T_APPN 0x64) when it could not store it, so the SMSC re-sends.
+InboundHandler = Callable[[InboundSm], Awaitable[int]]
+
+
+class Connector(Protocol):
+    name: str
+
+    @property
+    def is_up(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Begin connecting in the background; reconnect forever with capped backoff + jitter."""
+
+    async def stop(self) -> None:
+        """Unbind cleanly, waiting briefly for outstanding responses."""
+
+    async def submit(self, part: OutboundPart) -> SubmitOutcome:
+        """Send one part; raises TransientError if not bound, on loss or response timeout."""

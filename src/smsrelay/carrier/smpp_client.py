@@ -1,0 +1,558 @@
+"""SMPP 3.4 client (ESME) over asyncio: the production :class:`Connector`.
+
+``SmppLink`` is the transport shared with the server side: an :class:`asyncio.Protocol` that
+feeds bytes to a sans-I/O :class:`~smsrelay.smpp.session.Session`, matches responses to
+requests by sequence number, coalesces writes into one ``transport.write`` per loop turn, and
+runs one timer per connection for response deadlines and enquire_link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from smsrelay.carrier.connector import InboundHandler, InboundSm, OutboundPart, SubmitOutcome
+from smsrelay.errors import PermanentError, TransientError
+from smsrelay.smpp.concat import ConcatMethod, build_part
+from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsrelay.smpp.pdu import (
+    RESPONSE_BIT,
+    Bind,
+    BindReceiver,
+    BindReceiverResp,
+    BindTransceiver,
+    BindTransceiverResp,
+    BindTransmitter,
+    BindTransmitterResp,
+    CommandId,
+    CommandStatus,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    Pdu,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    UnbindResp,
+    response_to,
+    status_name,
+)
+from smsrelay.smpp.session import (
+    CAN_SUBMIT,
+    Role,
+    Session,
+    TokenBucket,
+    reconnect_delay,
+)
+
+BindMode = Literal["transceiver", "transmitter+receiver"]
+_log = logging.getLogger("smsrelay.carrier.smpp")
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmppLinkConfig:
+    host: str
+    port: int
+    system_id: str
+    password: str
+    system_type: str = ""
+    tls: bool = False
+    bind_mode: BindMode = "transceiver"
+    window: int = 100
+    max_per_second: float | None = None
+    response_timeout: float = 10.0
+    enquire_link_interval: float = 30.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    concat_method: ConcatMethod = ConcatMethod.UDH8
+    gsm_data_coding: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.concat_method, str):
+            object.__setattr__(self, "concat_method", ConcatMethod(self.concat_method))
+        if self.bind_mode not in ("transceiver", "transmitter+receiver"):
+            raise ValueError(f"bind_mode {self.bind_mode!r}: transceiver or transmitter+receiver")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} outside 1..65535")
+        if self.window < 1:
+            raise ValueError("window must be at least 1")
+        if self.max_per_second is not None and self.max_per_second <= 0:
+            raise ValueError("max_per_second must be positive")
+        if min(self.response_timeout, self.enquire_link_interval, self.reconnect_min) <= 0:
+            raise ValueError("timeouts and intervals must be positive")
+        if not 0 <= self.gsm_data_coding <= 255:
+            raise ValueError("gsm_data_coding must be an octet")
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> SmppLinkConfig:
+        """``smpp://SYSTEM_ID:PASSWORD@HOST:PORT?window=50&max_per_second=200`` (smpps: TLS).
+
+        Query keys are the field names; unknown keys are errors. ``overrides`` win.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("smpp", "smpps"):
+            raise ValueError(f"unsupported scheme {parts.scheme!r}: use smpp:// or smpps://")
+        if not parts.hostname:
+            raise ValueError("the URL has no host")
+        values: dict[str, Any] = {
+            "host": parts.hostname,
+            "port": parts.port or 2775,
+            "system_id": unquote(parts.username or ""),
+            "password": unquote(parts.password or ""),
+            "tls": parts.scheme == "smpps",
+        }
+        types = {f.name: f.type for f in fields(cls)}
+        for key, raw in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in types or key in ("host", "port"):
+                raise ValueError(f"unknown SMPP link setting {key!r}")
+            values[key] = _convert(str(types[key]), raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _convert(type_name: str, raw: str) -> Any:
+    if type_name == "bool":
+        return raw.lower() in ("1", "true", "yes", "on")
+    if type_name == "int":
+        return int(raw, 0)
+    if type_name.startswith("float"):
+        return None if raw.lower() in ("", "none") and "None" in type_name else float(raw)
+    return raw
+
+
+# --- one connection, either role -----------------------------------------------------------
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class SmppLink(asyncio.Protocol):
+    """One SMPP connection: session bookkeeping, response matching, batched writes."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        window: int,
+        response_timeout: float,
+        enquire_link_interval: float,
+        logger: logging.Logger,
+        name: str = "",
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.session = Session(
+            role,
+            window=window,
+            response_timeout=response_timeout,
+            enquire_link_interval=enquire_link_interval,
+            now=self.loop.time(),
+        )
+        self.name = name
+        self.log = logger
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self.peer = ""
+        self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._out: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tick_every = max(0.02, min(1.0, response_timeout / 10, enquire_link_interval / 4))
+        self.handlers: dict[type[Any], Callable[[Any], None]] = {
+            BindTransmitterResp: self._on_response,
+            BindReceiverResp: self._on_response,
+            BindTransceiverResp: self._on_response,
+            SubmitSmResp: self._on_response,
+            DeliverSmResp: self._on_response,
+            EnquireLinkResp: self._on_response,
+            UnbindResp: self._on_response,
+            GenericNack: self._on_response,
+            EnquireLink: self._on_enquire_link,
+            Unbind: self._on_unbind,
+            RemoteProtocolError: self._on_remote_error,
+        }
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        set_nodelay(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._timer = self.loop.call_later(self._tick_every, self._tick)
+
+    def data_received(self, data: bytes) -> None:
+        handlers = self.handlers
+        for event in self.session.receive(data, self.loop.time()):
+            handler = handlers.get(type(event))
+            if handler is None:
+                self._on_unexpected(event)
+            else:
+                handler(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.session.close()
+        self._out.clear()
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(TransientError("smpp connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # --- sending -------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.closed.done()
+
+    def send(self, pdu: Pdu) -> None:
+        """Send a PDU that needs no answer tracking (a response, or an enquire_link)."""
+        self.write(self.session.send(pdu, self.loop.time()))
+
+    def request(self, pdu: Pdu) -> asyncio.Future[Pdu]:
+        """Send a request; the future gets its response (or TransientError)."""
+        if not self.is_open:
+            raise TransientError("smpp connection closed")
+        data = self.session.send(pdu, self.loop.time())
+        future: asyncio.Future[Pdu] = self.loop.create_future()
+        self._pending[pdu.sequence] = future
+        self.write(data)
+        return future
+
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        out, self._out = self._out, []
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+
+    def close(self) -> None:
+        """Flush what is queued, then close."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._flush()
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- receiving -----------------------------------------------------------------------
+
+    async def window_available(self) -> None:
+        """Wait until the window has room (or the connection is gone)."""
+        while self.session.window_full and self._pending and self.is_open:
+            await asyncio.wait(list(self._pending.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    async def drained(self) -> None:
+        """Wait until every tracked request has its response (or has failed)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending.values()))
+
+    def _on_response(self, pdu: Pdu) -> None:
+        future = self._pending.pop(pdu.sequence, None)
+        if future is not None and not future.done():
+            future.set_result(pdu)
+
+    def _on_enquire_link(self, pdu: Pdu) -> None:
+        self.send(EnquireLinkResp(sequence=pdu.sequence))
+
+    def _on_unbind(self, pdu: Pdu) -> None:
+        self.log.info("smpp.unbind.received", extra={"link": self.name, "peer": self.peer})
+        self.send(UnbindResp(sequence=pdu.sequence))
+        self.close()
+
+    def _on_remote_error(self, error: RemoteProtocolError) -> None:
+        self.log.warning(
+            "smpp.pdu.refused",
+            extra={"link": self.name, "status": status_name(error.status), "error": str(error)},
+        )
+        if error.command_id & RESPONSE_BIT and not error.fatal:
+            future = self._pending.pop(error.sequence, None)
+            if future is not None and not future.done():
+                future.set_exception(TransientError(f"malformed response: {error}"))
+            return
+        if error.command_id == CommandId.GENERIC_NACK:
+            return  # never answer a generic_nack
+        nack = (
+            GenericNack(sequence=error.sequence, status=error.status)
+            if error.fatal
+            else response_to(error.command_id, error.sequence, error.status)
+        )
+        self.write(self.session.send(nack, self.loop.time()))
+        if error.fatal:
+            self.close()
+
+    def _on_unexpected(self, pdu: Any) -> None:
+        self.log.debug("smpp.pdu.ignored", extra={"link": self.name, "pdu": type(pdu).__name__})
+
+    # --- time ----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for sequence, request in self.session.expire(now):
+            future = self._pending.pop(sequence, None)
+            if future is not None and not future.done():
+                future.set_exception(TransientError(f"no {request.command_id.name}_resp in time"))
+            if request.command_id is CommandId.ENQUIRE_LINK:
+                self.log.warning("smpp.enquire_link.timeout", extra={"link": self.name})
+                self.abort()
+                return
+        if self.session.enquire_link_due(now):
+            self.send(EnquireLink(sequence=self.session.next_sequence()))
+        self._timer = self.loop.call_later(self._tick_every, self._tick)
+
+
+# --- the client side -----------------------------------------------------------------------
+
+
+class _EsmeLink(SmppLink):
+    def __init__(self, connector: SmppConnector, mode: str) -> None:
+        config = connector.config
+        super().__init__(
+            Role.ESME,
+            window=config.window,
+            response_timeout=config.response_timeout,
+            enquire_link_interval=config.enquire_link_interval,
+            logger=connector.log,
+            name=f"{connector.name}/{mode}",
+        )
+        self.connector = connector
+        self.handlers[DeliverSm] = self._on_deliver_sm
+
+    @property
+    def can_submit(self) -> bool:
+        return self.session.state in CAN_SUBMIT and self.is_open
+
+    def _on_deliver_sm(self, pdu: DeliverSm) -> None:
+        self.connector.spawn(self._answer_deliver_sm(pdu))
+
+    async def _answer_deliver_sm(self, pdu: DeliverSm) -> None:
+        status = await self.connector.handle_inbound(pdu)
+        if self.is_open:
+            self.send(DeliverSmResp(sequence=pdu.sequence, status=status))
+
+
+_MODE_BINDS: dict[str, type[Bind]] = {
+    "transceiver": BindTransceiver,
+    "transmitter": BindTransmitter,
+    "receiver": BindReceiver,
+}
+
+
+class SmppConnector:
+    """A :class:`~smsrelay.carrier.connector.Connector` speaking SMPP 3.4 to one SMSC link."""
+
+    def __init__(
+        self,
+        name: str,
+        config: SmppLinkConfig,
+        on_inbound: InboundHandler,
+        *,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.log = logger or _log
+        self._on_inbound = on_inbound
+        self._window = asyncio.Semaphore(config.window)
+        self._bucket = (
+            TokenBucket(config.max_per_second, burst=max(1.0, config.max_per_second / 20))
+            if config.max_per_second
+            else None
+        )
+        transceiver = config.bind_mode == "transceiver"
+        modes = ["transceiver"] if transceiver else ["transmitter", "receiver"]
+        self._links: dict[str, _EsmeLink | None] = dict.fromkeys(modes)
+        self._submit_mode = modes[0]
+        self._runners: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._rng = random.Random()
+
+    # --- Connector -----------------------------------------------------------------------
+
+    @property
+    def is_up(self) -> bool:
+        link = self._links[self._submit_mode]
+        return link is not None and link.can_submit
+
+    async def start(self) -> None:
+        if self._runners:
+            return
+        self._stopping = False
+        self._runners = [
+            asyncio.create_task(self._run(mode), name=f"smpp:{self.name}:{mode}")
+            for mode in self._links
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        grace = min(self.config.response_timeout, 5.0)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        await asyncio.gather(*(self._unbind(link, grace) for link in self._links.values() if link))
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        self._runners = []
+
+    async def submit(self, part: OutboundPart) -> SubmitOutcome:
+        if not self.is_up or self._stopping:
+            raise TransientError(f"smpp connector {self.name} is not bound")
+        async with self._window:
+            if self._bucket is not None:
+                delay = self._bucket.reserve(asyncio.get_running_loop().time())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            link = self._links[self._submit_mode]
+            if link is None or not link.can_submit:
+                raise TransientError(f"smpp connector {self.name} is not bound")
+            try:
+                future = link.request(self._submit_sm(part, link.session.next_sequence()))
+            except LocalProtocolError as exc:
+                raise PermanentError(f"cannot encode part {part.part_id}: {exc}") from exc
+            response = await future
+        if response.status or not isinstance(response, SubmitSmResp):
+            status = response.status or CommandStatus.ESME_RSYSERR
+            return SubmitOutcome(status=status, message_id=None)
+        return SubmitOutcome(status=0, message_id=response.message_id)
+
+    # --- helpers used by links -----------------------------------------------------------
+
+    def _submit_sm(self, part: OutboundPart, sequence: int) -> SubmitSm:
+        esm_class, short_message, tlvs = build_part(
+            part.payload, part.ref, part.total, part.seq, self.config.concat_method
+        )
+        data_coding = self.config.gsm_data_coding if part.data_coding == 0 else part.data_coding
+        return SubmitSm(
+            sequence=sequence,
+            source_addr_ton=1,
+            source_addr_npi=1,
+            source_addr=part.source,
+            dest_addr_ton=1,
+            dest_addr_npi=1,
+            destination_addr=part.destination,
+            esm_class=esm_class,
+            registered_delivery=1,
+            data_coding=data_coding,
+            short_message=short_message,
+            tlvs=tlvs,
+        )
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def handle_inbound(self, pdu: DeliverSm) -> int:
+        """Await the handler; its status goes in deliver_sm_resp (0x64 if it raised)."""
+        inbound = InboundSm(
+            connector=self.name,
+            source=pdu.source_addr,
+            destination=pdu.destination_addr,
+            esm_class=pdu.esm_class,
+            data_coding=pdu.data_coding,
+            short_message=pdu.short_message,
+            tlvs=MappingProxyType(dict(pdu.tlvs)),
+        )
+        try:
+            return int(await self._on_inbound(inbound))
+        except Exception:
+            self.log.exception("smpp.deliver_sm.handler_failed", extra={"connector": self.name})
+            return CommandStatus.ESME_RX_T_APPN
+
+    # --- connection lifecycle ------------------------------------------------------------
+
+    async def _run(self, mode: str) -> None:
+        attempt = 0
+        while not self._stopping:
+            link = await self._connect_and_bind(mode)
+            if link is None:
+                attempt += 1
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            attempt = 0
+            self._links[mode] = link
+            await link.closed
+            if self._links[mode] is link:
+                self._links[mode] = None
+            if not self._stopping:
+                self.log.warning("smpp.link.lost", extra={"connector": self.name, "mode": mode})
+                await asyncio.sleep(self._backoff(0))
+
+    def _backoff(self, attempt: int) -> float:
+        config = self.config
+        return reconnect_delay(
+            attempt, config.reconnect_min, config.reconnect_max, self._rng.random()
+        )
+
+    async def _connect_and_bind(self, mode: str) -> _EsmeLink | None:
+        config, fields_ = self.config, {"connector": self.name, "mode": mode}
+        loop = asyncio.get_running_loop()
+        link: _EsmeLink | None = None
+        try:
+            async with asyncio.timeout(config.response_timeout):
+                _, link = await loop.create_connection(
+                    lambda: _EsmeLink(self, mode),
+                    config.host,
+                    config.port,
+                    ssl=ssl.create_default_context() if config.tls else None,
+                )
+            response = await link.request(self._bind_pdu(mode, link.session.next_sequence()))
+        except (OSError, TransientError, TimeoutError) as exc:
+            self.log.warning("smpp.connect.failed", extra={**fields_, "error": str(exc)})
+            if link is not None:
+                link.abort()
+            return None
+        if response.status:
+            self.log.error(
+                "smpp.bind.refused", extra={**fields_, "status": status_name(response.status)}
+            )
+            link.abort()
+            return None
+        self.log.info("smpp.bind.ok", extra={**fields_, "peer": link.peer})
+        return link
+
+    def _bind_pdu(self, mode: str, sequence: int) -> Bind:
+        config = self.config
+        return _MODE_BINDS[mode](
+            sequence=sequence,
+            system_id=config.system_id,
+            password=config.password,
+            system_type=config.system_type,
+        )
+
+    async def _unbind(self, link: _EsmeLink, grace: float) -> None:
+        with contextlib.suppress(TransientError, LocalProtocolError, TimeoutError):
+            async with asyncio.timeout(grace):
+                await link.drained()
+                await link.request(Unbind(sequence=link.session.next_sequence()))
+        link.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await link.closed

@@ -1,0 +1,168 @@
+"""The smsrelay command line: serve, accounts, numbers, send, messages, db, smsc."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from smsrelay.cli_accounts import accounts, numbers
+from smsrelay.cli_messages import messages, stop, webhooks
+from smsrelay.cli_support import emit, fail, run, settings_from, with_gateway
+from smsrelay.service.gateway import Gateway
+from smsrelay.store.engine import Database, path_from_url
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", help="Folder for the SQLite database (default ./data).")
+@click.option("--database", "database_url", help="Database URL, e.g. sqlite:///srv/sms.db.")
+@click.option("--config", type=click.Path(dir_okay=False), help="A TOML settings file.")
+@click.pass_context
+def cli(
+    ctx: click.Context, data_dir: str | None, database_url: str | None, config: str | None
+) -> None:
+    """smsrelay: a self-hosted SMS gateway speaking SMS Partner's long-number API.
+
+    \b
+    Example:
+      smsrelay serve
+      smsrelay accounts create shop --credit 50
+    """
+    ctx.obj = {"data_dir": data_dir, "database_url": database_url, "config": config}
+
+
+@cli.command()
+@click.option("--host", help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="HTTP port (default 8080).")
+@click.option("--data-dir", help="Folder for the SQLite database (default ./data).")
+@click.option("--database", "database_url", help="Database URL (overrides --data-dir).")
+@click.option("--smsc", help="smpp://ID:PASSWORD@HOST:PORT of a real SMSC (default: built-in).")
+@click.option(
+    "--allow-private-webhooks/--no-allow-private-webhooks",
+    default=None,
+    help="Allow callbacks to private/loopback addresses (default: only with the built-in SMSC).",
+)
+@click.pass_context
+def serve(ctx: click.Context, /, **flags: Any) -> None:
+    """Run the HTTP API, the dispatcher, the webhook sender and (by default) the built-in SMSC.
+
+    On an empty database it creates the demo account and number and prints them.
+
+    \b
+    Example:
+      smsrelay serve --port 8080
+      SMSRELAY_SMSC=smpp://user:secret@smsc.example.net:2775 smsrelay serve
+    """
+    from smsrelay.runtime import serve_forever
+
+    settings = settings_from(ctx, **flags)
+    try:
+        run(serve_forever(settings))
+    except OSError as exc:
+        fail(f"could not start: {exc}")
+
+
+@cli.command()
+@click.option("--api-key", required=True, help="The account's API key.")
+@click.option("--from", "sender", required=True, help="One of the account's numbers.")
+@click.option("--to", "to", required=True, help="The recipient, e.g. 0612345678.")
+@click.option("--url", default=None, help="Gateway base URL (default from settings).")
+@click.argument("text")
+@click.pass_context
+def send(
+    ctx: click.Context, api_key: str, sender: str, to: str, url: str | None, text: str
+) -> None:
+    """Send one SMS through a running gateway's HTTP API and print its answer.
+
+    \b
+    Example:
+      smsrelay send --api-key KEY --from 33757000001 --to 0612345678 "Hello"
+    """
+    import aiohttp
+    import orjson
+
+    settings = settings_from(ctx)
+    base = url or f"http://{settings.host}:{settings.port}"
+    body = {"apiKey": api_key, "from": sender, "to": to, "message": text}
+
+    async def post() -> tuple[int, bytes]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{base}/v1/vn/send",
+                data=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            return resp.status, await resp.read()
+
+    try:
+        status, answer = run(post())
+    except aiohttp.ClientError as exc:
+        fail(f"could not reach the gateway at {base}: {exc} (is `smsrelay serve` running?)")
+    click.echo(answer.decode("utf-8", "replace"))
+    if status != 200:
+        raise SystemExit(1)
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command()
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Apply pending schema migrations (serve does this on start).
+
+    \b
+    Example:
+      smsrelay db upgrade
+    """
+    settings = settings_from(ctx)
+
+    async def go() -> list[int]:
+        database = Database(path_from_url(settings.resolved_database_url))
+        applied = await database.start()
+        await database.stop()
+        return applied
+
+    applied = run(go())
+    click.echo(f"applied migrations: {applied}" if applied else "database is up to date")
+
+
+@cli.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Show queue depth and pending callbacks of the configured database.
+
+    \b
+    Example:
+      smsrelay status
+    """
+
+    async def work(gw: Gateway) -> dict[str, Any]:
+        depth = await gw.store.queue_depth()
+        return {"parts": depth, "pending_callbacks": await gw.store.pending_webhooks()}
+
+    emit(with_gateway(ctx, work), True, str)
+
+
+cli.add_command(accounts)
+cli.add_command(numbers)
+cli.add_command(messages)
+cli.add_command(webhooks)
+cli.add_command(stop)
+
+
+def _mount_simulator() -> None:
+    from smsrelay.carrier.simulator_cli import smsc
+
+    cli.add_command(smsc)
+
+
+_mount_simulator()
+
+
+def main() -> None:
+    cli(prog_name="smsrelay")

@@ -1,0 +1,327 @@
+"""`smsrelay accounts ...` and `smsrelay numbers ...`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from smsrelay.cli_support import emit, fail, with_gateway
+from smsrelay.domain.pricing import eur_to_micros, format_eur
+from smsrelay.service import accounts as account_service
+from smsrelay.service.gateway import Gateway
+from smsrelay.store.records import Account, NumberRecord
+
+
+def _describe(account: Account) -> dict[str, Any]:
+    return {
+        "name": account.name,
+        "credit": format_eur(account.credit_micros),
+        "currency": "EUR",
+        "disabled": account.disabled,
+        "quietHours": account.quiet_hours,
+        "region": account.region,
+        "marketing": account.marketing,
+        "replyUrl": account.reply_url,
+        "webhookSecret": bool(account.webhook_secret),
+        "reassembleReplies": account.reassemble_replies,
+    }
+
+
+def _line(account: Account) -> str:
+    flags = [
+        "disabled" if account.disabled else "active",
+        f"quiet-hours {'on' if account.quiet_hours else 'off'}",
+        account.region,
+    ]
+    if account.marketing:
+        flags.append("marketing")
+    return f"{account.name}\t{format_eur(account.credit_micros)} EUR\t{', '.join(flags)}"
+
+
+@click.group()
+def accounts() -> None:
+    """Create and manage accounts (API keys, credit, quiet hours)."""
+
+
+@accounts.command("create")
+@click.argument("name")
+@click.option("--credit", default="0", help="Initial credit in EUR.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (key apiKey).")
+@click.pass_context
+def create(ctx: click.Context, name: str, credit: str, as_json: bool) -> None:
+    """Create an account and print its API key (shown this once only).
+
+    \b
+    Example:
+      smsrelay accounts create shop --credit 50 --json
+    """
+
+    async def work(gw: Gateway) -> account_service.CreatedAccount:
+        return await account_service.create_account(gw.store, name, credit, gw.clock)
+
+    created = with_gateway(ctx, _guard_money(work))
+    payload = {
+        "name": created.account.name,
+        "apiKey": created.api_key,
+        "credit": format_eur(created.account.credit_micros),
+    }
+    emit(payload, as_json, lambda p: f"account {p['name']} created\napiKey={p['apiKey']}")
+
+
+def _guard_money(work: Any) -> Any:
+    async def wrapped(gw: Gateway) -> Any:
+        try:
+            return await work(gw)
+        except ValueError as exc:
+            fail(f"invalid amount: {exc}")
+
+    return wrapped
+
+
+@accounts.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List accounts with their credit and settings.
+
+    \b
+    Example:
+      SMSRELAY_DATA_DIR=/srv/sms smsrelay accounts list
+    """
+
+    async def work(gw: Gateway) -> list[Account]:
+        return await gw.store.list_accounts()
+
+    found = with_gateway(ctx, work)
+    if as_json:
+        emit([_describe(a) for a in found], True, str)
+    else:
+        click.echo("\n".join(_line(a) for a in found) or "no accounts")
+
+
+@accounts.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one account and its numbers.
+
+    \b
+    Example:
+      smsrelay accounts show demo
+    """
+
+    async def work(gw: Gateway) -> tuple[Account, list[NumberRecord]]:
+        account = await gw.store.find_account(name)
+        if account is None:
+            fail(f"no account named {name!r}")
+        assert account is not None
+        return account, await gw.store.numbers_of(account.id)
+
+    account, owned = with_gateway(ctx, work)
+    info = {**_describe(account), "numbers": [n.msisdn for n in owned]}
+    emit(info, as_json, lambda i: "\n".join(f"{k}: {v}" for k, v in i.items()))
+
+
+@accounts.command("set")
+@click.argument("name")
+@click.option("--quiet-hours", type=click.Choice(["on", "off"]), help="Marketing quiet hours.")
+@click.option(
+    "--region",
+    type=click.Choice(["metropole", "alsace-moselle"]),
+    help="Public holidays to observe.",
+)
+@click.option(
+    "--marketing",
+    type=click.Choice(["on", "off"]),
+    help="Marketing account: the STOP mention is added to every message.",
+)
+@click.option("--reply-url", help="Default URL for replies ('' to clear).")
+@click.option(
+    "--reassemble-replies",
+    type=click.Choice(["on", "off"]),
+    help="One callback per long reply instead of one per part.",
+)
+@click.option("--webhook-secret", help="HMAC secret for callbacks; 'generate' makes one.")
+@click.pass_context
+def set_(
+    ctx: click.Context,
+    name: str,
+    quiet_hours: str | None,
+    region: str | None,
+    marketing: str | None,
+    reply_url: str | None,
+    reassemble_replies: str | None,
+    webhook_secret: str | None,
+) -> None:
+    """Change an account's settings.
+
+    \b
+    Example:
+      smsrelay accounts set shop --quiet-hours off --reply-url https://example.com/sms
+    """
+    changes = account_service.account_changes(
+        quiet_hours=_on(quiet_hours),
+        region=region,
+        marketing=_on(marketing),
+        reply_url=reply_url,
+        reassemble_replies=_on(reassemble_replies),
+        webhook_secret=webhook_secret,
+    )
+    if not changes:
+        fail("nothing to change: give at least one option (see --help)", code=2)
+
+    async def work(gw: Gateway) -> Account:
+        return await gw.store.update_account(name, changes)
+
+    account = with_gateway(ctx, work)
+    click.echo(_line(account))
+    if webhook_secret == "generate":
+        click.echo(f"webhookSecret={changes['webhook_secret']}")
+
+
+def _on(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
+
+
+@accounts.command()
+@click.argument("name")
+@click.argument("amount")
+@click.pass_context
+def credit(ctx: click.Context, name: str, amount: str) -> None:
+    """Add (+EUR) or remove (-EUR) credit.
+
+    \b
+    Example:
+      smsrelay accounts credit shop +25
+    """
+    try:
+        micros = eur_to_micros(amount.lstrip("+"))
+    except ValueError:
+        fail(f"invalid amount {amount!r}: use e.g. +25 or -3.5", code=2)
+
+    async def work(gw: Gateway) -> Account:
+        return await gw.store.add_credit(name, micros)
+
+    click.echo(_line(with_gateway(ctx, work)))
+
+
+@accounts.command()
+@click.argument("name")
+@click.pass_context
+def disable(ctx: click.Context, name: str) -> None:
+    """Disable an account: its sends are refused with code 20.
+
+    \b
+    Example:
+      smsrelay accounts disable shop
+    """
+    _set_disabled(ctx, name, True)
+
+
+@accounts.command()
+@click.argument("name")
+@click.pass_context
+def enable(ctx: click.Context, name: str) -> None:
+    """Enable a disabled account again.
+
+    \b
+    Example:
+      smsrelay accounts enable shop
+    """
+    _set_disabled(ctx, name, False)
+
+
+def _set_disabled(ctx: click.Context, name: str, disabled: bool) -> None:
+    async def work(gw: Gateway) -> Account:
+        return await gw.store.update_account(name, {"disabled": int(disabled)})
+
+    click.echo(_line(with_gateway(ctx, work)))
+
+
+@accounts.command("rotate-key")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def rotate_key(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Replace an account's API key; the old one stops working at once.
+
+    \b
+    Example:
+      smsrelay accounts rotate-key shop
+    """
+
+    async def work(gw: Gateway) -> str:
+        return await account_service.rotate_key(gw.store, name)
+
+    key = with_gateway(ctx, work)
+    emit({"name": name, "apiKey": key}, as_json, lambda p: f"apiKey={p['apiKey']}")
+
+
+@click.group()
+def numbers() -> None:
+    """Attach virtual (long) numbers to accounts."""
+
+
+@numbers.command("add")
+@click.argument("account")
+@click.argument("msisdn")
+@click.option("--connector", default="default", help="The SMPP connector that serves it.")
+@click.pass_context
+def add_number(ctx: click.Context, account: str, msisdn: str, connector: str) -> None:
+    """Give ACCOUNT the virtual number MSISDN (international form).
+
+    \b
+    Example:
+      smsrelay numbers add shop 33757000002
+    """
+
+    async def work(gw: Gateway) -> NumberRecord:
+        return await account_service.add_number(gw.store, account, msisdn, connector, gw.clock)
+
+    record = with_gateway(ctx, work)
+    click.echo(f"{record.msisdn}\t{record.account_name}\t{record.connector}")
+
+
+@numbers.command("list")
+@click.argument("account", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_numbers(ctx: click.Context, account: str | None, as_json: bool) -> None:
+    """List virtual numbers, of one account or all.
+
+    \b
+    Example:
+      smsrelay numbers list shop
+    """
+
+    async def work(gw: Gateway) -> list[NumberRecord]:
+        return await gw.store.list_numbers(account)
+
+    found = with_gateway(ctx, work)
+    emit(
+        found,
+        as_json,
+        lambda rows: (
+            "\n".join(f"{r.msisdn}\t{r.account_name}\t{r.connector}" for r in rows) or "no numbers"
+        ),
+    )
+
+
+@numbers.command("remove")
+@click.argument("msisdn")
+@click.pass_context
+def remove_number(ctx: click.Context, msisdn: str) -> None:
+    """Detach a virtual number from its account.
+
+    \b
+    Example:
+      smsrelay numbers remove 33757000002
+    """
+
+    async def work(gw: Gateway) -> None:
+        await account_service.remove_number(gw.store, msisdn)
+
+    with_gateway(ctx, work)
+    click.echo(f"removed {msisdn}")

@@ -1,0 +1,290 @@
+"""`smsrelay messages ...`, `smsrelay webhooks ...` and `smsrelay stop ...`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from smsrelay.cli_support import emit, fail, with_gateway
+from smsrelay.domain.numbers import parse_recipient
+from smsrelay.domain.pricing import format_eur
+from smsrelay.service.dates import iso_text
+from smsrelay.service.gateway import Gateway
+from smsrelay.service.status import describe
+from smsrelay.store.records import Account, MessageView, StopEntry, WebhookView
+
+
+@click.group()
+def messages() -> None:
+    """Look at messages: their parts, carrier ids, timeline and receipts."""
+
+
+@messages.command("show")
+@click.argument("message_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show_message(ctx: click.Context, message_id: int, as_json: bool) -> None:
+    """Show one message with its parts, carrier ids, timeline and receipts.
+
+    \b
+    Example:
+      smsrelay messages show 42
+    """
+
+    async def work(gw: Gateway) -> MessageView | None:
+        return await gw.store.get_message(message_id)
+
+    message = with_gateway(ctx, work)
+    if message is None:
+        fail(f"no message {message_id}")
+    assert message is not None
+    emit(message_detail(message), as_json, _human_detail)
+
+
+def message_detail(message: MessageView) -> dict[str, Any]:
+    view = describe(message)
+    return {
+        "id": message.id,
+        "status": view.status,
+        "state": message.state,
+        "from": message.sender,
+        "to": message.recipient,
+        "text": message.text,
+        "encoding": message.encoding,
+        "nbSms": message.nb_sms,
+        "cost": format_eur(message.cost_micros),
+        "tag": message.tag,
+        "sandbox": message.sandbox,
+        "connector": message.connector,
+        "timeline": _timeline(message),
+        "parts": [
+            {
+                "seq": p.seq,
+                "state": p.state,
+                "attempts": p.attempts,
+                "carrierId": p.carrier_id,
+                "stat": p.stat,
+                "err": p.err,
+                "lastError": p.last_error,
+            }
+            for p in message.parts
+        ],
+        "receipts": [
+            {"carrierId": r.carrier_id, "stat": r.stat, "err": r.err, "at": iso_text(r.received_at)}
+            for r in message.receipts
+        ],
+    }
+
+
+def _timeline(message: MessageView) -> list[str]:
+    events = [(message.created_at, "accepted")]
+    if message.due_at > message.created_at:
+        events.append((message.due_at, "due (held for quiet hours)"))
+    for part in message.parts:
+        if part.submitted_at:
+            events.append((part.submitted_at, f"part {part.seq} submitted as {part.carrier_id}"))
+        if part.done_at:
+            events.append((part.done_at, f"part {part.seq} {part.state}"))
+    for receipt in message.receipts:
+        events.append((receipt.received_at, f"receipt {receipt.carrier_id} {receipt.stat}"))
+    return [f"{iso_text(at)}  {what}" for at, what in sorted(events)]
+
+
+def _human_detail(info: dict[str, Any]) -> str:
+    lines = [
+        f"message {info['id']}: {info['status']} ({info['state']})",
+        f"  {info['from']} -> {info['to']}  {info['nbSms']} part(s), {info['encoding']}, "
+        f"{info['cost']} EUR",
+    ]
+    lines += [
+        f"  part {p['seq']}: {p['state']} carrier id {p['carrierId']} stat {p['stat']}"
+        + (f" ({p['lastError']})" if p["lastError"] else "")
+        for p in info["parts"]
+    ]
+    lines += ["  timeline:"] + [f"    {t}" for t in info["timeline"]]
+    return "\n".join(lines)
+
+
+@messages.command("list")
+@click.option("--account", help="Only this account's messages.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: bool) -> None:
+    """List the most recent messages.
+
+    \b
+    Example:
+      smsrelay messages list --account demo --limit 5
+    """
+
+    async def work(gw: Gateway) -> list[MessageView]:
+        account_id = (await _account(gw, account)).id if account else None
+        return await gw.store.recent_messages(account_id, limit)
+
+    found = with_gateway(ctx, work)
+    rows = [
+        {
+            "id": m.id,
+            "to": m.recipient,
+            "state": m.state,
+            "nbSms": m.nb_sms,
+            "created": iso_text(m.created_at),
+        }
+        for m in found
+    ]
+    emit(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(
+                f"{r['id']}\t{r['to']}\t{r['state']}\t{r['nbSms']}\t{r['created']}" for r in rs
+            )
+            or "no messages"
+        ),
+    )
+
+
+async def _account(gw: Gateway, name: str) -> Account:
+    account = await gw.store.find_account(name)
+    if account is None:
+        fail(f"no account named {name!r}")
+    assert account is not None
+    return account
+
+
+@click.group()
+def webhooks() -> None:
+    """Inspect and retry delivery-report and reply callbacks."""
+
+
+@webhooks.command("list")
+@click.option("--failed", is_flag=True, help="Only callbacks that were given up.")
+@click.option("--pending", is_flag=True, help="Only callbacks still waiting to be delivered.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_webhooks(
+    ctx: click.Context, failed: bool, pending: bool, limit: int, as_json: bool
+) -> None:
+    """List callbacks with their attempts.
+
+    \b
+    Example:
+      smsrelay webhooks list --failed
+    """
+    state = "failed" if failed else ("pending" if pending else None)
+
+    async def work(gw: Gateway) -> list[WebhookView]:
+        return await gw.store.list_webhooks(state, limit)
+
+    found = with_gateway(ctx, work)
+    emit(
+        found,
+        as_json,
+        lambda rows: (
+            "\n".join(
+                f"{w.id}\t{w.kind}\t{w.state}\t{w.attempts} attempt(s)\t{w.url}"
+                f"\t{w.last_error or ''}"
+                for w in rows
+            )
+            or "no callbacks"
+        ),
+    )
+
+
+@webhooks.command("retry")
+@click.argument("webhook_id", type=int, required=False)
+@click.option("--all", "all_", is_flag=True, help="Retry every failed callback.")
+@click.pass_context
+def retry_webhooks(ctx: click.Context, webhook_id: int | None, all_: bool) -> None:
+    """Queue a failed callback (or --all of them) for another round of attempts.
+
+    \b
+    Example:
+      smsrelay webhooks retry 17
+      smsrelay webhooks retry --all
+    """
+    if (webhook_id is None) == (not all_):
+        fail("give one callback id or --all", code=2)
+
+    async def work(gw: Gateway) -> int:
+        return await gw.store.retry_webhooks(webhook_id, gw.clock.now())
+
+    count = with_gateway(ctx, work)
+    click.echo(f"queued {count} callback(s) for retry")
+    if count == 0:
+        raise SystemExit(1)
+
+
+@click.group()
+def stop() -> None:
+    """Manage an account's STOP list (numbers that must not be messaged)."""
+
+
+@stop.command("list")
+@click.argument("account")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def stop_list(ctx: click.Context, account: str, as_json: bool) -> None:
+    """List the STOP list of ACCOUNT.
+
+    \b
+    Example:
+      smsrelay stop list demo
+    """
+
+    async def work(gw: Gateway) -> list[StopEntry]:
+        return await gw.store.stop_list((await _account(gw, account)).id)
+
+    found = with_gateway(ctx, work)
+    emit(
+        found,
+        as_json,
+        lambda rows: (
+            "\n".join(f"{e.id}\t{e.phone}\t{iso_text(e.created_at)}" for e in rows)
+            or "STOP list is empty"
+        ),
+    )
+
+
+@stop.command("add")
+@click.argument("account")
+@click.argument("phone")
+@click.pass_context
+def stop_add(ctx: click.Context, account: str, phone: str) -> None:
+    """Add PHONE to ACCOUNT's STOP list: sends to it are refused with code 14.
+
+    \b
+    Example:
+      smsrelay stop add demo 0612345678
+    """
+
+    async def work(gw: Gateway) -> int:
+        number = parse_recipient(phone)
+        owner = await _account(gw, account)
+        return await gw.store.stop_add(owner.id, number.e164, gw.clock.now())
+
+    click.echo(f"added, id {with_gateway(ctx, work)}")
+
+
+@stop.command("remove")
+@click.argument("account")
+@click.argument("phone")
+@click.pass_context
+def stop_remove(ctx: click.Context, account: str, phone: str) -> None:
+    """Remove PHONE from ACCOUNT's STOP list.
+
+    \b
+    Example:
+      smsrelay stop remove demo 0612345678
+    """
+
+    async def work(gw: Gateway) -> None:
+        number = parse_recipient(phone)
+        owner = await _account(gw, account)
+        await gw.store.stop_remove_phone(owner.id, number.e164)
+
+    with_gateway(ctx, work)
+    click.echo("removed")

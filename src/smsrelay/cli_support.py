@@ -1,0 +1,81 @@
+"""Shared plumbing for CLI commands: settings from the group, an open store, output."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict, is_dataclass
+from typing import Any, NoReturn, TypeVar
+
+import click
+import orjson
+
+from smsrelay.errors import DomainError, SmsRelayError
+from smsrelay.service.gateway import Gateway, build_gateway
+from smsrelay.settings import Settings, SettingsError, load_settings
+from smsrelay.store.sqlite_store import SqliteStore
+
+T = TypeVar("T")
+
+
+def settings_from(ctx: click.Context, **extra: Any) -> Settings:
+    flags = dict(ctx.find_root().obj or {})
+    flags.update({k: v for k, v in extra.items() if v is not None})
+    try:
+        return load_settings(flags)
+    except SettingsError as exc:
+        fail(str(exc), code=2)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(coro)
+
+
+def with_gateway(ctx: click.Context, work: Callable[[Gateway], Awaitable[T]]) -> T:
+    """Open the configured database (upgrading it), run ``work``, close; errors -> exit 1."""
+    settings = settings_from(ctx)
+
+    async def main() -> T:
+        store = SqliteStore(settings.resolved_database_url)
+        await store.open()
+        try:
+            return await work(build_gateway(settings, store))
+        finally:
+            await store.close()
+
+    try:
+        return run(main())
+    except DomainError as exc:
+        fail(exc.message)
+    except SmsRelayError as exc:
+        fail(str(exc))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def emit(value: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    if as_json:
+        click.echo(orjson.dumps(_plain(value), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(human(value))
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value

@@ -1,0 +1,209 @@
+"""The dispatcher: claims due parts per connector, submits them, records each outcome.
+
+A claimed part is leased: if this process dies before recording an outcome, the lease runs
+out and the part goes back to the queue (``release_expired_leases``), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from smsrelay.carrier.connector import Connector, OutboundPart
+from smsrelay.dispatch.outcomes import Outcome, classify, status_name
+from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
+from smsrelay.domain.states import PartState
+from smsrelay.domain.text import Encoding, split_segments
+from smsrelay.errors import TransientError
+from smsrelay.service.clock import Clock
+from smsrelay.smpp.receipts import normalise_carrier_id
+from smsrelay.store.records import CallbackBuilders, ClaimedPart
+from smsrelay.store.sqlite_store import SqliteStore
+
+log = logging.getLogger("smsrelay.dispatch")
+IDLE_POLL = 0.2
+SWEEP_EVERY = 5.0
+SLOW_DOWN_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    batch: int = 500
+    in_flight: int = 200  # parts handed to one connector at once (its window queues the rest)
+    lease_seconds: float = 60.0
+    max_attempts: int = 5
+    backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(cap=300.0))
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: SqliteStore,
+        clock: Clock,
+        connectors: Mapping[str, Connector],
+        builders: CallbackBuilders,
+        policy: DispatchPolicy,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._connectors = dict(connectors)
+        self._builders = builders
+        self._policy = policy
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.submitted = 0
+
+    def wake(self) -> None:
+        """A message was accepted: look for due work now rather than at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        await self._store.release_expired_leases(self._clock.now())
+        self._tasks = [asyncio.create_task(self._sweep_leases(), name="lease-sweeper")]
+        for name, connector in self._connectors.items():
+            lane = _Lane(self, name, connector)
+            self._tasks.append(asyncio.create_task(lane.run(), name=f"dispatch-{name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _sweep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            try:
+                released = await self._store.release_expired_leases(self._clock.now())
+            except TransientError:
+                continue
+            if released:
+                log.warning("dispatch.lease.expired", extra={"released": released})
+                self.wake()
+
+    async def _wait_for_work(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+
+
+class _Lane:
+    """One connector's loop: keep up to ``in_flight`` parts in the connector's hands."""
+
+    def __init__(self, dispatcher: Dispatcher, name: str, connector: Connector) -> None:
+        self.d = dispatcher
+        self.name = name
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.connector = connector
+        self.limit = dispatcher._policy.in_flight
+        self.in_flight = 0
+        self.room = asyncio.Event()
+        self.paused_until = 0.0
+
+    async def run(self) -> None:
+        while True:
+            if self.limit - self.in_flight < max(1, self.limit // 4):
+                self.room.clear()
+                await self.room.wait()  # claim in chunks, not one part per freed slot
+                continue
+            try:
+                claimed = await self._claim()
+            except TransientError as exc:
+                log.warning("dispatch.claim.failed", extra={"error": str(exc)})
+                claimed = []
+            if not claimed:
+                await self.d._wait_for_work()
+                continue
+            self.in_flight += len(claimed)
+            for part in claimed:
+                task = asyncio.create_task(self._send(part))
+                self.tasks.add(task)  # keep a reference until it finishes
+                task.add_done_callback(self.tasks.discard)
+
+    async def _claim(self) -> list[ClaimedPart]:
+        policy = self.d._policy
+        loop_now = asyncio.get_running_loop().time()
+        if not self.connector.is_up or loop_now < self.paused_until:
+            return []
+        now = self.d._clock.now()
+        limit = min(policy.batch, self.limit - self.in_flight)
+        return await self.d._store.claim_due_parts(
+            self.name, now, limit, now + policy.lease_seconds
+        )
+
+    async def _send(self, part: ClaimedPart) -> None:
+        try:
+            await self._submit_and_record(part)
+        except TransientError as exc:
+            log.warning(
+                "dispatch.record.failed", extra={"part_id": part.part_id, "error": str(exc)}
+            )
+        except Exception:
+            log.exception("dispatch.part.crashed", extra={"part_id": part.part_id})
+        finally:
+            self.in_flight -= 1
+            self.room.set()
+
+    async def _submit_and_record(self, part: ClaimedPart) -> None:
+        store, builders = self.d._store, self.d._builders
+        try:
+            outcome = await self.connector.submit(outbound_part(part))
+        except TransientError as exc:
+            await self._retry(part, str(exc), counted=False)
+            return
+        kind = classify(outcome.status)
+        now = self.d._clock.now()
+        if kind is Outcome.OK:
+            carrier_id = outcome.message_id or ""
+            key = normalise_carrier_id(carrier_id)
+            await store.mark_submitted(part.part_id, carrier_id, key, now, builders)
+            self.d.submitted += 1
+        elif kind is Outcome.SLOW_DOWN:
+            self.paused_until = asyncio.get_running_loop().time() + SLOW_DOWN_DELAY
+            await store.mark_retry(part.part_id, now + SLOW_DOWN_DELAY, status_name(outcome.status))
+        elif kind is Outcome.REJECT:
+            await store.mark_part_final(
+                part.part_id, PartState.REJECTED, status_name(outcome.status), now, builders
+            )
+        else:
+            await self._retry(part, status_name(outcome.status), counted=True)
+
+    async def _retry(self, part: ClaimedPart, reason: str, *, counted: bool) -> None:
+        policy = self.d._policy
+        now = self.d._clock.now()
+        if counted and part.attempts >= policy.max_attempts:
+            await self.d._store.mark_part_final(
+                part.part_id,
+                PartState.FAILED,
+                f"gave up after {part.attempts}: {reason}",
+                now,
+                self.d._builders,
+            )
+            return
+        due = next_attempt_at(part.attempts, now, policy.backoff, random.random())
+        await self.d._store.mark_retry(part.part_id, due, reason)
+
+
+def outbound_part(part: ClaimedPart) -> OutboundPart:
+    payloads = segments_of(part.text, part.encoding)
+    return OutboundPart(
+        part_id=part.part_id,
+        source=part.sender.lstrip("+"),
+        destination=part.recipient.lstrip("+"),
+        payload=payloads[part.seq - 1],
+        data_coding=0 if part.encoding == Encoding.GSM7 else 8,
+        ref=part.message_id & 0xFFFF,
+        total=part.nb_sms,
+        seq=part.seq,
+    )
+
+
+@lru_cache(maxsize=4096)
+def segments_of(text: str, encoding: str) -> tuple[bytes, ...]:
+    """Split once per message, not once per part (the parts of a message are claimed together)."""
+    return tuple(split_segments(text, Encoding(encoding)))

@@ -1,0 +1,120 @@
+"""deliver_sm from the SMSC: receipts and replies, stored before they are acknowledged."""
+
+from __future__ import annotations
+
+import logging
+
+from smsrelay.carrier.connector import InboundSm
+from smsrelay.domain.states import stat_for_message_state_tlv
+from smsrelay.domain.text import decode_gsm7, decode_ucs2
+from smsrelay.service.clock import Clock
+from smsrelay.smpp.concat import split_concat
+from smsrelay.smpp.receipts import carrier_id_candidates, parse_receipt
+from smsrelay.store.inbound_ops import IncomingReceipt
+from smsrelay.store.records import CallbackBuilders, InboundReply
+from smsrelay.store.sqlite_store import SqliteStore
+
+RECEIPT_MASK = 0x3C
+RECEIPT_TYPES = {0x04, 0x08, 0x10, 0x20}  # SMSC receipt, SME ack, manual ack, intermediate
+TLV_RECEIPTED_MESSAGE_ID = 0x001E
+TLV_MESSAGE_STATE = 0x0427
+ESME_ROK = 0
+log = logging.getLogger("smsrelay.dispatch")
+
+
+class InboundRouter:
+    """The InboundHandler given to every connector."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        clock: Clock,
+        builders: CallbackBuilders,
+        stop_keywords: tuple[str, ...],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._builders = builders
+        self._stop_keywords = frozenset(k.upper() for k in stop_keywords)
+
+    async def __call__(self, sm: InboundSm) -> int:
+        if sm.esm_class & RECEIPT_MASK in RECEIPT_TYPES:
+            await self._receipt(sm)
+        else:
+            await self._reply(sm)
+        return ESME_ROK
+
+    async def _receipt(self, sm: InboundSm) -> None:
+        receipt = read_receipt(sm, self._clock.now())
+        if receipt is None:
+            log.warning("smpp.receipt.unreadable", extra={"connector": sm.connector})
+            return  # acknowledged: re-sending an unreadable receipt would not help
+        matched = await self._store.record_receipt(receipt, self._builders)
+        if not matched:
+            log.info("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
+
+    async def _reply(self, sm: InboundSm) -> None:
+        concat, body = split_concat(sm.esm_class, sm.short_message, sm.tlvs)
+        text = decode_text(body, sm.data_coding)
+        reply = InboundReply(
+            connector=sm.connector,
+            msisdn="+" + sm.source.lstrip("+"),
+            virtual_number="+" + sm.destination.lstrip("+"),
+            text=text,
+            keyword=keyword_of(text),
+            is_stop=self.is_stop,
+            received_at=self._clock.now(),
+            concat=None if concat is None else (concat.ref, concat.total, concat.seq),
+        )
+        outcome = await self._store.record_reply(reply, self._builders)
+        log.info("smpp.reply.stored", extra={"reply_id": outcome.reply_id})
+
+    def is_stop(self, text: str) -> bool:
+        return is_stop_text(text, self._stop_keywords)
+
+
+def is_stop_text(text: str, keywords: frozenset[str]) -> bool:
+    """A reply asks to stop when its whole text (trimmed, case-folded) is a STOP keyword,
+    or its first word is one ("STOP merci")."""
+    cleaned = " ".join(text.upper().split()).strip(" .!")
+    return cleaned in keywords or keyword_of(cleaned) in keywords
+
+
+def keyword_of(text: str) -> str:
+    words = text.split()
+    return words[0].upper() if words else ""
+
+
+def decode_text(body: bytes, data_coding: int) -> str:
+    if data_coding == 8:
+        return decode_ucs2(body)
+    if data_coding == 3:
+        return body.decode("latin-1")
+    if data_coding in (1, 4):
+        return body.decode("ascii", "replace") if data_coding == 1 else body.hex()
+    return decode_gsm7(body)
+
+
+def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
+    """TLVs, when present, win over the Appendix B text."""
+    text = parse_receipt(decode_text(sm.short_message, 0 if sm.data_coding == 0 else 1))
+    carrier_id = _tlv_text(sm.tlvs.get(TLV_RECEIPTED_MESSAGE_ID)) or (text.id if text else None)
+    state = sm.tlvs.get(TLV_MESSAGE_STATE)
+    stat = stat_for_message_state_tlv(state[0]) if state else None
+    stat = stat or (text.stat if text else None)
+    if not carrier_id or not stat:
+        return None
+    return IncomingReceipt(
+        connector=sm.connector,
+        carrier_id=carrier_id,
+        candidate_keys=carrier_id_candidates(carrier_id),
+        stat=stat,
+        err=text.err if text else None,
+        received_at=now,
+    )
+
+
+def _tlv_text(value: bytes | None) -> str | None:
+    if not value:
+        return None
+    return value.rstrip(b"\x00").decode("ascii", "replace").strip() or None

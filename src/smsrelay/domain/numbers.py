@@ -1,0 +1,110 @@
+"""Phone numbers: the recipient (``to``) and sender (``from``) forms the API accepts.
+
+Validation is libphonenumber's (``phonenumbers``); this module only decides which forms are
+tried and in which region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+
+from smsrelay.errors import DomainError
+
+__all__ = ["Msisdn", "parse_international", "parse_recipient", "parse_sender"]
+
+# Separators people type inside numbers, besides whitespace. Anything else but digits and a
+# leading "+" is refused: phonenumbers would read letters as a keypad ("0800FLOWERS").
+_SEPARATORS = str.maketrans("", "", ".-()/")
+_DIGITS = frozenset("0123456789")
+
+# A leading-0 number is French national form, but the overseas departments dial their own
+# country codes behind French national prefixes (ARCEP plan). Route those prefixes to their
+# region *before* FR: libphonenumber's FR metadata also accepts 0596… and 0269… as mainland
+# numbers, which would yield an unroutable +33596… instead of Martinique's +596596….
+# GP stands for +590 (region_code_for_number then tells BL and MF apart), RE for +262 (YT).
+_OVERSEAS_PREFIXES = {
+    **dict.fromkeys(("0590", "0690", "0691"), "GP"),
+    **dict.fromkeys(("0596", "0696", "0697"), "MQ"),
+    **dict.fromkeys(("0594", "0694"), "GF"),
+    **dict.fromkeys(("0262", "0263", "0692", "0693"), "RE"),
+    **dict.fromkeys(("0269", "0639"), "YT"),
+}
+# Elsewhere FR, then Saint-Pierre-et-Miquelon, whose short national form (055 12 34) is not in
+# the French plan at all.
+_NATIONAL_FALLBACK = ("FR", "PM")
+
+
+@dataclass(frozen=True)
+class Msisdn:
+    """A valid phone number in E.164 form and the region it belongs to."""
+
+    e164: str
+    region: str
+
+    @property
+    def digits(self) -> str:
+        """E.164 without the "+", as SMPP addresses carry it."""
+        return self.e164.removeprefix("+")
+
+
+def parse_recipient(raw: str) -> Msisdn:
+    """``to``: French national form (06…, overseas 0590…) or any international form."""
+    compact = _compact(raw, "to")
+    if compact.startswith("0") and not compact.startswith("00"):
+        return _first_valid(compact, _national_regions(compact), raw, "to")
+    return _parse_international_compact(compact, raw, "to")
+
+
+def parse_sender(raw: str) -> Msisdn:
+    """``from``: a virtual number, international form only (with or without "+")."""
+    return parse_international(raw, "from")
+
+
+def parse_international(raw: str, field: str) -> Msisdn:
+    """``+336…``, ``336…`` or ``00336…``; a national (single leading 0) form is refused."""
+    return _parse_international_compact(_compact(raw, field), raw, field)
+
+
+def _parse_international_compact(compact: str, raw: str, field: str) -> Msisdn:
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    elif compact.startswith("0"):
+        raise _invalid(raw, field, "use the international form, e.g. 33612345678")
+    # Bare digits are international without the "+": parsed in region FR, 447911123456 would
+    # be read as a French national number and found invalid.
+    return _first_valid(compact if compact.startswith("+") else "+" + compact, (None,), raw, field)
+
+
+def _national_regions(compact: str) -> tuple[str, ...]:
+    overseas = _OVERSEAS_PREFIXES.get(compact[:4])
+    return (overseas,) if overseas else _NATIONAL_FALLBACK
+
+
+def _compact(raw: str, field: str) -> str:
+    compact = "".join(raw.split()).translate(_SEPARATORS)
+    if not compact:
+        raise DomainError("number.required", "The phone number is required.", field=field)
+    body = compact.removeprefix("+")
+    if not body or not _DIGITS.issuperset(body):
+        raise _invalid(raw, field, "only digits, an optional leading +, spaces, dots and dashes")
+    return compact
+
+
+def _first_valid(number: str, regions: tuple[str | None, ...], raw: str, field: str) -> Msisdn:
+    for region in regions:
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            # "ZZ" is libphonenumber's "unknown region"; a valid number always has a region.
+            return Msisdn(e164, phonenumbers.region_code_for_number(parsed) or "ZZ")
+    raise _invalid(raw, field, "not a valid phone number")
+
+
+def _invalid(raw: str, field: str, why: str) -> DomainError:
+    shown = raw if len(raw) <= 40 else raw[:40] + "…"  # the input is the client's: keep it short
+    return DomainError("number.invalid", f"Invalid phone number {shown!r}: {why}.", field=field)

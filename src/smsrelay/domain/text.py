@@ -1,0 +1,222 @@
+"""Message text: SMS Partner's rewriting rules, GSM 03.38 / UCS-2 choice, and segmentation.
+
+``prepare_text`` turns the ``message`` an API client sent into the exact text we deliver and
+count; ``split_segments`` cuts that text into per-part payloads for SMPP (without UDH).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+
+from smsrelay.errors import DomainError
+
+__all__ = [
+    "MAX_PARTS",
+    "Encoding",
+    "PreparedText",
+    "apply_replacements",
+    "decode_gsm7",
+    "decode_ucs2",
+    "encode_gsm7",
+    "is_gsm7",
+    "prepare_text",
+    "split_segments",
+]
+
+
+class Encoding(StrEnum):
+    GSM7 = "gsm7"
+    UCS2 = "ucs2"
+
+
+MAX_PARTS = 10
+
+# Capacities in units: septets for GSM7, UTF-16 code units for UCS2. A concatenated part loses
+# 6 octets to its UDH: 7 septets in GSM7 (160 -> 153), 3 code units in UCS2 (70 -> 67).
+_SINGLE_CAPACITY = {Encoding.GSM7: 160, Encoding.UCS2: 70}
+_PART_CAPACITY = {Encoding.GSM7: 153, Encoding.UCS2: 67}
+
+_ESCAPE = 0x1B
+
+# GSM 03.38 default alphabet, in septet order (0x1B is the escape to the extension table and
+# is not a character of its own, so it is left out of the encoding map).
+_BASIC_ALPHABET = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_EXTENSION = {
+    0x0A: "\f",
+    0x14: "^",
+    0x28: "{",
+    0x29: "}",
+    0x2F: "\\",
+    0x3C: "[",
+    0x3D: "~",
+    0x3E: "]",
+    0x40: "|",
+    0x65: "€",
+}
+
+_DECODE_BASIC: dict[int, str] = dict(enumerate(_BASIC_ALPHABET))
+_DECODE_EXTENSION: dict[int, str] = dict(_EXTENSION)
+_ENCODE: dict[str, bytes] = {
+    char: bytes((code,)) for code, char in _DECODE_BASIC.items() if code != _ESCAPE
+} | {char: bytes((_ESCAPE, code)) for code, char in _EXTENSION.items()}
+
+# SMS Partner's "special characters" table (compatibility.md): stricter than GSM 03.38.
+_REPLACEMENT_TABLE: dict[str, str | None] = {
+    **dict.fromkeys("ÿ", "y"),
+    **dict.fromkeys("ûü", "u"),
+    **dict.fromkeys("ïî", "i"),
+    **dict.fromkeys("ôöó", "o"),
+    **dict.fromkeys("ëê", "e"),
+    "µ": "u",
+    **dict.fromkeys("äáâã", "a"),
+    **dict.fromkeys("ÄÀÁÂÃ", "A"),
+    **dict.fromkeys("ÈÊË", "E"),
+    "Î": "I",
+    **dict.fromkeys("ÜÙÚÛ", "U"),
+    "Ý": "Y",
+    **dict.fromkeys("ÖÔ", "O"),
+    "ñ": "n",
+    "Ñ": "N",
+    "ç": "Ç",
+    "ą": "à",
+    "œ": "oe",
+    "°": ".",
+    **dict.fromkeys("[{", "("),
+    **dict.fromkeys("]}", ")"),
+    **dict.fromkeys("^~|\\¨§", ""),
+    **dict.fromkeys("’‘`", "'"),
+    **dict.fromkeys("“”«»", '"'),
+}
+_REPLACEMENTS = str.maketrans(_REPLACEMENT_TABLE)
+
+
+@dataclass(frozen=True)
+class PreparedText:
+    """The text as it will be delivered, and what it costs in units and SMS parts."""
+
+    text: str
+    encoding: Encoding
+    units: int
+    segments: int
+
+
+def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
+    """Apply the API's text rules to ``raw``, append the STOP mention, pick an encoding, count."""
+    if not raw.strip():
+        raise DomainError("message.required", "The message is required.", field="message")
+    text = apply_replacements(_expand_markup(raw)) + stop_suffix
+    encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
+    parts = split_segments(text, encoding)
+    if len(parts) > MAX_PARTS:
+        raise DomainError(
+            "message.too_many_parts",
+            f"A message cannot exceed {MAX_PARTS} concatenated SMS (this one needs {len(parts)}).",
+            field="message",
+        )
+    return PreparedText(text, encoding, _count_units(text, encoding), len(parts))
+
+
+def _expand_markup(raw: str) -> str:
+    # NFC first: a decomposed "é" (e + combining accent, as macOS keyboards send it) is one GSM
+    # character once composed, and would otherwise force the whole message into UCS-2.
+    text = unicodedata.normalize("NFC", _replace_lone_surrogates(raw))
+    return text.replace('\\"', '"').replace(":br:", "\r\n").replace(":euro:", "€")
+
+
+def _replace_lone_surrogates(text: str) -> str:
+    # A lone surrogate (possible from a JSON "\ud83d" escape) is not a character: no encoding
+    # can carry it, so it becomes U+FFFD rather than a crash at submit time.
+    return text.encode("utf-16-be", "surrogatepass").decode("utf-16-be", "replace")
+
+
+def apply_replacements(text: str) -> str:
+    """SMS Partner's replacement table: accents, brackets, deleted signs, typographic quotes."""
+    return text.translate(_REPLACEMENTS)
+
+
+def is_gsm7(text: str) -> bool:
+    """True when every character is in the GSM 03.38 default alphabet or its extension table."""
+    return all(char in _ENCODE for char in text)
+
+
+def encode_gsm7(text: str) -> bytes:
+    """Unpacked septets, one per octet; extension characters as ESC (0x1B) + code."""
+    try:
+        return b"".join(_ENCODE[char] for char in text)
+    except KeyError as exc:
+        raise DomainError(
+            "text.not_gsm", f"{exc.args[0]!r} is not in the GSM 03.38 alphabet.", field="message"
+        ) from None
+
+
+def decode_gsm7(data: bytes) -> str:
+    """Unpacked septets to text; never raises (an invalid septet becomes "?")."""
+    chars: list[str] = []
+    index = 0
+    while index < len(data):
+        code = data[index]
+        if code == _ESCAPE and index + 1 < len(data):
+            index += 1
+            chars.append(_decode_escaped(data[index]))
+        else:
+            chars.append(_DECODE_BASIC.get(code, "?") if code != _ESCAPE else "?")
+        index += 1
+    return "".join(chars)
+
+
+def _decode_escaped(code: int) -> str:
+    if code in _DECODE_EXTENSION:
+        return _DECODE_EXTENSION[code]
+    # 3GPP TS 23.038: an unknown extension code is shown as its default-alphabet character.
+    if code == _ESCAPE:
+        return "?"
+    return _DECODE_BASIC.get(code, "?")
+
+
+def decode_ucs2(data: bytes) -> str:
+    """UTF-16-BE to text; never raises (odd trailing octet and lone surrogates become U+FFFD)."""
+    return data.decode("utf-16-be", "replace")
+
+
+def split_segments(text: str, encoding: Encoding) -> list[bytes]:
+    """Per-part payload octets (no UDH); never splits a GSM escape pair or a surrogate pair.
+
+    Always returns at least one part (an empty text is one empty SMS).
+    """
+    chunks = _encoded_chars(text, encoding)
+    octets_per_unit = 1 if encoding is Encoding.GSM7 else 2
+    if sum(len(chunk) for chunk in chunks) <= _SINGLE_CAPACITY[encoding] * octets_per_unit:
+        return [b"".join(chunks)]
+    return _pack(chunks, _PART_CAPACITY[encoding] * octets_per_unit)
+
+
+def _encoded_chars(text: str, encoding: Encoding) -> list[bytes]:
+    # One chunk per character, so a part boundary can only fall between whole characters.
+    if encoding is Encoding.GSM7:
+        if not is_gsm7(text):
+            encode_gsm7(text)  # raises text.not_gsm naming the offending character
+        return [_ENCODE[char] for char in text]
+    return [char.encode("utf-16-be", "surrogatepass") for char in text]
+
+
+def _pack(chunks: list[bytes], capacity: int) -> list[bytes]:
+    parts: list[bytes] = []
+    current = bytearray()
+    for chunk in chunks:
+        if len(current) + len(chunk) > capacity:
+            parts.append(bytes(current))
+            current.clear()
+        current += chunk
+    parts.append(bytes(current))
+    return parts
+
+
+def _count_units(text: str, encoding: Encoding) -> int:
+    if encoding is Encoding.GSM7:
+        return sum(len(_ENCODE[char]) for char in text)
+    return len(text.encode("utf-16-be", "surrogatepass")) // 2

@@ -1,0 +1,154 @@
+"""The composition root: builds and runs every part of ``smsrelay serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from smsrelay.api.app import build_app
+from smsrelay.carrier.connector import Connector
+from smsrelay.carrier.simulator import Simulator, SimulatorOptions
+from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
+from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
+from smsrelay.dispatch.inbound import InboundRouter
+from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
+from smsrelay.service.gateway import Gateway, build_gateway
+from smsrelay.settings import Settings
+from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.payloads import BUILDERS
+
+BUILTIN_SYSTEM_ID = "smsrelay"
+BUILTIN_PASSWORD = "smsrelay"
+log = logging.getLogger("smsrelay")
+
+
+@dataclass
+class Running:
+    """Everything ``serve`` started, in start order (stopped in reverse)."""
+
+    gateway: Gateway
+    http_port: int
+    simulator: Simulator | None
+    connectors: dict[str, Connector]
+    dispatcher: Dispatcher
+    runner: web.AppRunner
+    services: list[Any] = field(default_factory=list)
+
+
+async def start(settings: Settings, say: Callable[[str], None]) -> Running:
+    store = SqliteStore(settings.resolved_database_url)
+    await store.open()
+    gateway = build_gateway(settings, store)
+    demo = await ensure_demo(store, settings.demo_credit_eur, gateway.clock)
+    simulator = await _start_simulator(settings, say)
+    inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
+    connectors = _build_connectors(settings, simulator, inbound)
+    for connector in connectors.values():
+        await connector.start()
+    dispatcher = Dispatcher(store, gateway.clock, connectors, BUILDERS, _policy(settings))
+    await dispatcher.start()
+    gateway.wake_dispatcher = dispatcher.wake
+    services = await _start_services(gateway)
+    runner, port = await _start_http(gateway, settings)
+    if demo is not None and demo.demo_key:
+        numbers = await store.numbers_of(demo.id)
+        number = numbers[0].msisdn.removeprefix("+") if numbers else "(none)"
+        say(f"demo account: apiKey={demo.demo_key} number={number}")
+    say(f"smsrelay: listening on http://{settings.host}:{port}")
+    return Running(gateway, port, simulator, connectors, dispatcher, runner, services)
+
+
+async def stop(running: Running) -> None:
+    await running.runner.cleanup()
+    for service in reversed(running.services):
+        await service.stop()
+    await running.dispatcher.stop()
+    for connector in running.connectors.values():
+        await connector.stop()
+    if running.simulator is not None:
+        await running.simulator.stop()
+    await running.gateway.store.close()
+
+
+async def serve_forever(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
+    running = await start(settings, lambda line: print(line, flush=True))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        print("smsrelay: stopping", file=sys.stderr, flush=True)
+        await stop(running)
+
+
+async def _start_simulator(settings: Settings, say: Callable[[str], None]) -> Simulator | None:
+    if not settings.uses_builtin_smsc:
+        return None
+    simulator = Simulator(
+        SimulatorOptions(
+            host="127.0.0.1",
+            port=settings.builtin_smsc_port,
+            control_port=settings.builtin_smsc_control_port,
+            system_id=BUILTIN_SYSTEM_ID,
+            password=BUILTIN_PASSWORD,
+            delivery_rate=settings.builtin_delivery_rate,
+            receipt_delay_ms=settings.builtin_receipt_delay_ms,
+        )
+    )
+    await simulator.start()
+    say(
+        f"built-in SMSC: smpp://127.0.0.1:{simulator.port} "
+        f"(control http://127.0.0.1:{simulator.control_port})"
+    )
+    return simulator
+
+
+def _build_connectors(
+    settings: Settings, simulator: Simulator | None, inbound: InboundRouter
+) -> dict[str, Connector]:
+    if simulator is not None:
+        default_url = f"smpp://{BUILTIN_SYSTEM_ID}:{BUILTIN_PASSWORD}@127.0.0.1:{simulator.port}"
+    else:
+        default_url = settings.smsc or ""
+    connectors: dict[str, Connector] = {
+        DEFAULT_CONNECTOR: SmppConnector(
+            DEFAULT_CONNECTOR, SmppLinkConfig.from_url(default_url), inbound
+        )
+    }
+    for extra in settings.connectors:
+        config = SmppLinkConfig.from_url(extra.url, **dict(extra.options))
+        connectors[extra.name] = SmppConnector(extra.name, config, inbound)
+    return connectors
+
+
+def _policy(settings: Settings) -> DispatchPolicy:
+    return DispatchPolicy(
+        batch=settings.dispatch_batch,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.submit_attempts,
+    )
+
+
+async def _start_services(gateway: Gateway) -> list[Any]:
+    return []
+
+
+async def _start_http(gateway: Gateway, settings: Settings) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(build_app(gateway), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else settings.port
+    return runner, int(port)

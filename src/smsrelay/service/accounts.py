@@ -1,0 +1,136 @@
+"""Accounts: authentication with a short cache, creation, the demo account, management."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from smsrelay.domain.numbers import parse_international
+from smsrelay.domain.pricing import eur_to_micros
+from smsrelay.domain.quiet_hours import Region
+from smsrelay.errors import DomainError
+from smsrelay.service.clock import Clock
+from smsrelay.service.keys import hash_api_key, new_api_key, new_webhook_secret
+from smsrelay.store.records import Account, NumberRecord
+from smsrelay.store.sqlite_store import SqliteStore
+
+DEMO_ACCOUNT = "demo"
+DEMO_NUMBER = "+33757000001"
+DEFAULT_CONNECTOR = "default"
+# Cached accounts are only a first gate: disabled/credit are re-checked inside the write.
+CACHE_SECONDS = 1.0
+
+
+class AccountDirectory:
+    """Looks up accounts by API key, caching hits for a second (the hot path of send)."""
+
+    def __init__(self, store: SqliteStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Account]] = {}
+
+    async def authenticate(self, api_key: str | None) -> Account:
+        if not api_key:
+            raise DomainError("apikey.required", "the API key is required", "apiKey")
+        key_hash = hash_api_key(api_key)
+        now = self._clock.now()
+        hit = self._cache.get(key_hash)
+        if hit is not None and 0 <= now - hit[0] < CACHE_SECONDS:
+            account = hit[1]
+        else:
+            found = await self._store.account_by_key_hash(key_hash)
+            if found is None:
+                raise DomainError("apikey.incorrect", "incorrect API key", "apiKey")
+            account = found
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key_hash] = (now, account)
+        if account.disabled:
+            raise DomainError("account.disabled", "account disabled", "apiKey")
+        return account
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+@dataclass(frozen=True)
+class CreatedAccount:
+    account: Account
+    api_key: str
+
+
+async def create_account(
+    store: SqliteStore, name: str, credit_eur: str, clock: Clock
+) -> CreatedAccount:
+    if not name or len(name) > 64 or any(ch.isspace() for ch in name):
+        raise DomainError("account.name", "account names are 1-64 characters without spaces")
+    key = new_api_key()
+    account = await store.create_account(
+        name, hash_api_key(key), eur_to_micros(credit_eur), clock.now()
+    )
+    return CreatedAccount(account, key)
+
+
+async def ensure_demo(store: SqliteStore, credit_eur: str, clock: Clock) -> Account | None:
+    """On an empty database: the demo account with its key kept to print, and its number."""
+    if await store.list_accounts():
+        return await store.find_account(DEMO_ACCOUNT)
+    key = new_api_key()
+    await store.create_account(
+        DEMO_ACCOUNT, hash_api_key(key), eur_to_micros(credit_eur), clock.now(), demo_key=key
+    )
+    await store.add_number(DEMO_ACCOUNT, DEMO_NUMBER, DEFAULT_CONNECTOR, clock.now())
+    return await store.find_account(DEMO_ACCOUNT)
+
+
+async def rotate_key(store: SqliteStore, name: str) -> str:
+    key = new_api_key()
+    await store.set_key_hash(name, hash_api_key(key))
+    return key
+
+
+def account_changes(
+    *,
+    quiet_hours: bool | None = None,
+    region: str | None = None,
+    marketing: bool | None = None,
+    reply_url: str | None = None,
+    reassemble_replies: bool | None = None,
+    webhook_secret: str | None = None,
+    disabled: bool | None = None,
+) -> dict[str, Any]:
+    """Validate `accounts set` options into column changes."""
+    changes: dict[str, Any] = {}
+    if quiet_hours is not None:
+        changes["quiet_hours"] = int(quiet_hours)
+    if region is not None:
+        try:
+            changes["region"] = str(Region(region))
+        except ValueError as exc:
+            choices = ", ".join(r.value for r in Region)
+            raise DomainError("account.region", f"region must be one of: {choices}") from exc
+    if marketing is not None:
+        changes["marketing"] = int(marketing)
+    if reply_url is not None:
+        changes["reply_url"] = reply_url or None
+    if reassemble_replies is not None:
+        changes["reassemble_replies"] = int(reassemble_replies)
+    if webhook_secret is not None:
+        changes["webhook_secret"] = (
+            new_webhook_secret() if webhook_secret == "generate" else (webhook_secret or None)
+        )
+    if disabled is not None:
+        changes["disabled"] = int(disabled)
+    return changes
+
+
+async def add_number(
+    store: SqliteStore, account: str, raw_number: str, connector: str, clock: Clock
+) -> NumberRecord:
+    number = parse_international(raw_number, "msisdn")
+    return await store.add_number(account, number.e164, connector, clock.now())
+
+
+async def remove_number(store: SqliteStore, raw_number: str) -> None:
+    number = parse_international(raw_number, "msisdn")
+    await store.remove_number(number.e164)

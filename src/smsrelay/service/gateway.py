@@ -1,0 +1,56 @@
+"""The running gateway's shared parts, built once by ``serve`` (never at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from smsrelay.domain.pricing import DEFAULT_PRICES_EUR, PriceTable
+from smsrelay.service.accounts import AccountDirectory
+from smsrelay.service.clock import Clock, FixedClock, SystemClock
+from smsrelay.service.sending import SendContext
+from smsrelay.settings import Settings
+from smsrelay.store.sqlite_store import SqliteStore
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: SqliteStore
+    clock: Clock
+    prices: PriceTable
+    accounts: AccountDirectory
+    extras: dict[str, Any] = field(default_factory=dict)
+    wake_dispatcher: Callable[[], None] = field(default=lambda: None)
+
+    @property
+    def send_context(self) -> SendContext:
+        return SendContext(
+            store=self.store,
+            accounts=self.accounts,
+            clock=self.clock,
+            prices=self.prices,
+            stop_mention=self.settings.stop_mention,
+        )
+
+
+def build_clock(settings: Settings) -> Clock:
+    if settings.fixed_clock:
+        return FixedClock.from_iso(settings.fixed_clock)
+    return SystemClock()
+
+
+def build_prices(settings: Settings) -> PriceTable:
+    return PriceTable.from_eur({**DEFAULT_PRICES_EUR, **settings.prices})
+
+
+def build_gateway(settings: Settings, store: SqliteStore) -> Gateway:
+    clock = build_clock(settings)
+    return Gateway(
+        settings=settings,
+        store=store,
+        clock=clock,
+        prices=build_prices(settings),
+        accounts=AccountDirectory(store, clock),
+    )

@@ -1,0 +1,197 @@
+"""Accepting a message: validate every field, price it, hold it in quiet hours, store it.
+
+``success`` is only ever answered after ``store.accept_message`` returned, i.e. after the
+commit that holds the row (the store's writer resolves the call after COMMIT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from smsrelay.domain.numbers import Msisdn, parse_recipient, parse_sender
+from smsrelay.domain.pricing import PriceTable, message_cost
+from smsrelay.domain.quiet_hours import QuietHoursPolicy, Region, release_time
+from smsrelay.domain.text import PreparedText, prepare_text
+from smsrelay.errors import DomainError
+from smsrelay.service.accounts import AccountDirectory
+from smsrelay.service.clock import Clock
+from smsrelay.store.records import Account, NewMessage
+from smsrelay.store.sqlite_store import SqliteStore
+
+T = TypeVar("T")
+MAX_TAG_LENGTH = 20
+MAX_URL_LENGTH = 2048
+
+
+class ValidationFailed(DomainError):
+    """Several fields broke their rules at once (SMS Partner's code 9 with a list)."""
+
+    def __init__(self, failures: list[DomainError]) -> None:
+        super().__init__("validation", "; ".join(f.message for f in failures))
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """The send parameters as text, already read from JSON or form fields (None = absent)."""
+
+    api_key: str | None
+    to: str | None
+    sender: str | None
+    message: str | None
+    tag: str | None = None
+    url_response: str | None = None
+    url_dlr: str | None = None
+    is_stop_sms: str | None = None
+    sandbox: str | None = None
+    field_errors: tuple[DomainError, ...] = ()  # type errors found while reading the body
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message_id: int
+    nb_sms: int
+    cost_micros: int
+    due_at: float
+    held: bool
+
+
+@dataclass(frozen=True)
+class SendContext:
+    store: SqliteStore
+    accounts: AccountDirectory
+    clock: Clock
+    prices: PriceTable
+    stop_mention: str
+
+
+async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
+    account = await ctx.accounts.authenticate(request.api_key)
+    if not request.to:
+        raise DomainError("to.required", "the phone number (to) is required", "to")
+    if request.message is None or not request.message.strip():
+        raise DomainError("message.required", "the message is required", "message")
+    checked = _validate_fields(request, account)
+    prepared = prepare_text(checked.raw_text, stop_suffix=checked.stop_suffix(ctx.stop_mention))
+    cost = message_cost(ctx.prices, checked.recipient.region, prepared.segments)
+    now = ctx.clock.now()
+    due = _due_at(now, account)
+    new = _new_message(request, account, checked, prepared, cost, now, due)
+    message_id = await ctx.store.accept_message(new)
+    return Accepted(message_id, prepared.segments, 0 if checked.sandbox else cost, due, due > now)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    recipient: Msisdn
+    sender: Msisdn
+    raw_text: str
+    stop: bool
+    sandbox: bool
+
+    def stop_suffix(self, mention: str) -> str:
+        return "\n" + mention if self.stop else ""
+
+
+def _validate_fields(request: SendRequest, account: Account) -> _Checked:
+    failures = list(request.field_errors)
+    recipient = _collect(failures, lambda: parse_recipient(request.to or ""))
+    sender = _collect(failures, lambda: parse_sender(request.sender or ""))
+    stop = _collect(failures, lambda: _flag(request.is_stop_sms, "isStopSms"))
+    sandbox = _collect(failures, lambda: _flag(request.sandbox, "sandbox"))
+    _collect(failures, lambda: _check_tag(request.tag))
+    _collect(failures, lambda: _check_url(request.url_response, "urlResponse"))
+    _collect(failures, lambda: _check_url(request.url_dlr, "urlDlr"))
+    if failures:
+        raise ValidationFailed(failures)
+    assert recipient is not None and sender is not None
+    return _Checked(
+        recipient=recipient,
+        sender=sender,
+        raw_text=request.message or "",
+        stop=bool(stop) or account.marketing,
+        sandbox=bool(sandbox),
+    )
+
+
+def _collect(failures: list[DomainError], check: Callable[[], T]) -> T | None:
+    try:
+        return check()
+    except DomainError as error:
+        failures.append(error)
+        return None
+
+
+def _flag(value: str | None, field: str) -> bool:
+    if value is None or value.strip().lower() in {"", "0", "false"}:
+        return False
+    if value.strip().lower() in {"1", "true"}:
+        return True
+    raise DomainError(f"{field}.invalid", f"{field} must be 1 or 0", field)
+
+
+def check_tag(tag: str | None) -> None:
+    """SMS Partner's tag rule: at most 20 characters, no spaces, lowercase only."""
+    if tag is None or tag == "":
+        return
+    if len(tag) > MAX_TAG_LENGTH:
+        raise DomainError("tag.invalid", "the tag must be at most 20 characters", "tag")
+    if any(ch.isspace() for ch in tag):
+        raise DomainError("tag.invalid", "the tag must not contain spaces", "tag")
+    if tag != tag.lower():
+        raise DomainError("tag.invalid", "the tag must be lowercase", "tag")
+
+
+_check_tag = check_tag
+
+
+def _check_url(url: str | None, field: str) -> None:
+    if url is None or url == "":
+        return
+    if len(url) > MAX_URL_LENGTH or any(ch.isspace() for ch in url):
+        raise DomainError("url.invalid", f"{field} is not a valid URL", field)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a non-numeric port
+    except ValueError as exc:
+        raise DomainError("url.invalid", f"{field} is not a valid URL", field) from exc
+    if parts.scheme not in {"http", "https"} or not parts.hostname or port == 0:
+        raise DomainError("url.invalid", f"{field} must be an http(s) URL with a host", field)
+
+
+def _due_at(now: float, account: Account) -> float:
+    policy = QuietHoursPolicy(enabled=account.quiet_hours, region=Region(account.region))
+    accepted = datetime.fromtimestamp(now, UTC)
+    return release_time(accepted, policy).timestamp()
+
+
+def _new_message(
+    request: SendRequest,
+    account: Account,
+    checked: _Checked,
+    prepared: PreparedText,
+    cost: int,
+    now: float,
+    due: float,
+) -> NewMessage:
+    return NewMessage(
+        account_id=account.id,
+        sender=checked.sender.e164,
+        recipient=checked.recipient.e164,
+        region=checked.recipient.region,
+        text=prepared.text,
+        encoding=str(prepared.encoding),
+        nb_sms=prepared.segments,
+        cost_micros=cost,
+        tag=request.tag or None,
+        url_response=request.url_response or None,
+        url_dlr=request.url_dlr or None,
+        stop_sms=checked.stop,
+        sandbox=checked.sandbox,
+        created_at=now,
+        due_at=due,
+    )

@@ -1,0 +1,54 @@
+"""Looking messages up for their owner, in SMS Partner's status vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smsrelay.domain.numbers import parse_recipient
+from smsrelay.domain.states import MessageState, public_status
+from smsrelay.errors import DomainError
+from smsrelay.store.records import Account, MessageView
+from smsrelay.store.sqlite_store import SqliteStore
+
+
+@dataclass(frozen=True)
+class StatusView:
+    message: MessageView
+    status: str  # Delivered / Not delivered / Waiting / ko / Cancelled
+    stat: str | None  # the carrier's last word (DELIVRD, UNDELIV, ...)
+    stopped: bool  # the recipient is now in the STOP list
+
+
+def parse_message_id(raw: str | None) -> int:
+    if raw is None or str(raw).strip() == "":
+        raise DomainError("messageid.required", "messageId is required", "messageId")
+    try:
+        value = int(str(raw).strip())
+    except ValueError as exc:
+        raise DomainError("message.unknown", "message not found", "messageId") from exc
+    if value <= 0 or value > 2**63 - 1:
+        raise DomainError("message.unknown", "message not found", "messageId")
+    return value
+
+
+async def message_status(
+    store: SqliteStore, account: Account, raw_id: str | None, phone: str | None
+) -> StatusView:
+    message = await store.get_message(parse_message_id(raw_id), account.id)
+    if message is None or (phone and not _same_number(phone, message.recipient)):
+        raise DomainError("message.unknown", "message not found", "messageId")
+    stops = {entry.phone for entry in await store.stop_list(account.id)}
+    return describe(message, message.recipient in stops)
+
+
+def describe(message: MessageView, stopped: bool = False) -> StatusView:
+    status = public_status(MessageState(message.state))
+    stats = [p.stat for p in message.parts if p.stat]
+    return StatusView(message, status, stats[-1] if stats else None, stopped)
+
+
+def _same_number(raw: str, e164: str) -> bool:
+    try:
+        return parse_recipient(raw).e164 == e164
+    except DomainError:
+        return False

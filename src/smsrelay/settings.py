@@ -1,0 +1,211 @@
+"""One frozen, typed settings object: flag > SMSRELAY_* environment > TOML file > default.
+
+Every field can be set in the TOML file (``--config`` / ``SMSRELAY_CONFIG`` / ``./smsrelay.toml``)
+and, for scalar fields, from the environment as ``SMSRELAY_<FIELD>`` upper-cased. Unknown keys
+in the file are errors: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from smsrelay.errors import SmsRelayError
+
+ENV_PREFIX = "SMSRELAY_"
+
+
+class SettingsError(SmsRelayError):
+    """The configuration is invalid; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class ConnectorSettings:
+    """One named SMPP link, from a ``[connectors.NAME]`` table."""
+
+    name: str
+    url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./data"
+    database_url: str | None = None
+    config: str | None = None
+    # Default connector: None = start the built-in SMSC simulator in-process.
+    smsc: str | None = None
+    builtin_smsc_port: int = 2775
+    builtin_smsc_control_port: int = 2776
+    builtin_delivery_rate: float = 1.0
+    builtin_receipt_delay_ms: int = 0
+    allow_private_webhooks: bool | None = None
+    stop_mention: str = "STOP au 36180"
+    stop_keywords: tuple[str, ...] = (
+        "STOP",
+        "STOP SMS",
+        "STOPSMS",
+        "ARRET",
+        "ARRÊT",
+        "UNSUBSCRIBE",
+    )
+    demo_credit_eur: str = "100"
+    prices: Mapping[str, str] = field(default_factory=dict)
+    connectors: tuple[ConnectorSettings, ...] = ()
+    dispatch_batch: int = 500
+    submit_attempts: int = 5
+    lease_seconds: float = 60.0
+    webhook_timeout: float = 10.0
+    webhook_first_retry: float = 1.0
+    webhook_max_backoff: float = 600.0
+    webhook_give_up_after: float = 86400.0
+    webhook_concurrency_per_host: int = 16
+    # Test-only: "2026-03-01T15:00:00+01:00" freezes the clock and enables POST /_test/clock.
+    fixed_clock: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir) / 'smsrelay.db'}"
+
+    @property
+    def uses_builtin_smsc(self) -> bool:
+        return self.smsc is None or self.smsc == "builtin"
+
+    @property
+    def private_webhooks_allowed(self) -> bool:
+        if self.allow_private_webhooks is None:
+            return self.uses_builtin_smsc
+        return self.allow_private_webhooks
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+_SCALARS = {"host", "data_dir", "database_url", "config", "smsc", "stop_mention", "fixed_clock"}
+_SCALARS |= {"log_level", "demo_credit_eur"}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge the layers; flags whose value is None are treated as not given."""
+    env = os.environ if env is None else env
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    from_env = _read_env(env)
+    config_path = given.get("config") or from_env.get("config") or _default_config_path()
+    from_file = _read_toml(config_path) if config_path else {}
+    merged: dict[str, Any] = {**from_file, **from_env, **given}
+    if config_path:
+        merged["config"] = str(config_path)
+    return _build(merged)
+
+
+def _default_config_path() -> str | None:
+    return "smsrelay.toml" if Path("smsrelay.toml").is_file() else None
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise SettingsError(f"unknown key(s) in {path}: {', '.join(unknown)}")
+    return data
+
+
+def _build(values: Mapping[str, Any]) -> Settings:
+    kwargs: dict[str, Any] = {}
+    for name, raw in values.items():
+        if name not in _FIELDS:
+            raise SettingsError(f"unknown setting: {name}")
+        kwargs[name] = _coerce(name, raw)
+    settings = Settings(**kwargs)
+    _validate(settings)
+    return settings
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    default = _FIELDS[name].default
+    try:
+        if name == "connectors":
+            return _connectors(raw)
+        if name == "prices":
+            return {str(k).upper(): str(v) for k, v in dict(raw).items()}
+        if name == "stop_keywords":
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(k).strip().upper() for k in items if str(k).strip())
+        if name == "allow_private_webhooks":
+            return _boolean(raw)
+        if isinstance(default, bool):
+            return _boolean(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return None if raw is None else str(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"invalid value for {name}: {raw!r} ({exc})") from exc
+
+
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _connectors(raw: Any) -> tuple[ConnectorSettings, ...]:
+    if not isinstance(raw, Mapping):
+        raise ValueError("[connectors] must be a table of named connectors")
+    result = []
+    for name, table in raw.items():
+        if not isinstance(table, Mapping) or "url" not in table:
+            raise ValueError(f"connector {name!r} needs a url = 'smpp://...'")
+        options = {k: v for k, v in table.items() if k != "url"}
+        result.append(ConnectorSettings(name=str(name), url=str(table["url"]), options=options))
+    return tuple(result)
+
+
+def _validate(settings: Settings) -> None:
+    if not 0 <= settings.port <= 65535:
+        raise SettingsError(f"port must be 0-65535, got {settings.port}")
+    url = settings.resolved_database_url
+    if not url.startswith("sqlite:///"):
+        raise SettingsError(f"unsupported database URL {url!r}: use sqlite:///PATH")
+    if settings.dispatch_batch < 1 or settings.submit_attempts < 1:
+        raise SettingsError("dispatch_batch and submit_attempts must be at least 1")
+    if not settings.uses_builtin_smsc and not str(settings.smsc).startswith(
+        ("smpp://", "smpps://")
+    ):
+        raise SettingsError("smsc must be smpp://ID:PASSWORD@HOST:PORT or smpps://...")
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    """A copy with some fields replaced (tests and embedding)."""
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,162 @@
+"""Delivery receipt text (SMPP 3.4 Appendix B) and carrier message id matching.
+
+The format is a de-facto standard only: :func:`parse_receipt` accepts seconds in the dates,
+upper- or mixed-case keys, ``submit_date`` spellings, long stat words and missing fields.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from smsrelay.smpp.pdu import MessageState
+
+STAT_STATES: dict[str, MessageState] = {
+    "ENROUTE": MessageState.ENROUTE,
+    "DELIVRD": MessageState.DELIVERED,
+    "EXPIRED": MessageState.EXPIRED,
+    "DELETED": MessageState.DELETED,
+    "UNDELIV": MessageState.UNDELIVERABLE,
+    "ACCEPTD": MessageState.ACCEPTED,
+    "UNKNOWN": MessageState.UNKNOWN,
+    "REJECTD": MessageState.REJECTED,
+}
+STATE_STATS: dict[MessageState, str] = {state: word for word, state in STAT_STATES.items()}
+
+# Long or odd spellings seen in the wild, mapped to the Appendix B words.
+_STAT_ALIASES = {
+    "DELIVERED": "DELIVRD",
+    "UNDELIVERABLE": "UNDELIV",
+    "UNDELIVERED": "UNDELIV",
+    "ACCEPTED": "ACCEPTD",
+    "REJECTED": "REJECTD",
+    "EXPIRD": "EXPIRED",
+    "DELETD": "DELETED",
+}
+
+_KEY = re.compile(r"(?i)(?<![a-z_])(id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err|text):")
+_MAX_ID_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptText:
+    id: str
+    sub: int | None = None
+    dlvrd: int | None = None
+    submit_date: datetime | None = None
+    done_date: datetime | None = None
+    stat: str | None = None
+    err: str | None = None
+    text: str | None = None
+
+    @property
+    def state(self) -> MessageState | None:
+        return STAT_STATES.get(self.stat or "")
+
+
+def _date(value: datetime) -> str:
+    return value.strftime("%y%m%d%H%M")
+
+
+def format_receipt(
+    message_id: str,
+    stat: str,
+    *,
+    submit_date: datetime,
+    done_date: datetime,
+    sub: int = 1,
+    dlvrd: int | None = None,
+    err: int = 0,
+    text: str = "",
+) -> str:
+    """The Appendix B receipt text; ``dlvrd`` defaults to 1 for DELIVRD, else 0."""
+    if dlvrd is None:
+        dlvrd = 1 if stat == "DELIVRD" else 0
+    return (
+        f"id:{message_id} sub:{sub:03d} dlvrd:{dlvrd:03d} submit date:{_date(submit_date)} "
+        f"done date:{_date(done_date)} stat:{stat} err:{err:03d} text:{text[:20]}"
+    )
+
+
+def _parse_date(value: str) -> datetime | None:
+    for fmt in ("%y%m%d%H%M%S", "%y%m%d%H%M"):
+        try:
+            return datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _parse_int(value: str) -> int | None:
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _fields(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for match in _KEY.finditer(text):
+        key = re.sub(r"[ _]", "", match.group(1).lower())
+        if key == "text":
+            fields["text"] = text[match.end() :]
+            break
+        rest = text[match.end() :].lstrip(" ")
+        value = rest.split(None, 1)[0] if rest and not _KEY.match(rest) else ""
+        fields.setdefault(key, value)
+    return fields
+
+
+def _stat(value: str | None) -> str | None:
+    if not value:
+        return None
+    upper = value.upper()
+    return _STAT_ALIASES.get(upper, upper)
+
+
+def parse_receipt(text: str) -> ReceiptText | None:
+    """The receipt fields of ``text``, or None when it has no ``id:``."""
+    fields = _fields(text)
+    message_id = fields.get("id", "")
+    if not message_id:
+        return None
+    return ReceiptText(
+        id=message_id,
+        sub=_parse_int(fields.get("sub", "")),
+        dlvrd=_parse_int(fields.get("dlvrd", "")),
+        submit_date=_parse_date(fields.get("submitdate", "")),
+        done_date=_parse_date(fields.get("donedate", "")),
+        stat=_stat(fields.get("stat")),
+        err=fields.get("err") or None,
+        text=fields.get("text"),
+    )
+
+
+# --- carrier id matching -------------------------------------------------------------------
+
+
+def normalise_carrier_id(carrier_id: str) -> str:
+    """Canonical key of an SMSC message id: trimmed, lower case, leading zeros stripped."""
+    key = carrier_id.strip().lower().lstrip("0")
+    if not key and carrier_id.strip():
+        return "0"
+    return key
+
+
+def _is_hex(value: str) -> bool:
+    return bool(value) and all(c in "0123456789abcdef" for c in value)
+
+
+def carrier_id_candidates(carrier_id: str) -> tuple[str, ...]:
+    """Keys under which ``carrier_id`` may have been stored by a peer writing the other base.
+
+    The id's own canonical key comes first, then (when the digits allow) the key of its
+    decimal value written in hex and of its hex value written in decimal. Match a receipt by
+    looking up each candidate among ``normalise_carrier_id(submit_sm_resp id)`` keys.
+    """
+    key = normalise_carrier_id(carrier_id)
+    out = [key]
+    if key and len(key) <= _MAX_ID_LENGTH:
+        if key.isascii() and key.isdigit():
+            out.append(format(int(key, 10), "x"))
+        if _is_hex(key):
+            out.append(str(int(key, 16)))
+    return tuple(dict.fromkeys(out))

@@ -1,0 +1,280 @@
+"""One SMPP session, sans I/O: bind state, sequence numbers, the outstanding window.
+
+The same tables serve both roles: who may issue which request in which state, and which
+state a PDU leads to, whichever side sent it. Time is always passed in (``now``, seconds on
+any monotonic clock); the session never reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from smsrelay.smpp.codec import Event, PduReader, encode
+from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsrelay.smpp.pdu import RESPONSE_BIT, CommandId, CommandStatus, Pdu
+
+MAX_SEQUENCE = 0x7FFFFFFF
+
+
+class Role(Enum):
+    ESME = "esme"  # the client: binds, submits
+    SMSC = "smsc"  # the server: accepts binds, delivers
+
+
+class BindState(Enum):
+    OPEN = "open"
+    BINDING_TX = "binding_tx"
+    BINDING_RX = "binding_rx"
+    BINDING_TRX = "binding_trx"
+    BOUND_TX = "bound_tx"
+    BOUND_RX = "bound_rx"
+    BOUND_TRX = "bound_trx"
+    UNBINDING = "unbinding"
+    CLOSED = "closed"
+
+
+S = BindState
+C = CommandId
+_BINDS = frozenset({C.BIND_TRANSMITTER, C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
+_ALWAYS = frozenset({C.ENQUIRE_LINK})
+
+# Requests each side may issue, by state.
+ESME_REQUESTS: dict[BindState, frozenset[CommandId]] = {
+    S.OPEN: _BINDS | _ALWAYS,
+    S.BOUND_TX: frozenset({C.SUBMIT_SM, C.UNBIND}) | _ALWAYS,
+    S.BOUND_RX: frozenset({C.UNBIND}) | _ALWAYS,
+    S.BOUND_TRX: frozenset({C.SUBMIT_SM, C.UNBIND}) | _ALWAYS,
+    S.UNBINDING: frozenset({C.UNBIND}),
+}
+SMSC_REQUESTS: dict[BindState, frozenset[CommandId]] = {
+    S.OPEN: _ALWAYS,
+    S.BOUND_TX: frozenset({C.UNBIND}) | _ALWAYS,
+    S.BOUND_RX: frozenset({C.DELIVER_SM, C.UNBIND}) | _ALWAYS,
+    S.BOUND_TRX: frozenset({C.DELIVER_SM, C.UNBIND}) | _ALWAYS,
+    S.UNBINDING: frozenset({C.UNBIND}),
+}
+
+# (state, command, status is ok) -> next state, whichever side sent the PDU.
+TRANSITIONS: dict[tuple[BindState, CommandId, bool], BindState] = {
+    (S.OPEN, C.BIND_TRANSMITTER, True): S.BINDING_TX,
+    (S.OPEN, C.BIND_RECEIVER, True): S.BINDING_RX,
+    (S.OPEN, C.BIND_TRANSCEIVER, True): S.BINDING_TRX,
+    (S.BINDING_TX, C.BIND_TRANSMITTER_RESP, True): S.BOUND_TX,
+    (S.BINDING_TX, C.BIND_TRANSMITTER_RESP, False): S.OPEN,
+    (S.BINDING_RX, C.BIND_RECEIVER_RESP, True): S.BOUND_RX,
+    (S.BINDING_RX, C.BIND_RECEIVER_RESP, False): S.OPEN,
+    (S.BINDING_TRX, C.BIND_TRANSCEIVER_RESP, True): S.BOUND_TRX,
+    (S.BINDING_TRX, C.BIND_TRANSCEIVER_RESP, False): S.OPEN,
+    (S.BINDING_TX, C.GENERIC_NACK, False): S.OPEN,
+    (S.BINDING_RX, C.GENERIC_NACK, False): S.OPEN,
+    (S.BINDING_TRX, C.GENERIC_NACK, False): S.OPEN,
+    (S.BOUND_TX, C.UNBIND, True): S.UNBINDING,
+    (S.BOUND_RX, C.UNBIND, True): S.UNBINDING,
+    (S.BOUND_TRX, C.UNBIND, True): S.UNBINDING,
+    (S.UNBINDING, C.UNBIND_RESP, True): S.CLOSED,
+    (S.UNBINDING, C.UNBIND_RESP, False): S.CLOSED,
+}
+
+BOUND_STATES = frozenset({S.BOUND_TX, S.BOUND_RX, S.BOUND_TRX})
+CAN_SUBMIT = frozenset({S.BOUND_TX, S.BOUND_TRX})
+CAN_RECEIVE = frozenset({S.BOUND_RX, S.BOUND_TRX})
+WINDOWED = frozenset({C.SUBMIT_SM, C.DELIVER_SM})
+
+
+@dataclass(frozen=True, slots=True)
+class Outstanding:
+    command_id: CommandId
+    deadline: float
+
+
+class Session:
+    """Bind state, sequence numbers and outstanding requests of one connection."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        window: int = 100,
+        response_timeout: float = 10.0,
+        enquire_link_interval: float = 30.0,
+        now: float = 0.0,
+    ) -> None:
+        self.role = role
+        self.state = BindState.OPEN
+        self.window = window
+        self.response_timeout = response_timeout
+        self.enquire_link_interval = enquire_link_interval
+        self._mine = ESME_REQUESTS if role is Role.ESME else SMSC_REQUESTS
+        self._theirs = SMSC_REQUESTS if role is Role.ESME else ESME_REQUESTS
+        self._reader = PduReader()
+        self._sequence = 0
+        self._outstanding: dict[int, Outstanding] = {}
+        self._in_window = 0
+        self._last_received = now
+        self._enquire_pending = False
+
+    # --- queries -------------------------------------------------------------------------
+
+    @property
+    def is_bound(self) -> bool:
+        return self.state in BOUND_STATES
+
+    @property
+    def in_flight(self) -> int:
+        """Outstanding submit_sm / deliver_sm requests (those the window counts)."""
+        return self._in_window
+
+    @property
+    def window_full(self) -> bool:
+        return self._in_window >= self.window
+
+    def outstanding(self) -> dict[int, Outstanding]:
+        return dict(self._outstanding)
+
+    def next_deadline(self) -> float | None:
+        first = next(iter(self._outstanding.values()), None)
+        return None if first is None else first.deadline
+
+    def enquire_link_due(self, now: float) -> bool:
+        """Bound, silent for enquire_link_interval, and no enquire_link outstanding."""
+        return (
+            self.state in BOUND_STATES
+            and not self._enquire_pending
+            and now - self._last_received >= self.enquire_link_interval
+        )
+
+    # --- sending -------------------------------------------------------------------------
+
+    def next_sequence(self) -> int:
+        self._sequence = self._sequence % MAX_SEQUENCE + 1
+        return self._sequence
+
+    def send(self, pdu: Pdu, now: float) -> bytes:
+        """Check ``pdu`` against the state and window, track it, and return its bytes."""
+        command_id = pdu.command_id
+        if not command_id & RESPONSE_BIT:
+            self._send_request(command_id, pdu.sequence, now)
+        self._transition(command_id, pdu.status == 0)
+        return encode(pdu)
+
+    def _send_request(self, command_id: CommandId, sequence: int, now: float) -> None:
+        if command_id not in self._mine.get(self.state, frozenset()):
+            raise LocalProtocolError(f"{command_id.name} not allowed in state {self.state.value}")
+        if command_id in WINDOWED:
+            if self._in_window >= self.window:
+                raise LocalProtocolError("window full")
+            self._in_window += 1
+        if sequence in self._outstanding:
+            raise LocalProtocolError(f"sequence {sequence} already outstanding")
+        if command_id is C.ENQUIRE_LINK:
+            self._enquire_pending = True
+        self._outstanding[sequence] = Outstanding(command_id, now + self.response_timeout)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> list[Event]:
+        """PDUs read from ``data``; a request not allowed now comes out as an error to answer."""
+        self._last_received = now
+        events = self._reader.feed(data)
+        for i, event in enumerate(events):
+            if not isinstance(event, RemoteProtocolError):
+                checked = self.accept(event)
+                if checked is not None:
+                    events[i] = checked
+        return events
+
+    def accept(self, pdu: Pdu) -> RemoteProtocolError | None:
+        """Apply a received PDU to the state; the error to answer it with, if refused."""
+        command_id = pdu.command_id
+        if command_id & RESPONSE_BIT:
+            request = self._complete(pdu.sequence)
+            if request is not None:
+                self._transition(command_id, pdu.status == 0)
+            return None
+        if command_id not in self._theirs.get(self.state, frozenset()):
+            bound = self.state in BOUND_STATES
+            status = CommandStatus.ESME_RALYBND if command_id in _BINDS and bound else None
+            return RemoteProtocolError(
+                status or CommandStatus.ESME_RINVBNDSTS,
+                pdu.sequence,
+                f"{command_id.name} not allowed in state {self.state.value}",
+                command_id=command_id,
+            )
+        self._transition(command_id, True)
+        return None
+
+    def _complete(self, sequence: int) -> Outstanding | None:
+        request = self._outstanding.pop(sequence, None)
+        if request is not None:
+            if request.command_id in WINDOWED:
+                self._in_window -= 1
+            elif request.command_id is C.ENQUIRE_LINK:
+                self._enquire_pending = False
+        return request
+
+    def _transition(self, command_id: CommandId, ok: bool) -> None:
+        new = TRANSITIONS.get((self.state, command_id, ok))
+        if new is not None:
+            self.state = new
+
+    # --- time ----------------------------------------------------------------------------
+
+    def expire(self, now: float) -> list[tuple[int, Outstanding]]:
+        """Remove and return the requests whose response deadline has passed."""
+        expired = []
+        for sequence, request in self._outstanding.items():
+            if request.deadline > now:
+                break  # deadlines grow with insertion order (a constant timeout)
+            expired.append((sequence, request))
+        for sequence, _ in expired:
+            self._complete(sequence)
+        return expired
+
+    def close(self) -> list[int]:
+        """The connection is gone: forget every outstanding request and return their sequences."""
+        lost = list(self._outstanding)
+        self._outstanding.clear()
+        self._in_window = 0
+        self._enquire_pending = False
+        self.state = BindState.CLOSED
+        return lost
+
+
+# --- pure policies used by the transports --------------------------------------------------
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Throughput cap: ``reserve(now)`` takes a token and says how long to wait for it."""
+
+    rate: float
+    burst: float = 1.0
+    _tokens: float = field(default=0.0, init=False)
+    _stamp: float | None = field(default=None, init=False)
+
+    def _refill(self, now: float) -> None:
+        if self._stamp is None:
+            self._tokens, self._stamp = self.burst, now
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def reserve(self, now: float) -> float:
+        """Take a token (possibly one not there yet): seconds to wait before using it."""
+        self._refill(now)
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def try_take(self, now: float) -> bool:
+        """Take a token only if one is there (a server refusing what is over the rate)."""
+        self._refill(now)
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+def reconnect_delay(attempt: int, minimum: float, maximum: float, jitter: float) -> float:
+    """Capped exponential backoff; ``jitter`` in [0, 1) scales it into [50 %, 100 %)."""
+    base = min(maximum, minimum * 2.0 ** min(attempt, 32))
+    return base * (0.5 + jitter / 2)

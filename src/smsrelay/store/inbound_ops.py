@@ -1,0 +1,246 @@
+"""Receipts and replies arriving from the SMSC, stored before they are acknowledged."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from smsrelay.domain.states import FINAL_PART_STATES, PartState, can_move, part_state_for_stat
+from smsrelay.store.message_ops import insert_callback, refresh_message_state
+from smsrelay.store.records import CallbackBuilders, InboundReply, ReplyFacts, ReplyOutcome
+
+# Parts of a long reply that arrive further apart than this are not joined (8-bit refs recur).
+REASSEMBLY_WINDOW = 3600.0
+
+
+@dataclass(frozen=True)
+class IncomingReceipt:
+    connector: str
+    carrier_id: str
+    candidate_keys: tuple[str, ...]  # normalised forms, the canonical one first
+    stat: str
+    err: str | None
+    received_at: float
+
+
+def record_receipt(
+    conn: sqlite3.Connection, receipt: IncomingReceipt, builders: CallbackBuilders
+) -> bool:
+    """Apply a receipt to its part; keep it for later if the part's id is not known yet.
+
+    Returns True when it matched a part now.
+    """
+    part = _find_part(conn, receipt.candidate_keys)
+    if part is None:
+        _keep_early(conn, receipt)
+        return False
+    _apply(conn, part, receipt, builders)
+    return True
+
+
+def _find_part(conn: sqlite3.Connection, keys: tuple[str, ...]) -> tuple[int, int, str] | None:
+    for key in keys:  # canonical first: a hex/decimal reinterpretation only if it alone fits
+        row = conn.execute(
+            "SELECT id, message_id, state FROM parts WHERE carrier_key = ? ORDER BY id DESC "
+            "LIMIT 1",
+            (key,),
+        ).fetchone()
+        if row is not None:
+            return int(row[0]), int(row[1]), str(row[2])
+    return None
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    part: tuple[int, int, str],
+    receipt: IncomingReceipt,
+    builders: CallbackBuilders,
+) -> None:
+    part_id, message_id, current = part
+    conn.execute(
+        "INSERT INTO receipts (part_id, connector, carrier_id, stat, err, received_at, matched) "
+        "VALUES (?, ?, ?, ?, ?, ?, 1)",
+        (
+            part_id,
+            receipt.connector,
+            receipt.carrier_id,
+            receipt.stat,
+            receipt.err,
+            receipt.received_at,
+        ),
+    )
+    new_state = part_state_for_stat(receipt.stat)
+    if new_state is None or not can_move(PartState(current), new_state):
+        return  # an intermediate or duplicate receipt: recorded, no move
+    done_at = receipt.received_at if new_state in FINAL_PART_STATES else None
+    conn.execute(
+        "UPDATE parts SET state = ?, stat = ?, err = ?, done_at = ? WHERE id = ?",
+        (str(new_state), receipt.stat, receipt.err, done_at, part_id),
+    )
+    refresh_message_state(conn, message_id, receipt.received_at, builders)
+
+
+def _keep_early(conn: sqlite3.Connection, receipt: IncomingReceipt) -> None:
+    cursor = conn.execute(
+        "INSERT INTO receipts (part_id, connector, carrier_id, stat, err, received_at, matched) "
+        "VALUES (NULL, ?, ?, ?, ?, ?, 0)",
+        (receipt.connector, receipt.carrier_id, receipt.stat, receipt.err, receipt.received_at),
+    )
+    conn.executemany(
+        "INSERT INTO early_receipt_keys (carrier_key, connector, receipt_id) VALUES (?, ?, ?)",
+        [(key, receipt.connector, cursor.lastrowid) for key in receipt.candidate_keys],
+    )
+
+
+def match_early_receipts(
+    conn: sqlite3.Connection, part_id: int, carrier_key: str, builders: CallbackBuilders
+) -> int:
+    """After a submit_sm_resp: apply receipts that arrived before it. Returns how many."""
+    rows = conn.execute(
+        "SELECT DISTINCT receipt_id FROM early_receipt_keys WHERE carrier_key = ?", (carrier_key,)
+    ).fetchall()
+    for (receipt_id,) in rows:
+        row = conn.execute(
+            "SELECT connector, carrier_id, stat, err, received_at FROM receipts WHERE id = ?",
+            (receipt_id,),
+        ).fetchone()
+        conn.execute("DELETE FROM early_receipt_keys WHERE receipt_id = ?", (receipt_id,))
+        conn.execute("DELETE FROM receipts WHERE id = ?", (receipt_id,))
+        state = conn.execute(
+            "SELECT message_id, state FROM parts WHERE id = ?", (part_id,)
+        ).fetchone()
+        receipt = IncomingReceipt(row[0], row[1], (carrier_key,), row[2], row[3], row[4])
+        _apply(conn, (part_id, int(state[0]), str(state[1])), receipt, builders)
+    return len(rows)
+
+
+def has_early_receipts(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM early_receipt_keys LIMIT 1").fetchone() is not None
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+
+def record_reply(
+    conn: sqlite3.Connection, reply: InboundReply, builders: CallbackBuilders
+) -> ReplyOutcome:
+    """Store a reply (or one part of a long one), STOP it if asked, queue its callbacks."""
+    owner = conn.execute(
+        "SELECT n.account_id, a.reply_url, a.reassemble_replies FROM numbers n "
+        "JOIN accounts a ON a.id = n.account_id WHERE n.msisdn = ?",
+        (reply.virtual_number,),
+    ).fetchone()
+    link = conn.execute(
+        "SELECT id, url_response FROM messages WHERE sender = ? AND recipient = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (reply.virtual_number, reply.msisdn),
+    ).fetchone()
+    account_id = None if owner is None else int(owner[0])
+    reply_id = _insert_reply(conn, reply, account_id, None if link is None else int(link[0]))
+    text, complete = _full_text(conn, reply)
+    stopped = account_id is not None and complete and reply.is_stop(text)
+    if stopped:
+        conn.execute(
+            "INSERT OR IGNORE INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?)",
+            (account_id, reply.msisdn, reply.received_at),
+        )
+    url = (link[1] if link is not None and link[1] else None) or (owner[1] if owner else None)
+    callbacks = 0
+    if url and account_id is not None:
+        callbacks = _queue_reply_callbacks(
+            conn, reply, reply_id, account_id, url, bool(owner[2]), text, complete, builders
+        )
+    return ReplyOutcome(
+        reply_id, account_id, None if link is None else int(link[0]), callbacks, stopped
+    )
+
+
+def _insert_reply(
+    conn: sqlite3.Connection, reply: InboundReply, account_id: int | None, message_id: int | None
+) -> int:
+    ref, total, part = reply.concat if reply.concat else (None, None, None)
+    cursor = conn.execute(
+        "INSERT INTO replies (account_id, msisdn, virtual_number, text, keyword, message_id, "
+        "concat_ref, concat_total, concat_part, connector, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            account_id,
+            reply.msisdn,
+            reply.virtual_number,
+            reply.text,
+            reply.keyword,
+            message_id,
+            ref,
+            total,
+            part,
+            reply.connector,
+            reply.received_at,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def _full_text(conn: sqlite3.Connection, reply: InboundReply) -> tuple[str, bool]:
+    """The whole reply's text, and whether every part has now arrived."""
+    if reply.concat is None:
+        return reply.text, True
+    ref, total, _ = reply.concat
+    rows = conn.execute(
+        "SELECT concat_part, text FROM replies WHERE msisdn = ? AND virtual_number = ? "
+        "AND concat_ref = ? AND concat_total = ? AND received_at >= ? ORDER BY id",
+        (reply.msisdn, reply.virtual_number, ref, total, reply.received_at - REASSEMBLY_WINDOW),
+    ).fetchall()
+    parts = {int(p): t for p, t in rows}  # a re-sent part replaces its earlier copy
+    complete = set(parts) == set(range(1, total + 1))
+    return "".join(parts[i] for i in sorted(parts)), complete
+
+
+def _queue_reply_callbacks(
+    conn: sqlite3.Connection,
+    reply: InboundReply,
+    reply_id: int,
+    account_id: int,
+    url: str,
+    reassemble: bool,
+    full_text: str,
+    complete: bool,
+    builders: CallbackBuilders,
+) -> int:
+    if reassemble and reply.concat is not None:
+        if not complete:
+            return 0
+        facts = ReplyFacts(
+            reply_id,
+            reply.msisdn,
+            reply.virtual_number,
+            full_text,
+            _keyword(full_text),
+            reply.received_at,
+            None,
+        )
+    else:
+        facts = ReplyFacts(
+            reply_id,
+            reply.msisdn,
+            reply.virtual_number,
+            reply.text,
+            reply.keyword,
+            reply.received_at,
+            reply.concat,
+        )
+    insert_callback(
+        conn,
+        builders.new_id(),
+        account_id,
+        "reply",
+        url,
+        builders.reply(facts),
+        reply.received_at,
+        reply_id=reply_id,
+    )
+    return 1
+
+
+def _keyword(text: str) -> str:
+    words = text.split()
+    return words[0].upper() if words else ""

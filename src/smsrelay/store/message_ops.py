@@ -1,0 +1,385 @@
+"""Messages and their parts: accepting, claiming, submit outcomes, cancelling, reading."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from smsrelay.domain.states import MessageState, PartState, message_state
+from smsrelay.errors import DomainError
+from smsrelay.store.records import (
+    CallbackBuilders,
+    ClaimedPart,
+    DlrFacts,
+    MessageView,
+    NewMessage,
+    PartView,
+    ReceiptView,
+)
+
+MESSAGE_COLUMNS = (
+    "id, account_id, sender, recipient, region, text, encoding, nb_sms, cost_micros, tag, "
+    "url_response, url_dlr, stop_sms, sandbox, state, connector, created_at, due_at, final_at"
+)
+PART_COLUMNS = "id, seq, state, attempts, carrier_id, stat, err, submitted_at, done_at, last_error"
+FINAL_MESSAGE_STATES = frozenset(
+    {
+        MessageState.DELIVERED,
+        MessageState.UNDELIVERED,
+        MessageState.EXPIRED,
+        MessageState.REJECTED,
+        MessageState.FAILED,
+        MessageState.CANCELLED,
+    }
+)
+
+
+def accept(conn: sqlite3.Connection, msg: NewMessage) -> int:
+    """Check ownership, STOP list and credit, debit, insert: all or nothing."""
+    connector = _sender_connector(conn, msg)
+    if conn.execute(
+        "SELECT 1 FROM stop_list WHERE account_id = ? AND phone = ?",
+        (msg.account_id, msg.recipient),
+    ).fetchone():
+        raise DomainError("recipient.stopped", "the number is in the STOP list", "to")
+    if not msg.sandbox:
+        _debit(conn, msg.account_id, msg.cost_micros)
+    state = MessageState.HELD if msg.due_at > msg.created_at else MessageState.QUEUED
+    message_id = _insert_message(conn, msg, connector, state)
+    if not msg.sandbox:
+        conn.executemany(
+            "INSERT INTO parts (message_id, seq, connector, state, due_at) VALUES (?, ?, ?, ?, ?)",
+            [
+                (message_id, seq, connector, "queued", msg.due_at)
+                for seq in range(1, msg.nb_sms + 1)
+            ],
+        )
+    return message_id
+
+
+def _sender_connector(conn: sqlite3.Connection, msg: NewMessage) -> str:
+    row = conn.execute(
+        "SELECT account_id, connector FROM numbers WHERE msisdn = ?", (msg.sender,)
+    ).fetchone()
+    if row is None or row[0] != msg.account_id:
+        raise DomainError("sender.not_owned", "from is not one of this account's numbers", "from")
+    return str(row[1])
+
+
+def _debit(conn: sqlite3.Connection, account_id: int, cost: int) -> None:
+    cursor = conn.execute(
+        "UPDATE accounts SET credit_micros = credit_micros - ? "
+        "WHERE id = ? AND disabled = 0 AND credit_micros >= ?",
+        (cost, account_id, cost),
+    )
+    if cursor.rowcount == 1:
+        return
+    row = conn.execute("SELECT disabled FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    if row is None:
+        raise DomainError("account.unknown", "incorrect API key", "apiKey")
+    if row[0]:
+        raise DomainError("account.disabled", "account disabled", "apiKey")
+    raise DomainError("credit.insufficient", "insufficient credit", "apiKey")
+
+
+def _insert_message(
+    conn: sqlite3.Connection, msg: NewMessage, connector: str, state: MessageState
+) -> int:
+    cursor = conn.execute(
+        "INSERT INTO messages (account_id, sender, recipient, region, text, encoding, nb_sms, "
+        "cost_micros, tag, url_response, url_dlr, stop_sms, sandbox, state, connector, "
+        "created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            msg.account_id,
+            msg.sender,
+            msg.recipient,
+            msg.region,
+            msg.text,
+            msg.encoding,
+            msg.nb_sms,
+            0 if msg.sandbox else msg.cost_micros,
+            msg.tag,
+            msg.url_response,
+            msg.url_dlr,
+            int(msg.stop_sms),
+            int(msg.sandbox),
+            str(state),
+            connector,
+            msg.created_at,
+            msg.due_at,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def message_from_row(
+    row: tuple[Any, ...],
+    parts: tuple[PartView, ...] = (),
+    receipts: tuple[ReceiptView, ...] = (),
+) -> MessageView:
+    return MessageView(
+        id=row[0],
+        account_id=row[1],
+        sender=row[2],
+        recipient=row[3],
+        region=row[4],
+        text=row[5],
+        encoding=row[6],
+        nb_sms=row[7],
+        cost_micros=row[8],
+        tag=row[9],
+        url_response=row[10],
+        url_dlr=row[11],
+        stop_sms=bool(row[12]),
+        sandbox=bool(row[13]),
+        state=row[14],
+        connector=row[15],
+        created_at=row[16],
+        due_at=row[17],
+        final_at=row[18],
+        parts=parts,
+        receipts=receipts,
+    )
+
+
+def get_message(
+    conn: sqlite3.Connection, message_id: int, account_id: int | None = None
+) -> MessageView | None:
+    row = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    if row is None or (account_id is not None and row[1] != account_id):
+        return None
+    return message_from_row(row, _parts_of(conn, message_id), _receipts_of(conn, message_id))
+
+
+def _parts_of(conn: sqlite3.Connection, message_id: int) -> tuple[PartView, ...]:
+    rows = conn.execute(
+        f"SELECT {PART_COLUMNS} FROM parts WHERE message_id = ? ORDER BY seq", (message_id,)
+    ).fetchall()
+    return tuple(PartView(*r) for r in rows)
+
+
+def _receipts_of(conn: sqlite3.Connection, message_id: int) -> tuple[ReceiptView, ...]:
+    rows = conn.execute(
+        "SELECT r.part_id, r.carrier_id, r.stat, r.err, r.received_at FROM receipts r "
+        "JOIN parts p ON p.id = r.part_id WHERE p.message_id = ? ORDER BY r.id",
+        (message_id,),
+    ).fetchall()
+    return tuple(ReceiptView(*r) for r in rows)
+
+
+def messages_by_tag(
+    conn: sqlite3.Connection, account_id: int, tag: str, limit: int, offset: int
+) -> tuple[list[MessageView], int]:
+    total = conn.execute(
+        "SELECT COUNT(*) FROM messages WHERE account_id = ? AND tag = ?", (account_id, tag)
+    ).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ? AND tag = ? "
+        "ORDER BY id LIMIT ? OFFSET ?",
+        (account_id, tag, limit, offset),
+    ).fetchall()
+    return [message_from_row(r) for r in rows], int(total)
+
+
+def recent_messages(
+    conn: sqlite3.Connection, account_id: int | None, limit: int
+) -> list[MessageView]:
+    where, params = ("WHERE account_id = ?", (account_id,)) if account_id is not None else ("", ())
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages {where} ORDER BY id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [message_from_row(r) for r in rows]
+
+
+def queue_depth(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT state, COUNT(*) FROM parts WHERE state IN ('queued', 'sending', 'submitted') "
+        "GROUP BY state"
+    ).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+# -- the dispatcher's side -------------------------------------------------------------------
+
+
+def claim_due(
+    conn: sqlite3.Connection, connector: str, now: float, limit: int, lease_until: float
+) -> list[ClaimedPart]:
+    """Move due parts of one connector to 'sending' under a lease, oldest first."""
+    claimed = conn.execute(
+        "UPDATE parts SET state = 'sending', lease_until = ?, attempts = attempts + 1 "
+        "WHERE id IN (SELECT id FROM parts WHERE state = 'queued' AND connector = ? "
+        "AND due_at <= ? ORDER BY due_at LIMIT ?) RETURNING id, message_id, seq, attempts",
+        (lease_until, connector, now, limit),
+    ).fetchall()
+    if not claimed:
+        return []
+    messages = _claim_messages(conn, {row[1] for row in claimed})
+    _mark_messages_queued(conn, messages)
+    result = []
+    for part_id, message_id, seq, attempts in sorted(claimed):
+        sender, recipient, text, encoding, nb_sms, _ = messages[message_id]
+        result.append(
+            ClaimedPart(
+                part_id, message_id, seq, nb_sms, attempts, sender, recipient, text, encoding
+            )
+        )
+    return result
+
+
+def _claim_messages(
+    conn: sqlite3.Connection, ids: set[int]
+) -> dict[int, tuple[str, str, str, str, int, str]]:
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        "SELECT id, sender, recipient, text, encoding, nb_sms, state FROM messages "
+        f"WHERE id IN ({marks})",
+        tuple(ids),
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
+
+
+def _mark_messages_queued(
+    conn: sqlite3.Connection, messages: dict[int, tuple[str, str, str, str, int, str]]
+) -> None:
+    held = [(mid,) for mid, info in messages.items() if info[5] == MessageState.HELD]
+    if held:
+        conn.executemany("UPDATE messages SET state = 'queued' WHERE id = ?", held)
+
+
+def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
+    """Parts claimed by a dispatcher that died (or never heard back) go back to the queue."""
+    cursor = conn.execute(
+        "UPDATE parts SET state = 'queued', lease_until = NULL, due_at = ?, "
+        "last_error = 'lease expired: no submit outcome recorded' "
+        "WHERE state = 'sending' AND lease_until < ?",
+        (now, now),
+    )
+    return cursor.rowcount
+
+
+def mark_submitted(
+    conn: sqlite3.Connection, part_id: int, carrier_id: str, carrier_key: str, now: float
+) -> int | None:
+    """Record the SMSC's id; returns the message id, or None if the part had moved on."""
+    row = conn.execute(
+        "UPDATE parts SET state = 'submitted', carrier_id = ?, carrier_key = ?, "
+        "submitted_at = ?, lease_until = NULL WHERE id = ? AND state = 'sending' "
+        "RETURNING message_id",
+        (carrier_id, carrier_key, now, part_id),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def mark_retry(conn: sqlite3.Connection, part_id: int, due_at: float, error: str) -> bool:
+    cursor = conn.execute(
+        "UPDATE parts SET state = 'queued', due_at = ?, lease_until = NULL, last_error = ? "
+        "WHERE id = ? AND state = 'sending'",
+        (due_at, error, part_id),
+    )
+    return cursor.rowcount == 1
+
+
+def mark_part_final(
+    conn: sqlite3.Connection,
+    part_id: int,
+    state: PartState,
+    error: str,
+    now: float,
+    builders: CallbackBuilders,
+) -> None:
+    """A part the SMSC refused for good (rejected) or that ran out of attempts (failed)."""
+    row = conn.execute(
+        "UPDATE parts SET state = ?, last_error = ?, done_at = ?, lease_until = NULL "
+        "WHERE id = ? AND state = 'sending' RETURNING message_id",
+        (str(state), error, now, part_id),
+    ).fetchone()
+    if row is not None:
+        refresh_message_state(conn, int(row[0]), now, builders)
+
+
+def refresh_message_state(
+    conn: sqlite3.Connection, message_id: int, now: float, builders: CallbackBuilders
+) -> MessageState:
+    """Derive the message's state from its parts; queue the DLR callback when it turns final."""
+    rows = conn.execute("SELECT state FROM parts WHERE message_id = ?", (message_id,)).fetchall()
+    new_state = message_state(PartState(r[0]) for r in rows)
+    old = conn.execute("SELECT state FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if old is None or old[0] == new_state:
+        return new_state
+    final = new_state in FINAL_MESSAGE_STATES
+    conn.execute(
+        "UPDATE messages SET state = ?, final_at = ? WHERE id = ?",
+        (str(new_state), now if final else None, message_id),
+    )
+    if final and MessageState(old[0]) not in FINAL_MESSAGE_STATES:
+        _queue_dlr_callback(conn, message_id, now, builders)
+    return new_state
+
+
+def _queue_dlr_callback(
+    conn: sqlite3.Connection, message_id: int, now: float, builders: CallbackBuilders
+) -> None:
+    message = get_message(conn, message_id)
+    if message is None or not message.url_dlr:
+        return
+    body = builders.dlr(DlrFacts(message=message))
+    insert_callback(conn, builders.new_id(), message.account_id, "dlr", message.url_dlr, body, now)
+    conn.execute("UPDATE messages SET final_at = ? WHERE id = ?", (now, message_id))
+
+
+def insert_callback(
+    conn: sqlite3.Connection,
+    uuid: str,
+    account_id: int,
+    kind: str,
+    url: str,
+    body: bytes,
+    now: float,
+    *,
+    message_id: int | None = None,
+    reply_id: int | None = None,
+) -> int:
+    cursor = conn.execute(
+        "INSERT INTO webhooks (uuid, account_id, kind, message_id, reply_id, url, body, state, "
+        "created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        (uuid, account_id, kind, message_id, reply_id, url, body, now, now),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def cancel(conn: sqlite3.Connection, account_id: int, message_id: int, now: float) -> int:
+    """Cancel a message none of whose parts has left; refund it. Returns the refund."""
+    row = conn.execute(
+        "SELECT account_id, cost_micros, sandbox FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    if row is None or row[0] != account_id:
+        raise DomainError("message.unknown", "message not found", "messageId")
+    states = {
+        r[0] for r in conn.execute("SELECT state FROM parts WHERE message_id = ?", (message_id,))
+    }
+    if row[2] or states != {"queued"}:
+        raise DomainError("message.not_cancellable", "the message has already left", "messageId")
+    conn.execute(
+        "UPDATE parts SET state = 'cancelled', done_at = ? WHERE message_id = ?", (now, message_id)
+    )
+    conn.execute(
+        "UPDATE messages SET state = 'cancelled', final_at = ? WHERE id = ?", (now, message_id)
+    )
+    conn.execute(
+        "UPDATE accounts SET credit_micros = credit_micros + ? WHERE id = ?", (row[1], account_id)
+    )
+    return int(row[1])
+
+
+def purge_sandbox(conn: sqlite3.Connection, older_than: float) -> int:
+    cursor = conn.execute(
+        "DELETE FROM messages WHERE sandbox = 1 AND created_at < ?", (older_than,)
+    )
+    return cursor.rowcount

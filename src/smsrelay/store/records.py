@@ -1,0 +1,196 @@
+"""Plain frozen records that cross the store's boundary (no SQL types leak out)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    name: str
+    credit_micros: int
+    disabled: bool
+    quiet_hours: bool
+    region: str
+    marketing: bool
+    reply_url: str | None
+    webhook_secret: str | None
+    reassemble_replies: bool
+    created_at: float
+    demo_key: str | None = None
+
+
+@dataclass(frozen=True)
+class NumberRecord:
+    msisdn: str
+    account_name: str
+    connector: str
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    account_id: int
+    sender: str
+    recipient: str
+    region: str
+    text: str
+    encoding: str
+    nb_sms: int
+    cost_micros: int
+    tag: str | None
+    url_response: str | None
+    url_dlr: str | None
+    stop_sms: bool
+    sandbox: bool
+    created_at: float
+    due_at: float
+
+
+@dataclass(frozen=True)
+class PartView:
+    id: int
+    seq: int
+    state: str
+    attempts: int
+    carrier_id: str | None
+    stat: str | None
+    err: str | None
+    submitted_at: float | None
+    done_at: float | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class ReceiptView:
+    part_id: int | None
+    carrier_id: str
+    stat: str
+    err: str | None
+    received_at: float
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: int
+    account_id: int
+    sender: str
+    recipient: str
+    region: str
+    text: str
+    encoding: str
+    nb_sms: int
+    cost_micros: int
+    tag: str | None
+    url_response: str | None
+    url_dlr: str | None
+    stop_sms: bool
+    sandbox: bool
+    state: str
+    connector: str
+    created_at: float
+    due_at: float
+    final_at: float | None
+    parts: tuple[PartView, ...] = ()
+    receipts: tuple[ReceiptView, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClaimedPart:
+    part_id: int
+    message_id: int
+    seq: int
+    nb_sms: int
+    attempts: int
+    sender: str
+    recipient: str
+    text: str
+    encoding: str
+
+
+@dataclass(frozen=True)
+class DlrFacts:
+    """What a delivery-report callback is built from, gathered in the receipt's transaction."""
+
+    message: MessageView
+
+
+@dataclass(frozen=True)
+class ReplyFacts:
+    """What a reply callback is built from."""
+
+    reply_id: int
+    msisdn: str
+    virtual_number: str
+    text: str
+    keyword: str
+    received_at: float
+    concat: tuple[int, int, int] | None  # (ref, total, part) when this is one part of a long reply
+
+
+@dataclass(frozen=True)
+class CallbackBuilders:
+    """Pure functions that turn facts into callback bodies (so the store owns no format)."""
+
+    dlr: Callable[[DlrFacts], bytes]
+    reply: Callable[[ReplyFacts], bytes]
+    new_id: Callable[[], str]
+
+
+@dataclass(frozen=True)
+class InboundReply:
+    connector: str
+    msisdn: str
+    virtual_number: str
+    text: str
+    keyword: str
+    is_stop: Callable[[str], bool]  # applied to the whole text once every part is in
+    received_at: float
+    concat: tuple[int, int, int] | None = None  # (ref, total, part)
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    reply_id: int
+    account_id: int | None
+    linked_message_id: int | None
+    callbacks: int
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class WebhookJob:
+    id: int
+    uuid: str
+    account_id: int
+    kind: str
+    url: str
+    body: bytes
+    attempts: int
+    created_at: float
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class WebhookView:
+    id: int
+    uuid: str
+    kind: str
+    url: str
+    state: str
+    attempts: int
+    created_at: float
+    due_at: float
+    delivered_at: float | None
+    last_error: str | None
+    message_id: int | None
+    reply_id: int | None
+    history: tuple[tuple[float, int | None, float | None, str | None], ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class StopEntry:
+    id: int
+    phone: str
+    created_at: float

@@ -1,0 +1,180 @@
+"""The SQLite schema as numbered migrations; ``upgrade`` applies the missing ones in order."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: accounts, numbers, messages and their parts (the parts are the dispatcher's queue).
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        key_hash TEXT NOT NULL UNIQUE,
+        demo_key TEXT,
+        credit_micros INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        quiet_hours INTEGER NOT NULL DEFAULT 1,
+        region TEXT NOT NULL DEFAULT 'metropole',
+        marketing INTEGER NOT NULL DEFAULT 0,
+        reply_url TEXT,
+        webhook_secret TEXT,
+        reassemble_replies INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE numbers (
+        msisdn TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        connector TEXT NOT NULL DEFAULT 'default',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        region TEXT NOT NULL,
+        text TEXT NOT NULL,
+        encoding TEXT NOT NULL,
+        nb_sms INTEGER NOT NULL,
+        cost_micros INTEGER NOT NULL,
+        tag TEXT,
+        url_response TEXT,
+        url_dlr TEXT,
+        stop_sms INTEGER NOT NULL DEFAULT 0,
+        sandbox INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        final_at REAL
+    );
+    CREATE INDEX messages_by_tag ON messages(account_id, tag) WHERE tag IS NOT NULL;
+    CREATE INDEX messages_by_conversation ON messages(sender, recipient);
+    CREATE TABLE parts (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        connector TEXT NOT NULL,
+        state TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_until REAL,
+        carrier_id TEXT,
+        carrier_key TEXT,
+        stat TEXT,
+        err TEXT,
+        submitted_at REAL,
+        done_at REAL,
+        last_error TEXT
+    );
+    CREATE INDEX parts_of_message ON parts(message_id);
+    -- Partial indexes: only live work is indexed, so a large history does not slow claiming.
+    CREATE INDEX parts_due ON parts(connector, due_at) WHERE state = 'queued';
+    CREATE INDEX parts_leased ON parts(lease_until) WHERE state = 'sending';
+    CREATE INDEX parts_by_carrier_key ON parts(carrier_key) WHERE carrier_key IS NOT NULL;
+    CREATE TABLE receipts (
+        id INTEGER PRIMARY KEY,
+        part_id INTEGER,
+        connector TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        stat TEXT NOT NULL,
+        err TEXT,
+        received_at REAL NOT NULL,
+        matched INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX receipts_of_part ON receipts(part_id);
+    CREATE TABLE early_receipt_keys (
+        carrier_key TEXT NOT NULL,
+        connector TEXT NOT NULL,
+        receipt_id INTEGER NOT NULL
+    );
+    CREATE INDEX early_receipt_lookup ON early_receipt_keys(carrier_key);
+    CREATE TABLE replies (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER,
+        msisdn TEXT NOT NULL,
+        virtual_number TEXT NOT NULL,
+        text TEXT NOT NULL,
+        keyword TEXT NOT NULL,
+        message_id INTEGER,
+        concat_ref INTEGER,
+        concat_total INTEGER,
+        concat_part INTEGER,
+        connector TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX replies_by_concat ON replies(msisdn, virtual_number, concat_ref)
+        WHERE concat_ref IS NOT NULL;
+    CREATE TABLE stop_list (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        phone TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (account_id, phone)
+    );
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        account_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        message_id INTEGER,
+        reply_id INTEGER,
+        url TEXT NOT NULL,
+        body BLOB NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        lease_until REAL,
+        delivered_at REAL,
+        last_error TEXT
+    );
+    CREATE INDEX webhooks_due ON webhooks(due_at) WHERE state = 'pending';
+    CREATE INDEX webhooks_leased ON webhooks(lease_until) WHERE state = 'sending';
+    CREATE INDEX webhooks_failed ON webhooks(id) WHERE state = 'failed';
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY,
+        webhook_id INTEGER NOT NULL,
+        at REAL NOT NULL,
+        status INTEGER,
+        latency_ms REAL,
+        error TEXT
+    );
+    CREATE INDEX webhook_attempts_of ON webhook_attempts(webhook_id);
+    """,
+)
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def upgrade(conn: sqlite3.Connection) -> list[int]:
+    """Apply every missing migration, each in its own transaction; returns those applied."""
+    applied = []
+    for version, script in enumerate(MIGRATIONS, start=1):
+        if version <= current_version(conn):
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit on its own; split so the migration stays one transaction.
+    return [s.strip() for s in script.split(";") if s.strip() and not _only_comments(s)]
+
+
+def _only_comments(chunk: str) -> bool:
+    return all(line.strip().startswith("--") or not line.strip() for line in chunk.splitlines())

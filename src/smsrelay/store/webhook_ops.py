@@ -1,0 +1,119 @@
+"""The callback outbox: claim due callbacks, record each attempt, list and retry failures."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from smsrelay.store.records import WebhookJob, WebhookView
+
+VIEW_COLUMNS = (
+    "id, uuid, kind, url, state, attempts, created_at, due_at, delivered_at, last_error, "
+    "message_id, reply_id"
+)
+
+
+def claim_due(
+    conn: sqlite3.Connection, now: float, limit: int, lease_until: float
+) -> list[WebhookJob]:
+    rows = conn.execute(
+        "UPDATE webhooks SET state = 'sending', lease_until = ? WHERE id IN ("
+        "SELECT id FROM webhooks WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, id "
+        "LIMIT ?) RETURNING id, uuid, account_id, kind, url, body, attempts, created_at",
+        (lease_until, now, limit),
+    ).fetchall()
+    secrets = _secrets(conn, {int(r[2]) for r in rows})
+    jobs = [
+        WebhookJob(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], secrets.get(r[2]))
+        for r in rows
+    ]
+    return sorted(jobs, key=lambda job: job.id)
+
+
+def _secrets(conn: sqlite3.Connection, account_ids: set[int]) -> dict[int, str | None]:
+    if not account_ids:
+        return {}
+    marks = ",".join("?" * len(account_ids))
+    rows = conn.execute(
+        f"SELECT id, webhook_secret FROM accounts WHERE id IN ({marks})", tuple(account_ids)
+    ).fetchall()
+    return {int(r[0]): r[1] for r in rows}
+
+
+def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
+    cursor = conn.execute(
+        "UPDATE webhooks SET state = 'pending', lease_until = NULL "
+        "WHERE state = 'sending' AND lease_until < ?",
+        (now,),
+    )
+    return cursor.rowcount
+
+
+def record_attempt(
+    conn: sqlite3.Connection,
+    webhook_id: int,
+    at: float,
+    status: int | None,
+    latency_ms: float | None,
+    error: str | None,
+    outcome: str,
+    next_due: float | None,
+) -> None:
+    """outcome: 'delivered', 'pending' (retry at next_due) or 'failed' (gave up)."""
+    conn.execute(
+        "INSERT INTO webhook_attempts (webhook_id, at, status, latency_ms, error) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (webhook_id, at, status, latency_ms, error),
+    )
+    conn.execute(
+        "UPDATE webhooks SET state = ?, attempts = attempts + 1, lease_until = NULL, "
+        "due_at = COALESCE(?, due_at), delivered_at = ?, last_error = ? WHERE id = ?",
+        (outcome, next_due, at if outcome == "delivered" else None, error, webhook_id),
+    )
+
+
+def list_webhooks(conn: sqlite3.Connection, state: str | None, limit: int) -> list[WebhookView]:
+    where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+    rows = conn.execute(
+        f"SELECT {VIEW_COLUMNS} FROM webhooks {where} ORDER BY id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [_view(conn, r) for r in rows]
+
+
+def get_webhook(conn: sqlite3.Connection, webhook_id: int) -> WebhookView | None:
+    row = conn.execute(
+        f"SELECT {VIEW_COLUMNS} FROM webhooks WHERE id = ?", (webhook_id,)
+    ).fetchone()
+    return None if row is None else _view(conn, row)
+
+
+def _view(conn: sqlite3.Connection, row: tuple[Any, ...]) -> WebhookView:
+    history = conn.execute(
+        "SELECT at, status, latency_ms, error FROM webhook_attempts WHERE webhook_id = ? "
+        "ORDER BY id",
+        (row[0],),
+    ).fetchall()
+    return WebhookView(*row, history=tuple(tuple(h) for h in history))  # type: ignore[misc]
+
+
+def retry(conn: sqlite3.Connection, webhook_id: int | None, now: float) -> int:
+    """Put failed callbacks (one, or all when webhook_id is None) back in the queue."""
+    if webhook_id is None:
+        cursor = conn.execute(
+            "UPDATE webhooks SET state = 'pending', due_at = ? WHERE state = 'failed'", (now,)
+        )
+    else:
+        cursor = conn.execute(
+            "UPDATE webhooks SET state = 'pending', due_at = ? "
+            "WHERE id = ? AND state IN ('failed', 'pending')",
+            (now, webhook_id),
+        )
+    return cursor.rowcount
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT COUNT(*) FROM webhooks WHERE state IN ('pending', 'sending')"
+    ).fetchone()
+    return int(row[0])

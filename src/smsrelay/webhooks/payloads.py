@@ -1,0 +1,79 @@
+"""Callback bodies: the reply format SMS Partner publishes, and our own DLR format."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from smsrelay.domain.pricing import micros_to_eur
+from smsrelay.domain.states import MessageState, public_status
+from smsrelay.service.dates import paris_text
+from smsrelay.store.records import CallbackBuilders, DlrFacts, ReplyFacts
+
+
+def dlr_body(facts: DlrFacts) -> bytes:
+    message = facts.message
+    stats = [p.stat for p in message.parts if p.stat]
+    payload: dict[str, Any] = {
+        "messageId": message.id,
+        "phoneNumber": message.recipient.removeprefix("+"),
+        "from": message.sender.removeprefix("+"),
+        "status": public_status(MessageState(message.state)),
+        "state": message.state,
+        "stat": stats[-1] if stats else None,
+        "date": paris_text(message.final_at or _last_done(facts)),
+        "cost": micros_to_eur(message.cost_micros),
+        "currency": "EUR",
+        "nbSms": message.nb_sms,
+        "tag": message.tag,
+        "parts": [
+            {
+                "part": p.seq,
+                "carrierId": p.carrier_id,
+                "stat": p.stat,
+                "err": p.err,
+                "state": p.state,
+                "date": paris_text(p.done_at),
+                "error": p.last_error,
+            }
+            for p in message.parts
+        ],
+    }
+    return orjson.dumps(payload)
+
+
+def _last_done(facts: DlrFacts) -> float | None:
+    times = [p.done_at for p in facts.message.parts if p.done_at is not None]
+    return max(times) if times else None
+
+
+def reply_body(facts: ReplyFacts) -> bytes:
+    payload: dict[str, Any] = {
+        "msisdn": facts.msisdn.removeprefix("+"),
+        "to": facts.virtual_number.removeprefix("+"),
+        "messageId": str(facts.reply_id),
+        "text": facts.text,
+        "type": "text",
+        "keyword": facts.keyword,
+        "message-timestamp": paris_text(facts.received_at),
+    }
+    if facts.concat is not None:
+        ref, total, part = facts.concat
+        payload.update(
+            {
+                "concat": "true",
+                "concat-ref": str(ref),
+                "concat-total": str(total),
+                "concat-part": str(part),
+            }
+        )
+    return orjson.dumps(payload)
+
+
+def new_callback_id() -> str:
+    return str(uuid.uuid4())
+
+
+BUILDERS = CallbackBuilders(dlr=dlr_body, reply=reply_body, new_id=new_callback_id)
