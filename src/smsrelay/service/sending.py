@@ -71,9 +71,10 @@ class SendContext:
 
 async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
     account = await ctx.accounts.authenticate(request.api_key)
-    if not request.to:
+    if not request.to and not _has_type_error(request, "to"):
         raise DomainError("to.required", "the phone number (to) is required", "to")
-    if request.message is None or not request.message.strip():
+    blank = request.message is None or not request.message.strip()
+    if blank and not _has_type_error(request, "message"):
         raise DomainError("message.required", "the message is required", "message")
     checked = _validate_fields(request, account)
     prepared = prepare_text(checked.raw_text, stop_suffix=checked.stop_suffix(ctx.stop_mention))
@@ -83,6 +84,10 @@ async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
     new = _new_message(request, account, checked, prepared, cost, now, due)
     message_id = await ctx.store.accept_message(new)
     return Accepted(message_id, prepared.segments, 0 if checked.sandbox else cost, due, due > now)
+
+
+def _has_type_error(request: SendRequest, field: str) -> bool:
+    return any(error.field == field for error in request.field_errors)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,452 @@
+"""The built-in SMSC simulator: an SMPP server that accepts submits, sends receipts and MOs.
+
+It can misbehave on purpose, the way real carriers do: latency (pipelined), throttling,
+rejections, a dropped connection, receipts before the submit_sm_resp, and message ids written
+in hex in one place and decimal in the other. An HTTP control API injects replies and shows
+what was received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiohttp import web
+
+from smsrelay.carrier.smpp_server import SmppServer, SmscLink
+from smsrelay.domain.text import Encoding, decode_gsm7, decode_ucs2, is_gsm7, split_segments
+from smsrelay.smpp.concat import ConcatMethod, build_part, split_concat
+from smsrelay.smpp.pdu import (
+    ESM_CLASS_RECEIPT,
+    CommandStatus,
+    DeliverSm,
+    MessageState,
+    Pdu,
+    SubmitSm,
+    SubmitSmResp,
+    Tag,
+    Tlvs,
+)
+from smsrelay.smpp.receipts import format_receipt
+from smsrelay.smpp.session import TokenBucket
+
+IdStyle = Literal["hex", "decimal"]
+_Build = Callable[[int], DeliverSm]
+_log = logging.getLogger("smsrelay.carrier.simulator")
+_REDELIVER_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class SimulatorOptions:
+    host: str = "127.0.0.1"
+    port: int = 2775
+    control_port: int | None = None  # HTTP control API; None = port + 1, 0 = ephemeral
+    control: bool = True  # False: no HTTP control API at all
+    system_id: str | None = None  # the only system_id accepted (None = any)
+    password: str | None = None
+    delivery_rate: float = 0.95  # fraction of receipts DELIVRD, the rest UNDELIV
+    reject_rate: float = 0.0  # fraction of submit_sm answered ESME_RINVDSTADR
+    receipt_delay_ms: int = 0
+    resp_delay_ms: int = 0  # carrier latency on each submit_sm_resp (pipelined)
+    throttle_per_second: float | None = None  # ESME_RTHROTTLED above this rate
+    drop_after: int | None = None  # close the connection on the Nth submit_sm, once
+    receipt_before_resp: bool = False
+    id_style: IdStyle = "hex"
+    receipt_id_style: IdStyle | None = None  # None = same as id_style
+    redeliver_delay_ms: int = 1000  # re-send a deliver_sm the ESME answered with an error
+    max_records: int = 1_000_000  # the oldest half of .received is dropped beyond this
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("delivery_rate", "reject_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.id_style not in ("hex", "decimal") or self.receipt_id_style not in (
+            None,
+            "hex",
+            "decimal",
+        ):
+            raise ValueError("id styles are 'hex' or 'decimal'")
+
+
+@dataclass(frozen=True)
+class SubmitRecord:
+    """One submit_sm as the simulator received it."""
+
+    system_id: str
+    source: str
+    destination: str
+    esm_class: int
+    data_coding: int
+    short_message: bytes
+    tlvs: Tlvs
+    registered_delivery: int
+    status: int
+    message_id: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["short_message"] = self.short_message.hex()
+        data["tlvs"] = [{"tag": tag, "value": value.hex()} for tag, value in self.tlvs]
+        return data
+
+
+@dataclass
+class SimulatorStats:
+    binds: int = 0
+    submits: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    throttled: int = 0
+    dropped_connections: int = 0
+    receipts_sent: int = 0
+    receipts_acked: int = 0
+    receipts_refused: int = 0
+    mo_sent: int = 0
+    mo_acked: int = 0
+
+
+def render_id(number: int, style: IdStyle) -> str:
+    """``0001e240`` (hex, 8 digits, leading zeros) or ``123456`` (decimal)."""
+    return f"{number:08x}" if style == "hex" else str(number)
+
+
+class Simulator:
+    """A fake SMSC on 127.0.0.1 for tests, demos and benchmarks."""
+
+    def __init__(self, options: SimulatorOptions | None = None) -> None:
+        self.options = options or SimulatorOptions()
+        opts = self.options
+        credentials = None
+        if opts.system_id is not None:
+            credentials = {opts.system_id: opts.password or ""}
+        self.server = SmppServer(self, host=opts.host, port=opts.port, credentials=credentials)
+        self.received: list[SubmitRecord] = []
+        self.stats = SimulatorStats()
+        self.port = opts.port
+        self.control_port: int | None = None
+        self._rng = random.Random(opts.seed)
+        self._next_id = self._rng.randrange(0x10000, 0x1000000)
+        self._throttle = (
+            TokenBucket(opts.throttle_per_second, burst=max(1.0, opts.throttle_per_second))
+            if opts.throttle_per_second
+            else None
+        )
+        self._dropped = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._control: web.AppRunner | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.port = self.server.port
+        if self.options.control:
+            await self._start_control()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._control is not None:
+            await self._control.cleanup()
+            self._control = None
+        await self.server.stop()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- SmscApplication -----------------------------------------------------------------
+
+    def on_bound(self, link: SmscLink) -> None:
+        self.stats.binds += 1
+
+    def on_submit_sm(self, link: SmscLink, pdu: SubmitSm) -> None:
+        if link.is_closing:
+            return
+        stats = self.stats
+        stats.submits += 1
+        drop_after = self.options.drop_after
+        if drop_after is not None and not self._dropped and stats.submits >= drop_after:
+            self._dropped = True
+            stats.dropped_connections += 1
+            link.abort()
+            return
+        status = self._decide()
+        message_id = self._new_id() if status == 0 else None
+        record = self._record(link, pdu, status, message_id)
+        response = SubmitSmResp(sequence=pdu.sequence, status=status, message_id=message_id or "")
+        wants_receipt = message_id is not None and pdu.registered_delivery & 0x03 != 0
+        if wants_receipt and self.options.receipt_before_resp:
+            self._spawn(self._receipt_then_resp(link, record, response))
+            return
+        self._respond(link, response)
+        if wants_receipt:
+            self._schedule_receipt(record)
+
+    def _decide(self) -> int:
+        loop_time = asyncio.get_running_loop().time()
+        if self._throttle is not None and not self._throttle.try_take(loop_time):
+            self.stats.throttled += 1
+            return CommandStatus.ESME_RTHROTTLED
+        if self.options.reject_rate and self._rng.random() < self.options.reject_rate:
+            self.stats.rejected += 1
+            return CommandStatus.ESME_RINVDSTADR
+        self.stats.accepted += 1
+        return CommandStatus.ESME_ROK
+
+    def _new_id(self) -> str:
+        self._next_id += 1
+        return render_id(self._next_id, self.options.id_style)
+
+    def _record(
+        self, link: SmscLink, pdu: SubmitSm, status: int, message_id: str | None
+    ) -> SubmitRecord:
+        record = SubmitRecord(
+            system_id=link.system_id,
+            source=pdu.source_addr,
+            destination=pdu.destination_addr,
+            esm_class=pdu.esm_class,
+            data_coding=pdu.data_coding,
+            short_message=pdu.short_message,
+            tlvs=pdu.tlvs,
+            registered_delivery=pdu.registered_delivery,
+            status=status,
+            message_id=message_id,
+        )
+        if len(self.received) >= self.options.max_records:
+            del self.received[: len(self.received) // 2]
+        self.received.append(record)
+        return record
+
+    def _respond(self, link: SmscLink, response: SubmitSmResp) -> None:
+        delay = self.options.resp_delay_ms / 1000
+        if delay <= 0:
+            link.send(response)
+        else:
+            asyncio.get_running_loop().call_later(delay, self._send_if_open, link, response)
+
+    @staticmethod
+    def _send_if_open(link: SmscLink, pdu: Pdu) -> None:
+        if not link.is_closing:
+            link.send(pdu)
+
+    # --- receipts ------------------------------------------------------------------------
+
+    def _schedule_receipt(self, record: SubmitRecord) -> None:
+        delay = self.options.receipt_delay_ms / 1000
+        if delay <= 0:
+            self._send_receipt(record)
+        else:
+            asyncio.get_running_loop().call_later(delay, self._send_receipt, record)
+
+    def _send_receipt(self, record: SubmitRecord, attempt: int = 0) -> None:
+        build = self._receipt_builder(record)
+        future = self.server.try_deliver(record.system_id or None, build)
+        if future is None:
+            self._spawn(self._deliver_receipt(record, build, attempt))
+            return
+        self.stats.receipts_sent += 1
+        future.add_done_callback(lambda f: self._receipt_answered(f, record, attempt))
+
+    async def _deliver_receipt(self, record: SubmitRecord, build: _Build, attempt: int) -> None:
+        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        self.stats.receipts_sent += 1
+        try:
+            future.set_result(await self.server.deliver(record.system_id or None, build))
+        except Exception as exc:
+            future.set_exception(exc)
+        self._receipt_answered(future, record, attempt)
+
+    def _receipt_answered(self, future: asyncio.Future[Pdu], record: SubmitRecord, n: int) -> None:
+        if future.cancelled():
+            return
+        status = -1 if future.exception() is not None else future.result().status
+        if status == 0:
+            self.stats.receipts_acked += 1
+            return
+        self.stats.receipts_refused += 1
+        if n + 1 < _REDELIVER_ATTEMPTS:
+            delay = self.options.redeliver_delay_ms / 1000
+            asyncio.get_running_loop().call_later(delay, self._send_receipt, record, n + 1)
+
+    async def _receipt_then_resp(
+        self, link: SmscLink, record: SubmitRecord, response: SubmitSmResp
+    ) -> None:
+        build = self._receipt_builder(record)
+        future = self.server.try_deliver(record.system_id or None, build)
+        if future is None:  # no receiver free right now: deliver, then answer the submit
+            await self._deliver_receipt(record, build, 0)
+            self._respond(link, response)
+            return
+        self.stats.receipts_sent += 1
+        self._respond(link, response)
+        with contextlib.suppress(Exception):
+            await future
+        self._receipt_answered(future, record, 0)
+
+    def _receipt_builder(self, record: SubmitRecord) -> _Build:
+        delivered = self._rng.random() < self.options.delivery_rate
+        receipt_id = render_id(int(record.message_id or "0", 16 if self._hex else 10), self._rstyle)
+        now = datetime.now(UTC)
+        text = format_receipt(
+            receipt_id,
+            "DELIVRD" if delivered else "UNDELIV",
+            submit_date=now,
+            done_date=now,
+            err=0 if delivered else 1,
+            text=_preview(record),
+        )
+        state = MessageState.DELIVERED if delivered else MessageState.UNDELIVERABLE
+        tlvs: Tlvs = (
+            (Tag.RECEIPTED_MESSAGE_ID, receipt_id.encode("ascii") + b"\0"),
+            (Tag.MESSAGE_STATE, bytes((state,))),
+        )
+
+        def build(sequence: int) -> DeliverSm:
+            return DeliverSm(
+                sequence=sequence,
+                source_addr_ton=1,
+                source_addr_npi=1,
+                source_addr=record.destination,
+                dest_addr_ton=1,
+                dest_addr_npi=1,
+                destination_addr=record.source,
+                esm_class=ESM_CLASS_RECEIPT,
+                short_message=text.encode("ascii", "replace"),
+                tlvs=tlvs,
+            )
+
+        return build
+
+    @property
+    def _hex(self) -> bool:
+        return self.options.id_style == "hex"
+
+    @property
+    def _rstyle(self) -> IdStyle:
+        return self.options.receipt_id_style or self.options.id_style
+
+    # --- replies (MO) --------------------------------------------------------------------
+
+    async def inject_reply(
+        self, source: str, destination: str, text: str, *, system_id: str | None = None
+    ) -> list[int]:
+        """Send an MO as deliver_sm (UDH-concatenated when long); the ESME's statuses.
+
+        Waits for a receiver to be bound (bound it with ``asyncio.timeout``).
+        """
+        encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
+        data_coding = 0 if encoding is Encoding.GSM7 else 8
+        segments = split_segments(text, encoding)
+        ref = self._rng.randrange(256)
+        statuses = []
+        for seq, payload in enumerate(segments, 1):
+            esm_class, short_message, tlvs = build_part(
+                payload, ref, len(segments), seq, ConcatMethod.UDH8
+            )
+            template = DeliverSm(
+                sequence=0,
+                source_addr_ton=1,
+                source_addr_npi=1,
+                source_addr=source,
+                dest_addr_ton=1,
+                dest_addr_npi=1,
+                destination_addr=destination,
+                esm_class=esm_class,
+                data_coding=data_coding,
+                short_message=short_message,
+                tlvs=tlvs,
+            )
+            self.stats.mo_sent += 1
+            response = await self.server.deliver(
+                system_id or self.options.system_id, _with_sequence(template)
+            )
+            self.stats.mo_acked += response.status == 0
+            statuses.append(response.status)
+        return statuses
+
+    # --- control API ---------------------------------------------------------------------
+
+    async def _start_control(self) -> None:
+        opts = self.options
+        port = opts.control_port
+        if port is None:
+            port = opts.port + 1 if opts.port else 0
+        app = web.Application()
+        app.router.add_post("/reply", self._http_reply)
+        app.router.add_get("/submits", self._http_submits)
+        app.router.add_get("/stats", self._http_stats)
+        self._control = web.AppRunner(app, access_log=None)
+        await self._control.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((opts.host, port))
+        self.control_port = sock.getsockname()[1]
+        await web.SockSite(self._control, sock).start()
+
+    async def _http_reply(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            source, destination, text = str(body["from"]), str(body["to"]), str(body["text"])
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'expected JSON {"from","to","text"}'}, status=400)
+        try:
+            async with asyncio.timeout(10):
+                statuses = await self.inject_reply(source, destination, text)
+        except TimeoutError:
+            return web.json_response({"error": "no receiver acknowledged in 10 s"}, status=504)
+        return web.json_response({"parts": len(statuses), "statuses": statuses})
+
+    async def _http_submits(self, request: web.Request) -> web.Response:
+        return web.json_response([record.as_json() for record in self.received])
+
+    async def _http_stats(self, request: web.Request) -> web.Response:
+        data = asdict(self.stats)
+        data["bound"] = len(self.server.links)
+        return web.json_response(data)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _with_sequence(template: DeliverSm) -> _Build:
+    return lambda sequence: dataclasses.replace(template, sequence=sequence)
+
+
+def _preview(record: SubmitRecord) -> str:
+    """The first 20 characters of the submitted text, printable ASCII only."""
+    _, body = split_concat(record.esm_class, record.short_message, record.tlvs)
+    text = decode_ucs2(body) if record.data_coding == 8 else decode_gsm7(body)
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:20])
+
+
+async def run_simulator(options: SimulatorOptions) -> None:
+    """Run until cancelled."""
+    simulator = Simulator(options)
+    await simulator.start()
+    control = (
+        f" (control http://{options.host}:{simulator.control_port})"
+        if simulator.control_port
+        else ""
+    )
+    print(f"smsc: listening on {options.host}:{simulator.port}{control}", file=sys.stderr)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await simulator.stop()

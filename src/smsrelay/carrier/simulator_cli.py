@@ -1,0 +1,102 @@
+"""``smsrelay smsc``: run the SMSC simulator, or inject a reply into a running one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+from smsrelay.carrier.simulator import SimulatorOptions, run_simulator
+
+
+@click.group(invoke_without_command=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=2775, show_default=True, help="SMPP port (0 = any free port).")
+@click.option(
+    "--control-port", type=int, default=None, help="HTTP control port [default: port + 1]."
+)
+@click.option("--delivery-rate", default=0.95, show_default=True, help="Fraction DELIVRD.")
+@click.option("--receipt-delay-ms", default=0, show_default=True, help="Delay before receipts.")
+@click.option("--resp-delay-ms", default=0, show_default=True, help="Carrier latency per resp.")
+@click.option("--reject-rate", default=0.0, show_default=True, help="Fraction ESME_RINVDSTADR.")
+@click.option("--throttle", type=float, default=None, help="ESME_RTHROTTLED above N submits/s.")
+@click.option("--drop-after", type=int, default=None, help="Drop the link at the Nth submit.")
+@click.option("--receipt-before-resp", is_flag=True, help="Send receipts before submit_sm_resp.")
+@click.option("--id-style", type=click.Choice(["hex", "decimal"]), default="hex")
+@click.option("--receipt-id-style", type=click.Choice(["hex", "decimal"]), default=None)
+@click.option("--system-id", default=None, help="Only accept this system_id (default: any).")
+@click.option("--password", default=None, help="Password for --system-id.")
+@click.option("--seed", type=int, default=None, help="Seed for reproducible randomness.")
+@click.pass_context
+def smsc(ctx: click.Context, /, **options: Any) -> None:
+    """Run the built-in SMSC simulator (SMPP 3.4 server) until Ctrl-C.
+
+    \b
+    Example:
+      smsrelay smsc --port 2775 --resp-delay-ms 20 --receipt-delay-ms 500
+      smsrelay smsc --system-id test --password secret --throttle 200
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    throttle = options.pop("throttle")
+    try:
+        simulator_options = SimulatorOptions(throttle_per_second=throttle, **options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    try:
+        _run(simulator_options)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        click.echo(f"smsc: {exc}", err=True)
+        sys.exit(1)
+
+
+def _run(options: SimulatorOptions) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(run_simulator(options))
+    else:
+        uvloop.run(run_simulator(options))
+
+
+@smsc.command()
+@click.option(
+    "--control",
+    default="http://127.0.0.1:2776",
+    show_default=True,
+    help="The simulator's control URL.",
+)
+@click.option("--from", "source", required=True, help="Sender (the handset), digits.")
+@click.option("--to", "destination", required=True, help="Your virtual number, digits.")
+@click.argument("text")
+def reply(control: str, source: str, destination: str, text: str) -> None:
+    """Inject a reply (MO) from a handset into a running simulator.
+
+    \b
+    Example:
+      smsrelay smsc reply --control http://127.0.0.1:2776 \\
+          --from 33612345678 --to 33700000001 "STOP"
+    """
+    body = json.dumps({"from": source, "to": destination, "text": text}).encode()
+    request = urllib.request.Request(
+        control.rstrip("/") + "/reply",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            click.echo(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        click.echo(f"smsc reply: {exc.code} {exc.read().decode()}", err=True)
+        sys.exit(1)
+    except (urllib.error.URLError, OSError) as exc:
+        click.echo(f"smsc reply: cannot reach {control}: {exc}", err=True)
+        sys.exit(1)

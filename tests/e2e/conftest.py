@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from smsrelay import runtime
+from tests.support import RunningGateway, SmscProcess, start_gateway, start_smsc, test_settings
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    """The whole gateway in-process with its built-in SMSC, on loopback ports."""
+    gateway = await start_gateway(test_settings(tmp_path))
+    yield gateway
+    await runtime.stop(gateway.running)
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[SmscProcess]:
+    """The SMSC simulator as a separate process."""
+    process = await start_smsc("--delivery-rate", "1.0")
+    yield process
+    await process.stop()

@@ -1,0 +1,165 @@
+"""Accepted -> submit_sm at a separate SMSC process -> receipt -> status, over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from smsrelay import runtime
+from smsrelay.domain.text import encode_gsm7
+from tests.support import (
+    RunningGateway,
+    SmscProcess,
+    eventually,
+    start_gateway,
+    start_smsc,
+    test_settings,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def linked(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    """Start an SMSC process with the given options and a gateway pointed at it."""
+    started: list[tuple[SmscProcess, RunningGateway]] = []
+
+    async def start(*smsc_args: str) -> tuple[SmscProcess, RunningGateway]:
+        smsc = await start_smsc("--delivery-rate", "1.0", *smsc_args)
+        gateway = await start_gateway(test_settings(tmp_path, smsc=smsc.url))
+        started.append((smsc, gateway))
+        return smsc, gateway
+
+    yield start
+    for smsc, gateway in started:
+        await runtime.stop(gateway.running)
+        await smsc.stop()
+
+
+async def _final_status(gw: RunningGateway, message_id: int, wanted: str = "Delivered") -> dict:
+    async def done() -> dict | None:
+        status = await gw.status(message_id)
+        return status if status["statut"] == wanted else None
+
+    return await eventually(done, timeout=15)
+
+
+async def test_short_message_leaves_from_the_long_number_and_is_delivered(linked) -> None:
+    smsc, gw = await linked()
+    _, answer = await gw.send(message="Hello world", to="0612345678")
+    status = await _final_status(gw, answer["message_id"])
+    assert status["stat"] == "DELIVRD" and status["parts"][0]["carrierId"]
+    [submit] = await smsc.submits()
+    assert submit["source"] == gw.number and submit["destination"] == "33612345678"
+    assert submit["data_coding"] == 0 and submit["esm_class"] == 0
+    assert submit["registered_delivery"] == 1
+    assert bytes.fromhex(submit["short_message"]) == encode_gsm7("Hello world")
+
+
+async def test_three_part_message_uses_udh_concatenation(linked) -> None:
+    smsc, gw = await linked()
+    text = "".join(chr(ord("a") + i % 26) for i in range(400))
+    _, answer = await gw.send(message=text)
+    assert answer["nb_sms"] == 3
+    await _final_status(gw, answer["message_id"])
+    submits = await eventually(lambda: _nonempty(smsc), timeout=5)
+    bodies = sorted(bytes.fromhex(s["short_message"]) for s in submits)
+    assert len(bodies) == 3 and all(s["esm_class"] & 0x40 for s in submits)
+    refs = {b[3] for b in bodies}
+    assert len(refs) == 1
+    assert [b[:6][4:] for b in bodies] == [bytes([3, 1]), bytes([3, 2]), bytes([3, 3])]
+    assert b"".join(b[6:] for b in bodies) == encode_gsm7(text)
+
+
+async def _nonempty(smsc: SmscProcess) -> list | None:
+    submits = await smsc.submits()
+    return submits if len(submits) >= 3 else None
+
+
+async def test_ucs2_and_emoji_are_sent_as_utf16_big_endian(linked) -> None:
+    smsc, gw = await linked()
+    _, answer = await gw.send(message="Привет 😀")
+    await _final_status(gw, answer["message_id"])
+    [submit] = await smsc.submits()
+    assert submit["data_coding"] == 8
+    assert bytes.fromhex(submit["short_message"]) == "Привет 😀".encode("utf-16-be")
+
+
+async def test_undelivered_receipt_reads_not_delivered(tmp_path: Path) -> None:
+    smsc = await start_smsc("--delivery-rate", "0.0")
+    gw = await start_gateway(test_settings(tmp_path, smsc=smsc.url))
+    try:
+        _, answer = await gw.send()
+        status = await _final_status(gw, answer["message_id"], "Not delivered")
+        assert status["stat"] == "UNDELIV"
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
+async def test_rejected_destination_is_not_delivered_with_reason(linked) -> None:
+    smsc, gw = await linked("--reject-rate", "1.0")
+    _, answer = await gw.send()
+    await _final_status(gw, answer["message_id"], "Not delivered")
+    message = await gw.store.get_message(answer["message_id"])
+    assert message.state == "rejected" and "ESME_RINVDSTADR" in message.parts[0].last_error
+
+
+async def test_receipt_before_submit_resp_is_kept_and_matched(linked) -> None:
+    smsc, gw = await linked("--receipt-before-resp")
+    _, answer = await gw.send()
+    await _final_status(gw, answer["message_id"])
+
+
+async def test_hex_receipt_id_matches_decimal_submit_id(linked) -> None:
+    smsc, gw = await linked("--id-style", "decimal", "--receipt-id-style", "hex")
+    ids = [(await gw.send())[1]["message_id"] for _ in range(5)]
+    for message_id in ids:
+        await _final_status(gw, message_id)
+
+
+async def test_reply_is_stored_and_linked_to_the_last_message(linked) -> None:
+    smsc, gw = await linked()
+    _, answer = await gw.send(to="0612345678")
+    await _final_status(gw, answer["message_id"])
+    await smsc.reply("33612345678", gw.number, "Oui merci")
+
+    async def stored() -> list | None:
+        rows = await gw.store.db.read(
+            lambda c: c.execute("SELECT msisdn, text, keyword, message_id FROM replies").fetchall()
+        )
+        return rows or None
+
+    [(msisdn, text, keyword, linked_id)] = await eventually(stored)
+    assert (msisdn, text, keyword, linked_id) == (
+        "+33612345678",
+        "Oui merci",
+        "OUI",
+        answer["message_id"],
+    )
+
+
+async def test_dropped_connection_mid_window_loses_and_duplicates_nothing(linked) -> None:
+    smsc, gw = await linked("--drop-after", "40")
+    ids = [(await gw.send(message=f"msg {i}"))[1]["message_id"] for i in range(120)]
+    for message_id in ids:
+        await _final_status(gw, message_id)
+    submits = await smsc.submits()
+    acked = [s for s in submits if s["status"] == 0 and s["message_id"]]
+    texts = [bytes.fromhex(s["short_message"]) for s in acked]
+    # Every message reached the SMSC; none that the SMSC acknowledged was sent again.
+    assert len(set(texts)) == 120
+    assert len(texts) == len(set(texts))
+
+
+async def test_throttling_smsc_slows_us_without_errors(linked) -> None:
+    smsc, gw = await linked("--throttle", "100")
+    ids = [(await gw.send(message=f"t {i}"))[1]["message_id"] for i in range(150)]
+    for message_id in ids:
+        await _final_status(gw, message_id)
+    messages = [await gw.store.get_message(i) for i in ids]
+    assert {m.state for m in messages} == {"delivered"}
+    throttled = [s for s in await smsc.submits() if s["status"] == 0x58]
+    assert throttled, "the simulator should have throttled some submits"

@@ -1,0 +1,268 @@
+"""POST /v1/vn/send over real HTTP, the way each client of the contract sends it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support import RunningGateway
+
+pytestmark = pytest.mark.asyncio
+
+
+def _body(gw: RunningGateway, **fields: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "apiKey": gw.api_key,
+        "to": "0612345678",
+        "from": gw.number,
+        "message": "This is your message",
+    }
+    body.update(fields)
+    return body
+
+
+async def test_seed_curl_line_succeeds(gw: RunningGateway) -> None:
+    status, answer = await gw.post(
+        "/v1/vn/send", _body(gw, message="test"), {"Content-Type": "application/json"}
+    )
+    assert status == 200
+    assert answer["success"] is True and answer["code"] == 200
+    assert isinstance(answer["message_id"], int)
+    assert answer["nb_sms"] == 1 and answer["cost"] == 0.045 and answer["currency"] == "EUR"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "application/json; charset=utf-8", "text/plain"],
+)
+async def test_json_is_json_whatever_the_content_type(
+    gw: RunningGateway, content_type: str | None
+) -> None:
+    # The seed's Python example: requests.post(url, data=json.dumps(data)) sends no type;
+    # its PHP example sends a JSON string with curl's default form type.
+    body = json.dumps(_body(gw)).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    status, answer = await gw.post("/v1/vn/send", body, headers)
+    assert (status, answer["success"]) == (200, True)
+
+
+async def test_go_sdk_field_names_match_case_insensitively(gw: RunningGateway) -> None:
+    body = {"APIKey": gw.api_key, "To": "+33612345678", "From": gw.number, "Message": "hi"}
+    status, answer = await gw.post("/v1/vn/send", body, {"Content-Type": "application/json"})
+    assert (status, answer["success"]) == (200, True)
+
+
+async def test_form_fields(gw: RunningGateway) -> None:
+    form = aiohttp.FormData(_body(gw, message="hello :br:world"))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gw.base_url + "/v1/vn/send", data=form) as resp,
+    ):
+        answer = await resp.json()
+    assert resp.status == 200 and answer["nb_sms"] == 1
+
+
+async def test_xml_from_query_and_from_body(gw: RunningGateway) -> None:
+    status, text = await gw.post("/v1/vn/send?_format=xml", _body(gw))
+    assert status == 200
+    assert text.startswith("<?xml version='1.0' encoding='UTF-8'?>")
+    assert "<result><entry>true</entry><entry>200</entry><entry>" in text
+    assert text.rstrip().endswith(
+        "<entry>1</entry><entry>0.045</entry><entry><![CDATA[EUR]]></entry></result>"
+    )
+    status, text = await gw.post("/v1/vn/send", _body(gw, _format="xml"))
+    assert status == 200 and "<entry>true</entry>" in text
+
+
+async def test_xml_errors_use_the_same_serializer(gw: RunningGateway) -> None:
+    status, text = await gw.post("/v1/vn/send?_format=xml", _body(gw, message=None, to="abc"))
+    assert status == 400
+    assert "<entry>false</entry><entry>43</entry>" in text
+    status, text = await gw.post("/v1/vn/send?_format=xml", _body(gw, to="12"))
+    assert status == 400
+    assert (
+        "<entry>false</entry><entry>9</entry><entry><entry><entry>children[to].data</entry>"
+        "<entry><![CDATA[" in text
+    )
+
+
+async def test_long_gsm_message_is_priced_per_part(gw: RunningGateway) -> None:
+    status, answer = await gw.send(message="a" * 161)
+    assert status == 200 and answer["nb_sms"] == 2 and answer["cost"] == 0.09
+    status, answer = await gw.send(message="a" * 1530)
+    assert answer["nb_sms"] == 10
+    status, answer = await gw.send(message="a" * 1531)
+    assert (status, answer["code"]) == (400, 52)
+
+
+async def test_unicode_and_emoji_switch_to_ucs2(gw: RunningGateway) -> None:
+    status, answer = await gw.send(message="Привет " * 10)  # 70 UCS-2 units
+    assert answer["nb_sms"] == 1
+    status, answer = await gw.send(message="😀" * 36)  # 72 units: two parts
+    assert answer["nb_sms"] == 2
+
+
+async def test_special_characters_follow_sms_partner_table(gw: RunningGateway) -> None:
+    status, answer = await gw.send(message="Ça coûte 5:euro: [promo] ~ ok")
+    assert status == 200
+    message = await gw.store.get_message(answer["message_id"])
+    assert message.text == "Ça coute 5€ (promo)  ok"
+    assert message.encoding == "gsm7"
+
+
+async def test_stop_mention_is_appended_and_counted(gw: RunningGateway) -> None:
+    status, answer = await gw.send(message="a" * 150, isStopSms=1)
+    assert answer["nb_sms"] == 2  # 150 + newline + "STOP au 36180" > 160
+    message = await gw.store.get_message(answer["message_id"])
+    assert message.text.endswith("\nSTOP au 36180") and message.stop_sms
+
+
+async def test_sandbox_prices_but_neither_sends_nor_charges(gw: RunningGateway) -> None:
+    before = (await gw.store.find_account("demo")).credit_micros
+    status, answer = await gw.send(sandbox=1, message="a" * 200)
+    assert status == 200 and answer["nb_sms"] == 2 and answer["cost"] == 0
+    assert (await gw.store.find_account("demo")).credit_micros == before
+    message = await gw.store.get_message(answer["message_id"])
+    assert message.sandbox and message.parts == ()
+
+
+async def test_credit_is_debited_and_refused_when_short(gw: RunningGateway) -> None:
+    await gw.store.add_credit("demo", -(await gw.store.find_account("demo")).credit_micros + 50_000)
+    status, answer = await gw.send()
+    assert status == 200
+    assert (await gw.store.find_account("demo")).credit_micros == 5_000
+    status, answer = await gw.send()
+    assert (status, answer["code"]) == (402, 11)
+    assert (await gw.store.find_account("demo")).credit_micros == 5_000
+
+
+@pytest.mark.parametrize(
+    ("fields", "http", "code"),
+    [
+        ({"apiKey": None}, 400, 1),
+        ({"apiKey": ""}, 400, 1),
+        ({"apiKey": "wrong"}, 401, 10),
+        ({"to": None}, 400, 2),
+        ({"message": None}, 400, 43),
+        ({"message": "   "}, 400, 43),
+        ({"to": "not a number"}, 400, 9),
+        ({"to": "447911123"}, 400, 9),
+        ({"from": "0612345678"}, 400, 9),
+        ({"from": None}, 400, 9),
+        ({"from": "33612345678"}, 400, 44),
+        ({"tag": "Has Upper"}, 400, 9),
+        ({"tag": "a" * 21}, 400, 9),
+        ({"tag": "with space"}, 400, 9),
+        ({"urlDlr": "ftp://x"}, 400, 9),
+        ({"urlResponse": "not a url"}, 400, 9),
+        ({"isStopSms": "maybe"}, 400, 9),
+        ({"message": {"nested": "object"}}, 400, 9),
+        ({"to": ["0612345678"]}, 400, 9),
+        ({"message": "x" * 5000}, 400, 52),
+    ],
+)
+async def test_refusals_answer_the_contracts_code(
+    gw: RunningGateway, fields: dict[str, object], http: int, code: int
+) -> None:
+    body = {k: v for k, v in _body(gw, **fields).items() if v is not None}
+    status, answer = await gw.post("/v1/vn/send", body, {"Content-Type": "application/json"})
+    assert (status, answer["success"], answer["code"]) == (http, False, code)
+    if code == 9:
+        assert answer["error"] and all("elementId" in e for e in answer["error"])
+
+
+async def test_code_9_names_every_failing_field(gw: RunningGateway) -> None:
+    status, answer = await gw.send(to="x", tag="BAD", urlDlr="nope")
+    ids = {e["elementId"] for e in answer["error"]}
+    assert ids == {"children[to].data", "children[tag].data", "children[urlDlr].data"}
+
+
+async def test_no_price_for_destination_is_code_13(gw: RunningGateway) -> None:
+    status, answer = await gw.send(to="+850 2 381 2321")  # North Korea: not in the table
+    assert (status, answer["code"]) == (400, 13)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"apiKey": "x", "to": "0612345678", "message": "he said "hi""}',
+        b'{"apiKey": "x", ',
+        b"[1, 2, 3]",
+        b'{"a": 1}{"b": 2}',
+        b"\xff\xfe\x00garbage",
+        '{"apiKey": "x", "message": "é'.encode(),  # Content-Length counted in UTF-16 units
+    ],
+)
+async def test_broken_bodies_are_code_90_never_500(gw: RunningGateway, body: bytes) -> None:
+    status, answer = await gw.post("/v1/vn/send", body, {"Content-Type": "application/json"})
+    assert (status, answer["code"]) == (400, 90)
+
+
+async def test_unescaped_quote_in_form_field_is_refused(gw: RunningGateway) -> None:
+    form = f"apiKey={gw.api_key}&to=0612345678&from={gw.number}&message=say+%22hi%22".encode()
+    status, answer = await gw.post(
+        "/v1/vn/send", form, {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert status == 400 and answer["code"] == 9
+    form = form.replace(b"%22hi%22", b"%5C%22hi%5C%22")
+    status, answer = await gw.post(
+        "/v1/vn/send", form, {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert status == 200
+    message = await gw.store.get_message(answer["message_id"])
+    assert message.text == 'say "hi"'
+
+
+async def test_huge_body_is_refused_in_api_format(gw: RunningGateway) -> None:
+    status, answer = await gw.post(
+        "/v1/vn/send", b"{" + b" " * 200_000 + b"}", {"Content-Type": "application/json"}
+    )
+    assert status == 413 and answer["code"] == 90
+
+
+async def test_disabled_account_is_code_20(gw: RunningGateway) -> None:
+    await gw.store.update_account("demo", {"disabled": 1})
+    gw.running.gateway.accounts.forget()
+    status, answer = await gw.send()
+    assert (status, answer["code"]) == (403, 20)
+
+
+async def test_stop_listed_recipient_is_code_14(gw: RunningGateway) -> None:
+    demo = await gw.store.find_account("demo")
+    await gw.store.stop_add(demo.id, "+33612345678", 0.0)
+    status, answer = await gw.send()
+    assert (status, answer["code"]) == (400, 14)
+    status, text = await gw.post("/v1/vn/send?_format=xml", _body(gw))
+    assert status == 400 and "<entry>14</entry>" in text
+
+
+async def test_accepted_means_committed_to_disk(gw: RunningGateway, tmp_path: Path) -> None:
+    status, answer = await gw.send(tag="promo", urlDlr="https://example.com/dlr")
+    # A separate connection sees the row at once: the answer came after the commit.
+    conn = sqlite3.connect(tmp_path / "data" / "smsrelay.db")
+    row = conn.execute(
+        "SELECT tag, url_dlr, nb_sms FROM messages WHERE id = ?", (answer["message_id"],)
+    ).fetchone()
+    conn.close()
+    assert row == ("promo", "https://example.com/dlr", 1)
+
+
+async def test_status_lookup_answers_in_contract_shape(gw: RunningGateway) -> None:
+    _, answer = await gw.send()
+    status = await gw.status(answer["message_id"])
+    assert status["success"] is True and status["messageId"] == str(answer["message_id"])
+    assert status["number"] == "33612345678" and status["countryCode"] == "FR"
+    assert status["statut"] in {"Waiting", "Delivered"}
+    _, missing = await gw.get("/v1/message-status", {"apiKey": gw.api_key, "messageId": "999"})
+    assert missing["code"] == 4
+
+
+async def test_unknown_paths_and_methods_answer_json(gw: RunningGateway) -> None:
+    status, answer = await gw.get("/v1/vn/send")
+    assert status == 405 and answer["success"] is False
+    status, answer = await gw.get("/nope")
+    assert status == 404 and answer["success"] is False

@@ -1,0 +1,167 @@
+"""Helpers shared by the test suites: waiting on conditions, running the real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from smsrelay import runtime
+from smsrelay.settings import Settings, load_settings
+
+SMSRELAY = str(Path(sys.executable).with_name("smsrelay"))
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[Any] | Any], timeout: float = 10.0, interval: float = 0.02
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = condition()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class RunningGateway:
+    base_url: str
+    api_key: str
+    number: str
+    running: runtime.Running
+    lines: list[str]
+
+    @property
+    def store(self) -> Any:
+        return self.running.gateway.store
+
+    async def post(
+        self,
+        path: str,
+        body: bytes | dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        data = orjson.dumps(body) if isinstance(body, dict) else body
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.base_url + path, data=data, headers=headers or {}) as resp,
+        ):
+            return resp.status, await _decode(resp)
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.base_url + path, params=params) as resp,
+        ):
+            return resp.status, await _decode(resp)
+
+    async def send(self, **fields: Any) -> tuple[int, Any]:
+        body = {"apiKey": self.api_key, "from": self.number, "to": "0612345678", "message": "Hello"}
+        body.update(fields)
+        return await self.post("/v1/vn/send", body, {"Content-Type": "application/json"})
+
+    async def status(self, message_id: int) -> dict[str, Any]:
+        _, answer = await self.get(
+            "/v1/message-status", {"apiKey": self.api_key, "messageId": str(message_id)}
+        )
+        return dict(answer)
+
+
+async def _decode(resp: aiohttp.ClientResponse) -> Any:
+    raw = await resp.read()
+    if resp.content_type == "application/json":
+        return orjson.loads(raw)
+    return raw.decode()
+
+
+def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    flags: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "port": 0,
+        "builtin_smsc_port": 0,
+        "builtin_smsc_control_port": 0,
+        "log_level": "WARNING",
+    }
+    flags.update(overrides)
+    return load_settings(flags, env={})
+
+
+async def start_gateway(settings: Settings) -> RunningGateway:
+    lines: list[str] = []
+    running = await runtime.start(settings, lines.append)
+    demo = next(line for line in lines if line.startswith("demo account:"))
+    match = re.search(r"apiKey=(\S+) number=(\S+)", demo)
+    assert match, demo
+    base = f"http://127.0.0.1:{running.http_port}"
+    return RunningGateway(base, match.group(1), match.group(2), running, lines)
+
+
+@dataclass
+class SmscProcess:
+    """The simulator as a separate process (`smsrelay smsc`), with its control API."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    control_url: str
+
+    @property
+    def url(self) -> str:
+        return f"smpp://smsrelay:smsrelay@127.0.0.1:{self.port}"
+
+    async def submits(self) -> list[dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.control_url + "/submits") as resp,
+        ):
+            return list(orjson.loads(await resp.read()))
+
+    async def reply(self, source: str, destination: str, text: str) -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                self.control_url + "/reply",
+                data=orjson.dumps({"from": source, "to": destination, "text": text}),
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            assert resp.status < 300, await resp.text()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+
+
+async def start_smsc(*args: str) -> SmscProcess:
+    process = await asyncio.create_subprocess_exec(
+        SMSRELAY,
+        "smsc",
+        "--port",
+        "0",
+        "--control-port",
+        "0",
+        *args,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    line = await asyncio.wait_for(process.stderr.readline(), 20)
+    match = re.search(rb"listening on ([\d.]+):(\d+) \(control (http://[\d.:]+)\)", line)
+    assert match, line
+    return SmscProcess(process, int(match.group(2)), match.group(3).decode())
