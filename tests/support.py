@@ -89,7 +89,7 @@ async def _decode(resp: aiohttp.ClientResponse) -> Any:
     return raw.decode()
 
 
-def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
+def gateway_settings(tmp_path: Path, **overrides: Any) -> Settings:
     flags: dict[str, Any] = {
         "data_dir": str(tmp_path / "data"),
         "port": 0,
@@ -165,3 +165,51 @@ async def start_smsc(*args: str) -> SmscProcess:
     match = re.search(rb"listening on ([\d.]+):(\d+) \(control (http://[\d.:]+)\)", line)
     assert match, line
     return SmscProcess(process, int(match.group(2)), match.group(3).decode())
+
+
+@dataclass
+class ServeProcess:
+    """`smsrelay serve` as a separate process, to be killed without warning."""
+
+    process: asyncio.subprocess.Process
+    base_url: str
+    api_key: str
+    number: str
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    async def wait(self) -> None:
+        await self.process.wait()
+
+
+async def start_serve(data_dir: Path, *args: str) -> ServeProcess:
+    process = await asyncio.create_subprocess_exec(
+        SMSRELAY,
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "SMSRELAY_LOG_LEVEL": "WARNING",
+            "SMSRELAY_BUILTIN_SMSC_PORT": "0",
+            "SMSRELAY_BUILTIN_SMSC_CONTROL_PORT": "0",
+        },
+    )
+    assert process.stdout is not None
+    key = number = base = None
+    while base is None:
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        assert line, "serve exited before listening"
+        if match := re.search(r"apiKey=(\S+) number=(\S+)", line):
+            key, number = match.groups()
+        if match := re.search(r"listening on (http://\S+)", line):
+            base = match.group(1)
+    assert key and number
+    return ServeProcess(process, base, key, number)

@@ -9,6 +9,7 @@ import click
 from smsrelay.cli_accounts import accounts, numbers
 from smsrelay.cli_messages import messages, stop, webhooks
 from smsrelay.cli_support import emit, fail, run, settings_from, with_gateway
+from smsrelay.errors import SmsRelayError
 from smsrelay.service.gateway import Gateway
 from smsrelay.store.engine import Database, path_from_url
 
@@ -58,7 +59,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     settings = settings_from(ctx, **flags)
     try:
         run(serve_forever(settings))
-    except OSError as exc:
+    except (OSError, SmsRelayError) as exc:
         fail(f"could not start: {exc}")
 
 

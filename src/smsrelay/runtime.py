@@ -21,6 +21,7 @@ from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings
+from smsrelay.store.lock import ServeLock
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
 
@@ -40,10 +41,13 @@ class Running:
     dispatcher: Dispatcher
     runner: web.AppRunner
     services: list[Any] = field(default_factory=list)
+    lock: ServeLock | None = None
 
 
 async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     store = SqliteStore(settings.resolved_database_url)
+    lock = ServeLock(store.db.path)
+    lock.acquire()
     await store.open()
     gateway = build_gateway(settings, store)
     demo = await ensure_demo(store, settings.demo_credit_eur, gateway.clock)
@@ -62,7 +66,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
         number = numbers[0].msisdn.removeprefix("+") if numbers else "(none)"
         say(f"demo account: apiKey={demo.demo_key} number={number}")
     say(f"smsrelay: listening on http://{settings.host}:{port}")
-    return Running(gateway, port, simulator, connectors, dispatcher, runner, services)
+    return Running(gateway, port, simulator, connectors, dispatcher, runner, services, lock)
 
 
 async def stop(running: Running) -> None:
@@ -75,6 +79,8 @@ async def stop(running: Running) -> None:
     if running.simulator is not None:
         await running.simulator.stop()
     await running.gateway.store.close()
+    if running.lock is not None:
+        running.lock.release()
 
 
 async def serve_forever(settings: Settings) -> None:

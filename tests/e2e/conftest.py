@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from smsrelay import runtime
-from tests.support import RunningGateway, SmscProcess, start_gateway, start_smsc, test_settings
+from tests.support import RunningGateway, SmscProcess, start_gateway, start_smsc, gateway_settings
 
 
 @pytest.fixture
 async def gw(tmp_path: Path) -> AsyncIterator[RunningGateway]:
     """The whole gateway in-process with its built-in SMSC, on loopback ports."""
-    gateway = await start_gateway(test_settings(tmp_path))
+    gateway = await start_gateway(gateway_settings(tmp_path))
     yield gateway
     await runtime.stop(gateway.running)
 

@@ -15,7 +15,7 @@ from tests.support import (
     eventually,
     start_gateway,
     start_smsc,
-    test_settings,
+    gateway_settings,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -28,7 +28,7 @@ async def linked(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
 
     async def start(*smsc_args: str) -> tuple[SmscProcess, RunningGateway]:
         smsc = await start_smsc("--delivery-rate", "1.0", *smsc_args)
-        gateway = await start_gateway(test_settings(tmp_path, smsc=smsc.url))
+        gateway = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url))
         started.append((smsc, gateway))
         return smsc, gateway
 
@@ -89,7 +89,7 @@ async def test_ucs2_and_emoji_are_sent_as_utf16_big_endian(linked) -> None:
 
 async def test_undelivered_receipt_reads_not_delivered(tmp_path: Path) -> None:
     smsc = await start_smsc("--delivery-rate", "0.0")
-    gw = await start_gateway(test_settings(tmp_path, smsc=smsc.url))
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url))
     try:
         _, answer = await gw.send()
         status = await _final_status(gw, answer["message_id"], "Not delivered")

@@ -20,6 +20,7 @@ CODES: Mapping[str, tuple[int, int]] = {
     "message.unknown": (4, 404),
     "messageid.required": (4, 400),
     "stop.unknown": (4, 404),
+    "stopid.required": (4, 400),
     "message.not_cancellable": (4, 409),
     "apikey.incorrect": (10, 401),
     "credit.insufficient": (11, 402),

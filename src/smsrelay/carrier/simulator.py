@@ -85,6 +85,10 @@ class SubmitRecord:
     system_id: str
     source: str
     destination: str
+    source_ton: int
+    source_npi: int
+    dest_ton: int
+    dest_npi: int
     esm_class: int
     data_coding: int
     short_message: bytes
@@ -113,6 +117,8 @@ class SimulatorStats:
     receipts_refused: int = 0
     mo_sent: int = 0
     mo_acked: int = 0
+    resp_pending: int = 0  # submit_sm_resp held back by resp_delay_ms
+    max_resp_pending: int = 0
 
 
 def render_id(number: int, style: IdStyle) -> str:
@@ -219,6 +225,10 @@ class Simulator:
             system_id=link.system_id,
             source=pdu.source_addr,
             destination=pdu.destination_addr,
+            source_ton=pdu.source_addr_ton,
+            source_npi=pdu.source_addr_npi,
+            dest_ton=pdu.dest_addr_ton,
+            dest_npi=pdu.dest_addr_npi,
             esm_class=pdu.esm_class,
             data_coding=pdu.data_coding,
             short_message=pdu.short_message,
@@ -236,11 +246,14 @@ class Simulator:
         delay = self.options.resp_delay_ms / 1000
         if delay <= 0:
             link.send(response)
-        else:
-            asyncio.get_running_loop().call_later(delay, self._send_if_open, link, response)
+            return
+        stats = self.stats
+        stats.resp_pending += 1
+        stats.max_resp_pending = max(stats.max_resp_pending, stats.resp_pending)
+        asyncio.get_running_loop().call_later(delay, self._send_late, link, response)
 
-    @staticmethod
-    def _send_if_open(link: SmscLink, pdu: Pdu) -> None:
+    def _send_late(self, link: SmscLink, pdu: Pdu) -> None:
+        self.stats.resp_pending -= 1
         if not link.is_closing:
             link.send(pdu)
 
@@ -416,7 +429,8 @@ class Simulator:
 
     async def _http_stats(self, request: web.Request) -> web.Response:
         data = asdict(self.stats)
-        data["bound"] = len(self.server.links)
+        data["bind_refusals"] = self.server.refused_binds
+        data["connections"] = len(self.server.links)
         return web.json_response(data)
 
     def _spawn(self, coro: Any) -> None:

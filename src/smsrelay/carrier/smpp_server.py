@@ -103,6 +103,7 @@ class SmscLink(SmppLink):
         self.send(response)
         fields = {"system_id": pdu.system_id, "peer": self.peer, "bind": type(pdu).__name__}
         if status:
+            self.server.refused_binds += 1
             self.log.warning("smsc.bind.refused", extra={**fields, "status": status})
             return
         self.system_id = pdu.system_id
@@ -139,6 +140,7 @@ class SmppServer:
         self.enquire_link_interval = enquire_link_interval
         self.log = logger or _log
         self.links: set[SmscLink] = set()
+        self.refused_binds = 0
         self._server: asyncio.Server | None = None
         self._bound = asyncio.Event()
         self._round_robin = itertools.count()

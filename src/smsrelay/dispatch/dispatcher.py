@@ -62,8 +62,11 @@ class Dispatcher:
         """A message was accepted: look for due work now rather than at the next poll."""
         self._wake.set()
 
-    async def start(self) -> None:
-        await self._store.release_expired_leases(self._clock.now())
+    async def start(self, *, sole_dispatcher: bool = True) -> None:
+        # A SQLite database has one serving process (serve holds its lock), so whatever was
+        # claimed before a crash is released at once rather than when its lease runs out.
+        until = float("inf") if sole_dispatcher else self._clock.now()
+        await self._store.release_expired_leases(until)
         self._tasks = [asyncio.create_task(self._sweep_leases(), name="lease-sweeper")]
         for name, connector in self._connectors.items():
             lane = _Lane(self, name, connector)

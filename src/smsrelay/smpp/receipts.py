@@ -79,13 +79,17 @@ def format_receipt(
     )
 
 
+_DATE_FORMATS = {10: "%y%m%d%H%M", 12: "%y%m%d%H%M%S", 14: "%Y%m%d%H%M%S"}
+
+
 def _parse_date(value: str) -> datetime | None:
-    for fmt in ("%y%m%d%H%M%S", "%y%m%d%H%M"):
-        try:
-            return datetime.strptime(value, fmt)
-        except ValueError:
-            continue
-    return None
+    fmt = _DATE_FORMATS.get(len(value))
+    if fmt is None or not (value.isascii() and value.isdigit()):
+        return None
+    try:
+        return datetime.strptime(value, fmt)
+    except ValueError:
+        return None
 
 
 def _parse_int(value: str) -> int | None:

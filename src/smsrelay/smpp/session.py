@@ -8,7 +8,7 @@ any monotonic clock); the session never reads a clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from smsrelay.smpp.codec import Event, PduReader, encode
 from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
@@ -17,12 +17,12 @@ from smsrelay.smpp.pdu import RESPONSE_BIT, CommandId, CommandStatus, Pdu
 MAX_SEQUENCE = 0x7FFFFFFF
 
 
-class Role(Enum):
+class Role(StrEnum):
     ESME = "esme"  # the client: binds, submits
     SMSC = "smsc"  # the server: accepts binds, delivers
 
 
-class BindState(Enum):
+class BindState(StrEnum):
     OPEN = "open"
     BINDING_TX = "binding_tx"
     BINDING_RX = "binding_rx"
@@ -76,6 +76,7 @@ TRANSITIONS: dict[tuple[BindState, CommandId, bool], BindState] = {
     (S.UNBINDING, C.UNBIND_RESP, False): S.CLOSED,
 }
 
+_STATEFUL = frozenset(command for _, command, _ in TRANSITIONS)
 BOUND_STATES = frozenset({S.BOUND_TX, S.BOUND_RX, S.BOUND_TRX})
 CAN_SUBMIT = frozenset({S.BOUND_TX, S.BOUND_TRX})
 CAN_RECEIVE = frozenset({S.BOUND_RX, S.BOUND_TRX})
@@ -99,6 +100,7 @@ class Session:
         response_timeout: float = 10.0,
         enquire_link_interval: float = 30.0,
         now: float = 0.0,
+        last_sequence: int = 0,
     ) -> None:
         self.role = role
         self.state = BindState.OPEN
@@ -108,7 +110,7 @@ class Session:
         self._mine = ESME_REQUESTS if role is Role.ESME else SMSC_REQUESTS
         self._theirs = SMSC_REQUESTS if role is Role.ESME else ESME_REQUESTS
         self._reader = PduReader()
-        self._sequence = 0
+        self._sequence = last_sequence
         self._outstanding: dict[int, Outstanding] = {}
         self._in_window = 0
         self._last_received = now
@@ -214,6 +216,8 @@ class Session:
         return request
 
     def _transition(self, command_id: CommandId, ok: bool) -> None:
+        if command_id not in _STATEFUL:
+            return
         new = TRANSITIONS.get((self.state, command_id, ok))
         if new is not None:
             self.state = new

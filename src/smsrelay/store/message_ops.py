@@ -256,10 +256,10 @@ def _mark_messages_queued(
 def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
     """Parts claimed by a dispatcher that died (or never heard back) go back to the queue."""
     cursor = conn.execute(
-        "UPDATE parts SET state = 'queued', lease_until = NULL, due_at = ?, "
+        "UPDATE parts SET state = 'queued', lease_until = NULL, "
         "last_error = 'lease expired: no submit outcome recorded' "
         "WHERE state = 'sending' AND lease_until < ?",
-        (now, now),
+        (now,),
     )
     return cursor.rowcount
 

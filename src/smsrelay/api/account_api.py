@@ -1,0 +1,213 @@
+"""The account's other endpoints, in SMS Partner's shapes: /v1/me, statuses in bulk,
+cancelling, the STOP list; and the test-only clock.
+
+Each item of ``StatutResponse_List`` has one shape whatever the endpoint, with the types of
+``/v1/message-status`` (which the official Go SDK also uses to read these items):
+``messageId`` a string, ``stopSms`` a boolean, ``date`` Paris local time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from smsrelay.api.errors import CODES, VALIDATION, simple_error
+from smsrelay.api.params import Params
+from smsrelay.api.render import respond
+from smsrelay.domain.pricing import format_eur
+from smsrelay.errors import DomainError
+from smsrelay.service.account_queries import (
+    STATUS_LIST,
+    StatusAnswer,
+    StatusQuery,
+    account_overview,
+    add_stop,
+    cancel_message,
+    remove_stop,
+    statuses,
+    statuses_by_tag,
+    stop_entries,
+)
+from smsrelay.service.clock import FixedClock
+from smsrelay.service.dates import iso_text, paris_text
+from smsrelay.service.gateway import Gateway
+from smsrelay.service.status import StatusView
+
+# SMS Partner's examples say SMSStatut_List; one table of its docs says SMSStatus_List.
+STATUS_LIST_NAMES = ("smsstatut_list", "smsstatus_list")
+
+
+def _text(params: Params, name: str) -> str | None:
+    value = params.get(name.lower())
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def _ok(fields: dict[str, Any], xml: bool) -> web.Response:
+    return respond({"success": True, "code": 200, **fields}, 200, xml)
+
+
+# -- GET /v1/me -------------------------------------------------------------------------------
+
+
+async def handle_me(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> web.Response:
+    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    overview = await account_overview(gateway.store, gateway.prices, account)
+    user = {"username": overview.username, "firstname": "", "lastname": ""}
+    credits = {
+        "creditSms": overview.credit_sms,
+        "toSend": overview.to_send,
+        "balance": format_eur(overview.balance_micros),
+        "currency": "EUR",
+    }
+    return _ok({"user": user, "credits": credits}, xml)
+
+
+# -- statuses ---------------------------------------------------------------------------------
+
+
+async def handle_multi_status(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool
+) -> web.Response:
+    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    answers = await statuses(gateway.store, account, status_queries(params))
+    return _ok({"StatutResponse_List": [answer_item(a) for a in answers]}, xml)
+
+
+async def handle_status_by_tag(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool
+) -> web.Response:
+    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    page = await statuses_by_tag(
+        gateway.store, account, _text(params, "tag"), _text(params, "page")
+    )
+    items = [status_item(view) for view in page.views]
+    return _ok({"StatutResponse_List": items, "currentPage": page.page, "total": page.total}, xml)
+
+
+def status_queries(params: Params) -> list[StatusQuery]:
+    """SMSStatut_List: a JSON list, or (query string, form field) a JSON list as text."""
+    raw = next((params[n] for n in STATUS_LIST_NAMES if n in params), None)
+    if isinstance(raw, str) and raw.strip():
+        raw = _json_value(raw)
+    if raw is None or raw == "":
+        raise DomainError("statuslist.required", f"{STATUS_LIST} is required", STATUS_LIST)
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise DomainError(
+            "statuslist.invalid",
+            f"{STATUS_LIST} must be a list of {{phoneNumber, messageId}} objects",
+            STATUS_LIST,
+        )
+    return [_status_query({str(k).lower(): v for k, v in item.items()}) for item in raw]
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _status_query(item: Params) -> StatusQuery:
+    return StatusQuery(phone=_text(item, "phoneNumber"), message_id=_text(item, "messageId"))
+
+
+def status_item(view: StatusView) -> dict[str, Any]:
+    message = view.message
+    return {
+        "success": True,
+        "code": 200,
+        "phoneNumber": message.recipient.removeprefix("+"),
+        "messageId": str(message.id),
+        "status": view.status,
+        "date": paris_text(message.created_at),
+        "stopSms": view.stopped,
+    }
+
+
+def answer_item(answer: StatusAnswer) -> dict[str, Any]:
+    if answer.view is not None:
+        return status_item(answer.view)
+    error = answer.error or DomainError("message.unknown", "message not found", "messageId")
+    return {
+        "success": False,
+        "code": CODES.get(error.code, VALIDATION)[0],
+        "phoneNumber": answer.query.phone,
+        "messageId": answer.query.message_id,
+        "status": error.message,
+    }
+
+
+# -- GET /v1/message-cancel -------------------------------------------------------------------
+
+
+async def handle_cancel(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> web.Response:
+    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    refund = await cancel_message(gateway.store, gateway.clock, account, _text(params, "messageId"))
+    note = f"The SMS sending has been cancelled; {format_eur(refund)} EUR refunded."
+    return _ok({"message": note}, xml)
+
+
+# -- the STOP list ----------------------------------------------------------------------------
+
+
+async def handle_stop_list(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool
+) -> web.Response:
+    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    entries = await stop_entries(gateway.store, account)
+    data = [
+        {
+            "id": e.id,
+            "phoneNumber": e.phone.removeprefix("+"),
+            "createdAt": paris_text(e.created_at),
+        }
+        for e in entries
+    ]
+    return _ok({"nbData": len(data), "data": data}, xml)
+
+
+async def handle_stop_add(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool
+) -> web.Response:
+    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    stop_id = await add_stop(gateway.store, gateway.clock, account, _text(params, "phoneNumber"))
+    return _ok({"stopId": stop_id}, xml)
+
+
+async def handle_stop_delete(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool
+) -> web.Response:
+    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    await remove_stop(gateway.store, account, _text(params, "id"))
+    return _ok({}, xml)
+
+
+# -- POST /_test/clock (only with the fixed_clock setting) ------------------------------------
+
+
+async def handle_test_clock(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool
+) -> web.Response:
+    clock = gateway.clock
+    if not gateway.settings.fixed_clock or not isinstance(clock, FixedClock):
+        payload, status = simple_error(404, 404, "no such endpoint")
+        return respond(payload, status, xml)
+    clock.set(_moment(_text(params, "now")))
+    gateway.wake_dispatcher()  # held messages may be due now
+    return respond({"now": iso_text(clock.now())}, 200, xml)
+
+
+def _moment(text: str | None) -> float:
+    example = "e.g. 2026-03-02T08:00:00+01:00"
+    try:
+        moment = datetime.fromisoformat(text or "")
+    except ValueError as exc:
+        raise DomainError("now.invalid", f"now must be an ISO 8601 time, {example}", "now") from exc
+    if moment.tzinfo is None:
+        raise DomainError("now.invalid", f"now needs a UTC offset, {example}", "now")
+    return moment.timestamp()

@@ -1,0 +1,203 @@
+"""The account's other endpoints: balance, statuses in bulk, cancelling, the STOP list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from smsrelay.domain.numbers import parse_recipient
+from smsrelay.domain.pricing import PriceTable
+from smsrelay.errors import DomainError
+from smsrelay.service.clock import Clock
+from smsrelay.service.status import StatusView, describe, parse_message_id
+from smsrelay.store.account_reads import account_snapshot, messages_and_stops, stopped_phones
+from smsrelay.store.records import Account, MessageView, StopEntry
+from smsrelay.store.sqlite_store import SqliteStore
+
+MAX_STATUS_QUERIES = 500
+TAG_PAGE_SIZE = 500
+CREDIT_REGION = "FR"  # creditSms counts SMS to France, as SMS Partner's dashboard does
+STATUS_LIST = "SMSStatut_List"
+
+
+@dataclass(frozen=True)
+class Overview:
+    username: str
+    balance_micros: int
+    credit_sms: int
+    to_send: int
+
+
+async def account_overview(store: SqliteStore, prices: PriceTable, account: Account) -> Overview:
+    """The balance as stored now (never the authentication cache's copy)."""
+    snapshot = await store.db.read(partial(account_snapshot, account_id=account.id))
+    if snapshot is None:
+        raise DomainError("apikey.incorrect", "incorrect API key", "apiKey")
+    balance = snapshot.account.credit_micros
+    return Overview(account.name, balance, sms_for(balance, prices), snapshot.waiting)
+
+
+def sms_for(balance_micros: int, prices: PriceTable) -> int:
+    """How many single SMS to France the balance buys (0 when France has no price)."""
+    price = prices.micros_by_region.get(CREDIT_REGION, 0)
+    return max(balance_micros, 0) // price if price > 0 else 0
+
+
+# -- statuses ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusQuery:
+    """One item of SMSStatut_List, as the client wrote it (None = absent)."""
+
+    phone: str | None
+    message_id: str | None
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    query: StatusQuery
+    view: StatusView | None  # None when the lookup failed
+    error: DomainError | None = None
+
+
+async def statuses(
+    store: SqliteStore, account: Account, queries: Sequence[StatusQuery]
+) -> list[StatusAnswer]:
+    """Each query's status, or why it has none; one snapshot for the whole list."""
+    if not queries:
+        raise DomainError("statuslist.required", f"{STATUS_LIST} is required", STATUS_LIST)
+    if len(queries) > MAX_STATUS_QUERIES:
+        raise DomainError(
+            "statuslist.too_long",
+            f"{STATUS_LIST} holds at most {MAX_STATUS_QUERIES} items, got {len(queries)}",
+            STATUS_LIST,
+        )
+    ids = {i for i in (_quiet_id(q.message_id) for q in queries) if i is not None}
+    found, stops = await store.db.read(
+        partial(messages_and_stops, account_id=account.id, message_ids=sorted(ids))
+    )
+    return [_answer(q, found, stops) for q in queries]
+
+
+def _quiet_id(raw: str | None) -> int | None:
+    try:
+        return parse_message_id(raw)
+    except DomainError:
+        return None
+
+
+def _answer(
+    query: StatusQuery, found: dict[int, MessageView], stops: frozenset[str]
+) -> StatusAnswer:
+    try:
+        message = found.get(parse_message_id(query.message_id))
+    except DomainError as error:
+        return StatusAnswer(query, None, error)
+    if message is None or not _matches(query.phone, message.recipient):
+        return StatusAnswer(query, None, _not_found())
+    return StatusAnswer(query, describe(message, message.recipient in stops))
+
+
+def _matches(raw_phone: str | None, e164: str) -> bool:
+    """No phone given matches any message; a given phone must be the message's recipient."""
+    if not raw_phone:
+        return True
+    try:
+        return parse_recipient(raw_phone).e164 == e164
+    except DomainError:
+        return False
+
+
+def _not_found() -> DomainError:
+    return DomainError("message.unknown", "message not found", "messageId")
+
+
+@dataclass(frozen=True)
+class TagPage:
+    views: list[StatusView]
+    page: int
+    total: int  # messages carrying the tag, over all pages
+
+
+async def statuses_by_tag(
+    store: SqliteStore, account: Account, tag: str | None, raw_page: str | None
+) -> TagPage:
+    if not tag:
+        raise DomainError("tag.required", "the tag is required", "tag")
+    page = _page_number(raw_page)
+    messages, total = await store.messages_by_tag(
+        account.id, tag, TAG_PAGE_SIZE, (page - 1) * TAG_PAGE_SIZE
+    )
+    stops = await store.db.read(partial(stopped_phones, account_id=account.id))
+    return TagPage([describe(m, m.recipient in stops) for m in messages], page, total)
+
+
+def _page_number(raw: str | None) -> int:
+    if raw is None or raw.strip() == "":
+        return 1
+    try:
+        page = int(raw.strip())
+    except ValueError:
+        page = 0
+    if page < 1 or page > 10**9:
+        raise DomainError("page.invalid", "page must be a whole number from 1", "page")
+    return page
+
+
+# -- cancelling -------------------------------------------------------------------------------
+
+
+async def cancel_message(
+    store: SqliteStore, clock: Clock, account: Account, raw_id: str | None
+) -> int:
+    """Cancel a message none of whose parts has left, and refund it; returns the refund."""
+    message_id = parse_message_id(raw_id)
+    try:
+        return await store.cancel_message(account.id, message_id, clock.now())
+    except DomainError as error:
+        if error.code != "message.not_cancellable":
+            raise
+        raise DomainError(
+            error.code, await _why_not_cancellable(store, account, message_id), "messageId"
+        ) from error
+
+
+async def _why_not_cancellable(store: SqliteStore, account: Account, message_id: int) -> str:
+    message = await store.get_message(message_id, account.id)
+    if message is not None and message.state == "cancelled":
+        return "the message was already cancelled"
+    if message is not None and message.sandbox:
+        return "a sandbox message is never sent: there is nothing to cancel"
+    return "the message has already left for the carrier: it can no longer be cancelled"
+
+
+# -- the STOP list ----------------------------------------------------------------------------
+
+
+async def stop_entries(store: SqliteStore, account: Account) -> list[StopEntry]:
+    return await store.stop_list(account.id)
+
+
+async def add_stop(store: SqliteStore, clock: Clock, account: Account, raw: str | None) -> int:
+    """Add a number (any form ``to`` accepts) to the STOP list; returns the entry's id."""
+    if raw is None or raw.strip() == "":
+        raise DomainError("phonenumber.required", "phoneNumber is required", "phoneNumber")
+    try:
+        number = parse_recipient(raw)
+    except DomainError as error:
+        raise DomainError(error.code, error.message, "phoneNumber") from error
+    return await store.stop_add(account.id, number.e164, clock.now())
+
+
+async def remove_stop(store: SqliteStore, account: Account, raw_id: str | None) -> None:
+    if raw_id is None or raw_id.strip() == "":
+        raise DomainError("stopid.required", "the STOP entry's id is required", "id")
+    try:
+        stop_id = int(raw_id.strip())
+    except ValueError:
+        stop_id = 0
+    if stop_id <= 0 or stop_id > 2**63 - 1:
+        raise DomainError("stop.unknown", f"no STOP entry with id {raw_id!r}", "id")
+    await store.stop_remove(account.id, stop_id)

@@ -1,0 +1,54 @@
+"""Reads behind the account's API (/v1/me, multi-status): functions run on a SQLite connection.
+
+Each is a ``fn(conn)`` for ``Database.read``, so one call sees one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from smsrelay.store.account_ops import account_by_id
+from smsrelay.store.message_ops import get_message
+from smsrelay.store.records import Account, MessageView
+
+# Messages that have not left yet: held for quiet hours, or queued and not yet submitted.
+WAITING_STATES = ("held", "queued")
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    account: Account
+    waiting: int  # messages not sent yet (sandbox messages are never sent, so never counted)
+
+
+def account_snapshot(conn: sqlite3.Connection, account_id: int) -> AccountSnapshot | None:
+    """The account as stored now (not a cached copy) and how many of its messages wait."""
+    account = account_by_id(conn, account_id)
+    if account is None:
+        return None
+    marks = ",".join("?" * len(WAITING_STATES))
+    row = conn.execute(
+        "SELECT COUNT(*) FROM messages "
+        f"WHERE account_id = ? AND sandbox = 0 AND state IN ({marks})",
+        (account_id, *WAITING_STATES),
+    ).fetchone()
+    return AccountSnapshot(account, int(row[0]))
+
+
+def stopped_phones(conn: sqlite3.Connection, account_id: int) -> frozenset[str]:
+    rows = conn.execute("SELECT phone FROM stop_list WHERE account_id = ?", (account_id,))
+    return frozenset(str(r[0]) for r in rows)
+
+
+def messages_and_stops(
+    conn: sqlite3.Connection, account_id: int, message_ids: Iterable[int]
+) -> tuple[dict[int, MessageView], frozenset[str]]:
+    """The account's messages among ``message_ids`` (others are left out) and its STOP list."""
+    found: dict[int, MessageView] = {}
+    for message_id in message_ids:
+        message = get_message(conn, message_id, account_id)
+        if message is not None:
+            found[message_id] = message
+    return found, stopped_phones(conn, account_id)

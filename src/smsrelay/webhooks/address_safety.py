@@ -1,0 +1,137 @@
+"""Refuse callbacks to internal addresses (SSRF), checked on the connection actually opened.
+
+A callback URL is chosen by an API client, so without a check anyone with an API key could make
+the gateway POST into its own network (admin ports, a cloud metadata service). The check runs at
+send time, on the addresses the connection will use, not on the URL at accept time (DNS changes):
+
+- host names go through :class:`SafeResolver`, the aiohttp resolver of the sender's session, so
+  the addresses checked are the addresses connected to (no second lookup to race with);
+- IP literals never reach a resolver in aiohttp, so the sender checks them with
+  :func:`ensure_safe_literal` before posting;
+- redirects are not followed at all (a 3xx is a failed attempt), so a receiver cannot bounce the
+  gateway to another address.
+
+``allow_private`` (development, on-premises receivers) lifts the check except for the cloud
+metadata addresses, which stay refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from smsrelay.errors import SmsRelayError
+
+IPAddress = IPv4Address | IPv6Address
+
+CGNAT = IPv4Network("100.64.0.0/10")
+NAT64 = IPv6Network("64:ff9b::/96")
+METADATA = frozenset(
+    {
+        IPv4Address("169.254.169.254"),  # AWS, GCP, Azure, Oracle, OpenStack
+        IPv4Address("100.100.100.200"),  # Alibaba Cloud
+        IPv6Address("fd00:ec2::254"),  # AWS over IPv6
+    }
+)
+
+
+class UnsafeAddress(SmsRelayError):
+    """A callback host resolves to an address the gateway must not call."""
+
+
+def is_forbidden_address(ip: IPAddress) -> bool:
+    """True for addresses that are not on the public internet, or that embed one that is not."""
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        return is_forbidden_address(embedded)
+    return (
+        _is_metadata(ip)
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or ip in CGNAT
+        or not ip.is_global
+    )
+
+
+def _embedded_ipv4(ip: IPAddress) -> IPv4Address | None:
+    if isinstance(ip, IPv4Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in NAT64:
+        return IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def _is_metadata(ip: IPAddress) -> bool:
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        return _is_metadata(embedded)
+    if isinstance(ip, IPv6Address) and ip.scope_id:
+        ip = IPv6Address(int(ip))  # drop the zone: fd00:ec2::254%eth0 is still the service
+    return ip in METADATA
+
+
+def ensure_allowed(ip: IPAddress, host: str, allow_private: bool) -> None:
+    """Raise :class:`UnsafeAddress` unless calling ``ip`` (which ``host`` names) is allowed."""
+    if _is_metadata(ip) or (not allow_private and is_forbidden_address(ip)):
+        raise UnsafeAddress(f"{host} is {ip}, a private or reserved address")
+
+
+def ensure_safe_literal(host: str, allow_private: bool) -> None:
+    """Check ``host`` when it is an IP literal (aiohttp connects to those without resolving)."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return  # a name: SafeResolver checks what it resolves to
+    ensure_allowed(ip, host, allow_private)
+
+
+async def resolve_safe(host: str, port: int, allow_private: bool) -> list[str]:
+    """The addresses of ``host``; :class:`UnsafeAddress` if any of them is forbidden."""
+    return [result["host"] for result in await _resolve(host, port, 0, allow_private)]
+
+
+class SafeResolver(AbstractResolver):
+    """aiohttp resolver that refuses a host if any address it resolves to is forbidden."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return await _resolve(host, port, family, self.allow_private)
+
+    async def close(self) -> None:
+        return None
+
+
+async def _resolve(host: str, port: int, family: int, allow_private: bool) -> list[ResolveResult]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+    results: list[ResolveResult] = []
+    for info_family, _, proto, _, sockaddr in infos:
+        address = str(sockaddr[0])
+        ensure_allowed(ipaddress.ip_address(address), host, allow_private)
+        results.append(
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=int(sockaddr[1]),
+                family=info_family,
+                proto=proto,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+        )
+    if not results:
+        raise OSError(f"{host} has no address")
+    return results

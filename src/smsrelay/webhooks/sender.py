@@ -1,0 +1,344 @@
+"""The webhook sender: posts stored callbacks, records every attempt, retries with backoff.
+
+The outbox row is the work item. The sender claims due rows in batches under a lease and posts
+each one; every attempt is recorded, and a failure becomes a later ``due_at``
+(:func:`~smsrelay.domain.backoff.next_attempt_at`), so retries survive restarts. If the process
+dies between claim and record, the lease runs out and ``release_expired_leases`` puts the row
+back: a callback is delivered at least once, and ``X-Smsrelay-Id`` lets receivers drop repeats.
+
+Receivers are isolated from each other: posts to one host are bounded by that host's semaphore
+(``concurrency_per_host``) and wait on it in their own tasks, so a slow or dead receiver holds
+only its own callbacks. A claimed callback that cannot start its post in time for its lease to
+cover it is dropped unrecorded and comes back when the lease is released.
+
+Ordering: rows are claimed in (due_at, id) order and each host's semaphore is first come, first
+served, so callbacks to one receiver *start* in that order. They are not serialised: up to
+``concurrency_per_host`` are in flight at once, and a callback being retried does not hold back
+newer ones to the same URL (no head-of-line blocking), so receivers must not rely on arrival
+order; each body carries its own dates, and the parts of a long reply carry ``concat-part``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
+from smsrelay.errors import TransientError
+from smsrelay.service.clock import Clock
+from smsrelay.store.records import WebhookJob
+from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.address_safety import SafeResolver, UnsafeAddress, ensure_safe_literal
+from smsrelay.webhooks.signing import signature_headers
+
+log = logging.getLogger("smsrelay.webhooks")
+IDLE_POLL = 0.2
+SWEEP_EVERY = 5.0
+LEASE_MARGIN = 5.0  # seconds of lease left after the slowest possible post, to record it
+CONNECTION_LIMIT = 1024
+KEEPALIVE = 30.0
+BODY_READ_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """What one POST came to: an HTTP status, an error text, or both."""
+
+    status: int | None
+    error: str | None = None
+    permanent: bool = False  # retrying cannot help (a malformed URL)
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        store: SqliteStore,
+        clock: Clock,
+        *,
+        timeout: float,
+        backoff: BackoffPolicy,
+        give_up_after: float,
+        concurrency_per_host: int,
+        allow_private: bool,
+        batch: int = 200,
+        user_agent: str = "smsrelay",
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._timeout = timeout
+        self._backoff = backoff
+        self._give_up_after = give_up_after
+        self._allow_private = allow_private
+        self._batch = batch
+        self._user_agent = user_agent
+        self._lease_seconds = 4 * timeout + LEASE_MARGIN
+        self._max_held = 4 * batch
+        self._gates = _HostGates(concurrency_per_host)
+        self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._posting: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.delivered = 0
+
+    def wake(self) -> None:
+        """New callbacks were stored: look for due work now rather than at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._session = self._new_session()
+        await self._store.release_expired_leases(self._clock.now())
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="webhook-claims"),
+            asyncio.create_task(self._sweep_leases(), name="webhook-lease-sweeper"),
+        ]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming, give posts under way up to ``grace`` seconds, drop the rest (their
+        leases bring them back)."""
+        self._stopping = True
+        await _cancel(self._loops)
+        for task in self._jobs - self._posting:
+            task.cancel()
+        if self._jobs:
+            await asyncio.wait(self._jobs, timeout=grace)
+        await _cancel(list(self._jobs))
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=CONNECTION_LIMIT,
+            limit_per_host=self._gates.size,
+            keepalive_timeout=KEEPALIVE,
+            resolver=SafeResolver(self._allow_private),
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),  # receivers must not share cookies
+            trust_env=False,  # no proxy from the environment: the address check must hold
+        )
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while True:
+            room = self._max_held - len(self._jobs)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            limit = min(self._batch, room)
+            self._wake.clear()  # a wake() during the claim below makes the wait return at once
+            jobs = await self._claim(limit)
+            for job in jobs:
+                self._spawn(job)
+            if len(jobs) < limit:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+
+    async def _claim(self, limit: int) -> list[WebhookJob]:
+        now = self._clock.now()
+        try:
+            return await self._store.claim_due_webhooks(now, limit, now + self._lease_seconds)
+        except TransientError as exc:
+            log.warning("webhook.claim.failed", extra={"error": str(exc)})
+            return []
+
+    def _spawn(self, job: WebhookJob) -> None:
+        loop = asyncio.get_running_loop()
+        start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
+        task = asyncio.create_task(self._run(job, start_by), name=f"webhook-{job.id}")
+        self._jobs.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        self._posting.discard(task)
+        self._room.set()
+
+    async def _sweep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            try:
+                released = await self._store.release_expired_leases(self._clock.now())
+            except TransientError:
+                continue
+            if released:
+                log.warning("webhook.lease.expired", extra={"released": released})
+                self.wake()
+
+    # -- one callback --------------------------------------------------------------------------
+
+    async def _run(self, job: WebhookJob, start_by: float) -> None:
+        url = URL(job.url)
+        host = (url.host or "").lower()
+        semaphore = self._gates.enter(host)
+        try:
+            if not await _acquire(semaphore, start_by - asyncio.get_running_loop().time()):
+                log.warning("webhook.lease.lapsed", extra={"webhook_id": job.id, "host": host})
+                return
+            try:
+                if not self._stopping:
+                    await self._attempt(job, url)
+            finally:
+                semaphore.release()
+        except TransientError as exc:
+            log.warning("webhook.record.failed", extra={"webhook_id": job.id, "error": str(exc)})
+        except Exception:
+            log.exception("webhook.crashed", extra={"webhook_id": job.id})
+        finally:
+            self._gates.leave(host)
+
+    async def _attempt(self, job: WebhookJob, url: URL) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._posting.add(task)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        result = await self._post(job, url)
+        latency_ms = round((loop.time() - started) * 1000.0, 1)
+        await self._record(job, url, result, latency_ms)
+
+    async def _post(self, job: WebhookJob, url: URL) -> PostResult:
+        if url.scheme not in ("http", "https") or not url.host:
+            return PostResult(None, "invalid callback URL", permanent=True)
+        assert self._session is not None
+        try:
+            ensure_safe_literal(url.host, self._allow_private)
+            async with self._session.post(
+                url, data=job.body, headers=self._headers(job), allow_redirects=False
+            ) as response:
+                status = response.status
+                await _drain(response)
+        except UnsafeAddress as exc:
+            return PostResult(None, f"unsafe address: {exc}")
+        except TimeoutError:
+            return PostResult(None, f"timeout after {self._timeout:g} s")
+        except aiohttp.InvalidURL as exc:
+            return PostResult(None, f"invalid callback URL: {exc}", permanent=True)
+        except aiohttp.ClientConnectorError as exc:
+            return PostResult(None, f"connection failed: {exc.os_error.strerror or exc}")
+        except aiohttp.ServerDisconnectedError:
+            return PostResult(None, "server disconnected")
+        except aiohttp.ClientError as exc:
+            return PostResult(None, f"{type(exc).__name__}: {exc}")
+        return judge(status)
+
+    def _headers(self, job: WebhookJob) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+            "X-Smsrelay-Id": job.uuid,
+            "X-Smsrelay-Event": job.kind,
+            "X-Smsrelay-Attempt": str(job.attempts + 1),
+        }
+        if job.secret:
+            headers.update(signature_headers(job.secret, int(self._clock.now()), job.body))
+        return headers
+
+    async def _record(
+        self, job: WebhookJob, url: URL, result: PostResult, latency_ms: float
+    ) -> None:
+        now = self._clock.now()
+        attempt = job.attempts + 1
+        fields = {"webhook_id": job.id, "uuid": job.uuid, "kind": job.kind, "host": url.host}
+        fields |= {"attempt": attempt, "status": result.status, "latency_ms": latency_ms}
+        if result.delivered:
+            await self._store.record_webhook_attempt(
+                job.id, now, result.status, latency_ms, None, "delivered", None
+            )
+            self.delivered += 1
+            log.info("webhook.delivered", extra=fields)
+            return
+        due = self._next_due(job, attempt, now, result)
+        outcome = "failed" if due is None else "pending"
+        await self._store.record_webhook_attempt(
+            job.id, now, result.status, latency_ms, result.error, outcome, due
+        )
+        fields |= {"error": result.error, "next_due": due}
+        log.log(
+            logging.WARNING if due is None else logging.INFO,
+            "webhook.failed" if due is None else "webhook.retry",
+            extra=fields,
+        )
+
+    def _next_due(
+        self, job: WebhookJob, attempt: int, now: float, result: PostResult
+    ) -> float | None:
+        """When to try again, or None to give up (permanent error, retry budget spent)."""
+        if result.permanent:
+            return None
+        due = next_attempt_at(attempt, now, self._backoff, random.random())
+        return None if due - job.created_at > self._give_up_after else due
+
+
+def judge(status: int) -> PostResult:
+    """2xx is delivered; anything else, redirects included, is a failed attempt."""
+    if 200 <= status < 300:
+        return PostResult(status)
+    if 300 <= status < 400:
+        return PostResult(status, f"redirect not followed (HTTP {status})")
+    return PostResult(status, f"HTTP {status}")
+
+
+class _HostGates:
+    """One semaphore per receiver host, forgotten when no callback of that host is in hand."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._gates: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    def enter(self, host: str) -> asyncio.Semaphore:
+        semaphore, users = self._gates.get(host) or (asyncio.Semaphore(self.size), 0)
+        self._gates[host] = (semaphore, users + 1)
+        return semaphore
+
+    def leave(self, host: str) -> None:
+        semaphore, users = self._gates[host]
+        if users <= 1:
+            del self._gates[host]
+        else:
+            self._gates[host] = (semaphore, users - 1)
+
+
+async def _acquire(semaphore: asyncio.Semaphore, within: float) -> bool:
+    if within <= 0:
+        return False
+    try:
+        async with asyncio.timeout(within):
+            await semaphore.acquire()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read a small answer to the end so the connection can be reused; ignore its content."""
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        read = 0
+        async for chunk in response.content.iter_any():
+            read += len(chunk)
+            if read > BODY_READ_LIMIT:
+                return  # a large answer: the connection is closed rather than reused
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,484 @@
+"""The account's other endpoints over real HTTP: /v1/me, multi-status, status by tag,
+message-cancel, the STOP list and the test clock, in JSON and XML."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from smsrelay.service import account_queries
+from smsrelay.service.accounts import create_account
+
+if TYPE_CHECKING:
+    from tests.api.conftest import Api
+
+RECIPIENT = "33612345678"  # 0612345678 in international digits
+MONDAY_8AM = "2026-03-02T08:00:00+01:00"
+
+
+def tree(element: ET.Element) -> Any:
+    """An XML answer as nested lists of texts (``entry`` order is the JSON key order)."""
+    children = list(element)
+    return [tree(child) for child in children] if children else (element.text or "")
+
+
+def key(api: Api) -> dict[str, str]:
+    return {"apiKey": api.key}
+
+
+# -- GET /v1/me -------------------------------------------------------------------------------
+
+
+async def test_me_answers_the_account_and_its_credit(api: Api) -> None:
+    status, answer = await api.call("GET", "/v1/me", params=key(api))
+    assert status == 200
+    assert answer == {
+        "success": True,
+        "code": 200,
+        "user": {"username": "demo", "firstname": "", "lastname": ""},
+        "credits": {"creditSms": 2222, "toSend": 0, "balance": "100.000", "currency": "EUR"},
+    }
+
+
+async def test_me_counts_waiting_messages_and_shows_the_debit(api: Api) -> None:
+    await api.send()
+    await api.send(text="Again")
+    credits = (await api.me())["credits"]
+    assert credits["toSend"] == 2
+    assert credits["balance"] == "99.910"
+    assert credits["creditSms"] == 2220
+
+
+async def test_me_in_xml(api: Api) -> None:
+    status, root = await api.call_xml("GET", "/v1/me", params=key(api))
+    assert status == 200
+    assert tree(root) == ["true", "200", ["demo", "", ""], ["2222", "0", "100.000", "EUR"]]
+
+
+@pytest.mark.parametrize(
+    ("params", "http", "code"),
+    [({}, 400, 1), ({"apiKey": ""}, 400, 1), ({"apiKey": "not-a-key"}, 401, 10)],
+)
+async def test_me_refuses_a_missing_or_wrong_key(
+    api: Api, params: dict[str, str], http: int, code: int
+) -> None:
+    status, answer = await api.call("GET", "/v1/me", params=params)
+    assert (status, answer["success"], answer["code"]) == (http, False, code)
+
+
+async def test_a_wrong_key_in_xml_is_an_xml_error(api: Api) -> None:
+    status, root = await api.call_xml("GET", "/v1/stop-sms/list", params={"apiKey": "nope"})
+    assert status == 401
+    assert tree(root)[:2] == ["false", "10"]
+
+
+# -- POST /v1/multi-status --------------------------------------------------------------------
+
+
+async def test_multi_status_answers_each_item(api: Api) -> None:
+    first = await api.send()
+    second = await api.send(to="+33698765432")
+    body = {
+        "apiKey": api.key,
+        "SMSStatut_List": [
+            {"phoneNumber": "0612345678", "messageId": first},
+            {"phoneNumber": "+33698765432", "messageId": str(second)},
+            {"phoneNumber": "0612345678", "messageId": 999999},
+            {"phoneNumber": "0611111111", "messageId": first},  # not this message's number
+        ],
+    }
+    status, answer = await api.call("POST", "/v1/multi-status", body=body)
+    assert status == 200
+    assert (answer["success"], answer["code"]) == (True, 200)
+    items = answer["StatutResponse_List"]
+    assert items[0] == {
+        "success": True,
+        "code": 200,
+        "phoneNumber": RECIPIENT,
+        "messageId": str(first),
+        "status": "Waiting",
+        "date": "2026-03-03 10:00:00",
+        "stopSms": False,
+    }
+    assert (items[1]["success"], items[1]["messageId"], items[1]["phoneNumber"]) == (
+        True,
+        str(second),
+        "33698765432",
+    )
+    for missing in items[2:]:
+        assert (missing["success"], missing["code"]) == (False, 4)
+        assert missing["status"] == "message not found"
+    assert items[2]["messageId"] == "999999"
+
+
+async def test_multi_status_without_phone_numbers_and_via_get(api: Api) -> None:
+    message_id = await api.send()
+    listing = f'[{{"messageId": {message_id}}}]'
+    status, answer = await api.call(
+        "GET", "/v1/multi-status", params={**key(api), "SMSStatut_List": listing}
+    )
+    assert status == 200
+    assert answer["StatutResponse_List"][0]["status"] == "Waiting"
+
+
+async def test_multi_status_shows_a_stopped_recipient(api: Api) -> None:
+    message_id = await api.send()
+    await api.call("POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": RECIPIENT})
+    body = {**key(api), "SMSStatut_List": [{"messageId": message_id}]}
+    _, answer = await api.call("POST", "/v1/multi-status", body=body)
+    assert answer["StatutResponse_List"][0]["stopSms"] is True
+
+
+async def test_multi_status_hides_other_accounts_messages(api: Api) -> None:
+    message_id = await api.send()
+    other = await create_account(api.store, "other", "10", api.gateway.clock)
+    body = {"apiKey": other.api_key, "SMSStatut_List": [{"messageId": message_id}]}
+    _, answer = await api.call("POST", "/v1/multi-status", body=body)
+    assert answer["StatutResponse_List"][0]["code"] == 4
+
+
+async def test_multi_status_in_xml(api: Api) -> None:
+    message_id = await api.send()
+    body = {**key(api), "SMSStatut_List": [{"messageId": message_id}, {"messageId": "x"}]}
+    status, root = await api.call_xml("POST", "/v1/multi-status", body=body)
+    assert status == 200
+    success, code, items = tree(root)
+    assert (success, code) == ("true", "200")
+    assert items[0] == [
+        "true",
+        "200",
+        RECIPIENT,
+        str(message_id),
+        "Waiting",
+        "2026-03-03 10:00:00",
+        "false",
+    ]
+    assert items[1] == ["false", "4", "", "x", "message not found"]
+
+
+async def test_multi_status_refuses_more_than_500_items(api: Api) -> None:
+    body = {**key(api), "SMSStatut_List": [{"messageId": i} for i in range(1, 502)]}
+    status, answer = await api.call("POST", "/v1/multi-status", body=body)
+    assert (status, answer["success"], answer["code"]) == (400, False, 9)
+    assert answer["error"][0]["elementId"] == "children[SMSStatut_List].data"
+
+
+async def test_multi_status_accepts_exactly_500_items(api: Api) -> None:
+    body = {**key(api), "SMSStatut_List": [{"messageId": i} for i in range(1, 501)]}
+    status, answer = await api.call("POST", "/v1/multi-status", body=body)
+    assert status == 200
+    assert len(answer["StatutResponse_List"]) == 500
+
+
+@pytest.mark.parametrize("listing", [None, "", [], "not json", [1, 2], {"messageId": 1}])
+async def test_multi_status_needs_a_list_of_objects(api: Api, listing: Any) -> None:
+    body: dict[str, Any] = dict(key(api))
+    if listing is not None:
+        body["SMSStatut_List"] = listing
+    status, answer = await api.call("POST", "/v1/multi-status", body=body)
+    assert (status, answer["code"]) == (400, 9)
+
+
+async def test_multi_status_checks_the_key_first(api: Api) -> None:
+    status, answer = await api.call("POST", "/v1/multi-status", body={"apiKey": "nope"})
+    assert (status, answer["code"]) == (401, 10)
+
+
+# -- GET /v1/bulk-status-by-tag ---------------------------------------------------------------
+
+
+async def test_status_by_tag_lists_the_tagged_messages(api: Api) -> None:
+    tagged = [await api.send(tag="promo") for _ in range(3)]
+    await api.send(tag="other")
+    await api.send()
+    status, answer = await api.call(
+        "GET", "/v1/bulk-status-by-tag", params={**key(api), "tag": "promo"}
+    )
+    assert status == 200
+    assert (answer["success"], answer["code"]) == (True, 200)
+    assert (answer["currentPage"], answer["total"]) == (1, 3)
+    items = answer["StatutResponse_List"]
+    assert [item["messageId"] for item in items] == [str(i) for i in tagged]
+    assert items[0]["status"] == "Waiting"
+    assert items[0]["phoneNumber"] == RECIPIENT
+    assert list(answer) == ["success", "code", "StatutResponse_List", "currentPage", "total"]
+
+
+async def test_status_by_tag_pages(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(account_queries, "TAG_PAGE_SIZE", 2)
+    tagged = [await api.send(tag="promo") for _ in range(3)]
+    pages = []
+    for page in ("1", "2", "3"):
+        _, answer = await api.call(
+            "GET", "/v1/bulk-status-by-tag", params={**key(api), "tag": "promo", "page": page}
+        )
+        assert answer["total"] == 3
+        assert answer["currentPage"] == int(page)
+        pages.append([int(item["messageId"]) for item in answer["StatutResponse_List"]])
+    assert pages == [tagged[:2], tagged[2:], []]
+
+
+async def test_status_by_tag_in_xml(api: Api) -> None:
+    message_id = await api.send(tag="promo")
+    status, root = await api.call_xml(
+        "GET", "/v1/bulk-status-by-tag", params={**key(api), "tag": "promo"}
+    )
+    assert status == 200
+    success, code, items, page, total = tree(root)
+    assert (success, code, page, total) == ("true", "200", "1", "1")
+    assert items[0][3] == str(message_id)
+
+
+async def test_status_by_tag_with_an_unknown_tag_is_empty(api: Api) -> None:
+    _, answer = await api.call(
+        "GET", "/v1/bulk-status-by-tag", params={**key(api), "tag": "nothing"}
+    )
+    assert (answer["success"], answer["StatutResponse_List"], answer["total"]) == (True, [], 0)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({}, "tag"), ({"tag": "promo", "page": "0"}, "page"), ({"tag": "promo", "page": "x"}, "page")],
+)
+async def test_status_by_tag_refuses_bad_parameters(
+    api: Api, params: dict[str, str], field: str
+) -> None:
+    status, answer = await api.call("GET", "/v1/bulk-status-by-tag", params={**key(api), **params})
+    assert (status, answer["code"]) == (400, 9)
+    assert answer["error"][0]["elementId"] == f"children[{field}].data"
+
+
+# -- GET /v1/message-cancel -------------------------------------------------------------------
+
+
+async def test_a_held_message_shows_when_it_will_leave(sunday_api: Api) -> None:
+    api = sunday_api
+    message_id = await api.send()
+    status, answer = await api.call(
+        "GET", "/v1/message-status", params={**key(api), "messageId": str(message_id)}
+    )
+    assert status == 200
+    assert answer["statut"] == "Waiting"
+    assert datetime.fromisoformat(answer["dueAt"]) == datetime.fromisoformat(MONDAY_8AM)
+    assert answer["dueAt"] == MONDAY_8AM
+
+
+async def test_cancelling_a_held_message_refunds_it(sunday_api: Api) -> None:
+    api = sunday_api
+    message_id = await api.send()
+    before = (await api.me())["credits"]
+    assert (before["balance"], before["toSend"]) == ("99.955", 1)
+
+    status, answer = await api.call(
+        "GET", "/v1/message-cancel", params={**key(api), "messageId": str(message_id)}
+    )
+    assert status == 200
+    assert (answer["success"], answer["code"]) == (True, 200)
+    assert "cancelled" in answer["message"]
+    assert list(answer) == ["success", "code", "message"]
+
+    after = (await api.me())["credits"]
+    assert (after["balance"], after["toSend"]) == ("100.000", 0)
+    _, state = await api.call(
+        "GET", "/v1/message-status", params={**key(api), "messageId": str(message_id)}
+    )
+    assert state["statut"] == "Cancelled"
+    assert state["dueAt"] is None
+
+
+async def test_a_cancelled_message_is_never_claimed(sunday_api: Api) -> None:
+    api = sunday_api
+    message_id = await api.send()
+    await api.call("POST", "/v1/message-cancel", body={**key(api), "messageId": message_id})
+    await api.call("POST", "/_test/clock", body={"now": MONDAY_8AM})
+    now = api.gateway.clock.now()
+    assert await api.store.claim_due_parts("default", now, 10, now + 60) == []
+
+
+async def test_cancel_in_xml(sunday_api: Api) -> None:
+    api = sunday_api
+    message_id = await api.send()
+    status, root = await api.call_xml(
+        "GET", "/v1/message-cancel", params={**key(api), "messageId": str(message_id)}
+    )
+    assert status == 200
+    success, code, message = tree(root)
+    assert (success, code) == ("true", "200")
+    assert "0.045 EUR refunded" in message
+
+
+async def test_a_message_that_has_left_cannot_be_cancelled(sunday_api: Api) -> None:
+    api = sunday_api
+    message_id = await api.send()
+    status, moved = await api.call("POST", "/_test/clock", body={"now": MONDAY_8AM})
+    assert (status, moved) == (200, {"now": MONDAY_8AM})
+    now = api.gateway.clock.now()
+    claimed = await api.store.claim_due_parts("default", now, 10, now + 60)
+    assert [part.message_id for part in claimed] == [message_id]
+
+    status, answer = await api.call(
+        "GET", "/v1/message-cancel", params={**key(api), "messageId": str(message_id)}
+    )
+    assert (status, answer["success"], answer["code"]) == (409, False, 4)
+    assert "already left" in answer["message"]
+    assert (await api.me())["credits"]["balance"] == "99.955"
+
+
+async def test_a_queued_message_not_yet_claimed_can_be_cancelled(api: Api) -> None:
+    message_id = await api.send()
+    status, answer = await api.call(
+        "GET", "/v1/message-cancel", params={**key(api), "messageId": str(message_id)}
+    )
+    assert (status, answer["code"]) == (200, 200)
+
+
+async def test_cancelling_twice_says_so(sunday_api: Api) -> None:
+    api = sunday_api
+    params = {**key(api), "messageId": str(await api.send())}
+    await api.call("GET", "/v1/message-cancel", params=params)
+    status, answer = await api.call("GET", "/v1/message-cancel", params=params)
+    assert (status, answer["code"]) == (409, 4)
+    assert answer["message"] == "the message was already cancelled"
+    assert (await api.me())["credits"]["balance"] == "100.000"
+
+
+@pytest.mark.parametrize(
+    ("message_id", "http"), [(None, 400), ("", 400), ("999999", 404), ("abc", 404)]
+)
+async def test_cancel_refuses_an_unknown_or_missing_id(
+    api: Api, message_id: str | None, http: int
+) -> None:
+    params = key(api) if message_id is None else {**key(api), "messageId": message_id}
+    status, answer = await api.call("GET", "/v1/message-cancel", params=params)
+    assert (status, answer["success"], answer["code"]) == (http, False, 4)
+
+
+async def test_cancel_refuses_another_accounts_message(api: Api) -> None:
+    message_id = await api.send()
+    other = await create_account(api.store, "other", "10", api.gateway.clock)
+    params = {"apiKey": other.api_key, "messageId": str(message_id)}
+    status, answer = await api.call("GET", "/v1/message-cancel", params=params)
+    assert (status, answer["code"]) == (404, 4)
+
+
+# -- the STOP list ----------------------------------------------------------------------------
+
+
+async def test_stop_list_add_list_delete(api: Api) -> None:
+    status, added = await api.call(
+        "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": "06 12 34 56 78"}
+    )
+    assert status == 200
+    assert list(added) == ["success", "code", "stopId"]
+    assert (added["success"], added["code"]) == (True, 200)
+    stop_id = added["stopId"]
+    assert isinstance(stop_id, int)
+
+    status, listed = await api.call("GET", "/v1/stop-sms/list", params=key(api))
+    assert status == 200
+    assert listed == {
+        "success": True,
+        "code": 200,
+        "nbData": 1,
+        "data": [{"id": stop_id, "phoneNumber": RECIPIENT, "createdAt": "2026-03-03 10:00:00"}],
+    }
+
+    status, deleted = await api.call(
+        "GET", "/v1/stop-sms/delete", params={**key(api), "id": str(stop_id)}
+    )
+    assert (status, deleted) == (200, {"success": True, "code": 200})
+    _, listed = await api.call("GET", "/v1/stop-sms/list", params=key(api))
+    assert (listed["nbData"], listed["data"]) == (0, [])
+
+
+async def test_stop_add_accepts_form_fields(api: Api) -> None:
+    body = f"apiKey={api.key}&phoneNumber=%2B33612345678".encode()
+    status, added = await api.call("POST", "/v1/stop-sms/add", body=body)
+    assert (status, added["code"]) == (200, 200)
+
+
+async def test_a_stopped_number_cannot_be_sent_to(api: Api) -> None:
+    await api.call("POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": RECIPIENT})
+    body = {**key(api), "to": "0612345678", "from": "33757000001", "message": "Hi"}
+    status, answer = await api.call("POST", "/v1/vn/send", body=body)
+    assert (status, answer["code"]) == (400, 14)
+
+
+async def test_stop_add_twice_is_code_15(api: Api) -> None:
+    await api.call("POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": "0612345678"})
+    status, answer = await api.call(
+        "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": "+33612345678"}
+    )
+    assert (status, answer["success"], answer["code"]) == (409, False, 15)
+
+
+async def test_stop_add_needs_a_valid_number(api: Api) -> None:
+    status, answer = await api.call("POST", "/v1/stop-sms/add", body=key(api))
+    assert (status, answer["code"]) == (400, 2)
+    status, answer = await api.call(
+        "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": "12ab"}
+    )
+    assert (status, answer["code"]) == (400, 9)
+    assert answer["error"][0]["elementId"] == "children[phoneNumber].data"
+
+
+@pytest.mark.parametrize(("stop_id", "http"), [("424242", 404), ("x", 404), (None, 400)])
+async def test_stop_delete_refuses_an_unknown_id(api: Api, stop_id: str | None, http: int) -> None:
+    params = key(api) if stop_id is None else {**key(api), "id": stop_id}
+    status, answer = await api.call("GET", "/v1/stop-sms/delete", params=params)
+    assert (status, answer["success"], answer["code"]) == (http, False, 4)
+
+
+async def test_stop_delete_only_touches_the_callers_list(api: Api) -> None:
+    _, added = await api.call(
+        "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": RECIPIENT}
+    )
+    other = await create_account(api.store, "other", "10", api.gateway.clock)
+    params = {"apiKey": other.api_key, "id": str(added["stopId"])}
+    status, answer = await api.call("GET", "/v1/stop-sms/delete", params=params)
+    assert (status, answer["code"]) == (404, 4)
+
+
+async def test_stop_endpoints_in_xml(api: Api) -> None:
+    status, root = await api.call_xml(
+        "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": RECIPIENT}
+    )
+    assert status == 200
+    success, code, stop_id = tree(root)
+    assert (success, code) == ("true", "200")
+
+    _, root = await api.call_xml("GET", "/v1/stop-sms/list", params=key(api))
+    assert tree(root) == ["true", "200", "1", [[stop_id, RECIPIENT, "2026-03-03 10:00:00"]]]
+
+    _, root = await api.call_xml("GET", "/v1/stop-sms/delete", params={**key(api), "id": stop_id})
+    assert tree(root) == ["true", "200"]
+
+    status, root = await api.call_xml(
+        "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": "bad"}
+    )
+    assert status == 400
+    assert tree(root)[:2] == ["false", "9"]
+
+
+# -- POST /_test/clock ------------------------------------------------------------------------
+
+
+async def test_the_test_clock_is_off_without_fixed_clock(live_clock_api: Api) -> None:
+    status, answer = await live_clock_api.call("POST", "/_test/clock", body={"now": MONDAY_8AM})
+    assert (status, answer["success"], answer["code"]) == (404, False, 404)
+
+
+async def test_the_test_clock_moves_the_fixed_clock(sunday_api: Api) -> None:
+    status, answer = await sunday_api.call("POST", "/_test/clock", body={"now": MONDAY_8AM})
+    assert (status, answer) == (200, {"now": MONDAY_8AM})
+    assert sunday_api.gateway.clock.now() == datetime.fromisoformat(MONDAY_8AM).timestamp()
+
+
+@pytest.mark.parametrize("now", [None, "tomorrow", "2026-03-02T08:00:00"])
+async def test_the_test_clock_needs_a_time_with_an_offset(sunday_api: Api, now: str | None) -> None:
+    body = {} if now is None else {"now": now}
+    status, answer = await sunday_api.call("POST", "/_test/clock", body=body)
+    assert (status, answer["code"]) == (400, 9)

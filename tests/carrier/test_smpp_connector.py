@@ -1,0 +1,371 @@
+"""Our SmppConnector against our Simulator over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import pytest
+
+from smsrelay.carrier.connector import Connector
+from smsrelay.carrier.simulator import Simulator
+from smsrelay.carrier.smpp_client import SmppConnector
+from smsrelay.errors import TransientError
+from smsrelay.smpp.concat import ConcatInfo, ConcatMethod, split_concat
+from smsrelay.smpp.pdu import CommandStatus, MessageState, Tag
+from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id, parse_receipt
+
+from .conftest import DESTINATION, SOURCE, Inbox, MakeConnector, MakeSimulator, eventually, part
+
+
+async def test_submit_returns_the_message_id_and_the_receipt_comes_in(
+    simulator: Simulator, make_connector: MakeConnector, inbox: Inbox
+) -> None:
+    connector = await make_connector(simulator, inbox)
+    outcome = await connector.submit(part(payload=b"hello"))
+    assert outcome.status == 0 and outcome.message_id
+
+    [record] = simulator.received
+    assert (record.source, record.destination, record.short_message) == (
+        SOURCE,
+        DESTINATION,
+        b"hello",
+    )
+    assert (record.source_ton, record.source_npi, record.dest_ton, record.dest_npi) == (1, 1, 1, 1)
+    assert (record.esm_class, record.registered_delivery, record.message_id) == (
+        0,
+        1,
+        outcome.message_id,
+    )
+
+    await eventually(lambda: len(inbox.receipts) == 1, what="receipt")
+    [receipt] = inbox.receipts
+    assert (receipt.connector, receipt.source, receipt.destination) == ("test", DESTINATION, SOURCE)
+    assert receipt.esm_class == 0x04
+    assert receipt.tlvs[Tag.RECEIPTED_MESSAGE_ID] == outcome.message_id.encode() + b"\0"
+    assert receipt.tlvs[Tag.MESSAGE_STATE][0] in (
+        MessageState.DELIVERED,
+        MessageState.UNDELIVERABLE,
+    )
+    text = parse_receipt(receipt.short_message.decode())
+    assert text is not None and text.id == outcome.message_id and text.text == "hello"
+    await eventually(lambda: simulator.stats.receipts_acked == 1, what="deliver_sm_resp")
+
+
+async def test_connector_satisfies_the_protocol(simulator: Simulator) -> None:
+    async def handler(_: object) -> int:
+        return 0
+
+    from smsrelay.carrier.smpp_client import SmppLinkConfig
+
+    connector: Connector = SmppConnector(
+        "x", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), handler
+    )
+    assert not connector.is_up
+
+
+async def test_sockets_have_tcp_nodelay(
+    simulator: Simulator, make_connector: MakeConnector
+) -> None:
+    connector = await make_connector(simulator)
+    links = [link for link in connector._links.values() if link] + list(simulator.server.links)
+    assert len(links) == 2
+    for link in links:
+        sock = link.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+async def test_submit_when_not_bound_raises_transient(simulator: Simulator) -> None:
+    async def handler(_: object) -> int:
+        return 0
+
+    from smsrelay.carrier.smpp_client import SmppLinkConfig
+
+    connector = SmppConnector("x", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), handler)
+    with pytest.raises(TransientError):
+        await connector.submit(part())
+
+
+async def test_window_bounds_outstanding_submits(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=30)
+    connector = await make_connector(simulator, window=4)
+    outcomes = await asyncio.gather(*(connector.submit(part(n)) for n in range(20)))
+    assert all(o.status == 0 for o in outcomes)
+    assert len({o.message_id for o in outcomes}) == 20
+    assert simulator.stats.max_resp_pending == 4
+
+
+async def test_window_lets_responses_pipeline(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=100)
+    connector = await make_connector(simulator, window=50)
+    started = time.monotonic()
+    await asyncio.gather(*(connector.submit(part(n)) for n in range(50)))
+    assert time.monotonic() - started < 1.0  # 50 sequential round trips would take 5 s
+    assert simulator.stats.max_resp_pending == 50
+
+
+@pytest.mark.parametrize(
+    ("method", "reference"),
+    [(ConcatMethod.UDH8, 0x34), (ConcatMethod.UDH16, 0x1234), (ConcatMethod.SAR, 0x1234)],
+)
+async def test_long_message_parts_are_framed_by_the_concat_method(
+    simulator: Simulator, make_connector: MakeConnector, method: ConcatMethod, reference: int
+) -> None:
+    connector = await make_connector(simulator, concat_method=method)
+    payloads = [b"A" * 153, b"B" * 153, b"C" * 10]
+    for seq, payload in enumerate(payloads, 1):
+        outcome = await connector.submit(
+            part(seq, payload, ref=0x1234, total=3, seq=seq, data_coding=0)
+        )
+        assert outcome.status == 0
+    for seq, record in enumerate(simulator.received, 1):
+        info, body = split_concat(record.esm_class, record.short_message, record.tlvs)
+        assert info == ConcatInfo(reference, 3, seq)
+        assert body == payloads[seq - 1]
+
+
+async def test_ucs2_and_gsm_data_coding(
+    simulator: Simulator, make_connector: MakeConnector
+) -> None:
+    connector = await make_connector(simulator, gsm_data_coding=3)
+    await connector.submit(part(1, "é€".encode("utf-16-be"), data_coding=8))
+    await connector.submit(part(2, b"plain", data_coding=0))
+    assert [r.data_coding for r in simulator.received] == [8, 3]
+
+
+async def test_receipt_before_resp_is_delivered_and_matches_the_id_later(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(receipt_before_resp=True)
+    known_ids: set[str] = set()
+    early: list[bool] = []
+
+    class Recorder(Inbox):
+        async def __call__(self, inbound):  # type: ignore[no-untyped-def]
+            receipt = parse_receipt(inbound.short_message.decode())
+            assert receipt is not None
+            early.append(not set(carrier_id_candidates(receipt.id)) & known_ids)
+            return await super().__call__(inbound)
+
+    inbox = Recorder()
+    connector = await make_connector(simulator, inbox)
+    for n in range(5):
+        outcome = await connector.submit(part(n))
+        assert outcome.message_id
+        known_ids.add(normalise_carrier_id(outcome.message_id))
+    await eventually(lambda: len(inbox.receipts) == 5)
+    assert early == [True] * 5  # every receipt came before its submit_sm_resp
+
+
+async def test_hex_submit_id_and_decimal_receipt_id_still_match(
+    make_simulator: MakeSimulator, make_connector: MakeConnector, inbox: Inbox
+) -> None:
+    simulator = await make_simulator(id_style="hex", receipt_id_style="decimal")
+    connector = await make_connector(simulator, inbox)
+    outcome = await connector.submit(part())
+    await eventually(lambda: len(inbox.receipts) == 1)
+    receipt = parse_receipt(inbox.receipts[0].short_message.decode())
+    assert receipt is not None and outcome.message_id is not None
+    assert receipt.id != outcome.message_id  # the trap
+    assert normalise_carrier_id(outcome.message_id) in carrier_id_candidates(receipt.id)
+
+
+async def test_rate_cap_below_the_smsc_throttle_slows_without_errors(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(throttle_per_second=200)
+    connector = await make_connector(simulator, max_per_second=100)
+    started = time.monotonic()
+    outcomes = await asyncio.gather(*(connector.submit(part(n)) for n in range(60)))
+    elapsed = time.monotonic() - started
+    assert [o.status for o in outcomes] == [0] * 60
+    assert simulator.stats.throttled == 0
+    assert elapsed >= 0.5  # 60 at 100/s with a burst of 5
+
+
+async def test_smsc_throttling_comes_back_as_a_status_not_an_error(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(throttle_per_second=10)
+    connector = await make_connector(simulator)
+    outcomes = await asyncio.gather(*(connector.submit(part(n)) for n in range(30)))
+    statuses = {o.status for o in outcomes}
+    assert statuses == {0, CommandStatus.ESME_RTHROTTLED}
+    assert all(o.message_id is None for o in outcomes if o.status)
+
+
+async def test_rejected_destination_is_a_status(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(reject_rate=1.0)
+    connector = await make_connector(simulator)
+    outcome = await connector.submit(part())
+    assert (outcome.status, outcome.message_id) == (CommandStatus.ESME_RINVDSTADR, None)
+
+
+async def test_dropped_connection_fails_outstanding_submits_then_reconnects(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(drop_after=5, resp_delay_ms=50)
+    connector = await make_connector(simulator, window=10)
+    results = await asyncio.gather(
+        *(connector.submit(part(n)) for n in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(r, TransientError) for r in results)
+    assert simulator.stats.dropped_connections == 1
+    await eventually(lambda: connector.is_up, what="reconnect")
+    outcome = await connector.submit(part(99))
+    assert outcome.status == 0
+
+
+async def test_response_timeout_raises_transient(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=3000)
+    connector = await make_connector(simulator, response_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="SUBMIT_SM_resp"):
+        await connector.submit(part())
+    assert time.monotonic() - started < 1.0
+
+
+async def test_wrong_password_is_refused_with_backoff(
+    make_simulator: MakeSimulator,
+    make_connector: MakeConnector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    simulator = await make_simulator(system_id="esme", password="right")
+    caplog.set_level(logging.ERROR, logger="smsrelay.carrier.smpp")
+    connector = await make_connector(
+        simulator, password="wrong", wait=False, reconnect_min=0.05, reconnect_max=10
+    )
+    await eventually(lambda: simulator.server.refused_binds >= 3, what="three refusals")
+    assert not connector.is_up and simulator.stats.binds == 0
+    assert "smpp.bind.refused" in caplog.messages
+    # attempts 1, 2, 3 wait >= 0.025, 0.05, 0.1 s: the fourth cannot come within 0.1 s
+    refused = simulator.server.refused_binds
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            while simulator.server.refused_binds == refused:
+                await asyncio.sleep(0.005)
+    with pytest.raises(TransientError):
+        await connector.submit(part())
+
+
+async def test_handler_failure_answers_rx_t_appn_and_the_smsc_resends(
+    make_simulator: MakeSimulator, make_connector: MakeConnector, inbox: Inbox
+) -> None:
+    simulator = await make_simulator(redeliver_delay_ms=20)
+    inbox.statuses = [RuntimeError("database is down"), CommandStatus.ESME_RX_T_APPN]
+    connector = await make_connector(simulator, inbox)
+    await connector.submit(part())
+    await eventually(lambda: len(inbox.receipts) == 1, what="third delivery")
+    assert inbox.calls == 3
+    assert simulator.stats.receipts_refused == 2 and simulator.stats.receipts_acked == 1
+
+
+async def test_deliver_sm_is_acknowledged_only_after_the_handler_returns(
+    simulator: Simulator, make_connector: MakeConnector
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(_: object) -> int:
+        await release.wait()
+        return 0
+
+    from smsrelay.carrier.smpp_client import SmppLinkConfig
+
+    connector = SmppConnector("slow", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), slow)
+    await connector.start()
+    try:
+        await eventually(lambda: connector.is_up)
+        await connector.submit(part())
+        await eventually(lambda: simulator.stats.receipts_sent == 1)
+        await asyncio.sleep(0)  # give a premature ack every chance to be sent
+        assert simulator.stats.receipts_acked == 0
+        release.set()
+        await eventually(lambda: simulator.stats.receipts_acked == 1)
+    finally:
+        release.set()
+        await connector.stop()
+
+
+async def test_replies_arrive_concatenated(
+    simulator: Simulator, make_connector: MakeConnector, inbox: Inbox
+) -> None:
+    await make_connector(simulator, inbox)
+    text = "Réponse: " + "ça marche 👍 " * 8  # UCS-2, longer than 70 units
+    statuses = await simulator.inject_reply(DESTINATION, SOURCE, text)
+    assert statuses == [0, 0]
+    parts = [split_concat(m.esm_class, m.short_message, m.tlvs) for m in inbox.items]
+    assert [info.seq for info, _ in parts if info] == [1, 2]
+    assert all(m.data_coding == 8 and m.source == DESTINATION for m in inbox.items)
+    assert b"".join(body for _, body in parts).decode("utf-16-be") == text
+
+
+async def test_short_gsm_reply(
+    simulator: Simulator, make_connector: MakeConnector, inbox: Inbox
+) -> None:
+    await make_connector(simulator, inbox)
+    assert await simulator.inject_reply(DESTINATION, SOURCE, "STOP") == [0]
+    [reply] = inbox.items
+    assert (reply.esm_class, reply.data_coding, reply.short_message) == (0, 0, b"STOP")
+
+
+async def test_transmitter_and_receiver_binds(
+    simulator: Simulator, make_connector: MakeConnector, inbox: Inbox
+) -> None:
+    connector = await make_connector(simulator, inbox, bind_mode="transmitter+receiver")
+    await eventually(lambda: len(simulator.server.receivers()) == 1, what="receiver bind")
+    assert len(simulator.server.links) == 2
+    outcome = await connector.submit(part())
+    assert outcome.status == 0
+    await eventually(lambda: len(inbox.receipts) == 1)
+
+
+async def test_idle_link_sends_enquire_link(
+    simulator: Simulator, make_connector: MakeConnector
+) -> None:
+    connector = await make_connector(simulator, enquire_link_interval=0.05)
+    [link] = [link for link in connector._links.values() if link]
+    sent_before = link.session.next_sequence()
+    await eventually(lambda: link.session.next_sequence() > sent_before + 3, what="enquire_links")
+    assert connector.is_up
+
+
+async def test_stop_unbinds(simulator: Simulator, make_connector: MakeConnector) -> None:
+    connector = await make_connector(simulator)
+    await connector.submit(part())
+    await connector.stop()
+    assert not connector.is_up
+    await eventually(lambda: not simulator.server.links, what="server side closed")
+
+
+async def test_control_api(
+    simulator: Simulator, make_connector: MakeConnector, inbox: Inbox
+) -> None:
+    import aiohttp
+
+    connector = await make_connector(simulator, inbox)
+    await connector.submit(part(payload=b"hi"))
+    base = f"http://127.0.0.1:{simulator.control_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base}/reply", json={"from": DESTINATION, "to": SOURCE, "text": "OK"}
+        ) as r:
+            assert r.status == 200 and (await r.json())["statuses"] == [0]
+        async with http.post(f"{base}/reply", data=b"nope") as r:
+            assert r.status == 400
+        async with http.get(f"{base}/submits") as r:
+            [submit] = await r.json()
+            assert submit["short_message"] == b"hi".hex() and submit["destination"] == DESTINATION
+        async with http.get(f"{base}/stats") as r:
+            stats = await r.json()
+            assert stats["submits"] == 1 and stats["mo_acked"] == 1
+    assert [m.short_message for m in inbox.items if not m.esm_class & 0x04] == [b"OK"]

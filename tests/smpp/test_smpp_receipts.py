@@ -1,0 +1,133 @@
+"""Receipts: Appendix B format, lenient parsing, and hex/decimal id matching."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smsrelay.smpp.pdu import MessageState
+from smsrelay.smpp.receipts import (
+    ReceiptText,
+    carrier_id_candidates,
+    format_receipt,
+    normalise_carrier_id,
+    parse_receipt,
+)
+
+SUBMIT = datetime(2024, 3, 9, 14, 5)
+DONE = datetime(2024, 3, 9, 14, 6)
+
+
+def test_format_is_appendix_b() -> None:
+    text = format_receipt("0001e240", "DELIVRD", submit_date=SUBMIT, done_date=DONE, text="Hi")
+    assert text == (
+        "id:0001e240 sub:001 dlvrd:001 submit date:2403091405 done date:2403091406 "
+        "stat:DELIVRD err:000 text:Hi"
+    )
+
+
+def test_format_truncates_text_and_counts_undelivered() -> None:
+    text = format_receipt("7", "UNDELIV", submit_date=SUBMIT, done_date=DONE, err=1, text="x" * 30)
+    assert "dlvrd:000" in text and "err:001" in text
+    assert text.endswith("text:" + "x" * 20)
+
+
+def test_parse_reads_what_format_writes() -> None:
+    text = format_receipt("abc", "DELIVRD", submit_date=SUBMIT, done_date=DONE, text="héllo: you")
+    assert parse_receipt(text) == ReceiptText(
+        id="abc",
+        sub=1,
+        dlvrd=1,
+        submit_date=SUBMIT,
+        done_date=DONE,
+        stat="DELIVRD",
+        err="000",
+        text="héllo: you",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # seconds in the dates, upper-case keys
+            "ID:12345 SUB:001 DLVRD:001 SUBMIT DATE:240309140512 DONE DATE:240309140633 "
+            "STAT:DELIVRD ERR:000 TEXT:hello",
+            ReceiptText(
+                "12345",
+                1,
+                1,
+                datetime(2024, 3, 9, 14, 5, 12),
+                datetime(2024, 3, 9, 14, 6, 33),
+                "DELIVRD",
+                "000",
+                "hello",
+            ),
+        ),
+        (  # fields missing, lower-case stat, no text
+            "id:77 stat:undeliv err:034",
+            ReceiptText("77", stat="UNDELIV", err="034"),
+        ),
+        (  # underscores and long words
+            "id:0A1B submit_date:2403091405 done_date:2403091406 stat:DELIVERED",
+            ReceiptText("0A1B", submit_date=SUBMIT, done_date=DONE, stat="DELIVRD"),
+        ),
+        (  # a bad date is dropped, an empty err is None
+            "id:1 submit date:99999999 stat:EXPIRED err: text:",
+            ReceiptText("1", stat="EXPIRED", text=""),
+        ),
+    ],
+)
+def test_parse_is_lenient(text: str, expected: ReceiptText) -> None:
+    assert parse_receipt(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "hello there", "stat:DELIVRD err:000", "id: stat:DELIVRD"])
+def test_parse_without_an_id_is_none(text: str) -> None:
+    assert parse_receipt(text) is None
+
+
+def test_stat_maps_to_message_state() -> None:
+    assert parse_receipt("id:1 stat:DELIVRD").state is MessageState.DELIVERED  # type: ignore[union-attr]
+    assert parse_receipt("id:1 stat:REJECTD").state is MessageState.REJECTED  # type: ignore[union-attr]
+    assert parse_receipt("id:1 stat:WHATEVER").state is None  # type: ignore[union-attr]
+
+
+@given(st.text())
+def test_parse_never_raises(text: str) -> None:
+    parse_receipt(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [("0001E240", "1e240"), ("  ABC ", "abc"), ("000", "0"), ("42", "42"), ("", "")],
+)
+def test_normalise_carrier_id(raw: str, key: str) -> None:
+    assert normalise_carrier_id(raw) == key
+
+
+@pytest.mark.parametrize(
+    ("receipt_id", "candidates"),
+    [
+        ("123456", ("123456", "1e240", "1193046")),  # decimal digits: both readings
+        ("0001E240", ("1e240", "123456")),  # hex: its decimal value
+        ("ff", ("ff", "255")),
+        ("msg-42", ("msg-42",)),  # neither: only itself
+        ("0", ("0",)),
+    ],
+)
+def test_carrier_id_candidates_own_key_first(receipt_id: str, candidates: tuple[str, ...]) -> None:
+    assert carrier_id_candidates(receipt_id) == candidates
+
+
+@given(st.integers(0, 2**64))
+def test_hex_and_decimal_forms_of_one_id_meet(number: int) -> None:
+    hex_form, dec_form = f"{number:016X}", str(number)
+    assert normalise_carrier_id(hex_form) in carrier_id_candidates(dec_form)
+    assert normalise_carrier_id(dec_form) in carrier_id_candidates(hex_form)
+
+
+def test_huge_ids_are_not_reinterpreted() -> None:
+    assert carrier_id_candidates("9" * 200) == ("9" * 200,)

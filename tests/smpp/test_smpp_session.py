@@ -1,0 +1,216 @@
+"""Session: the bind table, sequence numbers, window and deadlines, ESME and SMSC in memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from smsrelay.smpp.codec import encode
+from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsrelay.smpp.pdu import (
+    BindReceiver,
+    BindReceiverResp,
+    BindTransceiver,
+    BindTransceiverResp,
+    BindTransmitter,
+    BindTransmitterResp,
+    CommandStatus,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    GenericNack,
+    Pdu,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    UnbindResp,
+)
+from smsrelay.smpp.session import (
+    MAX_SEQUENCE,
+    BindState,
+    Role,
+    Session,
+    TokenBucket,
+    reconnect_delay,
+)
+
+
+def pipe(sender: Session, receiver: Session, pdu: Pdu, now: float = 0.0) -> list[object]:
+    """Send ``pdu`` from one session into the other; what the receiver reads."""
+    return list(receiver.receive(sender.send(pdu, now), now))
+
+
+def bound_pair(
+    bind: type[BindTransmitter | BindReceiver | BindTransceiver] = BindTransceiver,
+    **kwargs: float,
+) -> tuple[Session, Session]:
+    esme, smsc = Session(Role.ESME, **kwargs), Session(Role.SMSC, **kwargs)  # type: ignore[arg-type]
+    seq = esme.next_sequence()
+    pipe(esme, smsc, bind(sequence=seq, system_id="a", password="b"))
+    resp = {BindTransmitter: BindTransmitterResp, BindReceiver: BindReceiverResp}.get(
+        bind, BindTransceiverResp
+    )
+    pipe(smsc, esme, resp(sequence=seq, system_id="smsc"))
+    return esme, smsc
+
+
+@pytest.mark.parametrize(
+    ("bind", "state"),
+    [
+        (BindTransmitter, BindState.BOUND_TX),
+        (BindReceiver, BindState.BOUND_RX),
+        (BindTransceiver, BindState.BOUND_TRX),
+    ],
+)
+def test_bind_moves_both_sides_to_the_same_bound_state(bind: type, state: BindState) -> None:
+    esme, smsc = bound_pair(bind)
+    assert esme.state is smsc.state is state
+    assert esme.is_bound and smsc.is_bound
+
+
+def test_refused_bind_returns_both_sides_to_open() -> None:
+    esme, smsc = Session(Role.ESME), Session(Role.SMSC)
+    pipe(esme, smsc, BindTransmitter(sequence=1, system_id="a", password="x"))
+    assert esme.state is smsc.state is BindState.BINDING_TX
+    pipe(smsc, esme, BindTransmitterResp(sequence=1, status=CommandStatus.ESME_RINVPASWD))
+    assert esme.state is smsc.state is BindState.OPEN
+
+
+def test_generic_nack_to_a_bind_returns_to_open() -> None:
+    esme = Session(Role.ESME)
+    esme.send(BindTransmitter(sequence=1), 0)
+    esme.receive(encode(GenericNack(sequence=1, status=CommandStatus.ESME_RINVCMDID)), 0)
+    assert esme.state is BindState.OPEN
+
+
+def test_submit_response_and_unbind_in_memory() -> None:
+    esme, smsc = bound_pair()
+    [submit] = pipe(esme, smsc, SubmitSm(sequence=esme.next_sequence(), short_message=b"hi"))
+    assert isinstance(submit, SubmitSm) and esme.in_flight == 1
+    [resp] = pipe(smsc, esme, SubmitSmResp(sequence=submit.sequence, message_id="1"))
+    assert resp == SubmitSmResp(sequence=submit.sequence, message_id="1")
+    assert esme.in_flight == 0
+    [deliver] = pipe(smsc, esme, DeliverSm(sequence=smsc.next_sequence()))
+    pipe(esme, smsc, DeliverSmResp(sequence=deliver.sequence))  # type: ignore[attr-defined]
+    assert smsc.in_flight == 0
+    unbind_seq = esme.next_sequence()
+    pipe(esme, smsc, Unbind(sequence=unbind_seq))
+    assert esme.state is smsc.state is BindState.UNBINDING
+    pipe(smsc, esme, UnbindResp(sequence=unbind_seq))
+    assert esme.state is smsc.state is BindState.CLOSED
+
+
+# (role sending, state, request) that the table refuses locally
+@pytest.mark.parametrize(
+    ("role", "pdu"),
+    [
+        (Role.ESME, SubmitSm(sequence=1)),
+        (Role.ESME, Unbind(sequence=1)),
+        (Role.SMSC, DeliverSm(sequence=1)),
+        (Role.SMSC, BindTransmitter(sequence=1)),
+        (Role.SMSC, Unbind(sequence=1)),
+    ],
+)
+def test_requests_not_allowed_when_open_are_refused_locally(role: Role, pdu: Pdu) -> None:
+    with pytest.raises(LocalProtocolError):
+        Session(role).send(pdu, 0)
+
+
+def test_transmitter_cannot_be_delivered_to_and_receiver_cannot_submit() -> None:
+    esme, smsc = bound_pair(BindTransmitter)
+    with pytest.raises(LocalProtocolError):
+        smsc.send(DeliverSm(sequence=1), 0)
+    esme, smsc = bound_pair(BindReceiver)
+    with pytest.raises(LocalProtocolError):
+        esme.send(SubmitSm(sequence=2), 0)
+
+
+def test_submit_before_bind_is_answered_with_invalid_bind_status() -> None:
+    smsc = Session(Role.SMSC)
+    [error] = smsc.receive(encode(SubmitSm(sequence=4)), 0)
+    assert isinstance(error, RemoteProtocolError)
+    assert (error.status, error.sequence) == (CommandStatus.ESME_RINVBNDSTS, 4)
+
+
+def test_second_bind_is_answered_already_bound() -> None:
+    _, smsc = bound_pair()
+    [error] = smsc.receive(encode(BindTransceiver(sequence=9)), 0)
+    assert isinstance(error, RemoteProtocolError)
+    assert error.status == CommandStatus.ESME_RALYBND
+
+
+def test_enquire_link_is_allowed_before_bind() -> None:
+    smsc = Session(Role.SMSC)
+    assert smsc.receive(encode(EnquireLink(sequence=1)), 0) == [EnquireLink(sequence=1)]
+
+
+def test_sequence_numbers_start_at_one_and_wrap_after_the_maximum() -> None:
+    assert Session(Role.ESME).next_sequence() == 1
+    session = Session(Role.ESME, last_sequence=MAX_SEQUENCE - 1)
+    assert [session.next_sequence() for _ in range(3)] == [MAX_SEQUENCE, 1, 2]
+
+
+def test_window_refuses_one_more_and_a_response_frees_a_slot() -> None:
+    esme, _ = bound_pair(window=3)
+    for _ in range(3):
+        esme.send(SubmitSm(sequence=esme.next_sequence()), 0)
+    assert esme.window_full
+    with pytest.raises(LocalProtocolError, match="window"):
+        esme.send(SubmitSm(sequence=esme.next_sequence()), 0)
+    esme.send(EnquireLink(sequence=esme.next_sequence()), 0)  # not counted by the window
+    esme.receive(encode(SubmitSmResp(sequence=2, message_id="x")), 0)
+    assert not esme.window_full and esme.in_flight == 2
+
+
+def test_unknown_response_is_returned_but_changes_nothing() -> None:
+    esme, _ = bound_pair()
+    assert esme.receive(encode(SubmitSmResp(sequence=999)), 0) == [SubmitSmResp(sequence=999)]
+    assert esme.in_flight == 0
+
+
+def test_deadlines_expire_in_order_from_the_passed_in_now() -> None:
+    esme, _ = bound_pair(response_timeout=10.0)
+    esme.send(SubmitSm(sequence=esme.next_sequence()), now=100.0)
+    esme.send(SubmitSm(sequence=esme.next_sequence()), now=105.0)
+    assert esme.next_deadline() == 110.0
+    assert esme.expire(109.9) == []
+    [(seq, request)] = esme.expire(110.0)
+    assert (seq, request.deadline) == (2, 110.0)
+    assert esme.in_flight == 1
+    assert [s for s, _ in esme.expire(200.0)] == [3]
+
+
+def test_enquire_link_is_due_after_silence_and_not_twice() -> None:
+    esme, _ = bound_pair(enquire_link_interval=30.0)
+    esme.receive(b"", now=1000.0)
+    assert not esme.enquire_link_due(1029.0)
+    assert esme.enquire_link_due(1030.0)
+    esme.send(EnquireLink(sequence=esme.next_sequence()), 1030.0)
+    assert not esme.enquire_link_due(1100.0)
+
+
+def test_close_forgets_everything_outstanding() -> None:
+    esme, _ = bound_pair()
+    esme.send(SubmitSm(sequence=esme.next_sequence()), 0)
+    assert esme.close() == [2]
+    assert esme.state is BindState.CLOSED and esme.in_flight == 0
+
+
+def test_token_bucket_reserves_in_order_at_the_rate() -> None:
+    bucket = TokenBucket(rate=10.0, burst=2.0)
+    assert [bucket.reserve(0.0) for _ in range(4)] == pytest.approx([0.0, 0.0, 0.1, 0.2])
+    assert bucket.reserve(1.0) == 0.0
+
+
+def test_token_bucket_try_take_refuses_over_the_rate() -> None:
+    bucket = TokenBucket(rate=2.0, burst=2.0)
+    assert [bucket.try_take(0.0) for _ in range(3)] == [True, True, False]
+    assert bucket.try_take(0.5) and not bucket.try_take(0.5)
+
+
+@pytest.mark.parametrize("attempt", range(12))
+def test_reconnect_delay_is_capped_exponential_with_jitter(attempt: int) -> None:
+    low, high = reconnect_delay(attempt, 0.5, 30.0, 0.0), reconnect_delay(attempt, 0.5, 30.0, 0.999)
+    base = min(30.0, 0.5 * 2**attempt)
+    assert low == pytest.approx(base / 2)
+    assert base / 2 <= high < base
+    assert reconnect_delay(10_000, 0.5, 30.0, 0.5) <= 30.0

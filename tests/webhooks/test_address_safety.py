@@ -1,0 +1,125 @@
+"""Which addresses a callback may reach, checked on what a host name really resolves to."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+from smsrelay.errors import SmsRelayError
+from smsrelay.webhooks.address_safety import (
+    SafeResolver,
+    UnsafeAddress,
+    ensure_safe_literal,
+    is_forbidden_address,
+    resolve_safe,
+)
+
+FORBIDDEN = [
+    "10.1.2.3",  # private
+    "172.16.0.1",
+    "192.168.1.1",
+    "127.0.0.1",  # loopback
+    "127.255.255.254",
+    "169.254.10.10",  # link-local
+    "169.254.169.254",  # cloud metadata
+    "100.64.0.1",  # carrier-grade NAT
+    "100.127.255.254",
+    "100.100.100.200",  # Alibaba metadata
+    "0.0.0.0",  # unspecified
+    "224.0.0.1",  # multicast
+    "239.255.255.250",
+    "240.0.0.1",  # reserved
+    "255.255.255.255",
+    "192.0.2.10",  # documentation
+    "198.18.0.1",  # benchmarking
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "fd00:ec2::254",  # AWS metadata over IPv6
+    "ff02::1",
+    "2001:db8::1",
+    "::ffff:127.0.0.1",  # IPv4-mapped
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+]
+
+ALLOWED = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+    "100.63.255.255",  # just below carrier-grade NAT
+    "100.128.0.1",  # just above it
+    "172.32.0.1",  # just outside 172.16/12
+    "2606:4700:4700::1111",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+]
+
+
+@pytest.mark.parametrize("address", FORBIDDEN)
+def test_forbidden(address: str) -> None:
+    assert is_forbidden_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_allowed(address: str) -> None:
+    assert not is_forbidden_address(ipaddress.ip_address(address))
+
+
+def test_unsafe_address_is_a_smsrelay_error() -> None:
+    assert issubclass(UnsafeAddress, SmsRelayError)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.1", "[::1]", "::ffff:192.168.0.1"])
+def test_private_literals_refused_unless_allowed(host: str) -> None:
+    with pytest.raises(UnsafeAddress):
+        ensure_safe_literal(host, allow_private=False)
+    ensure_safe_literal(host, allow_private=True)
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "[fd00:ec2::254]", "::ffff:169.254.169.254"])
+def test_metadata_refused_even_when_private_is_allowed(host: str) -> None:
+    with pytest.raises(UnsafeAddress):
+        ensure_safe_literal(host, allow_private=True)
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8", "example.com", "receiver.internal"])
+def test_public_literals_and_names_pass_the_literal_check(host: str) -> None:
+    ensure_safe_literal(host, allow_private=False)  # names are the resolver's job
+
+
+async def test_resolve_safe_refuses_a_name_for_loopback() -> None:
+    with pytest.raises(UnsafeAddress, match="localhost"):
+        await resolve_safe("localhost", 80, allow_private=False)
+
+
+async def test_resolve_safe_returns_the_addresses_when_allowed() -> None:
+    addresses = await resolve_safe("localhost", 80, allow_private=True)
+    assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+async def test_resolve_safe_lets_public_addresses_through() -> None:
+    assert await resolve_safe("8.8.8.8", 443, allow_private=False) == ["8.8.8.8"]
+
+
+async def test_resolve_safe_refuses_numeric_forms_that_mean_loopback() -> None:
+    with pytest.raises(UnsafeAddress):
+        await resolve_safe("2130706433", 80, allow_private=False)  # 127.0.0.1 as one number
+
+
+async def test_safe_resolver_gives_aiohttp_what_it_connects_to() -> None:
+    resolver = SafeResolver(allow_private=True)
+    [result] = await resolver.resolve("127.0.0.1", 8080, family=socket.AF_INET)
+    assert (result["hostname"], result["host"], result["port"]) == ("127.0.0.1", "127.0.0.1", 8080)
+    assert result["family"] == socket.AF_INET
+    await resolver.close()
+
+
+async def test_safe_resolver_refuses_private_names() -> None:
+    with pytest.raises(UnsafeAddress):
+        await SafeResolver(allow_private=False).resolve("localhost", 80, family=socket.AF_UNSPEC)

@@ -1,0 +1,363 @@
+"""The webhook sender against real HTTP receivers on 127.0.0.1 and a real SQLite outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from smsrelay.domain.backoff import BackoffPolicy
+from smsrelay.service.clock import FixedClock
+from smsrelay.store.records import Account, WebhookView
+from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.sender import WebhookSender
+from smsrelay.webhooks.signing import verify
+
+from .conftest import Receiver, add_callback, eventually
+
+MakeReceiver = Callable[..., Awaitable[Receiver]]
+MakeSender = Callable[..., Awaitable[WebhookSender]]
+BODY = b'{"messageId": 42, "status": "Delivered", "stat": "DELIVRD"}'
+T0 = 1_767_225_600.0
+
+
+async def state_of(store: SqliteStore, webhook_id: int) -> WebhookView:
+    view = await store.get_webhook(webhook_id)
+    assert view is not None
+    return view
+
+
+def is_state(store: SqliteStore, webhook_id: int, state: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await state_of(store, webhook_id)).state == state
+
+    return check
+
+
+def has_attempts(store: SqliteStore, webhook_id: int, count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len((await state_of(store, webhook_id)).history) >= count
+
+    return check
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- delivery -------------------------------------------------------------------------------------
+
+
+async def test_delivers_on_2xx_with_exact_headers_and_body(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+    webhook_id = await add_callback(store, account, receiver.url, body=BODY, uuid="cb-1")
+    sender = await senders(user_agent="smsrelay/test")
+
+    await eventually(is_state(store, webhook_id, "delivered"))
+
+    [request] = receiver.seen
+    assert request.body == BODY
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"] == "smsrelay/test"
+    assert request.headers["X-Smsrelay-Id"] == "cb-1"
+    assert request.headers["X-Smsrelay-Event"] == "dlr"
+    assert request.headers["X-Smsrelay-Attempt"] == "1"
+    assert "X-Smsrelay-Signature" not in request.headers  # the account has no secret
+    view = await state_of(store, webhook_id)
+    assert view.attempts == 1 and view.delivered_at is not None and view.last_error is None
+    [(_, status, latency_ms, error)] = view.history
+    assert (status, error) == (200, None) and latency_ms is not None and latency_ms >= 0
+    assert sender.delivered == 1
+
+
+async def test_reply_callbacks_say_so(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+    webhook_id = await add_callback(store, account, receiver.url, kind="reply")
+    await senders()
+    await eventually(is_state(store, webhook_id, "delivered"))
+    assert receiver.seen[0].headers["X-Smsrelay-Event"] == "reply"
+
+
+async def test_callbacks_of_an_account_with_a_secret_are_signed(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    await store.update_account("acme", {"webhook_secret": "whsec_test"})
+    receiver = await receivers()
+    clock = FixedClock(T0)
+    webhook_id = await add_callback(store, account, receiver.url, body=BODY, now=T0)
+    await senders(clock=clock)
+
+    await eventually(is_state(store, webhook_id, "delivered"))
+
+    headers, body = receiver.seen[0].headers, receiver.seen[0].body
+    timestamp = int(headers["X-Smsrelay-Timestamp"])
+    assert timestamp == int(T0)
+    assert verify("whsec_test", timestamp, body, headers["X-Smsrelay-Signature"], now=T0)
+    assert not verify("other", timestamp, body, headers["X-Smsrelay-Signature"], now=T0)
+
+
+async def test_wake_sends_new_callbacks_without_waiting_for_a_poll(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+    sender = await senders()
+    ids = [await add_callback(store, account, receiver.url) for _ in range(5)]
+    sender.wake()
+    for webhook_id in ids:
+        await eventually(is_state(store, webhook_id, "delivered"))
+    assert sender.delivered == 5
+
+
+# -- retries --------------------------------------------------------------------------------------
+
+
+async def test_server_errors_are_retried_until_delivered_and_every_attempt_is_recorded(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers(script=[500, 502, 503])
+    webhook_id = await add_callback(store, account, receiver.url, uuid="cb-retry")
+    await senders()
+
+    await eventually(is_state(store, webhook_id, "delivered"))
+
+    view = await state_of(store, webhook_id)
+    assert [status for _, status, _, _ in view.history] == [500, 502, 503, 200]
+    assert [error for _, _, _, error in view.history] == ["HTTP 500", "HTTP 502", "HTTP 503", None]
+    assert view.attempts == 4
+    assert [seen.headers["X-Smsrelay-Attempt"] for seen in receiver.seen] == ["1", "2", "3", "4"]
+    assert {seen.headers["X-Smsrelay-Id"] for seen in receiver.seen} == {"cb-retry"}
+
+
+async def test_receiver_down_then_up_gets_the_callback_once(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    port = free_port()
+    webhook_id = await add_callback(store, account, f"http://127.0.0.1:{port}/hook")
+    await senders()
+    await eventually(has_attempts(store, webhook_id, 2))
+    view = await state_of(store, webhook_id)
+    assert view.state in ("pending", "sending")
+    assert view.history[0][1] is None
+    assert (view.history[0][3] or "").startswith("connection failed")
+
+    receiver = await receivers(port=port)
+    await eventually(is_state(store, webhook_id, "delivered"))
+    assert len(receiver.seen) == 1
+
+
+async def test_slow_receiver_times_out_and_is_retried(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+
+    async def slow_once(request: web.Request) -> web.StreamResponse:
+        if len(receiver.seen) == 1:
+            await receiver.hang(request)
+        return web.Response(status=204)
+
+    receiver.behaviour = slow_once
+    webhook_id = await add_callback(store, account, receiver.url)
+    await senders(timeout=0.2)
+
+    await eventually(is_state(store, webhook_id, "delivered"))
+    history = (await state_of(store, webhook_id)).history
+    assert [(status, error) for _, status, _, error in history] == [
+        (None, "timeout after 0.2 s"),
+        (204, None),
+    ]
+    assert history[0][2] is not None and history[0][2] >= 200
+
+
+async def test_receiver_closing_the_connection_is_retried(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+
+    async def rude_once(request: web.Request) -> web.StreamResponse:
+        if len(receiver.seen) == 1:
+            assert request.transport is not None
+            request.transport.abort()
+            await receiver.hang(request)
+        return web.Response(status=200)
+
+    receiver.behaviour = rude_once
+    webhook_id = await add_callback(store, account, receiver.url)
+    await senders()
+
+    await eventually(is_state(store, webhook_id, "delivered"))
+    history = (await state_of(store, webhook_id)).history
+    assert [error for _, _, _, error in history] == ["server disconnected", None]
+
+
+async def test_redirects_are_not_followed(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    target = await receivers()
+    bouncer = await receivers()
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPTemporaryRedirect(target.url)
+
+    bouncer.behaviour = redirect
+    webhook_id = await add_callback(store, account, bouncer.url)
+    await senders()
+
+    await eventually(has_attempts(store, webhook_id, 1))
+    _, status, _, error = (await state_of(store, webhook_id)).history[0]
+    assert (status, error) == (307, "redirect not followed (HTTP 307)")
+    assert target.seen == []
+
+
+# -- giving up ------------------------------------------------------------------------------------
+
+
+async def test_gives_up_when_the_next_try_would_exceed_the_budget_then_retry_puts_it_back(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers(default=500)
+    clock = FixedClock(T0)
+    webhook_id = await add_callback(store, account, receiver.url, now=T0)
+    backoff = BackoffPolicy(first=10.0, factor=2.0, cap=600.0)
+    sender = await senders(clock=clock, backoff=backoff, give_up_after=25.0)
+
+    await eventually(has_attempts(store, webhook_id, 1))
+    view = await state_of(store, webhook_id)
+    assert view.state == "pending" and T0 + 10 <= view.due_at <= T0 + 12.5
+
+    clock.set(T0 + 13)  # due now; the next delay (20 s or more) would end past T0 + 25
+    sender.wake()
+    await eventually(is_state(store, webhook_id, "failed"))
+    assert len((await state_of(store, webhook_id)).history) == 2
+    assert [view.id for view in await store.list_webhooks("failed")] == [webhook_id]
+
+    receiver.default = 200
+    assert await store.retry_webhooks(None, clock.now()) == 1
+    sender.wake()
+    await eventually(is_state(store, webhook_id, "delivered"))
+    assert await store.list_webhooks("failed") == []
+
+
+async def test_a_malformed_url_fails_at_once(
+    store: SqliteStore, account: Account, senders: MakeSender
+) -> None:
+    webhook_id = await add_callback(store, account, "ftp://example.com/hook")
+    await senders()
+    await eventually(is_state(store, webhook_id, "failed"))
+    view = await state_of(store, webhook_id)
+    assert view.attempts == 1 and view.last_error == "invalid callback URL"
+
+
+# -- isolation between receivers ------------------------------------------------------------------
+
+
+async def test_one_stuck_host_does_not_hold_back_another(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    slow = await receivers(host="127.0.0.2")
+    slow.behaviour = slow.hang
+    fast = await receivers(host="127.0.0.1")
+    slow_ids = [await add_callback(store, account, slow.url) for _ in range(3)]
+    fast_ids = [await add_callback(store, account, fast.url) for _ in range(3)]
+    await senders(concurrency_per_host=1, timeout=5.0)
+
+    for webhook_id in fast_ids:
+        await eventually(is_state(store, webhook_id, "delivered"))
+    assert len(slow.seen) == 1  # the other two wait for the slow host's only slot
+
+    slow.release.set()
+    for webhook_id in slow_ids:
+        await eventually(is_state(store, webhook_id, "delivered"))
+
+
+async def test_posts_to_one_host_are_bounded(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+
+    async def sluggish(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.05)
+        return web.Response(status=200)
+
+    receiver.behaviour = sluggish
+    ids = [await add_callback(store, account, receiver.url) for _ in range(8)]
+    sender = await senders(concurrency_per_host=2)
+    await eventually(lambda: sender.delivered == len(ids))
+    assert receiver.most_in_flight == 2
+
+
+# -- address safety -------------------------------------------------------------------------------
+
+
+async def test_private_addresses_are_refused_unless_allowed(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+    literal = await add_callback(store, account, receiver.url)
+    by_name = await add_callback(store, account, f"http://localhost:{receiver.port}/hook")
+    await senders(allow_private=False)
+
+    for webhook_id in (literal, by_name):
+        await eventually(has_attempts(store, webhook_id, 1))
+        view = await state_of(store, webhook_id)
+        assert view.state != "delivered"
+        assert (view.history[0][3] or "").startswith("unsafe address:")
+    assert receiver.seen == []
+
+
+async def test_a_private_host_name_is_called_when_allowed(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+    webhook_id = await add_callback(store, account, f"http://localhost:{receiver.port}/hook")
+    await senders(allow_private=True)
+    await eventually(is_state(store, webhook_id, "delivered"))
+
+
+# -- crash safety ---------------------------------------------------------------------------------
+
+
+async def test_callbacks_claimed_by_a_dead_sender_come_back_when_the_lease_ends(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+    clock = FixedClock(T0)
+    ids = [await add_callback(store, account, receiver.url, now=T0) for _ in range(2)]
+    claimed = await store.claim_due_webhooks(T0, 10, lease_until=T0 + 30)
+    assert [job.id for job in claimed] == ids  # ...and then that sender died
+
+    sender = await senders(clock=clock)
+    assert [(await state_of(store, i)).state for i in ids] == ["sending", "sending"]
+
+    clock.set(T0 + 31)
+    assert await store.release_expired_leases(clock.now()) == 2
+    sender.wake()
+    for webhook_id in ids:
+        await eventually(is_state(store, webhook_id, "delivered"))
+    assert len(receiver.seen) == 2
+
+
+async def test_a_post_cut_short_by_stop_is_sent_again_with_the_same_id(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    receiver = await receivers()
+    receiver.behaviour = receiver.hang
+    clock = FixedClock(T0)
+    webhook_id = await add_callback(store, account, receiver.url, now=T0, uuid="cb-crash")
+    first = await senders(clock=clock)
+    await eventually(lambda: len(receiver.seen) == 1)
+    await first.stop(grace=0.05)
+    assert (await state_of(store, webhook_id)).state == "sending"
+
+    receiver.behaviour = None
+    clock.set(T0 + 3600)
+    await senders(clock=clock)  # start() releases expired leases
+    await eventually(is_state(store, webhook_id, "delivered"))
+    assert [seen.headers["X-Smsrelay-Id"] for seen in receiver.seen] == ["cb-crash"] * 2
