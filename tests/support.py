@@ -96,6 +96,7 @@ def gateway_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "builtin_smsc_port": 0,
         "builtin_smsc_control_port": 0,
         "log_level": "WARNING",
+        "demo_quiet_hours": False,  # tests must pass at 3 AM and on Sundays too
     }
     flags.update(overrides)
     return load_settings(flags, env={})
@@ -213,3 +214,46 @@ async def start_serve(data_dir: Path, *args: str) -> ServeProcess:
             base = match.group(1)
     assert key and number
     return ServeProcess(process, base, key, number)
+
+
+class Receiver:
+    """A real HTTP receiver on loopback that records callbacks; can fail on purpose."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.fail_with: int | None = None
+        self.port = 0
+        self._runner: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def bodies(self, path: str | None = None) -> list[dict[str, Any]]:
+        return [
+            body for headers, body in self.received if path is None or headers.get(":path") == path
+        ]
+
+    async def start(self, port: int = 0) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            if self.fail_with is not None:
+                return web.Response(status=self.fail_with)
+            headers = dict(request.headers)
+            headers[":path"] = request.path
+            self.received.append((headers, orjson.loads(await request.read())))
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

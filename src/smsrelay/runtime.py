@@ -18,12 +18,14 @@ from smsrelay.carrier.simulator import Simulator, SimulatorOptions
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
 from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
 from smsrelay.dispatch.inbound import InboundRouter
+from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings
 from smsrelay.store.lock import ServeLock
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
+from smsrelay.webhooks.sender import WebhookSender
 
 BUILTIN_SYSTEM_ID = "smsrelay"
 BUILTIN_PASSWORD = "smsrelay"
@@ -50,7 +52,9 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     lock.acquire()
     await store.open()
     gateway = build_gateway(settings, store)
-    demo = await ensure_demo(store, settings.demo_credit_eur, gateway.clock)
+    demo = await ensure_demo(
+        store, settings.demo_credit_eur, gateway.clock, quiet_hours=settings.demo_quiet_hours
+    )
     simulator = await _start_simulator(settings, say)
     inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
     connectors = _build_connectors(settings, simulator, inbound)
@@ -59,7 +63,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     dispatcher = Dispatcher(store, gateway.clock, connectors, BUILDERS, _policy(settings))
     await dispatcher.start()
     gateway.wake_dispatcher = dispatcher.wake
-    services = await _start_services(gateway)
+    services = await _start_services(gateway, inbound)
     runner, port = await _start_http(gateway, settings)
     if demo is not None and demo.demo_key:
         numbers = await store.numbers_of(demo.id)
@@ -145,8 +149,23 @@ def _policy(settings: Settings) -> DispatchPolicy:
     )
 
 
-async def _start_services(gateway: Gateway) -> list[Any]:
-    return []
+async def _start_services(gateway: Gateway, inbound: InboundRouter) -> list[Any]:
+    settings = gateway.settings
+    sender = WebhookSender(
+        gateway.store,
+        gateway.clock,
+        timeout=settings.webhook_timeout,
+        backoff=BackoffPolicy(
+            first=settings.webhook_first_retry, factor=2.0, cap=settings.webhook_max_backoff
+        ),
+        give_up_after=settings.webhook_give_up_after,
+        concurrency_per_host=settings.webhook_concurrency_per_host,
+        allow_private=settings.private_webhooks_allowed,
+    )
+    await sender.start()
+    inbound.on_stored = sender.wake
+    gateway.extras["webhook_sender"] = sender
+    return [sender]
 
 
 async def _start_http(gateway: Gateway, settings: Settings) -> tuple[web.AppRunner, int]:

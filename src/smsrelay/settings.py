@@ -57,6 +57,8 @@ class Settings:
         "UNSUBSCRIBE",
     )
     demo_credit_eur: str = "100"
+    # Quiet hours of the demo account made on first start (a CI stand-in may want them off).
+    demo_quiet_hours: bool = True
     prices: Mapping[str, str] = field(default_factory=dict)
     connectors: tuple[ConnectorSettings, ...] = ()
     dispatch_batch: int = 500

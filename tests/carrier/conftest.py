@@ -91,13 +91,15 @@ async def make_connector() -> AsyncIterator[MakeConnector]:
     started: list[SmppConnector] = []
 
     async def make(
-        simulator: Simulator, inbox: Inbox | None = None, *, wait: bool = True, **config: Any
+        target: Simulator | int, inbox: Inbox | None = None, *, wait: bool = True, **config: Any
     ) -> SmppConnector:
+        """A started connector to ``target`` (a Simulator, or a port on 127.0.0.1)."""
         config.setdefault("system_id", "esme")
         config.setdefault("password", "secret")
         config.setdefault("reconnect_min", 0.05)
         config.setdefault("reconnect_max", 0.5)
-        link = SmppLinkConfig("127.0.0.1", simulator.port, **config)
+        port = target if isinstance(target, int) else target.port
+        link = SmppLinkConfig("127.0.0.1", port, **config)
         connector = SmppConnector("test", link, inbox or Inbox())
         await connector.start()
         started.append(connector)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from smsrelay import runtime
-from tests.support import RunningGateway, SmscProcess, start_gateway, start_smsc, gateway_settings
+from tests.support import RunningGateway, SmscProcess, gateway_settings, start_gateway, start_smsc
 
 
 @pytest.fixture

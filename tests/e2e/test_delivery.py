@@ -13,9 +13,9 @@ from tests.support import (
     RunningGateway,
     SmscProcess,
     eventually,
+    gateway_settings,
     start_gateway,
     start_smsc,
-    gateway_settings,
 )
 
 pytestmark = pytest.mark.asyncio

@@ -23,7 +23,7 @@ from smsrelay.webhooks.sender import WebhookSender
 TINY_BACKOFF = BackoffPolicy(first=0.01, factor=2.0, cap=0.05)
 
 
-async def eventually(cond: Callable[[], Any], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+async def eventually(cond: Callable[[], Any], timeout: float = 5.0) -> None:
     """Poll ``cond`` (a function, or an async function) until it is truthy."""
     deadline = time.monotonic() + timeout
     while True:

@@ -314,7 +314,7 @@ class Simulator:
     def _receipt_builder(self, record: SubmitRecord) -> _Build:
         delivered = self._rng.random() < self.options.delivery_rate
         receipt_id = render_id(int(record.message_id or "0", 16 if self._hex else 10), self._rstyle)
-        now = datetime.now(UTC)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
         text = format_receipt(
             receipt_id,
             "DELIVRD" if delivered else "UNDELIV",
@@ -446,6 +446,7 @@ def _with_sequence(template: DeliverSm) -> _Build:
 def _preview(record: SubmitRecord) -> str:
     """The first 20 characters of the submitted text, printable ASCII only."""
     _, body = split_concat(record.esm_class, record.short_message, record.tlvs)
+    body = body[:40]  # 20 characters at most 2 octets each (UCS-2, or a GSM escape pair)
     text = decode_ucs2(body) if record.data_coding == 8 else decode_gsm7(body)
     return "".join(c if " " <= c <= "~" else "?" for c in text[:20])
 

@@ -14,6 +14,7 @@ import logging
 import random
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from types import MappingProxyType
@@ -96,6 +97,9 @@ class SmppLinkConfig:
             raise ValueError("timeouts and intervals must be positive")
         if not 0 <= self.gsm_data_coding <= 255:
             raise ValueError("gsm_data_coding must be an octet")
+        for name, limit in (("system_id", 15), ("password", 8), ("system_type", 12)):
+            if len(getattr(self, name).encode("latin-1", "replace")) > limit:
+                raise ValueError(f"{name} longer than {limit} characters (SMPP 3.4 limit)")
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> SmppLinkConfig:
@@ -170,6 +174,7 @@ class SmppLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.peer = ""
+        self.enquire_links_received = 0
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -278,6 +283,7 @@ class SmppLink(asyncio.Protocol):
             future.set_result(pdu)
 
     def _on_enquire_link(self, pdu: Pdu) -> None:
+        self.enquire_links_received += 1
         self.send(EnquireLinkResp(sequence=pdu.sequence))
 
     def _on_unbind(self, pdu: Pdu) -> None:
@@ -329,6 +335,38 @@ class SmppLink(asyncio.Protocol):
 # --- the client side -----------------------------------------------------------------------
 
 
+class WindowSlots:
+    """A FIFO counting gate, O(1) per call (asyncio.Semaphore scans its waiters on acquire)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def __aenter__(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot, then cancelled: pass it on
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes straight to the next in line
+                return
+        self._free += 1
+
+
 class _EsmeLink(SmppLink):
     def __init__(self, connector: SmppConnector, mode: str) -> None:
         config = connector.config
@@ -378,7 +416,7 @@ class SmppConnector:
         self.config = config
         self.log = logger or _log
         self._on_inbound = on_inbound
-        self._window = asyncio.Semaphore(config.window)
+        self._window = WindowSlots(config.window)
         self._bucket = (
             TokenBucket(config.max_per_second, burst=max(1.0, config.max_per_second / 20))
             if config.max_per_second
@@ -490,7 +528,11 @@ class SmppConnector:
     async def _run(self, mode: str) -> None:
         attempt = 0
         while not self._stopping:
-            link = await self._connect_and_bind(mode)
+            try:
+                link = await self._connect_and_bind(mode)
+            except Exception:  # never let the reconnect loop die
+                self.log.exception("smpp.connect.crashed", extra={"connector": self.name})
+                link = None
             if link is None:
                 attempt += 1
                 await asyncio.sleep(self._backoff(attempt))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.domain.states import stat_for_message_state_tlv
@@ -36,6 +37,7 @@ class InboundRouter:
         self._clock = clock
         self._builders = builders
         self._stop_keywords = frozenset(k.upper() for k in stop_keywords)
+        self.on_stored: Callable[[], None] = lambda: None  # wakes the webhook sender
 
     async def __call__(self, sm: InboundSm) -> int:
         if sm.esm_class & RECEIPT_MASK in RECEIPT_TYPES:
@@ -50,6 +52,7 @@ class InboundRouter:
             log.warning("smpp.receipt.unreadable", extra={"connector": sm.connector})
             return  # acknowledged: re-sending an unreadable receipt would not help
         matched = await self._store.record_receipt(receipt, self._builders)
+        self.on_stored()
         if not matched:
             log.info("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
 
@@ -67,6 +70,8 @@ class InboundRouter:
             concat=None if concat is None else (concat.ref, concat.total, concat.seq),
         )
         outcome = await self._store.record_reply(reply, self._builders)
+        if outcome.callbacks:
+            self.on_stored()
         log.info("smpp.reply.stored", extra={"reply_id": outcome.reply_id})
 
     def is_stop(self, text: str) -> bool:

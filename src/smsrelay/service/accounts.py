@@ -71,7 +71,9 @@ async def create_account(
     return CreatedAccount(account, key)
 
 
-async def ensure_demo(store: SqliteStore, credit_eur: str, clock: Clock) -> Account | None:
+async def ensure_demo(
+    store: SqliteStore, credit_eur: str, clock: Clock, *, quiet_hours: bool = True
+) -> Account | None:
     """On an empty database: the demo account with its key kept to print, and its number."""
     if await store.list_accounts():
         return await store.find_account(DEMO_ACCOUNT)
@@ -80,6 +82,8 @@ async def ensure_demo(store: SqliteStore, credit_eur: str, clock: Clock) -> Acco
         DEMO_ACCOUNT, hash_api_key(key), eur_to_micros(credit_eur), clock.now(), demo_key=key
     )
     await store.add_number(DEMO_ACCOUNT, DEMO_NUMBER, DEFAULT_CONNECTOR, clock.now())
+    if not quiet_hours:
+        await store.update_account(DEMO_ACCOUNT, {"quiet_hours": 0})
     return await store.find_account(DEMO_ACCOUNT)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from smsrelay.smpp.pdu import MessageState
 
@@ -55,6 +56,7 @@ class ReceiptText:
         return STAT_STATES.get(self.stat or "")
 
 
+@lru_cache(maxsize=256)
 def _date(value: datetime) -> str:
     return value.strftime("%y%m%d%H%M")
 

@@ -1,0 +1,98 @@
+"""SmppLinkConfig.from_url and the ``smsc`` command group."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from smsrelay.carrier.simulator import Simulator
+from smsrelay.carrier.simulator_cli import smsc
+from smsrelay.carrier.smpp_client import SmppLinkConfig
+from smsrelay.smpp.concat import ConcatMethod
+
+from .conftest import DESTINATION, SOURCE, Inbox, MakeConnector, eventually
+
+
+def test_from_url_reads_credentials_host_port_and_settings() -> None:
+    config = SmppLinkConfig.from_url(
+        "smpp://my%40id:p%3Ass@smsc.example.net:2776?window=50&max_per_second=200.5"
+        "&concat_method=sar&bind_mode=transmitter%2Breceiver&gsm_data_coding=3&system_type=VMA"
+    )
+    assert (config.host, config.port, config.system_id, config.password) == (
+        "smsc.example.net",
+        2776,
+        "my@id",
+        "p:ss",
+    )
+    assert (config.window, config.max_per_second, config.concat_method) == (
+        50,
+        200.5,
+        ConcatMethod.SAR,
+    )
+    assert (config.bind_mode, config.gsm_data_coding, config.system_type) == (
+        "transmitter+receiver",
+        3,
+        "VMA",
+    )
+    assert not config.tls
+
+
+def test_from_url_smpps_means_tls_and_overrides_win() -> None:
+    config = SmppLinkConfig.from_url("smpps://a:b@h?window=5", window=7, response_timeout=2.0)
+    assert (config.tls, config.port, config.window, config.response_timeout) == (
+        True,
+        2775,
+        7,
+        2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://a:b@h:1",
+        "smpp://a:b@h:1?colour=blue",
+        "smpp://a:b@h:1?window=0",
+        "smpp://a:b@h:1?bind_mode=sideways",
+        "smpp://a:b@h:1?concat_method=smoke",
+        "smpp://a:b@:1",
+    ],
+)
+def test_from_url_refuses_what_it_cannot_use(url: str) -> None:
+    with pytest.raises(ValueError):
+        SmppLinkConfig.from_url(url)
+
+
+def test_every_command_help_has_an_example() -> None:
+    runner = CliRunner()
+    for args in (["--help"], ["reply", "--help"]):
+        result = runner.invoke(smsc, args)
+        assert result.exit_code == 0
+        assert "Example" in result.output and "smsrelay smsc" in result.output
+
+
+def test_invalid_simulator_option_exits_2() -> None:
+    result = CliRunner().invoke(smsc, ["--delivery-rate", "2"])
+    assert result.exit_code == 2
+
+
+async def test_reply_command_posts_to_the_control_api(
+    simulator: Simulator, make_connector: MakeConnector, inbox: Inbox
+) -> None:
+    await make_connector(simulator, inbox)
+    control = f"http://127.0.0.1:{simulator.control_port}"
+    args = ["reply", "--control", control, "--from", DESTINATION, "--to", SOURCE, "Oui merci"]
+    result = await asyncio.to_thread(CliRunner().invoke, smsc, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"parts": 1, "statuses": [0]}
+    await eventually(lambda: len(inbox.items) == 1)
+    assert inbox.items[0].short_message == b"Oui merci"
+
+
+def test_reply_command_reports_an_unreachable_simulator() -> None:
+    args = ["reply", "--control", "http://127.0.0.1:9", "--from", "1", "--to", "2", "x"]
+    result = CliRunner().invoke(smsc, args)
+    assert result.exit_code == 1

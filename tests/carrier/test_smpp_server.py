@@ -1,0 +1,111 @@
+"""The SMSC side over a raw socket: binds, refusals, enquire_link, and garbage."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+
+from smsrelay.carrier.simulator import Simulator
+from smsrelay.smpp.codec import PduReader, encode
+from smsrelay.smpp.pdu import (
+    BindTransceiver,
+    BindTransceiverResp,
+    BindTransmitter,
+    BindTransmitterResp,
+    CommandStatus,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    Pdu,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    UnbindResp,
+)
+
+from .conftest import MakeSimulator
+
+
+class RawPeer:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer, self.pdus = reader, writer, PduReader()
+
+    async def exchange(self, data: bytes | Pdu) -> Pdu:
+        self.writer.write(data if isinstance(data, bytes) else encode(data))
+        async with asyncio.timeout(5):
+            while True:
+                events = self.pdus.feed(await self.reader.read(4096))
+                if events:
+                    [event] = events
+                    assert isinstance(event, Pdu)
+                    return event
+
+    async def closed_by_peer(self) -> bool:
+        async with asyncio.timeout(5):
+            return await self.reader.read(4096) == b""
+
+
+@pytest.fixture
+async def secured(make_simulator: MakeSimulator) -> Simulator:
+    return await make_simulator(system_id="esme", password="secret")
+
+
+@pytest.fixture
+async def peer(secured: Simulator) -> AsyncIterator[RawPeer]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", secured.port)
+    yield RawPeer(reader, writer)
+    writer.close()
+
+
+async def test_bind_checks_system_id_then_password(peer: RawPeer) -> None:
+    wrong_id = BindTransmitter(sequence=1, system_id="nobody", password="secret")
+    assert await peer.exchange(wrong_id) == BindTransmitterResp(
+        sequence=1, status=CommandStatus.ESME_RINVSYSID, system_id="smsrelay"
+    )
+    wrong_password = BindTransmitter(sequence=2, system_id="esme", password="guess")
+    resp = await peer.exchange(wrong_password)
+    assert resp.status == CommandStatus.ESME_RINVPASWD
+    ok = await peer.exchange(BindTransceiver(sequence=3, system_id="esme", password="secret"))
+    assert ok == BindTransceiverResp(sequence=3, system_id="smsrelay")
+    again = await peer.exchange(BindTransceiver(sequence=4, system_id="esme", password="secret"))
+    assert again.status == CommandStatus.ESME_RALYBND
+
+
+async def test_enquire_link_is_answered_even_before_bind(peer: RawPeer) -> None:
+    assert await peer.exchange(EnquireLink(sequence=42)) == EnquireLinkResp(sequence=42)
+
+
+async def test_submit_before_bind_is_refused_with_its_own_response(peer: RawPeer) -> None:
+    resp = await peer.exchange(SubmitSm(sequence=5, short_message=b"x"))
+    assert resp == SubmitSmResp(sequence=5, status=CommandStatus.ESME_RINVBNDSTS)
+
+
+async def test_unknown_command_gets_generic_nack_and_the_link_stays(peer: RawPeer) -> None:
+    unknown = struct.pack(">IIII", 16, 0x00000103, 0, 9)
+    assert await peer.exchange(unknown) == GenericNack(
+        sequence=9, status=CommandStatus.ESME_RINVCMDID
+    )
+    assert await peer.exchange(EnquireLink(sequence=10)) == EnquireLinkResp(sequence=10)
+
+
+async def test_malformed_body_gets_an_error_response(peer: RawPeer) -> None:
+    bad_bind = struct.pack(">IIII", 20, 0x00000009, 0, 11) + b"esme"  # no NUL anywhere
+    resp = await peer.exchange(bad_bind)
+    assert resp.sequence == 11 and resp.status == CommandStatus.ESME_RINVCMDLEN
+
+
+async def test_hostile_length_gets_generic_nack_then_close(peer: RawPeer) -> None:
+    hostile = struct.pack(">IIII", 0xFFFFFFF0, 0x00000004, 0, 12)
+    assert await peer.exchange(hostile) == GenericNack(
+        sequence=12, status=CommandStatus.ESME_RINVCMDLEN
+    )
+    assert await peer.closed_by_peer()
+
+
+async def test_unbind_is_answered_and_the_connection_closed(peer: RawPeer) -> None:
+    await peer.exchange(BindTransceiver(sequence=1, system_id="esme", password="secret"))
+    assert await peer.exchange(Unbind(sequence=2)) == UnbindResp(sequence=2)
+    assert await peer.closed_by_peer()

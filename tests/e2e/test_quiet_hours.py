@@ -1,0 +1,79 @@
+"""The seed's legal rule end to end: a Sunday 15:00 message leaves on Monday at 08:00."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from smsrelay import runtime
+from smsrelay.service.accounts import create_account
+from tests.support import eventually, gateway_settings, start_gateway, start_smsc
+
+pytestmark = pytest.mark.asyncio
+SUNDAY_15H = "2026-03-01T15:00:00+01:00"
+MONDAY_0759 = "2026-03-02T07:59:59+01:00"
+MONDAY_08H = "2026-03-02T08:00:00+01:00"
+
+
+async def test_sunday_message_is_held_until_monday_8am(tmp_path: Path) -> None:
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    settings = gateway_settings(
+        tmp_path, smsc=smsc.url, fixed_clock=SUNDAY_15H, demo_quiet_hours=True
+    )
+    gw = await start_gateway(settings)
+    try:
+        gateway = gw.running.gateway
+        other = await create_account(gw.store, "transactional", "10", gateway.clock)
+        await gw.store.update_account("transactional", {"quiet_hours": 0})
+        await gw.store.add_number("transactional", "+33757000009", "default", 0.0)
+
+        _, held = await gw.send(message="Promo du dimanche")
+        assert held["success"] is True and held["cost"] == 0.045  # accepted and charged
+        status = await gw.status(held["message_id"])
+        assert status["statut"] == "Waiting"
+        assert status["dueAt"] == "2026-03-02T08:00:00+01:00"
+
+        # A message of an account without the restriction leaves at once: once it has been
+        # delivered, the dispatcher has run, and the held one must still be waiting.
+        _, sent = await gw.post(
+            "/v1/vn/send",
+            {
+                "apiKey": other.api_key,
+                "from": "33757000009",
+                "to": "0612345678",
+                "message": "Votre code: 1234",
+            },
+        )
+        await eventually(lambda: _statut(gw, sent["message_id"], "Delivered", other.api_key))
+        await gw.post("/_test/clock", {"now": MONDAY_0759})
+        _, sent2 = await gw.post(
+            "/v1/vn/send",
+            {
+                "apiKey": other.api_key,
+                "from": "33757000009",
+                "to": "0612345678",
+                "message": "Second code",
+            },
+        )
+        await eventually(lambda: _statut(gw, sent2["message_id"], "Delivered", other.api_key))
+        assert len(await smsc.submits()) == 2
+        assert (await gw.status(held["message_id"]))["statut"] == "Waiting"
+
+        await gw.post("/_test/clock", {"now": MONDAY_08H})
+        await eventually(lambda: _statut(gw, held["message_id"], "Delivered"))
+        message = await gw.store.get_message(held["message_id"])
+        left = datetime.fromisoformat(MONDAY_08H).timestamp()
+        assert message.parts[0].submitted_at == left
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
+async def _statut(gw, message_id: int, wanted: str, key: str | None = None) -> bool:
+    _, status = await gw.get(
+        "/v1/message-status", {"apiKey": key or gw.api_key, "messageId": str(message_id)}
+    )
+    assert "statut" in status, status
+    return status["statut"] == wanted
