@@ -213,7 +213,7 @@ def run_wrk(
 ) -> dict[str, Any]:
     """Run wrk; the Lua script's done() prints one line 'WRKJSON {...}' that we return."""
     wrk = ensure_wrk()
-    args = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s"]
+    args = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "10s"]
     args += ["-s", script or str(BENCH / "wrk_stats.lua"), url]
     full_env = dict(os.environ)
     full_env.update(env or {})

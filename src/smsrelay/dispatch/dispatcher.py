@@ -22,8 +22,8 @@ from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import TransientError
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.receipts import normalise_carrier_id
+from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders, ClaimedPart
-from smsrelay.store.sqlite_store import SqliteStore
 
 log = logging.getLogger("smsrelay.dispatch")
 IDLE_POLL = 0.2
@@ -43,7 +43,7 @@ class DispatchPolicy:
 class Dispatcher:
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         clock: Clock,
         connectors: Mapping[str, Connector],
         builders: CallbackBuilders,

@@ -11,9 +11,8 @@ from smsrelay.domain.text import decode_gsm7, decode_ucs2
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
 from smsrelay.smpp.receipts import carrier_id_candidates, parse_receipt
-from smsrelay.store.inbound_ops import IncomingReceipt
-from smsrelay.store.records import CallbackBuilders, InboundReply
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.interface import Store
+from smsrelay.store.records import CallbackBuilders, InboundReply, IncomingReceipt
 
 RECEIPT_MASK = 0x3C
 RECEIPT_TYPES = {0x04, 0x08, 0x10, 0x20}  # SMSC receipt, SME ack, manual ack, intermediate
@@ -28,7 +27,7 @@ class InboundRouter:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         clock: Clock,
         builders: CallbackBuilders,
         stop_keywords: tuple[str, ...],

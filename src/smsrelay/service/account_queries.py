@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.pricing import PriceTable
 from smsrelay.errors import DomainError
 from smsrelay.service.clock import Clock
 from smsrelay.service.status import StatusView, describe, parse_message_id
-from smsrelay.store.account_reads import account_snapshot, messages_and_stops, stopped_phones
+from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, MessageView, StopEntry
-from smsrelay.store.sqlite_store import SqliteStore
 
 MAX_STATUS_QUERIES = 500
 TAG_PAGE_SIZE = 500
@@ -29,9 +27,9 @@ class Overview:
     to_send: int
 
 
-async def account_overview(store: SqliteStore, prices: PriceTable, account: Account) -> Overview:
+async def account_overview(store: Store, prices: PriceTable, account: Account) -> Overview:
     """The balance as stored now (never the authentication cache's copy)."""
-    snapshot = await store.db.read(partial(account_snapshot, account_id=account.id))
+    snapshot = await store.account_snapshot(account.id)
     if snapshot is None:
         raise DomainError("apikey.incorrect", "incorrect API key", "apiKey")
     balance = snapshot.account.credit_micros
@@ -63,7 +61,7 @@ class StatusAnswer:
 
 
 async def statuses(
-    store: SqliteStore, account: Account, queries: Sequence[StatusQuery]
+    store: Store, account: Account, queries: Sequence[StatusQuery]
 ) -> list[StatusAnswer]:
     """Each query's status, or why it has none; one snapshot for the whole list."""
     if not queries:
@@ -75,9 +73,7 @@ async def statuses(
             STATUS_LIST,
         )
     ids = {i for i in (_quiet_id(q.message_id) for q in queries) if i is not None}
-    found, stops = await store.db.read(
-        partial(messages_and_stops, account_id=account.id, message_ids=sorted(ids))
-    )
+    found, stops = await store.messages_and_stops(account.id, sorted(ids))
     return [_answer(q, found, stops) for q in queries]
 
 
@@ -122,7 +118,7 @@ class TagPage:
 
 
 async def statuses_by_tag(
-    store: SqliteStore, account: Account, tag: str | None, raw_page: str | None
+    store: Store, account: Account, tag: str | None, raw_page: str | None
 ) -> TagPage:
     if not tag:
         raise DomainError("tag.required", "the tag is required", "tag")
@@ -130,7 +126,7 @@ async def statuses_by_tag(
     messages, total = await store.messages_by_tag(
         account.id, tag, TAG_PAGE_SIZE, (page - 1) * TAG_PAGE_SIZE
     )
-    stops = await store.db.read(partial(stopped_phones, account_id=account.id))
+    stops = await store.stopped_phones(account.id)
     return TagPage([describe(m, m.recipient in stops) for m in messages], page, total)
 
 
@@ -149,9 +145,7 @@ def _page_number(raw: str | None) -> int:
 # -- cancelling -------------------------------------------------------------------------------
 
 
-async def cancel_message(
-    store: SqliteStore, clock: Clock, account: Account, raw_id: str | None
-) -> int:
+async def cancel_message(store: Store, clock: Clock, account: Account, raw_id: str | None) -> int:
     """Cancel a message none of whose parts has left, and refund it; returns the refund."""
     message_id = parse_message_id(raw_id)
     try:
@@ -164,7 +158,7 @@ async def cancel_message(
         ) from error
 
 
-async def _why_not_cancellable(store: SqliteStore, account: Account, message_id: int) -> str:
+async def _why_not_cancellable(store: Store, account: Account, message_id: int) -> str:
     message = await store.get_message(message_id, account.id)
     if message is not None and message.state == "cancelled":
         return "the message was already cancelled"
@@ -176,11 +170,11 @@ async def _why_not_cancellable(store: SqliteStore, account: Account, message_id:
 # -- the STOP list ----------------------------------------------------------------------------
 
 
-async def stop_entries(store: SqliteStore, account: Account) -> list[StopEntry]:
+async def stop_entries(store: Store, account: Account) -> list[StopEntry]:
     return await store.stop_list(account.id)
 
 
-async def add_stop(store: SqliteStore, clock: Clock, account: Account, raw: str | None) -> int:
+async def add_stop(store: Store, clock: Clock, account: Account, raw: str | None) -> int:
     """Add a number (any form ``to`` accepts) to the STOP list; returns the entry's id."""
     if raw is None or raw.strip() == "":
         raise DomainError("phonenumber.required", "phoneNumber is required", "phoneNumber")
@@ -191,7 +185,7 @@ async def add_stop(store: SqliteStore, clock: Clock, account: Account, raw: str 
     return await store.stop_add(account.id, number.e164, clock.now())
 
 
-async def remove_stop(store: SqliteStore, account: Account, raw_id: str | None) -> None:
+async def remove_stop(store: Store, account: Account, raw_id: str | None) -> None:
     if raw_id is None or raw_id.strip() == "":
         raise DomainError("stopid.required", "the STOP entry's id is required", "id")
     try:

@@ -11,8 +11,8 @@ from smsrelay.domain.quiet_hours import Region
 from smsrelay.errors import DomainError
 from smsrelay.service.clock import Clock
 from smsrelay.service.keys import hash_api_key, new_api_key, new_webhook_secret
+from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, NumberRecord
-from smsrelay.store.sqlite_store import SqliteStore
 
 DEMO_ACCOUNT = "demo"
 DEMO_NUMBER = "+33757000001"
@@ -24,7 +24,7 @@ CACHE_SECONDS = 1.0
 class AccountDirectory:
     """Looks up accounts by API key, caching hits for a second (the hot path of send)."""
 
-    def __init__(self, store: SqliteStore, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
         self._cache: dict[str, tuple[float, Account]] = {}
@@ -59,9 +59,7 @@ class CreatedAccount:
     api_key: str
 
 
-async def create_account(
-    store: SqliteStore, name: str, credit_eur: str, clock: Clock
-) -> CreatedAccount:
+async def create_account(store: Store, name: str, credit_eur: str, clock: Clock) -> CreatedAccount:
     if not name or len(name) > 64 or any(ch.isspace() for ch in name):
         raise DomainError("account.name", "account names are 1-64 characters without spaces")
     key = new_api_key()
@@ -72,7 +70,7 @@ async def create_account(
 
 
 async def ensure_demo(
-    store: SqliteStore, credit_eur: str, clock: Clock, *, quiet_hours: bool = True
+    store: Store, credit_eur: str, clock: Clock, *, quiet_hours: bool = True
 ) -> Account | None:
     """On an empty database: the demo account with its key kept to print, and its number."""
     if await store.list_accounts():
@@ -87,7 +85,7 @@ async def ensure_demo(
     return await store.find_account(DEMO_ACCOUNT)
 
 
-async def rotate_key(store: SqliteStore, name: str) -> str:
+async def rotate_key(store: Store, name: str) -> str:
     key = new_api_key()
     await store.set_key_hash(name, hash_api_key(key))
     return key
@@ -129,12 +127,12 @@ def account_changes(
 
 
 async def add_number(
-    store: SqliteStore, account: str, raw_number: str, connector: str, clock: Clock
+    store: Store, account: str, raw_number: str, connector: str, clock: Clock
 ) -> NumberRecord:
     number = parse_international(raw_number, "msisdn")
     return await store.add_number(account, number.e164, connector, clock.now())
 
 
-async def remove_number(store: SqliteStore, raw_number: str) -> None:
+async def remove_number(store: Store, raw_number: str) -> None:
     number = parse_international(raw_number, "msisdn")
     await store.remove_number(number.e164)

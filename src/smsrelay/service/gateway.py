@@ -11,13 +11,13 @@ from smsrelay.service.accounts import AccountDirectory
 from smsrelay.service.clock import Clock, FixedClock, SystemClock
 from smsrelay.service.sending import SendContext
 from smsrelay.settings import Settings
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.interface import Store
 
 
 @dataclass
 class Gateway:
     settings: Settings
-    store: SqliteStore
+    store: Store
     clock: Clock
     prices: PriceTable
     accounts: AccountDirectory
@@ -45,7 +45,7 @@ def build_prices(settings: Settings) -> PriceTable:
     return PriceTable.from_eur({**DEFAULT_PRICES_EUR, **settings.prices})
 
 
-def build_gateway(settings: Settings, store: SqliteStore) -> Gateway:
+def build_gateway(settings: Settings, store: Store) -> Gateway:
     clock = build_clock(settings)
     return Gateway(
         settings=settings,

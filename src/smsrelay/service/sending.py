@@ -19,8 +19,8 @@ from smsrelay.domain.text import PreparedText, prepare_text
 from smsrelay.errors import DomainError
 from smsrelay.service.accounts import AccountDirectory
 from smsrelay.service.clock import Clock
+from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, NewMessage
-from smsrelay.store.sqlite_store import SqliteStore
 
 T = TypeVar("T")
 MAX_TAG_LENGTH = 20
@@ -62,7 +62,7 @@ class Accepted:
 
 @dataclass(frozen=True)
 class SendContext:
-    store: SqliteStore
+    store: Store
     accounts: AccountDirectory
     clock: Clock
     prices: PriceTable

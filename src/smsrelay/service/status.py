@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.states import MessageState, public_status
 from smsrelay.errors import DomainError
+from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, MessageView
-from smsrelay.store.sqlite_store import SqliteStore
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def parse_message_id(raw: str | None) -> int:
 
 
 async def message_status(
-    store: SqliteStore, account: Account, raw_id: str | None, phone: str | None
+    store: Store, account: Account, raw_id: str | None, phone: str | None
 ) -> StatusView:
     message = await store.get_message(parse_message_id(raw_id), account.id)
     if message is None or (phone and not _same_number(phone, message.recipient)):

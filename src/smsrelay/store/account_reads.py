@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from smsrelay.store.account_ops import account_by_id
 from smsrelay.store.message_ops import get_message
-from smsrelay.store.records import Account, MessageView
+from smsrelay.store.records import AccountSnapshot, MessageView
 
 # Messages that have not left yet: held for quiet hours, or queued and not yet submitted.
 WAITING_STATES = ("held", "queued")
-
-
-@dataclass(frozen=True)
-class AccountSnapshot:
-    account: Account
-    waiting: int  # messages not sent yet (sandbox messages are never sent, so never counted)
 
 
 def account_snapshot(conn: sqlite3.Connection, account_id: int) -> AccountSnapshot | None:

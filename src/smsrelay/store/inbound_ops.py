@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 
 from smsrelay.domain.states import FINAL_PART_STATES, PartState, can_move, part_state_for_stat
 from smsrelay.store.message_ops import insert_callback, refresh_message_state
-from smsrelay.store.records import CallbackBuilders, InboundReply, ReplyFacts, ReplyOutcome
+from smsrelay.store.records import (
+    CallbackBuilders,
+    InboundReply,
+    IncomingReceipt,
+    ReplyFacts,
+    ReplyOutcome,
+)
 
 # Parts of a long reply that arrive further apart than this are not joined (8-bit refs recur).
 REASSEMBLY_WINDOW = 3600.0
-
-
-@dataclass(frozen=True)
-class IncomingReceipt:
-    connector: str
-    carrier_id: str
-    candidate_keys: tuple[str, ...]  # normalised forms, the canonical one first
-    stat: str
-    err: str | None
-    received_at: float
 
 
 def record_receipt(

@@ -194,3 +194,19 @@ class StopEntry:
     id: int
     phone: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class IncomingReceipt:
+    connector: str
+    carrier_id: str
+    candidate_keys: tuple[str, ...]  # normalised forms, the canonical one first
+    stat: str
+    err: str | None
+    received_at: float
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    account: Account
+    waiting: int  # messages not sent yet (sandbox messages are never sent, so never counted)

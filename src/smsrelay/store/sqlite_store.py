@@ -6,14 +6,15 @@ from functools import partial
 from typing import Any
 
 from smsrelay.domain.states import PartState
-from smsrelay.store import account_ops, inbound_ops, message_ops, webhook_ops
+from smsrelay.store import account_ops, account_reads, inbound_ops, message_ops, webhook_ops
 from smsrelay.store.engine import Database, path_from_url
-from smsrelay.store.inbound_ops import IncomingReceipt
 from smsrelay.store.records import (
     Account,
+    AccountSnapshot,
     CallbackBuilders,
     ClaimedPart,
     InboundReply,
+    IncomingReceipt,
     MessageView,
     NewMessage,
     NumberRecord,
@@ -92,6 +93,21 @@ class SqliteStore:
 
     async def numbers_of(self, account_id: int) -> list[NumberRecord]:
         return await self.db.read(partial(account_ops.numbers_of, account_id=account_id))
+
+    async def account_snapshot(self, account_id: int) -> AccountSnapshot | None:
+        return await self.db.read(partial(account_reads.account_snapshot, account_id=account_id))
+
+    async def stopped_phones(self, account_id: int) -> frozenset[str]:
+        return await self.db.read(partial(account_reads.stopped_phones, account_id=account_id))
+
+    async def messages_and_stops(
+        self, account_id: int, message_ids: list[int]
+    ) -> tuple[dict[int, MessageView], frozenset[str]]:
+        return await self.db.read(
+            partial(
+                account_reads.messages_and_stops, account_id=account_id, message_ids=message_ids
+            )
+        )
 
     # -- STOP list -----------------------------------------------------------------------------
 

@@ -32,8 +32,8 @@ from yarl import URL
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.errors import TransientError
 from smsrelay.service.clock import Clock
+from smsrelay.store.interface import Store
 from smsrelay.store.records import WebhookJob
-from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.address_safety import SafeResolver, UnsafeAddress, ensure_safe_literal
 from smsrelay.webhooks.signing import signature_headers
 
@@ -62,7 +62,7 @@ class PostResult:
 class WebhookSender:
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         clock: Clock,
         *,
         timeout: float,

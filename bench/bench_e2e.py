@@ -1,0 +1,165 @@
+"""Benchmark 2 — end to end: N messages accepted (closed-loop client, its own process, every
+message with urlDlr) -> submit_sm at the SMSC simulator (its own process) -> receipts -> DLR
+callbacks at bench/receiver.py (its own process). Counters are sampled every 0.1 s; each stage's
+rate is its count / the time from the first send until that stage had everything.
+Runs twice: the simulator answering at once, and with --resp-delay-ms 20.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from common import (
+    BENCH, HOST, OUT, PY, CpuMeter, free_port, http_json, peak_rss_mb, percentile, save_section,
+    smsc_url, spawn, start_gateway, start_smsc, table,
+)
+
+N = int(os.environ.get("BENCH_E2E_N", "20000"))
+CONNS = int(os.environ.get("BENCH_CONNS", "64"))
+STAGE_LIMIT_S = float(os.environ.get("BENCH_E2E_LIMIT_S", "60"))
+
+
+def run_case(label: str, smsc_args: list[str]) -> dict:
+    smsc = start_smsc(*smsc_args)
+    rport = free_port()
+    receiver = spawn([PY, str(BENCH / "receiver.py"), str(rport)])
+    receiver.wait_for("receiver: listening")
+    rurl = f"http://{HOST}:{rport}"
+    gw = start_gateway(OUT / f"data-e2e-{label}", smsc=smsc_url(smsc),
+                       env={"SMSRELAY_DEMO_QUIET_HOURS": "false"})
+    samples: list[tuple[float, int, int, int]] = []  # (t, submits, receipts acked, callbacks)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                st = smsc.stats()
+                cb = http_json(rurl + "/count")["count"]
+                samples.append((time.time(), st["accepted"], st["receipts_acked"], cb))
+            except OSError:
+                pass
+            stop.wait(0.1)
+
+    try:
+        ids_file = OUT / f"e2e-{label}-accepted.txt"
+        cpu = CpuMeter(gw.child.pid)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        out = subprocess.run(
+            [PY, str(BENCH / "loadgen.py"), "--count", str(N), "--conns", str(CONNS),
+             "--dlr", rurl + "/cb/dlr", "--ids-out", str(ids_file), "--limit-s", str(STAGE_LIMIT_S),
+             gw.url, gw.key, gw.number],
+            capture_output=True, text=True, timeout=STAGE_LIMIT_S + 30,
+        )
+        line = next(l for l in out.stdout.splitlines() if l.startswith("LOADJSON "))
+        load = json.loads(line[9:])
+        accepted = load["accepted"]
+        end = time.monotonic() + STAGE_LIMIT_S
+        while time.monotonic() < end:  # bounded wait for every callback
+            if samples and samples[-1][3] >= accepted:
+                break
+            time.sleep(0.1)
+        stop.set()
+        sampler.join(timeout=2)
+        gw_cpu = cpu.result()
+        gw_rss = peak_rss_mb(gw.child.pid)
+        dump = OUT / f"e2e-{label}-callbacks.txt"
+        http_json(rurl + "/dump", {"path": str(dump)})
+    finally:
+        stop.set()
+        gw.child.stop()
+        receiver.stop()
+        smsc.child.stop()
+
+    t0 = load["started_at"]
+    parts_total = samples[-1][1] if samples else 0
+
+    def reached(index: int, target: int) -> float | None:
+        for s in samples:
+            if s[index] >= target:
+                return s[0] - t0
+        return None
+
+    accept_t = load["duration_s"]
+    submit_t = reached(1, parts_total)
+    receipt_t = reached(2, parts_total)
+    cb_t = reached(3, accepted)
+    accepted_at = {}
+    for row in ids_file.read_text().split("\n"):
+        if row:
+            mid, at = row.split()
+            accepted_at[mid] = float(at)
+    lat = []
+    for row in dump.read_text().split("\n"):
+        if row:
+            _, mid, arrived = row.split()
+            if mid in accepted_at:
+                lat.append((float(arrived) - accepted_at[mid]) * 1000)
+    callbacks = samples[-1][3] if samples else 0
+
+    def rate(count: int, t: float | None) -> float:
+        return round(count / t, 1) if t else float("nan")
+
+    return {
+        "label": label,
+        "smsc_args": smsc_args,
+        "messages": N,
+        "accepted": accepted,
+        "accept_errors": load["errors"],
+        "parts_submitted": parts_total,
+        "receipts_stored": samples[-1][2] if samples else 0,
+        "callbacks": callbacks,
+        "accepted_msgs_per_s": rate(accepted, accept_t),
+        "submitted_parts_per_s": rate(parts_total, submit_t),
+        "submitted_msgs_per_s": rate(accepted, submit_t),
+        "delivered_msgs_per_s": rate(accepted, receipt_t),
+        "callbacks_per_s": rate(callbacks, cb_t),
+        "end_to_end_msgs_per_s": rate(accepted, cb_t),
+        "t_accept_s": accept_t,
+        "t_submit_s": submit_t,
+        "t_receipts_s": receipt_t,
+        "t_callbacks_s": cb_t,
+        "accept_to_callback_p50_ms": round(percentile(lat, 50), 1),
+        "accept_to_callback_p99_ms": round(percentile(lat, 99), 1),
+        "accept_http_p99_ms": load["p99_ms"],
+        "gateway": {**gw_cpu, "peak_rss_mb": round(gw_rss, 1)},
+    }
+
+
+def main() -> dict:
+    cases = [run_case("instant", []), run_case("resp20ms", ["--resp-delay-ms", "20"])]
+    rows = []
+    for c in cases:
+        rows.append((c["label"], c["accepted"], c["accepted_msgs_per_s"], c["submitted_msgs_per_s"],
+                     c["submitted_parts_per_s"], c["delivered_msgs_per_s"], c["callbacks_per_s"],
+                     c["end_to_end_msgs_per_s"], c["accept_to_callback_p50_ms"],
+                     c["accept_to_callback_p99_ms"], c["gateway"]["cpu_pct"],
+                     c["gateway"]["peak_rss_mb"]))
+    print(table(f"end to end ({N:,} messages = 60% 1 part, 20% 3 parts, 20% UCS-2 2 parts; "
+                f"c={CONNS}; rate = count / time from first send until the stage had all)", rows,
+                ("smsc", "msgs", "accepted/s", "submitted msg/s", "submit_sm/s", "delivered msg/s",
+                 "callbacks/s", "e2e msg/s", "acc->cb p50 ms", "acc->cb p99 ms", "gw cpu %",
+                 "gw RSS MB")))
+    window = 100
+    ideal = window / 0.020
+    slow = cases[1]
+    results = {"cases": cases, "window": window, "window_over_latency_parts_per_s": ideal}
+    results["targets"] = {
+        "e2e >= 5000 msg/s (instant SMSC)": cases[0]["end_to_end_msgs_per_s"] >= 5000,
+        "submit_sm/s >= 80% of window/latency (20 ms)": slow["submitted_parts_per_s"] >= 0.8 * ideal,
+    }
+    print(f"20 ms SMSC: {slow['submitted_parts_per_s']:,.0f} submit_sm/s = "
+          f"{slow['submitted_parts_per_s'] / ideal:.0%} of window/latency ({ideal:,.0f}/s)")
+    for name, ok in results["targets"].items():
+        print(f"  target {name}: {'MET' if ok else 'NOT MET'}")
+    return results
+
+
+if __name__ == "__main__":
+    save_section("e2e", main())
+    sys.exit(0)
