@@ -254,11 +254,11 @@ class Gateway:
 
 
 def start_gateway(
-    data_dir: Path, *, smsc: str | None = None, env: dict[str, str] | None = None
+    data_dir: Path, *, smsc: str | None = None, env: dict[str, str] | None = None, fresh: bool = True
 ) -> Gateway:
-    if data_dir.exists():
+    if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [SMSRELAY, "serve", "--data-dir", str(data_dir), "--port", str(port)]
     if smsc:

@@ -185,7 +185,7 @@ def _on(value: str | None) -> bool | None:
     return None if value is None else value == "on"
 
 
-@accounts.command()
+@accounts.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("amount")
 @click.pass_context

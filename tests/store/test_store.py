@@ -1,0 +1,137 @@
+"""The SQLite store on a real file: group commit, atomic accept, claims and leases."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from smsrelay.errors import DomainError
+from smsrelay.store.records import NewMessage
+from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.payloads import BUILDERS
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(f"sqlite:///{tmp_path}/s.db")
+    await s.open()
+    account = await s.create_account("a", "hash-a", 1_000_000, 0.0)
+    await s.add_number("a", "+33757000001", "default", 0.0)
+    assert account.id == 1
+    yield s
+    await s.close()
+
+
+def _message(**changes: object) -> NewMessage:
+    fields: dict[str, object] = dict(
+        account_id=1,
+        sender="+33757000001",
+        recipient="+33612345678",
+        region="FR",
+        text="hi",
+        encoding="gsm7",
+        nb_sms=1,
+        cost_micros=45_000,
+        tag=None,
+        url_response=None,
+        url_dlr=None,
+        stop_sms=False,
+        sandbox=False,
+        created_at=100.0,
+        due_at=100.0,
+    )
+    fields.update(changes)
+    return NewMessage(**fields)  # type: ignore[arg-type]
+
+
+async def test_concurrent_accepts_commit_together_and_debit_exactly(store: SqliteStore) -> None:
+    ids = await asyncio.gather(*(store.accept_message(_message()) for _ in range(20)))
+    assert len(set(ids)) == 20
+    assert (await store.find_account("a")).credit_micros == 1_000_000 - 20 * 45_000
+
+
+async def test_one_refused_write_does_not_undo_its_batch(store: SqliteStore) -> None:
+    results = await asyncio.gather(
+        store.accept_message(_message()),
+        store.accept_message(_message(cost_micros=10**12)),  # more than the credit
+        store.accept_message(_message()),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], DomainError) and results[1].code == "credit.insufficient"
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    assert (await store.find_account("a")).credit_micros == 1_000_000 - 2 * 45_000
+
+
+async def test_refusals_leave_no_trace(store: SqliteStore) -> None:
+    await store.stop_add(1, "+33612345678", 0.0)
+    with pytest.raises(DomainError, match="STOP"):
+        await store.accept_message(_message())
+    with pytest.raises(DomainError) as refused:
+        await store.accept_message(_message(sender="+33757000099"))
+    assert refused.value.code == "sender.not_owned"
+    assert await store.recent_messages(None, 10) == []
+    assert (await store.find_account("a")).credit_micros == 1_000_000
+
+
+async def test_concurrent_claims_never_hand_out_a_part_twice(store: SqliteStore) -> None:
+    for _ in range(50):
+        await store.accept_message(_message(nb_sms=2, cost_micros=1))
+    batches = await asyncio.gather(
+        *(store.claim_due_parts("default", 200.0, 7, 260.0) for _ in range(30))
+    )
+    claimed = [p.part_id for batch in batches for p in batch]
+    assert len(claimed) == len(set(claimed)) == 100
+
+
+async def test_held_parts_are_not_claimed_before_due(store: SqliteStore) -> None:
+    message_id = await store.accept_message(_message(due_at=5_000.0))
+    assert (await store.get_message(message_id)).state == "held"
+    assert await store.claim_due_parts("default", 4_999.0, 10, 5_100.0) == []
+    assert len(await store.claim_due_parts("default", 5_000.0, 10, 5_100.0)) == 1
+    assert (await store.get_message(message_id)).state == "queued"
+
+
+async def test_expired_lease_puts_the_part_back(store: SqliteStore) -> None:
+    await store.accept_message(_message())
+    [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
+    assert await store.release_expired_leases(259.0) == 0
+    assert await store.release_expired_leases(261.0) == 1
+    [again] = await store.claim_due_parts("default", 300.0, 10, 360.0)
+    assert again.part_id == part.part_id and again.attempts == 2
+
+
+async def test_outcome_after_the_lease_was_lost_is_ignored(store: SqliteStore) -> None:
+    await store.accept_message(_message())
+    [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
+    await store.release_expired_leases(261.0)
+    assert await store.mark_submitted(part.part_id, "abc", "abc", 262.0, BUILDERS) is False
+
+
+async def test_cancel_refunds_and_only_before_leaving(store: SqliteStore) -> None:
+    held = await store.accept_message(_message(due_at=9_000.0))
+    assert await store.cancel_message(1, held, 300.0) == 45_000
+    assert (await store.find_account("a")).credit_micros == 1_000_000
+    sent = await store.accept_message(_message())
+    await store.claim_due_parts("default", 200.0, 10, 260.0)
+    with pytest.raises(DomainError) as refused:
+        await store.cancel_message(1, sent, 300.0)
+    assert refused.value.code == "message.not_cancellable"
+
+
+async def test_accepted_rows_are_on_disk_for_another_connection(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    message_id = await store.accept_message(_message())
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute(
+        "SELECT COUNT(*) FROM parts WHERE message_id = ?", (message_id,)
+    ).fetchone() == (1,)
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    assert mode == "wal"

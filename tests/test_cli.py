@@ -1,0 +1,111 @@
+"""The CLI against a real database, through the same settings as serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from smsrelay.cli import cli
+
+
+@pytest.fixture
+def run(tmp_path: Path):
+    runner = CliRunner()
+    env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
+
+    def invoke(*args: str, code: int = 0) -> str:
+        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == code, (result.output, result.stderr)
+        return result.output
+
+    return invoke
+
+
+def test_accounts_lifecycle(run) -> None:
+    created = json.loads(run("accounts", "create", "shop", "--credit", "12.5", "--json"))
+    assert len(created["apiKey"]) == 40 and created["credit"] == "12.500"
+    assert "shop\t12.500 EUR\tactive" in run("accounts", "list")
+    run("accounts", "credit", "shop", "+2.5")
+    run(
+        "accounts",
+        "set",
+        "shop",
+        "--quiet-hours",
+        "off",
+        "--region",
+        "alsace-moselle",
+        "--reply-url",
+        "https://example.com/mo",
+    )
+    shown = json.loads(run("accounts", "show", "shop", "--json"))
+    assert shown["credit"] == "15.000" and shown["quietHours"] is False
+    assert shown["region"] == "alsace-moselle" and shown["replyUrl"] == "https://example.com/mo"
+    run("accounts", "disable", "shop")
+    assert json.loads(run("accounts", "show", "shop", "--json"))["disabled"] is True
+    rotated = json.loads(run("accounts", "rotate-key", "shop", "--json"))
+    assert rotated["apiKey"] != created["apiKey"]
+
+
+def test_refusals_exit_non_zero_with_a_message(run) -> None:
+    run("accounts", "create", "shop")
+    run("accounts", "create", "shop", code=1)
+    run("accounts", "show", "nobody", code=1)
+    run("accounts", "credit", "shop", "lots", code=2)
+    run("accounts", "credit", "shop", "-5", code=1)  # would go below zero
+    run("accounts", "set", "shop", code=2)
+    run("numbers", "add", "shop", "not-a-number", code=1)
+
+
+def test_numbers_add_list_remove(run) -> None:
+    run("accounts", "create", "shop")
+    run("numbers", "add", "shop", "33757000002")
+    run("numbers", "add", "shop", "33757000002", code=1)  # already taken
+    assert "+33757000002\tshop\tdefault" in run("numbers", "list", "shop")
+    run("numbers", "remove", "+33757000002")
+    assert run("numbers", "list").strip() == "no numbers"
+
+
+def test_stop_list_commands(run) -> None:
+    run("accounts", "create", "shop")
+    run("stop", "add", "shop", "0612345678")
+    assert "+33612345678" in run("stop", "list", "shop")
+    run("stop", "remove", "shop", "+33612345678")
+    assert "empty" in run("stop", "list", "shop")
+
+
+def test_db_upgrade_is_idempotent(run) -> None:
+    assert "applied migrations: [1]" in run("db", "upgrade")
+    assert "up to date" in run("db", "upgrade")
+
+
+def test_webhook_retry_needs_an_id_or_all(run) -> None:
+    run("webhooks", "retry", code=2)
+    assert "queued 0" in run("webhooks", "retry", "--all", code=1)
+    assert "no callbacks" in run("webhooks", "list", "--failed")
+
+
+def test_messages_show_unknown_id(run) -> None:
+    run("messages", "show", "42", code=1)
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    runner = CliRunner()
+    groups = {
+        "accounts": ["create", "list", "show", "set", "credit", "disable", "enable", "rotate-key"],
+        "numbers": ["add", "list", "remove"],
+        "messages": ["show", "list"],
+        "webhooks": ["list", "retry"],
+        "stop": ["list", "add", "remove"],
+        "db": ["upgrade"],
+        "smsc": ["reply"],
+    }
+    for command in ["serve", "send", "status", "smsc"]:
+        output = runner.invoke(cli, [command, "--help"]).output
+        assert "Example" in output, command
+    for group, commands in groups.items():
+        for command in commands:
+            output = runner.invoke(cli, [group, command, "--help"]).output
+            assert "Example" in output, (group, command)

@@ -1,0 +1,63 @@
+"""flag > SMSRELAY_* environment > TOML file > default; unknown keys are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smsrelay.settings import SettingsError, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings({}, env={})
+    assert (settings.host, settings.port, settings.data_dir) == ("127.0.0.1", 8080, "./data")
+    assert settings.resolved_database_url == "sqlite:///data/smsrelay.db"
+    assert settings.uses_builtin_smsc and settings.private_webhooks_allowed
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    config = tmp_path / "smsrelay.toml"
+    config.write_text('port = 9000\nhost = "0.0.0.0"\ndata_dir = "/srv/file"\n')
+    env = {"SMSRELAY_CONFIG": str(config), "SMSRELAY_PORT": "9100"}
+    settings = load_settings({"port": 9200, "host": None}, env=env)
+    assert settings.port == 9200  # flag wins
+    assert settings.host == "0.0.0.0"  # file, since neither flag nor env set it
+    settings = load_settings({}, env=env)
+    assert settings.port == 9100 and settings.data_dir == "/srv/file"
+
+
+def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'smsc = "smpp://id:pw@smsc.example.net:2775"\n'
+        "[prices]\nfr = 0.05\n"
+        '[connectors.orange]\nurl = "smpp://a:b@10.0.0.1:2775"\nwindow = 50\n'
+    )
+    settings = load_settings({"config": str(config)}, env={})
+    assert settings.prices == {"FR": "0.05"}
+    assert settings.connectors[0].name == "orange"
+    assert settings.connectors[0].options == {"window": 50}
+    assert not settings.uses_builtin_smsc and not settings.private_webhooks_allowed
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({}, {"SMSRELAY_PORT": "eighty"}, "invalid value for port"),
+        ({"port": 70000}, {}, "port must be"),
+        ({"database_url": "mysql://x"}, {}, "unsupported database URL"),
+        ({"smsc": "http://x"}, {}, "smsc must be"),
+        ({}, {"SMSRELAY_ALLOW_PRIVATE_WEBHOOKS": "perhaps"}, "allow_private_webhooks"),
+    ],
+)
+def test_invalid_values_are_refused(flags, env, message) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(flags, env=env)
+
+
+def test_unknown_file_keys_are_errors(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("prot = 8080\n")
+    with pytest.raises(SettingsError, match="unknown key"):
+        load_settings({"config": str(config)}, env={})
