@@ -292,7 +292,11 @@ class Smsc:
 
 def start_smsc(*extra: str) -> Smsc:
     args = [SMSRELAY, "smsc", "--port", "0", "--control-port", "0", "--delivery-rate", "1.0"]
-    child = spawn([*args, *extra], env={"SMSRELAY_LOG_LEVEL": "WARNING"})
+    env = {"SMSRELAY_LOG_LEVEL": "WARNING"}
+    # What-if runs: BENCH_SMSC_PYTHONPATH=/tmp/scratch/src runs the simulator from a patched copy.
+    if os.environ.get("BENCH_SMSC_PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["BENCH_SMSC_PYTHONPATH"]
+    child = spawn([*args, *extra], env=env)
     match = child.wait_for(r"listening on 127\.0\.0\.1:(\d+) \(control http://127\.0\.0\.1:(\d+)\)")
     return Smsc(child, int(match.group(1)), int(match.group(2)))
 

@@ -29,6 +29,7 @@ log = logging.getLogger("smsrelay.dispatch")
 IDLE_POLL = 0.2
 SWEEP_EVERY = 5.0
 SLOW_DOWN_DELAY = 1.0
+SANDBOX_KEPT_FOR = 86400.0  # SMS Partner purges sandbox messages daily
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,13 @@ class Dispatcher:
         self._tasks = []
 
     async def _sweep_leases(self) -> None:
+        """Return parts whose lease ran out to the queue; purge day-old sandbox messages."""
         while True:
             await asyncio.sleep(SWEEP_EVERY)
+            now = self._clock.now()
             try:
-                released = await self._store.release_expired_leases(self._clock.now())
+                released = await self._store.release_expired_leases(now)
+                await self._store.purge_sandbox(now - SANDBOX_KEPT_FOR)
             except TransientError:
                 continue
             if released:
