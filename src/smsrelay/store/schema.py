@@ -51,6 +51,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX messages_by_tag ON messages(account_id, tag) WHERE tag IS NOT NULL;
     CREATE INDEX messages_by_conversation ON messages(sender, recipient);
+    CREATE INDEX messages_sandbox ON messages(created_at) WHERE sandbox = 1;
     CREATE TABLE parts (
         id INTEGER PRIMARY KEY,
         message_id INTEGER NOT NULL,
