@@ -164,3 +164,14 @@ def test_any_input_gives_a_valid_number_or_a_domain_error(raw: str) -> None:
         return
     assert phonenumbers.is_valid_number(phonenumbers.parse(number.e164))
     assert number.e164 == "+" + number.digits
+
+
+@given(st.sampled_from(["06", "07", "+336", "+337"]), st.text("0123456789", min_size=8, max_size=8))
+def test_fast_french_mobile_path_agrees_with_libphonenumber(prefix: str, rest: str) -> None:
+    from smsrelay.domain import numbers
+
+    number = prefix + rest
+    fast = numbers._fast_french_mobile(number)
+    if fast is not None:
+        regions = numbers._national_regions(number) if number[0] == "0" else (None,)
+        assert numbers._lookup.__wrapped__(number, regions) == fast

@@ -255,11 +255,13 @@ pdus: st.SearchStrategy[Pdu] = st.one_of(
 )
 
 
+@settings(deadline=None)  # no flaky deadlines on a loaded machine
 @given(pdus)
 def test_any_pdu_round_trips(pdu: Pdu) -> None:
     assert decode(encode(pdu)) == pdu
 
 
+@settings(deadline=None)  # no flaky deadlines on a loaded machine
 @given(st.lists(pdus, min_size=1, max_size=6), st.data())
 def test_any_chunking_decodes_alike(batch: list[Pdu], data: st.DataObject) -> None:
     stream = b"".join(encode(p) for p in batch)
@@ -271,14 +273,14 @@ def test_any_chunking_decodes_alike(batch: list[Pdu], data: st.DataObject) -> No
     assert reader.buffered == 0
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=600))
 def test_random_bytes_give_pdus_or_remote_errors_only(garbage: bytes) -> None:
     for event in PduReader().feed(garbage):
         assert isinstance(event, Pdu | RemoteProtocolError)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(pdus, st.data())
 def test_corrupted_pdus_give_pdus_or_remote_errors_only(pdu: Pdu, data: st.DataObject) -> None:
     raw = bytearray(encode(pdu))

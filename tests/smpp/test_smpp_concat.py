@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsrelay.smpp.concat import ConcatInfo, ConcatMethod, build_part, split_concat
@@ -43,6 +43,7 @@ def test_invalid_numbers_are_refused(ref: int, total: int, seq: int) -> None:
         build_part(b"", ref, total, seq, ConcatMethod.UDH8)
 
 
+@settings(deadline=None)  # no flaky deadlines on a loaded machine
 @given(
     payload=st.binary(max_size=140),
     ref=st.integers(0, 0xFFFF),
@@ -76,6 +77,7 @@ def test_malformed_udh_leaves_the_message_alone() -> None:
     assert split_concat(0x40, b"\x05\x00\x03\x01\x02\x05hi") == (None, b"hi")  # seq > total
 
 
+@settings(deadline=None)  # no flaky deadlines on a loaded machine
 @given(
     st.integers(0, 255),
     st.binary(max_size=200),

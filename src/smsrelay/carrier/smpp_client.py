@@ -342,7 +342,11 @@ class WindowSlots:
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def __aenter__(self) -> None:
+    @property
+    def free(self) -> int:
+        return self._free
+
+    async def acquire(self) -> None:
         if self._free > 0 and not self._waiters:
             self._free -= 1
             return
@@ -352,19 +356,25 @@ class WindowSlots:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._release()  # handed a slot, then cancelled: pass it on
+                self.release()  # handed a slot, then cancelled: pass it on
             raise
 
-    async def __aexit__(self, *exc: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
+    def release(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the slot goes straight to the next in line
                 return
         self._free += 1
+
+    def release_on_done(self, _: asyncio.Future[Any]) -> None:
+        self.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
 
 class _EsmeLink(SmppLink):
@@ -450,8 +460,10 @@ class SmppConnector:
     async def stop(self) -> None:
         self._stopping = True
         grace = min(self.config.response_timeout, 5.0)
-        if self._tasks:
+        if self._tasks:  # let inbound handlers finish (and be acknowledged) first
             await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in self._tasks:
+                task.cancel()  # unacknowledged: the SMSC will deliver it again
         await asyncio.gather(*(self._unbind(link, grace) for link in self._links.values() if link))
         for runner in self._runners:
             runner.cancel()
@@ -461,23 +473,33 @@ class SmppConnector:
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
         if not self.is_up or self._stopping:
             raise TransientError(f"smpp connector {self.name} is not bound")
-        async with self._window:
-            if self._bucket is not None:
-                delay = self._bucket.reserve(asyncio.get_running_loop().time())
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            link = self._links[self._submit_mode]
-            if link is None or not link.can_submit:
-                raise TransientError(f"smpp connector {self.name} is not bound")
-            try:
-                future = link.request(self._submit_sm(part, link.session.next_sequence()))
-            except LocalProtocolError as exc:
-                raise PermanentError(f"cannot encode part {part.part_id}: {exc}") from exc
-            response = await future
+        await self._window.acquire()
+        try:
+            future = await self._send_submit(part)
+        except BaseException:
+            self._window.release()
+            raise
+        # The slot is held until the SMSC answers (or the link gives up on it), even if the
+        # caller is cancelled meanwhile: the window counts what the SMSC has outstanding.
+        future.add_done_callback(self._window.release_on_done)
+        response = await asyncio.shield(future)
         if response.status or not isinstance(response, SubmitSmResp):
             status = response.status or CommandStatus.ESME_RSYSERR
             return SubmitOutcome(status=status, message_id=None)
         return SubmitOutcome(status=0, message_id=response.message_id)
+
+    async def _send_submit(self, part: OutboundPart) -> asyncio.Future[Pdu]:
+        if self._bucket is not None:
+            delay = self._bucket.reserve(asyncio.get_running_loop().time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+        link = self._links[self._submit_mode]
+        if link is None or not link.can_submit:
+            raise TransientError(f"smpp connector {self.name} is not bound")
+        try:
+            return link.request(self._submit_sm(part, link.session.next_sequence()))
+        except (LocalProtocolError, ValueError) as exc:
+            raise PermanentError(f"cannot encode part {part.part_id}: {exc}") from exc
 
     # --- helpers used by links -----------------------------------------------------------
 
@@ -539,9 +561,13 @@ class SmppConnector:
                 continue
             attempt = 0
             self._links[mode] = link
-            await link.closed
-            if self._links[mode] is link:
-                self._links[mode] = None
+            try:
+                await link.closed
+            finally:
+                if self._links[mode] is link:
+                    self._links[mode] = None
+                if link.is_open:
+                    link.abort()
             if not self._stopping:
                 self.log.warning("smpp.link.lost", extra={"connector": self.name, "mode": mode})
                 await asyncio.sleep(self._backoff(0))
@@ -553,30 +579,38 @@ class SmppConnector:
         )
 
     async def _connect_and_bind(self, mode: str) -> _EsmeLink | None:
-        config, fields_ = self.config, {"connector": self.name, "mode": mode}
-        loop = asyncio.get_running_loop()
-        link: _EsmeLink | None = None
+        fields_ = {"connector": self.name, "mode": mode}
         try:
-            async with asyncio.timeout(config.response_timeout):
-                _, link = await loop.create_connection(
-                    lambda: _EsmeLink(self, mode),
-                    config.host,
-                    config.port,
-                    ssl=ssl.create_default_context() if config.tls else None,
-                )
-            response = await link.request(self._bind_pdu(mode, link.session.next_sequence()))
-        except (OSError, TransientError, TimeoutError) as exc:
+            link = await self._connect(mode)
+        except (OSError, TimeoutError) as exc:
             self.log.warning("smpp.connect.failed", extra={**fields_, "error": str(exc)})
-            if link is not None:
-                link.abort()
             return None
+        try:
+            response = await link.request(self._bind_pdu(mode, link.session.next_sequence()))
+        except TransientError as exc:
+            self.log.warning("smpp.bind.failed", extra={**fields_, "error": str(exc)})
+            link.abort()
+            return None
+        except BaseException:  # cancelled (stop) or a bug: never leak the socket
+            link.abort()
+            raise
         if response.status:
-            self.log.error(
-                "smpp.bind.refused", extra={**fields_, "status": status_name(response.status)}
-            )
+            status = status_name(response.status)
+            self.log.error("smpp.bind.refused", extra={**fields_, "status": status})
             link.abort()
             return None
         self.log.info("smpp.bind.ok", extra={**fields_, "peer": link.peer})
+        return link
+
+    async def _connect(self, mode: str) -> _EsmeLink:
+        config = self.config
+        async with asyncio.timeout(config.response_timeout):
+            _, link = await asyncio.get_running_loop().create_connection(
+                lambda: _EsmeLink(self, mode),
+                config.host,
+                config.port,
+                ssl=ssl.create_default_context() if config.tls else None,
+            )
         return link
 
     def _bind_pdu(self, mode: str, sequence: int) -> Bind:

@@ -64,6 +64,8 @@ _DECODE_EXTENSION: dict[int, str] = dict(_EXTENSION)
 _ENCODE: dict[str, bytes] = {
     char: bytes((code,)) for code, char in _DECODE_BASIC.items() if code != _ESCAPE
 } | {char: bytes((_ESCAPE, code)) for code, char in _EXTENSION.items()}
+_GSM_CHARS = frozenset(_ENCODE)
+_EXTENSION_CHARS = tuple(_EXTENSION.values())
 
 # SMS Partner's "special characters" table (compatibility.md): stricter than GSM 03.38.
 _REPLACEMENT_TABLE: dict[str, str | None] = {
@@ -111,14 +113,16 @@ def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
         raise DomainError("message.required", "The message is required.", field="message")
     text = apply_replacements(_expand_markup(raw)) + stop_suffix
     encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
-    parts = split_segments(text, encoding)
-    if len(parts) > MAX_PARTS:
+    units = _count_units(text, encoding)
+    # Most messages fit in one SMS: only a long one needs the real split (pairs never split).
+    segments = 1 if units <= _SINGLE_CAPACITY[encoding] else len(split_segments(text, encoding))
+    if segments > MAX_PARTS:
         raise DomainError(
             "message.too_many_parts",
-            f"A message cannot exceed {MAX_PARTS} concatenated SMS (this one needs {len(parts)}).",
+            f"A message cannot exceed {MAX_PARTS} concatenated SMS (this one needs {segments}).",
             field="message",
         )
-    return PreparedText(text, encoding, _count_units(text, encoding), len(parts))
+    return PreparedText(text, encoding, units, segments)
 
 
 def _expand_markup(raw: str) -> str:
@@ -141,7 +145,7 @@ def apply_replacements(text: str) -> str:
 
 def is_gsm7(text: str) -> bool:
     """True when every character is in the GSM 03.38 default alphabet or its extension table."""
-    return all(char in _ENCODE for char in text)
+    return _GSM_CHARS.issuperset(text)
 
 
 def encode_gsm7(text: str) -> bytes:
@@ -218,5 +222,6 @@ def _pack(chunks: list[bytes], capacity: int) -> list[bytes]:
 
 def _count_units(text: str, encoding: Encoding) -> int:
     if encoding is Encoding.GSM7:
-        return sum(len(_ENCODE[char]) for char in text)
+        # Extension characters take two septets (ESC + code); everything else takes one.
+        return len(text) + sum(text.count(char) for char in _EXTENSION_CHARS if char in text)
     return len(text.encode("utf-16-be", "surrogatepass")) // 2

@@ -124,12 +124,10 @@ class Database:
         return batch, False
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
-                outcomes.append((future, *_run_one(conn, fn)))
-            conn.execute("COMMIT")
+            outcomes = _run_plain(conn, batch)
+            if outcomes is None:  # an op refused: redo the batch with one savepoint per op
+                outcomes = _run_isolated(conn, batch)
         except sqlite3.Error as exc:
             log.error("store.commit.failed", extra={"error": str(exc)})
             _rollback_quietly(conn)
@@ -137,6 +135,30 @@ class Database:
             outcomes = [(future, None, error) for _, future in batch]
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+
+Outcomes = list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+
+
+def _run_plain(conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> Outcomes | None:
+    """The common case, every op succeeds: no savepoints. None (rolled back) if one raised."""
+    conn.execute("BEGIN IMMEDIATE")
+    outcomes: Outcomes = []
+    for fn, future in batch:
+        try:
+            outcomes.append((future, fn(conn), None))
+        except Exception:
+            conn.execute("ROLLBACK")
+            return None
+    conn.execute("COMMIT")
+    return outcomes
+
+
+def _run_isolated(conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> Outcomes:
+    conn.execute("BEGIN IMMEDIATE")
+    outcomes: Outcomes = [(future, *_run_one(conn, fn)) for fn, future in batch]
+    conn.execute("COMMIT")
+    return outcomes
 
 
 def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[Any, BaseException | None]:
