@@ -47,12 +47,16 @@ class Inbox:
     """An InboundHandler that keeps what it got; ``statuses`` scripts its answers."""
 
     def __init__(self) -> None:
-        self.items: list[InboundSm] = []
+        self.items: list[InboundSm] = []  # acknowledged with 0
+        self.seen: list[InboundSm] = []  # every call
         self.statuses: list[int | Exception] = []
-        self.calls = 0
+
+    @property
+    def calls(self) -> int:
+        return len(self.seen)
 
     async def __call__(self, inbound: InboundSm) -> int:
-        self.calls += 1
+        self.seen.append(inbound)
         answer = self.statuses.pop(0) if self.statuses else 0
         if isinstance(answer, Exception):
             raise answer

@@ -258,12 +258,13 @@ async def test_wrong_password_is_refused_with_backoff(
 async def test_handler_failure_answers_rx_t_appn_and_the_smsc_resends(
     make_simulator: MakeSimulator, make_connector: MakeConnector, inbox: Inbox
 ) -> None:
-    simulator = await make_simulator(redeliver_delay_ms=20)
+    simulator = await make_simulator(redeliver_delay_ms=20, delivery_rate=0.5)
     inbox.statuses = [RuntimeError("database is down"), CommandStatus.ESME_RX_T_APPN]
     connector = await make_connector(simulator, inbox)
     await connector.submit(part())
     await eventually(lambda: len(inbox.receipts) == 1, what="third delivery")
     assert inbox.calls == 3
+    assert len({m.short_message for m in inbox.seen}) == 1  # the same receipt each time
     assert simulator.stats.receipts_refused == 2 and simulator.stats.receipts_acked == 1
 
 
@@ -396,3 +397,48 @@ async def test_window_slots_are_fifo_and_survive_cancellation() -> None:
     assert order == [1, 3]
     async with slots:  # the slot came back
         pass
+
+
+async def test_cancelled_submits_keep_their_window_slot_until_answered(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=150)
+    connector = await make_connector(simulator, window=2)
+    first = [asyncio.create_task(connector.submit(part(n))) for n in range(2)]
+    await eventually(lambda: len(simulator.received) == 2)
+    for task in first:
+        task.cancel()
+    outcomes = await asyncio.gather(*(connector.submit(part(n)) for n in range(2, 6)))
+    assert [o.status for o in outcomes] == [0] * 4
+    assert simulator.stats.max_resp_pending == 2
+
+
+async def test_smsc_respects_its_deliver_window_with_a_slow_esme(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(window=2)
+    release = asyncio.Event()
+    active, peak, done = 0, 0, 0
+
+    async def slow(_: object) -> int:
+        nonlocal active, peak, done
+        active += 1
+        peak = max(peak, active)
+        await release.wait()
+        active -= 1
+        done += 1
+        return 0
+
+    connector = SmppConnector("slow", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), slow)
+    await connector.start()
+    try:
+        await eventually(lambda: connector.is_up)
+        await asyncio.gather(*(connector.submit(part(n)) for n in range(6)))
+        await eventually(lambda: active == 2, what="two receipts in the handler")
+        release.set()
+        await eventually(lambda: done == 6, what="all receipts")
+        assert peak == 2
+        await eventually(lambda: simulator.stats.receipts_acked == 6)
+    finally:
+        release.set()
+        await connector.stop()

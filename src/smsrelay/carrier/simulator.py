@@ -63,6 +63,7 @@ class SimulatorOptions:
     id_style: IdStyle = "hex"
     receipt_id_style: IdStyle | None = None  # None = same as id_style
     redeliver_delay_ms: int = 1000  # re-send a deliver_sm the ESME answered with an error
+    window: int = 100  # deliver_sm outstanding per bind
     max_records: int = 1_000_000  # the oldest half of .received is dropped beyond this
     seed: int | None = None
 
@@ -105,6 +106,15 @@ class SubmitRecord:
 
 
 @dataclass
+class _Receipt:
+    """One receipt, built once: a re-delivery sends the same outcome again."""
+
+    system_id: str | None
+    build: Callable[[int], DeliverSm]
+    attempt: int = 0
+
+
+@dataclass
 class SimulatorStats:
     binds: int = 0
     submits: int = 0
@@ -135,31 +145,36 @@ class Simulator:
         credentials = None
         if opts.system_id is not None:
             credentials = {opts.system_id: opts.password or ""}
-        self.server = SmppServer(self, host=opts.host, port=opts.port, credentials=credentials)
+        self.server = SmppServer(
+            self, host=opts.host, port=opts.port, credentials=credentials, window=opts.window
+        )
         self.received: list[SubmitRecord] = []
         self.stats = SimulatorStats()
         self.port = opts.port
         self.control_port: int | None = None
         self._rng = random.Random(opts.seed)
         self._next_id = self._rng.randrange(0x10000, 0x1000000)
-        self._throttle = (
-            TokenBucket(opts.throttle_per_second, burst=max(1.0, opts.throttle_per_second))
+        self._throttle = (  # bursts of a tenth of a second's worth, like a strict carrier
+            TokenBucket(opts.throttle_per_second, burst=max(1.0, opts.throttle_per_second / 10))
             if opts.throttle_per_second
             else None
         )
         self._dropped = False
+        self._stopped = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._control: web.AppRunner | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._stopped = False
         await self.server.start()
         self.port = self.server.port
         if self.options.control:
             await self._start_control()
 
     async def stop(self) -> None:
+        self._stopped = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -260,56 +275,60 @@ class Simulator:
     # --- receipts ------------------------------------------------------------------------
 
     def _schedule_receipt(self, record: SubmitRecord) -> None:
+        receipt = _Receipt(record.system_id or None, self._receipt_builder(record))
         delay = self.options.receipt_delay_ms / 1000
         if delay <= 0:
-            self._send_receipt(record)
+            self._send_receipt(receipt)
         else:
-            asyncio.get_running_loop().call_later(delay, self._send_receipt, record)
+            asyncio.get_running_loop().call_later(delay, self._send_receipt, receipt)
 
-    def _send_receipt(self, record: SubmitRecord, attempt: int = 0) -> None:
-        build = self._receipt_builder(record)
-        future = self.server.try_deliver(record.system_id or None, build)
-        if future is None:
-            self._spawn(self._deliver_receipt(record, build, attempt))
+    def _send_receipt(self, receipt: _Receipt) -> None:
+        if self._stopped:
+            return
+        future = self.server.try_deliver(receipt.system_id, receipt.build)
+        if future is None:  # no receiver, or its window is full: wait for one
+            self._spawn(self._deliver_receipt(receipt))
             return
         self.stats.receipts_sent += 1
-        future.add_done_callback(lambda f: self._receipt_answered(f, record, attempt))
+        future.add_done_callback(lambda f: self._receipt_answered(f, receipt))
 
-    async def _deliver_receipt(self, record: SubmitRecord, build: _Build, attempt: int) -> None:
+    async def _deliver_receipt(self, receipt: _Receipt) -> None:
         future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self.stats.receipts_sent += 1
         try:
-            future.set_result(await self.server.deliver(record.system_id or None, build))
+            pdu = await self.server.deliver(receipt.system_id, receipt.build)
         except Exception as exc:
             future.set_exception(exc)
-        self._receipt_answered(future, record, attempt)
+        else:
+            future.set_result(pdu)
+        self.stats.receipts_sent += 1
+        self._receipt_answered(future, receipt)
 
-    def _receipt_answered(self, future: asyncio.Future[Pdu], record: SubmitRecord, n: int) -> None:
+    def _receipt_answered(self, future: asyncio.Future[Pdu], receipt: _Receipt) -> None:
         if future.cancelled():
             return
-        status = -1 if future.exception() is not None else future.result().status
-        if status == 0:
+        if future.exception() is None and future.result().status == 0:
             self.stats.receipts_acked += 1
             return
-        self.stats.receipts_refused += 1
-        if n + 1 < _REDELIVER_ATTEMPTS:
+        self.stats.receipts_refused += 1  # the same receipt again, later, like a real SMSC
+        receipt.attempt += 1
+        if receipt.attempt < _REDELIVER_ATTEMPTS and not self._stopped:
             delay = self.options.redeliver_delay_ms / 1000
-            asyncio.get_running_loop().call_later(delay, self._send_receipt, record, n + 1)
+            asyncio.get_running_loop().call_later(delay, self._send_receipt, receipt)
 
     async def _receipt_then_resp(
         self, link: SmscLink, record: SubmitRecord, response: SubmitSmResp
     ) -> None:
-        build = self._receipt_builder(record)
-        future = self.server.try_deliver(record.system_id or None, build)
+        receipt = _Receipt(record.system_id or None, self._receipt_builder(record))
+        future = self.server.try_deliver(receipt.system_id, receipt.build)
         if future is None:  # no receiver free right now: deliver, then answer the submit
-            await self._deliver_receipt(record, build, 0)
+            await self._deliver_receipt(receipt)
             self._respond(link, response)
             return
         self.stats.receipts_sent += 1
         self._respond(link, response)
         with contextlib.suppress(Exception):
             await future
-        self._receipt_answered(future, record, 0)
+        self._receipt_answered(future, receipt)
 
     def _receipt_builder(self, record: SubmitRecord) -> _Build:
         delivered = self._rng.random() < self.options.delivery_rate

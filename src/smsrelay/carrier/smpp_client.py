@@ -179,6 +179,7 @@ class SmppLink(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._room: asyncio.Event | None = None  # set when the window may have room again
         self._tick_every = max(0.02, min(1.0, response_timeout / 10, enquire_link_interval / 4))
         self.handlers: dict[type[Any], Callable[[Any], None]] = {
             BindTransmitterResp: self._on_response,
@@ -221,6 +222,7 @@ class SmppLink(asyncio.Protocol):
         for future in pending.values():
             if not future.done():
                 future.set_exception(TransientError("smpp connection lost"))
+        self._wake_room()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -269,8 +271,15 @@ class SmppLink(asyncio.Protocol):
 
     async def window_available(self) -> None:
         """Wait until the window has room (or the connection is gone)."""
-        while self.session.window_full and self._pending and self.is_open:
-            await asyncio.wait(list(self._pending.values()), return_when=asyncio.FIRST_COMPLETED)
+        while self.session.window_full and self.is_open:
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
+
+    def _wake_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     async def drained(self) -> None:
         """Wait until every tracked request has its response (or has failed)."""
@@ -281,6 +290,8 @@ class SmppLink(asyncio.Protocol):
         future = self._pending.pop(pdu.sequence, None)
         if future is not None and not future.done():
             future.set_result(pdu)
+        if self._room is not None:
+            self._wake_room()
 
     def _on_enquire_link(self, pdu: Pdu) -> None:
         self.enquire_links_received += 1
@@ -319,7 +330,10 @@ class SmppLink(asyncio.Protocol):
 
     def _tick(self) -> None:
         now = self.loop.time()
-        for sequence, request in self.session.expire(now):
+        expired = self.session.expire(now)
+        if expired:
+            self._wake_room()
+        for sequence, request in expired:
             future = self._pending.pop(sequence, None)
             if future is not None and not future.done():
                 future.set_exception(TransientError(f"no {request.command_id.name}_resp in time"))

@@ -168,14 +168,19 @@ class _Lane:
         if kind is Outcome.OK:
             carrier_id = outcome.message_id or ""
             key = normalise_carrier_id(carrier_id)
-            await store.mark_submitted(part.part_id, carrier_id, key, now, builders)
+            await store.mark_submitted(part.part_id, carrier_id, key, now, builders, part.nb_sms)
             self.d.submitted += 1
         elif kind is Outcome.SLOW_DOWN:
             self.paused_until = asyncio.get_running_loop().time() + SLOW_DOWN_DELAY
             await store.mark_retry(part.part_id, now + SLOW_DOWN_DELAY, status_name(outcome.status))
         elif kind is Outcome.REJECT:
             await store.mark_part_final(
-                part.part_id, PartState.REJECTED, status_name(outcome.status), now, builders
+                part.part_id,
+                PartState.REJECTED,
+                status_name(outcome.status),
+                now,
+                builders,
+                part.nb_sms,
             )
         else:
             await self._retry(part, status_name(outcome.status), counted=True)

@@ -100,12 +100,19 @@ def decode_text(body: bytes, data_coding: int) -> str:
 
 
 def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
-    """TLVs, when present, win over the Appendix B text."""
-    text = parse_receipt(decode_text(sm.short_message, 0 if sm.data_coding == 0 else 1))
-    carrier_id = _tlv_text(sm.tlvs.get(TLV_RECEIPTED_MESSAGE_ID)) or (text.id if text else None)
+    """TLVs, when present, win over the Appendix B text (which is then only read for err)."""
+    carrier_id = _tlv_text(sm.tlvs.get(TLV_RECEIPTED_MESSAGE_ID))
     state = sm.tlvs.get(TLV_MESSAGE_STATE)
     stat = stat_for_message_state_tlv(state[0]) if state else None
-    stat = stat or (text.stat if text else None)
+    # Receipt text is plain ASCII in every SMSC seen; decoding it as GSM would cost more.
+    raw_text = sm.short_message.decode("ascii", "replace")
+    if carrier_id and stat:
+        err = _quick_err(raw_text)
+    else:
+        text = parse_receipt(raw_text)
+        if text is None:
+            return None
+        carrier_id, stat, err = carrier_id or text.id, stat or text.stat, text.err
     if not carrier_id or not stat:
         return None
     return IncomingReceipt(
@@ -113,9 +120,19 @@ def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
         carrier_id=carrier_id,
         candidate_keys=carrier_id_candidates(carrier_id),
         stat=stat,
-        err=text.err if text else None,
+        err=err,
         received_at=now,
     )
+
+
+def _quick_err(text: str) -> str | None:
+    start = text.find("err:")
+    if start < 0:
+        start = text.find("ERR:")
+    if start < 0:
+        return None
+    value = text[start + 4 :].split(" ", 1)[0].strip()
+    return value or None
 
 
 def _tlv_text(value: bytes | None) -> str | None:

@@ -33,25 +33,26 @@ def record_receipt(
     return True
 
 
-def _find_part(conn: sqlite3.Connection, keys: tuple[str, ...]) -> tuple[int, int, str] | None:
+def _find_part(conn: sqlite3.Connection, keys: tuple[str, ...]) -> tuple[int, int, str, int] | None:
     for key in keys:  # canonical first: a hex/decimal reinterpretation only if it alone fits
         row = conn.execute(
-            "SELECT id, message_id, state FROM parts WHERE carrier_key = ? ORDER BY id DESC "
-            "LIMIT 1",
+            "SELECT p.id, p.message_id, p.state, m.nb_sms FROM parts p "
+            "JOIN messages m ON m.id = p.message_id WHERE p.carrier_key = ? "
+            "ORDER BY p.id DESC LIMIT 1",
             (key,),
         ).fetchone()
         if row is not None:
-            return int(row[0]), int(row[1]), str(row[2])
+            return int(row[0]), int(row[1]), str(row[2]), int(row[3])
     return None
 
 
 def _apply(
     conn: sqlite3.Connection,
-    part: tuple[int, int, str],
+    part: tuple[int, int, str, int],
     receipt: IncomingReceipt,
     builders: CallbackBuilders,
 ) -> None:
-    part_id, message_id, current = part
+    part_id, message_id, current, nb_sms = part
     conn.execute(
         "INSERT INTO receipts (part_id, connector, carrier_id, stat, err, received_at, matched) "
         "VALUES (?, ?, ?, ?, ?, ?, 1)",
@@ -72,7 +73,8 @@ def _apply(
         "UPDATE parts SET state = ?, stat = ?, err = ?, done_at = ? WHERE id = ?",
         (str(new_state), receipt.stat, receipt.err, done_at, part_id),
     )
-    refresh_message_state(conn, message_id, receipt.received_at, builders)
+    only = new_state if nb_sms == 1 else None
+    refresh_message_state(conn, message_id, receipt.received_at, builders, only_part=only)
 
 
 def _keep_early(conn: sqlite3.Connection, receipt: IncomingReceipt) -> None:
@@ -102,10 +104,12 @@ def match_early_receipts(
         conn.execute("DELETE FROM early_receipt_keys WHERE receipt_id = ?", (receipt_id,))
         conn.execute("DELETE FROM receipts WHERE id = ?", (receipt_id,))
         state = conn.execute(
-            "SELECT message_id, state FROM parts WHERE id = ?", (part_id,)
+            "SELECT p.message_id, p.state, m.nb_sms FROM parts p "
+            "JOIN messages m ON m.id = p.message_id WHERE p.id = ?",
+            (part_id,),
         ).fetchone()
         receipt = IncomingReceipt(row[0], row[1], (carrier_key,), row[2], row[3], row[4])
-        _apply(conn, (part_id, int(state[0]), str(state[1])), receipt, builders)
+        _apply(conn, (part_id, int(state[0]), str(state[1]), int(state[2])), receipt, builders)
     return len(rows)
 
 

@@ -77,10 +77,17 @@ class Store(Protocol):
         carrier_key: str,
         now: float,
         builders: CallbackBuilders,
+        nb_sms: int | None = None,
     ) -> bool: ...
     async def mark_retry(self, part_id: int, due_at: float, error: str) -> bool: ...
     async def mark_part_final(
-        self, part_id: int, state: PartState, error: str, now: float, builders: CallbackBuilders
+        self,
+        part_id: int,
+        state: PartState,
+        error: str,
+        now: float,
+        builders: CallbackBuilders,
+        nb_sms: int | None = None,
     ) -> None: ...
     async def record_receipt(
         self, receipt: IncomingReceipt, builders: CallbackBuilders

@@ -293,6 +293,7 @@ def mark_part_final(
     error: str,
     now: float,
     builders: CallbackBuilders,
+    nb_sms: int | None = None,
 ) -> None:
     """A part the SMSC refused for good (rejected) or that ran out of attempts (failed)."""
     row = conn.execute(
@@ -300,25 +301,41 @@ def mark_part_final(
         "WHERE id = ? AND state = 'sending' RETURNING message_id",
         (str(state), error, now, part_id),
     ).fetchone()
+    single = state if nb_sms == 1 else None
     if row is not None:
-        refresh_message_state(conn, int(row[0]), now, builders)
+        refresh_message_state(conn, int(row[0]), now, builders, only_part=single)
+
+
+_FINAL_LIST = tuple(str(state) for state in FINAL_MESSAGE_STATES)
+_NOT_FINAL = f"state NOT IN ({','.join('?' * len(_FINAL_LIST))})"
 
 
 def refresh_message_state(
-    conn: sqlite3.Connection, message_id: int, now: float, builders: CallbackBuilders
+    conn: sqlite3.Connection,
+    message_id: int,
+    now: float,
+    builders: CallbackBuilders,
+    *,
+    only_part: PartState | None = None,
 ) -> MessageState:
-    """Derive the message's state from its parts; queue the DLR callback when it turns final."""
-    rows = conn.execute("SELECT state FROM parts WHERE message_id = ?", (message_id,)).fetchall()
-    new_state = message_state(PartState(r[0]) for r in rows)
-    old = conn.execute("SELECT state FROM messages WHERE id = ?", (message_id,)).fetchone()
-    if old is None or old[0] == new_state:
-        return new_state
+    """Derive the message's state from its parts; queue the DLR callback when it turns final.
+
+    ``only_part``: the state of the message's single part, when the caller knows it has one
+    (most messages): no need to read the parts back.
+    """
+    if only_part is not None:
+        new_state = message_state((only_part,))
+    else:
+        rows = conn.execute("SELECT state FROM parts WHERE message_id = ?", (message_id,))
+        new_state = message_state(PartState(r[0]) for r in rows.fetchall())
     final = new_state in FINAL_MESSAGE_STATES
-    conn.execute(
-        "UPDATE messages SET state = ?, final_at = ? WHERE id = ?",
-        (str(new_state), now if final else None, message_id),
-    )
-    if final and MessageState(old[0]) not in FINAL_MESSAGE_STATES:
+    # A final message never moves again; the guard also tells us whether it just became final.
+    moved = conn.execute(
+        f"UPDATE messages SET state = ?, final_at = ? WHERE id = ? AND state != ? AND {_NOT_FINAL}"
+        " RETURNING id",
+        (str(new_state), now if final else None, message_id, str(new_state), *_FINAL_LIST),
+    ).fetchone()
+    if moved is not None and final:
         _queue_dlr_callback(conn, message_id, now, builders)
     return new_state
 
@@ -330,8 +347,16 @@ def _queue_dlr_callback(
     if message is None or not message.url_dlr:
         return
     body = builders.dlr(DlrFacts(message=message))
-    insert_callback(conn, builders.new_id(), message.account_id, "dlr", message.url_dlr, body, now)
-    conn.execute("UPDATE messages SET final_at = ? WHERE id = ?", (now, message_id))
+    insert_callback(
+        conn,
+        builders.new_id(),
+        message.account_id,
+        "dlr",
+        message.url_dlr,
+        body,
+        now,
+        message_id=message_id,
+    )
 
 
 def insert_callback(

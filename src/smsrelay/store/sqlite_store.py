@@ -199,12 +199,14 @@ class SqliteStore:
         carrier_key: str,
         now: float,
         builders: CallbackBuilders,
+        nb_sms: int | None = None,
     ) -> bool:
         def op(conn: Any) -> bool:
             message_id = message_ops.mark_submitted(conn, part_id, carrier_id, carrier_key, now)
             if message_id is None:
                 return False
-            message_ops.refresh_message_state(conn, message_id, now, builders)
+            only = PartState.SUBMITTED if nb_sms == 1 else None
+            message_ops.refresh_message_state(conn, message_id, now, builders, only_part=only)
             inbound_ops.match_early_receipts(conn, part_id, carrier_key, builders)
             return True
 
@@ -216,7 +218,13 @@ class SqliteStore:
         )
 
     async def mark_part_final(
-        self, part_id: int, state: PartState, error: str, now: float, builders: CallbackBuilders
+        self,
+        part_id: int,
+        state: PartState,
+        error: str,
+        now: float,
+        builders: CallbackBuilders,
+        nb_sms: int | None = None,
     ) -> None:
         await self.db.write(
             partial(
@@ -226,6 +234,7 @@ class SqliteStore:
                 error=error,
                 now=now,
                 builders=builders,
+                nb_sms=nb_sms,
             )
         )
 
