@@ -140,7 +140,7 @@ def test_digits_drop_the_plus() -> None:
 # --- properties ---------------------------------------------------------------------------
 
 # Mainland mobiles only: overseas ones (069x, 0639) have their own country codes.
-french_mobiles = st.from_regex(r"0(6[0-8]|7[3-9])[0-9]{7}", fullmatch=True)
+french_mobiles = st.from_regex(r"0(6[0-24-8][0-9]|63[0-8]|7[3-9][0-9])[0-9]{6}", fullmatch=True)
 
 
 @given(french_mobiles)

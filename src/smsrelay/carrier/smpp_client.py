@@ -179,7 +179,9 @@ class SmppLink(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._room: asyncio.Event | None = None  # set when the window may have room again
+        # FIFO of callers waiting for window room: a freed slot wakes exactly one of them
+        # (an Event would wake every waiting receipt on every response).
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._tick_every = max(0.02, min(1.0, response_timeout / 10, enquire_link_interval / 4))
         self.handlers: dict[type[Any], Callable[[Any], None]] = {
             BindTransmitterResp: self._on_response,
@@ -272,14 +274,23 @@ class SmppLink(asyncio.Protocol):
     async def window_available(self) -> None:
         """Wait until the window has room (or the connection is gone)."""
         while self.session.window_full and self.is_open:
-            if self._room is None:
-                self._room = asyncio.Event()
-            await self._room.wait()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(waiter)
+            await waiter
+
+    def _wake_one(self) -> None:
+        while self._room_waiters:
+            waiter = self._room_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _wake_room(self) -> None:
-        if self._room is not None:
-            self._room.set()
-            self._room = None
+        """Wake every waiter (the connection is gone, or several slots freed at once)."""
+        while self._room_waiters:
+            waiter = self._room_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def drained(self) -> None:
         """Wait until every tracked request has its response (or has failed)."""
@@ -290,8 +301,7 @@ class SmppLink(asyncio.Protocol):
         future = self._pending.pop(pdu.sequence, None)
         if future is not None and not future.done():
             future.set_result(pdu)
-        if self._room is not None:
-            self._wake_room()
+        self._wake_one()
 
     def _on_enquire_link(self, pdu: Pdu) -> None:
         self.enquire_links_received += 1
@@ -311,6 +321,7 @@ class SmppLink(asyncio.Protocol):
             future = self._pending.pop(error.sequence, None)
             if future is not None and not future.done():
                 future.set_exception(TransientError(f"malformed response: {error}"))
+            self._wake_one()
             return
         if error.command_id == CommandId.GENERIC_NACK:
             return  # never answer a generic_nack
