@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from smsrelay.carrier.connector import Connector, OutboundPart
+from smsrelay.carrier.connector import Connector, OutboundPart, SubmitOutcome
 from smsrelay.dispatch.outcomes import Outcome, classify, status_name
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.domain.states import PartState
 from smsrelay.domain.text import Encoding, split_segments
-from smsrelay.errors import TransientError
+from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.receipts import normalise_carrier_id
 from smsrelay.store.interface import Store
@@ -144,27 +144,40 @@ class _Lane:
         )
 
     async def _send(self, part: ClaimedPart) -> None:
+        outcome: SubmitOutcome | SmsRelayError
         try:
-            await self._submit_and_record(part)
+            outcome = await self.connector.submit(outbound_part(part))
+        except SmsRelayError as exc:
+            outcome = exc
+        except Exception as exc:
+            log.exception("dispatch.submit.crashed", extra={"part_id": part.part_id})
+            outcome = TransientError(f"submit crashed: {exc!r}")
+        finally:
+            # The slot is the SMSC's: free it as soon as the SMSC answered, while the outcome
+            # is being committed (the part stays leased until then, so nothing is lost).
+            self.in_flight -= 1
+            self.room.set()
+        try:
+            await self._record(part, outcome)
         except TransientError as exc:
             log.warning(
                 "dispatch.record.failed", extra={"part_id": part.part_id, "error": str(exc)}
             )
         except Exception:
-            log.exception("dispatch.part.crashed", extra={"part_id": part.part_id})
-        finally:
-            self.in_flight -= 1
-            self.room.set()
+            log.exception("dispatch.record.crashed", extra={"part_id": part.part_id})
 
-    async def _submit_and_record(self, part: ClaimedPart) -> None:
+    async def _record(self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError) -> None:
         store, builders = self.d._store, self.d._builders
-        try:
-            outcome = await self.connector.submit(outbound_part(part))
-        except TransientError as exc:
-            await self._retry(part, str(exc), counted=False)
+        now = self.d._clock.now()
+        if isinstance(outcome, PermanentError):
+            await store.mark_part_final(
+                part.part_id, PartState.FAILED, str(outcome), now, builders, part.nb_sms
+            )
+            return
+        if isinstance(outcome, SmsRelayError):
+            await self._retry(part, str(outcome), counted=False)
             return
         kind = classify(outcome.status)
-        now = self.d._clock.now()
         if kind is Outcome.OK:
             carrier_id = outcome.message_id or ""
             key = normalise_carrier_id(carrier_id)
@@ -174,13 +187,9 @@ class _Lane:
             self.paused_until = asyncio.get_running_loop().time() + SLOW_DOWN_DELAY
             await store.mark_retry(part.part_id, now + SLOW_DOWN_DELAY, status_name(outcome.status))
         elif kind is Outcome.REJECT:
+            reason = status_name(outcome.status)
             await store.mark_part_final(
-                part.part_id,
-                PartState.REJECTED,
-                status_name(outcome.status),
-                now,
-                builders,
-                part.nb_sms,
+                part.part_id, PartState.REJECTED, reason, now, builders, part.nb_sms
             )
         else:
             await self._retry(part, status_name(outcome.status), counted=True)
@@ -195,6 +204,7 @@ class _Lane:
                 f"gave up after {part.attempts}: {reason}",
                 now,
                 self.d._builders,
+                part.nb_sms,
             )
             return
         due = next_attempt_at(part.attempts, now, policy.backoff, random.random())
