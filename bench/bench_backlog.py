@@ -14,8 +14,19 @@ import threading
 import time
 
 from common import (
-    BENCH, OUT, PY, CpuMeter, find_db, http_json, peak_rss_mb, rss_mb, save_section, smsc_url,
-    start_gateway, start_smsc, table,
+    BENCH,
+    OUT,
+    PY,
+    CpuMeter,
+    find_db,
+    http_json,
+    peak_rss_mb,
+    rss_mb,
+    save_section,
+    smsc_url,
+    start_gateway,
+    start_smsc,
+    table,
 )
 
 BACKLOG = int(os.environ.get("BENCH_BACKLOG_N", "1000000"))
@@ -36,9 +47,23 @@ def run(label: str, seeded: int) -> dict:
         gw.child.stop()
         db = find_db(data)
         empty_bytes = db.stat().st_size
-        out = subprocess.run([PY, str(BENCH / "seed_backlog.py"), str(db), str(seeded),
-                              str(DUE_AT), str(CREATED_AT)], capture_output=True, text=True, timeout=240)
-        seed = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("SEEDJSON "))[9:])
+        out = subprocess.run(
+            [
+                PY,
+                str(BENCH / "seed_backlog.py"),
+                str(db),
+                str(seeded),
+                str(DUE_AT),
+                str(CREATED_AT),
+            ],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=240,
+        )
+        seed = json.loads(
+            next(ln for ln in out.stdout.splitlines() if ln.startswith("SEEDJSON "))[9:]
+        )
         db_bytes = db.stat().st_size
         gw = start_gateway(data, smsc=smsc_url(smsc), env=env, fresh=False)
         rss_before = rss_mb(gw.child.pid)
@@ -89,18 +114,55 @@ def main() -> dict:
     empty = run("empty", K)
     full = run("backlog", BACKLOG)
     ratio = full["claim_submit_per_s"] / empty["claim_submit_per_s"]
-    rows = [(r["label"], r["queued"], r["measured_parts"], r["seconds"], r["claim_submit_per_s"],
-             r["db_bytes_per_message"], r["rss_before_release_mb"], r["peak_rss_mb"],
-             r["gateway"]["cpu_pct"], r["seed"]["seconds"]) for r in (empty, full)]
-    print(table(f"backlog (first {K:,} released parts; 1-part messages; SMSC simulator answering "
-                "at once)", rows, ("run", "queued", "measured", "seconds", "claim+submit/s",
-                                   "DB bytes/msg", "RSS before MB", "peak RSS MB", "gw cpu %",
-                                   "seed s")))
+    rows = [
+        (
+            r["label"],
+            r["queued"],
+            r["measured_parts"],
+            r["seconds"],
+            r["claim_submit_per_s"],
+            r["db_bytes_per_message"],
+            r["rss_before_release_mb"],
+            r["peak_rss_mb"],
+            r["gateway"]["cpu_pct"],
+            r["seed"]["seconds"],
+        )
+        for r in (empty, full)
+    ]
+    print(
+        table(
+            f"backlog (first {K:,} released parts; 1-part messages; SMSC simulator answering "
+            "at once)",
+            rows,
+            (
+                "run",
+                "queued",
+                "measured",
+                "seconds",
+                "claim+submit/s",
+                "DB bytes/msg",
+                "RSS before MB",
+                "peak RSS MB",
+                "gw cpu %",
+                "seed s",
+            ),
+        )
+    )
     print(f"backlog/empty rate ratio: {ratio:.2f} (target: within 15%, i.e. >= 0.85)")
+    if not (empty["complete"] and full["complete"]):
+        print(
+            f"NOTE: fewer than {K:,} submit_sm within {LIMIT_S:.0f} s: the rate is "
+            "count/elapsed and is bound by the SMSC simulator (see bench/README.md), not by the backlog"  # noqa: E501
+        )
     print(f"peak RSS backlog/empty: {full['peak_rss_mb'] / empty['peak_rss_mb']:.2f}")
-    return {"empty": empty, "backlog": full, "rate_ratio": round(ratio, 3),
-            "rss_ratio": round(full["peak_rss_mb"] / empty["peak_rss_mb"], 3),
-            "targets": {"within 15%": ratio >= 0.85}}
+    return {
+        "empty": empty,
+        "backlog": full,
+        "rate_ratio": round(ratio, 3),
+        "rss_ratio": round(full["peak_rss_mb"] / empty["peak_rss_mb"], 3),
+        "targets": {"within 15%": ratio >= 0.85},
+        "complete": empty["complete"] and full["complete"],
+    }
 
 
 if __name__ == "__main__":

@@ -12,8 +12,21 @@ import sys
 import time
 
 from common import (
-    BENCH, HOST, OUT, PY, SMSRELAY, CpuMeter, free_port, http_json, peak_rss_mb, percentile,
-    save_section, smsc_url, spawn, start_gateway, start_smsc, table,
+    BENCH,
+    HOST,
+    OUT,
+    PY,
+    SMSRELAY,
+    CpuMeter,
+    free_port,
+    http_json,
+    peak_rss_mb,
+    save_section,
+    smsc_url,
+    spawn,
+    start_gateway,
+    start_smsc,
+    table,
 )
 
 N = int(os.environ.get("BENCH_REPLIES_N", "10000"))
@@ -27,17 +40,37 @@ def main() -> dict:
     receiver = spawn([PY, str(BENCH / "receiver.py"), str(rport)])
     receiver.wait_for("receiver: listening")
     rurl = f"http://{HOST}:{rport}"
-    gw = start_gateway(OUT / "data-replies", smsc=smsc_url(smsc),
-                       env={"SMSRELAY_DEMO_QUIET_HOURS": "false"})
+    gw = start_gateway(
+        OUT / "data-replies", smsc=smsc_url(smsc), env={"SMSRELAY_DEMO_QUIET_HOURS": "false"}
+    )
     try:
-        set_ok = subprocess.run([SMSRELAY, "--data-dir", str(gw.data_dir), "accounts", "set", "demo",
-                                 "--reply-url", rurl + "/cb/reply"], capture_output=True, text=True, timeout=30)
+        set_ok = subprocess.run(
+            [
+                SMSRELAY,
+                "--data-dir",
+                str(gw.data_dir),
+                "accounts",
+                "set",
+                "demo",
+                "--reply-url",
+                rurl + "/cb/reply",
+            ],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=30,
+        )
         if set_ok.returncode != 0:
             raise RuntimeError(f"accounts set failed: {set_ok.stderr}")
         cpu = CpuMeter(gw.child.pid)
-        out = subprocess.run([PY, str(BENCH / "inject_replies.py"), smsc.control_url, gw.number,
-                              str(N), str(CONC)], capture_output=True, text=True, timeout=LIMIT_S + 30)
-        line = next(l for l in out.stdout.splitlines() if l.startswith("INJECTJSON "))
+        out = subprocess.run(
+            [PY, str(BENCH / "inject_replies.py"), smsc.control_url, gw.number, str(N), str(CONC)],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=LIMIT_S + 30,
+        )
+        line = next(ln for ln in out.stdout.splitlines() if ln.startswith("INJECTJSON "))
         inj = json.loads(line[11:])
         end = time.monotonic() + LIMIT_S
         count = http_json(rurl + "/count")
@@ -58,12 +91,35 @@ def main() -> dict:
         "t_callbacks_s": round(t_cb, 3) if t_cb else None,
         "gateway": {**gw_cpu, "peak_rss_mb": round(rss, 1)},
     }
-    print(table(f"replies ({N:,} injected, {CONC} concurrent POST /reply at the simulator)", [(
-        result["injected"], result["errors"], result["stored_per_s"], result["ack_p50_ms"],
-        result["ack_p99_ms"], result["callbacks"], result["callbacks_per_s"],
-        gw_cpu["cpu_pct"], round(rss, 1))],
-        ("injected", "errors", "stored/s", "ack p50 ms", "ack p99 ms", "callbacks",
-         "callbacks/s (from first inject)", "gw cpu %", "gw RSS MB")))
+    print(
+        table(
+            f"replies ({N:,} injected, {CONC} concurrent POST /reply at the simulator)",
+            [
+                (
+                    result["injected"],
+                    result["errors"],
+                    result["stored_per_s"],
+                    result["ack_p50_ms"],
+                    result["ack_p99_ms"],
+                    result["callbacks"],
+                    result["callbacks_per_s"],
+                    gw_cpu["cpu_pct"],
+                    round(rss, 1),
+                )
+            ],
+            (
+                "injected",
+                "errors",
+                "stored/s",
+                "ack p50 ms",
+                "ack p99 ms",
+                "callbacks",
+                "callbacks/s (from first inject)",
+                "gw cpu %",
+                "gw RSS MB",
+            ),
+        )
+    )
     return result
 
 

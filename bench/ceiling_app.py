@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import orjson
@@ -22,8 +23,7 @@ async def main(port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
     print(f"ceiling: listening on http://127.0.0.1:{port}", flush=True)
-    while True:  # until SIGTERM (run by bench/bench_accept.py, which kills it by pid)
-        await __import__("asyncio").sleep(3600)
+    await asyncio.Event().wait()  # until SIGTERM from bench/bench_accept.py (by pid)
 
 
 if __name__ == "__main__":

@@ -172,7 +172,10 @@ def percentile(values: list[float], p: float) -> float:
 def http_json(url: str, body: Any = None, timeout: float = 10.0) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"}, method="GET" if data is None else "POST"
+        url,
+        data=data,
+        headers={"Content-Type": "application/json"},
+        method="GET" if data is None else "POST",
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read() or b"null")
@@ -213,11 +216,23 @@ def run_wrk(
 ) -> dict[str, Any]:
     """Run wrk; the Lua script's done() prints one line 'WRKJSON {...}' that we return."""
     wrk = ensure_wrk()
-    args = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "10s"]
+    args = [
+        wrk,
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+    ]
     args += ["-s", script or str(BENCH / "wrk_stats.lua"), url]
     full_env = dict(os.environ)
     full_env.update(env or {})
-    done = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=timeout)
+    done = subprocess.run(
+        args, capture_output=True, check=False, text=True, env=full_env, timeout=timeout
+    )
     for line in done.stdout.splitlines():
         if line.startswith("WRKJSON "):
             return dict(json.loads(line[8:]))
@@ -254,7 +269,11 @@ class Gateway:
 
 
 def start_gateway(
-    data_dir: Path, *, smsc: str | None = None, env: dict[str, str] | None = None, fresh: bool = True
+    data_dir: Path,
+    *,
+    smsc: str | None = None,
+    env: dict[str, str] | None = None,
+    fresh: bool = True,
 ) -> Gateway:
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
@@ -313,7 +332,12 @@ def table(title: str, rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> s
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [f"== {title} =="]
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

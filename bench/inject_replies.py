@@ -46,7 +46,10 @@ async def main(control: str, to: str, count: int, conc: int) -> dict:
         elapsed = time.perf_counter() - t0
     lat.sort()
     return {
-        "injected": ok, "errors": errors, "started_at": wall0, "duration_s": round(elapsed, 3),
+        "injected": ok,
+        "errors": errors,
+        "started_at": wall0,
+        "duration_s": round(elapsed, 3),
         "stored_per_s": round(ok / elapsed, 1),
         "ack_p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
         "ack_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2) if lat else None,

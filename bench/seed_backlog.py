@@ -36,8 +36,19 @@ def main(db: str, n: int, due_at: float, created_at: float) -> dict:
             "nb_sms, cost_micros, tag, url_response, url_dlr, stop_sms, sandbox, state, connector, "
             "created_at, due_at) VALUES (?, ?, ?, ?, 'FR', ?, 'gsm7', 1, 45000, NULL, NULL, NULL, "
             "0, 0, 'held', ?, ?, ?)",
-            ((i, account_id, sender, f"+336{i % 100000000:08d}", TEXT, connector, created_at, due_at)
-             for i in ids),
+            (
+                (
+                    i,
+                    account_id,
+                    sender,
+                    f"+336{i % 100000000:08d}",
+                    TEXT,
+                    connector,
+                    created_at,
+                    due_at,
+                )
+                for i in ids
+            ),
         )
         conn.executemany(
             "INSERT INTO parts (message_id, seq, connector, state, due_at) "

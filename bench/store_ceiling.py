@@ -43,10 +43,21 @@ async def main(data_dir: Path, seconds: float, concurrency: int) -> dict[str, fl
             text, encoding, parts = MIX[n % 10]
             now = time.time()
             message = NewMessage(
-                account_id=account.id, sender=DEMO_NUMBER, recipient=f"+336{w:04d}{n:04d}",
-                region="metropole", text=text, encoding=encoding, nb_sms=parts,
-                cost_micros=45000 * parts, tag=None, url_response=None, url_dlr=None,
-                stop_sms=False, sandbox=False, created_at=now, due_at=now + 86400,
+                account_id=account.id,
+                sender=DEMO_NUMBER,
+                recipient=f"+336{w:04d}{n:04d}",
+                region="metropole",
+                text=text,
+                encoding=encoding,
+                nb_sms=parts,
+                cost_micros=45000 * parts,
+                tag=None,
+                url_response=None,
+                url_dlr=None,
+                stop_sms=False,
+                sandbox=False,
+                created_at=now,
+                due_at=now + 86400,
             )
             t0 = time.perf_counter()
             await store.accept_message(message)

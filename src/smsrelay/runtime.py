@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,17 +74,26 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
 
 
 async def stop(running: Running) -> None:
-    await running.runner.cleanup()
+    """Stop in reverse order; each step is bounded so a stuck peer cannot hold shutdown."""
+    await _bounded("http", running.runner.cleanup(), 10)
     for service in reversed(running.services):
-        await service.stop()
-    await running.dispatcher.stop()
-    for connector in running.connectors.values():
-        await connector.stop()
+        await _bounded(type(service).__name__, service.stop(), 10)
+    await _bounded("dispatcher", running.dispatcher.stop(), 5)
+    for name, connector in running.connectors.items():
+        await _bounded(f"connector {name}", connector.stop(), 5)
     if running.simulator is not None:
-        await running.simulator.stop()
+        await _bounded("simulator", running.simulator.stop(), 5)
     await running.gateway.store.close()
     if running.lock is not None:
         running.lock.release()
+
+
+async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await work
+    except TimeoutError:
+        log.error("shutdown.step.timeout: %s did not stop within %ss", step, seconds)
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -57,6 +57,8 @@ class Dispatcher:
         self._policy = policy
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._lanes: list[_Lane] = []
+        self.stopping = False
         self.submitted = 0
 
     def wake(self) -> None:
@@ -71,17 +73,21 @@ class Dispatcher:
         self._tasks = [asyncio.create_task(self._sweep_leases(), name="lease-sweeper")]
         for name, connector in self._connectors.items():
             lane = _Lane(self, name, connector)
+            self._lanes.append(lane)
             self._tasks.append(asyncio.create_task(lane.run(), name=f"dispatch-{name}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Stop claiming; parts still with the SMSC keep their lease and come back if unsent."""
+        self.stopping = True
+        tasks = self._tasks + [t for lane in self._lanes for t in lane.tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks, self._lanes = [], []
 
     async def _sweep_leases(self) -> None:
         """Return parts whose lease ran out to the queue; purge day-old sandbox messages."""
-        while True:
+        while not self.stopping:
             await asyncio.sleep(SWEEP_EVERY)
             now = self._clock.now()
             try:
@@ -95,8 +101,11 @@ class Dispatcher:
 
     async def _wait_for_work(self) -> None:
         self._wake.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races
+        # with the event, and stop() would then wait forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+            async with asyncio.timeout(IDLE_POLL):
+                await self._wake.wait()
 
 
 class _Lane:
@@ -113,7 +122,7 @@ class _Lane:
         self.paused_until = 0.0
 
     async def run(self) -> None:
-        while True:
+        while not self.d.stopping:
             if self.limit - self.in_flight < max(1, self.limit // 4):
                 self.room.clear()
                 await self.room.wait()  # claim in chunks, not one part per freed slot

@@ -137,7 +137,7 @@ class WebhookSender:
     # -- claiming ------------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        while True:
+        while not self._stopping:
             room = self._max_held - len(self._jobs)
             if room <= 0:
                 self._room.clear()
@@ -149,8 +149,11 @@ class WebhookSender:
             for job in jobs:
                 self._spawn(job)
             if len(jobs) < limit:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # races with the event, and stop() would then wait forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+                    async with asyncio.timeout(IDLE_POLL):
+                        await self._wake.wait()
 
     async def _claim(self, limit: int) -> list[WebhookJob]:
         now = self._clock.now()
