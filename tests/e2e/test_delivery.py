@@ -163,3 +163,24 @@ async def test_throttling_smsc_slows_us_without_errors(linked) -> None:
     assert {m.state for m in messages} == {"delivered"}
     throttled = [s for s in await smsc.submits() if s["status"] == 0x58]
     assert throttled, "the simulator should have throttled some submits"
+
+
+async def test_message_waits_while_the_smsc_is_down_then_leaves(tmp_path: Path) -> None:
+    probe = await start_smsc()
+    port = probe.port
+    await probe.stop()  # nothing listens on that port now
+    url = f"smpp://smsrelay:smsrelay@127.0.0.1:{port}"
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=url))
+    smsc = None
+    try:
+        _, answer = await gw.send()
+        status = await gw.status(answer["message_id"])
+        assert status["statut"] == "Waiting" and status["parts"][0]["state"] == "queued"
+        smsc = await start_smsc("--delivery-rate", "1.0", "--port", str(port))
+        await _final_status(gw, answer["message_id"])  # the connector reconnected and sent it
+        message = await gw.store.get_message(answer["message_id"])
+        assert message.parts[0].attempts == 1  # it waited unclaimed: no failed attempts
+    finally:
+        await runtime.stop(gw.running)
+        if smsc is not None:
+            await smsc.stop()
