@@ -85,6 +85,8 @@ def _national_regions(compact: str) -> tuple[str, ...]:
 
 
 def _compact(raw: str, field: str) -> str:
+    if raw.isascii() and raw.removeprefix("+").isdigit():
+        return raw  # already compact: the usual case, without the per-character translate
     compact = "".join(raw.split()).translate(_SEPARATORS)
     if not compact:
         raise DomainError("number.required", "The phone number is required.", field=field)
