@@ -442,3 +442,17 @@ async def test_smsc_respects_its_deliver_window_with_a_slow_esme(
     finally:
         release.set()
         await connector.stop()
+
+
+@pytest.mark.parametrize(
+    ("coding", "expected"), [(0, b"Caf\x05 \x1be"), (1, b"Caf? ?"), (3, b"Caf\xe9 ?")]
+)
+async def test_gsm_text_is_reencoded_for_an_smsc_that_wants_ia5_or_latin1(
+    simulator: Simulator, make_connector: MakeConnector, coding: int, expected: bytes
+) -> None:
+    from smsrelay.domain.text import encode_gsm7
+
+    connector = await make_connector(simulator, gsm_data_coding=coding)
+    await connector.submit(part(payload=encode_gsm7("Café €")))
+    [record] = simulator.received
+    assert (record.data_coding, record.short_message) == (coding, expected)

@@ -22,6 +22,7 @@ from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from smsrelay.carrier.connector import InboundHandler, InboundSm, OutboundPart, SubmitOutcome
+from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, TransientError
 from smsrelay.smpp.concat import ConcatMethod, build_part
 from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
@@ -62,6 +63,9 @@ _log = logging.getLogger("smsrelay.carrier.smpp")
 
 
 # --- configuration -------------------------------------------------------------------------
+
+
+_REENCODED = {1: "ascii", 3: "latin-1"}  # data_coding -> codec for GSM text
 
 
 @dataclass(frozen=True)
@@ -528,9 +532,16 @@ class SmppConnector:
 
     # --- helpers used by links -----------------------------------------------------------
 
+    def _payload(self, part: OutboundPart) -> bytes:
+        """GSM text re-encoded for an SMSC that wants IA5 (1) or Latin-1 (3) instead of 0."""
+        coding = self.config.gsm_data_coding
+        if part.data_coding != 0 or coding not in _REENCODED:
+            return part.payload
+        return decode_gsm7(part.payload).encode(_REENCODED[coding], "replace")
+
     def _submit_sm(self, part: OutboundPart, sequence: int) -> SubmitSm:
         esm_class, short_message, tlvs = build_part(
-            part.payload, part.ref, part.total, part.seq, self.config.concat_method
+            self._payload(part), part.ref, part.total, part.seq, self.config.concat_method
         )
         data_coding = self.config.gsm_data_coding if part.data_coding == 0 else part.data_coding
         return SubmitSm(
