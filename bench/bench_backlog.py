@@ -34,13 +34,14 @@ K = int(os.environ.get("BENCH_BACKLOG_K", "50000"))
 LIMIT_S = float(os.environ.get("BENCH_BACKLOG_LIMIT_S", "90"))
 SUNDAY = "2026-03-01T15:00:00+01:00"
 MONDAY = "2026-03-02T08:00:00+01:00"
+WINDOW_ALLOWS = 100 / 0.020  # the default window over a 20 ms SMSC
 DUE_AT = 1772434800.0  # MONDAY as epoch: what quiet hours give a message accepted on SUNDAY
 CREATED_AT = 1772373600.0
 
 
-def run(label: str, seeded: int) -> dict:
+def run(label: str, seeded: int, *smsc_args: str) -> dict:
     data = OUT / f"data-backlog-{label}"
-    smsc = start_smsc()
+    smsc = start_smsc(*smsc_args)
     env = {"SMSRELAY_FIXED_CLOCK": SUNDAY}
     try:
         gw = start_gateway(data, smsc=smsc_url(smsc), env=env)  # schema + demo account
@@ -113,6 +114,10 @@ def run(label: str, seeded: int) -> dict:
 def main() -> dict:
     empty = run("empty", K)
     full = run("backlog", BACKLOG)
+    # The window measured alone: a released queue (not the accept rate) feeds one bind whose
+    # SMSC answers 20 ms late; window 100 / 20 ms allows 5,000 submit_sm/s.
+    slow = run("window-20ms", K, "--resp-delay-ms", "20")
+    window_share = slow["claim_submit_per_s"] / WINDOW_ALLOWS
     ratio = full["claim_submit_per_s"] / empty["claim_submit_per_s"]
     rows = [
         (
@@ -127,7 +132,7 @@ def main() -> dict:
             r["gateway"]["cpu_pct"],
             r["seed"]["seconds"],
         )
-        for r in (empty, full)
+        for r in (empty, full, slow)
     ]
     print(
         table(
@@ -155,12 +160,18 @@ def main() -> dict:
             "count/elapsed and is bound by the SMSC simulator (see bench/README.md), not by the backlog"  # noqa: E501
         )
     print(f"peak RSS backlog/empty: {full['peak_rss_mb'] / empty['peak_rss_mb']:.2f}")
+    print(
+        f"SMSC 20 ms late: {slow['claim_submit_per_s']:,.0f} submit_sm/s = {window_share:.0%} of "
+        f"window/latency ({WINDOW_ALLOWS:,.0f}/s; target >= 80%)"
+    )
     return {
         "empty": empty,
         "backlog": full,
         "rate_ratio": round(ratio, 3),
         "rss_ratio": round(full["peak_rss_mb"] / empty["peak_rss_mb"], 3),
-        "targets": {"within 15%": ratio >= 0.85},
+        "window_20ms": slow,
+        "window_share_20ms": round(window_share, 3),
+        "targets": {"within 15%": ratio >= 0.85, "window >= 80% at 20 ms": window_share >= 0.8},
         "complete": empty["complete"] and full["complete"],
     }
 
