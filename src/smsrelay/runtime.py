@@ -19,6 +19,7 @@ from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
 from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
 from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
+from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings
@@ -97,7 +98,7 @@ async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
 
 
 async def serve_forever(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
+    configure_logging(settings.log_level)
     running = await start(settings, lambda line: print(line, flush=True))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
