@@ -53,7 +53,7 @@ class InboundRouter:
         matched = await self._store.record_receipt(receipt, self._builders)
         self.on_stored()
         if not matched:
-            log.info("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
+            log.debug("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
 
     async def _reply(self, sm: InboundSm) -> None:
         concat, body = split_concat(sm.esm_class, sm.short_message, sm.tlvs)
@@ -71,7 +71,7 @@ class InboundRouter:
         outcome = await self._store.record_reply(reply, self._builders)
         if outcome.callbacks:
             self.on_stored()
-        log.info("smpp.reply.stored", extra={"reply_id": outcome.reply_id})
+        log.debug("smpp.reply.stored", extra={"reply_id": outcome.reply_id})
 
     def is_stop(self, text: str) -> bool:
         return is_stop_text(text, self._stop_keywords)

@@ -267,7 +267,9 @@ class WebhookSender:
                 job.id, now, result.status, latency_ms, None, "delivered", None
             )
             self.delivered += 1
-            log.info("webhook.delivered", extra=fields)
+            log.debug(
+                "webhook.delivered", extra=fields
+            )  # per callback: every attempt is in the store
             return
         due = self._next_due(job, attempt, now, result)
         outcome = "failed" if due is None else "pending"
