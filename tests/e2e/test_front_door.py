@@ -266,3 +266,11 @@ async def test_unknown_paths_and_methods_answer_json(gw: RunningGateway) -> None
     assert status == 405 and answer["success"] is False
     status, answer = await gw.get("/nope")
     assert status == 404 and answer["success"] is False
+
+
+async def test_a_message_outside_quiet_hours_is_not_held(gw: RunningGateway) -> None:
+    # The demo account of the test gateway has quiet hours off: nothing is ever held.
+    for _ in range(20):
+        _, answer = await gw.send()
+        message = await gw.store.get_message(answer["message_id"])
+        assert message.due_at == message.created_at and message.state != "held"

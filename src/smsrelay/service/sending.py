@@ -171,7 +171,10 @@ def _check_url(url: str | None, field: str) -> None:
 def _due_at(now: float, account: Account) -> float:
     policy = QuietHoursPolicy(enabled=account.quiet_hours, region=Region(account.region))
     accepted = datetime.fromtimestamp(now, UTC)
-    return release_time(accepted, policy).timestamp()
+    released = release_time(accepted, policy)
+    # Not quiet: exactly now (a round trip through datetime could land a microsecond later
+    # and mark the message held).
+    return now if released == accepted else released.timestamp()
 
 
 def _new_message(
