@@ -135,3 +135,21 @@ async def test_accepted_rows_are_on_disk_for_another_connection(
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
     assert mode == "wal"
+
+
+async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqliteStore) -> None:
+    from smsrelay.store.records import InboundReply
+
+    await store.update_account("a", {"reply_url": "https://example.com/mo"})
+
+    def reply(at: float, text: str = "Oui") -> InboundReply:
+        return InboundReply(
+            "default", "+33612345678", "+33757000001", text, "OUI", lambda _: False, at
+        )
+
+    first = await store.record_reply(reply(1000.0), BUILDERS)
+    again = await store.record_reply(reply(1030.0), BUILDERS)  # the SMSC's re-send
+    later = await store.record_reply(reply(2000.0), BUILDERS)  # the person said it again
+    assert (first.callbacks, again.callbacks, later.callbacks) == (1, 0, 1)
+    assert again.reply_id == first.reply_id != later.reply_id
+    assert len(await store.list_webhooks(None, 10)) == 2

@@ -124,6 +124,9 @@ def record_reply(
     conn: sqlite3.Connection, reply: InboundReply, builders: CallbackBuilders
 ) -> ReplyOutcome:
     """Store a reply (or one part of a long one), STOP it if asked, queue its callbacks."""
+    duplicate = _recent_duplicate(conn, reply)
+    if duplicate is not None:
+        return duplicate
     owner = conn.execute(
         "SELECT n.account_id, a.reply_url, a.reassemble_replies FROM numbers n "
         "JOIN accounts a ON a.id = n.account_id WHERE n.msisdn = ?",
@@ -152,6 +155,32 @@ def record_reply(
     return ReplyOutcome(
         reply_id, account_id, None if link is None else int(link[0]), callbacks, stopped
     )
+
+
+# An SMSC re-sends a deliver_sm whose resp it did not get (we crashed after the commit, or the
+# link dropped): the same part from the same sender within this window is that re-send.
+RESEND_WINDOW = 120.0
+
+
+def _recent_duplicate(conn: sqlite3.Connection, reply: InboundReply) -> ReplyOutcome | None:
+    ref, total, part = reply.concat if reply.concat else (-1, -1, -1)
+    row = conn.execute(
+        "SELECT id, account_id, message_id FROM replies WHERE msisdn = ? AND virtual_number = ? "
+        "AND received_at >= ? AND text = ? AND COALESCE(concat_ref, -1) = ? "
+        "AND COALESCE(concat_total, -1) = ? AND COALESCE(concat_part, -1) = ? LIMIT 1",
+        (
+            reply.msisdn,
+            reply.virtual_number,
+            reply.received_at - RESEND_WINDOW,
+            reply.text,
+            ref,
+            total,
+            part,
+        ),
+    ).fetchone()
+    if row is None:
+        return None
+    return ReplyOutcome(int(row[0]), row[1], row[2], 0, False)
 
 
 def _insert_reply(

@@ -107,6 +107,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX replies_by_concat ON replies(msisdn, virtual_number, concat_ref)
         WHERE concat_ref IS NOT NULL;
+    CREATE INDEX replies_by_sender ON replies(msisdn, virtual_number, received_at);
     CREATE TABLE stop_list (
         id INTEGER PRIMARY KEY,
         account_id INTEGER NOT NULL,
