@@ -146,14 +146,19 @@ def message_from_row(
 
 
 def get_message(
-    conn: sqlite3.Connection, message_id: int, account_id: int | None = None
+    conn: sqlite3.Connection,
+    message_id: int,
+    account_id: int | None = None,
+    *,
+    with_receipts: bool = True,
 ) -> MessageView | None:
     row = conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
     ).fetchone()
     if row is None or (account_id is not None and row[1] != account_id):
         return None
-    return message_from_row(row, _parts_of(conn, message_id), _receipts_of(conn, message_id))
+    receipts = _receipts_of(conn, message_id) if with_receipts else ()
+    return message_from_row(row, _parts_of(conn, message_id), receipts)
 
 
 def _parts_of(conn: sqlite3.Connection, message_id: int) -> tuple[PartView, ...]:
@@ -332,10 +337,10 @@ def refresh_message_state(
     # A final message never moves again; the guard also tells us whether it just became final.
     moved = conn.execute(
         f"UPDATE messages SET state = ?, final_at = ? WHERE id = ? AND state != ? AND {_NOT_FINAL}"
-        " RETURNING id",
+        " RETURNING url_dlr",
         (str(new_state), now if final else None, message_id, str(new_state), *_FINAL_LIST),
     ).fetchone()
-    if moved is not None and final:
+    if moved is not None and final and moved[0]:
         _queue_dlr_callback(conn, message_id, now, builders)
     return new_state
 
@@ -343,7 +348,7 @@ def refresh_message_state(
 def _queue_dlr_callback(
     conn: sqlite3.Connection, message_id: int, now: float, builders: CallbackBuilders
 ) -> None:
-    message = get_message(conn, message_id)
+    message = get_message(conn, message_id, with_receipts=False)  # the parts carry the stats
     if message is None or not message.url_dlr:
         return
     body = builders.dlr(DlrFacts(message=message))
