@@ -47,6 +47,7 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({}, {"SMSRELAY_PORT": "eighty"}, "invalid value for port"),
         ({"port": 70000}, {}, "port must be"),
         ({"database_url": "mysql://x"}, {}, "unsupported database URL"),
+        ({"database_url": "postgresql://h/db"}, {}, "PostgreSQL is not supported yet"),
         ({"smsc": "http://x"}, {}, "smsc must be"),
         ({}, {"SMSRELAY_ALLOW_PRIVATE_WEBHOOKS": "perhaps"}, "allow_private_webhooks"),
     ],

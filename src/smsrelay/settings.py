@@ -198,6 +198,8 @@ def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"port must be 0-65535, got {settings.port}")
     url = settings.resolved_database_url
+    if url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("PostgreSQL is not supported yet: use sqlite:///PATH (the default)")
     if not url.startswith("sqlite:///"):
         raise SettingsError(f"unsupported database URL {url!r}: use sqlite:///PATH")
     if settings.dispatch_batch < 1 or settings.submit_attempts < 1:
