@@ -465,20 +465,7 @@ def loadgen_main(url: str, count: int, conns: int, rurl: str, ids_out: str, limi
         wall0 = time.time()
         await asyncio.gather(*(worker() for _ in range(conns)))
         elapsed = time.perf_counter() - t0
-        if ids_out:
-            with open(ids_out, "w") as out:  # noqa: ASYNC230 - after the run
-                out.writelines(f"{n} {at:.6f}\n" for n, at in accepted)
-        latencies.sort()
-        return {
-            "sent": next_n,
-            "accepted": len(accepted),
-            "errors": errors,
-            "started_at": wall0,
-            "duration_s": round(elapsed, 3),
-            "accepted_per_s": round(len(accepted) / elapsed, 1),
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3) if latencies else None,
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3) if latencies else None,
-        }
+        return loadgen.summarize(next_n, accepted, errors, wall0, elapsed, latencies, ids_out)
 
     print("LOADJSON " + json.dumps(uvloop.run(run())), flush=True)
 

@@ -150,12 +150,25 @@ async def closed_loop(
     wall0 = time.time()
     await asyncio.gather(*(worker() for _ in range(conns)))
     elapsed = time.perf_counter() - t0
+    return summarize(next_n, accepted, errors, wall0, elapsed, latencies, ids_out)
+
+
+def summarize(
+    sent: int,
+    accepted: list[tuple[int, float]],
+    errors: int,
+    wall0: float,
+    elapsed: float,
+    latencies: list[float],
+    ids_out: str | None,
+) -> dict:
+    """The closed-loop figures (shared with the Kannel driver); writes "id time" lines."""
     if ids_out:
-        with open(ids_out, "w") as out:  # noqa: ASYNC230 - after the run
+        with open(ids_out, "w") as out:
             out.writelines(f"{mid} {at:.6f}\n" for mid, at in accepted)
     latencies.sort()
     return {
-        "sent": next_n,
+        "sent": sent,
         "accepted": len(accepted),
         "errors": errors,
         "started_at": wall0,
