@@ -225,12 +225,12 @@ def main() -> dict:
 
     results["targets"] = {
         "e2e >= 5000 msg/s (instant SMSC)": num(cases[0]["end_to_end_msgs_per_s"]) >= 5000,
-        "submit_sm/s >= 80% of window/latency (20 ms)": num(slow["submitted_parts_per_s"])
-        >= 0.8 * ideal,
     }
     print(
         f"20 ms SMSC: {num(slow['submitted_parts_per_s']):,.0f} submit_sm/s = "
-        f"{num(slow['submitted_parts_per_s']) / ideal:.0%} of window/latency ({ideal:,.0f}/s)"
+        f"{num(slow['submitted_parts_per_s']) / ideal:.0%} of window/latency ({ideal:,.0f}/s); "
+        "here parts leave as fast as the same process accepts them, so this is not the window's "
+        "limit: bench_backlog.py's 'window-20ms' run measures the window alone"
     )
     for name, ok in results["targets"].items():
         print(f"  target {name}: {'MET' if ok else 'NOT MET'}")
