@@ -153,3 +153,16 @@ async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqliteS
     assert (first.callbacks, again.callbacks, later.callbacks) == (1, 0, 1)
     assert again.reply_id == first.reply_id != later.reply_id
     assert len(await store.list_webhooks(None, 10)) == 2
+
+
+async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqliteStore) -> None:
+    from smsrelay.store.message_ops import insert_callback
+
+    hook_id = await store.db.write(
+        lambda c: insert_callback(c, "cb-1", 1, "dlr", "https://example.com/", b"{}", 10.0)
+    )
+    await store.record_webhook_attempt(hook_id, 11.0, 500, 3.0, "HTTP 500", "failed", None)
+    assert [w.id for w in await store.list_webhooks("failed")] == [hook_id]
+    assert await store.retry_webhooks(None, 90_000.0) == 1
+    [job] = await store.claim_due_webhooks(90_000.0, 10, 90_060.0)
+    assert (job.id, job.created_at, job.attempts) == (hook_id, 90_000.0, 1)

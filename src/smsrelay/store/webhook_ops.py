@@ -98,16 +98,19 @@ def _view(conn: sqlite3.Connection, row: tuple[Any, ...]) -> WebhookView:
 
 
 def retry(conn: sqlite3.Connection, webhook_id: int | None, now: float) -> int:
-    """Put failed callbacks (one, or all when webhook_id is None) back in the queue."""
+    """Put failed callbacks (one, or all when webhook_id is None) back in the queue, with a
+    fresh retry budget (the budget counts from ``created_at``; the attempts keep the history)."""
     if webhook_id is None:
         cursor = conn.execute(
-            "UPDATE webhooks SET state = 'pending', due_at = ? WHERE state = 'failed'", (now,)
+            "UPDATE webhooks SET state = 'pending', due_at = ?, created_at = ? "
+            "WHERE state = 'failed'",
+            (now, now),
         )
     else:
         cursor = conn.execute(
-            "UPDATE webhooks SET state = 'pending', due_at = ? "
+            "UPDATE webhooks SET state = 'pending', due_at = ?, created_at = ? "
             "WHERE id = ? AND state IN ('failed', 'pending')",
-            (now, webhook_id),
+            (now, now, webhook_id),
         )
     return cursor.rowcount
 
