@@ -12,6 +12,8 @@ from smsrelay.carrier.connector import InboundSm, OutboundPart
 from smsrelay.carrier.simulator import Simulator, SimulatorOptions
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
 
+POLL_INTERVAL = 0.005  # how often a wait-for-condition loop looks again
+
 SOURCE = "33700000001"
 DESTINATION = "33612345678"
 
@@ -23,7 +25,7 @@ async def eventually(
     try:
         async with asyncio.timeout(timeout):
             while not condition():
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(POLL_INTERVAL)
     except TimeoutError:
         pytest.fail(f"{what} not met within {timeout} s")
 

@@ -18,7 +18,16 @@ from smsrelay.smpp.concat import ConcatInfo, ConcatMethod, split_concat
 from smsrelay.smpp.pdu import CommandStatus, MessageState, Tag
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id, parse_receipt
 
-from .conftest import DESTINATION, SOURCE, Inbox, MakeConnector, MakeSimulator, eventually, part
+from .conftest import (
+    DESTINATION,
+    POLL_INTERVAL,
+    SOURCE,
+    Inbox,
+    MakeConnector,
+    MakeSimulator,
+    eventually,
+    part,
+)
 
 
 async def test_submit_returns_the_message_id_and_the_receipt_comes_in(
@@ -250,7 +259,7 @@ async def test_wrong_password_is_refused_with_backoff(
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1):
             while simulator.server.refused_binds == refused:
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(POLL_INTERVAL)
     with pytest.raises(TransientError):
         await connector.submit(part())
 

@@ -20,6 +20,8 @@ from smsrelay.store.records import Account
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.sender import WebhookSender
 
+POLL_INTERVAL = 0.005  # how often a wait-for-condition loop looks again
+
 TINY_BACKOFF = BackoffPolicy(first=0.01, factor=2.0, cap=0.05)
 
 
@@ -34,7 +36,7 @@ async def eventually(cond: Callable[[], Any], timeout: float = 5.0) -> None:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"condition still false after {timeout} s")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 @dataclass

@@ -281,14 +281,17 @@ async def test_posts_to_one_host_are_bounded(
     store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
 ) -> None:
     receiver = await receivers()
+    gate = asyncio.Event()
 
-    async def sluggish(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(0.05)
+    async def held(request: web.Request) -> web.StreamResponse:
+        await gate.wait()  # every post waits here until the test has looked
         return web.Response(status=200)
 
-    receiver.behaviour = sluggish
+    receiver.behaviour = held
     ids = [await add_callback(store, account, receiver.url) for _ in range(8)]
     sender = await senders(concurrency_per_host=2)
+    await eventually(lambda: receiver.in_flight == 2)
+    gate.set()
     await eventually(lambda: sender.delivered == len(ids))
     assert receiver.most_in_flight == 2
 
