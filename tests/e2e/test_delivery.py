@@ -184,3 +184,25 @@ async def test_message_waits_while_the_smsc_is_down_then_leaves(tmp_path: Path) 
         await runtime.stop(gw.running)
         if smsc is not None:
             await smsc.stop()
+
+
+async def test_parts_waiting_behind_a_rate_cap_are_not_sent_twice(tmp_path: Path) -> None:
+    # 60 parts at 20/s take 3 s to leave, twice the 1.5 s lease: the dispatcher must renew
+    # the leases of what it still holds, or the sweeper hands those parts out again.
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    settings = gateway_settings(tmp_path, smsc=smsc.url + "?max_per_second=20", lease_seconds=1.5)
+    gw = await start_gateway(settings)
+    try:
+        ids = [(await gw.send(message=f"capped {i}"))[1]["message_id"] for i in range(60)]
+        for message_id in ids:
+            await _final_status(gw, message_id)
+        # A part handed out twice would have been claimed twice (attempts 2) and sent twice.
+        attempts = await gw.store.db.read(
+            lambda c: c.execute("SELECT attempts, COUNT(*) FROM parts GROUP BY attempts").fetchall()
+        )
+        assert attempts == [(1, 60)]
+        texts = [bytes.fromhex(s["short_message"]) for s in await smsc.submits()]
+        assert sorted(texts) == sorted(f"capped {i}".encode() for i in range(60))
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()

@@ -70,7 +70,10 @@ class Dispatcher:
         # claimed before a crash is released at once rather than when its lease runs out.
         until = float("inf") if sole_dispatcher else self._clock.now()
         await self._store.release_expired_leases(until)
-        self._tasks = [asyncio.create_task(self._sweep_leases(), name="lease-sweeper")]
+        self._tasks = [
+            asyncio.create_task(self._sweep_leases(), name="lease-sweeper"),
+            asyncio.create_task(self._renew_leases(), name="lease-renewer"),
+        ]
         for name, connector in self._connectors.items():
             lane = _Lane(self, name, connector)
             self._lanes.append(lane)
@@ -87,8 +90,9 @@ class Dispatcher:
 
     async def _sweep_leases(self) -> None:
         """Return parts whose lease ran out to the queue; purge day-old sandbox messages."""
+        every = min(SWEEP_EVERY, self._policy.lease_seconds / 3)
         while not self.stopping:
-            await asyncio.sleep(SWEEP_EVERY)
+            await asyncio.sleep(every)
             now = self._clock.now()
             try:
                 released = await self._store.release_expired_leases(now)
@@ -98,6 +102,22 @@ class Dispatcher:
             if released:
                 log.warning("dispatch.lease.expired", extra={"released": released})
                 self.wake()
+
+    async def _renew_leases(self) -> None:
+        """A part can wait in a slow connector (rate cap, full window) longer than its lease:
+        renew what this process still holds, so it is never handed out twice. Only a dead
+        process stops renewing, and then the parts come back."""
+        every = self._policy.lease_seconds / 3
+        while not self.stopping:
+            await asyncio.sleep(every)
+            held = [part_id for lane in self._lanes for part_id in lane.held]
+            if not held:
+                continue
+            until = self._clock.now() + self._policy.lease_seconds
+            try:
+                await self._store.renew_leases(held, until)
+            except TransientError as exc:
+                log.warning("dispatch.lease.renew_failed", extra={"error": str(exc)})
 
     async def _wait_for_work(self) -> None:
         self._wake.clear()
@@ -118,6 +138,7 @@ class _Lane:
         self.connector = connector
         self.limit = dispatcher._policy.in_flight
         self.in_flight = 0
+        self.held: set[int] = set()  # parts claimed and not yet recorded: their leases renew
         self.room = asyncio.Event()
         self.paused_until = 0.0
 
@@ -136,6 +157,7 @@ class _Lane:
                 await self.d._wait_for_work()
                 continue
             self.in_flight += len(claimed)
+            self.held.update(part.part_id for part in claimed)
             for part in claimed:
                 task = asyncio.create_task(self._send(part))
                 self.tasks.add(task)  # keep a reference until it finishes
@@ -174,6 +196,8 @@ class _Lane:
             )
         except Exception:
             log.exception("dispatch.record.crashed", extra={"part_id": part.part_id})
+        finally:
+            self.held.discard(part.part_id)
 
     async def _record(self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError) -> None:
         store, builders = self.d._store, self.d._builders

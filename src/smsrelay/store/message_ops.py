@@ -269,6 +269,19 @@ def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
     return cursor.rowcount
 
 
+def renew_leases(conn: sqlite3.Connection, part_ids: list[int], lease_until: float) -> int:
+    """Keep parts that are still being worked on from being handed out again."""
+    renewed = 0
+    for start in range(0, len(part_ids), 500):
+        chunk = part_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        renewed += conn.execute(
+            f"UPDATE parts SET lease_until = ? WHERE state = 'sending' AND id IN ({marks})",
+            (lease_until, *chunk),
+        ).rowcount
+    return renewed
+
+
 def mark_submitted(
     conn: sqlite3.Connection, part_id: int, carrier_id: str, carrier_key: str, now: float
 ) -> int | None:

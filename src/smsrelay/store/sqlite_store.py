@@ -192,6 +192,11 @@ class SqliteStore:
 
         return await self.db.write(both)
 
+    async def renew_leases(self, part_ids: list[int], lease_until: float) -> int:
+        return await self.db.write(
+            partial(message_ops.renew_leases, part_ids=part_ids, lease_until=lease_until)
+        )
+
     async def mark_submitted(
         self,
         part_id: int,
