@@ -240,7 +240,13 @@ class _Lane:
                 part.nb_sms,
             )
             return
-        due = next_attempt_at(part.attempts, now, policy.backoff, random.random())
+        if counted:
+            due = next_attempt_at(part.attempts, now, policy.backoff, random.random())
+        else:
+            # The link, not the message, failed: the lane claims again only once the connector
+            # is bound, so a short fixed delay cannot hammer anything, and a long outage does
+            # not leave parts waiting minutes of backoff after the link is back.
+            due = now + SLOW_DOWN_DELAY
         await self.d._store.mark_retry(part.part_id, due, reason)
 
 
