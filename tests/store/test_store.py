@@ -166,3 +166,17 @@ async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: Sqlite
     assert await store.retry_webhooks(None, 90_000.0) == 1
     [job] = await store.claim_due_webhooks(90_000.0, 10, 90_060.0)
     assert (job.id, job.created_at, job.attempts) == (hook_id, 90_000.0, 1)
+
+
+async def test_a_part_whose_receipt_never_comes_expires_after_the_validity(
+    store: SqliteStore,
+) -> None:
+    message_id = await store.accept_message(_message(url_dlr="https://example.com/dlr"))
+    [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
+    await store.mark_submitted(part.part_id, "abc", "abc", 201.0, BUILDERS, 1)
+    assert await store.expire_unanswered(200.0, 300.0, BUILDERS) == 0  # not old enough
+    assert await store.expire_unanswered(202.0, 300.0, BUILDERS) == 1
+    message = await store.get_message(message_id)
+    assert message.state == "expired" and message.parts[0].stat == "EXPIRED"
+    [dlr] = await store.list_webhooks(None, 10)
+    assert dlr.kind == "dlr" and dlr.message_id == message_id

@@ -30,6 +30,8 @@ IDLE_POLL = 0.2
 SWEEP_EVERY = 5.0
 SLOW_DOWN_DELAY = 1.0
 SANDBOX_KEPT_FOR = 86400.0  # SMS Partner purges sandbox messages daily
+# A message is valid 48 h at the carrier; an hour later its receipt is not coming.
+RECEIPT_DEADLINE = 49 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ class Dispatcher:
         self._tasks, self._lanes = [], []
 
     async def _sweep_leases(self) -> None:
-        """Return parts whose lease ran out to the queue; purge day-old sandbox messages."""
+        """Return parts whose lease ran out to the queue, purge day-old sandbox messages, expire
+        parts whose receipt never came."""
         every = min(SWEEP_EVERY, self._policy.lease_seconds / 3)
         while not self.stopping:
             await asyncio.sleep(every)
@@ -97,6 +100,7 @@ class Dispatcher:
             try:
                 released = await self._store.release_expired_leases(now)
                 await self._store.purge_sandbox(now - SANDBOX_KEPT_FOR)
+                await self._store.expire_unanswered(now - RECEIPT_DEADLINE, now, self._builders)
             except TransientError:
                 continue
             if released:

@@ -269,6 +269,27 @@ def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
     return cursor.rowcount
 
 
+def expire_unanswered(
+    conn: sqlite3.Connection,
+    submitted_before: float,
+    now: float,
+    builders: CallbackBuilders,
+    limit: int = 1000,
+) -> int:
+    """Parts the SMSC accepted but never reported on within the validity period are expired,
+    so no message waits for ever on a receipt that will not come."""
+    rows = conn.execute(
+        "UPDATE parts SET state = 'expired', stat = 'EXPIRED', done_at = ?, "
+        "last_error = 'no delivery receipt within the validity period' WHERE id IN ("
+        "SELECT id FROM parts WHERE state = 'submitted' AND submitted_at < ? LIMIT ?) "
+        "RETURNING message_id",
+        (now, submitted_before, limit),
+    ).fetchall()
+    for message_id in sorted({int(r[0]) for r in rows}):
+        refresh_message_state(conn, message_id, now, builders)
+    return len(rows)
+
+
 def renew_leases(conn: sqlite3.Connection, part_ids: list[int], lease_until: float) -> int:
     """Keep parts that are still being worked on from being handed out again."""
     renewed = 0

@@ -73,6 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- Partial indexes: only live work is indexed, so a large history does not slow claiming.
     CREATE INDEX parts_due ON parts(connector, due_at) WHERE state = 'queued';
     CREATE INDEX parts_leased ON parts(lease_until) WHERE state = 'sending';
+    CREATE INDEX parts_awaiting_receipt ON parts(submitted_at) WHERE state = 'submitted';
     CREATE INDEX parts_by_carrier_key ON parts(carrier_key) WHERE carrier_key IS NOT NULL;
     CREATE TABLE receipts (
         id INTEGER PRIMARY KEY,

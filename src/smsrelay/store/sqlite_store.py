@@ -192,6 +192,18 @@ class SqliteStore:
 
         return await self.db.write(both)
 
+    async def expire_unanswered(
+        self, submitted_before: float, now: float, builders: CallbackBuilders
+    ) -> int:
+        return await self.db.write(
+            partial(
+                message_ops.expire_unanswered,
+                submitted_before=submitted_before,
+                now=now,
+                builders=builders,
+            )
+        )
+
     async def renew_leases(self, part_ids: list[int], lease_until: float) -> int:
         return await self.db.write(
             partial(message_ops.renew_leases, part_ids=part_ids, lease_until=lease_until)
