@@ -59,7 +59,12 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     settings = settings_from(ctx, **flags)
     try:
         run(serve_forever(settings))
-    except (OSError, SmsRelayError) as exc:
+    except OSError as exc:
+        fail(
+            f"could not start: {exc} (another smsrelay running? choose free ports with --port "
+            "and SMSRELAY_BUILTIN_SMSC_PORT / SMSRELAY_BUILTIN_SMSC_CONTROL_PORT)"
+        )
+    except SmsRelayError as exc:
         fail(f"could not start: {exc}")
 
 
