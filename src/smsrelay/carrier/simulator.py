@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import random
 import socket
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -66,6 +67,8 @@ class SimulatorOptions:
     window: int = 100  # deliver_sm outstanding per bind
     max_records: int = 1_000_000  # the oldest half of .received is dropped beyond this
     seed: int | None = None
+    tls_cert: str | None = None  # PEM certificate (and tls_key) to serve smpps:// instead
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("delivery_rate", "reject_rate"):
@@ -146,7 +149,12 @@ class Simulator:
         if opts.system_id is not None:
             credentials = {opts.system_id: opts.password or ""}
         self.server = SmppServer(
-            self, host=opts.host, port=opts.port, credentials=credentials, window=opts.window
+            self,
+            host=opts.host,
+            port=opts.port,
+            credentials=credentials,
+            window=opts.window,
+            tls=_server_tls(opts),
         )
         self.received: list[SubmitRecord] = []
         self.stats = SimulatorStats()
@@ -484,3 +492,11 @@ async def run_simulator(options: SimulatorOptions) -> None:
         await asyncio.Event().wait()
     finally:
         await simulator.stop()
+
+
+def _server_tls(opts: SimulatorOptions) -> ssl.SSLContext | None:
+    if not opts.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(opts.tls_cert, opts.tls_key)
+    return context

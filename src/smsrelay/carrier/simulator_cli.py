@@ -32,6 +32,8 @@ from smsrelay.carrier.simulator import SimulatorOptions, run_simulator
 @click.option("--system-id", default=None, help="Only accept this system_id (default: any).")
 @click.option("--password", default=None, help="Password for --system-id.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible randomness.")
+@click.option("--tls-cert", default=None, help="PEM certificate: serve smpps:// (TLS).")
+@click.option("--tls-key", default=None, help="PEM private key for --tls-cert.")
 @click.pass_context
 def smsc(ctx: click.Context, /, **options: Any) -> None:
     """Run the built-in SMSC simulator (SMPP 3.4 server) until Ctrl-C.

@@ -76,6 +76,7 @@ class SmppLinkConfig:
     password: str
     system_type: str = ""
     tls: bool = False
+    tls_ca: str | None = None  # PEM file of the CA to trust (a carrier's private CA); else system
     bind_mode: BindMode = "transceiver"
     window: int = 100
     max_per_second: float | None = None
@@ -645,7 +646,7 @@ class SmppConnector:
                 lambda: _EsmeLink(self, mode),
                 config.host,
                 config.port,
-                ssl=ssl.create_default_context() if config.tls else None,
+                ssl=ssl.create_default_context(cafile=config.tls_ca) if config.tls else None,
             )
         return link
 

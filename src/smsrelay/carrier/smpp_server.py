@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -129,6 +130,7 @@ class SmppServer:
         response_timeout: float = 10.0,
         enquire_link_interval: float = 30.0,
         logger: logging.Logger | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.app: SmscApplication = app or _RefuseAll()
         self.host = host
@@ -138,6 +140,7 @@ class SmppServer:
         self.window = window
         self.response_timeout = response_timeout
         self.enquire_link_interval = enquire_link_interval
+        self.tls = tls
         self.log = logger or _log
         self.links: set[SmscLink] = set()
         self.refused_binds = 0
@@ -147,7 +150,9 @@ class SmppServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: SmscLink(self), self.host, self.port)
+        self._server = await loop.create_server(
+            lambda: SmscLink(self), self.host, self.port, ssl=self.tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
