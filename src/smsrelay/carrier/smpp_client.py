@@ -1,10 +1,5 @@
-"""SMPP 3.4 client (ESME) over asyncio: the production :class:`Connector`.
-
-``SmppLink`` is the transport shared with the server side: an :class:`asyncio.Protocol` that
-feeds bytes to a sans-I/O :class:`~smsrelay.smpp.session.Session`, matches responses to
-requests by sequence number, coalesces writes into one ``transport.write`` per loop turn, and
-runs one timer per connection for response deadlines and enquire_link.
-"""
+"""SMPP 3.4 client (ESME) over asyncio: the production :class:`Connector`, on top of the
+connection transport in :mod:`smsrelay.carrier.smpp_link`."""
 
 from __future__ import annotations
 
@@ -12,55 +7,42 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import ssl
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from smsrelay.carrier.connector import InboundHandler, InboundSm, OutboundPart, SubmitOutcome
+from smsrelay.carrier.smpp_link import SmppLink
 from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, TransientError
 from smsrelay.smpp.concat import ConcatMethod, build_part
-from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsrelay.smpp.errors import LocalProtocolError
 from smsrelay.smpp.pdu import (
-    RESPONSE_BIT,
     Bind,
     BindReceiver,
-    BindReceiverResp,
     BindTransceiver,
-    BindTransceiverResp,
     BindTransmitter,
-    BindTransmitterResp,
-    CommandId,
     CommandStatus,
     DeliverSm,
     DeliverSmResp,
-    EnquireLink,
-    EnquireLinkResp,
-    GenericNack,
     Pdu,
     SubmitSm,
     SubmitSmResp,
     Unbind,
-    UnbindResp,
-    response_to,
     status_name,
 )
 from smsrelay.smpp.session import (
     CAN_SUBMIT,
     Role,
-    Session,
     TokenBucket,
     reconnect_delay,
 )
 
 BindMode = Literal["transceiver", "transmitter+receiver"]
 _log = logging.getLogger("smsrelay.carrier.smpp")
-
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -141,225 +123,6 @@ def _convert(type_name: str, raw: str) -> Any:
     if type_name.startswith("float"):
         return None if raw.lower() in ("", "none") and "None" in type_name else float(raw)
     return raw
-
-
-# --- one connection, either role -----------------------------------------------------------
-
-
-def set_nodelay(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class SmppLink(asyncio.Protocol):
-    """One SMPP connection: session bookkeeping, response matching, batched writes."""
-
-    def __init__(
-        self,
-        role: Role,
-        *,
-        window: int,
-        response_timeout: float,
-        enquire_link_interval: float,
-        logger: logging.Logger,
-        name: str = "",
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.session = Session(
-            role,
-            window=window,
-            response_timeout=response_timeout,
-            enquire_link_interval=enquire_link_interval,
-            now=self.loop.time(),
-        )
-        self.name = name
-        self.log = logger
-        self.transport: asyncio.Transport | None = None
-        self.closed: asyncio.Future[None] = self.loop.create_future()
-        self.peer = ""
-        self.enquire_links_received = 0
-        self._pending: dict[int, asyncio.Future[Pdu]] = {}
-        self._out: list[bytes] = []
-        self._flush_handle: asyncio.Handle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        # FIFO of callers waiting for window room: a freed slot wakes exactly one of them
-        # (an Event would wake every waiting receipt on every response).
-        self._room_waiters: deque[asyncio.Future[None]] = deque()
-        self._tick_every = max(0.02, min(1.0, response_timeout / 10, enquire_link_interval / 4))
-        self.handlers: dict[type[Any], Callable[[Any], None]] = {
-            BindTransmitterResp: self._on_response,
-            BindReceiverResp: self._on_response,
-            BindTransceiverResp: self._on_response,
-            SubmitSmResp: self._on_response,
-            DeliverSmResp: self._on_response,
-            EnquireLinkResp: self._on_response,
-            UnbindResp: self._on_response,
-            GenericNack: self._on_response,
-            EnquireLink: self._on_enquire_link,
-            Unbind: self._on_unbind,
-            RemoteProtocolError: self._on_remote_error,
-        }
-
-    # --- asyncio.Protocol ----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        set_nodelay(transport)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self._timer = self.loop.call_later(self._tick_every, self._tick)
-
-    def data_received(self, data: bytes) -> None:
-        handlers = self.handlers
-        for event in self.session.receive(data, self.loop.time()):
-            handler = handlers.get(type(event))
-            if handler is None:
-                self._on_unexpected(event)
-            else:
-                handler(event)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self.session.close()
-        self._out.clear()
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(TransientError("smpp connection lost"))
-        self._wake_room()
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    # --- sending -------------------------------------------------------------------------
-
-    @property
-    def is_open(self) -> bool:
-        return self.transport is not None and not self.closed.done()
-
-    def send(self, pdu: Pdu) -> None:
-        """Send a PDU that needs no answer tracking (a response, or an enquire_link)."""
-        self.write(self.session.send(pdu, self.loop.time()))
-
-    def request(self, pdu: Pdu) -> asyncio.Future[Pdu]:
-        """Send a request; the future gets its response (or TransientError)."""
-        if not self.is_open:
-            raise TransientError("smpp connection closed")
-        data = self.session.send(pdu, self.loop.time())
-        future: asyncio.Future[Pdu] = self.loop.create_future()
-        self._pending[pdu.sequence] = future
-        self.write(data)
-        return future
-
-    def write(self, data: bytes) -> None:
-        self._out.append(data)
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        out, self._out = self._out, []
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
-
-    def close(self) -> None:
-        """Flush what is queued, then close."""
-        if self.transport is not None and not self.transport.is_closing():
-            self._flush()
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    # --- receiving -----------------------------------------------------------------------
-
-    async def window_available(self) -> None:
-        """Wait until the window has room (or the connection is gone)."""
-        while self.session.window_full and self.is_open:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._room_waiters.append(waiter)
-            await waiter
-
-    def _wake_one(self) -> None:
-        while self._room_waiters:
-            waiter = self._room_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _wake_room(self) -> None:
-        """Wake every waiter (the connection is gone, or several slots freed at once)."""
-        while self._room_waiters:
-            waiter = self._room_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def drained(self) -> None:
-        """Wait until every tracked request has its response (or has failed)."""
-        if self._pending:
-            await asyncio.wait(list(self._pending.values()))
-
-    def _on_response(self, pdu: Pdu) -> None:
-        future = self._pending.pop(pdu.sequence, None)
-        if future is not None and not future.done():
-            future.set_result(pdu)
-        self._wake_one()
-
-    def _on_enquire_link(self, pdu: Pdu) -> None:
-        self.enquire_links_received += 1
-        self.send(EnquireLinkResp(sequence=pdu.sequence))
-
-    def _on_unbind(self, pdu: Pdu) -> None:
-        self.log.info("smpp.unbind.received", extra={"link": self.name, "peer": self.peer})
-        self.send(UnbindResp(sequence=pdu.sequence))
-        self.close()
-
-    def _on_remote_error(self, error: RemoteProtocolError) -> None:
-        self.log.warning(
-            "smpp.pdu.refused",
-            extra={"link": self.name, "status": status_name(error.status), "error": str(error)},
-        )
-        if error.command_id & RESPONSE_BIT and not error.fatal:
-            future = self._pending.pop(error.sequence, None)
-            if future is not None and not future.done():
-                future.set_exception(TransientError(f"malformed response: {error}"))
-            self._wake_one()
-            return
-        if error.command_id == CommandId.GENERIC_NACK:
-            return  # never answer a generic_nack
-        nack = (
-            GenericNack(sequence=error.sequence, status=error.status)
-            if error.fatal
-            else response_to(error.command_id, error.sequence, error.status)
-        )
-        self.write(self.session.send(nack, self.loop.time()))
-        if error.fatal:
-            self.close()
-
-    def _on_unexpected(self, pdu: Any) -> None:
-        self.log.debug("smpp.pdu.ignored", extra={"link": self.name, "pdu": type(pdu).__name__})
-
-    # --- time ----------------------------------------------------------------------------
-
-    def _tick(self) -> None:
-        now = self.loop.time()
-        expired = self.session.expire(now)
-        if expired:
-            self._wake_room()
-        for sequence, request in expired:
-            future = self._pending.pop(sequence, None)
-            if future is not None and not future.done():
-                future.set_exception(TransientError(f"no {request.command_id.name}_resp in time"))
-            if request.command_id is CommandId.ENQUIRE_LINK:
-                self.log.warning("smpp.enquire_link.timeout", extra={"link": self.name})
-                self.abort()
-                return
-        if self.session.enquire_link_due(now):
-            self.send(EnquireLink(sequence=self.session.next_sequence()))
-        self._timer = self.loop.call_later(self._tick_every, self._tick)
 
 
 # --- the client side -----------------------------------------------------------------------

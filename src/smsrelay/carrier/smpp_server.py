@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from smsrelay.carrier.smpp_client import SmppLink
+from smsrelay.carrier.smpp_link import SmppLink
 from smsrelay.errors import TransientError
 from smsrelay.smpp.errors import LocalProtocolError
 from smsrelay.smpp.pdu import (
