@@ -274,3 +274,33 @@ async def test_a_message_outside_quiet_hours_is_not_held(gw: RunningGateway) -> 
         _, answer = await gw.send()
         message = await gw.store.get_message(answer["message_id"])
         assert message.due_at == message.created_at and message.state != "held"
+
+
+async def test_cli_send_goes_through_a_running_gateway(gw: RunningGateway) -> None:
+    import asyncio
+
+    from tests.support import SMSRELAY
+
+    async def cli_send(key: str) -> tuple[int, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            SMSRELAY,
+            "send",
+            "--url",
+            gw.base_url,
+            "--api-key",
+            key,
+            "--from",
+            gw.number,
+            "--to",
+            "0612345678",
+            "Bonjour :euro:",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await process.communicate()
+        return process.returncode or 0, out
+
+    code, out = await cli_send(gw.api_key)
+    assert code == 0 and b'"success":true' in out
+    code, out = await cli_send("wrong-key")
+    assert code == 1 and b'"code":10' in out
