@@ -7,7 +7,6 @@ in the file are errors: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -208,8 +207,3 @@ def _validate(settings: Settings) -> None:
         ("smpp://", "smpps://")
     ):
         raise SettingsError("smsc must be smpp://ID:PASSWORD@HOST:PORT or smpps://...")
-
-
-def with_overrides(settings: Settings, **changes: Any) -> Settings:
-    """A copy with some fields replaced (tests and embedding)."""
-    return dataclasses.replace(settings, **changes)

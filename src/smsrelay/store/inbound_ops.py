@@ -113,10 +113,6 @@ def match_early_receipts(
     return len(rows)
 
 
-def has_early_receipts(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM early_receipt_keys LIMIT 1").fetchone() is not None
-
-
 # -- replies ------------------------------------------------------------------------------------
 
 
