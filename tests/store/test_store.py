@@ -180,3 +180,40 @@ async def test_a_part_whose_receipt_never_comes_expires_after_the_validity(
     assert message.state == "expired" and message.parts[0].stat == "EXPIRED"
     [dlr] = await store.list_webhooks(None, 10)
     assert dlr.kind == "dlr" and dlr.message_id == message_id
+
+
+async def test_reassembly_posts_the_parts_it_has_when_the_rest_never_comes(
+    store: SqliteStore,
+) -> None:
+    import orjson
+
+    from smsrelay.store.records import InboundReply
+
+    await store.update_account(
+        "a", {"reply_url": "https://example.com/mo", "reassemble_replies": 1}
+    )
+
+    def part(seq: int, ref: int, at: float) -> InboundReply:
+        return InboundReply(
+            "default",
+            "+33612345678",
+            "+33757000001",
+            f"p{seq}",
+            "P",
+            lambda _: False,
+            at,
+            (ref, 3, seq),
+        )
+
+    for seq in (1, 2, 3):  # a complete reply: one reassembled callback
+        await store.record_reply(part(seq, 7, 1000.0 + seq), BUILDERS)
+    await store.record_reply(part(1, 8, 1100.0), BUILDERS)  # part 2 of 3 never comes
+    await store.record_reply(part(3, 8, 1101.0), BUILDERS)
+    assert len(await store.list_webhooks(None, 10)) == 1
+    assert await store.flush_stale_reassemblies(1100.0, BUILDERS) == 0  # not stale yet
+    assert await store.flush_stale_reassemblies(5000.0, BUILDERS) == 2
+    assert await store.flush_stale_reassemblies(9000.0, BUILDERS) == 0  # posted once
+    jobs = await store.claim_due_webhooks(9000.0, 10, 9060.0)
+    bodies = [orjson.loads(job.body) for job in jobs]
+    assert bodies[0]["text"] == "p1p2p3" and "concat" not in bodies[0]
+    assert [(b["text"], b["concat-part"]) for b in bodies[1:]] == [("p1", "1"), ("p3", "3")]

@@ -32,6 +32,8 @@ SLOW_DOWN_DELAY = 1.0
 SANDBOX_KEPT_FOR = 86400.0  # SMS Partner purges sandbox messages daily
 # A message is valid 48 h at the carrier; an hour later its receipt is not coming.
 RECEIPT_DEADLINE = 49 * 3600.0
+# Parts of a long reply that are not all in after this are posted one by one.
+REASSEMBLY_WAIT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Dispatcher:
                 released = await self._store.release_expired_leases(now)
                 await self._store.purge_sandbox(now - SANDBOX_KEPT_FOR)
                 await self._store.expire_unanswered(now - RECEIPT_DEADLINE, now, self._builders)
+                await self._store.flush_stale_reassemblies(now - REASSEMBLY_WAIT, self._builders)
             except TransientError:
                 continue
             if released:

@@ -232,7 +232,9 @@ def _queue_reply_callbacks(
 ) -> int:
     if reassemble and reply.concat is not None:
         if not complete:
+            conn.execute("UPDATE replies SET awaiting = 1 WHERE id = ?", (reply_id,))
             return 0
+        _stop_awaiting(conn, reply)
         facts = ReplyFacts(
             reply_id,
             reply.msisdn,
@@ -263,6 +265,48 @@ def _queue_reply_callbacks(
         reply_id=reply_id,
     )
     return 1
+
+
+def _stop_awaiting(conn: sqlite3.Connection, reply: InboundReply) -> None:
+    assert reply.concat is not None
+    ref, total, _ = reply.concat
+    conn.execute(
+        "UPDATE replies SET awaiting = 0 WHERE awaiting = 1 AND msisdn = ? "
+        "AND virtual_number = ? AND concat_ref = ? AND concat_total = ?",
+        (reply.msisdn, reply.virtual_number, ref, total),
+    )
+
+
+def flush_stale_reassemblies(
+    conn: sqlite3.Connection, older_than: float, builders: CallbackBuilders
+) -> int:
+    """Parts of a long reply held for reassembly whose other parts never came are posted
+    one by one, as SMS Partner posts them, so the application still hears the reply."""
+    rows = conn.execute(
+        "SELECT r.id, r.account_id, r.msisdn, r.virtual_number, r.text, r.keyword, "
+        "r.concat_ref, r.concat_total, r.concat_part, r.received_at, "
+        "COALESCE(m.url_response, a.reply_url) FROM replies r "
+        "JOIN accounts a ON a.id = r.account_id LEFT JOIN messages m ON m.id = r.message_id "
+        "WHERE r.awaiting = 1 AND r.received_at < ? ORDER BY r.id LIMIT 1000",
+        (older_than,),
+    ).fetchall()
+    for row in rows:
+        reply_id, account_id, msisdn, number, text, keyword, ref, total, part, at, url = row
+        conn.execute("UPDATE replies SET awaiting = 0 WHERE id = ?", (reply_id,))
+        if not url:
+            continue
+        facts = ReplyFacts(reply_id, msisdn, number, text, keyword, at, (ref, total, part))
+        insert_callback(
+            conn,
+            builders.new_id(),
+            account_id,
+            "reply",
+            url,
+            builders.reply(facts),
+            at,
+            reply_id=reply_id,
+        )
+    return len(rows)
 
 
 def _keyword(text: str) -> str:

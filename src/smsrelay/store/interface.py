@@ -96,6 +96,9 @@ class Store(Protocol):
     async def record_receipt(
         self, receipt: IncomingReceipt, builders: CallbackBuilders
     ) -> bool: ...
+    async def flush_stale_reassemblies(
+        self, older_than: float, builders: CallbackBuilders
+    ) -> int: ...
     async def record_reply(
         self, reply: InboundReply, builders: CallbackBuilders
     ) -> ReplyOutcome: ...

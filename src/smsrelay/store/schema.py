@@ -104,8 +104,11 @@ MIGRATIONS: tuple[str, ...] = (
         concat_total INTEGER,
         concat_part INTEGER,
         connector TEXT NOT NULL,
-        received_at REAL NOT NULL
+        received_at REAL NOT NULL,
+        awaiting INTEGER NOT NULL DEFAULT 0
     );
+    -- Parts held back for reassembly: the sweeper posts them as they are if the rest never comes.
+    CREATE INDEX replies_awaiting ON replies(received_at) WHERE awaiting = 1;
     CREATE INDEX replies_by_concat ON replies(msisdn, virtual_number, concat_ref)
         WHERE concat_ref IS NOT NULL;
     CREATE INDEX replies_by_sender ON replies(msisdn, virtual_number, received_at);

@@ -260,6 +260,11 @@ class SqliteStore:
             partial(inbound_ops.record_receipt, receipt=receipt, builders=builders)
         )
 
+    async def flush_stale_reassemblies(self, older_than: float, builders: CallbackBuilders) -> int:
+        return await self.db.write(
+            partial(inbound_ops.flush_stale_reassemblies, older_than=older_than, builders=builders)
+        )
+
     async def record_reply(self, reply: InboundReply, builders: CallbackBuilders) -> ReplyOutcome:
         return await self.db.write(
             partial(inbound_ops.record_reply, reply=reply, builders=builders)
