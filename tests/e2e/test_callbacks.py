@@ -221,3 +221,26 @@ async def test_gateway_crash_before_posting_loses_no_callback(tmp_path: Path) ->
     finally:
         await receiver.stop()
         await smsc.stop()
+
+
+async def test_long_reply_parts_arrive_in_order_after_the_receiver_comes_back(setup) -> None:
+    smsc, gw = setup
+    down = Receiver()
+    await down.start()
+    port = down.port
+    await down.stop()
+    await gw.send(urlResponse=f"http://127.0.0.1:{port}/mo")
+    await smsc.reply("33612345678", gw.number, "".join(str(i % 10) for i in range(400)))
+
+    async def failed_once() -> bool:
+        rows = await gw.store.list_webhooks(None, 10)
+        return len(rows) == 3 and any(w.attempts >= 1 for w in rows)
+
+    await eventually(failed_once, timeout=20)
+    up = Receiver()
+    await up.start(port)
+    try:
+        await eventually(lambda: len(up.received) >= 3, timeout=20)
+        assert [b["concat-part"] for b in up.bodies()] == ["1", "2", "3"]
+    finally:
+        await up.stop()

@@ -213,7 +213,34 @@ async def test_reassembly_posts_the_parts_it_has_when_the_rest_never_comes(
     assert await store.flush_stale_reassemblies(1100.0, BUILDERS) == 0  # not stale yet
     assert await store.flush_stale_reassemblies(5000.0, BUILDERS) == 2
     assert await store.flush_stale_reassemblies(9000.0, BUILDERS) == 0  # posted once
-    jobs = await store.claim_due_webhooks(9000.0, 10, 9060.0)
-    bodies = [orjson.loads(job.body) for job in jobs]
+    bodies = []
+    for _ in range(3):  # one conversation's callbacks go out one after the other
+        [job] = await store.claim_due_webhooks(9000.0, 10, 9060.0)
+        bodies.append(orjson.loads(job.body))
+        await store.record_webhook_attempt(job.id, 9001.0, 200, 1.0, None, "delivered", None)
     assert bodies[0]["text"] == "p1p2p3" and "concat" not in bodies[0]
     assert [(b["text"], b["concat-part"]) for b in bodies[1:]] == [("p1", "1"), ("p3", "3")]
+
+
+async def test_callbacks_with_one_key_go_out_in_order_others_in_parallel(
+    store: SqliteStore,
+) -> None:
+    from smsrelay.store.message_ops import insert_callback
+
+    def add(uuid: str, key: str) -> object:
+        return store.db.write(
+            lambda c: insert_callback(
+                c, uuid, 1, "reply", "https://e.com/", b"{}", 10.0, order_key=key
+            )
+        )
+
+    first, second, other = [await add(u, k) for u, k in (("a", "k1"), ("b", "k1"), ("c", "k2"))]
+    claimed = {job.id for job in await store.claim_due_webhooks(20.0, 10, 80.0)}
+    assert claimed == {first, other}  # "b" waits for "a"
+    await store.record_webhook_attempt(first, 21.0, 500, 1.0, "HTTP 500", "pending", 30.0)
+    assert await store.claim_due_webhooks(25.0, 10, 85.0) == []  # "a" retries first
+    [again] = await store.claim_due_webhooks(30.0, 10, 90.0)
+    assert again.id == first
+    await store.record_webhook_attempt(first, 31.0, 200, 1.0, None, "delivered", None)
+    [then] = await store.claim_due_webhooks(31.0, 10, 91.0)
+    assert then.id == second

@@ -263,6 +263,7 @@ def _queue_reply_callbacks(
         builders.reply(facts),
         reply.received_at,
         reply_id=reply_id,
+        order_key=conversation_key(reply.msisdn, reply.virtual_number),
     )
     return 1
 
@@ -305,8 +306,14 @@ def flush_stale_reassemblies(
             builders.reply(facts),
             at,
             reply_id=reply_id,
+            order_key=conversation_key(msisdn, number),
         )
     return len(rows)
+
+
+def conversation_key(msisdn: str, virtual_number: str) -> str:
+    """One person's replies to one number are posted in the order they arrived."""
+    return f"c{msisdn}>{virtual_number}"
 
 
 def _keyword(text: str) -> str:

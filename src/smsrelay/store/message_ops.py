@@ -409,11 +409,14 @@ def insert_callback(
     *,
     message_id: int | None = None,
     reply_id: int | None = None,
+    order_key: str | None = None,
 ) -> int:
+    """A callback row. Rows with the same ``order_key`` are posted one after the other."""
+    key = order_key or (f"m{message_id}" if message_id is not None else None)
     cursor = conn.execute(
         "INSERT INTO webhooks (uuid, account_id, kind, message_id, reply_id, url, body, state, "
-        "created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-        (uuid, account_id, kind, message_id, reply_id, url, body, now, now),
+        "created_at, due_at, order_key) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        (uuid, account_id, kind, message_id, reply_id, url, body, now, now, key),
     )
     return int(cursor.lastrowid or 0)
 

@@ -134,9 +134,12 @@ MIGRATIONS: tuple[str, ...] = (
         due_at REAL NOT NULL,
         lease_until REAL,
         delivered_at REAL,
-        last_error TEXT
+        last_error TEXT,
+        order_key TEXT
     );
     CREATE INDEX webhooks_due ON webhooks(due_at) WHERE state = 'pending';
+    -- Callbacks that share a key (one message's, one conversation's replies) go out in order.
+    CREATE INDEX webhooks_in_order ON webhooks(order_key, id) WHERE state IN ('pending', 'sending');
     CREATE INDEX webhooks_leased ON webhooks(lease_until) WHERE state = 'sending';
     CREATE INDEX webhooks_failed ON webhooks(id) WHERE state = 'failed';
     CREATE TABLE webhook_attempts (

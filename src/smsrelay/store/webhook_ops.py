@@ -18,8 +18,12 @@ def claim_due(
 ) -> list[WebhookJob]:
     rows = conn.execute(
         "UPDATE webhooks SET state = 'sending', lease_until = ? WHERE id IN ("
-        "SELECT id FROM webhooks WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, id "
-        "LIMIT ?) RETURNING id, uuid, account_id, kind, url, body, attempts, created_at",
+        "SELECT w.id FROM webhooks w WHERE w.state = 'pending' AND w.due_at <= ? "
+        # not while an earlier callback with the same key is still to go: order per key
+        "AND (w.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks o "
+        "WHERE o.order_key = w.order_key AND o.id < w.id AND o.state IN ('pending', 'sending')))"
+        " ORDER BY w.due_at, w.id LIMIT ?) "
+        "RETURNING id, uuid, account_id, kind, url, body, attempts, created_at",
         (lease_until, now, limit),
     ).fetchall()
     secrets = _secrets(conn, {int(r[2]) for r in rows})
