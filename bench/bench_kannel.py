@@ -427,7 +427,6 @@ def kannel_request(host: str, port: int, n: int, rurl: str) -> bytes:
 def loadgen_main(url: str, count: int, conns: int, rurl: str, ids_out: str, limit_s: float) -> None:
     """Closed loop, as loadgen.py --count: exactly COUNT sends over CONNS keep-alive connections;
     IDS_OUT gets "n accepted_at" lines. Prints one 'LOADJSON {...}' line."""
-    import asyncio
 
     import loadgen
     import uvloop
@@ -435,37 +434,21 @@ def loadgen_main(url: str, count: int, conns: int, rurl: str, ids_out: str, limi
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname or HOST, parts.port or 80
 
+    def accepted_id(n: int, head: bytes, body: bytes) -> int | None:
+        ok = head.startswith((b"HTTP/1.1 202", b"HTTP/1.1 200")) and body.startswith(b"0:")
+        return n if ok else None
+
     async def run() -> dict[str, Any]:
-        next_n = 0
-        errors = 0
-        accepted: list[tuple[int, float]] = []
-        latencies: list[float] = []
-        hard_end = time.perf_counter() + limit_s
-
-        async def worker() -> None:
-            nonlocal next_n, errors
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                while next_n < count and time.perf_counter() < hard_end:
-                    n = next_n
-                    next_n += 1
-                    t0 = time.perf_counter()
-                    writer.write(kannel_request(host, port, n, rurl))
-                    head, body = await loadgen.read_answer(reader)
-                    latencies.append(time.perf_counter() - t0)
-                    status_ok = head.startswith((b"HTTP/1.1 202", b"HTTP/1.1 200"))
-                    if status_ok and body.startswith(b"0:"):
-                        accepted.append((n, time.time()))
-                    else:
-                        errors += 1
-            finally:
-                writer.close()
-
-        t0 = time.perf_counter()
-        wall0 = time.time()
-        await asyncio.gather(*(worker() for _ in range(conns)))
-        elapsed = time.perf_counter() - t0
-        return loadgen.summarize(next_n, accepted, errors, wall0, elapsed, latencies, ids_out)
+        return await loadgen.drive(
+            host,
+            port,
+            lambda n: kannel_request(host, port, n, rurl),
+            accepted_id,
+            count,
+            conns,
+            ids_out,
+            limit_s,
+        )
 
     print("LOADJSON " + json.dumps(uvloop.run(run())), flush=True)
 

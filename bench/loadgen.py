@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import uvloop
@@ -119,8 +120,36 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 async def closed_loop(
     url: str, key: str, sender: str, count: int, conns: int, dlr: str, ids_out: str, limit_s: float
 ) -> dict:
+    def accepted_id(n: int, head: bytes, body: bytes) -> int | None:
+        match = ID_RE.search(body)
+        return int(match.group(1)) if head.startswith(b"HTTP/1.1 200") and match else None
+
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    return await drive(
+        host,
+        port,
+        lambda n: request_bytes(host, port, key, sender, n, dlr),
+        accepted_id,
+        count,
+        conns,
+        ids_out,
+        limit_s,
+    )
+
+
+async def drive(
+    host: str,
+    port: int,
+    request: Callable[[int], bytes],
+    accepted_id: Callable[[int, bytes, bytes], int | None],
+    count: int,
+    conns: int,
+    ids_out: str | None,
+    limit_s: float,
+) -> dict:
+    """Exactly COUNT requests over CONNS keep-alive connections, each sent when the previous
+    answer on its connection came back; ``accepted_id`` names an accepted answer's id."""
     next_n = 0
     errors = 0
     accepted: list[tuple[int, float]] = []
@@ -135,14 +164,14 @@ async def closed_loop(
                 n = next_n
                 next_n += 1
                 t0 = time.perf_counter()
-                writer.write(request_bytes(host, port, key, sender, n, dlr))
+                writer.write(request(n))
                 head, body = await read_answer(reader)
                 latencies.append(time.perf_counter() - t0)
-                match = ID_RE.search(body)
-                if head.startswith(b"HTTP/1.1 200") and match:
-                    accepted.append((int(match.group(1)), time.time()))
-                else:
+                found = accepted_id(n, head, body)
+                if found is None:
                     errors += 1
+                else:
+                    accepted.append((found, time.time()))
         finally:
             writer.close()
 
