@@ -196,11 +196,10 @@ class WebhookSender:
             if not await _acquire(semaphore, start_by - asyncio.get_running_loop().time()):
                 log.warning("webhook.lease.lapsed", extra={"webhook_id": job.id, "host": host})
                 return
-            try:
-                if not self._stopping:
-                    await self._attempt(job, url)
-            finally:
+            if self._stopping:
                 semaphore.release()
+                return
+            await self._attempt(job, url, semaphore)
         except TransientError as exc:
             log.warning("webhook.record.failed", extra={"webhook_id": job.id, "error": str(exc)})
         except Exception:
@@ -208,13 +207,18 @@ class WebhookSender:
         finally:
             self._gates.leave(host)
 
-    async def _attempt(self, job: WebhookJob, url: URL) -> None:
+    async def _attempt(self, job: WebhookJob, url: URL, semaphore: asyncio.Semaphore) -> None:
+        """Post, free the host's slot, then record: the slot bounds connections to the
+        receiver, and holding it across the commit would cap a host at slots / commit time."""
         task = asyncio.current_task()
         if task is not None:
             self._posting.add(task)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        result = await self._post(job, url)
+        try:
+            result = await self._post(job, url)
+        finally:
+            semaphore.release()
         latency_ms = round((loop.time() - started) * 1000.0, 1)
         await self._record(job, url, result, latency_ms)
 
