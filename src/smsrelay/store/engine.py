@@ -57,6 +57,7 @@ class Database:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         self._read_conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: list[tuple[Op, asyncio.Future[Any]]] = []  # this loop turn's writes
 
     async def start(self) -> list[int]:
         """Open both connections and upgrade the schema; returns the migrations applied."""
@@ -72,6 +73,8 @@ class Database:
 
     async def stop(self) -> None:
         if self._writer is not None:
+            if self._outbox:
+                self._hand_over()
             self._queue.put(_STOP)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
@@ -84,9 +87,18 @@ class Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise TransientError("database is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put((fn, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._outbox:
+            loop.call_soon(self._hand_over)
+        self._outbox.append((fn, future))
         return await future
+
+    def _hand_over(self) -> None:
+        """One queue item (one wake-up of the writer) per loop turn, not one per write."""
+        ops, self._outbox = self._outbox, []
+        if ops:
+            self._queue.put(ops)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._read_conn
@@ -112,7 +124,7 @@ class Database:
         first = self._queue.get()
         if first is _STOP:
             return [], True
-        batch = [first]
+        batch = list(first)
         while len(batch) < MAX_BATCH:
             try:
                 item = self._queue.get_nowait()
@@ -120,7 +132,7 @@ class Database:
                 break
             if item is _STOP:
                 return batch, True
-            batch.append(item)
+            batch.extend(item)
         return batch, False
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> None:
