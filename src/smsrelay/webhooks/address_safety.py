@@ -4,10 +4,9 @@ A callback URL is chosen by an API client, so without a check anyone with an API
 the gateway POST into its own network (admin ports, a cloud metadata service). The check runs at
 send time, on the addresses the connection will use, not on the URL at accept time (DNS changes):
 
-- host names go through :class:`SafeResolver`, the aiohttp resolver of the sender's session, so
-  the addresses checked are the addresses connected to (no second lookup to race with);
-- IP literals never reach a resolver in aiohttp, so the sender checks them with
-  :func:`ensure_safe_literal` before posting;
+- host names go through :func:`resolve_safe` when the callback client opens a connection, and
+  it connects to the addresses checked (no second lookup to race with);
+- IP literals are checked as they are (:func:`ensure_allowed`);
 - redirects are not followed at all (a 3xx is a failed attempt), so a receiver cannot bounce the
   gateway to another address.
 
@@ -21,8 +20,6 @@ import asyncio
 import ipaddress
 import socket
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from smsrelay.errors import SmsRelayError
 
@@ -86,52 +83,31 @@ def ensure_allowed(ip: IPAddress, host: str, allow_private: bool) -> None:
         raise UnsafeAddress(f"{host} is {ip}, a private or reserved address")
 
 
-def ensure_safe_literal(host: str, allow_private: bool) -> None:
-    """Check ``host`` when it is an IP literal (aiohttp connects to those without resolving)."""
+def ensure_safe_literal(host: str, allow_private: bool) -> bool:
+    """True if ``host`` is an IP literal (checked: UnsafeAddress if forbidden), False for a name
+    (:func:`resolve_safe` checks what it resolves to)."""
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return  # a name: SafeResolver checks what it resolves to
+        return False
     ensure_allowed(ip, host, allow_private)
+    return True
 
 
 async def resolve_safe(host: str, port: int, allow_private: bool) -> list[str]:
     """The addresses of ``host``; :class:`UnsafeAddress` if any of them is forbidden."""
-    return [result["host"] for result in await _resolve(host, port, 0, allow_private)]
+    return await _resolve(host, port, 0, allow_private)
 
 
-class SafeResolver(AbstractResolver):
-    """aiohttp resolver that refuses a host if any address it resolves to is forbidden."""
-
-    def __init__(self, allow_private: bool) -> None:
-        self.allow_private = allow_private
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return await _resolve(host, port, family, self.allow_private)
-
-    async def close(self) -> None:
-        return None
-
-
-async def _resolve(host: str, port: int, family: int, allow_private: bool) -> list[ResolveResult]:
+async def _resolve(host: str, port: int, family: int, allow_private: bool) -> list[str]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
-    results: list[ResolveResult] = []
-    for info_family, _, proto, _, sockaddr in infos:
+    addresses: list[str] = []
+    for _, _, _, _, sockaddr in infos:
         address = str(sockaddr[0])
         ensure_allowed(ipaddress.ip_address(address), host, allow_private)
-        results.append(
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=int(sockaddr[1]),
-                family=info_family,
-                proto=proto,
-                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            )
-        )
-    if not results:
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
         raise OSError(f"{host} has no address")
-    return results
+    return addresses

@@ -24,26 +24,23 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from dataclasses import dataclass
-
-import aiohttp
-from yarl import URL
 
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.errors import TransientError
 from smsrelay.service.clock import Clock
 from smsrelay.store.interface import Store
 from smsrelay.store.records import WebhookJob
-from smsrelay.webhooks.address_safety import SafeResolver, UnsafeAddress, ensure_safe_literal
+from smsrelay.webhooks.address_safety import UnsafeAddress
+from smsrelay.webhooks.http_client import CallbackClient, HttpClientError, InvalidTarget, Target
 from smsrelay.webhooks.signing import signature_headers
 
 log = logging.getLogger("smsrelay.webhooks")
 IDLE_POLL = 0.2
 SWEEP_EVERY = 5.0
 LEASE_MARGIN = 5.0  # seconds of lease left after the slowest possible post, to record it
-CONNECTION_LIMIT = 1024
 KEEPALIVE = 30.0
-BODY_READ_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ class WebhookSender:
         self._lease_seconds = 4 * timeout + LEASE_MARGIN
         self._max_held = 4 * batch
         self._gates = _HostGates(concurrency_per_host)
-        self._session: aiohttp.ClientSession | None = None
+        self._client: CallbackClient | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -99,7 +96,9 @@ class WebhookSender:
 
     async def start(self) -> None:
         self._stopping = False
-        self._session = self._new_session()
+        self._client = CallbackClient(
+            allow_private=self._allow_private, max_idle=self._gates.size, keepalive=KEEPALIVE
+        )
         await self._store.release_expired_leases(self._clock.now())
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="webhook-claims"),
@@ -116,23 +115,9 @@ class WebhookSender:
         if self._jobs:
             await asyncio.wait(self._jobs, timeout=grace)
         await _cancel(list(self._jobs))
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=CONNECTION_LIMIT,
-            limit_per_host=self._gates.size,
-            keepalive_timeout=KEEPALIVE,
-            resolver=SafeResolver(self._allow_private),
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),  # receivers must not share cookies
-            trust_env=False,  # no proxy from the environment: the address check must hold
-        )
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -189,8 +174,11 @@ class WebhookSender:
     # -- one callback --------------------------------------------------------------------------
 
     async def _run(self, job: WebhookJob, start_by: float) -> None:
-        url = URL(job.url)
-        host = (url.host or "").lower()
+        try:
+            target: Target | None = Target.parse(job.url)
+        except InvalidTarget:
+            target = None
+        host = target.host.lower() if target else ""
         semaphore = self._gates.enter(host)
         try:
             if not await _acquire(semaphore, start_by - asyncio.get_running_loop().time()):
@@ -199,7 +187,7 @@ class WebhookSender:
             if self._stopping:
                 semaphore.release()
                 return
-            await self._attempt(job, url, semaphore)
+            await self._attempt(job, target, semaphore)
         except TransientError as exc:
             log.warning("webhook.record.failed", extra={"webhook_id": job.id, "error": str(exc)})
         except Exception:
@@ -207,7 +195,9 @@ class WebhookSender:
         finally:
             self._gates.leave(host)
 
-    async def _attempt(self, job: WebhookJob, url: URL, semaphore: asyncio.Semaphore) -> None:
+    async def _attempt(
+        self, job: WebhookJob, target: Target | None, semaphore: asyncio.Semaphore
+    ) -> None:
         """Post, free the host's slot, then record: the slot bounds connections to the
         receiver, and holding it across the commit would cap a host at slots / commit time."""
         task = asyncio.current_task()
@@ -216,34 +206,26 @@ class WebhookSender:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            result = await self._post(job, url)
+            result = await self._post(job, target)
         finally:
             semaphore.release()
         latency_ms = round((loop.time() - started) * 1000.0, 1)
-        await self._record(job, url, result, latency_ms)
+        await self._record(job, target.host if target else None, result, latency_ms)
 
-    async def _post(self, job: WebhookJob, url: URL) -> PostResult:
-        if url.scheme not in ("http", "https") or not url.host:
+    async def _post(self, job: WebhookJob, target: Target | None) -> PostResult:
+        if target is None:
             return PostResult(None, "invalid callback URL", permanent=True)
-        assert self._session is not None
+        assert self._client is not None
         try:
-            ensure_safe_literal(url.host, self._allow_private)
-            async with self._session.post(
-                url, data=job.body, headers=self._headers(job), allow_redirects=False
-            ) as response:
-                status = response.status
-                await _drain(response)
+            async with asyncio.timeout(self._timeout):
+                status = await self._client.post(target, self._headers(job), job.body)
         except UnsafeAddress as exc:
             return PostResult(None, f"unsafe address: {exc}")
         except TimeoutError:
             return PostResult(None, f"timeout after {self._timeout:g} s")
-        except aiohttp.InvalidURL as exc:
-            return PostResult(None, f"invalid callback URL: {exc}", permanent=True)
-        except aiohttp.ClientConnectorError as exc:
-            return PostResult(None, f"connection failed: {exc.os_error.strerror or exc}")
-        except aiohttp.ServerDisconnectedError:
-            return PostResult(None, "server disconnected")
-        except aiohttp.ClientError as exc:
+        except HttpClientError as exc:
+            return PostResult(None, str(exc))
+        except (OSError, ssl.SSLError) as exc:  # a TLS handshake or a socket failing mid-way
             return PostResult(None, f"{type(exc).__name__}: {exc}")
         return judge(status)
 
@@ -260,11 +242,11 @@ class WebhookSender:
         return headers
 
     async def _record(
-        self, job: WebhookJob, url: URL, result: PostResult, latency_ms: float
+        self, job: WebhookJob, host: str | None, result: PostResult, latency_ms: float
     ) -> None:
         now = self._clock.now()
         attempt = job.attempts + 1
-        fields = {"webhook_id": job.id, "uuid": job.uuid, "kind": job.kind, "host": url.host}
+        fields = {"webhook_id": job.id, "uuid": job.uuid, "kind": job.kind, "host": host}
         fields |= {"attempt": attempt, "status": result.status, "latency_ms": latency_ms}
         if result.delivered:
             await self._store.record_webhook_attempt(
@@ -335,16 +317,6 @@ async def _acquire(semaphore: asyncio.Semaphore, within: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read a small answer to the end so the connection can be reused; ignore its content."""
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-        read = 0
-        async for chunk in response.content.iter_any():
-            read += len(chunk)
-            if read > BODY_READ_LIMIT:
-                return  # a large answer: the connection is closed rather than reused
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -1,0 +1,303 @@
+"""A small HTTP/1.1 client for callbacks: keep-alive POSTs and their status, nothing else.
+
+Under load the general-purpose client (aiohttp's) cost about a sixth of the gateway's event loop
+per callback: sessions, cookie jars, tracing hooks, redirect and proxy machinery. A callback needs
+one POST on a reused connection, the answer's status, and the answer drained so the connection
+can serve the next one. Responses are parsed by httptools (llhttp, the parser uvicorn uses);
+addresses are checked with :mod:`address_safety` on every new connection, against the address
+actually connected to. Redirects are not followed (the caller judges the status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import httptools
+from yarl import URL
+
+from smsrelay.webhooks.address_safety import ensure_safe_literal, resolve_safe
+
+BODY_READ_LIMIT = 64 * 1024  # a larger answer is not drained: its connection is closed
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class HttpClientError(Exception):
+    """A POST that got no usable answer; the text says why."""
+
+
+class InvalidTarget(HttpClientError):
+    """The URL cannot be posted to at all (retrying cannot help)."""
+
+
+class ConnectFailed(HttpClientError):
+    pass
+
+
+class Disconnected(HttpClientError):
+    """The receiver closed the connection before its answer was complete."""
+
+
+class BadResponse(HttpClientError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a callback URL points, split once: what to connect to and what to send."""
+
+    scheme: str
+    host: str  # to connect to: a name, or an IP literal without brackets
+    port: int
+    host_header: str
+    path: str  # the request target: encoded path and query
+    authorization: str | None  # Basic credentials from the URL's user info, as browsers do
+
+    @property
+    def pool_key(self) -> tuple[str, str, int, str | None]:
+        return (self.scheme, self.host, self.port, self.authorization)
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        try:
+            parsed = URL(url)
+            host, port = parsed.raw_host, parsed.port
+        except (ValueError, TypeError) as exc:
+            raise InvalidTarget(f"invalid callback URL: {exc}") from exc
+        if parsed.scheme not in DEFAULT_PORTS or not host or port is None:
+            raise InvalidTarget("invalid callback URL")
+        default = DEFAULT_PORTS[parsed.scheme]
+        shown = f"[{host}]" if ":" in host else host
+        return cls(
+            scheme=parsed.scheme,
+            host=host,
+            port=port,
+            host_header=shown if port == default else f"{shown}:{port}",
+            path=parsed.raw_path_qs or "/",
+            authorization=_basic_auth(parsed),
+        )
+
+
+def _basic_auth(url: URL) -> str | None:
+    if url.raw_user is None:
+        return None
+    pair = f"{unquote(url.raw_user)}:{unquote(url.raw_password or '')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+def request_bytes(target: Target, headers: dict[str, str], body: bytes) -> bytes:
+    lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.host_header}"]
+    if target.authorization:
+        lines.append(f"Authorization: {target.authorization}")
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self._parser = httptools.HttpResponseParser(self)
+        self._answer: asyncio.Future[tuple[int, bool]] | None = None
+        self._got_bytes = False
+        self._headers_done = False
+        self._body_read = 0
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        if self._answer is None:  # bytes nobody asked for: the connection is not reusable
+            self.abort()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(BadResponse(f"malformed answer: {exc}"))
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._headers_done:  # an answer delimited by the close itself
+            self._finish(keep_alive=False)
+        else:
+            self._fail(Disconnected("server disconnected"))
+
+    # httptools callbacks
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body_read += len(body)
+        if self._body_read > BODY_READ_LIMIT:
+            self._finish(keep_alive=False)
+            self.abort()
+
+    def on_message_complete(self) -> None:
+        self._finish(keep_alive=self._parser.should_keep_alive())
+
+    # the exchange
+    async def exchange(self, request: bytes) -> tuple[int, bool]:
+        """Send ``request``; the answer's status, and whether the connection can be reused."""
+        assert self.transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self._got_bytes = False
+        self._headers_done = False
+        self._body_read = 0
+        self.transport.write(request)
+        try:
+            return await self._answer
+        finally:
+            self._answer = None
+
+    @property
+    def answered_nothing(self) -> bool:
+        return not self._got_bytes
+
+    def _finish(self, keep_alive: bool) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result((self._parser.get_status_code(), keep_alive))
+
+    def _fail(self, error: Exception) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(error)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class CallbackClient:
+    """Keep-alive connections per (scheme, host, port), at most ``max_idle`` idle per host."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        max_idle: int,
+        keepalive: float,
+        tls: ssl.SSLContext | None = None,  # default: the system's trusted CAs
+    ) -> None:
+        self._allow_private = allow_private
+        self._max_idle = max_idle
+        self._keepalive = keepalive
+        self._idle: dict[tuple[str, str, int, str | None], list[_Connection]] = {}
+        self._tls = tls
+        self._swept = time.monotonic()
+
+    async def post(self, target: Target, headers: dict[str, str], body: bytes) -> int:
+        """POST ``body``; the answer's status. Raises :class:`HttpClientError` (or
+        ``UnsafeAddress``); the caller bounds the time (a cancel closes the connection)."""
+        request = request_bytes(target, headers, body)
+        connection = self._reuse(target)
+        if connection is not None:
+            try:
+                return await self._exchange(target, connection, request)
+            except Disconnected:
+                if not connection.answered_nothing:
+                    raise
+                # the receiver closed an idle connection as we wrote: the request was not
+                # read, so it goes once more on a fresh connection
+        return await self._exchange(target, await self._connect(target), request)
+
+    async def close(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.abort()
+        self._idle.clear()
+
+    async def _exchange(self, target: Target, connection: _Connection, request: bytes) -> int:
+        try:
+            status, keep_alive = await connection.exchange(request)
+        except BaseException:
+            connection.abort()
+            raise
+        if keep_alive and not connection.closed:
+            self._keep(target, connection)
+        else:
+            connection.abort()
+        return status
+
+    def _reuse(self, target: Target) -> _Connection | None:
+        idle = self._idle.get(target.pool_key)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and now - connection.idle_since < self._keepalive:
+                return connection
+            connection.abort()
+        return None
+
+    def _keep(self, target: Target, connection: _Connection) -> None:
+        now = time.monotonic()
+        connection.idle_since = now
+        idle = self._idle.setdefault(target.pool_key, [])
+        if len(idle) >= self._max_idle:
+            connection.abort()
+        else:
+            idle.append(connection)
+        if now - self._swept > self._keepalive:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Close connections idle too long, forget hosts with none left."""
+        self._swept = now
+        for key in list(self._idle):
+            kept = []
+            for connection in self._idle[key]:
+                if connection.closed or now - connection.idle_since >= self._keepalive:
+                    connection.abort()
+                else:
+                    kept.append(connection)
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
+
+    async def _connect(self, target: Target) -> _Connection:
+        loop = asyncio.get_running_loop()
+        tls = self._tls_context() if target.scheme == "https" else None
+        error: OSError | None = None
+        for address in await self._addresses(target):
+            try:
+                _, connection = await loop.create_connection(
+                    _Connection,
+                    address,
+                    target.port,
+                    ssl=tls,
+                    server_hostname=target.host if tls else None,
+                )
+                return connection
+            except OSError as exc:
+                error = exc
+        detail = (error.strerror or str(error)) if error else "no address"
+        raise ConnectFailed(f"connection failed: {detail}")
+
+    async def _addresses(self, target: Target) -> list[str]:
+        """The addresses to try, every one of them allowed (UnsafeAddress otherwise)."""
+        if ensure_safe_literal(target.host, self._allow_private):
+            return [target.host]
+        try:
+            return await resolve_safe(target.host, target.port, self._allow_private)
+        except OSError as exc:
+            raise ConnectFailed(f"connection failed: {exc.strerror or exc}") from exc
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls

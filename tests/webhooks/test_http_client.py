@@ -1,0 +1,268 @@
+"""The callback HTTP client against raw TCP servers that answer exactly the bytes a test wants."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from smsrelay.webhooks.address_safety import UnsafeAddress
+from smsrelay.webhooks.http_client import (
+    BadResponse,
+    CallbackClient,
+    ConnectFailed,
+    Disconnected,
+    InvalidTarget,
+    Target,
+)
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+Answer = Callable[[int, bytes, asyncio.StreamWriter], Awaitable[bool]]  # False: close
+
+
+@dataclass
+class RawServer:
+    """Reads whole requests (headers + Content-Length body); ``answer`` writes the reply."""
+
+    answer: Answer
+    requests: list[bytes] = field(default_factory=list)
+    connections: int = 0
+    server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                if not await self.answer(len(self.requests), request, writer):
+                    break
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def plain_ok(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+    writer.write(OK)
+    return True
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
+    servers: list[RawServer] = []
+
+    async def start(answer: Answer = plain_ok, tls: ssl.SSLContext | None = None) -> RawServer:
+        raw = RawServer(answer)
+        raw.server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=tls)
+        servers.append(raw)
+        return raw
+
+    yield start
+    for raw in servers:
+        assert raw.server is not None
+        raw.server.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[CallbackClient]:
+    made = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0)
+    yield made
+    await made.close()
+
+
+def target(server: RawServer, path: str = "/cb") -> Target:
+    return Target.parse(f"http://127.0.0.1:{server.port}{path}")
+
+
+async def test_posts_reuse_one_connection_and_send_what_they_say(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    server = await serve()
+    for n in range(3):
+        assert await client.post(target(server, "/cb?x=1"), {"X-N": str(n)}, b'{"n":1}') == 200
+    assert server.connections == 1
+    head, body = server.requests[2].split(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /cb?x=1 HTTP/1.1"
+    assert f"Host: 127.0.0.1:{server.port}".encode() in lines
+    assert b"X-N: 2" in lines and b"Content-Length: 7" in lines
+    assert body == b'{"n":1}'
+
+
+async def test_a_chunked_answer_is_read_to_its_end_and_the_connection_kept(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    async def chunked(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"3\r\nabc\r\n0\r\n\r\n")
+        return True
+
+    server = await serve(chunked)
+    assert [await client.post(target(server), {}, b"x") for _ in range(2)] == [202, 202]
+    assert server.connections == 1
+
+
+async def test_an_answer_ended_by_closing_gives_its_status_and_a_new_connection_next(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    async def close_delimited(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.0 500 Oops\r\n\r\nno length, ends with the connection")
+        return False
+
+    server = await serve(close_delimited)
+    assert [await client.post(target(server), {}, b"x") for _ in range(2)] == [500, 500]
+    assert server.connections == 2
+
+
+async def test_a_large_answer_is_not_drained_and_its_connection_is_dropped(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    async def huge(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        size = 1_000_000
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size)
+        return True
+
+    server = await serve(huge)
+    assert [await client.post(target(server), {}, b"x") for _ in range(2)] == [200, 200]
+    assert server.connections == 2
+
+
+async def test_a_receiver_closing_an_idle_connection_as_we_write_gets_the_post_again(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    async def forget_second(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == 2:
+            return False  # closes without answering, as a keep-alive timeout would
+        writer.write(OK)
+        return True
+
+    server = await serve(forget_second)
+    assert await client.post(target(server), {}, b"first") == 200
+    assert await client.post(target(server), {}, b"second") == 200
+    assert [r.split(b"\r\n\r\n")[1] for r in server.requests] == [b"first", b"second", b"second"]
+    assert server.connections == 2
+
+
+async def test_no_answer_on_a_fresh_connection_is_a_disconnect(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    async def hang_up(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        return False
+
+    server = await serve(hang_up)
+    with pytest.raises(Disconnected, match="server disconnected"):
+        await client.post(target(server), {}, b"x")
+
+
+async def test_a_malformed_answer_is_reported(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    async def garbage(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"SMTP ready\r\n\r\n")
+        return True
+
+    server = await serve(garbage)
+    with pytest.raises(BadResponse, match="malformed answer"):
+        await client.post(target(server), {}, b"x")
+
+
+async def test_a_refused_connection_says_so(client: CallbackClient) -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    with pytest.raises(ConnectFailed, match="connection failed"):
+        await client.post(Target.parse(f"http://127.0.0.1:{port}/"), {}, b"x")
+
+
+async def test_private_addresses_are_refused_before_connecting(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    server = await serve()
+    strict = CallbackClient(allow_private=False, max_idle=4, keepalive=30.0)
+    for url in (f"http://127.0.0.1:{server.port}/", f"http://localhost:{server.port}/"):
+        with pytest.raises(UnsafeAddress):
+            await strict.post(Target.parse(url), {}, b"x")
+    assert server.connections == 0
+
+
+async def test_a_cancelled_post_does_not_leave_its_connection_for_the_next(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    async def slow_first(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == 1:
+            await asyncio.sleep(10)
+        writer.write(OK)
+        return True
+
+    server = await serve(slow_first)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.post(target(server), {}, b"x")
+    assert await client.post(target(server), {}, b"y") == 200
+    assert server.connections == 2
+
+
+def test_targets_split_the_url_once() -> None:
+    ipv6 = Target.parse("http://[::1]:8080/a%20b?c=d")
+    assert (ipv6.host, ipv6.port, ipv6.host_header, ipv6.path) == (
+        "::1",
+        8080,
+        "[::1]:8080",
+        "/a%20b?c=d",
+    )
+    tls = Target.parse("https://Example.COM/")
+    assert (tls.host, tls.port, tls.host_header) == ("example.com", 443, "example.com")
+    assert Target.parse("http://example.com").path == "/"
+    for bad in ("ftp://example.com/", "http:///nohost", "not a url"):
+        with pytest.raises(InvalidTarget):
+            Target.parse(bad)
+
+
+async def test_user_info_in_the_url_becomes_basic_credentials(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    server = await serve()
+    url = f"http://app:s%40cret@127.0.0.1:{server.port}/cb"
+    assert await client.post(Target.parse(url), {}, b"x") == 200
+    expected = base64.b64encode(b"app:s@cret")
+    assert b"Authorization: Basic " + expected in server.requests[0]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+async def test_https_posts_to_a_trusted_certificate_and_refuses_an_untrusted_one(
+    serve: Callable[..., Awaitable[RawServer]], certificate: tuple[str, str]
+) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server = await serve(tls=server_tls)
+    url = Target.parse(f"https://127.0.0.1:{server.port}/cb")
+    trusting = CallbackClient(
+        allow_private=True, max_idle=4, keepalive=30.0, tls=ssl.create_default_context(cafile=cert)
+    )
+    assert [await trusting.post(url, {}, b"x") for _ in range(2)] == [200, 200]
+    assert server.connections == 1
+    await trusting.close()
+    default = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0)
+    with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+        await default.post(url, {}, b"x")
+    assert len(server.requests) == 2
