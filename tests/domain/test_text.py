@@ -257,6 +257,37 @@ def test_surrogate_pair_is_never_split() -> None:
     assert parts == [("ж" * 66).encode("utf-16-be"), "😀bbbbb".encode("utf-16-be")]
 
 
+def _one_character_at_a_time(text: str, encoding: Encoding) -> list[bytes]:
+    """The reference split: whole characters added to a part while they fit."""
+    unit = 1 if encoding is Encoding.GSM7 else 2
+    single, capacity = (160, 153) if encoding is Encoding.GSM7 else (70, 67)
+    chunks = [
+        oracle_encode(char) if encoding is Encoding.GSM7 else char.encode("utf-16-be")
+        for char in text
+    ]
+    if sum(map(len, chunks)) <= single * unit:
+        return [b"".join(chunks)]
+    parts, current = [], b""
+    for chunk in chunks:
+        if len(current) + len(chunk) > capacity * unit:
+            parts.append(current)
+            current = b""
+        current += chunk
+    return [*parts, current]
+
+
+@given(st.text(alphabet=st.sampled_from("ab €[]|^{}~\\"), max_size=700))
+@example("a" * 152 + "€" * 3)
+def test_gsm_split_matches_the_character_by_character_reference(text: str) -> None:
+    assert split_segments(text, Encoding.GSM7) == _one_character_at_a_time(text, Encoding.GSM7)
+
+
+@given(st.text(alphabet=st.sampled_from("aж😀🇫"), max_size=300))
+@example("ж" * 66 + "😀" * 3)
+def test_ucs2_split_matches_the_character_by_character_reference(text: str) -> None:
+    assert split_segments(text, Encoding.UCS2) == _one_character_at_a_time(text, Encoding.UCS2)
+
+
 def test_split_refuses_non_gsm_text_as_gsm7() -> None:
     with pytest.raises(DomainError) as caught:
         split_segments("😀", Encoding.GSM7)

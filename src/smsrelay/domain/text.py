@@ -65,6 +65,8 @@ _ENCODE: dict[str, bytes] = {
     char: bytes((code,)) for code, char in _DECODE_BASIC.items() if code != _ESCAPE
 } | {char: bytes((_ESCAPE, code)) for code, char in _EXTENSION.items()}
 _GSM_CHARS = frozenset(_ENCODE)
+# The same table for str.translate: each character to its septets as latin-1 code points.
+_SEPTETS = str.maketrans({char: code.decode("latin-1") for char, code in _ENCODE.items()})
 _EXTENSION_CHARS = tuple(_EXTENSION.values())
 
 # SMS Partner's "special characters" table (compatibility.md): stricter than GSM 03.38.
@@ -192,31 +194,35 @@ def split_segments(text: str, encoding: Encoding) -> list[bytes]:
 
     Always returns at least one part (an empty text is one empty SMS).
     """
-    chunks = _encoded_chars(text, encoding)
-    octets_per_unit = 1 if encoding is Encoding.GSM7 else 2
-    if sum(len(chunk) for chunk in chunks) <= _SINGLE_CAPACITY[encoding] * octets_per_unit:
-        return [b"".join(chunks)]
-    return _pack(chunks, _PART_CAPACITY[encoding] * octets_per_unit)
+    octets = _encode_whole(text, encoding)
+    unit = 1 if encoding is Encoding.GSM7 else 2
+    if len(octets) <= _SINGLE_CAPACITY[encoding] * unit:
+        return [octets]
+    return _cut(octets, _PART_CAPACITY[encoding] * unit, encoding)
 
 
-def _encoded_chars(text: str, encoding: Encoding) -> list[bytes]:
-    # One chunk per character, so a part boundary can only fall between whole characters.
+def _encode_whole(text: str, encoding: Encoding) -> bytes:
     if encoding is Encoding.GSM7:
         if not is_gsm7(text):
             encode_gsm7(text)  # raises text.not_gsm naming the offending character
-        return [_ENCODE[char] for char in text]
-    return [char.encode("utf-16-be", "surrogatepass") for char in text]
+        return text.translate(_SEPTETS).encode("latin-1")
+    return text.encode("utf-16-be", "surrogatepass")
 
 
-def _pack(chunks: list[bytes], capacity: int) -> list[bytes]:
+def _cut(octets: bytes, capacity: int, encoding: Encoding) -> list[bytes]:
+    """Full parts of ``capacity`` octets, each ending one unit early where it would otherwise
+    end between the two halves of a character (ESC + code, or a surrogate pair)."""
     parts: list[bytes] = []
-    current = bytearray()
-    for chunk in chunks:
-        if len(current) + len(chunk) > capacity:
-            parts.append(bytes(current))
-            current.clear()
-        current += chunk
-    parts.append(bytes(current))
+    start = 0
+    while len(octets) - start > capacity:
+        end = start + capacity
+        if encoding is Encoding.GSM7 and octets[end - 1] == _ESCAPE:
+            end -= 1  # 0x1B only ever starts a pair: no character is encoded as 0x1B
+        elif encoding is Encoding.UCS2 and 0xD8 <= octets[end - 2] <= 0xDB:
+            end -= 2  # a high surrogate: its low half is the next unit
+        parts.append(octets[start:end])
+        start = end
+    parts.append(octets[start:])
     return parts
 
 

@@ -155,8 +155,19 @@ _check_tag = check_tag
 
 
 def _check_url(url: str | None, field: str) -> None:
-    if url is None or url == "":
+    if url is None or url == "" or url in _VALID_URLS:
         return
+    _check_new_url(url, field)
+    if len(_VALID_URLS) >= MAX_REMEMBERED_URLS:
+        _VALID_URLS.clear()
+    _VALID_URLS.add(url)
+
+
+_VALID_URLS: set[str] = set()  # URLs already found valid: a client sends the same few each time
+MAX_REMEMBERED_URLS = 1024
+
+
+def _check_new_url(url: str, field: str) -> None:
     if len(url) > MAX_URL_LENGTH or any(ch.isspace() for ch in url):
         raise DomainError("url.invalid", f"{field} is not a valid URL", field)
     try:
