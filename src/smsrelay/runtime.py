@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -100,6 +101,9 @@ async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
 async def serve_forever(settings: Settings) -> None:
     configure_logging(settings.log_level)
     running = await start(settings, lambda line: print(line, flush=True))
+    # Everything loaded so far (modules, number metadata, holidays) lives as long as the
+    # process: keep it out of the collector's full passes, which otherwise walk it every time.
+    gc.freeze()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
