@@ -50,6 +50,7 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({"database_url": "postgresql://h/db"}, {}, "PostgreSQL is not supported yet"),
         ({"smsc": "http://x"}, {}, "smsc must be"),
         ({}, {"SMSRELAY_ALLOW_PRIVATE_WEBHOOKS": "perhaps"}, "allow_private_webhooks"),
+        ({}, {"SMSRELAY_WEBHOOK_TLS_CA": "/nowhere/ca.pem"}, "webhook_tls_ca: no such file"),
     ],
 )
 def test_invalid_values_are_refused(flags, env, message) -> None:
@@ -62,3 +63,10 @@ def test_unknown_file_keys_are_errors(tmp_path: Path) -> None:
     config.write_text("prot = 8080\n")
     with pytest.raises(SettingsError, match="unknown key"):
         load_settings({"config": str(config)}, env={})
+
+
+def test_a_private_ca_for_https_callbacks_comes_from_the_environment(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = load_settings({}, env={"SMSRELAY_WEBHOOK_TLS_CA": str(ca)})
+    assert settings.webhook_tls_ca == str(ca)

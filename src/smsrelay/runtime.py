@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,9 +24,10 @@ from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
-from smsrelay.settings import Settings
+from smsrelay.settings import Settings, SettingsError
 from smsrelay.store.lock import ServeLock
 from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.http_client import tls_context
 from smsrelay.webhooks.payloads import BUILDERS
 from smsrelay.webhooks.sender import WebhookSender
 
@@ -175,11 +177,21 @@ async def _start_services(gateway: Gateway, inbound: InboundRouter) -> list[Any]
         give_up_after=settings.webhook_give_up_after,
         concurrency_per_host=settings.webhook_concurrency_per_host,
         allow_private=settings.private_webhooks_allowed,
+        tls=_callback_tls(settings),
     )
     await sender.start()
     inbound.on_stored = sender.wake
     gateway.extras["webhook_sender"] = sender
     return [sender]
+
+
+def _callback_tls(settings: Settings) -> ssl.SSLContext:
+    try:
+        return tls_context(settings.webhook_tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"webhook_tls_ca: cannot load {settings.webhook_tls_ca}: {exc}"
+        ) from exc
 
 
 async def _start_http(gateway: Gateway, settings: Settings) -> tuple[web.AppRunner, int]:

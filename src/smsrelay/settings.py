@@ -68,6 +68,8 @@ class Settings:
     webhook_max_backoff: float = 600.0
     webhook_give_up_after: float = 86400.0
     webhook_concurrency_per_host: int = 16
+    # A PEM file of CAs trusted for https callbacks besides the system's (internal receivers).
+    webhook_tls_ca: str | None = None
     # Test-only: "2026-03-01T15:00:00+01:00" freezes the clock and enables POST /_test/clock.
     fixed_clock: str | None = None
     log_level: str = "INFO"
@@ -207,3 +209,5 @@ def _validate(settings: Settings) -> None:
         ("smpp://", "smpps://")
     ):
         raise SettingsError("smsc must be smpp://ID:PASSWORD@HOST:PORT or smpps://...")
+    if settings.webhook_tls_ca and not Path(settings.webhook_tls_ca).is_file():
+        raise SettingsError(f"webhook_tls_ca: no such file: {settings.webhook_tls_ca}")

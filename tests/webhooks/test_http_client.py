@@ -8,6 +8,7 @@ import shutil
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from smsrelay.webhooks.http_client import (
     Disconnected,
     InvalidTarget,
     Target,
+    tls_context,
 )
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -266,3 +268,22 @@ async def test_https_posts_to_a_trusted_certificate_and_refuses_an_untrusted_one
     with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
         await default.post(url, {}, b"x")
     assert len(server.requests) == 2
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+async def test_an_extra_ca_is_trusted_besides_the_system_ones(
+    serve: Callable[..., Awaitable[RawServer]], certificate: tuple[str, str], tmp_path: Path
+) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server = await serve(tls=server_tls)
+    extra = tls_context(cert)
+    assert len(extra.get_ca_certs()) == len(tls_context().get_ca_certs()) + 1
+    client = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0, tls=extra)
+    assert await client.post(Target.parse(f"https://127.0.0.1:{server.port}/"), {}, b"x") == 200
+    await client.close()
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(ssl.SSLError):
+        tls_context(str(not_pem))

@@ -182,6 +182,14 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def tls_context(extra_ca: str | None = None) -> ssl.SSLContext:
+    """The system's trusted CAs, plus those of ``extra_ca`` (a PEM file) when given."""
+    context = ssl.create_default_context()
+    if extra_ca:
+        context.load_verify_locations(cafile=extra_ca)
+    return context
+
+
 class CallbackClient:
     """Keep-alive connections per (scheme, host, port), at most ``max_idle`` idle per host."""
 
@@ -299,5 +307,5 @@ class CallbackClient:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
-            self._tls = ssl.create_default_context()
+            self._tls = tls_context()
         return self._tls

@@ -69,7 +69,9 @@ class WebhookSender:
         allow_private: bool,
         batch: int = 200,
         user_agent: str = "smsrelay",
+        tls: ssl.SSLContext | None = None,  # https trust; default: the system's CAs
     ) -> None:
+        self._tls = tls
         self._store = store
         self._clock = clock
         self._timeout = timeout
@@ -97,7 +99,10 @@ class WebhookSender:
     async def start(self) -> None:
         self._stopping = False
         self._client = CallbackClient(
-            allow_private=self._allow_private, max_idle=self._gates.size, keepalive=KEEPALIVE
+            allow_private=self._allow_private,
+            max_idle=self._gates.size,
+            keepalive=KEEPALIVE,
+            tls=self._tls,
         )
         await self._store.release_expired_leases(self._clock.now())
         self._loops = [
