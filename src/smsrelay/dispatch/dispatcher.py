@@ -39,7 +39,7 @@ REASSEMBLY_WAIT = 3600.0
 @dataclass(frozen=True)
 class DispatchPolicy:
     batch: int = 500
-    in_flight: int = 200  # parts handed to one connector at once (its window queues the rest)
+    in_flight: int = 1000  # parts handed to one connector at once (its window queues the rest)
     lease_seconds: float = 60.0
     max_attempts: int = 5
     backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(cap=300.0))
