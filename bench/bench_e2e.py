@@ -35,6 +35,7 @@ from common import (
 N = int(os.environ.get("BENCH_E2E_N", "20000"))
 CONNS = int(os.environ.get("BENCH_CONNS", "64"))
 STAGE_LIMIT_S = float(os.environ.get("BENCH_E2E_LIMIT_S", "60"))
+REPEAT = int(os.environ.get("BENCH_E2E_REPEAT", "3"))  # runs of the instant case (median shown)
 
 
 def run_case(label: str, smsc_args: list[str]) -> dict:
@@ -173,8 +174,25 @@ def run_case(label: str, smsc_args: list[str]) -> dict:
     }
 
 
+def median_run(label: str, smsc_args: list[str], times: int) -> dict:
+    """The run with the median end-to-end rate of ``times`` (this machine varies run to run);
+    the other runs' rates are kept beside it."""
+    runs = [run_case(label, smsc_args) for _ in range(times)]
+    runs.sort(key=lambda r: _rate(r["end_to_end_msgs_per_s"]))
+    chosen = dict(runs[len(runs) // 2])
+    chosen["e2e_msgs_per_s_all_runs"] = [r["end_to_end_msgs_per_s"] for r in runs]
+    return chosen
+
+
+def _rate(value: float | str) -> float:
+    return float(str(value).rstrip("*").replace(",", ""))
+
+
 def main() -> dict:
-    cases = [run_case("instant", []), run_case("resp20ms", ["--resp-delay-ms", "20"])]
+    cases = [
+        median_run("instant", [], REPEAT),
+        run_case("resp20ms", ["--resp-delay-ms", "20"]),
+    ]
     rows = []
     for c in cases:
         rows.append(
@@ -215,14 +233,14 @@ def main() -> dict:
         )
     )
     print("* = the stage did not finish within BENCH_E2E_LIMIT_S: count reached / elapsed")
+    spread = ", ".join(f"{_rate(v):,.0f}" for v in cases[0]["e2e_msgs_per_s_all_runs"])
+    print(f"instant: the median of {REPEAT} runs is shown (e2e msg/s of each run: {spread})")
     window = 100
     ideal = window / 0.020
     slow = cases[1]
     results = {"cases": cases, "window": window, "window_over_latency_parts_per_s": ideal}
 
-    def num(v: float | str) -> float:
-        return float(str(v).rstrip("*").replace(",", ""))
-
+    num = _rate
     results["targets"] = {
         "e2e >= 5000 msg/s (instant SMSC)": num(cases[0]["end_to_end_msgs_per_s"]) >= 5000,
     }
