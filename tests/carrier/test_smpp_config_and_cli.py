@@ -74,8 +74,9 @@ def test_every_command_help_has_an_example() -> None:
         assert "Example" in result.output and "smsrelay smsc" in result.output
 
 
-def test_invalid_simulator_option_exits_2() -> None:
-    result = CliRunner().invoke(smsc, ["--delivery-rate", "2"])
+@pytest.mark.parametrize("args", [["--delivery-rate", "2"], ["--bind-timeout", "0"]])
+def test_invalid_simulator_option_exits_2(args: list[str]) -> None:
+    result = CliRunner().invoke(smsc, args)
     assert result.exit_code == 2
 
 

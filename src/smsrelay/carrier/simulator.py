@@ -69,6 +69,7 @@ class SimulatorOptions:
     seed: int | None = None
     tls_cert: str | None = None  # PEM certificate (and tls_key) to serve smpps:// instead
     tls_key: str | None = None
+    bind_timeout: float = 30.0  # a connection with no successful bind by then is dropped
 
     def __post_init__(self) -> None:
         for name in ("delivery_rate", "reject_rate"):
@@ -80,6 +81,8 @@ class SimulatorOptions:
             "decimal",
         ):
             raise ValueError("id styles are 'hex' or 'decimal'")
+        if self.bind_timeout <= 0:
+            raise ValueError("bind_timeout must be more than 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class Simulator:
             credentials=credentials,
             window=opts.window,
             tls=_server_tls(opts),
+            bind_timeout=opts.bind_timeout,
         )
         self.received: list[SubmitRecord] = []
         self.stats = SimulatorStats()

@@ -34,6 +34,12 @@ from smsrelay.carrier.simulator import SimulatorOptions, run_simulator
 @click.option("--seed", type=int, default=None, help="Seed for reproducible randomness.")
 @click.option("--tls-cert", default=None, help="PEM certificate: serve smpps:// (TLS).")
 @click.option("--tls-key", default=None, help="PEM private key for --tls-cert.")
+@click.option(
+    "--bind-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds a connection may stay open without binding (SMPP session_init_timer).",
+)
 @click.pass_context
 def smsc(ctx: click.Context, /, **options: Any) -> None:
     """Run the built-in SMSC simulator (SMPP 3.4 server) until Ctrl-C.

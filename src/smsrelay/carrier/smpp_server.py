@@ -76,6 +76,7 @@ class SmscLink(SmppLink):
         )
         self.server = server
         self.system_id = ""
+        self._bind_deadline: asyncio.TimerHandle | None = None
         for bind in _BIND_RESPONSES:
             self.handlers[bind] = self._on_bind
         self.handlers[SubmitSm] = self._on_submit_sm
@@ -91,10 +92,24 @@ class SmscLink(SmppLink):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server.links.add(self)
+        # SMPP 3.4 section 7.2 (session_init_timer): a connection that never binds is dropped,
+        # or idle sockets would hold the server's resources for ever.
+        self._bind_deadline = self.loop.call_later(self.server.bind_timeout, self._never_bound)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._bind_deadline is not None:
+            self._bind_deadline.cancel()
         super().connection_lost(exc)
         self.server.links.discard(self)
+
+    def _never_bound(self) -> None:
+        self._bind_deadline = None
+        if not self.system_id and not self.is_closing:
+            self.log.warning(
+                "smsc.bind.timeout",
+                extra={"peer": self.peer, "after_s": self.server.bind_timeout},
+            )
+            self.abort()
 
     def _on_bind(self, pdu: Bind) -> None:
         status = self.server.check_credentials(pdu.system_id, pdu.password)
@@ -108,6 +123,9 @@ class SmscLink(SmppLink):
             self.log.warning("smsc.bind.refused", extra={**fields, "status": status})
             return
         self.system_id = pdu.system_id
+        if self._bind_deadline is not None:
+            self._bind_deadline.cancel()
+            self._bind_deadline = None
         self.log.info("smsc.bind.ok", extra=fields)
         self.server.notify_bound(self)
 
@@ -131,6 +149,7 @@ class SmppServer:
         enquire_link_interval: float = 30.0,
         logger: logging.Logger | None = None,
         tls: ssl.SSLContext | None = None,
+        bind_timeout: float = 30.0,
     ) -> None:
         self.app: SmscApplication = app or _RefuseAll()
         self.host = host
@@ -141,6 +160,7 @@ class SmppServer:
         self.response_timeout = response_timeout
         self.enquire_link_interval = enquire_link_interval
         self.tls = tls
+        self.bind_timeout = bind_timeout  # seconds a connection may stay open without a bind
         self.log = logger or _log
         self.links: set[SmscLink] = set()
         self.refused_binds = 0
