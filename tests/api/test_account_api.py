@@ -102,6 +102,7 @@ async def test_multi_status_answers_each_item(api: Api) -> None:
         "status": "Waiting",
         "date": "2026-03-03 10:00:00",
         "stopSms": False,
+        "statut": "Waiting",
     }
     assert (items[1]["success"], items[1]["messageId"], items[1]["phoneNumber"]) == (
         True,
@@ -110,7 +111,7 @@ async def test_multi_status_answers_each_item(api: Api) -> None:
     )
     for missing in items[2:]:
         assert (missing["success"], missing["code"]) == (False, 4)
-        assert missing["status"] == "message not found"
+        assert missing["status"] == missing["statut"] == "message not found"
     assert items[2]["messageId"] == "999999"
 
 
@@ -155,8 +156,9 @@ async def test_multi_status_in_xml(api: Api) -> None:
         "Waiting",
         "2026-03-03 10:00:00",
         "false",
+        "Waiting",
     ]
-    assert items[1] == ["false", "4", "", "x", "message not found"]
+    assert items[1] == ["false", "4", "", "x", "message not found", "message not found"]
 
 
 async def test_multi_status_refuses_more_than_500_items(api: Api) -> None:

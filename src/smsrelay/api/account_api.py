@@ -126,6 +126,9 @@ def status_item(view: StatusView) -> dict[str, Any]:
         "status": view.status,
         "date": paris_text(message.created_at),
         "stopSms": view.stopped,
+        # The contract names it "status" here, SMS Partner's Go SDK reads "statut" (as in
+        # message-status): both, the copy last so XML readers keep their positions.
+        "statut": view.status,
     }
 
 
@@ -139,6 +142,7 @@ def answer_item(answer: StatusAnswer) -> dict[str, Any]:
         "phoneNumber": answer.query.phone,
         "messageId": answer.query.message_id,
         "status": error.message,
+        "statut": error.message,
     }
 
 
