@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 (it is its own CA)."""
-    folder: Path = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
+def _self_signed(folder: Path, name: str, subject: str, extension: str) -> tuple[str, str]:
+    """A self-signed certificate (it is its own CA) and its key, made by openssl."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}-key.pem"
     subprocess.run(
         [
             "openssl",
@@ -24,9 +22,9 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
             "-days",
             "2",
             "-subj",
-            "/CN=127.0.0.1",
+            subject,
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            extension,
             "-keyout",
             str(key),
             "-out",
@@ -37,3 +35,19 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
         timeout=60,
     )
     return str(cert), str(key)
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A server certificate for 127.0.0.1."""
+    return _self_signed(
+        tmp_path_factory.mktemp("tls"), "server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1"
+    )
+
+
+@pytest.fixture(scope="session")
+def client_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A client certificate (mutual TLS): what a carrier issues to the ESME it lets in."""
+    return _self_signed(
+        tmp_path_factory.mktemp("tls-client"), "client", "/CN=esme", "extendedKeyUsage=clientAuth"
+    )

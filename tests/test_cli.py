@@ -109,3 +109,14 @@ def test_every_command_has_help_with_an_example() -> None:
         for command in commands:
             output = runner.invoke(cli, [group, command, "--help"]).output
             assert "Example" in output, (group, command)
+
+
+def test_serve_names_the_connector_whose_settings_are_wrong(tmp_path: Path) -> None:
+    env = {
+        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
+        "SMSRELAY_SMSC": "smpp://id:pw@127.0.0.1:2775?window=0",
+        "SMSRELAY_PORT": "0",
+    }
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == 1
+    assert "could not start: connector default: window must be at least 1" in result.output

@@ -148,13 +148,20 @@ def _build_connectors(
         default_url = settings.smsc or ""
     connectors: dict[str, Connector] = {
         DEFAULT_CONNECTOR: SmppConnector(
-            DEFAULT_CONNECTOR, SmppLinkConfig.from_url(default_url), inbound
+            DEFAULT_CONNECTOR, _link_config(DEFAULT_CONNECTOR, default_url, {}), inbound
         )
     }
     for extra in settings.connectors:
-        config = SmppLinkConfig.from_url(extra.url, **dict(extra.options))
+        config = _link_config(extra.name, extra.url, dict(extra.options))
         connectors[extra.name] = SmppConnector(extra.name, config, inbound)
     return connectors
+
+
+def _link_config(name: str, url: str, options: dict[str, Any]) -> SmppLinkConfig:
+    try:
+        return SmppLinkConfig.from_url(url, **options)
+    except (TypeError, ValueError) as exc:  # a bad option: say which connector, not a traceback
+        raise SettingsError(f"connector {name}: {exc}") from exc
 
 
 def _policy(settings: Settings) -> DispatchPolicy:

@@ -69,6 +69,7 @@ class SimulatorOptions:
     seed: int | None = None
     tls_cert: str | None = None  # PEM certificate (and tls_key) to serve smpps:// instead
     tls_key: str | None = None
+    tls_client_ca: str | None = None  # require client certificates issued by this CA (mTLS)
     bind_timeout: float = 30.0  # a connection with no successful bind by then is dropped
 
     def __post_init__(self) -> None:
@@ -81,6 +82,8 @@ class SimulatorOptions:
             "decimal",
         ):
             raise ValueError("id styles are 'hex' or 'decimal'")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert (client certificates are a TLS feature)")
         if self.bind_timeout <= 0:
             raise ValueError("bind_timeout must be more than 0 seconds")
 
@@ -503,4 +506,7 @@ def _server_tls(opts: SimulatorOptions) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(opts.tls_cert, opts.tls_key)
+    if opts.tls_client_ca:  # mutual TLS: no certificate from that CA, no connection
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=opts.tls_client_ca)
     return context

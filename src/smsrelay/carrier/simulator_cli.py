@@ -35,6 +35,9 @@ from smsrelay.carrier.simulator import SimulatorOptions, run_simulator
 @click.option("--tls-cert", default=None, help="PEM certificate: serve smpps:// (TLS).")
 @click.option("--tls-key", default=None, help="PEM private key for --tls-cert.")
 @click.option(
+    "--tls-client-ca", default=None, help="Require client certificates from this CA (mTLS)."
+)
+@click.option(
     "--bind-timeout",
     default=30.0,
     show_default=True,

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from smsrelay.carrier.connector import InboundHandler, InboundSm, OutboundPart, SubmitOutcome
 from smsrelay.carrier.smpp_link import SmppLink
 from smsrelay.domain.text import decode_gsm7
-from smsrelay.errors import PermanentError, TransientError
+from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.smpp.concat import ConcatMethod, build_part
 from smsrelay.smpp.errors import LocalProtocolError
 from smsrelay.smpp.pdu import (
@@ -59,6 +59,8 @@ class SmppLinkConfig:
     system_type: str = ""
     tls: bool = False
     tls_ca: str | None = None  # PEM file of the CA to trust (a carrier's private CA); else system
+    tls_cert: str | None = None  # PEM client certificate, for carriers that require mutual TLS
+    tls_key: str | None = None  # its private key (when not in tls_cert's file)
     bind_mode: BindMode = "transceiver"
     window: int = 100
     max_per_second: float | None = None
@@ -84,6 +86,10 @@ class SmppLinkConfig:
             raise ValueError("timeouts and intervals must be positive")
         if not 0 <= self.gsm_data_coding <= 255:
             raise ValueError("gsm_data_coding must be an octet")
+        if (self.tls_ca or self.tls_cert or self.tls_key) and not self.tls:
+            raise ValueError("tls_ca, tls_cert and tls_key need an smpps:// connector")
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("tls_key without tls_cert")
         for name, limit in (("system_id", 15), ("password", 8), ("system_type", 12)):
             if len(getattr(self, name).encode("latin-1", "replace")) > limit:
                 raise ValueError(f"{name} longer than {limit} characters (SMPP 3.4 limit)")
@@ -113,6 +119,24 @@ class SmppLinkConfig:
             values[key] = _convert(str(types[key]), raw)
         values.update(overrides)
         return cls(**values)
+
+
+class TlsFilesError(SmsRelayError):
+    """A connector's CA, certificate or key file cannot be used."""
+
+
+def client_tls(name: str, config: SmppLinkConfig) -> ssl.SSLContext | None:
+    """The TLS context of an smpps:// connector: the system's CAs or ``tls_ca``, and the client
+    certificate when the carrier requires mutual TLS."""
+    if not config.tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.tls_ca)
+        if config.tls_cert:
+            context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsFilesError(f"connector {name}: cannot load its TLS files: {exc}") from exc
+    return context
 
 
 def _convert(type_name: str, raw: str) -> Any:
@@ -233,6 +257,7 @@ class SmppConnector:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._rng = random.Random()
+        self._tls = client_tls(name, config)  # built once: a bad file fails at start-up
 
     # --- Connector -----------------------------------------------------------------------
 
@@ -409,7 +434,7 @@ class SmppConnector:
                 lambda: _EsmeLink(self, mode),
                 config.host,
                 config.port,
-                ssl=ssl.create_default_context(cafile=config.tls_ca) if config.tls else None,
+                ssl=self._tls,
             )
         return link
 
