@@ -122,6 +122,19 @@ async def test_a_chunked_answer_is_read_to_its_end_and_the_connection_kept(
     assert server.connections == 1
 
 
+async def test_an_interim_answer_is_skipped_for_the_real_one(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    async def continue_first(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = await serve(continue_first)
+    assert [await client.post(target(server), {}, b"x") for _ in range(2)] == [201, 201]
+    assert server.connections == 1
+
+
 async def test_an_answer_ended_by_closing_gives_its_status_and_a_new_connection_next(
     serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
 ) -> None:

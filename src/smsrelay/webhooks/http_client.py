@@ -148,6 +148,11 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            self._headers_done = False
+            self._body_read = 0
+            return
         self._finish(keep_alive=self._parser.should_keep_alive())
 
     # the exchange
