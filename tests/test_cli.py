@@ -51,6 +51,9 @@ def test_accounts_lifecycle(run) -> None:
 
 def test_refusals_exit_non_zero_with_a_message(run) -> None:
     run("accounts", "create", "shop")
+    refused = run("accounts", "set", "shop", "--reply-url", "ftp://example.com/mo", code=2)
+    assert "reply URL must be an http(s) URL with a host" in refused
+    run("accounts", "set", "shop", "--reply-url", "", code=0)  # empty: no default reply URL
     run("accounts", "create", "shop", code=1)
     run("accounts", "show", "nobody", code=1)
     run("accounts", "credit", "shop", "lots", code=2)

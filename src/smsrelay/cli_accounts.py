@@ -8,6 +8,7 @@ import click
 
 from smsrelay.cli_support import emit, fail, with_gateway
 from smsrelay.domain.pricing import eur_to_micros, format_eur
+from smsrelay.errors import DomainError
 from smsrelay.service import accounts as account_service
 from smsrelay.service.gateway import Gateway
 from smsrelay.store.records import Account, NumberRecord
@@ -161,14 +162,17 @@ def set_(
     Example:
       smsrelay accounts set shop --quiet-hours off --reply-url https://example.com/sms
     """
-    changes = account_service.account_changes(
-        quiet_hours=_on(quiet_hours),
-        region=region,
-        marketing=_on(marketing),
-        reply_url=reply_url,
-        reassemble_replies=_on(reassemble_replies),
-        webhook_secret=webhook_secret,
-    )
+    try:
+        changes = account_service.account_changes(
+            quiet_hours=_on(quiet_hours),
+            region=region,
+            marketing=_on(marketing),
+            reply_url=reply_url,
+            reassemble_replies=_on(reassemble_replies),
+            webhook_secret=webhook_secret,
+        )
+    except DomainError as exc:  # a value no account can have: a usage error
+        fail(exc.message, code=2)
     if not changes:
         fail("nothing to change: give at least one option (see --help)", code=2)
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from smsrelay.domain.callback_urls import check_callback_url
 from smsrelay.domain.numbers import parse_international
 from smsrelay.domain.pricing import eur_to_micros
 from smsrelay.domain.quiet_hours import Region
@@ -115,6 +116,7 @@ def account_changes(
     if marketing is not None:
         changes["marketing"] = int(marketing)
     if reply_url is not None:
+        check_callback_url(reply_url, "reply URL")  # refused now, not at the first reply
         changes["reply_url"] = reply_url or None
     if reassemble_replies is not None:
         changes["reassemble_replies"] = int(reassemble_replies)

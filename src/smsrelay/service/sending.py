@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
-from urllib.parse import urlsplit
 
+from smsrelay.domain.callback_urls import check_callback_url
 from smsrelay.domain.numbers import Msisdn, parse_recipient, parse_sender
 from smsrelay.domain.pricing import PriceTable, message_cost
 from smsrelay.domain.quiet_hours import QuietHoursPolicy, Region, release_time
@@ -24,7 +24,6 @@ from smsrelay.store.records import Account, NewMessage
 
 T = TypeVar("T")
 MAX_TAG_LENGTH = 20
-MAX_URL_LENGTH = 2048
 
 
 class ValidationFailed(DomainError):
@@ -109,8 +108,8 @@ def _validate_fields(request: SendRequest, account: Account) -> _Checked:
     stop = _collect(failures, lambda: _flag(request.is_stop_sms, "isStopSms"))
     sandbox = _collect(failures, lambda: _flag(request.sandbox, "sandbox"))
     _collect(failures, lambda: _check_tag(request.tag))
-    _collect(failures, lambda: _check_url(request.url_response, "urlResponse"))
-    _collect(failures, lambda: _check_url(request.url_dlr, "urlDlr"))
+    _collect(failures, lambda: check_callback_url(request.url_response, "urlResponse"))
+    _collect(failures, lambda: check_callback_url(request.url_dlr, "urlDlr"))
     if failures:
         raise ValidationFailed(failures)
     assert recipient is not None and sender is not None
@@ -152,31 +151,6 @@ def check_tag(tag: str | None) -> None:
 
 
 _check_tag = check_tag
-
-
-def _check_url(url: str | None, field: str) -> None:
-    if url is None or url == "" or url in _VALID_URLS:
-        return
-    _check_new_url(url, field)
-    if len(_VALID_URLS) >= MAX_REMEMBERED_URLS:
-        _VALID_URLS.clear()
-    _VALID_URLS.add(url)
-
-
-_VALID_URLS: set[str] = set()  # URLs already found valid: a client sends the same few each time
-MAX_REMEMBERED_URLS = 1024
-
-
-def _check_new_url(url: str, field: str) -> None:
-    if len(url) > MAX_URL_LENGTH or any(ch.isspace() for ch in url):
-        raise DomainError("url.invalid", f"{field} is not a valid URL", field)
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises on a non-numeric port
-    except ValueError as exc:
-        raise DomainError("url.invalid", f"{field} is not a valid URL", field) from exc
-    if parts.scheme not in {"http", "https"} or not parts.hostname or port == 0:
-        raise DomainError("url.invalid", f"{field} must be an http(s) URL with a host", field)
 
 
 def _due_at(now: float, account: Account) -> float:
