@@ -112,20 +112,22 @@ async def test_unbind_is_answered_and_the_connection_closed(peer: RawPeer) -> No
 
 
 async def test_a_connection_that_never_binds_is_dropped(make_simulator: MakeSimulator) -> None:
-    simulator = await make_simulator(system_id="esme", password="secret", bind_timeout=0.3)
-    idle = RawPeer(*await asyncio.open_connection("127.0.0.1", simulator.port))
-    refused = RawPeer(*await asyncio.open_connection("127.0.0.1", simulator.port))
-    bound = RawPeer(*await asyncio.open_connection("127.0.0.1", simulator.port))
-    loop = asyncio.get_running_loop()
-    bound_deadline = loop.time() + 0.3  # when an unbound link opened now would be dropped
-    wrong = BindTransmitter(sequence=1, system_id="esme", password="guess")
-    assert (await refused.exchange(wrong)).status == CommandStatus.ESME_RINVPASWD
+    simulator = await make_simulator(system_id="esme", password="secret", bind_timeout=1.0)
+
+    async def connect() -> RawPeer:
+        return RawPeer(*await asyncio.open_connection("127.0.0.1", simulator.port))
+
+    # Connected in this order, so the bound link's deadline comes first and the idle one's last:
+    # once the idle link has been dropped, the bound link's deadline is behind us too.
+    bound = await connect()
     ok = BindTransceiver(sequence=1, system_id="esme", password="secret")
     assert (await bound.exchange(ok)).status == CommandStatus.ESME_ROK
-    assert await idle.closed_by_peer()  # within closed_by_peer's 5 s deadline
+    refused = await connect()
+    wrong = BindTransmitter(sequence=1, system_id="esme", password="guess")
+    assert (await refused.exchange(wrong)).status == CommandStatus.ESME_RINVPASWD
+    idle = await connect()
     assert await refused.closed_by_peer()  # a refused bind is not a bind
-    # A negative check: only past the bound link's own deadline does "still open" mean anything.
-    await asyncio.sleep(max(0.0, bound_deadline + 0.1 - loop.time()))
+    assert await idle.closed_by_peer()  # within closed_by_peer's 5 s deadline
     assert await bound.exchange(EnquireLink(sequence=2)) == EnquireLinkResp(sequence=2)
     for peer in (idle, refused, bound):
         peer.writer.close()

@@ -222,9 +222,11 @@ async def test_private_addresses_are_refused_before_connecting(
 async def test_a_cancelled_post_does_not_leave_its_connection_for_the_next(
     serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
 ) -> None:
+    first_answer = asyncio.Event()  # the first request is answered only when the test says
+
     async def slow_first(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         if n == 1:
-            await asyncio.sleep(10)
+            await first_answer.wait()
         writer.write(OK)
         return True
 
@@ -234,6 +236,7 @@ async def test_a_cancelled_post_does_not_leave_its_connection_for_the_next(
             await client.post(target(server), {}, b"x")
     assert await client.post(target(server), {}, b"y") == 200
     assert server.connections == 2
+    first_answer.set()  # lets the first handler end (its connection is already gone)
 
 
 def test_targets_split_the_url_once() -> None:
