@@ -123,3 +123,17 @@ def test_serve_names_the_connector_whose_settings_are_wrong(tmp_path: Path) -> N
     result = CliRunner().invoke(cli, ["serve"], env=env)
     assert result.exit_code == 1
     assert "could not start: connector default: window must be at least 1" in result.output
+
+
+def test_serve_refuses_a_webhook_ca_file_it_cannot_read(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate")
+    env = {
+        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
+        "SMSRELAY_WEBHOOK_TLS_CA": str(not_pem),
+        "SMSRELAY_PORT": "0",
+    }
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == 1
+    assert f"could not start: webhook_tls_ca: cannot load {not_pem}" in result.output
+    assert not (tmp_path / "data").exists()  # refused before the database was touched

@@ -51,6 +51,7 @@ class Running:
 
 
 async def start(settings: Settings, say: Callable[[str], None]) -> Running:
+    callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
     store = SqliteStore(settings.resolved_database_url)
     lock = ServeLock(store.db.path)
     lock.acquire()
@@ -67,7 +68,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     dispatcher = Dispatcher(store, gateway.clock, connectors, BUILDERS, _policy(settings))
     await dispatcher.start()
     gateway.wake_dispatcher = dispatcher.wake
-    services = await _start_services(gateway, inbound)
+    services = await _start_services(gateway, inbound, callback_tls)
     runner, port = await _start_http(gateway, settings)
     if demo is not None and demo.demo_key:
         numbers = await store.numbers_of(demo.id)
@@ -172,7 +173,9 @@ def _policy(settings: Settings) -> DispatchPolicy:
     )
 
 
-async def _start_services(gateway: Gateway, inbound: InboundRouter) -> list[Any]:
+async def _start_services(
+    gateway: Gateway, inbound: InboundRouter, callback_tls: ssl.SSLContext | None
+) -> list[Any]:
     settings = gateway.settings
     sender = WebhookSender(
         gateway.store,
@@ -184,7 +187,7 @@ async def _start_services(gateway: Gateway, inbound: InboundRouter) -> list[Any]
         give_up_after=settings.webhook_give_up_after,
         concurrency_per_host=settings.webhook_concurrency_per_host,
         allow_private=settings.private_webhooks_allowed,
-        tls=_callback_tls(settings),
+        tls=callback_tls,
     )
     await sender.start()
     inbound.on_stored = sender.wake
@@ -192,7 +195,11 @@ async def _start_services(gateway: Gateway, inbound: InboundRouter) -> list[Any]
     return [sender]
 
 
-def _callback_tls(settings: Settings) -> ssl.SSLContext:
+def _callback_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The trust for https callbacks when a private CA is added; None: the callback client
+    loads the system's CAs itself, on its first https callback."""
+    if not settings.webhook_tls_ca:
+        return None
     try:
         return tls_context(settings.webhook_tls_ca)
     except (OSError, ssl.SSLError) as exc:
