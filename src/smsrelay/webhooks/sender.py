@@ -230,7 +230,7 @@ class WebhookSender:
             return PostResult(None, f"timeout after {self._timeout:g} s")
         except HttpClientError as exc:
             return PostResult(None, str(exc))
-        except (OSError, ssl.SSLError) as exc:  # a TLS handshake or a socket failing mid-way
+        except OSError as exc:  # a socket or TLS failure after connecting (SSLError is one)
             return PostResult(None, f"{type(exc).__name__}: {exc}")
         return judge(status)
 
