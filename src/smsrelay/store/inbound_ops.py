@@ -254,6 +254,18 @@ def _queue_reply_callbacks(
             reply.received_at,
             reply.concat,
         )
+    _queue_reply_callback(conn, builders, account_id, url, facts)
+    return 1
+
+
+def _queue_reply_callback(
+    conn: sqlite3.Connection,
+    builders: CallbackBuilders,
+    account_id: int,
+    url: str,
+    facts: ReplyFacts,
+) -> None:
+    """A reply's callback row, ordered after the earlier ones of the same conversation."""
     insert_callback(
         conn,
         builders.new_id(),
@@ -261,11 +273,10 @@ def _queue_reply_callbacks(
         "reply",
         url,
         builders.reply(facts),
-        reply.received_at,
-        reply_id=reply_id,
-        order_key=conversation_key(reply.msisdn, reply.virtual_number),
+        facts.received_at,
+        reply_id=facts.reply_id,
+        order_key=conversation_key(facts.msisdn, facts.virtual_number),
     )
-    return 1
 
 
 def _stop_awaiting(conn: sqlite3.Connection, reply: InboundReply) -> None:
@@ -297,17 +308,7 @@ def flush_stale_reassemblies(
         if not url:
             continue
         facts = ReplyFacts(reply_id, msisdn, number, text, keyword, at, (ref, total, part))
-        insert_callback(
-            conn,
-            builders.new_id(),
-            account_id,
-            "reply",
-            url,
-            builders.reply(facts),
-            at,
-            reply_id=reply_id,
-            order_key=conversation_key(msisdn, number),
-        )
+        _queue_reply_callback(conn, builders, account_id, url, facts)
     return len(rows)
 
 
