@@ -484,3 +484,10 @@ async def test_the_test_clock_needs_a_time_with_an_offset(sunday_api: Api, now: 
     body = {} if now is None else {"now": now}
     status, answer = await sunday_api.call("POST", "/_test/clock", body=body)
     assert (status, answer["code"]) == (400, 9)
+
+
+async def test_read_endpoints_take_an_object_parameter_as_absent(api: Api) -> None:
+    # A JSON object where the id belongs is no id at all: the same answer as a missing one.
+    for endpoint in ("/v1/message-status", "/v1/message-cancel"):
+        status, answer = await api.call("GET", endpoint, body={**key(api), "messageId": {"id": 1}})
+        assert (status, answer["success"], answer["code"]) == (400, False, 4), endpoint

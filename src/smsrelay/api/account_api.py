@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from smsrelay.api.errors import CODES, VALIDATION, simple_error
-from smsrelay.api.params import Params
+from smsrelay.api.params import Params, plain_param
 from smsrelay.api.render import respond
 from smsrelay.domain.pricing import format_eur
 from smsrelay.errors import DomainError
@@ -40,13 +40,6 @@ from smsrelay.service.status import StatusView
 STATUS_LIST_NAMES = ("smsstatut_list", "smsstatus_list")
 
 
-def _text(params: Params, name: str) -> str | None:
-    value = params.get(name.lower())
-    if value is None or isinstance(value, dict | list):
-        return None
-    return str(value)
-
-
 def _ok(fields: dict[str, Any], xml: bool) -> web.Response:
     return respond({"success": True, "code": 200, **fields}, 200, xml)
 
@@ -55,7 +48,7 @@ def _ok(fields: dict[str, Any], xml: bool) -> web.Response:
 
 
 async def handle_me(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> web.Response:
-    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     overview = await account_overview(gateway.store, gateway.prices, account)
     user = {"username": overview.username, "firstname": "", "lastname": ""}
     credits = {
@@ -73,7 +66,7 @@ async def handle_me(gateway: Gateway, params: Params, is_form: bool, xml: bool) 
 async def handle_multi_status(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
 ) -> web.Response:
-    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     answers = await statuses(gateway.store, account, status_queries(params))
     return _ok({"StatutResponse_List": [answer_item(a) for a in answers]}, xml)
 
@@ -81,9 +74,9 @@ async def handle_multi_status(
 async def handle_status_by_tag(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
 ) -> web.Response:
-    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     page = await statuses_by_tag(
-        gateway.store, account, _text(params, "tag"), _text(params, "page")
+        gateway.store, account, plain_param(params, "tag"), plain_param(params, "page")
     )
     items = [status_item(view) for view in page.views]
     return _ok({"StatutResponse_List": items, "currentPage": page.page, "total": page.total}, xml)
@@ -113,7 +106,9 @@ def _json_value(text: str) -> Any:
 
 
 def _status_query(item: Params) -> StatusQuery:
-    return StatusQuery(phone=_text(item, "phoneNumber"), message_id=_text(item, "messageId"))
+    return StatusQuery(
+        phone=plain_param(item, "phoneNumber"), message_id=plain_param(item, "messageId")
+    )
 
 
 def status_item(view: StatusView) -> dict[str, Any]:
@@ -150,8 +145,10 @@ def answer_item(answer: StatusAnswer) -> dict[str, Any]:
 
 
 async def handle_cancel(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> web.Response:
-    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
-    refund = await cancel_message(gateway.store, gateway.clock, account, _text(params, "messageId"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+    refund = await cancel_message(
+        gateway.store, gateway.clock, account, plain_param(params, "messageId")
+    )
     note = f"The SMS sending has been cancelled; {format_eur(refund)} EUR refunded."
     return _ok({"message": note}, xml)
 
@@ -162,7 +159,7 @@ async def handle_cancel(gateway: Gateway, params: Params, is_form: bool, xml: bo
 async def handle_stop_list(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
 ) -> web.Response:
-    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     entries = await stop_entries(gateway.store, account)
     data = [
         {
@@ -178,16 +175,18 @@ async def handle_stop_list(
 async def handle_stop_add(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
 ) -> web.Response:
-    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
-    stop_id = await add_stop(gateway.store, gateway.clock, account, _text(params, "phoneNumber"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+    stop_id = await add_stop(
+        gateway.store, gateway.clock, account, plain_param(params, "phoneNumber")
+    )
     return _ok({"stopId": stop_id}, xml)
 
 
 async def handle_stop_delete(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
 ) -> web.Response:
-    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
-    await remove_stop(gateway.store, account, _text(params, "id"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+    await remove_stop(gateway.store, account, plain_param(params, "id"))
     return _ok({}, xml)
 
 
@@ -201,7 +200,7 @@ async def handle_test_clock(
     if not gateway.settings.fixed_clock or not isinstance(clock, FixedClock):
         payload, status = simple_error(404, 404, "no such endpoint")
         return respond(payload, status, xml)
-    clock.set(_moment(_text(params, "now")))
+    clock.set(_moment(plain_param(params, "now")))
     gateway.wake_dispatcher()  # held messages may be due now
     return respond({"now": iso_text(clock.now())}, 200, xml)
 

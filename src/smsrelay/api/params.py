@@ -68,6 +68,14 @@ def _read_form(body: bytes) -> Params:
     return {k.lower(): v for k, v in pairs}
 
 
+def plain_param(params: Params, name: str) -> str | None:
+    """A parameter of the read endpoints as text; absent, an object or a list -> None."""
+    value = params.get(name.lower())
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
 def text_param(params: Params, name: str, errors: list[DomainError]) -> str | None:
     """A parameter as text: numbers are accepted as their digits, objects are refused."""
     value = params.get(name.lower())

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from smsrelay.api.params import Params
+from smsrelay.api.params import Params, plain_param
 from smsrelay.api.render import respond
 from smsrelay.domain.pricing import micros_to_eur
 from smsrelay.service.dates import iso_text, paris_text
@@ -14,17 +14,12 @@ from smsrelay.service.gateway import Gateway
 from smsrelay.service.status import StatusView, message_status
 
 
-def _text(params: Params, name: str) -> str | None:
-    value = params.get(name.lower())
-    return None if value is None else str(value)
-
-
 async def handle_message_status(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
 ) -> web.Response:
-    account = await gateway.accounts.authenticate(_text(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     view = await message_status(
-        gateway.store, account, _text(params, "messageId"), _text(params, "phoneNumber")
+        gateway.store, account, plain_param(params, "messageId"), plain_param(params, "phoneNumber")
     )
     return respond({"success": True, "code": 200, **status_fields(view)}, 200, xml)
 
