@@ -20,6 +20,7 @@ from common import (
     OUT,
     PY,
     CpuMeter,
+    disk_written_bytes,
     free_port,
     http_json,
     peak_rss_mb,
@@ -63,6 +64,7 @@ def run_case(label: str, smsc_args: list[str]) -> dict:
     try:
         ids_file = OUT / f"e2e-{label}-accepted.txt"
         cpu = CpuMeter(gw.child.pid)
+        written0 = disk_written_bytes(gw.child.pid)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         out = subprocess.run(
@@ -100,6 +102,7 @@ def run_case(label: str, smsc_args: list[str]) -> dict:
         sampler.join(timeout=2)
         gw_cpu = cpu.result()
         gw_rss = peak_rss_mb(gw.child.pid)
+        written = disk_written_bytes(gw.child.pid) - written0
         dump = OUT / f"e2e-{label}-callbacks.txt"
         http_json(rurl + "/dump", {"path": str(dump)})
     finally:
@@ -171,6 +174,8 @@ def run_case(label: str, smsc_args: list[str]) -> dict:
         "accept_to_callback_p99_ms": round(percentile(lat, 99), 1),
         "accept_http_p99_ms": load["p99_ms"],
         "gateway": {**gw_cpu, "peak_rss_mb": round(gw_rss, 1)},
+        # WAL frames, checkpoints and the database file: what the disk takes per message
+        "disk_written_kb_per_msg": round(written / 1024 / max(1, accepted), 1),
     }
 
 
@@ -209,6 +214,7 @@ def main() -> dict:
                 c["accept_to_callback_p99_ms"],
                 c["gateway"]["cpu_pct"],
                 c["gateway"]["peak_rss_mb"],
+                c["disk_written_kb_per_msg"],
             )
         )
     print(
@@ -229,6 +235,7 @@ def main() -> dict:
                 "acc->cb p99 ms",
                 "gw cpu %",
                 "gw RSS MB",
+                "disk KB/msg",
             ),
         )
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from typing import Any
 
@@ -72,8 +74,21 @@ def reply_body(facts: ReplyFacts) -> bytes:
     return orjson.dumps(payload)
 
 
+_MILLIS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
+
+
 def new_callback_id() -> str:
-    return str(uuid.uuid4())
+    """A UUID version 7 (RFC 9562): unix milliseconds first, then 74 random bits.
+
+    Time-ordered ids land at the end of the ``webhooks.uuid`` index instead of on a random
+    page each: a commit of a hundred callbacks dirties a page or two of it, not a hundred.
+    """
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & _MILLIS_MASK) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & _RAND_B_MASK
+    return str(uuid.UUID(int=value))
 
 
 BUILDERS = CallbackBuilders(dlr=dlr_body, reply=reply_body, new_id=new_callback_id)
