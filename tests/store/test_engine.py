@@ -1,0 +1,154 @@
+"""The write engine: a write is answered only after its WAL fsync; writes that arrive during a
+sync share the next commit; a failed sync fails its writes; checkpoints keep the WAL small."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from smsrelay.errors import TransientError
+from smsrelay.store import engine
+from smsrelay.store.engine import Database
+
+pytestmark = pytest.mark.asyncio
+REAL_FDATASYNC = os.fdatasync
+
+
+class HeldSync:
+    """Stands in for os.fdatasync: counts calls and, while held, blocks them until released."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+        self.fail_with: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        self.entered.set()
+        self.release.wait(timeout=10)
+        if self.fail_with is not None:
+            raise self.fail_with
+        REAL_FDATASYNC(fd)
+
+
+@pytest.fixture
+def held_sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldSync]:
+    sync = HeldSync()
+    monkeypatch.setattr(engine.os, "fdatasync", sync)
+    yield sync
+    sync.release.set()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(str(tmp_path / "e.db"))
+    await database.start()
+    await database.write(_create_table)
+    yield database
+    await database.stop()
+
+
+def _create_table(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v BLOB)")
+
+
+def _insert(value: bytes) -> Callable[[sqlite3.Connection], int]:
+    def op(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("INSERT INTO t (v) VALUES (?)", (value,)).lastrowid or 0)
+
+    return op
+
+
+async def _wait_for(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, 5), "the syncer never started"
+
+
+async def test_a_write_is_answered_only_after_its_wal_is_fsynced(
+    db: Database, held_sync: HeldSync
+) -> None:
+    held_sync.release.clear()
+    held_sync.entered.clear()
+    write = asyncio.ensure_future(db.write(_insert(b"x")))
+    await _wait_for(held_sync.entered)
+    await asyncio.sleep(0)  # give the loop every chance to (wrongly) answer
+    assert not write.done()
+    held_sync.release.set()
+    assert await asyncio.wait_for(write, 5) >= 1
+
+
+async def test_writes_arriving_during_a_sync_share_the_next_commit(
+    db: Database, held_sync: HeldSync
+) -> None:
+    held_sync.release.clear()
+    held_sync.entered.clear()
+    first = asyncio.ensure_future(db.write(_insert(b"first")))
+    await _wait_for(held_sync.entered)
+    calls_before = held_sync.calls
+    later = []
+    for _ in range(20):  # over twenty loop turns
+        later.append(asyncio.ensure_future(db.write(_insert(b"later"))))
+        await asyncio.sleep(0)
+    held_sync.release.set()
+    await asyncio.wait_for(asyncio.gather(first, *later), 5)
+    assert held_sync.calls == calls_before + 1  # twenty writes, one more fsync
+
+
+async def test_a_failed_sync_fails_its_writes_and_the_next_ones_succeed(
+    db: Database, held_sync: HeldSync
+) -> None:
+    held_sync.fail_with = OSError(5, "Input/output error")
+    with pytest.raises(TransientError, match="sync failed"):
+        await db.write(_insert(b"x"))
+    held_sync.fail_with = None
+    assert await db.write(_insert(b"y")) >= 1
+
+
+async def test_one_refused_write_does_not_undo_the_others(db: Database) -> None:
+    def refuse(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES ('refused')")
+        raise ValueError("no")
+
+    results = await asyncio.gather(
+        db.write(_insert(b"a")), db.write(refuse), db.write(_insert(b"b")), return_exceptions=True
+    )
+    assert isinstance(results[1], ValueError)
+    rows = await db.read(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY id")])
+    assert rows == [b"a", b"b"]
+
+
+async def test_checkpoints_let_the_wal_restart_instead_of_growing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "CHECKPOINT_EVERY_S", 0.0)  # checkpoint after every commit
+    database = Database(str(tmp_path / "w.db"))
+    await database.start()
+    try:
+        await database.write(_create_table)
+        payload = os.urandom(2000)
+        for _ in range(400):  # ~0.8 MB of rows, each in its own commit
+            await database.write(_insert(payload))
+        wal = os.path.getsize(str(tmp_path / "w.db") + "-wal")  # noqa: ASYNC240
+    finally:
+        await database.stop()
+    assert wal < 200_000  # without restarts it would hold every commit's pages (> 1.6 MB)
+
+
+async def test_stop_commits_and_syncs_what_is_still_waiting(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    database = Database(path)
+    await database.start()
+    await database.write(_create_table)
+    writes = [asyncio.ensure_future(database.write(_insert(b"v"))) for _ in range(50)]
+    await asyncio.sleep(0)
+    await database.stop()
+    assert all(w.done() and not w.exception() for w in writes)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 50
