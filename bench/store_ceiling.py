@@ -1,6 +1,7 @@
 """The storage ceiling: the gateway's own durable insert (SqliteStore.accept_message through the
-group-commit writer, WAL + synchronous=FULL), driven in-process by many concurrent tasks with no
-HTTP in front. Prints one JSON line. Usage: store_ceiling.py DATA_DIR SECONDS CONCURRENCY
+group commit, each batch's WAL fdatasync'd before it is answered), driven in-process by many
+concurrent tasks with no HTTP in front. Prints one JSON line.
+Usage: store_ceiling.py DATA_DIR SECONDS CONCURRENCY
 """
 
 from __future__ import annotations

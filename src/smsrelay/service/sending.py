@@ -1,7 +1,7 @@
 """Accepting a message: validate every field, price it, hold it in quiet hours, store it.
 
 ``success`` is only ever answered after ``store.accept_message`` returned, i.e. after the
-commit that holds the row (the store's writer resolves the call after COMMIT).
+commit that holds the row (the store resolves the call once that commit's WAL is fsync'd).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def connect(path: str) -> sqlite3.Connection:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: the commit we acknowledge survives power loss, not only a process crash.
+    # FULL for any connection that commits on its own (migrations, the checkpointer); the
+    # write connection switches to NORMAL because the Database fsyncs the WAL itself.
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA cache_size=-32000")
