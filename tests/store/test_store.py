@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from smsrelay.errors import DomainError
+from smsrelay.store import sqlite_store
 from smsrelay.store.records import NewMessage
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
@@ -244,3 +245,17 @@ async def test_callbacks_with_one_key_go_out_in_order_others_in_parallel(
     await store.record_webhook_attempt(first, 31.0, 200, 1.0, None, "delivered", None)
     [then] = await store.claim_due_webhooks(31.0, 10, 91.0)
     assert then.id == second
+
+
+async def test_old_sandbox_messages_are_purged_in_chunks_and_recent_ones_kept(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "PURGE_CHUNK", 2)
+    old = [await store.accept_message(_message(sandbox=True, created_at=10.0)) for _ in range(5)]
+    recent = await store.accept_message(_message(sandbox=True, created_at=500.0))
+    real = await store.accept_message(_message(created_at=10.0))
+    assert await store.purge_sandbox(100.0) == 5
+    for message_id in old:
+        assert await store.get_message(message_id) is None
+    assert await store.get_message(recent) is not None
+    assert await store.get_message(real) is not None  # only sandbox messages are purged

@@ -445,8 +445,11 @@ def cancel(conn: sqlite3.Connection, account_id: int, message_id: int, now: floa
     return int(row[1])
 
 
-def purge_sandbox(conn: sqlite3.Connection, older_than: float) -> int:
+def purge_sandbox(conn: sqlite3.Connection, older_than: float, limit: int) -> int:
+    """Delete up to ``limit`` sandbox messages created before ``older_than`` (oldest first)."""
     cursor = conn.execute(
-        "DELETE FROM messages WHERE sandbox = 1 AND created_at < ?", (older_than,)
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+        "WHERE sandbox = 1 AND created_at < ? ORDER BY created_at LIMIT ?)",
+        (older_than, limit),
     )
     return cursor.rowcount

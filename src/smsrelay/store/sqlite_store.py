@@ -24,6 +24,8 @@ from smsrelay.store.records import (
     WebhookView,
 )
 
+PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event loop)
+
 
 class SqliteStore:
     """Implements ``smsrelay.store.interface.Store``."""
@@ -168,7 +170,15 @@ class SqliteStore:
         )
 
     async def purge_sandbox(self, older_than: float) -> int:
-        return await self.db.write(partial(message_ops.purge_sandbox, older_than=older_than))
+        # In chunks: writes run on the event loop's thread, so one huge DELETE would stall it.
+        purged = 0
+        while True:
+            chunk = await self.db.write(
+                partial(message_ops.purge_sandbox, older_than=older_than, limit=PURGE_CHUNK)
+            )
+            purged += chunk
+            if chunk < PURGE_CHUNK:
+                return purged
 
     # -- dispatch ------------------------------------------------------------------------------
 
