@@ -25,6 +25,7 @@ from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings, SettingsError
+from smsrelay.store.engine import SERVING_BUSY_TIMEOUT_MS
 from smsrelay.store.lock import ServeLock
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.http_client import tls_context
@@ -52,7 +53,7 @@ class Running:
 
 async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
-    store = SqliteStore(settings.resolved_database_url)
+    store = SqliteStore(settings.resolved_database_url, busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS)
     lock = ServeLock(store.db.path)
     lock.acquire()
     await store.open()

@@ -152,3 +152,27 @@ async def test_stop_commits_and_syncs_what_is_still_waiting(tmp_path: Path) -> N
     assert all(w.done() and not w.exception() for w in writes)
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 50
+
+
+async def test_a_write_waits_for_another_process_lock_only_as_long_as_told(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "l.db")
+    patient, hasty = Database(path), Database(path, busy_timeout_ms=50)
+    await patient.start()
+    await hasty.start()
+    try:
+        await patient.write(_create_table)
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another process (a CLI command) holds the write lock
+        # released from another thread: a waiting batch blocks this event loop meanwhile
+        release = threading.Timer(0.3, other.execute, ("COMMIT",))
+        release.start()
+        with pytest.raises(TransientError, match="locked"):
+            await hasty.write(_insert(b"too soon"))
+        assert await patient.write(_insert(b"waited")) >= 1  # default: waits for the lock
+        release.join()
+        other.close()
+    finally:
+        await hasty.stop()
+        await patient.stop()

@@ -35,9 +35,11 @@ Op = Callable[[sqlite3.Connection], Any]
 Outcomes = list[tuple[asyncio.Future[Any], Any, BaseException | None]]
 CHECKPOINT_EVERY_S = 1.0
 MAX_BATCH = 1024  # writes per transaction: bounds how long one batch holds the loop
-# The write connection must not wait long on another process's write lock (a CLI command):
-# its thread is the event loop's. Past this the writes fail as transient (503, retried).
-WRITE_BUSY_TIMEOUT_MS = 2000
+# How long a batch waits for another process's write lock (a CLI command) before it fails as
+# transient. The CLI can wait; `serve` passes SERVING_BUSY_TIMEOUT_MS, because its batches run
+# on the event loop's thread and a long wait would stall HTTP and SMPP (503s, retried, instead).
+DEFAULT_BUSY_TIMEOUT_MS = 30_000
+SERVING_BUSY_TIMEOUT_MS = 2_000
 log = logging.getLogger("smsrelay.store")
 
 
@@ -63,8 +65,9 @@ def path_from_url(url: str) -> str:
 class Database:
     """The write connection (event loop's thread), the syncer thread and the reader thread."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._wal_fd: int | None = None  # fdatasync'd after each commit (None: in memory)
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-sync")
@@ -82,7 +85,7 @@ class Database:
         self._loop = asyncio.get_running_loop()
         conn = connect(self.path)
         applied = schema.upgrade(conn)
-        conn.execute(f"PRAGMA busy_timeout={WRITE_BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         if self.path != ":memory:":
             # We fdatasync the WAL after each commit, so NORMAL loses nothing FULL keeps.
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -7,7 +7,7 @@ from typing import Any
 
 from smsrelay.domain.states import PartState
 from smsrelay.store import account_ops, account_reads, inbound_ops, message_ops, webhook_ops
-from smsrelay.store.engine import Database, path_from_url
+from smsrelay.store.engine import DEFAULT_BUSY_TIMEOUT_MS, Database, path_from_url
 from smsrelay.store.records import (
     Account,
     AccountSnapshot,
@@ -30,9 +30,9 @@ PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event
 class SqliteStore:
     """Implements ``smsrelay.store.interface.Store``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self.url = url
-        self.db = Database(path_from_url(url))
+        self.db = Database(path_from_url(url), busy_timeout_ms=busy_timeout_ms)
 
     async def open(self) -> list[int]:
         return await self.db.start()
