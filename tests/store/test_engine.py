@@ -67,17 +67,21 @@ def _insert(value: bytes) -> Callable[[sqlite3.Connection], int]:
     return op
 
 
-async def _wait_for(event: threading.Event) -> None:
-    assert await asyncio.to_thread(event.wait, 5), "the syncer never started"
+async def _write_while_sync_is_held(
+    db: Database, held_sync: HeldSync, value: bytes
+) -> asyncio.Future[int]:
+    """Start a write and return once its fsync has begun (and is held there)."""
+    held_sync.release.clear()
+    held_sync.entered.clear()
+    write = asyncio.ensure_future(db.write(_insert(value)))
+    assert await asyncio.to_thread(held_sync.entered.wait, 5), "the syncer never started"
+    return write
 
 
 async def test_a_write_is_answered_only_after_its_wal_is_fsynced(
     db: Database, held_sync: HeldSync
 ) -> None:
-    held_sync.release.clear()
-    held_sync.entered.clear()
-    write = asyncio.ensure_future(db.write(_insert(b"x")))
-    await _wait_for(held_sync.entered)
+    write = await _write_while_sync_is_held(db, held_sync, b"x")
     await asyncio.sleep(0)  # give the loop every chance to (wrongly) answer
     assert not write.done()
     held_sync.release.set()
@@ -87,10 +91,7 @@ async def test_a_write_is_answered_only_after_its_wal_is_fsynced(
 async def test_writes_arriving_during_a_sync_share_the_next_commit(
     db: Database, held_sync: HeldSync
 ) -> None:
-    held_sync.release.clear()
-    held_sync.entered.clear()
-    first = asyncio.ensure_future(db.write(_insert(b"first")))
-    await _wait_for(held_sync.entered)
+    first = await _write_while_sync_is_held(db, held_sync, b"first")
     calls_before = held_sync.calls
     later = []
     for _ in range(20):  # over twenty loop turns
