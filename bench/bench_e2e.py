@@ -174,6 +174,8 @@ def run_case(label: str, smsc_args: list[str]) -> dict:
         "accept_to_callback_p99_ms": round(percentile(lat, 99), 1),
         "accept_http_p99_ms": load["p99_ms"],
         "gateway": {**gw_cpu, "peak_rss_mb": round(gw_rss, 1)},
+        # machine-speed-independent-ish: the gateway's CPU per message (all its threads)
+        "gateway_cpu_us_per_msg": round(gw_cpu["cpu_s"] * 1e6 / max(1, accepted)),
         # WAL frames, checkpoints and the database file: what the disk takes per message
         "disk_written_kb_per_msg": round(written / 1024 / max(1, accepted), 1),
     }
@@ -213,6 +215,7 @@ def main() -> dict:
                 c["accept_to_callback_p50_ms"],
                 c["accept_to_callback_p99_ms"],
                 c["gateway"]["cpu_pct"],
+                c["gateway_cpu_us_per_msg"],
                 c["gateway"]["peak_rss_mb"],
                 c["disk_written_kb_per_msg"],
             )
@@ -234,6 +237,7 @@ def main() -> dict:
                 "acc->cb p50 ms",
                 "acc->cb p99 ms",
                 "gw cpu %",
+                "gw cpu µs/msg",
                 "gw RSS MB",
                 "disk KB/msg",
             ),
