@@ -184,7 +184,9 @@ class ServeProcess:
         await self.process.wait()
 
 
-async def start_serve(data_dir: Path, *args: str) -> ServeProcess:
+async def start_serve(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> ServeProcess:
     process = await asyncio.create_subprocess_exec(
         SMSRELAY,
         "serve",
@@ -201,6 +203,7 @@ async def start_serve(data_dir: Path, *args: str) -> ServeProcess:
             "SMSRELAY_LOG_LEVEL": "WARNING",
             "SMSRELAY_BUILTIN_SMSC_PORT": "0",
             "SMSRELAY_BUILTIN_SMSC_CONTROL_PORT": "0",
+            **(env or {}),
         },
     )
     assert process.stdout is not None

@@ -58,7 +58,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
 
     settings = settings_from(ctx, **flags)
     try:
-        run(serve_forever(settings))
+        code = run(serve_forever(settings))
     except OSError as exc:
         fail(
             f"could not start: {exc} (another smsrelay running? choose free ports with --port "
@@ -66,6 +66,8 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         )
     except SmsRelayError as exc:
         fail(f"could not start: {exc}")
+    if code:
+        ctx.exit(code)
 
 
 @cli.command()

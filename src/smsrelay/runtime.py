@@ -49,6 +49,7 @@ class Running:
     runner: web.AppRunner
     services: list[Any] = field(default_factory=list)
     lock: ServeLock | None = None
+    store_broken: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def start(settings: Settings, say: Callable[[str], None]) -> Running:
@@ -76,7 +77,9 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
         number = numbers[0].msisdn.removeprefix("+") if numbers else "(none)"
         say(f"demo account: apiKey={demo.demo_key} number={number}")
     say(f"smsrelay: listening on http://{settings.host}:{port}")
-    return Running(gateway, port, simulator, connectors, dispatcher, runner, services, lock)
+    return Running(
+        gateway, port, simulator, connectors, dispatcher, runner, services, lock, store.db.broken
+    )
 
 
 async def stop(running: Running) -> None:
@@ -102,7 +105,12 @@ async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
         log.error("shutdown.step.timeout: %s did not stop within %ss", step, seconds)
 
 
-async def serve_forever(settings: Settings) -> None:
+EXIT_STORE_BROKEN = 3
+
+
+async def serve_forever(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM (returns 0) or until the database cannot be synced any more
+    (returns EXIT_STORE_BROKEN, so a supervisor restarts it and SQLite recovers its WAL)."""
     configure_logging(settings.log_level)
     running = await start(settings, lambda line: print(line, flush=True))
     # Everything loaded so far (modules, number metadata, holidays) lives as long as the
@@ -113,10 +121,28 @@ async def serve_forever(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     try:
-        await stopping.wait()
+        await _first_of(stopping, running.store_broken)
     finally:
         print("smsrelay: stopping", file=sys.stderr, flush=True)
         await stop(running)
+    if running.store_broken.is_set():
+        print(
+            "smsrelay: stopped because an fsync of the database failed: nothing was answered "
+            "as stored after it; check the disk, then start smsrelay again",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_STORE_BROKEN
+    return 0
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _start_simulator(settings: Settings, say: Callable[[str], None]) -> Simulator | None:

@@ -79,6 +79,11 @@ class Database:
         self._outbox: list[tuple[Op, asyncio.Future[Any]]] = []  # writes waiting for a batch
         self._syncing = False  # a commit's fsync (and maybe a checkpoint) is in flight
         self._settled = asyncio.Event()
+        # Set for good when an fsync fails: after that the kernel may have dropped pages it
+        # reported written, so no later write can be promised durable (fail-stop, as
+        # PostgreSQL does since "fsyncgate"); `serve` stops and exits, a restart recovers.
+        self.broken = asyncio.Event()
+        self._broken_by: BaseException | None = None
 
     async def start(self) -> list[int]:
         """Open the connections and upgrade the schema; returns the migrations applied."""
@@ -122,6 +127,8 @@ class Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
             raise TransientError("database is not open")
+        if self._broken_by is not None:
+            raise self._refusal()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._outbox and not self._syncing:
@@ -141,6 +148,10 @@ class Database:
     def _run_batch(self) -> None:
         """Run and commit the waiting writes, then hand the fsync to the syncer."""
         if self._syncing or not self._outbox or self._conn is None:
+            return
+        if self._broken_by is not None:
+            refusal, waiting, self._outbox = self._refusal(), self._outbox, []
+            _resolve_all([(future, None, refusal) for _, future in waiting])
             return
         batch, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
         try:
@@ -167,7 +178,9 @@ class Database:
     def _synced(self, done: asyncio.Future[None], outcomes: Outcomes, checkpoint: bool) -> None:
         error = done.exception()
         if error is not None:
-            log.error("store.sync.failed", extra={"error": str(error)})
+            log.critical("store.sync.failed", extra={"error": str(error)})
+            self._broken_by = error
+            self.broken.set()
             failure = TransientError(f"database sync failed: {error}")
             outcomes = [(future, None, failure) for future, _, _ in outcomes]
         if checkpoint:
@@ -176,6 +189,11 @@ class Database:
         _resolve_all(outcomes)
         self._run_batch()  # what arrived during the sync: the next group
         self._settled.set()
+
+    def _refusal(self) -> TransientError:
+        return TransientError(
+            f"database unusable since an fsync failed ({self._broken_by}): restart smsrelay"
+        )
 
     def _run_later(self) -> None:
         if self._outbox and self._loop is not None:
