@@ -11,7 +11,8 @@ the GIL back and forth at every statement, which held the process at ~85 % of a 
 which releases the GIL, runs beside the loop.
 
 About once a second the syncer also checkpoints (its own connection), while no transaction is
-open: the WAL is copied to the end and restarts instead of growing.
+open: the WAL is copied to the end and restarts instead of growing. A failed fsync breaks the
+Database for good (every later write is refused, ``broken`` is set): see ``Database.broken``.
 """
 
 from __future__ import annotations
