@@ -26,6 +26,7 @@ from common import (
     spawn,
     start_gateway,
     table,
+    wrk_send,
 )
 
 SECONDS = float(os.environ.get("BENCH_ACCEPT_SECONDS", "8"))
@@ -61,17 +62,7 @@ def main() -> dict:
         )
 
         # -- the gateway: POST /v1/vn/send, mixed bodies --------------------------------------
-        env = {"SEND_KEY": gw.key, "SEND_FROM": gw.number, "SEND_THREADS": "1"}
-        cpu = CpuMeter(gw.child.pid)
-        send = run_wrk(
-            gw.url + "/v1/vn/send",
-            connections=CONNS,
-            duration=SECONDS,
-            script=str(BENCH / "wrk_send.lua"),
-            env=env,
-        )
-        send.update(cpu.result())
-        send["peak_rss_mb"] = round(peak_rss_mb(gw.child.pid), 1)
+        send = wrk_send(gw, {"SEND_THREADS": "1"}, connections=CONNS, duration=SECONDS)
         with sqlite3.connect(gw.db_path) as conn:
             send["rows_in_db"] = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
             send["parts_in_db"] = conn.execute("SELECT COUNT(*) FROM parts").fetchone()[0]

@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    BENCH,
     CLK_TCK,
     HOST,
     OUT,
@@ -67,6 +66,7 @@ from common import (
     stop_process,
     table,
     wait_until,
+    wrk_send,
 )
 
 SECONDS = float(os.environ.get("BENCH_ACCEPT_SECONDS", "8"))
@@ -504,18 +504,7 @@ def accept_smsrelay(with_dlr: bool) -> dict[str, Any]:
         gw = start_gateway(
             OUT / f"data-kannel-cmp-accept-{label}", smsc=smsc_url(smsc), env=LIVE_DISPATCH
         )
-        env |= {"SEND_KEY": gw.key, "SEND_FROM": gw.number}
-        cpu = CpuMeter(gw.child.pid)
-        res = run_wrk(
-            gw.url + "/v1/vn/send",
-            connections=CONNS,
-            duration=SECONDS,
-            script=str(BENCH / "wrk_send.lua"),
-            env=env,
-            timeout=SECONDS + 30,
-        )
-        res.update(cpu.result())
-        res["peak_rss_mb"] = round(peak_rss_mb(gw.child.pid), 1)
+        res = wrk_send(gw, env, connections=CONNS, duration=SECONDS, timeout=SECONDS + 30)
         res["smsc_submits_by_end"] = smsc.stats()["accepted"]
         if receiver is not None:
             res["callbacks_by_end"] = http_json(rurl + "/count")["count"]

@@ -212,6 +212,30 @@ def ensure_wrk() -> str:
     return path
 
 
+def wrk_send(
+    gw: Gateway,
+    env: dict[str, str],
+    *,
+    connections: int,
+    duration: float,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    """wrk with wrk_send.lua's mixed bodies on the gateway's POST /v1/vn/send, plus the
+    gateway's CPU over the run and its peak RSS."""
+    cpu = CpuMeter(gw.child.pid)
+    result = run_wrk(
+        gw.url + "/v1/vn/send",
+        connections=connections,
+        duration=duration,
+        script=str(BENCH / "wrk_send.lua"),
+        env={"SEND_KEY": gw.key, "SEND_FROM": gw.number, **env},
+        timeout=timeout,
+    )
+    result.update(cpu.result())
+    result["peak_rss_mb"] = round(peak_rss_mb(gw.child.pid), 1)
+    return result
+
+
 def run_wrk(
     url: str,
     *,
