@@ -144,6 +144,30 @@ async def test_checkpoints_let_the_wal_restart_instead_of_growing(
     assert wal < 200_000  # without restarts it would hold every commit's pages (> 1.6 MB)
 
 
+async def test_a_write_is_answered_before_the_checkpoint_that_follows_its_sync(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpointing, release = threading.Event(), threading.Event()
+    real_checkpoint = db._checkpoint
+
+    def held_checkpoint() -> None:
+        checkpointing.set()
+        release.wait(timeout=10)
+        real_checkpoint()
+
+    monkeypatch.setattr(db, "_checkpoint", held_checkpoint)
+    monkeypatch.setattr(engine, "CHECKPOINT_EVERY_S", 0.0)
+    try:
+        assert await asyncio.wait_for(db.write(_insert(b"answered")), 5) >= 1
+        assert await asyncio.to_thread(checkpointing.wait, 5), "no checkpoint after the sync"
+        later = asyncio.ensure_future(db.write(_insert(b"held")))
+        await asyncio.sleep(0.05)
+        assert not later.done()  # writes wait for the checkpoint, so the WAL can restart
+    finally:
+        release.set()
+    assert await asyncio.wait_for(later, 5) >= 1
+
+
 async def test_stop_commits_and_syncs_what_is_still_waiting(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
     database = Database(path)

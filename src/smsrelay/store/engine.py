@@ -78,7 +78,7 @@ class Database:
         self._read_conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: list[tuple[Op, asyncio.Future[Any]]] = []  # writes waiting for a batch
-        self._syncing = False  # a commit's fsync (and maybe a checkpoint) is in flight
+        self._syncing = False  # a commit's fsync (then maybe a checkpoint) is in flight: hold
         self._settled = asyncio.Event()
         # Set for good when an fsync fails: after that the kernel may have dropped pages it
         # reported written, so no later write can be promised durable (fail-stop, as
@@ -171,12 +171,11 @@ class Database:
             self._run_later()
             return
         assert self._loop is not None
-        checkpoint = time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S
         self._syncing = True
-        synced = self._loop.run_in_executor(self._syncer, self._sync, checkpoint)
-        synced.add_done_callback(lambda done: self._synced(done, outcomes, checkpoint))
+        synced = self._loop.run_in_executor(self._syncer, os.fdatasync, self._wal_fd)
+        synced.add_done_callback(lambda done: self._synced(done, outcomes))
 
-    def _synced(self, done: asyncio.Future[None], outcomes: Outcomes, checkpoint: bool) -> None:
+    def _synced(self, done: asyncio.Future[None], outcomes: Outcomes) -> None:
         error = done.exception()
         if error is not None:
             log.critical("store.sync.failed", extra={"error": str(error)})
@@ -184,10 +183,22 @@ class Database:
             self.broken.set()
             failure = TransientError(f"database sync failed: {error}")
             outcomes = [(future, None, failure) for future, _, _ in outcomes]
-        if checkpoint:
-            self._last_checkpoint = time.monotonic()
+        _resolve_all(outcomes)  # answered now: the checkpoint below is not their business
+        if error is None and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+            assert self._loop is not None
+            # Writes stay held meanwhile: copied to its end with no transaction open, the WAL
+            # restarts instead of growing.
+            checkpointed = self._loop.run_in_executor(self._syncer, self._checkpoint)
+            checkpointed.add_done_callback(self._checkpointed)
+            return
+        self._resume()
+
+    def _checkpointed(self, _: asyncio.Future[None]) -> None:
+        self._last_checkpoint = time.monotonic()
+        self._resume()
+
+    def _resume(self) -> None:
         self._syncing = False
-        _resolve_all(outcomes)
         self._run_batch()  # what arrived during the sync: the next group
         self._settled.set()
 
@@ -202,15 +213,13 @@ class Database:
 
     # -- on the syncer thread ----------------------------------------------------------------
 
-    def _sync(self, checkpoint: bool) -> None:
-        assert self._wal_fd is not None
-        os.fdatasync(self._wal_fd)
-        if checkpoint and self._checkpoint_conn is not None:
-            # No transaction is open meanwhile: copied to its end, the WAL restarts.
-            try:
-                self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error as exc:  # the commit is synced all the same; retried later
-                log.warning("store.checkpoint.failed", extra={"error": str(exc)})
+    def _checkpoint(self) -> None:
+        if self._checkpoint_conn is None:
+            return
+        try:
+            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # what was committed is synced all the same; retried later
+            log.warning("store.checkpoint.failed", extra={"error": str(exc)})
 
 
 def _run_plain(conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> Outcomes | None:
