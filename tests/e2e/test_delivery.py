@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from smsrelay import runtime
 from smsrelay.domain.text import encode_gsm7
+from smsrelay.errors import TransientError
 from tests.support import (
     RunningGateway,
     SmscProcess,
@@ -203,6 +205,35 @@ async def test_parts_waiting_behind_a_rate_cap_are_not_sent_twice(tmp_path: Path
         assert attempts == [(1, 60)]
         texts = [bytes.fromhex(s["short_message"]) for s in await smsc.submits()]
         assert sorted(texts) == sorted(f"capped {i}".encode() for i in range(60))
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
+async def test_an_outcome_the_store_briefly_refuses_is_stored_later_not_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database is locked (a CLI command) when the first submit_sm_resp comes back: the
+    # outcome must be stored once the lock is gone, not the part re-sent when its lease ends.
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url, lease_seconds=1.5))
+    store = gw.running.gateway.store
+    real_mark_submitted = store.mark_submitted
+    refusals = []
+
+    async def locked_twice(*args: object, **kwargs: object) -> bool:
+        if len(refusals) < 2:
+            refusals.append(args)
+            raise TransientError("database commit failed: database is locked")
+        return await real_mark_submitted(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "mark_submitted", locked_twice)
+    try:
+        _, answer = await gw.send(message="once only")
+        await _final_status(gw, answer["message_id"])
+        assert len(refusals) == 2
+        await asyncio.sleep(3.0)  # past the 1.5 s lease and two sweeps: a lost part goes again
+        assert [bytes.fromhex(s["short_message"]) for s in await smsc.submits()] == [b"once only"]
     finally:
         await runtime.stop(gw.running)
         await smsc.stop()

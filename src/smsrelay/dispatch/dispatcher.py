@@ -34,6 +34,9 @@ SANDBOX_KEPT_FOR = 86400.0  # SMS Partner purges sandbox messages daily
 RECEIPT_DEADLINE = 49 * 3600.0
 # Parts of a long reply that are not all in after this are posted one by one.
 REASSEMBLY_WAIT = 3600.0
+# Storing a submit outcome is retried at 0.05, 0.1, ... 6.4 s (about 13 s in all).
+RECORD_RETRY_FIRST = 0.05
+RECORD_RETRY_LAST = 6.4
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ class _Lane:
             self.in_flight -= 1
             self.room.set()
         try:
-            await self._record(part, outcome)
+            await self._record_until_stored(part, outcome)
         except TransientError as exc:
             log.warning(
                 "dispatch.record.failed", extra={"part_id": part.part_id, "error": str(exc)}
@@ -205,6 +208,26 @@ class _Lane:
             log.exception("dispatch.record.crashed", extra={"part_id": part.part_id})
         finally:
             self.held.discard(part.part_id)
+
+    async def _record_until_stored(
+        self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError
+    ) -> None:
+        """The SMSC has answered: an outcome that could not be stored (the database briefly
+        locked) is tried again, the part still held so its lease renews. Given up, the part's
+        lease runs out and it is sent again: a duplicate at the handset if the SMSC took it."""
+        delay = RECORD_RETRY_FIRST
+        while True:
+            try:
+                await self._record(part, outcome)
+                return
+            except TransientError as exc:
+                if self.d.stopping or delay > RECORD_RETRY_LAST:
+                    raise
+                log.warning(
+                    "dispatch.record.retrying", extra={"part_id": part.part_id, "error": str(exc)}
+                )
+            await asyncio.sleep(delay)
+            delay *= 2
 
     async def _record(self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError) -> None:
         store, builders = self.d._store, self.d._builders
