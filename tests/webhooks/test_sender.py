@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import pytest
 from aiohttp import web
 
 from smsrelay.domain.backoff import BackoffPolicy
+from smsrelay.errors import TransientError
 from smsrelay.service.clock import FixedClock
 from smsrelay.store.records import Account, WebhookView
 from smsrelay.store.sqlite_store import SqliteStore
@@ -364,3 +367,33 @@ async def test_a_post_cut_short_by_stop_is_sent_again_with_the_same_id(
     await senders(clock=clock)  # start() releases expired leases
     await eventually(is_state(store, webhook_id, "delivered"))
     assert [seen.headers["X-Smsrelay-Id"] for seen in receiver.seen] == ["cb-crash"] * 2
+
+
+async def test_an_attempt_the_store_briefly_refuses_is_recorded_later_not_posted_again(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The database is locked (a CLI command) just after the receiver said 200: the attempt
+    # must be recorded once the lock is gone, not the callback posted again after its lease.
+    receiver = await receivers()
+    real_record = store.record_webhook_attempt
+    refusals: list[int] = []
+
+    async def locked_twice(webhook_id: int, *args: Any) -> None:
+        if len(refusals) < 2:
+            refusals.append(webhook_id)
+            raise TransientError("database commit failed: database is locked")
+        await real_record(webhook_id, *args)
+
+    monkeypatch.setattr(store, "record_webhook_attempt", locked_twice)
+    webhook_id = await add_callback(store, account, receiver.url, uuid="cb-once")
+    await senders(timeout=0.5)  # a 7 s lease: the re-post would come within the wait below
+
+    await eventually(is_state(store, webhook_id, "delivered"))
+    assert refusals == [webhook_id, webhook_id]
+    assert [s.headers["X-Smsrelay-Id"] for s in receiver.seen] == ["cb-once"]
+    view = await state_of(store, webhook_id)
+    assert view.attempts == 1 and len(view.history) == 1

@@ -41,6 +41,8 @@ IDLE_POLL = 0.2
 SWEEP_EVERY = 5.0
 LEASE_MARGIN = 5.0  # seconds of lease left after the slowest possible post, to record it
 KEEPALIVE = 30.0
+RECORD_RETRY_FIRST = 0.05  # a record the store refused (locked by a CLI command) is tried again,
+RECORD_RETRY_SAFETY = 1.0  # doubling, while the lease still covers it by this many seconds
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ class WebhookSender:
             if self._stopping:
                 semaphore.release()
                 return
-            await self._attempt(job, target, semaphore)
+            await self._attempt(job, target, semaphore, record_by=start_by + self._timeout)
         except TransientError as exc:
             log.warning("webhook.record.failed", extra={"webhook_id": job.id, "error": str(exc)})
         except Exception:
@@ -201,10 +203,16 @@ class WebhookSender:
             self._gates.leave(host)
 
     async def _attempt(
-        self, job: WebhookJob, target: Target | None, semaphore: asyncio.Semaphore
+        self,
+        job: WebhookJob,
+        target: Target | None,
+        semaphore: asyncio.Semaphore,
+        *,
+        record_by: float,
     ) -> None:
         """Post, free the host's slot, then record: the slot bounds connections to the
-        receiver, and holding it across the commit would cap a host at slots / commit time."""
+        receiver, and holding it across the commit would cap a host at slots / commit time.
+        ``record_by`` (loop time): the lease still covers the row by LEASE_MARGIN then."""
         task = asyncio.current_task()
         if task is not None:
             self._posting.add(task)
@@ -215,7 +223,30 @@ class WebhookSender:
         finally:
             semaphore.release()
         latency_ms = round((loop.time() - started) * 1000.0, 1)
-        await self._record(job, target.host if target else None, result, latency_ms)
+        host = target.host if target else None
+        await self._record_until_stored(job, host, result, latency_ms, record_by)
+
+    async def _record_until_stored(
+        self, job: WebhookJob, host: str | None, result: PostResult, latency_ms: float, by: float
+    ) -> None:
+        """The receiver has answered: a record the store refused is tried again while the
+        lease covers the row. Given up, the lease runs out and the callback is posted again
+        (at least once; ``X-Smsrelay-Id`` lets the receiver drop the repeat)."""
+        loop = asyncio.get_running_loop()
+        deadline = by + LEASE_MARGIN - RECORD_RETRY_SAFETY
+        delay = RECORD_RETRY_FIRST
+        while True:
+            try:
+                await self._record(job, host, result, latency_ms)
+                return
+            except TransientError as exc:
+                if self._stopping or loop.time() + delay > deadline:
+                    raise
+                log.warning(
+                    "webhook.record.retrying", extra={"webhook_id": job.id, "error": str(exc)}
+                )
+            await asyncio.sleep(delay)
+            delay *= 2
 
     async def _post(self, job: WebhookJob, target: Target | None) -> PostResult:
         if target is None:
