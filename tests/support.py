@@ -131,7 +131,15 @@ class SmscProcess:
         ):
             return list(orjson.loads(await resp.read()))
 
-    async def reply(self, source: str, destination: str, text: str) -> None:
+    async def stats(self) -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.control_url + "/stats") as resp,
+        ):
+            return dict(orjson.loads(await resp.read()))
+
+    async def reply(self, source: str, destination: str, text: str) -> dict[str, Any]:
+        """Inject an MO; the simulator's answer: how many PDUs and the gateway's statuses."""
         async with (
             aiohttp.ClientSession() as session,
             session.post(
@@ -141,6 +149,7 @@ class SmscProcess:
             ) as resp,
         ):
             assert resp.status < 300, await resp.text()
+            return dict(orjson.loads(await resp.read()))
 
     async def stop(self) -> None:
         if self.process.returncode is None:

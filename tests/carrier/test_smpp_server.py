@@ -16,6 +16,8 @@ from smsrelay.smpp.pdu import (
     BindTransmitter,
     BindTransmitterResp,
     CommandStatus,
+    DataSm,
+    DataSmResp,
     EnquireLink,
     EnquireLinkResp,
     GenericNack,
@@ -84,11 +86,18 @@ async def test_submit_before_bind_is_refused_with_its_own_response(peer: RawPeer
 
 
 async def test_unknown_command_gets_generic_nack_and_the_link_stays(peer: RawPeer) -> None:
-    unknown = struct.pack(">IIII", 16, 0x00000103, 0, 9)
+    unknown = struct.pack(">IIII", 16, 0x00000003, 0, 9)
     assert await peer.exchange(unknown) == GenericNack(
         sequence=9, status=CommandStatus.ESME_RINVCMDID
     )
     assert await peer.exchange(EnquireLink(sequence=10)) == EnquireLinkResp(sequence=10)
+
+
+async def test_data_sm_from_an_esme_is_answered_not_supported(peer: RawPeer) -> None:
+    await peer.exchange(BindTransceiver(sequence=1, system_id="esme", password="secret"))
+    resp = await peer.exchange(DataSm(sequence=2, destination_addr="33612345678"))
+    assert resp == DataSmResp(sequence=2, status=CommandStatus.ESME_RINVCMDID)
+    assert await peer.exchange(EnquireLink(sequence=3)) == EnquireLinkResp(sequence=3)
 
 
 async def test_malformed_body_gets_an_error_response(peer: RawPeer) -> None:

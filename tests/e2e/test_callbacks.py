@@ -107,6 +107,44 @@ async def test_reply_without_a_message_goes_to_the_default_reply_url(setup, rece
     assert headers[":path"] == "/default" and body["msisdn"] == "33699999999"
 
 
+async def test_an_smsc_delivering_by_data_sm_gets_reports_and_replies_through(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # Some SMSCs send receipts and MOs as data_sm (text in message_payload), not deliver_sm.
+    smsc = await start_smsc("--delivery-rate", "1.0", "--inbound-pdu", "data_sm")
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url, **FAST_RETRIES))
+    try:
+        await gw.send(
+            urlDlr=receiver.url + "/dlr", urlResponse=receiver.url + "/mo", message="x" * 400
+        )
+        [report] = await eventually(lambda: receiver.bodies("/dlr") or None)
+        assert report["status"] == "Delivered"
+        assert [p["stat"] for p in report["parts"]] == ["DELIVRD"] * 3
+        stats = await eventually(lambda: _when(smsc.stats(), lambda s: s["receipts_acked"] == 3))
+        assert stats["receipts_refused"] == 0
+
+        long_text = "Réponse un peu longue, " * 12  # 276 GSM characters in one payload
+        assert await smsc.reply("33612345678", gw.number, long_text) == {
+            "parts": 1,
+            "statuses": [0],
+        }
+        [reply] = await eventually(lambda: receiver.bodies("/mo") or None)
+        assert reply["text"] == long_text and "concat" not in reply
+        assert reply["msisdn"] == "33612345678" and reply["to"] == gw.number
+
+        await smsc.reply("33612345678", gw.number, "Merci 👍")
+        replies = await eventually(lambda: receiver.bodies("/mo")[1:] or None)
+        assert replies[0]["text"] == "Merci 👍"
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
+async def _when(read: Any, cond: Any) -> Any:
+    value = await read
+    return value if cond(value) else None
+
+
 async def test_receiver_down_then_up_gets_every_callback_once(setup) -> None:
     smsc, gw = setup
     down = Receiver()

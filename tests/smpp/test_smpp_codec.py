@@ -19,6 +19,8 @@ from smsrelay.smpp.pdu import (
     BindTransmitterResp,
     CommandId,
     CommandStatus,
+    DataSm,
+    DataSmResp,
     DeliverSm,
     DeliverSmResp,
     EnquireLink,
@@ -65,6 +67,18 @@ EXAMPLES: list[Pdu] = [
     Unbind(sequence=11),
     UnbindResp(sequence=11),
     GenericNack(sequence=12, status=CommandStatus.ESME_RINVCMDID),
+    DataSm(
+        sequence=13,
+        source_addr_ton=1,
+        source_addr_npi=1,
+        source_addr="3" * 64,  # data_sm allows 65-octet addresses, submit_sm only 21
+        destination_addr="33798765432",
+        esm_class=0x04,
+        data_coding=8,
+        tlvs=((0x001E, b"0001e240\0"), (0x0427, b"\x02"), (0x0424, b"id:0001e240")),
+    ),
+    DataSmResp(sequence=13, message_id="mo-1"),
+    DataSmResp(sequence=14, status=CommandStatus.ESME_RX_T_APPN),
 ]
 
 
@@ -84,6 +98,26 @@ def test_submit_sm_wire_layout() -> None:
     assert body.startswith(b"\x00\x01\x0133612345678\x00\x01\x0133798765432\x00\x40\x00\x00")
     # schedule, validity, registered_delivery, replace, data_coding, default_msg_id, sm_length
     assert b"\x00\x00\x01\x00\x08\x00\x0a" + SUBMIT.short_message in body
+
+
+def test_data_sm_wire_layout() -> None:
+    pdu = DataSm(
+        sequence=1,
+        service_type="WAP",
+        source_addr_ton=1,
+        source_addr_npi=1,
+        source_addr="33612345678",
+        destination_addr="3361",
+        esm_class=0x04,
+        registered_delivery=1,
+        data_coding=8,
+        tlvs=((0x0424, b"hi"),),
+    )
+    # service_type, source ton/npi/addr, dest ton/npi/addr, esm_class, registered, coding, TLVs
+    assert encode(pdu)[16:] == (
+        b"WAP\x00\x01\x0133612345678\x00\x00\x003361\x00\x04\x01\x08\x04\x24\x00\x02hi"
+    )
+    assert encode(pdu)[4:8] == b"\x00\x00\x01\x03"
 
 
 def test_error_response_is_sent_without_body() -> None:
@@ -114,6 +148,7 @@ def test_response_to_builds_the_matching_response() -> None:
         SubmitSm(sequence=1, destination_addr="caf\u00e9\u20ac"),
         SubmitSm(sequence=1, tlvs=((0x10000, b""),)),
         SubmitSmResp(sequence=2**32),
+        DataSm(sequence=1, source_addr="1" * 65),
     ],
 )
 def test_encode_refuses_what_smpp_cannot_carry(pdu: Pdu) -> None:
@@ -149,7 +184,7 @@ def test_a_pdu_of_exactly_the_cap_is_read_and_one_more_octet_is_refused() -> Non
 
 
 def test_unknown_command_is_an_error_and_the_stream_goes_on() -> None:
-    unknown = struct.pack(">IIII", 20, 0x00000103, 0, 5) + b"abcd"
+    unknown = struct.pack(">IIII", 20, 0x00000003, 0, 5) + b"abcd"
     events = PduReader().feed(unknown + encode(EnquireLink(sequence=6)))
     assert isinstance(events[0], RemoteProtocolError)
     assert events[0].status == CommandStatus.ESME_RINVCMDID and not events[0].fatal

@@ -14,6 +14,8 @@ from smsrelay.smpp.pdu import (
     BindTransmitter,
     BindTransmitterResp,
     CommandStatus,
+    DataSm,
+    DataSmResp,
     DeliverSm,
     DeliverSmResp,
     EnquireLink,
@@ -122,6 +124,20 @@ def test_transmitter_cannot_be_delivered_to_and_receiver_cannot_submit() -> None
     esme, smsc = bound_pair(BindReceiver)
     with pytest.raises(LocalProtocolError):
         esme.send(SubmitSm(sequence=2), 0)
+
+
+def test_data_sm_goes_to_receivers_only_and_counts_in_the_window() -> None:
+    esme, smsc = bound_pair(BindTransceiver)
+    smsc.window = 1
+    smsc.send(DataSm(sequence=1), 0)
+    assert smsc.in_flight == 1 and smsc.window_full
+    with pytest.raises(LocalProtocolError):
+        smsc.send(DataSm(sequence=2), 0)
+    assert pipe(esme, smsc, DataSmResp(sequence=1)) == [DataSmResp(sequence=1)]
+    assert smsc.in_flight == 0
+    esme, smsc = bound_pair(BindTransmitter)
+    with pytest.raises(LocalProtocolError):
+        smsc.send(DataSm(sequence=3), 0)
 
 
 def test_submit_before_bind_is_answered_with_invalid_bind_status() -> None:

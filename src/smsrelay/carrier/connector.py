@@ -1,4 +1,4 @@
-"""The one small interface the dispatcher talks to: submit parts, receive deliver_sm."""
+"""The one small interface the dispatcher talks to: submit parts, receive deliver_sm / data_sm."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class SubmitOutcome:
 
 @dataclass(frozen=True)
 class InboundSm:
-    """A deliver_sm as received (receipt or MO reply), before it is acknowledged."""
+    """A deliver_sm or data_sm as received (receipt or MO reply), before it is acknowledged."""
 
     connector: str
     source: str
@@ -38,7 +38,7 @@ class InboundSm:
     tlvs: Mapping[int, bytes]
 
 
-# Returns the command_status to put in deliver_sm_resp: 0 after the caller committed it;
+# Returns the command_status to put in the resp: 0 after the caller committed it;
 # non-zero (e.g. ESME_RX_T_APPN 0x64) when it could not store it, so the SMSC re-sends.
 InboundHandler = Callable[[InboundSm], Awaitable[int]]
 

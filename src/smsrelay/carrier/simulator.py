@@ -29,6 +29,7 @@ from smsrelay.smpp.concat import ConcatMethod, build_part, split_concat
 from smsrelay.smpp.pdu import (
     ESM_CLASS_RECEIPT,
     CommandStatus,
+    DataSm,
     DeliverSm,
     MessageState,
     Pdu,
@@ -41,7 +42,8 @@ from smsrelay.smpp.receipts import format_receipt
 from smsrelay.smpp.session import TokenBucket
 
 IdStyle = Literal["hex", "decimal"]
-_Build = Callable[[int], DeliverSm]
+InboundPdu = Literal["deliver_sm", "data_sm"]
+_Build = Callable[[int], DeliverSm | DataSm]
 _log = logging.getLogger("smsrelay.carrier.simulator")
 _REDELIVER_ATTEMPTS = 5
 
@@ -65,6 +67,7 @@ class SimulatorOptions:
     receipt_id_style: IdStyle | None = None  # None = same as id_style
     redeliver_delay_ms: int = 1000  # re-send a deliver_sm the ESME answered with an error
     window: int = 100  # deliver_sm outstanding per bind
+    inbound_pdu: InboundPdu = "deliver_sm"  # data_sm: receipts and replies the other way
     max_records: int = 1_000_000  # the oldest half of .received is dropped beyond this
     seed: int | None = None
     tls_cert: str | None = None  # PEM certificate (and tls_key) to serve smpps:// instead
@@ -84,6 +87,8 @@ class SimulatorOptions:
             raise ValueError("id styles are 'hex' or 'decimal'")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca needs tls_cert (client certificates are a TLS feature)")
+        if self.inbound_pdu not in ("deliver_sm", "data_sm"):
+            raise ValueError("inbound_pdu is 'deliver_sm' or 'data_sm'")
         if self.bind_timeout <= 0:
             raise ValueError("bind_timeout must be more than 0 seconds")
 
@@ -119,7 +124,7 @@ class _Receipt:
     """One receipt, built once: a re-delivery sends the same outcome again."""
 
     system_id: str | None
-    build: Callable[[int], DeliverSm]
+    build: _Build
     attempt: int = 0
 
 
@@ -362,6 +367,11 @@ class Simulator:
             (Tag.RECEIPTED_MESSAGE_ID, receipt_id.encode("ascii") + b"\0"),
             (Tag.MESSAGE_STATE, bytes((state,))),
         )
+        if self.options.inbound_pdu == "data_sm":
+            payload = ((Tag.MESSAGE_PAYLOAD, text.encode("ascii", "replace")),)
+            return _with_sequence(
+                _data_sm(record.destination, record.source, ESM_CLASS_RECEIPT, 0, tlvs + payload)
+            )
 
         def build(sequence: int) -> DeliverSm:
             return DeliverSm(
@@ -392,32 +402,13 @@ class Simulator:
     async def inject_reply(
         self, source: str, destination: str, text: str, *, system_id: str | None = None
     ) -> list[int]:
-        """Send an MO as deliver_sm (UDH-concatenated when long); the ESME's statuses.
+        """Send an MO as deliver_sm (UDH-concatenated when long) or as one data_sm (the whole
+        text in message_payload); the ESME's statuses.
 
         Waits for a receiver to be bound (bound it with ``asyncio.timeout``).
         """
-        encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
-        data_coding = 0 if encoding is Encoding.GSM7 else 8
-        segments = split_segments(text, encoding)
-        ref = self._rng.randrange(256)
         statuses = []
-        for seq, payload in enumerate(segments, 1):
-            esm_class, short_message, tlvs = build_part(
-                payload, ref, len(segments), seq, ConcatMethod.UDH8
-            )
-            template = DeliverSm(
-                sequence=0,
-                source_addr_ton=1,
-                source_addr_npi=1,
-                source_addr=source,
-                dest_addr_ton=1,
-                dest_addr_npi=1,
-                destination_addr=destination,
-                esm_class=esm_class,
-                data_coding=data_coding,
-                short_message=short_message,
-                tlvs=tlvs,
-            )
+        for template in self._mo_pdus(source, destination, text):
             self.stats.mo_sent += 1
             response = await self.server.deliver(
                 system_id or self.options.system_id, _with_sequence(template)
@@ -425,6 +416,36 @@ class Simulator:
             self.stats.mo_acked += response.status == 0
             statuses.append(response.status)
         return statuses
+
+    def _mo_pdus(self, source: str, destination: str, text: str) -> list[DeliverSm | DataSm]:
+        encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
+        data_coding = 0 if encoding is Encoding.GSM7 else 8
+        segments = split_segments(text, encoding)
+        if self.options.inbound_pdu == "data_sm":
+            whole = ((Tag.MESSAGE_PAYLOAD, b"".join(segments)),)
+            return [_data_sm(source, destination, 0, data_coding, whole)]
+        ref = self._rng.randrange(256)
+        pdus: list[DeliverSm | DataSm] = []
+        for seq, payload in enumerate(segments, 1):
+            esm_class, short_message, tlvs = build_part(
+                payload, ref, len(segments), seq, ConcatMethod.UDH8
+            )
+            pdus.append(
+                DeliverSm(
+                    sequence=0,
+                    source_addr_ton=1,
+                    source_addr_npi=1,
+                    source_addr=source,
+                    dest_addr_ton=1,
+                    dest_addr_npi=1,
+                    destination_addr=destination,
+                    esm_class=esm_class,
+                    data_coding=data_coding,
+                    short_message=short_message,
+                    tlvs=tlvs,
+                )
+            )
+        return pdus
 
     # --- control API ---------------------------------------------------------------------
 
@@ -473,8 +494,23 @@ class Simulator:
         task.add_done_callback(self._tasks.discard)
 
 
-def _with_sequence(template: DeliverSm) -> _Build:
+def _with_sequence(template: DeliverSm | DataSm) -> _Build:
     return lambda sequence: dataclasses.replace(template, sequence=sequence)
+
+
+def _data_sm(source: str, destination: str, esm_class: int, data_coding: int, tlvs: Tlvs) -> DataSm:
+    return DataSm(
+        sequence=0,
+        source_addr_ton=1,
+        source_addr_npi=1,
+        source_addr=source,
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr=destination,
+        esm_class=esm_class,
+        data_coding=data_coding,
+        tlvs=tlvs,
+    )
 
 
 def _preview(record: SubmitRecord) -> str:

@@ -38,6 +38,13 @@ from smsrelay.carrier.simulator import SimulatorOptions, run_simulator
     "--tls-client-ca", default=None, help="Require client certificates from this CA (mTLS)."
 )
 @click.option(
+    "--inbound-pdu",
+    type=click.Choice(["deliver_sm", "data_sm"]),
+    default="deliver_sm",
+    show_default=True,
+    help="PDU that carries receipts and replies to the gateway (some SMSCs use data_sm).",
+)
+@click.option(
     "--bind-timeout",
     default=30.0,
     show_default=True,

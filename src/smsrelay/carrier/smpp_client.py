@@ -26,6 +26,8 @@ from smsrelay.smpp.pdu import (
     BindTransceiver,
     BindTransmitter,
     CommandStatus,
+    DataSm,
+    DataSmResp,
     DeliverSm,
     DeliverSmResp,
     Pdu,
@@ -207,6 +209,7 @@ class _EsmeLink(SmppLink):
         )
         self.connector = connector
         self.handlers[DeliverSm] = self._on_deliver_sm
+        self.handlers[DataSm] = self._on_data_sm
 
     @property
     def can_submit(self) -> bool:
@@ -219,6 +222,15 @@ class _EsmeLink(SmppLink):
         status = await self.connector.handle_inbound(pdu)
         if self.is_open:
             self.send(DeliverSmResp(sequence=pdu.sequence, status=status))
+
+    def _on_data_sm(self, pdu: DataSm) -> None:
+        # Some SMSCs deliver replies and receipts by data_sm: the same path, its own resp.
+        self.connector.spawn(self._answer_data_sm(pdu))
+
+    async def _answer_data_sm(self, pdu: DataSm) -> None:
+        status = await self.connector.handle_inbound(pdu)
+        if self.is_open:
+            self.send(DataSmResp(sequence=pdu.sequence, status=status))
 
 
 _MODE_BINDS: dict[str, type[Bind]] = {
@@ -353,15 +365,15 @@ class SmppConnector:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def handle_inbound(self, pdu: DeliverSm) -> int:
-        """Await the handler; its status goes in deliver_sm_resp (0x64 if it raised)."""
+    async def handle_inbound(self, pdu: DeliverSm | DataSm) -> int:
+        """Await the handler; its status goes in the resp (0x64 if it raised)."""
         inbound = InboundSm(
             connector=self.name,
             source=pdu.source_addr,
             destination=pdu.destination_addr,
             esm_class=pdu.esm_class,
             data_coding=pdu.data_coding,
-            short_message=pdu.short_message,
+            short_message=pdu.short_message if isinstance(pdu, DeliverSm) else b"",
             tlvs=MappingProxyType(dict(pdu.tlvs)),
         )
         try:

@@ -29,6 +29,8 @@ from smsrelay.smpp.pdu import (
     BindTransmitter,
     BindTransmitterResp,
     CommandStatus,
+    DataSm,
+    DataSmResp,
     DeliverSm,
     Pdu,
     SubmitSm,
@@ -80,6 +82,7 @@ class SmscLink(SmppLink):
         for bind in _BIND_RESPONSES:
             self.handlers[bind] = self._on_bind
         self.handlers[SubmitSm] = self._on_submit_sm
+        self.handlers[DataSm] = self._on_data_sm
 
     @property
     def can_deliver(self) -> bool:
@@ -131,6 +134,10 @@ class SmscLink(SmppLink):
 
     def _on_submit_sm(self, pdu: SubmitSm) -> None:
         self.server.app.on_submit_sm(self, pdu)
+
+    def _on_data_sm(self, pdu: DataSm) -> None:
+        # Submitting by data_sm is not offered: answered, so the ESME does not wait for it.
+        self.send(DataSmResp(sequence=pdu.sequence, status=CommandStatus.ESME_RINVCMDID))
 
 
 class SmppServer:
@@ -215,7 +222,7 @@ class SmppServer:
         return links[next(self._round_robin) % len(links)] if links else None
 
     def try_deliver(
-        self, system_id: str | None, build: Callable[[int], DeliverSm]
+        self, system_id: str | None, build: Callable[[int], DeliverSm | DataSm]
     ) -> asyncio.Future[Pdu] | None:
         """Send now if a receiver has a free window slot; None means use :meth:`deliver`."""
         link = self._pick(system_id)
@@ -226,7 +233,9 @@ class SmppServer:
         except (LocalProtocolError, TransientError):
             return None
 
-    async def deliver(self, system_id: str | None, build: Callable[[int], DeliverSm]) -> Pdu:
+    async def deliver(
+        self, system_id: str | None, build: Callable[[int], DeliverSm | DataSm]
+    ) -> Pdu:
         """Deliver to a receiver of ``system_id`` (waiting for one to bind) and return the resp.
 
         Retries on another (or a new) bind when the connection is lost or the resp is late;

@@ -1,4 +1,4 @@
-"""deliver_sm from the SMSC: receipts and replies, stored before they are acknowledged."""
+"""deliver_sm and data_sm from the SMSC: receipts and replies, stored before acknowledged."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ RECEIPT_MASK = 0x3C
 RECEIPT_TYPES = {0x04, 0x08, 0x10, 0x20}  # SMSC receipt, SME ack, manual ack, intermediate
 TLV_RECEIPTED_MESSAGE_ID = 0x001E
 TLV_MESSAGE_STATE = 0x0427
+TLV_MESSAGE_PAYLOAD = 0x0424
 ESME_ROK = 0
 log = logging.getLogger("smsrelay.dispatch")
 
@@ -105,7 +106,9 @@ def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
     state = sm.tlvs.get(TLV_MESSAGE_STATE)
     stat = stat_for_message_state_tlv(state[0]) if state else None
     # Receipt text is plain ASCII in every SMSC seen; decoding it as GSM would cost more.
-    raw_text = sm.short_message.decode("ascii", "replace")
+    # A data_sm (or a long deliver_sm) carries it in message_payload.
+    body = sm.short_message or sm.tlvs.get(TLV_MESSAGE_PAYLOAD, b"")
+    raw_text = body.decode("ascii", "replace")
     if carrier_id and stat:
         err = _quick_err(raw_text)
     else:

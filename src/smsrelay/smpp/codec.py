@@ -19,6 +19,8 @@ from smsrelay.smpp.pdu import (
     Bind,
     BindResp,
     CommandStatus,
+    DataSm,
+    DataSmResp,
     DeliverSmResp,
     Pdu,
     ShortMessagePdu,
@@ -36,6 +38,7 @@ _BIND_MID = struct.Struct(">BBB")
 _ADDR = struct.Struct(">BB")
 _SM_MID = struct.Struct(">BBB")
 _SM_TAIL = struct.Struct(">BBBBB")
+_DATA_SM_MID = struct.Struct(">BBB")
 
 # C-octet string maximum sizes, terminating NUL included (SMPP 3.4 section 4).
 _MAX = {
@@ -49,7 +52,9 @@ _MAX = {
     "schedule_delivery_time": 17,
     "validity_period": 17,
     "message_id": 65,
+    "data_sm_addr": 65,  # data_sm's addresses may be longer than submit_sm's (4.7.1)
 }
+_MessageIdResp = SubmitSmResp | DeliverSmResp | DataSmResp
 
 Event = Pdu | RemoteProtocolError
 
@@ -125,8 +130,23 @@ def _sm_body(pdu: Pdu) -> bytes:
     )
 
 
+def _data_sm_body(pdu: Pdu) -> bytes:
+    assert isinstance(pdu, DataSm)
+    return b"".join(
+        (
+            _cstr(pdu.service_type, "service_type"),
+            _ADDR.pack(pdu.source_addr_ton, pdu.source_addr_npi),
+            _cstr(pdu.source_addr, "data_sm_addr"),
+            _ADDR.pack(pdu.dest_addr_ton, pdu.dest_addr_npi),
+            _cstr(pdu.destination_addr, "data_sm_addr"),
+            _DATA_SM_MID.pack(pdu.esm_class, pdu.registered_delivery, pdu.data_coding),
+            _tlvs(pdu.tlvs),
+        )
+    )
+
+
 def _message_id_body(pdu: Pdu) -> bytes:
-    assert isinstance(pdu, SubmitSmResp | DeliverSmResp)
+    assert isinstance(pdu, _MessageIdResp)
     if pdu.status and not pdu.message_id:
         return b""  # SMPP 3.4 4.4.2: no body in an error response
     return _cstr(pdu.message_id, "message_id")
@@ -144,7 +164,9 @@ for _cid, _cls in PDU_TYPES.items():
         _BODY_ENCODERS[_cid] = _bind_resp_body
     elif issubclass(_cls, ShortMessagePdu):
         _BODY_ENCODERS[_cid] = _sm_body
-    elif _cls in (SubmitSmResp, DeliverSmResp):
+    elif _cls is DataSm:
+        _BODY_ENCODERS[_cid] = _data_sm_body
+    elif _cls in (SubmitSmResp, DeliverSmResp, DataSmResp):
         _BODY_ENCODERS[_cid] = _message_id_body
     else:
         _BODY_ENCODERS[_cid] = _empty_body
@@ -270,9 +292,34 @@ def _decode_sm(cls: type[ShortMessagePdu], status: int, seq: int, body: bytes) -
     )
 
 
-def _decode_message_id(
-    cls: type[SubmitSmResp | DeliverSmResp], status: int, seq: int, body: bytes
-) -> Pdu:
+def _decode_data_sm(status: int, seq: int, body: bytes) -> Pdu:
+    service_type, p = _read_cstr(body, 0)
+    _need(body, p, 2)
+    source_ton, source_npi = _ADDR.unpack_from(body, p)
+    source_addr, p = _read_cstr(body, p + 2)
+    _need(body, p, 2)
+    dest_ton, dest_npi = _ADDR.unpack_from(body, p)
+    destination_addr, p = _read_cstr(body, p + 2)
+    _need(body, p, 3)
+    esm_class, registered, data_coding = _DATA_SM_MID.unpack_from(body, p)
+    return DataSm(
+        sequence=seq,
+        status=status,
+        service_type=service_type,
+        source_addr_ton=source_ton,
+        source_addr_npi=source_npi,
+        source_addr=source_addr,
+        dest_addr_ton=dest_ton,
+        dest_addr_npi=dest_npi,
+        destination_addr=destination_addr,
+        esm_class=esm_class,
+        registered_delivery=registered,
+        data_coding=data_coding,
+        tlvs=_read_tlvs(body, p + 3),
+    )
+
+
+def _decode_message_id(cls: type[_MessageIdResp], status: int, seq: int, body: bytes) -> Pdu:
     # Lenient: no body (error responses) or a missing NUL (seen in the wild) are accepted.
     nul = body.find(b"\0")
     raw = body if nul < 0 else body[:nul]
@@ -292,7 +339,9 @@ for _cid, _cls in PDU_TYPES.items():
         _DECODERS[_cid] = partial(_decode_bind_resp, _cls)
     elif issubclass(_cls, ShortMessagePdu):
         _DECODERS[_cid] = partial(_decode_sm, _cls)
-    elif issubclass(_cls, SubmitSmResp | DeliverSmResp):
+    elif _cls is DataSm:
+        _DECODERS[_cid] = _decode_data_sm
+    elif issubclass(_cls, _MessageIdResp):
         _DECODERS[_cid] = partial(_decode_message_id, _cls)
     else:
         _DECODERS[_cid] = partial(_decode_empty, _cls)

@@ -37,6 +37,8 @@ class CommandId(IntEnum):
     BIND_TRANSCEIVER_RESP = 0x80000009
     ENQUIRE_LINK = 0x00000015
     ENQUIRE_LINK_RESP = 0x80000015
+    DATA_SM = 0x00000103
+    DATA_SM_RESP = 0x80000103
 
 
 class CommandStatus(IntEnum):
@@ -220,6 +222,27 @@ class DeliverSm(ShortMessagePdu):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DataSm(Pdu):
+    """SMPP 3.4 section 4.7: deliver_sm's alternative, text (if any) in message_payload.
+
+    Some SMSCs deliver replies and receipts this way; the gateway never sends one.
+    """
+
+    command_id: ClassVar[CommandId] = CommandId.DATA_SM
+    service_type: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    dest_addr_ton: int = 0
+    dest_addr_npi: int = 0
+    destination_addr: str = ""
+    esm_class: int = 0
+    registered_delivery: int = 0
+    data_coding: int = 0
+    tlvs: Tlvs = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubmitSmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM_RESP
     message_id: str = ""
@@ -228,6 +251,12 @@ class SubmitSmResp(Pdu):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliverSmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.DELIVER_SM_RESP
+    message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataSmResp(Pdu):
+    command_id: ClassVar[CommandId] = CommandId.DATA_SM_RESP
     message_id: str = ""
 
 
@@ -272,6 +301,8 @@ PDU_TYPES: dict[int, type[Pdu]] = {
         SubmitSmResp,
         DeliverSm,
         DeliverSmResp,
+        DataSm,
+        DataSmResp,
         EnquireLink,
         EnquireLinkResp,
         Unbind,

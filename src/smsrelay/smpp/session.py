@@ -42,16 +42,16 @@ _ALWAYS = frozenset({C.ENQUIRE_LINK})
 # Requests each side may issue, by state.
 ESME_REQUESTS: dict[BindState, frozenset[CommandId]] = {
     S.OPEN: _BINDS | _ALWAYS,
-    S.BOUND_TX: frozenset({C.SUBMIT_SM, C.UNBIND}) | _ALWAYS,
+    S.BOUND_TX: frozenset({C.SUBMIT_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
     S.BOUND_RX: frozenset({C.UNBIND}) | _ALWAYS,
-    S.BOUND_TRX: frozenset({C.SUBMIT_SM, C.UNBIND}) | _ALWAYS,
+    S.BOUND_TRX: frozenset({C.SUBMIT_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
     S.UNBINDING: frozenset({C.UNBIND}),
 }
 SMSC_REQUESTS: dict[BindState, frozenset[CommandId]] = {
     S.OPEN: _ALWAYS,
     S.BOUND_TX: frozenset({C.UNBIND}) | _ALWAYS,
-    S.BOUND_RX: frozenset({C.DELIVER_SM, C.UNBIND}) | _ALWAYS,
-    S.BOUND_TRX: frozenset({C.DELIVER_SM, C.UNBIND}) | _ALWAYS,
+    S.BOUND_RX: frozenset({C.DELIVER_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
+    S.BOUND_TRX: frozenset({C.DELIVER_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
     S.UNBINDING: frozenset({C.UNBIND}),
 }
 
@@ -80,7 +80,7 @@ _STATEFUL = frozenset(command for _, command, _ in TRANSITIONS)
 BOUND_STATES = frozenset({S.BOUND_TX, S.BOUND_RX, S.BOUND_TRX})
 CAN_SUBMIT = frozenset({S.BOUND_TX, S.BOUND_TRX})
 CAN_RECEIVE = frozenset({S.BOUND_RX, S.BOUND_TRX})
-WINDOWED = frozenset({C.SUBMIT_SM, C.DELIVER_SM})
+WINDOWED = frozenset({C.SUBMIT_SM, C.DELIVER_SM, C.DATA_SM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ class Session:
 
     @property
     def in_flight(self) -> int:
-        """Outstanding submit_sm / deliver_sm requests (those the window counts)."""
+        """Outstanding submit_sm / deliver_sm / data_sm requests (those the window counts)."""
         return self._in_window
 
     @property
