@@ -224,7 +224,7 @@ async def _start_services(
 
 def _callback_tls(settings: Settings) -> ssl.SSLContext | None:
     """The trust for https callbacks when a private CA is added; None: the callback client
-    loads the system's CAs itself, on its first https callback."""
+    loads the system's CAs itself, off the loop's thread, at its first https callback."""
     if not settings.webhook_tls_ca:
         return None
     try:

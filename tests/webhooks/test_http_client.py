@@ -6,12 +6,14 @@ import asyncio
 import base64
 import shutil
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from smsrelay.webhooks import http_client
 from smsrelay.webhooks.address_safety import UnsafeAddress
 from smsrelay.webhooks.http_client import (
     BadResponse,
@@ -284,6 +286,28 @@ async def test_https_posts_to_a_trusted_certificate_and_refuses_an_untrusted_one
     with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
         await default.post(url, {}, b"x")
     assert len(server.requests) == 2
+
+
+async def test_the_system_cas_are_loaded_once_off_the_event_loop_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Loading the system's CA store takes tens of ms: on the loop it would stall every send.
+    loaded_in: list[str] = []
+
+    def recording_tls_context(extra_ca: str | None = None) -> ssl.SSLContext:
+        loaded_in.append(threading.current_thread().name)
+        return tls_context(extra_ca)
+
+    monkeypatch.setattr(http_client, "tls_context", recording_tls_context)
+    # A server that hangs up at once: the handshake fails after the context is loaded.
+    server = await asyncio.start_server(lambda _, writer: writer.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0)
+    for _ in range(2):
+        with pytest.raises(ConnectFailed):
+            await client.post(Target.parse(f"https://127.0.0.1:{port}/cb"), {}, b"x")
+    server.close()
+    assert len(loaded_in) == 1 and loaded_in[0] != threading.main_thread().name
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")

@@ -211,6 +211,7 @@ class CallbackClient:
         self._keepalive = keepalive
         self._idle: dict[tuple[str, str, int, str | None], list[_Connection]] = {}
         self._tls = tls
+        self._tls_loading: asyncio.Future[ssl.SSLContext] | None = None
         self._swept = time.monotonic()
 
     async def post(self, target: Target, headers: dict[str, str], body: bytes) -> int:
@@ -284,7 +285,7 @@ class CallbackClient:
 
     async def _connect(self, target: Target) -> _Connection:
         loop = asyncio.get_running_loop()
-        tls = self._tls_context() if target.scheme == "https" else None
+        tls = await self._tls_context() if target.scheme == "https" else None
         error: OSError | None = None
         for address in await self._addresses(target):
             try:
@@ -310,7 +311,15 @@ class CallbackClient:
         except OSError as exc:
             raise ConnectFailed(f"connection failed: {exc.strerror or exc}") from exc
 
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = tls_context()
+    async def _tls_context(self) -> ssl.SSLContext:
+        """The system's CAs, loaded once, off the event loop's thread (tens of ms)."""
+        if self._tls is not None:
+            return self._tls
+        if self._tls_loading is None:
+            self._tls_loading = asyncio.ensure_future(asyncio.to_thread(tls_context))
+        try:
+            self._tls = await asyncio.shield(self._tls_loading)
+        except Exception:
+            self._tls_loading = None  # the next https callback tries again
+            raise
         return self._tls
