@@ -107,6 +107,20 @@ async def test_expired_lease_puts_the_part_back(store: SqliteStore) -> None:
     assert again.part_id == part.part_id and again.attempts == 2
 
 
+async def test_a_retry_that_does_not_count_gives_the_claims_attempt_back(
+    store: SqliteStore,
+) -> None:
+    await store.accept_message(_message())
+    [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
+    assert part.attempts == 1
+    assert await store.mark_retry(part.part_id, 201.0, "ESME_RTHROTTLED", counted=False)
+    [again] = await store.claim_due_parts("default", 201.0, 10, 261.0)
+    assert again.attempts == 1  # being throttled is not a failed attempt
+    assert await store.mark_retry(again.part_id, 202.0, "ESME_RSYSERR")
+    [third] = await store.claim_due_parts("default", 202.0, 10, 262.0)
+    assert third.attempts == 2
+
+
 async def test_outcome_after_the_lease_was_lost_is_ignored(store: SqliteStore) -> None:
     await store.accept_message(_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)

@@ -248,7 +248,9 @@ class _Lane:
             self.d.submitted += 1
         elif kind is Outcome.SLOW_DOWN:
             self.paused_until = asyncio.get_running_loop().time() + SLOW_DOWN_DELAY
-            await store.mark_retry(part.part_id, now + SLOW_DOWN_DELAY, status_name(outcome.status))
+            await store.mark_retry(
+                part.part_id, now + SLOW_DOWN_DELAY, status_name(outcome.status), counted=False
+            )
         elif kind is Outcome.REJECT:
             reason = status_name(outcome.status)
             await store.mark_part_final(
@@ -277,7 +279,7 @@ class _Lane:
             # is bound, so a short fixed delay cannot hammer anything, and a long outage does
             # not leave parts waiting minutes of backoff after the link is back.
             due = now + SLOW_DOWN_DELAY
-        await self.d._store.mark_retry(part.part_id, due, reason)
+        await self.d._store.mark_retry(part.part_id, due, reason, counted=counted)
 
 
 def outbound_part(part: ClaimedPart) -> OutboundPart:

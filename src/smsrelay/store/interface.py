@@ -83,7 +83,9 @@ class Store(Protocol):
         builders: CallbackBuilders,
         nb_sms: int | None = None,
     ) -> bool: ...
-    async def mark_retry(self, part_id: int, due_at: float, error: str) -> bool: ...
+    async def mark_retry(
+        self, part_id: int, due_at: float, error: str, *, counted: bool = True
+    ) -> bool: ...
     async def mark_part_final(
         self,
         part_id: int,

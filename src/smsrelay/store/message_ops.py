@@ -316,11 +316,15 @@ def mark_submitted(
     return None if row is None else int(row[0])
 
 
-def mark_retry(conn: sqlite3.Connection, part_id: int, due_at: float, error: str) -> bool:
+def mark_retry(
+    conn: sqlite3.Connection, part_id: int, due_at: float, error: str, *, counted: bool = True
+) -> bool:
+    """Back to the queue. ``counted=False`` (throttled, link lost): the claim's attempt is
+    given back, so slowing down never uses up the part's attempts."""
     cursor = conn.execute(
-        "UPDATE parts SET state = 'queued', due_at = ?, lease_until = NULL, last_error = ? "
-        "WHERE id = ? AND state = 'sending'",
-        (due_at, error, part_id),
+        "UPDATE parts SET state = 'queued', due_at = ?, lease_until = NULL, last_error = ?, "
+        "attempts = attempts - ? WHERE id = ? AND state = 'sending'",
+        (due_at, error, 0 if counted else 1, part_id),
     )
     return cursor.rowcount == 1
 

@@ -239,9 +239,17 @@ class SqliteStore:
 
         return await self.db.write(op)
 
-    async def mark_retry(self, part_id: int, due_at: float, error: str) -> bool:
+    async def mark_retry(
+        self, part_id: int, due_at: float, error: str, *, counted: bool = True
+    ) -> bool:
         return await self.db.write(
-            partial(message_ops.mark_retry, part_id=part_id, due_at=due_at, error=error)
+            partial(
+                message_ops.mark_retry,
+                part_id=part_id,
+                due_at=due_at,
+                error=error,
+                counted=counted,
+            )
         )
 
     async def mark_part_final(
