@@ -94,6 +94,21 @@ async def test_submit_when_not_bound_raises_transient(simulator: Simulator) -> N
         await connector.submit(part())
 
 
+async def test_a_link_that_cannot_take_a_submit_now_is_transient_not_permanent(
+    simulator: Simulator, make_connector: MakeConnector
+) -> None:
+    # If the link's window and the connector's slots ever disagree, the part waits and goes
+    # again: a bookkeeping slip on our side must not fail a customer's message for good.
+    connector = await make_connector(simulator)
+    link = connector._links["transceiver"]
+    assert link is not None
+    link.session.window = 0  # the link believes its window is full
+    with pytest.raises(TransientError, match="window full"):
+        await connector.submit(part())
+    link.session.window = 10
+    assert (await connector.submit(part())).status == 0
+
+
 async def test_window_bounds_outstanding_submits(
     make_simulator: MakeSimulator, make_connector: MakeConnector
 ) -> None:

@@ -140,6 +140,15 @@ def test_data_sm_goes_to_receivers_only_and_counts_in_the_window() -> None:
         smsc.send(DataSm(sequence=3), 0)
 
 
+def test_a_request_that_cannot_be_encoded_leaves_no_trace() -> None:
+    esme, _ = bound_pair(BindTransceiver)
+    with pytest.raises(LocalProtocolError):
+        esme.send(SubmitSm(sequence=7, source_addr="1" * 30), 0)
+    assert esme.in_flight == 0 and esme.outstanding() == {}
+    esme.send(SubmitSm(sequence=7), 0)  # the same sequence is free
+    assert esme.in_flight == 1
+
+
 def test_submit_before_bind_is_answered_with_invalid_bind_status() -> None:
     smsc = Session(Role.SMSC)
     [error] = smsc.receive(encode(SubmitSm(sequence=4)), 0)

@@ -19,7 +19,7 @@ from smsrelay.carrier.smpp_link import SmppLink
 from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.smpp.concat import ConcatMethod, build_part
-from smsrelay.smpp.errors import LocalProtocolError
+from smsrelay.smpp.errors import LocalProtocolError, NotSendableNow
 from smsrelay.smpp.pdu import (
     Bind,
     BindReceiver,
@@ -328,6 +328,8 @@ class SmppConnector:
             raise TransientError(f"smpp connector {self.name} is not bound")
         try:
             return link.request(self._submit_sm(part, link.session.next_sequence()))
+        except NotSendableNow as exc:  # the link's state, not the part: try it again later
+            raise TransientError(f"smpp connector {self.name}: {exc}") from exc
         except (LocalProtocolError, ValueError) as exc:
             raise PermanentError(f"cannot encode part {part.part_id}: {exc}") from exc
 

@@ -13,6 +13,10 @@ class LocalProtocolError(SmppError):
     """We tried to send something SMPP does not allow (a bug on our side)."""
 
 
+class NotSendableNow(LocalProtocolError):
+    """The request is valid but not now: the bind state or the window forbids it."""
+
+
 class RemoteProtocolError(SmppError):
     """The peer sent something we cannot accept.
 

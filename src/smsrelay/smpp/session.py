@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from smsrelay.smpp.codec import Event, PduReader, encode
-from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
+from smsrelay.smpp.errors import NotSendableNow, RemoteProtocolError
 from smsrelay.smpp.pdu import RESPONSE_BIT, CommandId, CommandStatus, Pdu
 
 MAX_SEQUENCE = 0x7FFFFFFF
@@ -155,20 +155,21 @@ class Session:
     def send(self, pdu: Pdu, now: float) -> bytes:
         """Check ``pdu`` against the state and window, track it, and return its bytes."""
         command_id = pdu.command_id
+        data = encode(pdu)  # before any bookkeeping: an unsendable PDU leaves no trace
         if not command_id & RESPONSE_BIT:
             self._send_request(command_id, pdu.sequence, now)
         self._transition(command_id, pdu.status == 0)
-        return encode(pdu)
+        return data
 
     def _send_request(self, command_id: CommandId, sequence: int, now: float) -> None:
         if command_id not in self._mine.get(self.state, frozenset()):
-            raise LocalProtocolError(f"{command_id.name} not allowed in state {self.state.value}")
+            raise NotSendableNow(f"{command_id.name} not allowed in state {self.state.value}")
         if command_id in WINDOWED:
             if self._in_window >= self.window:
-                raise LocalProtocolError("window full")
+                raise NotSendableNow("window full")
             self._in_window += 1
         if sequence in self._outstanding:
-            raise LocalProtocolError(f"sequence {sequence} already outstanding")
+            raise NotSendableNow(f"sequence {sequence} already outstanding")
         if command_id is C.ENQUIRE_LINK:
             self._enquire_pending = True
         self._outstanding[sequence] = Outstanding(command_id, now + self.response_timeout)
