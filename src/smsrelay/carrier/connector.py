@@ -36,6 +36,9 @@ class InboundSm:
     data_coding: int
     short_message: bytes
     tlvs: Mapping[int, bytes]
+    # How this SMSC writes its default alphabet (data_coding 0): 0 GSM 03.38, 1 IA5/ASCII,
+    # 3 Latin-1; the link's gsm_data_coding.
+    default_alphabet: int = 0
 
 
 # Returns the command_status to put in the resp: 0 after the caller committed it;

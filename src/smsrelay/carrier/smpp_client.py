@@ -377,6 +377,7 @@ class SmppConnector:
             data_coding=pdu.data_coding,
             short_message=pdu.short_message if isinstance(pdu, DeliverSm) else b"",
             tlvs=MappingProxyType(dict(pdu.tlvs)),
+            default_alphabet=self.config.gsm_data_coding,
         )
         try:
             return int(await self._on_inbound(inbound))

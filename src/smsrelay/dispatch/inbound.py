@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 
 from smsrelay.carrier.connector import InboundSm
+from smsrelay.domain.data_coding import decode_sm_text
 from smsrelay.domain.states import stat_for_message_state_tlv
-from smsrelay.domain.text import decode_gsm7, decode_ucs2
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
 from smsrelay.smpp.receipts import carrier_id_candidates, parse_receipt
@@ -58,7 +58,7 @@ class InboundRouter:
 
     async def _reply(self, sm: InboundSm) -> None:
         concat, body = split_concat(sm.esm_class, sm.short_message, sm.tlvs)
-        text = decode_text(body, sm.data_coding)
+        text = decode_sm_text(body, sm.data_coding, sm.default_alphabet)
         reply = InboundReply(
             connector=sm.connector,
             msisdn="+" + sm.source.lstrip("+"),
@@ -88,16 +88,6 @@ def is_stop_text(text: str, keywords: frozenset[str]) -> bool:
 def keyword_of(text: str) -> str:
     words = text.split()
     return words[0].upper() if words else ""
-
-
-def decode_text(body: bytes, data_coding: int) -> str:
-    if data_coding == 8:
-        return decode_ucs2(body)
-    if data_coding == 3:
-        return body.decode("latin-1")
-    if data_coding in (1, 4):
-        return body.decode("ascii", "replace") if data_coding == 1 else body.hex()
-    return decode_gsm7(body)
 
 
 def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:

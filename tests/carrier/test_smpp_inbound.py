@@ -1,0 +1,32 @@
+"""What SmppConnector.handle_inbound passes on from a deliver_sm / data_sm."""
+
+from __future__ import annotations
+
+import pytest
+
+from smsrelay.carrier.connector import InboundSm
+from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
+from smsrelay.smpp.pdu import DataSm, DeliverSm
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _handled(pdu: DeliverSm | DataSm, **config: object) -> InboundSm:
+    seen: list[InboundSm] = []
+
+    async def handler(inbound: InboundSm) -> int:
+        seen.append(inbound)
+        return 0
+
+    link = SmppLinkConfig.from_url("smpp://a:b@127.0.0.1:2775", **config)
+    assert await SmppConnector("c", link, handler).handle_inbound(pdu) == 0
+    [inbound] = seen
+    return inbound
+
+
+@pytest.mark.parametrize("gsm_data_coding", [0, 1, 3])
+async def test_the_link_default_alphabet_travels_with_the_message(gsm_data_coding: int) -> None:
+    pdu = DeliverSm(sequence=1, source_addr="33612345678", short_message=b"caf\xe9")
+    inbound = await _handled(pdu, gsm_data_coding=gsm_data_coding)
+    assert inbound.default_alphabet == gsm_data_coding
+    assert inbound.data_coding == 0 and inbound.short_message == b"caf\xe9"

@@ -1,0 +1,101 @@
+"""The inbound router: replies and receipts read from deliver_sm / data_sm, on a real store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smsrelay.carrier.connector import InboundSm
+from smsrelay.dispatch.inbound import InboundRouter
+from smsrelay.service.clock import FixedClock
+from smsrelay.store.records import InboundReply
+from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.payloads import BUILDERS
+
+pytestmark = pytest.mark.asyncio
+NUMBER = "+33757000001"
+
+
+class RecordingStore(SqliteStore):
+    """The real store, keeping each reply it was given."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.replies: list[InboundReply] = []
+
+    async def record_reply(self, reply: InboundReply, builders: Any) -> Any:
+        self.replies.append(reply)
+        return await super().record_reply(reply, builders)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[RecordingStore]:
+    s = RecordingStore(f"sqlite:///{tmp_path}/s.db")
+    await s.open()
+    await s.create_account("a", "hash-a", 1_000_000, 0.0)
+    await s.add_number("a", NUMBER, "default", 0.0)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def router(store: RecordingStore) -> InboundRouter:
+    return InboundRouter(store, FixedClock(1_700_000_000.0), BUILDERS, ("STOP",))
+
+
+def mo(
+    short_message: bytes,
+    data_coding: int = 0,
+    *,
+    source: str = "33612345678",
+    tlvs: Mapping[int, bytes] | None = None,
+    **fields: Any,
+) -> InboundSm:
+    return InboundSm(
+        connector="default",
+        source=source,
+        destination=NUMBER.removeprefix("+"),
+        esm_class=0,
+        data_coding=data_coding,
+        short_message=short_message,
+        tlvs=tlvs or {},
+        **fields,
+    )
+
+
+# --- reply text by data_coding --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("short_message", "data_coding", "text"),
+    [
+        ("Привет".encode("iso8859-5"), 6, "Привет"),
+        ("שלום".encode("iso8859-8"), 7, "שלום"),
+        ("안녕".encode("euc_kr"), 14, "안녕"),
+        (b"\xca\xfe", 2, "cafe"),  # 8-bit data, shown as hex like data_coding 4
+        ("Ça va".encode("utf-16-be"), 0x18, "Ça va"),  # GSM general coding group, UCS-2
+        (b"\xca\xfe", 0xF5, "cafe"),  # GSM message class group, 8-bit data
+    ],
+)
+async def test_reply_text_is_decoded_by_its_data_coding(
+    router: InboundRouter,
+    store: RecordingStore,
+    short_message: bytes,
+    data_coding: int,
+    text: str,
+) -> None:
+    assert await router(mo(short_message, data_coding)) == 0
+    [reply] = store.replies
+    assert reply.text == text
+
+
+@pytest.mark.parametrize(("default_alphabet", "text"), [(0, "¡¤§"), (1, "@$_"), (3, "@$_")])
+async def test_data_coding_0_reply_is_read_in_the_smsc_default_alphabet(
+    router: InboundRouter, store: RecordingStore, default_alphabet: int, text: str
+) -> None:
+    await router(mo(b"@$_", 0, default_alphabet=default_alphabet))
+    [reply] = store.replies
+    assert reply.text == text
