@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 
 from smsrelay.carrier.connector import InboundSm
-from smsrelay.dispatch.inbound import InboundRouter
+from smsrelay.dispatch.inbound import InboundRouter, read_receipt
 from smsrelay.service.clock import FixedClock
 from smsrelay.store.records import InboundReply
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
 
-pytestmark = pytest.mark.asyncio
 NUMBER = "+33757000001"
 
 
@@ -99,3 +98,59 @@ async def test_data_coding_0_reply_is_read_in_the_smsc_default_alphabet(
     await router(mo(b"@$_", 0, default_alphabet=default_alphabet))
     [reply] = store.replies
     assert reply.text == text
+
+
+# --- receipts ------------------------------------------------------------------------------
+
+RECEIPTED_ID, MESSAGE_STATE, MESSAGE_PAYLOAD = 0x001E, 0x0427, 0x0424
+
+
+def receipt(short_message: bytes, data_coding: int = 0, **tlvs: bytes) -> InboundSm:
+    tags = {"receipted": RECEIPTED_ID, "state": MESSAGE_STATE, "payload": MESSAGE_PAYLOAD}
+    return mo(
+        short_message,
+        data_coding,
+        tlvs={tags[name]: value for name, value in tlvs.items()},
+    )
+
+
+def test_receipted_id_tlv_without_message_state_reads_stat_and_err_from_the_text() -> None:
+    sm = receipt(b"sub:001 dlvrd:000 stat:UNDELIV err:034", receipted=b"ab12\x00")
+    read = read_receipt(sm, 5.0)
+    assert read is not None
+    assert (read.carrier_id, read.stat, read.err) == ("ab12", "UNDELIV", "034")
+
+
+def test_receipt_text_in_ucs2_is_read() -> None:
+    text = "id:ab12 sub:001 dlvrd:001 stat:DELIVRD err:000 text:Ça"
+    read = read_receipt(receipt(text.encode("utf-16-be"), 8), 5.0)
+    assert read is not None
+    assert (read.carrier_id, read.stat, read.err) == ("ab12", "DELIVRD", "000")
+
+
+def test_ucs2_receipt_text_in_message_payload_with_the_id_in_its_tlv() -> None:
+    payload = "stat:EXPIRED err:027".encode("utf-16-be")
+    read = read_receipt(receipt(b"", 8, receipted=b"77", payload=payload), 5.0)
+    assert read is not None
+    assert (read.carrier_id, read.stat, read.err) == ("77", "EXPIRED", "027")
+
+
+def test_tlvs_still_win_over_the_text() -> None:
+    sm = receipt(b"id:1 stat:UNDELIV err:001", receipted=b"2", state=bytes([2]))
+    read = read_receipt(sm, 5.0)
+    assert read is not None
+    assert (read.carrier_id, read.stat, read.err) == ("2", "DELIVRD", "001")
+
+
+@pytest.mark.parametrize(
+    ("short_message", "tlvs"),
+    [
+        (b"stat:DELIVRD err:000", {}),  # no id anywhere
+        (b"id:9 err:000", {}),  # no stat anywhere
+        (b"err:000", {"receipted": b"9"}),
+    ],
+)
+def test_a_receipt_without_id_or_stat_is_unreadable(
+    short_message: bytes, tlvs: dict[str, bytes]
+) -> None:
+    assert read_receipt(receipt(short_message, **tlvs), 5.0) is None

@@ -15,6 +15,7 @@ from smsrelay.smpp.receipts import (
     format_receipt,
     normalise_carrier_id,
     parse_receipt,
+    read_receipt_fields,
 )
 
 SUBMIT = datetime(2024, 3, 9, 14, 5)
@@ -87,6 +88,23 @@ def test_parse_is_lenient(text: str, expected: ReceiptText) -> None:
 @pytest.mark.parametrize("text", ["", "hello there", "stat:DELIVRD err:000", "id: stat:DELIVRD"])
 def test_parse_without_an_id_is_none(text: str) -> None:
     assert parse_receipt(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("stat:DELIVRD err:000", ReceiptText("", stat="DELIVRD", err="000")),
+        (
+            "sub:001 dlvrd:000 STAT:undeliverable ERR:034",
+            ReceiptText("", 1, 0, stat="UNDELIV", err="034"),
+        ),
+        ("id: stat:EXPIRED", ReceiptText("", stat="EXPIRED")),
+        ("hello there", ReceiptText("")),
+        ("id:7 stat:DELIVRD", ReceiptText("7", stat="DELIVRD")),
+    ],
+)
+def test_fields_are_read_without_an_id(text: str, expected: ReceiptText) -> None:
+    assert read_receipt_fields(text) == expected
 
 
 def test_stat_maps_to_message_state() -> None:

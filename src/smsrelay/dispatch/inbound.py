@@ -6,11 +6,12 @@ import logging
 from collections.abc import Callable
 
 from smsrelay.carrier.connector import InboundSm
-from smsrelay.domain.data_coding import decode_sm_text
+from smsrelay.domain.data_coding import UCS2, alphabet_of, decode_sm_text
 from smsrelay.domain.states import stat_for_message_state_tlv
+from smsrelay.domain.text import decode_ucs2
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
-from smsrelay.smpp.receipts import carrier_id_candidates, parse_receipt
+from smsrelay.smpp.receipts import carrier_id_candidates, read_receipt_fields
 from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders, InboundReply, IncomingReceipt
 
@@ -91,20 +92,20 @@ def keyword_of(text: str) -> str:
 
 
 def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
-    """TLVs, when present, win over the Appendix B text (which is then only read for err)."""
+    """TLVs, when present, win over the Appendix B text (which is then only read for err).
+
+    With the id in its TLV, the text needs no ``id:``: its ``stat:`` and ``err:`` are read.
+    """
     carrier_id = _tlv_text(sm.tlvs.get(TLV_RECEIPTED_MESSAGE_ID))
     state = sm.tlvs.get(TLV_MESSAGE_STATE)
     stat = stat_for_message_state_tlv(state[0]) if state else None
-    # Receipt text is plain ASCII in every SMSC seen; decoding it as GSM would cost more.
-    # A data_sm (or a long deliver_sm) carries it in message_payload.
+    # A data_sm (or a long deliver_sm) carries the text in message_payload.
     body = sm.short_message or sm.tlvs.get(TLV_MESSAGE_PAYLOAD, b"")
-    raw_text = body.decode("ascii", "replace")
+    raw_text = receipt_text(body, sm.data_coding)
     if carrier_id and stat:
         err = _quick_err(raw_text)
     else:
-        text = parse_receipt(raw_text)
-        if text is None:
-            return None
+        text = read_receipt_fields(raw_text)
         carrier_id, stat, err = carrier_id or text.id, stat or text.stat, text.err
     if not carrier_id or not stat:
         return None
@@ -116,6 +117,14 @@ def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
         err=err,
         received_at=now,
     )
+
+
+def receipt_text(body: bytes, data_coding: int) -> str:
+    """Appendix B text is ASCII in every alphabet SMSCs write it in, but UCS-2. Read as GSM
+    03.38, an id's "_" or "@" would change (and decoding would cost more)."""
+    if alphabet_of(data_coding) == UCS2:
+        return decode_ucs2(body)
+    return body.decode("ascii", "replace")
 
 
 def _quick_err(text: str) -> str | None:

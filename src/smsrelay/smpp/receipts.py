@@ -120,12 +120,16 @@ def _stat(value: str | None) -> str | None:
 
 def parse_receipt(text: str) -> ReceiptText | None:
     """The receipt fields of ``text``, or None when it has no ``id:``."""
+    receipt = read_receipt_fields(text)
+    return receipt if receipt.id else None
+
+
+def read_receipt_fields(text: str) -> ReceiptText:
+    """The receipt fields ``text`` has, ``id`` empty when it has none: for a receipt whose id
+    came in the receipted_message_id TLV, its text may carry only ``stat:`` and ``err:``."""
     fields = _fields(text)
-    message_id = fields.get("id", "")
-    if not message_id:
-        return None
     return ReceiptText(
-        id=message_id,
+        id=fields.get("id", ""),
         sub=_parse_int(fields.get("sub", "")),
         dlvrd=_parse_int(fields.get("dlvrd", "")),
         submit_date=_parse_date(fields.get("submitdate", "")),
