@@ -30,3 +30,19 @@ async def test_the_link_default_alphabet_travels_with_the_message(gsm_data_codin
     inbound = await _handled(pdu, gsm_data_coding=gsm_data_coding)
     assert inbound.default_alphabet == gsm_data_coding
     assert inbound.data_coding == 0 and inbound.short_message == b"caf\xe9"
+
+
+@pytest.mark.parametrize("pdu_type", [DeliverSm, DataSm])
+async def test_the_types_of_number_travel_with_the_message(
+    pdu_type: type[DeliverSm] | type[DataSm],
+) -> None:
+    pdu = pdu_type(
+        sequence=1,
+        source_addr_ton=2,
+        source_addr="0612345678",
+        dest_addr_ton=0,
+        destination_addr="33757000001",
+    )
+    inbound = await _handled(pdu)
+    assert (inbound.source, inbound.source_ton) == ("0612345678", 2)
+    assert (inbound.destination, inbound.destination_ton) == ("33757000001", 0)

@@ -100,6 +100,21 @@ async def test_data_coding_0_reply_is_read_in_the_smsc_default_alphabet(
     assert reply.text == text
 
 
+# --- addresses ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "ton"), [("0612345678", 2), ("0612345678", 0), ("612345678", 2)]
+)
+async def test_a_national_sender_is_stored_and_stopped_in_e164(
+    router: InboundRouter, store: RecordingStore, source: str, ton: int
+) -> None:
+    await router(mo(b"STOP", source=source, source_ton=ton))
+    [reply] = store.replies
+    assert (reply.msisdn, reply.virtual_number) == ("+33612345678", NUMBER)
+    assert await store.stopped_phones(1) == frozenset({"+33612345678"})
+
+
 # --- receipts ------------------------------------------------------------------------------
 
 RECEIPTED_ID, MESSAGE_STATE, MESSAGE_PAYLOAD = 0x001E, 0x0427, 0x0424

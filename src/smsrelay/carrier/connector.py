@@ -39,6 +39,10 @@ class InboundSm:
     # How this SMSC writes its default alphabet (data_coding 0): 0 GSM 03.38, 1 IA5/ASCII,
     # 3 Latin-1; the link's gsm_data_coding.
     default_alphabet: int = 0
+    # SMPP types of number (TON) of the addresses: 1 international (as we send), 2 national,
+    # 0 unknown; the router reads national forms in the other party's country.
+    source_ton: int = 1
+    destination_ton: int = 1
 
 
 # Returns the command_status to put in the resp: 0 after the caller committed it;

@@ -378,6 +378,8 @@ class SmppConnector:
             short_message=pdu.short_message if isinstance(pdu, DeliverSm) else b"",
             tlvs=MappingProxyType(dict(pdu.tlvs)),
             default_alphabet=self.config.gsm_data_coding,
+            source_ton=pdu.source_addr_ton,
+            destination_ton=pdu.dest_addr_ton,
         )
         try:
             return int(await self._on_inbound(inbound))

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from smsrelay.carrier.connector import InboundSm
+from smsrelay.domain.addresses import e164_of
 from smsrelay.domain.data_coding import UCS2, alphabet_of, decode_sm_text
 from smsrelay.domain.states import stat_for_message_state_tlv
 from smsrelay.domain.text import decode_ucs2
@@ -62,8 +63,8 @@ class InboundRouter:
         text = decode_sm_text(body, sm.data_coding, sm.default_alphabet)
         reply = InboundReply(
             connector=sm.connector,
-            msisdn="+" + sm.source.lstrip("+"),
-            virtual_number="+" + sm.destination.lstrip("+"),
+            msisdn=e164_of(sm.source, sm.source_ton, sm.destination, sm.destination_ton),
+            virtual_number=e164_of(sm.destination, sm.destination_ton, sm.source, sm.source_ton),
             text=text,
             keyword=keyword_of(text),
             is_stop=self.is_stop,

@@ -14,7 +14,14 @@ import phonenumbers
 
 from smsrelay.errors import DomainError
 
-__all__ = ["Msisdn", "parse_international", "parse_recipient", "parse_sender"]
+__all__ = [
+    "Msisdn",
+    "parse_international",
+    "parse_national",
+    "parse_recipient",
+    "parse_sender",
+    "region_of_international",
+]
 
 # Separators people type inside numbers, besides whitespace. Anything else but digits and a
 # leading "+" is refused: phonenumbers would read letters as a keypad ("0800FLOWERS").
@@ -67,6 +74,35 @@ def parse_sender(raw: str) -> Msisdn:
 def parse_international(raw: str, field: str) -> Msisdn:
     """``+336…``, ``336…`` or ``00336…``; a national (single leading 0) form is refused."""
     return _parse_international_compact(_compact(raw, field), raw, field)
+
+
+def parse_national(raw: str, region: str) -> Msisdn:
+    """A number in ``region``'s national form, with or without its trunk prefix (``0612345678``
+    or ``612345678`` in FR); a French overseas prefix goes to its region, as for ``to``."""
+    compact = _compact(raw, "number")
+    if compact.startswith(("+", "00")):
+        return _parse_international_compact(compact, raw, "number")
+    if region == "FR":
+        regions = _national_regions(compact if compact.startswith("0") else "0" + compact)
+        found = _fast_french_mobile(compact) or _lookup(compact, regions)
+    else:
+        found = _lookup(compact, (region,))
+    if found is None:
+        raise _invalid(raw, "number", "not a valid phone number")
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def region_of_international(number: str) -> str | None:
+    """The region of an international number (``+336…``, ``336…``, ``00336…``) by its country
+    code alone, so a number outside the known ranges has one too; None for no country."""
+    digits = number.removeprefix("+").removeprefix("00")
+    try:
+        parsed = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_country_code(parsed.country_code or 0)  # 0: "ZZ"
+    return region if region and region.isalpha() and region != "ZZ" else None
 
 
 def _parse_international_compact(compact: str, raw: str, field: str) -> Msisdn:
