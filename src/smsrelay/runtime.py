@@ -174,15 +174,11 @@ def _build_connectors(
         default_url = f"smpp://{BUILTIN_SYSTEM_ID}:{BUILTIN_PASSWORD}@127.0.0.1:{simulator.port}"
     else:
         default_url = settings.smsc or ""
-    connectors: dict[str, Connector] = {
-        DEFAULT_CONNECTOR: SmppConnector(
-            DEFAULT_CONNECTOR, _link_config(DEFAULT_CONNECTOR, default_url, {}), inbound
-        )
-    }
+    configs = {DEFAULT_CONNECTOR: _link_config(DEFAULT_CONNECTOR, default_url, {})}
     for extra in settings.connectors:
-        config = _link_config(extra.name, extra.url, dict(extra.options))
-        connectors[extra.name] = SmppConnector(extra.name, config, inbound)
-    return connectors
+        configs[extra.name] = _link_config(extra.name, extra.url, dict(extra.options))
+    inbound.receipt_id_forms = {name: config.receipt_id for name, config in configs.items()}
+    return {name: SmppConnector(name, config, inbound) for name, config in configs.items()}
 
 
 def _link_config(name: str, url: str, options: dict[str, Any]) -> SmppLinkConfig:

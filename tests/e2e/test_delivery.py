@@ -167,6 +167,32 @@ async def test_throttling_smsc_slows_us_without_errors(linked) -> None:
     assert throttled, "the simulator should have throttled some submits"
 
 
+@pytest.mark.parametrize(("receipt_id", "matched"), [("decimal", True), ("same", False)])
+async def test_the_connector_says_how_its_smsc_writes_receipt_ids(
+    tmp_path: Path, receipt_id: str, matched: bool
+) -> None:
+    # submit_sm_resp ids in hex, receipt ids in decimal: with the setting each receipt has one
+    # key, so it cannot fit another message's id; a wrong setting matches nothing.
+    smsc = await start_smsc(
+        "--delivery-rate", "1.0", "--id-style", "hex", "--receipt-id-style", "decimal"
+    )
+    url = f"{smsc.url}?receipt_id={receipt_id}"
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=url))
+    try:
+        ids = [(await gw.send(message=f"r {i}"))[1]["message_id"] for i in range(5)]
+
+        async def receipts_acked() -> bool:
+            return bool((await smsc.stats())["receipts_acked"] >= 5)
+
+        await eventually(receipts_acked)
+        for message_id in ids:
+            status = await gw.status(message_id)
+            assert (status["statut"] == "Delivered") is matched, status
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
 async def test_message_waits_while_the_smsc_is_down_then_leaves(tmp_path: Path) -> None:
     probe = await start_smsc()
     port = probe.port

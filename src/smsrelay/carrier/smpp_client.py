@@ -36,6 +36,7 @@ from smsrelay.smpp.pdu import (
     Unbind,
     status_name,
 )
+from smsrelay.smpp.receipts import RECEIPT_ID_FORMS
 from smsrelay.smpp.session import (
     CAN_SUBMIT,
     Role,
@@ -72,6 +73,9 @@ class SmppLinkConfig:
     reconnect_max: float = 30.0
     concat_method: ConcatMethod = ConcatMethod.UDH8
     gsm_data_coding: int = 0
+    # How this SMSC writes ids in receipts vs submit_sm_resp: auto, same, decimal, hex
+    # (see smpp.receipts.carrier_id_candidates); set it when known, auto can be ambiguous.
+    receipt_id: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.concat_method, str):
@@ -86,6 +90,10 @@ class SmppLinkConfig:
             raise ValueError("max_per_second must be positive")
         if min(self.response_timeout, self.enquire_link_interval, self.reconnect_min) <= 0:
             raise ValueError("timeouts and intervals must be positive")
+        if self.receipt_id not in RECEIPT_ID_FORMS:
+            raise ValueError(
+                f"receipt_id {self.receipt_id!r}: one of {', '.join(RECEIPT_ID_FORMS)}"
+            )
         if not 0 <= self.gsm_data_coding <= 255:
             raise ValueError("gsm_data_coding must be an octet")
         if (self.tls_ca or self.tls_cert or self.tls_key) and not self.tls:

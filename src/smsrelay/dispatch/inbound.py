@@ -40,6 +40,8 @@ class InboundRouter:
         self._builders = builders
         self._stop_keywords = frozenset(k.upper() for k in stop_keywords)
         self.on_stored: Callable[[], None] = lambda: None  # wakes the webhook sender
+        # connector -> how its SMSC writes receipt ids (``receipt_id``); absent: auto
+        self.receipt_id_forms: dict[str, str] = {}
 
     async def __call__(self, sm: InboundSm) -> int:
         if sm.esm_class & RECEIPT_MASK in RECEIPT_TYPES:
@@ -49,7 +51,8 @@ class InboundRouter:
         return ESME_ROK
 
     async def _receipt(self, sm: InboundSm) -> None:
-        receipt = read_receipt(sm, self._clock.now())
+        form = self.receipt_id_forms.get(sm.connector, "auto")
+        receipt = read_receipt(sm, self._clock.now(), form)
         if receipt is None:
             log.warning("smpp.receipt.unreadable", extra={"connector": sm.connector})
             return  # acknowledged: re-sending an unreadable receipt would not help
@@ -92,7 +95,7 @@ def keyword_of(text: str) -> str:
     return words[0].upper() if words else ""
 
 
-def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
+def read_receipt(sm: InboundSm, now: float, id_form: str = "auto") -> IncomingReceipt | None:
     """TLVs, when present, win over the Appendix B text (which is then only read for err).
 
     With the id in its TLV, the text needs no ``id:``: its ``stat:`` and ``err:`` are read.
@@ -113,7 +116,7 @@ def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
     return IncomingReceipt(
         connector=sm.connector,
         carrier_id=carrier_id,
-        candidate_keys=carrier_id_candidates(carrier_id),
+        candidate_keys=carrier_id_candidates(carrier_id, id_form),
         stat=stat,
         err=err,
         received_at=now,

@@ -151,18 +151,36 @@ def normalise_carrier_id(carrier_id: str) -> str:
     return key
 
 
+def _converted(key: str, form: str) -> str:
+    """The resp-side key of a receipt id written in ``form`` (as is when it does not fit)."""
+    if len(key) <= _MAX_ID_LENGTH:
+        if form == "decimal" and key.isascii() and key.isdigit():
+            return format(int(key, 10), "x")
+        if form == "hex" and _is_hex(key):
+            return str(int(key, 16))
+    return key
+
+
 def _is_hex(value: str) -> bool:
     return bool(value) and all(c in "0123456789abcdef" for c in value)
 
 
-def carrier_id_candidates(carrier_id: str) -> tuple[str, ...]:
+RECEIPT_ID_FORMS = ("auto", "same", "decimal", "hex")
+
+
+def carrier_id_candidates(carrier_id: str, form: str = "auto") -> tuple[str, ...]:
     """Keys under which ``carrier_id`` may have been stored by a peer writing the other base.
 
-    The id's own canonical key comes first, then (when the digits allow) the key of its
-    decimal value written in hex and of its hex value written in decimal. Match a receipt by
-    looking up each candidate among ``normalise_carrier_id(submit_sm_resp id)`` keys.
+    ``form`` is what the connector knows of its SMSC: ``same`` (the receipt writes the id as
+    the submit_sm_resp did), ``decimal`` (the resp id is hex, the receipt its decimal value),
+    ``hex`` (the reverse): then there is one key. ``auto``: the id's own canonical key first,
+    then (when the digits allow) the key of its decimal value written in hex and of its hex
+    value written in decimal. Match a receipt by looking up the candidates among
+    ``normalise_carrier_id(submit_sm_resp id)`` keys.
     """
     key = normalise_carrier_id(carrier_id)
+    if form != "auto":
+        return (_converted(key, form),)
     out = [key]
     if key and len(key) <= _MAX_ID_LENGTH:
         if key.isascii() and key.isdigit():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from functools import partial
+from typing import Any
 
 from smsrelay.domain.states import FINAL_PART_STATES, PartState, can_move, part_state_for_stat
 from smsrelay.store.message_ops import insert_callback, refresh_message_state
@@ -16,6 +19,10 @@ from smsrelay.store.records import (
 
 # Parts of a long reply that arrive further apart than this are not joined (8-bit refs recur).
 REASSEMBLY_WINDOW = 3600.0
+# A receipt comes at most a response timeout before its submit_sm_resp; one kept longer than
+# this is for some other message (a lost one), and must not be taken by a later id like it.
+EARLY_RECEIPT_WINDOW = 120.0
+log = logging.getLogger("smsrelay.store")
 
 
 def record_receipt(
@@ -25,7 +32,7 @@ def record_receipt(
 
     Returns True when it matched a part now.
     """
-    part = _find_part(conn, receipt.candidate_keys)
+    part = _find_part(conn, receipt.connector, receipt.candidate_keys)
     if part is None:
         _keep_early(conn, receipt)
         return False
@@ -33,17 +40,33 @@ def record_receipt(
     return True
 
 
-def _find_part(conn: sqlite3.Connection, keys: tuple[str, ...]) -> tuple[int, int, str, int] | None:
-    for key in keys:  # canonical first: a hex/decimal reinterpretation only if it alone fits
-        row = conn.execute(
-            "SELECT p.id, p.message_id, p.state, m.nb_sms FROM parts p "
-            "JOIN messages m ON m.id = p.message_id WHERE p.carrier_key = ? "
-            "ORDER BY p.id DESC LIMIT 1",
-            (key,),
-        ).fetchone()
-        if row is not None:
-            return int(row[0]), int(row[1]), str(row[2]), int(row[3])
-    return None
+def _find_part(
+    conn: sqlite3.Connection, connector: str, keys: tuple[str, ...]
+) -> tuple[int, int, str, int] | None:
+    """The part a receipt from ``connector`` is for: ids are only unique per SMSC."""
+    marks = ",".join("?" * len(keys))
+    rows = conn.execute(
+        "SELECT p.id, p.message_id, p.state, m.nb_sms, p.carrier_key FROM parts p "
+        f"JOIN messages m ON m.id = p.message_id WHERE p.carrier_key IN ({marks}) "
+        "AND p.connector = ? ORDER BY p.id DESC LIMIT 20",
+        (*keys, connector),
+    ).fetchall()
+    if not rows:
+        return None
+    best = min(rows, key=partial(_match_rank, {key: rank for rank, key in enumerate(keys)}))
+    awaiting = {row[4] for row in rows if row[2] == PartState.SUBMITTED}
+    if len(awaiting) > 1:  # two messages fit two readings of the id: only a setting can tell
+        log.warning(
+            "smpp.receipt.ambiguous",
+            extra={"connector": connector, "keys": sorted(awaiting), "chosen_part": best[0]},
+        )
+    return int(best[0]), int(best[1]), str(best[2]), int(best[3])
+
+
+def _match_rank(ranks: dict[str, int], row: tuple[Any, ...]) -> tuple[bool, int, int]:
+    """A part still waiting for its receipt before a finished one (whose receipt this would
+    only repeat), then the id as written before its hex/decimal readings, newest first."""
+    return row[2] != PartState.SUBMITTED, ranks[row[4]], -int(row[0])
 
 
 def _apply(
@@ -90,11 +113,20 @@ def _keep_early(conn: sqlite3.Connection, receipt: IncomingReceipt) -> None:
 
 
 def match_early_receipts(
-    conn: sqlite3.Connection, part_id: int, carrier_key: str, builders: CallbackBuilders
+    conn: sqlite3.Connection,
+    part_id: int,
+    carrier_key: str,
+    builders: CallbackBuilders,
+    now: float,
 ) -> int:
-    """After a submit_sm_resp: apply receipts that arrived before it. Returns how many."""
+    """After a submit_sm_resp: apply receipts that arrived before it (from the same SMSC, in
+    the last EARLY_RECEIPT_WINDOW seconds: an older one is another message's). How many."""
     rows = conn.execute(
-        "SELECT DISTINCT receipt_id FROM early_receipt_keys WHERE carrier_key = ?", (carrier_key,)
+        "SELECT DISTINCT e.receipt_id FROM early_receipt_keys e "
+        "JOIN parts p ON p.id = ? AND p.connector = e.connector "
+        "JOIN receipts r ON r.id = e.receipt_id AND r.received_at >= ? "
+        "WHERE e.carrier_key = ?",
+        (part_id, now - EARLY_RECEIPT_WINDOW, carrier_key),
     ).fetchall()
     for (receipt_id,) in rows:
         row = conn.execute(

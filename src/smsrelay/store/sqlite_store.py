@@ -234,7 +234,7 @@ class SqliteStore:
                 return False
             only = PartState.SUBMITTED if nb_sms == 1 else None
             message_ops.refresh_message_state(conn, message_id, now, builders, only_part=only)
-            inbound_ops.match_early_receipts(conn, part_id, carrier_key, builders)
+            inbound_ops.match_early_receipts(conn, part_id, carrier_key, builders, now)
             return True
 
         return await self.db.write(op)

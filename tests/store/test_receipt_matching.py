@@ -1,0 +1,129 @@
+"""Which part a receipt is for: per SMSC, ids in two bases, receipts before their resp."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id
+from smsrelay.store.records import IncomingReceipt, NewMessage
+from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.payloads import BUILDERS
+
+T0 = 1_000.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(f"sqlite:///{tmp_path}/s.db")
+    await s.open()
+    await s.create_account("a", "hash-a", 1_000_000, 0.0)
+    await s.add_number("a", "+33757000001", "carrier-a", 0.0)
+    await s.add_number("a", "+33757000002", "carrier-b", 0.0)
+    yield s
+    await s.close()
+
+
+async def _submitted(store: SqliteStore, sender: str, carrier_id: str, now: float = T0) -> int:
+    """A one-part message the SMSC of ``sender``'s connector accepted as ``carrier_id``."""
+    message_id = await store.accept_message(
+        NewMessage(
+            account_id=1,
+            sender=sender,
+            recipient="+33612345678",
+            region="FR",
+            text="hi",
+            encoding="gsm7",
+            nb_sms=1,
+            cost_micros=1,
+            tag=None,
+            url_response=None,
+            url_dlr=None,
+            stop_sms=False,
+            sandbox=False,
+            created_at=now,
+            due_at=now,
+        )
+    )
+    connector = "carrier-a" if sender.endswith("1") else "carrier-b"
+    [part] = await store.claim_due_parts(connector, now, 10, now + 60)
+    key = normalise_carrier_id(carrier_id)
+    assert await store.mark_submitted(part.part_id, carrier_id, key, now, BUILDERS, 1)
+    return message_id
+
+
+def _receipt(
+    carrier_id: str, connector: str = "carrier-a", form: str = "auto", at: float = T0 + 1
+) -> IncomingReceipt:
+    keys = carrier_id_candidates(carrier_id, form)
+    return IncomingReceipt(connector, carrier_id, keys, "DELIVRD", "000", at)
+
+
+async def _state(store: SqliteStore, message_id: int) -> str:
+    message = await store.get_message(message_id)
+    assert message is not None
+    return message.state
+
+
+async def test_a_receipt_is_for_a_message_of_the_smsc_that_sent_it(store: SqliteStore) -> None:
+    on_a = await _submitted(store, "+33757000001", "5000")
+    on_b = await _submitted(store, "+33757000002", "5000")  # the other SMSC's 5000, newer
+    assert await store.record_receipt(_receipt("5000", "carrier-a"), BUILDERS)
+    assert (await _state(store, on_a), await _state(store, on_b)) == ("delivered", "submitted")
+
+
+async def test_a_receipt_goes_to_the_part_still_waiting_not_a_finished_one(
+    store: SqliteStore,
+) -> None:
+    # An SMSC that answers hex ids and reports them in decimal: 0x123's receipt says "291".
+    # The part whose own id is "291" already has its receipt; the one waiting is 0x123.
+    finished = await _submitted(store, "+33757000001", "291")
+    assert await store.record_receipt(_receipt("291"), BUILDERS)
+    waiting = await _submitted(store, "+33757000001", "00000123")
+    assert await store.record_receipt(_receipt("291", at=T0 + 2), BUILDERS)
+    assert (await _state(store, finished), await _state(store, waiting)) == (
+        "delivered",
+        "delivered",
+    )
+
+
+async def test_a_known_id_form_resolves_two_waiting_parts(store: SqliteStore) -> None:
+    # Both 0x123 and 0x291 wait: "291" fits both readings. Only the setting can tell.
+    hex_123 = await _submitted(store, "+33757000001", "00000123")
+    hex_291 = await _submitted(store, "+33757000001", "00000291")
+    assert await store.record_receipt(_receipt("291", form="decimal"), BUILDERS)
+    assert (await _state(store, hex_123), await _state(store, hex_291)) == (
+        "delivered",
+        "submitted",
+    )
+
+
+async def test_an_early_receipt_waits_for_its_id_on_its_own_smsc_only(
+    store: SqliteStore,
+) -> None:
+    assert not await store.record_receipt(_receipt("777", "carrier-b"), BUILDERS)
+    on_a = await _submitted(store, "+33757000001", "777", now=T0 + 2)
+    assert await _state(store, on_a) == "submitted"
+    on_b = await _submitted(store, "+33757000002", "777", now=T0 + 3)
+    assert await _state(store, on_b) == "delivered"
+
+
+async def test_an_early_receipt_kept_too_long_is_not_taken_by_a_later_id(
+    store: SqliteStore,
+) -> None:
+    assert not await store.record_receipt(_receipt("888"), BUILDERS)
+    late = await _submitted(store, "+33757000001", "888", now=T0 + 1 + 121)
+    assert await _state(store, late) == "submitted"
+    assert not await store.record_receipt(_receipt("999", at=T0 + 200), BUILDERS)
+    soon = await _submitted(store, "+33757000001", "999", now=T0 + 201)
+    assert await _state(store, soon) == "delivered"
+
+
+def test_a_known_form_gives_one_key() -> None:
+    assert carrier_id_candidates("291") == ("291", "123", "657")
+    assert carrier_id_candidates("291", "same") == ("291",)
+    assert carrier_id_candidates("291", "decimal") == ("123",)
+    assert carrier_id_candidates("00000123", "hex") == ("291",)
+    assert carrier_id_candidates("abc", "decimal") == ("abc",)  # not decimal: taken as written
