@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from smsrelay.api.app import build_app
+from smsrelay.api.protocol_errors import answer_protocol_errors_in_api_format
 from smsrelay.carrier.connector import Connector
 from smsrelay.carrier.simulator import Simulator, SimulatorOptions
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
@@ -234,6 +235,8 @@ def _callback_tls(settings: Settings) -> ssl.SSLContext | None:
 async def _start_http(gateway: Gateway, settings: Settings) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(build_app(gateway), access_log=None, handle_signals=False)
     await runner.setup()
+    assert runner.server is not None
+    answer_protocol_errors_in_api_format(runner.server)
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
     await site.start()
     server = site._server

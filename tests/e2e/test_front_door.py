@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -202,6 +203,31 @@ async def test_broken_bodies_are_code_90_never_500(gw: RunningGateway, body: byt
     assert (status, answer["code"]) == (400, 90)
 
 
+@pytest.mark.parametrize("keep_alive", [True, False])
+async def test_the_node_examples_short_content_length_is_code_90_in_json(
+    gw: RunningGateway, keep_alive: bool
+) -> None:
+    # SMS Partner's Node example: Content-Length = data.length (UTF-16 units), one write. The
+    # bytes past it are read as a broken next request, before any route runs.
+    body = json.dumps({"apiKey": gw.api_key, "message": "café"}, ensure_ascii=False).encode()
+    head = (
+        f"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body.decode())}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    )
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head.encode() + body)
+    answer = await asyncio.wait_for(reader.read(), 10)  # every answer, until the server closes
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    assert status_line.split()[1] == b"400"
+    assert b"Content-Type: application/json" in headers
+    error = json.loads(payload.split(b"HTTP/1.")[0])
+    assert error["code"] == 90 and gw.api_key not in error["message"]
+
+
 async def test_unescaped_quote_in_form_field_is_refused(gw: RunningGateway) -> None:
     form = f"apiKey={gw.api_key}&to=0612345678&from={gw.number}&message=say+%22hi%22".encode()
     status, answer = await gw.post(
@@ -215,6 +241,18 @@ async def test_unescaped_quote_in_form_field_is_refused(gw: RunningGateway) -> N
     assert status == 200
     message = await gw.store.get_message(answer["message_id"])
     assert message.text == 'say "hi"'
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+async def test_a_body_its_content_encoding_cannot_decode_is_code_90(
+    gw: RunningGateway, encoding: str
+) -> None:
+    status, answer = await gw.post(
+        "/v1/vn/send",
+        b"not compressed at all",
+        {"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    assert (status, answer["code"]) == (400, 90)
 
 
 async def test_huge_body_is_refused_in_api_format(gw: RunningGateway) -> None:

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from smsrelay.api.errors import error_payload, simple_error
 from smsrelay.api.params import Params, read_params
@@ -33,12 +35,20 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
             payload, status = error_payload(error)
         except web.HTTPRequestEntityTooLarge:
             payload, status = simple_error(90, 413, f"the body is larger than {MAX_BODY} bytes")
+        except (HttpProcessingError, RequestPayloadError) as error:  # Content-Encoding lied
+            payload, status = simple_error(90, 400, f"unreadable body: {_first_cause(error)}")
         except TransientError as error:
             log.warning("api.transient_error", extra={"error": str(error)})
             payload, status = simple_error(500, 503, "could not queue the SMS, retry later")
         return respond(payload, status, xml)
 
     return handler
+
+
+def _first_cause(error: BaseException) -> str:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error) or type(error).__name__
 
 
 @web.middleware
