@@ -161,6 +161,18 @@ async def test_multi_status_in_xml(api: Api) -> None:
     assert items[1] == ["false", "4", "", "x", "message not found", "message not found"]
 
 
+async def test_control_characters_never_break_an_xml_answer(api: Api) -> None:
+    # XML 1.0 cannot carry them, not even in CDATA: the answer must still parse.
+    body = {
+        **key(api),
+        "SMSStatut_List": [{"phoneNumber": "0612\u0001", "messageId": "x\u0002\u001f"}],
+    }
+    status, root = await api.call_xml("POST", "/v1/multi-status", body=body)
+    assert status == 200
+    _, _, items = tree(root)
+    assert items[0][3] == "x\ufffd\ufffd"
+
+
 async def test_multi_status_refuses_more_than_500_items(api: Api) -> None:
     body = {**key(api), "SMSStatut_List": [{"messageId": i} for i in range(1, 502)]}
     status, answer = await api.call("POST", "/v1/multi-status", body=body)

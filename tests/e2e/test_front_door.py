@@ -158,6 +158,7 @@ async def test_credit_is_debited_and_refused_when_short(gw: RunningGateway) -> N
         ({"tag": "Has Upper"}, 400, 9),
         ({"tag": "a" * 21}, 400, 9),
         ({"tag": "with space"}, 400, 9),
+        ({"tag": "ctl\u0001"}, 400, 9),
         ({"urlDlr": "ftp://x"}, 400, 9),
         ({"urlResponse": "not a url"}, 400, 9),
         ({"isStopSms": "maybe"}, 400, 9),

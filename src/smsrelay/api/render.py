@@ -6,6 +6,7 @@ strings in CDATA, lists and objects as nested ``entry`` elements.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,11 +69,17 @@ def _number(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+# Characters XML 1.0 cannot carry at all, not even in CDATA (control characters, lone
+# surrogates from a JSON "\ud800" escape): they become U+FFFD so the answer stays well-formed.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _cdata(text: str) -> str:
-    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+    return "<![CDATA[" + _NOT_XML.sub("\ufffd", text).replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 def _escape(text: str) -> str:
+    text = _NOT_XML.sub("\ufffd", text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 

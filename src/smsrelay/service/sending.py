@@ -146,6 +146,8 @@ def check_tag(tag: str | None) -> None:
         raise DomainError("tag.invalid", "the tag must be at most 20 characters", "tag")
     if any(ch.isspace() for ch in tag):
         raise DomainError("tag.invalid", "the tag must not contain spaces", "tag")
+    if not tag.isprintable():
+        raise DomainError("tag.invalid", "the tag must not contain control characters", "tag")
     if tag != tag.lower():
         raise DomainError("tag.invalid", "the tag must be lowercase", "tag")
 
