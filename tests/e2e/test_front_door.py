@@ -125,7 +125,7 @@ async def test_stop_mention_is_appended_and_counted(gw: RunningGateway) -> None:
 async def test_sandbox_prices_but_neither_sends_nor_charges(gw: RunningGateway) -> None:
     before = (await gw.store.find_account("demo")).credit_micros
     status, answer = await gw.send(sandbox=1, message="a" * 200)
-    assert status == 200 and answer["nb_sms"] == 2 and answer["cost"] == 0
+    assert status == 200 and answer["nb_sms"] == 2 and answer["cost"] == 0.09  # 2 x 0.045
     assert (await gw.store.find_account("demo")).credit_micros == before
     message = await gw.store.get_message(answer["message_id"])
     assert message.sandbox and message.parts == ()

@@ -82,7 +82,8 @@ async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
     due = _due_at(now, account)
     new = _new_message(request, account, checked, prepared, cost, now, due)
     message_id = await ctx.store.accept_message(new)
-    return Accepted(message_id, prepared.segments, 0 if checked.sandbox else cost, due, due > now)
+    # Sandbox: the price is answered (what the send would cost), nothing is charged.
+    return Accepted(message_id, prepared.segments, cost, due, due > now)
 
 
 def _has_type_error(request: SendRequest, field: str) -> bool:
