@@ -112,7 +112,7 @@ def test_replacements_leave_other_text_alone() -> None:
     ("raw", "text"),
     [
         ("a:br:b", "a\r\nb"),
-        (":br::br:", "\r\n\r\n"),
+        ("a:br::br:", "a\r\n\r\n"),
         ("5 :euro:", "5 €"),
         (":euro::euro:", "€€"),
         ('say \\"hi\\"', 'say "hi"'),
@@ -138,7 +138,7 @@ def test_stop_suffix_is_appended_after_replacements_and_counted() -> None:
     assert prepared.segments == 2
 
 
-@pytest.mark.parametrize("raw", ["", " ", "\n\t  ", "\r\n"])
+@pytest.mark.parametrize("raw", ["", " ", "\n\t  ", "\r\n", "^~|", ":br:", " ^ :br: "])
 def test_empty_message_is_refused(raw: str) -> None:
     with pytest.raises(DomainError) as caught:
         prepare_text(raw, stop_suffix=" STOP 36173")

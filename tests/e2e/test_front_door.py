@@ -183,6 +183,15 @@ async def test_code_9_names_every_failing_field(gw: RunningGateway) -> None:
     assert ids == {"children[to].data", "children[tag].data", "children[urlDlr].data"}
 
 
+async def test_a_value_of_the_wrong_type_is_one_error_not_also_required(
+    gw: RunningGateway,
+) -> None:
+    body = _body(gw, to=["0612345678"], tag={"a": 1})
+    status, answer = await gw.post("/v1/vn/send", body, {"Content-Type": "application/json"})
+    ids = [e["elementId"] for e in answer["error"]]
+    assert sorted(ids) == ["children[tag].data", "children[to].data"]
+
+
 async def test_no_price_for_destination_is_code_13(gw: RunningGateway) -> None:
     status, answer = await gw.send(to="+850 2 381 2321")  # North Korea: not in the table
     assert (status, answer["code"]) == (400, 13)
@@ -227,6 +236,14 @@ async def test_the_node_examples_short_content_length_is_code_90_in_json(
     assert b"Content-Type: application/json" in headers
     error = json.loads(payload.split(b"HTTP/1.")[0])
     assert error["code"] == 90 and gw.api_key not in error["message"]
+
+
+@pytest.mark.parametrize("key", ["_format", "_FORMAT", "_Format"])
+async def test_a_malformed_body_is_answered_in_the_xml_the_query_asks_for(
+    gw: RunningGateway, key: str
+) -> None:
+    status, text = await gw.post(f"/v1/vn/send?{key}=xml", b"{not json", {})
+    assert status == 400 and "<entry>90</entry>" in text
 
 
 async def test_unescaped_quote_in_form_field_is_refused(gw: RunningGateway) -> None:

@@ -25,7 +25,10 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
     """Read parameters (query + JSON or form body), run ``fn``, answer errors in API format."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        xml = request.query.get("_format", "").strip().lower() == "xml"
+        # Until the body is read, the query alone says the format (its keys in any case).
+        xml = any(
+            k.lower() == "_format" and v.strip().lower() == "xml" for k, v in request.query.items()
+        )
         try:
             body = await request.read()
             params, is_form = read_params(body, request.query)

@@ -111,9 +111,10 @@ class PreparedText:
 
 def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
     """Apply the API's text rules to ``raw``, append the STOP mention, pick an encoding, count."""
-    if not raw.strip():
+    body = apply_replacements(_expand_markup(raw))
+    if not body.strip():  # blank, or only signs the replacement table deletes ("^~|")
         raise DomainError("message.required", "The message is required.", field="message")
-    text = apply_replacements(_expand_markup(raw)) + stop_suffix
+    text = body + stop_suffix
     encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
     units = _count_units(text, encoding)
     # Most messages fit in one SMS: only a long one needs the real split (pairs never split).

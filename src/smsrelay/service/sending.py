@@ -104,13 +104,15 @@ class _Checked:
 
 def _validate_fields(request: SendRequest, account: Account) -> _Checked:
     failures = list(request.field_errors)
-    recipient = _collect(failures, lambda: parse_recipient(request.to or ""))
-    sender = _collect(failures, lambda: parse_sender(request.sender or ""))
-    stop = _collect(failures, lambda: _flag(request.is_stop_sms, "isStopSms"))
-    sandbox = _collect(failures, lambda: _flag(request.sandbox, "sandbox"))
-    _collect(failures, lambda: _check_tag(request.tag))
-    _collect(failures, lambda: check_callback_url(request.url_response, "urlResponse"))
-    _collect(failures, lambda: check_callback_url(request.url_dlr, "urlDlr"))
+    recipient = _collect(failures, "to", lambda: parse_recipient(request.to or ""))
+    sender = _collect(failures, "from", lambda: parse_sender(request.sender or ""))
+    stop = _collect(failures, "isStopSms", lambda: _flag(request.is_stop_sms, "isStopSms"))
+    sandbox = _collect(failures, "sandbox", lambda: _flag(request.sandbox, "sandbox"))
+    _collect(failures, "tag", lambda: _check_tag(request.tag))
+    _collect(
+        failures, "urlResponse", lambda: check_callback_url(request.url_response, "urlResponse")
+    )
+    _collect(failures, "urlDlr", lambda: check_callback_url(request.url_dlr, "urlDlr"))
     if failures:
         raise ValidationFailed(failures)
     assert recipient is not None and sender is not None
@@ -123,7 +125,11 @@ def _validate_fields(request: SendRequest, account: Account) -> _Checked:
     )
 
 
-def _collect(failures: list[DomainError], check: Callable[[], T]) -> T | None:
+def _collect(failures: list[DomainError], field: str, check: Callable[[], T]) -> T | None:
+    """Run ``check`` unless ``field`` already failed (a value of the wrong type is one error,
+    not also "required")."""
+    if any(failure.field == field for failure in failures):
+        return None
     try:
         return check()
     except DomainError as error:
