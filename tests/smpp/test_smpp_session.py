@@ -149,6 +149,14 @@ def test_a_request_that_cannot_be_encoded_leaves_no_trace() -> None:
     assert esme.in_flight == 1
 
 
+def test_a_delivery_while_we_unbind_is_refused_as_try_again_later() -> None:
+    esme, smsc = bound_pair(BindTransceiver)
+    pipe(esme, smsc, Unbind(sequence=esme.next_sequence()))
+    [error] = esme.receive(encode(DeliverSm(sequence=9)), 0)
+    assert isinstance(error, RemoteProtocolError)
+    assert (error.status, error.sequence) == (CommandStatus.ESME_RX_T_APPN, 9)
+
+
 def test_submit_before_bind_is_answered_with_invalid_bind_status() -> None:
     smsc = Session(Role.SMSC)
     [error] = smsc.receive(encode(SubmitSm(sequence=4)), 0)

@@ -38,6 +38,7 @@ S = BindState
 C = CommandId
 _BINDS = frozenset({C.BIND_TRANSMITTER, C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
 _ALWAYS = frozenset({C.ENQUIRE_LINK})
+_DELIVERIES = frozenset({C.DELIVER_SM, C.DATA_SM})
 
 # Requests each side may issue, by state.
 ESME_REQUESTS: dict[BindState, frozenset[CommandId]] = {
@@ -196,16 +197,23 @@ class Session:
                 self._transition(command_id, pdu.status == 0)
             return None
         if command_id not in self._theirs.get(self.state, frozenset()):
-            bound = self.state in BOUND_STATES
-            status = CommandStatus.ESME_RALYBND if command_id in _BINDS and bound else None
             return RemoteProtocolError(
-                status or CommandStatus.ESME_RINVBNDSTS,
+                self._refusal_status(command_id),
                 pdu.sequence,
                 f"{command_id.name} not allowed in state {self.state.value}",
                 command_id=command_id,
             )
         self._transition(command_id, True)
         return None
+
+    def _refusal_status(self, command_id: CommandId) -> int:
+        if command_id in _BINDS and self.state in BOUND_STATES:
+            return CommandStatus.ESME_RALYBND
+        if command_id in _DELIVERIES and self.state is BindState.UNBINDING:
+            # We are leaving: "try again later", so the SMSC keeps it for the next bind
+            # (some drop a message refused with ESME_RINVBNDSTS for good).
+            return CommandStatus.ESME_RX_T_APPN
+        return CommandStatus.ESME_RINVBNDSTS
 
     def _complete(self, sequence: int) -> Outstanding | None:
         request = self._outstanding.pop(sequence, None)
