@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import time
@@ -14,8 +15,9 @@ from smsrelay.carrier.connector import Connector
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSlots
 from smsrelay.errors import TransientError
+from smsrelay.smpp.codec import PduReader, encode
 from smsrelay.smpp.concat import ConcatInfo, ConcatMethod, split_concat
-from smsrelay.smpp.pdu import CommandStatus, MessageState, Tag
+from smsrelay.smpp.pdu import BindTransceiverResp, CommandStatus, MessageState, Tag
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id, parse_receipt
 
 from .conftest import (
@@ -107,6 +109,31 @@ async def test_a_link_that_cannot_take_a_submit_now_is_transient_not_permanent(
         await connector.submit(part())
     link.session.window = 10
     assert (await connector.submit(part())).status == 0
+
+
+async def test_an_smsc_that_drops_us_right_after_the_bind_is_not_hammered(
+    make_connector: MakeConnector,
+) -> None:
+    # It accepts the bind, then hangs up: the reconnects must back off, not loop at the
+    # minimum delay (the bind's success used to reset the backoff).
+    binds: list[float] = []
+
+    async def bind_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pdus = PduReader()
+        while not (events := pdus.feed(await reader.read(4096))):
+            pass
+        binds.append(time.monotonic())
+        writer.write(encode(BindTransceiverResp(sequence=events[0].sequence, system_id="x")))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(bind_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await make_connector(port, wait=False, reconnect_min=0.02, reconnect_max=5.0)
+    await eventually(lambda: len(binds) >= 6, what="six binds", timeout=10)
+    server.close()
+    gaps = [b - a for a, b in itertools.pairwise(binds)]
+    assert gaps[-1] >= 0.15 > gaps[0]  # 0.02 * 2**5 * (50..100 %) vs the first ones
 
 
 async def test_window_bounds_outstanding_submits(

@@ -32,6 +32,7 @@ from smsrelay.smpp.session import (
     Role,
     Session,
     TokenBucket,
+    attempts_after_link_lost,
     reconnect_delay,
 )
 
@@ -247,3 +248,9 @@ def test_reconnect_delay_is_capped_exponential_with_jitter(attempt: int) -> None
     assert low == pytest.approx(base / 2)
     assert base / 2 <= high < base
     assert reconnect_delay(10_000, 0.5, 30.0, 0.5) <= 30.0
+
+
+def test_a_link_dropped_just_after_its_bind_keeps_backing_off() -> None:
+    assert attempts_after_link_lost(0, 0.2, 30.0) == 1
+    assert attempts_after_link_lost(4, 0.2, 30.0) == 5  # the delay keeps doubling
+    assert attempts_after_link_lost(4, 30.0, 30.0) == 0  # a link that lasted starts over

@@ -41,6 +41,7 @@ from smsrelay.smpp.session import (
     CAN_SUBMIT,
     Role,
     TokenBucket,
+    attempts_after_link_lost,
     reconnect_delay,
 )
 
@@ -409,18 +410,28 @@ class SmppConnector:
                 attempt += 1
                 await asyncio.sleep(self._backoff(attempt))
                 continue
-            attempt = 0
-            self._links[mode] = link
-            try:
-                await link.closed
-            finally:
-                if self._links[mode] is link:
-                    self._links[mode] = None
-                if link.is_open:
-                    link.abort()
+            lived = await self._serve_link(mode, link)
+            attempt = attempts_after_link_lost(attempt, lived, self.config.reconnect_max)
             if not self._stopping:
-                self.log.warning("smpp.link.lost", extra={"connector": self.name, "mode": mode})
-                await asyncio.sleep(self._backoff(0))
+                self.log.warning(
+                    "smpp.link.lost",
+                    extra={"connector": self.name, "mode": mode, "lived_s": round(lived, 3)},
+                )
+                await asyncio.sleep(self._backoff(attempt))
+
+    async def _serve_link(self, mode: str, link: _EsmeLink) -> float:
+        """Use ``link`` until it closes; how many seconds it lived."""
+        loop = asyncio.get_running_loop()
+        bound_at = loop.time()
+        self._links[mode] = link
+        try:
+            await link.closed
+        finally:
+            if self._links[mode] is link:
+                self._links[mode] = None
+            if link.is_open:
+                link.abort()
+        return loop.time() - bound_at
 
     def _backoff(self, attempt: int) -> float:
         config = self.config

@@ -287,6 +287,12 @@ class TokenBucket:
         return True
 
 
+def attempts_after_link_lost(attempt: int, lived: float, stable_after: float) -> int:
+    """The backoff step after a bound link closed: a link that lived ``stable_after`` seconds
+    starts over; one the SMSC drops just after the bind keeps climbing (no tight loop)."""
+    return 0 if lived >= stable_after else attempt + 1
+
+
 def reconnect_delay(attempt: int, minimum: float, maximum: float, jitter: float) -> float:
     """Capped exponential backoff; ``jitter`` in [0, 1) scales it into [50 %, 100 %)."""
     base = min(maximum, minimum * 2.0 ** min(attempt, 32))
