@@ -17,7 +17,17 @@ from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSl
 from smsrelay.errors import TransientError
 from smsrelay.smpp.codec import PduReader, encode
 from smsrelay.smpp.concat import ConcatInfo, ConcatMethod, split_concat
-from smsrelay.smpp.pdu import BindTransceiverResp, CommandStatus, MessageState, Tag
+from smsrelay.smpp.pdu import (
+    BindTransceiver,
+    BindTransceiverResp,
+    CommandStatus,
+    MessageState,
+    SubmitSm,
+    SubmitSmResp,
+    Tag,
+    Unbind,
+    UnbindResp,
+)
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id, parse_receipt
 
 from .conftest import (
@@ -134,6 +144,38 @@ async def test_an_smsc_that_drops_us_right_after_the_bind_is_not_hammered(
     server.close()
     gaps = [b - a for a, b in itertools.pairwise(binds)]
     assert gaps[-1] >= 0.15 > gaps[0]  # 0.02 * 2**5 * (50..100 %) vs the first ones
+
+
+async def test_an_smsc_saying_we_are_not_bound_gets_a_new_bind_and_the_part_is_not_failed(
+    make_connector: MakeConnector,
+) -> None:
+    # The SMSC lost our session (a restart behind a load balancer): its submit_sm_resp says
+    # ESME_RINVBNDSTS. That is the link's fault, not the message's: bind again, retry.
+    binds: list[int] = []
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pdus = PduReader()
+        while data := await reader.read(4096):
+            for pdu in pdus.feed(data):
+                if isinstance(pdu, BindTransceiver):
+                    binds.append(pdu.sequence)
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, SubmitSm):
+                    status = CommandStatus.ESME_RINVBNDSTS if len(binds) == 1 else 0
+                    message_id = "" if status else "m1"
+                    resp = SubmitSmResp(sequence=pdu.sequence, status=status, message_id=message_id)
+                    writer.write(encode(resp))
+                elif isinstance(pdu, Unbind):
+                    writer.write(encode(UnbindResp(sequence=pdu.sequence)))
+        writer.close()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    connector = await make_connector(server.sockets[0].getsockname()[1])
+    with pytest.raises(TransientError, match="not bound"):
+        await connector.submit(part())
+    await eventually(lambda: len(binds) == 2 and connector.is_up, what="a new bind")
+    assert (await connector.submit(part())).message_id == "m1"
+    server.close()
 
 
 async def test_window_bounds_outstanding_submits(

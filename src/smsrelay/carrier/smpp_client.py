@@ -314,7 +314,7 @@ class SmppConnector:
             raise TransientError(f"smpp connector {self.name} is not bound")
         await self._window.acquire()
         try:
-            future = await self._send_submit(part)
+            link, future = await self._send_submit(part)
         except BaseException:
             self._window.release()
             raise
@@ -322,12 +322,17 @@ class SmppConnector:
         # caller is cancelled meanwhile: the window counts what the SMSC has outstanding.
         future.add_done_callback(self._window.release_on_done)
         response = await asyncio.shield(future)
+        if response.status == CommandStatus.ESME_RINVBNDSTS:
+            # The SMSC lost our session: bind again; the part waits, not counted as failed.
+            self.log.warning("smpp.submit.not_bound", extra={"connector": self.name})
+            link.abort()
+            raise TransientError(f"smpp connector {self.name}: the SMSC says we are not bound")
         if response.status or not isinstance(response, SubmitSmResp):
             status = response.status or CommandStatus.ESME_RSYSERR
             return SubmitOutcome(status=status, message_id=None)
         return SubmitOutcome(status=0, message_id=response.message_id)
 
-    async def _send_submit(self, part: OutboundPart) -> asyncio.Future[Pdu]:
+    async def _send_submit(self, part: OutboundPart) -> tuple[_EsmeLink, asyncio.Future[Pdu]]:
         if self._bucket is not None:
             delay = self._bucket.reserve(asyncio.get_running_loop().time())
             if delay > 0:
@@ -336,7 +341,7 @@ class SmppConnector:
         if link is None or not link.can_submit:
             raise TransientError(f"smpp connector {self.name} is not bound")
         try:
-            return link.request(self._submit_sm(part, link.session.next_sequence()))
+            return link, link.request(self._submit_sm(part, link.session.next_sequence()))
         except NotSendableNow as exc:  # the link's state, not the part: try it again later
             raise TransientError(f"smpp connector {self.name}: {exc}") from exc
         except (LocalProtocolError, ValueError) as exc:
