@@ -48,11 +48,11 @@ def _find_part(
     rows = conn.execute(
         "SELECT p.id, p.message_id, p.state, m.nb_sms, p.carrier_key FROM parts p "
         f"JOIN messages m ON m.id = p.message_id WHERE p.carrier_key IN ({marks}) "
-        "AND p.connector = ? ORDER BY p.id DESC LIMIT 20",
+        "AND p.connector = ? LIMIT 50",  # ordered below: an ORDER BY costs a temp b-tree
         (*keys, connector),
     ).fetchall()
-    if not rows:
-        return None
+    if len(rows) < 2:  # the usual case: one part fits, nothing to weigh
+        return None if not rows else (int(rows[0][0]), int(rows[0][1]), rows[0][2], rows[0][3])
     best = min(rows, key=partial(_match_rank, {key: rank for rank, key in enumerate(keys)}))
     awaiting = {row[4] for row in rows if row[2] == PartState.SUBMITTED}
     if len(awaiting) > 1:  # two messages fit two readings of the id: only a setting can tell
