@@ -80,7 +80,7 @@ def test_stop_list_commands(run) -> None:
 
 
 def test_db_upgrade_is_idempotent(run) -> None:
-    assert "applied migrations: [1]" in run("db", "upgrade")
+    assert "applied migrations: [1, 2]" in run("db", "upgrade")
     assert "up to date" in run("db", "upgrade")
 
 

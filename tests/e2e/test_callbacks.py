@@ -77,6 +77,17 @@ async def test_single_reply_reaches_url_response(setup, receiver) -> None:
     assert isinstance(body["messageId"], str) and "concat" not in body
 
 
+async def test_the_same_reply_sent_twice_by_the_person_is_posted_twice(setup, receiver) -> None:
+    # Not the SMSC re-sending (that comes on a later bind): someone answering "Oui" twice.
+    smsc, gw = setup
+    await gw.send(urlResponse=receiver.url + "/mo")
+    for _ in range(2):
+        await smsc.reply("33612345678", gw.number, "Oui")
+    replies = await eventually(lambda: receiver.bodies("/mo")[1:] and receiver.bodies("/mo"))
+    assert [r["text"] for r in replies] == ["Oui", "Oui"]
+    assert replies[0]["messageId"] != replies[1]["messageId"]
+
+
 async def test_three_part_reply_is_posted_per_part(setup, receiver) -> None:
     smsc, gw = setup
     await gw.send(urlResponse=receiver.url)

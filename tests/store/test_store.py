@@ -157,17 +157,25 @@ async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqliteS
 
     await store.update_account("a", {"reply_url": "https://example.com/mo"})
 
-    def reply(at: float, text: str = "Oui") -> InboundReply:
+    def reply(at: float, bind: str, text: str = "Oui") -> InboundReply:
         return InboundReply(
-            "default", "+33612345678", "+33757000001", text, "OUI", lambda _: False, at
+            "default",
+            "+33612345678",
+            "+33757000001",
+            text,
+            "OUI",
+            lambda _: False,
+            at,
+            bind_id=bind,
         )
 
-    first = await store.record_reply(reply(1000.0), BUILDERS)
-    again = await store.record_reply(reply(1030.0), BUILDERS)  # the SMSC's re-send
-    later = await store.record_reply(reply(2000.0), BUILDERS)  # the person said it again
-    assert (first.callbacks, again.callbacks, later.callbacks) == (1, 0, 1)
-    assert again.reply_id == first.reply_id != later.reply_id
-    assert len(await store.list_webhooks(None, 10)) == 2
+    first = await store.record_reply(reply(1000.0, "b1"), BUILDERS)
+    again = await store.record_reply(reply(1030.0, "b2"), BUILDERS)  # re-sent after a rebind
+    twice = await store.record_reply(reply(1040.0, "b2"), BUILDERS)  # the person said it again
+    later = await store.record_reply(reply(2000.0, "b2"), BUILDERS)  # ...and much later
+    assert (first.callbacks, again.callbacks, twice.callbacks, later.callbacks) == (1, 0, 1, 1)
+    assert again.reply_id == first.reply_id != twice.reply_id != later.reply_id
+    assert len(await store.list_webhooks(None, 10)) == 3
 
 
 async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqliteStore) -> None:

@@ -43,6 +43,7 @@ class InboundSm:
     # 0 unknown; the router reads national forms in the other party's country.
     source_ton: int = 1
     destination_ton: int = 1
+    bind_id: str = ""  # the SMPP session it came in on ("" unknown)
 
 
 # Returns the command_status to put in the resp: 0 after the caller committed it;

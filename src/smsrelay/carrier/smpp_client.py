@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import ssl
+import uuid
 from collections import deque
 from dataclasses import dataclass, fields
 from types import MappingProxyType
@@ -47,6 +49,8 @@ from smsrelay.smpp.session import (
 
 BindMode = Literal["transceiver", "transmitter+receiver"]
 _log = logging.getLogger("smsrelay.carrier.smpp")
+_PROCESS_ID = uuid.uuid4().hex[:12]  # bind ids stay distinct across restarts
+_BIND_COUNTER = itertools.count(1)
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -217,6 +221,9 @@ class _EsmeLink(SmppLink):
             name=f"{connector.name}/{mode}",
         )
         self.connector = connector
+        # Which bind a reply came in on: the SMSC re-sends only what it had no resp for, and
+        # that comes on a later bind (or the same one, much later than our resp could take).
+        self.bind_id = f"{_PROCESS_ID}:{next(_BIND_COUNTER)}"
         self.handlers[DeliverSm] = self._on_deliver_sm
         self.handlers[DataSm] = self._on_data_sm
 
@@ -228,7 +235,7 @@ class _EsmeLink(SmppLink):
         self.connector.spawn(self._answer_deliver_sm(pdu))
 
     async def _answer_deliver_sm(self, pdu: DeliverSm) -> None:
-        status = await self.connector.handle_inbound(pdu)
+        status = await self.connector.handle_inbound(pdu, self.bind_id)
         if self.is_open:
             self.send(DeliverSmResp(sequence=pdu.sequence, status=status))
 
@@ -237,7 +244,7 @@ class _EsmeLink(SmppLink):
         self.connector.spawn(self._answer_data_sm(pdu))
 
     async def _answer_data_sm(self, pdu: DataSm) -> None:
-        status = await self.connector.handle_inbound(pdu)
+        status = await self.connector.handle_inbound(pdu, self.bind_id)
         if self.is_open:
             self.send(DataSmResp(sequence=pdu.sequence, status=status))
 
@@ -381,7 +388,7 @@ class SmppConnector:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def handle_inbound(self, pdu: DeliverSm | DataSm) -> int:
+    async def handle_inbound(self, pdu: DeliverSm | DataSm, bind_id: str = "") -> int:
         """Await the handler; its status goes in the resp (0x64 if it raised)."""
         inbound = InboundSm(
             connector=self.name,
@@ -394,6 +401,7 @@ class SmppConnector:
             default_alphabet=self.config.gsm_data_coding,
             source_ton=pdu.source_addr_ton,
             destination_ton=pdu.dest_addr_ton,
+            bind_id=bind_id,
         )
         try:
             return int(await self._on_inbound(inbound))

@@ -73,6 +73,7 @@ class InboundRouter:
             is_stop=self.is_stop,
             received_at=self._clock.now(),
             concat=None if concat is None else (concat.ref, concat.total, concat.seq),
+            bind_id=sm.bind_id,
         )
         outcome = await self._store.record_reply(reply, self._builders)
         if outcome.callbacks:

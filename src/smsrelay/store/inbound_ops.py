@@ -195,7 +195,9 @@ def _recent_duplicate(conn: sqlite3.Connection, reply: InboundReply) -> ReplyOut
     row = conn.execute(
         "SELECT id, account_id, message_id FROM replies WHERE msisdn = ? AND virtual_number = ? "
         "AND received_at >= ? AND text = ? AND COALESCE(concat_ref, -1) = ? "
-        "AND COALESCE(concat_total, -1) = ? AND COALESCE(concat_part, -1) = ? LIMIT 1",
+        "AND COALESCE(concat_total, -1) = ? AND COALESCE(concat_part, -1) = ? "
+        # the same bind again: the person said it twice (the SMSC re-sends on a later bind)
+        "AND (? = '' OR COALESCE(bind_id, '') != ?) LIMIT 1",
         (
             reply.msisdn,
             reply.virtual_number,
@@ -204,10 +206,14 @@ def _recent_duplicate(conn: sqlite3.Connection, reply: InboundReply) -> ReplyOut
             ref,
             total,
             part,
+            reply.bind_id,
+            reply.bind_id,
         ),
     ).fetchone()
     if row is None:
         return None
+    if reply.bind_id:  # the re-send is used up: the same text again on this bind is the person
+        conn.execute("UPDATE replies SET bind_id = ? WHERE id = ?", (reply.bind_id, row[0]))
     return ReplyOutcome(int(row[0]), row[1], row[2], 0, False)
 
 
@@ -217,8 +223,8 @@ def _insert_reply(
     ref, total, part = reply.concat if reply.concat else (None, None, None)
     cursor = conn.execute(
         "INSERT INTO replies (account_id, msisdn, virtual_number, text, keyword, message_id, "
-        "concat_ref, concat_total, concat_part, connector, received_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "concat_ref, concat_total, concat_part, connector, received_at, bind_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             account_id,
             reply.msisdn,
@@ -231,6 +237,7 @@ def _insert_reply(
             part,
             reply.connector,
             reply.received_at,
+            reply.bind_id or None,
         ),
     )
     return int(cursor.lastrowid or 0)

@@ -148,6 +148,7 @@ class InboundReply:
     is_stop: Callable[[str], bool]  # applied to the whole text once every part is in
     received_at: float
     concat: tuple[int, int, int] | None = None  # (ref, total, part)
+    bind_id: str = ""  # the SMPP session it came in on ("" unknown)
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX webhook_attempts_of ON webhook_attempts(webhook_id);
     """,
+    # 2: the SMPP session a reply came in on (an identical reply on the same one is the
+    # person again, not the SMSC re-sending).
+    """
+    ALTER TABLE replies ADD COLUMN bind_id TEXT;
+    """,
 )
 
 
