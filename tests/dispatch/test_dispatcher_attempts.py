@@ -17,9 +17,10 @@ from smsrelay.dispatch import dispatcher
 from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.service.clock import SystemClock
-from smsrelay.store.records import MessageView, NewMessage
+from smsrelay.store.records import MessageView
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
+from tests.factories import new_message, open_store
 from tests.support import eventually
 
 THROTTLED, SYSTEM_ERROR = 0x58, 0x08
@@ -47,35 +48,14 @@ class ScriptedCarrier:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(f"sqlite:///{tmp_path}/s.db")
-    await s.open()
-    await s.create_account("a", "hash-a", 1_000_000, 0.0)
-    await s.add_number("a", "+33757000001", "default", 0.0)
+    s = await open_store(tmp_path, {"+33757000001": "default"})
     yield s
     await s.close()
 
 
 async def _send_through(store: SqliteStore, carrier: ScriptedCarrier) -> MessageView:
     now = time.time()
-    message_id = await store.accept_message(
-        NewMessage(
-            account_id=1,
-            sender="+33757000001",
-            recipient="+33612345678",
-            region="FR",
-            text="hi",
-            encoding="gsm7",
-            nb_sms=1,
-            cost_micros=1,
-            tag=None,
-            url_response=None,
-            url_dlr=None,
-            stop_sms=False,
-            sandbox=False,
-            created_at=now,
-            due_at=now,
-        )
-    )
+    message_id = await store.accept_message(new_message(cost_micros=1, created_at=now, due_at=now))
     policy = DispatchPolicy(max_attempts=2, backoff=BackoffPolicy(first=0.01, cap=0.01))
     running = Dispatcher(store, SystemClock(), {"default": carrier}, BUILDERS, policy)
     await running.start()

@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 from smsrelay import runtime
-from tests.support import RunningGateway, SmscProcess, gateway_settings, start_gateway, start_smsc
+from tests.support import (
+    Receiver,
+    RunningGateway,
+    SmscProcess,
+    gateway_settings,
+    start_gateway,
+    start_smsc,
+)
 
 
 @pytest.fixture
@@ -23,3 +30,12 @@ async def smsc() -> AsyncIterator[SmscProcess]:
     process = await start_smsc("--delivery-rate", "1.0")
     yield process
     await process.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A callback receiver on loopback that records what it is posted."""
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()

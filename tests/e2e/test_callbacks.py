@@ -29,14 +29,6 @@ FAST_RETRIES = {
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[SmscProcess, RunningGateway]]:
     smsc = await start_smsc("--delivery-rate", "1.0")
     gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url, **FAST_RETRIES))

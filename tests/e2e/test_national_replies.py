@@ -27,14 +27,6 @@ async def gw(tmp_path: Path) -> AsyncIterator[RunningGateway]:
     await runtime.stop(running.running)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
 async def mo_from_national(gw: RunningGateway, source: str, ton: int, text: bytes) -> int:
     connector: Any = gw.running.connectors["default"]
     pdu = DeliverSm(

@@ -8,20 +8,17 @@ from pathlib import Path
 import pytest
 
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id
-from smsrelay.store.records import IncomingReceipt, NewMessage
+from smsrelay.store.records import IncomingReceipt
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
+from tests.factories import new_message, open_store
 
 T0 = 1_000.0
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(f"sqlite:///{tmp_path}/s.db")
-    await s.open()
-    await s.create_account("a", "hash-a", 1_000_000, 0.0)
-    await s.add_number("a", "+33757000001", "carrier-a", 0.0)
-    await s.add_number("a", "+33757000002", "carrier-b", 0.0)
+    s = await open_store(tmp_path, {"+33757000001": "carrier-a", "+33757000002": "carrier-b"})
     yield s
     await s.close()
 
@@ -29,23 +26,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 async def _submitted(store: SqliteStore, sender: str, carrier_id: str, now: float = T0) -> int:
     """A one-part message the SMSC of ``sender``'s connector accepted as ``carrier_id``."""
     message_id = await store.accept_message(
-        NewMessage(
-            account_id=1,
-            sender=sender,
-            recipient="+33612345678",
-            region="FR",
-            text="hi",
-            encoding="gsm7",
-            nb_sms=1,
-            cost_micros=1,
-            tag=None,
-            url_response=None,
-            url_dlr=None,
-            stop_sms=False,
-            sandbox=False,
-            created_at=now,
-            due_at=now,
-        )
+        new_message(sender=sender, cost_micros=1, created_at=now, due_at=now)
     )
     connector = "carrier-a" if sender.endswith("1") else "carrier-b"
     [part] = await store.claim_due_parts(connector, now, 10, now + 60)

@@ -11,9 +11,9 @@ import pytest
 
 from smsrelay.errors import DomainError
 from smsrelay.store import sqlite_store
-from smsrelay.store.records import NewMessage
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
+from tests.factories import new_message
 
 pytestmark = pytest.mark.asyncio
 
@@ -29,39 +29,17 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.close()
 
 
-def _message(**changes: object) -> NewMessage:
-    fields: dict[str, object] = dict(
-        account_id=1,
-        sender="+33757000001",
-        recipient="+33612345678",
-        region="FR",
-        text="hi",
-        encoding="gsm7",
-        nb_sms=1,
-        cost_micros=45_000,
-        tag=None,
-        url_response=None,
-        url_dlr=None,
-        stop_sms=False,
-        sandbox=False,
-        created_at=100.0,
-        due_at=100.0,
-    )
-    fields.update(changes)
-    return NewMessage(**fields)  # type: ignore[arg-type]
-
-
 async def test_concurrent_accepts_commit_together_and_debit_exactly(store: SqliteStore) -> None:
-    ids = await asyncio.gather(*(store.accept_message(_message()) for _ in range(20)))
+    ids = await asyncio.gather(*(store.accept_message(new_message()) for _ in range(20)))
     assert len(set(ids)) == 20
     assert (await store.find_account("a")).credit_micros == 1_000_000 - 20 * 45_000
 
 
 async def test_one_refused_write_does_not_undo_its_batch(store: SqliteStore) -> None:
     results = await asyncio.gather(
-        store.accept_message(_message()),
-        store.accept_message(_message(cost_micros=10**12)),  # more than the credit
-        store.accept_message(_message()),
+        store.accept_message(new_message()),
+        store.accept_message(new_message(cost_micros=10**12)),  # more than the credit
+        store.accept_message(new_message()),
         return_exceptions=True,
     )
     assert isinstance(results[1], DomainError) and results[1].code == "credit.insufficient"
@@ -72,9 +50,9 @@ async def test_one_refused_write_does_not_undo_its_batch(store: SqliteStore) -> 
 async def test_refusals_leave_no_trace(store: SqliteStore) -> None:
     await store.stop_add(1, "+33612345678", 0.0)
     with pytest.raises(DomainError, match="STOP"):
-        await store.accept_message(_message())
+        await store.accept_message(new_message())
     with pytest.raises(DomainError) as refused:
-        await store.accept_message(_message(sender="+33757000099"))
+        await store.accept_message(new_message(sender="+33757000099"))
     assert refused.value.code == "sender.not_owned"
     assert await store.recent_messages(None, 10) == []
     assert (await store.find_account("a")).credit_micros == 1_000_000
@@ -82,7 +60,7 @@ async def test_refusals_leave_no_trace(store: SqliteStore) -> None:
 
 async def test_concurrent_claims_never_hand_out_a_part_twice(store: SqliteStore) -> None:
     for _ in range(50):
-        await store.accept_message(_message(nb_sms=2, cost_micros=1))
+        await store.accept_message(new_message(nb_sms=2, cost_micros=1))
     batches = await asyncio.gather(
         *(store.claim_due_parts("default", 200.0, 7, 260.0) for _ in range(30))
     )
@@ -91,7 +69,7 @@ async def test_concurrent_claims_never_hand_out_a_part_twice(store: SqliteStore)
 
 
 async def test_held_parts_are_not_claimed_before_due(store: SqliteStore) -> None:
-    message_id = await store.accept_message(_message(due_at=5_000.0))
+    message_id = await store.accept_message(new_message(due_at=5_000.0))
     assert (await store.get_message(message_id)).state == "held"
     assert await store.claim_due_parts("default", 4_999.0, 10, 5_100.0) == []
     assert len(await store.claim_due_parts("default", 5_000.0, 10, 5_100.0)) == 1
@@ -99,7 +77,7 @@ async def test_held_parts_are_not_claimed_before_due(store: SqliteStore) -> None
 
 
 async def test_expired_lease_puts_the_part_back(store: SqliteStore) -> None:
-    await store.accept_message(_message())
+    await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
     assert await store.release_expired_leases(259.0) == 0
     assert await store.release_expired_leases(261.0) == 1
@@ -110,7 +88,7 @@ async def test_expired_lease_puts_the_part_back(store: SqliteStore) -> None:
 async def test_a_retry_that_does_not_count_gives_the_claims_attempt_back(
     store: SqliteStore,
 ) -> None:
-    await store.accept_message(_message())
+    await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
     assert part.attempts == 1
     assert await store.mark_retry(part.part_id, 201.0, "ESME_RTHROTTLED", counted=False)
@@ -122,17 +100,17 @@ async def test_a_retry_that_does_not_count_gives_the_claims_attempt_back(
 
 
 async def test_outcome_after_the_lease_was_lost_is_ignored(store: SqliteStore) -> None:
-    await store.accept_message(_message())
+    await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
     await store.release_expired_leases(261.0)
     assert await store.mark_submitted(part.part_id, "abc", "abc", 262.0, BUILDERS) is False
 
 
 async def test_cancel_refunds_and_only_before_leaving(store: SqliteStore) -> None:
-    held = await store.accept_message(_message(due_at=9_000.0))
+    held = await store.accept_message(new_message(due_at=9_000.0))
     assert await store.cancel_message(1, held, 300.0) == 45_000
     assert (await store.find_account("a")).credit_micros == 1_000_000
-    sent = await store.accept_message(_message())
+    sent = await store.accept_message(new_message())
     await store.claim_due_parts("default", 200.0, 10, 260.0)
     with pytest.raises(DomainError) as refused:
         await store.cancel_message(1, sent, 300.0)
@@ -142,7 +120,7 @@ async def test_cancel_refunds_and_only_before_leaving(store: SqliteStore) -> Non
 async def test_accepted_rows_are_on_disk_for_another_connection(
     store: SqliteStore, tmp_path: Path
 ) -> None:
-    message_id = await store.accept_message(_message())
+    message_id = await store.accept_message(new_message())
     conn = sqlite3.connect(tmp_path / "s.db")
     assert conn.execute(
         "SELECT COUNT(*) FROM parts WHERE message_id = ?", (message_id,)
@@ -194,7 +172,7 @@ async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: Sqlite
 async def test_a_part_whose_receipt_never_comes_expires_after_the_validity(
     store: SqliteStore,
 ) -> None:
-    message_id = await store.accept_message(_message(url_dlr="https://example.com/dlr"))
+    message_id = await store.accept_message(new_message(url_dlr="https://example.com/dlr"))
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
     await store.mark_submitted(part.part_id, "abc", "abc", 201.0, BUILDERS, 1)
     assert await store.expire_unanswered(200.0, 300.0, BUILDERS) == 0  # not old enough
@@ -273,9 +251,9 @@ async def test_old_sandbox_messages_are_purged_in_chunks_and_recent_ones_kept(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_store, "PURGE_CHUNK", 2)
-    old = [await store.accept_message(_message(sandbox=True, created_at=10.0)) for _ in range(5)]
-    recent = await store.accept_message(_message(sandbox=True, created_at=500.0))
-    real = await store.accept_message(_message(created_at=10.0))
+    old = [await store.accept_message(new_message(sandbox=True, created_at=10.0)) for _ in range(5)]
+    recent = await store.accept_message(new_message(sandbox=True, created_at=500.0))
+    real = await store.accept_message(new_message(created_at=10.0))
     assert await store.purge_sandbox(100.0) == 5
     for message_id in old:
         assert await store.get_message(message_id) is None

@@ -376,12 +376,7 @@ class Simulator:
         def build(sequence: int) -> DeliverSm:
             return DeliverSm(
                 sequence=sequence,
-                source_addr_ton=1,
-                source_addr_npi=1,
-                source_addr=record.destination,
-                dest_addr_ton=1,
-                dest_addr_npi=1,
-                destination_addr=record.source,
+                **_international(record.destination, record.source),
                 esm_class=ESM_CLASS_RECEIPT,
                 short_message=text.encode("ascii", "replace"),
                 tlvs=tlvs,
@@ -433,12 +428,7 @@ class Simulator:
             pdus.append(
                 DeliverSm(
                     sequence=0,
-                    source_addr_ton=1,
-                    source_addr_npi=1,
-                    source_addr=source,
-                    dest_addr_ton=1,
-                    dest_addr_npi=1,
-                    destination_addr=destination,
+                    **_international(source, destination),
                     esm_class=esm_class,
                     data_coding=data_coding,
                     short_message=short_message,
@@ -498,15 +488,22 @@ def _with_sequence(template: DeliverSm | DataSm) -> _Build:
     return lambda sequence: dataclasses.replace(template, sequence=sequence)
 
 
+def _international(source: str, destination: str) -> dict[str, Any]:
+    """Both addresses of a PDU to the ESME, international (TON 1 / NPI 1) like a carrier's."""
+    return {
+        "source_addr_ton": 1,
+        "source_addr_npi": 1,
+        "source_addr": source,
+        "dest_addr_ton": 1,
+        "dest_addr_npi": 1,
+        "destination_addr": destination,
+    }
+
+
 def _data_sm(source: str, destination: str, esm_class: int, data_coding: int, tlvs: Tlvs) -> DataSm:
     return DataSm(
         sequence=0,
-        source_addr_ton=1,
-        source_addr_npi=1,
-        source_addr=source,
-        dest_addr_ton=1,
-        dest_addr_npi=1,
-        destination_addr=destination,
+        **_international(source, destination),
         esm_class=esm_class,
         data_coding=data_coding,
         tlvs=tlvs,

@@ -232,21 +232,18 @@ class _EsmeLink(SmppLink):
         return self.session.state in CAN_SUBMIT and self.is_open
 
     def _on_deliver_sm(self, pdu: DeliverSm) -> None:
-        self.connector.spawn(self._answer_deliver_sm(pdu))
-
-    async def _answer_deliver_sm(self, pdu: DeliverSm) -> None:
-        status = await self.connector.handle_inbound(pdu, self.bind_id)
-        if self.is_open:
-            self.send(DeliverSmResp(sequence=pdu.sequence, status=status))
+        self.connector.spawn(self._answer(pdu, DeliverSmResp))
 
     def _on_data_sm(self, pdu: DataSm) -> None:
         # Some SMSCs deliver replies and receipts by data_sm: the same path, its own resp.
-        self.connector.spawn(self._answer_data_sm(pdu))
+        self.connector.spawn(self._answer(pdu, DataSmResp))
 
-    async def _answer_data_sm(self, pdu: DataSm) -> None:
+    async def _answer(
+        self, pdu: DeliverSm | DataSm, response: type[DeliverSmResp | DataSmResp]
+    ) -> None:
         status = await self.connector.handle_inbound(pdu, self.bind_id)
         if self.is_open:
-            self.send(DataSmResp(sequence=pdu.sequence, status=status))
+            self.send(response(sequence=pdu.sequence, status=status))
 
 
 _MODE_BINDS: dict[str, type[Bind]] = {

@@ -12,10 +12,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
 from smsrelay.smpp.pdu import (
     PDU_TYPES,
+    AddressedPdu,
     Bind,
     BindResp,
     CommandStatus,
@@ -102,6 +104,18 @@ def _bind_resp_body(pdu: Pdu) -> bytes:
     return _cstr(pdu.system_id, "system_id") + _tlvs(pdu.tlvs)
 
 
+def _addresses(pdu: AddressedPdu, source_field: str, destination_field: str) -> bytes:
+    return b"".join(
+        (
+            _cstr(pdu.service_type, "service_type"),
+            _ADDR.pack(pdu.source_addr_ton, pdu.source_addr_npi),
+            _cstr(pdu.source_addr, source_field),
+            _ADDR.pack(pdu.dest_addr_ton, pdu.dest_addr_npi),
+            _cstr(pdu.destination_addr, destination_field),
+        )
+    )
+
+
 def _sm_body(pdu: Pdu) -> bytes:
     assert isinstance(pdu, ShortMessagePdu)
     sm = pdu.short_message
@@ -109,11 +123,7 @@ def _sm_body(pdu: Pdu) -> bytes:
         raise LocalProtocolError("short_message longer than 254 octets: use message_payload")
     return b"".join(
         (
-            _cstr(pdu.service_type, "service_type"),
-            _ADDR.pack(pdu.source_addr_ton, pdu.source_addr_npi),
-            _cstr(pdu.source_addr, "source_addr"),
-            _ADDR.pack(pdu.dest_addr_ton, pdu.dest_addr_npi),
-            _cstr(pdu.destination_addr, "destination_addr"),
+            _addresses(pdu, "source_addr", "destination_addr"),
             _SM_MID.pack(pdu.esm_class, pdu.protocol_id, pdu.priority_flag),
             _cstr(pdu.schedule_delivery_time, "schedule_delivery_time"),
             _cstr(pdu.validity_period, "validity_period"),
@@ -134,11 +144,7 @@ def _data_sm_body(pdu: Pdu) -> bytes:
     assert isinstance(pdu, DataSm)
     return b"".join(
         (
-            _cstr(pdu.service_type, "service_type"),
-            _ADDR.pack(pdu.source_addr_ton, pdu.source_addr_npi),
-            _cstr(pdu.source_addr, "data_sm_addr"),
-            _ADDR.pack(pdu.dest_addr_ton, pdu.dest_addr_npi),
-            _cstr(pdu.destination_addr, "data_sm_addr"),
+            _addresses(pdu, "data_sm_addr", "data_sm_addr"),
             _DATA_SM_MID.pack(pdu.esm_class, pdu.registered_delivery, pdu.data_coding),
             _tlvs(pdu.tlvs),
         )
@@ -251,7 +257,8 @@ def _decode_bind_resp(cls: type[BindResp], status: int, seq: int, body: bytes) -
     return cls(sequence=seq, status=status, system_id=system_id, tlvs=_read_tlvs(body, p))
 
 
-def _decode_sm(cls: type[ShortMessagePdu], status: int, seq: int, body: bytes) -> Pdu:
+def _read_addresses(body: bytes) -> tuple[dict[str, Any], int]:
+    """service_type and both addresses (as AddressedPdu's fields), and where they end."""
     service_type, p = _read_cstr(body, 0)
     _need(body, p, 2)
     source_ton, source_npi = _ADDR.unpack_from(body, p)
@@ -259,6 +266,20 @@ def _decode_sm(cls: type[ShortMessagePdu], status: int, seq: int, body: bytes) -
     _need(body, p, 2)
     dest_ton, dest_npi = _ADDR.unpack_from(body, p)
     destination_addr, p = _read_cstr(body, p + 2)
+    fields = {
+        "service_type": service_type,
+        "source_addr_ton": source_ton,
+        "source_addr_npi": source_npi,
+        "source_addr": source_addr,
+        "dest_addr_ton": dest_ton,
+        "dest_addr_npi": dest_npi,
+        "destination_addr": destination_addr,
+    }
+    return fields, p
+
+
+def _decode_sm(cls: type[ShortMessagePdu], status: int, seq: int, body: bytes) -> Pdu:
+    addresses, p = _read_addresses(body)
     _need(body, p, 3)
     esm_class, protocol_id, priority = _SM_MID.unpack_from(body, p)
     schedule, p = _read_cstr(body, p + 3)
@@ -271,13 +292,7 @@ def _decode_sm(cls: type[ShortMessagePdu], status: int, seq: int, body: bytes) -
     return cls(
         sequence=seq,
         status=status,
-        service_type=service_type,
-        source_addr_ton=source_ton,
-        source_addr_npi=source_npi,
-        source_addr=source_addr,
-        dest_addr_ton=dest_ton,
-        dest_addr_npi=dest_npi,
-        destination_addr=destination_addr,
+        **addresses,
         esm_class=esm_class,
         protocol_id=protocol_id,
         priority_flag=priority,
@@ -293,25 +308,13 @@ def _decode_sm(cls: type[ShortMessagePdu], status: int, seq: int, body: bytes) -
 
 
 def _decode_data_sm(status: int, seq: int, body: bytes) -> Pdu:
-    service_type, p = _read_cstr(body, 0)
-    _need(body, p, 2)
-    source_ton, source_npi = _ADDR.unpack_from(body, p)
-    source_addr, p = _read_cstr(body, p + 2)
-    _need(body, p, 2)
-    dest_ton, dest_npi = _ADDR.unpack_from(body, p)
-    destination_addr, p = _read_cstr(body, p + 2)
+    addresses, p = _read_addresses(body)
     _need(body, p, 3)
     esm_class, registered, data_coding = _DATA_SM_MID.unpack_from(body, p)
     return DataSm(
         sequence=seq,
         status=status,
-        service_type=service_type,
-        source_addr_ton=source_ton,
-        source_addr_npi=source_npi,
-        source_addr=source_addr,
-        dest_addr_ton=dest_ton,
-        dest_addr_npi=dest_npi,
-        destination_addr=destination_addr,
+        **addresses,
         esm_class=esm_class,
         registered_delivery=registered,
         data_coding=data_coding,

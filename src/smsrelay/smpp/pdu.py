@@ -188,8 +188,8 @@ class BindTransceiverResp(BindResp):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ShortMessagePdu(Pdu):
-    """The body shared by submit_sm and deliver_sm."""
+class AddressedPdu(Pdu):
+    """What submit_sm, deliver_sm and data_sm begin with: service type, both addresses."""
 
     service_type: str = ""
     source_addr_ton: int = 0
@@ -199,6 +199,12 @@ class ShortMessagePdu(Pdu):
     dest_addr_npi: int = 0
     destination_addr: str = ""
     esm_class: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShortMessagePdu(AddressedPdu):
+    """The body shared by submit_sm and deliver_sm."""
+
     protocol_id: int = 0
     priority_flag: int = 0
     schedule_delivery_time: str = ""
@@ -222,21 +228,13 @@ class DeliverSm(ShortMessagePdu):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DataSm(Pdu):
+class DataSm(AddressedPdu):
     """SMPP 3.4 section 4.7: deliver_sm's alternative, text (if any) in message_payload.
 
     Some SMSCs deliver replies and receipts this way; the gateway never sends one.
     """
 
     command_id: ClassVar[CommandId] = CommandId.DATA_SM
-    service_type: str = ""
-    source_addr_ton: int = 0
-    source_addr_npi: int = 0
-    source_addr: str = ""
-    dest_addr_ton: int = 0
-    dest_addr_npi: int = 0
-    destination_addr: str = ""
-    esm_class: int = 0
     registered_delivery: int = 0
     data_coding: int = 0
     tlvs: Tlvs = ()

@@ -1,0 +1,42 @@
+"""Values many tests build the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from smsrelay.store.records import NewMessage
+from smsrelay.store.sqlite_store import SqliteStore
+
+
+async def open_store(folder: Path, numbers: dict[str, str]) -> SqliteStore:
+    """A real SQLite store with account "a" (id 1) owning ``numbers`` (msisdn -> connector)."""
+    store = SqliteStore(f"sqlite:///{folder}/s.db")
+    await store.open()
+    await store.create_account("a", "hash-a", 1_000_000, 0.0)
+    for msisdn, connector in numbers.items():
+        await store.add_number("a", msisdn, connector, 0.0)
+    return store
+
+
+def new_message(**changes: Any) -> NewMessage:
+    """A one-part GSM message from the test account's first number (account 1)."""
+    fields: dict[str, Any] = {
+        "account_id": 1,
+        "sender": "+33757000001",
+        "recipient": "+33612345678",
+        "region": "FR",
+        "text": "hi",
+        "encoding": "gsm7",
+        "nb_sms": 1,
+        "cost_micros": 45_000,
+        "tag": None,
+        "url_response": None,
+        "url_dlr": None,
+        "stop_sms": False,
+        "sandbox": False,
+        "created_at": 100.0,
+        "due_at": 100.0,
+    }
+    fields.update(changes)
+    return NewMessage(**fields)
