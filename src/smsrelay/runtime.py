@@ -19,7 +19,7 @@ from smsrelay.api.protocol_errors import answer_protocol_errors_in_api_format
 from smsrelay.carrier.connector import Connector
 from smsrelay.carrier.simulator import Simulator, SimulatorOptions
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
-from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
+from smsrelay.dispatch.dispatcher import STOP_GRACE, Dispatcher, DispatchPolicy
 from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.logs import configure as configure_logging
@@ -54,25 +54,52 @@ class Running:
 
 
 async def start(settings: Settings, say: Callable[[str], None]) -> Running:
+    """Start everything; what can fail (files, ports) is done before anything is sent, and a
+    failure stops what had started, so a supervisor restarting a failing serve re-sends
+    nothing."""
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
     store = SqliteStore(settings.resolved_database_url, busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS)
     lock = ServeLock(store.db.path)
     lock.acquire()
-    await store.open()
+    started: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("database", store.close)]
+    try:
+        await store.open()
+        return await _start_services_in_order(settings, say, store, callback_tls, lock, started)
+    except BaseException:
+        for step, stop_step in reversed(started):
+            await _bounded(step, stop_step(), 10)
+        lock.release()
+        raise
+
+
+async def _start_services_in_order(
+    settings: Settings,
+    say: Callable[[str], None],
+    store: SqliteStore,
+    callback_tls: ssl.SSLContext | None,
+    lock: ServeLock,
+    started: list[tuple[str, Callable[[], Awaitable[Any]]]],
+) -> Running:
     gateway = build_gateway(settings, store)
     demo = await ensure_demo(
         store, settings.demo_credit_eur, gateway.clock, quiet_hours=settings.demo_quiet_hours
     )
     simulator = await _start_simulator(settings, say)
+    if simulator is not None:
+        started.append(("simulator", simulator.stop))
+    runner, port = await _start_http(gateway, settings)  # a port in use fails before any send
+    started.append(("http", runner.cleanup))
     inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
     connectors = _build_connectors(settings, simulator, inbound)
-    for connector in connectors.values():
+    for name, connector in connectors.items():
         await connector.start()
+        started.append((f"connector {name}", connector.stop))
     dispatcher = Dispatcher(store, gateway.clock, connectors, BUILDERS, _policy(settings))
     await dispatcher.start()
+    started.append(("dispatcher", dispatcher.stop))
     gateway.wake_dispatcher = dispatcher.wake
     services = await _start_services(gateway, inbound, callback_tls)
-    runner, port = await _start_http(gateway, settings)
+    started.extend((type(service).__name__, service.stop) for service in services)
     if demo is not None and demo.demo_key:
         numbers = await store.numbers_of(demo.id)
         number = numbers[0].msisdn.removeprefix("+") if numbers else "(none)"
@@ -84,13 +111,23 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
 
 
 async def stop(running: Running) -> None:
-    """Stop in reverse order; each step is bounded so a stuck peer cannot hold shutdown."""
+    """Stop in reverse order; each step is bounded so a stuck peer cannot hold shutdown.
+
+    The dispatcher stops claiming first, the connectors then wait for the SMSC's answers to
+    what is out (and unbind), and the dispatcher stores those outcomes before the database
+    closes: a part the SMSC took is not sent again after the restart.
+    """
     await _bounded("http", running.runner.cleanup(), 10)
     for service in reversed(running.services):
         await _bounded(type(service).__name__, service.stop(), 10)
-    await _bounded("dispatcher", running.dispatcher.stop(), 5)
-    for name, connector in running.connectors.items():
-        await _bounded(f"connector {name}", connector.stop(), 5)
+    await _bounded("dispatcher claims", running.dispatcher.stop_claiming(), 5)
+    await asyncio.gather(
+        *(
+            _bounded(f"connector {name}", connector.stop(), CONNECTOR_STOP_S)
+            for name, connector in running.connectors.items()
+        )
+    )
+    await _bounded("dispatcher", running.dispatcher.stop(), STOP_GRACE + 1)
     if running.simulator is not None:
         await _bounded("simulator", running.simulator.stop(), 5)
     await running.gateway.store.close()
@@ -107,6 +144,7 @@ async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
 
 
 EXIT_STORE_BROKEN = 3
+CONNECTOR_STOP_S = 12.0  # its own waits: 5 s for inbound handlers, 5 s for the SMSC's answers
 
 
 async def serve_forever(settings: Settings) -> int:

@@ -318,6 +318,8 @@ class SmppConnector:
             raise TransientError(f"smpp connector {self.name} is not bound")
         await self._window.acquire()
         try:
+            if self._stopping:  # it waited for a slot while we began to stop: it never left
+                raise TransientError(f"smpp connector {self.name} is stopping")
             link, future = await self._send_submit(part)
         except BaseException:
             self._window.release()

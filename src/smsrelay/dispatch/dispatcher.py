@@ -35,6 +35,7 @@ RECEIPT_DEADLINE = 49 * 3600.0
 # Parts of a long reply that are not all in after this are posted one by one.
 REASSEMBLY_WAIT = 3600.0
 # Storing a submit outcome is retried at 0.05, 0.1, ... 6.4 s (about 13 s in all).
+STOP_GRACE = 15.0  # more than a response timeout (10 s) plus the time to store the outcome
 RECORD_RETRY_FIRST = 0.05
 RECORD_RETRY_LAST = 6.4
 
@@ -86,14 +87,26 @@ class Dispatcher:
             self._lanes.append(lane)
             self._tasks.append(asyncio.create_task(lane.run(), name=f"dispatch-{name}"))
 
-    async def stop(self) -> None:
-        """Stop claiming; parts still with the SMSC keep their lease and come back if unsent."""
+    async def stop_claiming(self) -> None:
+        """No more claims (nor sweeps); the parts already handed to connectors go on."""
         self.stopping = True
-        tasks = self._tasks + [t for lane in self._lanes for t in lane.tasks]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks, self._lanes = [], []
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop claiming, and give the parts the SMSC is answering ``grace`` seconds to have
+        their outcome stored: a part it took is not sent again after a restart. What is left
+        keeps its lease and comes back (at least once)."""
+        await self.stop_claiming()
+        sends = [task for lane in self._lanes for task in lane.tasks]
+        if sends:
+            await asyncio.wait(sends, timeout=grace)
+        for task in sends:
+            task.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
+        self._lanes = []
 
     async def _sweep_leases(self) -> None:
         """Return parts whose lease ran out to the queue, purge day-old sandbox messages, expire
@@ -103,6 +116,9 @@ class Dispatcher:
             await asyncio.sleep(every)
             now = self._clock.now()
             try:
+                # What this process still holds is its own, whatever the wall clock did (an
+                # NTP step, a resumed VM): renewed first, so only a dead claimer's come back.
+                await self._renew_held()
                 released = await self._store.release_expired_leases(now)
                 await self._store.purge_sandbox(now - SANDBOX_KEPT_FOR)
                 await self._store.expire_unanswered(now - RECEIPT_DEADLINE, now, self._builders)
@@ -120,14 +136,15 @@ class Dispatcher:
         every = self._policy.lease_seconds / 3
         while not self.stopping:
             await asyncio.sleep(every)
-            held = [part_id for lane in self._lanes for part_id in lane.held]
-            if not held:
-                continue
-            until = self._clock.now() + self._policy.lease_seconds
             try:
-                await self._store.renew_leases(held, until)
+                await self._renew_held()
             except TransientError as exc:
                 log.warning("dispatch.lease.renew_failed", extra={"error": str(exc)})
+
+    async def _renew_held(self) -> None:
+        held = [part_id for lane in self._lanes for part_id in lane.held]
+        if held:
+            await self._store.renew_leases(held, self._clock.now() + self._policy.lease_seconds)
 
     async def _wait_for_work(self) -> None:
         self._wake.clear()
@@ -212,22 +229,21 @@ class _Lane:
     async def _record_until_stored(
         self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError
     ) -> None:
-        """The SMSC has answered: an outcome that could not be stored (the database briefly
-        locked) is tried again, the part still held so its lease renews. Given up, the part's
-        lease runs out and it is sent again: a duplicate at the handset if the SMSC took it."""
+        """The SMSC has answered: an outcome that could not be stored (the database locked by
+        a CLI command, a stalled disk) is tried again until it is, the part still held so its
+        lease renews; only a stop that runs out of grace cancels it (and a failed fsync stops
+        the process). Given up, the part would be sent again: a duplicate at the handset."""
         delay = RECORD_RETRY_FIRST
         while True:
             try:
                 await self._record(part, outcome)
                 return
             except TransientError as exc:
-                if self.d.stopping or delay > RECORD_RETRY_LAST:
-                    raise
                 log.warning(
                     "dispatch.record.retrying", extra={"part_id": part.part_id, "error": str(exc)}
                 )
             await asyncio.sleep(delay)
-            delay *= 2
+            delay = min(delay * 2, RECORD_RETRY_LAST)
 
     async def _record(self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError) -> None:
         store, builders = self.d._store, self.d._builders

@@ -1,0 +1,130 @@
+"""Stopping, failing to start and clock steps never send a part the SMSC already took twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from smsrelay import runtime
+from smsrelay.service.clock import FixedClock
+from tests.support import (
+    SMSRELAY,
+    ServeProcess,
+    eventually,
+    gateway_settings,
+    start_gateway,
+    start_serve,
+    start_smsc,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+def _parts(database: Path) -> dict[str, int]:
+    with sqlite3.connect(database) as conn:
+        return dict(conn.execute("SELECT state, COUNT(*) FROM parts GROUP BY state").fetchall())
+
+
+async def _send_many(serve: ServeProcess, count: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        for i in range(count):
+            body = {"apiKey": serve.api_key, "from": serve.number, "to": "0612345678"}
+            body["message"] = f"m{i}"
+            async with session.post(serve.base_url + "/v1/vn/send", data=orjson.dumps(body)) as r:
+                assert (await r.json(content_type=None))["success"]
+
+
+async def test_sigterm_while_the_smsc_answers_late_sends_nothing_twice(tmp_path: Path) -> None:
+    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "1500")
+    data = tmp_path / "data"
+    try:
+        serve = await start_serve(data, "--smsc", smsc.url)
+        await _send_many(serve, 20)
+
+        async def all_submitted() -> bool:
+            return len(await smsc.submits()) >= 20
+
+        await eventually(all_submitted)
+        serve.process.send_signal(signal.SIGTERM)  # their answers are still 1.5 s away
+        assert await asyncio.wait_for(serve.process.wait(), 30) == 0
+        after_stop = _parts(data / "smsrelay.db")  # every outcome stored, none left "sending"
+        assert set(after_stop) <= {"submitted", "delivered"} and sum(after_stop.values()) == 20
+
+        serve = await start_serve(data, "--smsc", smsc.url)
+        await eventually(lambda: _parts(data / "smsrelay.db") == {"delivered": 20}, timeout=20)
+        serve.process.terminate()
+        await serve.process.wait()
+        assert len(await smsc.submits()) == 20
+    finally:
+        await smsc.stop()
+
+
+async def test_a_serve_that_cannot_start_sends_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    serve = await start_serve(data, "--smsc", "smpp://a:b@127.0.0.1:1")  # nothing listens
+    await _send_many(serve, 10)
+    serve.process.terminate()
+    await serve.process.wait()
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        for _ in range(2):  # a supervisor restarting it
+            process = await asyncio.create_subprocess_exec(
+                SMSRELAY,
+                "serve",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(taken.getsockname()[1]),
+                "--smsc",
+                smsc.url,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "SMSRELAY_LOG_LEVEL": "WARNING"},
+            )
+            _, err = await asyncio.wait_for(process.communicate(), 30)
+            assert process.returncode != 0 and b"in use" in err
+        assert await smsc.submits() == [] and _parts(data / "smsrelay.db") == {"queued": 10}
+    finally:
+        taken.close()
+        await smsc.stop()
+
+
+async def test_a_wall_clock_step_does_not_release_a_part_still_with_the_smsc(
+    tmp_path: Path,
+) -> None:
+    # An NTP step or a resumed VM moves the wall clock past the lease while the SMSC is
+    # answering: the part is still this process's, and must not be claimed and sent again.
+    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "6000")
+    settings = gateway_settings(tmp_path, smsc=smsc.url, fixed_clock="2026-03-03T10:00:00+01:00")
+    gw = await start_gateway(settings)
+    try:
+        _, answer = await gw.send(message="once")
+
+        async def submitted() -> bool:
+            return len(await smsc.submits()) == 1
+
+        await eventually(submitted)
+        clock = gw.running.gateway.clock
+        assert isinstance(clock, FixedClock)
+        clock.set(clock.now() + 120)  # past the 60 s lease; the sweeper runs every 5 s
+
+        async def recorded() -> bool:
+            message = await gw.store.get_message(answer["message_id"])
+            return message is not None and message.parts[0].state != "sending"
+
+        await eventually(recorded, timeout=15)
+        assert len(await smsc.submits()) == 1
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
