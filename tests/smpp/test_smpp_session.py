@@ -28,6 +28,7 @@ from smsrelay.smpp.pdu import (
 )
 from smsrelay.smpp.session import (
     MAX_SEQUENCE,
+    AdaptivePace,
     BindState,
     Role,
     Session,
@@ -254,3 +255,38 @@ def test_a_link_dropped_just_after_its_bind_keeps_backing_off() -> None:
     assert attempts_after_link_lost(0, 0.2, 30.0) == 1
     assert attempts_after_link_lost(4, 0.2, 30.0) == 5  # the delay keeps doubling
     assert attempts_after_link_lost(4, 30.0, 30.0) == 0  # a link that lasted starts over
+
+
+def test_the_pace_is_none_until_the_smsc_first_refuses() -> None:
+    pace = AdaptivePace()
+    for i in range(50):
+        pace.taken(i / 100)
+        assert pace.delay(i / 100) == 0.0
+    assert pace.rate is None
+
+
+def test_a_refusal_paces_at_a_little_under_what_was_taken_then_finds_the_rate() -> None:
+    pace = AdaptivePace()
+    for i in range(50):  # 50 taken in the last half second
+        pace.taken(0.5 + i / 100)
+    pace.refused(1.0)
+    assert pace.rate == pytest.approx(45.0)
+    pace.taken(1.1)
+    assert pace.rate == pytest.approx(46.0)  # doubling per second while all is taken
+    pace.refused(1.15)
+    assert pace.rate == pytest.approx(46.0)  # the same wave of refusals: one cut
+    pace.refused(1.5)
+    assert pace.rate == pytest.approx(46.0 * 0.7)
+    pace.taken(1.6)
+    assert pace.rate == pytest.approx(46.0 * 0.7 + 0.05)  # then slowly
+
+
+def test_the_pace_spaces_slots_never_goes_under_the_floor_and_is_forgotten() -> None:
+    pace = AdaptivePace()
+    pace.refused(0.0)
+    assert pace.rate == 10.0  # refused before taking anything: the first guess
+    assert pace.delay(0.0) == 0.0 and pace.delay(0.0) == pytest.approx(0.1)
+    for t in range(1, 40):
+        pace.refused(float(t))
+    assert pace.rate == 1.0
+    assert pace.delay(100.0) == 0.0 and pace.rate is None  # 60 s without a refusal

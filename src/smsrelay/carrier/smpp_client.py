@@ -41,6 +41,7 @@ from smsrelay.smpp.pdu import (
 from smsrelay.smpp.receipts import RECEIPT_ID_FORMS
 from smsrelay.smpp.session import (
     CAN_SUBMIT,
+    AdaptivePace,
     Role,
     TokenBucket,
     attempts_after_link_lost,
@@ -49,6 +50,7 @@ from smsrelay.smpp.session import (
 
 BindMode = Literal["transceiver", "transmitter+receiver"]
 _log = logging.getLogger("smsrelay.carrier.smpp")
+_SLOW_DOWN = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL})
 _PROCESS_ID = uuid.uuid4().hex[:12]  # bind ids stay distinct across restarts
 _BIND_COUNTER = itertools.count(1)
 
@@ -282,6 +284,8 @@ class SmppConnector:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._rng = random.Random()
+        self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
+        self._pace_turn = asyncio.Lock()
         self._tls = client_tls(name, config)  # built once: a bad file fails at start-up
 
     # --- Connector -----------------------------------------------------------------------
@@ -328,6 +332,7 @@ class SmppConnector:
         # caller is cancelled meanwhile: the window counts what the SMSC has outstanding.
         future.add_done_callback(self._window.release_on_done)
         response = await asyncio.shield(future)
+        self._learn_pace(response.status)
         if response.status == CommandStatus.ESME_RINVBNDSTS:
             # The SMSC lost our session: bind again; the part waits, not counted as failed.
             self.log.warning("smpp.submit.not_bound", extra={"connector": self.name})
@@ -338,11 +343,25 @@ class SmppConnector:
             return SubmitOutcome(status=status, message_id=None)
         return SubmitOutcome(status=0, message_id=response.message_id)
 
+    def _learn_pace(self, status: int) -> None:
+        now = asyncio.get_running_loop().time()
+        if status in _SLOW_DOWN:
+            self._pace.refused(now)
+            self.log.info("smpp.throttled", extra={"connector": self.name, "pace": self._pace.rate})
+        elif status == CommandStatus.ESME_ROK:
+            self._pace.taken(now)
+
     async def _send_submit(self, part: OutboundPart) -> tuple[_EsmeLink, asyncio.Future[Pdu]]:
-        if self._bucket is not None:
-            delay = self._bucket.reserve(asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        if self._bucket is not None:  # our own cap: a fixed rate, slots can be booked ahead
+            delay = self._bucket.reserve(loop.time())
             if delay > 0:
                 await asyncio.sleep(delay)
+        if self._pace.rate is not None:  # the pace the SMSC taught us: it changes as we go,
+            async with self._pace_turn:  # so one waiter at a time takes the next slot
+                delay = self._pace.delay(loop.time())
+                if delay > 0:
+                    await asyncio.sleep(delay)
         link = self._links[self._submit_mode]
         if link is None or not link.can_submit:
             raise TransientError(f"smpp connector {self.name} is not bound")

@@ -7,6 +7,7 @@ any monotonic clock); the session never reads a clock.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -285,6 +286,54 @@ class TokenBucket:
             return False
         self._tokens -= 1.0
         return True
+
+
+@dataclass(slots=True)
+class AdaptivePace:
+    """The SMSC's own rate, learnt from its throttling, the way TCP finds a link's: unpaced
+    until it first says "slow down" (ESME_RTHROTTLED / ESME_RMSGQFUL); then paced from a little
+    under what it was taking, doubling each second while it takes everything (+1 a success),
+    cut on each refusal, then raised by ``step`` a success; unpaced again after
+    ``forget_after`` seconds without a refusal."""
+
+    floor: float = 1.0  # submits per second, at the least
+    first_guess: float = 10.0  # the least to start from (a first burst says little)
+    step: float = 0.05  # per success, in submits per second
+    cut: float = 0.7
+    forget_after: float = 60.0
+    _bucket: TokenBucket | None = field(default=None, init=False)
+    _taken: deque[float] = field(default_factory=deque, init=False)  # the last second's
+    _last_refusal: float = field(default=float("-inf"), init=False)
+    _finding: bool = field(default=False, init=False)  # no refusal since pacing began
+
+    @property
+    def rate(self) -> float | None:
+        return None if self._bucket is None else self._bucket.rate
+
+    def delay(self, now: float) -> float:
+        """Take a slot; how long to wait for it (0 when unpaced)."""
+        if self._bucket is not None and now - self._last_refusal > self.forget_after:
+            self._bucket = None
+        return 0.0 if self._bucket is None else self._bucket.reserve(now)
+
+    def taken(self, now: float) -> None:
+        self._taken.append(now)
+        while self._taken[0] < now - 1.0:
+            self._taken.popleft()
+        if self._bucket is not None:
+            self._bucket.rate += 1.0 if self._finding else self.step
+
+    def refused(self, now: float) -> None:
+        if now - self._last_refusal < 0.2:
+            return  # one cut for a wave of refusals sent before the first came back
+        self._last_refusal = now
+        if self._bucket is None:
+            taking = sum(1 for at in self._taken if at >= now - 1.0)
+            self._bucket = TokenBucket(max(self.floor, self.first_guess, 0.9 * taking))
+            self._finding = True
+        else:
+            self._bucket.rate = max(self.floor, self._bucket.rate * self.cut)
+            self._finding = False
 
 
 def attempts_after_link_lost(attempt: int, lived: float, stable_after: float) -> int:
