@@ -250,6 +250,7 @@ async def _start_services(
         concurrency_per_host=settings.webhook_concurrency_per_host,
         allow_private=settings.private_webhooks_allowed,
         tls=callback_tls,
+        sole_sender=True,
     )
     await sender.start()
     inbound.on_stored = sender.wake

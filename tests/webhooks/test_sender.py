@@ -15,6 +15,7 @@ from smsrelay.errors import TransientError
 from smsrelay.service.clock import FixedClock
 from smsrelay.store.records import Account, WebhookView
 from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks import sender as sender_module
 from smsrelay.webhooks.sender import WebhookSender
 from smsrelay.webhooks.signing import verify
 
@@ -343,7 +344,7 @@ async def test_callbacks_claimed_by_a_dead_sender_come_back_when_the_lease_ends(
     assert [(await state_of(store, i)).state for i in ids] == ["sending", "sending"]
 
     clock.set(T0 + 31)
-    assert await store.release_expired_leases(clock.now()) == 2
+    assert await store.release_expired_webhook_leases(clock.now()) == 2
     sender.wake()
     for webhook_id in ids:
         await eventually(is_state(store, webhook_id, "delivered"))
@@ -397,3 +398,26 @@ async def test_an_attempt_the_store_briefly_refuses_is_recorded_later_not_posted
     assert [s.headers["X-Smsrelay-Id"] for s in receiver.seen] == ["cb-once"]
     view = await state_of(store, webhook_id)
     assert view.attempts == 1 and len(view.history) == 1
+
+
+async def test_a_wall_clock_step_does_not_release_a_callback_still_being_posted(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An NTP step or a resumed VM moves the wall clock past the lease mid-post: the callback
+    # is still this sender's, and must not be posted a second time in parallel.
+    monkeypatch.setattr(sender_module, "SWEEP_EVERY", 0.02)
+    receiver = await receivers()
+    receiver.behaviour = receiver.hang
+    clock = FixedClock(T0)
+    webhook_id = await add_callback(store, account, receiver.url, now=T0)
+    sender = await senders(clock=clock)
+    await eventually(lambda: len(receiver.seen) == 1)
+    clock.set(T0 + 3600)
+    swept = sender.sweeps
+    await eventually(lambda: sender.sweeps >= swept + 3)
+    assert (await state_of(store, webhook_id)).state == "sending"
+    assert len(receiver.seen) == 1

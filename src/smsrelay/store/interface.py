@@ -8,6 +8,7 @@ again.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from smsrelay.domain.states import PartState
@@ -70,6 +71,9 @@ class Store(Protocol):
         self, connector: str, now: float, limit: int, lease_until: float
     ) -> list[ClaimedPart]: ...
     async def release_expired_leases(self, now: float) -> int: ...
+    async def release_expired_webhook_leases(
+        self, now: float, keep: Collection[int] = ()
+    ) -> int: ...
     async def expire_unanswered(
         self, submitted_before: float, now: float, builders: CallbackBuilders
     ) -> int: ...

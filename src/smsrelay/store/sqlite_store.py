@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import partial
 from typing import Any
 
@@ -196,11 +197,12 @@ class SqliteStore:
         )
 
     async def release_expired_leases(self, now: float) -> int:
-        def both(conn: Any) -> int:
-            parts = message_ops.release_expired_leases(conn, now)
-            return parts + webhook_ops.release_expired_leases(conn, now)
+        return await self.db.write(partial(message_ops.release_expired_leases, now=now))
 
-        return await self.db.write(both)
+    async def release_expired_webhook_leases(self, now: float, keep: Collection[int] = ()) -> int:
+        return await self.db.write(
+            partial(webhook_ops.release_expired_leases, now=now, keep=tuple(keep))
+        )
 
     async def expire_unanswered(
         self, submitted_before: float, now: float, builders: CallbackBuilders

@@ -44,11 +44,14 @@ def _secrets(conn: sqlite3.Connection, account_ids: set[int]) -> dict[int, str |
     return {int(r[0]): r[1] for r in rows}
 
 
-def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
+def release_expired_leases(conn: sqlite3.Connection, now: float, keep: tuple[int, ...] = ()) -> int:
+    """Callbacks whose claimer died go back to pending; ``keep``: those still being posted
+    by this process (its lease may look expired after a wall-clock step)."""
+    marks = ",".join("?" * len(keep))
     cursor = conn.execute(
         "UPDATE webhooks SET state = 'pending', lease_until = NULL "
-        "WHERE state = 'sending' AND lease_until < ?",
-        (now,),
+        f"WHERE state = 'sending' AND lease_until < ? AND id NOT IN ({marks})",
+        (now, *keep),
     )
     return cursor.rowcount
 

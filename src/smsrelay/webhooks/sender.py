@@ -72,6 +72,7 @@ class WebhookSender:
         batch: int = 200,
         user_agent: str = "smsrelay",
         tls: ssl.SSLContext | None = None,  # https trust; default: the system's CAs
+        sole_sender: bool = False,  # True in serve: nothing else posts from this database
     ) -> None:
         self._tls = tls
         self._store = store
@@ -91,6 +92,9 @@ class WebhookSender:
         self._loops: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self._posting: set[asyncio.Task[None]] = set()
+        self._held: dict[asyncio.Task[None], int] = {}  # task -> the callback it posts
+        self._sole_sender = sole_sender
+        self.sweeps = 0
         self._stopping = False
         self.delivered = 0
 
@@ -106,7 +110,9 @@ class WebhookSender:
             keepalive=KEEPALIVE,
             tls=self._tls,
         )
-        await self._store.release_expired_leases(self._clock.now())
+        # serve is the database's only process: what an earlier one held is released at once
+        until = float("inf") if self._sole_sender else self._clock.now()
+        await self._store.release_expired_webhook_leases(until)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="webhook-claims"),
             asyncio.create_task(self._sweep_leases(), name="webhook-lease-sweeper"),
@@ -160,10 +166,12 @@ class WebhookSender:
         start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
         task = asyncio.create_task(self._run(job, start_by), name=f"webhook-{job.id}")
         self._jobs.add(task)
+        self._held[task] = job.id
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)
+        self._held.pop(task, None)
         self._posting.discard(task)
         self._room.set()
 
@@ -171,9 +179,14 @@ class WebhookSender:
         while True:
             await asyncio.sleep(SWEEP_EVERY)
             try:
-                released = await self._store.release_expired_leases(self._clock.now())
+                # what this process is still posting stays its own, whatever the clock did
+                released = await self._store.release_expired_webhook_leases(
+                    self._clock.now(), keep=self._held.values()
+                )
             except TransientError:
                 continue
+            finally:
+                self.sweeps += 1
             if released:
                 log.warning("webhook.lease.expired", extra={"released": released})
                 self.wake()
