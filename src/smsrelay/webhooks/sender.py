@@ -268,8 +268,8 @@ class WebhookSender:
         try:
             async with asyncio.timeout(self._timeout):
                 status = await self._client.post(target, self._headers(job), job.body)
-        except UnsafeAddress as exc:
-            return PostResult(None, f"unsafe address: {exc}")
+        except UnsafeAddress as exc:  # the URL itself is wrong: retrying for a day won't help
+            return PostResult(None, f"unsafe address: {exc}", permanent=True)
         except TimeoutError:
             return PostResult(None, f"timeout after {self._timeout:g} s")
         except HttpClientError as exc:
