@@ -21,7 +21,22 @@ def run(tmp_path: Path):
         assert result.exit_code == code, (result.output, result.stderr)
         return result.output
 
+    invoke("db", "upgrade")  # the database serve would have made
     return invoke
+
+
+def test_a_command_run_where_there_is_no_database_says_so_and_creates_none(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    env = {"SMSRELAY_DATA_DIR": str(tmp_path / "elsewhere")}
+    result = runner.invoke(cli, ["accounts", "list"], env=env)
+    assert result.exit_code == 2
+    assert f"no smsrelay database at {tmp_path / 'elsewhere' / 'smsrelay.db'}" in result.stderr
+    assert not (tmp_path / "elsewhere" / "smsrelay.db").exists()
+    created = runner.invoke(cli, ["accounts", "create", "shop"], env=env)
+    assert created.exit_code == 0 and "note: creating a new database" in created.stderr
+    assert (tmp_path / "elsewhere" / "smsrelay.db").exists()
 
 
 def test_accounts_lifecycle(run) -> None:
@@ -58,6 +73,8 @@ def test_refusals_exit_non_zero_with_a_message(run) -> None:
     run("accounts", "show", "nobody", code=1)
     run("accounts", "credit", "shop", "lots", code=2)
     run("accounts", "credit", "shop", "-5", code=1)  # would go below zero
+    assert "below zero" in run("accounts", "create", "debtor", "--credit", "-5", code=2)
+    run("accounts", "create", "typo", "--credit", "abc", code=2)
     run("accounts", "set", "shop", code=2)
     run("numbers", "add", "shop", "not-a-number", code=1)
 
@@ -66,6 +83,8 @@ def test_numbers_add_list_remove(run) -> None:
     run("accounts", "create", "shop")
     run("numbers", "add", "shop", "33757000002")
     run("numbers", "add", "shop", "33757000002", code=1)  # already taken
+    typo = run("numbers", "add", "shop", "33757000003", "--connector", "orang", code=2)
+    assert "no connector 'orang'" in typo and "known: default" in typo
     assert "+33757000002\tshop\tdefault" in run("numbers", "list", "shop")
     run("numbers", "remove", "+33757000002")
     assert run("numbers", "list").strip() == "no numbers"
@@ -79,9 +98,11 @@ def test_stop_list_commands(run) -> None:
     assert "empty" in run("stop", "list", "shop")
 
 
-def test_db_upgrade_is_idempotent(run) -> None:
-    assert "applied migrations: [1, 2]" in run("db", "upgrade")
-    assert "up to date" in run("db", "upgrade")
+def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
+    assert "applied migrations: [1, 2]" in runner.invoke(cli, ["db", "upgrade"], env=env).output
+    assert "up to date" in runner.invoke(cli, ["db", "upgrade"], env=env).output
 
 
 def test_webhook_retry_needs_an_id_or_all(run) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from smsrelay.cli_support import emit, fail, with_gateway
+from smsrelay.cli_support import emit, fail, settings_from, with_gateway
 from smsrelay.domain.pricing import eur_to_micros, format_eur
 from smsrelay.errors import DomainError
 from smsrelay.service import accounts as account_service
@@ -61,7 +61,7 @@ def create(ctx: click.Context, name: str, credit: str, as_json: bool) -> None:
     async def work(gw: Gateway) -> account_service.CreatedAccount:
         return await account_service.create_account(gw.store, name, credit, gw.clock)
 
-    created = with_gateway(ctx, _guard_money(work))
+    created = with_gateway(ctx, _guard_money(work), creates=True)
     payload = {
         "name": created.account.name,
         "apiKey": created.api_key,
@@ -74,8 +74,8 @@ def _guard_money(work: Any) -> Any:
     async def wrapped(gw: Gateway) -> Any:
         try:
             return await work(gw)
-        except ValueError as exc:
-            fail(f"invalid amount: {exc}")
+        except ValueError as exc:  # a usage error, as for `accounts credit`
+            fail(f"invalid amount: {exc}", code=2)
 
     return wrapped
 
@@ -280,6 +280,15 @@ def add_number(ctx: click.Context, account: str, msisdn: str, connector: str) ->
     Example:
       smsrelay numbers add shop 33757000002
     """
+
+    known = {account_service.DEFAULT_CONNECTOR}
+    known |= {c.name for c in settings_from(ctx).connectors}
+    if connector not in known:  # its messages would wait for ever for a link that never comes
+        fail(
+            f"no connector {connector!r} in the configuration (known: {', '.join(sorted(known))});"
+            f" add a [connectors.{connector}] table first",
+            code=2,
+        )
 
     async def work(gw: Gateway) -> NumberRecord:
         return await account_service.add_number(gw.store, account, msisdn, connector, gw.clock)

@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -14,6 +15,7 @@ import orjson
 from smsrelay.errors import DomainError, SmsRelayError
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings, SettingsError, load_settings
+from smsrelay.store.engine import path_from_url
 from smsrelay.store.sqlite_store import SqliteStore
 
 T = TypeVar("T")
@@ -37,9 +39,24 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
 
 
-def with_gateway(ctx: click.Context, work: Callable[[Gateway], Awaitable[T]]) -> T:
-    """Open the configured database (upgrading it), run ``work``, close; errors -> exit 1."""
+def with_gateway(
+    ctx: click.Context, work: Callable[[Gateway], Awaitable[T]], *, creates: bool = False
+) -> T:
+    """Open the configured database (upgrading it), run ``work``, close; errors -> exit 1.
+
+    A command run from the wrong folder must not quietly work on a new, empty database:
+    only ``creates`` commands make one (and say so); the others stop, naming the path.
+    """
     settings = settings_from(ctx)
+    path = Path(path_from_url(settings.resolved_database_url)).resolve()
+    if not path.exists():
+        if not creates:
+            fail(
+                f"no smsrelay database at {path}: run this where serve runs, or pass "
+                "--data-dir (SMSRELAY_DATA_DIR) or --database-url",
+                code=2,
+            )
+        click.echo(f"note: creating a new database at {path}", err=True)
 
     async def main() -> T:
         store = SqliteStore(settings.resolved_database_url)

@@ -64,10 +64,11 @@ class CreatedAccount:
 async def create_account(store: Store, name: str, credit_eur: str, clock: Clock) -> CreatedAccount:
     if not name or len(name) > 64 or any(ch.isspace() for ch in name):
         raise DomainError("account.name", "account names are 1-64 characters without spaces")
+    credit = eur_to_micros(credit_eur)
+    if credit < 0:
+        raise ValueError("an account cannot start below zero")
     key = new_api_key()
-    account = await store.create_account(
-        name, hash_api_key(key), eur_to_micros(credit_eur), clock.now()
-    )
+    account = await store.create_account(name, hash_api_key(key), credit, clock.now())
     return CreatedAccount(account, key)
 
 
