@@ -406,6 +406,10 @@ async def test_stop_list_add_list_delete(api: Api) -> None:
     assert (status, deleted) == (200, {"success": True, "code": 200})
     _, listed = await api.call("GET", "/v1/stop-sms/list", params=key(api))
     assert (listed["nbData"], listed["data"]) == (0, [])
+    _, again = await api.call(
+        "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": "06 99 99 99 99"}
+    )
+    assert again["stopId"] > stop_id  # an old id never names somebody else's entry
 
 
 async def test_stop_add_accepts_form_fields(api: Api) -> None:

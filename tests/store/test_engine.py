@@ -141,7 +141,9 @@ async def test_checkpoints_let_the_wal_restart_instead_of_growing(
         wal = os.path.getsize(str(tmp_path / "w.db") + "-wal")  # noqa: ASYNC240
     finally:
         await database.stop()
-    assert wal < 200_000  # without restarts it would hold every commit's pages (> 1.6 MB)
+    # Without restarts it would hold every commit's pages (> 1.6 MB); the file's size is its
+    # high-water mark, which the schema migrations' own commits set (~230 KB).
+    assert wal < 400_000
 
 
 async def test_a_write_is_answered_before_the_checkpoint_that_follows_its_sync(

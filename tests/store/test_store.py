@@ -259,3 +259,15 @@ async def test_old_sandbox_messages_are_purged_in_chunks_and_recent_ones_kept(
         assert await store.get_message(message_id) is None
     assert await store.get_message(recent) is not None
     assert await store.get_message(real) is not None  # only sandbox messages are purged
+
+
+async def test_a_reply_is_not_taken_for_an_answer_to_a_sandbox_message(store: SqliteStore) -> None:
+    from smsrelay.store.records import InboundReply
+
+    real = await store.accept_message(new_message())
+    await store.accept_message(new_message(sandbox=True))  # never reached the person
+    reply = InboundReply(
+        "default", "+33612345678", "+33757000001", "STOP", "STOP", lambda _: True, 200.0
+    )
+    outcome = await store.record_reply(reply, BUILDERS)
+    assert outcome.linked_message_id == real

@@ -161,8 +161,9 @@ def record_reply(
         (reply.virtual_number,),
     ).fetchone()
     link = conn.execute(
+        # the last real message to that person (a sandbox one never reached them)
         "SELECT id, url_response FROM messages WHERE sender = ? AND recipient = ? "
-        "ORDER BY id DESC LIMIT 1",
+        "AND sandbox = 0 ORDER BY id DESC LIMIT 1",
         (reply.virtual_number, reply.msisdn),
     ).fetchone()
     account_id = None if owner is None else int(owner[0])

@@ -157,6 +157,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE replies ADD COLUMN bind_id TEXT;
     """,
+    # 3: STOP entry ids are never reused (a client holding an old stopId must not delete
+    # somebody else's entry): AUTOINCREMENT needs the table rebuilt.
+    """
+    CREATE TABLE stop_list_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id INTEGER NOT NULL,
+        phone TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (account_id, phone)
+    );
+    INSERT INTO stop_list_new (id, account_id, phone, created_at)
+        SELECT id, account_id, phone, created_at FROM stop_list;
+    DROP TABLE stop_list;
+    ALTER TABLE stop_list_new RENAME TO stop_list;
+    """,
 )
 
 
