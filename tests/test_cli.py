@@ -107,7 +107,8 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
 
 def test_webhook_retry_needs_an_id_or_all(run) -> None:
     run("webhooks", "retry", code=2)
-    assert "queued 0" in run("webhooks", "retry", "--all", code=1)
+    assert "no failed callbacks" in run("webhooks", "retry", "--all")  # cron-safe: exit 0
+    assert "no callback 99" in run("webhooks", "retry", "99", code=1)
     assert "no callbacks" in run("webhooks", "list", "--failed")
 
 
@@ -158,3 +159,10 @@ def test_serve_refuses_a_webhook_ca_file_it_cannot_read(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"could not start: webhook_tls_ca: cannot load {not_pem}" in result.output
     assert not (tmp_path / "data").exists()  # refused before the database was touched
+
+
+def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> None:
+    runner = CliRunner()
+    env = {"SMSRELAY_BUILTIN_SMSC_CONTROL_PORT": "1"}  # nothing listens there
+    result = runner.invoke(cli, ["smsc", "reply", "--from", "336", "--to", "337", "x"], env=env)
+    assert result.exit_code == 1 and "cannot reach http://127.0.0.1:1" in result.stderr

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from smsrelay.carrier.simulator import SimulatorOptions, run_simulator
+from smsrelay.settings import SettingsError, load_settings
 
 
 @click.group(invoke_without_command=True)
@@ -75,6 +76,16 @@ def smsc(ctx: click.Context, /, **options: Any) -> None:
         sys.exit(1)
 
 
+def _builtin_control_url(ctx: click.Context) -> str:
+    """serve's built-in simulator, on the port the settings give it (flag, env, file)."""
+    try:
+        settings = load_settings(dict(ctx.find_root().obj or {}))
+    except SettingsError as exc:
+        click.echo(f"smsc reply: {exc}", err=True)
+        sys.exit(2)
+    return f"http://127.0.0.1:{settings.builtin_smsc_control_port}"
+
+
 def _run(options: SimulatorOptions) -> None:
     try:
         import uvloop
@@ -87,21 +98,23 @@ def _run(options: SimulatorOptions) -> None:
 @smsc.command()
 @click.option(
     "--control",
-    default="http://127.0.0.1:2776",
-    show_default=True,
-    help="The simulator's control URL.",
+    default=None,
+    help="The simulator's control URL (default: serve's built-in one, from the settings).",
 )
 @click.option("--from", "source", required=True, help="Sender (the handset), digits.")
 @click.option("--to", "destination", required=True, help="Your virtual number, digits.")
 @click.argument("text")
-def reply(control: str, source: str, destination: str, text: str) -> None:
+@click.pass_context
+def reply(
+    ctx: click.Context, control: str | None, source: str, destination: str, text: str
+) -> None:
     """Inject a reply (MO) from a handset into a running simulator.
 
     \b
     Example:
-      smsrelay smsc reply --control http://127.0.0.1:2776 \\
-          --from 33612345678 --to 33700000001 "STOP"
+      smsrelay smsc reply --from 33612345678 --to 33757000001 "STOP"
     """
+    control = control or _builtin_control_url(ctx)
     body = json.dumps({"from": source, "to": destination, "text": text}).encode()
     request = urllib.request.Request(
         control.rstrip("/") + "/reply",
