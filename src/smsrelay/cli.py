@@ -70,11 +70,22 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         ctx.exit(code)
 
 
+def _gateway_base(url: str) -> str:
+    """http(s)://HOST[:PORT], whether or not the user added the API's /v1 (as SMS Partner's
+    documentation writes its base URL)."""
+    base = url.rstrip("/").removesuffix("/v1").rstrip("/")
+    if not base.startswith(("http://", "https://")) or base.endswith("://"):
+        fail(f"--url {url!r}: give the gateway's address, e.g. http://127.0.0.1:8080", code=2)
+    return base
+
+
 @cli.command()
 @click.option("--api-key", required=True, help="The account's API key.")
 @click.option("--from", "sender", required=True, help="One of the account's numbers.")
 @click.option("--to", "to", required=True, help="The recipient, e.g. 0612345678.")
-@click.option("--url", default=None, help="Gateway base URL (default from settings).")
+@click.option(
+    "--url", default=None, help="The gateway, e.g. http://127.0.0.1:8080 (default: settings)."
+)
 @click.argument("text")
 @click.pass_context
 def send(
@@ -90,7 +101,7 @@ def send(
     import orjson
 
     settings = settings_from(ctx)
-    base = url or f"http://{settings.host}:{settings.port}"
+    base = _gateway_base(url) if url else f"http://{settings.host}:{settings.port}"
     body = {"apiKey": api_key, "from": sender, "to": to, "message": text}
 
     async def post() -> tuple[int, bytes]:

@@ -337,12 +337,12 @@ async def test_cli_send_goes_through_a_running_gateway(gw: RunningGateway) -> No
 
     from tests.support import SMSRELAY
 
-    async def cli_send(key: str) -> tuple[int, bytes]:
+    async def cli_send(key: str, url: str = gw.base_url) -> tuple[int, bytes]:
         process = await asyncio.create_subprocess_exec(
             SMSRELAY,
             "send",
             "--url",
-            gw.base_url,
+            url,
             "--api-key",
             key,
             "--from",
@@ -360,3 +360,7 @@ async def test_cli_send_goes_through_a_running_gateway(gw: RunningGateway) -> No
     assert code == 0 and b'"success":true' in out
     code, out = await cli_send("wrong-key")
     assert code == 1 and b'"code":10' in out
+    code, out = await cli_send(gw.api_key, gw.base_url + "/v1/")  # the API's base URL works too
+    assert code == 0 and b'"success":true' in out
+    code, _ = await cli_send(gw.api_key, "foo")  # not a URL: a usage error
+    assert code == 2
