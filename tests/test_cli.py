@@ -58,6 +58,8 @@ def test_accounts_lifecycle(run) -> None:
     shown = json.loads(run("accounts", "show", "shop", "--json"))
     assert shown["credit"] == "15.000" and shown["quietHours"] is False
     assert shown["region"] == "alsace-moselle" and shown["replyUrl"] == "https://example.com/mo"
+    human = run("accounts", "show", "shop")
+    assert "disabled: no" in human and "numbers: -" in human and "None" not in human
     run("accounts", "disable", "shop")
     assert json.loads(run("accounts", "show", "shop", "--json"))["disabled"] is True
     rotated = json.loads(run("accounts", "rotate-key", "shop", "--json"))

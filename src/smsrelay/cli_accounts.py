@@ -122,7 +122,18 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
 
     account, owned = with_gateway(ctx, work)
     info = {**_describe(account), "numbers": [n.msisdn for n in owned]}
-    emit(info, as_json, lambda i: "\n".join(f"{k}: {v}" for k, v in i.items()))
+    emit(info, as_json, lambda i: "\n".join(f"{k}: {_human(v)}" for k, v in i.items()))
+
+
+def _human(value: Any) -> str:
+    """yes/no, a dash for nothing, lists joined: not Python's True/None/['...']."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 @accounts.command("set")
