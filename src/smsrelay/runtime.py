@@ -81,8 +81,12 @@ async def _start_services_in_order(
     started: list[tuple[str, Callable[[], Awaitable[Any]]]],
 ) -> Running:
     gateway = build_gateway(settings, store)
-    demo = await ensure_demo(
-        store, settings.demo_credit_eur, gateway.clock, quiet_hours=settings.demo_quiet_hours
+    demo = (
+        await ensure_demo(
+            store, settings.demo_credit_eur, gateway.clock, quiet_hours=settings.demo_quiet_hours
+        )
+        if settings.demo
+        else None
     )
     simulator = await _start_simulator(settings, say)
     if simulator is not None:

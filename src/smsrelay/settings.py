@@ -55,6 +55,7 @@ class Settings:
         "ARRÊT",
         "UNSUBSCRIBE",
     )
+    demo: bool = True  # the demo account (made on an empty database, its key printed)
     demo_credit_eur: str = "100"
     # Quiet hours of the demo account made on first start (a CI stand-in may want them off).
     demo_quiet_hours: bool = True

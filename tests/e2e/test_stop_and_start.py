@@ -128,3 +128,17 @@ async def test_a_wall_clock_step_does_not_release_a_part_still_with_the_smsc(
     finally:
         await runtime.stop(gw.running)
         await smsc.stop()
+
+
+async def test_without_the_demo_no_account_is_made_and_no_key_printed(tmp_path: Path) -> None:
+    smsc = await start_smsc()
+    lines: list[str] = []
+    running = await runtime.start(
+        gateway_settings(tmp_path, smsc=smsc.url, demo=False), lines.append
+    )
+    try:
+        assert not any("apiKey" in line for line in lines)
+        assert await running.gateway.store.list_accounts() == []
+    finally:
+        await runtime.stop(running)
+        await smsc.stop()
