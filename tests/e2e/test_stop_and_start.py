@@ -15,6 +15,7 @@ import pytest
 
 from smsrelay import runtime
 from smsrelay.service.clock import FixedClock
+from smsrelay.store.lock import DatabaseInUse
 from tests.support import (
     SMSRELAY,
     ServeProcess,
@@ -142,3 +143,20 @@ async def test_without_the_demo_no_account_is_made_and_no_key_printed(tmp_path: 
     finally:
         await runtime.stop(running)
         await smsc.stop()
+
+
+async def test_a_symlinked_database_serves_and_is_still_served_only_once(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    first_link, second_link = tmp_path / "one.db", tmp_path / "two.db"
+    first_link.symlink_to(tmp_path / "real" / "smsrelay.db")
+    second_link.symlink_to(tmp_path / "real" / "smsrelay.db")
+    first = await start_gateway(gateway_settings(tmp_path, database_url=f"sqlite:///{first_link}"))
+    try:
+        status, _ = await first.send()
+        assert status == 200
+        with pytest.raises(DatabaseInUse):  # the same file by another name
+            await runtime.start(
+                gateway_settings(tmp_path, database_url=f"sqlite:///{second_link}"), print
+            )
+    finally:
+        await runtime.stop(first.running)

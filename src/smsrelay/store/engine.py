@@ -63,11 +63,22 @@ def path_from_url(url: str) -> str:
     return url.removeprefix("sqlite:///") or ":memory:"
 
 
+def _sync_directory(folder: str) -> None:
+    """fsync a folder, so a file just created in it survives a power loss (fdatasync of the
+    file itself does not cover its directory entry on every filesystem)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Database:
     """The write connection (event loop's thread), the syncer thread and the reader thread."""
 
     def __init__(self, path: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
-        self.path = path
+        # The real file: SQLite follows a symlink for its -wal, and so must we (and the lock).
+        self.path = path if path == ":memory:" else os.path.realpath(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._wal_fd: int | None = None  # fdatasync'd after each commit (None: in memory)
@@ -97,6 +108,7 @@ class Database:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the syncer checkpoints
             self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY)
+            _sync_directory(os.path.dirname(self.path))  # the -wal file's own entry, once
             self._checkpoint_conn = await self._loop.run_in_executor(
                 self._syncer, connect, self.path
             )
