@@ -7,7 +7,6 @@ any monotonic clock); the session never reads a clock.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -302,7 +301,10 @@ class AdaptivePace:
     cut: float = 0.7
     forget_after: float = 60.0
     _bucket: TokenBucket | None = field(default=None, init=False)
-    _taken: deque[float] = field(default_factory=deque, init=False)  # the last second's
+    # taken in the current and the previous whole second (a deque per success costs more)
+    _second: int = field(default=0, init=False)
+    _this_second: int = field(default=0, init=False)
+    _last_second: int = field(default=0, init=False)
     _last_refusal: float = field(default=float("-inf"), init=False)
     _finding: bool = field(default=False, init=False)  # no refusal since pacing began
 
@@ -317,18 +319,31 @@ class AdaptivePace:
         return 0.0 if self._bucket is None else self._bucket.reserve(now)
 
     def taken(self, now: float) -> None:
-        self._taken.append(now)
-        while self._taken[0] < now - 1.0:
-            self._taken.popleft()
         if self._bucket is not None:
             self._bucket.rate += 1.0 if self._finding else self.step
+            return
+        second = int(now)
+        if second != self._second:
+            self._last_second = self._this_second if second == self._second + 1 else 0
+            self._second, self._this_second = second, 0
+        self._this_second += 1
+
+    def _taken_in_the_last_second(self, now: float) -> float:
+        second = int(now)
+        if second == self._second:
+            current, previous = self._this_second, self._last_second
+        elif second == self._second + 1:
+            current, previous = 0, self._this_second
+        else:
+            return 0.0
+        return current + previous * (1.0 - (now - second))  # the part of it still in range
 
     def refused(self, now: float) -> None:
         if now - self._last_refusal < 0.2:
             return  # one cut for a wave of refusals sent before the first came back
         self._last_refusal = now
         if self._bucket is None:
-            taking = sum(1 for at in self._taken if at >= now - 1.0)
+            taking = self._taken_in_the_last_second(now)
             self._bucket = TokenBucket(max(self.floor, self.first_guess, 0.9 * taking))
             self._finding = True
         else:
