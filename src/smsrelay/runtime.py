@@ -131,7 +131,9 @@ async def stop(running: Running) -> None:
             for name, connector in running.connectors.items()
         )
     )
-    await _bounded("dispatcher", running.dispatcher.stop(), STOP_GRACE + 1)
+    # A broken store (failed fsync) refuses every write: no outcome can be stored, don't wait.
+    grace = 0.0 if running.store_broken.is_set() else STOP_GRACE
+    await _bounded("dispatcher", running.dispatcher.stop(grace), grace + 1)
     if running.simulator is not None:
         await _bounded("simulator", running.simulator.stop(), 5)
     await running.gateway.store.close()
