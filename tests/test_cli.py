@@ -126,7 +126,7 @@ def test_every_command_has_help_with_an_example() -> None:
         "messages": ["show", "list"],
         "webhooks": ["list", "retry"],
         "stop": ["list", "add", "remove"],
-        "db": ["upgrade"],
+        "db": ["upgrade", "purge"],
         "smsc": ["reply"],
     }
     for command in ["serve", "send", "status", "smsc"]:
@@ -168,3 +168,10 @@ def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> Non
     env = {"SMSRELAY_BUILTIN_SMSC_CONTROL_PORT": "1"}  # nothing listens there
     result = runner.invoke(cli, ["smsc", "reply", "--from", "336", "--to", "337", "x"], env=env)
     assert result.exit_code == 1 and "cannot reach http://127.0.0.1:1" in result.stderr
+
+
+def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:
+    assert "0 messages deleted, 0 replies deleted, 0 callbacks deleted" in run(
+        "db", "purge", "--older-than", "30"
+    )
+    run("db", "purge", "--older-than", "0", code=2)

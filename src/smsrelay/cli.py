@@ -150,6 +150,48 @@ def upgrade(ctx: click.Context) -> None:
     click.echo(f"applied migrations: {applied}" if applied else "database is up to date")
 
 
+PURGE_KINDS = ("messages", "replies", "callbacks")
+PURGE_STEP = 1000  # rows looked at per transaction: serve waits for each at most that long
+
+
+@db.command()
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Days of history to keep.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def purge(ctx: click.Context, days: int, as_json: bool) -> None:
+    """Delete finished history older than DAYS: final messages (parts, receipts), replies and
+    callbacks delivered or given up. Work still to do is never touched; serve may run.
+
+    \b
+    Example:
+      smsrelay db purge --older-than 90
+    """
+
+    async def work(gw: Gateway) -> dict[str, int]:
+        cutoff = gw.clock.now() - days * 86400.0
+        return {kind: await _purge_kind(gw, kind, cutoff) for kind in PURGE_KINDS}
+
+    deleted = with_gateway(ctx, work)
+    emit(deleted, as_json, lambda d: ", ".join(f"{n} {kind} deleted" for kind, n in d.items()))
+
+
+async def _purge_kind(gw: Gateway, kind: str, cutoff: float) -> int:
+    deleted, after_id, steps = 0, 0, 0
+    while True:
+        step = await gw.store.purge_history(kind, cutoff, after_id, PURGE_STEP)
+        deleted, after_id, steps = deleted + step.deleted, step.last_id, steps + 1
+        if step.done:
+            return deleted
+        if steps % 50 == 0:  # progress on long work, every 50,000 rows looked at
+            click.echo(f"{kind}: {deleted} deleted so far (at id {after_id})", err=True)
+
+
 @cli.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:

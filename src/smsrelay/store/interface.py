@@ -22,6 +22,7 @@ from smsrelay.store.records import (
     MessageView,
     NewMessage,
     NumberRecord,
+    PurgeStep,
     ReplyOutcome,
     StopEntry,
     WebhookJob,
@@ -67,6 +68,9 @@ class Store(Protocol):
     async def queue_depth(self) -> dict[str, int]: ...
     async def cancel_message(self, account_id: int, message_id: int, now: float) -> int: ...
     async def purge_sandbox(self, older_than: float) -> int: ...
+    async def purge_history(
+        self, kind: str, older_than: float, after_id: int, limit: int
+    ) -> PurgeStep: ...
     async def claim_due_parts(
         self, connector: str, now: float, limit: int, lease_until: float
     ) -> list[ClaimedPart]: ...

@@ -211,3 +211,12 @@ class IncomingReceipt:
 class AccountSnapshot:
     account: Account
     waiting: int  # messages not sent yet (sandbox messages are never sent, so never counted)
+
+
+@dataclass(frozen=True)
+class PurgeStep:
+    """One chunk of a retention walk."""
+
+    deleted: int
+    last_id: int  # walk on from here
+    done: bool  # reached rows newer than the cutoff (or the end)

@@ -7,7 +7,14 @@ from functools import partial
 from typing import Any
 
 from smsrelay.domain.states import PartState
-from smsrelay.store import account_ops, account_reads, inbound_ops, message_ops, webhook_ops
+from smsrelay.store import (
+    account_ops,
+    account_reads,
+    inbound_ops,
+    message_ops,
+    retention_ops,
+    webhook_ops,
+)
 from smsrelay.store.engine import DEFAULT_BUSY_TIMEOUT_MS, Database, path_from_url
 from smsrelay.store.records import (
     Account,
@@ -19,6 +26,7 @@ from smsrelay.store.records import (
     MessageView,
     NewMessage,
     NumberRecord,
+    PurgeStep,
     ReplyOutcome,
     StopEntry,
     WebhookJob,
@@ -26,6 +34,11 @@ from smsrelay.store.records import (
 )
 
 PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event loop)
+_PURGES = {
+    "messages": retention_ops.purge_messages,
+    "replies": retention_ops.purge_replies,
+    "callbacks": retention_ops.purge_callbacks,
+}
 
 
 class SqliteStore:
@@ -180,6 +193,15 @@ class SqliteStore:
             purged += chunk
             if chunk < PURGE_CHUNK:
                 return purged
+
+    async def purge_history(
+        self, kind: str, older_than: float, after_id: int, limit: int
+    ) -> PurgeStep:
+        """One chunk of ``kind`` (messages, replies, callbacks) older than the cutoff."""
+        walk = _PURGES[kind]
+        return await self.db.write(
+            partial(walk, older_than=older_than, after_id=after_id, limit=limit)
+        )
 
     # -- dispatch ------------------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""Retention: history older than a cutoff is deleted, oldest first, a chunk per transaction.
+
+Only what is finished goes: a message in a final state with no callback still to post (with
+its parts and receipts), a reply likewise (and that no reassembly waits for), a callback
+delivered or given up (with its attempts). Each is walked by id, which grows with time, so a
+chunk reads only the rows it looks at, however large the tables; the open-callback checks use
+the partial index of callbacks still to go, which stays small.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from smsrelay.store.records import PurgeStep
+
+_OPEN = "state IN ('pending', 'sending')"  # the condition of the webhooks_in_order index
+_MESSAGE_OPEN = f"SELECT 1 FROM webhooks WHERE order_key = 'm' || ? AND {_OPEN}"
+_REPLY_OPEN = f"SELECT 1 FROM webhooks INDEXED BY webhooks_in_order WHERE reply_id = ? AND {_OPEN}"
+
+
+def purge_messages(
+    conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
+) -> PurgeStep:
+    rows = conn.execute(
+        "SELECT id, created_at, final_at FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    finished = [
+        int(r[0])
+        for r in rows
+        if r[1] < older_than
+        and r[2] is not None
+        and r[2] < older_than
+        and not conn.execute(_MESSAGE_OPEN, (r[0],)).fetchone()
+    ]
+    for message_id in finished:
+        _delete_message(conn, message_id)
+    return _step(rows, len(finished), after_id, older_than, limit)
+
+
+def purge_replies(
+    conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
+) -> PurgeStep:
+    rows = conn.execute(
+        "SELECT id, received_at, awaiting FROM replies WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    finished = [
+        int(r[0])
+        for r in rows
+        if r[1] < older_than and not r[2] and not conn.execute(_REPLY_OPEN, (r[0],)).fetchone()
+    ]
+    conn.executemany("DELETE FROM replies WHERE id = ?", [(i,) for i in finished])
+    return _step(rows, len(finished), after_id, older_than, limit)
+
+
+def purge_callbacks(
+    conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
+) -> PurgeStep:
+    rows = conn.execute(
+        "SELECT id, created_at, state FROM webhooks WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    finished = [(int(r[0]),) for r in rows if r[1] < older_than and r[2] in ("delivered", "failed")]
+    conn.executemany("DELETE FROM webhook_attempts WHERE webhook_id = ?", finished)
+    conn.executemany("DELETE FROM webhooks WHERE id = ?", finished)
+    return _step(rows, len(finished), after_id, older_than, limit)
+
+
+def _step(
+    rows: list[tuple[int, float, object]], deleted: int, after_id: int, cutoff: float, limit: int
+) -> PurgeStep:
+    last_id = int(rows[-1][0]) if rows else after_id
+    done = len(rows) < limit or any(r[1] >= cutoff for r in rows)
+    return PurgeStep(deleted, last_id, done)
+
+
+def _delete_message(conn: sqlite3.Connection, message_id: int) -> None:
+    receipts = "SELECT r.id FROM receipts r JOIN parts p ON p.id = r.part_id WHERE p.message_id = ?"
+    conn.execute(f"DELETE FROM early_receipt_keys WHERE receipt_id IN ({receipts})", (message_id,))
+    conn.execute(f"DELETE FROM receipts WHERE id IN ({receipts})", (message_id,))
+    conn.execute("DELETE FROM parts WHERE message_id = ?", (message_id,))
+    conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))

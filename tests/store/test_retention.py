@@ -1,0 +1,92 @@
+"""Retention: finished history older than the cutoff goes, everything else stays."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from smsrelay.store.records import InboundReply, IncomingReceipt
+from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.payloads import BUILDERS
+from tests.factories import new_message, open_store
+
+DAY = 86400.0
+CUTOFF = 100 * DAY
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = await open_store(tmp_path, {"+33757000001": "default"})
+    yield s
+    await s.close()
+
+
+async def _delivered(store: SqliteStore, at: float, carrier_id: str) -> int:
+    """A message sent and delivered at ``at``, its DLR callback queued."""
+    message_id = await store.accept_message(
+        new_message(created_at=at, due_at=at, url_dlr="https://example.com/dlr")
+    )
+    [part] = await store.claim_due_parts("default", at, 10, at + 60)
+    await store.mark_submitted(part.part_id, carrier_id, carrier_id, at, BUILDERS, 1)
+    receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, at)
+    assert await store.record_receipt(receipt, BUILDERS)
+    return message_id
+
+
+async def _purge_all(store: SqliteStore, kind: str) -> int:
+    deleted, after_id = 0, 0
+    while True:
+        step = await store.purge_history(kind, CUTOFF, after_id, 2)  # tiny chunks: the walk
+        deleted, after_id = deleted + step.deleted, step.last_id
+        if step.done:
+            return deleted
+
+
+def _count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+async def test_finished_history_goes_and_work_still_to_do_stays(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    old_done = await _delivered(store, 10 * DAY, "a1")
+    old_waiting_callback = await _delivered(store, 11 * DAY, "a2")
+    [job, _] = await store.claim_due_webhooks(20 * DAY, 10, 20 * DAY + 60)
+    assert job.id  # the first callback is delivered, the second still to post
+    await store.record_webhook_attempt(job.id, 20 * DAY, 200, 5.0, None, "delivered", None)
+    old_in_flight = await store.accept_message(new_message(created_at=12 * DAY, due_at=12 * DAY))
+    await store.claim_due_parts("default", 12 * DAY, 10, 12 * DAY + 60)
+    recent = await _delivered(store, 150 * DAY, "a3")
+
+    assert await _purge_all(store, "messages") == 1
+    assert await _purge_all(store, "callbacks") == 1
+    kept = {m for m in (old_done, old_waiting_callback, old_in_flight, recent)}
+    assert {m for m in kept if await store.get_message(m)} == {
+        old_waiting_callback,
+        old_in_flight,
+        recent,
+    }
+    database = tmp_path / "s.db"
+    assert _count(database, "webhook_attempts") == 0  # went with its callback
+    assert _count(database, "receipts") == 2 and _count(database, "webhooks") == 2
+
+
+async def test_old_replies_go_unless_a_callback_is_still_to_post(store: SqliteStore) -> None:
+    await store.update_account("a", {"reply_url": "https://example.com/mo"})
+
+    def reply(at: float, text: str) -> InboundReply:
+        return InboundReply(
+            "default", "+33612345678", "+33757000001", text, "X", lambda _: False, at
+        )
+
+    first = await store.record_reply(reply(10 * DAY, "one"), BUILDERS)
+    await store.record_reply(reply(11 * DAY, "two"), BUILDERS)
+    [job] = await store.claim_due_webhooks(20 * DAY, 10, 20 * DAY + 60)  # one conversation:
+    await store.record_webhook_attempt(job.id, 20 * DAY, 200, 5.0, None, "delivered", None)
+    assert first.callbacks == 1  # "one" posted; "two" waits its turn
+
+    assert await _purge_all(store, "replies") == 1  # "two" still has a callback to post
