@@ -171,7 +171,7 @@ def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> Non
 
 
 def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:
-    assert "0 messages deleted, 0 replies deleted, 0 callbacks deleted" in run(
+    assert "0 callbacks deleted, 0 unmatched receipts deleted" in run(
         "db", "purge", "--older-than", "30"
     )
     run("db", "purge", "--older-than", "0", code=2)

@@ -150,7 +150,7 @@ def upgrade(ctx: click.Context) -> None:
     click.echo(f"applied migrations: {applied}" if applied else "database is up to date")
 
 
-PURGE_KINDS = ("messages", "replies", "callbacks")
+PURGE_KINDS = ("messages", "replies", "callbacks", "unmatched receipts")
 PURGE_STEP = 1000  # rows looked at per transaction: serve waits for each at most that long
 
 

@@ -90,3 +90,14 @@ async def test_old_replies_go_unless_a_callback_is_still_to_post(store: SqliteSt
     assert first.callbacks == 1  # "one" posted; "two" waits its turn
 
     assert await _purge_all(store, "replies") == 1  # "two" still has a callback to post
+
+
+async def test_a_receipt_that_never_found_its_part_goes_after_the_cutoff(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    for at, carrier_id in ((10 * DAY, "lost"), (150 * DAY, "early")):
+        receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, at)
+        assert not await store.record_receipt(receipt, BUILDERS)
+    assert await _purge_all(store, "unmatched receipts") == 1
+    assert _count(tmp_path / "s.db", "receipts") == 1
+    assert _count(tmp_path / "s.db", "early_receipt_keys") == 1

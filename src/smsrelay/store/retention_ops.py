@@ -4,7 +4,8 @@ Only what is finished goes: a message in a final state with no callback still to
 its parts and receipts), a reply likewise (and that no reassembly waits for), a callback
 delivered or given up (with its attempts). Each is walked by id, which grows with time, so a
 chunk reads only the rows it looks at, however large the tables; the open-callback checks use
-the partial index of callbacks still to go, which stays small.
+the partial index of callbacks still to go, which stays small. Receipts that never found
+their part go too.
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ def purge_callbacks(
     conn.executemany("DELETE FROM webhook_attempts WHERE webhook_id = ?", finished)
     conn.executemany("DELETE FROM webhooks WHERE id = ?", finished)
     return _step(rows, len(finished), after_id, older_than, limit)
+
+
+def purge_unmatched_receipts(
+    conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
+) -> PurgeStep:
+    """Receipts that never found their part (kept for an id that never came)."""
+    rows = conn.execute(
+        "SELECT id, received_at, part_id FROM receipts WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    stale = [(int(r[0]),) for r in rows if r[1] < older_than and r[2] is None]
+    conn.executemany("DELETE FROM early_receipt_keys WHERE receipt_id = ?", stale)
+    conn.executemany("DELETE FROM receipts WHERE id = ?", stale)
+    return _step(rows, len(stale), after_id, older_than, limit)
 
 
 def _step(

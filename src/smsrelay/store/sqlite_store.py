@@ -38,6 +38,7 @@ _PURGES = {
     "messages": retention_ops.purge_messages,
     "replies": retention_ops.purge_replies,
     "callbacks": retention_ops.purge_callbacks,
+    "unmatched receipts": retention_ops.purge_unmatched_receipts,
 }
 
 
@@ -197,7 +198,8 @@ class SqliteStore:
     async def purge_history(
         self, kind: str, older_than: float, after_id: int, limit: int
     ) -> PurgeStep:
-        """One chunk of ``kind`` (messages, replies, callbacks) older than the cutoff."""
+        """One chunk of ``kind`` (messages, replies, callbacks, unmatched receipts) older than
+        the cutoff."""
         walk = _PURGES[kind]
         return await self.db.write(
             partial(walk, older_than=older_than, after_id=after_id, limit=limit)
