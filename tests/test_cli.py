@@ -175,3 +175,8 @@ def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:
         "db", "purge", "--older-than", "30"
     )
     run("db", "purge", "--older-than", "0", code=2)
+
+
+def test_status_reads_as_text_and_as_json(run) -> None:
+    assert "parts queued: 0" in run("status") and "callbacks to post: 0" in run("status")
+    assert json.loads(run("status", "--json")) == {"parts": {}, "pending_callbacks": 0}

@@ -193,20 +193,29 @@ async def _purge_kind(gw: Gateway, kind: str, cutoff: float) -> int:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="The same figures as JSON.")
 @click.pass_context
-def status(ctx: click.Context) -> None:
+def status(ctx: click.Context, as_json: bool) -> None:
     """Show queue depth and pending callbacks of the configured database.
 
     \b
     Example:
-      smsrelay status
+      smsrelay status --json
     """
 
     async def work(gw: Gateway) -> dict[str, Any]:
         depth = await gw.store.queue_depth()
         return {"parts": depth, "pending_callbacks": await gw.store.pending_webhooks()}
 
-    emit(with_gateway(ctx, work), True, str)
+    emit(with_gateway(ctx, work), as_json, _status_lines)
+
+
+def _status_lines(figures: dict[str, Any]) -> str:
+    parts = figures["parts"]
+    lines = [
+        f"parts {state}: {parts.get(state, 0)}" for state in ("queued", "sending", "submitted")
+    ]
+    return "\n".join([*lines, f"callbacks to post: {figures['pending_callbacks']}"])
 
 
 cli.add_command(accounts)
