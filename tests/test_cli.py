@@ -123,7 +123,7 @@ def test_every_command_has_help_with_an_example() -> None:
     groups = {
         "accounts": ["create", "list", "show", "set", "credit", "disable", "enable", "rotate-key"],
         "numbers": ["add", "list", "remove"],
-        "messages": ["show", "list"],
+        "messages": ["show", "list", "replies"],
         "webhooks": ["list", "retry"],
         "stop": ["list", "add", "remove"],
         "db": ["upgrade", "purge"],
@@ -180,3 +180,26 @@ def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:
 def test_status_reads_as_text_and_as_json(run) -> None:
     assert "parts queued: 0" in run("status") and "callbacks to post: 0" in run("status")
     assert json.loads(run("status", "--json")) == {"parts": {}, "pending_callbacks": 0}
+
+
+def test_messages_replies_lists_what_came_in(run, tmp_path: Path) -> None:
+    import asyncio
+
+    from smsrelay.store.records import InboundReply
+    from smsrelay.store.sqlite_store import SqliteStore
+    from smsrelay.webhooks.payloads import BUILDERS
+
+    assert run("messages", "replies") == "no replies\n"
+
+    async def receive() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        reply = InboundReply("default", "+33612345678", "+33757000009", "Oui", "OUI", bool, 1.0)
+        await store.record_reply(reply, BUILDERS)
+        await store.close()
+
+    asyncio.run(receive())
+    listed = run("messages", "replies")
+    assert "+33612345678 -> +33757000009" in listed and "(no account owns this number)" in listed
+    [row] = json.loads(run("messages", "replies", "--json"))
+    assert (row["text"], row["answers"], row["owned"]) == ("Oui", None, False)

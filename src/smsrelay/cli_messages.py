@@ -12,7 +12,7 @@ from smsrelay.domain.pricing import format_eur
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
 from smsrelay.service.status import describe
-from smsrelay.store.records import Account, MessageView, StopEntry, WebhookView
+from smsrelay.store.records import Account, MessageView, ReplyView, StopEntry, WebhookView
 
 
 @click.group()
@@ -144,6 +144,48 @@ def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: 
             or "no messages"
         ),
     )
+
+
+@messages.command("replies")
+@click.option("--account", help="Only replies to this account's numbers.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_replies(ctx: click.Context, account: str | None, limit: int, as_json: bool) -> None:
+    """List the most recent replies (MO), with the message each was taken to answer.
+
+    \b
+    Example:
+      smsrelay messages replies --account demo --limit 5
+    """
+
+    async def work(gw: Gateway) -> list[ReplyView]:
+        account_id = (await _account(gw, account)).id if account else None
+        return await gw.store.recent_replies(account_id, limit)
+
+    rows = [
+        {
+            "id": r.id,
+            "from": r.msisdn,
+            "to": r.virtual_number,
+            "text": r.text,
+            "answers": r.message_id,
+            "owned": r.account_id is not None,
+            "received": iso_text(r.received_at),
+        }
+        for r in with_gateway(ctx, work)
+    ]
+    emit(rows, as_json, _reply_lines)
+
+
+def _reply_lines(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{r['id']}\t{r['received']}\t{r['from']} -> {r['to']}\t"
+        f"{'answers ' + str(r['answers']) if r['answers'] else 'no message'}"
+        f"{'' if r['owned'] else ' (no account owns this number)'}\t{r['text']!r}"
+        for r in rows
+    ]
+    return "\n".join(lines) or "no replies"
 
 
 async def _account(gw: Gateway, name: str) -> Account:

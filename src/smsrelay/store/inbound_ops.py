@@ -15,6 +15,7 @@ from smsrelay.store.records import (
     IncomingReceipt,
     ReplyFacts,
     ReplyOutcome,
+    ReplyView,
 )
 
 # Parts of a long reply that arrive further apart than this are not joined (8-bit refs recur).
@@ -360,3 +361,13 @@ def conversation_key(msisdn: str, virtual_number: str) -> str:
 def _keyword(text: str) -> str:
     words = text.split()
     return words[0].upper() if words else ""
+
+
+def recent_replies(conn: sqlite3.Connection, account_id: int | None, limit: int) -> list[ReplyView]:
+    where, params = ("WHERE account_id = ?", (account_id,)) if account_id is not None else ("", ())
+    rows = conn.execute(
+        "SELECT id, account_id, msisdn, virtual_number, text, keyword, message_id, received_at "
+        f"FROM replies {where} ORDER BY id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [ReplyView(*row) for row in rows]

@@ -220,3 +220,17 @@ class PurgeStep:
     deleted: int
     last_id: int  # walk on from here
     done: bool  # reached rows newer than the cutoff (or the end)
+
+
+@dataclass(frozen=True)
+class ReplyView:
+    """A stored reply (MO), as the CLI lists it."""
+
+    id: int
+    account_id: int | None  # None: sent to a number no account owns
+    msisdn: str
+    virtual_number: str
+    text: str
+    keyword: str
+    message_id: int | None  # the message it was taken to answer
+    received_at: float

@@ -28,6 +28,7 @@ from smsrelay.store.records import (
     NumberRecord,
     PurgeStep,
     ReplyOutcome,
+    ReplyView,
     StopEntry,
     WebhookJob,
     WebhookView,
@@ -174,6 +175,11 @@ class SqliteStore:
     async def recent_messages(self, account_id: int | None, limit: int) -> list[MessageView]:
         return await self.db.read(
             partial(message_ops.recent_messages, account_id=account_id, limit=limit)
+        )
+
+    async def recent_replies(self, account_id: int | None, limit: int) -> list[ReplyView]:
+        return await self.db.read(
+            partial(inbound_ops.recent_replies, account_id=account_id, limit=limit)
         )
 
     async def queue_depth(self) -> dict[str, int]:
