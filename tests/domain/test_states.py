@@ -18,6 +18,7 @@ from smsrelay.domain.states import (
     message_state,
     part_state_for_stat,
     public_status,
+    reported_stat,
     stat_for_message_state_tlv,
 )
 from smsrelay.errors import DomainError
@@ -138,12 +139,13 @@ MESSAGE_CASES = [
     ([P.CANCELLED], False, M.CANCELLED),
     ([P.CANCELLED, P.CANCELLED], True, M.CANCELLED),
     ([P.REJECTED], False, M.REJECTED),
-    ([P.REJECTED, P.QUEUED], False, M.REJECTED),
+    ([P.REJECTED, P.QUEUED], False, M.QUEUED),  # final only once every part is
+    ([P.REJECTED, P.SUBMITTED], False, M.SUBMITTED),
     ([P.REJECTED, P.FAILED], False, M.REJECTED),
     ([P.DELIVERED, P.REJECTED], False, M.REJECTED),
     ([P.CANCELLED, P.REJECTED], False, M.REJECTED),
     ([P.FAILED], False, M.FAILED),
-    ([P.FAILED, P.SENDING], False, M.FAILED),
+    ([P.FAILED, P.SENDING], False, M.QUEUED),
     ([P.FAILED, P.DELIVERED], False, M.FAILED),
     ([P.FAILED, P.EXPIRED, P.UNDELIVERED], False, M.FAILED),
 ]
@@ -178,9 +180,9 @@ def test_message_state_invariants(parts: list[PartState], held: bool, data: st.D
     if present != {P.QUEUED}:
         assert state is message_state(parts, held=not held)
     assert (state is M.HELD) == (held and present == {P.QUEUED})
-    # A message is waiting exactly when a part is still moving and none has failed for good.
+    # A message is waiting exactly when a part is still moving (its report waits for all).
     waiting = state in {M.HELD, M.QUEUED, M.SUBMITTED}
-    assert waiting == (not present <= FINAL_PART_STATES and not present & {P.REJECTED, P.FAILED})
+    assert waiting == (not present <= FINAL_PART_STATES)
     assert (state is M.DELIVERED) == (present == {P.DELIVERED})
     assert (state is M.CANCELLED) == (present == {P.CANCELLED})
     if state in {M.UNDELIVERED, M.EXPIRED}:
@@ -272,3 +274,20 @@ def test_every_tlv_stat_leads_to_a_part_state_a_submitted_part_may_take(value: i
     new = part_state_for_stat(stat)
     assert new is not None
     assert can_move(P.SUBMITTED, new)
+
+
+@pytest.mark.parametrize(
+    ("parts", "stat"),
+    [
+        ([("delivered", "DELIVRD")], "DELIVRD"),
+        ([("undelivered", "UNDELIV"), ("delivered", "DELIVRD")], "UNDELIV"),  # it decided
+        ([("delivered", "DELIVRD"), ("expired", "EXPIRED")], "EXPIRED"),
+        ([("rejected", None), ("delivered", "DELIVRD")], "DELIVRD"),  # no stat of its own
+        ([("submitted", "ENROUTE")], "ENROUTE"),
+        ([("queued", None)], None),
+    ],
+)
+def test_the_stat_a_message_reports_is_the_one_that_decided_it(
+    parts: list[tuple[str, str | None]], stat: str | None
+) -> None:
+    assert reported_stat(parts) == stat

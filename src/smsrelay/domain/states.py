@@ -122,21 +122,22 @@ def advance(current: PartState, new: PartState) -> PartState:
 def message_state(parts: Iterable[PartState], *, held: bool = False) -> MessageState:
     """A message's state, from its parts' states. ``held``: the message waits for quiet hours.
 
-    Precedence: all cancelled; any rejected; any failed; then, once every part is final,
-    delivered (all), expired (some, none undelivered) or undelivered; while parts are still
-    moving, held (all queued and held), submitted (every unfinished part submitted) or queued.
+    A message is final only once every part is (its one report then tells how each ended):
+    all cancelled; any rejected; any failed; delivered (all); expired (some, none
+    undelivered); else undelivered. While parts are still moving: held (all queued and held),
+    submitted (every unfinished part submitted) or queued.
     """
     states = tuple(parts)
     if not states:
         raise ValueError("a message has at least one part")
     present = frozenset(states)
-    if present == {PartState.CANCELLED}:
-        return MessageState.CANCELLED
-    if PartState.REJECTED in present:
-        return MessageState.REJECTED
-    if PartState.FAILED in present:
-        return MessageState.FAILED
     if present <= FINAL_PART_STATES:
+        if present == {PartState.CANCELLED}:
+            return MessageState.CANCELLED
+        if PartState.REJECTED in present:
+            return MessageState.REJECTED
+        if PartState.FAILED in present:
+            return MessageState.FAILED
         if present == {PartState.DELIVERED}:
             return MessageState.DELIVERED
         if PartState.EXPIRED in present and PartState.UNDELIVERED not in present:
@@ -147,6 +148,16 @@ def message_state(parts: Iterable[PartState], *, held: bool = False) -> MessageS
     if present - FINAL_PART_STATES == {PartState.SUBMITTED}:
         return MessageState.SUBMITTED
     return MessageState.QUEUED
+
+
+def reported_stat(parts: Iterable[tuple[str, str | None]]) -> str | None:
+    """The one ``stat`` a message reports, from its parts' (state, stat) in order: that of
+    the first part not delivered that has one (it decided the outcome), else the last one."""
+    stats = [(state, stat) for state, stat in parts if stat]
+    for state, stat in stats:
+        if state != PartState.DELIVERED:
+            return stat
+    return stats[-1][1] if stats else None
 
 
 _PUBLIC_STATUS: Mapping[MessageState, str] = MappingProxyType(

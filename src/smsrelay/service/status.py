@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smsrelay.domain.numbers import parse_recipient
-from smsrelay.domain.states import MessageState, public_status
+from smsrelay.domain.states import MessageState, public_status, reported_stat
 from smsrelay.errors import DomainError
 from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, MessageView
@@ -43,8 +43,8 @@ async def message_status(
 
 def describe(message: MessageView, stopped: bool = False) -> StatusView:
     status = public_status(MessageState(message.state))
-    stats = [p.stat for p in message.parts if p.stat]
-    return StatusView(message, status, stats[-1] if stats else None, stopped)
+    stat = reported_stat((p.state, p.stat) for p in message.parts)
+    return StatusView(message, status, stat, stopped)
 
 
 def _same_number(raw: str, e164: str) -> bool:

@@ -10,21 +10,20 @@ from typing import Any
 import orjson
 
 from smsrelay.domain.pricing import micros_to_eur
-from smsrelay.domain.states import MessageState, public_status
+from smsrelay.domain.states import MessageState, public_status, reported_stat
 from smsrelay.service.dates import paris_text
 from smsrelay.store.records import CallbackBuilders, DlrFacts, ReplyFacts
 
 
 def dlr_body(facts: DlrFacts) -> bytes:
     message = facts.message
-    stats = [p.stat for p in message.parts if p.stat]
     payload: dict[str, Any] = {
         "messageId": message.id,
         "phoneNumber": message.recipient.removeprefix("+"),
         "from": message.sender.removeprefix("+"),
         "status": public_status(MessageState(message.state)),
         "state": message.state,
-        "stat": stats[-1] if stats else None,
+        "stat": reported_stat((p.state, p.stat) for p in message.parts),
         "date": paris_text(message.final_at or _last_done(facts)),
         "cost": micros_to_eur(message.cost_micros),
         "currency": "EUR",
