@@ -75,6 +75,20 @@ class RunningGateway:
         body.update(fields)
         return await self.post("/v1/vn/send", body, {"Content-Type": "application/json"})
 
+    async def send_and_wait_until_it_left(self, **fields: Any) -> int:
+        """Send, then wait until the SMSC took it: a reply can only answer a message that
+        reached the person."""
+        status, answer = await self.send(**fields)
+        assert status == 200, answer
+        message_id = int(answer["message_id"])
+
+        async def left() -> bool:
+            message = await self.running.gateway.store.get_message(message_id)
+            return message is not None and all(p.submitted_at for p in message.parts)
+
+        await eventually(left)
+        return message_id
+
     async def status(self, message_id: int) -> dict[str, Any]:
         _, answer = await self.get(
             "/v1/message-status", {"apiKey": self.api_key, "messageId": str(message_id)}

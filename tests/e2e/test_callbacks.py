@@ -59,7 +59,7 @@ async def test_long_message_gets_one_report_with_every_part(setup, receiver) -> 
 
 async def test_single_reply_reaches_url_response(setup, receiver) -> None:
     smsc, gw = setup
-    await gw.send(urlResponse=receiver.url + "/mo")
+    await gw.send_and_wait_until_it_left(urlResponse=receiver.url + "/mo")
     await smsc.reply("33612345678", gw.number, "Yes please")
     [(headers, body)] = await eventually(lambda: receiver.received or None)
     assert headers["X-Smsrelay-Event"] == "reply"
@@ -72,7 +72,7 @@ async def test_single_reply_reaches_url_response(setup, receiver) -> None:
 async def test_the_same_reply_sent_twice_by_the_person_is_posted_twice(setup, receiver) -> None:
     # Not the SMSC re-sending (that comes on a later bind): someone answering "Oui" twice.
     smsc, gw = setup
-    await gw.send(urlResponse=receiver.url + "/mo")
+    await gw.send_and_wait_until_it_left(urlResponse=receiver.url + "/mo")
     for _ in range(2):
         await smsc.reply("33612345678", gw.number, "Oui")
     replies = await eventually(lambda: receiver.bodies("/mo")[1:] and receiver.bodies("/mo"))
@@ -82,7 +82,7 @@ async def test_the_same_reply_sent_twice_by_the_person_is_posted_twice(setup, re
 
 async def test_three_part_reply_is_posted_per_part(setup, receiver) -> None:
     smsc, gw = setup
-    await gw.send(urlResponse=receiver.url)
+    await gw.send_and_wait_until_it_left(urlResponse=receiver.url)
     text = "".join(str(i % 10) for i in range(400))
     await smsc.reply("33612345678", gw.number, text)
     received = await eventually(lambda: receiver.bodies() if len(receiver.received) >= 3 else None)
@@ -95,7 +95,7 @@ async def test_three_part_reply_is_posted_per_part(setup, receiver) -> None:
 async def test_reassembly_setting_posts_one_callback(setup, receiver) -> None:
     smsc, gw = setup
     await gw.store.update_account("demo", {"reassemble_replies": 1})
-    await gw.send(urlResponse=receiver.url)
+    await gw.send_and_wait_until_it_left(urlResponse=receiver.url)
     text = "word " * 80
     await smsc.reply("33612345678", gw.number, text)
     [(_, body)] = await eventually(lambda: receiver.received or None)
@@ -270,7 +270,7 @@ async def test_long_reply_parts_arrive_in_order_after_the_receiver_comes_back(se
     await down.start()
     port = down.port
     await down.stop()
-    await gw.send(urlResponse=f"http://127.0.0.1:{port}/mo")
+    await gw.send_and_wait_until_it_left(urlResponse=f"http://127.0.0.1:{port}/mo")
     await smsc.reply("33612345678", gw.number, "".join(str(i % 10) for i in range(400)))
 
     async def failed_once() -> bool:

@@ -46,8 +46,14 @@ async def mo_from_national(gw: RunningGateway, source: str, ton: int, text: byte
 async def test_stop_from_a_national_sender_reaches_the_callback_and_blocks_the_next_send(
     gw: RunningGateway, receiver: Receiver, ton: int
 ) -> None:
-    status, _ = await gw.send(to="0612345678", urlResponse=receiver.url + "/mo")
+    status, answer = await gw.send(to="0612345678", urlResponse=receiver.url + "/mo")
     assert status == 200
+
+    async def left() -> bool:  # a reply answers a message that reached the person
+        message = await gw.store.get_message(answer["message_id"])
+        return message is not None and message.parts[0].submitted_at is not None
+
+    await eventually(left)
     assert await mo_from_national(gw, "0612345678", ton, b"STOP") == 0
 
     [(_, body)] = await eventually(lambda: receiver.received or None)

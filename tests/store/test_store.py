@@ -265,9 +265,26 @@ async def test_a_reply_is_not_taken_for_an_answer_to_a_sandbox_message(store: Sq
     from smsrelay.store.records import InboundReply
 
     real = await store.accept_message(new_message())
+    [part] = await store.claim_due_parts("default", 100.0, 10, 160.0)
+    await store.mark_submitted(part.part_id, "c1", "c1", 101.0, BUILDERS, 1)
     await store.accept_message(new_message(sandbox=True))  # never reached the person
     reply = InboundReply(
         "default", "+33612345678", "+33757000001", "STOP", "STOP", lambda _: True, 200.0
     )
     outcome = await store.record_reply(reply, BUILDERS)
     assert outcome.linked_message_id == real
+
+
+async def test_a_reply_answers_the_last_message_that_left_not_one_held_or_cancelled(
+    store: SqliteStore,
+) -> None:
+    from smsrelay.store.records import InboundReply
+
+    sent = await store.accept_message(new_message())
+    [part] = await store.claim_due_parts("default", 100.0, 10, 160.0)
+    await store.mark_submitted(part.part_id, "c1", "c1", 101.0, BUILDERS, 1)
+    await store.accept_message(new_message(due_at=5_000.0))  # held for quiet hours
+    reply = InboundReply(
+        "default", "+33612345678", "+33757000001", "OUI", "OUI", lambda _: False, 200.0
+    )
+    assert (await store.record_reply(reply, BUILDERS)).linked_message_id == sent

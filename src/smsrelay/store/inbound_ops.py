@@ -162,9 +162,11 @@ def record_reply(
         (reply.virtual_number,),
     ).fetchone()
     link = conn.execute(
-        # the last real message to that person (a sandbox one never reached them)
-        "SELECT id, url_response FROM messages WHERE sender = ? AND recipient = ? "
-        "AND sandbox = 0 ORDER BY id DESC LIMIT 1",
+        # the last message that reached that person: one held, cancelled or still queued (or
+        # a sandbox one) never did, and a reply cannot answer it
+        "SELECT m.id, m.url_response FROM messages m WHERE m.sender = ? AND m.recipient = ? "
+        "AND EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id "
+        "AND p.submitted_at IS NOT NULL) ORDER BY m.id DESC LIMIT 1",
         (reply.virtual_number, reply.msisdn),
     ).fetchone()
     account_id = None if owner is None else int(owner[0])
