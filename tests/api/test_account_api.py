@@ -507,3 +507,11 @@ async def test_read_endpoints_take_an_object_parameter_as_absent(api: Api) -> No
     for endpoint in ("/v1/message-status", "/v1/message-cancel"):
         status, answer = await api.call("GET", endpoint, body={**key(api), "messageId": {"id": 1}})
         assert (status, answer["success"], answer["code"]) == (400, False, 4), endpoint
+
+
+async def test_a_message_not_held_shows_no_due_time(api: Api) -> None:
+    message_id = await api.send()  # a weekday morning: queued at once, not held
+    _, state = await api.call(
+        "GET", "/v1/message-status", params={**key(api), "messageId": str(message_id)}
+    )
+    assert state["statut"] == "Waiting" and state["dueAt"] is None

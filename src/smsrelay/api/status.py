@@ -39,7 +39,7 @@ def status_fields(view: StatusView) -> dict[str, Any]:
     fields["stat"] = view.stat
     fields["nbSms"] = message.nb_sms
     fields["tag"] = message.tag
-    fields["dueAt"] = iso_text(message.due_at) if message.state in {"held", "queued"} else None
+    fields["dueAt"] = iso_text(message.due_at) if message.state == "held" else None
     fields["parts"] = [
         {"seq": p.seq, "state": p.state, "carrierId": p.carrier_id, "stat": p.stat, "err": p.err}
         for p in message.parts

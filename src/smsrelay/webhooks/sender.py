@@ -11,11 +11,11 @@ Receivers are isolated from each other: posts to one host are bounded by that ho
 only its own callbacks. A claimed callback that cannot start its post in time for its lease to
 cover it is dropped unrecorded and comes back when the lease is released.
 
-Ordering: rows are claimed in (due_at, id) order and each host's semaphore is first come, first
-served, so callbacks to one receiver *start* in that order. They are not serialised: up to
-``concurrency_per_host`` are in flight at once, and a callback being retried does not hold back
-newer ones to the same URL (no head-of-line blocking), so receivers must not rely on arrival
-order; each body carries its own dates, and the parts of a long reply carry ``concat-part``.
+Ordering: callbacks that share an order key (one message's, one conversation's replies) go
+out one after the other: the claim skips a row while an earlier one with its key is still
+pending or being posted, so a long reply's parts and the STOP after them arrive in order, even
+across retries. Callbacks with different keys go in parallel (up to ``concurrency_per_host``
+per receiver), and a failing one holds back only its own key.
 """
 
 from __future__ import annotations
