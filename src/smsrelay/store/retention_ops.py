@@ -11,6 +11,7 @@ their part go too.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from smsrelay.store.records import PurgeStep
 
@@ -22,10 +23,7 @@ _REPLY_OPEN = f"SELECT 1 FROM webhooks INDEXED BY webhooks_in_order WHERE reply_
 def purge_messages(
     conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
 ) -> PurgeStep:
-    rows = conn.execute(
-        "SELECT id, created_at, final_at FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-        (after_id, limit),
-    ).fetchall()
+    rows = _next_rows(conn, "messages", "created_at, final_at", after_id, limit)
     finished = [
         int(r[0])
         for r in rows
@@ -42,10 +40,7 @@ def purge_messages(
 def purge_replies(
     conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
 ) -> PurgeStep:
-    rows = conn.execute(
-        "SELECT id, received_at, awaiting FROM replies WHERE id > ? ORDER BY id LIMIT ?",
-        (after_id, limit),
-    ).fetchall()
+    rows = _next_rows(conn, "replies", "received_at, awaiting", after_id, limit)
     finished = [
         int(r[0])
         for r in rows
@@ -58,10 +53,7 @@ def purge_replies(
 def purge_callbacks(
     conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
 ) -> PurgeStep:
-    rows = conn.execute(
-        "SELECT id, created_at, state FROM webhooks WHERE id > ? ORDER BY id LIMIT ?",
-        (after_id, limit),
-    ).fetchall()
+    rows = _next_rows(conn, "webhooks", "created_at, state", after_id, limit)
     finished = [(int(r[0]),) for r in rows if r[1] < older_than and r[2] in ("delivered", "failed")]
     conn.executemany("DELETE FROM webhook_attempts WHERE webhook_id = ?", finished)
     conn.executemany("DELETE FROM webhooks WHERE id = ?", finished)
@@ -72,18 +64,24 @@ def purge_unmatched_receipts(
     conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
 ) -> PurgeStep:
     """Receipts that never found their part (kept for an id that never came)."""
-    rows = conn.execute(
-        "SELECT id, received_at, part_id FROM receipts WHERE id > ? ORDER BY id LIMIT ?",
-        (after_id, limit),
-    ).fetchall()
+    rows = _next_rows(conn, "receipts", "received_at, part_id", after_id, limit)
     stale = [(int(r[0]),) for r in rows if r[1] < older_than and r[2] is None]
     conn.executemany("DELETE FROM early_receipt_keys WHERE receipt_id = ?", stale)
     conn.executemany("DELETE FROM receipts WHERE id = ?", stale)
     return _step(rows, len(stale), after_id, older_than, limit)
 
 
+def _next_rows(
+    conn: sqlite3.Connection, table: str, columns: str, after_id: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """The next ``limit`` rows by id: (id, its time, one more column)."""
+    return conn.execute(
+        f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+    ).fetchall()
+
+
 def _step(
-    rows: list[tuple[int, float, object]], deleted: int, after_id: int, cutoff: float, limit: int
+    rows: list[tuple[Any, ...]], deleted: int, after_id: int, cutoff: float, limit: int
 ) -> PurgeStep:
     last_id = int(rows[-1][0]) if rows else after_id
     done = len(rows) < limit or any(r[1] >= cutoff for r in rows)
