@@ -179,7 +179,33 @@ def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:
 
 def test_status_reads_as_text_and_as_json(run) -> None:
     assert "parts queued: 0" in run("status") and "callbacks to post: 0" in run("status")
-    assert json.loads(run("status", "--json")) == {"parts": {}, "pending_callbacks": 0}
+    assert json.loads(run("status", "--json")) == {
+        "parts": {},
+        "pending_callbacks": 0,
+        "due_not_sent": {},
+    }
+
+
+def test_status_shows_parts_due_that_no_link_has_sent(run, tmp_path: Path) -> None:
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.factories import new_message
+
+    async def accept_one() -> None:  # accepted while no serve runs: due, and not sent
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        await store.create_account("a", "hash-a", 1_000_000, 0.0)
+        await store.add_number("a", "+33757000001", "default", 0.0)
+        await store.accept_message(new_message())
+        await store.close()
+
+    asyncio.run(accept_one())
+    assert "connector default: 1 part(s) due, not sent, the oldest since 1970-01-01" in run(
+        "status"
+    )
+    late = json.loads(run("status", "--json"))["due_not_sent"]["default"]
+    assert late["parts"] == 1 and late["oldestDueSince"].startswith("1970-01-01")
 
 
 def test_messages_replies_lists_what_came_in(run, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from smsrelay.cli_accounts import accounts, numbers
 from smsrelay.cli_messages import messages, stop, webhooks
 from smsrelay.cli_support import emit, fail, run, settings_from, with_gateway
 from smsrelay.errors import SmsRelayError
+from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
 from smsrelay.store.engine import Database, path_from_url
 
@@ -204,8 +205,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
 
     async def work(gw: Gateway) -> dict[str, Any]:
-        depth = await gw.store.queue_depth()
-        return {"parts": depth, "pending_callbacks": await gw.store.pending_webhooks()}
+        now = gw.clock.now()
+        overdue = await gw.store.overdue_parts(now)
+        return {
+            "parts": await gw.store.queue_depth(),
+            "pending_callbacks": await gw.store.pending_webhooks(),
+            "due_not_sent": {
+                name: {"parts": count, "oldestDueSince": iso_text(since)}
+                for name, (count, since) in overdue.items()
+            },
+        }
 
     emit(with_gateway(ctx, work), as_json, _status_lines)
 
@@ -215,7 +224,13 @@ def _status_lines(figures: dict[str, Any]) -> str:
     lines = [
         f"parts {state}: {parts.get(state, 0)}" for state in ("queued", "sending", "submitted")
     ]
-    return "\n".join([*lines, f"callbacks to post: {figures['pending_callbacks']}"])
+    lines.append(f"callbacks to post: {figures['pending_callbacks']}")
+    for name, late in figures["due_not_sent"].items():  # a link down shows here
+        lines.append(
+            f"connector {name}: {late['parts']} part(s) due, not sent, the oldest since "
+            f"{late['oldestDueSince']}"
+        )
+    return "\n".join(lines)
 
 
 cli.add_command(accounts)

@@ -210,6 +210,17 @@ def queue_depth(conn: sqlite3.Connection) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
+def overdue_parts(conn: sqlite3.Connection, now: float) -> dict[str, tuple[int, float]]:
+    """Per connector: parts due and not sent yet, and since when the oldest has been due (a
+    link that is down shows here; held parts are not due yet)."""
+    rows = conn.execute(
+        "SELECT connector, COUNT(*), MIN(due_at) FROM parts WHERE state = 'queued' "
+        "AND due_at <= ? GROUP BY connector",
+        (now,),
+    ).fetchall()
+    return {str(r[0]): (int(r[1]), float(r[2])) for r in rows}
+
+
 # -- the dispatcher's side -------------------------------------------------------------------
 
 

@@ -182,6 +182,9 @@ class SqliteStore:
             partial(inbound_ops.recent_replies, account_id=account_id, limit=limit)
         )
 
+    async def overdue_parts(self, now: float) -> dict[str, tuple[int, float]]:
+        return await self.db.read(partial(message_ops.overdue_parts, now=now))
+
     async def queue_depth(self) -> dict[str, int]:
         return await self.db.read(message_ops.queue_depth)
 
