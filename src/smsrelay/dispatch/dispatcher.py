@@ -34,8 +34,8 @@ SANDBOX_KEPT_FOR = 86400.0  # SMS Partner purges sandbox messages daily
 RECEIPT_DEADLINE = 49 * 3600.0
 # Parts of a long reply that are not all in after this are posted one by one.
 REASSEMBLY_WAIT = 3600.0
-# Storing a submit outcome is retried at 0.05, 0.1, ... 6.4 s (about 13 s in all).
 STOP_GRACE = 15.0  # more than a response timeout (10 s) plus the time to store the outcome
+# Storing a submit outcome is retried 0.05, 0.1, ... s apart, then every 6.4 s, until stored.
 RECORD_RETRY_FIRST = 0.05
 RECORD_RETRY_LAST = 6.4
 
