@@ -41,8 +41,8 @@ IDLE_POLL = 0.2
 SWEEP_EVERY = 5.0
 LEASE_MARGIN = 5.0  # seconds of lease left after the slowest possible post, to record it
 KEEPALIVE = 30.0
-RECORD_RETRY_FIRST = 0.05  # a record the store refused (locked by a CLI command) is tried again,
-RECORD_RETRY_SAFETY = 1.0  # doubling, while the lease still covers it by this many seconds
+RECORD_RETRY_FIRST = 0.05  # a record the store refused (locked by a CLI command, a stalled
+RECORD_RETRY_LAST = 6.4  # disk) is tried again, doubling, then this far apart, until stored
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ class WebhookSender:
             if self._stopping:
                 semaphore.release()
                 return
-            await self._attempt(job, target, semaphore, record_by=start_by + self._timeout)
+            await self._attempt(job, target, semaphore)
         except TransientError as exc:
             log.warning("webhook.record.failed", extra={"webhook_id": job.id, "error": str(exc)})
         except Exception:
@@ -220,12 +220,9 @@ class WebhookSender:
         job: WebhookJob,
         target: Target | None,
         semaphore: asyncio.Semaphore,
-        *,
-        record_by: float,
     ) -> None:
         """Post, free the host's slot, then record: the slot bounds connections to the
-        receiver, and holding it across the commit would cap a host at slots / commit time.
-        ``record_by`` (loop time): the lease still covers the row by LEASE_MARGIN then."""
+        receiver, and holding it across the commit would cap a host at slots / commit time."""
         task = asyncio.current_task()
         if task is not None:
             self._posting.add(task)
@@ -237,29 +234,28 @@ class WebhookSender:
             semaphore.release()
         latency_ms = round((loop.time() - started) * 1000.0, 1)
         host = target.host if target else None
-        await self._record_until_stored(job, host, result, latency_ms, record_by)
+        await self._record_until_stored(job, host, result, latency_ms)
 
     async def _record_until_stored(
-        self, job: WebhookJob, host: str | None, result: PostResult, latency_ms: float, by: float
+        self, job: WebhookJob, host: str | None, result: PostResult, latency_ms: float
     ) -> None:
-        """The receiver has answered: a record the store refused is tried again while the
-        lease covers the row. Given up, the lease runs out and the callback is posted again
-        (at least once; ``X-Smsrelay-Id`` lets the receiver drop the repeat)."""
-        loop = asyncio.get_running_loop()
-        deadline = by + LEASE_MARGIN - RECORD_RETRY_SAFETY
+        """The receiver has answered: a record the store refused is tried again until it is
+        stored (the row stays this sender's: the lease sweep keeps what it is posting). Only a
+        stop gives up: the row's lease then brings it back, and it is posted again (at least
+        once; ``X-Smsrelay-Id`` lets the receiver drop the repeat)."""
         delay = RECORD_RETRY_FIRST
         while True:
             try:
                 await self._record(job, host, result, latency_ms)
                 return
             except TransientError as exc:
-                if self._stopping or loop.time() + delay > deadline:
+                if self._stopping:
                     raise
                 log.warning(
                     "webhook.record.retrying", extra={"webhook_id": job.id, "error": str(exc)}
                 )
             await asyncio.sleep(delay)
-            delay *= 2
+            delay = min(delay * 2, RECORD_RETRY_LAST)
 
     async def _post(self, job: WebhookJob, target: Target | None) -> PostResult:
         if target is None:
