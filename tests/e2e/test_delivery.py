@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -261,7 +260,11 @@ async def test_an_outcome_the_store_briefly_refuses_is_stored_later_not_sent_aga
         _, answer = await gw.send(message="once only")
         await _final_status(gw, answer["message_id"])
         assert len(refusals) == 2
-        await asyncio.sleep(3.0)  # past the 1.5 s lease and two sweeps: a lost part goes again
+        # Sweeps run every 0.5 s with a 1.5 s lease: five more are past the lease, and a
+        # part whose outcome was lost would have been released and sent again by then.
+        dispatcher = gw.running.dispatcher
+        swept = dispatcher.sweeps
+        await eventually(lambda: dispatcher.sweeps >= swept + 5)
         assert [bytes.fromhex(s["short_message"]) for s in await smsc.submits()] == [b"once only"]
     finally:
         await runtime.stop(gw.running)

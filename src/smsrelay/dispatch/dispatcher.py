@@ -68,6 +68,7 @@ class Dispatcher:
         self._lanes: list[_Lane] = []
         self.stopping = False
         self.submitted = 0
+        self.sweeps = 0  # lease sweeps done (tests wait on it rather than on the clock)
 
     def wake(self) -> None:
         """A message was accepted: look for due work now rather than at the next poll."""
@@ -125,6 +126,8 @@ class Dispatcher:
                 await self._store.flush_stale_reassemblies(now - REASSEMBLY_WAIT, self._builders)
             except TransientError:
                 continue
+            finally:
+                self.sweeps += 1
             if released:
                 log.warning("dispatch.lease.expired", extra={"released": released})
                 self.wake()
