@@ -21,6 +21,7 @@ from smsrelay.domain.states import PartState
 from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.service.clock import Clock
+from smsrelay.service.retrying import until_stored
 from smsrelay.smpp.receipts import normalise_carrier_id
 from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders, ClaimedPart
@@ -35,9 +36,6 @@ RECEIPT_DEADLINE = 49 * 3600.0
 # Parts of a long reply that are not all in after this are posted one by one.
 REASSEMBLY_WAIT = 3600.0
 STOP_GRACE = 15.0  # more than a response timeout (10 s) plus the time to store the outcome
-# Storing a submit outcome is retried 0.05, 0.1, ... s apart, then every 6.4 s, until stored.
-RECORD_RETRY_FIRST = 0.05
-RECORD_RETRY_LAST = 6.4
 
 
 @dataclass(frozen=True)
@@ -236,17 +234,12 @@ class _Lane:
         a CLI command, a stalled disk) is tried again until it is, the part still held so its
         lease renews; only a stop that runs out of grace cancels it (and a failed fsync stops
         the process). Given up, the part would be sent again: a duplicate at the handset."""
-        delay = RECORD_RETRY_FIRST
-        while True:
-            try:
-                await self._record(part, outcome)
-                return
-            except TransientError as exc:
-                log.warning(
-                    "dispatch.record.retrying", extra={"part_id": part.part_id, "error": str(exc)}
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECORD_RETRY_LAST)
+        await until_stored(
+            lambda: self._record(part, outcome),
+            on_refusal=lambda exc: log.warning(
+                "dispatch.record.retrying", extra={"part_id": part.part_id, "error": str(exc)}
+            ),
+        )
 
     async def _record(self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError) -> None:
         store, builders = self.d._store, self.d._builders

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.errors import TransientError
 from smsrelay.service.clock import Clock
+from smsrelay.service.retrying import until_stored
 from smsrelay.store.interface import Store
 from smsrelay.store.records import WebhookJob
 from smsrelay.webhooks.address_safety import UnsafeAddress
@@ -41,8 +42,6 @@ IDLE_POLL = 0.2
 SWEEP_EVERY = 5.0
 LEASE_MARGIN = 5.0  # seconds of lease left after the slowest possible post, to record it
 KEEPALIVE = 30.0
-RECORD_RETRY_FIRST = 0.05  # a record the store refused (locked by a CLI command, a stalled
-RECORD_RETRY_LAST = 6.4  # disk) is tried again, doubling, then this far apart, until stored
 
 
 @dataclass(frozen=True)
@@ -243,19 +242,13 @@ class WebhookSender:
         stored (the row stays this sender's: the lease sweep keeps what it is posting). Only a
         stop gives up: the row's lease then brings it back, and it is posted again (at least
         once; ``X-Smsrelay-Id`` lets the receiver drop the repeat)."""
-        delay = RECORD_RETRY_FIRST
-        while True:
-            try:
-                await self._record(job, host, result, latency_ms)
-                return
-            except TransientError as exc:
-                if self._stopping:
-                    raise
-                log.warning(
-                    "webhook.record.retrying", extra={"webhook_id": job.id, "error": str(exc)}
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECORD_RETRY_LAST)
+        await until_stored(
+            lambda: self._record(job, host, result, latency_ms),
+            on_refusal=lambda exc: log.warning(
+                "webhook.record.retrying", extra={"webhook_id": job.id, "error": str(exc)}
+            ),
+            give_up=lambda: self._stopping,
+        )
 
     async def _post(self, job: WebhookJob, target: Target | None) -> PostResult:
         if target is None:
