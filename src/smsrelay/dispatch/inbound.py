@@ -12,16 +12,12 @@ from smsrelay.domain.states import stat_for_message_state_tlv
 from smsrelay.domain.text import decode_ucs2
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
+from smsrelay.smpp.pdu import ESM_CLASS_TYPE_MASK, CommandStatus, Tag
 from smsrelay.smpp.receipts import carrier_id_candidates, read_receipt_fields
 from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders, InboundReply, IncomingReceipt
 
-RECEIPT_MASK = 0x3C
 RECEIPT_TYPES = {0x04, 0x08, 0x10, 0x20}  # SMSC receipt, SME ack, manual ack, intermediate
-TLV_RECEIPTED_MESSAGE_ID = 0x001E
-TLV_MESSAGE_STATE = 0x0427
-TLV_MESSAGE_PAYLOAD = 0x0424
-ESME_ROK = 0
 log = logging.getLogger("smsrelay.dispatch")
 
 
@@ -44,11 +40,11 @@ class InboundRouter:
         self.receipt_id_forms: dict[str, str] = {}
 
     async def __call__(self, sm: InboundSm) -> int:
-        if sm.esm_class & RECEIPT_MASK in RECEIPT_TYPES:
+        if sm.esm_class & ESM_CLASS_TYPE_MASK in RECEIPT_TYPES:
             await self._receipt(sm)
         else:
             await self._reply(sm)
-        return ESME_ROK
+        return CommandStatus.ESME_ROK
 
     async def _receipt(self, sm: InboundSm) -> None:
         form = self.receipt_id_forms.get(sm.connector, "auto")
@@ -101,11 +97,11 @@ def read_receipt(sm: InboundSm, now: float, id_form: str = "auto") -> IncomingRe
 
     With the id in its TLV, the text needs no ``id:``: its ``stat:`` and ``err:`` are read.
     """
-    carrier_id = _tlv_text(sm.tlvs.get(TLV_RECEIPTED_MESSAGE_ID))
-    state = sm.tlvs.get(TLV_MESSAGE_STATE)
+    carrier_id = _tlv_text(sm.tlvs.get(Tag.RECEIPTED_MESSAGE_ID))
+    state = sm.tlvs.get(Tag.MESSAGE_STATE)
     stat = stat_for_message_state_tlv(state[0]) if state else None
     # A data_sm (or a long deliver_sm) carries the text in message_payload.
-    body = sm.short_message or sm.tlvs.get(TLV_MESSAGE_PAYLOAD, b"")
+    body = sm.short_message or sm.tlvs.get(Tag.MESSAGE_PAYLOAD, b"")
     raw_text = receipt_text(body, sm.data_coding)
     if carrier_id and stat:
         err = _quick_err(raw_text)
