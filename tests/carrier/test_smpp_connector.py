@@ -11,7 +11,7 @@ import time
 import aiohttp
 import pytest
 
-from smsrelay.carrier.connector import Connector
+from smsrelay.carrier.connector import Connector, SubmitUnanswered
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSlots
 from smsrelay.errors import TransientError
@@ -320,9 +320,39 @@ async def test_response_timeout_raises_transient(
     simulator = await make_simulator(resp_delay_ms=3000)
     connector = await make_connector(simulator, response_timeout=0.2)
     started = time.monotonic()
-    with pytest.raises(TransientError, match="SUBMIT_SM_resp"):
+    with pytest.raises(SubmitUnanswered, match="submit_sm_resp") as raised:
         await connector.submit(part())
     assert time.monotonic() - started < 2.5  # well before the 3 s answer
+    assert isinstance(raised.value, TransientError)
+    # The late answer is waited for six timeouts (1.2 s), not for the 3 s it takes.
+    assert raised.value.retry_after == pytest.approx(1.2)
+    assert await asyncio.wait_for(raised.value.late, 2.5) is None
+
+
+async def test_an_answer_after_the_timeout_is_still_passed_on(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=600)
+    connector = await make_connector(simulator, response_timeout=0.2)
+    with pytest.raises(SubmitUnanswered) as raised:
+        await connector.submit(part())
+    late = await asyncio.wait_for(raised.value.late, 2.0)
+    assert late is not None and late.status == 0
+    assert late.message_id == simulator.received[-1].message_id
+    assert connector.is_up  # a slow answer is not a broken link
+
+
+async def test_a_lost_link_gives_up_on_late_answers(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=3000, drop_after=2)
+    connector = await make_connector(simulator, response_timeout=0.2)
+    with pytest.raises(SubmitUnanswered) as raised:
+        await connector.submit(part())
+    with pytest.raises(TransientError, match="lost"):
+        await connector.submit(part(2))  # the SMSC drops the connection on this one
+    # Answers come on the connection that took the submit or never: no waiting 1.2 s.
+    assert await asyncio.wait_for(raised.value.late, 0.5) is None
 
 
 async def test_wrong_password_is_refused_with_backoff(

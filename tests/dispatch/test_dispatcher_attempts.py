@@ -6,13 +6,15 @@ four times and then fail once.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from smsrelay.carrier.connector import OutboundPart, SubmitOutcome
+from smsrelay.carrier.connector import OutboundPart, SubmitOutcome, SubmitUnanswered
 from smsrelay.dispatch import dispatcher
 from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
 from smsrelay.domain.backoff import BackoffPolicy
@@ -90,3 +92,78 @@ async def test_counted_failures_still_give_up_at_the_limit(
     message = await _send_through(store, carrier)
     assert message.state == "failed" and carrier.submits == 2
     assert (message.parts[0].last_error or "").startswith("gave up after 2")
+
+
+class UnansweredFirst(ScriptedCarrier):
+    """Leaves its first submit unanswered (the test gives the late answer), then takes them."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__([0])
+        self.retry_after = retry_after
+        self.late: asyncio.Future[SubmitOutcome | None] | None = None
+
+    async def submit(self, part: OutboundPart) -> SubmitOutcome:
+        if self.late is None:
+            self.submits += 1
+            self.late = asyncio.get_running_loop().create_future()
+            raise SubmitUnanswered("no submit_sm_resp in time", self.late, self.retry_after)
+        return await super().submit(part)
+
+
+async def _start_one(store: SqliteStore, carrier: ScriptedCarrier) -> tuple[int, Dispatcher]:
+    now = time.time()
+    message_id = await store.accept_message(new_message(cost_micros=1, created_at=now, due_at=now))
+    policy = DispatchPolicy(max_attempts=3, backoff=BackoffPolicy(first=0.01, cap=0.01))
+    running = Dispatcher(store, SystemClock(), {"default": carrier}, BUILDERS, policy)
+    await running.start()
+    return message_id, running
+
+
+async def _part_state(store: SqliteStore, message_id: int) -> tuple[str, str | None]:
+    message = await store.get_message(message_id)
+    assert message is not None
+    return message.parts[0].state, message.parts[0].carrier_id
+
+
+async def test_a_late_answer_is_recorded_and_the_part_not_sent_again(store: SqliteStore) -> None:
+    carrier = UnansweredFirst(retry_after=60.0)
+    message_id, running = await _start_one(store, carrier)
+    try:
+        await eventually(lambda: _waits_for_retry(store, message_id))
+        assert carrier.late is not None
+        carrier.late.set_result(SubmitOutcome(status=0, message_id="late-1"))
+
+        async def taken() -> bool:
+            return await _part_state(store, message_id) == ("submitted", "late-1")
+
+        await eventually(taken)
+        assert carrier.submits == 1
+    finally:
+        await running.stop()
+
+
+async def test_a_late_answer_after_the_part_went_again_is_reported(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    carrier = UnansweredFirst(retry_after=0.01)  # too short to wait for the answer
+    message_id, running = await _start_one(store, carrier)
+    try:
+
+        async def resent() -> bool:
+            return await _part_state(store, message_id) == ("submitted", "id2")
+
+        await eventually(resent)
+        assert carrier.late is not None
+        with caplog.at_level(logging.WARNING, "smsrelay.dispatch"):
+            carrier.late.set_result(SubmitOutcome(status=0, message_id="late-1"))
+            await eventually(lambda: "dispatch.submit.late_answer_after_resend" in caplog.messages)
+        assert await _part_state(store, message_id) == ("submitted", "id2")
+    finally:
+        await running.stop()
+
+
+async def _waits_for_retry(store: SqliteStore, message_id: int) -> bool:
+    message = await store.get_message(message_id)
+    assert message is not None
+    part = message.parts[0]
+    return part.state == "queued" and part.attempts == 1 and part.last_error is not None

@@ -155,6 +155,32 @@ async def test_dropped_connection_mid_window_loses_and_duplicates_nothing(linked
     assert len(texts) == len(set(texts))
 
 
+async def test_an_smsc_answering_after_the_timeout_gets_each_message_once(
+    tmp_path: Path,
+) -> None:
+    # The SMSC answers in 1.5 s, three times our 0.5 s timeout: it has the messages all the
+    # same. They are not sent again while its answer may still come (six timeouts), and the
+    # late ids are recorded, so the receipts that follow match.
+    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "1500")
+    url = smsc.url + "?response_timeout=0.5"
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=url))
+    try:
+        ids = [(await gw.send(message=f"slow {i}"))[1]["message_id"] for i in range(3)]
+        for message_id in ids:
+            status = await _final_status(gw, message_id)
+            assert status["parts"][0]["carrierId"]
+        submits = await smsc.submits()
+        assert sorted(bytes.fromhex(s["short_message"]) for s in submits) == [
+            f"slow {i}".encode() for i in range(3)
+        ]
+        assert {s["message_id"] for s in submits} == {
+            (await gw.status(i))["parts"][0]["carrierId"] for i in ids
+        }
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
 async def test_throttling_smsc_slows_us_without_errors(linked) -> None:
     smsc, gw = await linked("--throttle", "100")
     ids = [(await gw.send(message=f"t {i}"))[1]["message_id"] for i in range(150)]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+from smsrelay.errors import TransientError
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,19 @@ class OutboundPart:
 class SubmitOutcome:
     status: int  # submit_sm_resp command_status (0 = ok)
     message_id: str | None  # the SMSC's id for this part when status == 0
+
+
+class SubmitUnanswered(TransientError):
+    """The SMSC did not answer a submit in time, yet it may have taken it. ``late`` gets its
+    answer if one still comes (None if not) within ``retry_after`` seconds: sending the part
+    again before then could put it twice on the handset."""
+
+    def __init__(
+        self, message: str, late: asyncio.Future[SubmitOutcome | None], retry_after: float
+    ) -> None:
+        super().__init__(message)
+        self.late = late
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -64,4 +80,5 @@ class Connector(Protocol):
         """Unbind cleanly, waiting briefly for outstanding responses."""
 
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
-        """Send one part; raises TransientError if not bound, on loss or response timeout."""
+        """Send one part; raises TransientError if not bound or on loss, and its subclass
+        SubmitUnanswered on a response timeout."""

@@ -16,7 +16,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from smsrelay.carrier.connector import InboundHandler, InboundSm, OutboundPart, SubmitOutcome
+from smsrelay.carrier.connector import (
+    InboundHandler,
+    InboundSm,
+    OutboundPart,
+    SubmitOutcome,
+    SubmitUnanswered,
+)
 from smsrelay.carrier.smpp_link import SmppLink
 from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
@@ -211,6 +217,25 @@ class WindowSlots:
         self.release()
 
 
+def _outcome(response: Pdu) -> SubmitOutcome:
+    if response.status or not isinstance(response, SubmitSmResp):
+        return SubmitOutcome(status=response.status or CommandStatus.ESME_RSYSERR, message_id=None)
+    return SubmitOutcome(status=0, message_id=response.message_id)
+
+
+def _late_outcome(late: asyncio.Future[Pdu | None]) -> asyncio.Future[SubmitOutcome | None]:
+    """The link's late answer, as the dispatcher reads outcomes."""
+    outcome: asyncio.Future[SubmitOutcome | None] = asyncio.get_running_loop().create_future()
+
+    def pass_on(answer: asyncio.Future[Pdu | None]) -> None:
+        if not outcome.done():
+            pdu = None if answer.cancelled() else answer.result()
+            outcome.set_result(None if pdu is None else _outcome(pdu))
+
+    late.add_done_callback(pass_on)
+    return outcome
+
+
 class _EsmeLink(SmppLink):
     def __init__(self, connector: SmppConnector, mode: str) -> None:
         config = connector.config
@@ -324,24 +349,31 @@ class SmppConnector:
         try:
             if self._stopping:  # it waited for a slot while we began to stop: it never left
                 raise TransientError(f"smpp connector {self.name} is stopping")
-            link, future = await self._send_submit(part)
+            link, sequence, future = await self._send_submit(part)
         except BaseException:
             self._window.release()
             raise
         # The slot is held until the SMSC answers (or the link gives up on it), even if the
         # caller is cancelled meanwhile: the window counts what the SMSC has outstanding.
         future.add_done_callback(self._window.release_on_done)
-        response = await asyncio.shield(future)
+        try:
+            response = await asyncio.shield(future)
+        except TransientError:
+            late = link.late_answer(sequence)
+            if late is None:
+                raise  # the link is gone: no answer can come any more
+            raise SubmitUnanswered(
+                f"smpp connector {self.name}: no submit_sm_resp in time",
+                _late_outcome(late),
+                link.late_window,
+            ) from None
         self._learn_pace(response.status)
         if response.status == CommandStatus.ESME_RINVBNDSTS:
             # The SMSC lost our session: bind again; the part waits, not counted as failed.
             self.log.warning("smpp.submit.not_bound", extra={"connector": self.name})
             link.abort()
             raise TransientError(f"smpp connector {self.name}: the SMSC says we are not bound")
-        if response.status or not isinstance(response, SubmitSmResp):
-            status = response.status or CommandStatus.ESME_RSYSERR
-            return SubmitOutcome(status=status, message_id=None)
-        return SubmitOutcome(status=0, message_id=response.message_id)
+        return _outcome(response)
 
     def _learn_pace(self, status: int) -> None:
         now = asyncio.get_running_loop().time()
@@ -351,7 +383,7 @@ class SmppConnector:
         elif status == CommandStatus.ESME_ROK:
             self._pace.taken(now)
 
-    async def _send_submit(self, part: OutboundPart) -> tuple[_EsmeLink, asyncio.Future[Pdu]]:
+    async def _send_submit(self, part: OutboundPart) -> tuple[_EsmeLink, int, asyncio.Future[Pdu]]:
         loop = asyncio.get_running_loop()
         if self._bucket is not None:  # our own cap: a fixed rate, slots can be booked ahead
             delay = self._bucket.reserve(loop.time())
@@ -365,8 +397,9 @@ class SmppConnector:
         link = self._links[self._submit_mode]
         if link is None or not link.can_submit:
             raise TransientError(f"smpp connector {self.name} is not bound")
+        sequence = link.session.next_sequence()
         try:
-            return link, link.request(self._submit_sm(part, link.session.next_sequence()))
+            return link, sequence, link.request(self._submit_sm(part, sequence))
         except NotSendableNow as exc:  # the link's state, not the part: try it again later
             raise TransientError(f"smpp connector {self.name}: {exc}") from exc
         except (LocalProtocolError, ValueError) as exc:

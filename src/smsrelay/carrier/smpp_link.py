@@ -44,6 +44,11 @@ from smsrelay.smpp.session import (
 # --- one connection, either role -----------------------------------------------------------
 
 
+# A submit_sm_resp that comes after its timeout is still taken for this many timeouts: the
+# SMSC may well have the message, and sending it again before then risks a duplicate.
+LATE_ANSWER_TIMEOUTS = 6
+
+
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -79,6 +84,9 @@ class SmppLink(asyncio.Protocol):
         self.peer = ""
         self.enquire_links_received = 0
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        # submit_sm sequences whose answer timed out -> (until when, the late answer or None)
+        self._late: dict[int, tuple[float, asyncio.Future[Pdu | None]]] = {}
+        self.late_window = response_timeout * LATE_ANSWER_TIMEOUTS
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -128,6 +136,7 @@ class SmppLink(asyncio.Protocol):
         for future in pending.values():
             if not future.done():
                 future.set_exception(TransientError("smpp connection lost"))
+        self._give_up_late(float("inf"))  # a late answer comes on this connection or never
         self._wake_room()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -205,7 +214,24 @@ class SmppLink(asyncio.Protocol):
         future = self._pending.pop(pdu.sequence, None)
         if future is not None and not future.done():
             future.set_result(pdu)
+        elif future is None and (late := self._late.pop(pdu.sequence, (0.0, None)))[1]:
+            late[1].set_result(pdu)  # an answer that had timed out: it was not lost after all
         self._wake_one()
+
+    def late_answer(self, sequence: int) -> asyncio.Future[Pdu | None] | None:
+        """For a submit_sm whose answer timed out: its answer if it still comes within
+        ``late_window`` seconds, else None."""
+        late = self._late.get(sequence)
+        return None if late is None else late[1]
+
+    def _give_up_late(self, now: float) -> None:
+        while self._late:
+            sequence, (until, future) = next(iter(self._late.items()))
+            if until > now:
+                return  # kept in timeout order: the rest are later still
+            del self._late[sequence]
+            if not future.done():
+                future.set_result(None)
 
     def _on_enquire_link(self, pdu: Pdu) -> None:
         self.enquire_links_received += 1
@@ -249,6 +275,8 @@ class SmppLink(asyncio.Protocol):
         if expired:
             self._wake_room()
         for sequence, request in expired:
+            if request.command_id is CommandId.SUBMIT_SM:
+                self._late[sequence] = (now + self.late_window, self.loop.create_future())
             future = self._pending.pop(sequence, None)
             if future is not None and not future.done():
                 future.set_exception(TransientError(f"no {request.command_id.name}_resp in time"))
@@ -256,6 +284,7 @@ class SmppLink(asyncio.Protocol):
                 self.log.warning("smpp.enquire_link.timeout", extra={"link": self.name})
                 self.abort()
                 return
+        self._give_up_late(now)
         if self.session.enquire_link_due(now):
             self.send(EnquireLink(sequence=self.session.next_sequence()))
         self._timer = self.loop.call_later(self._tick_every, self._tick)

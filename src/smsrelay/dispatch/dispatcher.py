@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from smsrelay.carrier.connector import Connector, OutboundPart, SubmitOutcome
+from smsrelay.carrier.connector import Connector, OutboundPart, SubmitOutcome, SubmitUnanswered
 from smsrelay.dispatch.outcomes import Outcome, classify, status_name
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.domain.states import PartState
@@ -64,6 +64,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lanes: list[_Lane] = []
+        self._late_watchers: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.submitted = 0
         self.sweeps = 0  # lease sweeps done (tests wait on it rather than on the clock)
@@ -106,6 +107,59 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*sends, return_exceptions=True)
         self._lanes = []
+        # Late answers not in yet: those parts wait queued and go again after a restart.
+        watchers, self._late_watchers = self._late_watchers, set()
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+    def _watch_late_answer(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
+        task = asyncio.create_task(self._late_answer(part, unanswered))
+        self._late_watchers.add(task)
+        task.add_done_callback(self._late_watchers.discard)
+
+    async def _late_answer(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
+        """The SMSC answered a timed-out submit after all: record its id, unless the part
+        has been sent again since (then the handset may get it twice: say so)."""
+        outcome = await unanswered.late
+        if outcome is None:
+            return
+        if outcome.status or not outcome.message_id:
+            log.info(
+                "dispatch.submit.late_refusal",
+                extra={"part_id": part.part_id, "status": status_name(outcome.status)},
+            )
+            return  # refused after all: the retry already planned stands
+        carrier_id = outcome.message_id
+        taken: list[bool] = []
+
+        async def record() -> None:
+            taken.append(
+                await self._store.mark_submitted_late(
+                    part.part_id,
+                    part.attempts,
+                    carrier_id,
+                    normalise_carrier_id(carrier_id),
+                    self._clock.now(),
+                    self._builders,
+                    part.nb_sms,
+                )
+            )
+
+        await until_stored(
+            record,
+            on_refusal=lambda exc: log.warning(
+                "dispatch.record.retrying", extra={"part_id": part.part_id, "error": str(exc)}
+            ),
+        )
+        if taken[-1]:
+            log.info("dispatch.submit.late_answer", extra={"part_id": part.part_id})
+            self.submitted += 1
+        else:
+            log.warning(
+                "dispatch.submit.late_answer_after_resend",
+                extra={"part_id": part.part_id, "carrier_id": carrier_id},
+            )
 
     async def _sweep_leases(self) -> None:
         """Return parts whose lease ran out to the queue, purge day-old sandbox messages, expire
@@ -218,6 +272,8 @@ class _Lane:
             self.room.set()
         try:
             await self._record_until_stored(part, outcome)
+            if isinstance(outcome, SubmitUnanswered):  # its retry is stored: now the answer
+                self.d._watch_late_answer(part, outcome)
         except TransientError as exc:
             log.warning(
                 "dispatch.record.failed", extra={"part_id": part.part_id, "error": str(exc)}
@@ -249,6 +305,12 @@ class _Lane:
                 part.part_id, PartState.FAILED, str(outcome), now, builders, part.nb_sms
             )
             return
+        if isinstance(outcome, SubmitUnanswered):
+            # The SMSC may have it: counted (each new send risks a duplicate, so they are
+            # bounded), and not sent again while its late answer may still come.
+            not_before = now + outcome.retry_after
+            await self._retry(part, str(outcome), counted=True, not_before=not_before)
+            return
         if isinstance(outcome, SmsRelayError):
             await self._retry(part, str(outcome), counted=False)
             return
@@ -271,7 +333,9 @@ class _Lane:
         else:
             await self._retry(part, status_name(outcome.status), counted=True)
 
-    async def _retry(self, part: ClaimedPart, reason: str, *, counted: bool) -> None:
+    async def _retry(
+        self, part: ClaimedPart, reason: str, *, counted: bool, not_before: float = 0.0
+    ) -> None:
         policy = self.d._policy
         now = self.d._clock.now()
         if counted and part.attempts >= policy.max_attempts:
@@ -291,6 +355,7 @@ class _Lane:
             # is bound, so a short fixed delay cannot hammer anything, and a long outage does
             # not leave parts waiting minutes of backoff after the link is back.
             due = now + SLOW_DOWN_DELAY
+        due = max(due, not_before)
         await self.d._store.mark_retry(part.part_id, due, reason, counted=counted)
 
 
