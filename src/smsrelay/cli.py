@@ -10,6 +10,7 @@ from smsrelay.cli_accounts import accounts, numbers
 from smsrelay.cli_messages import messages, stop, webhooks
 from smsrelay.cli_support import emit, fail, run, settings_from, with_gateway
 from smsrelay.errors import SmsRelayError
+from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
 from smsrelay.store.engine import Database, path_from_url
@@ -151,10 +152,6 @@ def upgrade(ctx: click.Context) -> None:
     click.echo(f"applied migrations: {applied}" if applied else "database is up to date")
 
 
-PURGE_KINDS = ("messages", "replies", "callbacks", "unmatched receipts")
-PURGE_STEP = 1000  # rows looked at per transaction: serve waits for each at most that long
-
-
 @db.command()
 @click.option(
     "--older-than",
@@ -175,22 +172,16 @@ def purge(ctx: click.Context, days: int, as_json: bool) -> None:
     """
 
     async def work(gw: Gateway) -> dict[str, int]:
-        cutoff = gw.clock.now() - days * 86400.0
-        return {kind: await _purge_kind(gw, kind, cutoff) for kind in PURGE_KINDS}
+        return await retention.purge(
+            gw.store, gw.clock.now() - days * retention.DAY, _purge_progress
+        )
 
     deleted = with_gateway(ctx, work)
     emit(deleted, as_json, lambda d: ", ".join(f"{n} {kind} deleted" for kind, n in d.items()))
 
 
-async def _purge_kind(gw: Gateway, kind: str, cutoff: float) -> int:
-    deleted, after_id, steps = 0, 0, 0
-    while True:
-        step = await gw.store.purge_history(kind, cutoff, after_id, PURGE_STEP)
-        deleted, after_id, steps = deleted + step.deleted, step.last_id, steps + 1
-        if step.done:
-            return deleted
-        if steps % 50 == 0:  # progress on long work, every 50,000 rows looked at
-            click.echo(f"{kind}: {deleted} deleted so far (at id {after_id})", err=True)
+def _purge_progress(kind: str, deleted: int, at_id: int) -> None:
+    click.echo(f"{kind}: {deleted} deleted so far (at id {at_id})", err=True)
 
 
 @cli.command()

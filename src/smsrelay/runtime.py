@@ -25,6 +25,7 @@ from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
+from smsrelay.service.retention import RetentionSweeper
 from smsrelay.settings import Settings, SettingsError
 from smsrelay.store.engine import SERVING_BUSY_TIMEOUT_MS
 from smsrelay.store.lock import ServeLock
@@ -261,7 +262,11 @@ async def _start_services(
     await sender.start()
     inbound.on_stored = sender.wake
     gateway.extras["webhook_sender"] = sender
-    return [sender]
+    if not settings.retention_days:
+        return [sender]
+    sweeper = RetentionSweeper(gateway.store, gateway.clock, settings.retention_days)
+    await sweeper.start()
+    return [sender, sweeper]
 
 
 def _callback_tls(settings: Settings) -> ssl.SSLContext | None:

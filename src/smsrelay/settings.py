@@ -64,6 +64,9 @@ class Settings:
     dispatch_batch: int = 500
     submit_attempts: int = 5
     lease_seconds: float = 60.0
+    # Finished history (messages, replies, callbacks) older than this many days is deleted by
+    # serve every hour; 0 keeps everything (then `smsrelay db purge` does it by hand).
+    retention_days: int = 0
     webhook_timeout: float = 10.0
     webhook_first_retry: float = 1.0
     webhook_max_backoff: float = 600.0
@@ -204,6 +207,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("PostgreSQL is not supported yet: use sqlite:///PATH (the default)")
     if not url.startswith("sqlite:///"):
         raise SettingsError(f"unsupported database URL {url!r}: use sqlite:///PATH")
+    if settings.retention_days < 0:
+        raise SettingsError("retention_days must be 0 (keep everything) or a number of days")
     if settings.dispatch_batch < 1 or settings.submit_attempts < 1:
         raise SettingsError("dispatch_batch and submit_attempts must be at least 1")
     if not settings.uses_builtin_smsc and not str(settings.smsc).startswith(

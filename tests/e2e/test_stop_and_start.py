@@ -15,6 +15,7 @@ import pytest
 
 from smsrelay import runtime
 from smsrelay.service.clock import FixedClock
+from smsrelay.service.retention import RetentionSweeper
 from smsrelay.store.lock import DatabaseInUse
 from tests.support import (
     SMSRELAY,
@@ -142,6 +143,21 @@ async def test_without_the_demo_no_account_is_made_and_no_key_printed(tmp_path: 
         assert await running.gateway.store.list_accounts() == []
     finally:
         await runtime.stop(running)
+        await smsc.stop()
+
+
+@pytest.mark.parametrize("days", [0, 90])
+async def test_serve_purges_history_itself_only_when_retention_days_is_set(
+    tmp_path: Path, days: int
+) -> None:
+    smsc = await start_smsc()
+    settings = gateway_settings(tmp_path, smsc=smsc.url, retention_days=days)
+    running = await runtime.start(settings, lambda line: None)
+    try:
+        sweepers = [s for s in running.services if isinstance(s, RetentionSweeper)]
+        assert len(sweepers) == (1 if days else 0)
+    finally:
+        await runtime.stop(running)  # the sweeper stops with serve
         await smsc.stop()
 
 

@@ -1,0 +1,80 @@
+"""serve's own purge (retention_days): what is old and finished goes, the rest stays."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from smsrelay.service import retention
+from smsrelay.service.clock import FixedClock
+from smsrelay.service.retention import RetentionSweeper
+from smsrelay.settings import SettingsError, load_settings
+from smsrelay.store.records import IncomingReceipt
+from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.payloads import BUILDERS
+from tests.factories import new_message, open_store
+from tests.support import eventually
+
+DAY = 86400.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = await open_store(tmp_path, {"+33757000001": "default"})
+    yield s
+    await s.close()
+
+
+async def _delivered(store: SqliteStore, at: float, carrier_id: str) -> int:
+    message = new_message(created_at=at, due_at=at, cost_micros=1)
+    message_id = await store.accept_message(message)
+    [part] = await store.claim_due_parts("default", at, 10, at + 60)
+    await store.mark_submitted(part.part_id, carrier_id, carrier_id, at, BUILDERS, 1)
+    receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, at)
+    assert await store.record_receipt(receipt, BUILDERS)
+    return message_id
+
+
+async def test_the_sweeper_purges_what_is_older_than_its_days(store: SqliteStore) -> None:
+    old = await _delivered(store, 10 * DAY, "old")
+    recent = await _delivered(store, 95 * DAY, "recent")
+    unsent = await store.accept_message(new_message(created_at=11 * DAY, due_at=11 * DAY))
+    sweeper = RetentionSweeper(store, FixedClock(100 * DAY), 30, every=0.01)
+    await sweeper.start()
+    try:
+        await eventually(lambda: sweeper.sweeps >= 2)  # the second finds nothing more to do
+    finally:
+        await sweeper.stop()
+    assert await store.get_message(old) is None
+    assert await store.get_message(recent) is not None
+    assert await store.get_message(unsent) is not None  # not finished: never purged
+
+
+async def test_the_sweeper_waits_its_interval_before_the_first_purge(store: SqliteStore) -> None:
+    old = await _delivered(store, 10 * DAY, "old")
+    sweeper = RetentionSweeper(store, FixedClock(100 * DAY), 30)  # hourly
+    await sweeper.start()
+    await sweeper.stop()
+    assert sweeper.sweeps == 0 and await store.get_message(old) is not None
+
+
+async def test_long_purges_report_their_progress(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "STEP", 1)
+    for n in range(60):
+        await _delivered(store, DAY + n, f"c{n}")
+    seen: list[tuple[str, int, int]] = []
+    deleted = await retention.purge(store, 30 * DAY, lambda *step: seen.append(step))
+    assert deleted["messages"] == 60
+    assert seen == [("messages", 50, seen[0][2])] and seen[0][2] > 0
+
+
+def test_retention_days_is_a_setting_and_cannot_be_negative(tmp_path: Path) -> None:
+    env = {"SMSRELAY_DATA_DIR": str(tmp_path)}
+    assert load_settings(env=env).retention_days == 0  # keep everything unless asked
+    assert load_settings(env={**env, "SMSRELAY_RETENTION_DAYS": "90"}).retention_days == 90
+    with pytest.raises(SettingsError, match="retention_days"):
+        load_settings(env={**env, "SMSRELAY_RETENTION_DAYS": "-1"})
