@@ -206,6 +206,9 @@ def test_status_shows_parts_due_that_no_link_has_sent(run, tmp_path: Path) -> No
     )
     late = json.loads(run("status", "--json"))["due_not_sent"]["default"]
     assert late["parts"] == 1 and late["oldestDueSince"].startswith("1970-01-01")
+    # For monitoring: due since 1970 is more than a day late; a week's allowance is not.
+    assert "not leaving: connector default" in run("status", "--max-overdue", "86400", code=1)
+    run("status", "--max-overdue", str(100 * 365 * 86400))
 
 
 def test_messages_replies_lists_what_came_in(run, tmp_path: Path) -> None:

@@ -186,19 +186,26 @@ def _purge_progress(kind: str, deleted: int, at_id: int) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="The same figures as JSON.")
+@click.option(
+    "--max-overdue",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Exit 1 if a connector has a part due for longer than this and not sent (monitoring).",
+)
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, max_overdue: float | None) -> None:
     """Show queue depth and pending callbacks of the configured database.
 
     \b
     Example:
       smsrelay status --json
+      smsrelay status --max-overdue 600 || alert "SMS are not leaving"
     """
 
-    async def work(gw: Gateway) -> dict[str, Any]:
+    async def work(gw: Gateway) -> tuple[dict[str, Any], list[str]]:
         now = gw.clock.now()
         overdue = await gw.store.overdue_parts(now)
-        return {
+        figures = {
             "parts": await gw.store.queue_depth(),
             "pending_callbacks": await gw.store.pending_webhooks(),
             "due_not_sent": {
@@ -206,8 +213,18 @@ def status(ctx: click.Context, as_json: bool) -> None:
                 for name, (count, since) in overdue.items()
             },
         }
+        stuck = [
+            name
+            for name, (_, since) in overdue.items()
+            if max_overdue is not None and now - since > max_overdue
+        ]
+        return figures, stuck
 
-    emit(with_gateway(ctx, work), as_json, _status_lines)
+    figures, stuck = with_gateway(ctx, work)
+    emit(figures, as_json, _status_lines)
+    if stuck:
+        names = ", ".join(stuck)
+        fail(f"parts due for more than {max_overdue:g} s are not leaving: connector {names}")
 
 
 def _status_lines(figures: dict[str, Any]) -> str:
