@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from smsrelay.store.records import NewMessage
+from smsrelay.store.records import IncomingReceipt, NewMessage
 from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.payloads import BUILDERS
 
 
 async def open_store(folder: Path, numbers: dict[str, str]) -> SqliteStore:
@@ -40,3 +41,13 @@ def new_message(**changes: Any) -> NewMessage:
     }
     fields.update(changes)
     return NewMessage(**fields)
+
+
+async def delivered_message(store: SqliteStore, at: float, carrier_id: str, **changes: Any) -> int:
+    """A one-part message accepted, sent and delivered at ``at`` (its DLR queued if it asks)."""
+    message_id = await store.accept_message(new_message(created_at=at, due_at=at, **changes))
+    [part] = await store.claim_due_parts("default", at, 10, at + 60)
+    await store.mark_submitted(part.part_id, carrier_id, carrier_id, at, BUILDERS, 1)
+    receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, at)
+    assert await store.record_receipt(receipt, BUILDERS)
+    return message_id

@@ -11,10 +11,8 @@ from smsrelay.service import retention
 from smsrelay.service.clock import FixedClock
 from smsrelay.service.retention import RetentionSweeper
 from smsrelay.settings import SettingsError, load_settings
-from smsrelay.store.records import IncomingReceipt
 from smsrelay.store.sqlite_store import SqliteStore
-from smsrelay.webhooks.payloads import BUILDERS
-from tests.factories import new_message, open_store
+from tests.factories import delivered_message, new_message, open_store
 from tests.support import eventually
 
 DAY = 86400.0
@@ -28,13 +26,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 async def _delivered(store: SqliteStore, at: float, carrier_id: str) -> int:
-    message = new_message(created_at=at, due_at=at, cost_micros=1)
-    message_id = await store.accept_message(message)
-    [part] = await store.claim_due_parts("default", at, 10, at + 60)
-    await store.mark_submitted(part.part_id, carrier_id, carrier_id, at, BUILDERS, 1)
-    receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, at)
-    assert await store.record_receipt(receipt, BUILDERS)
-    return message_id
+    return await delivered_message(store, at, carrier_id, cost_micros=1)
 
 
 async def test_the_sweeper_purges_what_is_older_than_its_days(store: SqliteStore) -> None:

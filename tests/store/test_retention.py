@@ -11,7 +11,7 @@ import pytest
 from smsrelay.store.records import InboundReply, IncomingReceipt
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
-from tests.factories import new_message, open_store
+from tests.factories import delivered_message, new_message, open_store
 
 DAY = 86400.0
 CUTOFF = 100 * DAY
@@ -26,14 +26,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 async def _delivered(store: SqliteStore, at: float, carrier_id: str) -> int:
     """A message sent and delivered at ``at``, its DLR callback queued."""
-    message_id = await store.accept_message(
-        new_message(created_at=at, due_at=at, url_dlr="https://example.com/dlr")
-    )
-    [part] = await store.claim_due_parts("default", at, 10, at + 60)
-    await store.mark_submitted(part.part_id, carrier_id, carrier_id, at, BUILDERS, 1)
-    receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, at)
-    assert await store.record_receipt(receipt, BUILDERS)
-    return message_id
+    return await delivered_message(store, at, carrier_id, url_dlr="https://example.com/dlr")
 
 
 async def _purge_all(store: SqliteStore, kind: str) -> int:
