@@ -14,6 +14,7 @@ import pytest
 from smsrelay.carrier.connector import Connector, SubmitUnanswered
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSlots
+from smsrelay.carrier.smpp_link import LATE_ANSWER_LIMIT, SmppLink
 from smsrelay.errors import TransientError
 from smsrelay.smpp.codec import PduReader, encode
 from smsrelay.smpp.concat import ConcatInfo, ConcatMethod, split_concat
@@ -29,6 +30,8 @@ from smsrelay.smpp.pdu import (
     UnbindResp,
 )
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id, parse_receipt
+from smsrelay.smpp.session import Role
+from smsrelay.store.inbound_ops import EARLY_RECEIPT_WINDOW
 
 from .conftest import (
     DESTINATION,
@@ -325,8 +328,44 @@ async def test_response_timeout_raises_transient(
     assert time.monotonic() - started < 2.5  # well before the 3 s answer
     assert isinstance(raised.value, TransientError)
     # The late answer is waited for six timeouts (1.2 s), not for the 3 s it takes.
-    assert raised.value.retry_after == pytest.approx(1.2)
     assert await asyncio.wait_for(raised.value.late, 2.5) is None
+    assert time.monotonic() - started < 2.5
+
+
+async def test_an_answer_read_right_after_the_timeout_is_not_lost(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    # The resp is read in the loop turn after the timeout fired, before the submitter wakes:
+    # it must still reach the submitter as the late answer.
+    simulator = await make_simulator(resp_delay_ms=3000)
+    connector = await make_connector(simulator, response_timeout=0.2)
+    [link] = [link for link in connector._links.values() if link is not None]
+    expire = link.session.expire
+
+    def expire_then_answer(now: float) -> list:
+        expired = expire(now)
+        for sequence, _ in expired:
+            resp = SubmitSmResp(sequence=sequence, message_id="M1")
+            link.loop.call_soon(link._on_response, resp)
+        return expired
+
+    link.session.expire = expire_then_answer  # type: ignore[method-assign]
+    with pytest.raises(SubmitUnanswered) as raised:
+        await connector.submit(part())
+    late = await asyncio.wait_for(raised.value.late, 1.0)
+    assert late is not None and late.message_id == "M1"
+
+
+async def test_an_unanswered_submit_keeps_its_window_slot_until_its_late_answer(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    # Timed out is not gone: the SMSC still counts it in its window, so must we.
+    simulator = await make_simulator(resp_delay_ms=700)
+    connector = await make_connector(simulator, response_timeout=0.2, window=1)
+    for n in range(3):
+        with pytest.raises(SubmitUnanswered):
+            await connector.submit(part(n + 1))
+    assert simulator.stats.max_resp_pending == 1
 
 
 async def test_an_answer_after_the_timeout_is_still_passed_on(
@@ -578,3 +617,16 @@ async def test_gsm_text_is_reencoded_for_an_smsc_that_wants_ia5_or_latin1(
     await connector.submit(part(payload=encode_gsm7("Café €")))
     [record] = simulator.received
     assert (record.data_coding, record.short_message) == (coding, expected)
+
+
+async def test_late_answers_are_awaited_within_the_early_receipt_window() -> None:
+    # A receipt may come before the late resp: the store keeps it EARLY_RECEIPT_WINDOW, so a
+    # late answer cannot be awaited longer, however long the response timeout.
+    link = SmppLink(
+        Role.ESME,
+        window=1,
+        response_timeout=60.0,
+        enquire_link_interval=30.0,
+        logger=logging.getLogger("test"),
+    )
+    assert link.late_window == LATE_ANSWER_LIMIT < EARLY_RECEIPT_WINDOW

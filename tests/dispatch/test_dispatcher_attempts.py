@@ -7,7 +7,6 @@ four times and then fail once.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +17,9 @@ from smsrelay.carrier.connector import OutboundPart, SubmitOutcome, SubmitUnansw
 from smsrelay.dispatch import dispatcher
 from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
 from smsrelay.domain.backoff import BackoffPolicy
+from smsrelay.errors import DomainError
 from smsrelay.service.clock import SystemClock
-from smsrelay.store.records import MessageView
+from smsrelay.store.records import MessageView, PartView
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message, open_store
@@ -97,44 +97,57 @@ async def test_counted_failures_still_give_up_at_the_limit(
 class UnansweredFirst(ScriptedCarrier):
     """Leaves its first submit unanswered (the test gives the late answer), then takes them."""
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self) -> None:
         super().__init__([0])
-        self.retry_after = retry_after
         self.late: asyncio.Future[SubmitOutcome | None] | None = None
 
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
         if self.late is None:
             self.submits += 1
             self.late = asyncio.get_running_loop().create_future()
-            raise SubmitUnanswered("no submit_sm_resp in time", self.late, self.retry_after)
+            raise SubmitUnanswered("no submit_sm_resp in time", self.late)
         return await super().submit(part)
 
 
-async def _start_one(store: SqliteStore, carrier: ScriptedCarrier) -> tuple[int, Dispatcher]:
+async def _start_one(
+    store: SqliteStore, carrier: ScriptedCarrier, max_attempts: int = 3
+) -> tuple[int, Dispatcher]:
     now = time.time()
     message_id = await store.accept_message(new_message(cost_micros=1, created_at=now, due_at=now))
-    policy = DispatchPolicy(max_attempts=3, backoff=BackoffPolicy(first=0.01, cap=0.01))
+    policy = DispatchPolicy(max_attempts=max_attempts, backoff=BackoffPolicy(first=0.01, cap=0.01))
     running = Dispatcher(store, SystemClock(), {"default": carrier}, BUILDERS, policy)
     await running.start()
     return message_id, running
 
 
-async def _part_state(store: SqliteStore, message_id: int) -> tuple[str, str | None]:
+async def _part(store: SqliteStore, message_id: int) -> PartView:
     message = await store.get_message(message_id)
     assert message is not None
-    return message.parts[0].state, message.parts[0].carrier_id
+    return message.parts[0]
+
+
+async def _unanswered(store: SqliteStore, message_id: int, carrier: UnansweredFirst) -> None:
+    """Wait until the first submit went unanswered; the part must still be the SMSC's."""
+    await eventually(lambda: carrier.late is not None)
+    for _ in range(20):  # loop turns: had the timeout been recorded, it would be by now
+        await asyncio.sleep(0)
+    part = await _part(store, message_id)
+    assert part.state == "sending" and part.attempts == 1
+    with pytest.raises(DomainError, match="already left"):  # it may be at the SMSC
+        await store.cancel_message(1, message_id, time.time())
 
 
 async def test_a_late_answer_is_recorded_and_the_part_not_sent_again(store: SqliteStore) -> None:
-    carrier = UnansweredFirst(retry_after=60.0)
+    carrier = UnansweredFirst()
     message_id, running = await _start_one(store, carrier)
     try:
-        await eventually(lambda: _waits_for_retry(store, message_id))
+        await _unanswered(store, message_id, carrier)
         assert carrier.late is not None
         carrier.late.set_result(SubmitOutcome(status=0, message_id="late-1"))
 
         async def taken() -> bool:
-            return await _part_state(store, message_id) == ("submitted", "late-1")
+            part = await _part(store, message_id)
+            return (part.state, part.carrier_id) == ("submitted", "late-1")
 
         await eventually(taken)
         assert carrier.submits == 1
@@ -142,28 +155,24 @@ async def test_a_late_answer_is_recorded_and_the_part_not_sent_again(store: Sqli
         await running.stop()
 
 
-async def test_a_late_answer_after_the_part_went_again_is_reported(
-    store: SqliteStore, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("max_attempts", "final"), [(3, "submitted"), (1, "failed")])
+async def test_without_even_a_late_answer_the_part_goes_again_and_that_counts(
+    store: SqliteStore, max_attempts: int, final: str
 ) -> None:
-    carrier = UnansweredFirst(retry_after=0.01)  # too short to wait for the answer
-    message_id, running = await _start_one(store, carrier)
+    carrier = UnansweredFirst()
+    message_id, running = await _start_one(store, carrier, max_attempts)
     try:
-
-        async def resent() -> bool:
-            return await _part_state(store, message_id) == ("submitted", "id2")
-
-        await eventually(resent)
+        await _unanswered(store, message_id, carrier)
         assert carrier.late is not None
-        with caplog.at_level(logging.WARNING, "smsrelay.dispatch"):
-            carrier.late.set_result(SubmitOutcome(status=0, message_id="late-1"))
-            await eventually(lambda: "dispatch.submit.late_answer_after_resend" in caplog.messages)
-        assert await _part_state(store, message_id) == ("submitted", "id2")
+        carrier.late.set_result(None)  # the link's late window is over
+
+        async def settled() -> PartView | None:
+            part = await _part(store, message_id)
+            return part if part.state in ("submitted", "failed") else None
+
+        part = await eventually(settled)
+        assert part.state == final
+        assert carrier.submits == (2 if final == "submitted" else 1)
+        assert part.attempts == (2 if final == "submitted" else 1)
     finally:
         await running.stop()
-
-
-async def _waits_for_retry(store: SqliteStore, message_id: int) -> bool:
-    message = await store.get_message(message_id)
-    assert message is not None
-    part = message.parts[0]
-    return part.state == "queued" and part.attempts == 1 and part.last_error is not None

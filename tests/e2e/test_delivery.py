@@ -158,10 +158,10 @@ async def test_dropped_connection_mid_window_loses_and_duplicates_nothing(linked
 async def test_an_smsc_answering_after_the_timeout_gets_each_message_once(
     tmp_path: Path,
 ) -> None:
-    # The SMSC answers in 1.5 s, three times our 0.5 s timeout: it has the messages all the
-    # same. They are not sent again while its answer may still come (six timeouts), and the
-    # late ids are recorded, so the receipts that follow match.
-    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "1500")
+    # The SMSC answers in 2.5 s, five times our 0.5 s timeout (and later than a retry would
+    # go): it has the messages all the same. They are not sent again while its answer may
+    # still come (six timeouts), and the late ids are recorded, so the receipts match.
+    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "2500")
     url = smsc.url + "?response_timeout=0.5"
     gw = await start_gateway(gateway_settings(tmp_path, smsc=url))
     try:

@@ -106,25 +106,6 @@ async def test_outcome_after_the_lease_was_lost_is_ignored(store: SqliteStore) -
     assert await store.mark_submitted(part.part_id, "abc", "abc", 262.0, BUILDERS) is False
 
 
-async def test_a_late_answer_is_taken_only_while_the_part_waits_for_its_retry(
-    store: SqliteStore,
-) -> None:
-    first = await store.accept_message(new_message())
-    second = await store.accept_message(new_message())
-    parts = await store.claim_due_parts("default", 200.0, 10, 260.0)
-    for part in parts:  # both timed out: back in the queue, due once their answer cannot come
-        assert await store.mark_retry(part.part_id, 260.0, "no submit_sm_resp in time")
-    late, resent = parts
-    assert await store.mark_submitted_late(late.part_id, 1, "c1", "c1", 205.0, BUILDERS, 1)
-    [again] = await store.claim_due_parts("default", 260.0, 10, 320.0)
-    assert again.part_id == resent.part_id and again.attempts == 2
-    # Sent again before its answer came: that answer (to attempt 1) can no longer be taken.
-    assert not await store.mark_submitted_late(resent.part_id, 1, "c2", "c2", 261.0, BUILDERS, 1)
-    assert (await store.get_message(first)).parts[0].carrier_id == "c1"
-    assert (await store.get_message(first)).state == "submitted"
-    assert (await store.get_message(second)).parts[0].carrier_id is None
-
-
 async def test_cancel_refunds_and_only_before_leaving(store: SqliteStore) -> None:
     held = await store.accept_message(new_message(due_at=9_000.0))
     assert await store.cancel_message(1, held, 300.0) == 45_000

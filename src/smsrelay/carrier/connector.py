@@ -29,16 +29,13 @@ class SubmitOutcome:
 
 
 class SubmitUnanswered(TransientError):
-    """The SMSC did not answer a submit in time, yet it may have taken it. ``late`` gets its
-    answer if one still comes (None if not) within ``retry_after`` seconds: sending the part
-    again before then could put it twice on the handset."""
+    """The SMSC did not answer a submit in time, yet it may have taken it: ``late`` gets its
+    answer if one still comes, or None once it cannot (the link's late window is over, or
+    the link is gone). Sending the part again before then could put it twice on a handset."""
 
-    def __init__(
-        self, message: str, late: asyncio.Future[SubmitOutcome | None], retry_after: float
-    ) -> None:
+    def __init__(self, message: str, late: asyncio.Future[SubmitOutcome | None]) -> None:
         super().__init__(message)
         self.late = late
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

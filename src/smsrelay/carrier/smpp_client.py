@@ -23,7 +23,7 @@ from smsrelay.carrier.connector import (
     SubmitOutcome,
     SubmitUnanswered,
 )
-from smsrelay.carrier.smpp_link import SmppLink
+from smsrelay.carrier.smpp_link import ResponseTimedOut, SmppLink
 from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.smpp.concat import ConcatMethod, build_part
@@ -349,23 +349,18 @@ class SmppConnector:
         try:
             if self._stopping:  # it waited for a slot while we began to stop: it never left
                 raise TransientError(f"smpp connector {self.name} is stopping")
-            link, sequence, future = await self._send_submit(part)
+            link, future = await self._send_submit(part)
         except BaseException:
             self._window.release()
             raise
         # The slot is held until the SMSC answers (or the link gives up on it), even if the
         # caller is cancelled meanwhile: the window counts what the SMSC has outstanding.
-        future.add_done_callback(self._window.release_on_done)
+        future.add_done_callback(self._release_slot_when_answered)
         try:
             response = await asyncio.shield(future)
-        except TransientError:
-            late = link.late_answer(sequence)
-            if late is None:
-                raise  # the link is gone: no answer can come any more
+        except ResponseTimedOut as exc:
             raise SubmitUnanswered(
-                f"smpp connector {self.name}: no submit_sm_resp in time",
-                _late_outcome(late),
-                link.late_window,
+                f"smpp connector {self.name}: no submit_sm_resp in time", _late_outcome(exc.late)
             ) from None
         self._learn_pace(response.status)
         if response.status == CommandStatus.ESME_RINVBNDSTS:
@@ -375,6 +370,13 @@ class SmppConnector:
             raise TransientError(f"smpp connector {self.name}: the SMSC says we are not bound")
         return _outcome(response)
 
+    def _release_slot_when_answered(self, answer: asyncio.Future[Pdu]) -> None:
+        error = None if answer.cancelled() else answer.exception()
+        if isinstance(error, ResponseTimedOut):  # still the SMSC's until it answers late or
+            error.late.add_done_callback(self._window.release_on_done)  # cannot any more
+        else:
+            self._window.release()
+
     def _learn_pace(self, status: int) -> None:
         now = asyncio.get_running_loop().time()
         if status in _SLOW_DOWN:
@@ -383,7 +385,7 @@ class SmppConnector:
         elif status == CommandStatus.ESME_ROK:
             self._pace.taken(now)
 
-    async def _send_submit(self, part: OutboundPart) -> tuple[_EsmeLink, int, asyncio.Future[Pdu]]:
+    async def _send_submit(self, part: OutboundPart) -> tuple[_EsmeLink, asyncio.Future[Pdu]]:
         loop = asyncio.get_running_loop()
         if self._bucket is not None:  # our own cap: a fixed rate, slots can be booked ahead
             delay = self._bucket.reserve(loop.time())
@@ -397,9 +399,8 @@ class SmppConnector:
         link = self._links[self._submit_mode]
         if link is None or not link.can_submit:
             raise TransientError(f"smpp connector {self.name} is not bound")
-        sequence = link.session.next_sequence()
         try:
-            return link, sequence, link.request(self._submit_sm(part, sequence))
+            return link, link.request(self._submit_sm(part, link.session.next_sequence()))
         except NotSendableNow as exc:  # the link's state, not the part: try it again later
             raise TransientError(f"smpp connector {self.name}: {exc}") from exc
         except (LocalProtocolError, ValueError) as exc:

@@ -44,9 +44,19 @@ from smsrelay.smpp.session import (
 # --- one connection, either role -----------------------------------------------------------
 
 
-# A submit_sm_resp that comes after its timeout is still taken for this many timeouts: the
-# SMSC may well have the message, and sending it again before then risks a duplicate.
+# A submit_sm_resp that comes after its timeout is still taken for this many timeouts (at most
+# LATE_ANSWER_LIMIT seconds, within the store's 120 s for receipts that come first): the SMSC
+# may well have the message, and sending it again before then risks a duplicate.
 LATE_ANSWER_TIMEOUTS = 6
+LATE_ANSWER_LIMIT = 100.0
+
+
+class ResponseTimedOut(TransientError):
+    """No submit_sm_resp in time; ``late`` gets it if it still comes (None if it cannot)."""
+
+    def __init__(self, message: str, late: asyncio.Future[Pdu | None]) -> None:
+        super().__init__(message)
+        self.late = late
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -86,7 +96,7 @@ class SmppLink(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         # submit_sm sequences whose answer timed out -> (until when, the late answer or None)
         self._late: dict[int, tuple[float, asyncio.Future[Pdu | None]]] = {}
-        self.late_window = response_timeout * LATE_ANSWER_TIMEOUTS
+        self.late_window = min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT)
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -218,12 +228,6 @@ class SmppLink(asyncio.Protocol):
             late[1].set_result(pdu)  # an answer that had timed out: it was not lost after all
         self._wake_one()
 
-    def late_answer(self, sequence: int) -> asyncio.Future[Pdu | None] | None:
-        """For a submit_sm whose answer timed out: its answer if it still comes within
-        ``late_window`` seconds, else None."""
-        late = self._late.get(sequence)
-        return None if late is None else late[1]
-
     def _give_up_late(self, now: float) -> None:
         while self._late:
             sequence, (until, future) = next(iter(self._late.items()))
@@ -275,11 +279,14 @@ class SmppLink(asyncio.Protocol):
         if expired:
             self._wake_room()
         for sequence, request in expired:
-            if request.command_id is CommandId.SUBMIT_SM:
-                self._late[sequence] = (now + self.late_window, self.loop.create_future())
+            error = TransientError(f"no {request.command_id.name}_resp in time")
+            if request.command_id is CommandId.SUBMIT_SM:  # the SMSC may have it: wait on
+                late: asyncio.Future[Pdu | None] = self.loop.create_future()
+                self._late[sequence] = (now + self.late_window, late)
+                error = ResponseTimedOut(str(error), late)
             future = self._pending.pop(sequence, None)
             if future is not None and not future.done():
-                future.set_exception(TransientError(f"no {request.command_id.name}_resp in time"))
+                future.set_exception(error)
             if request.command_id is CommandId.ENQUIRE_LINK:
                 self.log.warning("smpp.enquire_link.timeout", extra={"link": self.name})
                 self.abort()

@@ -100,66 +100,19 @@ class Dispatcher:
         their outcome stored: a part it took is not sent again after a restart. What is left
         keeps its lease and comes back (at least once)."""
         await self.stop_claiming()
-        sends = [task for lane in self._lanes for task in lane.tasks]
+        # Late answers too: the connectors have stopped, so they are in or cannot come.
+        sends = [task for lane in self._lanes for task in lane.tasks] + [*self._late_watchers]
         if sends:
             await asyncio.wait(sends, timeout=grace)
         for task in sends:
             task.cancel()
         await asyncio.gather(*sends, return_exceptions=True)
         self._lanes = []
-        # Late answers not in yet: those parts wait queued and go again after a restart.
-        watchers, self._late_watchers = self._late_watchers, set()
-        for watcher in watchers:
-            watcher.cancel()
-        await asyncio.gather(*watchers, return_exceptions=True)
 
-    def _watch_late_answer(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
-        task = asyncio.create_task(self._late_answer(part, unanswered))
+    def _watch_late_answer(self, lane: _Lane, part: ClaimedPart, late: SubmitUnanswered) -> None:
+        task = asyncio.create_task(lane.conclude_when_answered(part, late))
         self._late_watchers.add(task)
         task.add_done_callback(self._late_watchers.discard)
-
-    async def _late_answer(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
-        """The SMSC answered a timed-out submit after all: record its id, unless the part
-        has been sent again since (then the handset may get it twice: say so)."""
-        outcome = await unanswered.late
-        if outcome is None:
-            return
-        if outcome.status or not outcome.message_id:
-            log.info(
-                "dispatch.submit.late_refusal",
-                extra={"part_id": part.part_id, "status": status_name(outcome.status)},
-            )
-            return  # refused after all: the retry already planned stands
-        carrier_id = outcome.message_id
-        taken: list[bool] = []
-
-        async def record() -> None:
-            taken.append(
-                await self._store.mark_submitted_late(
-                    part.part_id,
-                    part.attempts,
-                    carrier_id,
-                    normalise_carrier_id(carrier_id),
-                    self._clock.now(),
-                    self._builders,
-                    part.nb_sms,
-                )
-            )
-
-        await until_stored(
-            record,
-            on_refusal=lambda exc: log.warning(
-                "dispatch.record.retrying", extra={"part_id": part.part_id, "error": str(exc)}
-            ),
-        )
-        if taken[-1]:
-            log.info("dispatch.submit.late_answer", extra={"part_id": part.part_id})
-            self.submitted += 1
-        else:
-            log.warning(
-                "dispatch.submit.late_answer_after_resend",
-                extra={"part_id": part.part_id, "carrier_id": carrier_id},
-            )
 
     async def _sweep_leases(self) -> None:
         """Return parts whose lease ran out to the queue, purge day-old sandbox messages, expire
@@ -270,10 +223,25 @@ class _Lane:
             # is being committed (the part stays leased until then, so nothing is lost).
             self.in_flight -= 1
             self.room.set()
+        if isinstance(outcome, SubmitUnanswered):
+            # The SMSC may have it: the part stays 'sending' (held, its lease renewed, not
+            # cancellable, not sent again) until its answer comes late or cannot any more.
+            self.d._watch_late_answer(self, part, outcome)
+            return
+        await self._conclude(part, outcome)
+
+    async def conclude_when_answered(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
+        answer = await unanswered.late
+        if answer is not None:
+            log.info(
+                "dispatch.submit.late_answer",
+                extra={"part_id": part.part_id, "status": status_name(answer.status)},
+            )
+        await self._conclude(part, unanswered if answer is None else answer)
+
+    async def _conclude(self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError) -> None:
         try:
             await self._record_until_stored(part, outcome)
-            if isinstance(outcome, SubmitUnanswered):  # its retry is stored: now the answer
-                self.d._watch_late_answer(part, outcome)
         except TransientError as exc:
             log.warning(
                 "dispatch.record.failed", extra={"part_id": part.part_id, "error": str(exc)}
@@ -306,10 +274,8 @@ class _Lane:
             )
             return
         if isinstance(outcome, SubmitUnanswered):
-            # The SMSC may have it: counted (each new send risks a duplicate, so they are
-            # bounded), and not sent again while its late answer may still come.
-            not_before = now + outcome.retry_after
-            await self._retry(part, str(outcome), counted=True, not_before=not_before)
+            # No answer, even late: counted, as each new send may be a duplicate at a handset.
+            await self._retry(part, str(outcome), counted=True)
             return
         if isinstance(outcome, SmsRelayError):
             await self._retry(part, str(outcome), counted=False)
@@ -333,9 +299,7 @@ class _Lane:
         else:
             await self._retry(part, status_name(outcome.status), counted=True)
 
-    async def _retry(
-        self, part: ClaimedPart, reason: str, *, counted: bool, not_before: float = 0.0
-    ) -> None:
+    async def _retry(self, part: ClaimedPart, reason: str, *, counted: bool) -> None:
         policy = self.d._policy
         now = self.d._clock.now()
         if counted and part.attempts >= policy.max_attempts:
@@ -355,7 +319,6 @@ class _Lane:
             # is bound, so a short fixed delay cannot hammer anything, and a long outage does
             # not leave parts waiting minutes of backoff after the link is back.
             due = now + SLOW_DOWN_DELAY
-        due = max(due, not_before)
         await self.d._store.mark_retry(part.part_id, due, reason, counted=counted)
 
 

@@ -94,20 +94,6 @@ class Store(Protocol):
         builders: CallbackBuilders,
         nb_sms: int | None = None,
     ) -> bool: ...
-    async def mark_submitted_late(
-        self,
-        part_id: int,
-        attempt: int,
-        carrier_id: str,
-        carrier_key: str,
-        now: float,
-        builders: CallbackBuilders,
-        nb_sms: int | None = None,
-    ) -> bool:
-        """A late answer to a timed-out submit: taken (True) only if that part still waits for
-        its retry after that same attempt, i.e. it was not sent again."""
-        ...
-
     async def mark_retry(
         self, part_id: int, due_at: float, error: str, *, counted: bool = True
     ) -> bool: ...

@@ -327,25 +327,6 @@ def mark_submitted(
     return None if row is None else int(row[0])
 
 
-def mark_submitted_late(
-    conn: sqlite3.Connection,
-    part_id: int,
-    attempt: int,
-    carrier_id: str,
-    carrier_key: str,
-    now: float,
-) -> int | None:
-    """The SMSC's late answer to attempt ``attempt``: taken while the part still waits for the
-    retry that timeout planned (not claimed again since). Returns the message id, or None."""
-    row = conn.execute(
-        "UPDATE parts SET state = 'submitted', carrier_id = ?, carrier_key = ?, "
-        "submitted_at = ?, lease_until = NULL WHERE id = ? AND state = 'queued' "
-        "AND attempts = ? RETURNING message_id",
-        (carrier_id, carrier_key, now, part_id, attempt),
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
 def mark_retry(
     conn: sqlite3.Connection, part_id: int, due_at: float, error: str, *, counted: bool = True
 ) -> bool:

@@ -265,25 +265,12 @@ class SqliteStore:
     ) -> bool:
         def op(conn: Any) -> bool:
             message_id = message_ops.mark_submitted(conn, part_id, carrier_id, carrier_key, now)
-            return _submitted(conn, message_id, part_id, carrier_key, now, builders, nb_sms)
-
-        return await self.db.write(op)
-
-    async def mark_submitted_late(
-        self,
-        part_id: int,
-        attempt: int,
-        carrier_id: str,
-        carrier_key: str,
-        now: float,
-        builders: CallbackBuilders,
-        nb_sms: int | None = None,
-    ) -> bool:
-        def op(conn: Any) -> bool:
-            message_id = message_ops.mark_submitted_late(
-                conn, part_id, attempt, carrier_id, carrier_key, now
-            )
-            return _submitted(conn, message_id, part_id, carrier_key, now, builders, nb_sms)
+            if message_id is None:
+                return False
+            only = PartState.SUBMITTED if nb_sms == 1 else None
+            message_ops.refresh_message_state(conn, message_id, now, builders, only_part=only)
+            inbound_ops.match_early_receipts(conn, part_id, carrier_key, builders, now)
+            return True
 
         return await self.db.write(op)
 
@@ -379,21 +366,3 @@ class SqliteStore:
 
     async def pending_webhooks(self) -> int:
         return await self.db.read(webhook_ops.pending_count)
-
-
-def _submitted(
-    conn: Any,
-    message_id: int | None,
-    part_id: int,
-    carrier_key: str,
-    now: float,
-    builders: CallbackBuilders,
-    nb_sms: int | None,
-) -> bool:
-    """After a part took its SMSC id: its message's state, and receipts that came first."""
-    if message_id is None:
-        return False
-    only = PartState.SUBMITTED if nb_sms == 1 else None
-    message_ops.refresh_message_state(conn, message_id, now, builders, only_part=only)
-    inbound_ops.match_early_receipts(conn, part_id, carrier_key, builders, now)
-    return True
