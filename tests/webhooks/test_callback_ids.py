@@ -9,9 +9,11 @@ from smsrelay.webhooks.payloads import new_callback_id
 
 
 def test_a_callback_id_is_an_rfc_9562_version_7_uuid() -> None:
-    parsed = uuid.UUID(new_callback_id())
+    text = new_callback_id()
+    parsed = uuid.UUID(text)
     assert parsed.version == 7
     assert parsed.variant == uuid.RFC_4122
+    assert str(parsed) == text  # the canonical form: lowercase, hyphens in place
 
 
 def test_the_id_starts_with_the_unix_milliseconds() -> None:
