@@ -181,6 +181,19 @@ async def test_an_smsc_answering_after_the_timeout_gets_each_message_once(
         await smsc.stop()
 
 
+async def test_a_link_that_keeps_dropping_loses_and_duplicates_nothing(linked) -> None:
+    # The SMSC closes the connection at every 53rd submit_sm (having sent what it answered):
+    # a dozen reconnects mid-window, receipts re-delivered on the next bind.
+    smsc, gw = await linked("--drop-every", "53")
+    ids = [(await gw.send(message=f"flaky {i}"))[1]["message_id"] for i in range(400)]
+    for message_id in ids:
+        await _final_status(gw, message_id, "Delivered")
+    assert (await smsc.stats())["dropped_connections"] >= 7
+    acked = [s for s in await smsc.submits() if s["status"] == 0 and s["message_id"]]
+    texts = [bytes.fromhex(s["short_message"]) for s in acked]
+    assert sorted(texts) == sorted(f"flaky {i}".encode() for i in range(400))
+
+
 async def test_throttling_smsc_slows_us_without_errors(linked) -> None:
     smsc, gw = await linked("--throttle", "100")
     ids = [(await gw.send(message=f"t {i}"))[1]["message_id"] for i in range(150)]

@@ -255,6 +255,8 @@ def test_a_link_dropped_just_after_its_bind_keeps_backing_off() -> None:
     assert attempts_after_link_lost(0, 0.2, 30.0) == 1
     assert attempts_after_link_lost(4, 0.2, 30.0) == 5  # the delay keeps doubling
     assert attempts_after_link_lost(4, 30.0, 30.0) == 0  # a link that lasted starts over
+    # So does one that carried traffic, however short: a flaky link, not a refusing SMSC.
+    assert attempts_after_link_lost(4, 0.2, 30.0, carried_traffic=True) == 0
 
 
 def test_the_pace_is_none_until_the_smsc_first_refuses() -> None:

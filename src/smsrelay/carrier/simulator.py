@@ -62,6 +62,9 @@ class SimulatorOptions:
     resp_delay_ms: int = 0  # carrier latency on each submit_sm_resp (pipelined)
     throttle_per_second: float | None = None  # ESME_RTHROTTLED above this rate
     drop_after: int | None = None  # close the connection on the Nth submit_sm, once
+    # A flaky link: close the connection (no unbind) at every Nth submit_sm, after sending
+    # what it had answered; that one is neither answered nor kept.
+    drop_every: int | None = None
     receipt_before_resp: bool = False
     id_style: IdStyle = "hex"
     receipt_id_style: IdStyle | None = None  # None = same as id_style
@@ -91,6 +94,8 @@ class SimulatorOptions:
             raise ValueError("inbound_pdu is 'deliver_sm' or 'data_sm'")
         if self.bind_timeout <= 0:
             raise ValueError("bind_timeout must be more than 0 seconds")
+        if self.drop_every is not None and self.drop_every < 1:
+            raise ValueError("drop_every must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,11 @@ class Simulator:
             self._dropped = True
             stats.dropped_connections += 1
             link.abort()
+            return
+        drop_every = self.options.drop_every
+        if drop_every is not None and stats.submits % drop_every == 0:
+            stats.dropped_connections += 1
+            link.close()
             return
         status = self._decide()
         message_id = self._new_id() if status == 0 else None

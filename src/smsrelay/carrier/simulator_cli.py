@@ -27,6 +27,9 @@ from smsrelay.settings import SettingsError, load_settings
 @click.option("--reject-rate", default=0.0, show_default=True, help="Fraction ESME_RINVDSTADR.")
 @click.option("--throttle", type=float, default=None, help="ESME_RTHROTTLED above N submits/s.")
 @click.option("--drop-after", type=int, default=None, help="Drop the link at the Nth submit.")
+@click.option(
+    "--drop-every", type=int, default=None, help="Close the link at every Nth submit (flaky)."
+)
 @click.option("--receipt-before-resp", is_flag=True, help="Send receipts before submit_sm_resp.")
 @click.option("--id-style", type=click.Choice(["hex", "decimal"]), default="hex")
 @click.option("--receipt-id-style", type=click.Choice(["hex", "decimal"]), default=None)

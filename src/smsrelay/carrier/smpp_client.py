@@ -253,16 +253,24 @@ class _EsmeLink(SmppLink):
         self.bind_id = f"{_PROCESS_ID}:{next(_BIND_COUNTER)}"
         self.handlers[DeliverSm] = self._on_deliver_sm
         self.handlers[DataSm] = self._on_data_sm
+        self.handlers[SubmitSmResp] = self._on_submit_sm_resp
+        self.traffic = 0  # submit_sm_resp and deliveries received: the link was of use
+
+    def _on_submit_sm_resp(self, pdu: SubmitSmResp) -> None:
+        self.traffic += 1
+        self._on_response(pdu)
 
     @property
     def can_submit(self) -> bool:
         return self.session.state in CAN_SUBMIT and self.is_open
 
     def _on_deliver_sm(self, pdu: DeliverSm) -> None:
+        self.traffic += 1
         self.connector.spawn(self._answer(pdu, DeliverSmResp))
 
     def _on_data_sm(self, pdu: DataSm) -> None:
         # Some SMSCs deliver replies and receipts by data_sm: the same path, its own resp.
+        self.traffic += 1
         self.connector.spawn(self._answer(pdu, DataSmResp))
 
     async def _answer(
@@ -476,7 +484,9 @@ class SmppConnector:
                 await asyncio.sleep(self._backoff(attempt))
                 continue
             lived = await self._serve_link(mode, link)
-            attempt = attempts_after_link_lost(attempt, lived, self.config.reconnect_max)
+            attempt = attempts_after_link_lost(
+                attempt, lived, self.config.reconnect_max, carried_traffic=link.traffic > 0
+            )
             if not self._stopping:
                 self.log.warning(
                     "smpp.link.lost",

@@ -351,10 +351,13 @@ class AdaptivePace:
             self._finding = False
 
 
-def attempts_after_link_lost(attempt: int, lived: float, stable_after: float) -> int:
-    """The backoff step after a bound link closed: a link that lived ``stable_after`` seconds
-    starts over; one the SMSC drops just after the bind keeps climbing (no tight loop)."""
-    return 0 if lived >= stable_after else attempt + 1
+def attempts_after_link_lost(
+    attempt: int, lived: float, stable_after: float, *, carried_traffic: bool = False
+) -> int:
+    """The backoff step after a bound link closed: a link that lived ``stable_after`` seconds,
+    or carried traffic (answers, receipts), starts over; one the SMSC drops just after the
+    bind, before anything passed, keeps climbing (no tight loop)."""
+    return 0 if lived >= stable_after or carried_traffic else attempt + 1
 
 
 def reconnect_delay(attempt: int, minimum: float, maximum: float, jitter: float) -> float:
