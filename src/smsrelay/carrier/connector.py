@@ -29,9 +29,10 @@ class SubmitOutcome:
 
 
 class SubmitUnanswered(TransientError):
-    """The SMSC did not answer a submit in time, yet it may have taken it: ``late`` gets its
-    answer if one still comes, or None once it cannot (the link's late window is over, or
-    the link is gone). Sending the part again before then could put it twice on a handset."""
+    """A submit was sent and not answered (in time, or before the link died), yet the SMSC may
+    have taken it: ``late`` gets its answer if one still comes, or None once it cannot (the
+    link's late window is over, or the link is gone). Sending the part again before then
+    could put it twice on a handset, so each such attempt counts."""
 
     def __init__(self, message: str, late: asyncio.Future[SubmitOutcome | None]) -> None:
         super().__init__(message)

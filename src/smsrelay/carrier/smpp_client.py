@@ -23,7 +23,7 @@ from smsrelay.carrier.connector import (
     SubmitOutcome,
     SubmitUnanswered,
 )
-from smsrelay.carrier.smpp_link import ResponseTimedOut, SmppLink
+from smsrelay.carrier.smpp_link import NoAnswer, SmppLink
 from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.smpp.concat import ConcatMethod, build_part
@@ -366,9 +366,9 @@ class SmppConnector:
         future.add_done_callback(self._release_slot_when_answered)
         try:
             response = await asyncio.shield(future)
-        except ResponseTimedOut as exc:
+        except NoAnswer as exc:  # sent: the SMSC may have it (a timeout, or the link died)
             raise SubmitUnanswered(
-                f"smpp connector {self.name}: no submit_sm_resp in time", _late_outcome(exc.late)
+                f"smpp connector {self.name}: {exc}", _late_outcome(exc.late)
             ) from None
         self._learn_pace(response.status)
         if response.status == CommandStatus.ESME_RINVBNDSTS:
@@ -380,7 +380,7 @@ class SmppConnector:
 
     def _release_slot_when_answered(self, answer: asyncio.Future[Pdu]) -> None:
         error = None if answer.cancelled() else answer.exception()
-        if isinstance(error, ResponseTimedOut):  # still the SMSC's until it answers late or
+        if isinstance(error, NoAnswer):  # still the SMSC's until it answers late or
             error.late.add_done_callback(self._window.release_on_done)  # cannot any more
         else:
             self._window.release()

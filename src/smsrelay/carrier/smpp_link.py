@@ -51,8 +51,9 @@ LATE_ANSWER_TIMEOUTS = 6
 LATE_ANSWER_LIMIT = 100.0
 
 
-class ResponseTimedOut(TransientError):
-    """No submit_sm_resp in time; ``late`` gets it if it still comes (None if it cannot)."""
+class NoAnswer(TransientError):
+    """A request was sent and its answer did not come: the peer may have acted on it all the
+    same. ``late`` gets the answer if it still comes, or None once it cannot."""
 
     def __init__(self, message: str, late: asyncio.Future[Pdu | None]) -> None:
         super().__init__(message)
@@ -143,9 +144,11 @@ class SmppLink(asyncio.Protocol):
         self.session.close()
         self._out.clear()
         pending, self._pending = self._pending, {}
+        never: asyncio.Future[Pdu | None] = self.loop.create_future()
+        never.set_result(None)  # sent, and no answer can come on a connection that is gone
         for future in pending.values():
             if not future.done():
-                future.set_exception(TransientError("smpp connection lost"))
+                future.set_exception(NoAnswer("smpp connection lost", never))
         self._give_up_late(float("inf"))  # a late answer comes on this connection or never
         self._wake_room()
         if not self.closed.done():
@@ -283,7 +286,7 @@ class SmppLink(asyncio.Protocol):
             if request.command_id is CommandId.SUBMIT_SM:  # the SMSC may have it: wait on
                 late: asyncio.Future[Pdu | None] = self.loop.create_future()
                 self._late[sequence] = (now + self.late_window, late)
-                error = ResponseTimedOut(str(error), late)
+                error = NoAnswer(str(error), late)
             future = self._pending.pop(sequence, None)
             if future is not None and not future.done():
                 future.set_exception(error)
