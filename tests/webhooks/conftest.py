@@ -159,6 +159,7 @@ async def add_callback(
     body: bytes = b'{"messageId": 1, "status": "Delivered"}',
     uuid: str | None = None,
     now: float | None = None,
+    order_key: str | None = None,
 ) -> int:
     """Store one callback row the way a receipt or reply does."""
     stored_at = time.time() if now is None else now
@@ -171,5 +172,6 @@ async def add_callback(
             url=url,
             body=body,
             now=stored_at,
+            order_key=order_key,
         )
     )

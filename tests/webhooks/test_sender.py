@@ -120,6 +120,28 @@ async def test_wake_sends_new_callbacks_without_waiting_for_a_poll(
     assert sender.delivered == 5
 
 
+async def test_a_chain_of_ordered_callbacks_goes_out_without_waiting_a_poll_each(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Replies from one person go out one after the other. Each one's end must let the next
+    # go at once: 300 replies at one per claim poll (0.2 s) took a minute to drain.
+    monkeypatch.setattr(sender_module, "IDLE_POLL", 3600.0)  # only wake-ups move it
+    receiver = await receivers()
+    key = "c+33612345678>+33757000001"
+    ids = [await add_callback(store, account, receiver.url, order_key=key) for _ in range(5)]
+    sender = await senders()
+    sender.wake()
+    for webhook_id in ids:
+        await eventually(is_state(store, webhook_id, "delivered"))
+    assert [request.headers["X-Smsrelay-Id"] for request in receiver.seen] == [
+        (await state_of(store, webhook_id)).uuid for webhook_id in ids
+    ]
+
+
 # -- retries --------------------------------------------------------------------------------------
 
 

@@ -173,6 +173,9 @@ class WebhookSender:
         self._held.pop(task, None)
         self._posting.discard(task)
         self._room.set()
+        # The next callback with its order key (a person's next reply) may go now: claim
+        # at once, not at the next poll, or a chain drains at one callback per poll.
+        self._wake.set()
 
     async def _sweep_leases(self) -> None:
         while True:
