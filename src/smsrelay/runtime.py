@@ -143,11 +143,15 @@ async def stop(running: Running) -> None:
 
 
 async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
+    """One step of a stop: bounded in time, and its failure does not skip the next steps
+    (the database must still close and the lock be released)."""
     try:
         async with asyncio.timeout(seconds):
             await work
     except TimeoutError:
         log.error("shutdown.step.timeout: %s did not stop within %ss", step, seconds)
+    except Exception:
+        log.exception("shutdown.step.failed: %s", step)
 
 
 EXIT_STORE_BROKEN = 3

@@ -30,7 +30,7 @@ from smsrelay.smpp.pdu import (
     UnbindResp,
 )
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id, parse_receipt
-from smsrelay.smpp.session import Role
+from smsrelay.smpp.session import Outstanding, Role
 from smsrelay.store.inbound_ops import EARLY_RECEIPT_WINDOW
 
 from .conftest import (
@@ -164,6 +164,7 @@ async def test_an_smsc_saying_we_are_not_bound_gets_a_new_bind_and_the_part_is_n
                     binds.append(pdu.sequence)
                     writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
                 elif isinstance(pdu, SubmitSm):
+                    await asyncio.sleep(0.02)  # one answer at a time: the rest still out
                     status = CommandStatus.ESME_RINVBNDSTS if len(binds) == 1 else 0
                     message_id = "" if status else "m1"
                     resp = SubmitSmResp(sequence=pdu.sequence, status=status, message_id=message_id)
@@ -174,11 +175,30 @@ async def test_an_smsc_saying_we_are_not_bound_gets_a_new_bind_and_the_part_is_n
 
     server = await asyncio.start_server(smsc, "127.0.0.1", 0)
     connector = await make_connector(server.sockets[0].getsockname()[1])
-    with pytest.raises(TransientError, match="not bound"):
-        await connector.submit(part())
+    results = await asyncio.gather(
+        *(connector.submit(part(n)) for n in range(5)), return_exceptions=True
+    )
+    # The first answer says "not bound"; the rest of the window was refused the same way,
+    # not taken: none of them counts as a part that may be at the SMSC.
+    assert all(type(r) is TransientError for r in results), results
+    assert any("not bound" in str(r) for r in results)
     await eventually(lambda: len(binds) == 2 and connector.is_up, what="a new bind")
     assert (await connector.submit(part())).message_id == "m1"
     server.close()
+
+
+async def test_a_submit_on_a_link_being_dropped_never_left_and_is_not_unanswered(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator()
+    connector = await make_connector(simulator)
+    [link] = [link for link in connector._links.values() if link is not None]
+    link.abort()  # an enquire_link timeout, a fatal PDU: the link is going
+    with pytest.raises(TransientError) as raised:
+        await connector.submit(part(7))
+    assert not isinstance(raised.value, SubmitUnanswered)  # its attempt is given back
+    await eventually(lambda: connector.is_up, what="a new bind")
+    assert simulator.stats.submits == 0
 
 
 async def test_window_bounds_outstanding_submits(
@@ -346,7 +366,7 @@ async def test_an_answer_read_right_after_the_timeout_is_not_lost(
     [link] = [link for link in connector._links.values() if link is not None]
     expire = link.session.expire
 
-    def expire_then_answer(now: float) -> list:
+    def expire_then_answer(now: float) -> list[tuple[int, Outstanding]]:
         expired = expire(now)
         for sequence, _ in expired:
             resp = SubmitSmResp(sequence=sequence, message_id="M1")
@@ -625,12 +645,14 @@ async def test_gsm_text_is_reencoded_for_an_smsc_that_wants_ia5_or_latin1(
 
 async def test_late_answers_are_awaited_within_the_early_receipt_window() -> None:
     # A receipt may come before the late resp: the store keeps it EARLY_RECEIPT_WINDOW, so a
-    # late answer cannot be awaited longer, however long the response timeout.
-    link = SmppLink(
-        Role.ESME,
-        window=1,
-        response_timeout=60.0,
-        enquire_link_interval=30.0,
-        logger=logging.getLogger("test"),
-    )
-    assert link.late_window == LATE_ANSWER_LIMIT < EARLY_RECEIPT_WINDOW
+    # late answer cannot come later than that after its submit, whatever the timeout.
+    for timeout in (10.0, 30.0, 60.0, 150.0):
+        link = SmppLink(
+            Role.ESME,
+            window=1,
+            response_timeout=timeout,
+            enquire_link_interval=30.0,
+            logger=logging.getLogger("test"),
+        )
+        assert timeout + link.late_window <= max(timeout, LATE_ANSWER_LIMIT)
+    assert LATE_ANSWER_LIMIT < EARLY_RECEIPT_WINDOW

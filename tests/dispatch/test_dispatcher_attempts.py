@@ -176,3 +176,19 @@ async def test_without_even_a_late_answer_the_part_goes_again_and_that_counts(
         assert part.attempts == (2 if final == "submitted" else 1)
     finally:
         await running.stop()
+
+
+async def test_stop_waits_for_a_late_answer_that_comes_within_its_grace(
+    store: SqliteStore,
+) -> None:
+    carrier = UnansweredFirst()
+    message_id, running = await _start_one(store, carrier)
+    await _unanswered(store, message_id, carrier)
+    assert carrier.late is not None
+    late = carrier.late
+    asyncio.get_running_loop().call_later(
+        0.05, late.set_result, SubmitOutcome(status=0, message_id="late-1")
+    )
+    await running.stop(grace=5.0)  # the answer comes during the grace: it is recorded
+    part = await _part(store, message_id)
+    assert (part.state, part.carrier_id) == ("submitted", "late-1")

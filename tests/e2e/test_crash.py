@@ -167,7 +167,9 @@ async def test_chaos_a_flaky_smsc_a_flaky_receiver_and_kills_still_report_every_
         for _ in range(2):
             serve = await start_serve(data, *flags, env=quick_retries)
             sending = asyncio.create_task(_send_until_killed(serve, receiver.url, accepted))
-            await asyncio.sleep(rng.uniform(0.1, 0.4))
+            # enough traffic for the link to drop (every 151 submits) on a slow machine too
+            await eventually(lambda: len(accepted) >= 200, 30)
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
             serve.kill()
             await serve.wait()
             await sending

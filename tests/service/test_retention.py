@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +72,27 @@ def test_retention_days_is_a_setting_and_cannot_be_negative(tmp_path: Path) -> N
     assert load_settings(env={**env, "SMSRELAY_RETENTION_DAYS": "90"}).retention_days == 90
     with pytest.raises(SettingsError, match="retention_days"):
         load_settings(env={**env, "SMSRELAY_RETENTION_DAYS": "-1"})
+
+
+async def test_a_purge_that_crashes_is_logged_and_tried_again(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = await _delivered(store, 10 * DAY, "old")
+    real = store.purge_history
+    failures: list[int] = []
+
+    async def disk_full_once(*args: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("database or disk is full")
+        return await real(*args)
+
+    monkeypatch.setattr(store, "purge_history", disk_full_once)
+    sweeper = RetentionSweeper(store, FixedClock(100 * DAY), 30, every=0.01)
+    await sweeper.start()
+    try:
+        await eventually(lambda: sweeper.sweeps >= 1)
+    finally:
+        await sweeper.stop()  # and stopping it does not raise
+    assert "retention.purge.crashed" in caplog.messages
+    assert await store.get_message(old) is None

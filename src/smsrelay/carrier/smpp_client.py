@@ -257,7 +257,8 @@ class _EsmeLink(SmppLink):
         self.traffic = 0  # submit_sm_resp and deliveries received: the link was of use
 
     def _on_submit_sm_resp(self, pdu: SubmitSmResp) -> None:
-        self.traffic += 1
+        if pdu.status != CommandStatus.ESME_RINVBNDSTS:  # "not bound" is no sign of a use
+            self.traffic += 1
         self._on_response(pdu)
 
     @property
@@ -374,7 +375,7 @@ class SmppConnector:
         if response.status == CommandStatus.ESME_RINVBNDSTS:
             # The SMSC lost our session: bind again; the part waits, not counted as failed.
             self.log.warning("smpp.submit.not_bound", extra={"connector": self.name})
-            link.abort()
+            link.drop_lost_session()
             raise TransientError(f"smpp connector {self.name}: the SMSC says we are not bound")
         return _outcome(response)
 

@@ -44,9 +44,9 @@ from smsrelay.smpp.session import (
 # --- one connection, either role -----------------------------------------------------------
 
 
-# A submit_sm_resp that comes after its timeout is still taken for this many timeouts (at most
-# LATE_ANSWER_LIMIT seconds, within the store's 120 s for receipts that come first): the SMSC
-# may well have the message, and sending it again before then risks a duplicate.
+# A submit_sm_resp that comes after its timeout is still taken for this many timeouts (and no
+# later than LATE_ANSWER_LIMIT seconds after the submit, within the store's 120 s for receipts
+# that come first): the SMSC may well have it, and sending it again risks a duplicate.
 LATE_ANSWER_TIMEOUTS = 6
 LATE_ANSWER_LIMIT = 100.0
 
@@ -97,8 +97,12 @@ class SmppLink(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         # submit_sm sequences whose answer timed out -> (until when, the late answer or None)
         self._late: dict[int, tuple[float, asyncio.Future[Pdu | None]]] = {}
-        self.late_window = min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT)
+        self.late_window = max(
+            0.0, min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT - response_timeout)
+        )
         self._out: list[bytes] = []
+        self._unsent: set[int] = set()  # requests whose bytes are still in _out
+        self._session_lost = False  # the peer said it lost our session: nothing pending stands
         self._flush_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         # FIFO of callers waiting for window room: a freed slot wakes exactly one of them
@@ -146,9 +150,14 @@ class SmppLink(asyncio.Protocol):
         pending, self._pending = self._pending, {}
         never: asyncio.Future[Pdu | None] = self.loop.create_future()
         never.set_result(None)  # sent, and no answer can come on a connection that is gone
-        for future in pending.values():
-            if not future.done():
+        for sequence, future in pending.items():
+            if future.done():
+                continue
+            if sequence in self._unsent or self._session_lost:  # it never left, or was void
+                future.set_exception(TransientError("smpp connection lost"))
+            else:  # it left: the peer may have acted on it
                 future.set_exception(NoAnswer("smpp connection lost", never))
+        self._unsent.clear()
         self._give_up_late(float("inf"))  # a late answer comes on this connection or never
         self._wake_room()
         if not self.closed.done():
@@ -158,7 +167,9 @@ class SmppLink(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
-        return self.transport is not None and not self.closed.done()
+        """Connected and not closing: a request written now can still leave."""
+        transport = self.transport
+        return transport is not None and not self.closed.done() and not transport.is_closing()
 
     def send(self, pdu: Pdu) -> None:
         """Send a PDU that needs no answer tracking (a response, or an enquire_link)."""
@@ -171,6 +182,7 @@ class SmppLink(asyncio.Protocol):
         data = self.session.send(pdu, self.loop.time())
         future: asyncio.Future[Pdu] = self.loop.create_future()
         self._pending[pdu.sequence] = future
+        self._unsent.add(pdu.sequence)
         self.write(data)
         return future
 
@@ -184,6 +196,7 @@ class SmppLink(asyncio.Protocol):
         out, self._out = self._out, []
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(out))
+            self._unsent.clear()
 
     def close(self) -> None:
         """Flush what is queued, then close."""
@@ -194,6 +207,12 @@ class SmppLink(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def drop_lost_session(self) -> None:
+        """The peer answered that it lost our session (ESME_RINVBNDSTS): what is outstanding
+        was refused the same way, not taken; drop the link (the caller binds again)."""
+        self._session_lost = True
+        self.abort()
 
     # --- receiving -----------------------------------------------------------------------
 

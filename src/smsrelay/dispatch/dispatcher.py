@@ -65,6 +65,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._lanes: list[_Lane] = []
         self._late_watchers: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.stopping = False
         self.submitted = 0
         self.sweeps = 0  # lease sweeps done (tests wait on it rather than on the clock)
@@ -100,16 +101,26 @@ class Dispatcher:
         their outcome stored: a part it took is not sent again after a restart. What is left
         keeps its lease and comes back (at least once)."""
         await self.stop_claiming()
-        # Late answers too: the connectors have stopped, so they are in or cannot come.
-        sends = [task for lane in self._lanes for task in lane.tasks] + [*self._late_watchers]
-        if sends:
-            await asyncio.wait(sends, timeout=grace)
-        for task in sends:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # Late answers too (the connectors have stopped: they are in or cannot come), and a
+        # send may hand its part to a new watcher while we wait: wait until none is left.
+        while (busy := self._busy()) and loop.time() < deadline:
+            await asyncio.wait(busy, timeout=deadline - loop.time())
+        self._closing = True  # from here a part left unanswered keeps its lease (comes back)
+        busy = self._busy()
+        for task in busy:
             task.cancel()
-        await asyncio.gather(*sends, return_exceptions=True)
+        await asyncio.gather(*busy, return_exceptions=True)
         self._lanes = []
 
+    def _busy(self) -> set[asyncio.Task[None]]:
+        sends = {task for lane in self._lanes for task in lane.tasks}
+        return {task for task in sends | self._late_watchers if not task.done()}
+
     def _watch_late_answer(self, lane: _Lane, part: ClaimedPart, late: SubmitUnanswered) -> None:
+        if self._closing:
+            return  # stopped: the part stays 'sending' until its lease brings it back
         task = asyncio.create_task(lane.conclude_when_answered(part, late))
         self._late_watchers.add(task)
         task.add_done_callback(self._late_watchers.discard)

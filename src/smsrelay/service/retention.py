@@ -70,6 +70,9 @@ class RetentionSweeper:
             except TransientError as exc:  # locked by a CLI command: next hour
                 log.warning("retention.purge.failed", extra={"error": str(exc)})
                 continue
+            except Exception:  # a disk full, a bug: said, and tried again next hour
+                log.exception("retention.purge.crashed")
+                continue
             self.sweeps += 1
             if any(deleted.values()):
                 log.info("retention.purged", extra={"days": self._days, **_fields(deleted)})
