@@ -63,7 +63,8 @@ class SimulatorOptions:
     throttle_per_second: float | None = None  # ESME_RTHROTTLED above this rate
     drop_after: int | None = None  # close the connection on the Nth submit_sm, once
     # A flaky link: close the connection (no unbind) at every Nth submit_sm, after sending
-    # what it had answered; that one is neither answered nor kept.
+    # what it had answered; that one is neither answered nor kept. Answers still held back
+    # by resp_delay_ms are lost with the link (their submits kept: copies, as for real).
     drop_every: int | None = None
     receipt_before_resp: bool = False
     id_style: IdStyle = "hex"
