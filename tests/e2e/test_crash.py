@@ -7,6 +7,7 @@ import itertools
 import os
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import aiohttp
@@ -297,3 +298,73 @@ async def _inject_replies(smsc: SmscProcess, number: str, count: int) -> list[li
 
     await asyncio.gather(*(worker(n) for n in range(40)))
     return statuses
+
+
+async def test_a_database_locked_now_and_then_by_another_process_loses_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    # Another process (a CLI command, a backup) holds the write lock for 0.5 to 2.5 s, 4 times,
+    # while sends, submits, receipts and callbacks flow. Sends may be refused then (503, to
+    # retry); nothing answered success is lost, no part the SMSC took goes twice, and each
+    # message is reported under one callback id.
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    receiver = FlakyReceiver(rng, failing=0.0)
+    await receiver.start()
+    data = tmp_path / "data"
+    serve = await start_serve(data, "--smsc", smsc.url, "--allow-private-webhooks")
+    accepted: set[int] = set()
+    try:
+        sending = asyncio.create_task(_send_for(serve, receiver.url, accepted, seconds=6.0))
+        for _ in range(4):
+            await asyncio.sleep(rng.uniform(0.1, 0.3))
+            await asyncio.to_thread(_hold_write_lock, data / "smsrelay.db", rng.uniform(0.5, 2.5))
+        await sending
+        await eventually(lambda: set(receiver.reports) >= accepted, 60)
+        assert all(len({i for i, _ in r}) == 1 for r in receiver.reports.values()), seed
+        acked = [s for s in await smsc.submits() if s["status"] == 0 and s["message_id"]]
+        texts = [s["short_message"] for s in acked]
+        assert len(texts) == len(set(texts)), seed  # none the SMSC took was sent again
+    finally:
+        serve.process.terminate()
+        await serve.wait()
+        await receiver.stop()
+        await smsc.stop()
+
+
+def _hold_write_lock(database: Path, seconds: float) -> None:
+    conn = sqlite3.connect(database, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        time.sleep(seconds)  # this thread holds the lock: the point of the test
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def _send_for(serve: ServeProcess, url_dlr: str, accepted: set[int], seconds: float) -> None:
+    """Eight clients sending for ``seconds``; a refusal (503) is simply not noted."""
+    deadline = asyncio.get_running_loop().time() + seconds
+
+    async def client(session: aiohttp.ClientSession, n: int) -> None:
+        for i in itertools.count():
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            body = {
+                "apiKey": serve.api_key,
+                "from": serve.number,
+                "to": "0612345678",
+                "message": f"locked {n}-{i}",
+                "urlDlr": url_dlr,
+            }
+            async with session.post(serve.base_url + "/v1/vn/send", data=orjson.dumps(body)) as r:
+                answer = orjson.loads(await r.read())
+            if answer.get("success"):
+                accepted.add(answer["message_id"])
+            else:
+                assert r.status == 503, answer  # busy, retry later: the only refusal here
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(client(session, n) for n in range(8)))
