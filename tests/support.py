@@ -230,16 +230,20 @@ async def start_serve(
         },
     )
     assert process.stdout is not None
-    key = number = base = None
-    while base is None:
+    seen: dict[str, str] = {}
+    while "base" not in seen:
         line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
         assert line, "serve exited before listening"
-        if match := re.search(r"apiKey=(\S+) number=(\S+)", line):
-            key, number = match.groups()
-        if match := re.search(r"listening on (http://\S+)", line):
-            base = match.group(1)
-    assert key and number
-    return ServeProcess(process, base, key, number)
+        note_serve_banner(line, seen)
+    return ServeProcess(process, seen["base"], seen["key"], seen["number"])
+
+
+def note_serve_banner(line: str, seen: dict[str, str]) -> None:
+    """What a line serve prints at start tells: the demo key and number, then its URL."""
+    if match := re.search(r"apiKey=(\S+) number=(\S+)", line):
+        seen["key"], seen["number"] = match.groups()
+    if match := re.search(r"listening on (http://\S+)", line):
+        seen["base"] = match.group(1)
 
 
 class Receiver:

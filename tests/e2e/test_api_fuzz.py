@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import urllib.error
 import urllib.parse
@@ -20,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import SMSRELAY
+from tests.support import SMSRELAY, note_serve_banner
 
 ENDPOINTS = [
     ("POST", "/v1/vn/send"),
@@ -66,17 +65,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         text=True,
     )
     assert process.stdout is not None
-    key = number = base = None
-    while base is None:
+    seen: dict[str, str] = {}
+    while "base" not in seen:
         line = process.stdout.readline()
         assert line, "serve exited before listening"
-        if match := re.search(r"apiKey=(\S+) number=(\S+)", line):
-            key, number = match.groups()
-        if match := re.search(r"listening on (http://\S+)", line):
-            base = match.group(1)
-    assert key and number
+        note_serve_banner(line, seen)
     try:
-        yield Served(base, key, number)
+        yield Served(seen["base"], seen["key"], seen["number"])
     finally:
         process.terminate()
         process.wait(timeout=30)

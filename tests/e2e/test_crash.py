@@ -77,9 +77,7 @@ async def test_repeated_kills_at_random_moments_lose_nothing_and_report_each_mes
     # Four kill -9s, each at a random moment while sends, submits, receipts and callbacks are
     # all in flight. Whatever was answered "success" is delivered, and its delivery report
     # reaches the receiver under one callback id (re-posts after a crash keep that id).
-    rng = random.Random()
-    seed = rng.randrange(1 << 30)
-    rng.seed(seed)
+    rng, seed = _seeded()
     smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "20")
     receiver = Receiver()
     await receiver.start()
@@ -151,9 +149,7 @@ async def test_chaos_a_flaky_smsc_a_flaky_receiver_and_kills_still_report_every_
     # callbacks; the gateway is killed twice at random moments. Each message answered
     # success ends final (delivered or rejected), and its one report (one callback id) says
     # how it ended.
-    rng = random.Random()
-    seed = rng.randrange(1 << 30)
-    rng.seed(seed)
+    rng, seed = _seeded()
     smsc = await start_smsc(
         "--delivery-rate", "1.0", "--reject-rate", "0.05", "--throttle", "1500",
         "--drop-every", "151",
@@ -250,9 +246,7 @@ async def test_replies_through_kills_are_posted_once_each(tmp_path: Path) -> Non
     # stored and posted once, in order, and the ones left to post after a restart drain at
     # once (they are one chain: each waited a claim poll, 0.2 s, before this test). A kill
     # between a reply's commit and its resp is rare here; tests/store covers that re-send.
-    rng = random.Random()
-    seed = rng.randrange(1 << 30)
-    rng.seed(seed)
+    rng, seed = _seeded()
     smsc = await start_smsc()
     receiver = FlakyReceiver(rng, failing=0.0)
     await receiver.start()
@@ -307,9 +301,7 @@ async def test_a_database_locked_now_and_then_by_another_process_loses_and_repea
     # while sends, submits, receipts and callbacks flow. Sends may be refused then (503, to
     # retry); nothing answered success is lost, no part the SMSC took goes twice, and each
     # message is reported under one callback id.
-    rng = random.Random()
-    seed = rng.randrange(1 << 30)
-    rng.seed(seed)
+    rng, seed = _seeded()
     smsc = await start_smsc("--delivery-rate", "1.0")
     receiver = FlakyReceiver(rng, failing=0.0)
     await receiver.start()
@@ -368,3 +360,9 @@ async def _send_for(serve: ServeProcess, url_dlr: str, accepted: set[int], secon
 
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(client(session, n) for n in range(8)))
+
+
+def _seeded() -> tuple[random.Random, int]:
+    """A random source and its seed, which the assertions print (to replay a failure)."""
+    seed = random.randrange(1 << 30)
+    return random.Random(seed), seed
