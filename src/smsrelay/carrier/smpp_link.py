@@ -244,11 +244,17 @@ class SmppLink(asyncio.Protocol):
 
     def _on_response(self, pdu: Pdu) -> None:
         future = self._pending.pop(pdu.sequence, None)
-        if future is not None and not future.done():
+        if future is None:
+            self._answer_late(pdu)
+        elif not future.done():
             future.set_result(pdu)
-        elif future is None and (late := self._late.pop(pdu.sequence, (0.0, None)))[1]:
-            late[1].set_result(pdu)  # an answer that had timed out: it was not lost after all
         self._wake_one()
+
+    def _answer_late(self, pdu: Pdu) -> None:
+        """An answer whose request had timed out: it was not lost after all."""
+        late = self._late.pop(pdu.sequence, None)
+        if late is not None:
+            late[1].set_result(pdu)
 
     def _give_up_late(self, now: float) -> None:
         while self._late:
