@@ -26,6 +26,8 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.asyncio
+# The soaks send as fast as the machine lets them: more than the demo's 100 EUR buys (2,222).
+PLENTY_OF_CREDIT = {"SMSRELAY_DEMO_CREDIT_EUR": "100000"}
 
 
 async def _send_many(base: str, key: str, number: str, count: int) -> list[int]:
@@ -86,7 +88,7 @@ async def test_repeated_kills_at_random_moments_lose_nothing_and_report_each_mes
     accepted: set[int] = set()
     try:
         for _ in range(4):
-            serve = await start_serve(data, *flags)
+            serve = await start_serve(data, *flags, env=PLENTY_OF_CREDIT)
             sending = asyncio.create_task(
                 _send_until_killed(serve, receiver.url + "/dlr", accepted)
             )
@@ -94,7 +96,7 @@ async def test_repeated_kills_at_random_moments_lose_nothing_and_report_each_mes
             serve.kill()
             await serve.wait()
             await sending
-        serve = await start_serve(data, *flags)
+        serve = await start_serve(data, *flags, env=PLENTY_OF_CREDIT)
         try:
             await eventually(lambda: _reported(receiver) >= accepted, 60)
         finally:
@@ -158,7 +160,11 @@ async def test_chaos_a_flaky_smsc_a_flaky_receiver_and_kills_still_report_every_
     await receiver.start()
     data = tmp_path / "data"
     flags = ("--smsc", smsc.url, "--allow-private-webhooks")
-    quick_retries = {"SMSRELAY_WEBHOOK_FIRST_RETRY": "0.05", "SMSRELAY_WEBHOOK_MAX_BACKOFF": "0.3"}
+    quick_retries = {
+        "SMSRELAY_WEBHOOK_FIRST_RETRY": "0.05",
+        "SMSRELAY_WEBHOOK_MAX_BACKOFF": "0.3",
+        **PLENTY_OF_CREDIT,
+    }
     accepted: set[int] = set()
     try:
         for _ in range(2):
@@ -306,7 +312,9 @@ async def test_a_database_locked_now_and_then_by_another_process_loses_and_repea
     receiver = FlakyReceiver(rng, failing=0.0)
     await receiver.start()
     data = tmp_path / "data"
-    serve = await start_serve(data, "--smsc", smsc.url, "--allow-private-webhooks")
+    serve = await start_serve(
+        data, "--smsc", smsc.url, "--allow-private-webhooks", env=PLENTY_OF_CREDIT
+    )
     accepted: set[int] = set()
     try:
         sending = asyncio.create_task(_send_for(serve, receiver.url, accepted, seconds=6.0))
