@@ -187,6 +187,42 @@ async def test_an_smsc_saying_we_are_not_bound_gets_a_new_bind_and_the_part_is_n
     server.close()
 
 
+async def test_a_submit_sent_before_the_not_bound_answer_may_be_taken_and_stays_unanswered(
+    make_connector: MakeConnector,
+) -> None:
+    # Submit 1 is in the SMSC's hands (its answer is slow); submit 2, sent after, is answered
+    # "not bound". Only what followed the refusal was refused: submit 1 may be at the SMSC,
+    # so it must come back unanswered (its new attempt counts), not as never sent.
+    binds: list[int] = []
+    held: list[int] = []
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pdus = PduReader()
+        while data := await reader.read(4096):
+            for pdu in pdus.feed(data):
+                if isinstance(pdu, BindTransceiver):
+                    binds.append(pdu.sequence)
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, SubmitSm) and not held:
+                    held.append(pdu.sequence)  # taken, not answered yet
+                elif isinstance(pdu, SubmitSm):
+                    status = CommandStatus.ESME_RINVBNDSTS
+                    writer.write(encode(SubmitSmResp(sequence=pdu.sequence, status=status)))
+                elif isinstance(pdu, Unbind):
+                    writer.write(encode(UnbindResp(sequence=pdu.sequence)))
+        writer.close()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    connector = await make_connector(server.sockets[0].getsockname()[1])
+    first = asyncio.create_task(connector.submit(part(1)))
+    await eventually(lambda: bool(held), what="the first submit at the SMSC")
+    with pytest.raises(TransientError, match="not bound"):
+        await connector.submit(part(2))
+    with pytest.raises(SubmitUnanswered):
+        await first
+    server.close()
+
+
 async def test_a_submit_on_a_link_being_dropped_never_left_and_is_not_unanswered(
     make_simulator: MakeSimulator, make_connector: MakeConnector
 ) -> None:

@@ -257,7 +257,9 @@ class _EsmeLink(SmppLink):
         self.traffic = 0  # submit_sm_resp and deliveries received: the link was of use
 
     def _on_submit_sm_resp(self, pdu: SubmitSmResp) -> None:
-        if pdu.status != CommandStatus.ESME_RINVBNDSTS:  # "not bound" is no sign of a use
+        if pdu.status == CommandStatus.ESME_RINVBNDSTS:  # no sign of use; what follows is void
+            self.void_after(pdu.sequence)
+        else:
             self.traffic += 1
         self._on_response(pdu)
 
@@ -375,7 +377,7 @@ class SmppConnector:
         if response.status == CommandStatus.ESME_RINVBNDSTS:
             # The SMSC lost our session: bind again; the part waits, not counted as failed.
             self.log.warning("smpp.submit.not_bound", extra={"connector": self.name})
-            link.drop_lost_session()
+            link.abort()
             raise TransientError(f"smpp connector {self.name}: the SMSC says we are not bound")
         return _outcome(response)
 
@@ -505,7 +507,7 @@ class SmppConnector:
         finally:
             if self._links[mode] is link:
                 self._links[mode] = None
-            if link.is_open:
+            if not link.closed.done():  # cancelled, or a graceful close that stalls
                 link.abort()
         return loop.time() - bound_at
 

@@ -102,7 +102,7 @@ class SmppLink(asyncio.Protocol):
         )
         self._out: list[bytes] = []
         self._unsent: set[int] = set()  # requests whose bytes are still in _out
-        self._session_lost = False  # the peer said it lost our session: nothing pending stands
+        self._void: set[int] = set()  # requests the peer refused unseen (see void_after)
         self._flush_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         # FIFO of callers waiting for window room: a freed slot wakes exactly one of them
@@ -153,11 +153,12 @@ class SmppLink(asyncio.Protocol):
         for sequence, future in pending.items():
             if future.done():
                 continue
-            if sequence in self._unsent or self._session_lost:  # it never left, or was void
+            if sequence in self._unsent or sequence in self._void:  # never left, or refused
                 future.set_exception(TransientError("smpp connection lost"))
             else:  # it left: the peer may have acted on it
                 future.set_exception(NoAnswer("smpp connection lost", never))
         self._unsent.clear()
+        self._void.clear()
         self._give_up_late(float("inf"))  # a late answer comes on this connection or never
         self._wake_room()
         if not self.closed.done():
@@ -208,11 +209,13 @@ class SmppLink(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def drop_lost_session(self) -> None:
-        """The peer answered that it lost our session (ESME_RINVBNDSTS): what is outstanding
-        was refused the same way, not taken; drop the link (the caller binds again)."""
-        self._session_lost = True
-        self.abort()
+    def void_after(self, sequence: int) -> None:
+        """The peer answered ``sequence`` saying it lost our session (ESME_RINVBNDSTS): what was
+        sent after it was refused the same way, not taken; what was sent before it may have
+        been (its answer may still be on the way), so it stays unanswered if the link drops."""
+        sent = list(self._pending)  # in the order they were sent
+        if sequence in self._pending:
+            self._void.update(sent[sent.index(sequence) + 1 :])
 
     # --- receiving -----------------------------------------------------------------------
 
