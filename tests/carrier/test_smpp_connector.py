@@ -155,6 +155,7 @@ async def test_an_smsc_saying_we_are_not_bound_gets_a_new_bind_and_the_part_is_n
     # The SMSC lost our session (a restart behind a load balancer): its submit_sm_resp says
     # ESME_RINVBNDSTS. That is the link's fault, not the message's: bind again, retry.
     binds: list[int] = []
+    answered_on_first_bind: list[int] = []
 
     async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pdus = PduReader()
@@ -163,12 +164,14 @@ async def test_an_smsc_saying_we_are_not_bound_gets_a_new_bind_and_the_part_is_n
                 if isinstance(pdu, BindTransceiver):
                     binds.append(pdu.sequence)
                     writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, SubmitSm) and len(binds) == 1:
+                    if answered_on_first_bind:
+                        continue  # the rest of the window: still out when the link drops
+                    answered_on_first_bind.append(pdu.sequence)
+                    status = CommandStatus.ESME_RINVBNDSTS
+                    writer.write(encode(SubmitSmResp(sequence=pdu.sequence, status=status)))
                 elif isinstance(pdu, SubmitSm):
-                    await asyncio.sleep(0.02)  # one answer at a time: the rest still out
-                    status = CommandStatus.ESME_RINVBNDSTS if len(binds) == 1 else 0
-                    message_id = "" if status else "m1"
-                    resp = SubmitSmResp(sequence=pdu.sequence, status=status, message_id=message_id)
-                    writer.write(encode(resp))
+                    writer.write(encode(SubmitSmResp(sequence=pdu.sequence, message_id="m1")))
                 elif isinstance(pdu, Unbind):
                     writer.write(encode(UnbindResp(sequence=pdu.sequence)))
         writer.close()
