@@ -7,6 +7,7 @@ import itertools
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -154,29 +155,17 @@ async def test_an_smsc_saying_we_are_not_bound_gets_a_new_bind_and_the_part_is_n
 ) -> None:
     # The SMSC lost our session (a restart behind a load balancer): its submit_sm_resp says
     # ESME_RINVBNDSTS. That is the link's fault, not the message's: bind again, retry.
-    binds: list[int] = []
     answered_on_first_bind: list[int] = []
 
-    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pdus = PduReader()
-        while data := await reader.read(4096):
-            for pdu in pdus.feed(data):
-                if isinstance(pdu, BindTransceiver):
-                    binds.append(pdu.sequence)
-                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
-                elif isinstance(pdu, SubmitSm) and len(binds) == 1:
-                    if answered_on_first_bind:
-                        continue  # the rest of the window: still out when the link drops
-                    answered_on_first_bind.append(pdu.sequence)
-                    status = CommandStatus.ESME_RINVBNDSTS
-                    writer.write(encode(SubmitSmResp(sequence=pdu.sequence, status=status)))
-                elif isinstance(pdu, SubmitSm):
-                    writer.write(encode(SubmitSmResp(sequence=pdu.sequence, message_id="m1")))
-                elif isinstance(pdu, Unbind):
-                    writer.write(encode(UnbindResp(sequence=pdu.sequence)))
-        writer.close()
+    def answer(pdu: SubmitSm, binds: int) -> SubmitSmResp | None:
+        if binds > 1:
+            return SubmitSmResp(sequence=pdu.sequence, message_id="m1")
+        if answered_on_first_bind:
+            return None  # the rest of the window: still out when the link drops
+        answered_on_first_bind.append(pdu.sequence)
+        return SubmitSmResp(sequence=pdu.sequence, status=CommandStatus.ESME_RINVBNDSTS)
 
-    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    server, binds = await _scripted_smsc(answer)
     connector = await make_connector(server.sockets[0].getsockname()[1])
     results = await asyncio.gather(
         *(connector.submit(part(n)) for n in range(5)), return_exceptions=True
@@ -196,26 +185,15 @@ async def test_a_submit_sent_before_the_not_bound_answer_may_be_taken_and_stays_
     # Submit 1 is in the SMSC's hands (its answer is slow); submit 2, sent after, is answered
     # "not bound". Only what followed the refusal was refused: submit 1 may be at the SMSC,
     # so it must come back unanswered (its new attempt counts), not as never sent.
-    binds: list[int] = []
     held: list[int] = []
 
-    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pdus = PduReader()
-        while data := await reader.read(4096):
-            for pdu in pdus.feed(data):
-                if isinstance(pdu, BindTransceiver):
-                    binds.append(pdu.sequence)
-                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
-                elif isinstance(pdu, SubmitSm) and not held:
-                    held.append(pdu.sequence)  # taken, not answered yet
-                elif isinstance(pdu, SubmitSm):
-                    status = CommandStatus.ESME_RINVBNDSTS
-                    writer.write(encode(SubmitSmResp(sequence=pdu.sequence, status=status)))
-                elif isinstance(pdu, Unbind):
-                    writer.write(encode(UnbindResp(sequence=pdu.sequence)))
-        writer.close()
+    def answer(pdu: SubmitSm, binds: int) -> SubmitSmResp | None:
+        if not held:
+            held.append(pdu.sequence)  # taken, not answered yet
+            return None
+        return SubmitSmResp(sequence=pdu.sequence, status=CommandStatus.ESME_RINVBNDSTS)
 
-    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    server, _ = await _scripted_smsc(answer)
     connector = await make_connector(server.sockets[0].getsockname()[1])
     first = asyncio.create_task(connector.submit(part(1)))
     await eventually(lambda: bool(held), what="the first submit at the SMSC")
@@ -224,6 +202,29 @@ async def test_a_submit_sent_before_the_not_bound_answer_may_be_taken_and_stays_
     with pytest.raises(SubmitUnanswered):
         await first
     server.close()
+
+
+async def _scripted_smsc(
+    answer: Callable[[SubmitSm, int], SubmitSmResp | None],
+) -> tuple[asyncio.Server, list[int]]:
+    """A fake SMSC that binds anyone and answers each submit_sm with ``answer(pdu, binds so
+    far)`` (None: leaves it unanswered); the bind sequences are listed as they come."""
+    binds: list[int] = []
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pdus = PduReader()
+        while data := await reader.read(4096):
+            for pdu in pdus.feed(data):
+                if isinstance(pdu, BindTransceiver):
+                    binds.append(pdu.sequence)
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, SubmitSm) and (resp := answer(pdu, len(binds))):
+                    writer.write(encode(resp))
+                elif isinstance(pdu, Unbind):
+                    writer.write(encode(UnbindResp(sequence=pdu.sequence)))
+        writer.close()
+
+    return await asyncio.start_server(smsc, "127.0.0.1", 0), binds
 
 
 async def test_a_submit_on_a_link_being_dropped_never_left_and_is_not_unanswered(
