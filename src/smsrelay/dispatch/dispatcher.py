@@ -81,7 +81,6 @@ class Dispatcher:
         await self._store.release_expired_leases(until)
         self._tasks = [
             asyncio.create_task(self._sweep_leases(), name="lease-sweeper"),
-            asyncio.create_task(self._renew_leases(), name="lease-renewer"),
         ]
         for name, connector in self._connectors.items():
             lane = _Lane(self, name, connector)
@@ -126,8 +125,8 @@ class Dispatcher:
         task.add_done_callback(self._late_watchers.discard)
 
     async def _sweep_leases(self) -> None:
-        """Return parts whose lease ran out to the queue, purge day-old sandbox messages, expire
-        parts whose receipt never came."""
+        """Renew what this process holds, return parts whose lease ran out to the queue, purge
+        day-old sandbox messages, expire parts whose receipt never came."""
         every = min(SWEEP_EVERY, self._policy.lease_seconds / 3)
         while not self.stopping:
             await asyncio.sleep(every)
@@ -140,7 +139,8 @@ class Dispatcher:
                 await self._store.purge_sandbox(now - SANDBOX_KEPT_FOR)
                 await self._store.expire_unanswered(now - RECEIPT_DEADLINE, now, self._builders)
                 await self._store.flush_stale_reassemblies(now - REASSEMBLY_WAIT, self._builders)
-            except TransientError:
+            except TransientError as exc:  # tried again at the next sweep
+                log.warning("dispatch.sweep.failed", extra={"error": str(exc)})
                 continue
             finally:
                 self.sweeps += 1
@@ -148,19 +148,10 @@ class Dispatcher:
                 log.warning("dispatch.lease.expired", extra={"released": released})
                 self.wake()
 
-    async def _renew_leases(self) -> None:
-        """A part can wait in a slow connector (rate cap, full window) longer than its lease:
-        renew what this process still holds, so it is never handed out twice. Only a dead
-        process stops renewing, and then the parts come back."""
-        every = self._policy.lease_seconds / 3
-        while not self.stopping:
-            await asyncio.sleep(every)
-            try:
-                await self._renew_held()
-            except TransientError as exc:
-                log.warning("dispatch.lease.renew_failed", extra={"error": str(exc)})
-
     async def _renew_held(self) -> None:
+        """A part can wait in a slow connector (rate cap, full window, a late answer) longer
+        than its lease: what this process still holds is renewed at every sweep (at most a
+        third of a lease apart), so it is never handed out twice; only a dead process stops."""
         held = [part_id for lane in self._lanes for part_id in lane.held]
         if held:
             await self._store.renew_leases(held, self._clock.now() + self._policy.lease_seconds)
