@@ -227,7 +227,6 @@ def _build_connectors(
     configs = {DEFAULT_CONNECTOR: _link_config(DEFAULT_CONNECTOR, default_url, {})}
     for extra in settings.connectors:
         configs[extra.name] = _link_config(extra.name, extra.url, dict(extra.options))
-    inbound.receipt_id_forms = {name: config.receipt_id for name, config in configs.items()}
     return {name: SmppConnector(name, config, inbound) for name, config in configs.items()}
 
 

@@ -32,6 +32,13 @@ async def test_the_link_default_alphabet_travels_with_the_message(gsm_data_codin
     assert inbound.data_coding == 0 and inbound.short_message == b"caf\xe9"
 
 
+@pytest.mark.parametrize("receipt_id", ["auto", "same", "decimal", "hex"])
+async def test_the_links_receipt_id_form_travels_with_the_message(receipt_id: str) -> None:
+    pdu = DeliverSm(sequence=1, source_addr="33612345678", esm_class=0x04, short_message=b"x")
+    inbound = await _handled(pdu, receipt_id=receipt_id)
+    assert inbound.receipt_id_form == receipt_id
+
+
 @pytest.mark.parametrize("pdu_type", [DeliverSm, DataSm])
 async def test_the_types_of_number_travel_with_the_message(
     pdu_type: type[DeliverSm] | type[DataSm],

@@ -53,6 +53,9 @@ class InboundSm:
     # How this SMSC writes its default alphabet (data_coding 0): 0 GSM 03.38, 1 IA5/ASCII,
     # 3 Latin-1; the link's gsm_data_coding.
     default_alphabet: int = 0
+    # How this SMSC writes ids in receipts against its submit_sm_resp ids: the link's
+    # receipt_id (auto, same, decimal, hex; see smpp.receipts.carrier_id_candidates).
+    receipt_id_form: str = "auto"
     # SMPP types of number (TON) of the addresses: 1 international (as we send), 2 national,
     # 0 unknown; the router reads national forms in the other party's country.
     source_ton: int = 1

@@ -462,6 +462,7 @@ class SmppConnector:
             short_message=pdu.short_message if isinstance(pdu, DeliverSm) else b"",
             tlvs=MappingProxyType(dict(pdu.tlvs)),
             default_alphabet=self.config.gsm_data_coding,
+            receipt_id_form=self.config.receipt_id,
             source_ton=pdu.source_addr_ton,
             destination_ton=pdu.dest_addr_ton,
             bind_id=bind_id,

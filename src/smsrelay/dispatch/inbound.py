@@ -36,8 +36,6 @@ class InboundRouter:
         self._builders = builders
         self._stop_keywords = frozenset(k.upper() for k in stop_keywords)
         self.on_stored: Callable[[], None] = lambda: None  # wakes the webhook sender
-        # connector -> how its SMSC writes receipt ids (``receipt_id``); absent: auto
-        self.receipt_id_forms: dict[str, str] = {}
 
     async def __call__(self, sm: InboundSm) -> int:
         if sm.esm_class & ESM_CLASS_TYPE_MASK in RECEIPT_TYPES:
@@ -47,8 +45,7 @@ class InboundRouter:
         return CommandStatus.ESME_ROK
 
     async def _receipt(self, sm: InboundSm) -> None:
-        form = self.receipt_id_forms.get(sm.connector, "auto")
-        receipt = read_receipt(sm, self._clock.now(), form)
+        receipt = read_receipt(sm, self._clock.now())
         if receipt is None:
             log.warning("smpp.receipt.unreadable", extra={"connector": sm.connector})
             return  # acknowledged: re-sending an unreadable receipt would not help
@@ -92,7 +89,7 @@ def keyword_of(text: str) -> str:
     return words[0].upper() if words else ""
 
 
-def read_receipt(sm: InboundSm, now: float, id_form: str = "auto") -> IncomingReceipt | None:
+def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
     """TLVs, when present, win over the Appendix B text (which is then only read for err).
 
     With the id in its TLV, the text needs no ``id:``: its ``stat:`` and ``err:`` are read.
@@ -113,7 +110,7 @@ def read_receipt(sm: InboundSm, now: float, id_form: str = "auto") -> IncomingRe
     return IncomingReceipt(
         connector=sm.connector,
         carrier_id=carrier_id,
-        candidate_keys=carrier_id_candidates(carrier_id, id_form),
+        candidate_keys=carrier_id_candidates(carrier_id, sm.receipt_id_form),
         stat=stat,
         err=err,
         received_at=now,
