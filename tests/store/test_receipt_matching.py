@@ -108,3 +108,16 @@ def test_a_known_form_gives_one_key() -> None:
     assert carrier_id_candidates("291", "decimal") == ("123",)
     assert carrier_id_candidates("00000123", "hex") == ("291",)
     assert carrier_id_candidates("abc", "decimal") == ("abc",)  # not decimal: taken as written
+
+
+async def test_an_id_used_by_many_old_parts_still_reaches_the_newest_one(
+    store: SqliteStore,
+) -> None:
+    # An SMSC whose ids restart (a counter reset) has given "77" to 60 parts over time; the
+    # last one waits for its receipt. The lookup caps its candidates: it must keep the newest.
+    for n in range(59):
+        await _submitted(store, "+33757000001", "77", now=T0 + n)
+        assert await store.record_receipt(_receipt("77", at=T0 + n + 0.5), BUILDERS)
+    waiting = await _submitted(store, "+33757000001", "77", now=T0 + 100)
+    assert await store.record_receipt(_receipt("77", at=T0 + 101), BUILDERS)
+    assert await _state(store, waiting) == "delivered"

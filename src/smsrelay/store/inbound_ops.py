@@ -49,7 +49,8 @@ def _find_part(
     rows = conn.execute(
         "SELECT p.id, p.message_id, p.state, m.nb_sms, p.carrier_key FROM parts p "
         f"JOIN messages m ON m.id = p.message_id WHERE p.carrier_key IN ({marks}) "
-        "AND p.connector = ? LIMIT 50",  # ordered below: an ORDER BY costs a temp b-tree
+        # the newest 50: an id an SMSC gave again (a counter reset) matches old parts too
+        "AND p.connector = ? ORDER BY p.id DESC LIMIT 50",
         (*keys, connector),
     ).fetchall()
     if len(rows) < 2:  # the usual case: one part fits, nothing to weigh
