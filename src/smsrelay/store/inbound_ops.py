@@ -49,8 +49,9 @@ def _find_part(
     rows = conn.execute(
         "SELECT p.id, p.message_id, p.state, m.nb_sms, p.carrier_key FROM parts p "
         f"JOIN messages m ON m.id = p.message_id WHERE p.carrier_key IN ({marks}) "
-        # the newest 50: an id an SMSC gave again (a counter reset) matches old parts too
-        "AND p.connector = ? ORDER BY p.id DESC LIMIT 50",
+        # Every match, ranked below: a LIMIT would keep the oldest (index order) when an SMSC
+        # gave the id again (a counter reset), and an ORDER BY's temp b-tree costs 4x the query.
+        "AND p.connector = ?",
         (*keys, connector),
     ).fetchall()
     if len(rows) < 2:  # the usual case: one part fits, nothing to weigh
