@@ -3,9 +3,9 @@
 Only what is finished goes: a message in a final state with no callback still to post (with
 its parts and receipts), a reply likewise (and that no reassembly waits for), a callback
 delivered or given up (with its attempts). Each is walked by id, which grows with time, so a
-chunk reads only the rows it looks at, however large the tables; the open-callback checks use
-the partial index of callbacks still to go, which stays small. Receipts that never found
-their part go too.
+chunk reads only the rows it looks at, however large the tables; the open-callback checks are
+index seeks (a message's order key among callbacks still to go, a reply's own callbacks).
+Receipts that never found their part go too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from smsrelay.store.records import PurgeStep
 
 _OPEN = "state IN ('pending', 'sending')"  # the condition of the webhooks_in_order index
 _MESSAGE_OPEN = f"SELECT 1 FROM webhooks WHERE order_key = 'm' || ? AND {_OPEN}"
-_REPLY_OPEN = f"SELECT 1 FROM webhooks INDEXED BY webhooks_in_order WHERE reply_id = ? AND {_OPEN}"
+_REPLY_OPEN = f"SELECT 1 FROM webhooks INDEXED BY webhooks_of_reply WHERE reply_id = ? AND {_OPEN}"
 
 
 def purge_messages(
