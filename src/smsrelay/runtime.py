@@ -99,16 +99,18 @@ async def _start_services_in_order(
     for name, connector in connectors.items():
         await connector.start()
         started.append((f"connector {name}", connector.stop))
-    dispatcher = Dispatcher(store, gateway.clock, connectors, BUILDERS, _policy(settings))
-    await dispatcher.start()
-    started.append(("dispatcher", dispatcher.stop))
-    gateway.wake_dispatcher = dispatcher.wake
     services = await _start_services(gateway, inbound, callback_tls)
     started.extend((type(service).__name__, service.stop) for service in services)
     if demo is not None and demo.demo_key:
         numbers = await store.numbers_of(demo.id)
         number = numbers[0].msisdn.removeprefix("+") if numbers else "(none)"
         say(f"demo account: apiKey={demo.demo_key} number={number}")
+    # Last: once it runs, parts leave; whatever could still fail (a database write locked by
+    # a CLI command) has failed before, so a supervisor's restarts re-send nothing.
+    dispatcher = Dispatcher(store, gateway.clock, connectors, BUILDERS, _policy(settings))
+    await dispatcher.start()
+    started.append(("dispatcher", dispatcher.stop))
+    gateway.wake_dispatcher = dispatcher.wake
     say(f"smsrelay: listening on http://{settings.host}:{port}")
     return Running(
         gateway, port, simulator, connectors, dispatcher, runner, services, lock, store.db.broken

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -14,9 +15,11 @@ import orjson
 import pytest
 
 from smsrelay import runtime
+from smsrelay.errors import TransientError
 from smsrelay.service.clock import FixedClock
 from smsrelay.service.retention import RetentionSweeper
 from smsrelay.store.lock import DatabaseInUse
+from smsrelay.webhooks.sender import WebhookSender
 from tests.support import (
     SMSRELAY,
     ServeProcess,
@@ -99,6 +102,37 @@ async def test_a_serve_that_cannot_start_sends_nothing(tmp_path: Path) -> None:
         assert await smsc.submits() == [] and _parts(data / "smsrelay.db") == {"queued": 10}
     finally:
         taken.close()
+        await smsc.stop()
+
+
+async def test_a_start_that_fails_late_has_sent_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The callback sender's first write fails (a CLI command holds the database): serve
+    # does not start, and the messages waiting in the queue have not left meanwhile.
+    data = tmp_path / "data"
+    serve = await start_serve(data, "--smsc", "smpp://a:b@127.0.0.1:1")  # nothing listens
+    await _send_many(serve, 3)
+    serve.process.terminate()
+    await serve.process.wait()
+    smsc = await start_smsc("--delivery-rate", "1.0")
+
+    async def locked(self: WebhookSender) -> None:
+        async def sent() -> bool:
+            return bool(await smsc.submits())
+
+        # Had the dispatcher been started already, parts would leave now: give them the time.
+        with contextlib.suppress(AssertionError):
+            await eventually(sent, timeout=1.0)
+        raise TransientError("database commit failed: database is locked")
+
+    monkeypatch.setattr(WebhookSender, "start", locked)
+    try:
+        settings = gateway_settings(tmp_path, smsc=smsc.url)
+        with pytest.raises(TransientError):
+            await runtime.start(settings, lambda line: None)
+        assert await smsc.submits() == [] and _parts(data / "smsrelay.db") == {"queued": 3}
+    finally:
         await smsc.stop()
 
 
