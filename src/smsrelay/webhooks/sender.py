@@ -89,9 +89,8 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        self._jobs: set[asyncio.Task[None]] = set()
+        self._jobs: dict[asyncio.Task[None], int] = {}  # task -> the callback it posts
         self._posting: set[asyncio.Task[None]] = set()
-        self._held: dict[asyncio.Task[None], int] = {}  # task -> the callback it posts
         self._sole_sender = sole_sender
         self.sweeps = 0
         self._stopping = False
@@ -122,10 +121,10 @@ class WebhookSender:
         leases bring them back)."""
         self._stopping = True
         await _cancel(self._loops)
-        for task in self._jobs - self._posting:
+        for task in self._jobs.keys() - self._posting:
             task.cancel()
         if self._jobs:
-            await asyncio.wait(self._jobs, timeout=grace)
+            await asyncio.wait(self._jobs.keys(), timeout=grace)
         await _cancel(list(self._jobs))
         if self._client is not None:
             await self._client.close()
@@ -164,13 +163,11 @@ class WebhookSender:
         loop = asyncio.get_running_loop()
         start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
         task = asyncio.create_task(self._run(job, start_by), name=f"webhook-{job.id}")
-        self._jobs.add(task)
-        self._held[task] = job.id
+        self._jobs[task] = job.id
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._jobs.discard(task)
-        self._held.pop(task, None)
+        self._jobs.pop(task, None)
         self._posting.discard(task)
         self._room.set()
         # The next callback with its order key (a person's next reply) may go now: claim
@@ -183,7 +180,7 @@ class WebhookSender:
             try:
                 # what this process is still posting stays its own, whatever the clock did
                 released = await self._store.release_expired_webhook_leases(
-                    self._clock.now(), keep=self._held.values()
+                    self._clock.now(), keep=self._jobs.values()
                 )
             except TransientError:
                 continue
