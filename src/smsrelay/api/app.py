@@ -26,9 +26,7 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
 
     async def handler(request: web.Request) -> web.StreamResponse:
         # Until the body is read, the query alone says the format (its keys in any case).
-        xml = any(
-            k.lower() == "_format" and v.strip().lower() == "xml" for k, v in request.query.items()
-        )
+        xml = wants_xml({k.lower(): v for k, v in request.query.items()})
         try:
             body = await request.read()
             params, is_form = read_params(body, request.query)
