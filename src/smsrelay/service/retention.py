@@ -14,8 +14,8 @@ from collections.abc import Callable
 from smsrelay.errors import TransientError
 from smsrelay.service.clock import Clock
 from smsrelay.store.interface import Store
+from smsrelay.store.records import PURGE_KINDS
 
-KINDS = ("messages", "replies", "callbacks", "unmatched receipts")
 STEP = 1000  # rows looked at per transaction: serving waits for each at most that long
 DAY = 86400.0
 log = logging.getLogger("smsrelay.retention")
@@ -25,7 +25,7 @@ Progress = Callable[[str, int, int], None]  # kind, deleted so far, id reached
 
 async def purge(store: Store, cutoff: float, progress: Progress | None = None) -> dict[str, int]:
     """Delete what is finished and older than ``cutoff``; how many of each kind."""
-    return {kind: await purge_kind(store, kind, cutoff, progress) for kind in KINDS}
+    return {kind: await purge_kind(store, kind, cutoff, progress) for kind in PURGE_KINDS}
 
 
 async def purge_kind(

@@ -213,6 +213,10 @@ class AccountSnapshot:
     waiting: int  # messages not sent yet (sandbox messages are never sent, so never counted)
 
 
+# What retention deletes, in the order it does (store.purge_history's kinds).
+PURGE_KINDS = ("messages", "replies", "callbacks", "unmatched receipts")
+
+
 @dataclass(frozen=True)
 class PurgeStep:
     """One chunk of a retention walk."""

@@ -17,6 +17,7 @@ from smsrelay.store import (
 )
 from smsrelay.store.engine import DEFAULT_BUSY_TIMEOUT_MS, Database, path_from_url
 from smsrelay.store.records import (
+    PURGE_KINDS,
     Account,
     AccountSnapshot,
     CallbackBuilders,
@@ -35,12 +36,18 @@ from smsrelay.store.records import (
 )
 
 PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event loop)
-_PURGES = {
-    "messages": retention_ops.purge_messages,
-    "replies": retention_ops.purge_replies,
-    "callbacks": retention_ops.purge_callbacks,
-    "unmatched receipts": retention_ops.purge_unmatched_receipts,
-}
+_PURGES = dict(
+    zip(
+        PURGE_KINDS,
+        (
+            retention_ops.purge_messages,
+            retention_ops.purge_replies,
+            retention_ops.purge_callbacks,
+            retention_ops.purge_unmatched_receipts,
+        ),
+        strict=True,
+    )
+)
 
 
 class SqliteStore:
