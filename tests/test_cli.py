@@ -113,6 +113,31 @@ def test_webhook_retry_needs_an_id_or_all(run) -> None:
     run("webhooks", "retry", code=2)
     assert "no failed callbacks" in run("webhooks", "retry", "--all")  # cron-safe: exit 0
     assert "no callback 99" in run("webhooks", "retry", "99", code=1)
+
+
+def test_webhook_retry_of_a_delivered_callback_says_there_is_nothing_to_retry(
+    run, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.webhooks.conftest import add_callback
+
+    async def one_delivered() -> int:  # the database serve would use, a callback delivered
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        try:
+            account = await store.create_account("a", "hash-a", 1_000_000, 0.0)
+            webhook_id = await add_callback(store, account, "https://example.com/dlr")
+            await store.claim_due_webhooks(9e9, 10, 9e9 + 60)
+            await store.record_webhook_attempt(webhook_id, 1.0, 200, 1.0, None, "delivered", None)
+            return webhook_id
+        finally:
+            await store.close()
+
+    webhook_id = asyncio.run(one_delivered())
+    answer = run("webhooks", "retry", str(webhook_id), code=1)
+    assert f"callback {webhook_id} is delivered: nothing to retry" in answer
     assert "no callbacks" in run("webhooks", "list", "--failed")
 
 

@@ -252,13 +252,13 @@ def retry_webhooks(ctx: click.Context, webhook_id: int | None, all_: bool) -> No
         fail("give one callback id or --all", code=2)
 
     async def work(gw: Gateway) -> int:
-        if webhook_id is not None:
+        count = await gw.store.retry_webhooks(webhook_id, gw.clock.now())
+        if webhook_id is not None and not count:  # the store decided; now say why
             view = await gw.store.get_webhook(webhook_id)
             if view is None:
                 fail(f"no callback {webhook_id}")
-            if view.state in ("delivered", "sending"):
-                fail(f"callback {webhook_id} is {view.state}: nothing to retry")
-        return await gw.store.retry_webhooks(webhook_id, gw.clock.now())
+            fail(f"callback {webhook_id} is {view.state}: nothing to retry")
+        return count
 
     count = with_gateway(ctx, work)
     # --all with nothing failed is a fine outcome (a cron job must not fail on it)
