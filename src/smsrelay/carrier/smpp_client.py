@@ -29,6 +29,7 @@ from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.smpp.concat import ConcatMethod, build_part
 from smsrelay.smpp.errors import LocalProtocolError, NotSendableNow
 from smsrelay.smpp.pdu import (
+    SLOW_DOWN_STATUSES,
     Bind,
     BindReceiver,
     BindTransceiver,
@@ -56,7 +57,6 @@ from smsrelay.smpp.session import (
 
 BindMode = Literal["transceiver", "transmitter+receiver"]
 _log = logging.getLogger("smsrelay.carrier.smpp")
-_SLOW_DOWN = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL})
 _PROCESS_ID = uuid.uuid4().hex[:12]  # bind ids stay distinct across restarts
 _BIND_COUNTER = itertools.count(1)
 
@@ -257,8 +257,13 @@ class _EsmeLink(SmppLink):
         self.traffic = 0  # submit_sm_resp and deliveries received: the link was of use
 
     def _on_submit_sm_resp(self, pdu: SubmitSmResp) -> None:
-        if pdu.status == CommandStatus.ESME_RINVBNDSTS:  # no sign of use; what follows is void
+        if pdu.status == CommandStatus.ESME_RINVBNDSTS:
+            # The SMSC lost our session: what was sent after this was refused the same way,
+            # and nothing more goes on this link (dropped here, before any other submit can
+            # take it); the connector binds again. No sign of use: the backoff keeps growing.
+            self.log.warning("smpp.submit.not_bound", extra={"link": self.name})
             self.void_after(pdu.sequence)
+            self.abort()
         else:
             self.traffic += 1
         self._on_response(pdu)
@@ -360,7 +365,7 @@ class SmppConnector:
         try:
             if self._stopping:  # it waited for a slot while we began to stop: it never left
                 raise TransientError(f"smpp connector {self.name} is stopping")
-            link, future = await self._send_submit(part)
+            future = await self._send_submit(part)
         except BaseException:
             self._window.release()
             raise
@@ -374,10 +379,8 @@ class SmppConnector:
                 f"smpp connector {self.name}: {exc}", _late_outcome(exc.late)
             ) from None
         self._learn_pace(response.status)
-        if response.status == CommandStatus.ESME_RINVBNDSTS:
-            # The SMSC lost our session: bind again; the part waits, not counted as failed.
-            self.log.warning("smpp.submit.not_bound", extra={"connector": self.name})
-            link.abort()
+        if response.status == CommandStatus.ESME_RINVBNDSTS:  # the link dropped itself
+            # the part waits for the new bind, not counted as failed
             raise TransientError(f"smpp connector {self.name}: the SMSC says we are not bound")
         return _outcome(response)
 
@@ -390,13 +393,13 @@ class SmppConnector:
 
     def _learn_pace(self, status: int) -> None:
         now = asyncio.get_running_loop().time()
-        if status in _SLOW_DOWN:
+        if status in SLOW_DOWN_STATUSES:
             self._pace.refused(now)
             self.log.info("smpp.throttled", extra={"connector": self.name, "pace": self._pace.rate})
         elif status == CommandStatus.ESME_ROK:
             self._pace.taken(now)
 
-    async def _send_submit(self, part: OutboundPart) -> tuple[_EsmeLink, asyncio.Future[Pdu]]:
+    async def _send_submit(self, part: OutboundPart) -> asyncio.Future[Pdu]:
         loop = asyncio.get_running_loop()
         if self._bucket is not None:  # our own cap: a fixed rate, slots can be booked ahead
             delay = self._bucket.reserve(loop.time())
@@ -411,7 +414,7 @@ class SmppConnector:
         if link is None or not link.can_submit:
             raise TransientError(f"smpp connector {self.name} is not bound")
         try:
-            return link, link.request(self._submit_sm(part, link.session.next_sequence()))
+            return link.request(self._submit_sm(part, link.session.next_sequence()))
         except NotSendableNow as exc:  # the link's state, not the part: try it again later
             raise TransientError(f"smpp connector {self.name}: {exc}") from exc
         except (LocalProtocolError, ValueError) as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from smsrelay.smpp.pdu import SLOW_DOWN_STATUSES
+
 
 class Outcome(StrEnum):
     OK = "ok"
@@ -13,7 +15,7 @@ class Outcome(StrEnum):
 
 
 ESME_ROK = 0x00
-SLOW_DOWN = {0x58: "ESME_RTHROTTLED", 0x14: "ESME_RMSGQFUL"}
+SLOW_DOWN = {int(status): status.name for status in SLOW_DOWN_STATUSES}
 PERMANENT = {
     0x0A: "ESME_RINVSRCADR",
     0x0B: "ESME_RINVDSTADR",

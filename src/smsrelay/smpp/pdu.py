@@ -107,6 +107,10 @@ class MessageState(IntEnum):
     REJECTED = 8
 
 
+# The SMSC asks us to slow down (throttled, queue full): retry soon, not a failure.
+SLOW_DOWN_STATUSES = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL})
+
+
 def status_name(status: int) -> str:
     """``ESME_RTHROTTLED`` for 0x58; ``0x...`` for a value without a name."""
     try:
