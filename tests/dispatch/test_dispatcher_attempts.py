@@ -192,3 +192,18 @@ async def test_stop_waits_for_a_late_answer_that_comes_within_its_grace(
     await running.stop(grace=5.0)  # the answer comes during the grace: it is recorded
     part = await _part(store, message_id)
     assert (part.state, part.carrier_id) == ("submitted", "late-1")
+
+
+async def test_a_late_answer_still_awaited_when_the_grace_ends_leaves_the_part_leased(
+    store: SqliteStore,
+) -> None:
+    # No answer within the stop's grace: nothing is recorded (neither a retry nor a failure);
+    # the part stays 'sending' under its lease, and the next start puts it back in the queue.
+    carrier = UnansweredFirst()
+    message_id, running = await _start_one(store, carrier)
+    await _unanswered(store, message_id, carrier)
+    await running.stop(grace=0.0)
+    part = await _part(store, message_id)
+    assert (part.state, part.attempts, part.last_error) == ("sending", 1, None)
+    assert await store.release_expired_leases(float("inf")) == 1  # what a restart does
+    assert (await _part(store, message_id)).state == "queued"
