@@ -72,12 +72,17 @@ async def test_sigterm_while_the_smsc_answers_late_sends_nothing_twice(tmp_path:
         await smsc.stop()
 
 
-async def test_a_serve_that_cannot_start_sends_nothing(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+async def _queue_while_no_smsc_listens(data: Path, count: int) -> None:
+    """``count`` messages accepted by a serve whose SMSC is unreachable: left queued."""
     serve = await start_serve(data, "--smsc", "smpp://a:b@127.0.0.1:1")  # nothing listens
-    await _send_many(serve, 10)
+    await _send_many(serve, count)
     serve.process.terminate()
     await serve.process.wait()
+
+
+async def test_a_serve_that_cannot_start_sends_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await _queue_while_no_smsc_listens(data, 10)
     smsc = await start_smsc("--delivery-rate", "1.0")
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
@@ -111,10 +116,7 @@ async def test_a_start_that_fails_late_has_sent_nothing(
     # The callback sender's first write fails (a CLI command holds the database): serve
     # does not start, and the messages waiting in the queue have not left meanwhile.
     data = tmp_path / "data"
-    serve = await start_serve(data, "--smsc", "smpp://a:b@127.0.0.1:1")  # nothing listens
-    await _send_many(serve, 3)
-    serve.process.terminate()
-    await serve.process.wait()
+    await _queue_while_no_smsc_listens(data, 3)
     smsc = await start_smsc("--delivery-rate", "1.0")
 
     async def locked(self: WebhookSender) -> None:
