@@ -56,6 +56,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "SMSRELAY_LOG_LEVEL": "WARNING",
         "SMSRELAY_BUILTIN_SMSC_PORT": "0",
         "SMSRELAY_BUILTIN_SMSC_CONTROL_PORT": "0",
+        "SMSRELAY_DEMO_QUIET_HOURS": "false",  # the same answers at any hour
     }
     process = subprocess.Popen(
         [SMSRELAY, "serve", "--data-dir", str(data), "--port", "0"],
