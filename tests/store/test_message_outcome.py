@@ -55,3 +55,28 @@ async def test_a_part_refused_first_waits_for_its_siblings_then_one_report_tells
     body = json.loads(callback.body)
     assert (body["status"], body["stat"]) == ("Not delivered", "REJECTD")
     assert [p["stat"] for p in body["parts"]] == ["REJECTD", "DELIVRD", "DELIVRD"]
+
+
+async def test_a_final_message_never_moves_again_nor_reports_twice(store: SqliteStore) -> None:
+    message_id = await _three_parts_submitted(store)
+    for seq in (1, 2, 3):
+        await _receipt(store, f"c{seq}", "DELIVRD", 102.0 + seq)
+    final = await store.get_message(message_id)
+    assert final is not None and (final.state, final.final_at) == ("delivered", 105.0)
+
+    def refresh_as_if_still_moving(conn: object) -> str:
+        from smsrelay.domain.states import PartState
+        from smsrelay.store.message_ops import refresh_message_state
+
+        return refresh_message_state(
+            conn,  # type: ignore[arg-type]
+            message_id,
+            200.0,
+            BUILDERS,
+            only_part=PartState.SUBMITTED,
+        )
+
+    await store.db.write(refresh_as_if_still_moving)
+    again = await store.get_message(message_id)
+    assert again is not None and (again.state, again.final_at) == ("delivered", 105.0)
+    assert len(await store.list_webhooks(None, 10)) == 1  # the one report, queued once
