@@ -99,6 +99,7 @@ async def _start_services_in_order(
     for name, connector in connectors.items():
         await connector.start()
         started.append((f"connector {name}", connector.stop))
+    gateway.smsc_binds = lambda: {name: c.binds() for name, c in connectors.items()}
     services = await _start_services(gateway, inbound, callback_tls)
     started.extend((type(service).__name__, service.stop) for service in services)
     if demo is not None and demo.demo_key:

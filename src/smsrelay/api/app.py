@@ -73,7 +73,12 @@ async def never_a_traceback(
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    """200 while the API accepts (messages queue when an SMSC is down), with each SMSC
+    session's bind state; ``?require=smsc``: 503 unless every session is bound (alerting)."""
+    binds = request.app[GATEWAY].smsc_binds()
+    all_bound = all(all(modes.values()) for modes in binds.values())
+    ok = all_bound or request.query.get("require") != "smsc"
+    return web.json_response({"ok": ok, "smsc": binds}, status=200 if ok else 503)
 
 
 def build_app(gateway: Gateway) -> web.Application:

@@ -74,6 +74,10 @@ class Connector(Protocol):
     @property
     def is_up(self) -> bool: ...
 
+    def binds(self) -> dict[str, bool]:
+        """Each session this connector keeps with its SMSC (by mode) and whether it is bound:
+        what an operator watches, since receipts and replies need the receiving one too."""
+
     async def start(self) -> None:
         """Begin connecting in the background; reconnect forever with capped backoff + jitter."""
 

@@ -272,6 +272,10 @@ class _EsmeLink(SmppLink):
     def can_submit(self) -> bool:
         return self.session.state in CAN_SUBMIT and self.is_open
 
+    @property
+    def is_bound(self) -> bool:
+        return self.session.is_bound and self.is_open
+
     def _on_deliver_sm(self, pdu: DeliverSm) -> None:
         self.traffic += 1
         self.connector.spawn(self._answer(pdu, DeliverSmResp))
@@ -335,6 +339,10 @@ class SmppConnector:
     def is_up(self) -> bool:
         link = self._links[self._submit_mode]
         return link is not None and link.can_submit
+
+    def binds(self) -> dict[str, bool]:
+        """Each SMPP session kept (transceiver, or transmitter and receiver): bound now?"""
+        return {mode: link is not None and link.is_bound for mode, link in self._links.items()}
 
     async def start(self) -> None:
         if self._runners:

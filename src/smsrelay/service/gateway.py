@@ -23,6 +23,8 @@ class Gateway:
     accounts: AccountDirectory
     extras: dict[str, Any] = field(default_factory=dict)
     wake_dispatcher: Callable[[], None] = field(default=lambda: None)
+    # connector -> SMPP session (mode) -> bound now; set by serve once the connectors exist
+    smsc_binds: Callable[[], dict[str, dict[str, bool]]] = field(default=dict)
 
     @property
     def send_context(self) -> SendContext:

@@ -1,0 +1,56 @@
+"""GET /health: up while the API accepts; each SMSC session's bind state for monitoring."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from smsrelay import runtime
+from tests.support import (
+    RunningGateway,
+    eventually,
+    gateway_settings,
+    start_gateway,
+    start_smsc,
+)
+
+
+async def test_health_shows_the_built_in_smsc_bound(gw: RunningGateway) -> None:
+    async def bound() -> object:
+        status, body = await gw.get("/health", {"require": "smsc"})
+        return body if status == 200 else None
+
+    assert await eventually(bound) == {"ok": True, "smsc": {"default": {"transceiver": True}}}
+
+
+async def test_an_smsc_going_away_shows_per_session_and_fails_only_when_required(
+    tmp_path: Path,
+) -> None:
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    both = quote("transmitter+receiver")
+    gw = await start_gateway(
+        gateway_settings(tmp_path, smsc=f"{smsc.url}?bind_mode={both}&reconnect_min=0.05")
+    )
+    try:
+
+        def binds_are(bound: bool) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                status, body = await gw.get("/health")
+                assert status == 200
+                return bool(body["smsc"]["default"] == {"transmitter": bound, "receiver": bound})
+
+            return check
+
+        assert await eventually(binds_are(True))
+        await smsc.stop()
+        assert await eventually(binds_are(False))
+        status, body = await gw.get("/health")  # the API still accepts: messages queue
+        assert (status, body["ok"]) == (200, True)
+        status, body = await gw.get("/health", {"require": "smsc"})
+        assert (status, body["ok"]) == (503, False)
+        status, _ = await gw.send()
+        assert status == 200
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
