@@ -104,7 +104,8 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
     assert (
-        "applied migrations: [1, 2, 3, 4]" in runner.invoke(cli, ["db", "upgrade"], env=env).output
+        "applied migrations: [1, 2, 3, 4, 5]"
+        in runner.invoke(cli, ["db", "upgrade"], env=env).output
     )
     assert "up to date" in runner.invoke(cli, ["db", "upgrade"], env=env).output
 

@@ -192,6 +192,9 @@ class SqliteStore:
     async def overdue_parts(self, now: float) -> dict[str, tuple[int, float]]:
         return await self.db.read(partial(message_ops.overdue_parts, now=now))
 
+    async def sending_parts(self) -> dict[str, tuple[int, float | None]]:
+        return await self.db.read(message_ops.sending_parts)
+
     async def queue_depth(self) -> dict[str, int]:
         return await self.db.read(message_ops.queue_depth)
 
