@@ -1,4 +1,4 @@
-"""What `smsrelay status` reads: parts claimed and not settled yet."""
+"""What `smsrelay status` reads: parts claimed and not settled, callbacks not delivered."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from smsrelay.domain.states import PartState
+from smsrelay.store.message_ops import insert_callback
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message, open_store
@@ -87,3 +88,35 @@ async def test_a_part_claimed_before_claim_times_were_kept_counts_without_a_time
     assert len(await store.claim_due_parts("default", 200.0, 10, 260.0)) == 1
     await store.db.write(lambda c: c.execute("UPDATE parts SET claimed_at = NULL"))
     assert await store.sending_parts() == {"default": (1, None)}
+
+
+async def _callback(store: SqliteStore, uuid: str, at: float) -> int:
+    return await store.db.write(
+        lambda c: insert_callback(c, uuid, 1, "dlr", "https://example.com/dlr", b"{}", at)
+    )
+
+
+async def test_a_callback_is_late_from_when_it_was_stored_whatever_its_next_try(
+    store: SqliteStore,
+) -> None:
+    assert (await store.callback_backlog(1_000.0)).oldest_due_since is None
+    failing = await _callback(store, "cb-1", 10.0)
+    # The receiver is down: each failed attempt puts the next try later, not the callback's age.
+    await store.record_webhook_attempt(failing, 11.0, 503, 3.0, "HTTP 503", "pending", 2_000.0)
+    await _callback(store, "cb-2", 900.0)
+    backlog = await store.callback_backlog(late_before=500.0)
+    assert (backlog.oldest_due_since, backlog.late, backlog.failed) == (10.0, 1, 0)
+    assert (await store.callback_backlog()).late == 0  # no cutoff asked: none counted late
+
+
+async def test_the_callback_backlog_counts_one_being_posted_not_one_delivered_or_given_up(
+    store: SqliteStore,
+) -> None:
+    delivered = await _callback(store, "cb-1", 10.0)
+    given_up = await _callback(store, "cb-2", 20.0)
+    await _callback(store, "cb-3", 30.0)
+    await store.claim_due_webhooks(40.0, 10, 100.0)  # all three are being posted
+    await store.record_webhook_attempt(delivered, 41.0, 200, 3.0, None, "delivered", None)
+    await store.record_webhook_attempt(given_up, 41.0, 500, 3.0, "HTTP 500", "failed", None)
+    backlog = await store.callback_backlog(late_before=1_000.0)
+    assert (backlog.oldest_due_since, backlog.late, backlog.failed) == (30.0, 1, 1)

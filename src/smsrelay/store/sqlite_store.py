@@ -20,6 +20,7 @@ from smsrelay.store.records import (
     PURGE_KINDS,
     Account,
     AccountSnapshot,
+    CallbackBacklog,
     CallbackBuilders,
     ClaimedPart,
     InboundReply,
@@ -376,3 +377,6 @@ class SqliteStore:
 
     async def pending_webhooks(self) -> int:
         return await self.db.read(webhook_ops.pending_count)
+
+    async def callback_backlog(self, late_before: float | None = None) -> CallbackBacklog:
+        return await self.db.read(partial(webhook_ops.backlog, late_before=late_before))
