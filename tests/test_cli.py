@@ -104,7 +104,8 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
     assert (
-        "applied migrations: [1, 2, 3, 4]" in runner.invoke(cli, ["db", "upgrade"], env=env).output
+        "applied migrations: [1, 2, 3, 4, 5]"
+        in runner.invoke(cli, ["db", "upgrade"], env=env).output
     )
     assert "up to date" in runner.invoke(cli, ["db", "upgrade"], env=env).output
 
@@ -210,7 +211,11 @@ def test_status_reads_as_text_and_as_json(run) -> None:
         "parts": {},
         "pending_callbacks": 0,
         "due_not_sent": {},
+        "sending": {},
+        "oldestCallbackDueSince": None,
+        "failed_callbacks": 0,
     }
+    assert "callbacks given up: 0" in run("status")
 
 
 def test_status_shows_parts_due_that_no_link_has_sent(run, tmp_path: Path) -> None:
@@ -236,6 +241,122 @@ def test_status_shows_parts_due_that_no_link_has_sent(run, tmp_path: Path) -> No
     # For monitoring: due since 1970 is more than a day late; a week's allowance is not.
     assert "not leaving: connector default" in run("status", "--max-overdue", "86400", code=1)
     run("status", "--max-overdue", str(100 * 365 * 86400))
+
+
+# The clock `status` reads in the tests below (SMSRELAY_FIXED_CLOCK): an hour after T0.
+T0 = 1_772_445_600.0  # 2026-03-02 10:00 UTC
+NOW = "2026-03-02T11:00:00+00:00"
+
+
+def test_status_names_the_connector_whose_parts_the_smsc_does_not_answer(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from smsrelay.service.dates import iso_text
+    from smsrelay.store.sqlite_store import SqliteStore
+    from smsrelay.webhooks.payloads import BUILDERS
+    from tests.factories import new_message
+
+    numbers = {"stuck": "+33757000001", "fresh": "+33757000002", "answered": "+33757000003"}
+
+    async def one_part_each() -> None:  # what serve's dispatcher left in the database
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        await store.create_account("a", "hash-a", 1_000_000, 0.0)
+        for connector, number in numbers.items():
+            await store.add_number("a", number, connector, 0.0)
+            await store.accept_message(new_message(sender=number))
+        await store.claim_due_parts("stuck", T0, 10, T0 + 60)  # never answered since
+        await store.claim_due_parts("fresh", T0 + 3590, 10, T0 + 3650)
+        [answered] = await store.claim_due_parts("answered", T0, 10, T0 + 60)
+        await store.mark_submitted(answered.part_id, "abc", "abc", T0 + 1, BUILDERS, 1)
+        await store.close()
+
+    asyncio.run(one_part_each())
+    monkeypatch.setenv("SMSRELAY_FIXED_CLOCK", NOW)
+    sending = json.loads(run("status", "--json"))["sending"]
+    assert sending == {
+        "stuck": {"parts": 1, "sendingSince": iso_text(T0)},
+        "fresh": {"parts": 1, "sendingSince": iso_text(T0 + 3590)},
+    }
+    assert f"connector stuck: 1 part(s) sending, the oldest claimed at {iso_text(T0)}" in run(
+        "status"
+    )
+    refused = run("status", "--max-overdue", "600", code=1)
+    assert "parts sending for more than 600 s are not answered: connector stuck\n" in refused
+    assert "not leaving" not in refused  # nothing waits in the queue
+    run("status", "--max-overdue", "3600")  # the stuck part's hour is within the allowance
+
+
+def test_status_fails_when_callbacks_have_waited_too_long_and_says_how_many(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from smsrelay.service.dates import iso_text
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.webhooks.conftest import add_callback
+
+    monkeypatch.setenv("SMSRELAY_FIXED_CLOCK", NOW)
+    run("status", "--max-callback-overdue", "0")  # none due: all is well
+
+    async def a_receiver_down() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        account = await store.create_account("a", "hash-a", 1_000_000, 0.0)
+        url = "https://example.com/dlr"
+        for stored_at in (T0, T0 + 60):  # each tried once, the next try after status runs
+            webhook_id = await add_callback(store, account, url, now=stored_at)
+            await store.record_webhook_attempt(
+                webhook_id, stored_at, 503, 2.0, "HTTP 503", "pending", T0 + 7200
+            )
+        given_up = await add_callback(store, account, url, now=T0 - 86400)
+        await store.record_webhook_attempt(given_up, T0, 503, 2.0, "HTTP 503", "failed", None)
+        await add_callback(store, account, url, now=T0 + 3590)  # just stored
+        await store.close()
+
+    asyncio.run(a_receiver_down())
+    figures = json.loads(run("status", "--json"))
+    assert figures["oldestCallbackDueSince"] == iso_text(T0)
+    assert (figures["failed_callbacks"], figures["pending_callbacks"]) == (1, 3)
+    human = run("status")
+    assert f"the oldest callback to post has been due since {iso_text(T0)}" in human
+    assert "callbacks given up: 1" in human
+    refused = run("status", "--max-callback-overdue", "600", code=1)
+    assert "2 callback(s) due for more than 600 s are not delivered" in refused
+    run("status", "--max-callback-overdue", "3600")
+
+
+def test_status_names_every_problem_on_its_own_line(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.factories import new_message
+    from tests.webhooks.conftest import add_callback
+
+    async def everything_late() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        account = await store.create_account("a", "hash-a", 1_000_000, 0.0)
+        await store.add_number("a", "+33757000001", "default", 0.0)
+        await store.accept_message(new_message(created_at=T0, due_at=T0))
+        await store.accept_message(new_message(created_at=T0, due_at=T0))
+        await store.claim_due_parts("default", T0, 1, T0 + 60)  # one sending, one queued
+        await add_callback(store, account, "https://example.com/dlr", now=T0)
+        await store.close()
+
+    asyncio.run(everything_late())
+    monkeypatch.setenv("SMSRELAY_FIXED_CLOCK", NOW)
+    refused = run("status", "--max-overdue", "600", "--max-callback-overdue", "600", code=1)
+    assert refused.endswith(
+        "error: parts due for more than 600 s are not leaving: connector default\n"
+        "error: parts sending for more than 600 s are not answered: connector default\n"
+        "error: 1 callback(s) due for more than 600 s are not delivered "
+        "(a receiver down? see smsrelay webhooks list)\n"
+    )
 
 
 def test_messages_replies_lists_what_came_in(run, tmp_path: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
 from smsrelay.cli_accounts import accounts, numbers
 from smsrelay.cli_messages import messages, stop, webhooks
-from smsrelay.cli_support import emit, fail, run, settings_from, with_gateway
+from smsrelay.cli_support import emit, fail, fail_all, run, settings_from, with_gateway
 from smsrelay.errors import SmsRelayError
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
@@ -190,41 +191,103 @@ def _purge_progress(kind: str, deleted: int, at_id: int) -> None:
     "--max-overdue",
     type=click.FloatRange(min=0),
     metavar="SECONDS",
-    help="Exit 1 if a connector has a part due for longer than this and not sent (monitoring).",
+    help="Exit 1 if a connector has a part due for longer than this and not sent, or sending "
+    "(claimed, the SMSC's answer not in) for longer than this (monitoring).",
+)
+@click.option(
+    "--max-callback-overdue",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Exit 1 if a callback has been due for longer than this and not delivered "
+    "(a receiver down; monitoring).",
 )
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, max_overdue: float | None) -> None:
-    """Show queue depth and pending callbacks of the configured database.
+def status(
+    ctx: click.Context,
+    as_json: bool,
+    max_overdue: float | None,
+    max_callback_overdue: float | None,
+) -> None:
+    """Show queue depth, parts waiting or unanswered per connector, and callbacks to post.
 
     \b
     Example:
       smsrelay status --json
       smsrelay status --max-overdue 600 || alert "SMS are not leaving"
+      smsrelay status --max-callback-overdue 3600 || alert "callbacks are not delivered"
     """
 
     async def work(gw: Gateway) -> tuple[dict[str, Any], list[str]]:
-        now = gw.clock.now()
-        overdue = await gw.store.overdue_parts(now)
-        figures = {
-            "parts": await gw.store.queue_depth(),
-            "pending_callbacks": await gw.store.pending_webhooks(),
-            "due_not_sent": {
-                name: {"parts": count, "oldestDueSince": iso_text(since)}
-                for name, (count, since) in overdue.items()
-            },
-        }
-        stuck = [
-            name
-            for name, (_, since) in overdue.items()
-            if max_overdue is not None and now - since > max_overdue
-        ]
-        return figures, stuck
+        return await _status_report(gw, max_overdue, max_callback_overdue)
 
-    figures, stuck = with_gateway(ctx, work)
+    figures, alarms = with_gateway(ctx, work)
     emit(figures, as_json, _status_lines)
-    if stuck:
-        names = ", ".join(stuck)
-        fail(f"parts due for more than {max_overdue:g} s are not leaving: connector {names}")
+    if alarms:
+        fail_all(alarms)
+
+
+async def _status_report(
+    gw: Gateway, max_overdue: float | None, max_callback_overdue: float | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The figures, from the database (serve runs in another process), and what is wrong."""
+    now = gw.clock.now()
+    overdue = await gw.store.overdue_parts(now)
+    sending = await gw.store.sending_parts()
+    late_before = None if max_callback_overdue is None else now - max_callback_overdue
+    callbacks = await gw.store.callback_backlog(late_before)
+    figures = {
+        "parts": await gw.store.queue_depth(),
+        "pending_callbacks": await gw.store.pending_webhooks(),
+        "due_not_sent": {
+            name: {"parts": count, "oldestDueSince": iso_text(since)}
+            for name, (count, since) in overdue.items()
+        },
+        "sending": {
+            name: {"parts": count, "sendingSince": iso_text(since)}
+            for name, (count, since) in sending.items()
+        },
+        "oldestCallbackDueSince": iso_text(callbacks.oldest_due_since),
+        "failed_callbacks": callbacks.failed,
+    }
+    alarms = _part_alarms(now, max_overdue, overdue, sending)
+    if max_callback_overdue is not None and callbacks.late:
+        alarms.append(
+            f"{callbacks.late} callback(s) due for more than {max_callback_overdue:g} s are not "
+            "delivered (a receiver down? see smsrelay webhooks list)"
+        )
+    return figures, alarms
+
+
+def _part_alarms(
+    now: float,
+    max_overdue: float | None,
+    overdue: dict[str, tuple[int, float]],
+    sending: dict[str, tuple[int, float | None]],
+) -> list[str]:
+    if max_overdue is None:
+        return []
+    alarms = []
+    if late := _waiting_longer(now, max_overdue, overdue):  # a link down: parts stay queued
+        alarms.append(
+            f"parts due for more than {max_overdue:g} s are not leaving: connector {late}"
+        )
+    # A link up that does not answer: parts stay claimed, and each retry moves their due time.
+    if stuck := _waiting_longer(now, max_overdue, sending):
+        alarms.append(
+            f"parts sending for more than {max_overdue:g} s are not answered: connector {stuck}"
+        )
+    return alarms
+
+
+def _waiting_longer(
+    now: float, limit: float, by_connector: Mapping[str, tuple[int, float | None]]
+) -> str:
+    """The connectors whose oldest part has waited longer than ``limit``, for a message."""
+    return ", ".join(
+        name
+        for name, (_, since) in by_connector.items()
+        if since is not None and now - since > limit
+    )
 
 
 def _status_lines(figures: dict[str, Any]) -> str:
@@ -238,6 +301,16 @@ def _status_lines(figures: dict[str, Any]) -> str:
             f"connector {name}: {late['parts']} part(s) due, not sent, the oldest since "
             f"{late['oldestDueSince']}"
         )
+    # Added lines go last: scripts read the ones above.
+    for name, busy in figures["sending"].items():  # an SMSC that does not answer shows here
+        since = busy["sendingSince"]
+        claimed = f", the oldest claimed at {since}" if since else ""
+        lines.append(f"connector {name}: {busy['parts']} part(s) sending{claimed}")
+    if figures["oldestCallbackDueSince"]:
+        lines.append(
+            f"the oldest callback to post has been due since {figures['oldestCallbackDueSince']}"
+        )
+    lines.append(f"callbacks given up: {figures['failed_callbacks']}")
     return "\n".join(lines)
 
 

@@ -75,7 +75,13 @@ def with_gateway(
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    fail_all([message], code)
+
+
+def fail_all(messages: list[str], code: int = 1) -> NoReturn:
+    """Every problem on its own line (monitoring shows the first, a person reads them all)."""
+    for message in messages:
+        click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 

@@ -18,7 +18,7 @@ from smsrelay.dispatch import dispatcher
 from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.errors import DomainError
-from smsrelay.service.clock import SystemClock
+from smsrelay.service.clock import Clock, FixedClock, SystemClock
 from smsrelay.store.records import MessageView, PartView
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
@@ -110,12 +110,21 @@ class UnansweredFirst(ScriptedCarrier):
 
 
 async def _start_one(
-    store: SqliteStore, carrier: ScriptedCarrier, max_attempts: int = 3
+    store: SqliteStore,
+    carrier: ScriptedCarrier,
+    max_attempts: int = 3,
+    clock: Clock | None = None,
+    lease_seconds: float = 60.0,
 ) -> tuple[int, Dispatcher]:
-    now = time.time()
+    clock = clock or SystemClock()
+    now = clock.now()
     message_id = await store.accept_message(new_message(cost_micros=1, created_at=now, due_at=now))
-    policy = DispatchPolicy(max_attempts=max_attempts, backoff=BackoffPolicy(first=0.01, cap=0.01))
-    running = Dispatcher(store, SystemClock(), {"default": carrier}, BUILDERS, policy)
+    policy = DispatchPolicy(
+        max_attempts=max_attempts,
+        backoff=BackoffPolicy(first=0.01, cap=0.01),
+        lease_seconds=lease_seconds,
+    )
+    running = Dispatcher(store, clock, {"default": carrier}, BUILDERS, policy)
     await running.start()
     return message_id, running
 
@@ -174,6 +183,32 @@ async def test_without_even_a_late_answer_the_part_goes_again_and_that_counts(
         assert part.state == final
         assert carrier.submits == (2 if final == "submitted" else 1)
         assert part.attempts == (2 if final == "submitted" else 1)
+    finally:
+        await running.stop()
+
+
+async def test_a_part_the_smsc_does_not_answer_stays_as_old_as_its_claim_through_renewals(
+    store: SqliteStore,
+) -> None:
+    # What `status --max-overdue` watches: the sweep renews the lease while a late answer may
+    # come, and the part's claim time stays that of its claim.
+    clock = FixedClock(1_000.0)
+    carrier = UnansweredFirst()
+    message_id, running = await _start_one(store, carrier, clock=clock, lease_seconds=0.03)
+    try:
+        await _unanswered(store, message_id, carrier)
+        clock.set(4_600.0)
+        swept = running.sweeps
+        await eventually(lambda: running.sweeps >= swept + 2)  # renewed at the new time
+        assert await store.sending_parts() == {"default": (1, 1_000.0)}
+        assert carrier.late is not None
+        carrier.late.set_result(None)  # no answer after all: back to the queue, counted
+
+        async def settled() -> bool:
+            return await store.sending_parts() == {}
+
+        await eventually(settled)
+        assert (await _part(store, message_id)).state == "queued"
     finally:
         await running.stop()
 

@@ -221,6 +221,17 @@ def overdue_parts(conn: sqlite3.Connection, now: float) -> dict[str, tuple[int, 
     return {str(r[0]): (int(r[1]), float(r[2])) for r in rows}
 
 
+def sending_parts(conn: sqlite3.Connection) -> dict[str, tuple[int, float | None]]:
+    """Per connector: parts claimed and not yet settled (waiting for a window slot, or sent
+    and waiting for the SMSC's answer), and when the oldest was claimed (None: claimed
+    before claimed_at existed). Scans only the sending parts (the parts_leased index)."""
+    rows = conn.execute(
+        "SELECT connector, COUNT(*), MIN(claimed_at) FROM parts WHERE state = 'sending' "
+        "GROUP BY connector"
+    ).fetchall()
+    return {str(r[0]): (int(r[1]), None if r[2] is None else float(r[2])) for r in rows}
+
+
 # -- the dispatcher's side -------------------------------------------------------------------
 
 
@@ -229,10 +240,11 @@ def claim_due(
 ) -> list[ClaimedPart]:
     """Move due parts of one connector to 'sending' under a lease, oldest first."""
     claimed = conn.execute(
-        "UPDATE parts SET state = 'sending', lease_until = ?, attempts = attempts + 1 "
-        "WHERE id IN (SELECT id FROM parts WHERE state = 'queued' AND connector = ? "
-        "AND due_at <= ? ORDER BY due_at LIMIT ?) RETURNING id, message_id, seq, attempts",
-        (lease_until, connector, now, limit),
+        "UPDATE parts SET state = 'sending', lease_until = ?, claimed_at = ?, "
+        "attempts = attempts + 1 WHERE id IN (SELECT id FROM parts WHERE state = 'queued' "
+        "AND connector = ? AND due_at <= ? ORDER BY due_at LIMIT ?) "
+        "RETURNING id, message_id, seq, attempts",
+        (lease_until, now, connector, now, limit),
     ).fetchall()
     if not claimed:
         return []
@@ -272,7 +284,7 @@ def _mark_messages_queued(
 def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
     """Parts claimed by a dispatcher that died (or never heard back) go back to the queue."""
     cursor = conn.execute(
-        "UPDATE parts SET state = 'queued', lease_until = NULL, "
+        "UPDATE parts SET state = 'queued', lease_until = NULL, claimed_at = NULL, "
         "last_error = 'lease expired: no submit outcome recorded' "
         "WHERE state = 'sending' AND lease_until < ?",
         (now,),
@@ -320,7 +332,8 @@ def mark_submitted(
     """Record the SMSC's id; returns the message id, or None if the part had moved on."""
     row = conn.execute(
         "UPDATE parts SET state = 'submitted', carrier_id = ?, carrier_key = ?, "
-        "submitted_at = ?, lease_until = NULL WHERE id = ? AND state = 'sending' "
+        "submitted_at = ?, lease_until = NULL, claimed_at = NULL "
+        "WHERE id = ? AND state = 'sending' "
         "RETURNING message_id",
         (carrier_id, carrier_key, now, part_id),
     ).fetchone()
@@ -333,8 +346,8 @@ def mark_retry(
     """Back to the queue. ``counted=False`` (throttled, link lost): the claim's attempt is
     given back, so slowing down never uses up the part's attempts."""
     cursor = conn.execute(
-        "UPDATE parts SET state = 'queued', due_at = ?, lease_until = NULL, last_error = ?, "
-        "attempts = attempts - ? WHERE id = ? AND state = 'sending'",
+        "UPDATE parts SET state = 'queued', due_at = ?, lease_until = NULL, claimed_at = NULL, "
+        "last_error = ?, attempts = attempts - ? WHERE id = ? AND state = 'sending'",
         (due_at, error, 0 if counted else 1, part_id),
     )
     return cursor.rowcount == 1
@@ -351,8 +364,8 @@ def mark_part_final(
 ) -> None:
     """A part the SMSC refused for good (rejected) or that ran out of attempts (failed)."""
     row = conn.execute(
-        "UPDATE parts SET state = ?, last_error = ?, done_at = ?, lease_until = NULL "
-        "WHERE id = ? AND state = 'sending' RETURNING message_id",
+        "UPDATE parts SET state = ?, last_error = ?, done_at = ?, lease_until = NULL, "
+        "claimed_at = NULL WHERE id = ? AND state = 'sending' RETURNING message_id",
         (str(state), error, now, part_id),
     ).fetchone()
     single = state if nb_sms == 1 else None

@@ -191,6 +191,15 @@ class WebhookView:
 
 
 @dataclass(frozen=True)
+class CallbackBacklog:
+    """Callbacks not delivered, for monitoring (``smsrelay status``)."""
+
+    oldest_due_since: float | None  # the oldest not delivered yet; None: none waiting
+    late: int  # how many have been due since before the cutoff asked for
+    failed: int  # given up for good
+
+
+@dataclass(frozen=True)
 class StopEntry:
     id: int
     phone: str

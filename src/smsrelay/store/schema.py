@@ -178,6 +178,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX webhooks_of_reply ON webhooks(reply_id) WHERE reply_id IS NOT NULL;
     """,
+    # 5: when a part in 'sending' was claimed (NULL otherwise, and for rows claimed before):
+    # `status` tells a part the SMSC never answers, whose due_at each retry moves on.
+    """
+    ALTER TABLE parts ADD COLUMN claimed_at REAL;
+    """,
 )
 
 

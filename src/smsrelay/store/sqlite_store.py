@@ -20,6 +20,7 @@ from smsrelay.store.records import (
     PURGE_KINDS,
     Account,
     AccountSnapshot,
+    CallbackBacklog,
     CallbackBuilders,
     ClaimedPart,
     InboundReply,
@@ -191,6 +192,9 @@ class SqliteStore:
 
     async def overdue_parts(self, now: float) -> dict[str, tuple[int, float]]:
         return await self.db.read(partial(message_ops.overdue_parts, now=now))
+
+    async def sending_parts(self) -> dict[str, tuple[int, float | None]]:
+        return await self.db.read(message_ops.sending_parts)
 
     async def queue_depth(self) -> dict[str, int]:
         return await self.db.read(message_ops.queue_depth)
@@ -373,3 +377,6 @@ class SqliteStore:
 
     async def pending_webhooks(self) -> int:
         return await self.db.read(webhook_ops.pending_count)
+
+    async def callback_backlog(self, late_before: float | None = None) -> CallbackBacklog:
+        return await self.db.read(partial(webhook_ops.backlog, late_before=late_before))

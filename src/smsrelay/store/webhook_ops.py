@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from smsrelay.store.records import WebhookJob, WebhookView
+from smsrelay.store.records import CallbackBacklog, WebhookJob, WebhookView
 
 VIEW_COLUMNS = (
     "id, uuid, kind, url, state, attempts, created_at, due_at, delivered_at, last_error, "
@@ -127,3 +127,19 @@ def pending_count(conn: sqlite3.Connection) -> int:
         "SELECT COUNT(*) FROM webhooks WHERE state IN ('pending', 'sending')"
     ).fetchone()
     return int(row[0])
+
+
+def backlog(conn: sqlite3.Connection, late_before: float | None) -> CallbackBacklog:
+    """Callbacks still to post: since when the oldest has been due, how many since before
+    ``late_before`` (None: not asked), and how many were given up.
+
+    A callback is due from when it is stored (or put back by `webhooks retry`): its
+    ``created_at``, not its ``due_at``, which each failed attempt moves to the next try (a
+    receiver that is down would never look late). Scans the callbacks still to post."""
+    oldest, late = conn.execute(
+        "SELECT MIN(created_at), TOTAL(created_at < ?) FROM webhooks "
+        "WHERE state IN ('pending', 'sending')",
+        (late_before,),
+    ).fetchone()
+    failed = conn.execute("SELECT COUNT(*) FROM webhooks WHERE state = 'failed'").fetchone()[0]
+    return CallbackBacklog(None if oldest is None else float(oldest), int(late), int(failed))
