@@ -5,7 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from smsrelay.store import schema
 from smsrelay.store.schema import MIGRATIONS, current_version, upgrade
+from smsrelay.store.webhook_ops import PARKED, claim_due, record_attempt
 
 
 def test_a_version_1_database_gains_the_later_columns_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -33,3 +37,31 @@ def test_a_version_1_database_gains_the_later_columns_and_keeps_its_rows(tmp_pat
     assert conn.execute("SELECT text, bind_id FROM replies").fetchall() == [("Oui", None)]
     assert conn.execute("SELECT id, phone FROM stop_list").fetchall() == [(7, "+33600000007")]
     assert upgrade(conn) == []  # nothing twice
+
+
+def test_callbacks_an_older_build_queued_behind_an_open_one_are_parked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = sqlite3.connect(tmp_path / "v4.db", isolation_level=None)
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:4])
+    upgrade(conn)
+    monkeypatch.undo()
+    rows = [  # id, key, state, due_at: a head in backoff, two behind it, one on its own
+        (1, "k", "pending", 600.0),
+        (2, "k", "pending", 11.0),
+        (3, "k", "pending", 12.0),
+        (4, "other", "pending", 13.0),
+        (5, "done", "delivered", 14.0),
+    ]
+    conn.executemany(
+        "INSERT INTO webhooks (id, uuid, account_id, kind, url, body, state, created_at, "
+        "due_at, order_key) VALUES (?, ?, 1, 'reply', 'https://e.com/', x'7b7d', ?, 10.0, ?, ?)",
+        [(i, f"u{i}", state, due, key) for i, key, state, due in rows],
+    )
+
+    assert upgrade(conn) == [5]
+    dues = dict(conn.execute("SELECT id, due_at FROM webhooks").fetchall())
+    assert dues == {1: 600.0, 2: PARKED, 3: PARKED, 4: 13.0, 5: 14.0}
+    assert [job.id for job in claim_due(conn, 600.0, 10, 660.0)] == [1, 4]
+    record_attempt(conn, 1, 601.0, 200, 1.0, None, "delivered", None)
+    assert [job.id for job in claim_due(conn, 601.0, 10, 660.0)] == [2]
