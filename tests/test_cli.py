@@ -104,7 +104,7 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
     assert (
-        "applied migrations: [1, 2, 3, 4, 5]"
+        "applied migrations: [1, 2, 3, 4, 5, 6]"
         in runner.invoke(cli, ["db", "upgrade"], env=env).output
     )
     assert "up to date" in runner.invoke(cli, ["db", "upgrade"], env=env).output

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from smsrelay.store import message_ops
 from smsrelay.store.schema import MIGRATIONS, current_version, upgrade
+from smsrelay.store.webhook_ops import PARKED, claim_due, record_attempt
 
 
 def _database_at(path: Path, version: int) -> sqlite3.Connection:
@@ -51,6 +52,29 @@ def test_parts_in_flight_when_claim_times_came_keep_going_without_one(tmp_path: 
         "(2, 1, 'default', 'queued', 100.0, NULL)"
     )
 
-    assert upgrade(conn) == [5]
+    assert upgrade(conn) == [5, 6]
     assert conn.execute("SELECT id, claimed_at FROM parts").fetchall() == [(1, None), (2, None)]
     assert message_ops.sending_parts(conn) == {"default": (1, None)}  # claimed, time unknown
+
+
+def test_callbacks_an_older_build_queued_behind_an_open_one_are_parked(tmp_path: Path) -> None:
+    conn = _database_at(tmp_path / "v5.db", 5)
+    rows = [  # id, key, state, due_at: a head in backoff, two behind it, one on its own
+        (1, "k", "pending", 600.0),
+        (2, "k", "pending", 11.0),
+        (3, "k", "pending", 12.0),
+        (4, "other", "pending", 13.0),
+        (5, "done", "delivered", 14.0),
+    ]
+    conn.executemany(
+        "INSERT INTO webhooks (id, uuid, account_id, kind, url, body, state, created_at, "
+        "due_at, order_key) VALUES (?, ?, 1, 'reply', 'https://e.com/', x'7b7d', ?, 10.0, ?, ?)",
+        [(i, f"u{i}", state, due, key) for i, key, state, due in rows],
+    )
+
+    assert upgrade(conn) == [6]
+    dues = dict(conn.execute("SELECT id, due_at FROM webhooks").fetchall())
+    assert dues == {1: 600.0, 2: PARKED, 3: PARKED, 4: 13.0, 5: 14.0}
+    assert [job.id for job in claim_due(conn, 600.0, 10, 660.0)] == [1, 4]
+    record_attempt(conn, 1, 601.0, 200, 1.0, None, "delivered", None)
+    assert [job.id for job in claim_due(conn, 601.0, 10, 660.0)] == [2]

@@ -7,6 +7,7 @@ from typing import Any
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.errors import DomainError
+from smsrelay.store import webhook_ops
 from smsrelay.store.records import (
     CallbackBuilders,
     ClaimedPart,
@@ -437,12 +438,17 @@ def insert_callback(
     reply_id: int | None = None,
     order_key: str | None = None,
 ) -> int:
-    """A callback row. Rows with the same ``order_key`` are posted one after the other."""
+    """A callback row. Rows with the same ``order_key`` are posted one after the other: one
+    stored behind an open one of its key is parked until that one is done (see webhook_ops)."""
     key = order_key or (f"m{message_id}" if message_id is not None else None)
+    row = (uuid, account_id, kind, message_id, reply_id, url, body, now)
+    due = (key, webhook_ops.PARKED, now)  # parked if an open row of its key is ahead of it
     cursor = conn.execute(
         "INSERT INTO webhooks (uuid, account_id, kind, message_id, reply_id, url, body, state, "
-        "created_at, due_at, order_key) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-        (uuid, account_id, kind, message_id, reply_id, url, body, now, now, key),
+        "created_at, due_at, order_key) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, "
+        f"CASE WHEN EXISTS (SELECT 1 FROM webhooks WHERE order_key = ? AND {webhook_ops.OPEN}) "
+        "THEN ? ELSE ? END, ?)",
+        (*row, *due, key),
     )
     return int(cursor.lastrowid or 0)
 

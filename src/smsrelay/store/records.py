@@ -182,7 +182,7 @@ class WebhookView:
     state: str
     attempts: int
     created_at: float
-    due_at: float
+    due_at: float | None  # None: waiting for an earlier callback with its order key
     delivered_at: float | None
     last_error: str | None
     message_id: int | None

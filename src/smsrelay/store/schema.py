@@ -183,6 +183,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE parts ADD COLUMN claimed_at REAL;
     """,
+    # 6: a callback behind an earlier one of its key still to go is parked (due_at +inf,
+    # webhook_ops.PARKED) until that one is done, so claims no longer walk it; callbacks
+    # stored by an older build are parked here (9e999 reads as +inf).
+    """
+    UPDATE webhooks SET due_at = 9e999 WHERE state = 'pending' AND order_key IS NOT NULL
+        AND EXISTS (SELECT 1 FROM webhooks o WHERE o.order_key = webhooks.order_key
+            AND o.id < webhooks.id AND o.state IN ('pending', 'sending'));
+    """,
 )
 
 

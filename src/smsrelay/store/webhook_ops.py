@@ -1,4 +1,15 @@
-"""The callback outbox: claim due callbacks, record each attempt, list and retry failures."""
+"""The callback outbox: claim due callbacks, record each attempt, list and retry failures.
+
+Callbacks that share an order key go out in id order: the claim skips a row while an earlier
+one of its key is pending or sending. A row behind such an earlier one is also *parked*: its
+``due_at`` is ``PARKED``, so the claim's walk over due rows never meets it (a receiver down for
+hours would otherwise leave every claim walking all the callbacks queued behind its failing
+ones, on the event loop's thread). Each path keeps this exact, so no row is left parked once
+nothing is ahead of it: a row is stored parked behind an open one; the first open row of a key
+is unparked (due at once) when the row ahead of it is delivered or given up; a row going back to
+pending behind an earlier open one (a lease released, a retry planned) is parked; a manual
+retry re-parks the rows behind the one it queues.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,8 @@ from typing import Any
 
 from smsrelay.store.records import CallbackBacklog, WebhookJob, WebhookView
 
+PARKED = float("inf")  # due_at of a callback waiting behind an earlier one of its key
+OPEN = "state IN ('pending', 'sending')"  # the webhooks_in_order index's condition: use it
 VIEW_COLUMNS = (
     "id, uuid, kind, url, state, attempts, created_at, due_at, delivered_at, last_error, "
     "message_id, reply_id"
@@ -48,12 +61,15 @@ def release_expired_leases(conn: sqlite3.Connection, now: float, keep: tuple[int
     """Callbacks whose claimer died go back to pending; ``keep``: those still being posted
     by this process (its lease may look expired after a wall-clock step)."""
     marks = ",".join("?" * len(keep))
-    cursor = conn.execute(
+    released = conn.execute(
         "UPDATE webhooks SET state = 'pending', lease_until = NULL "
-        f"WHERE state = 'sending' AND lease_until < ? AND id NOT IN ({marks})",
+        f"WHERE state = 'sending' AND lease_until < ? AND id NOT IN ({marks}) "
+        "RETURNING id",
         (now, *keep),
-    )
-    return cursor.rowcount
+    ).fetchall()
+    for (webhook_id,) in released:
+        _park_if_behind(conn, webhook_id)
+    return len(released)
 
 
 def record_attempt(
@@ -77,6 +93,10 @@ def record_attempt(
         "due_at = COALESCE(?, due_at), delivered_at = ?, last_error = ? WHERE id = ?",
         (outcome, next_due, at if outcome == "delivered" else None, error, webhook_id),
     )
+    if outcome == "pending":
+        _park_if_behind(conn, webhook_id)
+    else:  # it no longer holds its key back: the next one may go
+        _unpark_next(conn, webhook_id)
 
 
 def list_webhooks(conn: sqlite3.Connection, state: str | None, limit: int) -> list[WebhookView]:
@@ -101,25 +121,66 @@ def _view(conn: sqlite3.Connection, row: tuple[Any, ...]) -> WebhookView:
         "ORDER BY id",
         (row[0],),
     ).fetchall()
-    return WebhookView(*row, history=tuple(tuple(h) for h in history))  # type: ignore[misc]
+    fields = list(row)
+    if fields[7] == PARKED:
+        fields[7] = None  # no due time of its own: it waits for an earlier one of its key
+    return WebhookView(*fields, history=tuple(tuple(h) for h in history))  # type: ignore[misc]
 
 
 def retry(conn: sqlite3.Connection, webhook_id: int | None, now: float) -> int:
     """Put failed callbacks (one, or all when webhook_id is None) back in the queue, with a
     fresh retry budget (the budget counts from ``created_at``; the attempts keep the history)."""
     if webhook_id is None:
-        cursor = conn.execute(
+        queued = conn.execute(
             "UPDATE webhooks SET state = 'pending', due_at = ?, created_at = ? "
-            "WHERE state = 'failed'",
+            "WHERE state = 'failed' RETURNING order_key",
             (now, now),
-        )
+        ).fetchall()
     else:
-        cursor = conn.execute(
+        queued = conn.execute(
             "UPDATE webhooks SET state = 'pending', due_at = ?, created_at = ? "
-            "WHERE id = ? AND state IN ('failed', 'pending')",
+            "WHERE id = ? AND state IN ('failed', 'pending') RETURNING order_key",
             (now, now, webhook_id),
-        )
-    return cursor.rowcount
+        ).fetchall()
+    for key in {r[0] for r in queued if r[0] is not None}:
+        _settle(conn, key)
+    return len(queued)
+
+
+def _park_if_behind(conn: sqlite3.Connection, webhook_id: int) -> None:
+    """A pending row with an earlier open one of its key waits for it, off the due index."""
+    conn.execute(
+        "UPDATE webhooks SET due_at = ? WHERE id = ? AND state = 'pending' AND EXISTS ("
+        "SELECT 1 FROM webhooks o WHERE o.order_key = webhooks.order_key "
+        f"AND o.id < webhooks.id AND o.{OPEN})",
+        (PARKED, webhook_id),
+    )
+
+
+def _unpark_next(conn: sqlite3.Connection, webhook_id: int) -> None:
+    """The row is done: the first open one of its key has nothing ahead of it now, so it is
+    due at once (since it was stored: it has waited longest, and no clock step can make it
+    later). One statement, the key looked up inside it: this runs for every callback."""
+    conn.execute(
+        "UPDATE webhooks SET due_at = created_at WHERE id = ("
+        "SELECT n.id FROM webhooks n WHERE n.order_key = ("
+        f"SELECT order_key FROM webhooks WHERE id = ?) AND n.{OPEN} ORDER BY n.id LIMIT 1"
+        ") AND state = 'pending' AND due_at = ?",
+        (webhook_id, PARKED),
+    )
+
+
+def _settle(conn: sqlite3.Connection, key: str) -> None:
+    """After a manual retry every pending row of the key but the first open one waits for
+    it: the retried one goes first (or after an earlier one still open), then the others
+    follow at once, a later one's own backoff included (the receiver is presumably back).
+    The first open row is never parked, so it needs nothing."""
+    conn.execute(
+        f"UPDATE webhooks SET due_at = ? WHERE order_key = ? AND {OPEN} "
+        "AND state = 'pending' AND due_at < ? AND id > ("
+        f"SELECT id FROM webhooks WHERE order_key = ? AND {OPEN} ORDER BY id LIMIT 1)",
+        (PARKED, key, PARKED, key),
+    )
 
 
 def pending_count(conn: sqlite3.Connection) -> int:

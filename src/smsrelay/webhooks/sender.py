@@ -15,7 +15,8 @@ Ordering: callbacks that share an order key (one message's, one conversation's r
 out one after the other: the claim skips a row while an earlier one with its key is still
 pending or being posted, so a long reply's parts and the STOP after them arrive in order, even
 across retries. Callbacks with different keys go in parallel (up to ``concurrency_per_host``
-per receiver), and a failing one holds back only its own key.
+per receiver), and a failing one holds back only its own key. The ones it holds back are
+parked in the store (not due) until it is delivered or given up, so claims do not walk them.
 """
 
 from __future__ import annotations
