@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from smsrelay.domain.pricing import DEFAULT_PRICES_EUR, PriceTable
@@ -26,7 +27,7 @@ class Gateway:
     # connector -> SMPP session (mode) -> bound now; set by serve once the connectors exist
     smsc_binds: Callable[[], dict[str, dict[str, bool]]] = field(default=dict)
 
-    @property
+    @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:
         return SendContext(
             store=self.store,
