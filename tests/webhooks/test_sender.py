@@ -143,6 +143,32 @@ async def test_a_chain_of_ordered_callbacks_goes_out_without_waiting_a_poll_each
     ]
 
 
+async def test_a_callback_an_older_build_left_waiting_with_nothing_ahead_goes_at_start(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # The package was upgraded under a running serve and a newer command (the cron's
+    # `status`) opened the database first: migration 6 parked the second reply behind the
+    # first. The older serve still running delivered the first without unparking the second:
+    # it knows nothing of parking. Once the newer serve starts, the second must go.
+    receiver = await receivers()
+    key = "c+33612345678>+33757000001"
+    first = await add_callback(store, account, receiver.url, now=T0, order_key=key)
+    second = await add_callback(store, account, receiver.url, now=T0 + 1, order_key=key)
+    assert (await state_of(store, second)).due_at is None  # parked behind the first
+    assert [job.id for job in await store.claim_due_webhooks(T0 + 2, 10, T0 + 60)] == [first]
+    older_build_delivers = (  # that build's record_attempt, as it was
+        "UPDATE webhooks SET state = 'delivered', attempts = attempts + 1, lease_until = NULL, "
+        "delivered_at = ? WHERE id = ?"
+    )
+    await store.db.write(lambda c: c.execute(older_build_delivers, (T0 + 3, first)))
+
+    await senders(clock=FixedClock(T0 + 3600), sole_sender=True)  # as serve starts it
+    await eventually(is_state(store, second, "delivered"))
+    assert [seen.headers["X-Smsrelay-Id"] for seen in receiver.seen] == [
+        (await state_of(store, second)).uuid
+    ]
+
+
 # -- retries --------------------------------------------------------------------------------------
 
 

@@ -248,6 +248,9 @@ class SqliteStore:
             partial(webhook_ops.release_expired_leases, now=now, keep=tuple(keep))
         )
 
+    async def unpark_stranded_webhooks(self) -> int:
+        return await self.db.write(webhook_ops.unpark_stranded)
+
     async def expire_unanswered(
         self, submitted_before: float, now: float, builders: CallbackBuilders
     ) -> int:

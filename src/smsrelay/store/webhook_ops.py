@@ -72,6 +72,21 @@ def release_expired_leases(conn: sqlite3.Connection, now: float, keep: tuple[int
     return len(released)
 
 
+def unpark_stranded(conn: sqlite3.Connection) -> int:
+    """Parked callbacks with nothing open ahead of them any more are due at once; how many.
+
+    This build never leaves one, but an older build on the same database does: one still
+    serving when a newer command upgraded the database (migration 6 parks), or run on it
+    after, delivers the callbacks ahead without unparking the next, which would then wait
+    for ever. The sender runs this once, at start; it reads the parked callbacks only."""
+    return conn.execute(
+        "UPDATE webhooks SET due_at = created_at WHERE state = 'pending' AND due_at = ? "
+        "AND NOT EXISTS (SELECT 1 FROM webhooks o WHERE o.order_key = webhooks.order_key "
+        f"AND o.id < webhooks.id AND o.{OPEN})",
+        (PARKED,),
+    ).rowcount
+
+
 def record_attempt(
     conn: sqlite3.Connection,
     webhook_id: int,

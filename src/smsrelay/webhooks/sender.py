@@ -112,6 +112,8 @@ class WebhookSender:
         # serve is the database's only process: what an earlier one held is released at once
         until = float("inf") if self._sole_sender else self._clock.now()
         await self._store.release_expired_webhook_leases(until)
+        # callbacks an older build left waiting behind ones it has since delivered
+        await self._store.unpark_stranded_webhooks()
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="webhook-claims"),
             asyncio.create_task(self._sweep_leases(), name="webhook-lease-sweeper"),
