@@ -24,11 +24,14 @@ from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
+from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.service.retention import RetentionSweeper
+from smsrelay.service.sending import held_until
 from smsrelay.settings import Settings, SettingsError
 from smsrelay.store.engine import SERVING_BUSY_TIMEOUT_MS
 from smsrelay.store.lock import ServeLock
+from smsrelay.store.records import Account
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.http_client import tls_context
 from smsrelay.webhooks.payloads import BUILDERS
@@ -106,6 +109,7 @@ async def _start_services_in_order(
         numbers = await store.numbers_of(demo.id)
         number = numbers[0].msisdn.removeprefix("+") if numbers else "(none)"
         say(f"demo account: apiKey={demo.demo_key} number={number}")
+        _say_if_held(say, demo, gateway.clock.now())
     # Last: once it runs, parts leave; whatever could still fail (a database write locked by
     # a CLI command) has failed before, so a supervisor's restarts re-send nothing.
     dispatcher = Dispatcher(store, gateway.clock, connectors, BUILDERS, _policy(settings))
@@ -116,6 +120,16 @@ async def _start_services_in_order(
     return Running(
         gateway, port, simulator, connectors, dispatcher, runner, services, lock, store.db.broken
     )
+
+
+def _say_if_held(say: Callable[[str], None], demo: Account, now: float) -> None:
+    """A first message sent at night or on a Sunday waits: say so before anyone wonders."""
+    held = held_until(now, demo)
+    if held is not None:
+        say(
+            f"quiet hours: the demo account's messages sent now leave at {iso_text(held)} "
+            "(smsrelay accounts set demo --quiet-hours off: at once)"
+        )
 
 
 async def stop(running: Running) -> None:

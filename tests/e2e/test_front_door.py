@@ -364,3 +364,7 @@ async def test_cli_send_goes_through_a_running_gateway(gw: RunningGateway) -> No
     assert code == 0 and b'"success":true' in out
     code, _ = await cli_send(gw.api_key, "foo")  # not a URL: a usage error
     assert code == 2
+
+
+async def test_serve_says_nothing_of_quiet_hours_when_nothing_is_held(gw: RunningGateway) -> None:
+    assert not [line for line in gw.lines if line.startswith("quiet hours:")]

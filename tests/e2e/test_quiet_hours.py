@@ -24,6 +24,11 @@ async def test_sunday_message_is_held_until_monday_8am(tmp_path: Path) -> None:
     )
     gw = await start_gateway(settings)
     try:
+        # serve says so at start, before anyone wonders why the first message waits
+        assert (
+            "quiet hours: the demo account's messages sent now leave at "
+            "2026-03-02T08:00:00+01:00 (smsrelay accounts set demo --quiet-hours off: at once)"
+        ) in gw.lines
         gateway = gw.running.gateway
         other = await create_account(gw.store, "transactional", "10", gateway.clock)
         await gw.store.update_account("transactional", {"quiet_hours": 0})

@@ -162,6 +162,12 @@ def check_tag(tag: str | None) -> None:
 _check_tag = check_tag
 
 
+def held_until(now: float, account: Account) -> float | None:
+    """When a message the account sent now would leave, if quiet hours hold it; else None."""
+    due = _due_at(now, account)
+    return None if due == now else due
+
+
 def _due_at(now: float, account: Account) -> float:
     policy = QuietHoursPolicy(enabled=account.quiet_hours, region=Region(account.region))
     accepted = datetime.fromtimestamp(now, UTC)
