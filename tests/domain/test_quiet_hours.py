@@ -23,6 +23,7 @@ from smsrelay.domain.quiet_hours import (
     Region,
     is_quiet,
     release_time,
+    same_answer_until,
 )
 
 METROPOLE = QuietHoursPolicy()
@@ -315,3 +316,33 @@ def test_any_instant_matches_the_oracle(at: datetime, alsace: bool) -> None:
     policy = policy_for(alsace)
     assert is_quiet(at, policy) == oracle_is_quiet(at, alsace)
     assert release_time(at, policy) == oracle_release(at, alsace)
+
+
+@settings(max_examples=500, deadline=None)
+@given(at=INSTANTS, policy=POLICIES, fraction=st.floats(min_value=0, max_value=1))
+def test_every_instant_before_same_answer_until_is_answered_alike(
+    at: datetime, policy: QuietHoursPolicy, fraction: float
+) -> None:
+    until = same_answer_until(at, policy)
+    if until is None:
+        assert not policy.enabled
+        return
+    assert until > at
+    later = at + (until - at) * fraction
+    if later >= until:  # fraction 1 (or rounding): the window's own end is not covered
+        later = until - timedelta(microseconds=1)
+    if is_quiet(at, policy):
+        assert until == release_time(at, policy) == release_time(later, policy)
+    else:
+        assert release_time(later, policy) is later  # still sending time
+        assert is_quiet(until, policy)  # and it ends when quiet starts
+
+
+def test_same_answer_until_on_the_named_edges() -> None:
+    friday_1959 = datetime(2026, 3, 6, 19, 59, tzinfo=PARIS_TZ)
+    assert same_answer_until(friday_1959, METROPOLE) == datetime(2026, 3, 6, 20, 0, tzinfo=PARIS_TZ)
+    saturday_2100 = datetime(2026, 3, 7, 21, 0, tzinfo=PARIS_TZ)  # quiet until Monday 08:00
+    assert same_answer_until(saturday_2100, METROPOLE) == datetime(
+        2026, 3, 9, 8, 0, tzinfo=PARIS_TZ
+    )
+    assert same_answer_until(saturday_2100, DISABLED) is None

@@ -33,6 +33,7 @@ __all__ = [
     "Region",
     "is_quiet",
     "release_time",
+    "same_answer_until",
 ]
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -86,6 +87,20 @@ def release_time(accepted_at: datetime, policy: QuietHoursPolicy) -> datetime:
         day += timedelta(days=1)
     # 08:00 always exists exactly once in Paris (the DST switches happen at 02:00 and 03:00).
     return datetime.combine(day, SENDING_STARTS, tzinfo=PARIS).astimezone(UTC)
+
+
+def same_answer_until(at: datetime, policy: QuietHoursPolicy) -> datetime | None:
+    """Up to when (excluded) ``release_time`` answers every instant from ``at`` on alike: the
+    release time itself while quiet (nothing in between may send), else the end of today's
+    sending window, 20:00 Paris. None when the policy is off (never quiet). Lets a caller
+    remember an answer instead of asking the calendar for every message."""
+    if not policy.enabled:
+        _require_aware(at)
+        return None
+    if is_quiet(at, policy):
+        return release_time(at, policy)
+    today = _paris(at).date()
+    return datetime.combine(today, SENDING_ENDS, tzinfo=PARIS).astimezone(UTC)
 
 
 def _require_aware(at: datetime) -> None:

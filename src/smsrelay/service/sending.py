@@ -7,18 +7,17 @@ commit that holds the row (the store resolves the call once that commit's WAL is
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from smsrelay.domain.callback_urls import check_callback_url
 from smsrelay.domain.numbers import Msisdn, parse_recipient, parse_sender
 from smsrelay.domain.pricing import PriceTable, message_cost
-from smsrelay.domain.quiet_hours import QuietHoursPolicy, Region, release_time
 from smsrelay.domain.text import PreparedText, prepare_text
 from smsrelay.errors import DomainError
 from smsrelay.service.accounts import AccountDirectory
 from smsrelay.service.clock import Clock
+from smsrelay.service.due_times import DueTimes
 from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, NewMessage
 
@@ -66,6 +65,7 @@ class SendContext:
     clock: Clock
     prices: PriceTable
     stop_mention: str
+    due_times: DueTimes = field(default_factory=DueTimes)
 
 
 async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
@@ -79,7 +79,7 @@ async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
     prepared = prepare_text(checked.raw_text, stop_suffix=checked.stop_suffix(ctx.stop_mention))
     cost = message_cost(ctx.prices, checked.recipient.region, prepared.segments)
     now = ctx.clock.now()
-    due = _due_at(now, account)
+    due = ctx.due_times.due_at(now, account.quiet_hours, account.region)
     new = _new_message(request, account, checked, prepared, cost, now, due)
     message_id = await ctx.store.accept_message(new)
     # Sandbox: the price is answered (what the send would cost), nothing is charged.
@@ -164,17 +164,8 @@ _check_tag = check_tag
 
 def held_until(now: float, account: Account) -> float | None:
     """When a message the account sent now would leave, if quiet hours hold it; else None."""
-    due = _due_at(now, account)
+    due = DueTimes().due_at(now, account.quiet_hours, account.region)
     return None if due == now else due
-
-
-def _due_at(now: float, account: Account) -> float:
-    policy = QuietHoursPolicy(enabled=account.quiet_hours, region=Region(account.region))
-    accepted = datetime.fromtimestamp(now, UTC)
-    released = release_time(accepted, policy)
-    # Not quiet: exactly now (a round trip through datetime could land a microsecond later
-    # and mark the message held).
-    return now if released == accepted else released.timestamp()
 
 
 def _new_message(

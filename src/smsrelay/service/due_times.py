@@ -1,0 +1,42 @@
+"""When an accepted message may leave, remembered for as long as the answer cannot change.
+
+Every accept asks the quiet-hours calendar (a zone conversion, a holiday lookup, ~3-5 µs);
+``same_answer_until`` tells how long its answer holds (until 20:00 while sending, until the
+release while quiet), so one calendar question per account setting serves every message
+accepted in that stretch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from smsrelay.domain.quiet_hours import QuietHoursPolicy, Region, release_time, same_answer_until
+
+NEVER = float("inf")
+
+
+class DueTimes:
+    """``due_at(now, quiet_hours, region)``: ``now`` when the message may leave at once, else
+    the release time (epoch seconds). Holds one stretch per account setting."""
+
+    def __init__(self) -> None:
+        # (quiet_hours, region) -> (from, until, release or None: "at once"), epoch seconds
+        self._stretches: dict[tuple[bool, str], tuple[float, float, float | None]] = {}
+
+    def due_at(self, now: float, quiet_hours: bool, region: str) -> float:
+        key = (quiet_hours, region)
+        stretch = self._stretches.get(key)
+        if stretch is None or not stretch[0] <= now < stretch[1]:
+            stretch = _stretch_from(now, QuietHoursPolicy(quiet_hours, Region(region)))
+            self._stretches[key] = stretch
+        release = stretch[2]
+        return now if release is None else release
+
+
+def _stretch_from(now: float, policy: QuietHoursPolicy) -> tuple[float, float, float | None]:
+    accepted = datetime.fromtimestamp(now, UTC)
+    released = release_time(accepted, policy)
+    until = same_answer_until(accepted, policy)
+    # Not quiet: "at once" (a round trip through datetime could land a microsecond later).
+    release = None if released == accepted else released.timestamp()
+    return now, NEVER if until is None else until.timestamp(), release

@@ -1,0 +1,54 @@
+"""DueTimes remembers the calendar's answer only while it cannot change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smsrelay.domain.quiet_hours import QuietHoursPolicy, Region, release_time
+from smsrelay.service.due_times import DueTimes
+
+FRIDAY_1959 = datetime(2026, 3, 6, 18, 59, tzinfo=UTC).timestamp()  # 19:59 in Paris
+
+
+def asked_afresh(now: float, quiet_hours: bool, region: str) -> float:
+    accepted = datetime.fromtimestamp(now, UTC)
+    released = release_time(accepted, QuietHoursPolicy(quiet_hours, Region(region)))
+    return now if released == accepted else released.timestamp()
+
+
+def test_the_sending_window_ends_at_20h_even_in_the_middle_of_a_remembered_stretch() -> None:
+    due = DueTimes()
+    assert due.due_at(FRIDAY_1959, True, "metropole") == FRIDAY_1959  # sending: at once
+    monday_8h = datetime(2026, 3, 9, 7, 0, tzinfo=UTC).timestamp()  # Saturday is a working day
+    saturday_8h = datetime(2026, 3, 7, 7, 0, tzinfo=UTC).timestamp()
+    assert due.due_at(FRIDAY_1959 + 60, True, "metropole") == saturday_8h  # 20:00: held
+    assert due.due_at(FRIDAY_1959 + 86400 + 3600, True, "metropole") == monday_8h  # Sat 21:00
+    assert due.due_at(FRIDAY_1959, False, "metropole") == FRIDAY_1959  # its own setting
+
+
+# Any sequence of instants (the clock may step back) over a fortnight around a holiday.
+MAY_2026 = datetime(2026, 4, 28, tzinfo=UTC).timestamp()
+STEPS = st.lists(
+    st.tuples(
+        st.floats(min_value=-7200, max_value=30 * 3600),
+        st.booleans(),
+        st.sampled_from([r.value for r in Region]),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=STEPS)
+def test_any_sequence_is_answered_as_the_calendar_would(
+    steps: list[tuple[float, bool, str]],
+) -> None:
+    due = DueTimes()
+    now = MAY_2026
+    for step, quiet_hours, region in steps:
+        now = max(MAY_2026, now + step)
+        assert due.due_at(now, quiet_hours, region) == asked_afresh(now, quiet_hours, region)
