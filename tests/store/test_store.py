@@ -211,9 +211,11 @@ async def test_reassembly_posts_the_parts_it_has_when_the_rest_never_comes(
     await store.record_reply(part(1, 8, 1100.0), BUILDERS)  # part 2 of 3 never comes
     await store.record_reply(part(3, 8, 1101.0), BUILDERS)
     assert len(await store.list_webhooks(None, 10)) == 1
-    assert await store.flush_stale_reassemblies(1100.0, BUILDERS) == 0  # not stale yet
-    assert await store.flush_stale_reassemblies(5000.0, BUILDERS) == 2
-    assert await store.flush_stale_reassemblies(9000.0, BUILDERS) == 0  # posted once
+    assert await store.flush_stale_reassemblies(1100.0, 4700.0, BUILDERS) == 0  # not stale yet
+    assert await store.flush_stale_reassemblies(5000.0, 8600.0, BUILDERS) == 2
+    assert await store.flush_stale_reassemblies(9000.0, 12600.0, BUILDERS) == 0  # posted once
+    flushed = [w for w in await store.list_webhooks(None, 10) if w.created_at == 8600.0]
+    assert len(flushed) == 2  # due from the flush, not from the replies an hour before
     bodies = []
     for _ in range(3):  # one conversation's callbacks go out one after the other
         [job] = await store.claim_due_webhooks(9000.0, 10, 9060.0)

@@ -138,7 +138,9 @@ class Dispatcher:
                 released = await self._store.release_expired_leases(now)
                 await self._store.purge_sandbox(now - SANDBOX_KEPT_FOR)
                 await self._store.expire_unanswered(now - RECEIPT_DEADLINE, now, self._builders)
-                await self._store.flush_stale_reassemblies(now - REASSEMBLY_WAIT, self._builders)
+                await self._store.flush_stale_reassemblies(
+                    now - REASSEMBLY_WAIT, now, self._builders
+                )
             except TransientError as exc:  # tried again at the next sweep
                 log.warning("dispatch.sweep.failed", extra={"error": str(exc)})
                 continue

@@ -312,8 +312,10 @@ def _queue_reply_callback(
     account_id: int,
     url: str,
     facts: ReplyFacts,
+    now: float | None = None,
 ) -> None:
-    """A reply's callback row, ordered after the earlier ones of the same conversation."""
+    """A reply's callback row, ordered after the earlier ones of the same conversation;
+    stored ``now`` (default: when the reply came), from which it counts as due."""
     insert_callback(
         conn,
         builders.new_id(),
@@ -321,7 +323,7 @@ def _queue_reply_callback(
         "reply",
         url,
         builders.reply(facts),
-        facts.received_at,
+        facts.received_at if now is None else now,
         reply_id=facts.reply_id,
         order_key=conversation_key(facts.msisdn, facts.virtual_number),
     )
@@ -338,10 +340,12 @@ def _stop_awaiting(conn: sqlite3.Connection, reply: InboundReply) -> None:
 
 
 def flush_stale_reassemblies(
-    conn: sqlite3.Connection, older_than: float, builders: CallbackBuilders
+    conn: sqlite3.Connection, older_than: float, now: float, builders: CallbackBuilders
 ) -> int:
     """Parts of a long reply held for reassembly whose other parts never came are posted
-    one by one, as SMS Partner posts them, so the application still hears the reply."""
+    one by one, as SMS Partner posts them, so the application still hears the reply. Their
+    callbacks are stored ``now``: due from the flush, not from the reply an hour before (which
+    would count them late at once, and shorten their retry budget)."""
     rows = conn.execute(
         "SELECT r.id, r.account_id, r.msisdn, r.virtual_number, r.text, r.keyword, "
         "r.concat_ref, r.concat_total, r.concat_part, r.received_at, "
@@ -356,7 +360,7 @@ def flush_stale_reassemblies(
         if not url:
             continue
         facts = ReplyFacts(reply_id, msisdn, number, text, keyword, at, (ref, total, part))
-        _queue_reply_callback(conn, builders, account_id, url, facts)
+        _queue_reply_callback(conn, builders, account_id, url, facts, now)
     return len(rows)
 
 

@@ -113,7 +113,7 @@ class Store(Protocol):
         self, receipt: IncomingReceipt, builders: CallbackBuilders
     ) -> bool: ...
     async def flush_stale_reassemblies(
-        self, older_than: float, builders: CallbackBuilders
+        self, older_than: float, now: float, builders: CallbackBuilders
     ) -> int: ...
     async def record_reply(
         self, reply: InboundReply, builders: CallbackBuilders

@@ -327,9 +327,16 @@ class SqliteStore:
             partial(inbound_ops.record_receipt, receipt=receipt, builders=builders)
         )
 
-    async def flush_stale_reassemblies(self, older_than: float, builders: CallbackBuilders) -> int:
+    async def flush_stale_reassemblies(
+        self, older_than: float, now: float, builders: CallbackBuilders
+    ) -> int:
         return await self.db.write(
-            partial(inbound_ops.flush_stale_reassemblies, older_than=older_than, builders=builders)
+            partial(
+                inbound_ops.flush_stale_reassemblies,
+                older_than=older_than,
+                now=now,
+                builders=builders,
+            )
         )
 
     async def record_reply(self, reply: InboundReply, builders: CallbackBuilders) -> ReplyOutcome:
