@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from hypothesis import given, settings
@@ -27,6 +28,20 @@ def test_the_sending_window_ends_at_20h_even_in_the_middle_of_a_remembered_stret
     assert due.due_at(FRIDAY_1959 + 60, True, "metropole") == saturday_8h  # 20:00: held
     assert due.due_at(FRIDAY_1959 + 86400 + 3600, True, "metropole") == monday_8h  # Sat 21:00
     assert due.due_at(FRIDAY_1959, False, "metropole") == FRIDAY_1959  # its own setting
+
+
+def test_a_float_that_rounds_up_to_the_stretch_end_is_answered_as_the_end() -> None:
+    # fromtimestamp rounds to the microsecond: the floats in the last half microsecond before
+    # 20:00 (or before the release) are 20:00 (the release) to the calendar
+    friday_20h = FRIDAY_1959 + 60
+    saturday_8h = datetime(2026, 3, 7, 7, 0, tzinfo=UTC).timestamp()
+    for start, end in [(FRIDAY_1959, friday_20h), (friday_20h, saturday_8h)]:
+        due = DueTimes()
+        due.due_at(start, True, "metropole")
+        just_before = math.nextafter(end, -math.inf)
+        assert due.due_at(just_before, True, "metropole") == asked_afresh(
+            just_before, True, "metropole"
+        )
 
 
 # Any sequence of instants (the clock may step back) over a fortnight around a holiday.

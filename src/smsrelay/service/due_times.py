@@ -8,6 +8,7 @@ accepted in that stretch.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from smsrelay.domain.quiet_hours import QuietHoursPolicy, Region, release_time, same_answer_until
@@ -39,4 +40,14 @@ def _stretch_from(now: float, policy: QuietHoursPolicy) -> tuple[float, float, f
     until = same_answer_until(accepted, policy)
     # Not quiet: "at once" (a round trip through datetime could land a microsecond later).
     release = None if released == accepted else released.timestamp()
-    return now, NEVER if until is None else until.timestamp(), release
+    return now, NEVER if until is None else _first_float_at(until), release
+
+
+def _first_float_at(until: datetime) -> float:
+    """The least epoch float that ``datetime.fromtimestamp`` reads as ``until`` or later: it
+    rounds to the microsecond, so the floats in the last half microsecond before ``until``
+    are ``until`` to the calendar and must not be answered from the stretch before it."""
+    bound = until.timestamp()  # exact: ``until`` is a whole second
+    while datetime.fromtimestamp(below := math.nextafter(bound, -math.inf), UTC) >= until:
+        bound = below
+    return bound
