@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +43,21 @@ def test_a_float_that_rounds_up_to_the_stretch_end_is_answered_as_the_end() -> N
         assert due.due_at(just_before, True, "metropole") == asked_afresh(
             just_before, True, "metropole"
         )
+
+
+def test_an_instant_datetime_cannot_hold_is_refused_even_inside_a_remembered_stretch() -> None:
+    year_10000 = datetime.fromisoformat("9999-12-31T23:59:59-23:59").timestamp()  # UTC: 10000
+    with pytest.raises(ValueError, match="out of range"):
+        asked_afresh(year_10000, False, "metropole")
+    due = DueTimes()
+    assert due.due_at(FRIDAY_1959, False, "metropole") == FRIDAY_1959  # quiet hours off
+    with pytest.raises(ValueError, match="out of range"):  # as before: the API answers 500
+        due.due_at(year_10000, False, "metropole")
+    first_refused = datetime.max.replace(tzinfo=UTC).timestamp()  # 10000-01-01 once rounded
+    with pytest.raises(ValueError, match="out of range"):
+        due.due_at(first_refused, False, "metropole")
+    last = math.nextafter(first_refused, -math.inf)
+    assert due.due_at(last, False, "metropole") == last == asked_afresh(last, False, "metropole")
 
 
 # Any sequence of instants (the clock may step back) over a fortnight around a holiday.

@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 
 from smsrelay.domain.quiet_hours import QuietHoursPolicy, Region, release_time, same_answer_until
 
-NEVER = float("inf")
+# Quiet hours off: the answer never changes, but datetime.fromtimestamp refuses every float
+# from this one on (10000-01-01 UTC), and refused them for every setting before DueTimes.
+DATETIME_ENDS = datetime.max.replace(tzinfo=UTC).timestamp()
 
 
 class DueTimes:
@@ -40,7 +42,7 @@ def _stretch_from(now: float, policy: QuietHoursPolicy) -> tuple[float, float, f
     until = same_answer_until(accepted, policy)
     # Not quiet: "at once" (a round trip through datetime could land a microsecond later).
     release = None if released == accepted else released.timestamp()
-    return now, NEVER if until is None else _first_float_at(until), release
+    return now, DATETIME_ENDS if until is None else _first_float_at(until), release
 
 
 def _first_float_at(until: datetime) -> float:
