@@ -82,3 +82,18 @@ async def _statut(gw, message_id: int, wanted: str, key: str | None = None) -> b
     )
     assert "statut" in status, status
     return status["statut"] == wanted
+
+
+async def test_serve_starts_with_a_clock_outside_the_holiday_calendar(tmp_path: Path) -> None:
+    # the start's quiet-hours line is a hint: a clock the calendar refuses (2101) must not
+    # stop serve; a send answers the calendar's refusal as before (500)
+    settings = gateway_settings(
+        tmp_path, fixed_clock="2101-01-03T12:00:00+01:00", demo_quiet_hours=True
+    )
+    gw = await start_gateway(settings)
+    try:
+        assert not [line for line in gw.lines if line.startswith("quiet hours:")]
+        status, answer = await gw.send(message="Promo")
+        assert (status, answer["code"]) == (500, 500)
+    finally:
+        await runtime.stop(gw.running)
