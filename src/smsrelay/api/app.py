@@ -76,7 +76,8 @@ async def health(request: web.Request) -> web.Response:
     """200 while the API accepts (messages queue when an SMSC is down), with each SMSC
     session's bind state; ``?require=smsc``: 503 unless every session is bound (alerting)."""
     binds = request.app[GATEWAY].smsc_binds()
-    all_bound = all(all(modes.values()) for modes in binds.values())
+    # none yet (serve listens before its connectors exist): not bound, whatever all() says
+    all_bound = bool(binds) and all(all(modes.values()) for modes in binds.values())
     ok = all_bound or request.query.get("require") != "smsc"
     return web.json_response({"ok": ok, "smsc": binds}, status=200 if ok else 503)
 
