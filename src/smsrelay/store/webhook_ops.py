@@ -20,6 +20,17 @@ from smsrelay.store.records import CallbackBacklog, WebhookJob, WebhookView
 
 PARKED = float("inf")  # due_at of a callback waiting behind an earlier one of its key
 OPEN = "state IN ('pending', 'sending')"  # the webhooks_in_order index's condition: use it
+
+
+def _one_ahead(row: str) -> str:
+    """SQL: an earlier callback of ``row``'s order key still to go (``row``: the outer alias).
+    The one rule behind the claim's order and the parking."""
+    return (
+        f"EXISTS (SELECT 1 FROM webhooks o WHERE o.order_key = {row}.order_key "
+        f"AND o.id < {row}.id AND o.{OPEN})"
+    )
+
+
 VIEW_COLUMNS = (
     "id, uuid, kind, url, state, attempts, created_at, due_at, delivered_at, last_error, "
     "message_id, reply_id"
@@ -33,9 +44,7 @@ def claim_due(
         "UPDATE webhooks SET state = 'sending', lease_until = ? WHERE id IN ("
         "SELECT w.id FROM webhooks w WHERE w.state = 'pending' AND w.due_at <= ? "
         # not while an earlier callback with the same key is still to go: order per key
-        "AND (w.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks o "
-        "WHERE o.order_key = w.order_key AND o.id < w.id AND o.state IN ('pending', 'sending')))"
-        " ORDER BY w.due_at, w.id LIMIT ?) "
+        f"AND (w.order_key IS NULL OR NOT {_one_ahead('w')}) ORDER BY w.due_at, w.id LIMIT ?) "
         "RETURNING id, uuid, account_id, kind, url, body, attempts, created_at",
         (lease_until, now, limit),
     ).fetchall()
@@ -81,8 +90,7 @@ def unpark_stranded(conn: sqlite3.Connection) -> int:
     for ever. The sender runs this once, at start; it reads the parked callbacks only."""
     return conn.execute(
         "UPDATE webhooks SET due_at = created_at WHERE state = 'pending' AND due_at = ? "
-        "AND NOT EXISTS (SELECT 1 FROM webhooks o WHERE o.order_key = webhooks.order_key "
-        f"AND o.id < webhooks.id AND o.{OPEN})",
+        f"AND NOT {_one_ahead('webhooks')}",
         (PARKED,),
     ).rowcount
 
@@ -165,9 +173,8 @@ def retry(conn: sqlite3.Connection, webhook_id: int | None, now: float) -> int:
 def _park_if_behind(conn: sqlite3.Connection, webhook_id: int) -> None:
     """A pending row with an earlier open one of its key waits for it, off the due index."""
     conn.execute(
-        "UPDATE webhooks SET due_at = ? WHERE id = ? AND state = 'pending' AND EXISTS ("
-        "SELECT 1 FROM webhooks o WHERE o.order_key = webhooks.order_key "
-        f"AND o.id < webhooks.id AND o.{OPEN})",
+        "UPDATE webhooks SET due_at = ? WHERE id = ? AND state = 'pending' "
+        f"AND {_one_ahead('webhooks')}",
         (PARKED, webhook_id),
     )
 
