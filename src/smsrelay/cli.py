@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +15,8 @@ from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
 from smsrelay.store.engine import Database, path_from_url
+
+FC = TypeVar("FC", bound=Callable[..., Any])  # a click command being decorated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,20 +187,21 @@ def _purge_progress(kind: str, deleted: int, at_id: int) -> None:
     click.echo(f"{kind}: {deleted} deleted so far (at id {at_id})", err=True)
 
 
+def _seconds_option(flag: str, help_text: str) -> Callable[[FC], FC]:
+    """A monitoring threshold: a non-negative number of seconds."""
+    return click.option(flag, type=click.FloatRange(min=0), metavar="SECONDS", help=help_text)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="The same figures as JSON.")
-@click.option(
+@_seconds_option(
     "--max-overdue",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
-    help="Exit 1 if a connector has a part due for longer than this and not sent, or sending "
+    "Exit 1 if a connector has a part due for longer than this and not sent, or sending "
     "(claimed, the SMSC's answer not in) for longer than this (monitoring).",
 )
-@click.option(
+@_seconds_option(
     "--max-callback-overdue",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
-    help="Exit 1 if a callback has been due for longer than this and not delivered "
+    "Exit 1 if a callback has been due for longer than this and not delivered "
     "(a receiver down; monitoring).",
 )
 @click.pass_context
