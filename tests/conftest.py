@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import pg_server
 
 
 def _self_signed(folder: Path, name: str, subject: str, extension: str) -> tuple[str, str]:
@@ -51,3 +55,17 @@ def client_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, s
     return _self_signed(
         tmp_path_factory.mktemp("tls-client"), "client", "/CN=esme", "extendedKeyUsage=clientAuth"
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg_server.PostgresServer]:
+    """A real PostgreSQL server for the whole session; ``new_database()`` per test."""
+    binaries = pg_server.find_binaries()
+    if binaries is None:
+        missing = "PostgreSQL (initdb, pg_ctl, postgres) not found under /usr/lib/postgresql/*/bin"
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} or on PATH: CI must install it (.ci/run does)")
+        pytest.skip(f"{missing} or on PATH: apt-get install postgresql")
+    server = pg_server.start(binaries)
+    yield server
+    server.stop()

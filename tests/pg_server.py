@@ -1,0 +1,184 @@
+"""A throwaway PostgreSQL server for tests: initdb into a temp directory, run, throw away."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+# Durability buys nothing in a database thrown away after the tests; skipping it is faster.
+SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+}
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+NEEDED = ("initdb", "pg_ctl", "postgres")
+
+
+def find_binaries() -> Path | None:
+    """The folder holding initdb, pg_ctl and postgres: Debian's newest, else the PATH's."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version, reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for folder in candidates:
+        if all((folder / name).is_file() for name in NEEDED):
+            return folder
+    return None
+
+
+def _version(bin_folder: Path) -> tuple[int, ...]:
+    """/usr/lib/postgresql/9.6/bin -> (9, 6): compared as numbers, so 10 sorts above 9.6."""
+    return tuple(int(part) for part in re.findall(r"\d+", bin_folder.parent.name))
+
+
+def _free_port() -> int:
+    """A port nobody listens on now (the kernel's pick; free again once the socket closes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """Who runs initdb and postgres: they refuse root, so root hands them to Debian's user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise RuntimeError("running as root needs the 'postgres' system user") from None
+
+
+def _as_server_user() -> dict[str, Any]:
+    """subprocess arguments that run the command as ``_server_user()`` (no root groups kept)."""
+    user = _server_user()
+    if user is None:
+        return {}
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+@dataclass
+class PostgresServer:
+    """One running server; ``new_database`` hands out an empty database per test."""
+
+    bin: Path
+    folder: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    _names: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self, name_hint: str = "test") -> str:
+        """Create an empty database and return its URL; the counter keeps names unique."""
+        base = re.sub(r"[^a-z0-9_]+", "_", name_hint.lower())[:40]
+        name = f"{base}_{next(self._names)}"
+        with psycopg.connect(self.url(), autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def stop(self) -> None:
+        """Immediate shutdown (no checkpoint: the data is thrown away), then remove the files."""
+        try:
+            subprocess.run(
+                [self.bin / "pg_ctl", "stop", "-D", self.data, "-m", "immediate", "-w"],
+                check=False,  # a server that already died is stopped too
+                capture_output=True,
+                timeout=STOP_TIMEOUT,
+                cwd=self.folder,
+                **_as_server_user(),
+            )
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start(bin_folder: Path) -> PostgresServer:
+    """initdb into a fresh temp directory and start the server on a free 127.0.0.1 port."""
+    folder = Path(tempfile.mkdtemp(prefix="smsrelay-pg-"))
+    try:
+        user = _server_user()
+        if user is not None:
+            os.chown(folder, user.pw_uid, user.pw_gid)
+        _initdb(bin_folder, folder)
+        server = _launch(bin_folder, folder, _free_port())
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    _wait_until_ready(server)
+    return server
+
+
+def _initdb(bin_folder: Path, folder: Path) -> None:
+    command = [bin_folder / "initdb", "-D", folder / "data", "--auth=trust", "-U", "postgres"]
+    # --no-sync: no fsync of the new files, for the same reason as fsync=off.
+    command += ["--encoding=UTF8", "--locale=C", "--no-sync"]
+    done = subprocess.run(
+        command,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=120,
+        **_as_server_user(),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+
+
+def _launch(bin_folder: Path, folder: Path, port: int) -> PostgresServer:
+    """postgres itself as our child (not daemonized by pg_ctl): its pid and exit are ours to see."""
+    settings = {**SETTINGS, "port": str(port), "unix_socket_directories": str(folder)}
+    command: list[str | Path] = [bin_folder / "postgres", "-D", folder / "data"]
+    for key, value in settings.items():
+        command += ["-c", f"{key}={value}"]
+    with open(folder / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, **_as_server_user()
+        )
+    return PostgresServer(bin_folder, folder, port, process)
+
+
+def _wait_until_ready(server: PostgresServer) -> None:
+    """Poll with real connections until one succeeds; stop and explain if none does in time."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _accepts_connections(server):
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            log = (server.folder / "server.log").read_text(errors="replace")
+            server.stop()
+            raise RuntimeError(f"PostgreSQL did not come up (server log below):\n{log}")
+        time.sleep(0.05)
+
+
+def _accepts_connections(server: PostgresServer) -> bool:
+    try:
+        psycopg.connect(server.url(), connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True

@@ -1,0 +1,36 @@
+"""The ``postgres`` fixture: a real server on 127.0.0.1 with one fresh database per call."""
+
+from __future__ import annotations
+
+import socket
+
+import psycopg
+import pytest
+
+from tests.pg_server import PostgresServer
+
+
+def test_each_new_database_is_empty_and_independent(postgres: PostgresServer) -> None:
+    first, second = postgres.new_database("independent"), postgres.new_database("independent")
+    assert first != second
+    with psycopg.connect(first, autocommit=True) as one:
+        one.execute("CREATE TABLE queued (id integer)")
+    with psycopg.connect(second) as other:
+        found = other.execute("SELECT to_regclass('queued')").fetchone()
+    assert found == (None,)
+
+
+def test_the_url_names_the_database_it_made(postgres: PostgresServer) -> None:
+    url = postgres.new_database("Odd Name-ß!")
+    assert url.startswith(f"postgresql://postgres@127.0.0.1:{postgres.port}/odd_name_")
+    with psycopg.connect(url) as db:
+        assert db.execute("SELECT current_database()").fetchone() == (url.rsplit("/", 1)[1],)
+
+
+def test_the_server_listens_on_127_0_0_1_only(postgres: PostgresServer) -> None:
+    with psycopg.connect(postgres.new_database("listen")) as db:
+        assert db.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
+        assert db.execute("SELECT host(inet_server_addr())").fetchone() == ("127.0.0.1",)
+    # All of 127/8 reaches loopback on Linux: a server bound to every address would answer here.
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.2", postgres.port), 2):
+        pass
