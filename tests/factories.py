@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from smsrelay.store.factory import store_for
 from smsrelay.store.records import IncomingReceipt, NewMessage
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 
 
-async def open_store(folder: Path, numbers: dict[str, str]) -> SqliteStore:
-    """A real SQLite store with account "a" (id 1) owning ``numbers`` (msisdn -> connector)."""
-    store = SqliteStore(f"sqlite:///{folder}/s.db")
+async def open_store(where: Path | str, numbers: dict[str, str]) -> SqlStore:
+    """A real store with account "a" (id 1) owning ``numbers`` (msisdn -> connector): SQLite
+    in the folder ``where``, or the database at the URL ``where``."""
+    store = store_for(where if isinstance(where, str) else f"sqlite:///{where}/s.db")
     await store.open()
     await store.create_account("a", "hash-a", 1_000_000, 0.0)
     for msisdn, connector in numbers.items():
@@ -43,7 +45,7 @@ def new_message(**changes: Any) -> NewMessage:
     return NewMessage(**fields)
 
 
-async def delivered_message(store: SqliteStore, at: float, carrier_id: str, **changes: Any) -> int:
+async def delivered_message(store: SqlStore, at: float, carrier_id: str, **changes: Any) -> int:
     """A one-part message accepted, sent and delivered at ``at`` (its DLR queued if it asks)."""
     message_id = await store.accept_message(new_message(created_at=at, due_at=at, **changes))
     [part] = await store.claim_due_parts("default", at, 10, at + 60)

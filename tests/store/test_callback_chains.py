@@ -7,15 +7,15 @@ import itertools
 import sqlite3
 from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsrelay.store import schema, webhook_ops
+from smsrelay.store.factory import store_for
 from smsrelay.store.message_ops import insert_callback
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.sql_store import SqlStore
 
 KEY = "c+33612345678>+33757000001"  # one person's replies to one number
 URL = "https://example.com/mo"
@@ -23,8 +23,8 @@ BACKOFF_UNTIL = 600.0  # the failing callback's next attempt
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(f"sqlite:///{tmp_path}/s.db")
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    s = store_for(store_url)
     await s.open()
     await s.create_account("a", "hash-a", 0, 0.0)
     yield s
@@ -34,7 +34,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 _uuids = itertools.count()
 
 
-async def add(store: SqliteStore, at: float, key: str = KEY) -> int:
+async def add(store: SqlStore, at: float, key: str = KEY) -> int:
     return await store.db.write(
         partial(
             insert_callback,
@@ -49,30 +49,30 @@ async def add(store: SqliteStore, at: float, key: str = KEY) -> int:
     )
 
 
-async def claim(store: SqliteStore, at: float) -> list[int]:
+async def claim(store: SqlStore, at: float) -> list[int]:
     return [job.id for job in await store.claim_due_webhooks(at, 10, at + 60.0)]
 
 
-async def retry_later(store: SqliteStore, webhook_id: int, at: float, due: float) -> None:
+async def retry_later(store: SqlStore, webhook_id: int, at: float, due: float) -> None:
     await store.record_webhook_attempt(webhook_id, at, None, 1.0, "refused", "pending", due)
 
 
-async def give_up(store: SqliteStore, webhook_id: int, at: float) -> None:
+async def give_up(store: SqlStore, webhook_id: int, at: float) -> None:
     await store.record_webhook_attempt(webhook_id, at, None, 1.0, "refused", "failed", None)
 
 
-async def deliver(store: SqliteStore, webhook_id: int, at: float) -> None:
+async def deliver(store: SqlStore, webhook_id: int, at: float) -> None:
     await store.record_webhook_attempt(webhook_id, at, 200, 1.0, None, "delivered", None)
 
 
-async def waiting(store: SqliteStore, webhook_id: int) -> bool:
+async def waiting(store: SqlStore, webhook_id: int) -> bool:
     """Not due at any time: it waits for an earlier callback of its key."""
     view = await store.get_webhook(webhook_id)
     assert view is not None and view.state == "pending"
     return view.due_at is None
 
 
-async def a_head_in_backoff(store: SqliteStore, followers: int) -> tuple[int, list[int]]:
+async def a_head_in_backoff(store: SqlStore, followers: int) -> tuple[int, list[int]]:
     head = await add(store, 10.0)
     behind = [await add(store, 11.0 + i) for i in range(followers)]
     assert await claim(store, 20.0) == [head]
@@ -81,7 +81,7 @@ async def a_head_in_backoff(store: SqliteStore, followers: int) -> tuple[int, li
 
 
 async def test_callbacks_behind_a_failing_one_wait_for_it_then_go_in_order(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     head, behind = await a_head_in_backoff(store, 3)
     for webhook_id in behind:
@@ -97,7 +97,7 @@ async def test_callbacks_behind_a_failing_one_wait_for_it_then_go_in_order(
         await deliver(store, webhook_id, 2 * BACKOFF_UNTIL + 1)
 
 
-async def test_a_callback_given_up_lets_the_next_one_go_at_once(store: SqliteStore) -> None:
+async def test_a_callback_given_up_lets_the_next_one_go_at_once(store: SqlStore) -> None:
     head, (first, second) = await a_head_in_backoff(store, 2)
     assert await waiting(store, first) and await waiting(store, second)
     assert await claim(store, BACKOFF_UNTIL) == [head]
@@ -109,7 +109,7 @@ async def test_a_callback_given_up_lets_the_next_one_go_at_once(store: SqliteSto
 
 
 async def test_a_callback_stored_behind_one_in_backoff_is_not_due_before_it(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     head, _ = await a_head_in_backoff(store, 0)
     late = await add(store, 30.0)  # the person writes again while the receiver is down
@@ -123,7 +123,7 @@ async def test_a_callback_stored_behind_one_in_backoff_is_not_due_before_it(
 
 @pytest.mark.parametrize("retry_all", [False, True], ids=["retry-id", "retry-all"])
 async def test_retrying_a_given_up_callback_brings_the_later_ones_of_its_key_along_in_order(
-    store: SqliteStore, retry_all: bool
+    store: SqlStore, retry_all: bool
 ) -> None:
     head = await add(store, 10.0)
     first, second = await add(store, 11.0), await add(store, 12.0)
@@ -142,7 +142,7 @@ async def test_retrying_a_given_up_callback_brings_the_later_ones_of_its_key_alo
 
 
 async def test_a_released_callback_behind_a_retried_earlier_one_waits_for_it(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     head, first = await add(store, 10.0), await add(store, 11.0)
     assert await claim(store, 20.0) == [head]

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from smsrelay.service.status import describe
 from smsrelay.store.records import IncomingReceipt
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message, open_store
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await open_store(tmp_path, {"+33757000001": "default"})
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    s = await open_store(store_url, {"+33757000001": "default"})
     yield s
     await s.close()
 
 
-async def _three_parts_submitted(store: SqliteStore) -> int:
+async def _three_parts_submitted(store: SqlStore) -> int:
     message_id = await store.accept_message(
         new_message(nb_sms=3, text="x" * 400, url_dlr="https://example.com/dlr")
     )
@@ -32,13 +31,13 @@ async def _three_parts_submitted(store: SqliteStore) -> int:
     return message_id
 
 
-async def _receipt(store: SqliteStore, carrier_id: str, stat: str, at: float) -> None:
+async def _receipt(store: SqlStore, carrier_id: str, stat: str, at: float) -> None:
     receipt = IncomingReceipt("default", carrier_id, (carrier_id,), stat, None, at)
     assert await store.record_receipt(receipt, BUILDERS)
 
 
 async def test_a_part_refused_first_waits_for_its_siblings_then_one_report_tells_all(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     message_id = await _three_parts_submitted(store)
     await _receipt(store, "c1", "REJECTD", 102.0)
@@ -57,7 +56,7 @@ async def test_a_part_refused_first_waits_for_its_siblings_then_one_report_tells
     assert [p["stat"] for p in body["parts"]] == ["REJECTD", "DELIVRD", "DELIVRD"]
 
 
-async def test_a_final_message_never_moves_again_nor_reports_twice(store: SqliteStore) -> None:
+async def test_a_final_message_never_moves_again_nor_reports_twice(store: SqlStore) -> None:
     message_id = await _three_parts_submitted(store)
     for seq in (1, 2, 3):
         await _receipt(store, f"c{seq}", "DELIVRD", 102.0 + seq)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id
 from smsrelay.store.records import IncomingReceipt
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message, open_store
 
@@ -17,13 +16,13 @@ T0 = 1_000.0
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await open_store(tmp_path, {"+33757000001": "carrier-a", "+33757000002": "carrier-b"})
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    s = await open_store(store_url, {"+33757000001": "carrier-a", "+33757000002": "carrier-b"})
     yield s
     await s.close()
 
 
-async def _submitted(store: SqliteStore, sender: str, carrier_id: str, now: float = T0) -> int:
+async def _submitted(store: SqlStore, sender: str, carrier_id: str, now: float = T0) -> int:
     """A one-part message the SMSC of ``sender``'s connector accepted as ``carrier_id``."""
     message_id = await store.accept_message(
         new_message(sender=sender, cost_micros=1, created_at=now, due_at=now)
@@ -42,13 +41,13 @@ def _receipt(
     return IncomingReceipt(connector, carrier_id, keys, "DELIVRD", "000", at)
 
 
-async def _state(store: SqliteStore, message_id: int) -> str:
+async def _state(store: SqlStore, message_id: int) -> str:
     message = await store.get_message(message_id)
     assert message is not None
     return message.state
 
 
-async def test_a_receipt_is_for_a_message_of_the_smsc_that_sent_it(store: SqliteStore) -> None:
+async def test_a_receipt_is_for_a_message_of_the_smsc_that_sent_it(store: SqlStore) -> None:
     on_a = await _submitted(store, "+33757000001", "5000")
     on_b = await _submitted(store, "+33757000002", "5000")  # the other SMSC's 5000, newer
     assert await store.record_receipt(_receipt("5000", "carrier-a"), BUILDERS)
@@ -56,7 +55,7 @@ async def test_a_receipt_is_for_a_message_of_the_smsc_that_sent_it(store: Sqlite
 
 
 async def test_a_receipt_goes_to_the_part_still_waiting_not_a_finished_one(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     # An SMSC that answers hex ids and reports them in decimal: 0x123's receipt says "291".
     # The part whose own id is "291" already has its receipt; the one waiting is 0x123.
@@ -70,7 +69,7 @@ async def test_a_receipt_goes_to_the_part_still_waiting_not_a_finished_one(
     )
 
 
-async def test_a_known_id_form_resolves_two_waiting_parts(store: SqliteStore) -> None:
+async def test_a_known_id_form_resolves_two_waiting_parts(store: SqlStore) -> None:
     # Both 0x123 and 0x291 wait: "291" fits both readings. Only the setting can tell.
     hex_123 = await _submitted(store, "+33757000001", "00000123")
     hex_291 = await _submitted(store, "+33757000001", "00000291")
@@ -82,7 +81,7 @@ async def test_a_known_id_form_resolves_two_waiting_parts(store: SqliteStore) ->
 
 
 async def test_an_early_receipt_waits_for_its_id_on_its_own_smsc_only(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     assert not await store.record_receipt(_receipt("777", "carrier-b"), BUILDERS)
     on_a = await _submitted(store, "+33757000001", "777", now=T0 + 2)
@@ -92,7 +91,7 @@ async def test_an_early_receipt_waits_for_its_id_on_its_own_smsc_only(
 
 
 async def test_an_early_receipt_kept_too_long_is_not_taken_by_a_later_id(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     assert not await store.record_receipt(_receipt("888"), BUILDERS)
     late = await _submitted(store, "+33757000001", "888", now=T0 + 1 + 121)
@@ -111,7 +110,7 @@ def test_a_known_form_gives_one_key() -> None:
 
 
 async def test_an_id_used_by_many_old_parts_still_reaches_the_newest_one(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     # An SMSC whose ids restart (a counter reset) has given "77" to 60 parts over time; the
     # last one waits for its receipt. The lookup caps its candidates: it must keep the newest.

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from smsrelay.store.records import InboundReply, IncomingReceipt
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import delivered_message, new_message, open_store
 
@@ -18,18 +16,18 @@ CUTOFF = 100 * DAY
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await open_store(tmp_path, {"+33757000001": "default"})
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    s = await open_store(store_url, {"+33757000001": "default"})
     yield s
     await s.close()
 
 
-async def _delivered(store: SqliteStore, at: float, carrier_id: str) -> int:
+async def _delivered(store: SqlStore, at: float, carrier_id: str) -> int:
     """A message sent and delivered at ``at``, its DLR callback queued."""
     return await delivered_message(store, at, carrier_id, url_dlr="https://example.com/dlr")
 
 
-async def _purge_all(store: SqliteStore, kind: str) -> int:
+async def _purge_all(store: SqlStore, kind: str) -> int:
     deleted, after_id = 0, 0
     while True:
         step = await store.purge_history(kind, CUTOFF, after_id, 2)  # tiny chunks: the walk
@@ -38,14 +36,12 @@ async def _purge_all(store: SqliteStore, kind: str) -> int:
             return deleted
 
 
-def _count(path: Path, table: str) -> int:
-    with sqlite3.connect(path) as conn:
-        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+async def _count(store: SqlStore, table: str) -> int:
+    row = await store.db.read(lambda c: c.execute(f"SELECT COUNT(*) FROM {table}").fetchone())
+    return int(row[0])
 
 
-async def test_finished_history_goes_and_work_still_to_do_stays(
-    store: SqliteStore, tmp_path: Path
-) -> None:
+async def test_finished_history_goes_and_work_still_to_do_stays(store: SqlStore) -> None:
     old_done = await _delivered(store, 10 * DAY, "a1")
     old_waiting_callback = await _delivered(store, 11 * DAY, "a2")
     [job, _] = await store.claim_due_webhooks(20 * DAY, 10, 20 * DAY + 60)
@@ -63,12 +59,11 @@ async def test_finished_history_goes_and_work_still_to_do_stays(
         old_in_flight,
         recent,
     }
-    database = tmp_path / "s.db"
-    assert _count(database, "webhook_attempts") == 0  # went with its callback
-    assert _count(database, "receipts") == 2 and _count(database, "webhooks") == 2
+    assert await _count(store, "webhook_attempts") == 0  # went with its callback
+    assert await _count(store, "receipts") == 2 and await _count(store, "webhooks") == 2
 
 
-async def test_old_replies_go_unless_a_callback_is_still_to_post(store: SqliteStore) -> None:
+async def test_old_replies_go_unless_a_callback_is_still_to_post(store: SqlStore) -> None:
     await store.update_account("a", {"reply_url": "https://example.com/mo"})
 
     def reply(at: float, text: str) -> InboundReply:
@@ -85,12 +80,10 @@ async def test_old_replies_go_unless_a_callback_is_still_to_post(store: SqliteSt
     assert await _purge_all(store, "replies") == 1  # "two" still has a callback to post
 
 
-async def test_a_receipt_that_never_found_its_part_goes_after_the_cutoff(
-    store: SqliteStore, tmp_path: Path
-) -> None:
+async def test_a_receipt_that_never_found_its_part_goes_after_the_cutoff(store: SqlStore) -> None:
     for at, carrier_id in ((10 * DAY, "lost"), (150 * DAY, "early")):
         receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, at)
         assert not await store.record_receipt(receipt, BUILDERS)
     assert await _purge_all(store, "unmatched receipts") == 1
-    assert _count(tmp_path / "s.db", "receipts") == 1
-    assert _count(tmp_path / "s.db", "early_receipt_keys") == 1
+    assert await _count(store, "receipts") == 1
+    assert await _count(store, "early_receipt_keys") == 1

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
 from smsrelay.domain.states import PartState
 from smsrelay.store.message_ops import insert_callback
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message, open_store
 
@@ -17,20 +16,20 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await open_store(tmp_path, {"+33757000001": "default", "+33757000002": "orange"})
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    s = await open_store(store_url, {"+33757000001": "default", "+33757000002": "orange"})
     yield s
     await s.close()
 
 
-async def _claimed_at(store: SqliteStore, part_id: int) -> float | None:
+async def _claimed_at(store: SqlStore, part_id: int) -> float | None:
     row = await store.db.read(
         lambda c: c.execute("SELECT claimed_at FROM parts WHERE id = ?", (part_id,)).fetchone()
     )
     return None if row[0] is None else float(row[0])
 
 
-async def test_a_claim_records_when_and_a_lease_renewal_keeps_it(store: SqliteStore) -> None:
+async def test_a_claim_records_when_and_a_lease_renewal_keeps_it(store: SqlStore) -> None:
     await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
     assert await _claimed_at(store, part.part_id) == 200.0
@@ -39,25 +38,25 @@ async def test_a_claim_records_when_and_a_lease_renewal_keeps_it(store: SqliteSt
     assert await store.sending_parts() == {"default": (1, 200.0)}
 
 
-async def _submitted(store: SqliteStore, part_id: int) -> None:
+async def _submitted(store: SqlStore, part_id: int) -> None:
     assert await store.mark_submitted(part_id, "abc", "abc", 201.0, BUILDERS, 1)
 
 
-async def _retried(store: SqliteStore, part_id: int) -> None:
+async def _retried(store: SqlStore, part_id: int) -> None:
     assert await store.mark_retry(part_id, 500.0, "no submit_sm_resp")
 
 
-async def _rejected(store: SqliteStore, part_id: int) -> None:
+async def _rejected(store: SqlStore, part_id: int) -> None:
     await store.mark_part_final(part_id, PartState.REJECTED, "ESME_RINVDSTADR", 201.0, BUILDERS, 1)
 
 
-async def _lease_ran_out(store: SqliteStore, part_id: int) -> None:
+async def _lease_ran_out(store: SqlStore, part_id: int) -> None:
     assert await store.release_expired_leases(261.0) == 1
 
 
 @pytest.mark.parametrize("leave", [_submitted, _retried, _rejected, _lease_ran_out])
 async def test_every_way_out_of_sending_clears_the_claim_time(
-    store: SqliteStore, leave: Callable[[SqliteStore, int], Awaitable[None]]
+    store: SqlStore, leave: Callable[[SqlStore, int], Awaitable[None]]
 ) -> None:
     await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
@@ -66,7 +65,7 @@ async def test_every_way_out_of_sending_clears_the_claim_time(
     assert await store.sending_parts() == {}
 
 
-async def test_sending_parts_per_connector_since_the_oldest_claim(store: SqliteStore) -> None:
+async def test_sending_parts_per_connector_since_the_oldest_claim(store: SqlStore) -> None:
     for _ in range(2):
         await store.accept_message(new_message())
     await store.accept_message(new_message(sender="+33757000002"))
@@ -82,7 +81,7 @@ async def test_sending_parts_per_connector_since_the_oldest_claim(store: SqliteS
 
 
 async def test_a_part_claimed_before_claim_times_were_kept_counts_without_a_time(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     await store.accept_message(new_message())
     assert len(await store.claim_due_parts("default", 200.0, 10, 260.0)) == 1
@@ -90,14 +89,14 @@ async def test_a_part_claimed_before_claim_times_were_kept_counts_without_a_time
     assert await store.sending_parts() == {"default": (1, None)}
 
 
-async def _callback(store: SqliteStore, uuid: str, at: float) -> int:
+async def _callback(store: SqlStore, uuid: str, at: float) -> int:
     return await store.db.write(
         lambda c: insert_callback(c, uuid, 1, "dlr", "https://example.com/dlr", b"{}", at)
     )
 
 
 async def test_a_callback_is_late_from_when_it_was_stored_whatever_its_next_try(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     assert (await store.callback_backlog(1_000.0)).oldest_due_since is None
     failing = await _callback(store, "cb-1", 10.0)
@@ -110,7 +109,7 @@ async def test_a_callback_is_late_from_when_it_was_stored_whatever_its_next_try(
 
 
 async def test_the_callback_backlog_counts_one_being_posted_not_one_delivered_or_given_up(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     delivered = await _callback(store, "cb-1", 10.0)
     given_up = await _callback(store, "cb-2", 20.0)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from smsrelay.errors import DomainError
-from smsrelay.store import sqlite_store
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store import sql_store
+from smsrelay.store.factory import store_for
+from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message
 
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(f"sqlite:///{tmp_path}/s.db")
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    s = store_for(store_url)
     await s.open()
     account = await s.create_account("a", "hash-a", 1_000_000, 0.0)
     await s.add_number("a", "+33757000001", "default", 0.0)
@@ -29,13 +30,13 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.close()
 
 
-async def test_concurrent_accepts_commit_together_and_debit_exactly(store: SqliteStore) -> None:
+async def test_concurrent_accepts_commit_together_and_debit_exactly(store: SqlStore) -> None:
     ids = await asyncio.gather(*(store.accept_message(new_message()) for _ in range(20)))
     assert len(set(ids)) == 20
     assert (await store.find_account("a")).credit_micros == 1_000_000 - 20 * 45_000
 
 
-async def test_one_refused_write_does_not_undo_its_batch(store: SqliteStore) -> None:
+async def test_one_refused_write_does_not_undo_its_batch(store: SqlStore) -> None:
     results = await asyncio.gather(
         store.accept_message(new_message()),
         store.accept_message(new_message(cost_micros=10**12)),  # more than the credit
@@ -47,7 +48,7 @@ async def test_one_refused_write_does_not_undo_its_batch(store: SqliteStore) -> 
     assert (await store.find_account("a")).credit_micros == 1_000_000 - 2 * 45_000
 
 
-async def test_refusals_leave_no_trace(store: SqliteStore) -> None:
+async def test_refusals_leave_no_trace(store: SqlStore) -> None:
     await store.stop_add(1, "+33612345678", 0.0)
     with pytest.raises(DomainError, match="STOP"):
         await store.accept_message(new_message())
@@ -58,7 +59,7 @@ async def test_refusals_leave_no_trace(store: SqliteStore) -> None:
     assert (await store.find_account("a")).credit_micros == 1_000_000
 
 
-async def test_concurrent_claims_never_hand_out_a_part_twice(store: SqliteStore) -> None:
+async def test_concurrent_claims_never_hand_out_a_part_twice(store: SqlStore) -> None:
     for _ in range(50):
         await store.accept_message(new_message(nb_sms=2, cost_micros=1))
     batches = await asyncio.gather(
@@ -68,7 +69,7 @@ async def test_concurrent_claims_never_hand_out_a_part_twice(store: SqliteStore)
     assert len(claimed) == len(set(claimed)) == 100
 
 
-async def test_held_parts_are_not_claimed_before_due(store: SqliteStore) -> None:
+async def test_held_parts_are_not_claimed_before_due(store: SqlStore) -> None:
     message_id = await store.accept_message(new_message(due_at=5_000.0))
     assert (await store.get_message(message_id)).state == "held"
     assert await store.claim_due_parts("default", 4_999.0, 10, 5_100.0) == []
@@ -76,7 +77,7 @@ async def test_held_parts_are_not_claimed_before_due(store: SqliteStore) -> None
     assert (await store.get_message(message_id)).state == "queued"
 
 
-async def test_expired_lease_puts_the_part_back(store: SqliteStore) -> None:
+async def test_expired_lease_puts_the_part_back(store: SqlStore) -> None:
     await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
     assert await store.release_expired_leases(259.0) == 0
@@ -86,7 +87,7 @@ async def test_expired_lease_puts_the_part_back(store: SqliteStore) -> None:
 
 
 async def test_a_retry_that_does_not_count_gives_the_claims_attempt_back(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
@@ -99,14 +100,14 @@ async def test_a_retry_that_does_not_count_gives_the_claims_attempt_back(
     assert third.attempts == 2
 
 
-async def test_outcome_after_the_lease_was_lost_is_ignored(store: SqliteStore) -> None:
+async def test_outcome_after_the_lease_was_lost_is_ignored(store: SqlStore) -> None:
     await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
     await store.release_expired_leases(261.0)
     assert await store.mark_submitted(part.part_id, "abc", "abc", 262.0, BUILDERS) is False
 
 
-async def test_cancel_refunds_and_only_before_leaving(store: SqliteStore) -> None:
+async def test_cancel_refunds_and_only_before_leaving(store: SqlStore) -> None:
     held = await store.accept_message(new_message(due_at=9_000.0))
     assert await store.cancel_message(1, held, 300.0) == 45_000
     assert (await store.find_account("a")).credit_micros == 1_000_000
@@ -118,8 +119,10 @@ async def test_cancel_refunds_and_only_before_leaving(store: SqliteStore) -> Non
 
 
 async def test_accepted_rows_are_on_disk_for_another_connection(
-    store: SqliteStore, tmp_path: Path
+    store: SqlStore, tmp_path: Path
 ) -> None:
+    if not store.url.startswith("sqlite"):
+        pytest.skip("SQLite's own file and journal mode")
     message_id = await store.accept_message(new_message())
     conn = sqlite3.connect(tmp_path / "s.db")
     assert conn.execute(
@@ -130,7 +133,7 @@ async def test_accepted_rows_are_on_disk_for_another_connection(
     assert mode == "wal"
 
 
-async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqliteStore) -> None:
+async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqlStore) -> None:
     from smsrelay.store.records import InboundReply
 
     await store.update_account("a", {"reply_url": "https://example.com/mo"})
@@ -156,7 +159,7 @@ async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqliteS
     assert len(await store.list_webhooks(None, 10)) == 3
 
 
-async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqliteStore) -> None:
+async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqlStore) -> None:
     from smsrelay.store.message_ops import insert_callback
 
     hook_id = await store.db.write(
@@ -170,7 +173,7 @@ async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: Sqlite
 
 
 async def test_a_part_whose_receipt_never_comes_expires_after_the_validity(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     message_id = await store.accept_message(new_message(url_dlr="https://example.com/dlr"))
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
@@ -184,7 +187,7 @@ async def test_a_part_whose_receipt_never_comes_expires_after_the_validity(
 
 
 async def test_reassembly_posts_the_parts_it_has_when_the_rest_never_comes(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     import orjson
 
@@ -226,7 +229,7 @@ async def test_reassembly_posts_the_parts_it_has_when_the_rest_never_comes(
 
 
 async def test_callbacks_with_one_key_go_out_in_order_others_in_parallel(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     from smsrelay.store.message_ops import insert_callback
 
@@ -250,9 +253,9 @@ async def test_callbacks_with_one_key_go_out_in_order_others_in_parallel(
 
 
 async def test_old_sandbox_messages_are_purged_in_chunks_and_recent_ones_kept(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "PURGE_CHUNK", 2)
+    monkeypatch.setattr(sql_store, "PURGE_CHUNK", 2)
     old = [await store.accept_message(new_message(sandbox=True, created_at=10.0)) for _ in range(5)]
     recent = await store.accept_message(new_message(sandbox=True, created_at=500.0))
     real = await store.accept_message(new_message(created_at=10.0))
@@ -263,7 +266,7 @@ async def test_old_sandbox_messages_are_purged_in_chunks_and_recent_ones_kept(
     assert await store.get_message(real) is not None  # only sandbox messages are purged
 
 
-async def test_a_reply_is_not_taken_for_an_answer_to_a_sandbox_message(store: SqliteStore) -> None:
+async def test_a_reply_is_not_taken_for_an_answer_to_a_sandbox_message(store: SqlStore) -> None:
     from smsrelay.store.records import InboundReply
 
     real = await store.accept_message(new_message())
@@ -278,7 +281,7 @@ async def test_a_reply_is_not_taken_for_an_answer_to_a_sandbox_message(store: Sq
 
 
 async def test_a_reply_answers_the_last_message_that_left_not_one_held_or_cancelled(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     from smsrelay.store.records import InboundReply
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from smsrelay.errors import DomainError
 from smsrelay.store.records import Account, NumberRecord, StopEntry
+from smsrelay.store.sql import Conn
 
 ACCOUNT_COLUMNS = (
     "id, name, credit_micros, disabled, quiet_hours, region, marketing, reply_url, "
@@ -41,7 +41,7 @@ def account_from_row(row: tuple[Any, ...]) -> Account:
 
 
 def create_account(
-    conn: sqlite3.Connection,
+    conn: Conn,
     name: str,
     key_hash: str,
     credit_micros: int,
@@ -58,38 +58,38 @@ def create_account(
     return require_account(conn, name)
 
 
-def find_account(conn: sqlite3.Connection, name: str) -> Account | None:
+def find_account(conn: Conn, name: str) -> Account | None:
     row = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?", (name,)).fetchone()
     return None if row is None else account_from_row(row)
 
 
-def require_account(conn: sqlite3.Connection, name: str) -> Account:
+def require_account(conn: Conn, name: str) -> Account:
     account = find_account(conn, name)
     if account is None:
         raise DomainError("account.unknown", f"no account named {name!r}", "name")
     return account
 
 
-def account_by_key_hash(conn: sqlite3.Connection, key_hash: str) -> Account | None:
+def account_by_key_hash(conn: Conn, key_hash: str) -> Account | None:
     row = conn.execute(
         f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE key_hash = ?", (key_hash,)
     ).fetchone()
     return None if row is None else account_from_row(row)
 
 
-def account_by_id(conn: sqlite3.Connection, account_id: int) -> Account | None:
+def account_by_id(conn: Conn, account_id: int) -> Account | None:
     row = conn.execute(
         f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
     ).fetchone()
     return None if row is None else account_from_row(row)
 
 
-def list_accounts(conn: sqlite3.Connection) -> list[Account]:
+def list_accounts(conn: Conn) -> list[Account]:
     rows = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name").fetchall()
     return [account_from_row(r) for r in rows]
 
 
-def update_account(conn: sqlite3.Connection, name: str, changes: dict[str, Any]) -> Account:
+def update_account(conn: Conn, name: str, changes: dict[str, Any]) -> Account:
     unknown = set(changes) - SETTABLE
     if unknown:
         raise DomainError("account.setting", f"unknown account setting(s): {sorted(unknown)}")
@@ -99,7 +99,7 @@ def update_account(conn: sqlite3.Connection, name: str, changes: dict[str, Any])
     return require_account(conn, name)
 
 
-def add_credit(conn: sqlite3.Connection, name: str, micros: int) -> Account:
+def add_credit(conn: Conn, name: str, micros: int) -> Account:
     account = require_account(conn, name)
     if account.credit_micros + micros < 0:
         raise DomainError("credit.negative", "the credit cannot go below zero", "credit")
@@ -109,7 +109,7 @@ def add_credit(conn: sqlite3.Connection, name: str, micros: int) -> Account:
     return require_account(conn, name)
 
 
-def set_key_hash(conn: sqlite3.Connection, name: str, key_hash: str) -> Account:
+def set_key_hash(conn: Conn, name: str, key_hash: str) -> Account:
     account = require_account(conn, name)
     # A rotated key is never printed again, so the demo copy is dropped with it.
     conn.execute(
@@ -119,7 +119,7 @@ def set_key_hash(conn: sqlite3.Connection, name: str, key_hash: str) -> Account:
 
 
 def add_number(
-    conn: sqlite3.Connection, account_name: str, msisdn: str, connector: str, now: float
+    conn: Conn, account_name: str, msisdn: str, connector: str, now: float
 ) -> NumberRecord:
     account = require_account(conn, account_name)
     owner = conn.execute(
@@ -135,12 +135,12 @@ def add_number(
     return NumberRecord(msisdn=msisdn, account_name=account.name, connector=connector)
 
 
-def remove_number(conn: sqlite3.Connection, msisdn: str) -> None:
+def remove_number(conn: Conn, msisdn: str) -> None:
     if conn.execute("DELETE FROM numbers WHERE msisdn = ?", (msisdn,)).rowcount == 0:
         raise DomainError("number.unknown", f"no virtual number {msisdn}")
 
 
-def list_numbers(conn: sqlite3.Connection, account_name: str | None) -> list[NumberRecord]:
+def list_numbers(conn: Conn, account_name: str | None) -> list[NumberRecord]:
     sql = (
         "SELECT n.msisdn, a.name, n.connector FROM numbers n JOIN accounts a ON a.id = n.account_id"
     )
@@ -153,7 +153,7 @@ def list_numbers(conn: sqlite3.Connection, account_name: str | None) -> list[Num
     return [NumberRecord(msisdn=r[0], account_name=r[1], connector=r[2]) for r in rows]
 
 
-def numbers_of(conn: sqlite3.Connection, account_id: int) -> list[NumberRecord]:
+def numbers_of(conn: Conn, account_id: int) -> list[NumberRecord]:
     rows = conn.execute(
         "SELECT n.msisdn, a.name, n.connector FROM numbers n "
         "JOIN accounts a ON a.id = n.account_id WHERE a.id = ? ORDER BY n.msisdn",
@@ -162,20 +162,20 @@ def numbers_of(conn: sqlite3.Connection, account_id: int) -> list[NumberRecord]:
     return [NumberRecord(msisdn=r[0], account_name=r[1], connector=r[2]) for r in rows]
 
 
-def stop_add(conn: sqlite3.Connection, account_id: int, phone: str, now: float) -> int:
+def stop_add(conn: Conn, account_id: int, phone: str, now: float) -> int:
     existing = conn.execute(
         "SELECT id FROM stop_list WHERE account_id = ? AND phone = ?", (account_id, phone)
     ).fetchone()
     if existing is not None:
         raise DomainError("stop.exists", f"{phone} is already in the STOP list", "phoneNumber")
-    cursor = conn.execute(
-        "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?)",
+    row = conn.execute(
+        "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?) RETURNING id",
         (account_id, phone, now),
-    )
-    return int(cursor.lastrowid or 0)
+    ).fetchone()
+    return int(row[0])
 
 
-def stop_remove(conn: sqlite3.Connection, account_id: int, stop_id: int) -> None:
+def stop_remove(conn: Conn, account_id: int, stop_id: int) -> None:
     cursor = conn.execute(
         "DELETE FROM stop_list WHERE account_id = ? AND id = ?", (account_id, stop_id)
     )
@@ -183,7 +183,7 @@ def stop_remove(conn: sqlite3.Connection, account_id: int, stop_id: int) -> None
         raise DomainError("stop.unknown", f"no STOP entry with id {stop_id}", "id")
 
 
-def stop_remove_phone(conn: sqlite3.Connection, account_id: int, phone: str) -> None:
+def stop_remove_phone(conn: Conn, account_id: int, phone: str) -> None:
     cursor = conn.execute(
         "DELETE FROM stop_list WHERE account_id = ? AND phone = ?", (account_id, phone)
     )
@@ -191,7 +191,7 @@ def stop_remove_phone(conn: sqlite3.Connection, account_id: int, phone: str) -> 
         raise DomainError("stop.unknown", f"{phone} is not in the STOP list", "phoneNumber")
 
 
-def stop_list(conn: sqlite3.Connection, account_id: int) -> list[StopEntry]:
+def stop_list(conn: Conn, account_id: int) -> list[StopEntry]:
     rows = conn.execute(
         "SELECT id, phone, created_at FROM stop_list WHERE account_id = ? ORDER BY id",
         (account_id,),

@@ -5,18 +5,18 @@ Each is a ``fn(conn)`` for ``Database.read``, so one call sees one consistent sn
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
 from smsrelay.store.account_ops import account_by_id
 from smsrelay.store.message_ops import get_message
 from smsrelay.store.records import AccountSnapshot, MessageView
+from smsrelay.store.sql import Conn
 
 # Messages that have not left yet: held for quiet hours, or queued and not yet submitted.
 WAITING_STATES = ("held", "queued")
 
 
-def account_snapshot(conn: sqlite3.Connection, account_id: int) -> AccountSnapshot | None:
+def account_snapshot(conn: Conn, account_id: int) -> AccountSnapshot | None:
     """The account as stored now (not a cached copy) and how many of its messages wait."""
     account = account_by_id(conn, account_id)
     if account is None:
@@ -30,13 +30,13 @@ def account_snapshot(conn: sqlite3.Connection, account_id: int) -> AccountSnapsh
     return AccountSnapshot(account, int(row[0]))
 
 
-def stopped_phones(conn: sqlite3.Connection, account_id: int) -> frozenset[str]:
+def stopped_phones(conn: Conn, account_id: int) -> frozenset[str]:
     rows = conn.execute("SELECT phone FROM stop_list WHERE account_id = ?", (account_id,))
     return frozenset(str(r[0]) for r in rows)
 
 
 def messages_and_stops(
-    conn: sqlite3.Connection, account_id: int, message_ids: Iterable[int]
+    conn: Conn, account_id: int, message_ids: Iterable[int]
 ) -> tuple[dict[int, MessageView], frozenset[str]]:
     """The account's messages among ``message_ids`` (others are left out) and its STOP list."""
     found: dict[int, MessageView] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from functools import partial
 from typing import Any
 
@@ -17,6 +16,7 @@ from smsrelay.store.records import (
     ReplyOutcome,
     ReplyView,
 )
+from smsrelay.store.sql import Conn
 
 # Parts of a long reply that arrive further apart than this are not joined (8-bit refs recur).
 REASSEMBLY_WINDOW = 3600.0
@@ -26,9 +26,7 @@ EARLY_RECEIPT_WINDOW = 120.0
 log = logging.getLogger("smsrelay.store")
 
 
-def record_receipt(
-    conn: sqlite3.Connection, receipt: IncomingReceipt, builders: CallbackBuilders
-) -> bool:
+def record_receipt(conn: Conn, receipt: IncomingReceipt, builders: CallbackBuilders) -> bool:
     """Apply a receipt to its part; keep it for later if the part's id is not known yet.
 
     Returns True when it matched a part now.
@@ -42,7 +40,7 @@ def record_receipt(
 
 
 def _find_part(
-    conn: sqlite3.Connection, connector: str, keys: tuple[str, ...]
+    conn: Conn, connector: str, keys: tuple[str, ...]
 ) -> tuple[int, int, str, int] | None:
     """The part a receipt from ``connector`` is for: ids are only unique per SMSC."""
     marks = ",".join("?" * len(keys))
@@ -73,7 +71,7 @@ def _match_rank(ranks: dict[str, int], row: tuple[Any, ...]) -> tuple[bool, int,
 
 
 def _apply(
-    conn: sqlite3.Connection,
+    conn: Conn,
     part: tuple[int, int, str, int],
     receipt: IncomingReceipt,
     builders: CallbackBuilders,
@@ -103,20 +101,20 @@ def _apply(
     refresh_message_state(conn, message_id, receipt.received_at, builders, only_part=only)
 
 
-def _keep_early(conn: sqlite3.Connection, receipt: IncomingReceipt) -> None:
-    cursor = conn.execute(
+def _keep_early(conn: Conn, receipt: IncomingReceipt) -> None:
+    receipt_id = conn.execute(
         "INSERT INTO receipts (part_id, connector, carrier_id, stat, err, received_at, matched) "
-        "VALUES (NULL, ?, ?, ?, ?, ?, 0)",
+        "VALUES (NULL, ?, ?, ?, ?, ?, 0) RETURNING id",
         (receipt.connector, receipt.carrier_id, receipt.stat, receipt.err, receipt.received_at),
-    )
+    ).fetchone()[0]
     conn.executemany(
         "INSERT INTO early_receipt_keys (carrier_key, connector, receipt_id) VALUES (?, ?, ?)",
-        [(key, receipt.connector, cursor.lastrowid) for key in receipt.candidate_keys],
+        [(key, receipt.connector, receipt_id) for key in receipt.candidate_keys],
     )
 
 
 def match_early_receipts(
-    conn: sqlite3.Connection,
+    conn: Conn,
     part_id: int,
     carrier_key: str,
     builders: CallbackBuilders,
@@ -154,9 +152,7 @@ def match_early_receipts(
 # -- replies ------------------------------------------------------------------------------------
 
 
-def record_reply(
-    conn: sqlite3.Connection, reply: InboundReply, builders: CallbackBuilders
-) -> ReplyOutcome:
+def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) -> ReplyOutcome:
     """Store a reply (or one part of a long one), STOP it if asked, queue its callbacks."""
     duplicate = _recent_duplicate(conn, reply)
     if duplicate is not None:
@@ -180,7 +176,8 @@ def record_reply(
     stopped = account_id is not None and complete and reply.is_stop(text)
     if stopped:
         conn.execute(
-            "INSERT OR IGNORE INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             (account_id, reply.msisdn, reply.received_at),
         )
     url = (link[1] if link is not None and link[1] else None) or (owner[1] if owner else None)
@@ -199,7 +196,7 @@ def record_reply(
 RESEND_WINDOW = 120.0
 
 
-def _recent_duplicate(conn: sqlite3.Connection, reply: InboundReply) -> ReplyOutcome | None:
+def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
     ref, total, part = reply.concat if reply.concat else (-1, -1, -1)
     row = conn.execute(
         "SELECT id, account_id, message_id FROM replies WHERE msisdn = ? AND virtual_number = ? "
@@ -227,13 +224,13 @@ def _recent_duplicate(conn: sqlite3.Connection, reply: InboundReply) -> ReplyOut
 
 
 def _insert_reply(
-    conn: sqlite3.Connection, reply: InboundReply, account_id: int | None, message_id: int | None
+    conn: Conn, reply: InboundReply, account_id: int | None, message_id: int | None
 ) -> int:
     ref, total, part = reply.concat if reply.concat else (None, None, None)
-    cursor = conn.execute(
+    row = conn.execute(
         "INSERT INTO replies (account_id, msisdn, virtual_number, text, keyword, message_id, "
         "concat_ref, concat_total, concat_part, connector, received_at, bind_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             account_id,
             reply.msisdn,
@@ -248,11 +245,11 @@ def _insert_reply(
             reply.received_at,
             reply.bind_id or None,
         ),
-    )
-    return int(cursor.lastrowid or 0)
+    ).fetchone()
+    return int(row[0])
 
 
-def _full_text(conn: sqlite3.Connection, reply: InboundReply) -> tuple[str, bool]:
+def _full_text(conn: Conn, reply: InboundReply) -> tuple[str, bool]:
     """The whole reply's text, and whether every part has now arrived."""
     if reply.concat is None:
         return reply.text, True
@@ -268,7 +265,7 @@ def _full_text(conn: sqlite3.Connection, reply: InboundReply) -> tuple[str, bool
 
 
 def _queue_reply_callbacks(
-    conn: sqlite3.Connection,
+    conn: Conn,
     reply: InboundReply,
     reply_id: int,
     account_id: int,
@@ -307,7 +304,7 @@ def _queue_reply_callbacks(
 
 
 def _queue_reply_callback(
-    conn: sqlite3.Connection,
+    conn: Conn,
     builders: CallbackBuilders,
     account_id: int,
     url: str,
@@ -329,7 +326,7 @@ def _queue_reply_callback(
     )
 
 
-def _stop_awaiting(conn: sqlite3.Connection, reply: InboundReply) -> None:
+def _stop_awaiting(conn: Conn, reply: InboundReply) -> None:
     assert reply.concat is not None
     ref, total, _ = reply.concat
     conn.execute(
@@ -340,7 +337,7 @@ def _stop_awaiting(conn: sqlite3.Connection, reply: InboundReply) -> None:
 
 
 def flush_stale_reassemblies(
-    conn: sqlite3.Connection, older_than: float, now: float, builders: CallbackBuilders
+    conn: Conn, older_than: float, now: float, builders: CallbackBuilders
 ) -> int:
     """Parts of a long reply held for reassembly whose other parts never came are posted
     one by one, as SMS Partner posts them, so the application still hears the reply. Their
@@ -374,7 +371,7 @@ def _keyword(text: str) -> str:
     return words[0].upper() if words else ""
 
 
-def recent_replies(conn: sqlite3.Connection, account_id: int | None, limit: int) -> list[ReplyView]:
+def recent_replies(conn: Conn, account_id: int | None, limit: int) -> list[ReplyView]:
     where, params = ("WHERE account_id = ?", (account_id,)) if account_id is not None else ("", ())
     rows = conn.execute(
         "SELECT id, account_id, msisdn, virtual_number, text, keyword, message_id, received_at "

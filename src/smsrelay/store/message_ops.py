@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from smsrelay.domain.states import MessageState, PartState, message_state
@@ -17,6 +16,7 @@ from smsrelay.store.records import (
     PartView,
     ReceiptView,
 )
+from smsrelay.store.sql import Conn
 
 MESSAGE_COLUMNS = (
     "id, account_id, sender, recipient, region, text, encoding, nb_sms, cost_micros, tag, "
@@ -35,7 +35,7 @@ FINAL_MESSAGE_STATES = frozenset(
 )
 
 
-def accept(conn: sqlite3.Connection, msg: NewMessage) -> int:
+def accept(conn: Conn, msg: NewMessage) -> int:
     """Check ownership, STOP list and credit, debit, insert: all or nothing."""
     connector = _sender_connector(conn, msg)
     if conn.execute(
@@ -58,7 +58,7 @@ def accept(conn: sqlite3.Connection, msg: NewMessage) -> int:
     return message_id
 
 
-def _sender_connector(conn: sqlite3.Connection, msg: NewMessage) -> str:
+def _sender_connector(conn: Conn, msg: NewMessage) -> str:
     row = conn.execute(
         "SELECT account_id, connector FROM numbers WHERE msisdn = ?", (msg.sender,)
     ).fetchone()
@@ -67,7 +67,7 @@ def _sender_connector(conn: sqlite3.Connection, msg: NewMessage) -> str:
     return str(row[1])
 
 
-def _debit(conn: sqlite3.Connection, account_id: int, cost: int) -> None:
+def _debit(conn: Conn, account_id: int, cost: int) -> None:
     cursor = conn.execute(
         "UPDATE accounts SET credit_micros = credit_micros - ? "
         "WHERE id = ? AND disabled = 0 AND credit_micros >= ?",
@@ -83,13 +83,12 @@ def _debit(conn: sqlite3.Connection, account_id: int, cost: int) -> None:
     raise DomainError("credit.insufficient", "insufficient credit", "apiKey")
 
 
-def _insert_message(
-    conn: sqlite3.Connection, msg: NewMessage, connector: str, state: MessageState
-) -> int:
-    cursor = conn.execute(
+def _insert_message(conn: Conn, msg: NewMessage, connector: str, state: MessageState) -> int:
+    row = conn.execute(
         "INSERT INTO messages (account_id, sender, recipient, region, text, encoding, nb_sms, "
         "cost_micros, tag, url_response, url_dlr, stop_sms, sandbox, state, connector, "
-        "created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "RETURNING id",
         (
             msg.account_id,
             msg.sender,
@@ -109,8 +108,8 @@ def _insert_message(
             msg.created_at,
             msg.due_at,
         ),
-    )
-    return int(cursor.lastrowid or 0)
+    ).fetchone()
+    return int(row[0])
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -147,7 +146,7 @@ def message_from_row(
 
 
 def get_message(
-    conn: sqlite3.Connection,
+    conn: Conn,
     message_id: int,
     account_id: int | None = None,
     *,
@@ -162,14 +161,14 @@ def get_message(
     return message_from_row(row, _parts_of(conn, message_id), receipts)
 
 
-def _parts_of(conn: sqlite3.Connection, message_id: int) -> tuple[PartView, ...]:
+def _parts_of(conn: Conn, message_id: int) -> tuple[PartView, ...]:
     rows = conn.execute(
         f"SELECT {PART_COLUMNS} FROM parts WHERE message_id = ? ORDER BY seq", (message_id,)
     ).fetchall()
     return tuple(PartView(*r) for r in rows)
 
 
-def _receipts_of(conn: sqlite3.Connection, message_id: int) -> tuple[ReceiptView, ...]:
+def _receipts_of(conn: Conn, message_id: int) -> tuple[ReceiptView, ...]:
     rows = conn.execute(
         "SELECT r.part_id, r.carrier_id, r.stat, r.err, r.received_at FROM receipts r "
         "JOIN parts p ON p.id = r.part_id WHERE p.message_id = ? ORDER BY r.id",
@@ -179,7 +178,7 @@ def _receipts_of(conn: sqlite3.Connection, message_id: int) -> tuple[ReceiptView
 
 
 def messages_by_tag(
-    conn: sqlite3.Connection, account_id: int, tag: str, limit: int, offset: int
+    conn: Conn, account_id: int, tag: str, limit: int, offset: int
 ) -> tuple[list[MessageView], int]:
     total = conn.execute(
         "SELECT COUNT(*) FROM messages WHERE account_id = ? AND tag = ?", (account_id, tag)
@@ -192,9 +191,7 @@ def messages_by_tag(
     return [message_from_row(r) for r in rows], int(total)
 
 
-def recent_messages(
-    conn: sqlite3.Connection, account_id: int | None, limit: int
-) -> list[MessageView]:
+def recent_messages(conn: Conn, account_id: int | None, limit: int) -> list[MessageView]:
     where, params = ("WHERE account_id = ?", (account_id,)) if account_id is not None else ("", ())
     rows = conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages {where} ORDER BY id DESC LIMIT ?",
@@ -203,7 +200,7 @@ def recent_messages(
     return [message_from_row(r) for r in rows]
 
 
-def queue_depth(conn: sqlite3.Connection) -> dict[str, int]:
+def queue_depth(conn: Conn) -> dict[str, int]:
     rows = conn.execute(
         "SELECT state, COUNT(*) FROM parts WHERE state IN ('queued', 'sending', 'submitted') "
         "GROUP BY state"
@@ -211,7 +208,7 @@ def queue_depth(conn: sqlite3.Connection) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-def overdue_parts(conn: sqlite3.Connection, now: float) -> dict[str, tuple[int, float]]:
+def overdue_parts(conn: Conn, now: float) -> dict[str, tuple[int, float]]:
     """Per connector: parts due and not sent yet, and since when the oldest has been due (a
     link that is down shows here; held parts are not due yet)."""
     rows = conn.execute(
@@ -222,7 +219,7 @@ def overdue_parts(conn: sqlite3.Connection, now: float) -> dict[str, tuple[int, 
     return {str(r[0]): (int(r[1]), float(r[2])) for r in rows}
 
 
-def sending_parts(conn: sqlite3.Connection) -> dict[str, tuple[int, float | None]]:
+def sending_parts(conn: Conn) -> dict[str, tuple[int, float | None]]:
     """Per connector: parts claimed and not yet settled (waiting for a window slot, or sent
     and waiting for the SMSC's answer), and when the oldest was claimed (None: claimed
     before claimed_at existed). Scans only the sending parts (the parts_leased index)."""
@@ -237,7 +234,7 @@ def sending_parts(conn: sqlite3.Connection) -> dict[str, tuple[int, float | None
 
 
 def claim_due(
-    conn: sqlite3.Connection, connector: str, now: float, limit: int, lease_until: float
+    conn: Conn, connector: str, now: float, limit: int, lease_until: float
 ) -> list[ClaimedPart]:
     """Move due parts of one connector to 'sending' under a lease, oldest first."""
     claimed = conn.execute(
@@ -262,9 +259,7 @@ def claim_due(
     return result
 
 
-def _claim_messages(
-    conn: sqlite3.Connection, ids: set[int]
-) -> dict[int, tuple[str, str, str, str, int, str]]:
+def _claim_messages(conn: Conn, ids: set[int]) -> dict[int, tuple[str, str, str, str, int, str]]:
     marks = ",".join("?" * len(ids))
     rows = conn.execute(
         "SELECT id, sender, recipient, text, encoding, nb_sms, state FROM messages "
@@ -275,14 +270,14 @@ def _claim_messages(
 
 
 def _mark_messages_queued(
-    conn: sqlite3.Connection, messages: dict[int, tuple[str, str, str, str, int, str]]
+    conn: Conn, messages: dict[int, tuple[str, str, str, str, int, str]]
 ) -> None:
     held = [(mid,) for mid, info in messages.items() if info[5] == MessageState.HELD]
     if held:
         conn.executemany("UPDATE messages SET state = 'queued' WHERE id = ?", held)
 
 
-def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
+def release_expired_leases(conn: Conn, now: float) -> int:
     """Parts claimed by a dispatcher that died (or never heard back) go back to the queue."""
     cursor = conn.execute(
         "UPDATE parts SET state = 'queued', lease_until = NULL, claimed_at = NULL, "
@@ -294,7 +289,7 @@ def release_expired_leases(conn: sqlite3.Connection, now: float) -> int:
 
 
 def expire_unanswered(
-    conn: sqlite3.Connection,
+    conn: Conn,
     submitted_before: float,
     now: float,
     builders: CallbackBuilders,
@@ -314,7 +309,7 @@ def expire_unanswered(
     return len(rows)
 
 
-def renew_leases(conn: sqlite3.Connection, part_ids: list[int], lease_until: float) -> int:
+def renew_leases(conn: Conn, part_ids: list[int], lease_until: float) -> int:
     """Keep parts that are still being worked on from being handed out again."""
     renewed = 0
     for start in range(0, len(part_ids), 500):
@@ -328,7 +323,7 @@ def renew_leases(conn: sqlite3.Connection, part_ids: list[int], lease_until: flo
 
 
 def mark_submitted(
-    conn: sqlite3.Connection, part_id: int, carrier_id: str, carrier_key: str, now: float
+    conn: Conn, part_id: int, carrier_id: str, carrier_key: str, now: float
 ) -> int | None:
     """Record the SMSC's id; returns the message id, or None if the part had moved on."""
     row = conn.execute(
@@ -342,7 +337,7 @@ def mark_submitted(
 
 
 def mark_retry(
-    conn: sqlite3.Connection, part_id: int, due_at: float, error: str, *, counted: bool = True
+    conn: Conn, part_id: int, due_at: float, error: str, *, counted: bool = True
 ) -> bool:
     """Back to the queue. ``counted=False`` (throttled, link lost): the claim's attempt is
     given back, so slowing down never uses up the part's attempts."""
@@ -355,7 +350,7 @@ def mark_retry(
 
 
 def mark_part_final(
-    conn: sqlite3.Connection,
+    conn: Conn,
     part_id: int,
     state: PartState,
     error: str,
@@ -375,7 +370,7 @@ def mark_part_final(
 
 
 def refresh_message_state(
-    conn: sqlite3.Connection,
+    conn: Conn,
     message_id: int,
     now: float,
     builders: CallbackBuilders,
@@ -407,7 +402,7 @@ def refresh_message_state(
 
 
 def _queue_dlr_callback(
-    conn: sqlite3.Connection, message_id: int, now: float, builders: CallbackBuilders
+    conn: Conn, message_id: int, now: float, builders: CallbackBuilders
 ) -> None:
     message = get_message(conn, message_id, with_receipts=False)  # the parts carry the stats
     if message is None or not message.url_dlr:
@@ -426,7 +421,7 @@ def _queue_dlr_callback(
 
 
 def insert_callback(
-    conn: sqlite3.Connection,
+    conn: Conn,
     uuid: str,
     account_id: int,
     kind: str,
@@ -441,19 +436,19 @@ def insert_callback(
     """A callback row. Rows with the same ``order_key`` are posted one after the other: one
     stored behind an open one of its key is parked until that one is done (see webhook_ops)."""
     key = order_key or (f"m{message_id}" if message_id is not None else None)
-    row = (uuid, account_id, kind, message_id, reply_id, url, body, now)
+    values = (uuid, account_id, kind, message_id, reply_id, url, body, now)
     due = (key, webhook_ops.PARKED, now)  # parked if an open row of its key is ahead of it
-    cursor = conn.execute(
+    row = conn.execute(
         "INSERT INTO webhooks (uuid, account_id, kind, message_id, reply_id, url, body, state, "
         "created_at, due_at, order_key) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, "
         f"CASE WHEN EXISTS (SELECT 1 FROM webhooks WHERE order_key = ? AND {webhook_ops.OPEN}) "
-        "THEN ? ELSE ? END, ?)",
-        (*row, *due, key),
-    )
-    return int(cursor.lastrowid or 0)
+        "THEN ? ELSE ? END, ?) RETURNING id",
+        (*values, *due, key),
+    ).fetchone()
+    return int(row[0])
 
 
-def cancel(conn: sqlite3.Connection, account_id: int, message_id: int, now: float) -> int:
+def cancel(conn: Conn, account_id: int, message_id: int, now: float) -> int:
     """Cancel a message none of whose parts has left; refund it. Returns the refund."""
     row = conn.execute(
         "SELECT account_id, cost_micros, sandbox FROM messages WHERE id = ?", (message_id,)
@@ -477,7 +472,7 @@ def cancel(conn: sqlite3.Connection, account_id: int, message_id: int, now: floa
     return int(row[1])
 
 
-def purge_sandbox(conn: sqlite3.Connection, older_than: float, limit: int) -> int:
+def purge_sandbox(conn: Conn, older_than: float, limit: int) -> int:
     """Delete up to ``limit`` sandbox messages created before ``older_than`` (oldest first)."""
     cursor = conn.execute(
         "DELETE FROM messages WHERE id IN (SELECT id FROM messages "

@@ -10,19 +10,21 @@ Receipts that never found their part go too.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from smsrelay.store.records import PurgeStep
+from smsrelay.store.sql import Conn
 
 _OPEN = "state IN ('pending', 'sending')"  # the condition of the webhooks_in_order index
 _MESSAGE_OPEN = f"SELECT 1 FROM webhooks WHERE order_key = 'm' || ? AND {_OPEN}"
-_REPLY_OPEN = f"SELECT 1 FROM webhooks INDEXED BY webhooks_of_reply WHERE reply_id = ? AND {_OPEN}"
+# `state || ''` is not the column, so the index of callbacks still to go (whose condition is
+# `state IN ...`) cannot be chosen for it, and the seek is by reply_id; walking the callbacks
+# still to go took seconds with a receiver down a day. (SQLite's INDEXED BY does the same, but
+# PostgreSQL has no such hint.)
+_REPLY_OPEN = "SELECT 1 FROM webhooks WHERE reply_id = ? AND state || '' IN ('pending', 'sending')"
 
 
-def purge_messages(
-    conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
-) -> PurgeStep:
+def purge_messages(conn: Conn, older_than: float, after_id: int, limit: int) -> PurgeStep:
     rows = _next_rows(conn, "messages", "created_at, final_at", after_id, limit)
     finished = [
         int(r[0])
@@ -37,9 +39,7 @@ def purge_messages(
     return _step(rows, len(finished), after_id, older_than, limit)
 
 
-def purge_replies(
-    conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
-) -> PurgeStep:
+def purge_replies(conn: Conn, older_than: float, after_id: int, limit: int) -> PurgeStep:
     rows = _next_rows(conn, "replies", "received_at, awaiting", after_id, limit)
     finished = [
         int(r[0])
@@ -50,9 +50,7 @@ def purge_replies(
     return _step(rows, len(finished), after_id, older_than, limit)
 
 
-def purge_callbacks(
-    conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
-) -> PurgeStep:
+def purge_callbacks(conn: Conn, older_than: float, after_id: int, limit: int) -> PurgeStep:
     rows = _next_rows(conn, "webhooks", "created_at, state", after_id, limit)
     finished = [(int(r[0]),) for r in rows if r[1] < older_than and r[2] in ("delivered", "failed")]
     conn.executemany("DELETE FROM webhook_attempts WHERE webhook_id = ?", finished)
@@ -60,9 +58,7 @@ def purge_callbacks(
     return _step(rows, len(finished), after_id, older_than, limit)
 
 
-def purge_unmatched_receipts(
-    conn: sqlite3.Connection, older_than: float, after_id: int, limit: int
-) -> PurgeStep:
+def purge_unmatched_receipts(conn: Conn, older_than: float, after_id: int, limit: int) -> PurgeStep:
     """Receipts that never found their part (kept for an id that never came)."""
     rows = _next_rows(conn, "receipts", "received_at, part_id", after_id, limit)
     stale = [(int(r[0]),) for r in rows if r[1] < older_than and r[2] is None]
@@ -72,7 +68,7 @@ def purge_unmatched_receipts(
 
 
 def _next_rows(
-    conn: sqlite3.Connection, table: str, columns: str, after_id: int, limit: int
+    conn: Conn, table: str, columns: str, after_id: int, limit: int
 ) -> list[tuple[Any, ...]]:
     """The next ``limit`` rows by id: (id, its time, one more column)."""
     return conn.execute(
@@ -88,7 +84,7 @@ def _step(
     return PurgeStep(deleted, last_id, done)
 
 
-def _delete_message(conn: sqlite3.Connection, message_id: int) -> None:
+def _delete_message(conn: Conn, message_id: int) -> None:
     receipts = "SELECT r.id FROM receipts r JOIN parts p ON p.id = r.part_id WHERE p.message_id = ?"
     conn.execute(f"DELETE FROM early_receipt_keys WHERE receipt_id IN ({receipts})", (message_id,))
     conn.execute(f"DELETE FROM receipts WHERE id IN ({receipts})", (message_id,))

@@ -13,10 +13,10 @@ retry re-parks the rows behind the one it queues.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from smsrelay.store.records import CallbackBacklog, WebhookJob, WebhookView
+from smsrelay.store.sql import Conn
 
 PARKED = float("inf")  # due_at of a callback waiting behind an earlier one of its key
 OPEN = "state IN ('pending', 'sending')"  # the webhooks_in_order index's condition: use it
@@ -37,9 +37,7 @@ VIEW_COLUMNS = (
 )
 
 
-def claim_due(
-    conn: sqlite3.Connection, now: float, limit: int, lease_until: float
-) -> list[WebhookJob]:
+def claim_due(conn: Conn, now: float, limit: int, lease_until: float) -> list[WebhookJob]:
     rows = conn.execute(
         "UPDATE webhooks SET state = 'sending', lease_until = ? WHERE id IN ("
         "SELECT w.id FROM webhooks w WHERE w.state = 'pending' AND w.due_at <= ? "
@@ -56,7 +54,7 @@ def claim_due(
     return sorted(jobs, key=lambda job: job.id)
 
 
-def _secrets(conn: sqlite3.Connection, account_ids: set[int]) -> dict[int, str | None]:
+def _secrets(conn: Conn, account_ids: set[int]) -> dict[int, str | None]:
     if not account_ids:
         return {}
     marks = ",".join("?" * len(account_ids))
@@ -66,14 +64,13 @@ def _secrets(conn: sqlite3.Connection, account_ids: set[int]) -> dict[int, str |
     return {int(r[0]): r[1] for r in rows}
 
 
-def release_expired_leases(conn: sqlite3.Connection, now: float, keep: tuple[int, ...] = ()) -> int:
+def release_expired_leases(conn: Conn, now: float, keep: tuple[int, ...] = ()) -> int:
     """Callbacks whose claimer died go back to pending; ``keep``: those still being posted
     by this process (its lease may look expired after a wall-clock step)."""
-    marks = ",".join("?" * len(keep))
+    kept = f" AND id NOT IN ({','.join('?' * len(keep))})" if keep else ""  # () is SQLite's only
     released = conn.execute(
         "UPDATE webhooks SET state = 'pending', lease_until = NULL "
-        f"WHERE state = 'sending' AND lease_until < ? AND id NOT IN ({marks}) "
-        "RETURNING id",
+        f"WHERE state = 'sending' AND lease_until < ?{kept} RETURNING id",
         (now, *keep),
     ).fetchall()
     for (webhook_id,) in released:
@@ -81,7 +78,7 @@ def release_expired_leases(conn: sqlite3.Connection, now: float, keep: tuple[int
     return len(released)
 
 
-def unpark_stranded(conn: sqlite3.Connection) -> int:
+def unpark_stranded(conn: Conn) -> int:
     """Parked callbacks with nothing open ahead of them any more are due at once; how many.
 
     This build never leaves one, but an older build on the same database does: one still
@@ -96,7 +93,7 @@ def unpark_stranded(conn: sqlite3.Connection) -> int:
 
 
 def record_attempt(
-    conn: sqlite3.Connection,
+    conn: Conn,
     webhook_id: int,
     at: float,
     status: int | None,
@@ -122,7 +119,7 @@ def record_attempt(
         _unpark_next(conn, webhook_id)
 
 
-def list_webhooks(conn: sqlite3.Connection, state: str | None, limit: int) -> list[WebhookView]:
+def list_webhooks(conn: Conn, state: str | None, limit: int) -> list[WebhookView]:
     where, params = ("WHERE state = ?", (state,)) if state else ("", ())
     rows = conn.execute(
         f"SELECT {VIEW_COLUMNS} FROM webhooks {where} ORDER BY id DESC LIMIT ?",
@@ -131,14 +128,14 @@ def list_webhooks(conn: sqlite3.Connection, state: str | None, limit: int) -> li
     return [_view(conn, r) for r in rows]
 
 
-def get_webhook(conn: sqlite3.Connection, webhook_id: int) -> WebhookView | None:
+def get_webhook(conn: Conn, webhook_id: int) -> WebhookView | None:
     row = conn.execute(
         f"SELECT {VIEW_COLUMNS} FROM webhooks WHERE id = ?", (webhook_id,)
     ).fetchone()
     return None if row is None else _view(conn, row)
 
 
-def _view(conn: sqlite3.Connection, row: tuple[Any, ...]) -> WebhookView:
+def _view(conn: Conn, row: tuple[Any, ...]) -> WebhookView:
     history = conn.execute(
         "SELECT at, status, latency_ms, error FROM webhook_attempts WHERE webhook_id = ? "
         "ORDER BY id",
@@ -150,7 +147,7 @@ def _view(conn: sqlite3.Connection, row: tuple[Any, ...]) -> WebhookView:
     return WebhookView(*fields, history=tuple(tuple(h) for h in history))  # type: ignore[misc]
 
 
-def retry(conn: sqlite3.Connection, webhook_id: int | None, now: float) -> int:
+def retry(conn: Conn, webhook_id: int | None, now: float) -> int:
     """Put failed callbacks (one, or all when webhook_id is None) back in the queue, with a
     fresh retry budget (the budget counts from ``created_at``; the attempts keep the history)."""
     if webhook_id is None:
@@ -170,7 +167,7 @@ def retry(conn: sqlite3.Connection, webhook_id: int | None, now: float) -> int:
     return len(queued)
 
 
-def _park_if_behind(conn: sqlite3.Connection, webhook_id: int) -> None:
+def _park_if_behind(conn: Conn, webhook_id: int) -> None:
     """A pending row with an earlier open one of its key waits for it, off the due index."""
     conn.execute(
         "UPDATE webhooks SET due_at = ? WHERE id = ? AND state = 'pending' "
@@ -179,7 +176,7 @@ def _park_if_behind(conn: sqlite3.Connection, webhook_id: int) -> None:
     )
 
 
-def _unpark_next(conn: sqlite3.Connection, webhook_id: int) -> None:
+def _unpark_next(conn: Conn, webhook_id: int) -> None:
     """The row is done: the first open one of its key has nothing ahead of it now, so it is
     due at once (since it was stored: it has waited longest, and no clock step can make it
     later). One statement, the key looked up inside it: this runs for every callback."""
@@ -192,7 +189,7 @@ def _unpark_next(conn: sqlite3.Connection, webhook_id: int) -> None:
     )
 
 
-def _settle(conn: sqlite3.Connection, key: str) -> None:
+def _settle(conn: Conn, key: str) -> None:
     """After a manual retry every pending row of the key but the first open one waits for
     it: the retried one goes first (or after an earlier one still open), then the others
     follow at once, a later one's own backoff included (the receiver is presumably back).
@@ -205,14 +202,14 @@ def _settle(conn: sqlite3.Connection, key: str) -> None:
     )
 
 
-def pending_count(conn: sqlite3.Connection) -> int:
+def pending_count(conn: Conn) -> int:
     row = conn.execute(
         "SELECT COUNT(*) FROM webhooks WHERE state IN ('pending', 'sending')"
     ).fetchone()
     return int(row[0])
 
 
-def backlog(conn: sqlite3.Connection, late_before: float | None) -> CallbackBacklog:
+def backlog(conn: Conn, late_before: float | None) -> CallbackBacklog:
     """Callbacks still to post: since when the oldest has been due, how many since before
     ``late_before`` (None: not asked), and how many were given up.
 
@@ -220,7 +217,7 @@ def backlog(conn: sqlite3.Connection, late_before: float | None) -> CallbackBack
     ``created_at``, not its ``due_at``, which each failed attempt moves to the next try (a
     receiver that is down would never look late). Scans the callbacks still to post."""
     oldest, late = conn.execute(
-        "SELECT MIN(created_at), TOTAL(created_at < ?) FROM webhooks "
+        "SELECT MIN(created_at), COUNT(CASE WHEN created_at < ? THEN 1 END) FROM webhooks "
         "WHERE state IN ('pending', 'sending')",
         (late_before,),
     ).fetchone()

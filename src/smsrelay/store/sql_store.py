@@ -1,0 +1,409 @@
+"""The Store over SQL: async methods that run the operations on an engine (SQLite's
+group-commit ``engine.Database`` or PostgreSQL's ``pg_engine.PgDatabase``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from smsrelay.domain.states import PartState
+from smsrelay.store import (
+    account_ops,
+    account_reads,
+    inbound_ops,
+    message_ops,
+    retention_ops,
+    webhook_ops,
+)
+from smsrelay.store.records import (
+    PURGE_KINDS,
+    Account,
+    AccountSnapshot,
+    CallbackBacklog,
+    CallbackBuilders,
+    ClaimedPart,
+    InboundReply,
+    IncomingReceipt,
+    MessageView,
+    NewMessage,
+    NumberRecord,
+    PurgeStep,
+    ReplyOutcome,
+    ReplyView,
+    StopEntry,
+    WebhookJob,
+    WebhookView,
+)
+from smsrelay.store.sql import Conn
+
+PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event loop)
+_PURGES = dict(
+    zip(
+        PURGE_KINDS,
+        (
+            retention_ops.purge_messages,
+            retention_ops.purge_replies,
+            retention_ops.purge_callbacks,
+            retention_ops.purge_unmatched_receipts,
+        ),
+        strict=True,
+    )
+)
+
+
+T = TypeVar("T")
+
+
+class Engine(Protocol):
+    """Runs operations: each write atomic and durable when it returns, reads in a snapshot."""
+
+    path: str
+    broken: asyncio.Event  # set for good when the engine can no longer promise durability
+
+    async def start(self) -> list[int]: ...
+    async def stop(self) -> None: ...
+    async def write(self, fn: Callable[[Conn], T]) -> T: ...
+    async def read(self, fn: Callable[[Conn], T]) -> T: ...
+
+
+class SqlStore:
+    """Implements ``smsrelay.store.interface.Store`` on any ``Engine``."""
+
+    def __init__(self, url: str, db: Engine) -> None:
+        self.url = url
+        self.db = db
+
+    async def open(self) -> list[int]:
+        return await self.db.start()
+
+    async def close(self) -> None:
+        await self.db.stop()
+
+    # -- accounts and numbers ----------------------------------------------------------------
+
+    async def create_account(
+        self, name: str, key_hash: str, credit_micros: int, now: float, demo_key: str | None = None
+    ) -> Account:
+        return await self.db.write(
+            partial(
+                account_ops.create_account,
+                name=name,
+                key_hash=key_hash,
+                credit_micros=credit_micros,
+                now=now,
+                demo_key=demo_key,
+            )
+        )
+
+    async def find_account(self, name: str) -> Account | None:
+        return await self.db.read(partial(account_ops.find_account, name=name))
+
+    async def account_by_key_hash(self, key_hash: str) -> Account | None:
+        return await self.db.read(partial(account_ops.account_by_key_hash, key_hash=key_hash))
+
+    async def list_accounts(self) -> list[Account]:
+        return await self.db.read(account_ops.list_accounts)
+
+    async def update_account(self, name: str, changes: dict[str, Any]) -> Account:
+        return await self.db.write(partial(account_ops.update_account, name=name, changes=changes))
+
+    async def add_credit(self, name: str, micros: int) -> Account:
+        return await self.db.write(partial(account_ops.add_credit, name=name, micros=micros))
+
+    async def set_key_hash(self, name: str, key_hash: str) -> Account:
+        return await self.db.write(partial(account_ops.set_key_hash, name=name, key_hash=key_hash))
+
+    async def add_number(
+        self, account_name: str, msisdn: str, connector: str, now: float
+    ) -> NumberRecord:
+        return await self.db.write(
+            partial(
+                account_ops.add_number,
+                account_name=account_name,
+                msisdn=msisdn,
+                connector=connector,
+                now=now,
+            )
+        )
+
+    async def remove_number(self, msisdn: str) -> None:
+        await self.db.write(partial(account_ops.remove_number, msisdn=msisdn))
+
+    async def list_numbers(self, account_name: str | None = None) -> list[NumberRecord]:
+        return await self.db.read(partial(account_ops.list_numbers, account_name=account_name))
+
+    async def numbers_of(self, account_id: int) -> list[NumberRecord]:
+        return await self.db.read(partial(account_ops.numbers_of, account_id=account_id))
+
+    async def account_snapshot(self, account_id: int) -> AccountSnapshot | None:
+        return await self.db.read(partial(account_reads.account_snapshot, account_id=account_id))
+
+    async def stopped_phones(self, account_id: int) -> frozenset[str]:
+        return await self.db.read(partial(account_reads.stopped_phones, account_id=account_id))
+
+    async def messages_and_stops(
+        self, account_id: int, message_ids: list[int]
+    ) -> tuple[dict[int, MessageView], frozenset[str]]:
+        return await self.db.read(
+            partial(
+                account_reads.messages_and_stops, account_id=account_id, message_ids=message_ids
+            )
+        )
+
+    # -- STOP list -----------------------------------------------------------------------------
+
+    async def stop_add(self, account_id: int, phone: str, now: float) -> int:
+        return await self.db.write(
+            partial(account_ops.stop_add, account_id=account_id, phone=phone, now=now)
+        )
+
+    async def stop_remove(self, account_id: int, stop_id: int) -> None:
+        await self.db.write(
+            partial(account_ops.stop_remove, account_id=account_id, stop_id=stop_id)
+        )
+
+    async def stop_remove_phone(self, account_id: int, phone: str) -> None:
+        await self.db.write(
+            partial(account_ops.stop_remove_phone, account_id=account_id, phone=phone)
+        )
+
+    async def stop_list(self, account_id: int) -> list[StopEntry]:
+        return await self.db.read(partial(account_ops.stop_list, account_id=account_id))
+
+    # -- messages ------------------------------------------------------------------------------
+
+    async def accept_message(self, message: NewMessage) -> int:
+        return await self.db.write(partial(message_ops.accept, msg=message))
+
+    async def get_message(
+        self, message_id: int, account_id: int | None = None
+    ) -> MessageView | None:
+        return await self.db.read(
+            partial(message_ops.get_message, message_id=message_id, account_id=account_id)
+        )
+
+    async def messages_by_tag(
+        self, account_id: int, tag: str, limit: int, offset: int
+    ) -> tuple[list[MessageView], int]:
+        return await self.db.read(
+            partial(
+                message_ops.messages_by_tag,
+                account_id=account_id,
+                tag=tag,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    async def recent_messages(self, account_id: int | None, limit: int) -> list[MessageView]:
+        return await self.db.read(
+            partial(message_ops.recent_messages, account_id=account_id, limit=limit)
+        )
+
+    async def recent_replies(self, account_id: int | None, limit: int) -> list[ReplyView]:
+        return await self.db.read(
+            partial(inbound_ops.recent_replies, account_id=account_id, limit=limit)
+        )
+
+    async def overdue_parts(self, now: float) -> dict[str, tuple[int, float]]:
+        return await self.db.read(partial(message_ops.overdue_parts, now=now))
+
+    async def sending_parts(self) -> dict[str, tuple[int, float | None]]:
+        return await self.db.read(message_ops.sending_parts)
+
+    async def queue_depth(self) -> dict[str, int]:
+        return await self.db.read(message_ops.queue_depth)
+
+    async def cancel_message(self, account_id: int, message_id: int, now: float) -> int:
+        return await self.db.write(
+            partial(message_ops.cancel, account_id=account_id, message_id=message_id, now=now)
+        )
+
+    async def purge_sandbox(self, older_than: float) -> int:
+        # In chunks: writes run on the event loop's thread, so one huge DELETE would stall it.
+        purged = 0
+        while True:
+            chunk = await self.db.write(
+                partial(message_ops.purge_sandbox, older_than=older_than, limit=PURGE_CHUNK)
+            )
+            purged += chunk
+            if chunk < PURGE_CHUNK:
+                return purged
+
+    async def purge_history(
+        self, kind: str, older_than: float, after_id: int, limit: int
+    ) -> PurgeStep:
+        """One chunk of ``kind`` (messages, replies, callbacks, unmatched receipts) older than
+        the cutoff."""
+        walk = _PURGES[kind]
+        return await self.db.write(
+            partial(walk, older_than=older_than, after_id=after_id, limit=limit)
+        )
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    async def claim_due_parts(
+        self, connector: str, now: float, limit: int, lease_until: float
+    ) -> list[ClaimedPart]:
+        return await self.db.write(
+            partial(
+                message_ops.claim_due,
+                connector=connector,
+                now=now,
+                limit=limit,
+                lease_until=lease_until,
+            )
+        )
+
+    async def release_expired_leases(self, now: float) -> int:
+        return await self.db.write(partial(message_ops.release_expired_leases, now=now))
+
+    async def release_expired_webhook_leases(self, now: float, keep: Collection[int] = ()) -> int:
+        return await self.db.write(
+            partial(webhook_ops.release_expired_leases, now=now, keep=tuple(keep))
+        )
+
+    async def unpark_stranded_webhooks(self) -> int:
+        return await self.db.write(webhook_ops.unpark_stranded)
+
+    async def expire_unanswered(
+        self, submitted_before: float, now: float, builders: CallbackBuilders
+    ) -> int:
+        return await self.db.write(
+            partial(
+                message_ops.expire_unanswered,
+                submitted_before=submitted_before,
+                now=now,
+                builders=builders,
+            )
+        )
+
+    async def renew_leases(self, part_ids: list[int], lease_until: float) -> int:
+        return await self.db.write(
+            partial(message_ops.renew_leases, part_ids=part_ids, lease_until=lease_until)
+        )
+
+    async def mark_submitted(
+        self,
+        part_id: int,
+        carrier_id: str,
+        carrier_key: str,
+        now: float,
+        builders: CallbackBuilders,
+        nb_sms: int | None = None,
+    ) -> bool:
+        def op(conn: Any) -> bool:
+            message_id = message_ops.mark_submitted(conn, part_id, carrier_id, carrier_key, now)
+            if message_id is None:
+                return False
+            only = PartState.SUBMITTED if nb_sms == 1 else None
+            message_ops.refresh_message_state(conn, message_id, now, builders, only_part=only)
+            inbound_ops.match_early_receipts(conn, part_id, carrier_key, builders, now)
+            return True
+
+        return await self.db.write(op)
+
+    async def mark_retry(
+        self, part_id: int, due_at: float, error: str, *, counted: bool = True
+    ) -> bool:
+        return await self.db.write(
+            partial(
+                message_ops.mark_retry,
+                part_id=part_id,
+                due_at=due_at,
+                error=error,
+                counted=counted,
+            )
+        )
+
+    async def mark_part_final(
+        self,
+        part_id: int,
+        state: PartState,
+        error: str,
+        now: float,
+        builders: CallbackBuilders,
+        nb_sms: int | None = None,
+    ) -> None:
+        await self.db.write(
+            partial(
+                message_ops.mark_part_final,
+                part_id=part_id,
+                state=state,
+                error=error,
+                now=now,
+                builders=builders,
+                nb_sms=nb_sms,
+            )
+        )
+
+    async def record_receipt(self, receipt: IncomingReceipt, builders: CallbackBuilders) -> bool:
+        return await self.db.write(
+            partial(inbound_ops.record_receipt, receipt=receipt, builders=builders)
+        )
+
+    async def flush_stale_reassemblies(
+        self, older_than: float, now: float, builders: CallbackBuilders
+    ) -> int:
+        return await self.db.write(
+            partial(
+                inbound_ops.flush_stale_reassemblies,
+                older_than=older_than,
+                now=now,
+                builders=builders,
+            )
+        )
+
+    async def record_reply(self, reply: InboundReply, builders: CallbackBuilders) -> ReplyOutcome:
+        return await self.db.write(
+            partial(inbound_ops.record_reply, reply=reply, builders=builders)
+        )
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    async def claim_due_webhooks(
+        self, now: float, limit: int, lease_until: float
+    ) -> list[WebhookJob]:
+        return await self.db.write(
+            partial(webhook_ops.claim_due, now=now, limit=limit, lease_until=lease_until)
+        )
+
+    async def record_webhook_attempt(
+        self,
+        webhook_id: int,
+        at: float,
+        status: int | None,
+        latency_ms: float | None,
+        error: str | None,
+        outcome: str,
+        next_due: float | None,
+    ) -> None:
+        await self.db.write(
+            partial(
+                webhook_ops.record_attempt,
+                webhook_id=webhook_id,
+                at=at,
+                status=status,
+                latency_ms=latency_ms,
+                error=error,
+                outcome=outcome,
+                next_due=next_due,
+            )
+        )
+
+    async def list_webhooks(self, state: str | None = None, limit: int = 100) -> list[WebhookView]:
+        return await self.db.read(partial(webhook_ops.list_webhooks, state=state, limit=limit))
+
+    async def get_webhook(self, webhook_id: int) -> WebhookView | None:
+        return await self.db.read(partial(webhook_ops.get_webhook, webhook_id=webhook_id))
+
+    async def retry_webhooks(self, webhook_id: int | None, now: float) -> int:
+        return await self.db.write(partial(webhook_ops.retry, webhook_id=webhook_id, now=now))
+
+    async def pending_webhooks(self) -> int:
+        return await self.db.read(webhook_ops.pending_count)
+
+    async def callback_backlog(self, late_before: float | None = None) -> CallbackBacklog:
+        return await self.db.read(partial(webhook_ops.backlog, late_before=late_before))
