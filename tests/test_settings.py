@@ -47,7 +47,6 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({}, {"SMSRELAY_PORT": "eighty"}, "invalid value for port"),
         ({"port": 70000}, {}, "port must be"),
         ({"database_url": "mysql://x"}, {}, "unsupported database URL"),
-        ({"database_url": "postgresql://h/db"}, {}, "PostgreSQL is not supported yet"),
         ({"smsc": "http://x"}, {}, "smsc must be"),
         ({}, {"SMSRELAY_ALLOW_PRIVATE_WEBHOOKS": "perhaps"}, "allow_private_webhooks"),
         ({}, {"SMSRELAY_WEBHOOK_TLS_CA": "/nowhere/ca.pem"}, "webhook_tls_ca: no such file"),
@@ -56,6 +55,11 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
 def test_invalid_values_are_refused(flags, env, message) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(flags, env=env)
+
+
+@pytest.mark.parametrize("url", ["postgresql://sms@db.internal/sms", "postgres://h:5433/x"])
+def test_a_postgresql_database_is_accepted(url: str) -> None:
+    assert load_settings({}, env={"SMSRELAY_DATABASE_URL": url}).resolved_database_url == url
 
 
 def test_unknown_file_keys_are_errors(tmp_path: Path) -> None:

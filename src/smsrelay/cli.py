@@ -14,14 +14,18 @@ from smsrelay.errors import SmsRelayError
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
-from smsrelay.store.engine import Database, path_from_url
+from smsrelay.store.factory import store_for
 
 FC = TypeVar("FC", bound=Callable[..., Any])  # a click command being decorated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", help="Folder for the SQLite database (default ./data).")
-@click.option("--database", "database_url", help="Database URL, e.g. sqlite:///srv/sms.db.")
+@click.option(
+    "--database",
+    "database_url",
+    help="Database URL: sqlite:///srv/sms.db, or postgresql://user@host/db to share it.",
+)
 @click.option("--config", type=click.Path(dir_okay=False), help="A TOML settings file.")
 @click.pass_context
 def cli(
@@ -146,9 +150,9 @@ def upgrade(ctx: click.Context) -> None:
     settings = settings_from(ctx)
 
     async def go() -> list[int]:
-        database = Database(path_from_url(settings.resolved_database_url))
-        applied = await database.start()
-        await database.stop()
+        store = store_for(settings.resolved_database_url)
+        applied = await store.open()
+        await store.close()
         return applied
 
     applied = run(go())

@@ -16,7 +16,7 @@ from smsrelay.errors import DomainError, SmsRelayError
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings, SettingsError, load_settings
 from smsrelay.store.engine import path_from_url
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.factory import is_postgres, store_for
 
 T = TypeVar("T")
 
@@ -39,6 +39,19 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
 
 
+def _refuse_missing_sqlite_file(url: str, creates: bool) -> None:
+    path = Path(path_from_url(url)).resolve()
+    if path.exists():
+        return
+    if not creates:
+        fail(
+            f"no smsrelay database at {path}: run this where serve runs, or pass "
+            "--data-dir (SMSRELAY_DATA_DIR) or --database (SMSRELAY_DATABASE_URL)",
+            code=2,
+        )
+    click.echo(f"note: creating a new database at {path}", err=True)
+
+
 def with_gateway(
     ctx: click.Context, work: Callable[[Gateway], Awaitable[T]], *, creates: bool = False
 ) -> T:
@@ -48,18 +61,12 @@ def with_gateway(
     only ``creates`` commands make one (and say so); the others stop, naming the path.
     """
     settings = settings_from(ctx)
-    path = Path(path_from_url(settings.resolved_database_url)).resolve()
-    if not path.exists():
-        if not creates:
-            fail(
-                f"no smsrelay database at {path}: run this where serve runs, or pass "
-                "--data-dir (SMSRELAY_DATA_DIR) or --database-url",
-                code=2,
-            )
-        click.echo(f"note: creating a new database at {path}", err=True)
+    url = settings.resolved_database_url
+    if not is_postgres(url):  # a PostgreSQL database is made by its administrator
+        _refuse_missing_sqlite_file(url, creates)
 
     async def main() -> T:
-        store = SqliteStore(settings.resolved_database_url)
+        store = store_for(url)
         await store.open()
         try:
             return await work(build_gateway(settings, store))

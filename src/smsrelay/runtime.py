@@ -30,8 +30,10 @@ from smsrelay.service.retention import RetentionSweeper
 from smsrelay.service.sending import held_until
 from smsrelay.settings import Settings, SettingsError
 from smsrelay.store.engine import SERVING_BUSY_TIMEOUT_MS
+from smsrelay.store.factory import store_for
 from smsrelay.store.lock import ServeLock
 from smsrelay.store.records import Account
+from smsrelay.store.sql_store import SqlStore
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.http_client import tls_context
 from smsrelay.webhooks.payloads import BUILDERS
@@ -62,9 +64,11 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     failure stops what had started, so a supervisor restarting a failing serve re-sends
     nothing."""
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
-    store = SqliteStore(settings.resolved_database_url, busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS)
-    lock = ServeLock(store.db.path)
-    lock.acquire()
+    store = store_for(settings.resolved_database_url, busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS)
+    # SQLite: one serving process per file. PostgreSQL: any number of nodes share the queue.
+    lock = ServeLock(store.db.path) if isinstance(store, SqliteStore) else None
+    if lock is not None:
+        lock.acquire()
     started: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("database", store.close)]
     try:
         await store.open()
@@ -72,16 +76,17 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     except BaseException:
         for step, stop_step in reversed(started):
             await _bounded(step, stop_step(), 10)
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
 
 
 async def _start_services_in_order(
     settings: Settings,
     say: Callable[[str], None],
-    store: SqliteStore,
+    store: SqlStore,
     callback_tls: ssl.SSLContext | None,
-    lock: ServeLock,
+    lock: ServeLock | None,
     started: list[tuple[str, Callable[[], Awaitable[Any]]]],
 ) -> Running:
     gateway = build_gateway(settings, store)

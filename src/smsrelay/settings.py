@@ -203,10 +203,10 @@ def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"port must be 0-65535, got {settings.port}")
     url = settings.resolved_database_url
-    if url.startswith(("postgresql://", "postgres://")):
-        raise SettingsError("PostgreSQL is not supported yet: use sqlite:///PATH (the default)")
-    if not url.startswith("sqlite:///"):
-        raise SettingsError(f"unsupported database URL {url!r}: use sqlite:///PATH")
+    if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise SettingsError(
+            f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB"
+        )
     if settings.retention_days < 0:
         raise SettingsError("retention_days must be 0 (keep everything) or a number of days")
     if settings.dispatch_batch < 1 or settings.submit_attempts < 1:
