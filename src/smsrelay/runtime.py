@@ -108,7 +108,10 @@ async def _start_services_in_order(
         await connector.start()
         started.append((f"connector {name}", connector.stop))
     gateway.smsc_binds = lambda: {name: c.binds() for name, c in connectors.items()}
-    services = await _start_services(gateway, inbound, callback_tls)
+    # Sole: serve holds the SQLite file's lock, so what an earlier process leased is released
+    # at once; PostgreSQL's other nodes hold live leases, which only run out if they die.
+    sole = lock is not None
+    services = await _start_services(gateway, inbound, callback_tls, sole=sole)
     started.extend((type(service).__name__, service.stop) for service in services)
     if demo is not None and demo.demo_key:
         numbers = await store.numbers_of(demo.id)
@@ -118,7 +121,7 @@ async def _start_services_in_order(
     # Last: once it runs, parts leave; whatever could still fail (a database write locked by
     # a CLI command) has failed before, so a supervisor's restarts re-send nothing.
     dispatcher = Dispatcher(store, gateway.clock, connectors, BUILDERS, _policy(settings))
-    await dispatcher.start()
+    await dispatcher.start(sole_dispatcher=sole)
     started.append(("dispatcher", dispatcher.stop))
     gateway.wake_dispatcher = dispatcher.wake
     say(f"smsrelay: listening on http://{settings.host}:{port}")
@@ -273,7 +276,7 @@ def _policy(settings: Settings) -> DispatchPolicy:
 
 
 async def _start_services(
-    gateway: Gateway, inbound: InboundRouter, callback_tls: ssl.SSLContext | None
+    gateway: Gateway, inbound: InboundRouter, callback_tls: ssl.SSLContext | None, *, sole: bool
 ) -> list[Any]:
     settings = gateway.settings
     sender = WebhookSender(
@@ -287,7 +290,7 @@ async def _start_services(
         concurrency_per_host=settings.webhook_concurrency_per_host,
         allow_private=settings.private_webhooks_allowed,
         tls=callback_tls,
-        sole_sender=True,
+        sole_sender=sole,
     )
     await sender.start()
     inbound.on_stored = sender.wake
