@@ -293,3 +293,19 @@ async def test_a_reply_answers_the_last_message_that_left_not_one_held_or_cancel
         "default", "+33612345678", "+33757000001", "OUI", "OUI", lambda _: False, 200.0
     )
     assert (await store.record_reply(reply, BUILDERS)).linked_message_id == sent
+
+
+async def test_connections_the_server_dropped_are_replaced(store: SqlStore) -> None:
+    if store.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's connections (a SQLite file has no server)")
+    await store.accept_message(new_message())  # the worker threads have connections now
+    dropped = await store.db.read(
+        lambda c: c.execute(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    )
+    assert dropped >= 1
+    for _ in range(8):  # every writer thread meets its dead connection, and gets a new one
+        assert await store.accept_message(new_message())
+    assert len(await store.recent_messages(1, 100)) == 9

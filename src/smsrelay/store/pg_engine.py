@@ -159,9 +159,8 @@ class PgDatabase:
         return self._transaction(fn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def _transaction(self, fn: Callable[[Conn], T], begin: str) -> T:
-        conn = self._connection()
+        conn = self._begun(begin)
         try:
-            conn.execute(begin)
             try:
                 result = fn(PgConn(conn))
                 conn.execute("COMMIT")
@@ -175,6 +174,22 @@ class PgDatabase:
         except psycopg.OperationalError as exc:  # connection lost, server down or restarting
             self._forget(conn)
             raise TransientError(f"database unavailable: {exc}") from exc
+
+    def _begun(self, begin: str) -> psycopg.Connection[Any]:
+        """A connection in a new transaction. One the server dropped while it sat idle (a
+        restart, an idle timeout) is replaced once: nothing of this write was sent yet."""
+        conn = self._connection()
+        try:
+            conn.execute(begin)
+        except psycopg.OperationalError:
+            self._forget(conn)
+            conn = self._connection()
+            try:
+                conn.execute(begin)
+            except psycopg.OperationalError as exc:
+                self._forget(conn)
+                raise TransientError(f"database unavailable: {exc}") from exc
+        return conn
 
     def _connection(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
