@@ -90,6 +90,8 @@ GSM_HELLO = bytes([0x00, 0x11, 0x1B, 0x65]) + b"ok"  # @ _ € in GSM 03.38
         ("Ça".encode("utf-16-be"), 0xE8, "Ça"),
         (GSM_HELLO, 0xF1, "@_€ok"),
         (b"\xca\xfe", 0xF6, "cafe"),
+        ("a\x00b".encode("utf-16-be"), 0x08, "a\ufffdb"),  # NUL: shown as such, storable
+        (b"a\x00b", 0x03, "a\ufffdb"),
     ],
 )
 def test_decode_sm_text(body: bytes, data_coding: int, text: str) -> None:

@@ -309,3 +309,12 @@ async def test_connections_the_server_dropped_are_replaced(store: SqlStore) -> N
     for _ in range(8):  # every writer thread meets its dead connection, and gets a new one
         assert await store.accept_message(new_message())
     assert len(await store.recent_messages(1, 100)) == 9
+
+
+async def test_a_value_postgresql_cannot_hold_is_a_refusal_not_a_crash(store: SqlStore) -> None:
+    if store.url.startswith("sqlite"):
+        pytest.skip("SQLite stores a NUL character")
+    with pytest.raises(DomainError) as refused:
+        await store.accept_message(new_message(text="a\x00b"))  # the API refuses it first
+    assert refused.value.code == "data.invalid"
+    assert await store.accept_message(new_message())  # the connection is still good

@@ -1,5 +1,6 @@
 """The rule for callback URLs (``urlDlr``, ``urlResponse``, an account's reply URL): an
-absolute http(s) URL with a host, no whitespace, at most 2,048 characters."""
+absolute http(s) URL with a host, no whitespace or control characters, at most 2,048
+characters."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def check_callback_url(url: str | None, field: str) -> None:
 
 
 def _check_new_url(url: str, field: str) -> None:
-    if len(url) > MAX_URL_LENGTH or any(ch.isspace() for ch in url):
+    if len(url) > MAX_URL_LENGTH or any(ch.isspace() for ch in url) or not url.isprintable():
         raise DomainError("url.invalid", f"{field} is not a valid URL", field)
     try:
         parts = urlsplit(url)

@@ -64,7 +64,12 @@ def alphabet_of(data_coding: int) -> str:
 
 def decode_sm_text(body: bytes, data_coding: int, smsc_default: int = 0) -> str:
     """The text of a short message; never raises. ``smsc_default`` says how the SMSC writes
-    its default alphabet (data_coding 0): 0 GSM 03.38, 1 IA5/ASCII, 3 Latin-1."""
+    its default alphabet (data_coding 0): 0 GSM 03.38, 1 IA5/ASCII, 3 Latin-1. A NUL
+    character reads as U+FFFD: it means nothing in a text, and PostgreSQL cannot store it."""
+    return _decoded(body, data_coding, smsc_default).replace("\x00", "\ufffd")
+
+
+def _decoded(body: bytes, data_coding: int, smsc_default: int) -> str:
     if data_coding == 0 and smsc_default in _SMSC_DEFAULTS:
         return body.decode(_SMSC_DEFAULTS[smsc_default], "replace")
     alphabet = alphabet_of(data_coding)

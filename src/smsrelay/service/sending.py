@@ -75,6 +75,10 @@ async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
     blank = request.message is None or not request.message.strip()
     if blank and not _has_type_error(request, "message"):
         raise DomainError("message.required", "the message is required", "message")
+    if request.message and "\x00" in request.message:  # no phone shows it; PostgreSQL refuses it
+        raise DomainError(
+            "message.invalid", "the message must not contain NUL characters", "message"
+        )
     checked = _validate_fields(request, account)
     prepared = prepare_text(checked.raw_text, stop_suffix=checked.stop_suffix(ctx.stop_mention))
     cost = message_cost(ctx.prices, checked.recipient.region, prepared.segments)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from smsrelay.errors import TransientError
+from smsrelay.errors import DomainError, TransientError
 from smsrelay.store import pg_schema
 from smsrelay.store.sql import Conn, Cursor
 
@@ -171,6 +171,8 @@ class PgDatabase:
             return result
         except RETRYABLE:
             raise  # rolled back, the connection is fine: the caller runs fn again
+        except psycopg.DataError as exc:  # SQLSTATE class 22: a value it cannot take (a NUL)
+            raise DomainError("data.invalid", f"a value the database refuses: {exc}") from exc
         except psycopg.OperationalError as exc:  # connection lost, server down or restarting
             self._forget(conn)
             raise TransientError(f"database unavailable: {exc}") from exc
