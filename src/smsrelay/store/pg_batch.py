@@ -1,0 +1,87 @@
+"""One batch of writes in one SERIALIZABLE transaction (on the PostgreSQL writer thread).
+
+As in the SQLite engine, the writes waiting together run in one transaction, so a node
+commits (and so waits for the server's WAL flush) once per batch, not once per write. If
+one write refuses (a DomainError, say), the batch is run again with a savepoint around each,
+so only that one fails. If PostgreSQL aborts the transaction for a conflict with another
+node's (SQLSTATE 40001, or a deadlock), the whole batch runs again: each write is a pure
+function of its connection, so running it again is safe.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from smsrelay.errors import DomainError, TransientError
+from smsrelay.store.pg_conn import PgConn
+from smsrelay.store.sql import Conn
+
+Op = Callable[[Conn], Any]
+Outcome = tuple[Any, BaseException | None]
+RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
+MAX_TRIES = 30  # conflicts in a row before the batch fails as transient
+BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+
+
+def run_batch(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
+    """Every op's result or exception; raises only if the connection itself failed. The
+    caller has begun the first transaction (``BEGIN``)."""
+    for attempt in range(MAX_TRIES):
+        try:
+            if attempt:
+                conn.execute(BEGIN)
+            return _once(conn, ops)
+        except RETRYABLE:
+            _rollback(conn)
+            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other one finish
+    busy = TransientError(f"database busy: a write conflicted {MAX_TRIES} times in a row")
+    return [(None, busy) for _ in ops]
+
+
+def _once(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
+    wrapped = PgConn(conn)
+    try:
+        outcomes: list[Outcome] = [(op(wrapped), None) for op in ops]
+    except RETRYABLE:
+        raise
+    except psycopg.OperationalError:
+        raise  # the connection failed: the caller answers every op
+    except Exception:  # an op's own refusal
+        conn.execute("ROLLBACK")
+        conn.execute(BEGIN)
+        outcomes = [_isolated(conn, wrapped, op) for op in ops]
+    conn.execute("COMMIT")
+    return outcomes
+
+
+def _isolated(conn: psycopg.Connection[Any], wrapped: PgConn, op: Op) -> Outcome:
+    conn.execute("SAVEPOINT op")
+    try:
+        result = op(wrapped)
+    except RETRYABLE:
+        raise
+    except psycopg.OperationalError:
+        raise
+    except Exception as exc:
+        conn.execute("ROLLBACK TO SAVEPOINT op")
+        conn.execute("RELEASE SAVEPOINT op")
+        return None, _as_refusal(exc)
+    conn.execute("RELEASE SAVEPOINT op")
+    return result, None
+
+
+def _as_refusal(exc: Exception) -> Exception:
+    if isinstance(exc, psycopg.DataError):  # SQLSTATE class 22: a value it cannot take (NUL)
+        return DomainError("data.invalid", f"a value the database refuses: {exc}")
+    return exc
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    if not conn.closed:
+        conn.execute("ROLLBACK")  # a warning only when no transaction is open

@@ -1,0 +1,70 @@
+"""A psycopg connection that speaks the store's ``sql.Conn`` protocol (``?`` placeholders)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+
+from smsrelay.store.sql import Cursor
+
+CONNECT_TIMEOUT_S = 10
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    # autocommit: the engine writes its own BEGIN (with the isolation level) and COMMIT.
+    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+
+
+@lru_cache(maxsize=512)
+def to_pg_placeholders(sql: str) -> str:
+    """``?`` (sqlite3's placeholder) to ``%s`` (psycopg's), outside quoted literals; a
+    literal ``%`` doubled so psycopg does not read it as a placeholder."""
+    out, quote = [], ""
+    for char in sql:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if char == "%" else char)
+    return "".join(out)
+
+
+def _param(value: Any) -> Any:
+    # The schema keeps SQLite's 0/1 INTEGER flags; psycopg would send a bool as boolean.
+    return int(value) if isinstance(value, bool) else value
+
+
+class PgConn:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
+        return self._conn.execute(to_pg_placeholders(sql), [_param(p) for p in parameters])
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
+        cursor = self._conn.cursor()
+        rows = [[_param(p) for p in row] for row in parameters]
+        cursor.executemany(to_pg_placeholders(sql), rows)
+        return _Done(cursor.rowcount)
+
+
+class _Done:
+    """What executemany returns: a row count and no rows."""
+
+    def __init__(self, rowcount: int) -> None:
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
