@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -380,3 +381,24 @@ def test_messages_replies_lists_what_came_in(run, tmp_path: Path) -> None:
     assert "+33612345678 -> +33757000009" in listed and "(no account owns this number)" in listed
     [row] = json.loads(run("messages", "replies", "--json"))
     assert (row["text"], row["answers"], row["owned"]) == ("Oui", None, False)
+
+
+def test_the_cli_works_on_a_postgresql_database(postgres: Any) -> None:
+    """Any machine that reaches the shared database can run the CLI (no file to find)."""
+    runner = CliRunner()
+    env = {"SMSRELAY_DATABASE_URL": postgres.new_database("cli")}
+
+    def run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == code, (result.output, result.stderr)
+        return result.output
+
+    assert "applied migrations: [1]" in run("db", "upgrade")
+    assert "up to date" in run("db", "upgrade")
+    key = json.loads(run("accounts", "create", "shop", "--credit", "12.5", "--json"))["apiKey"]
+    assert key
+    run("numbers", "add", "shop", "33757000009")
+    assert "33757000009" in run("numbers", "list")
+    run("accounts", "create", "shop", code=1)  # a name is taken once, whatever the engine
+    assert "shop\t12.500 EUR\tactive" in run("accounts", "list")
+    assert json.loads(run("status", "--json"))["pending_callbacks"] == 0
