@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,14 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support import Receiver, ServeProcess, eventually, start_serve, start_smsc
+from tests.support import (
+    Receiver,
+    ServeProcess,
+    SmscProcess,
+    eventually,
+    start_serve,
+    start_smsc,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -47,75 +57,78 @@ def _states(url: str) -> dict[str, int]:
     return {str(state): int(count) for state, count in rows}
 
 
-async def test_two_nodes_share_the_queue_and_send_each_message_once(
-    postgres: Any, tmp_path: Path
-) -> None:
-    url = postgres.new_database("two_nodes")
-    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "10")
+@dataclass
+class Cluster:
+    """One database, one SMSC, one callback receiver; the test starts the nodes."""
+
+    url: str
+    smsc: SmscProcess
+    receiver: Receiver
+    nodes: list[ServeProcess] = field(default_factory=list)
+
+    async def node(self, folder: Path, smsc_url: str, env: dict[str, str]) -> ServeProcess:
+        node = await start_serve(folder, "--smsc", smsc_url, env=env)
+        self.nodes.append(node)
+        return node
+
+
+@asynccontextmanager
+async def cluster(postgres: Any, name: str, *smsc_args: str) -> AsyncIterator[Cluster]:
+    smsc = await start_smsc("--delivery-rate", "1.0", *smsc_args)
     receiver = Receiver()
     await receiver.start()
-    nodes: list[ServeProcess] = []
+    running = Cluster(postgres.new_database(name), smsc, receiver)
     try:
-        # Each node binds as its own system_id, so the SMSC tells who sent what.
-        first_smsc, second_smsc = (smsc.url.replace("smsrelay:", f"{n}:") for n in ("na", "nb"))
-        first = await start_serve(tmp_path / "a", "--smsc", first_smsc, env=_node_env(url))
-        nodes.append(first)
-        second = await start_serve(tmp_path / "b", "--smsc", second_smsc, env=_node_env(url))
-        nodes.append(second)
-        assert second.api_key == first.api_key  # one demo account, made by the first
-        sends = [
-            _send(node, first.api_key, first.number, f"n{i}", receiver.url + "/dlr")
-            for i in range(120)
-            for node in (nodes[i % 2],)
-        ]
-        ids = await asyncio.gather(*sends)
-
-        await eventually(lambda: len(receiver.bodies("/dlr")) >= len(ids), timeout=60)
-        reported = Counter(body["messageId"] for body in receiver.bodies("/dlr"))
-        assert set(reported) == set(ids) and max(reported.values()) == 1
-        assert all(body["status"] == "Delivered" for body in receiver.bodies("/dlr"))
-        submits = await smsc.submits()
-        assert len(submits) == len(ids)  # no part sent by both nodes
-        assert set(Counter(s["system_id"] for s in submits)) == {"na", "nb"}  # both sent
-        assert _states(url) == {"delivered": len(ids)}
+        yield running
     finally:
-        for node in nodes:
+        for node in running.nodes:
             if node.process.returncode is None:
                 node.kill()
             await node.wait()
         await smsc.stop()
         await receiver.stop()
+
+
+async def test_two_nodes_share_the_queue_and_send_each_message_once(
+    postgres: Any, tmp_path: Path
+) -> None:
+    async with cluster(postgres, "two_nodes", "--resp-delay-ms", "10") as c:
+        # Each node binds as its own system_id, so the SMSC tells who sent what.
+        first_smsc, second_smsc = (c.smsc.url.replace("smsrelay:", f"{n}:") for n in ("na", "nb"))
+        first = await c.node(tmp_path / "a", first_smsc, _node_env(c.url))
+        second = await c.node(tmp_path / "b", second_smsc, _node_env(c.url))
+        assert second.api_key == first.api_key  # one demo account, made by the first
+        dlr = c.receiver.url + "/dlr"
+        ids = await asyncio.gather(
+            *(
+                _send((first, second)[i % 2], first.api_key, first.number, f"n{i}", dlr)
+                for i in range(120)
+            )
+        )
+
+        await eventually(lambda: len(c.receiver.bodies("/dlr")) >= len(ids), timeout=60)
+        reported = Counter(body["messageId"] for body in c.receiver.bodies("/dlr"))
+        assert set(reported) == set(ids) and max(reported.values()) == 1
+        assert all(body["status"] == "Delivered" for body in c.receiver.bodies("/dlr"))
+        submits = await c.smsc.submits()
+        assert len(submits) == len(ids)  # no part sent by both nodes
+        assert set(Counter(s["system_id"] for s in submits)) == {"na", "nb"}  # both sent
+        assert _states(c.url) == {"delivered": len(ids)}
 
 
 async def test_a_node_killed_mid_flow_leaves_its_work_to_the_other(
     postgres: Any, tmp_path: Path
 ) -> None:
-    url = postgres.new_database("killed_node")
     # The SMSC answers slowly, so the killed node dies with parts claimed and in flight.
-    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "300")
-    receiver = Receiver()
-    await receiver.start()
-    env = _node_env(url, SMSRELAY_LEASE_SECONDS="3")
-    nodes: list[ServeProcess] = []
-    try:
-        doomed = await start_serve(tmp_path / "a", "--smsc", smsc.url, env=env)
-        nodes.append(doomed)
-        ids = [
-            await _send(doomed, doomed.api_key, doomed.number, f"k{i}", receiver.url + "/dlr")
-            for i in range(60)
-        ]
-        await eventually(lambda: _states(url).get("queued", 0) < len(ids))  # claims began
+    async with cluster(postgres, "killed_node", "--resp-delay-ms", "300") as c:
+        env = _node_env(c.url, SMSRELAY_LEASE_SECONDS="3")
+        doomed = await c.node(tmp_path / "a", c.smsc.url, env)
+        dlr = c.receiver.url + "/dlr"
+        ids = [await _send(doomed, doomed.api_key, doomed.number, f"k{i}", dlr) for i in range(60)]
+        await eventually(lambda: _states(c.url).get("queued", 0) < len(ids))  # claims began
         doomed.kill()
         await doomed.wait()
-        survivor = await start_serve(tmp_path / "b", "--smsc", smsc.url, env=env)
-        nodes.append(survivor)
+        await c.node(tmp_path / "b", c.smsc.url, env)
 
-        await eventually(lambda: _states(url) == {"delivered": len(ids)}, timeout=60)
-        await eventually(lambda: set(b["messageId"] for b in receiver.bodies("/dlr")) == set(ids))
-    finally:
-        for node in nodes:
-            if node.process.returncode is None:
-                node.kill()
-            await node.wait()
-        await smsc.stop()
-        await receiver.stop()
+        await eventually(lambda: _states(c.url) == {"delivered": len(ids)}, timeout=60)
+        await eventually(lambda: {b["messageId"] for b in c.receiver.bodies("/dlr")} == set(ids))

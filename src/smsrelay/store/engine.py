@@ -30,10 +30,10 @@ from typing import Any, TypeVar
 
 from smsrelay.errors import TransientError
 from smsrelay.store import schema
+from smsrelay.store.answers import Outcomes, resolve_all
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-Outcomes = list[tuple[asyncio.Future[Any], Any, BaseException | None]]
 CHECKPOINT_EVERY_S = 1.0
 MAX_BATCH = 1024  # writes per transaction: bounds how long one batch holds the loop
 # How long a batch waits for another process's write lock (a CLI command) before it fails as
@@ -164,7 +164,7 @@ class Database:
             return
         if self._broken_by is not None:
             refusal, waiting, self._outbox = self._refusal(), self._outbox, []
-            _resolve_all([(future, None, refusal) for _, future in waiting])
+            resolve_all([(future, None, refusal) for _, future in waiting])
             return
         batch, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
         try:
@@ -175,11 +175,11 @@ class Database:
             log.error("store.commit.failed", extra={"error": str(exc)})
             _rollback_quietly(self._conn)
             error = TransientError(f"database commit failed: {exc}")
-            _resolve_all([(future, None, error) for _, future in batch])
+            resolve_all([(future, None, error) for _, future in batch])
             self._run_later()
             return
         if self._wal_fd is None:  # in memory: nothing to sync
-            _resolve_all(outcomes)
+            resolve_all(outcomes)
             self._run_later()
             return
         assert self._loop is not None
@@ -195,7 +195,7 @@ class Database:
             self.broken.set()
             failure = TransientError(f"database sync failed: {error}")
             outcomes = [(future, None, failure) for future, _, _ in outcomes]
-        _resolve_all(outcomes)  # answered now: the checkpoint below is not their business
+        resolve_all(outcomes)  # answered now: the checkpoint below is not their business
         if error is None and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S:
             assert self._loop is not None
             # Writes stay held meanwhile: copied to its end with no transaction open, the WAL
@@ -270,16 +270,6 @@ def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[Any, BaseException | Non
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):
         conn.execute("ROLLBACK")
-
-
-def _resolve_all(outcomes: Outcomes) -> None:
-    for future, result, error in outcomes:
-        if future.cancelled():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 def _read_in_snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -23,6 +23,7 @@ import psycopg
 
 from smsrelay.errors import TransientError
 from smsrelay.store import pg_schema
+from smsrelay.store.answers import resolve_all
 from smsrelay.store.pg_batch import BEGIN, Op, Outcome, run_batch
 from smsrelay.store.pg_conn import PgConn, connect
 from smsrelay.store.sql import Conn
@@ -96,13 +97,8 @@ class PgDatabase:
     ) -> None:
         failure = finished.exception()
         outcomes = finished.result() if failure is None else [(None, failure)] * len(batch)
-        for (_, future), (result, error) in zip(batch, outcomes, strict=True):
-            if future.cancelled():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+        futures = (future for _, future in batch)
+        resolve_all([(f, *outcome) for f, outcome in zip(futures, outcomes, strict=True)])
         self._writing = False
         self._next_batch()  # what arrived meanwhile: the next group
 

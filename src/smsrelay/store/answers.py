@@ -1,0 +1,19 @@
+"""Answering the callers of a batch of writes, whichever engine ran it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+# Each write's future, its result, and the exception it raised (None if it succeeded).
+Outcomes = list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+
+
+def resolve_all(outcomes: Outcomes) -> None:
+    for future, result, error in outcomes:
+        if future.cancelled():  # the caller gave up waiting; the write stands all the same
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
