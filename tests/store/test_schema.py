@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from smsrelay.store import message_ops
+import psycopg
+
+from smsrelay.store import message_ops, pg_schema
 from smsrelay.store.schema import MIGRATIONS, current_version, upgrade
 from smsrelay.store.webhook_ops import PARKED, claim_due, record_attempt
 
@@ -78,3 +81,44 @@ def test_callbacks_an_older_build_queued_behind_an_open_one_are_parked(tmp_path:
     assert [job.id for job in claim_due(conn, 600.0, 10, 660.0)] == [1, 4]
     record_attempt(conn, 1, 601.0, 200, 1.0, None, "delivered", None)
     assert [job.id for job in claim_due(conn, 601.0, 10, 660.0)] == [2]
+
+
+def _sqlite_shape(path: Path) -> tuple[dict[str, set[str]], set[str]]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    upgrade(conn)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    columns = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+    indexes = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        )
+    }
+    conn.close()
+    return {t: c for t, c in columns.items() if not t.startswith("sqlite_")}, indexes
+
+
+def _postgres_shape(url: str) -> tuple[dict[str, set[str]], set[str]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        pg_schema.upgrade(conn)
+        columns: dict[str, set[str]] = {}
+        for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public'"
+        ):
+            columns.setdefault(table, set()).add(column)
+        indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' "
+                "AND indexname NOT IN (SELECT conname FROM pg_constraint)"  # keys' own indexes
+            )
+        }
+    return columns, indexes
+
+
+def test_both_engines_have_the_same_tables_columns_and_indexes(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """The operations are shared: a migration added to one engine only fails here."""
+    assert _postgres_shape(postgres.new_database("shape")) == _sqlite_shape(tmp_path / "s.db")

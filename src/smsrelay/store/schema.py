@@ -1,4 +1,8 @@
-"""The SQLite schema as numbered migrations; ``upgrade`` applies the missing ones in order."""
+"""The SQLite schema as numbered migrations; ``upgrade`` applies the missing ones in order.
+
+A new migration here needs its twin in ``pg_schema`` (PostgreSQL's own numbering): both
+engines run the same operations, so they must have the same tables, columns and indexes
+(``tests/store/test_schema.py`` compares them)."""
 
 from __future__ import annotations
 
