@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from smsrelay.store.engine import DEFAULT_BUSY_TIMEOUT_MS
-from smsrelay.store.pg_store import PgStore
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.store.sqlite_store import SqliteStore
 
@@ -17,5 +16,7 @@ def is_postgres(url: str) -> bool:
 def store_for(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> SqlStore:
     """``busy_timeout_ms``: SQLite only (how long to wait for another process's write lock)."""
     if is_postgres(url):
+        from smsrelay.store.pg_store import PgStore  # psycopg only when used (~10 MB RSS)
+
         return PgStore(url)
     return SqliteStore(url, busy_timeout_ms=busy_timeout_ms)
