@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,10 @@ SETTINGS = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
     "max_connections": "200",
+    "lc_messages": "C",  # READY_LINE is read in English
 }
 START_TIMEOUT = 30.0
+READY_LINE = b"ready to accept connections"  # the postmaster's own word
 STOP_TIMEOUT = 10.0
 NEEDED = ("initdb", "pg_ctl", "postgres")
 
@@ -83,6 +85,7 @@ class PostgresServer:
     folder: Path
     port: int
     process: subprocess.Popen[bytes]
+    ready: threading.Event  # set when the server says it accepts connections, or exits
     _names: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
 
     @property
@@ -158,22 +161,43 @@ def _launch(bin_folder: Path, folder: Path, port: int) -> PostgresServer:
     command: list[str | Path] = [bin_folder / "postgres", "-D", folder / "data"]
     for key, value in settings.items():
         command += ["-c", f"{key}={value}"]
-    with open(folder / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, **_as_server_user()
-        )
-    return PostgresServer(bin_folder, folder, port, process)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=folder,
+        **_as_server_user(),
+    )
+    ready = threading.Event()
+    copier = threading.Thread(
+        target=_copy_log, args=(process, folder / "server.log", ready), daemon=True
+    )
+    copier.start()
+    return PostgresServer(bin_folder, folder, port, process, ready)
+
+
+def _copy_log(process: subprocess.Popen[bytes], path: Path, ready: threading.Event) -> None:
+    """The server's output into server.log (read to its end, so the server never blocks on
+    a full pipe); ``ready`` set at its "ready to accept connections" line, or at its exit."""
+    assert process.stdout is not None
+    with process.stdout, open(path, "wb") as log:
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+            if READY_LINE in line:
+                ready.set()
+    ready.set()  # exited: the waiter looks at why
 
 
 def _wait_until_ready(server: PostgresServer) -> None:
-    """Poll with real connections until one succeeds; stop and explain if none does in time."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while not _accepts_connections(server):
-        if server.process.poll() is not None or time.monotonic() > deadline:
-            log = (server.folder / "server.log").read_text(errors="replace")
-            server.stop()
-            raise RuntimeError(f"PostgreSQL did not come up (server log below):\n{log}")
-        time.sleep(0.05)
+    """Wait for the server's own "ready" line (or its exit) with a deadline; then connect
+    once, so a server that says ready but refuses us fails here with its log."""
+    came_up = server.ready.wait(START_TIMEOUT)
+    if came_up and server.process.poll() is None and _accepts_connections(server):
+        return
+    log = (server.folder / "server.log").read_text(errors="replace")
+    server.stop()
+    raise RuntimeError(f"PostgreSQL did not come up (server log below):\n{log}")
 
 
 def _accepts_connections(server: PostgresServer) -> bool:
