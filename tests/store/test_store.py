@@ -318,3 +318,40 @@ async def test_a_value_postgresql_cannot_hold_is_a_refusal_not_a_crash(store: Sq
         await store.accept_message(new_message(text="a\x00b"))  # the API refuses it first
     assert refused.value.code == "data.invalid"
     assert await store.accept_message(new_message())  # the connection is still good
+
+
+async def test_a_refused_write_fails_alone_in_its_batch(store: SqlStore) -> None:
+    """Writes waiting together share a transaction; one refusal must not take the rest."""
+    outcomes = await asyncio.gather(
+        *(
+            store.accept_message(new_message(sender=sender))
+            for sender in ("+33757000001", "+33757000001", "+33757000099", "+33757000001")
+        ),
+        return_exceptions=True,
+    )
+    refused = outcomes.pop(2)
+    assert isinstance(refused, DomainError) and refused.code == "sender.not_owned"
+    assert all(isinstance(i, int) for i in outcomes)
+    assert {m.id for m in await store.recent_messages(1, 10)} == set(outcomes)
+
+
+async def test_two_stores_on_one_database_never_hand_out_a_part_twice(
+    store: SqlStore, store_url: str
+) -> None:
+    """Two nodes claiming at once (on PostgreSQL, conflicting batches are run again)."""
+    other = store_for(store_url)
+    await other.open()
+    try:
+        for _ in range(40):
+            await store.accept_message(new_message(nb_sms=2, cost_micros=1))
+        batches = await asyncio.gather(
+            *(
+                s.claim_due_parts("default", 200.0, 3, 260.0)
+                for _ in range(20)
+                for s in (store, other)
+            )
+        )
+    finally:
+        await other.close()
+    claimed = [p.part_id for batch in batches for p in batch]
+    assert len(claimed) == len(set(claimed)) == 80

@@ -8,5 +8,4 @@ from smsrelay.store.sql_store import SqlStore
 
 class SqliteStore(SqlStore):
     def __init__(self, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
-        self.sqlite = Database(path_from_url(url), busy_timeout_ms=busy_timeout_ms)
-        super().__init__(url, self.sqlite)
+        super().__init__(url, Database(path_from_url(url), busy_timeout_ms=busy_timeout_ms))
