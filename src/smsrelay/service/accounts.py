@@ -79,9 +79,14 @@ async def ensure_demo(
     if await store.list_accounts():
         return await store.find_account(DEMO_ACCOUNT)
     key = new_api_key()
-    await store.create_account(
-        DEMO_ACCOUNT, hash_api_key(key), eur_to_micros(credit_eur), clock.now(), demo_key=key
-    )
+    try:
+        await store.create_account(
+            DEMO_ACCOUNT, hash_api_key(key), eur_to_micros(credit_eur), clock.now(), demo_key=key
+        )
+    except DomainError as exc:  # another node of a shared database made it first: theirs
+        if exc.code != "account.exists":
+            raise
+        return await store.find_account(DEMO_ACCOUNT)
     await store.add_number(DEMO_ACCOUNT, DEMO_NUMBER, DEFAULT_CONNECTOR, clock.now())
     if not quiet_hours:
         await store.update_account(DEMO_ACCOUNT, {"quiet_hours": 0})
