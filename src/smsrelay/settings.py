@@ -17,6 +17,7 @@ from typing import Any
 from smsrelay.errors import SmsRelayError
 
 ENV_PREFIX = "SMSRELAY_"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # database_url of a shared database
 
 
 class SettingsError(SmsRelayError):
@@ -203,7 +204,7 @@ def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"port must be 0-65535, got {settings.port}")
     url = settings.resolved_database_url
-    if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+    if not url.startswith(("sqlite:///", *POSTGRES_SCHEMES)):
         raise SettingsError(
             f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB"
         )

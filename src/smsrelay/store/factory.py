@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from smsrelay.settings import POSTGRES_SCHEMES
 from smsrelay.store.engine import DEFAULT_BUSY_TIMEOUT_MS
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.store.sqlite_store import SqliteStore
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def is_postgres(url: str) -> bool:
