@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from smsrelay.errors import TransientError
-from smsrelay.store import schema
+from smsrelay.store import grouped, schema
 from smsrelay.store.answers import Outcomes, resolve_all
+from smsrelay.store.sql import Conn
 
 T = TypeVar("T")
-Op = Callable[[sqlite3.Connection], Any]
+Op = Callable[[Conn], Any]
 CHECKPOINT_EVERY_S = 1.0
 MAX_BATCH = 1024  # writes per transaction: bounds how long one batch holds the loop
 # How long a batch waits for another process's write lock (a CLI command) before it fails as
@@ -137,7 +138,7 @@ class Database:
         self._syncer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[Conn], T]) -> T:
         if self._conn is None:
             raise TransientError("database is not open")
         if self._broken_by is not None:
@@ -235,17 +236,16 @@ class Database:
 
 
 def _run_plain(conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> Outcomes | None:
-    """The common case, every op succeeds: no savepoints. None (rolled back) if one raised."""
+    """The common case, every op succeeds (or a grouped one refuses, having written nothing): no
+    savepoints. None (rolled back) if one raised."""
     conn.execute("BEGIN IMMEDIATE")
-    outcomes: Outcomes = []
-    for fn, future in batch:
-        try:
-            outcomes.append((future, fn(conn), None))
-        except Exception:
-            conn.execute("ROLLBACK")
-            return None
+    try:
+        done = grouped.run_all(conn, [fn for fn, _ in batch])
+    except Exception:
+        conn.execute("ROLLBACK")
+        return None
     conn.execute("COMMIT")
-    return outcomes
+    return [(future, *outcome) for (_, future), outcome in zip(batch, done, strict=True)]
 
 
 def _run_isolated(conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> Outcomes:

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from smsrelay.errors import DomainError, TransientError
+from smsrelay.store import grouped
 from smsrelay.store.pg_conn import PgConn
 from smsrelay.store.sql import Conn
 
@@ -47,7 +48,7 @@ def run_batch(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
 def _once(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
     wrapped = PgConn(conn)
     try:
-        outcomes: list[Outcome] = [(op(wrapped), None) for op in ops]
+        outcomes: list[Outcome] = grouped.run_all(wrapped, ops)
     except RETRYABLE:
         raise
     except psycopg.OperationalError:

@@ -17,6 +17,7 @@ from smsrelay.store import (
     retention_ops,
     webhook_ops,
 )
+from smsrelay.store.grouped import Grouped
 from smsrelay.store.records import (
     PURGE_KINDS,
     Account,
@@ -37,6 +38,8 @@ from smsrelay.store.records import (
     WebhookView,
 )
 from smsrelay.store.sql import Conn
+from smsrelay.store.submit_outcomes import Submitted, mark_submitted_many
+from smsrelay.store.webhook_attempts import Attempt, record_attempts
 
 PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event loop)
 _PURGES = dict(
@@ -294,16 +297,8 @@ class SqlStore:
         builders: CallbackBuilders,
         nb_sms: int | None = None,
     ) -> bool:
-        def op(conn: Any) -> bool:
-            message_id = message_ops.mark_submitted(conn, part_id, carrier_id, carrier_key, now)
-            if message_id is None:
-                return False
-            only = PartState.SUBMITTED if nb_sms == 1 else None
-            message_ops.refresh_message_state(conn, message_id, now, builders, only_part=only)
-            inbound_ops.match_early_receipts(conn, part_id, carrier_key, builders, now)
-            return True
-
-        return await self.db.write(op)
+        submitted = Submitted(part_id, carrier_id, carrier_key, now, builders, nb_sms)
+        return bool(await self.db.write(Grouped(mark_submitted_many, submitted)))
 
     async def mark_retry(
         self, part_id: int, due_at: float, error: str, *, counted: bool = True
@@ -380,18 +375,8 @@ class SqlStore:
         outcome: str,
         next_due: float | None,
     ) -> None:
-        await self.db.write(
-            partial(
-                webhook_ops.record_attempt,
-                webhook_id=webhook_id,
-                at=at,
-                status=status,
-                latency_ms=latency_ms,
-                error=error,
-                outcome=outcome,
-                next_due=next_due,
-            )
-        )
+        attempt = Attempt(webhook_id, at, status, latency_ms, error, outcome, next_due)
+        await self.db.write(Grouped(record_attempts, attempt))
 
     async def list_webhooks(self, state: str | None = None, limit: int = 100) -> list[WebhookView]:
         return await self.db.read(partial(webhook_ops.list_webhooks, state=state, limit=limit))

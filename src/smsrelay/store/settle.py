@@ -1,0 +1,124 @@
+"""Set-based: messages take the state their parts give them, and those that end queue their
+DLR callback. The grouped forms of ``message_ops.refresh_message_state``: a few statements
+for a whole run of submit outcomes or receipts, whatever its length."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+from smsrelay.domain.states import MessageState, PartState, message_state
+from smsrelay.store import webhook_ops
+from smsrelay.store.grouped import flat, marks, values
+from smsrelay.store.message_ops import (
+    FINAL_MESSAGE_STATES,
+    MESSAGE_COLUMNS,
+    PART_COLUMNS,
+    message_from_row,
+)
+from smsrelay.store.records import CallbackBuilders, DlrFacts, MessageView, PartView
+from smsrelay.store.sql import Conn
+
+CHUNK = 256  # rows per statement: well under either engine's limit on parameters
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A message's new state, as of ``at``; its callback (if it ends) built by ``builders``."""
+
+    message_id: int
+    state: MessageState
+    at: float
+    builders: CallbackBuilders
+
+
+def part_states(conn: Conn, message_ids: Collection[int]) -> dict[int, list[PartState]]:
+    """Every part's state of these messages."""
+    states: dict[int, list[PartState]] = defaultdict(list)
+    ids = sorted(message_ids)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        rows = conn.execute(
+            f"SELECT message_id, state FROM parts WHERE message_id IN ({marks(len(chunk))})",
+            tuple(chunk),
+        ).fetchall()
+        for message_id, state in rows:
+            states[int(message_id)].append(PartState(state))
+    return states
+
+
+def derived(states: dict[int, list[PartState]], message_id: int) -> MessageState:
+    return message_state(states[message_id])
+
+
+def apply(conn: Conn, changes: Iterable[Change]) -> None:
+    """Move each message to its state unless it is already there or has ended (an ended
+    message never moves again); queue the DLR callback of each one that ends now."""
+    latest = {change.message_id: change for change in changes}  # the last word per message
+    ended: list[Change] = []
+    ordered = list(latest.values())
+    for start in range(0, len(ordered), CHUNK):
+        ended += _move(conn, ordered[start : start + CHUNK])
+    if ended:
+        _queue_dlrs(conn, ended)
+
+
+def _move(conn: Conn, changes: Sequence[Change]) -> list[Change]:
+    rows = [
+        (c.message_id, str(c.state), c.at if c.state in FINAL_MESSAGE_STATES else None)
+        for c in changes
+    ]
+    moved = conn.execute(
+        "UPDATE messages SET state = v.column2, final_at = v.column3 "
+        f"FROM {values(len(rows), ('BIGINT', '', 'DOUBLE PRECISION'))} AS v "
+        "WHERE messages.id = v.column1 AND messages.state != v.column2 "
+        "AND messages.final_at IS NULL RETURNING messages.id, messages.url_dlr",
+        flat(rows),
+    ).fetchall()
+    with_dlr = {int(row[0]) for row in moved if row[1]}
+    return [c for c in changes if c.message_id in with_dlr and c.state in FINAL_MESSAGE_STATES]
+
+
+def _queue_dlrs(conn: Conn, ended: Sequence[Change]) -> None:
+    """One DLR callback per message, its body from the message and its parts as they stand."""
+    views = _messages(conn, [c.message_id for c in ended])
+    rows = []
+    for change in ended:
+        message = views[change.message_id]
+        body = change.builders.dlr(DlrFacts(message=message))
+        uuid, key = change.builders.new_id(), f"m{message.id}"
+        rows.append((uuid, message.account_id, message.id, message.url_dlr, body, change.at, key))
+    for start in range(0, len(rows), CHUNK):
+        _insert_dlrs(conn, rows[start : start + CHUNK])
+
+
+def _insert_dlrs(conn: Conn, rows: Sequence[tuple[object, ...]]) -> None:
+    """As ``message_ops.insert_callback``, a row per message (so no two share an order key)."""
+    table = values(len(rows), ("", "BIGINT", "BIGINT", "", "", "DOUBLE PRECISION", ""))
+    conn.execute(
+        "INSERT INTO webhooks (uuid, account_id, kind, message_id, url, body, state, "
+        "created_at, due_at, order_key) SELECT v.column1, v.column2, 'dlr', v.column3, "
+        "v.column4, v.column5, 'pending', v.column6, CASE WHEN EXISTS (SELECT 1 FROM "
+        f"webhooks o WHERE o.order_key = v.column7 AND o.{webhook_ops.OPEN}) THEN ? "
+        f"ELSE v.column6 END, v.column7 FROM {table} AS v",
+        (webhook_ops.PARKED, *flat(rows)),
+    )
+
+
+def _messages(conn: Conn, message_ids: Sequence[int]) -> dict[int, MessageView]:
+    views: dict[int, MessageView] = {}
+    for start in range(0, len(message_ids), CHUNK):
+        chunk = tuple(message_ids[start : start + CHUNK])
+        parts: dict[int, list[PartView]] = defaultdict(list)
+        for row in conn.execute(
+            f"SELECT message_id, {PART_COLUMNS} FROM parts "
+            f"WHERE message_id IN ({marks(len(chunk))}) ORDER BY message_id, seq",
+            chunk,
+        ).fetchall():
+            parts[int(row[0])].append(PartView(*row[1:]))
+        for row in conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({marks(len(chunk))})", chunk
+        ).fetchall():
+            views[int(row[0])] = message_from_row(row, tuple(parts[int(row[0])]))
+    return views

@@ -1,0 +1,88 @@
+"""A callback attempt recorded, grouped (see ``grouped``): the set-based form of
+``webhook_ops.record_attempt`` for the common run, callbacks delivered or given up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from smsrelay.store import webhook_ops
+from smsrelay.store.grouped import Answers, flat, values
+from smsrelay.store.sql import Conn
+
+CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    webhook_id: int
+    at: float
+    status: int | None
+    latency_ms: float | None
+    error: str | None
+    outcome: str  # 'delivered', 'pending' (retry at next_due) or 'failed' (gave up)
+    next_due: float | None
+
+
+def record_attempts(conn: Conn, items: Sequence[Attempt]) -> Answers:
+    """Each attempt in the history, each callback's new state, and the next callback of each
+    order key that one finished lets go. A callback to retry parks behind an earlier open one,
+    which depends on the order of the others: a run with one, or one callback twice, goes
+    one attempt at a time."""
+    ids = {item.webhook_id for item in items}
+    if len(items) == 1 or len(ids) < len(items) or any(i.outcome == "pending" for i in items):
+        for item in items:
+            _record_one(conn, item)
+        return [None] * len(items)
+    for start in range(0, len(items), CHUNK):
+        _record_finished(conn, items[start : start + CHUNK])
+    return [None] * len(items)
+
+
+def _record_one(conn: Conn, item: Attempt) -> None:
+    webhook_ops.record_attempt(
+        conn,
+        item.webhook_id,
+        item.at,
+        item.status,
+        item.latency_ms,
+        item.error,
+        item.outcome,
+        item.next_due,
+    )
+
+
+def _record_finished(conn: Conn, items: Sequence[Attempt]) -> None:
+    history = [(i.webhook_id, i.at, i.status, i.latency_ms, i.error) for i in items]
+    conn.execute(
+        "INSERT INTO webhook_attempts (webhook_id, at, status, latency_ms, error) "
+        "SELECT v.column1, v.column2, v.column3, v.column4, v.column5 FROM "
+        f"{values(len(history), ('BIGINT', 'DOUBLE PRECISION', 'BIGINT', 'DOUBLE PRECISION', ''))}"
+        " AS v",
+        flat(history),
+    )
+    changes = [
+        (i.webhook_id, i.outcome, i.next_due, i.at if i.outcome == "delivered" else None, i.error)
+        for i in items
+    ]
+    table = values(len(changes), ("BIGINT", "", "DOUBLE PRECISION", "DOUBLE PRECISION", ""))
+    keys = conn.execute(
+        "UPDATE webhooks SET state = v.column2, attempts = attempts + 1, lease_until = NULL, "
+        "due_at = COALESCE(v.column3, due_at), delivered_at = v.column4, last_error = v.column5 "
+        f"FROM {table} AS v WHERE webhooks.id = v.column1 RETURNING webhooks.order_key",
+        flat(changes),
+    ).fetchall()
+    _unpark_next(conn, sorted({str(row[0]) for row in keys if row[0] is not None}))
+
+
+def _unpark_next(conn: Conn, keys: Sequence[str]) -> None:
+    """The first open callback of each key has nothing ahead of it now: due at once (as
+    ``webhook_ops._unpark_next``, for a whole run)."""
+    if not keys:
+        return
+    conn.execute(
+        "UPDATE webhooks SET due_at = created_at WHERE state = 'pending' AND due_at = ? "
+        "AND id IN (SELECT (SELECT n.id FROM webhooks n WHERE n.order_key = k.column1 "
+        f"AND n.{webhook_ops.OPEN} ORDER BY n.id LIMIT 1) FROM {values(len(keys), ('',))} AS k)",
+        (webhook_ops.PARKED, *keys),
+    )
