@@ -1,5 +1,5 @@
 """Seed N held messages straight into a stopped gateway's SQLite database, mirroring what
-accept writes (message_ops.accept: one messages row in state 'held' + its parts rows 'queued'
+accept writes (accept_batch.accept_many: one messages row in state 'held' + its parts rows 'queued'
 with due_at = the quiet-hours release time), in chunks of 50,000 rows per transaction.
 Seeding is set-up, not the measurement: it uses synchronous=OFF. Usage:
 seed_backlog.py DB N DUE_AT_EPOCH CREATED_AT_EPOCH  -> 'SEEDJSON {...}'

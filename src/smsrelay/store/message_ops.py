@@ -1,4 +1,5 @@
-"""Messages and their parts: accepting, claiming, submit outcomes, cancelling, reading."""
+"""Messages and their parts: claiming, retries and failures, cancelling, reading. (Accepting
+and submit outcomes run grouped: ``accept_batch``, ``submit_outcomes``.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from smsrelay.store.records import (
     ClaimedPart,
     DlrFacts,
     MessageView,
-    NewMessage,
     PartView,
     ReceiptView,
 )
@@ -33,83 +33,6 @@ FINAL_MESSAGE_STATES = frozenset(
         MessageState.CANCELLED,
     }
 )
-
-
-def accept(conn: Conn, msg: NewMessage) -> int:
-    """Check ownership, STOP list and credit, debit, insert: all or nothing."""
-    connector = _sender_connector(conn, msg)
-    if conn.execute(
-        "SELECT 1 FROM stop_list WHERE account_id = ? AND phone = ?",
-        (msg.account_id, msg.recipient),
-    ).fetchone():
-        raise DomainError("recipient.stopped", "the number is in the STOP list", "to")
-    if not msg.sandbox:
-        _debit(conn, msg.account_id, msg.cost_micros)
-    state = MessageState.HELD if msg.due_at > msg.created_at else MessageState.QUEUED
-    message_id = _insert_message(conn, msg, connector, state)
-    if not msg.sandbox:
-        conn.executemany(
-            "INSERT INTO parts (message_id, seq, connector, state, due_at) VALUES (?, ?, ?, ?, ?)",
-            [
-                (message_id, seq, connector, "queued", msg.due_at)
-                for seq in range(1, msg.nb_sms + 1)
-            ],
-        )
-    return message_id
-
-
-def _sender_connector(conn: Conn, msg: NewMessage) -> str:
-    row = conn.execute(
-        "SELECT account_id, connector FROM numbers WHERE msisdn = ?", (msg.sender,)
-    ).fetchone()
-    if row is None or row[0] != msg.account_id:
-        raise DomainError("sender.not_owned", "from is not one of this account's numbers", "from")
-    return str(row[1])
-
-
-def _debit(conn: Conn, account_id: int, cost: int) -> None:
-    cursor = conn.execute(
-        "UPDATE accounts SET credit_micros = credit_micros - ? "
-        "WHERE id = ? AND disabled = 0 AND credit_micros >= ?",
-        (cost, account_id, cost),
-    )
-    if cursor.rowcount == 1:
-        return
-    row = conn.execute("SELECT disabled FROM accounts WHERE id = ?", (account_id,)).fetchone()
-    if row is None:
-        raise DomainError("account.unknown", "incorrect API key", "apiKey")
-    if row[0]:
-        raise DomainError("account.disabled", "account disabled", "apiKey")
-    raise DomainError("credit.insufficient", "insufficient credit", "apiKey")
-
-
-def _insert_message(conn: Conn, msg: NewMessage, connector: str, state: MessageState) -> int:
-    row = conn.execute(
-        "INSERT INTO messages (account_id, sender, recipient, region, text, encoding, nb_sms, "
-        "cost_micros, tag, url_response, url_dlr, stop_sms, sandbox, state, connector, "
-        "created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "RETURNING id",
-        (
-            msg.account_id,
-            msg.sender,
-            msg.recipient,
-            msg.region,
-            msg.text,
-            msg.encoding,
-            msg.nb_sms,
-            0 if msg.sandbox else msg.cost_micros,
-            msg.tag,
-            msg.url_response,
-            msg.url_dlr,
-            int(msg.stop_sms),
-            int(msg.sandbox),
-            str(state),
-            connector,
-            msg.created_at,
-            msg.due_at,
-        ),
-    ).fetchone()
-    return int(row[0])
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -320,20 +243,6 @@ def renew_leases(conn: Conn, part_ids: list[int], lease_until: float) -> int:
             (lease_until, *chunk),
         ).rowcount
     return renewed
-
-
-def mark_submitted(
-    conn: Conn, part_id: int, carrier_id: str, carrier_key: str, now: float
-) -> int | None:
-    """Record the SMSC's id; returns the message id, or None if the part had moved on."""
-    row = conn.execute(
-        "UPDATE parts SET state = 'submitted', carrier_id = ?, carrier_key = ?, "
-        "submitted_at = ?, lease_until = NULL, claimed_at = NULL "
-        "WHERE id = ? AND state = 'sending' "
-        "RETURNING message_id",
-        (carrier_id, carrier_key, now, part_id),
-    ).fetchone()
-    return None if row is None else int(row[0])
 
 
 def mark_retry(

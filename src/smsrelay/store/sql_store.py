@@ -17,6 +17,7 @@ from smsrelay.store import (
     retention_ops,
     webhook_ops,
 )
+from smsrelay.store.accept_batch import accept_many
 from smsrelay.store.grouped import Grouped
 from smsrelay.store.records import (
     PURGE_KINDS,
@@ -178,7 +179,7 @@ class SqlStore:
     # -- messages ------------------------------------------------------------------------------
 
     async def accept_message(self, message: NewMessage) -> int:
-        return await self.db.write(partial(message_ops.accept, msg=message))
+        return int(await self.db.write(Grouped(accept_many, message)))
 
     async def get_message(
         self, message_id: int, account_id: int | None = None
