@@ -26,32 +26,11 @@ EARLY_RECEIPT_WINDOW = 120.0
 log = logging.getLogger("smsrelay.store")
 
 
-def record_receipt(conn: Conn, receipt: IncomingReceipt, builders: CallbackBuilders) -> bool:
-    """Apply a receipt to its part; keep it for later if the part's id is not known yet.
-
-    Returns True when it matched a part now.
-    """
-    part = _find_part(conn, receipt.connector, receipt.candidate_keys)
-    if part is None:
-        _keep_early(conn, receipt)
-        return False
-    _apply(conn, part, receipt, builders)
-    return True
-
-
-def _find_part(
-    conn: Conn, connector: str, keys: tuple[str, ...]
+def choose_part(
+    rows: list[Any], connector: str, keys: tuple[str, ...]
 ) -> tuple[int, int, str, int] | None:
-    """The part a receipt from ``connector`` is for: ids are only unique per SMSC."""
-    marks = ",".join("?" * len(keys))
-    rows = conn.execute(
-        "SELECT p.id, p.message_id, p.state, m.nb_sms, p.carrier_key FROM parts p "
-        f"JOIN messages m ON m.id = p.message_id WHERE p.carrier_key IN ({marks}) "
-        # Every match, ranked below: a LIMIT would keep the oldest (index order) when an SMSC
-        # gave the id again (a counter reset), and an ORDER BY's temp b-tree costs 4x the query.
-        "AND p.connector = ?",
-        (*keys, connector),
-    ).fetchall()
+    """Of the parts of ``connector`` with one of the ``keys`` (rows: id, message id, state,
+    the message's nb_sms, carrier key), the one the receipt is for."""
     if len(rows) < 2:  # the usual case: one part fits, nothing to weigh
         return None if not rows else (int(rows[0][0]), int(rows[0][1]), rows[0][2], rows[0][3])
     best = min(rows, key=partial(_match_rank, {key: rank for rank, key in enumerate(keys)}))
@@ -89,10 +68,10 @@ def _apply(
             receipt.received_at,
         ),
     )
-    new_state = part_state_for_stat(receipt.stat)
-    if new_state is None or not can_move(PartState(current), new_state):
+    move = receipt_move(current, receipt)
+    if move is None:
         return  # an intermediate or duplicate receipt: recorded, no move
-    done_at = receipt.received_at if new_state in FINAL_PART_STATES else None
+    new_state, done_at = move
     conn.execute(
         "UPDATE parts SET state = ?, stat = ?, err = ?, done_at = ? WHERE id = ?",
         (str(new_state), receipt.stat, receipt.err, done_at, part_id),
@@ -101,16 +80,13 @@ def _apply(
     refresh_message_state(conn, message_id, receipt.received_at, builders, only_part=only)
 
 
-def _keep_early(conn: Conn, receipt: IncomingReceipt) -> None:
-    receipt_id = conn.execute(
-        "INSERT INTO receipts (part_id, connector, carrier_id, stat, err, received_at, matched) "
-        "VALUES (NULL, ?, ?, ?, ?, ?, 0) RETURNING id",
-        (receipt.connector, receipt.carrier_id, receipt.stat, receipt.err, receipt.received_at),
-    ).fetchone()[0]
-    conn.executemany(
-        "INSERT INTO early_receipt_keys (carrier_key, connector, receipt_id) VALUES (?, ?, ?)",
-        [(key, receipt.connector, receipt_id) for key in receipt.candidate_keys],
-    )
+def receipt_move(current: str, receipt: IncomingReceipt) -> tuple[PartState, float | None] | None:
+    """The part's new state and ``done_at``; None when the receipt moves nothing (an
+    intermediate one, or a repeat for a part that has ended)."""
+    new_state = part_state_for_stat(receipt.stat)
+    if new_state is None or not can_move(PartState(current), new_state):
+        return None
+    return new_state, receipt.received_at if new_state in FINAL_PART_STATES else None
 
 
 def match_early_receipts(

@@ -55,7 +55,10 @@ def derived(states: dict[int, list[PartState]], message_id: int) -> MessageState
 def apply(conn: Conn, changes: Iterable[Change]) -> None:
     """Move each message to its state unless it is already there or has ended (an ended
     message never moves again); queue the DLR callback of each one that ends now."""
-    latest = {change.message_id: change for change in changes}  # the last word per message
+    latest: dict[int, Change] = {}  # the last word per message, in the order of last words
+    for change in changes:
+        latest.pop(change.message_id, None)
+        latest[change.message_id] = change
     ended: list[Change] = []
     ordered = list(latest.values())
     for start in range(0, len(ordered), CHUNK):

@@ -19,6 +19,7 @@ from smsrelay.store import (
 )
 from smsrelay.store.accept_batch import accept_many
 from smsrelay.store.grouped import Grouped
+from smsrelay.store.receipt_batch import Receipt, record_receipts
 from smsrelay.store.records import (
     PURGE_KINDS,
     Account,
@@ -336,9 +337,7 @@ class SqlStore:
         )
 
     async def record_receipt(self, receipt: IncomingReceipt, builders: CallbackBuilders) -> bool:
-        return await self.db.write(
-            partial(inbound_ops.record_receipt, receipt=receipt, builders=builders)
-        )
+        return bool(await self.db.write(Grouped(record_receipts, Receipt(receipt, builders))))
 
     async def flush_stale_reassemblies(
         self, older_than: float, now: float, builders: CallbackBuilders
