@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smsrelay.store import webhook_ops
-from smsrelay.store.grouped import Answers, flat, values
+from smsrelay.store.grouped import Answers, flat, marks, values
 from smsrelay.store.sql import Conn
 
 CHUNK = 256
@@ -26,17 +26,28 @@ class Attempt:
 
 def record_attempts(conn: Conn, items: Sequence[Attempt]) -> Answers:
     """Each attempt in the history, each callback's new state, and the next callback of each
-    order key that one finished lets go. A callback to retry parks behind an earlier open one,
-    which depends on the order of the others: a run with one, or one callback twice, goes
-    one attempt at a time."""
-    ids = {item.webhook_id for item in items}
-    if len(items) == 1 or len(ids) < len(items) or any(i.outcome == "pending" for i in items):
+    order key that one finished lets go."""
+    if _in_turn(conn, items):
         for item in items:
             _record_one(conn, item)
         return [None] * len(items)
     for start in range(0, len(items), CHUNK):
         _record_finished(conn, items[start : start + CHUNK])
     return [None] * len(items)
+
+
+def _in_turn(conn: Conn, items: Sequence[Attempt]) -> bool:
+    """Whether the run must go one attempt at a time: a retry parks behind an earlier open
+    callback, one callback twice, or one that is parked (its lease was released while it was
+    being posted): whether an earlier attempt of the run unparks it depends on the order."""
+    ids = sorted({item.webhook_id for item in items})
+    if len(items) == 1 or len(ids) < len(items) or any(i.outcome == "pending" for i in items):
+        return True
+    parked = conn.execute(
+        f"SELECT 1 FROM webhooks WHERE id IN ({marks(len(ids))}) AND due_at = ? LIMIT 1",
+        (*ids, webhook_ops.PARKED),
+    ).fetchone()
+    return parked is not None
 
 
 def _record_one(conn: Conn, item: Attempt) -> None:
