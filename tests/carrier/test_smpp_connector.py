@@ -32,7 +32,7 @@ from smsrelay.smpp.pdu import (
 )
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id, parse_receipt
 from smsrelay.smpp.session import Outstanding, Role
-from smsrelay.store.inbound_ops import EARLY_RECEIPT_WINDOW
+from smsrelay.store.receipt_match import EARLY_RECEIPT_WINDOW
 
 from .conftest import (
     DESTINATION,

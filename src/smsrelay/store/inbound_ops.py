@@ -1,17 +1,14 @@
-"""Receipts and replies arriving from the SMSC, stored before they are acknowledged."""
+"""Replies arriving from the SMSC, stored before they are acknowledged. (Receipts:
+``receipt_batch``.)"""
 
 from __future__ import annotations
 
 import logging
-from functools import partial
-from typing import Any
 
-from smsrelay.domain.states import FINAL_PART_STATES, PartState, can_move, part_state_for_stat
-from smsrelay.store.message_ops import insert_callback, refresh_message_state
+from smsrelay.store.message_ops import insert_callback
 from smsrelay.store.records import (
     CallbackBuilders,
     InboundReply,
-    IncomingReceipt,
     ReplyFacts,
     ReplyOutcome,
     ReplyView,
@@ -20,109 +17,7 @@ from smsrelay.store.sql import Conn
 
 # Parts of a long reply that arrive further apart than this are not joined (8-bit refs recur).
 REASSEMBLY_WINDOW = 3600.0
-# A receipt comes at most a response timeout before its submit_sm_resp; one kept longer than
-# this is for some other message (a lost one), and must not be taken by a later id like it.
-EARLY_RECEIPT_WINDOW = 120.0
 log = logging.getLogger("smsrelay.store")
-
-
-def choose_part(
-    rows: list[Any], connector: str, keys: tuple[str, ...]
-) -> tuple[int, int, str, int] | None:
-    """Of the parts of ``connector`` with one of the ``keys`` (rows: id, message id, state,
-    the message's nb_sms, carrier key), the one the receipt is for."""
-    if len(rows) < 2:  # the usual case: one part fits, nothing to weigh
-        return None if not rows else (int(rows[0][0]), int(rows[0][1]), rows[0][2], rows[0][3])
-    best = min(rows, key=partial(_match_rank, {key: rank for rank, key in enumerate(keys)}))
-    awaiting = {row[4] for row in rows if row[2] == PartState.SUBMITTED}
-    if len(awaiting) > 1:  # two messages fit two readings of the id: only a setting can tell
-        log.warning(
-            "smpp.receipt.ambiguous",
-            extra={"connector": connector, "keys": sorted(awaiting), "chosen_part": best[0]},
-        )
-    return int(best[0]), int(best[1]), str(best[2]), int(best[3])
-
-
-def _match_rank(ranks: dict[str, int], row: tuple[Any, ...]) -> tuple[bool, int, int]:
-    """A part still waiting for its receipt before a finished one (whose receipt this would
-    only repeat), then the id as written before its hex/decimal readings, newest first."""
-    return row[2] != PartState.SUBMITTED, ranks[row[4]], -int(row[0])
-
-
-def _apply(
-    conn: Conn,
-    part: tuple[int, int, str, int],
-    receipt: IncomingReceipt,
-    builders: CallbackBuilders,
-) -> None:
-    part_id, message_id, current, nb_sms = part
-    conn.execute(
-        "INSERT INTO receipts (part_id, connector, carrier_id, stat, err, received_at, matched) "
-        "VALUES (?, ?, ?, ?, ?, ?, 1)",
-        (
-            part_id,
-            receipt.connector,
-            receipt.carrier_id,
-            receipt.stat,
-            receipt.err,
-            receipt.received_at,
-        ),
-    )
-    move = receipt_move(current, receipt)
-    if move is None:
-        return  # an intermediate or duplicate receipt: recorded, no move
-    new_state, done_at = move
-    conn.execute(
-        "UPDATE parts SET state = ?, stat = ?, err = ?, done_at = ? WHERE id = ?",
-        (str(new_state), receipt.stat, receipt.err, done_at, part_id),
-    )
-    only = new_state if nb_sms == 1 else None
-    refresh_message_state(conn, message_id, receipt.received_at, builders, only_part=only)
-
-
-def receipt_move(current: str, receipt: IncomingReceipt) -> tuple[PartState, float | None] | None:
-    """The part's new state and ``done_at``; None when the receipt moves nothing (an
-    intermediate one, or a repeat for a part that has ended)."""
-    new_state = part_state_for_stat(receipt.stat)
-    if new_state is None or not can_move(PartState(current), new_state):
-        return None
-    return new_state, receipt.received_at if new_state in FINAL_PART_STATES else None
-
-
-def match_early_receipts(
-    conn: Conn,
-    part_id: int,
-    carrier_key: str,
-    builders: CallbackBuilders,
-    now: float,
-) -> int:
-    """After a submit_sm_resp: apply receipts that arrived before it (from the same SMSC, in
-    the last EARLY_RECEIPT_WINDOW seconds: an older one is another message's). How many."""
-    probe = "SELECT 1 FROM early_receipt_keys WHERE carrier_key = ? LIMIT 1"
-    if conn.execute(probe, (carrier_key,)).fetchone() is None:
-        return 0  # the usual case, on every submit: the join below costs 2-3x this probe
-    rows = conn.execute(
-        "SELECT DISTINCT e.receipt_id FROM early_receipt_keys e "
-        "JOIN parts p ON p.id = ? AND p.connector = e.connector "
-        "JOIN receipts r ON r.id = e.receipt_id AND r.received_at >= ? "
-        "WHERE e.carrier_key = ?",
-        (part_id, now - EARLY_RECEIPT_WINDOW, carrier_key),
-    ).fetchall()
-    for (receipt_id,) in rows:
-        row = conn.execute(
-            "SELECT connector, carrier_id, stat, err, received_at FROM receipts WHERE id = ?",
-            (receipt_id,),
-        ).fetchone()
-        conn.execute("DELETE FROM early_receipt_keys WHERE receipt_id = ?", (receipt_id,))
-        conn.execute("DELETE FROM receipts WHERE id = ?", (receipt_id,))
-        state = conn.execute(
-            "SELECT p.message_id, p.state, m.nb_sms FROM parts p "
-            "JOIN messages m ON m.id = p.message_id WHERE p.id = ?",
-            (part_id,),
-        ).fetchone()
-        receipt = IncomingReceipt(row[0], row[1], (carrier_key,), row[2], row[3], row[4])
-        _apply(conn, (part_id, int(state[0]), str(state[1]), int(state[2])), receipt, builders)
-    return len(rows)
 
 
 # -- replies ------------------------------------------------------------------------------------

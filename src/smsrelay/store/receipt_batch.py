@@ -10,12 +10,14 @@ receipts, the parts' moves and the messages' states are written with a few state
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from smsrelay.domain.states import MessageState, PartState, message_state
-from smsrelay.store import inbound_ops, settle
+from smsrelay.store import settle
 from smsrelay.store.grouped import Answers, flat, marks, values
+from smsrelay.store.receipt_match import choose_part, receipt_move
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
 
@@ -32,44 +34,54 @@ class Receipt:
 class _Run:
     """The run's view of the parts it touches, kept current as each receipt applies."""
 
-    candidates: list[tuple[int, int, str, int, str, str]]  # id, message, state, nb, key, smsc
+    parts: dict[int, tuple[int, int, str, str]]  # part id -> message id, nb_sms, key, SMSC
     states: dict[int, str]  # part id -> its state now
     siblings: dict[int, dict[int, str]]  # message of several parts -> its parts' states now
     stored: list[tuple[int | None, IncomingReceipt]] = field(default_factory=list)
     moves: dict[int, tuple[str, str, str | None, float | None]] = field(default_factory=dict)
     changes: list[settle.Change] = field(default_factory=list)
 
+    def by_key(self) -> dict[str, list[int]]:
+        keyed: dict[str, list[int]] = defaultdict(list)
+        for part_id, (_, _, key, _) in self.parts.items():
+            keyed[key].append(part_id)
+        return keyed
+
 
 def record_receipts(conn: Conn, items: Sequence[Receipt]) -> Answers:
     """Per receipt True when it matched a part now; False when it is kept for a part whose
     ``submit_sm_resp`` has not come yet."""
-    run = _read(conn, items)
-    answers: Answers = [_match(run, item) for item in items]
-    ids = _store_receipts(conn, run.stored)
-    _keep_early(
-        conn, [(rid, r) for rid, (part, r) in zip(ids, run.stored, strict=True) if not part]
-    )
-    _move_parts(conn, run.moves)
-    settle.apply(conn, run.changes)
+    keys = sorted({key for item in items for key in item.receipt.candidate_keys})
+    # every part with one of the keys, each receipt's ranked by choose_part: a LIMIT would
+    # keep the oldest when an SMSC gave an id again (a counter reset)
+    run = _read(conn, "p.carrier_key", keys)
+    keyed = run.by_key()
+    answers: Answers = [_match(run, keyed, item) for item in items]
+    _write(conn, run)
     return answers
 
 
-def _read(conn: Conn, items: Sequence[Receipt]) -> _Run:
-    keys = sorted({key for item in items for key in item.receipt.candidate_keys})
+def apply_to_parts(conn: Conn, matches: Sequence[tuple[int, Receipt]]) -> None:
+    """Receipts whose part is known (kept early, its id come since): each applied in order."""
+    run = _read(conn, "p.id", sorted({part_id for part_id, _ in matches}))
+    for part_id, item in matches:
+        _apply(run, part_id, item)
+    _write(conn, run)
+
+
+def _read(conn: Conn, column: str, keys: Sequence[object]) -> _Run:
     rows = []
     for start in range(0, len(keys), CHUNK):
         chunk = tuple(keys[start : start + CHUNK])
         rows += conn.execute(
-            "SELECT p.id, p.message_id, p.state, m.nb_sms, p.carrier_key, p.connector "
-            "FROM parts p JOIN messages m ON m.id = p.message_id "
-            # every match, each receipt's ranked by choose_part: a LIMIT would keep the
-            # oldest when an SMSC gave an id again (a counter reset)
-            f"WHERE p.carrier_key IN ({marks(len(chunk))})",
+            "SELECT p.id, p.message_id, m.nb_sms, p.carrier_key, p.connector, p.state "
+            f"FROM parts p JOIN messages m ON m.id = p.message_id "
+            f"WHERE {column} IN ({marks(len(chunk))})",
             chunk,
         ).fetchall()
-    candidates = [(int(r[0]), int(r[1]), str(r[2]), int(r[3]), str(r[4]), str(r[5])) for r in rows]
-    longer = sorted({c[1] for c in candidates if c[3] != 1})
-    return _Run(candidates, {c[0]: c[2] for c in candidates}, _parts_of(conn, longer))
+    parts = {int(r[0]): (int(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows}
+    longer = sorted({message_id for message_id, nb_sms, _, _ in parts.values() if nb_sms != 1})
+    return _Run(parts, {int(r[0]): str(r[5]) for r in rows}, _parts_of(conn, longer))
 
 
 def _parts_of(conn: Conn, message_ids: Sequence[int]) -> dict[int, dict[int, str]]:
@@ -85,40 +97,56 @@ def _parts_of(conn: Conn, message_ids: Sequence[int]) -> dict[int, dict[int, str
     return parts
 
 
-def _match(run: _Run, item: Receipt) -> bool:
+def _match(run: _Run, keyed: dict[str, list[int]], item: Receipt) -> bool:
     receipt = item.receipt
-    keys = set(receipt.candidate_keys)
-    rows = [
-        (c[0], c[1], run.states[c[0]], c[3], c[4])
-        for c in run.candidates
-        if c[5] == receipt.connector and c[4] in keys
-    ]
-    part = inbound_ops.choose_part(rows, receipt.connector, receipt.candidate_keys)
-    if part is None:
+    fitting = {
+        part_id
+        for key in receipt.candidate_keys
+        for part_id in keyed.get(key, ())
+        if run.parts[part_id][3] == receipt.connector
+    }
+    rows = [(pid, run.states[pid], run.parts[pid][2]) for pid in fitting]
+    part_id = choose_part(rows, receipt.connector, receipt.candidate_keys)
+    if part_id is None:
         run.stored.append((None, receipt))
         return False
-    part_id, message_id, current, nb_sms = part
-    run.stored.append((part_id, receipt))
-    move = inbound_ops.receipt_move(current, receipt)
-    if move is not None:
-        new_state, done_at = move
-        run.states[part_id] = str(new_state)
-        run.moves[part_id] = (str(new_state), receipt.stat, receipt.err, done_at)
-        state = _message_state(run, message_id, part_id, new_state, nb_sms)
-        run.changes.append(settle.Change(message_id, state, receipt.received_at, item.builders))
+    _apply(run, part_id, item)
     return True
+
+
+def _apply(run: _Run, part_id: int, item: Receipt) -> None:
+    """Record the receipt against the part; move the part and its message if it says so."""
+    receipt = item.receipt
+    run.stored.append((part_id, receipt))
+    move = receipt_move(run.states[part_id], receipt)
+    if move is None:
+        return  # an intermediate or repeated receipt: recorded, no move
+    new_state, done_at = move
+    run.states[part_id] = str(new_state)
+    run.moves[part_id] = (str(new_state), receipt.stat, receipt.err, done_at)
+    message_id, nb_sms, _, _ = run.parts[part_id]
+    state = _message_state(run, message_id, part_id, new_state, nb_sms)
+    run.changes.append(settle.Change(message_id, state, receipt.received_at, item.builders))
 
 
 def _message_state(
     run: _Run, message_id: int, part_id: int, new_state: PartState, nb_sms: int
 ) -> MessageState:
-    """The message's state once this part moved: as ``refresh_message_state`` would read it
-    (its other parts as stored, or as the run's receipts before this one left them)."""
+    """The message's state once this part moved (its other parts as stored, or as the run's
+    receipts before this one left them)."""
     if nb_sms == 1:
         return message_state((new_state,))
     parts = run.siblings[message_id]
     parts[part_id] = str(new_state)
     return message_state(PartState(state) for state in parts.values())
+
+
+def _write(conn: Conn, run: _Run) -> None:
+    ids = _store_receipts(conn, run.stored)
+    early = [(rid, r) for rid, (part, r) in zip(ids, run.stored, strict=True) if part is None]
+    _keep_early(conn, early)
+    _move_parts(conn, run.moves)
+    settle.apply(conn, run.changes)
 
 
 def _store_receipts(conn: Conn, stored: Sequence[tuple[int | None, IncomingReceipt]]) -> list[int]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smsrelay.domain.states import MessageState
-from smsrelay.store import inbound_ops, settle
+from smsrelay.store import receipt_batch, settle
 from smsrelay.store.grouped import Answers, flat, marks, values
-from smsrelay.store.records import CallbackBuilders
+from smsrelay.store.receipt_match import EARLY_RECEIPT_WINDOW
+from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
 
 
@@ -70,21 +72,54 @@ def _refresh_messages(conn: Conn, taken: Sequence[Submitted], moved: dict[int, i
 
 
 def _match_early_receipts(conn: Conn, taken: Sequence[Submitted]) -> None:
-    """One probe for the whole run (a receipt is rarely early); the rare hits one by one."""
+    """Receipts kept because they came before their part's id: each taken by the first part
+    of the run given its id (from the same SMSC, kept less than EARLY_RECEIPT_WINDOW: an
+    older one is another message's), then applied to it."""
     keys = sorted({item.carrier_key for item in taken})
-    waiting: set[str] = set()
+    kept: dict[str, list[tuple[int, str, IncomingReceipt]]] = defaultdict(list)
     for start in range(0, len(keys), settle.CHUNK):
-        chunk = keys[start : start + settle.CHUNK]
-        waiting |= {
-            str(row[0])
-            for row in conn.execute(
-                "SELECT DISTINCT carrier_key FROM early_receipt_keys "
-                f"WHERE carrier_key IN ({marks(len(chunk))})",
-                tuple(chunk),
-            ).fetchall()
-        }
+        chunk = tuple(keys[start : start + settle.CHUNK])
+        for row in conn.execute(
+            "SELECT e.carrier_key, e.connector, r.id, r.connector, r.carrier_id, r.stat, "
+            "r.err, r.received_at FROM early_receipt_keys e JOIN receipts r "
+            f"ON r.id = e.receipt_id WHERE e.carrier_key IN ({marks(len(chunk))})",
+            chunk,
+        ).fetchall():
+            receipt = IncomingReceipt(row[3], row[4], (row[0],), row[5], row[6], row[7])
+            kept[str(row[0])].append((int(row[2]), str(row[1]), receipt))
+    if not kept:
+        return  # the usual case, on every submit
+    matches, taken_ids = _early_matches(conn, taken, kept)
+    if not matches:
+        return
+    ids = tuple(sorted(taken_ids))
+    conn.execute(f"DELETE FROM early_receipt_keys WHERE receipt_id IN ({marks(len(ids))})", ids)
+    conn.execute(f"DELETE FROM receipts WHERE id IN ({marks(len(ids))})", ids)
+    receipt_batch.apply_to_parts(conn, matches)
+
+
+def _early_matches(
+    conn: Conn,
+    taken: Sequence[Submitted],
+    kept: dict[str, list[tuple[int, str, IncomingReceipt]]],
+) -> tuple[list[tuple[int, receipt_batch.Receipt]], set[int]]:
+    """Which kept receipt goes to which part, in the run's order, each taken once."""
+    smsc = _connectors(conn, [item.part_id for item in taken if item.carrier_key in kept])
+    matches: list[tuple[int, receipt_batch.Receipt]] = []
+    taken_ids: set[int] = set()
     for item in taken:
-        if item.carrier_key in waiting:
-            inbound_ops.match_early_receipts(
-                conn, item.part_id, item.carrier_key, item.builders, item.now
-            )
+        oldest = item.now - EARLY_RECEIPT_WINDOW
+        for receipt_id, connector, receipt in sorted(kept.get(item.carrier_key, ())):
+            fits = connector == smsc.get(item.part_id) and receipt.received_at >= oldest
+            if fits and receipt_id not in taken_ids:
+                taken_ids.add(receipt_id)
+                matches.append((item.part_id, receipt_batch.Receipt(receipt, item.builders)))
+    return matches, taken_ids
+
+
+def _connectors(conn: Conn, part_ids: Sequence[int]) -> dict[int, str]:
+    ids = tuple(sorted(set(part_ids)))
+    if not ids:
+        return {}
+    rows = conn.execute(f"SELECT id, connector FROM parts WHERE id IN ({marks(len(ids))})", ids)
+    return {int(row[0]): str(row[1]) for row in rows.fetchall()}
