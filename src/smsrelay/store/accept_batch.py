@@ -16,11 +16,17 @@ from typing import Any
 
 from smsrelay.domain.states import MessageState
 from smsrelay.errors import DomainError
-from smsrelay.store.grouped import Answers, flat, marks, values
+from smsrelay.store.grouped import CHUNK, Answers, flat, insert_rows, marks, values
 from smsrelay.store.records import NewMessage
 from smsrelay.store.sql import Conn
 
-CHUNK = 256
+_PART_COLUMNS = (
+    ("message_id", "BIGINT"),
+    ("seq", "BIGINT"),
+    ("connector", ""),
+    ("state", ""),
+    ("due_at", "DOUBLE PRECISION"),
+)
 _MESSAGE_TYPES = (
     "BIGINT",  # account_id
     "",  # sender
@@ -146,19 +152,12 @@ def _insert(conn: Conn, chunk: Sequence[tuple[int, NewMessage, str]]) -> list[in
     # PostgreSQL's sequence both count up), so ascending ids are the chunk's order.
     ids = sorted(int(row[0]) for row in inserted)
     parts = [
-        (message_id, seq, connector, msg.due_at)
+        (message_id, seq, connector, "queued", msg.due_at)
         for message_id, (_, msg, connector) in zip(ids, chunk, strict=True)
         if not msg.sandbox
         for seq in range(1, msg.nb_sms + 1)
     ]
-    for start in range(0, len(parts), CHUNK):
-        part_rows = parts[start : start + CHUNK]
-        conn.execute(
-            "INSERT INTO parts (message_id, seq, connector, state, due_at) SELECT v.column1, "
-            "v.column2, v.column3, 'queued', v.column4 FROM "
-            f"{values(len(part_rows), ('BIGINT', 'BIGINT', '', 'DOUBLE PRECISION'))} AS v",
-            flat(part_rows),
-        )
+    insert_rows(conn, "parts", _PART_COLUMNS, parts)
     return ids
 
 

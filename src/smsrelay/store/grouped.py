@@ -24,6 +24,7 @@ from smsrelay.store.sql import Conn
 Item = TypeVar("Item")
 Answers = list[Any]  # per item: its result, or the exception that refuses it
 Outcome = tuple[Any, BaseException | None]
+CHUNK = 256  # rows per statement: well under either engine's limit on parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,20 @@ def values(rows: int, columns: Sequence[str]) -> str:
     for text; typed ones are cast, because PostgreSQL reads an untyped NULL as text."""
     row = "(" + ", ".join(f"CAST(? AS {kind})" if kind else "?" for kind in columns) + ")"
     return "(VALUES " + ", ".join([row] * rows) + ")"
+
+
+def insert_rows(
+    conn: Conn, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> None:
+    """A multi-row INSERT, in chunks; ``columns``: each one's name and type (as ``values``)."""
+    names = ", ".join(name for name, _ in columns)
+    picked = ", ".join(f"v.column{n}" for n in range(1, len(columns) + 1))
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        table_sql = values(len(chunk), [kind for _, kind in columns])
+        conn.execute(
+            f"INSERT INTO {table} ({names}) SELECT {picked} FROM {table_sql} AS v", flat(chunk)
+        )
 
 
 def flat(rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.store import settle
-from smsrelay.store.grouped import Answers, flat, marks, values
+from smsrelay.store.grouped import CHUNK, Answers, flat, insert_rows, marks, values
 from smsrelay.store.receipt_match import choose_part, receipt_move
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
-
-CHUNK = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +169,8 @@ def _store_receipts(conn: Conn, stored: Sequence[tuple[int | None, IncomingRecei
 
 def _keep_early(conn: Conn, early: Sequence[tuple[int, IncomingReceipt]]) -> None:
     rows = [(key, r.connector, rid) for rid, r in early for key in r.candidate_keys]
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        conn.execute(
-            "INSERT INTO early_receipt_keys (carrier_key, connector, receipt_id) "
-            "SELECT v.column1, v.column2, v.column3 FROM "
-            f"{values(len(chunk), ('', '', 'BIGINT'))} AS v",
-            flat(chunk),
-        )
+    columns = (("carrier_key", ""), ("connector", ""), ("receipt_id", "BIGINT"))
+    insert_rows(conn, "early_receipt_keys", columns, rows)
 
 
 def _move_parts(conn: Conn, moves: dict[int, tuple[str, str, str | None, float | None]]) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.store import webhook_ops
-from smsrelay.store.grouped import flat, marks, values
+from smsrelay.store.grouped import CHUNK, flat, marks, values
 from smsrelay.store.message_ops import (
     FINAL_MESSAGE_STATES,
     MESSAGE_COLUMNS,
@@ -19,8 +19,6 @@ from smsrelay.store.message_ops import (
 )
 from smsrelay.store.records import CallbackBuilders, DlrFacts, MessageView, PartView
 from smsrelay.store.sql import Conn
-
-CHUNK = 256  # rows per statement: well under either engine's limit on parameters
 
 
 @dataclass(frozen=True, slots=True)

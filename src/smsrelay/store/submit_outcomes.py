@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from smsrelay.domain.states import MessageState
 from smsrelay.store import receipt_batch, settle
-from smsrelay.store.grouped import Answers, flat, marks, values
+from smsrelay.store.grouped import CHUNK, Answers, flat, marks, values
 from smsrelay.store.receipt_match import EARLY_RECEIPT_WINDOW
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
@@ -30,8 +30,8 @@ def mark_submitted_many(conn: Conn, items: Sequence[Submitted]) -> Answers:
     if len({item.part_id for item in items}) < len(items):  # the same part twice: in turn
         return [answer for item in items for answer in mark_submitted_many(conn, [item])]
     moved: dict[int, int] = {}
-    for start in range(0, len(items), settle.CHUNK):
-        moved |= _record_ids(conn, items[start : start + settle.CHUNK])
+    for start in range(0, len(items), CHUNK):
+        moved |= _record_ids(conn, items[start : start + CHUNK])
     taken = [item for item in items if item.part_id in moved]
     _refresh_messages(conn, taken, moved)
     _match_early_receipts(conn, taken)
@@ -77,8 +77,8 @@ def _match_early_receipts(conn: Conn, taken: Sequence[Submitted]) -> None:
     older one is another message's), then applied to it."""
     keys = sorted({item.carrier_key for item in taken})
     kept: dict[str, list[tuple[int, str, IncomingReceipt]]] = defaultdict(list)
-    for start in range(0, len(keys), settle.CHUNK):
-        chunk = tuple(keys[start : start + settle.CHUNK])
+    for start in range(0, len(keys), CHUNK):
+        chunk = tuple(keys[start : start + CHUNK])
         for row in conn.execute(
             "SELECT e.carrier_key, e.connector, r.id, r.connector, r.carrier_id, r.stat, "
             "r.err, r.received_at FROM early_receipt_keys e JOIN receipts r "

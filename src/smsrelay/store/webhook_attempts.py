@@ -7,10 +7,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smsrelay.store import webhook_ops
-from smsrelay.store.grouped import Answers, flat, marks, values
+from smsrelay.store.grouped import CHUNK, Answers, flat, insert_rows, marks, values
 from smsrelay.store.sql import Conn
 
-CHUNK = 256
+_HISTORY_COLUMNS = (
+    ("webhook_id", "BIGINT"),
+    ("at", "DOUBLE PRECISION"),
+    ("status", "BIGINT"),
+    ("latency_ms", "DOUBLE PRECISION"),
+    ("error", ""),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +71,7 @@ def _record_one(conn: Conn, item: Attempt) -> None:
 
 def _record_finished(conn: Conn, items: Sequence[Attempt]) -> None:
     history = [(i.webhook_id, i.at, i.status, i.latency_ms, i.error) for i in items]
-    conn.execute(
-        "INSERT INTO webhook_attempts (webhook_id, at, status, latency_ms, error) "
-        "SELECT v.column1, v.column2, v.column3, v.column4, v.column5 FROM "
-        f"{values(len(history), ('BIGINT', 'DOUBLE PRECISION', 'BIGINT', 'DOUBLE PRECISION', ''))}"
-        " AS v",
-        flat(history),
-    )
+    insert_rows(conn, "webhook_attempts", _HISTORY_COLUMNS, history)
     changes = [
         (i.webhook_id, i.outcome, i.next_due, i.at if i.outcome == "delivered" else None, i.error)
         for i in items
