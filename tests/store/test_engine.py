@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from smsrelay.errors import TransientError
+from smsrelay.errors import PermanentError, TransientError
 from smsrelay.store import engine
 from smsrelay.store.engine import Database
 
@@ -208,3 +208,17 @@ async def test_a_write_waits_for_another_process_lock_only_as_long_as_told(
     finally:
         await hasty.stop()
         await patient.stop()
+
+
+async def test_an_sqlite_too_old_for_the_operations_is_named_at_connect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The grouped writes use UPDATE ... FROM (3.33) and RETURNING (3.35): an older library
+    # would fail at the first batch with a syntax error, so it is refused up front, by name.
+    monkeypatch.setattr(engine.sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(engine.sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(
+        PermanentError, match=r"needs SQLite 3\.35\.0 or newer.*links SQLite 3\.31\.1"
+    ):
+        engine.connect(str(tmp_path / "old.db"))
+    assert not (tmp_path / "old.db").exists()

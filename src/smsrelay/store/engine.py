@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from smsrelay.errors import TransientError
+from smsrelay.errors import PermanentError, TransientError
 from smsrelay.store import grouped, schema
 from smsrelay.store.answers import Outcomes, resolve_all
 from smsrelay.store.sql import Conn
@@ -45,7 +45,16 @@ SERVING_BUSY_TIMEOUT_MS = 2_000
 log = logging.getLogger("smsrelay.store")
 
 
+# RETURNING (3.35) and UPDATE ... FROM (3.33), which the operations use.
+MIN_SQLITE = (3, 35, 0)
+
+
 def connect(path: str) -> sqlite3.Connection:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise PermanentError(
+            f"smsrelay needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python "
+            f"links SQLite {sqlite3.sqlite_version}"
+        )
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
