@@ -79,20 +79,7 @@ def _read(conn: Conn, column: str, keys: Sequence[object]) -> _Run:
         ).fetchall()
     parts = {int(r[0]): (int(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows}
     longer = sorted({message_id for message_id, nb_sms, _, _ in parts.values() if nb_sms != 1})
-    return _Run(parts, {int(r[0]): str(r[5]) for r in rows}, _parts_of(conn, longer))
-
-
-def _parts_of(conn: Conn, message_ids: Sequence[int]) -> dict[int, dict[int, str]]:
-    """Every part's state of these messages (of more than one part), as stored."""
-    parts: dict[int, dict[int, str]] = {message_id: {} for message_id in message_ids}
-    for start in range(0, len(message_ids), CHUNK):
-        chunk = tuple(message_ids[start : start + CHUNK])
-        for message_id, part_id, state in conn.execute(
-            f"SELECT message_id, id, state FROM parts WHERE message_id IN ({marks(len(chunk))})",
-            chunk,
-        ).fetchall():
-            parts[int(message_id)][int(part_id)] = str(state)
-    return parts
+    return _Run(parts, {int(r[0]): str(r[5]) for r in rows}, settle.part_states(conn, longer))
 
 
 def _match(run: _Run, keyed: dict[str, list[int]], item: Receipt) -> bool:
@@ -136,7 +123,7 @@ def _message_state(
         return message_state((new_state,))
     parts = run.siblings[message_id]
     parts[part_id] = str(new_state)
-    return message_state(PartState(state) for state in parts.values())
+    return settle.derived(parts)
 
 
 def _write(conn: Conn, run: _Run) -> None:

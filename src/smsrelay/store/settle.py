@@ -31,23 +31,23 @@ class Change:
     builders: CallbackBuilders
 
 
-def part_states(conn: Conn, message_ids: Collection[int]) -> dict[int, list[PartState]]:
-    """Every part's state of these messages."""
-    states: dict[int, list[PartState]] = defaultdict(list)
+def part_states(conn: Conn, message_ids: Collection[int]) -> dict[int, dict[int, str]]:
+    """Every part's state (part id -> state) of these messages, as stored."""
+    parts: dict[int, dict[int, str]] = {message_id: {} for message_id in message_ids}
     ids = sorted(message_ids)
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        rows = conn.execute(
-            f"SELECT message_id, state FROM parts WHERE message_id IN ({marks(len(chunk))})",
-            tuple(chunk),
-        ).fetchall()
-        for message_id, state in rows:
-            states[int(message_id)].append(PartState(state))
-    return states
+        chunk = tuple(ids[start : start + CHUNK])
+        for message_id, part_id, state in conn.execute(
+            f"SELECT message_id, id, state FROM parts WHERE message_id IN ({marks(len(chunk))})",
+            chunk,
+        ).fetchall():
+            parts[int(message_id)][int(part_id)] = str(state)
+    return parts
 
 
-def derived(states: dict[int, list[PartState]], message_id: int) -> MessageState:
-    return message_state(states[message_id])
+def derived(parts: dict[int, str]) -> MessageState:
+    """A message's state from its parts' (as ``part_states`` gives them)."""
+    return message_state(PartState(state) for state in parts.values())
 
 
 def apply(conn: Conn, changes: Iterable[Change]) -> None:

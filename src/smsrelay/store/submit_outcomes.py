@@ -29,49 +29,46 @@ def mark_submitted_many(conn: Conn, items: Sequence[Submitted]) -> Answers:
     message's state, and receipts that raced ahead of their ``submit_sm_resp``."""
     if len({item.part_id for item in items}) < len(items):  # the same part twice: in turn
         return [answer for item in items for answer in mark_submitted_many(conn, [item])]
-    moved: dict[int, int] = {}
+    moved: dict[int, tuple[int, str]] = {}  # part id -> its message id and SMSC
     for start in range(0, len(items), CHUNK):
         moved |= _record_ids(conn, items[start : start + CHUNK])
     taken = [item for item in items if item.part_id in moved]
     _refresh_messages(conn, taken, moved)
-    _match_early_receipts(conn, taken)
+    _match_early_receipts(conn, taken, moved)
     return [item.part_id in moved for item in items]
 
 
-def _record_ids(conn: Conn, items: Sequence[Submitted]) -> dict[int, int]:
-    """part id -> message id, for the parts still 'sending' (now submitted)."""
+def _record_ids(conn: Conn, items: Sequence[Submitted]) -> dict[int, tuple[int, str]]:
+    """part id -> (message id, connector), for the parts still 'sending' (now submitted)."""
     rows = [(i.part_id, i.carrier_id, i.carrier_key, i.now) for i in items]
     table = values(len(rows), ("BIGINT", "", "", "DOUBLE PRECISION"))
     moved = conn.execute(
         "UPDATE parts SET state = 'submitted', carrier_id = v.column2, carrier_key = v.column3, "
         "submitted_at = v.column4, lease_until = NULL, claimed_at = NULL "
         f"FROM {table} AS v WHERE parts.id = v.column1 AND parts.state = 'sending' "
-        "RETURNING parts.id, parts.message_id",
+        "RETURNING parts.id, parts.message_id, parts.connector",
         flat(rows),
     ).fetchall()
-    return {int(row[0]): int(row[1]) for row in moved}
+    return {int(row[0]): (int(row[1]), str(row[2])) for row in moved}
 
 
-def _refresh_messages(conn: Conn, taken: Sequence[Submitted], moved: dict[int, int]) -> None:
-    several = {moved[item.part_id] for item in taken if item.nb_sms != 1}
+def _refresh_messages(
+    conn: Conn, taken: Sequence[Submitted], moved: dict[int, tuple[int, str]]
+) -> None:
+    several = {moved[item.part_id][0] for item in taken if item.nb_sms != 1}
     states = settle.part_states(conn, several) if several else {}
-    settle.apply(
-        conn,
-        (
-            settle.Change(
-                moved[item.part_id],
-                MessageState.SUBMITTED
-                if item.nb_sms == 1
-                else settle.derived(states, moved[item.part_id]),
-                item.now,
-                item.builders,
-            )
-            for item in taken
-        ),
-    )
+    settle.apply(conn, (_change(item, moved[item.part_id][0], states) for item in taken))
 
 
-def _match_early_receipts(conn: Conn, taken: Sequence[Submitted]) -> None:
+def _change(item: Submitted, message_id: int, states: dict[int, dict[int, str]]) -> settle.Change:
+    single = item.nb_sms == 1  # its only part is submitted: no need to read it back
+    state = MessageState.SUBMITTED if single else settle.derived(states[message_id])
+    return settle.Change(message_id, state, item.now, item.builders)
+
+
+def _match_early_receipts(
+    conn: Conn, taken: Sequence[Submitted], moved: dict[int, tuple[int, str]]
+) -> None:
     """Receipts kept because they came before their part's id: each taken by the first part
     of the run given its id (from the same SMSC, kept less than EARLY_RECEIPT_WINDOW: an
     older one is another message's), then applied to it."""
@@ -89,7 +86,7 @@ def _match_early_receipts(conn: Conn, taken: Sequence[Submitted]) -> None:
             kept[str(row[0])].append((int(row[2]), str(row[1]), receipt))
     if not kept:
         return  # the usual case, on every submit
-    matches, taken_ids = _early_matches(conn, taken, kept)
+    matches, taken_ids = _early_matches(taken, moved, kept)
     if not matches:
         return
     ids = tuple(sorted(taken_ids))
@@ -99,27 +96,18 @@ def _match_early_receipts(conn: Conn, taken: Sequence[Submitted]) -> None:
 
 
 def _early_matches(
-    conn: Conn,
     taken: Sequence[Submitted],
+    moved: dict[int, tuple[int, str]],
     kept: dict[str, list[tuple[int, str, IncomingReceipt]]],
 ) -> tuple[list[tuple[int, receipt_batch.Receipt]], set[int]]:
     """Which kept receipt goes to which part, in the run's order, each taken once."""
-    smsc = _connectors(conn, [item.part_id for item in taken if item.carrier_key in kept])
     matches: list[tuple[int, receipt_batch.Receipt]] = []
     taken_ids: set[int] = set()
     for item in taken:
         oldest = item.now - EARLY_RECEIPT_WINDOW
         for receipt_id, connector, receipt in sorted(kept.get(item.carrier_key, ())):
-            fits = connector == smsc.get(item.part_id) and receipt.received_at >= oldest
+            fits = connector == moved[item.part_id][1] and receipt.received_at >= oldest
             if fits and receipt_id not in taken_ids:
                 taken_ids.add(receipt_id)
                 matches.append((item.part_id, receipt_batch.Receipt(receipt, item.builders)))
     return matches, taken_ids
-
-
-def _connectors(conn: Conn, part_ids: Sequence[int]) -> dict[int, str]:
-    ids = tuple(sorted(set(part_ids)))
-    if not ids:
-        return {}
-    rows = conn.execute(f"SELECT id, connector FROM parts WHERE id IN ({marks(len(ids))})", ids)
-    return {int(row[0]): str(row[1]) for row in rows.fetchall()}
