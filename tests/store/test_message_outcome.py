@@ -65,9 +65,9 @@ async def test_a_final_message_never_moves_again_nor_reports_twice(store: SqlSto
 
     def refresh_as_if_still_moving(conn: object) -> str:
         from smsrelay.domain.states import PartState
-        from smsrelay.store.message_ops import refresh_message_state
+        from smsrelay.store.settle import refresh
 
-        return refresh_message_state(
+        return refresh(
             conn,  # type: ignore[arg-type]
             message_id,
             200.0,

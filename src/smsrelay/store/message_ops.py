@@ -3,69 +3,20 @@ and submit outcomes run grouped: ``accept_batch``, ``submit_outcomes``.)"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from smsrelay.domain.states import MessageState, PartState, message_state
+from smsrelay.domain.states import MessageState, PartState
 from smsrelay.errors import DomainError
-from smsrelay.store import webhook_ops
+from smsrelay.store import settle, webhook_ops
+from smsrelay.store.message_rows import MESSAGE_COLUMNS, PART_COLUMNS, message_from_row
 from smsrelay.store.records import (
     CallbackBuilders,
     ClaimedPart,
-    DlrFacts,
     MessageView,
     PartView,
     ReceiptView,
 )
 from smsrelay.store.sql import Conn
 
-MESSAGE_COLUMNS = (
-    "id, account_id, sender, recipient, region, text, encoding, nb_sms, cost_micros, tag, "
-    "url_response, url_dlr, stop_sms, sandbox, state, connector, created_at, due_at, final_at"
-)
-PART_COLUMNS = "id, seq, state, attempts, carrier_id, stat, err, submitted_at, done_at, last_error"
-FINAL_MESSAGE_STATES = frozenset(
-    {
-        MessageState.DELIVERED,
-        MessageState.UNDELIVERED,
-        MessageState.EXPIRED,
-        MessageState.REJECTED,
-        MessageState.FAILED,
-        MessageState.CANCELLED,
-    }
-)
-
-
 # -- reading --------------------------------------------------------------------------------
-
-
-def message_from_row(
-    row: tuple[Any, ...],
-    parts: tuple[PartView, ...] = (),
-    receipts: tuple[ReceiptView, ...] = (),
-) -> MessageView:
-    return MessageView(
-        id=row[0],
-        account_id=row[1],
-        sender=row[2],
-        recipient=row[3],
-        region=row[4],
-        text=row[5],
-        encoding=row[6],
-        nb_sms=row[7],
-        cost_micros=row[8],
-        tag=row[9],
-        url_response=row[10],
-        url_dlr=row[11],
-        stop_sms=bool(row[12]),
-        sandbox=bool(row[13]),
-        state=row[14],
-        connector=row[15],
-        created_at=row[16],
-        due_at=row[17],
-        final_at=row[18],
-        parts=parts,
-        receipts=receipts,
-    )
 
 
 def get_message(
@@ -228,7 +179,7 @@ def expire_unanswered(
         (now, submitted_before, limit),
     ).fetchall()
     for message_id in sorted({int(r[0]) for r in rows}):
-        refresh_message_state(conn, message_id, now, builders)
+        settle.refresh(conn, message_id, now, builders)
     return len(rows)
 
 
@@ -275,58 +226,7 @@ def mark_part_final(
     ).fetchone()
     single = state if nb_sms == 1 else None
     if row is not None:
-        refresh_message_state(conn, int(row[0]), now, builders, only_part=single)
-
-
-def refresh_message_state(
-    conn: Conn,
-    message_id: int,
-    now: float,
-    builders: CallbackBuilders,
-    *,
-    only_part: PartState | None = None,
-) -> MessageState:
-    """Derive the message's state from its parts; queue the DLR callback when it turns final.
-
-    ``only_part``: the state of the message's single part, when the caller knows it has one
-    (most messages): no need to read the parts back.
-    """
-    if only_part is not None:
-        new_state = message_state((only_part,))
-    else:
-        rows = conn.execute("SELECT state FROM parts WHERE message_id = ?", (message_id,))
-        new_state = message_state(PartState(r[0]) for r in rows.fetchall())
-    final = new_state in FINAL_MESSAGE_STATES
-    # A final message never moves again; the guard also tells us whether it just became final.
-    # final_at is set exactly when the state turns final (here and in cancel), so "not final"
-    # is "final_at IS NULL": a NOT IN list with RETURNING cost SQLite 3-4x the whole statement.
-    moved = conn.execute(
-        "UPDATE messages SET state = ?, final_at = ? WHERE id = ? AND state != ? "
-        "AND final_at IS NULL RETURNING url_dlr",
-        (str(new_state), now if final else None, message_id, str(new_state)),
-    ).fetchone()
-    if moved is not None and final and moved[0]:
-        _queue_dlr_callback(conn, message_id, now, builders)
-    return new_state
-
-
-def _queue_dlr_callback(
-    conn: Conn, message_id: int, now: float, builders: CallbackBuilders
-) -> None:
-    message = get_message(conn, message_id, with_receipts=False)  # the parts carry the stats
-    if message is None or not message.url_dlr:
-        return
-    body = builders.dlr(DlrFacts(message=message))
-    insert_callback(
-        conn,
-        builders.new_id(),
-        message.account_id,
-        "dlr",
-        message.url_dlr,
-        body,
-        now,
-        message_id=message_id,
-    )
+        settle.refresh(conn, int(row[0]), now, builders, only_part=single)
 
 
 def insert_callback(
@@ -346,13 +246,11 @@ def insert_callback(
     stored behind an open one of its key is parked until that one is done (see webhook_ops)."""
     key = order_key or (f"m{message_id}" if message_id is not None else None)
     values = (uuid, account_id, kind, message_id, reply_id, url, body, now)
-    due = (key, webhook_ops.PARKED, now)  # parked if an open row of its key is ahead of it
     row = conn.execute(
         "INSERT INTO webhooks (uuid, account_id, kind, message_id, reply_id, url, body, state, "
         "created_at, due_at, order_key) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, "
-        f"CASE WHEN EXISTS (SELECT 1 FROM webhooks WHERE order_key = ? AND {webhook_ops.OPEN}) "
-        "THEN ? ELSE ? END, ?) RETURNING id",
-        (*values, *due, key),
+        f"{webhook_ops.due_unless_behind('?', '?')}, ?) RETURNING id",
+        (*values, key, webhook_ops.PARKED, now, key),
     ).fetchone()
     return int(row[0])
 

@@ -1,6 +1,6 @@
 """Set-based: messages take the state their parts give them, and those that end queue their
-DLR callback. The grouped forms of ``message_ops.refresh_message_state``: a few statements
-for a whole run of submit outcomes or receipts, whatever its length."""
+DLR callback: for one message (``refresh``), or a few statements for a whole run of submit
+outcomes or receipts, whatever its length (``apply``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.store import webhook_ops
 from smsrelay.store.grouped import CHUNK, flat, marks, values
-from smsrelay.store.message_ops import (
+from smsrelay.store.message_rows import (
     FINAL_MESSAGE_STATES,
     MESSAGE_COLUMNS,
     PART_COLUMNS,
@@ -48,6 +48,24 @@ def part_states(conn: Conn, message_ids: Collection[int]) -> dict[int, dict[int,
 def derived(parts: dict[int, str]) -> MessageState:
     """A message's state from its parts' (as ``part_states`` gives them)."""
     return message_state(PartState(state) for state in parts.values())
+
+
+def refresh(
+    conn: Conn,
+    message_id: int,
+    now: float,
+    builders: CallbackBuilders,
+    *,
+    only_part: PartState | None = None,
+) -> MessageState:
+    """One message's state from its parts (``only_part``: the state of its single part, when
+    the caller knows it has one), applied as ``apply`` does; returns that state."""
+    if only_part is not None:
+        state = message_state((only_part,))
+    else:
+        state = derived(part_states(conn, (message_id,))[message_id])
+    apply(conn, (Change(message_id, state, now, builders),))
+    return state
 
 
 def apply(conn: Conn, changes: Iterable[Change]) -> None:
@@ -100,9 +118,8 @@ def _insert_dlrs(conn: Conn, rows: Sequence[tuple[object, ...]]) -> None:
     conn.execute(
         "INSERT INTO webhooks (uuid, account_id, kind, message_id, url, body, state, "
         "created_at, due_at, order_key) SELECT v.column1, v.column2, 'dlr', v.column3, "
-        "v.column4, v.column5, 'pending', v.column6, CASE WHEN EXISTS (SELECT 1 FROM "
-        f"webhooks o WHERE o.order_key = v.column7 AND o.{webhook_ops.OPEN}) THEN ? "
-        f"ELSE v.column6 END, v.column7 FROM {table} AS v",
+        "v.column4, v.column5, 'pending', v.column6, "
+        f"{webhook_ops.due_unless_behind('v.column7', 'v.column6')}, v.column7 FROM {table} AS v",
         (webhook_ops.PARKED, *flat(rows)),
     )
 

@@ -31,6 +31,15 @@ def _one_ahead(row: str) -> str:
     )
 
 
+def due_unless_behind(key: str, due: str) -> str:
+    """SQL for a new row's ``due_at``: ``due``, or parked (the parameter before it, PARKED)
+    while an open callback of its order ``key`` is ahead of it. Both are SQL expressions."""
+    return (
+        f"CASE WHEN EXISTS (SELECT 1 FROM webhooks o WHERE o.order_key = {key} AND o.{OPEN}) "
+        f"THEN ? ELSE {due} END"
+    )
+
+
 VIEW_COLUMNS = (
     "id, uuid, kind, url, state, attempts, created_at, due_at, delivered_at, last_error, "
     "message_id, reply_id"
