@@ -16,7 +16,15 @@ from typing import Any
 
 from smsrelay.domain.states import MessageState
 from smsrelay.errors import DomainError
-from smsrelay.store.grouped import CHUNK, Answers, flat, insert_rows, marks, values
+from smsrelay.store.grouped import (
+    CHUNK,
+    Answers,
+    flat,
+    insert_numbered,
+    insert_rows,
+    marks,
+    values,
+)
 from smsrelay.store.records import NewMessage
 from smsrelay.store.sql import Conn
 
@@ -27,24 +35,24 @@ _PART_COLUMNS = (
     ("state", ""),
     ("due_at", "DOUBLE PRECISION"),
 )
-_MESSAGE_TYPES = (
-    "BIGINT",  # account_id
-    "",  # sender
-    "",  # recipient
-    "",  # region
-    "",  # text
-    "",  # encoding
-    "BIGINT",  # nb_sms
-    "BIGINT",  # cost_micros
-    "",  # tag
-    "",  # url_response
-    "",  # url_dlr
-    "BIGINT",  # stop_sms
-    "BIGINT",  # sandbox
-    "",  # state
-    "",  # connector
-    "DOUBLE PRECISION",  # created_at
-    "DOUBLE PRECISION",  # due_at
+_MESSAGE_COLUMNS = (
+    ("account_id", "BIGINT"),
+    ("sender", ""),
+    ("recipient", ""),
+    ("region", ""),
+    ("text", ""),
+    ("encoding", ""),
+    ("nb_sms", "BIGINT"),
+    ("cost_micros", "BIGINT"),
+    ("tag", ""),
+    ("url_response", ""),
+    ("url_dlr", ""),
+    ("stop_sms", "BIGINT"),
+    ("sandbox", "BIGINT"),
+    ("state", ""),
+    ("connector", ""),
+    ("created_at", "DOUBLE PRECISION"),
+    ("due_at", "DOUBLE PRECISION"),
 )
 
 
@@ -72,10 +80,8 @@ def accept_many(conn: Conn, items: Sequence[NewMessage]) -> Answers:
         answers.append(None)
         accepted.append((index, msg, connector))
     _debit(conn, debits)
-    for start in range(0, len(accepted), CHUNK):
-        chunk = accepted[start : start + CHUNK]
-        for (index, _, _), message_id in zip(chunk, _insert(conn, chunk), strict=True):
-            answers[index] = message_id
+    for (index, _, _), message_id in zip(accepted, _insert(conn, accepted), strict=True):
+        answers[index] = message_id
     return answers
 
 
@@ -137,23 +143,13 @@ def _debit(conn: Conn, debits: dict[int, int]) -> None:
         )
 
 
-def _insert(conn: Conn, chunk: Sequence[tuple[int, NewMessage, str]]) -> list[int]:
-    """The messages' ids, in the chunk's order, and their parts (a sandbox message has none)."""
-    rows = [_message_row(msg, connector) for _, msg, connector in chunk]
-    inserted = conn.execute(
-        "INSERT INTO messages (account_id, sender, recipient, region, text, encoding, nb_sms, "
-        "cost_micros, tag, url_response, url_dlr, stop_sms, sandbox, state, connector, "
-        "created_at, due_at) SELECT "
-        + ", ".join(f"v.column{n}" for n in range(1, len(_MESSAGE_TYPES) + 1))
-        + f" FROM {values(len(rows), _MESSAGE_TYPES)} AS v RETURNING id",
-        flat(rows),
-    ).fetchall()
-    # One statement numbers its rows in the order it inserts them (SQLite's rowids and
-    # PostgreSQL's sequence both count up), so ascending ids are the chunk's order.
-    ids = sorted(int(row[0]) for row in inserted)
+def _insert(conn: Conn, accepted: Sequence[tuple[int, NewMessage, str]]) -> list[int]:
+    """The messages' ids, in order, and their parts (a sandbox message has none)."""
+    rows = [_message_row(msg, connector) for _, msg, connector in accepted]
+    ids = insert_numbered(conn, "messages", _MESSAGE_COLUMNS, rows)
     parts = [
         (message_id, seq, connector, "queued", msg.due_at)
-        for message_id, (_, msg, connector) in zip(ids, chunk, strict=True)
+        for message_id, (_, msg, connector) in zip(ids, accepted, strict=True)
         if not msg.sandbox
         for seq in range(1, msg.nb_sms + 1)
     ]

@@ -82,14 +82,33 @@ def insert_rows(
     conn: Conn, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
 ) -> None:
     """A multi-row INSERT, in chunks; ``columns``: each one's name and type (as ``values``)."""
-    names = ", ".join(name for name, _ in columns)
-    picked = ", ".join(f"v.column{n}" for n in range(1, len(columns) + 1))
+    for start in range(0, len(rows), CHUNK):
+        conn.execute(
+            _insert_sql(table, columns, len(rows[start : start + CHUNK])),
+            flat(rows[start : start + CHUNK]),
+        )
+
+
+def insert_numbered(
+    conn: Conn, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> list[int]:
+    """As ``insert_rows``, for a table with an ``id``: the new rows' ids, in ``rows``' order.
+    One statement numbers its rows in the order it inserts them (SQLite's rowids and
+    PostgreSQL's sequences both count up), so its ids, ascending, are that order; the order
+    RETURNING gives them in is not relied on."""
+    ids: list[int] = []
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
-        table_sql = values(len(chunk), [kind for _, kind in columns])
-        conn.execute(
-            f"INSERT INTO {table} ({names}) SELECT {picked} FROM {table_sql} AS v", flat(chunk)
-        )
+        sql = _insert_sql(table, columns, len(chunk)) + " RETURNING id"
+        ids += sorted(int(row[0]) for row in conn.execute(sql, flat(chunk)).fetchall())
+    return ids
+
+
+def _insert_sql(table: str, columns: Sequence[tuple[str, str]], rows: int) -> str:
+    names = ", ".join(name for name, _ in columns)
+    picked = ", ".join(f"v.column{n}" for n in range(1, len(columns) + 1))
+    table_sql = values(rows, [kind for _, kind in columns])
+    return f"INSERT INTO {table} ({names}) SELECT {picked} FROM {table_sql} AS v"
 
 
 def flat(rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:

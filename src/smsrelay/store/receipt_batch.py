@@ -16,10 +16,20 @@ from dataclasses import dataclass, field
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.store import settle
-from smsrelay.store.grouped import CHUNK, Answers, flat, insert_rows, marks, values
+from smsrelay.store.grouped import CHUNK, Answers, flat, insert_numbered, insert_rows, marks, values
 from smsrelay.store.receipt_match import choose_part, receipt_move
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
+
+_RECEIPT_COLUMNS = (
+    ("part_id", "BIGINT"),
+    ("connector", ""),
+    ("carrier_id", ""),
+    ("stat", ""),
+    ("err", ""),
+    ("received_at", "DOUBLE PRECISION"),
+    ("matched", "BIGINT"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,22 +146,11 @@ def _write(conn: Conn, run: _Run) -> None:
 
 def _store_receipts(conn: Conn, stored: Sequence[tuple[int | None, IncomingReceipt]]) -> list[int]:
     """Every receipt's row, in the run's order (matched or kept early); their ids."""
-    ids: list[int] = []
-    for start in range(0, len(stored), CHUNK):
-        chunk = stored[start : start + CHUNK]
-        rows = [
-            (part, r.connector, r.carrier_id, r.stat, r.err, r.received_at, int(part is not None))
-            for part, r in chunk
-        ]
-        table = values(len(rows), ("BIGINT", "", "", "", "", "DOUBLE PRECISION", "BIGINT"))
-        inserted = conn.execute(
-            "INSERT INTO receipts (part_id, connector, carrier_id, stat, err, received_at, "
-            "matched) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, "
-            f"v.column7 FROM {table} AS v RETURNING id",
-            flat(rows),
-        ).fetchall()
-        ids += sorted(int(row[0]) for row in inserted)  # numbered in the order inserted
-    return ids
+    rows = [
+        (part, r.connector, r.carrier_id, r.stat, r.err, r.received_at, int(part is not None))
+        for part, r in stored
+    ]
+    return insert_numbered(conn, "receipts", _RECEIPT_COLUMNS, rows)
 
 
 def _keep_early(conn: Conn, early: Sequence[tuple[int, IncomingReceipt]]) -> None:
