@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,8 @@ import pytest
 from smsrelay.errors import DomainError
 from smsrelay.store import sql_store
 from smsrelay.store.factory import store_for
+from smsrelay.store.grouped import Grouped, insert_rows
+from smsrelay.store.sql import Conn
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message
@@ -333,6 +335,34 @@ async def test_a_refused_write_fails_alone_in_its_batch(store: SqlStore) -> None
     assert isinstance(refused, DomainError) and refused.code == "sender.not_owned"
     assert all(isinstance(i, int) for i in outcomes)
     assert {m.id for m in await store.recent_messages(1, 10)} == set(outcomes)
+
+
+def _stop_phones(conn: Conn, phones: Sequence[str]) -> list[str]:
+    """A grouped write: the whole run in one statement (one phone twice breaks UNIQUE)."""
+    insert_rows(conn, "stop_list", STOP_COLUMNS, [(1, phone, 10.0) for phone in phones])
+    return list(phones)
+
+
+STOP_COLUMNS = (("account_id", "BIGINT"), ("phone", ""), ("created_at", "DOUBLE PRECISION"))
+
+
+async def test_a_grouped_run_whose_statement_fails_is_redone_one_write_at_a_time(
+    store: SqlStore,
+) -> None:
+    """When a grouped run's statement fails, the batch is redone write by write: only the
+    write that cannot stand fails, and nothing of the failed attempt is stored twice."""
+    phones = ("+33600000001", "+33600000002", "+33600000001", "+33600000003")
+    outcomes = await asyncio.gather(
+        *(store.db.write(Grouped(_stop_phones, phone)) for phone in phones),
+        return_exceptions=True,
+    )
+    failed = outcomes.pop(2)
+    assert isinstance(failed, Exception) and not isinstance(failed, DomainError)
+    assert outcomes == ["+33600000001", "+33600000002", "+33600000003"]
+    stored = await store.db.read(
+        lambda conn: [r[0] for r in conn.execute("SELECT phone FROM stop_list ORDER BY id")]
+    )
+    assert stored == ["+33600000001", "+33600000002", "+33600000003"]
 
 
 async def test_two_stores_on_one_database_never_hand_out_a_part_twice(
