@@ -28,7 +28,7 @@ from smsrelay.smpp.pdu import (
     UnbindResp,
 )
 
-from .conftest import MakeSimulator
+from .conftest import MakeSimulator, eventually
 
 
 class RawPeer:
@@ -140,3 +140,30 @@ async def test_a_connection_that_never_binds_is_dropped(make_simulator: MakeSimu
     assert await bound.exchange(EnquireLink(sequence=2)) == EnquireLinkResp(sequence=2)
     for peer in (idle, refused, bound):
         peer.writer.close()
+
+
+async def test_a_dropped_link_reads_on_so_a_peer_still_sending_gets_every_answer(
+    make_simulator: MakeSimulator,
+) -> None:
+    # Closing a socket with bytes still unread resets the connection, and a reset can destroy
+    # answers already on their way (the ESME's next write fails and its transport stops
+    # reading). So a drop sends its answers, then half-closes, and reads on until the peer
+    # has closed: a pipelining ESME reads every answer and then a clean end of stream.
+    simulator = await make_simulator(drop_every=3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", simulator.port)
+    peer = RawPeer(reader, writer)
+    await peer.exchange(BindTransceiver(sequence=1, system_id="esme", password="x"))
+    writer.write(b"".join(encode(_submit(seq)) for seq in (2, 3, 4)))  # the third is dropped
+    await eventually(lambda: simulator.stats.dropped_connections == 1, what="the drop")
+    for seq in (5, 6):  # the ESME goes on pipelining before it reads
+        writer.write(encode(_submit(seq)))
+        await writer.drain()
+    async with asyncio.timeout(5):
+        answers = peer.pdus.feed(await reader.read())  # to the end of the stream, no reset
+    assert [(a.sequence, a.status) for a in answers] == [(2, 0), (3, 0)]
+    assert len(simulator.received) == 2  # what came after the drop was neither taken nor recorded
+    writer.close()
+
+
+def _submit(sequence: int) -> SubmitSm:
+    return SubmitSm(sequence=sequence, destination_addr="33612345678", short_message=b"hi")

@@ -49,6 +49,8 @@ from smsrelay.smpp.session import (
 # that come first): the SMSC may well have it, and sending it again risks a duplicate.
 LATE_ANSWER_TIMEOUTS = 6
 LATE_ANSWER_LIMIT = 100.0
+# After our half-close, how long the peer gets to close its side before we close anyway.
+LINGER = 2.0
 
 
 class NoAnswer(TransientError):
@@ -104,6 +106,7 @@ class SmppLink(asyncio.Protocol):
         self._unsent: set[int] = set()  # requests whose bytes are still in _out
         self._void: set[int] = set()  # requests the peer refused unseen (see void_after)
         self._flush_handle: asyncio.Handle | None = None
+        self._linger: asyncio.TimerHandle | None = None  # set once we have half-closed
         self._timer: asyncio.TimerHandle | None = None
         # FIFO of callers waiting for window room: a freed slot wakes exactly one of them
         # (an Event would wake every waiting receipt on every response).
@@ -135,8 +138,11 @@ class SmppLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         handlers = self.handlers
+        closing = self._linger is not None
         for event in self.session.receive(data, self.loop.time()):
             handler = handlers.get(type(event))
+            if closing and handler != self._on_response:
+                continue  # we have half-closed: answers are still welcome, requests are not
             if handler is None:
                 self._on_unexpected(event)
             else:
@@ -145,6 +151,8 @@ class SmppLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._linger is not None:
+            self._linger.cancel()
         self.session.close()
         self._out.clear()
         pending, self._pending = self._pending, {}
@@ -170,7 +178,9 @@ class SmppLink(asyncio.Protocol):
     def is_open(self) -> bool:
         """Connected and not closing: a request written now can still leave."""
         transport = self.transport
-        return transport is not None and not self.closed.done() and not transport.is_closing()
+        if transport is None or self._linger is not None or self.closed.done():
+            return False
+        return not transport.is_closing()
 
     def send(self, pdu: Pdu) -> None:
         """Send a PDU that needs no answer tracking (a response, or an enquire_link)."""
@@ -195,15 +205,24 @@ class SmppLink(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_handle = None
         out, self._out = self._out, []
-        if out and self.transport is not None and not self.transport.is_closing():
+        if out and self.is_open:
             self.transport.write(b"".join(out))
             self._unsent.clear()
 
     def close(self) -> None:
-        """Flush what is queued, then close."""
-        if self.transport is not None and not self.transport.is_closing():
-            self._flush()
-            self.transport.close()
+        """Flush what is queued, half-close, and read on until the peer closes its side (or
+        LINGER runs out). Closing a socket with bytes still unread resets the connection, and
+        a reset can destroy answers still on their way to the peer: a pipelining peer's next
+        write fails and its transport stops reading, so it sends those parts again."""
+        transport = self.transport
+        if not self.is_open or transport is None:
+            return
+        self._flush()
+        if not transport.can_write_eof():  # TLS: no half-close
+            transport.close()
+            return
+        transport.write_eof()
+        self._linger = self.loop.call_later(LINGER, transport.close)
 
     def abort(self) -> None:
         if self.transport is not None:

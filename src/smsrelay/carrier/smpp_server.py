@@ -90,7 +90,7 @@ class SmscLink(SmppLink):
 
     @property
     def is_closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
+        return not self.is_open
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
