@@ -205,7 +205,7 @@ class SmppLink(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_handle = None
         out, self._out = self._out, []
-        if out and self.is_open:
+        if out and self.is_open and self.transport is not None:
             self.transport.write(b"".join(out))
             self._unsent.clear()
 
