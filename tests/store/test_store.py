@@ -6,10 +6,11 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from smsrelay.errors import DomainError
+from smsrelay.errors import DomainError, TransientError
 from smsrelay.store import sql_store
 from smsrelay.store.factory import store_for
 from smsrelay.store.grouped import Grouped, insert_rows
@@ -311,6 +312,48 @@ async def test_connections_the_server_dropped_are_replaced(store: SqlStore) -> N
     for _ in range(8):  # every writer thread meets its dead connection, and gets a new one
         assert await store.accept_message(new_message())
     assert len(await store.recent_messages(1, 100)) == 9
+
+
+def _lose_the_next_commit_answer(monkeypatch: pytest.MonkeyPatch, *, committed: bool) -> None:
+    """The next COMMIT's connection dies: after the server committed (only the answer is
+    lost) or before the COMMIT reached it. A fault loopback cannot produce on cue."""
+    import psycopg
+
+    from smsrelay.store import pg_batch
+
+    real_commit = pg_batch.commit
+
+    def lose(conn: psycopg.Connection[Any]) -> None:
+        monkeypatch.setattr(pg_batch, "commit", real_commit)  # once
+        if committed:
+            real_commit(conn)
+        conn.close()  # the server ends a transaction whose client is gone
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(pg_batch, "commit", lose)
+
+
+async def test_a_commit_whose_answer_was_lost_is_asked_about_and_answered_as_stored(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's COMMIT over a connection (SQLite's is a local call)")
+    _lose_the_next_commit_answer(monkeypatch, committed=True)
+    stored = await store.accept_message(new_message())  # not a failure the client retries
+    assert [m.id for m in await store.recent_messages(1, 10)] == [stored]
+    assert await store.accept_message(new_message())  # and the engine goes on
+
+
+async def test_a_commit_that_never_reached_the_server_fails_and_stores_nothing(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's COMMIT over a connection (SQLite's is a local call)")
+    _lose_the_next_commit_answer(monkeypatch, committed=False)
+    with pytest.raises(TransientError, match="nothing stored"):
+        await store.accept_message(new_message())
+    assert await store.recent_messages(1, 10) == []
+    assert await store.accept_message(new_message())
 
 
 async def test_a_value_postgresql_cannot_hold_is_a_refusal_not_a_crash(store: SqlStore) -> None:

@@ -6,6 +6,11 @@ one write refuses (a DomainError, say), the batch is run again with a savepoint 
 so only that one fails. If PostgreSQL aborts the transaction for a conflict with another
 node's (SQLSTATE 40001, or a deadlock), the whole batch runs again: each write is a pure
 function of its connection, so running it again is safe.
+
+A COMMIT whose answer is lost with the connection may or may not have committed: the batch
+raises ``CommitUnknown`` with its transaction id, and the engine asks the server (on a new
+connection) what became of it, so a write that was stored is not answered as failed (a
+client would send it again: a duplicate at the handset).
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ Outcome = tuple[Any, BaseException | None]
 RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 MAX_TRIES = 30  # conflicts in a row before the batch fails as transient
 BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+
+
+class CommitUnknown(Exception):
+    """The connection failed during COMMIT: transaction ``xid`` may have committed."""
+
+    def __init__(self, xid: int, outcomes: list[Outcome], cause: Exception) -> None:
+        super().__init__(f"COMMIT of transaction {xid} unanswered: {cause}")
+        self.xid = xid
+        self.outcomes = outcomes
 
 
 def run_batch(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
@@ -57,8 +71,17 @@ def _once(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
         conn.execute("ROLLBACK")
         conn.execute(BEGIN)
         outcomes = [_isolated(conn, wrapped, op) for op in ops]
-    conn.execute("COMMIT")
+    row = conn.execute("SELECT txid_current()").fetchone()
+    xid = int(row[0]) if row is not None else 0
+    try:
+        commit(conn)
+    except psycopg.OperationalError as exc:
+        raise CommitUnknown(xid, outcomes, exc) from exc
     return outcomes
+
+
+def commit(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("COMMIT")
 
 
 def _isolated(conn: psycopg.Connection[Any], wrapped: PgConn, op: Op) -> Outcome:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,13 +25,17 @@ import psycopg
 from smsrelay.errors import TransientError
 from smsrelay.store import pg_schema
 from smsrelay.store.answers import resolve_all
-from smsrelay.store.pg_batch import BEGIN, Op, Outcome, run_batch
+from smsrelay.store.pg_batch import BEGIN, CommitUnknown, Op, Outcome, run_batch
 from smsrelay.store.pg_conn import PgConn, connect
 from smsrelay.store.sql import Conn
 
 T = TypeVar("T")
 READERS = 2
 MAX_BATCH = 512  # writes per transaction: bounds the work redone after a conflict
+# How long to keep asking what became of a COMMIT whose answer was lost (a server that
+# restarts comes back within this), and how often.
+COMMIT_CHECK_FOR = 30.0
+COMMIT_CHECK_EVERY = 0.2
 
 
 class PgDatabase:
@@ -111,9 +116,43 @@ class PgDatabase:
         conn = self._begun(BEGIN)
         try:
             return run_batch(conn, ops)
+        except CommitUnknown as unknown:
+            self._forget(conn)
+            if self._committed(unknown.xid):
+                return unknown.outcomes
+            raise TransientError(f"database unavailable, nothing stored: {unknown}") from None
         except psycopg.OperationalError as exc:  # connection lost, server down or restarting
             self._forget(conn)
             raise TransientError(f"database unavailable: {exc}") from exc
+
+    def _committed(self, xid: int) -> bool:
+        """Whether transaction ``xid`` committed, asked on a new connection until the server
+        knows (it ends a transaction whose client is gone). Not knowing by the deadline is a
+        failure that says so: the writes may be stored."""
+        deadline = time.monotonic() + COMMIT_CHECK_FOR
+        while True:
+            status = self._xact_status(xid)
+            if status in ("committed", "aborted"):
+                return status == "committed"
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"database unavailable: whether transaction {xid} committed is unknown "
+                    "(the writes may be stored)"
+                )
+            time.sleep(COMMIT_CHECK_EVERY)
+
+    def _xact_status(self, xid: int) -> str | None:
+        """'committed', 'aborted', 'in progress', or None when the server cannot be asked."""
+        try:
+            conn = self._connection()
+        except TransientError:
+            return None
+        try:
+            row = conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+        except psycopg.OperationalError:
+            self._forget(conn)
+            return None
+        return None if row is None else str(row[0])
 
     def _read_in_snapshot(self, fn: Callable[[Conn], T]) -> T:
         conn = self._begun("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
