@@ -119,13 +119,13 @@ def _check(facts: _Facts, debits: dict[int, int], msg: NewMessage) -> str:
         raise DomainError("sender.not_owned", "from is not one of this account's numbers", "from")
     if (msg.account_id, msg.recipient) in facts.stopped:
         raise DomainError("recipient.stopped", "the number is in the STOP list", "to")
+    account = facts.accounts.get(msg.account_id)
+    if account is None:
+        raise DomainError("account.unknown", "incorrect API key", "apiKey")
+    disabled, credit = account
+    if disabled:  # the API's account cache may be a second old: the write decides
+        raise DomainError("account.disabled", "account disabled", "apiKey")
     if not msg.sandbox:
-        account = facts.accounts.get(msg.account_id)
-        if account is None:
-            raise DomainError("account.unknown", "incorrect API key", "apiKey")
-        disabled, credit = account
-        if disabled:
-            raise DomainError("account.disabled", "account disabled", "apiKey")
         if credit - debits[msg.account_id] < msg.cost_micros:
             raise DomainError("credit.insufficient", "insufficient credit", "apiKey")
         debits[msg.account_id] += msg.cost_micros
