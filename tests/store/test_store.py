@@ -14,6 +14,7 @@ from smsrelay.errors import DomainError, TransientError
 from smsrelay.store import sql_store
 from smsrelay.store.factory import store_for
 from smsrelay.store.grouped import Grouped, insert_rows
+from smsrelay.store.records import IncomingReceipt
 from smsrelay.store.sql import Conn
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
@@ -406,6 +407,32 @@ async def test_a_grouped_run_whose_statement_fails_is_redone_one_write_at_a_time
         lambda conn: [r[0] for r in conn.execute("SELECT phone FROM stop_list ORDER BY id")]
     )
     assert stored == ["+33600000001", "+33600000002", "+33600000003"]
+
+
+async def test_a_receipt_ahead_of_its_submit_outcome_in_one_batch_is_matched_not_kept(
+    store: SqlStore,
+) -> None:
+    """Writes waiting together may run in any order (each caller waits for its answer before
+    its next write): submit outcomes run first, so a receipt that came in just before its
+    part's ``submit_sm_resp`` was stored is matched at once rather than kept as early."""
+    message_ids = [await store.accept_message(new_message()) for _ in range(3)]
+    parts = await store.claim_due_parts("default", 100.0, 10, 160.0)
+    writes = []
+    for part in parts:
+        carrier_id = f"c{part.part_id}"
+        receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, 102.0)
+        writes += [
+            store.record_receipt(receipt, BUILDERS),
+            store.mark_submitted(part.part_id, carrier_id, carrier_id, 101.0, BUILDERS, 1),
+        ]
+    assert await asyncio.gather(*writes) == [True] * 6  # each receipt matched its part now
+    kept = await store.db.read(
+        lambda conn: conn.execute("SELECT COUNT(*) FROM early_receipt_keys").fetchone()[0]
+    )
+    assert kept == 0
+    for message_id in message_ids:
+        message = await store.get_message(message_id)
+        assert message is not None and message.state == "delivered"
 
 
 async def test_two_stores_on_one_database_never_hand_out_a_part_twice(

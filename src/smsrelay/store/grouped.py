@@ -11,6 +11,12 @@ items run one after another in their order, and it decides every refusal before 
 so a refused item (its answer is the exception) has written nothing and the batch needs no
 savepoint for it. Anything it raises fails the batch, which the engine then redoes one write
 at a time, each alone in a savepoint (``Grouped.__call__``: a run of one).
+
+The order a batch runs in is the engine's to choose: its writes were all waiting at once (a
+caller waits for one write's answer before it makes its next), so any order is one they could
+have arrived in. ``run_all`` runs every grouped write of a kind as one call, kinds that
+``go_first`` ahead of the rest, and otherwise keeps the order they came in (within a kind,
+always: two receipts for one part stay in the SMSC's order).
 """
 
 from __future__ import annotations
@@ -39,31 +45,51 @@ class Grouped(Generic[Item]):
         return answer
 
 
+_FIRST: set[object] = set()
+Many = TypeVar("Many", bound=Callable[..., Answers])
+
+
+def go_first(many: Many) -> Many:
+    """Mark a grouped kind to run ahead of the rest of its batch (a submit outcome: a receipt
+    in the same batch then finds its part submitted, instead of being kept as early)."""
+    _FIRST.add(many)
+    return many
+
+
 def run_all(conn: Conn, ops: Sequence[Callable[[Conn], Any]]) -> list[Outcome]:
-    """Each op's result (or a grouped item's refusal), in order. Raises what an op raised."""
-    outcomes: list[Outcome] = []
-    start = 0
-    while start < len(ops):
-        op = ops[start]
+    """Each op's result (or a grouped item's refusal), answered in the ops' order, run in the
+    order ``schedule`` gives. Raises what an op raised."""
+    outcomes: list[Outcome] = [(None, None)] * len(ops)
+    for indexes in schedule(ops):
+        op = ops[indexes[0]]
         if not isinstance(op, Grouped):
-            outcomes.append((op(conn), None))
-            start += 1
+            outcomes[indexes[0]] = (op(conn), None)
             continue
-        end = _run_end(ops, start, op.many)
-        answers = op.many(conn, [cast(Grouped[Any], grouped).item for grouped in ops[start:end]])
-        outcomes.extend(_as_outcome(answer) for answer in answers)
-        start = end
+        answers = op.many(conn, [cast(Grouped[Any], ops[i]).item for i in indexes])
+        for index, answer in zip(indexes, answers, strict=True):
+            outcomes[index] = _as_outcome(answer)
     return outcomes
 
 
-def _run_end(ops: Sequence[Callable[[Conn], Any]], start: int, many: object) -> int:
-    end = start + 1
-    while end < len(ops):
-        op = ops[end]
-        if not isinstance(op, Grouped) or op.many is not many:
-            break
-        end += 1
-    return end
+def schedule(ops: Sequence[Callable[[Conn], Any]]) -> list[list[int]]:
+    """The ops' indexes in runs: a plain op alone; a grouped kind's items together (in their
+    order) where its first one came; the kinds that ``go_first`` before everything."""
+    runs: list[list[int]] = []
+    by_kind: dict[object, list[int]] = {}
+    for index, op in enumerate(ops):
+        if not isinstance(op, Grouped):
+            runs.append([index])
+        elif (run := by_kind.get(op.many)) is not None:
+            run.append(index)
+        else:
+            by_kind[op.many] = run = [index]
+            runs.append(run)
+    first = [run for run in runs if _goes_first(ops[run[0]])]
+    return first + [run for run in runs if not _goes_first(ops[run[0]])]
+
+
+def _goes_first(op: Callable[[Conn], Any]) -> bool:
+    return isinstance(op, Grouped) and op.many in _FIRST
 
 
 def _as_outcome(answer: Any) -> Outcome:

@@ -75,8 +75,11 @@ class PgDatabase:
         if self._loop is None:
             raise TransientError("database is not open")
         future: asyncio.Future[T] = self._loop.create_future()
+        if not self._outbox and not self._writing:
+            # once per loop turn, as SQLite's engine does: the writes made in this turn go
+            # together, rather than the first alone and the rest in the next transaction
+            self._loop.call_soon(self._next_batch)
         self._outbox.append((fn, future))
-        self._next_batch()
         return await future
 
     async def read(self, fn: Callable[[Conn], T]) -> T:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from smsrelay.domain.states import MessageState
 from smsrelay.store import receipt_batch, settle
-from smsrelay.store.grouped import CHUNK, Answers, flat, marks, values
+from smsrelay.store.grouped import CHUNK, Answers, flat, go_first, marks, values
 from smsrelay.store.receipt_match import EARLY_RECEIPT_WINDOW
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
@@ -24,6 +24,7 @@ class Submitted:
     nb_sms: int | None  # 1: the message has this part only, no need to read its others
 
 
+@go_first
 def mark_submitted_many(conn: Conn, items: Sequence[Submitted]) -> Answers:
     """Per item True, or False if its part had moved on (no longer 'sending'). Then each
     message's state, and receipts that raced ahead of their ``submit_sm_resp``."""
