@@ -315,9 +315,13 @@ async def test_connections_the_server_dropped_are_replaced(store: SqlStore) -> N
     assert len(await store.recent_messages(1, 100)) == 9
 
 
-def _lose_the_next_commit_answer(monkeypatch: pytest.MonkeyPatch, *, committed: bool) -> None:
+def _lose_the_next_commit_answer(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, *, committed: bool
+) -> None:
     """The next COMMIT's connection dies: after the server committed (only the answer is
     lost) or before the COMMIT reached it. A fault loopback cannot produce on cue."""
+    if store.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's COMMIT over a connection (SQLite's is a local call)")
     import psycopg
 
     from smsrelay.store import pg_batch
@@ -337,9 +341,7 @@ def _lose_the_next_commit_answer(monkeypatch: pytest.MonkeyPatch, *, committed: 
 async def test_a_commit_whose_answer_was_lost_is_asked_about_and_answered_as_stored(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if store.url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's COMMIT over a connection (SQLite's is a local call)")
-    _lose_the_next_commit_answer(monkeypatch, committed=True)
+    _lose_the_next_commit_answer(store, monkeypatch, committed=True)
     stored = await store.accept_message(new_message())  # not a failure the client retries
     assert [m.id for m in await store.recent_messages(1, 10)] == [stored]
     assert await store.accept_message(new_message())  # and the engine goes on
@@ -348,9 +350,7 @@ async def test_a_commit_whose_answer_was_lost_is_asked_about_and_answered_as_sto
 async def test_a_commit_that_never_reached_the_server_fails_and_stores_nothing(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if store.url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's COMMIT over a connection (SQLite's is a local call)")
-    _lose_the_next_commit_answer(monkeypatch, committed=False)
+    _lose_the_next_commit_answer(store, monkeypatch, committed=False)
     with pytest.raises(TransientError, match="nothing stored"):
         await store.accept_message(new_message())
     assert await store.recent_messages(1, 10) == []
