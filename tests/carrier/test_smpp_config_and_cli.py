@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.simulator_cli import smsc
-from smsrelay.carrier.smpp_client import SmppLinkConfig
+from smsrelay.carrier.smpp_client import SmppLinkConfig, validity_period
 from smsrelay.smpp.concat import ConcatMethod
 
 from .conftest import DESTINATION, SOURCE, Inbox, MakeConnector, eventually
@@ -58,12 +58,28 @@ def test_from_url_smpps_means_tls_and_overrides_win() -> None:
         "smpp://a:b@h:1?window=0",
         "smpp://a:b@h:1?bind_mode=sideways",
         "smpp://a:b@h:1?concat_method=smoke",
+        "smpp://a:b@h:1?validity_hours=49",
+        "smpp://a:b@h:1?validity_hours=-1",
+        "smpp://a:b@h:1?validity_hours=0.0001",
         "smpp://a:b@:1",
     ],
 )
 def test_from_url_refuses_what_it_cannot_use(url: str) -> None:
     with pytest.raises(ValueError):
         SmppLinkConfig.from_url(url)
+
+
+@pytest.mark.parametrize(
+    ("query", "period"),
+    [
+        ("", "000002000000000R"),
+        ("?validity_hours=0.25", "000000001500000R"),
+        ("?validity_hours=0", ""),
+    ],
+)
+def test_each_part_tells_the_smsc_its_validity_48_hours_unless_set(query: str, period: str) -> None:
+    config = SmppLinkConfig.from_url("smpp://a:b@h:1" + query)
+    assert validity_period(config.validity_hours) == period
 
 
 def test_every_command_help_has_an_example() -> None:

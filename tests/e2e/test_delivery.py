@@ -56,6 +56,7 @@ async def test_short_message_leaves_from_the_long_number_and_is_delivered(linked
     assert submit["source"] == gw.number and submit["destination"] == "33612345678"
     assert submit["data_coding"] == 0 and submit["esm_class"] == 0
     assert submit["registered_delivery"] == 1
+    assert submit["validity_period"] == "000002000000000R"  # 48 h, relative
     assert bytes.fromhex(submit["short_message"]) == encode_gsm7("Hello world")
 
 
@@ -95,6 +96,24 @@ async def test_undelivered_receipt_reads_not_delivered(tmp_path: Path) -> None:
         _, answer = await gw.send()
         status = await _final_status(gw, answer["message_id"], "Not delivered")
         assert status["stat"] == "UNDELIV"
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
+async def test_a_part_whose_validity_ends_before_delivery_expires_at_the_carrier(
+    tmp_path: Path,
+) -> None:
+    """The connector's validity_hours reaches the SMSC, which lets the part expire there."""
+    smsc = await start_smsc("--delivery-rate", "1.0", "--receipt-delay-ms", "1500")
+    url = smsc.url + "?validity_hours=0.0003"  # 1.08 s, sent as 1 s
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=url))
+    try:
+        _, answer = await gw.send()
+        status = await _final_status(gw, answer["message_id"], "Not delivered")
+        assert status["stat"] == "EXPIRED"
+        [submit] = await smsc.submits()
+        assert submit["validity_period"] == "000000000001000R"
     finally:
         await runtime.stop(gw.running)
         await smsc.stop()

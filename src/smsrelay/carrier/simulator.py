@@ -40,6 +40,7 @@ from smsrelay.smpp.pdu import (
 )
 from smsrelay.smpp.receipts import format_receipt
 from smsrelay.smpp.session import TokenBucket
+from smsrelay.smpp.times import relative_seconds
 
 IdStyle = Literal["hex", "decimal"]
 InboundPdu = Literal["deliver_sm", "data_sm"]
@@ -117,6 +118,7 @@ class SubmitRecord:
     registered_delivery: int
     status: int
     message_id: str | None
+    validity_period: str = ""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -282,6 +284,7 @@ class Simulator:
             registered_delivery=pdu.registered_delivery,
             status=status,
             message_id=message_id,
+            validity_period=pdu.validity_period,
         )
         if len(self.received) >= self.options.max_records:
             del self.received[: len(self.received) // 2]
@@ -304,6 +307,17 @@ class Simulator:
             link.send(pdu)
 
     # --- receipts ------------------------------------------------------------------------
+
+    def _fate(self, record: SubmitRecord) -> tuple[str, MessageState, int]:
+        """The receipt's stat: a part whose validity ends before its receipt is due (the
+        handset "unreachable" until then) expires, as at a carrier; else delivered at
+        ``delivery_rate``."""
+        validity = relative_seconds(record.validity_period)
+        if validity is not None and self.options.receipt_delay_ms > validity * 1000:
+            return "EXPIRED", MessageState.EXPIRED, 0
+        if self._rng.random() < self.options.delivery_rate:
+            return "DELIVRD", MessageState.DELIVERED, 0
+        return "UNDELIV", MessageState.UNDELIVERABLE, 1
 
     def _schedule_receipt(self, record: SubmitRecord) -> None:
         receipt = _Receipt(record.system_id or None, self._receipt_builder(record))
@@ -362,18 +376,12 @@ class Simulator:
         self._receipt_answered(future, receipt)
 
     def _receipt_builder(self, record: SubmitRecord) -> _Build:
-        delivered = self._rng.random() < self.options.delivery_rate
+        stat, state, err = self._fate(record)
         receipt_id = render_id(int(record.message_id or "0", 16 if self._hex else 10), self._rstyle)
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         text = format_receipt(
-            receipt_id,
-            "DELIVRD" if delivered else "UNDELIV",
-            submit_date=now,
-            done_date=now,
-            err=0 if delivered else 1,
-            text=_preview(record),
+            receipt_id, stat, submit_date=now, done_date=now, err=err, text=_preview(record)
         )
-        state = MessageState.DELIVERED if delivered else MessageState.UNDELIVERABLE
         tlvs: Tlvs = (
             (Tag.RECEIPTED_MESSAGE_ID, receipt_id.encode("ascii") + b"\0"),
             (Tag.MESSAGE_STATE, bytes((state,))),

@@ -54,6 +54,7 @@ from smsrelay.smpp.session import (
     attempts_after_link_lost,
     reconnect_delay,
 )
+from smsrelay.smpp.times import relative_time
 
 BindMode = Literal["transceiver", "transmitter+receiver"]
 _log = logging.getLogger("smsrelay.carrier.smpp")
@@ -64,6 +65,7 @@ _BIND_COUNTER = itertools.count(1)
 
 
 _REENCODED = {1: "ascii", 3: "latin-1"}  # data_coding -> codec for GSM text
+MAX_VALIDITY_HOURS = 48.0  # SMS Partner's validity at the carrier
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ class SmppLinkConfig:
     # How this SMSC writes ids in receipts vs submit_sm_resp: auto, same, decimal, hex
     # (see smpp.receipts.carrier_id_candidates); set it when known, auto can be ambiguous.
     receipt_id: str = "auto"
+    # The validity period the SMSC is given for each part (relative, from its arrival there);
+    # 0 sends none, leaving the SMSC's default. At most 48 h: a part not reported on 49 h
+    # after it left is marked expired here.
+    validity_hours: float = MAX_VALIDITY_HOURS
 
     def __post_init__(self) -> None:
         if isinstance(self.concat_method, str):
@@ -107,6 +113,12 @@ class SmppLinkConfig:
             raise ValueError(
                 f"receipt_id {self.receipt_id!r}: one of {', '.join(RECEIPT_ID_FORMS)}"
             )
+        if not 0 <= self.validity_hours <= MAX_VALIDITY_HOURS:
+            raise ValueError(
+                f"validity_hours must be 0 (the SMSC's default) to {MAX_VALIDITY_HOURS}"
+            )
+        if 0 < self.validity_hours < 1 / 3600:
+            raise ValueError("validity_hours must be at least one second (1/3600)")
         if not 0 <= self.gsm_data_coding <= 255:
             raise ValueError("gsm_data_coding must be an octet")
         if (self.tls_ca or self.tls_cert or self.tls_key) and not self.tls:
@@ -160,6 +172,11 @@ def client_tls(name: str, config: SmppLinkConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise TlsFilesError(f"connector {name}: cannot load its TLS files: {exc}") from exc
     return context
+
+
+def validity_period(hours: float) -> str:
+    """A submit's validity_period: empty for 0 (the SMSC's default), else relative."""
+    return relative_time(max(1, round(hours * 3600))) if hours else ""
 
 
 def _convert(type_name: str, raw: str) -> Any:
@@ -315,6 +332,7 @@ class SmppConnector:
         self.config = config
         self.log = logger or _log
         self._on_inbound = on_inbound
+        self._validity = validity_period(config.validity_hours)
         self._window = WindowSlots(config.window)
         self._bucket = (
             TokenBucket(config.max_per_second, burst=max(1.0, config.max_per_second / 20))
@@ -451,6 +469,7 @@ class SmppConnector:
             dest_addr_npi=1,
             destination_addr=part.destination,
             esm_class=esm_class,
+            validity_period=self._validity,
             registered_delivery=1,
             data_coding=data_coding,
             short_message=short_message,
