@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -48,6 +49,17 @@ async def test_json_is_json_whatever_the_content_type(
     body = json.dumps(_body(gw)).encode()
     headers = {"Content-Type": content_type} if content_type else {}
     status, answer = await gw.post("/v1/vn/send", body, headers)
+    assert (status, answer["success"]) == (200, True)
+
+
+async def test_a_utf8_byte_order_mark_before_the_body_is_not_data(gw: RunningGateway) -> None:
+    # .NET's UTF-8 writers and PowerShell put one first; the body is JSON or a form all the same.
+    bom = b"\xef\xbb\xbf"
+    status, answer = await gw.post("/v1/vn/send", bom + json.dumps(_body(gw)).encode())
+    assert (status, answer["success"]) == (200, True)
+    form = bom + urlencode(_body(gw)).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, answer = await gw.post("/v1/vn/send", form, headers)
     assert (status, answer["success"]) == (200, True)
 
 
@@ -325,6 +337,27 @@ async def test_unknown_paths_and_methods_answer_json(gw: RunningGateway) -> None
     assert status == 405 and answer["success"] is False
     status, answer = await gw.get("/nope")
     assert status == 404 and answer["success"] is False
+
+
+async def test_unknown_paths_and_methods_answer_the_xml_the_query_asks_for(
+    gw: RunningGateway,
+) -> None:
+    status, text = await gw.get("/nope", {"_format": "xml"})
+    assert status == 404 and "<entry>false</entry><entry>404</entry>" in text
+    status, text = await gw.get("/v1/vn/send/", {"_format": "xml"})
+    assert status == 405 and "<entry>false</entry><entry>405</entry>" in text
+
+
+@pytest.mark.parametrize(("base", "tail"), [("/v1", "/"), ("/v1/", ""), ("//v1/", "//")])
+async def test_a_path_with_a_trailing_or_doubled_slash_reaches_its_endpoint(
+    gw: RunningGateway, base: str, tail: str
+) -> None:
+    # A client whose base URL ends in "/v1/" joins it to "/vn/send" as "/v1//vn/send".
+    path = f"{base}/vn/send{tail}"
+    status, answer = await gw.post(path, _body(gw), {"Content-Type": "application/json"})
+    assert (status, answer["success"]) == (200, True)
+    status, answer = await gw.get(f"{base}/me{tail}", {"apiKey": gw.api_key})
+    assert (status, answer["success"]) == (200, True)
 
 
 async def test_a_message_outside_quiet_hours_is_not_held(gw: RunningGateway) -> None:

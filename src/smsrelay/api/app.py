@@ -12,11 +12,13 @@ from aiohttp.web_protocol import RequestPayloadError
 from smsrelay.api.errors import error_payload, simple_error
 from smsrelay.api.params import Params, read_params
 from smsrelay.api.render import respond, wants_xml
+from smsrelay.api.routes import RouteTable, tidy_path
 from smsrelay.errors import DomainError, TransientError
 from smsrelay.service.gateway import Gateway
 
 Endpoint = Callable[[Gateway, Params, bool, bool], Awaitable[web.StreamResponse]]
 GATEWAY = web.AppKey("gateway", Gateway)
+ROUTE_TABLE: web.AppKey[RouteTable] = web.AppKey("route_table")
 MAX_BODY = 64 * 1024
 log = logging.getLogger("smsrelay.api")
 
@@ -59,17 +61,32 @@ async def never_a_traceback(
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status == 404:
-            payload, status = simple_error(404, 404, "no such endpoint")
-        elif exc.status == 405:
-            payload, status = simple_error(405, 405, f"method {request.method} not allowed here")
-        else:
+        if exc.status not in (404, 405):
             raise
-        return respond(payload, status, False)
+        return await _loosely_written(request, exc.status)
     except Exception:
         log.exception("api.unexpected_error", extra={"path": request.path})
         payload, status = simple_error(500, 500, "internal error")
         return respond(payload, status, False)
+
+
+async def _loosely_written(request: web.Request, status: int) -> web.StreamResponse:
+    """A path with a trailing or doubled slash (a client's base URL ending in ``/v1/``) reaches
+    its endpoint; anything else is answered 404 or 405 in the API's format."""
+    xml = wants_xml({k.lower(): v for k, v in request.query.items()})
+    table = request.app[ROUTE_TABLE]
+    path = tidy_path(request.path)
+    if path != request.path:
+        handler = table.get((request.method, path))
+        if handler is not None:
+            return await handler(request)
+        if any(known == path for _, known in table):
+            status = 405
+    if status == 404:
+        payload, code = simple_error(404, 404, "no such endpoint")
+    else:
+        payload, code = simple_error(405, 405, f"method {request.method} not allowed here")
+    return respond(payload, code, xml)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -88,5 +105,5 @@ def build_app(gateway: Gateway) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[never_a_traceback])
     app[GATEWAY] = gateway
     app.router.add_get("/health", health)
-    routes.register(app.router, endpoint)
+    app[ROUTE_TABLE] = routes.register(app.router, endpoint)
     return app

@@ -37,8 +37,12 @@ def read_params(body: bytes, query: Mapping[str, str]) -> tuple[Params, bool]:
     return params, is_form
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _read_body(body: bytes) -> tuple[Params, bool]:
-    stripped = body.strip()
+    # .NET's and PowerShell's UTF-8 writers put a byte-order mark first: not part of the data.
+    stripped = body.removeprefix(UTF8_BOM).strip()
     if not stripped:
         return {}, False
     if stripped[:1] in (b"{", b"["):
