@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 
 RECIPIENT = "33612345678"  # 0612345678 in international digits
 MONDAY_8AM = "2026-03-02T08:00:00+01:00"
+_TUESDAY_10AM_EPOCH = str(
+    int(datetime(2026, 3, 3, 10, tzinfo=ZoneInfo("Europe/Paris")).timestamp())
+)
 
 
 def tree(element: ET.Element) -> Any:
@@ -97,22 +101,22 @@ async def test_multi_status_answers_each_item(api: Api) -> None:
     assert items[0] == {
         "success": True,
         "code": 200,
-        "phoneNumber": RECIPIENT,
+        "phoneNumber": "+" + RECIPIENT,  # as SMS Partner writes it, so clients match it
         "messageId": str(first),
         "status": "Waiting",
-        "date": "2026-03-03 10:00:00",
+        "date": _TUESDAY_10AM_EPOCH,  # Unix seconds as text, as SMS Partner writes it
         "stopSms": False,
         "statut": "Waiting",
     }
     assert (items[1]["success"], items[1]["messageId"], items[1]["phoneNumber"]) == (
         True,
         str(second),
-        "33698765432",
+        "+33698765432",
     )
     for missing in items[2:]:
         assert (missing["success"], missing["code"]) == (False, 4)
         assert missing["status"] == missing["statut"] == "message not found"
-    assert items[2]["messageId"] == "999999"
+    assert (items[2]["messageId"], items[2]["phoneNumber"]) == ("999999", "+" + RECIPIENT)
 
 
 async def test_multi_status_without_phone_numbers_and_via_get(api: Api) -> None:
@@ -151,10 +155,10 @@ async def test_multi_status_in_xml(api: Api) -> None:
     assert items[0] == [
         "true",
         "200",
-        RECIPIENT,
+        "+" + RECIPIENT,
         str(message_id),
         "Waiting",
-        "2026-03-03 10:00:00",
+        _TUESDAY_10AM_EPOCH,
         "false",
         "Waiting",
     ]
@@ -217,7 +221,7 @@ async def test_status_by_tag_lists_the_tagged_messages(api: Api) -> None:
     items = answer["StatutResponse_List"]
     assert [item["messageId"] for item in items] == [str(i) for i in tagged]
     assert items[0]["status"] == "Waiting"
-    assert items[0]["phoneNumber"] == RECIPIENT
+    assert items[0]["phoneNumber"] == "+" + RECIPIENT
     assert list(answer) == ["success", "code", "StatutResponse_List", "currentPage", "total"]
 
 

@@ -1,9 +1,11 @@
 """The account's other endpoints, in SMS Partner's shapes: /v1/me, statuses in bulk,
 cancelling, the STOP list; and the test-only clock.
 
-Each item of ``StatutResponse_List`` has one shape whatever the endpoint, with the types of
-``/v1/message-status`` (which the official Go SDK also uses to read these items):
-``messageId`` a string, ``stopSms`` a boolean, ``date`` Paris local time.
+Each item of ``StatutResponse_List`` has one shape whatever the endpoint. Its phone number and
+date are written as SMS Partner's multi-status and bulk-status pages show them (``+33…``, and
+Unix seconds as text), so a client can match its answers by the number it sent; ``messageId``
+(a string) and ``stopSms`` (a boolean) keep the types of ``/v1/message-status``, which the
+official Go SDK also uses to read these items.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiohttp import web
 from smsrelay.api.errors import CODES, VALIDATION, simple_error
 from smsrelay.api.params import Params, plain_param
 from smsrelay.api.render import respond
+from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.pricing import format_eur
 from smsrelay.errors import DomainError
 from smsrelay.service.account_queries import (
@@ -116,10 +119,10 @@ def status_item(view: StatusView) -> dict[str, Any]:
     return {
         "success": True,
         "code": 200,
-        "phoneNumber": message.recipient.removeprefix("+"),
+        "phoneNumber": message.recipient,
         "messageId": str(message.id),
         "status": view.status,
-        "date": paris_text(message.created_at),
+        "date": str(int(message.created_at)),
         "stopSms": view.stopped,
         # The contract names it "status" here, SMS Partner's Go SDK reads "statut" (as in
         # message-status): both, the copy last so XML readers keep their positions.
@@ -134,11 +137,21 @@ def answer_item(answer: StatusAnswer) -> dict[str, Any]:
     return {
         "success": False,
         "code": CODES.get(error.code, VALIDATION)[0],
-        "phoneNumber": answer.query.phone,
+        "phoneNumber": _international(answer.query.phone),
         "messageId": answer.query.message_id,
         "status": error.message,
         "statut": error.message,
     }
+
+
+def _international(phone: str | None) -> str | None:
+    """The number asked about, in the ``+33…`` form of the found items when it reads as one."""
+    if not phone:
+        return phone
+    try:
+        return parse_recipient(phone).e164
+    except DomainError:
+        return phone
 
 
 # -- GET /v1/message-cancel -------------------------------------------------------------------
