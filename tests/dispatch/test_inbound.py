@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from smsrelay.carrier.connector import InboundSm
-from smsrelay.dispatch.inbound import InboundRouter, read_receipt
+from smsrelay.dispatch.inbound import InboundRouter, is_stop_text, keyword_of, read_receipt
 from smsrelay.service.clock import FixedClock
 from smsrelay.store.records import InboundReply
 from smsrelay.store.sqlite_store import SqliteStore
@@ -169,3 +169,33 @@ def test_a_receipt_without_id_or_stat_is_unreadable(
     short_message: bytes, tlvs: dict[str, bytes]
 ) -> None:
     assert read_receipt(receipt(short_message, **tlvs), 5.0) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword"),
+    [
+        ("Yes please", "YES"),
+        ("Oui, merci", "OUI"),
+        ("  stop.", "STOP"),
+        ("«Info» svp", "INFO"),
+        ("¿Qué?", "QUÉ"),
+        ("rdv-demain 10h", "RDV-DEMAIN"),
+        (":-) ok", ":-)"),
+        ("", ""),
+    ],
+)
+def test_the_keyword_is_the_first_word_upper_cased_without_its_punctuation(
+    text: str, keyword: str
+) -> None:
+    assert keyword_of(text) == keyword
+
+
+@pytest.mark.parametrize("text", ["STOP", "Stop, merci", "stop.", " Arrêt ! ", "STOP SMS"])
+def test_a_stop_keyword_with_punctuation_around_it_still_stops(text: str) -> None:
+    keywords = frozenset({"STOP", "STOP SMS", "ARRÊT"})
+    assert is_stop_text(text, keywords)
+
+
+@pytest.mark.parametrize("text", ["Stopper la pub ?", "non merci", "STOPPE"])
+def test_a_reply_that_only_starts_like_a_stop_keyword_does_not_stop(text: str) -> None:
+    assert not is_stop_text(text, frozenset({"STOP"}))

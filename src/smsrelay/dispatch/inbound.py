@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable
 
 from smsrelay.carrier.connector import InboundSm
@@ -85,8 +86,18 @@ def is_stop_text(text: str, keywords: frozenset[str]) -> bool:
 
 
 def keyword_of(text: str) -> str:
+    """The first word, upper-cased, without the punctuation around it ("Oui, merci" -> OUI), so
+    an application can route on it; a word of punctuation alone (":-)") is kept as it is."""
     words = text.split()
-    return words[0].upper() if words else ""
+    if not words:
+        return ""
+    word = words[0].upper()
+    return word.strip(_PUNCTUATION) or word
+
+
+_PUNCTUATION = "".join(
+    chr(c) for c in range(0x2070) if unicodedata.category(chr(c)).startswith("P")
+)
 
 
 def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
