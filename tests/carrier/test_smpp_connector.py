@@ -22,8 +22,11 @@ from smsrelay.smpp.concat import ConcatInfo, ConcatMethod, split_concat
 from smsrelay.smpp.pdu import (
     BindTransceiver,
     BindTransceiverResp,
+    BindTransmitterResp,
     CommandStatus,
+    GenericNack,
     MessageState,
+    Pdu,
     SubmitSm,
     SubmitSmResp,
     Tag,
@@ -204,11 +207,57 @@ async def test_a_submit_sent_before_the_not_bound_answer_may_be_taken_and_stays_
     server.close()
 
 
+async def test_a_generic_nack_saying_we_are_not_bound_gets_a_new_bind_not_endless_resends(
+    make_connector: MakeConnector,
+) -> None:
+    # Some SMSCs refuse a submit with generic_nack rather than submit_sm_resp: "not bound"
+    # said that way used to be retried on the same dead session for ever, no attempt counted.
+    def answer(pdu: SubmitSm, binds: int) -> Pdu:
+        if binds > 1:
+            return SubmitSmResp(sequence=pdu.sequence, message_id="m1")
+        return GenericNack(sequence=pdu.sequence, status=CommandStatus.ESME_RINVBNDSTS)
+
+    server, binds = await _scripted_smsc(answer)
+    connector = await make_connector(server.sockets[0].getsockname()[1])
+    with pytest.raises(TransientError):
+        await connector.submit(part())
+    await eventually(lambda: len(binds) == 2 and connector.is_up, what="a new bind")
+    assert (await connector.submit(part())).message_id == "m1"
+    server.close()
+
+
+async def test_a_bind_answered_with_the_wrong_kind_of_resp_is_refused_and_tried_again(
+    make_connector: MakeConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bind_transmitter_resp (status 0) to our bind_transceiver bound nothing, yet the link
+    # was kept: it sent nothing, not even enquire_link, and never bound again.
+    def wrong_then_right(pdu: BindTransceiver, binds: int) -> Pdu:
+        if binds == 1:
+            return BindTransmitterResp(sequence=pdu.sequence, system_id="smsc")
+        return BindTransceiverResp(sequence=pdu.sequence, system_id="smsc")
+
+    def answer(pdu: SubmitSm, binds: int) -> Pdu:
+        return SubmitSmResp(sequence=pdu.sequence, message_id=f"m{binds}")
+
+    server, binds = await _scripted_smsc(answer, bind_answer=wrong_then_right)
+    port = server.sockets[0].getsockname()[1]
+    connector = await make_connector(port, wait=False, reconnect_min=0.02)
+    await eventually(lambda: connector.is_up, what="the second bind")
+    assert len(binds) == 2
+    assert (await connector.submit(part())).message_id == "m2"
+    assert any(getattr(r, "status", None) == "BindTransmitterResp" for r in caplog.records), (
+        "the first bind should be logged as refused"
+    )
+    server.close()
+
+
 async def _scripted_smsc(
-    answer: Callable[[SubmitSm, int], SubmitSmResp | None],
+    answer: Callable[[SubmitSm, int], Pdu | None],
+    bind_answer: Callable[[BindTransceiver, int], Pdu] | None = None,
 ) -> tuple[asyncio.Server, list[int]]:
-    """A fake SMSC that binds anyone and answers each submit_sm with ``answer(pdu, binds so
-    far)`` (None: leaves it unanswered); the bind sequences are listed as they come."""
+    """A fake SMSC that binds anyone (or answers binds with ``bind_answer(pdu, binds so far)``)
+    and answers each submit_sm with ``answer(pdu, binds so far)`` (None: leaves it
+    unanswered); the bind sequences are listed as they come."""
     binds: list[int] = []
 
     async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -217,7 +266,12 @@ async def _scripted_smsc(
             for pdu in pdus.feed(data):
                 if isinstance(pdu, BindTransceiver):
                     binds.append(pdu.sequence)
-                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                    bound = (
+                        bind_answer(pdu, len(binds))
+                        if bind_answer
+                        else BindTransceiverResp(sequence=pdu.sequence)
+                    )
+                    writer.write(encode(bound))
                 elif isinstance(pdu, SubmitSm) and (resp := answer(pdu, len(binds))):
                     writer.write(encode(resp))
                 elif isinstance(pdu, Unbind):

@@ -39,6 +39,7 @@ from smsrelay.smpp.pdu import (
     DataSmResp,
     DeliverSm,
     DeliverSmResp,
+    GenericNack,
     Pdu,
     SubmitSm,
     SubmitSmResp,
@@ -270,10 +271,12 @@ class _EsmeLink(SmppLink):
         self.bind_id = f"{_PROCESS_ID}:{next(_BIND_COUNTER)}"
         self.handlers[DeliverSm] = self._on_deliver_sm
         self.handlers[DataSm] = self._on_data_sm
-        self.handlers[SubmitSmResp] = self._on_submit_sm_resp
+        self.handlers[SubmitSmResp] = self._on_submit_answer
+        # Some SMSCs answer a submit they will not take with generic_nack, "not bound" too.
+        self.handlers[GenericNack] = self._on_submit_answer
         self.traffic = 0  # submit_sm_resp and deliveries received: the link was of use
 
-    def _on_submit_sm_resp(self, pdu: SubmitSmResp) -> None:
+    def _on_submit_answer(self, pdu: Pdu) -> None:
         if pdu.status == CommandStatus.ESME_RINVBNDSTS:
             # The SMSC lost our session: what was sent after this was refused the same way,
             # and nothing more goes on this link (dropped here, before any other submit can
@@ -281,7 +284,7 @@ class _EsmeLink(SmppLink):
             self.log.warning("smpp.submit.not_bound", extra={"link": self.name})
             self.void_after(pdu.sequence)
             self.abort()
-        else:
+        elif isinstance(pdu, SubmitSmResp):
             self.traffic += 1
         self._on_response(pdu)
 
@@ -564,8 +567,10 @@ class SmppConnector:
         except BaseException:  # cancelled (stop) or a bug: never leak the socket
             link.abort()
             raise
-        if response.status:
-            status = status_name(response.status)
+        if response.status or not link.session.is_bound:
+            # A refusal, or an answer of another kind (a generic_nack with status 0, the resp
+            # of another bind mode): the session is not bound, and would send nothing.
+            status = status_name(response.status) if response.status else type(response).__name__
             self.log.error("smpp.bind.refused", extra={**fields_, "status": status})
             link.abort()
             return None
