@@ -315,8 +315,18 @@ def _callback_tls(settings: Settings) -> ssl.SSLContext | None:
         ) from exc
 
 
+# A connection that sends no (complete) request for this long is closed, idle keep-alive ones
+# included: aiohttp's default is an hour, so slow or silent clients could hold every socket.
+HTTP_IDLE_TIMEOUT = 75.0
+
+
 async def _start_http(gateway: Gateway, settings: Settings) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(build_app(gateway), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        build_app(gateway),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=HTTP_IDLE_TIMEOUT,
+    )
     await runner.setup()
     assert runner.server is not None
     answer_protocol_errors_in_api_format(runner.server)

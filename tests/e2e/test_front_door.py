@@ -11,7 +11,9 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from tests.support import RunningGateway
+from smsrelay import runtime
+from smsrelay.api import app as app_module
+from tests.support import RunningGateway, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.asyncio
 
@@ -404,3 +406,56 @@ async def test_cli_send_goes_through_a_running_gateway(gw: RunningGateway) -> No
 
 async def test_serve_says_nothing_of_quiet_hours_when_nothing_is_held(gw: RunningGateway) -> None:
     assert not [line for line in gw.lines if line.startswith("quiet hours:")]
+
+
+async def _raw_connection(gw: RunningGateway) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def test_a_client_that_stalls_mid_body_gets_code_90_and_loses_its_socket(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT", 0.3)
+    body = json.dumps(_body(gw)).encode()
+    reader, writer = await _raw_connection(gw)
+    writer.write(
+        b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    answer = await asyncio.wait_for(reader.read(1000), 10)
+    writer.close()
+    assert answer.split()[1] == b"408" and b'"code":90' in answer
+    assert b"Connection: close" in answer
+    with sqlite3.connect(tmp_path / "data" / "smsrelay.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+
+
+async def test_a_connection_that_never_completes_a_request_is_closed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(runtime, "HTTP_IDLE_TIMEOUT", 0.5)
+    gw = await start_gateway(gateway_settings(tmp_path))
+    try:
+        silent, half = await _raw_connection(gw), await _raw_connection(gw)
+        half[1].write(b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Le")
+        for reader, writer in (silent, half):
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # the server hung up
+            writer.close()
+    finally:
+        await runtime.stop(gw.running)
+
+
+async def test_an_over_long_url_is_code_90_without_repeating_its_api_key(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await _raw_connection(gw)
+    writer.write(f"GET /v1/me?apiKey={gw.api_key}{'x' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.split()[1] == b"400" and b'"code":90' in answer
+    assert gw.api_key.encode() not in answer
+    assert all(
+        gw.api_key not in record.getMessage() + str(record.__dict__) for record in caplog.records
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +21,7 @@ Endpoint = Callable[[Gateway, Params, bool, bool], Awaitable[web.StreamResponse]
 GATEWAY = web.AppKey("gateway", Gateway)
 ROUTE_TABLE: web.AppKey[RouteTable] = web.AppKey("route_table")
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 30.0
 log = logging.getLogger("smsrelay.api")
 
 
@@ -30,7 +32,7 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
         # Until the body is read, the query alone says the format (its keys in any case).
         xml = wants_xml({k.lower(): v for k, v in request.query.items()})
         try:
-            body = await request.read()
+            body = await _body_of(request)
             params, is_form = read_params(body, request.query)
             xml = wants_xml(params)
             return await fn(request.app[GATEWAY], params, is_form, xml)
@@ -40,12 +42,33 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
             payload, status = simple_error(90, 413, f"the body is larger than {MAX_BODY} bytes")
         except (HttpProcessingError, RequestPayloadError) as error:  # Content-Encoding lied
             payload, status = simple_error(90, 400, f"unreadable body: {_first_cause(error)}")
+        except _SlowBody:  # a client that stalls mid-body must not hold its socket for ever
+            payload, status = simple_error(
+                90, 408, f"the body did not arrive within {BODY_TIMEOUT:g} s"
+            )
+            slow = respond(payload, status, xml)
+            slow.force_close()  # then closed (after aiohttp's lingering read of the rest, ≤ 10 s)
+            return slow
         except TransientError as error:
             log.warning("api.transient_error", extra={"error": str(error)})
             payload, status = simple_error(500, 503, "could not queue the SMS, retry later")
         return respond(payload, status, xml)
 
     return handler
+
+
+class _SlowBody(Exception):
+    pass
+
+
+async def _body_of(request: web.Request) -> bytes:
+    if request.content.is_eof():  # the usual case: it came with the headers, no timer needed
+        return await request.read()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.read()
+    except TimeoutError:
+        raise _SlowBody from None
 
 
 def _first_cause(error: BaseException) -> str:

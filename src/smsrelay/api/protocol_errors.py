@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -18,6 +19,9 @@ from smsrelay.api.errors import simple_error
 from smsrelay.api.render import respond
 
 log = logging.getLogger("smsrelay.api")
+# aiohttp quotes the bytes it choked on (": b'...'", ": bytearray(b'...')"): an apiKey in a URL
+# or a header, a message; neither the log nor the answer repeats them.
+_QUOTED_BYTES = re.compile(r":?\s*(bytearray\()?b['\"].*$", re.DOTALL)
 
 
 def answer_protocol_errors_in_api_format(server: web.Server) -> None:
@@ -48,10 +52,14 @@ class ApiRequestHandler(RequestHandler):
             log.error("api.protocol_error", exc_info=exc)
             payload, status = simple_error(500, status, "internal error")
         else:
-            # The first line only: aiohttp quotes the offending bytes (an apiKey, a message).
-            detail = (message or str(exc)).split("\n", 1)[0].rstrip(" :")
+            detail = _without_quoted_bytes(message or str(exc))
             log.info("api.malformed_request", extra={"status": status, "error": detail})
             payload, status = simple_error(90, status, f"malformed HTTP request: {detail}")
         response = respond(payload, status, False)
         response.force_close()
         return response
+
+
+def _without_quoted_bytes(text: str) -> str:
+    """The first line of aiohttp's message, without the offending bytes it quotes."""
+    return _QUOTED_BYTES.sub("", text.split("\n", 1)[0]).rstrip(" :.") or "unreadable"
