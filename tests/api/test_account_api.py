@@ -374,6 +374,20 @@ async def test_cancel_refuses_an_unknown_or_missing_id(
     assert (status, answer["success"], answer["code"]) == (http, False, 4)
 
 
+@pytest.mark.parametrize("written", ["{id}_0", "\u0661", "+{id}", "{id}.0", "0x{id}"])
+async def test_an_id_is_read_in_plain_digits_only(api: Api, written: str) -> None:
+    # int() alone reads "1_0" as 10 and "١" (Arabic-Indic one) as 1: a client's typo would
+    # then read or cancel another of its messages.
+    first = await api.send()
+    for _ in range(10):
+        await api.send()
+    params = {**key(api), "messageId": written.format(id=first)}
+    for path in ("/v1/message-status", "/v1/message-cancel"):
+        status, answer = await api.call("GET", path, params=params)
+        assert (status, answer["code"]) == (404, 4), path
+    assert (await api.store.get_message(first * 10, None)).state != "cancelled"
+
+
 async def test_cancel_refuses_another_accounts_message(api: Api) -> None:
     message_id = await api.send()
     other = await create_account(api.store, "other", "10", api.gateway.clock)

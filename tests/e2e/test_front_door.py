@@ -209,6 +209,36 @@ async def test_a_value_of_the_wrong_type_is_one_error_not_also_required(
     assert sorted(ids) == ["children[tag].data", "children[to].data"]
 
 
+async def test_json_true_is_a_flag_not_a_message(gw: RunningGateway) -> None:
+    body = _body(gw, message=True, isStopSms=True, sandbox=True)
+    status, answer = await gw.post("/v1/vn/send", body, {"Content-Type": "application/json"})
+    assert (status, [e["elementId"] for e in answer["error"]]) == (400, ["children[message].data"])
+    status, answer = await gw.send(isStopSms=True, sandbox=False)
+    assert (status, answer["nb_sms"]) == (200, 1)
+
+
+async def test_a_query_string_that_is_not_utf8_once_decoded_is_code_90_not_stored_as_u_fffd(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    fields = urlencode({k: v for k, v in _body(gw).items() if k != "message"})
+    status, answer = await gw.post(f"/v1/vn/send?{fields}&message=caf%E9", b"")
+    assert (status, answer["code"]) == (400, 90)
+    with sqlite3.connect(tmp_path / "data" / "smsrelay.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+
+
+async def test_a_form_is_read_in_the_charset_its_content_type_names(gw: RunningGateway) -> None:
+    form = urlencode(_body(gw, message="Café à 8h"), encoding="iso-8859-1").encode("ascii")
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1"}
+    status, answer = await gw.post("/v1/vn/send", form, headers)
+    assert (status, answer["success"]) == (200, True)
+    _, shown = await gw.get(
+        "/v1/message-status", {"apiKey": gw.api_key, "messageId": str(answer["message_id"])}
+    )
+    message = await gw.store.get_message(answer["message_id"], None)
+    assert message.text == "Café à 8h" and shown["statut"]
+
+
 async def test_no_price_for_destination_is_code_13(gw: RunningGateway) -> None:
     status, answer = await gw.send(to="+850 2 381 2321")  # North Korea: not in the table
     assert (status, answer["code"]) == (400, 13)

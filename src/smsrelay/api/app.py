@@ -33,7 +33,7 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
         xml = wants_xml({k.lower(): v for k, v in request.query.items()})
         try:
             body = await _body_of(request)
-            params, is_form = read_params(body, request.query)
+            params, is_form = read_params(body, request.rel_url.raw_query_string, request.charset)
             xml = wants_xml(params)
             return await fn(request.app[GATEWAY], params, is_form, xml)
         except DomainError as error:

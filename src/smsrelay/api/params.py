@@ -7,7 +7,6 @@ Parameter names match case-insensitively (the official Go SDK sends ``APIKey``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,14 +24,15 @@ class MalformedBody(DomainError):
         super().__init__("body.malformed", message)
 
 
-def read_params(body: bytes, query: Mapping[str, str]) -> tuple[Params, bool]:
+def read_params(body: bytes, raw_query: str, charset: str | None = None) -> tuple[Params, bool]:
     """Merge query and body parameters (body wins), keys lower-cased.
 
     Returns the parameters and whether the body was form-encoded (the escaped-quote rule
-    applies to form fields only: in JSON an unescaped quote already breaks the body).
+    applies to form fields only: in JSON an unescaped quote already breaks the body). A form
+    is read in the ``charset`` its Content-Type names (UTF-8 if none).
     """
-    params: Params = {k.lower(): v for k, v in query.items()}
-    body_params, is_form = _read_body(body)
+    params = _read_pairs(raw_query, "utf-8", "the query string") if raw_query else {}
+    body_params, is_form = _read_body(body, charset or "utf-8")
     params.update(body_params)
     return params, is_form
 
@@ -40,14 +40,14 @@ def read_params(body: bytes, query: Mapping[str, str]) -> tuple[Params, bool]:
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def _read_body(body: bytes) -> tuple[Params, bool]:
+def _read_body(body: bytes, charset: str) -> tuple[Params, bool]:
     # .NET's and PowerShell's UTF-8 writers put a byte-order mark first: not part of the data.
     stripped = body.removeprefix(UTF8_BOM).strip()
     if not stripped:
         return {}, False
     if stripped[:1] in (b"{", b"["):
         return _read_json(stripped), False
-    return _read_form(stripped), True
+    return _read_form(stripped, charset), True
 
 
 def _read_json(body: bytes) -> Params:
@@ -60,15 +60,23 @@ def _read_json(body: bytes) -> Params:
     return {str(k).lower(): v for k, v in value.items()}
 
 
-def _read_form(body: bytes) -> Params:
+def _read_form(body: bytes, charset: str) -> Params:
     try:
-        text = body.decode("utf-8")
+        text = body.decode(charset)
+    except LookupError as exc:
+        raise MalformedBody(f"unknown charset {charset!r}") from exc
     except UnicodeDecodeError as exc:
-        raise MalformedBody("the body is not valid UTF-8") from exc
+        raise MalformedBody(f"the body is not valid {charset}") from exc
+    return _read_pairs(text, charset, "the form body")
+
+
+def _read_pairs(text: str, charset: str, what: str) -> Params:
+    """``a=1&b=2`` with its %-escapes read strictly: a byte sequence that is not ``charset``
+    is an error, not a U+FFFD stored in the message (and turning it into UCS-2)."""
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+        pairs = parse_qsl(text, keep_blank_values=True, encoding=charset, errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedBody("the form body could not be read") from exc
+        raise MalformedBody(f"{what} is not valid {charset} once %-decoded") from exc
     return {k.lower(): v for k, v in pairs}
 
 
@@ -80,13 +88,19 @@ def plain_param(params: Params, name: str) -> str | None:
     return str(value)
 
 
-def text_param(params: Params, name: str, errors: list[DomainError]) -> str | None:
-    """A parameter as text: numbers are accepted as their digits, objects are refused."""
+def text_param(
+    params: Params, name: str, errors: list[DomainError], *, flag: bool = False
+) -> str | None:
+    """A parameter as text: numbers are accepted as their digits, objects are refused, and
+    JSON's true/false only for a ``flag`` (as "1"/"0": a message "true" is a client's bug)."""
     value = params.get(name.lower())
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, bool) and flag:
         return "1" if value else "0"
+    if isinstance(value, bool):
+        errors.append(DomainError(f"{name}.type", f"{name} must be a string", name))
+        return None
     if isinstance(value, int | float):
         return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     if isinstance(value, str):

@@ -28,8 +28,8 @@ def build_send_request(params: Params, is_form: bool) -> SendRequest:
         tag=text_param(params, "tag", errors),
         url_response=text_param(params, "urlResponse", errors),
         url_dlr=text_param(params, "urlDlr", errors),
-        is_stop_sms=text_param(params, "isStopSms", errors),
-        sandbox=text_param(params, "sandbox", errors),
+        is_stop_sms=text_param(params, "isStopSms", errors, flag=True),
+        sandbox=text_param(params, "sandbox", errors, flag=True),
         field_errors=tuple(errors),
     )
 

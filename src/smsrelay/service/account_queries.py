@@ -9,6 +9,7 @@ from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.pricing import PriceTable
 from smsrelay.errors import DomainError
 from smsrelay.service.clock import Clock
+from smsrelay.service.ids import decimal_id
 from smsrelay.service.status import StatusView, describe, parse_message_id
 from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, MessageView, StopEntry
@@ -133,10 +134,7 @@ async def statuses_by_tag(
 def _page_number(raw: str | None) -> int:
     if raw is None or raw.strip() == "":
         return 1
-    try:
-        page = int(raw.strip())
-    except ValueError:
-        page = 0
+    page = decimal_id(raw) or 0
     if page < 1 or page > 10**9:
         raise DomainError("page.invalid", "page must be a whole number from 1", "page")
     return page
@@ -188,10 +186,7 @@ async def add_stop(store: Store, clock: Clock, account: Account, raw: str | None
 async def remove_stop(store: Store, account: Account, raw_id: str | None) -> None:
     if raw_id is None or raw_id.strip() == "":
         raise DomainError("stopid.required", "the STOP entry's id is required", "id")
-    try:
-        stop_id = int(raw_id.strip())
-    except ValueError:
-        stop_id = 0
-    if stop_id <= 0 or stop_id > 2**63 - 1:
+    stop_id = decimal_id(raw_id)
+    if stop_id is None:
         raise DomainError("stop.unknown", f"no STOP entry with id {raw_id!r}", "id")
     await store.stop_remove(account.id, stop_id)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.states import MessageState, public_status, reported_stat
 from smsrelay.errors import DomainError
+from smsrelay.service.ids import decimal_id
 from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, MessageView
 
@@ -22,11 +23,8 @@ class StatusView:
 def parse_message_id(raw: str | None) -> int:
     if raw is None or str(raw).strip() == "":
         raise DomainError("messageid.required", "messageId is required", "messageId")
-    try:
-        value = int(str(raw).strip())
-    except ValueError as exc:
-        raise DomainError("message.unknown", "message not found", "messageId") from exc
-    if value <= 0 or value > 2**63 - 1:
+    value = decimal_id(str(raw))
+    if value is None:
         raise DomainError("message.unknown", "message not found", "messageId")
     return value
 
