@@ -81,6 +81,26 @@ async def test_form_fields(gw: RunningGateway) -> None:
     assert resp.status == 200 and answer["nb_sms"] == 1
 
 
+async def test_multipart_form_fields_as_php_curl_posts_an_array(gw: RunningGateway) -> None:
+    form = aiohttp.FormData(_body(gw, message="hello :br:world"), default_to_multipart=True)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gw.base_url + "/v1/vn/send?_format=json", data=form) as resp,
+    ):
+        answer = await resp.json()
+    assert resp.status == 200 and answer["nb_sms"] == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"--x\r\nContent-Disposition: form-data\r\n\r\nno end", b"not multipart at all", b""],
+)
+async def test_a_broken_multipart_body_is_code_90(gw: RunningGateway, body: bytes) -> None:
+    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    status, answer = await gw.post("/v1/vn/send", body, headers)
+    assert (status, answer["code"]) == (400, 90)
+
+
 async def test_xml_from_query_and_from_body(gw: RunningGateway) -> None:
     status, text = await gw.post("/v1/vn/send?_format=xml", _body(gw))
     assert status == 200

@@ -11,7 +11,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from smsrelay.api.errors import error_payload, simple_error
-from smsrelay.api.params import Params, read_params
+from smsrelay.api.params import MalformedBody, Params, read_params
 from smsrelay.api.render import respond, wants_xml
 from smsrelay.api.routes import RouteTable, tidy_path
 from smsrelay.errors import DomainError, TransientError
@@ -32,8 +32,7 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
         # Until the body is read, the query alone says the format (its keys in any case).
         xml = wants_xml({k.lower(): v for k, v in request.query.items()})
         try:
-            body = await _body_of(request)
-            params, is_form = read_params(body, request.rel_url.raw_query_string, request.charset)
+            params, is_form = await _params_of(request)
             xml = wants_xml(params)
             return await fn(request.app[GATEWAY], params, is_form, xml)
         except DomainError as error:
@@ -59,6 +58,27 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
 
 class _SlowBody(Exception):
     pass
+
+
+async def _params_of(request: web.Request) -> tuple[Params, bool]:
+    raw_query = request.rel_url.raw_query_string
+    if request.content_type != "multipart/form-data":
+        return read_params(await _body_of(request), raw_query, request.charset)
+    # PHP's curl given an array (CURLOPT_POSTFIELDS) posts its fields this way.
+    params, _ = read_params(b"", raw_query)
+    params.update(await _multipart_fields(request))
+    return params, True
+
+
+async def _multipart_fields(request: web.Request) -> Params:
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            form = await request.post()
+    except TimeoutError:
+        raise _SlowBody from None
+    except (ValueError, AssertionError, UnicodeDecodeError) as exc:  # aiohttp's parse errors
+        raise MalformedBody(f"unreadable multipart body: {exc}") from exc
+    return {name.lower(): value for name, value in form.items() if isinstance(value, str)}
 
 
 async def _body_of(request: web.Request) -> bytes:
