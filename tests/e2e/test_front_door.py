@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from urllib.parse import urlencode
@@ -13,7 +14,7 @@ import pytest
 
 from smsrelay import runtime
 from smsrelay.api import app as app_module
-from tests.support import RunningGateway, gateway_settings, start_gateway
+from tests.support import RunningGateway, eventually, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.asyncio
 
@@ -500,12 +501,31 @@ async def test_a_connection_that_never_completes_a_request_is_closed(
 async def test_an_over_long_url_is_code_90_without_repeating_its_api_key(
     gw: RunningGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="smsrelay.api")
     reader, writer = await _raw_connection(gw)
     writer.write(f"GET /v1/me?apiKey={gw.api_key}{'x' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert answer.split()[1] == b"400" and b'"code":90' in answer
     assert gw.api_key.encode() not in answer
+    assert any(r.getMessage() == "api.malformed_request" for r in caplog.records)
     assert all(
         gw.api_key not in record.getMessage() + str(record.__dict__) for record in caplog.records
     )
+
+
+async def test_a_client_that_leaves_mid_body_is_no_error(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="smsrelay.api")
+    reader, writer = await _raw_connection(gw)
+    writer.write(b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    await writer.drain()
+    writer.close()
+
+    async def logged() -> bool:
+        return any(r.getMessage() == "api.client_gone" for r in caplog.records)
+
+    await eventually(logged, timeout=5)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (await gw.send())[0] == 200

@@ -107,6 +107,10 @@ async def never_a_traceback(
         if exc.status not in (404, 405):
             raise
         return await _loosely_written(request, exc.status)
+    except ConnectionResetError:  # the client left mid-request: nobody to answer, nothing wrong
+        log.info("api.client_gone", extra={"path": request.path})
+        payload, status = simple_error(90, 400, "the connection was lost before the body came")
+        return respond(payload, status, False)
     except Exception:
         log.exception("api.unexpected_error", extra={"path": request.path})
         payload, status = simple_error(500, 500, "internal error")

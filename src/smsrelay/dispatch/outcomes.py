@@ -45,4 +45,6 @@ def classify(status: int) -> Outcome:
 
 def status_name(status: int) -> str:
     name = SLOW_DOWN.get(status) or PERMANENT.get(status) or TRANSIENT.get(status)
-    return f"{name or 'ESME_ERROR'} (0x{status:08X})"
+    if name is None:
+        name = "ESME_ROK" if status == 0 else "ESME_ERROR"
+    return f"{name} (0x{status:08X})"
