@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,17 @@ def test_a_stop_keyword_with_punctuation_around_it_still_stops(text: str) -> Non
 @pytest.mark.parametrize("text", ["Stopper la pub ?", "non merci", "STOPPE"])
 def test_a_reply_that_only_starts_like_a_stop_keyword_does_not_stop(text: str) -> None:
     assert not is_stop_text(text, frozenset({"STOP"}))
+
+
+def test_failed_reads_as_undelivered() -> None:
+    read = read_receipt(receipt(b"id:ab12 sub:001 dlvrd:000 stat:FAILED err:034"), 5.0)
+    assert read is not None and read.stat == "UNDELIV"
+
+
+async def test_a_receipt_whose_stat_no_one_knows_is_kept_and_said(
+    router: InboundRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    sm = dataclasses.replace(receipt(b"id:ab12 sub:001 dlvrd:000 stat:FOOBAR err:000"), esm_class=4)
+    assert await router(sm) == 0  # acknowledged: the SMSC would only send it again
+    [warning] = [r for r in caplog.records if r.getMessage() == "smpp.receipt.unknown_stat"]
+    assert warning.stat == "FOOBAR"

@@ -14,7 +14,7 @@ from smsrelay.domain.text import decode_ucs2
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
 from smsrelay.smpp.pdu import ESM_CLASS_TYPE_MASK, CommandStatus, Tag
-from smsrelay.smpp.receipts import carrier_id_candidates, read_receipt_fields
+from smsrelay.smpp.receipts import STAT_STATES, carrier_id_candidates, read_receipt_fields
 from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders, InboundReply, IncomingReceipt
 
@@ -50,6 +50,11 @@ class InboundRouter:
         if receipt is None:
             log.warning("smpp.receipt.unreadable", extra={"connector": sm.connector})
             return  # acknowledged: re-sending an unreadable receipt would not help
+        if receipt.stat not in STAT_STATES:  # kept, but it ends nothing: say so
+            log.warning(
+                "smpp.receipt.unknown_stat",
+                extra={"connector": sm.connector, "stat": receipt.stat},
+            )
         matched = await self._store.record_receipt(receipt, self._builders)
         self.on_stored()
         if not matched:

@@ -34,6 +34,7 @@ _STAT_ALIASES = {
     "REJECTED": "REJECTD",
     "EXPIRD": "EXPIRED",
     "DELETD": "DELETED",
+    "FAILED": "UNDELIV",
 }
 
 _KEY = re.compile(r"(?i)(?<![a-z_])(id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err|text):")
