@@ -529,3 +529,10 @@ async def test_a_client_that_leaves_mid_body_is_no_error(
     await eventually(logged, timeout=5)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert (await gw.send())[0] == 200
+
+
+async def test_a_missing_sender_is_named_as_the_sender(gw: RunningGateway) -> None:
+    status, answer = await gw.post("/v1/vn/send", _body(gw, **{"from": ""}))
+    [error] = answer["error"]
+    assert (status, error["elementId"]) == (400, "children[from].data")
+    assert error["message"] == "The sender (from) is required."

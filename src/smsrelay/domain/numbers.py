@@ -125,7 +125,8 @@ def _compact(raw: str, field: str) -> str:
         return raw  # already compact: the usual case, without the per-character translate
     compact = "".join(raw.split()).translate(_SEPARATORS)
     if not compact:
-        raise DomainError("number.required", "The phone number is required.", field=field)
+        what = "The sender (from)" if field == "from" else "The phone number"
+        raise DomainError("number.required", f"{what} is required.", field=field)
     body = compact.removeprefix("+")
     if not body or not _DIGITS.issuperset(body):
         raise _invalid(raw, field, "only digits, an optional leading +, spaces, dots and dashes")
