@@ -107,15 +107,17 @@ async def test_a_part_whose_validity_ends_before_delivery_expires_at_the_carrier
     """The connector's validity_hours reaches the SMSC, which lets the part expire there."""
     smsc = await start_smsc("--delivery-rate", "1.0", "--receipt-delay-ms", "1500")
     url = smsc.url + "?validity_hours=0.0003"  # 1.08 s, sent as 1 s
-    gw = await start_gateway(gateway_settings(tmp_path, smsc=url))
     try:
-        _, answer = await gw.send()
-        status = await _final_status(gw, answer["message_id"], "Not delivered")
-        assert status["stat"] == "EXPIRED"
-        [submit] = await smsc.submits()
-        assert submit["validity_period"] == "000000000001000R"
+        gw = await start_gateway(gateway_settings(tmp_path, smsc=url))
+        try:
+            _, answer = await gw.send()
+            status = await _final_status(gw, answer["message_id"], "Not delivered")
+            assert status["stat"] == "EXPIRED"
+            [submit] = await smsc.submits()
+            assert submit["validity_period"] == "000000000001000R"
+        finally:
+            await runtime.stop(gw.running)
     finally:
-        await runtime.stop(gw.running)
         await smsc.stop()
 
 
