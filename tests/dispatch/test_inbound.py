@@ -180,6 +180,8 @@ def test_a_receipt_without_id_or_stat_is_unreadable(
         ("  stop.", "STOP"),
         ("«Info» svp", "INFO"),
         ("¿Qué?", "QUÉ"),
+        ("はい。", "はい"),  # punctuation of any script
+        ("OK！", "OK"),
         ("rdv-demain 10h", "RDV-DEMAIN"),
         (":-) ok", ":-)"),
         ("", ""),

@@ -253,11 +253,8 @@ async def test_a_form_is_read_in_the_charset_its_content_type_names(gw: RunningG
     headers = {"Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1"}
     status, answer = await gw.post("/v1/vn/send", form, headers)
     assert (status, answer["success"]) == (200, True)
-    _, shown = await gw.get(
-        "/v1/message-status", {"apiKey": gw.api_key, "messageId": str(answer["message_id"])}
-    )
     message = await gw.store.get_message(answer["message_id"], None)
-    assert message.text == "Café à 8h" and shown["statut"]
+    assert message.text == "Café à 8h"
 
 
 async def test_no_price_for_destination_is_code_13(gw: RunningGateway) -> None:
@@ -536,3 +533,15 @@ async def test_a_missing_sender_is_named_as_the_sender(gw: RunningGateway) -> No
     [error] = answer["error"]
     assert (status, error["elementId"]) == (400, "children[from].data")
     assert error["message"] == "The sender (from) is required."
+
+
+@pytest.mark.parametrize("path", ["/v1/me", "/v1/me/"])
+async def test_an_unexpected_error_is_a_500_in_the_apis_format_on_any_spelling_of_the_path(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    async def broken(key: str | None) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gw.running.gateway.accounts, "authenticate", broken)
+    status, answer = await gw.get(path, {"apiKey": gw.api_key})
+    assert (status, answer["success"], answer["code"]) == (500, False, 500)

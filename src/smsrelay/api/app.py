@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -23,14 +24,14 @@ ROUTE_TABLE: web.AppKey[RouteTable] = web.AppKey("route_table")
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 30.0
 log = logging.getLogger("smsrelay.api")
+T = TypeVar("T")
 
 
 def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Read parameters (query + JSON or form body), run ``fn``, answer errors in API format."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        # Until the body is read, the query alone says the format (its keys in any case).
-        xml = wants_xml({k.lower(): v for k, v in request.query.items()})
+        xml = _query_wants_xml(request)  # until the body is read, the query alone says
         try:
             params, is_form = await _params_of(request)
             xml = wants_xml(params)
@@ -56,6 +57,10 @@ def endpoint(fn: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
     return handler
 
 
+def _query_wants_xml(request: web.Request) -> bool:
+    return wants_xml({k.lower(): v for k, v in request.query.items()})  # keys in any case
+
+
 class _SlowBody(Exception):
     pass
 
@@ -72,10 +77,7 @@ async def _params_of(request: web.Request) -> tuple[Params, bool]:
 
 async def _multipart_fields(request: web.Request) -> Params:
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            form = await request.post()
-    except TimeoutError:
-        raise _SlowBody from None
+        form = await _in_time(request.post())
     except (ValueError, AssertionError, UnicodeDecodeError) as exc:  # aiohttp's parse errors
         raise MalformedBody(f"unreadable multipart body: {exc}") from exc
     return {name.lower(): value for name, value in form.items() if isinstance(value, str)}
@@ -84,9 +86,13 @@ async def _multipart_fields(request: web.Request) -> Params:
 async def _body_of(request: web.Request) -> bytes:
     if request.content.is_eof():  # the usual case: it came with the headers, no timer needed
         return await request.read()
+    return await _in_time(request.read())
+
+
+async def _in_time(reading: Awaitable[T]) -> T:
     try:
         async with asyncio.timeout(BODY_TIMEOUT):
-            return await request.read()
+            return await reading
     except TimeoutError:
         raise _SlowBody from None
 
@@ -120,7 +126,7 @@ async def never_a_traceback(
 async def _loosely_written(request: web.Request, status: int) -> web.StreamResponse:
     """A path with a trailing or doubled slash (a client's base URL ending in ``/v1/``) reaches
     its endpoint; anything else is answered 404 or 405 in the API's format."""
-    xml = wants_xml({k.lower(): v for k, v in request.query.items()})
+    xml = _query_wants_xml(request)
     table = request.app[ROUTE_TABLE]
     path = tidy_path(request.path)
     if path != request.path:

@@ -177,7 +177,7 @@ def client_tls(name: str, config: SmppLinkConfig) -> ssl.SSLContext | None:
 
 def validity_period(hours: float) -> str:
     """A submit's validity_period: empty for 0 (the SMSC's default), else relative."""
-    return relative_time(max(1, round(hours * 3600))) if hours else ""
+    return relative_time(round(hours * 3600)) if hours else ""  # ≥ 1 s: the config checks
 
 
 def _convert(type_name: str, raw: str) -> Any:

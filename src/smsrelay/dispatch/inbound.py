@@ -97,12 +97,16 @@ def keyword_of(text: str) -> str:
     if not words:
         return ""
     word = words[0].upper()
-    return word.strip(_PUNCTUATION) or word
+    start, end = 0, len(word)
+    while start < end and _is_punctuation(word[start]):
+        start += 1
+    while end > start and _is_punctuation(word[end - 1]):
+        end -= 1
+    return word[start:end] or word
 
 
-_PUNCTUATION = "".join(
-    chr(c) for c in range(0x2070) if unicodedata.category(chr(c)).startswith("P")
-)
+def _is_punctuation(char: str) -> bool:
+    return unicodedata.category(char).startswith("P")  # any script's: «», ¿, 。, ！
 
 
 def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
