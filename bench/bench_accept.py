@@ -1,5 +1,6 @@
 """Benchmark 1 — accept: POST /v1/vn/send at a fixed concurrency (wrk, mixed bodies), against
-the HTTP ceiling (GET /health on the gateway; a trivial aiohttp JSON POST app) and the storage
+the HTTP ceiling (GET /health on the gateway; a trivial JSON POST on the same HTTP server, and on
+aiohttp's for reference) and the storage
 ceiling (the store's durable accept in a tight in-process loop), then p99 at half the max rate
 (open-loop client). The gateway runs with a fixed Sunday clock, so quiet hours HOLD every message:
 this measures accepting alone, with an idle dispatcher (end to end is bench_e2e.py).
@@ -35,6 +36,25 @@ FIXED = {"SMSRELAY_FIXED_CLOCK": "2026-03-01T15:00:00+01:00"}
 SHORT_BODY = (
     '{"apiKey":"k","to":"0612345678","from":"33757000001","message":"Votre code est 482913."}'
 )
+
+
+def _trivial_post(stack: str) -> dict:
+    port = free_port()
+    app = spawn([PY, str(BENCH / "ceiling_app.py"), stack, str(port)])
+    try:
+        app.wait_for(r"ceiling: .* listening")
+        cpu = CpuMeter(app.pid)
+        post = run_wrk(
+            f"http://{HOST}:{port}/v1/vn/send",
+            connections=CONNS,
+            duration=SECONDS,
+            env={"WRK_BODY": SHORT_BODY},
+        )
+        post.update(cpu.result())
+        post["peak_rss_mb"] = round(peak_rss_mb(app.pid), 1)
+        return post
+    finally:
+        app.stop()
 
 
 def main() -> dict:
@@ -123,25 +143,20 @@ def main() -> dict:
     finally:
         gw.child.stop()
 
-    # -- HTTP ceiling 2: trivial aiohttp JSON POST -----------------------------------------
-    port = free_port()
-    app = spawn([PY, str(BENCH / "ceiling_app.py"), str(port)])
-    try:
-        app.wait_for(r"ceiling: listening")
-        cpu = CpuMeter(app.pid)
-        post = run_wrk(
-            f"http://{HOST}:{port}/v1/vn/send",
-            connections=CONNS,
-            duration=SECONDS,
-            env={"WRK_BODY": SHORT_BODY},
-        )
-        post.update(cpu.result())
-        post["peak_rss_mb"] = round(peak_rss_mb(app.pid), 1)
-        results["ceiling_post_trivial"] = post
+    # -- HTTP ceiling 2: trivial JSON POST on the gateway's HTTP server (and on aiohttp's) --
+    for position, (stack, key, label) in enumerate(
+        (
+            ("smsrelay", "ceiling_post_trivial", "HTTP ceiling: same server, trivial JSON POST"),
+            ("aiohttp", "reference_aiohttp_post", "reference: aiohttp trivial JSON POST"),
+        ),
+        start=1,
+    ):
+        post = _trivial_post(stack)
+        results[key] = post
         rows.insert(
-            1,
+            position,
             (
-                "HTTP ceiling: aiohttp trivial JSON POST",
+                label,
                 post["rps"],
                 post["p50_ms"],
                 post["p99_ms"],
@@ -151,8 +166,6 @@ def main() -> dict:
                 post["peak_rss_mb"],
             ),
         )
-    finally:
-        app.stop()
 
     # -- storage ceiling: SqliteStore.accept_message in a tight loop ------------------------
     out = subprocess.run(
@@ -167,7 +180,7 @@ def main() -> dict:
     store = json.loads(line[10:])
     results["ceiling_store"] = store
     rows.insert(
-        2,
+        3,
         (
             "storage ceiling: store.accept_message x256 tasks",
             store["accepted_per_s"],

@@ -12,10 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
-from smsrelay.api.app import build_app
-from smsrelay.api.protocol_errors import answer_protocol_errors_in_api_format
+from smsrelay.api.app import MAX_BODY, build_app, protocol_error
+from smsrelay.api.http_server import HttpServer
 from smsrelay.carrier.connector import Connector
 from smsrelay.carrier.simulator import Simulator, SimulatorOptions
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
@@ -53,7 +51,7 @@ class Running:
     simulator: Simulator | None
     connectors: dict[str, Connector]
     dispatcher: Dispatcher
-    runner: web.AppRunner
+    http: HttpServer
     services: list[Any] = field(default_factory=list)
     lock: ServeLock | None = None
     store_broken: asyncio.Event = field(default_factory=asyncio.Event)
@@ -100,8 +98,8 @@ async def _start_services_in_order(
     simulator = await _start_simulator(settings, say)
     if simulator is not None:
         started.append(("simulator", simulator.stop))
-    runner, port = await _start_http(gateway, settings)  # a port in use fails before any send
-    started.append(("http", runner.cleanup))
+    http, port = await _start_http(gateway, settings)  # a port in use fails before any send
+    started.append(("http", http.close))
     inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
     connectors = _build_connectors(settings, simulator, inbound)
     for name, connector in connectors.items():
@@ -126,7 +124,7 @@ async def _start_services_in_order(
     gateway.wake_dispatcher = dispatcher.wake
     say(f"smsrelay: listening on http://{settings.host}:{port}")
     return Running(
-        gateway, port, simulator, connectors, dispatcher, runner, services, lock, store.db.broken
+        gateway, port, simulator, connectors, dispatcher, http, services, lock, store.db.broken
     )
 
 
@@ -152,7 +150,7 @@ async def stop(running: Running) -> None:
     what is out (and unbind), and the dispatcher stores those outcomes before the database
     closes: a part the SMSC took is not sent again after the restart.
     """
-    await _bounded("http", running.runner.cleanup(), 10)
+    await _bounded("http", running.http.close(), 10)
     for service in reversed(running.services):
         await _bounded(type(service).__name__, service.stop(), 10)
     await _bounded("dispatcher claims", running.dispatcher.stop_claiming(), 5)
@@ -316,23 +314,18 @@ def _callback_tls(settings: Settings) -> ssl.SSLContext | None:
 
 
 # A connection that sends no (complete) request for this long is closed, idle keep-alive ones
-# included: aiohttp's default is an hour, so slow or silent clients could hold every socket.
+# included, so slow or silent clients cannot hold every socket.
 HTTP_IDLE_TIMEOUT = 75.0
+HTTP_BODY_TIMEOUT = 30.0  # from the headers to the end of the body: then 408, code 90
 
 
-async def _start_http(gateway: Gateway, settings: Settings) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(
-        build_app(gateway),
-        access_log=None,
-        handle_signals=False,
-        keepalive_timeout=HTTP_IDLE_TIMEOUT,
+async def _start_http(gateway: Gateway, settings: Settings) -> tuple[HttpServer, int]:
+    server = HttpServer(
+        build_app(gateway).handle,
+        protocol_error,
+        max_body=MAX_BODY,
+        idle_timeout=HTTP_IDLE_TIMEOUT,
+        body_timeout=HTTP_BODY_TIMEOUT,
     )
-    await runner.setup()
-    assert runner.server is not None
-    answer_protocol_errors_in_api_format(runner.server)
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
-    await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    port = sockets[0].getsockname()[1] if sockets else settings.port
-    return runner, int(port)
+    port = await server.start(settings.host, settings.port)
+    return server, port

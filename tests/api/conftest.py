@@ -1,4 +1,4 @@
-"""The real aiohttp app on 127.0.0.1:0 over a real SQLite store, and a client to call it."""
+"""The real HTTP server on 127.0.0.1:0 over a real SQLite store, and a client to call it."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
-from smsrelay.api.app import build_app
+from smsrelay.api.app import MAX_BODY, build_app, protocol_error
+from smsrelay.api.http_server import HttpServer
 from smsrelay.service.accounts import ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import load_settings
@@ -97,12 +97,15 @@ async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
             gateway = build_gateway(load_settings(flags, env={}), store)
             demo = await ensure_demo(store, "100", gateway.clock)
             assert demo is not None and demo.demo_key is not None
-            runner = web.AppRunner(build_app(gateway))
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            server = HttpServer(
+                build_app(gateway).handle,
+                protocol_error,
+                max_body=MAX_BODY,
+                idle_timeout=75,
+                body_timeout=30,
+            )
+            port = await server.start("127.0.0.1", 0)
+            stack.push_async_callback(server.close)
             session = aiohttp.ClientSession()
             stack.push_async_callback(session.close)
             return Api(f"http://127.0.0.1:{port}", gateway, store, demo.demo_key, session)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import sqlite3
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -13,7 +16,6 @@ import aiohttp
 import pytest
 
 from smsrelay import runtime
-from smsrelay.api import app as app_module
 from tests.support import RunningGateway, eventually, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.asyncio
@@ -326,6 +328,19 @@ async def test_unescaped_quote_in_form_field_is_refused(gw: RunningGateway) -> N
     assert message.text == 'say "hi"'
 
 
+@pytest.mark.parametrize(
+    ("encoding", "pack"), [("gzip", gzip.compress), ("deflate", zlib.compress)]
+)
+async def test_a_compressed_body_is_accepted(
+    gw: RunningGateway, encoding: str, pack: Callable[[bytes], bytes]
+) -> None:
+    body = pack(json.dumps(_body(gw, message="packed")).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    status, answer = await gw.post("/v1/vn/send", body, headers)
+    assert status == 200, answer
+    assert (await gw.store.get_message(answer["message_id"])).text == "packed"
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
 async def test_a_body_its_content_encoding_cannot_decode_is_code_90(
     gw: RunningGateway, encoding: str
@@ -462,9 +477,17 @@ async def _raw_connection(gw: RunningGateway) -> tuple[asyncio.StreamReader, asy
 
 
 async def test_a_client_that_stalls_mid_body_gets_code_90_and_loses_its_socket(
-    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(app_module, "BODY_TIMEOUT", 0.3)
+    monkeypatch.setattr(runtime, "HTTP_BODY_TIMEOUT", 0.3)
+    gw = await start_gateway(gateway_settings(tmp_path))
+    try:
+        await _stall_mid_body(gw, tmp_path)
+    finally:
+        await runtime.stop(gw.running)
+
+
+async def _stall_mid_body(gw: RunningGateway, tmp_path: Path) -> None:
     body = json.dumps(_body(gw)).encode()
     reader, writer = await _raw_connection(gw)
     writer.write(

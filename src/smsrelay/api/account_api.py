@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from smsrelay.api.errors import CODES, VALIDATION, simple_error
+from smsrelay.api.http_types import Response
 from smsrelay.api.params import Params, plain_param
 from smsrelay.api.render import respond
 from smsrelay.domain.numbers import parse_recipient
@@ -43,14 +43,14 @@ from smsrelay.service.status import StatusView
 STATUS_LIST_NAMES = ("smsstatut_list", "smsstatus_list")
 
 
-def _ok(fields: dict[str, Any], xml: bool) -> web.Response:
+def _ok(fields: dict[str, Any], xml: bool) -> Response:
     return respond({"success": True, "code": 200, **fields}, 200, xml)
 
 
 # -- GET /v1/me -------------------------------------------------------------------------------
 
 
-async def handle_me(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> web.Response:
+async def handle_me(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     overview = await account_overview(gateway.store, gateway.prices, account)
     user = {"username": overview.username, "firstname": "", "lastname": ""}
@@ -68,7 +68,7 @@ async def handle_me(gateway: Gateway, params: Params, is_form: bool, xml: bool) 
 
 async def handle_multi_status(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
-) -> web.Response:
+) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     answers = await statuses(gateway.store, account, status_queries(params))
     return _ok({"StatutResponse_List": [answer_item(a) for a in answers]}, xml)
@@ -76,7 +76,7 @@ async def handle_multi_status(
 
 async def handle_status_by_tag(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
-) -> web.Response:
+) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     page = await statuses_by_tag(
         gateway.store, account, plain_param(params, "tag"), plain_param(params, "page")
@@ -157,7 +157,7 @@ def _international(phone: str | None) -> str | None:
 # -- GET /v1/message-cancel -------------------------------------------------------------------
 
 
-async def handle_cancel(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> web.Response:
+async def handle_cancel(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     refund = await cancel_message(
         gateway.store, gateway.clock, account, plain_param(params, "messageId")
@@ -169,9 +169,7 @@ async def handle_cancel(gateway: Gateway, params: Params, is_form: bool, xml: bo
 # -- the STOP list ----------------------------------------------------------------------------
 
 
-async def handle_stop_list(
-    gateway: Gateway, params: Params, is_form: bool, xml: bool
-) -> web.Response:
+async def handle_stop_list(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     entries = await stop_entries(gateway.store, account)
     data = [
@@ -185,9 +183,7 @@ async def handle_stop_list(
     return _ok({"nbData": len(data), "data": data}, xml)
 
 
-async def handle_stop_add(
-    gateway: Gateway, params: Params, is_form: bool, xml: bool
-) -> web.Response:
+async def handle_stop_add(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     stop_id = await add_stop(
         gateway.store, gateway.clock, account, plain_param(params, "phoneNumber")
@@ -197,7 +193,7 @@ async def handle_stop_add(
 
 async def handle_stop_delete(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
-) -> web.Response:
+) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     await remove_stop(gateway.store, account, plain_param(params, "id"))
     return _ok({}, xml)
@@ -206,9 +202,7 @@ async def handle_stop_delete(
 # -- POST /_test/clock (only with the fixed_clock setting) ------------------------------------
 
 
-async def handle_test_clock(
-    gateway: Gateway, params: Params, is_form: bool, xml: bool
-) -> web.Response:
+async def handle_test_clock(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
     clock = gateway.clock
     if not gateway.settings.fixed_clock or not isinstance(clock, FixedClock):
         payload, status = simple_error(404, 404, "no such endpoint")

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from aiohttp import web
 
-JSON_TYPE = "application/json"
-XML_TYPE = "application/xml"
+from smsrelay.api.http_types import Response
+
+JSON_TYPE = "application/json; charset=utf-8"
+XML_TYPE = "application/xml; charset=utf-8"
 XML_HEAD = "<?xml version='1.0' encoding='UTF-8'?>\n"
 
 
@@ -23,10 +24,14 @@ def wants_xml(params: Mapping[str, Any]) -> bool:
     return isinstance(value, str) and value.strip().lower() == "xml"
 
 
-def respond(payload: Mapping[str, Any], status: int, xml: bool) -> web.Response:
+def respond(payload: Mapping[str, Any], status: int, xml: bool) -> Response:
     if xml:
-        return web.Response(body=to_xml(payload).encode(), status=status, content_type=XML_TYPE)
-    return web.Response(body=dumps(payload), status=status, content_type=JSON_TYPE)
+        return Response(status, to_xml(payload).encode(), XML_TYPE)
+    return Response(status, dumps(payload), JSON_TYPE)
+
+
+def json_response(payload: Mapping[str, Any], status: int) -> Response:
+    return Response(status, orjson.dumps(payload), JSON_TYPE)
 
 
 def to_xml(payload: Mapping[str, Any]) -> str:

@@ -1,18 +1,17 @@
-"""Every HTTP route of the gateway in one table."""
+"""Every HTTP route of the API in one table."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
 from smsrelay.api import account_api
+from smsrelay.api.http_types import Request, Response
 from smsrelay.api.send import handle_send
 from smsrelay.api.status import handle_message_status
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# (method, path) -> handler: what a path written loosely (a trailing or doubled slash) reaches.
+Handler = Callable[[Request], Awaitable[Response]]
+# (method, path) -> handler
 RouteTable = dict[tuple[str, str], Handler]
 
 ROUTES: tuple[tuple[str, str, Any], ...] = (
@@ -33,13 +32,9 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def register(router: web.UrlDispatcher, endpoint: Callable[[Any], Handler]) -> RouteTable:
-    table: RouteTable = {}
-    for method, path, fn in ROUTES:
-        handler = endpoint(fn)
-        router.add_route(method, path, handler)
-        table[method, path] = handler
-    return table
+def route_table(endpoint: Callable[[Any], Handler]) -> RouteTable:
+    """Each route's endpoint wrapped by ``endpoint`` (parameter reading, error answers)."""
+    return {(method, path): endpoint(fn) for method, path, fn in ROUTES}
 
 
 def tidy_path(path: str) -> str:

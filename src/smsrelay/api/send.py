@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from smsrelay.api.errors import error_payload
+from smsrelay.api.http_types import Response
 from smsrelay.api.params import Params, text_param
 from smsrelay.api.render import respond
 from smsrelay.domain.pricing import micros_to_eur
@@ -38,7 +37,7 @@ def _has_unescaped_quote(text: str) -> bool:
     return '"' in text.replace('\\"', "")
 
 
-async def handle_send(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> web.Response:
+async def handle_send(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
     try:
         accepted = await accept_message(build_send_request(params, is_form), gateway.send_context)
     except DomainError as error:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
+from smsrelay.api.http_types import Response
 from smsrelay.api.params import Params, plain_param
 from smsrelay.api.render import respond
 from smsrelay.domain.pricing import micros_to_eur
@@ -16,7 +15,7 @@ from smsrelay.service.status import StatusView, message_status
 
 async def handle_message_status(
     gateway: Gateway, params: Params, is_form: bool, xml: bool
-) -> web.Response:
+) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     view = await message_status(
         gateway.store, account, plain_param(params, "messageId"), plain_param(params, "phoneNumber")

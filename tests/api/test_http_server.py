@@ -1,0 +1,298 @@
+"""The API's HTTP/1.1 server over real sockets: keep-alive, pipelining, limits, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+import pytest
+
+from smsrelay.api.app import MAX_BODY, protocol_error
+from smsrelay.api.bodies import BodyTooLarge, decoded_body
+from smsrelay.api.http_server import HttpServer
+from smsrelay.api.http_types import Request, Response
+from smsrelay.api.params import MalformedBody
+from tests.support import eventually
+
+Raw = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class Echo:
+    """A handler that answers each request's method, path, query and body, in JSON; a request
+    to ``/slow`` waits until ``release`` is set, ``/boom`` raises."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.seen: list[Request] = []
+
+    async def __call__(self, request: Request) -> Response:
+        self.seen.append(request)
+        if request.path == "/slow":
+            await self.release.wait()
+        if request.path == "/boom":
+            raise RuntimeError("a bug")
+        body = {
+            "method": request.method,
+            "path": request.path,
+            "query": request.raw_query,
+            "body": request.body.decode(),
+        }
+        return Response(200, orjson.dumps(body), "application/json")
+
+
+Start = Callable[..., Awaitable[tuple[HttpServer, Echo, Callable[[], Awaitable[Raw]]]]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    servers: list[HttpServer] = []
+
+    async def run(
+        idle: float = 75, body: float = 30
+    ) -> tuple[HttpServer, Echo, Callable[[], Awaitable[Raw]]]:
+        echo = Echo()
+        server = HttpServer(
+            echo, protocol_error, max_body=MAX_BODY, idle_timeout=idle, body_timeout=body
+        )
+        port = await server.start("127.0.0.1", 0)
+        servers.append(server)
+
+        async def connect() -> Raw:
+            return await asyncio.open_connection("127.0.0.1", port)
+
+        return server, echo, connect
+
+    yield run
+    for server in servers:
+        await server.close(grace=1)
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP answer: status, headers (lower-cased), body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return status, headers, body
+
+
+async def _seen(echo: Echo, count: int) -> bool:
+    return len(echo.seen) == count
+
+
+def _post(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def test_keep_alive_answers_pipelined_requests_in_order(start: Start) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(_post("/slow", b"first") + _post("/fast?x=1", b"second"))
+    await eventually(lambda: _seen(echo, 1))  # the second waits for the first's answer
+    echo.release.set()
+    first, second = await _answer(reader), await _answer(reader)
+    assert orjson.loads(first[2])["body"] == "first"
+    assert orjson.loads(second[2]) == {
+        "method": "POST",
+        "path": "/fast",
+        "query": "x=1",
+        "body": "second",
+    }
+    assert "connection" not in first[1]  # HTTP/1.1: kept alive without saying so
+    writer.close()
+
+
+async def test_a_chunked_body_arrives_whole(start: Start) -> None:
+    _, _, connect = await start()
+    reader, writer = await connect()
+    writer.write(
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    status, _, body = await _answer(reader)
+    assert (status, orjson.loads(body)["body"]) == (200, "hello world")
+    writer.close()
+
+
+async def test_expect_100_continue_is_answered_before_the_body(start: Start) -> None:
+    _, _, connect = await start()
+    reader, writer = await connect()
+    writer.write(
+        b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"body")
+    status, _, body = await _answer(reader)
+    assert (status, orjson.loads(body)["body"]) == (200, "body")
+    writer.close()
+
+
+async def test_an_expectation_it_cannot_meet_is_417_in_the_apis_format(start: Start) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(_post("/e", b"{}", "Expect: 200-ok"))
+    status, headers, body = await _answer(reader)
+    assert (status, orjson.loads(body)["code"]) == (417, 90)
+    assert headers["connection"] == "close" and echo.seen == []
+    writer.close()
+
+
+async def test_a_declared_oversized_body_is_refused_before_it_is_sent(start: Start) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(
+        b"POST /big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        + f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode()
+    )
+    status, headers, body = await _answer(reader)  # no 100 Continue first
+    assert (status, orjson.loads(body)["code"]) == (413, 90)
+    assert headers["connection"] == "close" and echo.seen == []
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+
+
+async def test_an_oversized_chunked_body_is_413(start: Start) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    chunk = b"x" * 40_000
+    writer.write(
+        b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2
+    )
+    status, _, body = await _answer(reader)
+    assert (status, orjson.loads(body)["code"]) == (413, 90) and echo.seen == []
+    writer.close()
+
+
+async def test_http_1_0_keep_alive_is_said_and_kept(start: Start) -> None:
+    _, _, connect = await start()
+    reader, writer = await connect()
+    request = b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    writer.write(request)
+    status, headers, _ = await _answer(reader)
+    assert (status, headers["connection"]) == (200, "keep-alive")
+    writer.write(b"GET /b HTTP/1.0\r\n\r\n")  # no keep-alive: answered, then closed
+    status, headers, body = await _answer(reader)
+    assert (status, headers["connection"], orjson.loads(body)["path"]) == (200, "close", "/b")
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+
+
+async def test_a_percent_encoded_path_is_decoded_and_head_sends_no_body(start: Start) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"HEAD /v1/vn%2Fsend?q HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: " in head
+    writer.write(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")  # the next answer follows at once
+    status, _, body = await _answer(reader)
+    assert (status, orjson.loads(body)["path"]) == (200, "/next")
+    assert echo.seen[0].path == "/v1/vn/send"
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /a HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /?apiKey=secret" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"y" * 40_000 + b"\r\n\r\n",
+    ],
+)
+async def test_an_unreadable_request_is_400_code_90_and_closes(
+    start: Start, request_bytes: bytes
+) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(request_bytes)
+    status, headers, body = await _answer(reader)
+    answer = orjson.loads(body)
+    assert (status, answer["code"], headers["connection"]) == (400, 90, "close")
+    assert b"secret" not in body and echo.seen == []
+    writer.close()
+
+
+async def test_a_handler_that_raises_is_a_500_in_the_apis_format(start: Start) -> None:
+    _, _, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await _answer(reader)
+    assert (status, orjson.loads(body)["code"]) == (500, 500)
+    writer.close()
+
+
+async def test_an_upgrade_is_answered_as_plain_http_then_closed(start: Start) -> None:
+    _, _, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"GET /u HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+    status, headers, _ = await _answer(reader)
+    assert (status, headers["connection"]) == (200, "close")
+    writer.close()
+
+
+async def test_a_body_that_stalls_is_408_and_an_idle_connection_is_closed(start: Start) -> None:
+    _, echo, connect = await start(idle=0.4, body=0.3)
+    stalled, idle = await connect(), await connect()
+    stalled[1].write(b"POST /s?_format=xml HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01")
+    status, headers, body = await _answer(stalled[0])
+    assert (status, headers["connection"]) == (408, "close") and b"<entry>90</entry>" in body
+    assert await asyncio.wait_for(idle[0].read(), 10) == b""
+    assert echo.seen == []
+    for _, writer in (stalled, idle):
+        writer.close()
+
+
+async def test_closing_answers_the_request_in_hand_then_hangs_up(start: Start) -> None:
+    server, echo, connect = await start()
+    busy, idle = await connect(), await connect()
+    busy[1].write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await eventually(lambda: _seen(echo, 1))
+    closing = asyncio.create_task(server.close(grace=5))
+    assert await asyncio.wait_for(idle[0].read(), 10) == b""  # the idle one goes at once
+    echo.release.set()
+    status, headers, _ = await _answer(busy[0])
+    assert (status, headers["connection"]) == (200, "close")
+    await asyncio.wait_for(closing, 10)
+    for _, writer in (busy, idle):
+        writer.close()
+
+
+def _request(body: bytes, encoding: str) -> Request:
+    return Request("POST", "/", "", {"content-encoding": encoding}, body)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda data: zlib.compress(data)[2:-4]),  # raw deflate, no zlib header
+        ("identity", lambda data: data),
+    ],
+)
+def test_a_compressed_body_is_read_as_sent(encoding: str, pack: Callable[[bytes], bytes]) -> None:
+    assert decoded_body(_request(pack(b'{"a": 1}'), encoding), MAX_BODY) == b'{"a": 1}'
+
+
+def test_a_compressed_body_over_the_limit_is_too_large_however_small_it_came() -> None:
+    bomb = gzip.compress(b"0" * (MAX_BODY * 20))
+    assert len(bomb) < MAX_BODY
+    with pytest.raises(BodyTooLarge):
+        decoded_body(_request(bomb, "gzip"), MAX_BODY)
+
+
+def test_a_cut_short_gzip_body_is_malformed() -> None:
+    with pytest.raises(MalformedBody):
+        decoded_body(_request(gzip.compress(b"x" * 100)[:-10], "gzip"), MAX_BODY)
