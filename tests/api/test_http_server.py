@@ -296,3 +296,16 @@ def test_a_compressed_body_over_the_limit_is_too_large_however_small_it_came() -
 def test_a_cut_short_gzip_body_is_malformed() -> None:
     with pytest.raises(MalformedBody):
         decoded_body(_request(gzip.compress(b"x" * 100)[:-10], "gzip"), MAX_BODY)
+
+
+async def test_a_client_that_shuts_its_sending_side_still_gets_its_answer(start: Start) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write_eof()
+    await eventually(lambda: _seen(echo, 1))
+    echo.release.set()
+    status, headers, _ = await _answer(reader)
+    assert (status, headers["connection"]) == (200, "close")
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()

@@ -151,6 +151,16 @@ class Connection(asyncio.Protocol):
             self._refuse(400, f"malformed HTTP request: {_reason(exc)}")
         self._update_reading()
 
+    def eof_received(self) -> bool:
+        """The client shut its sending side (``nc -N``, some HTTP/1.0 tools): answer what it
+        sent, then close; an unfinished request gets nothing more."""
+        self._last = True
+        if self._in_request:
+            self._in_request = False
+            self._mid_body = False
+            self._deadline = None
+        return self._serving  # True keeps the transport open for the answers
+
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading
         self._writing_paused = True
         self._update_reading()
