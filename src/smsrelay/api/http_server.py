@@ -135,8 +135,14 @@ class Connection(asyncio.Protocol):
         self._server.forget(self)
         self._deadline = None
         self._queue.clear()
+        self._forget_unfinished_request()
+
+    def _forget_unfinished_request(self) -> None:
         if self._in_request:  # the client left mid-request: nobody to answer, nothing wrong
             log.info("api.client_gone", extra={"path": self._path_for_log()})
+            self._in_request = False
+            self._mid_body = False
+            self._deadline = None
 
     def data_received(self, data: bytes) -> None:
         if self._last and not self._in_request:  # refused, upgraded or shutting down
@@ -155,10 +161,7 @@ class Connection(asyncio.Protocol):
         """The client shut its sending side (``nc -N``, some HTTP/1.0 tools): answer what it
         sent, then close; an unfinished request gets nothing more."""
         self._last = True
-        if self._in_request:
-            self._in_request = False
-            self._mid_body = False
-            self._deadline = None
+        self._forget_unfinished_request()
         return self._serving  # True keeps the transport open for the answers
 
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading
