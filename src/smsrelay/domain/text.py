@@ -6,6 +6,7 @@ count; ``split_segments`` cuts that text into per-part payloads for SMPP (withou
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
@@ -97,6 +98,11 @@ _REPLACEMENT_TABLE: dict[str, str | None] = {
     **dict.fromkeys("“”«»", '"'),
 }
 _REPLACEMENTS = str.maketrans(_REPLACEMENT_TABLE)
+# One C scan says whether a text needs the (per-character, much slower) translate at all.
+_NEEDS_REPLACING = re.compile("[" + re.escape("".join(_REPLACEMENT_TABLE)) + "]")
+_NOT_GSM = re.compile("[^" + re.escape("".join(sorted(_GSM_CHARS))) + "]")
+_EXTENSION_RE = re.compile("[" + re.escape("".join(_EXTENSION_CHARS)) + "]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -131,24 +137,28 @@ def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
 def _expand_markup(raw: str) -> str:
     # NFC first: a decomposed "é" (e + combining accent, as macOS keyboards send it) is one GSM
     # character once composed, and would otherwise force the whole message into UCS-2.
-    text = unicodedata.normalize("NFC", _replace_lone_surrogates(raw))
+    text = raw if raw.isascii() else unicodedata.normalize("NFC", _replace_lone_surrogates(raw))
     return text.replace('\\"', '"').replace(":br:", "\r\n").replace(":euro:", "€")
 
 
 def _replace_lone_surrogates(text: str) -> str:
     # A lone surrogate (possible from a JSON "\ud83d" escape) is not a character: no encoding
     # can carry it, so it becomes U+FFFD rather than a crash at submit time.
+    if _SURROGATE.search(text) is None:
+        return text
     return text.encode("utf-16-be", "surrogatepass").decode("utf-16-be", "replace")
 
 
 def apply_replacements(text: str) -> str:
     """SMS Partner's replacement table: accents, brackets, deleted signs, typographic quotes."""
+    if _NEEDS_REPLACING.search(text) is None:
+        return text
     return text.translate(_REPLACEMENTS)
 
 
 def is_gsm7(text: str) -> bool:
     """True when every character is in the GSM 03.38 default alphabet or its extension table."""
-    return _GSM_CHARS.issuperset(text)
+    return _NOT_GSM.search(text) is None
 
 
 def encode_gsm7(text: str) -> bytes:
@@ -230,5 +240,5 @@ def _cut(octets: bytes, capacity: int, encoding: Encoding) -> list[bytes]:
 def _count_units(text: str, encoding: Encoding) -> int:
     if encoding is Encoding.GSM7:
         # Extension characters take two septets (ESC + code); everything else takes one.
-        return len(text) + sum(text.count(char) for char in _EXTENSION_CHARS if char in text)
+        return len(text) + len(_EXTENSION_RE.findall(text))
     return len(text.encode("utf-16-be", "surrogatepass")) // 2

@@ -132,7 +132,7 @@ def _validate_fields(request: SendRequest, account: Account) -> _Checked:
 def _collect(failures: list[DomainError], field: str, check: Callable[[], T]) -> T | None:
     """Run ``check`` unless ``field`` already failed (a value of the wrong type is one error,
     not also "required")."""
-    if any(failure.field == field for failure in failures):
+    if failures and any(failure.field == field for failure in failures):
         return None
     try:
         return check()
