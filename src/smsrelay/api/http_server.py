@@ -123,6 +123,7 @@ class Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._refusal: tuple[int, str] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # --- the connection
 
@@ -240,9 +241,7 @@ class Connection(asyncio.Protocol):
             self._queue.append((self._error(400, "malformed HTTP request: unreadable URL"), False))
         else:
             self._queue.append((request, keep_alive))
-        if not self._serving:
-            self._serving = True
-            asyncio.get_running_loop().create_task(self._serve())
+        self._start_serving()
 
     # --- reading
 
@@ -281,9 +280,7 @@ class Connection(asyncio.Protocol):
         self._deadline = None
         self._last = True
         self._queue.append((self._error(status, detail), False))
-        if not self._serving:
-            self._serving = True
-            asyncio.get_running_loop().create_task(self._serve())
+        self._start_serving()
 
     def _error(self, status: int, detail: str) -> Response:
         query = self._url.partition(b"?")[2].partition(b"#")[0].decode("latin-1")
@@ -305,6 +302,12 @@ class Connection(asyncio.Protocol):
         return self._url.partition(b"?")[0].decode("latin-1")[:200]
 
     # --- answering
+
+    def _start_serving(self) -> None:
+        if not self._serving:
+            self._serving = True
+            # kept: the loop holds tasks weakly, and a task must not vanish mid-answer
+            self._task = asyncio.get_running_loop().create_task(self._serve())
 
     async def _serve(self) -> None:
         while self._queue:
