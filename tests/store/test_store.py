@@ -455,3 +455,33 @@ async def test_two_stores_on_one_database_never_hand_out_a_part_twice(
         await other.close()
     claimed = [p.part_id for batch in batches for p in batch]
     assert len(claimed) == len(set(claimed)) == 80
+
+
+async def test_a_part_of_a_long_reply_resent_on_the_same_bind_is_posted_once(
+    store: SqlStore,
+) -> None:
+    from smsrelay.store.records import InboundReply
+
+    await store.update_account(
+        "a", {"reply_url": "https://example.com/mo", "reassemble_replies": 1}
+    )
+
+    def part(seq: int, at: float) -> InboundReply:
+        return InboundReply(
+            "default",
+            "+33612345678",
+            "+33757000001",
+            f"p{seq}",
+            "P",
+            lambda _: False,
+            at,
+            (9, 2, seq),
+            bind_id="b1",
+        )
+
+    first = await store.record_reply(part(1, 1000.0), BUILDERS)
+    whole = await store.record_reply(part(2, 1001.0), BUILDERS)
+    resent = await store.record_reply(part(2, 1005.0), BUILDERS)  # its resp was lost: re-sent
+    assert (first.callbacks, whole.callbacks, resent.callbacks) == (0, 1, 0)
+    assert resent.reply_id == whole.reply_id
+    assert len(await store.list_webhooks(None, 10)) == 1

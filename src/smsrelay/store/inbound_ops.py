@@ -73,8 +73,10 @@ def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
         "SELECT id, account_id, message_id FROM replies WHERE msisdn = ? AND virtual_number = ? "
         "AND received_at >= ? AND text = ? AND COALESCE(concat_ref, -1) = ? "
         "AND COALESCE(concat_total, -1) = ? AND COALESCE(concat_part, -1) = ? "
-        # the same bind again: the person said it twice (the SMSC re-sends on a later bind)
-        "AND (? = '' OR COALESCE(bind_id, '') != ?) LIMIT 1",
+        # the same bind again: the person said it twice (the SMSC re-sends on a later bind);
+        # but a part of a long reply is a re-send on any bind: a phone numbers each long
+        # message anew, so the same reference, part and text within minutes is one message
+        "AND (? = '' OR COALESCE(bind_id, '') != ? OR concat_ref IS NOT NULL) LIMIT 1",
         (
             reply.msisdn,
             reply.virtual_number,
