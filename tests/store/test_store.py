@@ -14,7 +14,7 @@ from smsrelay.errors import DomainError, TransientError
 from smsrelay.store import sql_store
 from smsrelay.store.factory import store_for
 from smsrelay.store.grouped import Grouped, insert_rows
-from smsrelay.store.records import IncomingReceipt
+from smsrelay.store.records import InboundReply, IncomingReceipt
 from smsrelay.store.sql import Conn
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
@@ -195,23 +195,12 @@ async def test_reassembly_posts_the_parts_it_has_when_the_rest_never_comes(
 ) -> None:
     import orjson
 
-    from smsrelay.store.records import InboundReply
-
     await store.update_account(
         "a", {"reply_url": "https://example.com/mo", "reassemble_replies": 1}
     )
 
     def part(seq: int, ref: int, at: float) -> InboundReply:
-        return InboundReply(
-            "default",
-            "+33612345678",
-            "+33757000001",
-            f"p{seq}",
-            "P",
-            lambda _: False,
-            at,
-            (ref, 3, seq),
-        )
+        return _reply_part(seq, (ref, 3), at)
 
     for seq in (1, 2, 3):  # a complete reply: one reassembled callback
         await store.record_reply(part(seq, 7, 1000.0 + seq), BUILDERS)
@@ -460,24 +449,12 @@ async def test_two_stores_on_one_database_never_hand_out_a_part_twice(
 async def test_a_part_of_a_long_reply_resent_on_the_same_bind_is_posted_once(
     store: SqlStore,
 ) -> None:
-    from smsrelay.store.records import InboundReply
-
     await store.update_account(
         "a", {"reply_url": "https://example.com/mo", "reassemble_replies": 1}
     )
 
     def part(seq: int, at: float) -> InboundReply:
-        return InboundReply(
-            "default",
-            "+33612345678",
-            "+33757000001",
-            f"p{seq}",
-            "P",
-            lambda _: False,
-            at,
-            (9, 2, seq),
-            bind_id="b1",
-        )
+        return _reply_part(seq, (9, 2), at, bind="b1")
 
     first = await store.record_reply(part(1, 1000.0), BUILDERS)
     whole = await store.record_reply(part(2, 1001.0), BUILDERS)
@@ -485,3 +462,19 @@ async def test_a_part_of_a_long_reply_resent_on_the_same_bind_is_posted_once(
     assert (first.callbacks, whole.callbacks, resent.callbacks) == (0, 1, 0)
     assert resent.reply_id == whole.reply_id
     assert len(await store.list_webhooks(None, 10)) == 1
+
+
+def _reply_part(seq: int, concat: tuple[int, int], at: float, bind: str = "") -> InboundReply:
+    """Part ``seq`` of a long reply (reference, total) from one person to the demo number."""
+    ref, total = concat
+    return InboundReply(
+        "default",
+        "+33612345678",
+        "+33757000001",
+        f"p{seq}",
+        "P",
+        lambda _: False,
+        at,
+        (ref, total, seq),
+        bind_id=bind,
+    )
