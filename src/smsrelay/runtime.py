@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from smsrelay.api.app import MAX_BODY, build_app, protocol_error
+from smsrelay.api.app import api_server
 from smsrelay.api.http_server import HttpServer
 from smsrelay.carrier.connector import Connector
 from smsrelay.carrier.simulator import Simulator, SimulatorOptions
@@ -320,12 +320,6 @@ HTTP_BODY_TIMEOUT = 30.0  # from the headers to the end of the body: then 408, c
 
 
 async def _start_http(gateway: Gateway, settings: Settings) -> tuple[HttpServer, int]:
-    server = HttpServer(
-        build_app(gateway).handle,
-        protocol_error,
-        max_body=MAX_BODY,
-        idle_timeout=HTTP_IDLE_TIMEOUT,
-        body_timeout=HTTP_BODY_TIMEOUT,
-    )
+    server = api_server(gateway, idle_timeout=HTTP_IDLE_TIMEOUT, body_timeout=HTTP_BODY_TIMEOUT)
     port = await server.start(settings.host, settings.port)
     return server, port

@@ -14,8 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from smsrelay.api.app import MAX_BODY, build_app, protocol_error
-from smsrelay.api.http_server import HttpServer
+from smsrelay.api.app import api_server
 from smsrelay.service.accounts import ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import load_settings
@@ -97,13 +96,7 @@ async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
             gateway = build_gateway(load_settings(flags, env={}), store)
             demo = await ensure_demo(store, "100", gateway.clock)
             assert demo is not None and demo.demo_key is not None
-            server = HttpServer(
-                build_app(gateway).handle,
-                protocol_error,
-                max_body=MAX_BODY,
-                idle_timeout=75,
-                body_timeout=30,
-            )
+            server = api_server(gateway, idle_timeout=75, body_timeout=30)
             port = await server.start("127.0.0.1", 0)
             stack.push_async_callback(server.close)
             session = aiohttp.ClientSession()

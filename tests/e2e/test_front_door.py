@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
 import sqlite3
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -476,27 +477,32 @@ async def _raw_connection(gw: RunningGateway) -> tuple[asyncio.StreamReader, asy
     return await asyncio.open_connection(host, int(port))
 
 
-async def test_a_client_that_stalls_mid_body_gets_code_90_and_loses_its_socket(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(runtime, "HTTP_BODY_TIMEOUT", 0.3)
+@contextlib.asynccontextmanager
+async def _gateway_with_short_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timeout: str, seconds: float
+) -> AsyncIterator[RunningGateway]:
+    """A gateway of its own whose HTTP ``timeout`` (a ``runtime`` constant) is ``seconds``."""
+    monkeypatch.setattr(runtime, timeout, seconds)
     gw = await start_gateway(gateway_settings(tmp_path))
     try:
-        await _stall_mid_body(gw, tmp_path)
+        yield gw
     finally:
         await runtime.stop(gw.running)
 
 
-async def _stall_mid_body(gw: RunningGateway, tmp_path: Path) -> None:
-    body = json.dumps(_body(gw)).encode()
-    reader, writer = await _raw_connection(gw)
-    writer.write(
-        b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body[:10]
-    )
-    answer = await asyncio.wait_for(reader.read(1000), 10)
-    writer.close()
+async def test_a_client_that_stalls_mid_body_gets_code_90_and_loses_its_socket(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with _gateway_with_short_timeout(tmp_path, monkeypatch, "HTTP_BODY_TIMEOUT", 0.3) as gw:
+        body = json.dumps(_body(gw)).encode()
+        reader, writer = await _raw_connection(gw)
+        writer.write(
+            b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        answer = await asyncio.wait_for(reader.read(1000), 10)
+        writer.close()
     assert answer.split()[1] == b"408" and b'"code":90' in answer
     assert b"Connection: close" in answer
     with sqlite3.connect(tmp_path / "data" / "smsrelay.db") as conn:
@@ -506,16 +512,12 @@ async def _stall_mid_body(gw: RunningGateway, tmp_path: Path) -> None:
 async def test_a_connection_that_never_completes_a_request_is_closed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(runtime, "HTTP_IDLE_TIMEOUT", 0.5)
-    gw = await start_gateway(gateway_settings(tmp_path))
-    try:
+    async with _gateway_with_short_timeout(tmp_path, monkeypatch, "HTTP_IDLE_TIMEOUT", 0.5) as gw:
         silent, half = await _raw_connection(gw), await _raw_connection(gw)
         half[1].write(b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Le")
         for reader, writer in (silent, half):
             assert await asyncio.wait_for(reader.read(), 10) == b""  # the server hung up
             writer.close()
-    finally:
-        await runtime.stop(gw.running)
 
 
 async def test_an_over_long_url_is_code_90_without_repeating_its_api_key(

@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl
 
 from smsrelay.api.bodies import BodyTooLarge, decoded_body
 from smsrelay.api.errors import error_payload, simple_error
-from smsrelay.api.http_types import Request, Response
+from smsrelay.api.http_server import HttpServer
+from smsrelay.api.http_types import Request, Response, media_type
 from smsrelay.api.multipart import multipart_fields
 from smsrelay.api.params import Params, read_params
 from smsrelay.api.render import json_response, respond, wants_xml
@@ -30,15 +31,12 @@ class ApiApp:
         self.routes["GET", "/health"] = self._health
 
     async def handle(self, request: Request) -> Response:
+        """The request's answer; an unexpected error is left to the server, whose last guard
+        answers it as a 500 in the API's format (``protocol_error``)."""
         handler = self.routes.get((request.method, request.path))
-        try:
-            if handler is None:
-                return await self._loosely_written(request)
-            return await handler(request)
-        except Exception:
-            log.exception("api.unexpected_error", extra={"path": request.path})
-            payload, status = simple_error(500, 500, "internal error")
-            return respond(payload, status, False)
+        if handler is None:
+            return await self._loosely_written(request)
+        return await handler(request)
 
     def _endpoint(self, fn: Endpoint) -> Handler:
         """Read parameters (query + JSON or form body), run ``fn``, answer errors in API
@@ -109,13 +107,26 @@ def _query_wants_xml(raw_query: str) -> bool:
 
 def _params_of(request: Request) -> tuple[Params, bool]:
     body = decoded_body(request, MAX_BODY)
-    if request.content_type != "multipart/form-data":
-        return read_params(body, request.raw_query, request.charset)
+    content_type = request.headers.get("content-type", "")
+    kind, type_params = media_type(content_type)
+    if kind != "multipart/form-data":
+        return read_params(body, request.raw_query, type_params.get("charset"))
     # PHP's curl given an array (CURLOPT_POSTFIELDS) posts its fields this way.
     params, _ = read_params(b"", request.raw_query)
-    params.update(multipart_fields(body, request.headers.get("content-type", "")))
+    params.update(multipart_fields(body, content_type))
     return params, True
 
 
 def build_app(gateway: Gateway) -> ApiApp:
     return ApiApp(gateway)
+
+
+def api_server(gateway: Gateway, *, idle_timeout: float, body_timeout: float) -> HttpServer:
+    """The API served over HTTP: its routes, its error answers and its body limit."""
+    return HttpServer(
+        build_app(gateway).handle,
+        protocol_error,
+        max_body=MAX_BODY,
+        idle_timeout=idle_timeout,
+        body_timeout=body_timeout,
+    )

@@ -141,9 +141,13 @@ class Connection(asyncio.Protocol):
     def _forget_unfinished_request(self) -> None:
         if self._in_request:  # the client left mid-request: nobody to answer, nothing wrong
             log.info("api.client_gone", extra={"path": self._path_for_log()})
-            self._in_request = False
-            self._mid_body = False
-            self._deadline = None
+            self._end_request()
+
+    def _end_request(self) -> None:
+        """Nothing is being read: no request in hand, no body or idle deadline running."""
+        self._in_request = False
+        self._mid_body = False
+        self._deadline = None
 
     def data_received(self, data: bytes) -> None:
         if self._last and not self._in_request:  # refused, upgraded or shutting down
@@ -232,9 +236,7 @@ class Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self._in_request = False
-        self._mid_body = False
-        self._deadline = None
+        self._end_request()
         request = self._request()
         keep_alive = self._parser.should_keep_alive()
         if request is None:
@@ -275,9 +277,7 @@ class Connection(asyncio.Protocol):
     def _refuse(self, status: int, detail: str) -> None:
         """Answer an unreadable request (after the answers queued before it) and close."""
         log.info("api.malformed_request", extra={"status": status, "error": detail})
-        self._in_request = False
-        self._mid_body = False
-        self._deadline = None
+        self._end_request()
         self._last = True
         self._queue.append((self._error(status, detail), False))
         self._start_serving()
@@ -361,18 +361,11 @@ def _reason(exc: Exception) -> str:
     return str(exc).split("\n", 1)[0].rstrip(" :.") or type(exc).__name__
 
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}".encode() for status in HTTPStatus}
 
 
 def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Unknown"
-        line = _STATUS_LINES[status] = f"{status} {phrase}".encode()
-    return line
+    return _STATUS_LINES.get(status) or f"{status} Unknown".encode()
 
 
 _date_cache: tuple[int, bytes] = (0, b"")

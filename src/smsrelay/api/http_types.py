@@ -16,15 +16,6 @@ class Request:
     headers: dict[str, str]
     body: bytes
 
-    @property
-    def content_type(self) -> str:
-        """The media type alone, lower-cased ("" when none was sent)."""
-        return media_type(self.headers.get("content-type", ""))[0]
-
-    @property
-    def charset(self) -> str | None:
-        return media_type(self.headers.get("content-type", ""))[1].get("charset")
-
 
 @dataclass(slots=True)
 class Response:
