@@ -127,6 +127,28 @@ async def test_one_refused_write_does_not_undo_the_others(db: Database) -> None:
     assert rows == [b"a", b"b"]
 
 
+async def test_a_write_that_raises_stop_iteration_fails_alone_and_the_batch_is_answered(
+    db: Database,
+) -> None:
+    # A Future refuses StopIteration (asyncio raises TypeError): set as it is, it broke the
+    # answering of the whole batch, and every other write of it waited for ever.
+    def stops(conn: sqlite3.Connection) -> None:
+        next(iter(()))
+
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            db.write(_insert(b"a")),
+            db.write(stops),
+            db.write(_insert(b"b")),
+            return_exceptions=True,
+        ),
+        10,
+    )
+    assert isinstance(results[1], RuntimeError) and "StopIteration" in str(results[1])
+    rows = await db.read(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY id")])
+    assert rows == [b"a", b"b"]
+
+
 async def test_checkpoints_let_the_wal_restart_instead_of_growing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,13 @@ def resolve_all(outcomes: Outcomes) -> None:
         if future.cancelled():  # the caller gave up waiting; the write stands all the same
             continue
         if error is not None:
-            future.set_exception(error)
+            future.set_exception(_settable(error))
         else:
             future.set_result(result)
+
+
+def _settable(error: BaseException) -> BaseException:
+    """A Future refuses StopIteration (TypeError), which would leave the rest unanswered."""
+    if isinstance(error, StopIteration):
+        return RuntimeError(f"a write raised StopIteration: {error!r}")
+    return error
