@@ -24,7 +24,7 @@ import pytest
 from smsrelay.domain.states import PartState
 from smsrelay.errors import DomainError
 from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id
-from smsrelay.store import receipt_batch, settle, sql_store, webhook_attempts
+from smsrelay.store import grouped, sql_store
 from smsrelay.store.accept_batch import accept_many
 from smsrelay.store.factory import is_postgres
 from smsrelay.store.message_ops import insert_callback
@@ -891,7 +891,7 @@ async def test_a_long_mixed_run_of_submit_outcomes(twin_urls: tuple[str, str]) -
         ]
 
     answers, tables = await grouped_vs_in_turn(twin_urls, mark_submitted_many, scenario)
-    assert len(answers) > settle.CHUNK and answers.count(False) == 15
+    assert len(answers) > grouped.CHUNK and answers.count(False) == 15
     states = {row["state"] for row in tables["parts"]}
     assert {"queued", "submitted", "delivered", "undelivered"} <= states
     assert rows(tables, "webhooks", kind="dlr") and tables["early_receipt_keys"]
@@ -914,7 +914,7 @@ async def test_a_long_mixed_run_of_callback_attempts(twin_urls: tuple[str, str])
         ]
 
     answers, tables = await grouped_vs_in_turn(twin_urls, record_attempts, scenario)
-    assert len(answers) > webhook_attempts.CHUNK
+    assert len(answers) > grouped.CHUNK
     chains: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in tables["webhooks"]:
         if row["order_key"] is not None:
@@ -1001,5 +1001,5 @@ async def test_a_long_mixed_run_of_receipts(twin_urls: tuple[str, str]) -> None:
         return items
 
     answers, tables = await grouped_vs_in_turn(twin_urls, record_receipts, scenario)
-    assert len(answers) > receipt_batch.CHUNK and True in answers and False in answers
+    assert len(answers) > grouped.CHUNK and True in answers and False in answers
     assert rows(tables, "webhooks", kind="dlr") and rows(tables, "messages", state="submitted")

@@ -17,12 +17,12 @@ from typing import Any
 from smsrelay.domain.states import MessageState
 from smsrelay.errors import DomainError
 from smsrelay.store.grouped import (
-    CHUNK,
     Answers,
     flat,
     insert_numbered,
     insert_rows,
     marks,
+    padded_chunks,
     values,
 )
 from smsrelay.store.records import NewMessage
@@ -106,8 +106,7 @@ def _read_facts(conn: Conn, items: Sequence[NewMessage]) -> _Facts:
 
 def _rows(conn: Conn, select: str, column: str, keys: Sequence[object]) -> list[Any]:
     rows: list[Any] = []
-    for start in range(0, len(keys), CHUNK):
-        chunk = tuple(keys[start : start + CHUNK])
+    for chunk in padded_chunks(keys):
         rows += conn.execute(f"{select} WHERE {column} IN ({marks(len(chunk))})", chunk).fetchall()
     return rows
 
@@ -133,9 +132,7 @@ def _check(facts: _Facts, debits: dict[int, int], msg: NewMessage) -> str:
 
 
 def _debit(conn: Conn, debits: dict[int, int]) -> None:
-    rows = sorted(debits.items())
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
+    for chunk in padded_chunks(sorted(debits.items())):  # each account once: a dict's
         conn.execute(
             "UPDATE accounts SET credit_micros = credit_micros - v.column2 "
             f"FROM {values(len(chunk), ('BIGINT', 'BIGINT'))} AS v WHERE accounts.id = v.column1",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from smsrelay.domain.states import MessageState, PartState
 from smsrelay.errors import DomainError
 from smsrelay.store import settle, webhook_ops
+from smsrelay.store.grouped import marks, padded, padded_chunks
 from smsrelay.store.message_rows import MESSAGE_COLUMNS, PART_COLUMNS, message_from_row
 from smsrelay.store.records import (
     CallbackBuilders,
@@ -134,11 +135,11 @@ def claim_due(
 
 
 def _claim_messages(conn: Conn, ids: set[int]) -> dict[int, tuple[str, str, str, str, int, str]]:
-    marks = ",".join("?" * len(ids))
+    keys = padded(sorted(ids))
     rows = conn.execute(
         "SELECT id, sender, recipient, text, encoding, nb_sms, state FROM messages "
-        f"WHERE id IN ({marks})",
-        tuple(ids),
+        f"WHERE id IN ({marks(len(keys))})",
+        keys,
     ).fetchall()
     return {r[0]: (r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
 
@@ -186,11 +187,10 @@ def expire_unanswered(
 def renew_leases(conn: Conn, part_ids: list[int], lease_until: float) -> int:
     """Keep parts that are still being worked on from being handed out again."""
     renewed = 0
-    for start in range(0, len(part_ids), 500):
-        chunk = part_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk in padded_chunks(part_ids):
         renewed += conn.execute(
-            f"UPDATE parts SET lease_until = ? WHERE state = 'sending' AND id IN ({marks})",
+            "UPDATE parts SET lease_until = ? WHERE state = 'sending' "
+            f"AND id IN ({marks(len(chunk))})",
             (lease_until, *chunk),
         ).rowcount
     return renewed

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.store import settle
-from smsrelay.store.grouped import CHUNK, Answers, flat, insert_numbered, insert_rows, marks, values
+from smsrelay.store.grouped import (
+    Answers,
+    flat,
+    insert_numbered,
+    insert_rows,
+    marks,
+    padded_chunks,
+    values,
+)
 from smsrelay.store.receipt_match import choose_part, receipt_move
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
@@ -79,8 +87,7 @@ def apply_to_parts(conn: Conn, matches: Sequence[tuple[int, Receipt]]) -> None:
 
 def _read(conn: Conn, column: str, keys: Sequence[object]) -> _Run:
     rows = []
-    for start in range(0, len(keys), CHUNK):
-        chunk = tuple(keys[start : start + CHUNK])
+    for chunk in padded_chunks(keys):
         rows += conn.execute(
             "SELECT p.id, p.message_id, m.nb_sms, p.carrier_key, p.connector, p.state "
             f"FROM parts p JOIN messages m ON m.id = p.message_id "
@@ -162,8 +169,7 @@ def _keep_early(conn: Conn, early: Sequence[tuple[int, IncomingReceipt]]) -> Non
 def _move_parts(conn: Conn, moves: dict[int, tuple[str, str, str | None, float | None]]) -> None:
     """Each moved part's last move (a later receipt's move replaces an earlier one's)."""
     rows = [(part_id, *move) for part_id, move in moves.items()]
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
+    for chunk in padded_chunks(rows):  # each part once: keyed by the dict
         table = values(len(chunk), ("BIGINT", "", "", "", "DOUBLE PRECISION"))
         conn.execute(
             "UPDATE parts SET state = v.column2, stat = v.column3, err = v.column4, "

@@ -10,7 +10,17 @@ from dataclasses import dataclass
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.store import webhook_ops
-from smsrelay.store.grouped import CHUNK, flat, marks, values
+from smsrelay.store.grouped import (
+    CHUNK,
+    FILLER_TYPE,
+    filled_chunks,
+    flat,
+    marks,
+    not_filler,
+    padded,
+    padded_chunks,
+    values,
+)
 from smsrelay.store.message_rows import (
     FINAL_MESSAGE_STATES,
     MESSAGE_COLUMNS,
@@ -34,9 +44,7 @@ class Change:
 def part_states(conn: Conn, message_ids: Collection[int]) -> dict[int, dict[int, str]]:
     """Every part's state (part id -> state) of these messages, as stored."""
     parts: dict[int, dict[int, str]] = {message_id: {} for message_id in message_ids}
-    ids = sorted(message_ids)
-    for start in range(0, len(ids), CHUNK):
-        chunk = tuple(ids[start : start + CHUNK])
+    for chunk in padded_chunks(sorted(message_ids)):
         for message_id, part_id, state in conn.execute(
             f"SELECT message_id, id, state FROM parts WHERE message_id IN ({marks(len(chunk))})",
             chunk,
@@ -84,10 +92,12 @@ def apply(conn: Conn, changes: Iterable[Change]) -> None:
 
 
 def _move(conn: Conn, changes: Sequence[Change]) -> list[Change]:
-    rows = [
-        (c.message_id, str(c.state), c.at if c.state in FINAL_MESSAGE_STATES else None)
-        for c in changes
-    ]
+    rows = padded(  # each message once (``apply`` keeps its last word)
+        [
+            (c.message_id, str(c.state), c.at if c.state in FINAL_MESSAGE_STATES else None)
+            for c in changes
+        ]
+    )
     moved = conn.execute(
         "UPDATE messages SET state = v.column2, final_at = v.column3 "
         f"FROM {values(len(rows), ('BIGINT', '', 'DOUBLE PRECISION'))} AS v "
@@ -108,26 +118,29 @@ def _queue_dlrs(conn: Conn, ended: Sequence[Change]) -> None:
         body = change.builders.dlr(DlrFacts(message=message))
         uuid, key = change.builders.new_id(), f"m{message.id}"
         rows.append((uuid, message.account_id, message.id, message.url_dlr, body, change.at, key))
-    for start in range(0, len(rows), CHUNK):
-        _insert_dlrs(conn, rows[start : start + CHUNK])
+    for count, parameters in filled_chunks(rows, len(_DLR_TYPES)):
+        _insert_dlrs(conn, count, parameters)
 
 
-def _insert_dlrs(conn: Conn, rows: Sequence[tuple[object, ...]]) -> None:
+_DLR_TYPES = ("", "BIGINT", "BIGINT", "", "", "DOUBLE PRECISION", "")
+
+
+def _insert_dlrs(conn: Conn, count: int, parameters: tuple[object, ...]) -> None:
     """As ``message_ops.insert_callback``, a row per message (so no two share an order key)."""
-    table = values(len(rows), ("", "BIGINT", "BIGINT", "", "", "DOUBLE PRECISION", ""))
+    table = values(count, (*_DLR_TYPES, FILLER_TYPE))
     conn.execute(
         "INSERT INTO webhooks (uuid, account_id, kind, message_id, url, body, state, "
         "created_at, due_at, order_key) SELECT v.column1, v.column2, 'dlr', v.column3, "
         "v.column4, v.column5, 'pending', v.column6, "
-        f"{webhook_ops.due_unless_behind('v.column7', 'v.column6')}, v.column7 FROM {table} AS v",
-        (webhook_ops.PARKED, *flat(rows)),
+        f"{webhook_ops.due_unless_behind('v.column7', 'v.column6')}, v.column7 FROM {table} AS v "
+        f"WHERE {not_filler(len(_DLR_TYPES))}",
+        (webhook_ops.PARKED, *parameters),
     )
 
 
 def _messages(conn: Conn, message_ids: Sequence[int]) -> dict[int, MessageView]:
     views: dict[int, MessageView] = {}
-    for start in range(0, len(message_ids), CHUNK):
-        chunk = tuple(message_ids[start : start + CHUNK])
+    for chunk in padded_chunks(message_ids):
         parts: dict[int, list[PartView]] = defaultdict(list)
         for row in conn.execute(
             f"SELECT message_id, {PART_COLUMNS} FROM parts "

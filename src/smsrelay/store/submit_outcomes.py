@@ -8,7 +8,16 @@ from dataclasses import dataclass
 
 from smsrelay.domain.states import MessageState
 from smsrelay.store import receipt_batch, settle
-from smsrelay.store.grouped import CHUNK, Answers, flat, go_first, marks, values
+from smsrelay.store.grouped import (
+    CHUNK,
+    Answers,
+    flat,
+    go_first,
+    marks,
+    padded,
+    padded_chunks,
+    values,
+)
 from smsrelay.store.receipt_match import EARLY_RECEIPT_WINDOW
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
@@ -41,7 +50,7 @@ def mark_submitted_many(conn: Conn, items: Sequence[Submitted]) -> Answers:
 
 def _record_ids(conn: Conn, items: Sequence[Submitted]) -> dict[int, tuple[int, str]]:
     """part id -> (message id, connector), for the parts still 'sending' (now submitted)."""
-    rows = [(i.part_id, i.carrier_id, i.carrier_key, i.now) for i in items]
+    rows = padded([(i.part_id, i.carrier_id, i.carrier_key, i.now) for i in items])  # each once
     table = values(len(rows), ("BIGINT", "", "", "DOUBLE PRECISION"))
     moved = conn.execute(
         "UPDATE parts SET state = 'submitted', carrier_id = v.column2, carrier_key = v.column3, "
@@ -75,8 +84,7 @@ def _match_early_receipts(
     older one is another message's), then applied to it."""
     keys = sorted({item.carrier_key for item in taken})
     kept: dict[str, list[tuple[int, str, IncomingReceipt]]] = defaultdict(list)
-    for start in range(0, len(keys), CHUNK):
-        chunk = tuple(keys[start : start + CHUNK])
+    for chunk in padded_chunks(keys):
         for row in conn.execute(
             "SELECT e.carrier_key, e.connector, r.id, r.connector, r.carrier_id, r.stat, "
             "r.err, r.received_at FROM early_receipt_keys e JOIN receipts r "
@@ -90,7 +98,7 @@ def _match_early_receipts(
     matches, taken_ids = _early_matches(taken, moved, kept)
     if not matches:
         return
-    ids = tuple(sorted(taken_ids))
+    ids = padded(sorted(taken_ids))
     conn.execute(f"DELETE FROM early_receipt_keys WHERE receipt_id IN ({marks(len(ids))})", ids)
     conn.execute(f"DELETE FROM receipts WHERE id IN ({marks(len(ids))})", ids)
     receipt_batch.apply_to_parts(conn, matches)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smsrelay.store import webhook_ops
-from smsrelay.store.grouped import CHUNK, Answers, flat, insert_rows, marks, values
+from smsrelay.store.grouped import CHUNK, Answers, flat, insert_rows, marks, padded, values
 from smsrelay.store.sql import Conn
 
 _HISTORY_COLUMNS = (
@@ -49,9 +49,10 @@ def _in_turn(conn: Conn, items: Sequence[Attempt]) -> bool:
     ids = sorted({item.webhook_id for item in items})
     if len(items) == 1 or len(ids) < len(items) or any(i.outcome == "pending" for i in items):
         return True
+    keys = padded(ids)
     parked = conn.execute(
-        f"SELECT 1 FROM webhooks WHERE id IN ({marks(len(ids))}) AND due_at = ? LIMIT 1",
-        (*ids, webhook_ops.PARKED),
+        f"SELECT 1 FROM webhooks WHERE id IN ({marks(len(keys))}) AND due_at = ? LIMIT 1",
+        (*keys, webhook_ops.PARKED),
     ).fetchone()
     return parked is not None
 
@@ -72,10 +73,18 @@ def _record_one(conn: Conn, item: Attempt) -> None:
 def _record_finished(conn: Conn, items: Sequence[Attempt]) -> None:
     history = [(i.webhook_id, i.at, i.status, i.latency_ms, i.error) for i in items]
     insert_rows(conn, "webhook_attempts", _HISTORY_COLUMNS, history)
-    changes = [
-        (i.webhook_id, i.outcome, i.next_due, i.at if i.outcome == "delivered" else None, i.error)
-        for i in items
-    ]
+    changes = padded(  # each callback once (see _in_turn)
+        [
+            (
+                i.webhook_id,
+                i.outcome,
+                i.next_due,
+                i.at if i.outcome == "delivered" else None,
+                i.error,
+            )
+            for i in items
+        ]
+    )
     table = values(len(changes), ("BIGINT", "", "DOUBLE PRECISION", "DOUBLE PRECISION", ""))
     keys = conn.execute(
         "UPDATE webhooks SET state = v.column2, attempts = attempts + 1, lease_until = NULL, "
@@ -91,9 +100,10 @@ def _unpark_next(conn: Conn, keys: Sequence[str]) -> None:
     ``webhook_ops._unpark_next``, for a whole run)."""
     if not keys:
         return
+    keyed = padded(keys)
     conn.execute(
         "UPDATE webhooks SET due_at = created_at WHERE state = 'pending' AND due_at = ? "
         "AND id IN (SELECT (SELECT n.id FROM webhooks n WHERE n.order_key = k.column1 "
-        f"AND n.{webhook_ops.OPEN} ORDER BY n.id LIMIT 1) FROM {values(len(keys), ('',))} AS k)",
-        (webhook_ops.PARKED, *keys),
+        f"AND n.{webhook_ops.OPEN} ORDER BY n.id LIMIT 1) FROM {values(len(keyed), ('',))} AS k)",
+        (webhook_ops.PARKED, *keyed),
     )

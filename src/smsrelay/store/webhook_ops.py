@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from smsrelay.store.grouped import marks, padded
 from smsrelay.store.records import CallbackBacklog, WebhookJob, WebhookView
 from smsrelay.store.sql import Conn
 
@@ -66,9 +67,9 @@ def claim_due(conn: Conn, now: float, limit: int, lease_until: float) -> list[We
 def _secrets(conn: Conn, account_ids: set[int]) -> dict[int, str | None]:
     if not account_ids:
         return {}
-    marks = ",".join("?" * len(account_ids))
+    keys = padded(sorted(account_ids))
     rows = conn.execute(
-        f"SELECT id, webhook_secret FROM accounts WHERE id IN ({marks})", tuple(account_ids)
+        f"SELECT id, webhook_secret FROM accounts WHERE id IN ({marks(len(keys))})", keys
     ).fetchall()
     return {int(r[0]): r[1] for r in rows}
 
