@@ -66,6 +66,7 @@ def parse_recipient(raw: str) -> Msisdn:
     return _parse_international_compact(compact, raw, "to")
 
 
+@functools.lru_cache(maxsize=1024)  # an account sends from its few numbers, again and again
 def parse_sender(raw: str) -> Msisdn:
     """``from``: a virtual number, international form only (with or without "+")."""
     return parse_international(raw, "from")
