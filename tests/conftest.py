@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import pg_server
+from tests import pg_server, support
 
 
 def _self_signed(folder: Path, name: str, subject: str, extension: str) -> tuple[str, str]:
@@ -69,3 +69,11 @@ def postgres() -> Iterator[pg_server.PostgresServer]:
     server = pg_server.start(binaries)
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """A test that failed or timed out before stopping its `serve` or simulator (one that
+    hangs may also ignore SIGTERM) must not leave it running under the next tests."""
+    yield
+    support.kill_leftovers()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -171,6 +172,25 @@ class SmscProcess:
             await self.process.wait()
 
 
+# Every process started here, so a test that fails or times out before stopping its own
+# leaves none running (and loading the next tests): see ``kill_leftovers``.
+STARTED: list[asyncio.subprocess.Process] = []
+
+
+def kill_leftovers() -> int:
+    """SIGKILL every process started here that still runs; how many there were."""
+    killed = 0
+    while STARTED:
+        process = STARTED.pop()
+        if process.returncode is None:
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:  # ended, not reaped yet
+                pass
+    return killed
+
+
 async def start_smsc(*args: str) -> SmscProcess:
     process = await asyncio.create_subprocess_exec(
         SMSRELAY,
@@ -184,6 +204,7 @@ async def start_smsc(*args: str) -> SmscProcess:
         stdout=asyncio.subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    STARTED.append(process)
     assert process.stderr is not None
     line = await asyncio.wait_for(process.stderr.readline(), 20)
     match = re.search(rb"listening on ([\d.]+):(\d+) \(control (http://[\d.:]+)\)", line)
@@ -232,6 +253,7 @@ async def start_serve(
             **(env or {}),
         },
     )
+    STARTED.append(process)
     assert process.stdout is not None
     seen: dict[str, str] = {}
     while "base" not in seen:
