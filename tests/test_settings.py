@@ -50,6 +50,7 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({"smsc": "http://x"}, {}, "smsc must be"),
         ({}, {"SMSRELAY_ALLOW_PRIVATE_WEBHOOKS": "perhaps"}, "allow_private_webhooks"),
         ({}, {"SMSRELAY_WEBHOOK_TLS_CA": "/nowhere/ca.pem"}, "webhook_tls_ca: no such file"),
+        ({}, {"SMSRELAY_HTTP_MAX_CONNECTIONS": "-1"}, "http_max_connections must be"),
     ],
 )
 def test_invalid_values_are_refused(flags, env, message) -> None:

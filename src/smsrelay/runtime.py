@@ -14,6 +14,7 @@ from typing import Any
 
 from smsrelay.api.app import api_server
 from smsrelay.api.http_server import HttpServer
+from smsrelay.api.open_files import connection_cap, raise_open_file_limit
 from smsrelay.carrier.connector import Connector
 from smsrelay.carrier.simulator import Simulator, SimulatorOptions
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
@@ -327,6 +328,13 @@ HTTP_BODY_TIMEOUT = 30.0  # from the headers to the end of the body: then 408, c
 
 
 async def _start_http(gateway: Gateway, settings: Settings) -> tuple[HttpServer, int]:
-    server = api_server(gateway, idle_timeout=HTTP_IDLE_TIMEOUT, body_timeout=HTTP_BODY_TIMEOUT)
+    cap = connection_cap(settings.http_max_connections, raise_open_file_limit())
+    server = api_server(
+        gateway,
+        idle_timeout=HTTP_IDLE_TIMEOUT,
+        body_timeout=HTTP_BODY_TIMEOUT,
+        max_connections=cap,
+    )
     port = await server.start(settings.host, settings.port)
+    log.info("api.listening", extra={"port": port, "max_connections": cap})
     return server, port

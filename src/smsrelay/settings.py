@@ -73,6 +73,9 @@ class Settings:
     webhook_max_backoff: float = 600.0
     webhook_give_up_after: float = 86400.0
     webhook_concurrency_per_host: int = 16
+    # HTTP connections open at once; more get a 503 at once. 0: the open-file limit (raised to
+    # its hard ceiling at start) less a reserve for the database, SMPP links and callbacks.
+    http_max_connections: int = 0
     # A PEM file of CAs trusted for https callbacks besides the system's (internal receivers).
     webhook_tls_ca: str | None = None
     # Test-only: "2026-03-01T15:00:00+01:00" freezes the clock and enables POST /_test/clock.
@@ -210,6 +213,10 @@ def _validate(settings: Settings) -> None:
         )
     if settings.retention_days < 0:
         raise SettingsError("retention_days must be 0 (keep everything) or a number of days")
+    if settings.http_max_connections < 0:
+        raise SettingsError(
+            "http_max_connections must be 0 (from the open-file limit) or a number of connections"
+        )
     if settings.dispatch_batch < 1 or settings.submit_attempts < 1:
         raise SettingsError("dispatch_batch and submit_attempts must be at least 1")
     if not settings.uses_builtin_smsc and not str(settings.smsc).startswith(

@@ -96,7 +96,7 @@ async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
             gateway = build_gateway(load_settings(flags, env={}), store)
             demo = await ensure_demo(store, "100", gateway.clock)
             assert demo is not None and demo.demo_key is not None
-            server = api_server(gateway, idle_timeout=75, body_timeout=30)
+            server = api_server(gateway, idle_timeout=75, body_timeout=30, max_connections=1000)
             port = await server.start("127.0.0.1", 0)
             stack.push_async_callback(server.close)
             session = aiohttp.ClientSession()

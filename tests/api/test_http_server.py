@@ -51,11 +51,16 @@ async def start() -> AsyncIterator[Start]:
     servers: list[HttpServer] = []
 
     async def run(
-        idle: float = 75, body: float = 30
+        idle: float = 75, body: float = 30, max_connections: int = 1000
     ) -> tuple[HttpServer, Echo, Callable[[], Awaitable[Raw]]]:
         echo = Echo()
         server = HttpServer(
-            echo, protocol_error, max_body=MAX_BODY, idle_timeout=idle, body_timeout=body
+            echo,
+            protocol_error,
+            max_body=MAX_BODY,
+            idle_timeout=idle,
+            body_timeout=body,
+            max_connections=max_connections,
         )
         port = await server.start("127.0.0.1", 0)
         servers.append(server)
@@ -309,3 +314,63 @@ async def test_a_client_that_shuts_its_sending_side_still_gets_its_answer(start:
     assert (status, headers["connection"]) == (200, "close")
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
+
+
+async def _served(connect: Callable[[], Awaitable[Raw]], path: str) -> Raw:
+    reader, writer = await connect()
+    writer.write(_post(path, b""))
+    status, _, _ = await _answer(reader)
+    assert status == 200
+    return reader, writer
+
+
+async def test_a_connection_over_the_cap_gets_a_503_in_the_apis_format_then_eof(
+    start: Start,
+) -> None:
+    server, echo, connect = await start(max_connections=2)
+    kept = [await _served(connect, "/a"), await _served(connect, "/b")]  # idle, kept alive
+    reader, writer = await connect()
+    writer.write(_post("/c", b"never read"))
+    status, headers, body = await _answer(reader)
+    assert status == 503
+    assert headers["connection"] == "close"
+    assert orjson.loads(body) == {
+        "success": False,
+        "code": 500,
+        "message": "too many connections (at most 2): retry later",
+    }
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # then the server's FIN
+    writer.close()
+    assert [request.path for request in echo.seen] == ["/a", "/b"]  # /c was never handled
+    assert server.turned_away == 1
+    # the kept connections still work, and a freed slot serves a new client
+    kept_reader, kept_writer = kept[0]
+    kept_writer.write(_post("/d", b""))
+    assert (await _answer(kept_reader))[0] == 200
+    kept_writer.close()
+    await eventually(lambda: _count_is(server, 1))
+    reader, writer = await _served(connect, "/e")
+    writer.close()
+    kept[1][1].close()
+
+
+async def _count_is(server: HttpServer, count: int) -> bool:
+    return len(server.connections) == count
+
+
+async def test_turned_away_clients_hold_no_socket_past_the_linger(start: Start) -> None:
+    server, _, connect = await start(max_connections=1)
+    _, kept_writer = await _served(connect, "/a")
+    silent = [await connect() for _ in range(3)]  # turned away; they never close their side
+    await eventually(lambda: _lingering_is(server, 3))
+    for reader, _ in silent:
+        assert (await _answer(reader))[0] == 503
+    await eventually(lambda: _lingering_is(server, 0), timeout=10)  # dropped after the linger
+    for reader, writer in silent:
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    kept_writer.close()
+
+
+async def _lingering_is(server: HttpServer, count: int) -> bool:
+    return len(server.lingering) == count

@@ -570,3 +570,38 @@ async def test_an_unexpected_error_is_a_500_in_the_apis_format_on_any_spelling_o
     monkeypatch.setattr(gw.running.gateway.accounts, "authenticate", broken)
     status, answer = await gw.get(path, {"apiKey": gw.api_key})
     assert (status, answer["success"], answer["code"]) == (500, False, 500)
+
+
+async def test_over_the_connection_cap_a_send_gets_503_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    gw = await start_gateway(gateway_settings(tmp_path, http_max_connections=2))
+    try:
+        body = json.dumps(_body(gw)).encode()
+        request = (
+            b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        held = [await _raw_connection(gw), await _raw_connection(gw)]  # the two slots
+        await eventually(lambda: len(gw.running.http.connections) == 2)
+        reader, writer = await _raw_connection(gw)
+        writer.write(request)
+        refused = await asyncio.wait_for(reader.read(), 10)  # the answer, then the server's FIN
+        writer.close()
+        head, _, payload = refused.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"503" and b"Connection: close" in head
+        assert json.loads(payload) == {
+            "success": False,
+            "code": 500,
+            "message": "too many connections (at most 2): retry later",
+        }
+        with sqlite3.connect(tmp_path / "data" / "smsrelay.db") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+        held[0][1].close()  # a slot frees: the next client is served
+        await eventually(lambda: len(gw.running.http.connections) == 1)
+        status, answer = await gw.post("/v1/vn/send", _body(gw))
+        assert (status, answer["success"]) == (200, True)
+        held[1][1].close()
+    finally:
+        await runtime.stop(gw.running)

@@ -90,7 +90,9 @@ def protocol_error(status: int, detail: str, raw_query: str) -> Response:
     """The answer to a request the HTTP server could not read (code 90), in the API's format:
     SMS Partner's Node example overruns its Content-Length, and the rest reads as garbage."""
     xml = _query_wants_xml(raw_query)
-    if status >= 500:
+    if status == 503:  # the server is full (too many connections): the client retries
+        payload, status = simple_error(500, 503, detail)
+    elif status >= 500:
         payload, status = simple_error(500, status, "internal error")
     else:
         payload, status = simple_error(90, status, detail)
@@ -121,7 +123,9 @@ def build_app(gateway: Gateway) -> ApiApp:
     return ApiApp(gateway)
 
 
-def api_server(gateway: Gateway, *, idle_timeout: float, body_timeout: float) -> HttpServer:
+def api_server(
+    gateway: Gateway, *, idle_timeout: float, body_timeout: float, max_connections: int
+) -> HttpServer:
     """The API served over HTTP: its routes, its error answers and its body limit."""
     return HttpServer(
         build_app(gateway).handle,
@@ -129,4 +133,5 @@ def api_server(gateway: Gateway, *, idle_timeout: float, body_timeout: float) ->
         max_body=MAX_BODY,
         idle_timeout=idle_timeout,
         body_timeout=body_timeout,
+        max_connections=max_connections,
     )

@@ -33,6 +33,13 @@ ErrorAnswer = Callable[[int, str, str], Response]
 MAX_URL = 8190  # aiohttp's and most servers' request-line limit
 MAX_HEADER_BYTES = 32 * 1024
 MAX_QUEUED = 16  # pipelined requests waiting for their turn before reading pauses
+# Over the connection cap: the 503 is written, then what the client still sends is read and
+# dropped for this long (closing with unread data would reset the connection, and the client
+# would see a reset instead of the answer). At most MAX_LINGERING such at once; past that,
+# turned-away connections are closed at once.
+LINGER_S = 2.0
+MAX_LINGERING = 64
+FULL_WARNING_EVERY_S = 10.0
 log = logging.getLogger("smsrelay.api")
 
 
@@ -47,20 +54,50 @@ class HttpServer:
         max_body: int,
         idle_timeout: float,
         body_timeout: float,
+        max_connections: int = 10_000,
     ) -> None:
         self.handle = handle
         self.error_answer = error_answer
         self.max_body = max_body
         self.idle_timeout = idle_timeout
         self.body_timeout = body_timeout
+        self.max_connections = max_connections
         self.connections: set[Connection] = set()
+        self.lingering: set[Connection] = set()  # turned away over the cap, being let go
+        self.turned_away = 0  # connections refused over the cap since the start
+        self._last_full_warning = -FULL_WARNING_EVERY_S
         self.closing = False
         self._listener: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_every = min(1.0, idle_timeout / 4, body_timeout / 4)
         self._all_closed = asyncio.Event()
 
+    def admit(self, connection: Connection) -> bool:
+        """Keep the connection, or (over the cap) answer it 503 and let it go."""
+        if len(self.connections) < self.max_connections:
+            self.connections.add(connection)
+            return True
+        self.turned_away += 1
+        self._warn_full()
+        if len(self.lingering) >= MAX_LINGERING:
+            connection.abort()
+        else:
+            self.lingering.add(connection)
+            detail = f"too many connections (at most {self.max_connections}): retry later"
+            connection.turn_away(self.error_answer(503, detail, ""))
+        return False
+
+    def _warn_full(self) -> None:
+        now = time.monotonic()
+        if now - self._last_full_warning >= FULL_WARNING_EVERY_S:  # not once per connection
+            self._last_full_warning = now
+            log.warning(
+                "api.connections.full",
+                extra={"max_connections": self.max_connections, "turned_away": self.turned_away},
+            )
+
     def forget(self, connection: Connection) -> None:
+        self.lingering.discard(connection)
         self.connections.discard(connection)
         if self.closing and not self.connections:
             self._all_closed.set()
@@ -85,7 +122,7 @@ class HttpServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await self._all_closed.wait()
-        for connection in list(self.connections):
+        for connection in list(self.connections) + list(self.lingering):
             connection.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -93,7 +130,7 @@ class HttpServer:
     def _sweep(self) -> None:
         """One timer for every connection's timeouts, instead of one per request."""
         now = time.monotonic()
-        for connection in list(self.connections):
+        for connection in list(self.connections) + list(self.lingering):
             connection.check_deadline(now)
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
@@ -129,8 +166,21 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._server.connections.add(self)
-        self._deadline = time.monotonic() + self._server.idle_timeout
+        if self._server.admit(self):
+            self._deadline = time.monotonic() + self._server.idle_timeout
+
+    def turn_away(self, response: Response) -> None:
+        """Answer before reading anything, send FIN, drop whatever still comes (see LINGER_S)."""
+        self._last = True  # data_received ignores everything from here
+        self._deadline = time.monotonic() + LINGER_S
+        transport = self._transport
+        if transport is None:
+            return
+        transport.write(self._encoded(response, keep_alive=False, head_only=False))
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.forget(self)
@@ -337,6 +387,14 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
+        transport.write(self._encoded(response, keep_alive, head_only))
+        if not keep_alive:
+            self._last = True
+            transport.close()
+            return False
+        return True
+
+    def _encoded(self, response: Response, keep_alive: bool, head_only: bool) -> bytes:
         connection = b""
         if not keep_alive:
             connection = b"Connection: close\r\n"
@@ -349,12 +407,7 @@ class Connection(asyncio.Protocol):
             _date_header(),
             connection,
         )
-        transport.write(head if head_only else head + response.body)
-        if not keep_alive:
-            self._last = True
-            transport.close()
-            return False
-        return True
+        return head if head_only else head + response.body
 
 
 def _reason(exc: Exception) -> str:
