@@ -30,6 +30,8 @@ SETTINGS = {
 }
 START_TIMEOUT = 30.0
 READY_LINE = b"ready to accept connections"  # the postmaster's own word
+PORT_TAKEN = "could not create any TCP/IP sockets"  # its word when the port is in use
+PORT_TRIES = 3
 STOP_TIMEOUT = 10.0
 NEEDED = ("initdb", "pg_ctl", "postgres")
 
@@ -130,12 +132,19 @@ def start(bin_folder: Path) -> PostgresServer:
         if user is not None:
             os.chown(folder, user.pw_uid, user.pw_gid)
         _initdb(bin_folder, folder)
-        server = _launch(bin_folder, folder, _free_port())
+        for attempt in range(1, PORT_TRIES + 1):
+            # the port was free when probed; another process may take it before postgres binds
+            server = _launch(bin_folder, folder, _free_port())
+            if _came_up(server):
+                return server
+            log = (folder / "server.log").read_text(errors="replace")
+            _halt(server)
+            if PORT_TAKEN not in log or attempt == PORT_TRIES:
+                raise RuntimeError(f"PostgreSQL did not come up (server log below):\n{log}")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    _wait_until_ready(server)
-    return server
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _initdb(bin_folder: Path, folder: Path) -> None:
@@ -189,15 +198,18 @@ def _copy_log(process: subprocess.Popen[bytes], path: Path, ready: threading.Eve
     ready.set()  # exited: the waiter looks at why
 
 
-def _wait_until_ready(server: PostgresServer) -> None:
+def _came_up(server: PostgresServer) -> bool:
     """Wait for the server's own "ready" line (or its exit) with a deadline; then connect
-    once, so a server that says ready but refuses us fails here with its log."""
+    once, so a server that says ready but refuses us counts as not up."""
     came_up = server.ready.wait(START_TIMEOUT)
-    if came_up and server.process.poll() is None and _accepts_connections(server):
-        return
-    log = (server.folder / "server.log").read_text(errors="replace")
-    server.stop()
-    raise RuntimeError(f"PostgreSQL did not come up (server log below):\n{log}")
+    return came_up and server.process.poll() is None and _accepts_connections(server)
+
+
+def _halt(server: PostgresServer) -> None:
+    """The postmaster gone (it has usually exited already), its files kept for another try."""
+    if server.process.poll() is None:
+        server.process.kill()
+    server.process.wait(timeout=STOP_TIMEOUT)
 
 
 def _accepts_connections(server: PostgresServer) -> bool:

@@ -7,6 +7,7 @@ import socket
 import psycopg
 import pytest
 
+from tests import pg_server
 from tests.pg_server import PostgresServer
 
 
@@ -34,3 +35,25 @@ def test_the_server_listens_on_127_0_0_1_only(postgres: PostgresServer) -> None:
     # All of 127/8 reaches loopback on Linux: a server bound to every address would answer here.
     with pytest.raises(OSError), socket.create_connection(("127.0.0.2", postgres.port), 2):
         pass
+
+
+def test_a_port_taken_between_probe_and_bind_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    binaries = pg_server.find_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL's binaries are not installed")
+    with socket.socket() as squatter:  # what another process does in that instant
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = pg_server._free_port
+        monkeypatch.setattr(pg_server, "_free_port", lambda: next(ports, None) or real_free_port())
+        server = pg_server.start(binaries)
+        try:
+            assert server.port != taken
+            with psycopg.connect(server.new_database("retry")) as db:
+                assert db.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            server.stop()
