@@ -132,19 +132,21 @@ def start(bin_folder: Path) -> PostgresServer:
         if user is not None:
             os.chown(folder, user.pw_uid, user.pw_gid)
         _initdb(bin_folder, folder)
-        for attempt in range(1, PORT_TRIES + 1):
+        log = ""
+        for _ in range(PORT_TRIES):
             # the port was free when probed; another process may take it before postgres binds
             server = _launch(bin_folder, folder, _free_port())
             if _came_up(server):
                 return server
             log = (folder / "server.log").read_text(errors="replace")
             _halt(server)
-            if PORT_TAKEN not in log or attempt == PORT_TRIES:
-                raise RuntimeError(f"PostgreSQL did not come up (server log below):\n{log}")
+            if PORT_TAKEN not in log:
+                break
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    raise AssertionError("unreachable: the last try returns or raises")
+    shutil.rmtree(folder, ignore_errors=True)
+    raise RuntimeError(f"PostgreSQL did not come up (server log below):\n{log}")
 
 
 def _initdb(bin_folder: Path, folder: Path) -> None:

@@ -348,29 +348,21 @@ async def test_a_connection_over_the_cap_gets_a_503_in_the_apis_format_then_eof(
     kept_writer.write(_post("/d", b""))
     assert (await _answer(kept_reader))[0] == 200
     kept_writer.close()
-    await eventually(lambda: _count_is(server, 1))
+    await eventually(lambda: len(server.connections) == 1)
     reader, writer = await _served(connect, "/e")
     writer.close()
     kept[1][1].close()
-
-
-async def _count_is(server: HttpServer, count: int) -> bool:
-    return len(server.connections) == count
 
 
 async def test_turned_away_clients_hold_no_socket_past_the_linger(start: Start) -> None:
     server, _, connect = await start(max_connections=1)
     _, kept_writer = await _served(connect, "/a")
     silent = [await connect() for _ in range(3)]  # turned away; they never close their side
-    await eventually(lambda: _lingering_is(server, 3))
+    await eventually(lambda: len(server.lingering) == 3)
     for reader, _ in silent:
         assert (await _answer(reader))[0] == 503
-    await eventually(lambda: _lingering_is(server, 0), timeout=10)  # dropped after the linger
+    await eventually(lambda: not server.lingering, timeout=10)  # dropped after the linger
     for reader, writer in silent:
         assert await asyncio.wait_for(reader.read(), 10) == b""
         writer.close()
     kept_writer.close()
-
-
-async def _lingering_is(server: HttpServer, count: int) -> bool:
-    return len(server.lingering) == count
