@@ -337,4 +337,5 @@ async def _start_http(gateway: Gateway, settings: Settings) -> tuple[HttpServer,
     )
     port = await server.start(settings.host, settings.port)
     log.info("api.listening", extra={"port": port, "max_connections": cap})
+    gateway.http_load = server.load
     return server, port

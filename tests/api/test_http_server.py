@@ -22,7 +22,7 @@ Raw = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 class Echo:
     """A handler that answers each request's method, path, query and body, in JSON; a request
-    to ``/slow`` waits until ``release`` is set, ``/boom`` raises."""
+    to ``/slow`` waits until ``release`` is set, ``/boom`` raises, ``/busy`` answers 503."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
@@ -34,6 +34,8 @@ class Echo:
             await self.release.wait()
         if request.path == "/boom":
             raise RuntimeError("a bug")
+        if request.path == "/busy":
+            return Response(503, b'{"success":false}', "application/json")
         body = {
             "method": request.method,
             "path": request.path,
@@ -333,7 +335,7 @@ async def test_a_connection_over_the_cap_gets_a_503_in_the_apis_format_then_eof(
     writer.write(_post("/c", b"never read"))
     status, headers, body = await _answer(reader)
     assert status == 503
-    assert headers["connection"] == "close"
+    assert headers["connection"] == "close" and headers["retry-after"] == "1"
     assert orjson.loads(body) == {
         "success": False,
         "code": 500,
@@ -342,7 +344,7 @@ async def test_a_connection_over_the_cap_gets_a_503_in_the_apis_format_then_eof(
     assert await asyncio.wait_for(reader.read(), 10) == b""  # then the server's FIN
     writer.close()
     assert [request.path for request in echo.seen] == ["/a", "/b"]  # /c was never handled
-    assert server.turned_away == 1
+    assert server.load() == {"connections": 2, "max_connections": 2, "turned_away": 1}
     # the kept connections still work, and a freed slot serves a new client
     kept_reader, kept_writer = kept[0]
     kept_writer.write(_post("/d", b""))
@@ -352,6 +354,18 @@ async def test_a_connection_over_the_cap_gets_a_503_in_the_apis_format_then_eof(
     reader, writer = await _served(connect, "/e")
     writer.close()
     kept[1][1].close()
+
+
+async def test_every_503_says_when_to_retry_and_other_answers_do_not(start: Start) -> None:
+    _, _, connect = await start()
+    reader, writer = await connect()
+    writer.write(_post("/busy", b"") + _post("/fine", b""))
+    busy_status, busy_headers, _ = await _answer(reader)
+    fine_status, fine_headers, _ = await _answer(reader)
+    writer.close()
+    assert (busy_status, busy_headers["retry-after"]) == (503, "1")
+    assert "connection" not in busy_headers  # a handler's 503 keeps the connection
+    assert fine_status == 200 and "retry-after" not in fine_headers
 
 
 async def test_turned_away_clients_hold_no_socket_past_the_linger(start: Start) -> None:

@@ -591,6 +591,7 @@ async def test_over_the_connection_cap_a_send_gets_503_and_nothing_is_stored(
         writer.close()
         head, _, payload = refused.partition(b"\r\n\r\n")
         assert head.split()[1] == b"503" and b"Connection: close" in head
+        assert b"\r\nRetry-After: 1\r\n" in head
         assert json.loads(payload) == {
             "success": False,
             "code": 500,
@@ -602,6 +603,12 @@ async def test_over_the_connection_cap_a_send_gets_503_and_nothing_is_stored(
         await eventually(lambda: len(gw.running.http.connections) == 1)
         status, answer = await gw.post("/v1/vn/send", _body(gw))
         assert (status, answer["success"]) == (200, True)
+        status, health = await gw.get("/health")  # what an operator sees of it
+        assert (status, health["http"]["turned_away"], health["http"]["max_connections"]) == (
+            200,
+            1,
+            2,
+        )
         held[1][1].close()
     finally:
         await runtime.stop(gw.running)

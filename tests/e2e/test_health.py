@@ -21,7 +21,11 @@ async def test_health_shows_the_built_in_smsc_bound(gw: RunningGateway) -> None:
         status, body = await gw.get("/health", {"require": "smsc"})
         return body if status == 200 else None
 
-    assert await eventually(bound) == {"ok": True, "smsc": {"default": {"transceiver": True}}}
+    body = await eventually(bound)
+    assert body["ok"] is True and body["smsc"] == {"default": {"transceiver": True}}
+    # the front door: this probe's own connection (at least), the cap serve derived, no refusal
+    assert body["http"]["connections"] >= 1 and body["http"]["turned_away"] == 0
+    assert body["http"]["max_connections"] == gw.running.http.max_connections >= 16
 
 
 async def test_an_smsc_going_away_shows_per_session_and_fails_only_when_required(

@@ -83,7 +83,8 @@ class ApiApp:
         all_bound = bool(binds) and all(all(modes.values()) for modes in binds.values())
         require = dict(parse_qsl(request.raw_query)).get("require")
         ok = all_bound or require != "smsc"
-        return json_response({"ok": ok, "smsc": binds}, 200 if ok else 503)
+        answer = {"ok": ok, "smsc": binds, "http": self.gateway.http_load()}
+        return json_response(answer, 200 if ok else 503)
 
 
 def protocol_error(status: int, detail: str, raw_query: str) -> Response:

@@ -87,6 +87,16 @@ class HttpServer:
             connection.turn_away(self.error_answer(503, detail, ""))
         return False
 
+    def load(self) -> dict[str, int]:
+        """What /health shows of the front door: clients connected, the cap, and how many
+        were turned away over it since the start (a count that grows means a cap too low, or
+        clients that do not reuse their connections)."""
+        return {
+            "connections": len(self.connections),
+            "max_connections": self.max_connections,
+            "turned_away": self.turned_away,
+        }
+
     def _warn_full(self) -> None:
         now = time.monotonic()
         if now - self._last_full_warning >= FULL_WARNING_EVERY_S:  # not once per connection
@@ -415,6 +425,11 @@ def _reason(exc: Exception) -> str:
 
 
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}".encode() for status in HTTPStatus}
+# Every 503 is a "not now" (over the connection cap, the database locked by a CLI command, an
+# SMSC that /health?require=smsc waits for): it says when to try again, for the clients and
+# proxies that honour it, in its status line's entry so other answers pay nothing for it.
+RETRY_AFTER_S = 1
+_STATUS_LINES[503] += b"\r\nRetry-After: %d" % RETRY_AFTER_S
 
 
 def _status_line(status: int) -> bytes:

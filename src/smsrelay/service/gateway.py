@@ -26,6 +26,8 @@ class Gateway:
     wake_dispatcher: Callable[[], None] = field(default=lambda: None)
     # connector -> SMPP session (mode) -> bound now; set by serve once the connectors exist
     smsc_binds: Callable[[], dict[str, dict[str, bool]]] = field(default=dict)
+    # the HTTP server's connections, cap and refusals; set by serve once it listens
+    http_load: Callable[[], dict[str, int]] = field(default=dict)
 
     @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:
