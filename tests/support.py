@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 import orjson
@@ -231,6 +231,7 @@ class ServeProcess:
 async def start_serve(
     data_dir: Path, *args: str, env: dict[str, str] | None = None
 ) -> ServeProcess:
+    log = _stderr_file(data_dir)
     process = await asyncio.create_subprocess_exec(
         SMSRELAY,
         "serve",
@@ -240,7 +241,7 @@ async def start_serve(
         "0",
         *args,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=log,
         env={
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -253,6 +254,7 @@ async def start_serve(
             **(env or {}),
         },
     )
+    log.close()  # the child holds its own copy
     STARTED.append(process)
     assert process.stdout is not None
     seen: dict[str, str] = {}
@@ -262,6 +264,12 @@ async def start_serve(
         note_serve_banner(line, seen)
     # No demo line when the database already has accounts (a second node of a shared one).
     return ServeProcess(process, seen["base"], seen.get("key", ""), seen.get("number", ""))
+
+
+def _stderr_file(data_dir: Path) -> BinaryIO:
+    """Where serve's log goes: kept with its data, for reading when a test fails."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return (data_dir / "serve.stderr").open("ab")
 
 
 def note_serve_banner(line: str, seen: dict[str, str]) -> None:

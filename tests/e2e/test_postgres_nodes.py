@@ -95,8 +95,11 @@ async def test_two_nodes_share_the_queue_and_send_each_message_once(
     async with cluster(postgres, "two_nodes", "--resp-delay-ms", "10") as c:
         # Each node binds as its own system_id, so the SMSC tells who sent what.
         first_smsc, second_smsc = (c.smsc.url.replace("smsrelay:", f"{n}:") for n in ("na", "nb"))
-        first = await c.node(tmp_path / "a", first_smsc, _node_env(c.url))
-        second = await c.node(tmp_path / "b", second_smsc, _node_env(c.url))
+        # Small claims: neither node can take the whole queue while the other one is slow to
+        # start (seen on a loaded machine), so both send.
+        env = _node_env(c.url, SMSRELAY_DISPATCH_BATCH="8")
+        first = await c.node(tmp_path / "a", first_smsc, env)
+        second = await c.node(tmp_path / "b", second_smsc, env)
         assert second.api_key == first.api_key  # one demo account, made by the first
         dlr = c.receiver.url + "/dlr"
         ids = await asyncio.gather(
@@ -121,7 +124,9 @@ async def test_a_node_killed_mid_flow_leaves_its_work_to_the_other(
 ) -> None:
     # The SMSC answers slowly, so the killed node dies with parts claimed and in flight.
     async with cluster(postgres, "killed_node", "--resp-delay-ms", "300") as c:
-        env = _node_env(c.url, SMSRELAY_LEASE_SECONDS="3")
+        # Short leases, of parts and of callbacks (4 x the webhook timeout + 5 s): whatever
+        # the killed node held comes back to the other one soon.
+        env = _node_env(c.url, SMSRELAY_LEASE_SECONDS="3", SMSRELAY_WEBHOOK_TIMEOUT="1")
         doomed = await c.node(tmp_path / "a", c.smsc.url, env)
         dlr = c.receiver.url + "/dlr"
         ids = [await _send(doomed, doomed.api_key, doomed.number, f"k{i}", dlr) for i in range(60)]
@@ -131,4 +136,6 @@ async def test_a_node_killed_mid_flow_leaves_its_work_to_the_other(
         await c.node(tmp_path / "b", c.smsc.url, env)
 
         await eventually(lambda: _states(c.url) == {"delivered": len(ids)}, timeout=60)
-        await eventually(lambda: {b["messageId"] for b in c.receiver.bodies("/dlr")} == set(ids))
+        await eventually(
+            lambda: {b["messageId"] for b in c.receiver.bodies("/dlr")} == set(ids), timeout=60
+        )

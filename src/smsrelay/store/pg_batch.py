@@ -7,6 +7,15 @@ so only that one fails. If PostgreSQL aborts the transaction for a conflict with
 node's (SQLSTATE 40001, or a deadlock), the whole batch runs again: each write is a pure
 function of its connection, so running it again is safe.
 
+Some conflicts PostgreSQL finds only at COMMIT; that refusal (an OperationalError, like a
+lost connection) is a conflict too: nothing was stored, and the batch runs again.
+
+Running again does not promise progress: a big batch can lose to another node's small ones
+many times in a row (seven, on a loaded machine). So every batch holds a shared advisory lock
+for its transaction, and a batch that lost ``ALONE_AFTER`` times takes that lock exclusively
+before it begins: the other nodes' batches in progress finish, new ones wait, and it runs
+with no concurrent writer, so it cannot conflict again.
+
 A COMMIT whose answer is lost with the connection may or may not have committed: the batch
 raises ``CommitUnknown`` with its transaction id, and the engine asks the server (on a new
 connection) what became of it, so a write that was stored is not answered as failed (a
@@ -15,6 +24,7 @@ client would send it again: a duplicate at the handset).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +42,11 @@ Op = Callable[[Conn], Any]
 Outcome = tuple[Any, BaseException | None]
 RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 MAX_TRIES = 30  # conflicts in a row before the batch fails as transient
-BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+ALONE_AFTER = 3  # conflicts in a row before the batch holds the other nodes' writes off
+WRITE_LOCK = 0x5353_7265_6C62  # any constant, one per database: the upgrade lock's neighbour
+BEGIN_ALONE = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+# One round trip (no parameters: the simple query protocol takes both statements).
+BEGIN = f"{BEGIN_ALONE}; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"
 
 
 class CommitUnknown(Exception):
@@ -47,19 +61,28 @@ class CommitUnknown(Exception):
 def run_batch(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
     """Every op's result or exception; raises only if the connection itself failed. The
     caller has begun the first transaction (``BEGIN``)."""
-    for attempt in range(MAX_TRIES):
-        try:
-            if attempt:
-                conn.execute(BEGIN)
-            return _once(conn, ops)
-        except RETRYABLE:
-            _rollback(conn)
-            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other one finish
+    alone = False
+    try:
+        for attempt in range(MAX_TRIES):
+            if attempt == ALONE_AFTER:
+                conn.execute(f"SELECT pg_advisory_lock({WRITE_LOCK})")  # outside a transaction
+                alone = True
+            begin = BEGIN_ALONE if alone else BEGIN
+            try:
+                if attempt:
+                    conn.execute(begin)
+                return _once(conn, ops, begin)
+            except RETRYABLE:
+                _rollback(conn)
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other one finish
+    finally:
+        if alone:
+            _release(conn)
     busy = TransientError(f"database busy: a write conflicted {MAX_TRIES} times in a row")
     return [(None, busy) for _ in ops]
 
 
-def _once(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
+def _once(conn: psycopg.Connection[Any], ops: list[Op], begin: str) -> list[Outcome]:
     wrapped = PgConn(conn)
     try:
         outcomes: list[Outcome] = grouped.run_all(wrapped, ops)
@@ -69,13 +92,15 @@ def _once(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
         raise  # the connection failed: the caller answers every op
     except Exception:  # an op's own refusal
         conn.execute("ROLLBACK")
-        conn.execute(BEGIN)
+        conn.execute(begin)
         outcomes = [_isolated(conn, wrapped, op) for op in ops]
     row = conn.execute("SELECT txid_current()").fetchone()
     xid = int(row[0]) if row is not None else 0
     try:
         commit(conn)
-    except psycopg.OperationalError as exc:
+    except RETRYABLE:
+        raise  # refused at COMMIT (SSI finds some conflicts only then): nothing stored
+    except psycopg.OperationalError as exc:  # RETRYABLE's base class: caught after it
         raise CommitUnknown(xid, outcomes, exc) from exc
     return outcomes
 
@@ -104,6 +129,14 @@ def _as_refusal(exc: Exception) -> Exception:
     if isinstance(exc, psycopg.DataError):  # SQLSTATE class 22: a value it cannot take (NUL)
         return DomainError("data.invalid", f"a value the database refuses: {exc}")
     return exc
+
+
+def _release(conn: psycopg.Connection[Any]) -> None:
+    """Let the other nodes write again. On a failed connection there is nothing to do: the
+    server drops a session's locks with the session."""
+    if not conn.closed:
+        with contextlib.suppress(psycopg.OperationalError):
+            conn.execute(f"SELECT pg_advisory_unlock({WRITE_LOCK})")
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:

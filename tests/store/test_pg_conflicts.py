@@ -1,0 +1,135 @@
+"""A PostgreSQL batch that keeps losing conflicts to another node's still commits.
+
+Two connections to one real server stand for two nodes: a rival commits small updates of one
+row as fast as it can, and a slow batch reads that row and writes it back. Left to retrying,
+the slow batch loses every time; holding the rival off after a few losses lets it through.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from smsrelay.errors import TransientError
+from smsrelay.store import pg_batch
+from smsrelay.store.pg_batch import BEGIN, Outcome, run_batch
+from smsrelay.store.pg_conn import connect
+from smsrelay.store.sql import Conn
+
+SLOW_BATCH_S = 0.02  # far longer than one of the rival's transactions
+
+
+class Rival:
+    """Another node's writer: one-row updates, each in its own batch, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = connect(url)
+        self.committed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.conn.execute(BEGIN)
+            (outcome,) = run_batch(self.conn, [_bump])
+            self.committed += outcome[1] is None
+
+    def __enter__(self) -> Rival:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while self.committed < 10:  # it is running flat out
+            assert time.monotonic() < deadline, "the rival never committed"
+            time.sleep(0.005)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=20)
+        self.conn.close()
+
+
+def _bump(conn: Conn) -> None:
+    conn.execute("UPDATE hot SET n = n + 1 WHERE id = 1")
+
+
+@pytest.fixture
+def url(postgres: Any) -> Iterator[str]:
+    url = str(postgres.new_database("conflicts"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE hot (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+        conn.execute("INSERT INTO hot VALUES (1, 0), (2, 0)")
+    yield url
+
+
+def _slow_batch(url: str, tries: list[int]) -> list[Outcome]:
+    """A batch that reads the hot row, takes its time, then writes it back plus 1000."""
+
+    def read_then_write(conn: Conn) -> None:
+        tries.append(1)
+        (n,) = conn.execute("SELECT n FROM hot WHERE id = 1").fetchone()
+        time.sleep(SLOW_BATCH_S)
+        conn.execute("UPDATE hot SET n = ? WHERE id = 1", (n + 1000,))
+
+    with connect(url) as conn:
+        conn.execute(BEGIN)
+        return run_batch(conn, [read_then_write])
+
+
+def _hot(url: str, row_id: int = 1) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT n FROM hot WHERE id = %s", (row_id,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_batch_that_keeps_losing_runs_alone_and_commits(url: str) -> None:
+    tries: list[int] = []
+    with Rival(url) as rival:
+        ((_, error),) = _slow_batch(url, tries)
+    assert error is None
+    assert len(tries) <= pg_batch.ALONE_AFTER + 1  # the run alone did not conflict
+    assert _hot(url) == rival.committed + 1000  # no update lost on either side
+
+
+def test_without_running_alone_the_same_batch_starves(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the test above guards against: retrying alone never gets the slow batch through."""
+    monkeypatch.setattr(pg_batch, "ALONE_AFTER", pg_batch.MAX_TRIES)
+    tries: list[int] = []
+    with Rival(url) as rival:
+        ((_, error),) = _slow_batch(url, tries)
+    assert isinstance(error, TransientError) and "conflicted" in str(error)
+    assert len(tries) == pg_batch.MAX_TRIES
+    assert _hot(url) == rival.committed
+
+
+def test_a_conflict_found_only_at_commit_runs_the_batch_again(url: str) -> None:
+    """Write skew: each reads the row the other writes. PostgreSQL lets both writes through
+    and refuses the second COMMIT (a serialization failure, which psycopg raises as an
+    OperationalError, like a lost connection): the batch runs again, not answered as failed."""
+    runs: list[int] = []
+    with connect(url) as other:
+
+        def skewed(conn: Conn) -> None:
+            runs.append(1)
+            conn.execute("SELECT n FROM hot WHERE id = 2")
+            if len(runs) == 1:  # another node's transaction, interleaved with the first run
+                other.execute(BEGIN)
+                other.execute("SELECT n FROM hot WHERE id = 1")
+                other.execute("UPDATE hot SET n = n + 1 WHERE id = 2")
+            conn.execute("UPDATE hot SET n = n + 1 WHERE id = 1")
+            if len(runs) == 1:
+                other.execute("COMMIT")  # first: so this batch's COMMIT is the one refused
+
+        with connect(url) as conn:
+            conn.execute(BEGIN)
+            ((_, error),) = run_batch(conn, [skewed])
+    assert error is None
+    assert len(runs) == 2
+    assert (_hot(url, 1), _hot(url, 2)) == (1, 1)  # each write stored once
