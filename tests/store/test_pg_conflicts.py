@@ -87,13 +87,16 @@ def _hot(url: str, row_id: int = 1) -> int:
     return int(row[0])
 
 
-def test_a_batch_that_keeps_losing_runs_alone_and_commits(url: str) -> None:
+def test_a_batch_that_keeps_losing_runs_alone_and_commits(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     tries: list[int] = []
     with Rival(url) as rival:
         ((_, error),) = _slow_batch(url, tries)
     assert error is None
     assert len(tries) <= pg_batch.ALONE_AFTER + 1  # the run alone did not conflict
     assert _hot(url) == rival.committed + 1000  # no update lost on either side
+    assert "store.batch.run_alone" in caplog.messages  # an operator can see the contention
 
 
 def test_without_running_alone_the_same_batch_starves(

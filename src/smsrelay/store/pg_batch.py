@@ -25,6 +25,7 @@ client would send it again: a duplicate at the handset).
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ WRITE_LOCK = 0x5353_7265_6C62  # any constant, one per database: the upgrade loc
 BEGIN_ALONE = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 # One round trip (no parameters: the simple query protocol takes both statements).
 BEGIN = f"{BEGIN_ALONE}; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"
+log = logging.getLogger("smsrelay.store")
 
 
 class CommitUnknown(Exception):
@@ -65,6 +67,8 @@ def run_batch(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
     try:
         for attempt in range(MAX_TRIES):
             if attempt == ALONE_AFTER:
+                # rare; frequent ones say the nodes contend (a batch each turn, all conflicting)
+                log.warning("store.batch.run_alone", extra={"writes": len(ops)})
                 conn.execute(f"SELECT pg_advisory_lock({WRITE_LOCK})")  # outside a transaction
                 alone = True
             begin = BEGIN_ALONE if alone else BEGIN
