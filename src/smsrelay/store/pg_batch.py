@@ -12,9 +12,9 @@ lost connection) is a conflict too: nothing was stored, and the batch runs again
 
 Running again does not promise progress: a big batch can lose to another node's small ones
 many times in a row (seven, on a loaded machine). So every batch holds a shared advisory lock
-for its transaction, and a batch that lost ``ALONE_AFTER`` times takes that lock exclusively
-before it begins: the other nodes' batches in progress finish, new ones wait, and it runs
-with no concurrent writer, so it cannot conflict again.
+for its transaction, and a batch that lost (``ALONE_AFTER`` times) takes that lock exclusively
+before it begins again: the other nodes' batches in progress finish, new ones wait, and it
+runs with no concurrent writer, so it cannot conflict again.
 
 A COMMIT whose answer is lost with the connection may or may not have committed: the batch
 raises ``CommitUnknown`` with its transaction id, and the engine asks the server (on a new
@@ -43,7 +43,10 @@ Op = Callable[[Conn], Any]
 Outcome = tuple[Any, BaseException | None]
 RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 MAX_TRIES = 30  # conflicts in a row before the batch fails as transient
-ALONE_AFTER = 3  # conflicts in a row before the batch holds the other nodes' writes off
+# Conflicts before the batch holds the other nodes' writes off. One: two nodes on one hot
+# account conflict on most batches, and each lost run is a whole batch's work thrown away
+# (bench/bench_nodes.py: e2e 680-698 msg/s at 1 against 484-552 at 3, p99 0.3 s against 1.4).
+ALONE_AFTER = 1
 WRITE_LOCK = 0x5353_7265_6C62  # any constant, one per database: the upgrade lock's neighbour
 BEGIN_ALONE = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 # One round trip (no parameters: the simple query protocol takes both statements).
@@ -67,7 +70,7 @@ def run_batch(conn: psycopg.Connection[Any], ops: list[Op]) -> list[Outcome]:
     try:
         for attempt in range(MAX_TRIES):
             if attempt == ALONE_AFTER:
-                # rare; frequent ones say the nodes contend (a batch each turn, all conflicting)
+                # frequent ones say the nodes contend for the same rows (one account's credit)
                 log.warning("store.batch.run_alone", extra={"writes": len(ops)})
                 conn.execute(f"SELECT pg_advisory_lock({WRITE_LOCK})")  # outside a transaction
                 alone = True
