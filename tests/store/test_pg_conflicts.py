@@ -1,8 +1,9 @@
-"""A PostgreSQL batch that keeps losing conflicts to another node's still commits.
+"""Nodes sharing one PostgreSQL database get in each other's way; none stops the others.
 
-Two connections to one real server stand for two nodes: a rival commits small updates of one
-row as fast as it can, and a slow batch reads that row and writes it back. Left to retrying,
-the slow batch loses every time; holding the rival off after a few losses lets it through.
+Connections to one real server stand for the nodes: a rival commits small updates of one row
+as fast as it can while a slow batch reads that row and writes it back (left to retrying, the
+slow batch loses every time; running alone lets it through); two batches skew-write, and the
+server refuses one at COMMIT; a node freezes mid-transaction, holding a lock the others wait for.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import psycopg
 import pytest
 
 from smsrelay.errors import TransientError
-from smsrelay.store import pg_batch
-from smsrelay.store.pg_batch import BEGIN, Outcome, run_batch
+from smsrelay.store import pg_batch, pg_conn
+from smsrelay.store.pg_batch import BEGIN, WRITE_LOCK, Outcome, run_batch
 from smsrelay.store.pg_conn import connect
 from smsrelay.store.sql import Conn
 
@@ -136,3 +137,21 @@ def test_a_conflict_found_only_at_commit_runs_the_batch_again(url: str) -> None:
     assert error is None
     assert len(runs) == 2
     assert (_hot(url, 1), _hot(url, 2)) == (1, 1)  # each write stored once
+
+
+def test_a_node_frozen_in_a_transaction_holds_the_others_up_only_until_the_server_ends_it(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node paused mid-batch (its VM, SIGSTOP) holds the shared write lock; a batch that must
+    run alone waits for it, and every other node behind that one. The server ends the paused
+    transaction after the idle timeout each connection sets, and everyone goes on."""
+    monkeypatch.setattr(pg_conn, "IDLE_IN_TRANSACTION_S", 1)
+    with connect(url) as frozen, connect(url) as waiting:
+        frozen.execute(BEGIN)
+        frozen.execute("UPDATE hot SET n = n + 1 WHERE id = 1")  # then it never speaks again
+        waiting.execute("SET lock_timeout = '20s'")  # fail rather than hang without the fix
+        waiting.execute(f"SELECT pg_advisory_lock({WRITE_LOCK})")  # as a batch running alone
+        waiting.execute(f"SELECT pg_advisory_unlock({WRITE_LOCK})")
+        with pytest.raises(pg_conn.CONNECTION_LOST):
+            frozen.execute("COMMIT")  # thawed: its session was ended, nothing it wrote kept
+    assert _hot(url) == 0

@@ -304,6 +304,36 @@ async def test_connections_the_server_dropped_are_replaced(store: SqlStore) -> N
     assert len(await store.recent_messages(1, 100)) == 9
 
 
+async def test_a_writer_paused_mid_transaction_past_the_idle_timeout_fails_and_recovers(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node frozen between two statements (a paused VM) finds its transaction ended by the
+    server when it wakes: that batch fails as transient, nothing of it is kept, and the next
+    write works on a new connection."""
+    if store.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's idle-in-transaction timeout (SQLite has no server)")
+    import time
+
+    from smsrelay.store import pg_conn
+
+    monkeypatch.setattr(pg_conn, "IDLE_IN_TRANSACTION_S", 1)
+    node = store_for(store.url)  # a node whose connections get the 1 s timeout
+    await node.open()
+
+    def frozen(conn: Conn) -> None:
+        conn.execute("UPDATE accounts SET credit_micros = 0")
+        time.sleep(1.5)  # the writer thread paused before the batch's next statement
+
+    try:
+        with pytest.raises(TransientError):
+            await node.db.write(frozen)
+        assert await node.accept_message(new_message())
+    finally:
+        await node.close()
+    assert [a.credit_micros > 0 for a in await store.list_accounts()] == [True]  # not kept
+    assert len(await store.recent_messages(1, 10)) == 1
+
+
 def _lose_the_next_commit_answer(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch, *, committed: bool
 ) -> None:

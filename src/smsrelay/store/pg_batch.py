@@ -36,7 +36,7 @@ from psycopg import errors as pg_errors
 
 from smsrelay.errors import DomainError, TransientError
 from smsrelay.store import grouped
-from smsrelay.store.pg_conn import PgConn
+from smsrelay.store.pg_conn import CONNECTION_LOST, PgConn
 from smsrelay.store.sql import Conn
 
 Op = Callable[[Conn], Any]
@@ -95,7 +95,7 @@ def _once(conn: psycopg.Connection[Any], ops: list[Op], begin: str) -> list[Outc
         outcomes: list[Outcome] = grouped.run_all(wrapped, ops)
     except RETRYABLE:
         raise
-    except psycopg.OperationalError:
+    except CONNECTION_LOST:
         raise  # the connection failed: the caller answers every op
     except Exception:  # an op's own refusal
         conn.execute("ROLLBACK")
@@ -107,7 +107,7 @@ def _once(conn: psycopg.Connection[Any], ops: list[Op], begin: str) -> list[Outc
         commit(conn)
     except RETRYABLE:
         raise  # refused at COMMIT (SSI finds some conflicts only then): nothing stored
-    except psycopg.OperationalError as exc:  # RETRYABLE's base class: caught after it
+    except CONNECTION_LOST as exc:  # RETRYABLE's base class: caught after it
         raise CommitUnknown(xid, outcomes, exc) from exc
     return outcomes
 
@@ -122,7 +122,7 @@ def _isolated(conn: psycopg.Connection[Any], wrapped: PgConn, op: Op) -> Outcome
         result = op(wrapped)
     except RETRYABLE:
         raise
-    except psycopg.OperationalError:
+    except CONNECTION_LOST:
         raise
     except Exception as exc:
         conn.execute("ROLLBACK TO SAVEPOINT op")
@@ -142,7 +142,7 @@ def _release(conn: psycopg.Connection[Any]) -> None:
     """Let the other nodes write again. On a failed connection there is nothing to do: the
     server drops a session's locks with the session."""
     if not conn.closed:
-        with contextlib.suppress(psycopg.OperationalError):
+        with contextlib.suppress(*CONNECTION_LOST):
             conn.execute(f"SELECT pg_advisory_unlock({WRITE_LOCK})")
 
 

@@ -7,15 +7,30 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 
 from smsrelay.store.sql import Cursor
 
 CONNECT_TIMEOUT_S = 10
+# A node frozen in a transaction (a paused VM, SIGSTOP) keeps its locks: its rows, and the
+# shared write lock every batch holds, which a batch running alone waits for, and with it
+# every other node. The server ends such a transaction after this long; a node's own never
+# sit idle for more than milliseconds between statements.
+IDLE_IN_TRANSACTION_S = 30
+# What says the connection is gone: psycopg's OperationalError, and the server ending a
+# transaction left idle too long (SQLSTATE 25P03, which psycopg files as an InternalError).
+CONNECTION_LOST = (psycopg.OperationalError, pg_errors.IdleInTransactionSessionTimeout)
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
     # autocommit: the engine writes its own BEGIN (with the isolation level) and COMMIT.
-    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    try:  # SET, not the URL's options: a URL that brings its own options keeps them
+        conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
+    except psycopg.Error:
+        conn.close()
+        raise
+    return conn
 
 
 @lru_cache(maxsize=512)

@@ -26,7 +26,7 @@ from smsrelay.errors import TransientError
 from smsrelay.store import pg_schema
 from smsrelay.store.answers import resolve_all
 from smsrelay.store.pg_batch import BEGIN, CommitUnknown, Op, Outcome, run_batch
-from smsrelay.store.pg_conn import PgConn, connect
+from smsrelay.store.pg_conn import CONNECTION_LOST, PgConn, connect
 from smsrelay.store.sql import Conn
 
 T = TypeVar("T")
@@ -124,7 +124,7 @@ class PgDatabase:
             if self._committed(unknown.xid):
                 return unknown.outcomes
             raise TransientError(f"database unavailable, nothing stored: {unknown}") from None
-        except psycopg.OperationalError as exc:  # connection lost, server down or restarting
+        except CONNECTION_LOST as exc:  # connection lost, server down or restarting
             self._forget(conn)
             raise TransientError(f"database unavailable: {exc}") from exc
 
@@ -152,7 +152,7 @@ class PgDatabase:
             return None
         try:
             row = conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()
-        except psycopg.OperationalError:
+        except CONNECTION_LOST:
             self._forget(conn)
             return None
         return None if row is None else str(row[0])
@@ -164,7 +164,7 @@ class PgDatabase:
                 return fn(PgConn(conn))
             finally:
                 conn.execute("COMMIT")
-        except psycopg.OperationalError as exc:
+        except CONNECTION_LOST as exc:
             self._forget(conn)
             raise TransientError(f"database unavailable: {exc}") from exc
 
@@ -176,7 +176,7 @@ class PgDatabase:
             try:
                 conn.execute(begin)
                 return conn
-            except psycopg.OperationalError as exc:
+            except CONNECTION_LOST as exc:
                 self._forget(conn)
                 if last:
                     raise TransientError(f"database unavailable: {exc}") from exc
@@ -188,7 +188,7 @@ class PgDatabase:
             return conn
         try:
             conn = connect(self.url)
-        except psycopg.OperationalError as exc:
+        except CONNECTION_LOST as exc:
             raise TransientError(f"database unavailable: {exc}") from exc
         self._local.conn = conn
         with self._lock:
