@@ -20,6 +20,7 @@ from common import (
     OUT,
     PY,
     CpuMeter,
+    accept_to_callback_ms,
     disk_written_bytes,
     free_port,
     http_json,
@@ -126,17 +127,7 @@ def run_case(label: str, smsc_args: list[str]) -> dict:
     submit_t = reached(1, parts_total)
     receipt_t = reached(2, parts_total)
     cb_t = reached(3, accepted)
-    accepted_at = {}
-    for row in ids_file.read_text().split("\n"):
-        if row:
-            mid, at = row.split()
-            accepted_at[mid] = float(at)
-    lat = []
-    for row in dump.read_text().split("\n"):
-        if row:
-            _, mid, arrived = row.split()
-            if mid in accepted_at:
-                lat.append((float(arrived) - accepted_at[mid]) * 1000)
+    lat = accept_to_callback_ms([ids_file], dump)
     callbacks = samples[-1][3] if samples else 0
 
     incomplete = []

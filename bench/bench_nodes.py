@@ -34,6 +34,7 @@ from common import (
     SMSRELAY,
     Child,
     CpuMeter,
+    accept_to_callback_ms,
     free_port,
     http_json,
     peak_rss_mb,
@@ -164,18 +165,8 @@ def _figures(
 ) -> dict[str, Any]:
     t0 = min(load["started_at"] for load in loads)
     accept_end = max(load["started_at"] + load["duration_s"] for load in loads)
-    accepted_at = {}
-    for i in range(count):
-        for row in (OUT / f"nodes-{count}-ids-{i}.txt").read_text().split("\n"):
-            if row:
-                mid, at = row.split()
-                accepted_at[mid] = float(at)
-    latencies = []
-    for row in dump.read_text().split("\n"):
-        if row:
-            _, mid, arrived = row.split()
-            if mid in accepted_at:
-                latencies.append((float(arrived) - accepted_at[mid]) * 1000)
+    id_files = [OUT / f"nodes-{count}-ids-{i}.txt" for i in range(count)]
+    latencies = accept_to_callback_ms(id_files, dump)
     cpu_s = sum(node["cpu_s"] for node in per_node)
     return {
         "nodes": count,

@@ -189,6 +189,24 @@ def http_json(url: str, body: Any = None, timeout: float = 10.0) -> Any:
         return json.loads(response.read() or b"null")
 
 
+def accept_to_callback_ms(id_files: list[Path], dump: Path) -> list[float]:
+    """Each callback's delay after its message was accepted: the load generator's
+    "message_id accepted_at" lines against the receiver's "kind message_id arrival" dump."""
+    accepted_at = {}
+    for ids in id_files:
+        for row in ids.read_text().split("\n"):
+            if row:
+                mid, at = row.split()
+                accepted_at[mid] = float(at)
+    delays = []
+    for row in dump.read_text().split("\n"):
+        if row:
+            _, mid, arrived = row.split()
+            if mid in accepted_at:
+                delays.append((float(arrived) - accepted_at[mid]) * 1000)
+    return delays
+
+
 def wait_until(cond: Any, timeout: float, every: float = 0.1) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
