@@ -9,7 +9,6 @@ server refuses one at COMMIT; a node freezes mid-transaction, holding a lock the
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from smsrelay.store.pg_batch import BEGIN, WRITE_LOCK, Outcome, run_batch
 from smsrelay.store.pg_conn import connect
 from smsrelay.store.sql import Conn
 
-SLOW_BATCH_S = 0.02  # far longer than one of the rival's transactions
+WAIT_S = 20  # the deadline of every wait here: a failure, never a pause
 
 
 class Rival:
@@ -31,6 +30,7 @@ class Rival:
     def __init__(self, url: str) -> None:
         self.conn = connect(url)
         self.committed = 0
+        self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -38,19 +38,23 @@ class Rival:
         while not self._stop.is_set():
             self.conn.execute(BEGIN)
             (outcome,) = run_batch(self.conn, [_bump])
-            self.committed += outcome[1] is None
+            with self._changed:
+                self.committed += outcome[1] is None
+                self._changed.notify_all()
+
+    def wait_for(self, commits: int) -> None:
+        with self._changed:
+            reached = self._changed.wait_for(lambda: self.committed >= commits, WAIT_S)
+        assert reached, f"the rival did not reach {commits} commits within {WAIT_S}s"
 
     def __enter__(self) -> Rival:
         self._thread.start()
-        deadline = time.monotonic() + 20
-        while self.committed < 10:  # it is running flat out
-            assert time.monotonic() < deadline, "the rival never committed"
-            time.sleep(0.005)
+        self.wait_for(10)  # it is running flat out
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=20)
+        self._thread.join(timeout=WAIT_S)
         self.conn.close()
 
 
@@ -67,18 +71,30 @@ def url(postgres: Any) -> Iterator[str]:
     yield url
 
 
-def _slow_batch(url: str, tries: list[int]) -> list[Outcome]:
-    """A batch that reads the hot row, takes its time, then writes it back plus 1000."""
+def _slow_batch(url: str, rival: Rival, tries: list[int]) -> list[Outcome]:
+    """A batch that reads the hot row, lets the rival commit an update of it (unless this run
+    holds the rival off), then writes it back plus 1000: every run not alone conflicts."""
 
     def read_then_write(conn: Conn) -> None:
         tries.append(1)
+        seen = rival.committed
         (n,) = conn.execute("SELECT n FROM hot WHERE id = 1").fetchone()
-        time.sleep(SLOW_BATCH_S)
+        if not _running_alone(conn):
+            rival.wait_for(seen + 2)  # the second began after this snapshot: a real conflict
         conn.execute("UPDATE hot SET n = ? WHERE id = 1", (n + 1000,))
 
     with connect(url) as conn:
         conn.execute(BEGIN)
         return run_batch(conn, [read_then_write])
+
+
+def _running_alone(conn: Conn) -> bool:
+    """Whether this session holds the write lock exclusively (the rival then waits for it)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ExclusiveLock'"
+        " AND granted AND pid = pg_backend_pid()"
+    ).fetchone()
+    return bool(row[0])
 
 
 def _hot(url: str, row_id: int = 1) -> int:
@@ -93,9 +109,9 @@ def test_a_batch_that_keeps_losing_runs_alone_and_commits(
 ) -> None:
     tries: list[int] = []
     with Rival(url) as rival:
-        ((_, error),) = _slow_batch(url, tries)
+        ((_, error),) = _slow_batch(url, rival, tries)
     assert error is None
-    assert len(tries) <= pg_batch.ALONE_AFTER + 1  # the run alone did not conflict
+    assert len(tries) == pg_batch.ALONE_AFTER + 1  # lost each run not alone, then went alone
     assert _hot(url) == rival.committed + 1000  # no update lost on either side
     assert "store.batch.run_alone" in caplog.messages  # an operator can see the contention
 
@@ -107,7 +123,7 @@ def test_without_running_alone_the_same_batch_starves(
     monkeypatch.setattr(pg_batch, "ALONE_AFTER", pg_batch.MAX_TRIES)
     tries: list[int] = []
     with Rival(url) as rival:
-        ((_, error),) = _slow_batch(url, tries)
+        ((_, error),) = _slow_batch(url, rival, tries)
     assert isinstance(error, TransientError) and "conflicted" in str(error)
     assert len(tries) == pg_batch.MAX_TRIES
     assert _hot(url) == rival.committed

@@ -312,9 +312,10 @@ async def test_a_writer_paused_mid_transaction_past_the_idle_timeout_fails_and_r
     write works on a new connection."""
     if store.url.startswith("sqlite"):
         pytest.skip("PostgreSQL's idle-in-transaction timeout (SQLite has no server)")
-    import time
+    import psycopg
 
     from smsrelay.store import pg_conn
+    from smsrelay.store.pg_batch import WRITE_LOCK
 
     monkeypatch.setattr(pg_conn, "IDLE_IN_TRANSACTION_S", 1)
     node = store_for(store.url)  # a node whose connections get the 1 s timeout
@@ -322,7 +323,11 @@ async def test_a_writer_paused_mid_transaction_past_the_idle_timeout_fails_and_r
 
     def frozen(conn: Conn) -> None:
         conn.execute("UPDATE accounts SET credit_micros = 0")
-        time.sleep(1.5)  # the writer thread paused before the batch's next statement
+        # The writer thread stops before the batch's next statement, until the server has
+        # ended its transaction: the write lock the batch holds (shared) is free again.
+        with psycopg.connect(store.url, autocommit=True) as watcher:
+            watcher.execute("SET lock_timeout = '20s'")  # a deadline, not a pause
+            watcher.execute(f"SELECT pg_advisory_lock({WRITE_LOCK})")
 
     try:
         with pytest.raises(TransientError):
