@@ -8,6 +8,7 @@ server refuses one at COMMIT; a node freezes mid-transaction, holding a lock the
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -171,3 +172,34 @@ def test_a_node_frozen_in_a_transaction_holds_the_others_up_only_until_the_serve
         with pytest.raises(pg_conn.CONNECTION_LOST):
             frozen.execute("COMMIT")  # thawed: its session was ended, nothing it wrote kept
     assert _hot(url) == 0
+
+
+def test_a_batch_that_fails_while_running_alone_lets_the_others_write_again(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever stops a batch that holds the write lock exclusively, even an unexpected error
+    inside a failed transaction (where PostgreSQL refuses the unlock itself), the lock is let
+    go: held by a live session, it would stop every other node's writes for good."""
+    runs: list[int] = []
+
+    def loses_once(conn: Conn) -> None:
+        runs.append(1)
+        if len(runs) == 1:  # a conflict: the next run holds the lock exclusively
+            raise psycopg.errors.SerializationFailure("lost to another node")
+        conn.execute("UPDATE hot SET n = n + 1 WHERE id = 1")
+
+    def broken_commit(conn: psycopg.Connection[Any]) -> None:
+        with contextlib.suppress(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")  # the transaction is now failed
+        raise RuntimeError("a bug between the writes and COMMIT")
+
+    monkeypatch.setattr(pg_batch, "commit", broken_commit)
+    with connect(url) as conn, connect(url) as other:
+        conn.execute(BEGIN)
+        with pytest.raises(RuntimeError, match="a bug"):  # the batch's own error, not the unlock's
+            run_batch(conn, [loses_once])
+        assert len(runs) == 2
+        other.execute("SET lock_timeout = '20s'")  # fail rather than hang without the fix
+        other.execute(f"SELECT pg_advisory_lock({WRITE_LOCK})")  # a batch of another node
+        other.execute(f"SELECT pg_advisory_unlock({WRITE_LOCK})")
+    assert _hot(url) == 0  # nothing of the failed batch was stored

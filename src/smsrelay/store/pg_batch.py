@@ -24,7 +24,6 @@ client would send it again: a duplicate at the handset).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 
 from smsrelay.errors import DomainError, TransientError
 from smsrelay.store import grouped
@@ -140,11 +140,18 @@ def _as_refusal(exc: Exception) -> Exception:
 
 
 def _release(conn: psycopg.Connection[Any]) -> None:
-    """Let the other nodes write again. On a failed connection there is nothing to do: the
-    server drops a session's locks with the session."""
-    if not conn.closed:
-        with contextlib.suppress(*CONNECTION_LOST):
-            conn.execute(f"SELECT pg_advisory_unlock({WRITE_LOCK})")
+    """Let the other nodes write again, whatever stopped the batch. A transaction the failure
+    left open is rolled back first (in a failed one the unlock itself would be refused); if
+    the unlock still fails, the connection is closed: the server drops a session's locks with
+    the session, so the lock never outlives the batch and no node waits for it for good."""
+    if conn.closed:
+        return
+    try:
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        conn.execute(f"SELECT pg_advisory_unlock({WRITE_LOCK})")
+    except psycopg.Error:
+        conn.close()
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
