@@ -68,6 +68,7 @@ class HttpServer:
         self._last_full_warning = -FULL_WARNING_EVERY_S
         self.closing = False
         self._listener: asyncio.Server | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by start(); connections use it
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_every = min(1.0, idle_timeout / 4, body_timeout / 4)
         self._all_closed = asyncio.Event()
@@ -114,7 +115,7 @@ class HttpServer:
 
     async def start(self, host: str, port: int, backlog: int = 1024) -> int:
         """Listen; returns the port (the one chosen when ``port`` is 0)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()  # kept: a getpid syscall per ask on 3.11
         self._listener = await loop.create_server(
             lambda: Connection(self), host, port, backlog=backlog
         )
@@ -367,7 +368,8 @@ class Connection(asyncio.Protocol):
         if not self._serving:
             self._serving = True
             # kept: the loop holds tasks weakly, and a task must not vanish mid-answer
-            self._task = asyncio.get_running_loop().create_task(self._serve())
+            loop = self._server.loop or asyncio.get_running_loop()
+            self._task = loop.create_task(self._serve())
 
     async def _serve(self) -> None:
         while self._queue:

@@ -353,6 +353,8 @@ class SmppConnector:
         self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
         self._pace_turn = asyncio.Lock()
         self._tls = client_tls(name, config)  # built once: a bad file fails at start-up
+        # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- Connector -----------------------------------------------------------------------
 
@@ -368,6 +370,7 @@ class SmppConnector:
     async def start(self) -> None:
         if self._runners:
             return
+        self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._runners = [
             asyncio.create_task(self._run(mode), name=f"smpp:{self.name}:{mode}")
@@ -421,7 +424,7 @@ class SmppConnector:
             self._window.release()
 
     def _learn_pace(self, status: int) -> None:
-        now = asyncio.get_running_loop().time()
+        now = (self._loop or asyncio.get_running_loop()).time()
         if status in SLOW_DOWN_STATUSES:
             self._pace.refused(now)
             self.log.info("smpp.throttled", extra={"connector": self.name, "pace": self._pace.rate})
@@ -429,7 +432,7 @@ class SmppConnector:
             self._pace.taken(now)
 
     async def _send_submit(self, part: OutboundPart) -> asyncio.Future[Pdu]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         if self._bucket is not None:  # our own cap: a fixed rate, slots can be booked ahead
             delay = self._bucket.reserve(loop.time())
             if delay > 0:
@@ -480,7 +483,7 @@ class SmppConnector:
         )
 
     def spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = (self._loop or asyncio.get_running_loop()).create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

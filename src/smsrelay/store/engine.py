@@ -161,7 +161,8 @@ class Database:
             raise TransientError("database is not open")
         if self._broken_by is not None:
             raise self._refusal()
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # not get_running_loop(): on 3.11 each call is a getpid syscall
+        assert loop is not None  # set by start(), with the connection
         future: asyncio.Future[T] = loop.create_future()
         if not self._outbox and not self._syncing:
             loop.call_soon(self._run_batch)  # once per loop turn; after a sync, _synced runs it

@@ -102,7 +102,8 @@ def request_bytes(target: Target, headers: dict[str, str], body: bytes) -> bytes
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one exchange at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop  # kept: asking asyncio for it costs a getpid syscall per call on 3.11
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = time.monotonic()
@@ -159,7 +160,7 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes) -> tuple[int, bool]:
         """Send ``request``; the answer's status, and whether the connection can be reused."""
         assert self.transport is not None
-        self._answer = asyncio.get_running_loop().create_future()
+        self._answer = self._loop.create_future()
         self._got_bytes = False
         self._headers_done = False
         self._body_read = 0
@@ -290,7 +291,7 @@ class CallbackClient:
         for address in await self._addresses(target):
             try:
                 _, connection = await loop.create_connection(
-                    _Connection,
+                    lambda: _Connection(loop),
                     address,
                     target.port,
                     ssl=tls,

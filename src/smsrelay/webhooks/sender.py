@@ -96,12 +96,15 @@ class WebhookSender:
         self.sweeps = 0
         self._stopping = False
         self.delivered = 0
+        # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def wake(self) -> None:
         """New callbacks were stored: look for due work now rather than at the next poll."""
         self._wake.set()
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._client = CallbackClient(
             allow_private=self._allow_private,
@@ -162,10 +165,13 @@ class WebhookSender:
             log.warning("webhook.claim.failed", extra={"error": str(exc)})
             return []
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop or asyncio.get_running_loop()
+
     def _spawn(self, job: WebhookJob) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
-        task = asyncio.create_task(self._run(job, start_by), name=f"webhook-{job.id}")
+        task = loop.create_task(self._run(job, start_by), name=f"webhook-{job.id}")
         self._jobs[task] = job.id
         task.add_done_callback(self._finished)
 
@@ -203,7 +209,7 @@ class WebhookSender:
         host = target.host.lower() if target else ""
         semaphore = self._gates.enter(host)
         try:
-            if not await _acquire(semaphore, start_by - asyncio.get_running_loop().time()):
+            if not await _acquire(semaphore, start_by - self._running_loop().time()):
                 log.warning("webhook.lease.lapsed", extra={"webhook_id": job.id, "host": host})
                 return
             if self._stopping:
@@ -225,10 +231,10 @@ class WebhookSender:
     ) -> None:
         """Post, free the host's slot, then record: the slot bounds connections to the
         receiver, and holding it across the commit would cap a host at slots / commit time."""
-        task = asyncio.current_task()
+        loop = self._running_loop()
+        task = asyncio.current_task(loop)
         if task is not None:
             self._posting.add(task)
-        loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             result = await self._post(job, target)
@@ -352,6 +358,8 @@ class _HostGates:
 async def _acquire(semaphore: asyncio.Semaphore, within: float) -> bool:
     if within <= 0:
         return False
+    if not semaphore.locked():  # a free slot is taken at once: no timer to arm and cancel
+        return await semaphore.acquire()
     try:
         async with asyncio.timeout(within):
             await semaphore.acquire()
