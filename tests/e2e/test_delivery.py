@@ -306,16 +306,16 @@ async def test_an_outcome_the_store_briefly_refuses_is_stored_later_not_sent_aga
     smsc = await start_smsc("--delivery-rate", "1.0")
     gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url, lease_seconds=1.5))
     store = gw.running.gateway.store
-    real_mark_submitted = store.mark_submitted
+    real_mark_submitted = store.mark_submitted_many
     refusals = []
 
-    async def locked_twice(*args: object, **kwargs: object) -> bool:
+    async def locked_twice(*args: object, **kwargs: object) -> list[bool]:
         if len(refusals) < 2:
             refusals.append(args)
             raise TransientError("database commit failed: database is locked")
         return await real_mark_submitted(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "mark_submitted", locked_twice)
+    monkeypatch.setattr(store, "mark_submitted_many", locked_twice)
     try:
         _, answer = await gw.send(message="once only")
         await _final_status(gw, answer["message_id"])

@@ -29,7 +29,13 @@ from smsrelay.store.accept_batch import accept_many
 from smsrelay.store.factory import is_postgres
 from smsrelay.store.message_ops import insert_callback
 from smsrelay.store.receipt_batch import Receipt, record_receipts
-from smsrelay.store.records import CallbackBuilders, ClaimedPart, IncomingReceipt, NewMessage
+from smsrelay.store.records import (
+    CallbackBuilders,
+    ClaimedPart,
+    IncomingReceipt,
+    NewMessage,
+    TakenPart,
+)
 from smsrelay.store.sql import Conn
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.store.submit_outcomes import Submitted, mark_submitted_many
@@ -784,6 +790,43 @@ async def test_concurrent_submit_outcomes(store: SqlStore, monkeypatch: pytest.M
     assert len(rows(tables, "messages", state="submitted")) == 45 - 4
     assert sorted(row["message_id"] for row in tables["webhooks"]) == delivered_messages
     assert tables["early_receipt_keys"] == []
+
+
+async def test_a_dispatcher_turn_of_outcomes_is_one_write_answered_per_part(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two turns' worth of outcomes and a single one waiting together: the turns run as one
+    call, their answers split back per turn; the same part again keeps its first outcome."""
+    single, long_1, long_2, other = await sending(
+        store, message(url_dlr=DLR_URL), long_message(), message()
+    )
+    taken = {
+        p.part_id: TakenPart(p.part_id, f"T{p.part_id}", f"T{p.part_id}", p.nb_sms)
+        for p in (single, long_1, long_2)
+    }
+    turns = run_sizes(monkeypatch, "mark_submitted_runs")
+    singles = run_sizes(monkeypatch, "mark_submitted_many")
+
+    answers = await asyncio.gather(
+        store.mark_submitted_many([taken[single.part_id], taken[long_1.part_id]], T0 + 1, BUILDERS),
+        store.mark_submitted(other.part_id, "X", "X", T0 + 1, BUILDERS, 1),
+        store.mark_submitted_many([taken[long_2.part_id], taken[single.part_id]], T0 + 2, BUILDERS),
+    )
+
+    assert answers == [[True, True], True, [True, False]]
+    assert (turns, singles) == ([2], [1])
+    tables = await store.db.read(_dump)
+    assert by_id(tables, "parts", "state", "carrier_id", "submitted_at") == {
+        1: ("submitted", "T1", T0 + 1),
+        2: ("submitted", "T2", T0 + 1),
+        3: ("submitted", "T3", T0 + 2),
+        4: ("submitted", "X", T0 + 1),
+    }
+    assert by_id(tables, "messages", "state") == {
+        1: ("submitted",),
+        2: ("submitted",),
+        3: ("submitted",),
+    }
 
 
 async def test_concurrent_callback_attempts(

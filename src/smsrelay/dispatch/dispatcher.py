@@ -22,9 +22,10 @@ from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.service.clock import Clock
 from smsrelay.service.retrying import until_stored
+from smsrelay.service.turn_batch import TurnBatch
 from smsrelay.smpp.receipts import normalise_carrier_id
 from smsrelay.store.interface import Store
-from smsrelay.store.records import CallbackBuilders, ClaimedPart
+from smsrelay.store.records import CallbackBuilders, ClaimedPart, TakenPart
 
 log = logging.getLogger("smsrelay.dispatch")
 IDLE_POLL = 0.2
@@ -180,6 +181,10 @@ class _Lane:
         self.held: set[int] = set()  # parts claimed and not yet recorded: their leases renew
         self.room = asyncio.Event()
         self.paused_until = 0.0
+        # parts the SMSC took, recorded together per loop turn (its answers come in bursts)
+        self.taken: TurnBatch[tuple[ClaimedPart, str]] = TurnBatch(
+            self._record_taken, self.tasks, asyncio.get_running_loop()
+        )
 
     async def run(self) -> None:
         while not self.d.stopping:
@@ -232,7 +237,34 @@ class _Lane:
             # cancellable, not sent again) until its answer comes late or cannot any more.
             self.d._watch_late_answer(self, part, outcome)
             return
+        if not isinstance(outcome, SmsRelayError) and classify(outcome.status) is Outcome.OK:
+            self.taken.add((part, outcome.message_id or ""))  # the common case, in bulk
+            return
         await self._conclude(part, outcome)
+
+    async def _record_taken(self, taken: list[tuple[ClaimedPart, str]]) -> None:
+        """Parts the SMSC took in one loop turn, recorded in one write, until stored (see
+        ``_record_until_stored``); held (their leases renewed) until then."""
+        parts = [
+            TakenPart(part.part_id, carrier_id, normalise_carrier_id(carrier_id), part.nb_sms)
+            for part, carrier_id in taken
+        ]
+        try:
+            await until_stored(
+                lambda: self._store_taken(parts),
+                on_refusal=lambda exc: log.warning(
+                    "dispatch.record.retrying", extra={"parts": len(parts), "error": str(exc)}
+                ),
+            )
+        except Exception:
+            log.exception("dispatch.record.crashed", extra={"parts": len(parts)})
+        finally:
+            self.held.difference_update(part.part_id for part in parts)
+
+    async def _store_taken(self, parts: list[TakenPart]) -> None:
+        now = self.d._clock.now()
+        await self.d._store.mark_submitted_many(parts, now, self.d._builders)
+        self.d.submitted += len(parts)
 
     async def conclude_when_answered(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
         answer = await unanswered.late

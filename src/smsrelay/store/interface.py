@@ -8,7 +8,7 @@ again.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from smsrelay.domain.states import PartState
@@ -27,6 +27,7 @@ from smsrelay.store.records import (
     ReplyOutcome,
     ReplyView,
     StopEntry,
+    TakenPart,
     WebhookJob,
     WebhookView,
 )
@@ -97,6 +98,12 @@ class Store(Protocol):
         builders: CallbackBuilders,
         nb_sms: int | None = None,
     ) -> bool: ...
+    async def mark_submitted_many(
+        self, parts: Sequence[TakenPart], now: float, builders: CallbackBuilders
+    ) -> list[bool]:
+        """``mark_submitted`` for each part, in one write: per part, its answer."""
+        ...
+
     async def mark_retry(
         self, part_id: int, due_at: float, error: str, *, counted: bool = True
     ) -> bool: ...

@@ -109,6 +109,16 @@ class ClaimedPart:
     encoding: str
 
 
+@dataclass(frozen=True, slots=True)
+class TakenPart:
+    """A part the SMSC took: its id there as given, and as receipts are matched to it."""
+
+    part_id: int
+    carrier_id: str
+    carrier_key: str
+    nb_sms: int | None  # 1: the message has this part only, no need to read its others
+
+
 @dataclass(frozen=True)
 class DlrFacts:
     """What a delivery-report callback is built from, gathered in the receipt's transaction."""

@@ -4,7 +4,7 @@ group-commit ``engine.Database`` or PostgreSQL's ``pg_engine.PgDatabase``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -36,11 +36,12 @@ from smsrelay.store.records import (
     ReplyOutcome,
     ReplyView,
     StopEntry,
+    TakenPart,
     WebhookJob,
     WebhookView,
 )
 from smsrelay.store.sql import Conn
-from smsrelay.store.submit_outcomes import Submitted, mark_submitted_many
+from smsrelay.store.submit_outcomes import Submitted, mark_submitted_many, mark_submitted_runs
 from smsrelay.store.webhook_attempts import Attempt, record_attempts
 
 PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event loop)
@@ -301,6 +302,15 @@ class SqlStore:
     ) -> bool:
         submitted = Submitted(part_id, carrier_id, carrier_key, now, builders, nb_sms)
         return bool(await self.db.write(Grouped(mark_submitted_many, submitted)))
+
+    async def mark_submitted_many(
+        self, parts: Sequence[TakenPart], now: float, builders: CallbackBuilders
+    ) -> list[bool]:
+        run = [
+            Submitted(p.part_id, p.carrier_id, p.carrier_key, now, builders, p.nb_sms)
+            for p in parts
+        ]
+        return list(await self.db.write(Grouped(mark_submitted_runs, run)))
 
     async def mark_retry(
         self, part_id: int, due_at: float, error: str, *, counted: bool = True

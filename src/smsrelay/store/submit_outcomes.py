@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from smsrelay.domain.states import MessageState
 from smsrelay.store import receipt_batch, settle
@@ -46,6 +47,15 @@ def mark_submitted_many(conn: Conn, items: Sequence[Submitted]) -> Answers:
     _refresh_messages(conn, taken, moved)
     _match_early_receipts(conn, taken, moved)
     return [item.part_id in moved for item in items]
+
+
+@go_first
+def mark_submitted_runs(conn: Conn, runs: Sequence[Sequence[Submitted]]) -> Answers:
+    """Runs of outcomes each written as one (a dispatcher's loop turn): per run, the
+    answers of its items, as ``mark_submitted_many`` gives them for all runs in their order."""
+    answers = mark_submitted_many(conn, [item for run in runs for item in run])
+    ends = list(accumulate(len(run) for run in runs))
+    return [answers[end - len(run) : end] for run, end in zip(runs, ends, strict=True)]
 
 
 def _record_ids(conn: Conn, items: Sequence[Submitted]) -> dict[int, tuple[int, str]]:
