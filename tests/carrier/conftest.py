@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -45,6 +45,21 @@ def part(n: int = 1, payload: bytes = b"hello", **changes: Any) -> OutboundPart:
     return OutboundPart(**values)
 
 
+class Handler:
+    """An InboundHandler made of an async function that takes one item at a time."""
+
+    def __init__(self, handle: Callable[[InboundSm], Awaitable[int]]) -> None:
+        self._handle = handle
+
+    async def __call__(self, inbound: InboundSm) -> int:
+        return await self._handle(inbound)
+
+    async def handle_many(self, inbounds: Sequence[InboundSm]) -> list[int]:
+        """All at once (a slow one shows how many the SMSC has waiting); one that raises
+        fails the whole call, as a failed store write would."""
+        return list(await asyncio.gather(*(self(inbound) for inbound in inbounds)))
+
+
 class Inbox:
     """An InboundHandler that keeps what it got; ``statuses`` scripts its answers."""
 
@@ -65,6 +80,10 @@ class Inbox:
         if answer == 0:
             self.items.append(inbound)
         return answer
+
+    async def handle_many(self, inbounds: Sequence[InboundSm]) -> list[int]:
+        """In turn; one that raises fails the whole call, as a failed store write would."""
+        return [await self(inbound) for inbound in inbounds]
 
     @property
     def receipts(self) -> list[InboundSm]:

@@ -41,6 +41,7 @@ from .conftest import (
     DESTINATION,
     POLL_INTERVAL,
     SOURCE,
+    Handler,
     Inbox,
     MakeConnector,
     MakeSimulator,
@@ -88,7 +89,7 @@ async def test_connector_satisfies_the_protocol(simulator: Simulator) -> None:
         return 0
 
     connector: Connector = SmppConnector(
-        "x", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), handler
+        "x", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), Handler(handler)
     )
     assert not connector.is_up
 
@@ -108,7 +109,9 @@ async def test_submit_when_not_bound_raises_transient(simulator: Simulator) -> N
     async def handler(_: object) -> int:
         return 0
 
-    connector = SmppConnector("x", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), handler)
+    connector = SmppConnector(
+        "x", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), Handler(handler)
+    )
     with pytest.raises(TransientError):
         await connector.submit(part())
 
@@ -557,7 +560,9 @@ async def test_deliver_sm_is_acknowledged_only_after_the_handler_returns(
         await release.wait()
         return 0
 
-    connector = SmppConnector("slow", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), slow)
+    connector = SmppConnector(
+        "slow", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), Handler(slow)
+    )
     await connector.start()
     try:
         await eventually(lambda: connector.is_up)
@@ -708,7 +713,9 @@ async def test_smsc_respects_its_deliver_window_with_a_slow_esme(
         done += 1
         return 0
 
-    connector = SmppConnector("slow", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), slow)
+    connector = SmppConnector(
+        "slow", SmppLinkConfig("127.0.0.1", simulator.port, "a", "b"), Handler(slow)
+    )
     await connector.start()
     try:
         await eventually(lambda: connector.is_up)

@@ -7,6 +7,7 @@ import pytest
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
 from smsrelay.smpp.pdu import DataSm, DeliverSm
+from tests.carrier.conftest import Handler
 
 pytestmark = pytest.mark.asyncio
 
@@ -19,7 +20,7 @@ async def _handled(pdu: DeliverSm | DataSm, **config: object) -> InboundSm:
         return 0
 
     link = SmppLinkConfig.from_url("smpp://a:b@127.0.0.1:2775", **config)
-    assert await SmppConnector("c", link, handler).handle_inbound(pdu) == 0
+    assert await SmppConnector("c", link, Handler(handler)).handle_inbound(pdu) == 0
     [inbound] = seen
     return inbound
 

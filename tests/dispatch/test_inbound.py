@@ -11,6 +11,7 @@ import pytest
 
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.dispatch.inbound import InboundRouter, is_stop_text, keyword_of, read_receipt
+from smsrelay.errors import TransientError
 from smsrelay.service.clock import FixedClock
 from smsrelay.store.records import InboundReply
 from smsrelay.store.sqlite_store import SqliteStore
@@ -216,3 +217,45 @@ async def test_a_receipt_whose_stat_no_one_knows_is_kept_and_said(
     assert await router(sm) == 0  # acknowledged: the SMSC would only send it again
     [warning] = [r for r in caplog.records if r.getMessage() == "smpp.receipt.unknown_stat"]
     assert warning.stat == "FOOBAR"
+
+
+def delivery_receipt(carrier_id: str) -> InboundSm:
+    text = f"id:{carrier_id} sub:001 dlvrd:001 stat:DELIVRD err:000".encode()
+    return dataclasses.replace(receipt(text), esm_class=4)
+
+
+def turn() -> list[InboundSm]:
+    """What one read may bring: receipts, a reply, and a receipt no one can read."""
+    unreadable = dataclasses.replace(receipt(b"sub:001 err:000"), esm_class=4)
+    return [delivery_receipt("a1"), mo(b"hello"), unreadable, delivery_receipt("a2")]
+
+
+async def test_a_turn_of_receipts_is_one_store_write_and_each_item_is_answered(
+    router: InboundRouter, store: RecordingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[list[str]] = []
+    real = store.record_receipts_many
+
+    async def spy(receipts: Any, builders: Any) -> list[bool]:
+        writes.append([r.carrier_id for r in receipts])
+        return await real(receipts, builders)
+
+    monkeypatch.setattr(store, "record_receipts_many", spy)
+    assert await router.handle_many(turn()) == [0, 0, 0, 0]
+    assert writes == [["a1", "a2"]]  # the readable receipts, in their order, in one write
+    assert [reply.text for reply in store.replies] == ["hello"]
+    kept = await store.db.read(lambda c: c.execute("SELECT carrier_id FROM receipts").fetchall())
+    assert sorted(row[0] for row in kept) == ["a1", "a2"]  # no part has them yet: kept early
+
+
+async def test_receipts_the_store_refuses_are_asked_again_and_the_rest_of_the_turn_stands(
+    router: InboundRouter, store: RecordingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def locked(receipts: Any, builders: Any) -> list[bool]:
+        raise TransientError("database commit failed: database is locked")
+
+    monkeypatch.setattr(store, "record_receipts_many", locked)
+    # The receipts get ESME_RX_T_APPN (the SMSC sends them again); the reply is stored and
+    # acknowledged; the unreadable receipt is acknowledged, as it would only come back.
+    assert await router.handle_many(turn()) == [0x64, 0, 0, 0x64]
+    assert [reply.text for reply in store.replies] == ["hello"]

@@ -829,6 +829,36 @@ async def test_a_dispatcher_turn_of_outcomes_is_one_write_answered_per_part(
     }
 
 
+async def test_a_connector_turn_of_receipts_is_one_write_answered_per_receipt(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two turns of receipts and a single one waiting together: the turns run as one call,
+    each answered with its own receipts' answers (an unknown id is kept, False)."""
+    parts = await sending(store, *(message(url_dlr=DLR_URL) for _ in range(3)))
+    for p in parts:
+        assert await store.mark_submitted(
+            p.part_id, f"R{p.part_id}", f"R{p.part_id}", T0, BUILDERS, 1
+        )
+
+    def delivered_receipt(carrier_id: str) -> IncomingReceipt:
+        return IncomingReceipt(CONNECTOR, carrier_id, (carrier_id,), "DELIVRD", None, T0 + 5)
+
+    turns = run_sizes(monkeypatch, "record_receipt_runs")
+    singles = run_sizes(monkeypatch, "record_receipts")
+    answers = await asyncio.gather(
+        store.record_receipts_many([delivered_receipt("R1"), delivered_receipt("zz")], BUILDERS),
+        store.record_receipt(delivered_receipt("R2"), BUILDERS),
+        store.record_receipts_many([delivered_receipt("R3")], BUILDERS),
+    )
+
+    assert answers == [[True, False], True, [True]]
+    assert (turns, singles) == ([2], [1])
+    tables = await store.db.read(_dump)
+    assert {row["state"] for row in tables["parts"]} == {"delivered"}
+    assert sorted(row["message_id"] for row in tables["webhooks"]) == [1, 2, 3]  # one DLR each
+    assert [row["carrier_key"] for row in tables["early_receipt_keys"]] == ["zz"]
+
+
 async def test_concurrent_callback_attempts(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,9 +63,16 @@ class InboundSm:
     bind_id: str = ""  # the SMPP session it came in on ("" unknown)
 
 
-# Returns the command_status to put in the resp: 0 after the caller committed it;
-# non-zero (e.g. ESME_RX_T_APPN 0x64) when it could not store it, so the SMSC re-sends.
-InboundHandler = Callable[[InboundSm], Awaitable[int]]
+class InboundHandler(Protocol):
+    """Stores what a connector received. Each answer is the command_status for its resp: 0
+    once committed; non-zero (e.g. ESME_RX_T_APPN 0x64) when it could not be stored, so the
+    SMSC sends it again."""
+
+    def __call__(self, inbound: InboundSm, /) -> Awaitable[int]: ...
+
+    def handle_many(self, inbounds: Sequence[InboundSm], /) -> Awaitable[list[int]]:
+        """What came in one loop turn, together (receipts in one write); per item its status."""
+        ...
 
 
 class Connector(Protocol):

@@ -56,6 +56,7 @@ from smsrelay.smpp.session import (
     reconnect_delay,
 )
 from smsrelay.smpp.times import relative_time
+from smsrelay.turn_batch import TurnBatch
 
 BindMode = Literal["transceiver", "transmitter+receiver"]
 _log = logging.getLogger("smsrelay.carrier.smpp")
@@ -298,19 +299,25 @@ class _EsmeLink(SmppLink):
 
     def _on_deliver_sm(self, pdu: DeliverSm) -> None:
         self.traffic += 1
-        self.connector.spawn(self._answer(pdu, DeliverSmResp))
+        self.connector.received(_Received(self, pdu, DeliverSmResp))
 
     def _on_data_sm(self, pdu: DataSm) -> None:
         # Some SMSCs deliver replies and receipts by data_sm: the same path, its own resp.
         self.traffic += 1
-        self.connector.spawn(self._answer(pdu, DataSmResp))
+        self.connector.received(_Received(self, pdu, DataSmResp))
 
-    async def _answer(
-        self, pdu: DeliverSm | DataSm, response: type[DeliverSmResp | DataSmResp]
-    ) -> None:
-        status = await self.connector.handle_inbound(pdu, self.bind_id)
-        if self.is_open:
-            self.send(response(sequence=pdu.sequence, status=status))
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """A deliver_sm or data_sm waiting to be stored, and how to answer it once it is."""
+
+    link: _EsmeLink
+    pdu: DeliverSm | DataSm
+    response: type[DeliverSmResp | DataSmResp]
+
+    def answer(self, status: int) -> None:
+        if self.link.is_open:
+            self.link.send(self.response(sequence=self.pdu.sequence, status=status))
 
 
 _MODE_BINDS: dict[str, type[Bind]] = {
@@ -355,6 +362,7 @@ class SmppConnector:
         self._tls = client_tls(name, config)  # built once: a bad file fails at start-up
         # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbound: TurnBatch[_Received] | None = None  # made on the loop, when needed
 
     # --- Connector -----------------------------------------------------------------------
 
@@ -371,6 +379,7 @@ class SmppConnector:
         if self._runners:
             return
         self._loop = asyncio.get_running_loop()
+        self._inbound = None
         self._stopping = False
         self._runners = [
             asyncio.create_task(self._run(mode), name=f"smpp:{self.name}:{mode}")
@@ -482,14 +491,33 @@ class SmppConnector:
             tlvs=tlvs,
         )
 
-    def spawn(self, coro: Any) -> None:
-        task = (self._loop or asyncio.get_running_loop()).create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def received(self, item: _Received) -> None:
+        """Stored and answered with the others of its loop turn (receipts in one write)."""
+        if self._inbound is None:
+            loop = self._loop or asyncio.get_running_loop()
+            self._inbound = TurnBatch(self._answer_many, self._tasks, loop)
+        self._inbound.add(item)
+
+    async def _answer_many(self, items: list[_Received]) -> None:
+        inbounds = [self._inbound_sm(item.pdu, item.link.bind_id) for item in items]
+        try:
+            statuses = await self._on_inbound.handle_many(inbounds)
+        except Exception:
+            self.log.exception("smpp.deliver_sm.handler_failed", extra={"connector": self.name})
+            statuses = [CommandStatus.ESME_RX_T_APPN] * len(items)
+        for item, status in zip(items, statuses, strict=True):
+            item.answer(int(status))
 
     async def handle_inbound(self, pdu: DeliverSm | DataSm, bind_id: str = "") -> int:
         """Await the handler; its status goes in the resp (0x64 if it raised)."""
-        inbound = InboundSm(
+        try:
+            return int(await self._on_inbound(self._inbound_sm(pdu, bind_id)))
+        except Exception:
+            self.log.exception("smpp.deliver_sm.handler_failed", extra={"connector": self.name})
+            return CommandStatus.ESME_RX_T_APPN
+
+    def _inbound_sm(self, pdu: DeliverSm | DataSm, bind_id: str) -> InboundSm:
+        return InboundSm(
             connector=self.name,
             source=pdu.source_addr,
             destination=pdu.destination_addr,
@@ -503,11 +531,6 @@ class SmppConnector:
             destination_ton=pdu.dest_addr_ton,
             bind_id=bind_id,
         )
-        try:
-            return int(await self._on_inbound(inbound))
-        except Exception:
-            self.log.exception("smpp.deliver_sm.handler_failed", extra={"connector": self.name})
-            return CommandStatus.ESME_RX_T_APPN
 
     # --- connection lifecycle ------------------------------------------------------------
 

@@ -22,10 +22,10 @@ from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.service.clock import Clock
 from smsrelay.service.retrying import until_stored
-from smsrelay.service.turn_batch import TurnBatch
 from smsrelay.smpp.receipts import normalise_carrier_id
 from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders, ClaimedPart, TakenPart
+from smsrelay.turn_batch import TurnBatch
 
 log = logging.getLogger("smsrelay.dispatch")
 IDLE_POLL = 0.2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.domain.addresses import e164_of
@@ -39,26 +39,59 @@ class InboundRouter:
         self.on_stored: Callable[[], None] = lambda: None  # wakes the webhook sender
 
     async def __call__(self, sm: InboundSm) -> int:
-        if sm.esm_class & ESM_CLASS_TYPE_MASK in RECEIPT_TYPES:
-            await self._receipt(sm)
-        else:
-            await self._reply(sm)
-        return CommandStatus.ESME_ROK
+        (status,) = await self.handle_many([sm])
+        return status
 
-    async def _receipt(self, sm: InboundSm) -> None:
+    async def handle_many(self, sms: Sequence[InboundSm]) -> list[int]:
+        """Receipts stored in one write, replies one by one; per item its resp's status: 0
+        once stored, ESME_RX_T_APPN if it could not be (the SMSC sends it again)."""
+        statuses = [int(CommandStatus.ESME_ROK)] * len(sms)
+        receipts: list[tuple[int, IncomingReceipt]] = []
+        for index, sm in enumerate(sms):
+            if sm.esm_class & ESM_CLASS_TYPE_MASK not in RECEIPT_TYPES:
+                statuses[index] = await self._reply_status(sm)
+            elif (receipt := self._readable_receipt(sm)) is not None:
+                receipts.append((index, receipt))
+        if receipts:
+            await self._store_receipts(receipts, statuses)
+        return statuses
+
+    def _readable_receipt(self, sm: InboundSm) -> IncomingReceipt | None:
         receipt = read_receipt(sm, self._clock.now())
         if receipt is None:
+            # acknowledged all the same: re-sending an unreadable receipt would not help
             log.warning("smpp.receipt.unreadable", extra={"connector": sm.connector})
-            return  # acknowledged: re-sending an unreadable receipt would not help
-        if receipt.stat not in STAT_STATES:  # kept, but it ends nothing: say so
+        elif receipt.stat not in STAT_STATES:  # kept, but it ends nothing: say so
             log.warning(
                 "smpp.receipt.unknown_stat",
                 extra={"connector": sm.connector, "stat": receipt.stat},
             )
-        matched = await self._store.record_receipt(receipt, self._builders)
+        return receipt
+
+    async def _store_receipts(
+        self, receipts: list[tuple[int, IncomingReceipt]], statuses: list[int]
+    ) -> None:
+        try:
+            matched = await self._store.record_receipts_many(
+                [receipt for _, receipt in receipts], self._builders
+            )
+        except Exception:
+            log.exception("smpp.receipt.not_stored", extra={"receipts": len(receipts)})
+            for index, _ in receipts:
+                statuses[index] = CommandStatus.ESME_RX_T_APPN
+            return
         self.on_stored()
-        if not matched:
-            log.debug("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
+        for (_, receipt), found in zip(receipts, matched, strict=True):
+            if not found:
+                log.debug("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
+
+    async def _reply_status(self, sm: InboundSm) -> int:
+        try:
+            await self._reply(sm)
+        except Exception:
+            log.exception("smpp.reply.not_stored", extra={"connector": sm.connector})
+            return CommandStatus.ESME_RX_T_APPN
+        return CommandStatus.ESME_ROK
 
     async def _reply(self, sm: InboundSm) -> None:
         concat, body = split_concat(sm.esm_class, sm.short_message, sm.tlvs)

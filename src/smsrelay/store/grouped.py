@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Generic, TypeVar, cast
 
 from smsrelay.store.sql import Conn
@@ -55,6 +56,23 @@ def go_first(many: Many) -> Many:
     in the same batch then finds its part submitted, instead of being kept as early)."""
     _FIRST.add(many)
     return many
+
+
+def runs_of(
+    many: Callable[[Conn, Sequence[Item]], Answers],
+) -> Callable[[Conn, Sequence[Sequence[Item]]], Answers]:
+    """The grouped kind whose item is a run of ``many``'s items (a caller's whole batch, one
+    write): the runs go to ``many`` as one, each answered with its own items' answers. It
+    goes first when ``many`` does."""
+
+    def runs(conn: Conn, items: Sequence[Sequence[Item]]) -> Answers:
+        answers = many(conn, [item for run in items for item in run])
+        ends = list(accumulate(len(run) for run in items))
+        return [answers[end - len(run) : end] for run, end in zip(items, ends, strict=True)]
+
+    if many in _FIRST:
+        _FIRST.add(runs)
+    return runs
 
 
 def run_all(conn: Conn, ops: Sequence[Callable[[Conn], Any]]) -> list[Outcome]:

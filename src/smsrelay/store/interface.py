@@ -119,6 +119,12 @@ class Store(Protocol):
     async def record_receipt(
         self, receipt: IncomingReceipt, builders: CallbackBuilders
     ) -> bool: ...
+    async def record_receipts_many(
+        self, receipts: Sequence[IncomingReceipt], builders: CallbackBuilders
+    ) -> list[bool]:
+        """``record_receipt`` for each receipt in their order, in one write."""
+        ...
+
     async def flush_stale_reassemblies(
         self, older_than: float, now: float, builders: CallbackBuilders
     ) -> int: ...

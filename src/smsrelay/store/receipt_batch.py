@@ -23,6 +23,7 @@ from smsrelay.store.grouped import (
     insert_rows,
     marks,
     padded_chunks,
+    runs_of,
     values,
 )
 from smsrelay.store.receipt_match import choose_part, receipt_move
@@ -75,6 +76,10 @@ def record_receipts(conn: Conn, items: Sequence[Receipt]) -> Answers:
     answers: Answers = [_match(run, keyed, item) for item in items]
     _write(conn, run)
     return answers
+
+
+# a connector's loop turn of receipts, written as one
+record_receipt_runs = runs_of(record_receipts)
 
 
 def apply_to_parts(conn: Conn, matches: Sequence[tuple[int, Receipt]]) -> None:

@@ -19,7 +19,7 @@ from smsrelay.store import (
 )
 from smsrelay.store.accept_batch import accept_many
 from smsrelay.store.grouped import Grouped
-from smsrelay.store.receipt_batch import Receipt, record_receipts
+from smsrelay.store.receipt_batch import Receipt, record_receipt_runs, record_receipts
 from smsrelay.store.records import (
     PURGE_KINDS,
     Account,
@@ -348,6 +348,12 @@ class SqlStore:
 
     async def record_receipt(self, receipt: IncomingReceipt, builders: CallbackBuilders) -> bool:
         return bool(await self.db.write(Grouped(record_receipts, Receipt(receipt, builders))))
+
+    async def record_receipts_many(
+        self, receipts: Sequence[IncomingReceipt], builders: CallbackBuilders
+    ) -> list[bool]:
+        run = [Receipt(receipt, builders) for receipt in receipts]
+        return list(await self.db.write(Grouped(record_receipt_runs, run)))
 
     async def flush_stale_reassemblies(
         self, older_than: float, now: float, builders: CallbackBuilders

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 
 from smsrelay.domain.states import MessageState
 from smsrelay.store import receipt_batch, settle
@@ -17,6 +16,7 @@ from smsrelay.store.grouped import (
     marks,
     padded,
     padded_chunks,
+    runs_of,
     values,
 )
 from smsrelay.store.receipt_match import EARLY_RECEIPT_WINDOW
@@ -49,13 +49,8 @@ def mark_submitted_many(conn: Conn, items: Sequence[Submitted]) -> Answers:
     return [item.part_id in moved for item in items]
 
 
-@go_first
-def mark_submitted_runs(conn: Conn, runs: Sequence[Sequence[Submitted]]) -> Answers:
-    """Runs of outcomes each written as one (a dispatcher's loop turn): per run, the
-    answers of its items, as ``mark_submitted_many`` gives them for all runs in their order."""
-    answers = mark_submitted_many(conn, [item for run in runs for item in run])
-    ends = list(accumulate(len(run) for run in runs))
-    return [answers[end - len(run) : end] for run, end in zip(runs, ends, strict=True)]
+# a dispatcher's loop turn of outcomes, written as one
+mark_submitted_runs = runs_of(mark_submitted_many)
 
 
 def _record_ids(conn: Conn, items: Sequence[Submitted]) -> dict[int, tuple[int, str]]:
