@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from aiohttp import web
@@ -13,7 +12,7 @@ from aiohttp import web
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.errors import TransientError
 from smsrelay.service.clock import FixedClock
-from smsrelay.store.records import Account, WebhookView
+from smsrelay.store.records import Account, WebhookAttempt, WebhookView
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks import sender as sender_module
 from smsrelay.webhooks.sender import WebhookSender
@@ -419,6 +418,67 @@ async def test_a_post_cut_short_by_stop_is_sent_again_with_the_same_id(
     assert [seen.headers["X-Smsrelay-Id"] for seen in receiver.seen] == ["cb-crash"] * 2
 
 
+async def test_a_post_answered_while_stopping_is_recorded_before_stop_returns(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The attempt is recorded by a task of its own, made when the answer comes: stop() must
+    # wait for that one too, or the callback would stay 'sending' and be posted again.
+    receiver = await receivers()
+    receiver.behaviour = receiver.hang
+    real_record = store.record_webhook_attempts_many
+    disk_busy = asyncio.Event()
+
+    async def slow_disk(attempts: Sequence[WebhookAttempt]) -> None:
+        disk_busy.set()
+        await asyncio.sleep(0.2)  # a slow commit: a stop that did not wait would cut it short
+        await real_record(attempts)
+
+    monkeypatch.setattr(store, "record_webhook_attempts_many", slow_disk)
+    webhook_id = await add_callback(store, account, receiver.url)
+    sender = await senders()
+    await eventually(lambda: len(receiver.seen) == 1)
+    stopping = asyncio.create_task(sender.stop(grace=5.0))
+    # its claim loop gone, stop() is waiting for the post: only now does the answer come
+    await eventually(lambda: sender._stopping and all(t.done() for t in sender._loops))
+    assert receiver.in_flight == 1
+    receiver.release.set()
+    await disk_busy.wait()
+    await stopping
+    assert (await state_of(store, webhook_id)).state == "delivered"
+    assert sender.delivered == 1
+
+
+async def test_a_turn_of_answers_is_recorded_in_one_write(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver = await receivers()
+    receiver.behaviour = receiver.hang
+    writes: list[list[int]] = []
+    real_record = store.record_webhook_attempts_many
+
+    async def spy(attempts: Sequence[WebhookAttempt]) -> None:
+        writes.append([attempt.webhook_id for attempt in attempts])
+        await real_record(attempts)
+
+    monkeypatch.setattr(store, "record_webhook_attempts_many", spy)
+    ids = [await add_callback(store, account, receiver.url) for _ in range(4)]
+    await senders()
+    await eventually(lambda: receiver.in_flight == 4)
+    receiver.release.set()  # the four answers come together
+    for webhook_id in ids:
+        await eventually(is_state(store, webhook_id, "delivered"))
+    assert sorted(i for write in writes for i in write) == ids  # each recorded once
+    assert len(writes) < len(ids)  # some in the same write
+
+
 async def test_an_attempt_the_store_briefly_refuses_is_recorded_later_not_posted_again(
     store: SqliteStore,
     account: Account,
@@ -429,16 +489,16 @@ async def test_an_attempt_the_store_briefly_refuses_is_recorded_later_not_posted
     # The database is locked (a CLI command) just after the receiver said 200: the attempt
     # must be recorded once the lock is gone, not the callback posted again after its lease.
     receiver = await receivers()
-    real_record = store.record_webhook_attempt
+    real_record = store.record_webhook_attempts_many
     refusals: list[int] = []
 
-    async def locked_twice(webhook_id: int, *args: Any) -> None:
+    async def locked_twice(attempts: Sequence[WebhookAttempt]) -> None:
         if len(refusals) < 2:
-            refusals.append(webhook_id)
+            refusals.extend(attempt.webhook_id for attempt in attempts)
             raise TransientError("database commit failed: database is locked")
-        await real_record(webhook_id, *args)
+        await real_record(attempts)
 
-    monkeypatch.setattr(store, "record_webhook_attempt", locked_twice)
+    monkeypatch.setattr(store, "record_webhook_attempts_many", locked_twice)
     webhook_id = await add_callback(store, account, receiver.url, uuid="cb-once")
     await senders(timeout=0.5)  # a 7 s lease: the re-post would come within the wait below
 

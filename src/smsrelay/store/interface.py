@@ -28,6 +28,7 @@ from smsrelay.store.records import (
     ReplyView,
     StopEntry,
     TakenPart,
+    WebhookAttempt,
     WebhookJob,
     WebhookView,
 )
@@ -144,6 +145,10 @@ class Store(Protocol):
         outcome: str,
         next_due: float | None,
     ) -> None: ...
+    async def record_webhook_attempts_many(self, attempts: Sequence[WebhookAttempt]) -> None:
+        """``record_webhook_attempt`` for each attempt in their order, in one write."""
+        ...
+
     async def list_webhooks(
         self, state: str | None = None, limit: int = 100
     ) -> list[WebhookView]: ...

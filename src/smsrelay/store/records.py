@@ -119,6 +119,19 @@ class TakenPart:
     nb_sms: int | None  # 1: the message has this part only, no need to read its others
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    """One post of a callback, as recorded."""
+
+    webhook_id: int
+    at: float
+    status: int | None
+    latency_ms: float | None
+    error: str | None
+    outcome: str  # 'delivered', 'pending' (retry at next_due) or 'failed' (gave up)
+    next_due: float | None
+
+
 @dataclass(frozen=True)
 class DlrFacts:
     """What a delivery-report callback is built from, gathered in the receipt's transaction."""

@@ -37,12 +37,13 @@ from smsrelay.store.records import (
     ReplyView,
     StopEntry,
     TakenPart,
+    WebhookAttempt,
     WebhookJob,
     WebhookView,
 )
 from smsrelay.store.sql import Conn
 from smsrelay.store.submit_outcomes import Submitted, mark_submitted_many, mark_submitted_runs
-from smsrelay.store.webhook_attempts import Attempt, record_attempts
+from smsrelay.store.webhook_attempts import Attempt, record_attempt_runs, record_attempts
 
 PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event loop)
 _PURGES = dict(
@@ -393,6 +394,9 @@ class SqlStore:
     ) -> None:
         attempt = Attempt(webhook_id, at, status, latency_ms, error, outcome, next_due)
         await self.db.write(Grouped(record_attempts, attempt))
+
+    async def record_webhook_attempts_many(self, attempts: Sequence[WebhookAttempt]) -> None:
+        await self.db.write(Grouped(record_attempt_runs, list(attempts)))
 
     async def list_webhooks(self, state: str | None = None, limit: int = 100) -> list[WebhookView]:
         return await self.db.read(partial(webhook_ops.list_webhooks, state=state, limit=limit))

@@ -4,10 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from smsrelay.store import webhook_ops
-from smsrelay.store.grouped import CHUNK, Answers, flat, insert_rows, marks, padded, values
+from smsrelay.store.grouped import (
+    CHUNK,
+    Answers,
+    flat,
+    insert_rows,
+    marks,
+    padded,
+    runs_of,
+    values,
+)
+from smsrelay.store.records import WebhookAttempt
 from smsrelay.store.sql import Conn
 
 _HISTORY_COLUMNS = (
@@ -19,15 +28,7 @@ _HISTORY_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    webhook_id: int
-    at: float
-    status: int | None
-    latency_ms: float | None
-    error: str | None
-    outcome: str  # 'delivered', 'pending' (retry at next_due) or 'failed' (gave up)
-    next_due: float | None
+Attempt = WebhookAttempt
 
 
 def record_attempts(conn: Conn, items: Sequence[Attempt]) -> Answers:
@@ -40,6 +41,10 @@ def record_attempts(conn: Conn, items: Sequence[Attempt]) -> Answers:
     for start in range(0, len(items), CHUNK):
         _record_finished(conn, items[start : start + CHUNK])
     return [None] * len(items)
+
+
+# a sender's loop turn of attempts, written as one
+record_attempt_runs = runs_of(record_attempts)
 
 
 def _in_turn(conn: Conn, items: Sequence[Attempt]) -> bool:

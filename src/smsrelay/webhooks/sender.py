@@ -33,7 +33,8 @@ from smsrelay.errors import TransientError
 from smsrelay.service.clock import Clock
 from smsrelay.service.retrying import until_stored
 from smsrelay.store.interface import Store
-from smsrelay.store.records import WebhookJob
+from smsrelay.store.records import WebhookAttempt, WebhookJob
+from smsrelay.turn_batch import TurnBatch
 from smsrelay.webhooks.address_safety import UnsafeAddress
 from smsrelay.webhooks.http_client import CallbackClient, HttpClientError, InvalidTarget, Target
 from smsrelay.webhooks.signing import signature_headers
@@ -92,6 +93,10 @@ class WebhookSender:
         self._loops: list[asyncio.Task[None]] = []
         self._jobs: dict[asyncio.Task[None], int] = {}  # task -> the callback it posts
         self._posting: set[asyncio.Task[None]] = set()
+        # posted, the attempt not stored yet: still this sender's (held, its lease kept)
+        self._recording: set[int] = set()
+        self._recorders: set[asyncio.Task[None]] = set()
+        self._posted: TurnBatch[_Posted] | None = None  # made on the loop, in start()
         self._sole_sender = sole_sender
         self.sweeps = 0
         self._stopping = False
@@ -105,6 +110,7 @@ class WebhookSender:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._posted = TurnBatch(self._record_posted, self._recorders, self._loop)
         self._stopping = False
         self._client = CallbackClient(
             allow_private=self._allow_private,
@@ -129,18 +135,24 @@ class WebhookSender:
         await _cancel(self._loops)
         for task in self._jobs.keys() - self._posting:
             task.cancel()
-        if self._jobs:
-            await asyncio.wait(self._jobs.keys(), timeout=grace)
-        await _cancel(list(self._jobs))
+        loop = self._running_loop()
+        deadline = loop.time() + grace
+        # a post that ends meanwhile hands its attempt to a new recorder: wait for that too
+        while (busy := self._busy()) and loop.time() < deadline:
+            await asyncio.wait(busy, timeout=deadline - loop.time())
+        await _cancel([*self._jobs, *self._recorders])
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    def _busy(self) -> set[asyncio.Task[None]]:
+        return {task for task in [*self._jobs, *self._recorders] if not task.done()}
 
     # -- claiming ------------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            room = self._max_held - len(self._jobs)
+            room = self._max_held - len(self._jobs) - len(self._recording)
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()
@@ -189,7 +201,7 @@ class WebhookSender:
             try:
                 # what this process is still posting stays its own, whatever the clock did
                 released = await self._store.release_expired_webhook_leases(
-                    self._clock.now(), keep=self._jobs.values()
+                    self._clock.now(), keep=[*self._jobs.values(), *self._recording]
                 )
             except TransientError:
                 continue
@@ -216,8 +228,6 @@ class WebhookSender:
                 semaphore.release()
                 return
             await self._attempt(job, target, semaphore)
-        except TransientError as exc:
-            log.warning("webhook.record.failed", extra={"webhook_id": job.id, "error": str(exc)})
         except Exception:
             log.exception("webhook.crashed", extra={"webhook_id": job.id})
         finally:
@@ -229,8 +239,9 @@ class WebhookSender:
         target: Target | None,
         semaphore: asyncio.Semaphore,
     ) -> None:
-        """Post, free the host's slot, then record: the slot bounds connections to the
-        receiver, and holding it across the commit would cap a host at slots / commit time."""
+        """Post, free the host's slot, then record (with the others of this loop turn): the
+        slot bounds connections to the receiver, and holding it across the commit would cap
+        a host at slots / commit time."""
         loop = self._running_loop()
         task = asyncio.current_task(loop)
         if task is not None:
@@ -242,22 +253,40 @@ class WebhookSender:
             semaphore.release()
         latency_ms = round((loop.time() - started) * 1000.0, 1)
         host = target.host if target else None
-        await self._record_until_stored(job, host, result, latency_ms)
+        assert self._posted is not None
+        self._recording.add(job.id)
+        self._posted.add(_Posted(job, host, result, latency_ms))
 
-    async def _record_until_stored(
-        self, job: WebhookJob, host: str | None, result: PostResult, latency_ms: float
-    ) -> None:
-        """The receiver has answered: a record the store refused is tried again until it is
-        stored (the row stays this sender's: the lease sweep keeps what it is posting). Only a
-        stop gives up: the row's lease then brings it back, and it is posted again (at least
-        once; ``X-Smsrelay-Id`` lets the receiver drop the repeat)."""
-        await until_stored(
-            lambda: self._record(job, host, result, latency_ms),
-            on_refusal=lambda exc: log.warning(
-                "webhook.record.retrying", extra={"webhook_id": job.id, "error": str(exc)}
-            ),
-            give_up=lambda: self._stopping,
-        )
+    async def _record_posted(self, posted: list[_Posted]) -> None:
+        """The receivers have answered: the attempts of a loop turn go to the store in one
+        write, tried again until stored (the rows stay this sender's: the lease sweep keeps
+        them). Only a stop gives up: the rows' leases then bring them back, and they are
+        posted again (at least once; ``X-Smsrelay-Id`` lets a receiver drop the repeat)."""
+        now = self._clock.now()
+        attempts = [self._attempt_of(item, now) for item in posted]
+        try:
+            await until_stored(
+                lambda: self._store.record_webhook_attempts_many(attempts),
+                on_refusal=lambda exc: log.warning(
+                    "webhook.record.retrying",
+                    extra={"webhook_ids": [a.webhook_id for a in attempts], "error": str(exc)},
+                ),
+                give_up=lambda: self._stopping,
+            )
+        except TransientError as exc:
+            ids = [a.webhook_id for a in attempts]
+            log.warning("webhook.record.failed", extra={"webhook_ids": ids, "error": str(exc)})
+        except Exception:
+            log.exception(
+                "webhook.crashed", extra={"webhook_ids": [a.webhook_id for a in attempts]}
+            )
+        else:
+            for item, attempt in zip(posted, attempts, strict=True):
+                self._log_attempt(item, attempt)
+        finally:
+            self._recording.difference_update(a.webhook_id for a in attempts)
+            self._room.set()
+            self._wake.set()  # the next callbacks of their order keys may go now
 
     async def _post(self, job: WebhookJob, target: Target | None) -> PostResult:
         if target is None:
@@ -288,33 +317,35 @@ class WebhookSender:
             headers.update(signature_headers(job.secret, int(self._clock.now()), job.body))
         return headers
 
-    async def _record(
-        self, job: WebhookJob, host: str | None, result: PostResult, latency_ms: float
-    ) -> None:
-        now = self._clock.now()
-        attempt = job.attempts + 1
-        fields = {"webhook_id": job.id, "uuid": job.uuid, "kind": job.kind, "host": host}
-        fields |= {"attempt": attempt, "status": result.status, "latency_ms": latency_ms}
+    def _attempt_of(self, posted: _Posted, now: float) -> WebhookAttempt:
+        job, result = posted.job, posted.result
         if result.delivered:
-            await self._store.record_webhook_attempt(
-                job.id, now, result.status, latency_ms, None, "delivered", None
+            return WebhookAttempt(
+                job.id, now, result.status, posted.latency_ms, None, "delivered", None
             )
-            self.delivered += 1
-            log.debug(
-                "webhook.delivered", extra=fields
-            )  # per callback: every attempt is in the store
-            return
-        due = self._next_due(job, attempt, now, result)
+        due = self._next_due(job, job.attempts + 1, now, result)
         outcome = "failed" if due is None else "pending"
-        await self._store.record_webhook_attempt(
-            job.id, now, result.status, latency_ms, result.error, outcome, due
+        return WebhookAttempt(
+            job.id, now, result.status, posted.latency_ms, result.error, outcome, due
         )
-        fields |= {"error": result.error, "next_due": due}
-        log.log(
-            logging.WARNING if due is None else logging.INFO,
-            "webhook.failed" if due is None else "webhook.retry",
-            extra=fields,
-        )
+
+    def _log_attempt(self, posted: _Posted, attempt: WebhookAttempt) -> None:
+        if attempt.outcome == "delivered":
+            self.delivered += 1
+            level, event = logging.DEBUG, "webhook.delivered"  # each attempt is in the store
+        elif attempt.outcome == "failed":
+            level, event = logging.WARNING, "webhook.failed"
+        else:
+            level, event = logging.INFO, "webhook.retry"
+        if not log.isEnabledFor(level):
+            return
+        job = posted.job
+        fields = {"webhook_id": job.id, "uuid": job.uuid, "kind": job.kind, "host": posted.host}
+        fields |= {"attempt": job.attempts + 1, "status": attempt.status}
+        fields |= {"latency_ms": attempt.latency_ms}
+        if attempt.outcome != "delivered":
+            fields |= {"error": attempt.error, "next_due": attempt.next_due}
+        log.log(level, event, extra=fields)
 
     def _next_due(
         self, job: WebhookJob, attempt: int, now: float, result: PostResult
@@ -324,6 +355,16 @@ class WebhookSender:
             return None
         due = next_attempt_at(attempt, now, self._backoff, random.random())
         return None if due - job.created_at > self._give_up_after else due
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    """A callback posted (or found unpostable), its attempt waiting to be recorded."""
+
+    job: WebhookJob
+    host: str | None
+    result: PostResult
+    latency_ms: float
 
 
 def judge(status: int) -> PostResult:
