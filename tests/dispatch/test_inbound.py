@@ -259,3 +259,26 @@ async def test_receipts_the_store_refuses_are_asked_again_and_the_rest_of_the_tu
     # acknowledged; the unreadable receipt is acknowledged, as it would only come back.
     assert await router.handle_many(turn()) == [0x64, 0, 0, 0x64]
     assert [reply.text for reply in store.replies] == ["hello"]
+
+
+async def test_the_replies_of_a_turn_are_written_together_not_one_after_another(
+    router: InboundRouter, store: RecordingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A burst of replies would otherwise wait for one commit each (its fsync included).
+    real = store.record_reply
+    in_flight, most = 0, 0
+
+    async def counting(reply: InboundReply, builders: Any) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await real(reply, builders)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(store, "record_reply", counting)
+    sms = [mo(f"reply {n}".encode(), source=f"3361234567{n}") for n in range(3)]
+    assert await router.handle_many([*sms, delivery_receipt("b1")]) == [0, 0, 0, 0]
+    assert most == 3
+    assert sorted(reply.text for reply in store.replies) == ["reply 0", "reply 1", "reply 2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -46,14 +47,22 @@ class InboundRouter:
         """Receipts stored in one write, replies one by one; per item its resp's status: 0
         once stored, ESME_RX_T_APPN if it could not be (the SMSC sends it again)."""
         statuses = [int(CommandStatus.ESME_ROK)] * len(sms)
+        replies: list[int] = []
         receipts: list[tuple[int, IncomingReceipt]] = []
         for index, sm in enumerate(sms):
             if sm.esm_class & ESM_CLASS_TYPE_MASK not in RECEIPT_TYPES:
-                statuses[index] = await self._reply_status(sm)
+                replies.append(index)
             elif (receipt := self._readable_receipt(sm)) is not None:
                 receipts.append((index, receipt))
+        writes = [self._reply_status(sms[index]) for index in replies]
         if receipts:
-            await self._store_receipts(receipts, statuses)
+            writes.append(self._receipts_status(receipts))
+        # the replies' writes and the receipts' go to the store together (one batch)
+        answers = await asyncio.gather(*writes) if len(writes) > 1 else [await w for w in writes]
+        for index, status in zip(replies, answers, strict=False):
+            statuses[index] = status
+        for index, _ in receipts:
+            statuses[index] = answers[-1]
         return statuses
 
     def _readable_receipt(self, sm: InboundSm) -> IncomingReceipt | None:
@@ -68,22 +77,20 @@ class InboundRouter:
             )
         return receipt
 
-    async def _store_receipts(
-        self, receipts: list[tuple[int, IncomingReceipt]], statuses: list[int]
-    ) -> None:
+    async def _receipts_status(self, receipts: list[tuple[int, IncomingReceipt]]) -> int:
+        """The status for every one of ``receipts``, stored in one write."""
         try:
             matched = await self._store.record_receipts_many(
                 [receipt for _, receipt in receipts], self._builders
             )
         except Exception:
             log.exception("smpp.receipt.not_stored", extra={"receipts": len(receipts)})
-            for index, _ in receipts:
-                statuses[index] = CommandStatus.ESME_RX_T_APPN
-            return
+            return CommandStatus.ESME_RX_T_APPN
         self.on_stored()
         for (_, receipt), found in zip(receipts, matched, strict=True):
             if not found:
                 log.debug("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
+        return CommandStatus.ESME_ROK
 
     async def _reply_status(self, sm: InboundSm) -> int:
         try:
