@@ -418,6 +418,21 @@ async def test_a_post_cut_short_by_stop_is_sent_again_with_the_same_id(
     assert [seen.headers["X-Smsrelay-Id"] for seen in receiver.seen] == ["cb-crash"] * 2
 
 
+def before_attempt_writes(
+    store: SqliteStore,
+    monkeypatch: pytest.MonkeyPatch,
+    before: Callable[[Sequence[WebhookAttempt]], Awaitable[None]],
+) -> None:
+    """Runs ``before`` ahead of each write of attempts (a spy, a slow disk, a lock)."""
+    real_record = store.record_webhook_attempts_many
+
+    async def wrapped(attempts: Sequence[WebhookAttempt]) -> None:
+        await before(attempts)
+        await real_record(attempts)
+
+    monkeypatch.setattr(store, "record_webhook_attempts_many", wrapped)
+
+
 async def test_a_post_answered_while_stopping_is_recorded_before_stop_returns(
     store: SqliteStore,
     account: Account,
@@ -429,15 +444,13 @@ async def test_a_post_answered_while_stopping_is_recorded_before_stop_returns(
     # wait for that one too, or the callback would stay 'sending' and be posted again.
     receiver = await receivers()
     receiver.behaviour = receiver.hang
-    real_record = store.record_webhook_attempts_many
     disk_busy = asyncio.Event()
 
-    async def slow_disk(attempts: Sequence[WebhookAttempt]) -> None:
+    async def slow_disk(_: Sequence[WebhookAttempt]) -> None:
         disk_busy.set()
         await asyncio.sleep(0.2)  # a slow commit: a stop that did not wait would cut it short
-        await real_record(attempts)
 
-    monkeypatch.setattr(store, "record_webhook_attempts_many", slow_disk)
+    before_attempt_writes(store, monkeypatch, slow_disk)
     webhook_id = await add_callback(store, account, receiver.url)
     sender = await senders()
     await eventually(lambda: len(receiver.seen) == 1)
@@ -462,13 +475,11 @@ async def test_a_turn_of_answers_is_recorded_in_one_write(
     receiver = await receivers()
     receiver.behaviour = receiver.hang
     writes: list[list[int]] = []
-    real_record = store.record_webhook_attempts_many
 
     async def spy(attempts: Sequence[WebhookAttempt]) -> None:
         writes.append([attempt.webhook_id for attempt in attempts])
-        await real_record(attempts)
 
-    monkeypatch.setattr(store, "record_webhook_attempts_many", spy)
+    before_attempt_writes(store, monkeypatch, spy)
     ids = [await add_callback(store, account, receiver.url) for _ in range(4)]
     await senders()
     await eventually(lambda: receiver.in_flight == 4)
@@ -489,16 +500,14 @@ async def test_an_attempt_the_store_briefly_refuses_is_recorded_later_not_posted
     # The database is locked (a CLI command) just after the receiver said 200: the attempt
     # must be recorded once the lock is gone, not the callback posted again after its lease.
     receiver = await receivers()
-    real_record = store.record_webhook_attempts_many
     refusals: list[int] = []
 
     async def locked_twice(attempts: Sequence[WebhookAttempt]) -> None:
         if len(refusals) < 2:
             refusals.extend(attempt.webhook_id for attempt in attempts)
             raise TransientError("database commit failed: database is locked")
-        await real_record(attempts)
 
-    monkeypatch.setattr(store, "record_webhook_attempts_many", locked_twice)
+    before_attempt_writes(store, monkeypatch, locked_twice)
     webhook_id = await add_callback(store, account, receiver.url, uuid="cb-once")
     await senders(timeout=0.5)  # a 7 s lease: the re-post would come within the wait below
 
