@@ -44,9 +44,25 @@ class InboundRouter:
         return status
 
     async def handle_many(self, sms: Sequence[InboundSm]) -> list[int]:
-        """Receipts stored in one write, replies one by one; per item its resp's status: 0
-        once stored, ESME_RX_T_APPN if it could not be (the SMSC sends it again)."""
-        statuses = [int(CommandStatus.ESME_ROK)] * len(sms)
+        """Per item its resp's status: 0 once stored, ESME_RX_T_APPN if it could not be (the
+        SMSC sends it again). The receipts go to the store in one write and each reply in its
+        own, all at once, so they commit together."""
+        replies, receipts = self._sorted(sms)
+        writes = [self._reply_status(sms[index]) for index in replies]
+        if receipts:
+            writes.append(self._receipts_status([receipt for _, receipt in receipts]))
+        answers = await asyncio.gather(*writes) if len(writes) > 1 else [await w for w in writes]
+        statuses = [int(CommandStatus.ESME_ROK)] * len(sms)  # unreadable receipts too
+        for index, status in zip(replies, answers, strict=False):
+            statuses[index] = status
+        for index, _ in receipts:
+            statuses[index] = answers[-1]
+        return statuses
+
+    def _sorted(
+        self, sms: Sequence[InboundSm]
+    ) -> tuple[list[int], list[tuple[int, IncomingReceipt]]]:
+        """The replies' positions, and the readable receipts with theirs."""
         replies: list[int] = []
         receipts: list[tuple[int, IncomingReceipt]] = []
         for index, sm in enumerate(sms):
@@ -54,16 +70,7 @@ class InboundRouter:
                 replies.append(index)
             elif (receipt := self._readable_receipt(sm)) is not None:
                 receipts.append((index, receipt))
-        writes = [self._reply_status(sms[index]) for index in replies]
-        if receipts:
-            writes.append(self._receipts_status(receipts))
-        # the replies' writes and the receipts' go to the store together (one batch)
-        answers = await asyncio.gather(*writes) if len(writes) > 1 else [await w for w in writes]
-        for index, status in zip(replies, answers, strict=False):
-            statuses[index] = status
-        for index, _ in receipts:
-            statuses[index] = answers[-1]
-        return statuses
+        return replies, receipts
 
     def _readable_receipt(self, sm: InboundSm) -> IncomingReceipt | None:
         receipt = read_receipt(sm, self._clock.now())
@@ -77,17 +84,15 @@ class InboundRouter:
             )
         return receipt
 
-    async def _receipts_status(self, receipts: list[tuple[int, IncomingReceipt]]) -> int:
+    async def _receipts_status(self, receipts: list[IncomingReceipt]) -> int:
         """The status for every one of ``receipts``, stored in one write."""
         try:
-            matched = await self._store.record_receipts_many(
-                [receipt for _, receipt in receipts], self._builders
-            )
+            matched = await self._store.record_receipts_many(receipts, self._builders)
         except Exception:
             log.exception("smpp.receipt.not_stored", extra={"receipts": len(receipts)})
             return CommandStatus.ESME_RX_T_APPN
         self.on_stored()
-        for (_, receipt), found in zip(receipts, matched, strict=True):
+        for receipt, found in zip(receipts, matched, strict=True):
             if not found:
                 log.debug("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
         return CommandStatus.ESME_ROK

@@ -282,7 +282,7 @@ class WebhookSender:
             )
         else:
             for item, attempt in zip(posted, attempts, strict=True):
-                self._log_attempt(item, attempt)
+                self._report(item, attempt)
         finally:
             self._recording.difference_update(a.webhook_id for a in attempts)
             self._room.set()
@@ -329,7 +329,8 @@ class WebhookSender:
             job.id, now, result.status, posted.latency_ms, result.error, outcome, due
         )
 
-    def _log_attempt(self, posted: _Posted, attempt: WebhookAttempt) -> None:
+    def _report(self, posted: _Posted, attempt: WebhookAttempt) -> None:
+        """An attempt now stored: counted (if delivered) and logged."""
         if attempt.outcome == "delivered":
             self.delivered += 1
             level, event = logging.DEBUG, "webhook.delivered"  # each attempt is in the store
