@@ -444,15 +444,26 @@ async def test_a_post_answered_while_stopping_is_recorded_before_stop_returns(
     # wait for that one too, or the callback would stay 'sending' and be posted again.
     receiver = await receivers()
     receiver.behaviour = receiver.hang
+    webhook_id = await add_callback(store, account, receiver.url)
+    sender = await senders()
+    waited_on: list[set[asyncio.Task[None]]] = []  # what stop() waits for, each time it looks
+    real_busy = sender._busy
+
+    def busy() -> set[asyncio.Task[None]]:
+        waited_on.append(real_busy())
+        return waited_on[-1]
+
+    monkeypatch.setattr(sender, "_busy", busy)
     disk_busy = asyncio.Event()
 
     async def slow_disk(_: Sequence[WebhookAttempt]) -> None:
+        # The commit goes on only once stop() counts this write among what it waits for; a
+        # stop that did not would cancel it here, and the callback would stay 'sending'.
         disk_busy.set()
-        await asyncio.sleep(0.2)  # a slow commit: a stop that did not wait would cut it short
+        recorder = asyncio.current_task()
+        await eventually(lambda: any(recorder in tasks for tasks in waited_on))
 
     before_attempt_writes(store, monkeypatch, slow_disk)
-    webhook_id = await add_callback(store, account, receiver.url)
-    sender = await senders()
     await eventually(lambda: len(receiver.seen) == 1)
     stopping = asyncio.create_task(sender.stop(grace=5.0))
     # its claim loop gone, stop() is waiting for the post: only now does the answer come
