@@ -35,11 +35,12 @@ from smsrelay.store.records import (
     IncomingReceipt,
     NewMessage,
     TakenPart,
+    WebhookAttempt,
 )
 from smsrelay.store.sql import Conn
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.store.submit_outcomes import Submitted, mark_submitted_many
-from smsrelay.store.webhook_attempts import Attempt, record_attempts
+from smsrelay.store.webhook_attempts import record_attempts
 from smsrelay.store.webhook_ops import PARKED
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message, open_store
@@ -213,16 +214,16 @@ async def claim_callbacks(store: SqlStore, at: float) -> list[int]:
     return [job.id for job in await store.claim_due_webhooks(at, 1000, at + 60)]
 
 
-def delivered(webhook_id: int, at: float) -> Attempt:
-    return Attempt(webhook_id, at, 200, 5.0, None, "delivered", None)
+def delivered(webhook_id: int, at: float) -> WebhookAttempt:
+    return WebhookAttempt(webhook_id, at, 200, 5.0, None, "delivered", None)
 
 
-def given_up(webhook_id: int, at: float) -> Attempt:
-    return Attempt(webhook_id, at, 500, 5.0, "HTTP 500", "failed", None)
+def given_up(webhook_id: int, at: float) -> WebhookAttempt:
+    return WebhookAttempt(webhook_id, at, 500, 5.0, "HTTP 500", "failed", None)
 
 
-def retried(webhook_id: int, at: float, next_due: float) -> Attempt:
-    return Attempt(webhook_id, at, None, 5.0, "timeout", "pending", next_due)
+def retried(webhook_id: int, at: float, next_due: float) -> WebhookAttempt:
+    return WebhookAttempt(webhook_id, at, None, 5.0, "timeout", "pending", next_due)
 
 
 # -- submit outcomes ----------------------------------------------------------------------------
@@ -385,7 +386,7 @@ async def _two_chains_and_a_loner(store: SqlStore, builders: CallbackBuilders) -
 async def test_callbacks_delivered_or_given_up_let_the_next_of_their_key_go(
     twin_urls: tuple[str, str],
 ) -> None:
-    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[Attempt]:
+    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[WebhookAttempt]:
         await _two_chains_and_a_loner(store, builders)
         return [delivered(1, T0 + 11), delivered(5, T0 + 12), given_up(3, T0 + 13)]
 
@@ -407,7 +408,7 @@ async def test_a_run_with_a_retry_parks_nothing_it_should_not(twin_urls: tuple[s
     """A callback to retry keeps its key's next one parked; a delivered one in the same run
     still lets its own next one go."""
 
-    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[Attempt]:
+    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[WebhookAttempt]:
         await _two_chains_and_a_loner(store, builders)
         return [delivered(1, T0 + 11), retried(3, T0 + 12, T0 + 600), given_up(5, T0 + 13)]
 
@@ -427,7 +428,7 @@ async def test_the_same_callback_twice_in_one_run_counts_both_attempts(
 ) -> None:
     """Both attempts in its history and its count; the later one decides its state."""
 
-    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[Attempt]:
+    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[WebhookAttempt]:
         await _two_chains_and_a_loner(store, builders)
         return [given_up(1, T0 + 11), delivered(5, T0 + 12), delivered(1, T0 + 13)]
 
@@ -450,7 +451,7 @@ async def test_a_callback_released_while_still_posting_then_delivered_after_its_
     again). Both then succeed: 1's delivery lets 2 go (due again) before 2's own is
     recorded, so 2 ends delivered with a due time, not parked."""
 
-    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[Attempt]:
+    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[WebhookAttempt]:
         for at in (T0, T0 + 1, T0 + 2):
             await add_callback(store, builders, at, "k")
         assert await claim_callbacks(store, T0 + 10) == [1]
@@ -974,7 +975,7 @@ async def test_a_long_mixed_run_of_callback_attempts(twin_urls: tuple[str, str])
     """600 callbacks, half of them over 60 keys, half with none: every one due delivered or
     given up, in a shuffled order; each key's next one due, the rest still parked."""
 
-    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[Attempt]:
+    async def scenario(store: SqlStore, builders: CallbackBuilders) -> list[WebhookAttempt]:
         rng = random.Random(11)
         keys = [f"k{n}" for n in range(60)]
         for n in range(600):

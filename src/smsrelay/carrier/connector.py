@@ -68,8 +68,6 @@ class InboundHandler(Protocol):
     once committed; non-zero (e.g. ESME_RX_T_APPN 0x64) when it could not be stored, so the
     SMSC sends it again."""
 
-    def __call__(self, inbound: InboundSm, /) -> Awaitable[int]: ...
-
     def handle_many(self, inbounds: Sequence[InboundSm], /) -> Awaitable[list[int]]:
         """What came in one loop turn, together (receipts in one write); per item its status."""
         ...

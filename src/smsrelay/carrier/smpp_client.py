@@ -499,22 +499,23 @@ class SmppConnector:
         self._inbound.add(item)
 
     async def _answer_many(self, items: list[_Received]) -> None:
-        inbounds = [self._inbound_sm(item.pdu, item.link.bind_id) for item in items]
-        try:
-            statuses = await self._on_inbound.handle_many(inbounds)
-        except Exception:
-            self.log.exception("smpp.deliver_sm.handler_failed", extra={"connector": self.name})
-            statuses = [CommandStatus.ESME_RX_T_APPN] * len(items)
+        statuses = await self._statuses([(item.pdu, item.link.bind_id) for item in items])
         for item, status in zip(items, statuses, strict=True):
-            item.answer(int(status))
+            item.answer(status)
 
     async def handle_inbound(self, pdu: DeliverSm | DataSm, bind_id: str = "") -> int:
-        """Await the handler; its status goes in the resp (0x64 if it raised)."""
+        """What the resp to ``pdu`` would say, once the handler has it (0x64 if it raised)."""
+        (status,) = await self._statuses([(pdu, bind_id)])
+        return status
+
+    async def _statuses(self, received: list[tuple[DeliverSm | DataSm, str]]) -> list[int]:
+        """The handler's status for each (0x64 for all if it raised: the SMSC sends again)."""
+        inbounds = [self._inbound_sm(pdu, bind_id) for pdu, bind_id in received]
         try:
-            return int(await self._on_inbound(self._inbound_sm(pdu, bind_id)))
+            return [int(status) for status in await self._on_inbound.handle_many(inbounds)]
         except Exception:
             self.log.exception("smpp.deliver_sm.handler_failed", extra={"connector": self.name})
-            return CommandStatus.ESME_RX_T_APPN
+            return [CommandStatus.ESME_RX_T_APPN] * len(inbounds)
 
     def _inbound_sm(self, pdu: DeliverSm | DataSm, bind_id: str) -> InboundSm:
         return InboundSm(

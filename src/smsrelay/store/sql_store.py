@@ -43,7 +43,7 @@ from smsrelay.store.records import (
 )
 from smsrelay.store.sql import Conn
 from smsrelay.store.submit_outcomes import Submitted, mark_submitted_many, mark_submitted_runs
-from smsrelay.store.webhook_attempts import Attempt, record_attempt_runs, record_attempts
+from smsrelay.store.webhook_attempts import record_attempt_runs, record_attempts
 
 PURGE_CHUNK = 2000  # sandbox messages deleted per write (~10-20 ms of the event loop)
 _PURGES = dict(
@@ -392,7 +392,7 @@ class SqlStore:
         outcome: str,
         next_due: float | None,
     ) -> None:
-        attempt = Attempt(webhook_id, at, status, latency_ms, error, outcome, next_due)
+        attempt = WebhookAttempt(webhook_id, at, status, latency_ms, error, outcome, next_due)
         await self.db.write(Grouped(record_attempts, attempt))
 
     async def record_webhook_attempts_many(self, attempts: Sequence[WebhookAttempt]) -> None:

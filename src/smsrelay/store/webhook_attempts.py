@@ -28,10 +28,7 @@ _HISTORY_COLUMNS = (
 )
 
 
-Attempt = WebhookAttempt
-
-
-def record_attempts(conn: Conn, items: Sequence[Attempt]) -> Answers:
+def record_attempts(conn: Conn, items: Sequence[WebhookAttempt]) -> Answers:
     """Each attempt in the history, each callback's new state, and the next callback of each
     order key that one finished lets go."""
     if _in_turn(conn, items):
@@ -47,7 +44,7 @@ def record_attempts(conn: Conn, items: Sequence[Attempt]) -> Answers:
 record_attempt_runs = runs_of(record_attempts)
 
 
-def _in_turn(conn: Conn, items: Sequence[Attempt]) -> bool:
+def _in_turn(conn: Conn, items: Sequence[WebhookAttempt]) -> bool:
     """Whether the run must go one attempt at a time: a retry parks behind an earlier open
     callback, one callback twice, or one that is parked (its lease was released while it was
     being posted): whether an earlier attempt of the run unparks it depends on the order."""
@@ -62,7 +59,7 @@ def _in_turn(conn: Conn, items: Sequence[Attempt]) -> bool:
     return parked is not None
 
 
-def _record_one(conn: Conn, item: Attempt) -> None:
+def _record_one(conn: Conn, item: WebhookAttempt) -> None:
     webhook_ops.record_attempt(
         conn,
         item.webhook_id,
@@ -75,7 +72,7 @@ def _record_one(conn: Conn, item: Attempt) -> None:
     )
 
 
-def _record_finished(conn: Conn, items: Sequence[Attempt]) -> None:
+def _record_finished(conn: Conn, items: Sequence[WebhookAttempt]) -> None:
     history = [(i.webhook_id, i.at, i.status, i.latency_ms, i.error) for i in items]
     insert_rows(conn, "webhook_attempts", _HISTORY_COLUMNS, history)
     changes = padded(  # each callback once (see _in_turn)
