@@ -28,14 +28,17 @@ class TurnBatch(Generic[T]):
         self._tasks = tasks  # the owner's: what it waits for (or cancels) when it stops
         self._loop = loop
         self._items: list[T] = []
+        self._next: asyncio.Task[None] | None = None  # made, not started: it takes the list
 
     def add(self, item: T) -> None:
         self._items.append(item)
-        if len(self._items) == 1:
-            task = self._loop.create_task(self._run())
+        # none waiting, or one cancelled before it started: then the list would be stranded
+        if self._next is None or self._next.done():
+            self._next = task = self._loop.create_task(self._run())
             self._tasks.add(task)  # also keeps a reference until it finishes
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
+        self._next = None
         items, self._items = self._items, []
         await self._handle(items)

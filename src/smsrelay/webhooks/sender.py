@@ -111,6 +111,7 @@ class WebhookSender:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._posted = TurnBatch(self._record_posted, self._recorders, self._loop)
+        self._recording.clear()  # a stop cut short: those rows' leases bring them back
         self._stopping = False
         self._client = CallbackClient(
             allow_private=self._allow_private,
