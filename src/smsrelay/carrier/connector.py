@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from smsrelay.errors import TransientError
+from smsrelay.quick_init import quick_init
 
 
+@quick_init
 @dataclass(frozen=True)
 class OutboundPart:
     part_id: int
@@ -22,6 +24,7 @@ class OutboundPart:
     seq: int  # 1-based part number
 
 
+@quick_init
 @dataclass(frozen=True)
 class SubmitOutcome:
     status: int  # submit_sm_resp command_status (0 = ok)
@@ -39,6 +42,7 @@ class SubmitUnanswered(TransientError):
         self.late = late
 
 
+@quick_init
 @dataclass(frozen=True)
 class InboundSm:
     """A deliver_sm or data_sm as received (receipt or MO reply), before it is acknowledged."""

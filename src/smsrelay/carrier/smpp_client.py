@@ -26,6 +26,7 @@ from smsrelay.carrier.connector import (
 from smsrelay.carrier.smpp_link import NoAnswer, SmppLink
 from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
+from smsrelay.quick_init import quick_init
 from smsrelay.smpp.concat import ConcatMethod, build_part
 from smsrelay.smpp.errors import LocalProtocolError, NotSendableNow
 from smsrelay.smpp.pdu import (
@@ -307,6 +308,7 @@ class _EsmeLink(SmppLink):
         self.connector.received(_Received(self, pdu, DataSmResp))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class _Received:
     """A deliver_sm or data_sm waiting to be stored, and how to answer it once it is."""

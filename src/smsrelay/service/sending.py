@@ -15,6 +15,7 @@ from smsrelay.domain.numbers import Msisdn, parse_recipient, parse_sender
 from smsrelay.domain.pricing import PriceTable, message_cost
 from smsrelay.domain.text import PreparedText, prepare_text
 from smsrelay.errors import DomainError
+from smsrelay.quick_init import quick_init
 from smsrelay.service.accounts import AccountDirectory
 from smsrelay.service.clock import Clock
 from smsrelay.service.due_times import DueTimes
@@ -33,6 +34,7 @@ class ValidationFailed(DomainError):
         self.failures = failures
 
 
+@quick_init
 @dataclass(frozen=True)
 class SendRequest:
     """The send parameters as text, already read from JSON or form fields (None = absent)."""
@@ -49,6 +51,7 @@ class SendRequest:
     field_errors: tuple[DomainError, ...] = ()  # type errors found while reading the body
 
 
+@quick_init
 @dataclass(frozen=True)
 class Accepted:
     message_id: int
@@ -94,6 +97,7 @@ def _has_type_error(request: SendRequest, field: str) -> bool:
     return any(error.field == field for error in request.field_errors)
 
 
+@quick_init
 @dataclass(frozen=True)
 class _Checked:
     recipient: Msisdn

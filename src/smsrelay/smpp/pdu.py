@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
+from smsrelay.quick_init import quick_init
+
 Tlv = tuple[int, bytes]
 Tlvs = tuple[Tlv, ...]
 
@@ -127,6 +129,7 @@ def tlv_get(tlvs: Tlvs, tag: int) -> bytes | None:
     return None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pdu:
     command_id: ClassVar[CommandId]
@@ -141,6 +144,7 @@ class Pdu:
 # --- binds ---------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bind(Pdu):
     system_id: str = ""
@@ -152,37 +156,44 @@ class Bind(Pdu):
     address_range: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindTransmitter(Bind):
     command_id: ClassVar[CommandId] = CommandId.BIND_TRANSMITTER
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindReceiver(Bind):
     command_id: ClassVar[CommandId] = CommandId.BIND_RECEIVER
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindTransceiver(Bind):
     command_id: ClassVar[CommandId] = CommandId.BIND_TRANSCEIVER
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindResp(Pdu):
     system_id: str = ""
     tlvs: Tlvs = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindTransmitterResp(BindResp):
     command_id: ClassVar[CommandId] = CommandId.BIND_TRANSMITTER_RESP
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindReceiverResp(BindResp):
     command_id: ClassVar[CommandId] = CommandId.BIND_RECEIVER_RESP
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindTransceiverResp(BindResp):
     command_id: ClassVar[CommandId] = CommandId.BIND_TRANSCEIVER_RESP
@@ -191,6 +202,7 @@ class BindTransceiverResp(BindResp):
 # --- short messages ------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AddressedPdu(Pdu):
     """What submit_sm, deliver_sm and data_sm begin with: service type, both addresses."""
@@ -205,6 +217,7 @@ class AddressedPdu(Pdu):
     esm_class: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShortMessagePdu(AddressedPdu):
     """The body shared by submit_sm and deliver_sm."""
@@ -221,16 +234,19 @@ class ShortMessagePdu(AddressedPdu):
     tlvs: Tlvs = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubmitSm(ShortMessagePdu):
     command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliverSm(ShortMessagePdu):
     command_id: ClassVar[CommandId] = CommandId.DELIVER_SM
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataSm(AddressedPdu):
     """SMPP 3.4 section 4.7: deliver_sm's alternative, text (if any) in message_payload.
@@ -244,18 +260,21 @@ class DataSm(AddressedPdu):
     tlvs: Tlvs = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubmitSmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM_RESP
     message_id: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliverSmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.DELIVER_SM_RESP
     message_id: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataSmResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.DATA_SM_RESP
@@ -265,26 +284,31 @@ class DataSmResp(Pdu):
 # --- header-only PDUs ----------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnquireLink(Pdu):
     command_id: ClassVar[CommandId] = CommandId.ENQUIRE_LINK
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnquireLinkResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.ENQUIRE_LINK_RESP
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unbind(Pdu):
     command_id: ClassVar[CommandId] = CommandId.UNBIND
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnbindResp(Pdu):
     command_id: ClassVar[CommandId] = CommandId.UNBIND_RESP
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GenericNack(Pdu):
     command_id: ClassVar[CommandId] = CommandId.GENERIC_NACK

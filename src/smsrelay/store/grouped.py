@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, Generic, TypeVar, cast
 
+from smsrelay.quick_init import quick_init
 from smsrelay.store.sql import Conn
 
 Item = TypeVar("Item")
@@ -35,6 +36,7 @@ Outcome = tuple[Any, BaseException | None]
 CHUNK = 256  # rows per statement: well under either engine's limit on parameters
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Grouped(Generic[Item]):
     many: Callable[[Conn, Sequence[Item]], Answers]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from smsrelay.domain.states import MessageState, PartState, message_state
+from smsrelay.quick_init import quick_init
 from smsrelay.store import settle
 from smsrelay.store.grouped import (
     Answers,
@@ -41,6 +42,7 @@ _RECEIPT_COLUMNS = (
 )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Receipt:
     receipt: IncomingReceipt

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from smsrelay.quick_init import quick_init
 
+
+@quick_init
 @dataclass(frozen=True)
 class Account:
     id: int
@@ -22,6 +25,7 @@ class Account:
     demo_key: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class NumberRecord:
     msisdn: str
@@ -29,6 +33,7 @@ class NumberRecord:
     connector: str
 
 
+@quick_init
 @dataclass(frozen=True)
 class NewMessage:
     account_id: int
@@ -48,6 +53,7 @@ class NewMessage:
     due_at: float
 
 
+@quick_init
 @dataclass(frozen=True)
 class PartView:
     id: int
@@ -62,6 +68,7 @@ class PartView:
     last_error: str | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class ReceiptView:
     part_id: int | None
@@ -71,6 +78,7 @@ class ReceiptView:
     received_at: float
 
 
+@quick_init
 @dataclass(frozen=True)
 class MessageView:
     id: int
@@ -96,6 +104,7 @@ class MessageView:
     receipts: tuple[ReceiptView, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True)
 class ClaimedPart:
     part_id: int
@@ -109,6 +118,7 @@ class ClaimedPart:
     encoding: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TakenPart:
     """A part the SMSC took: its id there as given, and as receipts are matched to it."""
@@ -119,6 +129,7 @@ class TakenPart:
     nb_sms: int | None  # 1: the message has this part only, no need to read its others
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class WebhookAttempt:
     """One post of a callback, as recorded."""
@@ -132,6 +143,7 @@ class WebhookAttempt:
     next_due: float | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class DlrFacts:
     """What a delivery-report callback is built from, gathered in the receipt's transaction."""
@@ -139,6 +151,7 @@ class DlrFacts:
     message: MessageView
 
 
+@quick_init
 @dataclass(frozen=True)
 class ReplyFacts:
     """What a reply callback is built from."""
@@ -152,6 +165,7 @@ class ReplyFacts:
     concat: tuple[int, int, int] | None  # (ref, total, part) when this is one part of a long reply
 
 
+@quick_init
 @dataclass(frozen=True)
 class CallbackBuilders:
     """Pure functions that turn facts into callback bodies (so the store owns no format)."""
@@ -161,6 +175,7 @@ class CallbackBuilders:
     new_id: Callable[[], str]
 
 
+@quick_init
 @dataclass(frozen=True)
 class InboundReply:
     connector: str
@@ -174,6 +189,7 @@ class InboundReply:
     bind_id: str = ""  # the SMPP session it came in on ("" unknown)
 
 
+@quick_init
 @dataclass(frozen=True)
 class ReplyOutcome:
     reply_id: int
@@ -183,6 +199,7 @@ class ReplyOutcome:
     stopped: bool
 
 
+@quick_init
 @dataclass(frozen=True)
 class WebhookJob:
     id: int
@@ -196,6 +213,7 @@ class WebhookJob:
     secret: str | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class WebhookView:
     id: int
@@ -213,6 +231,7 @@ class WebhookView:
     history: tuple[tuple[float, int | None, float | None, str | None], ...] = field(default=())
 
 
+@quick_init
 @dataclass(frozen=True)
 class CallbackBacklog:
     """Callbacks not delivered, for monitoring (``smsrelay status``)."""
@@ -222,6 +241,7 @@ class CallbackBacklog:
     failed: int  # given up for good
 
 
+@quick_init
 @dataclass(frozen=True)
 class StopEntry:
     id: int
@@ -229,6 +249,7 @@ class StopEntry:
     created_at: float
 
 
+@quick_init
 @dataclass(frozen=True)
 class IncomingReceipt:
     connector: str
@@ -239,6 +260,7 @@ class IncomingReceipt:
     received_at: float
 
 
+@quick_init
 @dataclass(frozen=True)
 class AccountSnapshot:
     account: Account
@@ -249,6 +271,7 @@ class AccountSnapshot:
 PURGE_KINDS = ("messages", "replies", "callbacks", "unmatched receipts")
 
 
+@quick_init
 @dataclass(frozen=True)
 class PurgeStep:
     """One chunk of a retention walk."""
@@ -258,6 +281,7 @@ class PurgeStep:
     done: bool  # reached rows newer than the cutoff (or the end)
 
 
+@quick_init
 @dataclass(frozen=True)
 class ReplyView:
     """A stored reply (MO), as the CLI lists it."""

@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from smsrelay.domain.states import MessageState, PartState, message_state
+from smsrelay.quick_init import quick_init
 from smsrelay.store import webhook_ops
 from smsrelay.store.grouped import (
     CHUNK,
@@ -31,6 +32,7 @@ from smsrelay.store.records import CallbackBuilders, DlrFacts, MessageView, Part
 from smsrelay.store.sql import Conn
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Change:
     """A message's new state, as of ``at``; its callback (if it ends) built by ``builders``."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smsrelay.domain.states import MessageState
+from smsrelay.quick_init import quick_init
 from smsrelay.store import receipt_batch, settle
 from smsrelay.store.grouped import (
     CHUNK,
@@ -24,6 +25,7 @@ from smsrelay.store.records import CallbackBuilders, IncomingReceipt
 from smsrelay.store.sql import Conn
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Submitted:
     part_id: int

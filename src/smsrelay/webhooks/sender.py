@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.errors import TransientError
+from smsrelay.quick_init import quick_init
 from smsrelay.service.clock import Clock
 from smsrelay.service.retrying import until_stored
 from smsrelay.store.interface import Store
@@ -46,6 +47,7 @@ LEASE_MARGIN = 5.0  # seconds of lease left after the slowest possible post, to 
 KEEPALIVE = 30.0
 
 
+@quick_init
 @dataclass(frozen=True)
 class PostResult:
     """What one POST came to: an HTTP status, an error text, or both."""
@@ -359,6 +361,7 @@ class WebhookSender:
         return None if due - job.created_at > self._give_up_after else due
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class _Posted:
     """A callback posted (or found unpostable), its attempt waiting to be recorded."""
