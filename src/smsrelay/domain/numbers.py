@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import phonenumbers
 
 from smsrelay.errors import DomainError
+from smsrelay.quick_init import quick_init
 
 __all__ = [
     "Msisdn",
@@ -45,6 +46,7 @@ _OVERSEAS_PREFIXES = {
 _NATIONAL_FALLBACK = ("FR", "PM")
 
 
+@quick_init
 @dataclass(frozen=True)
 class Msisdn:
     """A valid phone number in E.164 form and the region it belongs to."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from smsrelay.errors import DomainError
+from smsrelay.quick_init import quick_init
 
 __all__ = [
     "MAX_PARTS",
@@ -105,6 +106,7 @@ _EXTENSION_RE = re.compile("[" + re.escape("".join(_EXTENSION_CHARS)) + "]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+@quick_init
 @dataclass(frozen=True)
 class PreparedText:
     """The text as it will be delivered, and what it costs in units and SMS parts."""

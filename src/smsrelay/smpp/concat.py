@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from smsrelay.quick_init import quick_init
 from smsrelay.smpp.pdu import ESM_CLASS_UDHI, Tag, Tlvs
 
 _IEI_CONCAT_8 = 0x00
@@ -24,6 +25,7 @@ class ConcatMethod(Enum):
     PAYLOAD = "payload"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ConcatInfo:
     ref: int

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+from smsrelay.quick_init import quick_init
 from smsrelay.smpp.pdu import MessageState
 
 STAT_STATES: dict[str, MessageState] = {
@@ -41,6 +42,7 @@ _KEY = re.compile(r"(?i)(?<![a-z_])(id|sub|dlvrd|submit[ _]?date|done[ _]?date|s
 _MAX_ID_LENGTH = 64
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReceiptText:
     id: str

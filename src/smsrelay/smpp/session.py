@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from smsrelay.quick_init import quick_init
 from smsrelay.smpp.codec import Event, PduReader, encode
 from smsrelay.smpp.errors import NotSendableNow, RemoteProtocolError
 from smsrelay.smpp.pdu import RESPONSE_BIT, CommandId, CommandStatus, Pdu
@@ -84,6 +85,7 @@ CAN_RECEIVE = frozenset({S.BOUND_RX, S.BOUND_TRX})
 WINDOWED = frozenset({C.SUBMIT_SM, C.DELIVER_SM, C.DATA_SM})
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outstanding:
     command_id: CommandId

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 import httptools
 from yarl import URL
 
+from smsrelay.quick_init import quick_init
 from smsrelay.webhooks.address_safety import ensure_safe_literal, resolve_safe
 
 BODY_READ_LIMIT = 64 * 1024  # a larger answer is not drained: its connection is closed
@@ -47,6 +48,7 @@ class BadResponse(HttpClientError):
     pass
 
 
+@quick_init
 @dataclass(frozen=True)
 class Target:
     """Where a callback URL points, split once: what to connect to and what to send."""
