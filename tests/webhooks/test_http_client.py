@@ -241,6 +241,32 @@ async def test_a_cancelled_post_does_not_leave_its_connection_for_the_next(
     first_answer.set()  # lets the first handler end (its connection is already gone)
 
 
+@pytest.mark.parametrize("reused", [False, True], ids=["new-connection", "kept-connection"])
+async def test_a_post_given_a_timeout_gives_up_by_itself_and_drops_its_connection(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient, reused: bool
+) -> None:
+    release = asyncio.Event()  # the timed-out request is answered only when the test says
+    silent = 2 if reused else 1
+
+    async def silent_once(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == silent:
+            await release.wait()
+        writer.write(OK)
+        return True
+
+    server = await serve(silent_once)
+    if reused:
+        assert await client.post(target(server), {}, b"warm", timeout=5.0) == 200
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await client.post(target(server), {}, b"x", timeout=0.2)
+    assert 0.15 <= loop.time() - started < 3.0  # by its own timer, not the test's deadline
+    assert await client.post(target(server), {}, b"y", timeout=5.0) == 200
+    assert server.connections == 2  # the timed-out connection was not handed out again
+    release.set()
+
+
 def test_targets_split_the_url_once() -> None:
     ipv6 = Target.parse("http://[::1]:8080/a%20b?c=d")
     assert (ipv6.host, ipv6.port, ipv6.host_header, ipv6.path) == (

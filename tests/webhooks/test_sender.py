@@ -550,3 +550,20 @@ async def test_a_wall_clock_step_does_not_release_a_callback_still_being_posted(
     await eventually(lambda: sender.sweeps >= swept + 3)
     assert (await state_of(store, webhook_id)).state == "sending"
     assert len(receiver.seen) == 1
+
+
+async def test_a_callback_given_its_slot_after_its_start_by_gives_it_back_unposted() -> None:
+    """Its lease may have run out meanwhile (another node can take the row): it is not posted,
+    and the host's slot goes on to the next callback."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(1)
+    await gate.acquire()  # the host's only slot, busy
+    late = asyncio.create_task(sender_module._acquire(gate, loop.time() + 0.05, loop))
+    in_time = asyncio.create_task(sender_module._acquire(gate, loop.time() + 60.0, loop))
+    start_by = loop.time() + 0.05
+    await eventually(lambda: loop.time() > start_by)
+    gate.release()
+    assert await late is False
+    assert await in_time is True  # the slot went on to the waiter still in time
+    assert gate.locked()
+    assert await sender_module._acquire(asyncio.Semaphore(1), loop.time() - 1, loop) is False

@@ -201,6 +201,7 @@ class WindowSlots:
     def __init__(self, size: int) -> None:
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: getpid per ask on 3.11
 
     @property
     def free(self) -> int:
@@ -210,7 +211,9 @@ class WindowSlots:
         if self._free > 0 and not self._waiters:
             self._free -= 1
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiters.append(waiter)
         try:
             await waiter

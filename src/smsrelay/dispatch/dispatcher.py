@@ -181,9 +181,11 @@ class _Lane:
         self.held: set[int] = set()  # parts claimed and not yet recorded: their leases renew
         self.room = asyncio.Event()
         self.paused_until = 0.0
+        # kept: asyncio.create_task asks for it, a getpid syscall per part on 3.11
+        self.loop = asyncio.get_running_loop()
         # parts the SMSC took, recorded together per loop turn (its answers come in bursts)
         self.taken: TurnBatch[tuple[ClaimedPart, str]] = TurnBatch(
-            self._record_taken, self.tasks, asyncio.get_running_loop()
+            self._record_taken, self.tasks, self.loop
         )
 
     async def run(self) -> None:
@@ -203,13 +205,13 @@ class _Lane:
             self.in_flight += len(claimed)
             self.held.update(part.part_id for part in claimed)
             for part in claimed:
-                task = asyncio.create_task(self._send(part))
+                task = self.loop.create_task(self._send(part))
                 self.tasks.add(task)  # keep a reference until it finishes
                 task.add_done_callback(self.tasks.discard)
 
     async def _claim(self) -> list[ClaimedPart]:
         policy = self.d._policy
-        loop_now = asyncio.get_running_loop().time()
+        loop_now = self.loop.time()
         if not self.connector.is_up or loop_now < self.paused_until:
             return []
         now = self.d._clock.now()

@@ -173,7 +173,7 @@ class Database:
         conn = self._read_conn
         if conn is None:
             raise TransientError("database is not open")
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()  # kept: a getpid syscall on 3.11
         return await loop.run_in_executor(self._reader, _read_in_snapshot, conn, fn)
 
     # -- on the event loop -------------------------------------------------------------------

@@ -224,7 +224,7 @@ class WebhookSender:
         host = target.host.lower() if target else ""
         semaphore = self._gates.enter(host)
         try:
-            if not await _acquire(semaphore, start_by - self._running_loop().time()):
+            if not await _acquire(semaphore, start_by, self._running_loop()):
                 log.warning("webhook.lease.lapsed", extra={"webhook_id": job.id, "host": host})
                 return
             if self._stopping:
@@ -296,8 +296,7 @@ class WebhookSender:
             return PostResult(None, "invalid callback URL", permanent=True)
         assert self._client is not None
         try:
-            async with asyncio.timeout(self._timeout):
-                status = await self._client.post(target, self._headers(job), job.body)
+            status = await self._client.post(target, self._headers(job), job.body, self._timeout)
         except UnsafeAddress as exc:  # the URL itself is wrong: retrying for a day won't help
             return PostResult(None, f"unsafe address: {exc}", permanent=True)
         except TimeoutError:
@@ -401,17 +400,21 @@ class _HostGates:
             self._gates[host] = (semaphore, users - 1)
 
 
-async def _acquire(semaphore: asyncio.Semaphore, within: float) -> bool:
-    if within <= 0:
+async def _acquire(
+    semaphore: asyncio.Semaphore, start_by: float, loop: asyncio.AbstractEventLoop
+) -> bool:
+    """A slot of the host, if it came by ``start_by`` (loop time); else none is held.
+
+    No timer: a callback that waited past it gives its slot straight back. Meanwhile this
+    process keeps its lease (the sweep's ``keep``), and another node that takes the row once
+    the lease runs out is the only one to post it."""
+    if loop.time() >= start_by:
         return False
-    if not semaphore.locked():  # a free slot is taken at once: no timer to arm and cancel
-        return await semaphore.acquire()
-    try:
-        async with asyncio.timeout(within):
-            await semaphore.acquire()
-    except TimeoutError:
-        return False
-    return True
+    await semaphore.acquire()
+    if loop.time() < start_by:
+        return True
+    semaphore.release()
+    return False
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
