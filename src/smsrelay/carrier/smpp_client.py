@@ -12,6 +12,7 @@ import ssl
 import uuid
 from collections import deque
 from dataclasses import dataclass, fields
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -411,15 +412,20 @@ class SmppConnector:
         try:
             if self._stopping:  # it waited for a slot while we began to stop: it never left
                 raise TransientError(f"smpp connector {self.name} is stopping")
-            future = await self._send_submit(part)
+            if self._bucket is not None or self._pace.rate is not None:
+                await self._wait_for_pace()
+            sent = self._send_submit(part)
         except BaseException:
             self._window.release()
             raise
         # The slot is held until the SMSC answers (or the link gives up on it), even if the
-        # caller is cancelled meanwhile: the window counts what the SMSC has outstanding.
-        future.add_done_callback(self._release_slot_when_answered)
+        # caller is cancelled meanwhile: the window counts what the SMSC has outstanding. The
+        # caller waits on a future of its own, so its cancel does not reach the link's (as
+        # asyncio.shield would, with one callback instead of three).
+        answer: asyncio.Future[Pdu] = (self._loop or asyncio.get_running_loop()).create_future()
+        sent.add_done_callback(partial(self._answered, answer))
         try:
-            response = await asyncio.shield(future)
+            response = await answer
         except NoAnswer as exc:  # sent: the SMSC may have it (a timeout, or the link died)
             raise SubmitUnanswered(
                 f"smpp connector {self.name}: {exc}", _late_outcome(exc.late)
@@ -430,12 +436,22 @@ class SmppConnector:
             raise TransientError(f"smpp connector {self.name}: the SMSC says we are not bound")
         return _outcome(response)
 
-    def _release_slot_when_answered(self, answer: asyncio.Future[Pdu]) -> None:
-        error = None if answer.cancelled() else answer.exception()
+    def _answered(self, answer: asyncio.Future[Pdu], sent: asyncio.Future[Pdu]) -> None:
+        """The link's future is done: free its window slot, and tell the caller (if it still
+        waits)."""
+        error = None if sent.cancelled() else sent.exception()
         if isinstance(error, NoAnswer):  # still the SMSC's until it answers late or
             error.late.add_done_callback(self._window.release_on_done)  # cannot any more
         else:
             self._window.release()
+        if answer.done():  # the caller was cancelled
+            return
+        if sent.cancelled():
+            answer.cancel()
+        elif error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(sent.result())
 
     def _learn_pace(self, status: int) -> None:
         now = (self._loop or asyncio.get_running_loop()).time()
@@ -445,7 +461,7 @@ class SmppConnector:
         elif status == CommandStatus.ESME_ROK:
             self._pace.taken(now)
 
-    async def _send_submit(self, part: OutboundPart) -> asyncio.Future[Pdu]:
+    async def _wait_for_pace(self) -> None:
         loop = self._loop or asyncio.get_running_loop()
         if self._bucket is not None:  # our own cap: a fixed rate, slots can be booked ahead
             delay = self._bucket.reserve(loop.time())
@@ -456,6 +472,8 @@ class SmppConnector:
                 delay = self._pace.delay(loop.time())
                 if delay > 0:
                     await asyncio.sleep(delay)
+
+    def _send_submit(self, part: OutboundPart) -> asyncio.Future[Pdu]:
         link = self._links[self._submit_mode]
         if link is None or not link.can_submit:
             raise TransientError(f"smpp connector {self.name} is not bound")
