@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import socket
 import ssl
 import time
@@ -64,8 +65,9 @@ class Target:
     def pool_key(self) -> tuple[str, str, int, str | None]:
         return (self.scheme, self.host, self.port, self.authorization)
 
-    @classmethod
-    def parse(cls, url: str) -> Target:
+    @staticmethod
+    @functools.lru_cache(maxsize=1024)  # callbacks go to a few URLs again and again
+    def parse(url: str) -> Target:
         try:
             parsed = URL(url)
             host, port = parsed.raw_host, parsed.port
@@ -75,7 +77,7 @@ class Target:
             raise InvalidTarget("invalid callback URL")
         default = DEFAULT_PORTS[parsed.scheme]
         shown = f"[{host}]" if ":" in host else host
-        return cls(
+        return Target(
             scheme=parsed.scheme,
             host=host,
             port=port,
