@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec used as the oracle)
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from smsrelay.domain.text import (
@@ -399,3 +399,28 @@ def test_prepared_text_has_no_replaceable_characters(raw: str) -> None:
     except DomainError:
         return
     assert not set(text) & {char for char, _ in REPLACEMENTS}
+
+
+def _reported_segments_match_the_parts_sent(raw: str) -> None:
+    try:
+        prepared = prepare_text(raw)
+    except DomainError:  # blank once replaced, or over the part limit
+        assume(False)
+        return
+    assert prepared.segments == len(split_segments(prepared.text, prepared.encoding))
+
+
+@given(st.text(alphabet=st.sampled_from("ab €[]{}\\\n"), max_size=700))
+@example("a" * 153 * 3)
+@example("a" * 161)
+@example("a" * 152 + "€" + "a" * 200)
+def test_gsm_segments_answered_are_the_parts_the_split_sends(raw: str) -> None:
+    _reported_segments_match_the_parts_sent(raw)
+
+
+@given(st.text(alphabet=st.sampled_from("aж😀🇫"), max_size=300))
+@example("ж" * 67 * 3)
+@example("ж" * 71)
+@example("ж" * 66 + "😀" + "ж" * 80)
+def test_ucs2_segments_answered_are_the_parts_the_split_sends(raw: str) -> None:
+    _reported_segments_match_the_parts_sent(raw)

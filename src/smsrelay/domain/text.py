@@ -125,8 +125,7 @@ def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
     text = body + stop_suffix
     encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
     units = _count_units(text, encoding)
-    # Most messages fit in one SMS: only a long one needs the real split (pairs never split).
-    segments = 1 if units <= _SINGLE_CAPACITY[encoding] else len(split_segments(text, encoding))
+    segments = count_segments(text, encoding, units)
     if segments > MAX_PARTS:
         raise DomainError(
             "message.too_many_parts",
@@ -134,6 +133,15 @@ def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
             field="message",
         )
     return PreparedText(text, encoding, units, segments)
+
+
+def count_segments(text: str, encoding: Encoding, units: int) -> int:
+    """How many SMS ``text`` (``units`` long) takes: as ``split_segments`` cuts it."""
+    if units <= _SINGLE_CAPACITY[encoding]:
+        return 1  # most messages, without a split
+    if units == len(text):  # no two-unit character (escape or surrogate pair) to keep whole
+        return -(-units // _PART_CAPACITY[encoding])
+    return len(split_segments(text, encoding))
 
 
 def _expand_markup(raw: str) -> str:
