@@ -151,20 +151,25 @@ def _message_state(
 
 
 def _write(conn: Conn, run: _Run) -> None:
-    ids = _store_receipts(conn, run.stored)
-    early = [(rid, r) for rid, (part, r) in zip(ids, run.stored, strict=True) if part is None]
-    _keep_early(conn, early)
+    _store_receipts(conn, run.stored)
     _move_parts(conn, run.moves)
     settle.apply(conn, run.changes)
 
 
-def _store_receipts(conn: Conn, stored: Sequence[tuple[int | None, IncomingReceipt]]) -> list[int]:
-    """Every receipt's row, in the run's order (matched or kept early); their ids."""
+def _store_receipts(conn: Conn, stored: Sequence[tuple[int | None, IncomingReceipt]]) -> None:
+    """Every receipt's row, in the run's order (matched or kept early); the ids of those kept
+    early are read back (their keys point at them), the others' are not needed."""
     rows = [
         (part, r.connector, r.carrier_id, r.stat, r.err, r.received_at, int(part is not None))
         for part, r in stored
     ]
-    return insert_numbered(conn, "receipts", _RECEIPT_COLUMNS, rows)
+    if all(part is not None for part, _ in stored):  # the usual run: every receipt matched
+        insert_rows(conn, "receipts", _RECEIPT_COLUMNS, rows)
+        return
+    ids = insert_numbered(conn, "receipts", _RECEIPT_COLUMNS, rows)
+    _keep_early(
+        conn, [(rid, r) for rid, (part, r) in zip(ids, stored, strict=True) if part is None]
+    )
 
 
 def _keep_early(conn: Conn, early: Sequence[tuple[int, IncomingReceipt]]) -> None:
