@@ -757,3 +757,43 @@ async def test_late_answers_are_awaited_within_the_early_receipt_window() -> Non
         )
         assert timeout + link.late_window <= max(timeout, LATE_ANSWER_LIMIT)
     assert LATE_ANSWER_LIMIT < EARLY_RECEIPT_WINDOW
+
+
+async def test_submit_many_sends_in_order_as_the_window_frees(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=30)
+    connector = await make_connector(simulator, window=2)
+    parts = [part(n, payload=f"p{n}".encode()) for n in range(6)]
+    outcomes = await asyncio.gather(*connector.submit_many(parts))
+    assert [o.status for o in outcomes] == [0] * 6
+    assert len({o.message_id for o in outcomes}) == 6
+    assert [r.short_message for r in simulator.received] == [f"p{n}".encode() for n in range(6)]
+    assert simulator.stats.max_resp_pending == 2
+
+
+async def test_a_part_given_up_while_it_waits_for_a_slot_never_leaves(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=100)
+    connector = await make_connector(simulator, window=1)
+    first, given_up, third = connector.submit_many(
+        [part(n, payload=f"p{n}".encode()) for n in range(3)]
+    )
+    given_up.cancel()  # the first holds the only slot: this one has not left
+    assert (await first).status == 0 and (await third).status == 0
+    assert [r.short_message for r in simulator.received] == [b"p0", b"p2"]
+
+
+async def test_parts_waiting_for_a_slot_when_the_connector_stops_are_refused_not_sent(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(resp_delay_ms=100)
+    connector = await make_connector(simulator, window=1)
+    first, waiting = connector.submit_many([part(n, payload=f"p{n}".encode()) for n in range(2)])
+    await eventually(lambda: len(simulator.received) == 1, what="the first part sent")
+    await connector.stop()
+    assert (await first).status == 0  # answered during the unbind's grace
+    with pytest.raises(TransientError, match="stopping"):
+        await waiting
+    assert [r.short_message for r in simulator.received] == [b"p0"]

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from smsrelay.carrier.connector import OutboundPart, SubmitOutcome, SubmitUnanswered
+from smsrelay.carrier.connector import (
+    OutboundPart,
+    SubmitOutcome,
+    SubmitUnanswered,
+    submitted_each,
+)
 from smsrelay.dispatch import dispatcher
 from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
 from smsrelay.domain.backoff import BackoffPolicy
@@ -41,6 +46,9 @@ class ScriptedCarrier:
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
+        return submitted_each(self.submit, parts)
 
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
         status = self.statuses[min(self.submits, len(self.statuses) - 1)]
@@ -242,3 +250,37 @@ async def test_a_late_answer_still_awaited_when_the_grace_ends_leaves_the_part_l
     assert (part.state, part.attempts, part.last_error) == ("sending", 1, None)
     assert await store.release_expired_leases(float("inf")) == 1  # what a restart does
     assert (await _part(store, message_id)).state == "queued"
+
+
+class CrashingFirst(ScriptedCarrier):
+    """Its first submit fails with a bug of its own (not a carrier's answer)."""
+
+    async def submit(self, part: OutboundPart) -> SubmitOutcome:
+        if self.submits == 0:
+            self.submits += 1
+            raise RuntimeError("a bug in the connector")
+        return await super().submit(part)
+
+
+class BrokenBatch(ScriptedCarrier):
+    """Its first batch fails as a whole with a bug of its own."""
+
+    def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
+        if self.submits == 0:
+            self.submits += 1
+            raise RuntimeError("a bug in the connector")
+        return super().submit_many(parts)
+
+
+@pytest.mark.parametrize("carrier_kind", [CrashingFirst, BrokenBatch])
+async def test_a_connector_that_crashes_has_the_part_logged_and_tried_again(
+    store: SqliteStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    carrier_kind: type[ScriptedCarrier],
+) -> None:
+    monkeypatch.setattr(dispatcher, "SLOW_DOWN_DELAY", 0.01)
+    carrier = carrier_kind([0])
+    message = await _send_through(store, carrier)
+    assert message.state == "submitted" and carrier.submits == 2
+    assert any(r.getMessage() == "dispatch.submit.crashed" for r in caplog.records)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,3 +96,14 @@ class Connector(Protocol):
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
         """Send one part; raises TransientError if not bound or on loss, and its subclass
         SubmitUnanswered on a response timeout."""
+
+    def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
+        """Send parts; each one's outcome as ``submit`` gives it (``submitted_each`` makes
+        them from ``submit``). Cancelling an outcome gives its part up if it has not left."""
+
+
+def submitted_each(
+    submit: Callable[[OutboundPart], Awaitable[SubmitOutcome]], parts: Sequence[OutboundPart]
+) -> list[asyncio.Future[SubmitOutcome]]:
+    """``submit_many`` for a connector that has only ``submit``: a task per part."""
+    return [asyncio.ensure_future(submit(part)) for part in parts]

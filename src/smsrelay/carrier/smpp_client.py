@@ -11,6 +11,7 @@ import random
 import ssl
 import uuid
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import partial
 from types import MappingProxyType
@@ -197,11 +198,13 @@ def _convert(type_name: str, raw: str) -> Any:
 
 
 class WindowSlots:
-    """A FIFO counting gate, O(1) per call (asyncio.Semaphore scans its waiters on acquire)."""
+    """A FIFO counting gate, O(1) per call (asyncio.Semaphore scans its waiters on acquire).
+    A slot is waited for by a coroutine (``acquire``) or by a callback (``take``), in one
+    line."""
 
     def __init__(self, size: int) -> None:
         self._free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[None] | Callable[[], bool]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: getpid per ask on 3.11
 
     @property
@@ -223,11 +226,24 @@ class WindowSlots:
                 self.release()  # handed a slot, then cancelled: pass it on
             raise
 
+    def take(self, use: Callable[[], bool]) -> None:
+        """Call ``use`` with a slot, now or when one frees in turn; it says whether it kept
+        the slot (False: the slot goes on to the next in line)."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            if not use():
+                self.release()
+            return
+        self._waiters.append(use)
+
     def release(self) -> None:
-        while self._waiters:
+        while self._waiters:  # the slot goes straight to the next in line
             waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot goes straight to the next in line
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+            elif waiter():
                 return
         self._free += 1
 
@@ -405,53 +421,90 @@ class SmppConnector:
         await asyncio.gather(*self._runners, return_exceptions=True)
         self._runners = []
 
+    def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
+        """Each part's outcome, as ``submit`` gives it, with no task per part: a part leaves
+        when a window slot is free, in line with the others waiting for one. Cancelling its
+        future before then gives the part up (its slot goes on to the next)."""
+        loop = self._loop or asyncio.get_running_loop()
+        if self._bucket is not None or self._pace.rate is not None:
+            return [loop.create_task(self.submit(part)) for part in parts]  # paced: in turn
+        outcomes: list[asyncio.Future[SubmitOutcome]] = []
+        for part in parts:
+            outcome: asyncio.Future[SubmitOutcome] = loop.create_future()
+            outcomes.append(outcome)
+            if not self.is_up or self._stopping:
+                outcome.set_exception(TransientError(f"smpp connector {self.name} is not bound"))
+            else:
+                self._window.take(partial(self._send_in_slot, part, outcome))
+        return outcomes
+
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
         if not self.is_up or self._stopping:
             raise TransientError(f"smpp connector {self.name} is not bound")
-        await self._window.acquire()
+        if self._bucket is None and self._pace.rate is None:
+            (outcome,) = self.submit_many([part])
+            return await outcome
+        await self._window.acquire()  # paced: the slot first, then the pace's turn
         try:
             if self._stopping:  # it waited for a slot while we began to stop: it never left
                 raise TransientError(f"smpp connector {self.name} is stopping")
-            if self._bucket is not None or self._pace.rate is not None:
-                await self._wait_for_pace()
-            sent = self._send_submit(part)
+            await self._wait_for_pace()
         except BaseException:
             self._window.release()
             raise
-        # The slot is held until the SMSC answers (or the link gives up on it), even if the
-        # caller is cancelled meanwhile: the window counts what the SMSC has outstanding. The
-        # caller waits on a future of its own, so its cancel does not reach the link's (as
-        # asyncio.shield would, with one callback instead of three).
-        answer: asyncio.Future[Pdu] = (self._loop or asyncio.get_running_loop()).create_future()
-        sent.add_done_callback(partial(self._answered, answer))
-        try:
-            response = await answer
-        except NoAnswer as exc:  # sent: the SMSC may have it (a timeout, or the link died)
-            raise SubmitUnanswered(
-                f"smpp connector {self.name}: {exc}", _late_outcome(exc.late)
-            ) from None
-        self._learn_pace(response.status)
-        if response.status == CommandStatus.ESME_RINVBNDSTS:  # the link dropped itself
-            # the part waits for the new bind, not counted as failed
-            raise TransientError(f"smpp connector {self.name}: the SMSC says we are not bound")
-        return _outcome(response)
+        paced: asyncio.Future[SubmitOutcome] = (
+            self._loop or asyncio.get_running_loop()
+        ).create_future()
+        if not self._send_in_slot(part, paced):
+            self._window.release()
+        return await paced
 
-    def _answered(self, answer: asyncio.Future[Pdu], sent: asyncio.Future[Pdu]) -> None:
-        """The link's future is done: free its window slot, and tell the caller (if it still
-        waits)."""
+    def _send_in_slot(self, part: OutboundPart, outcome: asyncio.Future[SubmitOutcome]) -> bool:
+        """Send ``part`` in the window slot just handed to it; False if it did not keep the
+        slot (given up meanwhile, stopping, or not sendable: ``outcome`` says which)."""
+        if outcome.done():  # its caller gave it up while it waited
+            return False
+        if self._stopping:  # it waited for a slot while we began to stop: it never left
+            outcome.set_exception(TransientError(f"smpp connector {self.name} is stopping"))
+            return False
+        try:
+            sent = self._send_submit(part)
+        except Exception as exc:  # not bound (TransientError), unencodable (PermanentError)
+            outcome.set_exception(exc)
+            return False
+        # The slot is held until the SMSC answers (or the link gives up on it), even if the
+        # caller gives up meanwhile: the window counts what the SMSC has outstanding.
+        sent.add_done_callback(partial(self._answered, outcome))
+        return True
+
+    def _answered(self, outcome: asyncio.Future[SubmitOutcome], sent: asyncio.Future[Pdu]) -> None:
+        """The link's future is done: free its window slot, and give the caller (if it still
+        waits) the outcome."""
         error = None if sent.cancelled() else sent.exception()
         if isinstance(error, NoAnswer):  # still the SMSC's until it answers late or
             error.late.add_done_callback(self._window.release_on_done)  # cannot any more
         else:
             self._window.release()
-        if answer.done():  # the caller was cancelled
+        if outcome.done():  # given up by its caller
             return
         if sent.cancelled():
-            answer.cancel()
+            outcome.cancel()
+        elif isinstance(error, NoAnswer):  # sent: the SMSC may have it (timeout, link died)
+            late = _late_outcome(error.late)
+            outcome.set_exception(SubmitUnanswered(f"smpp connector {self.name}: {error}", late))
         elif error is not None:
-            answer.set_exception(error)
+            outcome.set_exception(error)
         else:
-            answer.set_result(sent.result())
+            self._settle(outcome, sent.result())
+
+    def _settle(self, outcome: asyncio.Future[SubmitOutcome], response: Pdu) -> None:
+        self._learn_pace(response.status)
+        if response.status == CommandStatus.ESME_RINVBNDSTS:  # the link dropped itself
+            # the part waits for the new bind, not counted as failed
+            message = f"smpp connector {self.name}: the SMSC says we are not bound"
+            outcome.set_exception(TransientError(message))
+        else:
+            outcome.set_result(_outcome(response))
 
     def _learn_pace(self, status: int) -> None:
         now = (self._loop or asyncio.get_running_loop()).time()

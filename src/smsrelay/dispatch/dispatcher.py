@@ -12,7 +12,8 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
+from typing import Any
 
 from smsrelay.carrier.connector import Connector, OutboundPart, SubmitOutcome, SubmitUnanswered
 from smsrelay.dispatch.outcomes import Outcome, classify, status_name
@@ -114,9 +115,13 @@ class Dispatcher:
         await asyncio.gather(*busy, return_exceptions=True)
         self._lanes = []
 
-    def _busy(self) -> set[asyncio.Task[None]]:
-        sends = {task for lane in self._lanes for task in lane.tasks}
-        return {task for task in sends | self._late_watchers if not task.done()}
+    def _busy(self) -> set[asyncio.Future[Any]]:
+        """What is still to conclude: parts with the connector, their records, late answers."""
+        busy: set[asyncio.Future[Any]] = set(self._late_watchers)
+        for lane in self._lanes:
+            busy |= lane.tasks
+            busy |= lane.pending
+        return {future for future in busy if not future.done()}
 
     def _watch_late_answer(self, lane: _Lane, part: ClaimedPart, late: SubmitUnanswered) -> None:
         if self._closing:
@@ -175,6 +180,7 @@ class _Lane:
         self.d = dispatcher
         self.name = name
         self.tasks: set[asyncio.Task[None]] = set()
+        self.pending: set[asyncio.Future[SubmitOutcome]] = set()  # parts with the connector
         self.connector = connector
         self.limit = dispatcher._policy.in_flight
         self.in_flight = 0
@@ -204,10 +210,7 @@ class _Lane:
                 continue
             self.in_flight += len(claimed)
             self.held.update(part.part_id for part in claimed)
-            for part in claimed:
-                task = self.loop.create_task(self._send(part))
-                self.tasks.add(task)  # keep a reference until it finishes
-                task.add_done_callback(self.tasks.discard)
+            self._submit(claimed)
 
     async def _claim(self) -> list[ClaimedPart]:
         policy = self.d._policy
@@ -220,29 +223,49 @@ class _Lane:
             self.name, now, limit, now + policy.lease_seconds
         )
 
-    async def _send(self, part: ClaimedPart) -> None:
-        outcome: SubmitOutcome | SmsRelayError
+    def _submit(self, claimed: list[ClaimedPart]) -> None:
+        """Hand the parts to the connector at once (it sends each as its window allows); each
+        outcome comes to ``_answered`` by callback, no task per part."""
+        outcomes: list[tuple[ClaimedPart, asyncio.Future[SubmitOutcome]]] = []
+        sendable: list[tuple[ClaimedPart, OutboundPart]] = []
+        for part in claimed:
+            try:
+                sendable.append((part, outbound_part(part)))
+            except Exception as exc:
+                outcomes.append((part, self._failed(exc)))
         try:
-            outcome = await self.connector.submit(outbound_part(part))
-        except SmsRelayError as exc:
-            outcome = exc
+            futures = self.connector.submit_many([outbound for _, outbound in sendable])
         except Exception as exc:
-            log.exception("dispatch.submit.crashed", extra={"part_id": part.part_id})
-            outcome = TransientError(f"submit crashed: {exc!r}")
-        finally:
-            # The slot is the SMSC's: free it as soon as the SMSC answered, while the outcome
-            # is being committed (the part stays leased until then, so nothing is lost).
-            self.in_flight -= 1
-            self.room.set()
-        if isinstance(outcome, SubmitUnanswered):
+            futures = [self._failed(exc) for _ in sendable]
+        outcomes += zip((part for part, _ in sendable), futures, strict=True)
+        for part, outcome in outcomes:
+            self.pending.add(outcome)
+            outcome.add_done_callback(partial(self._answered, part))
+
+    def _failed(self, error: Exception) -> asyncio.Future[SubmitOutcome]:
+        failed: asyncio.Future[SubmitOutcome] = self.loop.create_future()
+        failed.set_exception(error)
+        return failed
+
+    def _answered(self, part: ClaimedPart, outcome: asyncio.Future[SubmitOutcome]) -> None:
+        # The slot is the SMSC's: free it as soon as the SMSC answered, while the outcome
+        # is being committed (the part stays leased until then, so nothing is lost).
+        self.pending.discard(outcome)
+        self.in_flight -= 1
+        self.room.set()
+        if outcome.cancelled():
+            return  # a stop that ran out of grace: the part keeps its lease (comes back)
+        result = _result_of(part, outcome)
+        if isinstance(result, SubmitUnanswered):
             # The SMSC may have it: the part stays 'sending' (held, its lease renewed, not
             # cancellable, not sent again) until its answer comes late or cannot any more.
-            self.d._watch_late_answer(self, part, outcome)
-            return
-        if not isinstance(outcome, SmsRelayError) and classify(outcome.status) is Outcome.OK:
-            self.taken.add((part, outcome.message_id or ""))  # the common case, in bulk
-            return
-        await self._conclude(part, outcome)
+            self.d._watch_late_answer(self, part, result)
+        elif not isinstance(result, SmsRelayError) and classify(result.status) is Outcome.OK:
+            self.taken.add((part, result.message_id or ""))  # the common case, in bulk
+        else:
+            task = self.loop.create_task(self._conclude(part, result))
+            self.tasks.add(task)  # keep a reference until it finishes
+            task.add_done_callback(self.tasks.discard)
 
     async def _record_taken(self, taken: list[tuple[ClaimedPart, str]]) -> None:
         """Parts the SMSC took in one loop turn, recorded in one write, until stored (see
@@ -358,6 +381,18 @@ class _Lane:
             # not leave parts waiting minutes of backoff after the link is back.
             due = now + SLOW_DOWN_DELAY
         await self.d._store.mark_retry(part.part_id, due, reason, counted=counted)
+
+
+def _result_of(
+    part: ClaimedPart, outcome: asyncio.Future[SubmitOutcome]
+) -> SubmitOutcome | SmsRelayError:
+    error = outcome.exception()
+    if error is None:
+        return outcome.result()
+    if isinstance(error, SmsRelayError):
+        return error
+    log.error("dispatch.submit.crashed", exc_info=error, extra={"part_id": part.part_id})
+    return TransientError(f"submit crashed: {error!r}")
 
 
 def outbound_part(part: ClaimedPart) -> OutboundPart:
