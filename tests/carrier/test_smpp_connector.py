@@ -298,15 +298,20 @@ async def test_a_submit_on_a_link_being_dropped_never_left_and_is_not_unanswered
     assert simulator.stats.submits == 0
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["submit", "submit_many"])
 async def test_window_bounds_outstanding_submits(
-    make_simulator: MakeSimulator, make_connector: MakeConnector
+    make_simulator: MakeSimulator, make_connector: MakeConnector, together: bool
 ) -> None:
     simulator = await make_simulator(resp_delay_ms=30)
     connector = await make_connector(simulator, window=4)
-    outcomes = await asyncio.gather(*(connector.submit(part(n)) for n in range(20)))
+    parts = [part(n, payload=f"p{n}".encode()) for n in range(20)]
+    waits = connector.submit_many(parts) if together else [connector.submit(p) for p in parts]
+    outcomes = await asyncio.gather(*waits)
     assert all(o.status == 0 for o in outcomes)
     assert len({o.message_id for o in outcomes}) == 20
     assert simulator.stats.max_resp_pending == 4
+    if together:  # in line for the window: they leave in the order given
+        assert [r.short_message for r in simulator.received] == [p.payload for p in parts]
 
 
 async def test_window_lets_responses_pipeline(
@@ -757,19 +762,6 @@ async def test_late_answers_are_awaited_within_the_early_receipt_window() -> Non
         )
         assert timeout + link.late_window <= max(timeout, LATE_ANSWER_LIMIT)
     assert LATE_ANSWER_LIMIT < EARLY_RECEIPT_WINDOW
-
-
-async def test_submit_many_sends_in_order_as_the_window_frees(
-    make_simulator: MakeSimulator, make_connector: MakeConnector
-) -> None:
-    simulator = await make_simulator(resp_delay_ms=30)
-    connector = await make_connector(simulator, window=2)
-    parts = [part(n, payload=f"p{n}".encode()) for n in range(6)]
-    outcomes = await asyncio.gather(*connector.submit_many(parts))
-    assert [o.status for o in outcomes] == [0] * 6
-    assert len({o.message_id for o in outcomes}) == 6
-    assert [r.short_message for r in simulator.received] == [f"p{n}".encode() for n in range(6)]
-    assert simulator.stats.max_resp_pending == 2
 
 
 async def test_a_part_given_up_while_it_waits_for_a_slot_never_leaves(
