@@ -415,6 +415,19 @@ async def test_smsc_throttling_comes_back_as_a_status_not_an_error(
     assert all(o.message_id is None for o in outcomes if o.status)
 
 
+async def test_a_burst_waiting_for_the_window_follows_the_pace_learnt_meanwhile(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    """Parts queued before the SMSC first says "slow down" wait for the pace it teaches, as
+    one sent after would: they are not all sent at the window's speed into its refusals."""
+    simulator = await make_simulator(throttle_per_second=100)
+    connector = await make_connector(simulator, window=10)
+    outcomes = await asyncio.gather(*connector.submit_many([part(n) for n in range(300)]))
+    throttled = [o for o in outcomes if o.status == CommandStatus.ESME_RTHROTTLED]
+    assert len(throttled) + sum(o.status == 0 for o in outcomes) == 300
+    assert len(throttled) <= 60, f"{len(throttled)} of 300 refused: the pace was not followed"
+
+
 async def test_rejected_destination_is_a_status(
     make_simulator: MakeSimulator, make_connector: MakeConnector
 ) -> None:
@@ -664,28 +677,29 @@ async def test_many_concurrent_submits_all_answered(
     assert len({o.message_id for o in outcomes}) == 3000 == len(simulator.received)
 
 
-async def test_window_slots_are_fifo_and_survive_cancellation() -> None:
+def test_window_slots_go_in_line_and_past_a_waiter_that_gives_up() -> None:
     slots = WindowSlots(1)
     order: list[int] = []
 
-    async def use(n: int, hold: asyncio.Event) -> None:
-        async with slots:
+    def waiter(n: int, keeps: bool = True) -> Callable[[], bool]:
+        def use() -> bool:
             order.append(n)
-            await hold.wait()
+            return keeps
 
-    first_hold, go = asyncio.Event(), asyncio.Event()
-    first = asyncio.create_task(use(1, first_hold))
-    await eventually(lambda: order == [1])
-    cancelled = asyncio.create_task(use(2, go))
-    third = asyncio.create_task(use(3, go))
-    await asyncio.sleep(0)
-    cancelled.cancel()
-    first_hold.set()
-    go.set()
-    await asyncio.gather(first, third)
-    assert order == [1, 3]
-    async with slots:  # the slot came back
-        pass
+        return use
+
+    slots.take(waiter(1))  # the free slot, at once
+    slots.take(waiter(2, keeps=False))  # given up by the time its turn comes
+    slots.take(waiter(3))
+    slots.take(waiter(4))
+    assert order == [1] and slots.free == 0
+    slots.release()
+    assert order == [1, 2, 3]  # 2 did not keep it: it went on to 3
+    slots.release()
+    slots.release()
+    assert order == [1, 2, 3, 4] and slots.free == 1  # the last one came back
+    slots.take(waiter(5, keeps=False))
+    assert slots.free == 1  # taken and given straight back
 
 
 async def test_cancelled_submits_keep_their_window_slot_until_answered(

@@ -198,33 +198,16 @@ def _convert(type_name: str, raw: str) -> Any:
 
 
 class WindowSlots:
-    """A FIFO counting gate, O(1) per call (asyncio.Semaphore scans its waiters on acquire).
-    A slot is waited for by a coroutine (``acquire``) or by a callback (``take``), in one
-    line."""
+    """A FIFO counting gate of callbacks, O(1) per call: each waiter is called with a slot in
+    turn, and says whether it kept it."""
 
     def __init__(self, size: int) -> None:
         self._free = size
-        self._waiters: deque[asyncio.Future[None] | Callable[[], bool]] = deque()
-        self._loop: asyncio.AbstractEventLoop | None = None  # kept: getpid per ask on 3.11
+        self._waiters: deque[Callable[[], bool]] = deque()
 
     @property
     def free(self) -> int:
         return self._free
-
-    async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a slot, then cancelled: pass it on
-            raise
 
     def take(self, use: Callable[[], bool]) -> None:
         """Call ``use`` with a slot, now or when one frees in turn; it says whether it kept
@@ -237,23 +220,12 @@ class WindowSlots:
         self._waiters.append(use)
 
     def release(self) -> None:
-        while self._waiters:  # the slot goes straight to the next in line
-            waiter = self._waiters.popleft()
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_result(None)
-                    return
-            elif waiter():
+        while self._waiters:  # the slot goes straight to the next in line that keeps it
+            if self._waiters.popleft()():
                 return
         self._free += 1
 
     def release_on_done(self, _: asyncio.Future[Any]) -> None:
-        self.release()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
         self.release()
 
 
@@ -381,6 +353,7 @@ class SmppConnector:
         self._rng = random.Random()
         self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
         self._pace_turn = asyncio.Lock()
+        self._pacing: set[asyncio.Task[None]] = set()  # parts waiting for their turn, in a slot
         self._tls = client_tls(name, config)  # built once: a bad file fails at start-up
         # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -423,11 +396,10 @@ class SmppConnector:
 
     def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
         """Each part's outcome, as ``submit`` gives it, with no task per part: a part leaves
-        when a window slot is free, in line with the others waiting for one. Cancelling its
-        future before then gives the part up (its slot goes on to the next)."""
+        when a window slot is free, in line with the others waiting for one (and, paced, when
+        its turn of the pace comes). Cancelling its future before then gives the part up (its
+        slot goes on to the next)."""
         loop = self._loop or asyncio.get_running_loop()
-        if self._bucket is not None or self._pace.rate is not None:
-            return [loop.create_task(self.submit(part)) for part in parts]  # paced: in turn
         outcomes: list[asyncio.Future[SubmitOutcome]] = []
         for part in parts:
             outcome: asyncio.Future[SubmitOutcome] = loop.create_future()
@@ -441,23 +413,8 @@ class SmppConnector:
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
         if not self.is_up or self._stopping:
             raise TransientError(f"smpp connector {self.name} is not bound")
-        if self._bucket is None and self._pace.rate is None:
-            (outcome,) = self.submit_many([part])
-            return await outcome
-        await self._window.acquire()  # paced: the slot first, then the pace's turn
-        try:
-            if self._stopping:  # it waited for a slot while we began to stop: it never left
-                raise TransientError(f"smpp connector {self.name} is stopping")
-            await self._wait_for_pace()
-        except BaseException:
-            self._window.release()
-            raise
-        paced: asyncio.Future[SubmitOutcome] = (
-            self._loop or asyncio.get_running_loop()
-        ).create_future()
-        if not self._send_in_slot(part, paced):
-            self._window.release()
-        return await paced
+        (outcome,) = self.submit_many([part])
+        return await outcome
 
     def _send_in_slot(self, part: OutboundPart, outcome: asyncio.Future[SubmitOutcome]) -> bool:
         """Send ``part`` in the window slot just handed to it; False if it did not keep the
@@ -467,6 +424,33 @@ class SmppConnector:
         if self._stopping:  # it waited for a slot while we began to stop: it never left
             outcome.set_exception(TransientError(f"smpp connector {self.name} is stopping"))
             return False
+        if self._bucket is not None or self._pace.rate is not None:
+            # Paced (our cap, or the SMSC's pace learnt while it waited): it waits for its
+            # turn in a task, holding the slot, so what queued before a throttle follows it.
+            loop = self._loop or asyncio.get_running_loop()
+            waiting = loop.create_task(self._send_in_turn(part, outcome))
+            self._pacing.add(waiting)
+            waiting.add_done_callback(self._pacing.discard)
+            return True
+        return self._send_now(part, outcome)
+
+    async def _send_in_turn(
+        self, part: OutboundPart, outcome: asyncio.Future[SubmitOutcome]
+    ) -> None:
+        try:
+            await self._wait_for_pace()
+        except BaseException:
+            self._window.release()
+            raise
+        if outcome.done():  # given up while it waited for its turn
+            self._window.release()
+        elif self._stopping:
+            outcome.set_exception(TransientError(f"smpp connector {self.name} is stopping"))
+            self._window.release()
+        elif not self._send_now(part, outcome):
+            self._window.release()
+
+    def _send_now(self, part: OutboundPart, outcome: asyncio.Future[SubmitOutcome]) -> bool:
         try:
             sent = self._send_submit(part)
         except Exception as exc:  # not bound (TransientError), unencodable (PermanentError)
