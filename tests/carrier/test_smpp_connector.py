@@ -428,6 +428,21 @@ async def test_a_burst_waiting_for_the_window_follows_the_pace_learnt_meanwhile(
     assert len(throttled) <= 60, f"{len(throttled)} of 300 refused: the pace was not followed"
 
 
+async def test_parts_waiting_for_their_turn_of_a_rate_cap_are_refused_at_stop(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator()
+    connector = await make_connector(simulator, max_per_second=1)
+    outcomes = connector.submit_many([part(n, payload=f"p{n}".encode()) for n in range(4)])
+    assert (await outcomes[0]).status == 0  # the cap's first token: at once
+    await connector.stop()  # the others wait seconds for theirs: stop() does not
+    assert all(waiting.done() for waiting in outcomes[1:])
+    for waiting in outcomes[1:]:
+        with pytest.raises(TransientError, match="stopping"):
+            await waiting
+    assert [r.short_message for r in simulator.received] == [b"p0"]
+
+
 async def test_rejected_destination_is_a_status(
     make_simulator: MakeSimulator, make_connector: MakeConnector
 ) -> None:

@@ -383,6 +383,9 @@ class SmppConnector:
 
     async def stop(self) -> None:
         self._stopping = True
+        for waiting in self._pacing:  # parts waiting for their turn of the pace never left
+            waiting.cancel()
+        await asyncio.gather(*self._pacing, return_exceptions=True)
         grace = min(self.config.response_timeout, 5.0)
         if self._tasks:  # let inbound handlers finish (and be acknowledged) first
             await asyncio.wait(set(self._tasks), timeout=grace)
@@ -439,8 +442,10 @@ class SmppConnector:
     ) -> None:
         try:
             await self._wait_for_pace()
-        except BaseException:
+        except BaseException:  # cancelled by stop(): the part never left
             self._window.release()
+            if not outcome.done():
+                outcome.set_exception(TransientError(f"smpp connector {self.name} is stopping"))
             raise
         if outcome.done():  # given up while it waited for its turn
             self._window.release()
