@@ -443,6 +443,21 @@ async def test_parts_waiting_for_their_turn_of_a_rate_cap_are_refused_at_stop(
     assert [r.short_message for r in simulator.received] == [b"p0"]
 
 
+async def test_a_part_given_up_while_it_waits_for_its_turn_never_leaves(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator()
+    connector = await make_connector(simulator, max_per_second=20, window=5)
+    first, given_up, third = connector.submit_many(
+        [part(n, payload=f"p{n}".encode()) for n in range(3)]
+    )
+    assert (await first).status == 0  # the cap's first token: at once
+    given_up.cancel()  # the others hold their slots, each waiting for its token
+    assert (await third).status == 0
+    assert [r.short_message for r in simulator.received] == [b"p0", b"p2"]
+    assert connector._window.free == 5  # every slot came back
+
+
 async def test_rejected_destination_is_a_status(
     make_simulator: MakeSimulator, make_connector: MakeConnector
 ) -> None:

@@ -24,7 +24,7 @@ from smsrelay.dispatch.dispatcher import Dispatcher, DispatchPolicy
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.errors import DomainError
 from smsrelay.service.clock import Clock, FixedClock, SystemClock
-from smsrelay.store.records import MessageView, PartView
+from smsrelay.store.records import ClaimedPart, MessageView, PartView
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message, open_store
@@ -284,3 +284,51 @@ async def test_a_connector_that_crashes_has_the_part_logged_and_tried_again(
     message = await _send_through(store, carrier)
     assert message.state == "submitted" and carrier.submits == 2
     assert any(r.getMessage() == "dispatch.submit.crashed" for r in caplog.records)
+
+
+async def test_a_part_that_cannot_be_made_ready_to_send_is_logged_and_tried_again(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(dispatcher, "SLOW_DOWN_DELAY", 0.01)
+    real_outbound = dispatcher.outbound_part
+    calls = 0
+
+    def failing_once(part: ClaimedPart) -> OutboundPart:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in making the part")
+        return real_outbound(part)
+
+    monkeypatch.setattr(dispatcher, "outbound_part", failing_once)
+    carrier = ScriptedCarrier([0])
+    message = await _send_through(store, carrier)
+    assert message.state == "submitted" and carrier.submits == 1 and calls == 2
+    assert any(r.getMessage() == "dispatch.submit.crashed" for r in caplog.records)
+
+
+class Silent(ScriptedCarrier):
+    """Takes every part and never answers (the SMSC's window, a lost link not noticed yet)."""
+
+    def __init__(self) -> None:
+        super().__init__([0])
+        self.outcomes: list[asyncio.Future[SubmitOutcome]] = []
+
+    def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
+        loop = asyncio.get_running_loop()
+        made = [loop.create_future() for _ in parts]
+        self.outcomes += made
+        return made
+
+
+async def test_a_part_with_the_connector_when_the_grace_ends_is_given_up_and_left_leased(
+    store: SqliteStore,
+) -> None:
+    carrier = Silent()
+    message_id, running = await _start_one(store, carrier)
+    await eventually(lambda: len(carrier.outcomes) == 1)
+    await running.stop(grace=0.0)
+    assert carrier.outcomes[0].cancelled()  # the connector may still give it up
+    part = await _part(store, message_id)
+    assert (part.state, part.attempts, part.last_error) == ("sending", 1, None)
+    assert await store.release_expired_leases(float("inf")) == 1  # what a restart does

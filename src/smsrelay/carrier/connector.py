@@ -93,17 +93,14 @@ class Connector(Protocol):
     async def stop(self) -> None:
         """Unbind cleanly, waiting briefly for outstanding responses."""
 
-    async def submit(self, part: OutboundPart) -> SubmitOutcome:
-        """Send one part; raises TransientError if not bound or on loss, and its subclass
-        SubmitUnanswered on a response timeout."""
-
     def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
-        """Send parts; each one's outcome as ``submit`` gives it (``submitted_each`` makes
-        them from ``submit``). Cancelling an outcome gives its part up if it has not left."""
+        """Send parts; per part a future of its outcome, or of TransientError if not bound or
+        on loss, and of its subclass SubmitUnanswered on a response timeout. Cancelling one
+        gives its part up if it has not left yet."""
 
 
 def submitted_each(
     submit: Callable[[OutboundPart], Awaitable[SubmitOutcome]], parts: Sequence[OutboundPart]
 ) -> list[asyncio.Future[SubmitOutcome]]:
-    """``submit_many`` for a connector that has only ``submit``: a task per part."""
+    """``submit_many`` from a coroutine that sends one part: a task per part."""
     return [asyncio.ensure_future(submit(part)) for part in parts]

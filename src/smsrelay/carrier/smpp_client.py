@@ -414,8 +414,7 @@ class SmppConnector:
         return outcomes
 
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
-        if not self.is_up or self._stopping:
-            raise TransientError(f"smpp connector {self.name} is not bound")
+        """One part, as ``submit_many`` sends it."""
         (outcome,) = self.submit_many([part])
         return await outcome
 
@@ -425,7 +424,7 @@ class SmppConnector:
         if outcome.done():  # its caller gave it up while it waited
             return False
         if self._stopping:  # it waited for a slot while we began to stop: it never left
-            outcome.set_exception(TransientError(f"smpp connector {self.name} is stopping"))
+            outcome.set_exception(self._stopping_refusal())
             return False
         if self._bucket is not None or self._pace.rate is not None:
             # Paced (our cap, or the SMSC's pace learnt while it waited): it waits for its
@@ -445,15 +444,20 @@ class SmppConnector:
         except BaseException:  # cancelled by stop(): the part never left
             self._window.release()
             if not outcome.done():
-                outcome.set_exception(TransientError(f"smpp connector {self.name} is stopping"))
+                outcome.set_exception(self._stopping_refusal())
             raise
         if outcome.done():  # given up while it waited for its turn
             self._window.release()
         elif self._stopping:
-            outcome.set_exception(TransientError(f"smpp connector {self.name} is stopping"))
+            outcome.set_exception(self._stopping_refusal())
             self._window.release()
         elif not self._send_now(part, outcome):
             self._window.release()
+
+    def _stopping_refusal(self) -> TransientError:
+        """For a part that waited (for a slot, or its turn) while we began to stop: it never
+        left, so it is not counted against the part."""
+        return TransientError(f"smpp connector {self.name} is stopping")
 
     def _send_now(self, part: OutboundPart, outcome: asyncio.Future[SubmitOutcome]) -> bool:
         try:
