@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.quick_init import quick_init
@@ -28,7 +29,7 @@ from smsrelay.store.message_rows import (
     PART_COLUMNS,
     message_from_row,
 )
-from smsrelay.store.records import CallbackBuilders, DlrFacts, MessageView, PartView
+from smsrelay.store.records import CallbackBuilders, DlrFacts, PartView
 from smsrelay.store.sql import Conn
 
 
@@ -85,7 +86,7 @@ def apply(conn: Conn, changes: Iterable[Change]) -> None:
     for change in changes:
         latest.pop(change.message_id, None)
         latest[change.message_id] = change
-    ended: list[Change] = []
+    ended: list[tuple[Change, tuple[Any, ...]]] = []
     ordered = list(latest.values())
     for start in range(0, len(ordered), CHUNK):
         ended += _move(conn, ordered[start : start + CHUNK])
@@ -93,7 +94,12 @@ def apply(conn: Conn, changes: Iterable[Change]) -> None:
         _queue_dlrs(conn, ended)
 
 
-def _move(conn: Conn, changes: Sequence[Change]) -> list[Change]:
+# the moved message's row as the move left it: its DLR callback needs no second read of it
+_MOVED_ROW = ", ".join(f"messages.{column}" for column in MESSAGE_COLUMNS.split(", "))
+
+
+def _move(conn: Conn, changes: Sequence[Change]) -> list[tuple[Change, tuple[Any, ...]]]:
+    """Each change's message moved; the ones that end now with a DLR to send, with their row."""
     rows = padded(  # each message once (``apply`` keeps its last word)
         [
             (c.message_id, str(c.state), c.at if c.state in FINAL_MESSAGE_STATES else None)
@@ -104,19 +110,26 @@ def _move(conn: Conn, changes: Sequence[Change]) -> list[Change]:
         "UPDATE messages SET state = v.column2, final_at = v.column3 "
         f"FROM {values(len(rows), ('BIGINT', '', 'DOUBLE PRECISION'))} AS v "
         "WHERE messages.id = v.column1 AND messages.state != v.column2 "
-        "AND messages.final_at IS NULL RETURNING messages.id, messages.url_dlr",
+        f"AND messages.final_at IS NULL RETURNING {_MOVED_ROW}",
         flat(rows),
     ).fetchall()
-    with_dlr = {int(row[0]) for row in moved if row[1]}
-    return [c for c in changes if c.message_id in with_dlr and c.state in FINAL_MESSAGE_STATES]
+    with_dlr = {int(row[0]): row for row in moved if row[_URL_DLR]}
+    return [
+        (c, with_dlr[c.message_id])
+        for c in changes
+        if c.message_id in with_dlr and c.state in FINAL_MESSAGE_STATES
+    ]
 
 
-def _queue_dlrs(conn: Conn, ended: Sequence[Change]) -> None:
+_URL_DLR = MESSAGE_COLUMNS.split(", ").index("url_dlr")
+
+
+def _queue_dlrs(conn: Conn, ended: Sequence[tuple[Change, tuple[Any, ...]]]) -> None:
     """One DLR callback per message, its body from the message and its parts as they stand."""
-    views = _messages(conn, [c.message_id for c in ended])
+    parts = _parts(conn, [change.message_id for change, _ in ended])
     rows = []
-    for change in ended:
-        message = views[change.message_id]
+    for change, row in ended:
+        message = message_from_row(row, tuple(parts[change.message_id]))
         body = change.builders.dlr(DlrFacts(message=message))
         uuid, key = change.builders.new_id(), f"m{message.id}"
         rows.append((uuid, message.account_id, message.id, message.url_dlr, body, change.at, key))
@@ -140,18 +153,13 @@ def _insert_dlrs(conn: Conn, count: int, parameters: tuple[object, ...]) -> None
     )
 
 
-def _messages(conn: Conn, message_ids: Sequence[int]) -> dict[int, MessageView]:
-    views: dict[int, MessageView] = {}
+def _parts(conn: Conn, message_ids: Sequence[int]) -> dict[int, list[PartView]]:
+    parts: dict[int, list[PartView]] = defaultdict(list)
     for chunk in padded_chunks(message_ids):
-        parts: dict[int, list[PartView]] = defaultdict(list)
         for row in conn.execute(
             f"SELECT message_id, {PART_COLUMNS} FROM parts "
             f"WHERE message_id IN ({marks(len(chunk))}) ORDER BY message_id, seq",
             chunk,
         ).fetchall():
             parts[int(row[0])].append(PartView(*row[1:]))
-        for row in conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({marks(len(chunk))})", chunk
-        ).fetchall():
-            views[int(row[0])] = message_from_row(row, tuple(parts[int(row[0])]))
-    return views
+    return parts
