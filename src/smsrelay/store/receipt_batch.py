@@ -27,8 +27,9 @@ from smsrelay.store.grouped import (
     runs_of,
     values,
 )
+from smsrelay.store.message_rows import PART_COLUMNS
 from smsrelay.store.receipt_match import choose_part, receipt_move
-from smsrelay.store.records import CallbackBuilders, IncomingReceipt
+from smsrelay.store.records import CallbackBuilders, IncomingReceipt, PartView
 from smsrelay.store.sql import Conn
 
 _RECEIPT_COLUMNS = (
@@ -152,8 +153,10 @@ def _message_state(
 
 def _write(conn: Conn, run: _Run) -> None:
     _store_receipts(conn, run.stored)
-    _move_parts(conn, run.moves)
-    settle.apply(conn, run.changes)
+    moved = _move_parts(conn, run.moves)
+    # a one-part message's part, as moved, is all its DLR needs of its parts: no second read
+    alone = {message_id: (part,) for message_id, part in moved if run.parts[part.id][1] == 1}
+    settle.apply(conn, run.changes, known_parts=alone)
 
 
 def _store_receipts(conn: Conn, stored: Sequence[tuple[int | None, IncomingReceipt]]) -> None:
@@ -178,13 +181,25 @@ def _keep_early(conn: Conn, early: Sequence[tuple[int, IncomingReceipt]]) -> Non
     insert_rows(conn, "early_receipt_keys", columns, rows)
 
 
-def _move_parts(conn: Conn, moves: dict[int, tuple[str, str, str | None, float | None]]) -> None:
-    """Each moved part's last move (a later receipt's move replaces an earlier one's)."""
+def _move_parts(
+    conn: Conn, moves: dict[int, tuple[str, str, str | None, float | None]]
+) -> list[tuple[int, PartView]]:
+    """Each moved part's last move (a later receipt's move replaces an earlier one's); each
+    moved part's message id and row as it now stands."""
     rows = [(part_id, *move) for part_id, move in moves.items()]
+    moved: list[tuple[int, PartView]] = []
     for chunk in padded_chunks(rows):  # each part once: keyed by the dict
         table = values(len(chunk), ("BIGINT", "", "", "", "DOUBLE PRECISION"))
-        conn.execute(
-            "UPDATE parts SET state = v.column2, stat = v.column3, err = v.column4, "
-            f"done_at = v.column5 FROM {table} AS v WHERE parts.id = v.column1",
-            flat(chunk),
-        )
+        moved += [
+            (int(row[0]), PartView(*row[1:]))
+            for row in conn.execute(
+                "UPDATE parts SET state = v.column2, stat = v.column3, err = v.column4, "
+                f"done_at = v.column5 FROM {table} AS v WHERE parts.id = v.column1 "
+                f"RETURNING parts.message_id, {_MOVED_PART}",
+                flat(chunk),
+            ).fetchall()
+        ]
+    return moved
+
+
+_MOVED_PART = ", ".join(f"parts.{column}" for column in PART_COLUMNS.split(", "))

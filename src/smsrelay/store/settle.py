@@ -5,7 +5,7 @@ outcomes or receipts, whatever its length (``apply``)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,9 +79,14 @@ def refresh(
     return state
 
 
-def apply(conn: Conn, changes: Iterable[Change]) -> None:
+def apply(
+    conn: Conn,
+    changes: Iterable[Change],
+    known_parts: Mapping[int, tuple[PartView, ...]] | None = None,
+) -> None:
     """Move each message to its state unless it is already there or has ended (an ended
-    message never moves again); queue the DLR callback of each one that ends now."""
+    message never moves again); queue the DLR callback of each one that ends now.
+    ``known_parts``: messages whose parts, as they now stand, the caller has in hand."""
     latest: dict[int, Change] = {}  # the last word per message, in the order of last words
     for change in changes:
         latest.pop(change.message_id, None)
@@ -91,7 +96,7 @@ def apply(conn: Conn, changes: Iterable[Change]) -> None:
     for start in range(0, len(ordered), CHUNK):
         ended += _move(conn, ordered[start : start + CHUNK])
     if ended:
-        _queue_dlrs(conn, ended)
+        _queue_dlrs(conn, ended, known_parts or {})
 
 
 # the moved message's row as the move left it: its DLR callback needs no second read of it
@@ -106,13 +111,17 @@ def _move(conn: Conn, changes: Sequence[Change]) -> list[tuple[Change, tuple[Any
             for c in changes
         ]
     )
-    moved = conn.execute(
+    ending = any(final_at is not None for _, _, final_at in rows)
+    sql = (
         "UPDATE messages SET state = v.column2, final_at = v.column3 "
         f"FROM {values(len(rows), ('BIGINT', '', 'DOUBLE PRECISION'))} AS v "
         "WHERE messages.id = v.column1 AND messages.state != v.column2 "
-        f"AND messages.final_at IS NULL RETURNING {_MOVED_ROW}",
-        flat(rows),
-    ).fetchall()
+        "AND messages.final_at IS NULL"
+    )
+    if not ending:  # no message ends (submit outcomes, mostly): nothing to read back
+        conn.execute(sql, flat(rows))
+        return []
+    moved = conn.execute(f"{sql} RETURNING {_MOVED_ROW}", flat(rows)).fetchall()
     with_dlr = {int(row[0]): row for row in moved if row[_URL_DLR]}
     return [
         (c, with_dlr[c.message_id])
@@ -124,12 +133,17 @@ def _move(conn: Conn, changes: Sequence[Change]) -> list[tuple[Change, tuple[Any
 _URL_DLR = MESSAGE_COLUMNS.split(", ").index("url_dlr")
 
 
-def _queue_dlrs(conn: Conn, ended: Sequence[tuple[Change, tuple[Any, ...]]]) -> None:
+def _queue_dlrs(
+    conn: Conn,
+    ended: Sequence[tuple[Change, tuple[Any, ...]]],
+    known: Mapping[int, tuple[PartView, ...]],
+) -> None:
     """One DLR callback per message, its body from the message and its parts as they stand."""
-    parts = _parts(conn, [change.message_id for change, _ in ended])
+    parts = _parts(conn, [c.message_id for c, _ in ended if c.message_id not in known])
     rows = []
     for change, row in ended:
-        message = message_from_row(row, tuple(parts[change.message_id]))
+        found = known.get(change.message_id)
+        message = message_from_row(row, found or tuple(parts[change.message_id]))
         body = change.builders.dlr(DlrFacts(message=message))
         uuid, key = change.builders.new_id(), f"m{message.id}"
         rows.append((uuid, message.account_id, message.id, message.url_dlr, body, change.at, key))
