@@ -11,6 +11,7 @@ from typing import Any
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.quick_init import quick_init
+from smsrelay.store import webhook_ops
 from smsrelay.store.grouped import (
     CHUNK,
     FILLER_TYPE,
@@ -156,13 +157,13 @@ _DLR_TYPES = ("", "BIGINT", "BIGINT", "", "", "DOUBLE PRECISION", "")
 def _insert_dlrs(conn: Conn, count: int, parameters: tuple[object, ...]) -> None:
     """As ``message_ops.insert_callback``, a row per message, due at once: a message ends
     once (``_move`` moves no ended message), so its DLR is the only callback of its order key
-    and none can be ahead of it to park behind (``webhook_ops.due_unless_behind``'s probe, a
-    few percent of a receipt's cost, would always answer no)."""
+    (``webhook_ops.ALONE``) and none can be ahead of it to park behind
+    (``webhook_ops.due_unless_behind``'s probe, a few percent of a receipt, would answer no)."""
     table = values(count, (*_DLR_TYPES, FILLER_TYPE))
     conn.execute(
         "INSERT INTO webhooks (uuid, account_id, kind, message_id, url, body, state, "
-        "created_at, due_at, order_key) SELECT v.column1, v.column2, 'dlr', v.column3, "
-        "v.column4, v.column5, 'pending', v.column6, v.column6, v.column7 "
+        f"created_at, due_at, order_key) SELECT v.column1, v.column2, '{webhook_ops.ALONE}', "
+        "v.column3, v.column4, v.column5, 'pending', v.column6, v.column6, v.column7 "
         f"FROM {table} AS v WHERE {not_filler(len(_DLR_TYPES))}",
         parameters,
     )

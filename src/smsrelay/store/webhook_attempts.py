@@ -91,10 +91,12 @@ def _record_finished(conn: Conn, items: Sequence[WebhookAttempt]) -> None:
     keys = conn.execute(
         "UPDATE webhooks SET state = v.column2, attempts = attempts + 1, lease_until = NULL, "
         "due_at = COALESCE(v.column3, due_at), delivered_at = v.column4, last_error = v.column5 "
-        f"FROM {table} AS v WHERE webhooks.id = v.column1 RETURNING webhooks.order_key",
+        f"FROM {table} AS v WHERE webhooks.id = v.column1 "
+        "RETURNING webhooks.order_key, webhooks.kind",
         flat(changes),
     ).fetchall()
-    _unpark_next(conn, sorted({str(row[0]) for row in keys if row[0] is not None}))
+    followed = {str(key) for key, kind in keys if key is not None and kind != webhook_ops.ALONE}
+    _unpark_next(conn, sorted(followed))
 
 
 def _unpark_next(conn: Conn, keys: Sequence[str]) -> None:

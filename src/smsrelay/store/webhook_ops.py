@@ -9,6 +9,10 @@ nothing is ahead of it: a row is stored parked behind an open one; the first ope
 is unparked (due at once) when the row ahead of it is delivered or given up; a row going back to
 pending behind an earlier open one (a lease released, a retry planned) is parked; a manual
 retry re-parks the rows behind the one it queues.
+
+A DLR callback is alone in its order key (its message's, ``m<id>``): a message ends once, so
+no other callback ever shares the key. Nothing can be ahead of it or behind it, so it is stored
+due, and neither the claim nor a finished attempt probes its key (``ALONE``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from smsrelay.store.records import CallbackBacklog, WebhookJob, WebhookView
 from smsrelay.store.sql import Conn
 
 PARKED = float("inf")  # due_at of a callback waiting behind an earlier one of its key
+ALONE = "dlr"  # the kind of callback that is the only one of its order key (see above)
 OPEN = "state IN ('pending', 'sending')"  # the webhooks_in_order index's condition: use it
 
 
@@ -52,7 +57,8 @@ def claim_due(conn: Conn, now: float, limit: int, lease_until: float) -> list[We
         "UPDATE webhooks SET state = 'sending', lease_until = ? WHERE id IN ("
         "SELECT w.id FROM webhooks w WHERE w.state = 'pending' AND w.due_at <= ? "
         # not while an earlier callback with the same key is still to go: order per key
-        f"AND (w.order_key IS NULL OR NOT {_one_ahead('w')}) ORDER BY w.due_at, w.id LIMIT ?) "
+        f"AND (w.order_key IS NULL OR w.kind = '{ALONE}' OR NOT {_one_ahead('w')}) "
+        "ORDER BY w.due_at, w.id LIMIT ?) "
         "RETURNING id, uuid, account_id, kind, url, body, attempts, created_at",
         (lease_until, now, limit),
     ).fetchall()
