@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any, Generic, TypeVar, cast
 
 from smsrelay.quick_init import quick_init
@@ -193,18 +193,13 @@ def filled_chunks(
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         filler = (None,) * (width + 1) * _missing(len(chunk))
-        yield len(chunk) + _missing(len(chunk)), (*_marked(chunk), *filler)
+        marked = chain.from_iterable([(*row, 1) for row in chunk])
+        yield len(chunk) + _missing(len(chunk)), (*marked, *filler)
 
 
 def not_filler(width: int) -> str:
     """The condition that keeps the real rows of a ``filled_chunks`` chunk."""
     return f"v.column{width + 1} IS NOT NULL"
-
-
-def _marked(rows: Sequence[Sequence[Any]]) -> Iterator[Any]:
-    for row in rows:
-        yield from row
-        yield 1
 
 
 def _missing(count: int) -> int:
@@ -216,7 +211,7 @@ def _missing(count: int) -> int:
 
 
 def flat(rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
-    return tuple(value for row in rows for value in row)
+    return tuple(chain.from_iterable(rows))  # chained in C: a generator costs ~40 ns a value
 
 
 def marks(count: int) -> str:
