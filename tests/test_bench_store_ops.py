@@ -1,0 +1,37 @@
+"""bench/store_ops.py, the tool store changes are decided by, still runs every kind against
+the store's current interface (plain CPU mode: valgrind is not needed here)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_store_ops_measures_every_operation_kind() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store_ops.py"), "--count", "256"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = dict(re.findall(r"^\s+(\w+)\s+this tree:\s+([\d,.]+)$", done.stdout, re.MULTILINE))
+    assert set(figures) == {"accept", "claim", "submit", "receipt", "callback"}
+    assert all(float(value.replace(",", "")) > 0 for value in figures.values())
+
+
+def test_store_ops_refuses_an_unknown_kind() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store_ops.py"), "--kinds", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "unknown kind 'nope'" in done.stderr
