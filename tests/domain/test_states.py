@@ -16,7 +16,9 @@ from smsrelay.domain.states import (
     advance,
     can_move,
     message_state,
+    message_state_of,
     part_state_for_stat,
+    part_state_of,
     public_status,
     reported_stat,
     stat_for_message_state_tlv,
@@ -291,3 +293,14 @@ def test_the_stat_a_message_reports_is_the_one_that_decided_it(
     parts: list[tuple[str, str | None]], stat: str | None
 ) -> None:
     assert reported_stat(parts) == stat
+
+
+def test_states_read_back_as_text_map_to_the_same_members_as_the_enum_does() -> None:
+    for part in PartState:
+        assert part_state_of(str(part)) is PartState(str(part))
+    for message in MessageState:
+        assert message_state_of(str(message)) is MessageState(str(message))
+    with pytest.raises(KeyError):
+        part_state_of("lost")
+    with pytest.raises(KeyError):
+        message_state_of("lost")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smsrelay.domain.numbers import parse_recipient
-from smsrelay.domain.states import MessageState, public_status, reported_stat
+from smsrelay.domain.states import message_state_of, public_status, reported_stat
 from smsrelay.errors import DomainError
 from smsrelay.service.ids import decimal_id
 from smsrelay.store.interface import Store
@@ -40,7 +40,7 @@ async def message_status(
 
 
 def describe(message: MessageView, stopped: bool = False) -> StatusView:
-    status = public_status(MessageState(message.state))
+    status = public_status(message_state_of(message.state))
     stat = reported_stat((p.state, p.stat) for p in message.parts)
     return StatusView(message, status, stat, stopped)
 

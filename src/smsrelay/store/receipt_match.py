@@ -6,7 +6,13 @@ import logging
 from functools import partial
 from typing import Any
 
-from smsrelay.domain.states import FINAL_PART_STATES, PartState, can_move, part_state_for_stat
+from smsrelay.domain.states import (
+    FINAL_PART_STATES,
+    PartState,
+    can_move,
+    part_state_for_stat,
+    part_state_of,
+)
 from smsrelay.store.records import IncomingReceipt
 
 # A receipt comes at most a response timeout before its submit_sm_resp; one kept longer than
@@ -41,6 +47,6 @@ def receipt_move(current: str, receipt: IncomingReceipt) -> tuple[PartState, flo
     """The part's new state and ``done_at``; None when the receipt moves nothing (an
     intermediate one, or a repeat for a part that has ended)."""
     new_state = part_state_for_stat(receipt.stat)
-    if new_state is None or not can_move(PartState(current), new_state):
+    if new_state is None or not can_move(part_state_of(current), new_state):
         return None
     return new_state, receipt.received_at if new_state in FINAL_PART_STATES else None

@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from smsrelay.domain.states import MessageState, PartState, message_state
+from smsrelay.domain.states import MessageState, PartState, message_state, part_state_of
 from smsrelay.quick_init import quick_init
 from smsrelay.store import webhook_ops
 from smsrelay.store.grouped import (
@@ -58,7 +58,7 @@ def part_states(conn: Conn, message_ids: Collection[int]) -> dict[int, dict[int,
 
 def derived(parts: dict[int, str]) -> MessageState:
     """A message's state from its parts' (as ``part_states`` gives them)."""
-    return message_state(PartState(state) for state in parts.values())
+    return message_state(part_state_of(state) for state in parts.values())
 
 
 def refresh(

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from smsrelay.domain.pricing import micros_to_eur
-from smsrelay.domain.states import MessageState, public_status, reported_stat
+from smsrelay.domain.states import message_state_of, public_status, reported_stat
 from smsrelay.service.dates import paris_text
 from smsrelay.store.records import CallbackBuilders, DlrFacts, ReplyFacts
 
@@ -21,7 +21,7 @@ def dlr_body(facts: DlrFacts) -> bytes:
         "messageId": message.id,
         "phoneNumber": message.recipient.removeprefix("+"),
         "from": message.sender.removeprefix("+"),
-        "status": public_status(MessageState(message.state)),
+        "status": public_status(message_state_of(message.state)),
         "state": message.state,
         "stat": reported_stat((p.state, p.stat) for p in message.parts),
         "date": paris_text(message.final_at or _last_done(facts)),
