@@ -8,17 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "store_ops.py"
 
 
-def test_store_ops_measures_every_operation_kind() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "store_ops.py"), "--count", "256"],
+def _store_ops(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_store_ops_measures_every_operation_kind() -> None:
+    done = _store_ops("--count", "256")
     assert done.returncode == 0, done.stderr
     figures = dict(re.findall(r"^\s+(\w+)\s+this tree:\s+([\d,.]+)$", done.stdout, re.MULTILINE))
     assert set(figures) == {"accept", "claim", "submit", "receipt", "callback"}
@@ -26,12 +30,6 @@ def test_store_ops_measures_every_operation_kind() -> None:
 
 
 def test_store_ops_refuses_an_unknown_kind() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "store_ops.py"), "--kinds", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _store_ops("--kinds", "nope")
     assert done.returncode != 0
     assert "unknown kind 'nope'" in done.stderr
