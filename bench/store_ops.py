@@ -12,7 +12,7 @@ second half is measured, so every statement text it uses is already prepared.
 
 ``--instructions`` runs each process under valgrind's callgrind twice, with and without the
 measured half, and divides the difference by its count: the same code gives the same figure
-within 0.1 % whatever else the machine does. ``--against SRC`` measures a second copy of the
+within 0.2 % whatever else the machine does. ``--against SRC`` measures a second copy of the
 sources (e.g. a ``git worktree`` of another commit) in the same run and prints the ratio.
 Kinds: accept (a one-part message), claim (a due part), submit (its ``submit_sm_resp``
 recorded), receipt (a final receipt with its DLR callback queued), callback (a DLR callback
