@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import os
 import re
 import shutil
@@ -84,6 +85,7 @@ async def _halves(
 
 
 async def _worker(kind: str, count: int, both: bool) -> float:
+    # imported here, in the worker: its PYTHONPATH chooses which tree's smsrelay is measured
     from smsrelay.store.records import IncomingReceipt, TakenPart, WebhookAttempt
     from smsrelay.store.sqlite_store import SqliteStore
     from smsrelay.webhooks.payloads import BUILDERS
@@ -174,19 +176,22 @@ def _instructions(src: str, kind: str, count: int, both: bool) -> int:
 
 
 def _measured(count: int) -> int:
-    """How many operations the second half has (as ``_halves`` splits them)."""
-    return count - -(-count // RUN) // 2 * RUN
+    """How many operations the second half has (``_halves`` gives the first half of the runs,
+    rounded down, to the first half)."""
+    return count - math.ceil(count / RUN) // 2 * RUN
 
 
-def per_operation(src: str, kind: str, count: int) -> float:
+def _instructions_per_operation(src: str, kind: str, count: int) -> float:
     both, first = (_instructions(src, kind, count, half) for half in (True, False))
     return (both - first) / _measured(count)
 
 
-def _cpu_us(src: str, kind: str, count: int) -> float:
+def _cpu_us_per_operation(src: str, kind: str, count: int) -> float:
     args = [sys.executable, __file__, "--worker", kind, str(count)]
     env = {**os.environ, "PYTHONPATH": src}
-    done = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"store_ops: the {kind} worker failed:\n{done.stderr}")
     return float(done.stdout.split()[-1]) / _measured(count) * 1e6
 
 
@@ -207,7 +212,11 @@ def main() -> None:
         raise SystemExit("store_ops: --instructions needs valgrind (apt-get install valgrind)")
     here = str(Path(__file__).resolve().parent.parent / "src")
     sources = [("this tree", here)] + ([("against", options.against)] if options.against else [])
-    measure = per_operation if options.instructions else _cpu_us
+    for _, src in sources:
+        # checked: a wrong path would silently measure the installed smsrelay, this tree's
+        if not (Path(src) / "smsrelay" / "__init__.py").is_file():
+            raise SystemExit(f"store_ops: {src} has no smsrelay package (give a tree's src/)")
+    measure = _instructions_per_operation if options.instructions else _cpu_us_per_operation
     unit = "instructions" if options.instructions else "CPU µs"
     print(f"store work per operation ({unit}; {options.count} per kind, the warm half measured)")
     for kind in options.kinds.split(","):

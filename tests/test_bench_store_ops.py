@@ -33,3 +33,9 @@ def test_store_ops_refuses_an_unknown_kind() -> None:
     done = _store_ops("--kinds", "nope")
     assert done.returncode != 0
     assert "unknown kind 'nope'" in done.stderr
+
+
+def test_store_ops_refuses_a_tree_without_the_package(tmp_path: Path) -> None:
+    done = _store_ops("--against", str(tmp_path), "--kinds", "claim", "--count", "128")
+    assert done.returncode != 0
+    assert f"{tmp_path} has no smsrelay package" in done.stderr

@@ -12,6 +12,14 @@ MESSAGE_COLUMNS = (
     "url_response, url_dlr, stop_sms, sandbox, state, connector, created_at, due_at, final_at"
 )
 PART_COLUMNS = "id, seq, state, attempts, carrier_id, stat, err, submitted_at, done_at, last_error"
+
+
+def qualified(columns: str, table: str) -> str:
+    """``columns`` (as above) each prefixed with ``table``: what a ``RETURNING`` of an
+    ``UPDATE … FROM`` names, where a bare column could be the other side's."""
+    return ", ".join(f"{table}.{column}" for column in columns.split(", "))
+
+
 FINAL_MESSAGE_STATES = frozenset(
     {
         MessageState.DELIVERED,

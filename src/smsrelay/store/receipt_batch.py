@@ -27,7 +27,7 @@ from smsrelay.store.grouped import (
     runs_of,
     values,
 )
-from smsrelay.store.message_rows import PART_COLUMNS
+from smsrelay.store.message_rows import PART_COLUMNS, qualified
 from smsrelay.store.receipt_match import choose_part, receipt_move
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt, PartView
 from smsrelay.store.sql import Conn
@@ -202,4 +202,4 @@ def _move_parts(
     return moved
 
 
-_MOVED_PART = ", ".join(f"parts.{column}" for column in PART_COLUMNS.split(", "))
+_MOVED_PART = qualified(PART_COLUMNS, "parts")

@@ -28,6 +28,7 @@ from smsrelay.store.message_rows import (
     MESSAGE_COLUMNS,
     PART_COLUMNS,
     message_from_row,
+    qualified,
 )
 from smsrelay.store.records import CallbackBuilders, DlrFacts, PartView
 from smsrelay.store.sql import Conn
@@ -100,7 +101,7 @@ def apply(
 
 
 # the moved message's row as the move left it: its DLR callback needs no second read of it
-_MOVED_ROW = ", ".join(f"messages.{column}" for column in MESSAGE_COLUMNS.split(", "))
+_MOVED_ROW = qualified(MESSAGE_COLUMNS, "messages")
 
 
 def _move(conn: Conn, changes: Sequence[Change]) -> list[tuple[Change, tuple[Any, ...]]]:
