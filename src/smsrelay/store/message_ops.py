@@ -244,7 +244,7 @@ def insert_callback(
 ) -> int:
     """A callback row. Rows with the same ``order_key`` are posted one after the other: one
     stored behind an open one of its key is parked until that one is done (see webhook_ops)."""
-    key = order_key or (f"m{message_id}" if message_id is not None else None)
+    key = order_key or (webhook_ops.message_key(message_id) if message_id is not None else None)
     values = (uuid, account_id, kind, message_id, reply_id, url, body, now)
     row = conn.execute(
         "INSERT INTO webhooks (uuid, account_id, kind, message_id, reply_id, url, body, state, "

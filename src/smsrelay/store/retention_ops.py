@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from smsrelay.store import webhook_ops
 from smsrelay.store.records import PurgeStep
 from smsrelay.store.sql import Conn
 
 _OPEN = "state IN ('pending', 'sending')"  # the condition of the webhooks_in_order index
-_MESSAGE_OPEN = f"SELECT 1 FROM webhooks WHERE order_key = 'm' || ? AND {_OPEN}"
+_MESSAGE_OPEN = f"SELECT 1 FROM webhooks WHERE order_key = ? AND {_OPEN}"
 # `state || ''` is not the column, so the index of callbacks still to go (whose condition is
 # `state IN ...`) cannot be chosen for it, and the seek is by reply_id; walking the callbacks
 # still to go took seconds with a receiver down a day. (SQLite's INDEXED BY does the same, but
@@ -32,7 +33,7 @@ def purge_messages(conn: Conn, older_than: float, after_id: int, limit: int) -> 
         if r[1] < older_than
         and r[2] is not None
         and r[2] < older_than
-        and not conn.execute(_MESSAGE_OPEN, (r[0],)).fetchone()
+        and not conn.execute(_MESSAGE_OPEN, (webhook_ops.message_key(r[0]),)).fetchone()
     ]
     for message_id in finished:
         _delete_message(conn, message_id)

@@ -146,7 +146,7 @@ def _queue_dlrs(
         found = known.get(change.message_id)
         message = message_from_row(row, found or tuple(parts[change.message_id]))
         body = change.builders.dlr(DlrFacts(message=message))
-        uuid, key = change.builders.new_id(), f"m{message.id}"
+        uuid, key = change.builders.new_id(), webhook_ops.message_key(message.id)
         rows.append((uuid, message.account_id, message.id, message.url_dlr, body, change.at, key))
     for count, parameters in filled_chunks(rows, len(_DLR_TYPES)):
         _insert_dlrs(conn, count, parameters)

@@ -25,6 +25,13 @@ from smsrelay.store.sql import Conn
 
 PARKED = float("inf")  # due_at of a callback waiting behind an earlier one of its key
 ALONE = "dlr"  # the kind of callback that is the only one of its order key (see above)
+
+
+def message_key(message_id: int) -> str:
+    """The order key of a message's callbacks (its DLR's: see ``ALONE``)."""
+    return f"m{message_id}"
+
+
 OPEN = "state IN ('pending', 'sending')"  # the webhooks_in_order index's condition: use it
 
 
