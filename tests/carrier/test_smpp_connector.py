@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 
@@ -254,13 +255,68 @@ async def test_a_bind_answered_with_the_wrong_kind_of_resp_is_refused_and_tried_
     server.close()
 
 
+async def test_an_answer_after_the_smscs_unbind_is_still_taken(
+    make_connector: MakeConnector,
+) -> None:
+    # The SMSC unbinds with our submit in its hands, then answers it. We have half-closed by
+    # then, but the part was taken: dropping that answer made it unanswered, sent again on the
+    # next bind, and the handset got the SMS twice.
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pdus, submits = PduReader(), []
+        while data := await reader.read(4096):
+            for pdu in pdus.feed(data):
+                if isinstance(pdu, BindTransceiver):
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, SubmitSm):
+                    submits.append(pdu.sequence)
+                    writer.write(encode(Unbind(sequence=900)))
+                elif isinstance(pdu, UnbindResp):  # answered and half-closed: now the answer
+                    writer.write(encode(SubmitSmResp(sequence=submits[-1], message_id="late-1")))
+        writer.close()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    connector = await make_connector(server.sockets[0].getsockname()[1])
+    assert (await connector.submit(part())).message_id == "late-1"
+    server.close()
+
+
+def _unreadable_answer(sequence: int) -> bytes:
+    """A response PDU (its command_id has the response bit) that no SMPP version defines."""
+    return struct.pack(">IIII", 16, 0x80000123, 0, sequence)
+
+
+async def test_an_unreadable_answer_to_a_submit_leaves_it_waiting_for_a_readable_one(
+    make_connector: MakeConnector,
+) -> None:
+    # It used to fail the submit at once, uncounted: resent a second later, for ever, while
+    # the readable answer that followed it was dropped (its request was gone).
+    def answer(pdu: SubmitSm, binds: int) -> bytes:
+        readable = SubmitSmResp(sequence=pdu.sequence, message_id="m1")
+        return _unreadable_answer(pdu.sequence) + encode(readable)
+
+    server, _ = await _scripted_smsc(answer)
+    connector = await make_connector(server.sockets[0].getsockname()[1])
+    assert (await connector.submit(part())).message_id == "m1"
+    server.close()
+
+
+async def test_a_submit_answered_only_unreadably_is_unanswered_so_its_attempt_counts(
+    make_connector: MakeConnector,
+) -> None:
+    server, _ = await _scripted_smsc(lambda pdu, binds: _unreadable_answer(pdu.sequence))
+    connector = await make_connector(server.sockets[0].getsockname()[1], response_timeout=0.2)
+    with pytest.raises(SubmitUnanswered):  # the SMSC may have it: not resent uncounted
+        await connector.submit(part())
+    server.close()
+
+
 async def _scripted_smsc(
-    answer: Callable[[SubmitSm, int], Pdu | None],
+    answer: Callable[[SubmitSm, int], Pdu | bytes | None],
     bind_answer: Callable[[BindTransceiver, int], Pdu] | None = None,
 ) -> tuple[asyncio.Server, list[int]]:
     """A fake SMSC that binds anyone (or answers binds with ``bind_answer(pdu, binds so far)``)
-    and answers each submit_sm with ``answer(pdu, binds so far)`` (None: leaves it
-    unanswered); the bind sequences are listed as they come."""
+    and answers each submit_sm with ``answer(pdu, binds so far)`` (bytes: written as they are;
+    None: leaves it unanswered); the bind sequences are listed as they come."""
     binds: list[int] = []
 
     async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -276,7 +332,7 @@ async def _scripted_smsc(
                     )
                     writer.write(encode(bound))
                 elif isinstance(pdu, SubmitSm) and (resp := answer(pdu, len(binds))):
-                    writer.write(encode(resp))
+                    writer.write(resp if isinstance(resp, bytes) else encode(resp))
                 elif isinstance(pdu, Unbind):
                     writer.write(encode(UnbindResp(sequence=pdu.sequence)))
         writer.close()

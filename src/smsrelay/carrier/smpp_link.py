@@ -138,11 +138,13 @@ class SmppLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         handlers = self.handlers
-        closing = self._linger is not None
         for event in self.session.receive(data, self.loop.time()):
             handler = handlers.get(type(event))
-            if closing and handler != self._on_response:
-                continue  # we have half-closed: answers are still welcome, requests are not
+            if self._linger is not None and not event.command_id & RESPONSE_BIT:
+                # We have half-closed (an unbind, ours or theirs, may be earlier in this very
+                # read): requests are not taken, answers are, whichever handler takes them
+                # (a submit_sm_resp after the SMSC's unbind: the part was taken).
+                continue
             if handler is None:
                 self._on_unexpected(event)
             else:
@@ -302,10 +304,10 @@ class SmppLink(asyncio.Protocol):
             extra={"link": self.name, "status": status_name(error.status), "error": str(error)},
         )
         if error.command_id & RESPONSE_BIT and not error.fatal:
-            future = self._pending.pop(error.sequence, None)
-            if future is not None and not future.done():
-                future.set_exception(TransientError(f"malformed response: {error}"))
-            self._wake_one()
+            # An answer we cannot read says nothing of whether the peer did what we asked (a
+            # submit_sm's part may be the SMSC's now): the request waits on, for a readable
+            # answer or its response timeout (a submit is then unanswered and its attempt
+            # counts), rather than failing at once and being resent uncounted, for ever.
             return
         if error.command_id == CommandId.GENERIC_NACK:
             return  # never answer a generic_nack
