@@ -120,10 +120,16 @@ async def test_a_national_sender_is_stored_and_stopped_in_e164(
 # --- receipts ------------------------------------------------------------------------------
 
 RECEIPTED_ID, MESSAGE_STATE, MESSAGE_PAYLOAD = 0x001E, 0x0427, 0x0424
+NETWORK_ERROR = 0x0423
 
 
 def receipt(short_message: bytes, data_coding: int = 0, **tlvs: bytes) -> InboundSm:
-    tags = {"receipted": RECEIPTED_ID, "state": MESSAGE_STATE, "payload": MESSAGE_PAYLOAD}
+    tags = {
+        "receipted": RECEIPTED_ID,
+        "state": MESSAGE_STATE,
+        "payload": MESSAGE_PAYLOAD,
+        "network_error": NETWORK_ERROR,
+    }
     return mo(
         short_message,
         data_coding,
@@ -157,6 +163,25 @@ def test_tlvs_still_win_over_the_text() -> None:
     read = read_receipt(sm, 5.0)
     assert read is not None
     assert (read.carrier_id, read.stat, read.err) == ("2", "DELIVRD", "001")
+
+
+def test_a_receipt_in_tlvs_alone_reports_the_network_error_code() -> None:
+    # network type 3 (GSM), error 5: the err the DLR shows was null, the SMSC's reason lost
+    tlvs = {"receipted": b"ab12\x00", "state": bytes([5]), "network_error": b"\x03\x00\x05"}
+    read = read_receipt(receipt(b"", **tlvs), 5.0)
+    assert read is not None
+    assert (read.carrier_id, read.stat, read.err) == ("ab12", "UNDELIV", "005")
+
+
+@pytest.mark.parametrize(
+    ("network_error", "err"),
+    [(b"\x03\x01\x2c", "300"), (b"\x01\x27\x10", "10000"), (b"\x03\x00", "034")],
+    ids=["over the text", "wider than three digits", "malformed: the text's"],
+)
+def test_the_network_error_code_tlv_wins_over_the_texts_err(network_error: bytes, err: str) -> None:
+    sm = receipt(b"id:1 stat:UNDELIV err:034", network_error=network_error)
+    read = read_receipt(sm, 5.0)
+    assert read is not None and read.err == err
 
 
 @pytest.mark.parametrize(

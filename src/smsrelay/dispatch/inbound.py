@@ -155,7 +155,8 @@ def _is_punctuation(char: str) -> bool:
 
 
 def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
-    """TLVs, when present, win over the Appendix B text (which is then only read for err).
+    """TLVs, when present, win over the Appendix B text (which is then only read for what
+    they leave out): ``receipted_message_id``, ``message_state``, ``network_error_code``.
 
     With the id in its TLV, the text needs no ``id:``: its ``stat:`` and ``err:`` are read.
     """
@@ -172,6 +173,7 @@ def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
         carrier_id, stat, err = carrier_id or text.id, stat or text.stat, text.err
     if not carrier_id or not stat:
         return None
+    err = network_error(sm.tlvs.get(Tag.NETWORK_ERROR_CODE)) or err
     return IncomingReceipt(
         connector=sm.connector,
         carrier_id=carrier_id,
@@ -180,6 +182,15 @@ def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
         err=err,
         received_at=now,
     )
+
+
+def network_error(value: bytes | None) -> str | None:
+    """The error code of a ``network_error_code`` TLV (SMPP 3.4 5.3.2.31: a network type
+    octet, then a two-octet code), written as the text's ``err:`` is (three digits, e.g.
+    ``005``); None without the TLV, or with one of another length."""
+    if value is None or len(value) != 3:
+        return None
+    return f"{int.from_bytes(value[1:], 'big'):03d}"
 
 
 def receipt_text(body: bytes, data_coding: int) -> str:
