@@ -380,3 +380,40 @@ async def test_turned_away_clients_hold_no_socket_past_the_linger(start: Start) 
         assert await asyncio.wait_for(reader.read(), 10) == b""
         writer.close()
     kept_writer.close()
+
+
+async def test_a_header_line_that_never_ends_is_refused_before_it_ends(start: Start) -> None:
+    # The parser joins a header's pieces until its line ends: 128 MB of one header grew the
+    # server by 190 MB and held every other client for seconds before the 400 came.
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"GET /me HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000)
+    status, headers, body = await _answer(reader)  # the line has not ended yet
+    assert (status, orjson.loads(body)["code"], headers["connection"]) == (400, 90, "close")
+    assert echo.seen == []
+    writer.close()
+
+
+async def test_a_client_still_sending_a_refused_body_gets_the_answer_not_a_reset(
+    start: Start,
+) -> None:
+    # Closing with its data unread reset the connection: a client busy sending 2 MB (Python's
+    # http.client, requests) saw ConnectionResetError, never the 413.
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    size = 2 * 1024 * 1024
+    writer.write(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+
+    async def send_it_all() -> None:
+        for _ in range(size // 65536):
+            writer.write(b"x" * 65536)
+            await writer.drain()
+
+    sending = asyncio.create_task(send_it_all())
+    await asyncio.wait_for(sending, 10)  # the server reads on (and drops) until we are done
+    status, headers, body = await _answer(reader)
+    assert (status, orjson.loads(body)["code"], headers["connection"]) == (413, 90, "close")
+    assert echo.seen == []
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # then it closes
+    writer.close()

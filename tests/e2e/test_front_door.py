@@ -612,3 +612,74 @@ async def test_over_the_connection_cap_a_send_gets_503_and_nothing_is_stored(
         held[1][1].close()
     finally:
         await runtime.stop(gw.running)
+
+
+async def _next_id(gw: RunningGateway) -> int:
+    """The id of a message sent now: one more than the last stored (nothing is deleted here)."""
+    status, answer = await gw.send()
+    assert status == 200
+    return int(answer["message_id"])
+
+
+@pytest.mark.parametrize(
+    ("charset", "message"),
+    [("utf-7", b"hi+2AA-"), ("unicode_escape", b"hi\\ud800"), ("unicode_escape", b"hi%5Cud800")],
+    ids=["utf-7", "unicode_escape", "unicode_escape once %-decoded"],
+)
+async def test_a_form_whose_charset_decodes_to_a_lone_surrogate_is_code_90_not_stored(
+    gw: RunningGateway, charset: str, message: bytes
+) -> None:
+    # It was stored as "hi\ufffd" and priced as UCS-2; the same tag in bulk-status-by-tag
+    # reached SQL, which cannot encode it: a 500.
+    fields = urlencode(_body(gw, message="")).encode() + b"hi"
+    headers = {"Content-Type": f"application/x-www-form-urlencoded; charset={charset}"}
+    before = await _next_id(gw)
+    status, answer = await gw.post("/v1/vn/send", fields.replace(b"hi", message), headers)
+    assert (status, answer["code"]) == (400, 90)
+    tag_query = f"apiKey={gw.api_key}&tag=a".encode() + message  # a GET with a form body
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gw.base_url + "/v1/bulk-status-by-tag", data=tag_query, headers=headers) as r,
+    ):
+        assert (r.status, (await r.json(content_type=None))["code"]) == (400, 90)
+    assert await _next_id(gw) == before + 1  # nothing stored in between
+
+
+def _multipart(*parts: bytes) -> bytes:
+    return b"".join(b"--b\r\n" + part + b"\r\n" for part in parts) + b"--b--\r\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a part's headers long enough to hold the loop for seconds in the MIME parser
+        _multipart(b'Content-Disposition: form-data; name="apikey"' + b";" * 30_000 + b"\r\n\r\nk"),
+        # nested multiparts and comments deep enough to exhaust the stack: it was a 500
+        _multipart(b'Content-Disposition: form-data; name="apikey"' + b"(" * 3000 + b"\r\n\r\nk"),
+        b"".join(
+            b"--%x\r\nContent-Type: multipart/mixed; boundary=%x\r\n\r\n" % (n, n + 1)
+            for n in range(1, 1200)
+        ),
+    ],
+    ids=["long part headers", "deep comment", "deep nesting"],
+)
+async def test_a_crafted_multipart_body_is_code_90(gw: RunningGateway, body: bytes) -> None:
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    if body.startswith(b"--1"):
+        headers["Content-Type"] = "multipart/form-data; boundary=1"
+    status, answer = await gw.post("/v1/vn/send", body, headers)
+    assert (status, answer["code"]) == (400, 90)
+
+
+async def test_head_never_reaches_a_get_that_changes_something(gw: RunningGateway) -> None:
+    status, added = await gw.post(
+        "/v1/stop-sms/add", {"apiKey": gw.api_key, "phoneNumber": "0612345679"}
+    )
+    assert status == 200
+    query = f"?apiKey={gw.api_key}&id={added['stopId']}"
+    async with aiohttp.ClientSession() as session:
+        for path in ("/v1/stop-sms/delete", "/v1/message-cancel"):
+            async with session.head(gw.base_url + path + query) as resp:
+                assert resp.status == 405
+    status, listed = await gw.get("/v1/stop-sms/list", {"apiKey": gw.api_key})
+    assert [entry["id"] for entry in listed["data"]] == [added["stopId"]]

@@ -13,7 +13,7 @@ from smsrelay.api.http_types import Request, Response, media_type
 from smsrelay.api.multipart import multipart_fields
 from smsrelay.api.params import Params, read_params
 from smsrelay.api.render import json_response, respond, wants_xml
-from smsrelay.api.routes import Handler, RouteTable, route_table, tidy_path
+from smsrelay.api.routes import CHANGING_GETS, Handler, RouteTable, route_table, tidy_path
 from smsrelay.errors import DomainError, TransientError
 from smsrelay.service.gateway import Gateway
 
@@ -61,10 +61,11 @@ class ApiApp:
 
     async def _loosely_written(self, request: Request) -> Response:
         """A path with a trailing or doubled slash (a client's base URL ending in ``/v1/``)
-        reaches its endpoint, HEAD reaches GET's; anything else is 404 or 405 in the API's
-        format."""
+        reaches its endpoint, HEAD reaches GET's (unless that GET changes something); anything
+        else is 404 or 405 in the API's format."""
         path = tidy_path(request.path)
-        method = "GET" if request.method == "HEAD" else request.method
+        head_as_get = request.method == "HEAD" and path not in CHANGING_GETS
+        method = "GET" if head_as_get else request.method
         handler = self.routes.get((method, path))
         if handler is not None:
             return await handler(request)

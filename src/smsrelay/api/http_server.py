@@ -32,6 +32,10 @@ ErrorAnswer = Callable[[int, str, str], Response]
 
 MAX_URL = 8190  # aiohttp's and most servers' request-line limit
 MAX_HEADER_BYTES = 32 * 1024
+# The parser joins a header's pieces until its line ends, so a line that never ends grows in
+# memory unchecked by MAX_HEADER_BYTES (counted per complete header): the bytes read while a
+# request's head is unfinished are bounded too.
+MAX_HEAD_BYTES = MAX_URL + MAX_HEADER_BYTES + 16 * 1024
 MAX_QUEUED = 16  # pipelined requests waiting for their turn before reading pauses
 # Over the connection cap: the 503 is written, then what the client still sends is read and
 # dropped for this long (closing with unread data would reset the connection, and the client
@@ -168,6 +172,8 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
+        self._head_bytes = 0  # read since the last head was complete (see MAX_HEAD_BYTES)
+        self._letting_go = False  # answered for good: reading and dropping until the client closes
         self._body: list[bytes] = []
         self._body_size = 0
         self._refusal: tuple[int, str] | None = None
@@ -213,6 +219,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._last and not self._in_request:  # refused, upgraded or shutting down
             return
+        if not self._mid_body:
+            self._head_bytes += len(data)  # reset by each head completed in this read
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -221,11 +229,16 @@ class Connection(asyncio.Protocol):
             self._refuse(*(self._refusal or (500, "internal error")))
         except httptools.HttpParserError as exc:
             self._refuse(400, f"malformed HTTP request: {_reason(exc)}")
+        else:
+            if self._head_bytes > MAX_HEAD_BYTES and not self._mid_body:
+                self._refuse(400, f"malformed HTTP request: headers over {MAX_HEADER_BYTES} bytes")
         self._update_reading()
 
     def eof_received(self) -> bool:
         """The client shut its sending side (``nc -N``, some HTTP/1.0 tools): answer what it
         sent, then close; an unfinished request gets nothing more."""
+        if self._letting_go:
+            return False  # it has all it will get: close
         self._last = True
         self._forget_unfinished_request()
         return self._serving  # True keeps the transport open for the answers
@@ -281,6 +294,7 @@ class Connection(asyncio.Protocol):
         self._headers[key] = text if previous is None else previous + ", " + text
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = 0
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.max_body:
             self._stop(413, f"the body is larger than {self._server.max_body} bytes")
@@ -350,7 +364,7 @@ class Connection(asyncio.Protocol):
     def _update_reading(self) -> None:
         if self._transport is None or self._transport.is_closing():
             return
-        done_reading = self._last and not self._in_request
+        done_reading = self._last and not self._in_request and not self._letting_go
         pause = self._writing_paused or done_reading or len(self._queue) >= MAX_QUEUED
         if pause != self._reading_paused:
             self._reading_paused = pause
@@ -383,7 +397,9 @@ class Connection(asyncio.Protocol):
             self._update_reading()
         self._serving = False
         if self._transport is not None and not self._transport.is_closing():
-            if self._last and not self._in_request:
+            if self._letting_go:
+                self._update_reading()  # reading on, to drop what still comes
+            elif self._last and not self._in_request:
                 self._transport.close()
             elif not self._in_request:
                 self._deadline = time.monotonic() + self._server.idle_timeout
@@ -402,9 +418,21 @@ class Connection(asyncio.Protocol):
         transport.write(self._encoded(response, keep_alive, head_only))
         if not keep_alive:
             self._last = True
-            transport.close()
+            self._let_go(transport)
             return False
         return True
+
+    def _let_go(self, transport: asyncio.Transport) -> None:
+        """After the last answer: send FIN, then read and drop what the client still sends
+        until it closes (or LINGER_S). Closing with its data unread would reset the
+        connection, and a client still sending (a 2 MB body refused with 413) would get the
+        reset instead of the answer."""
+        if self._server.closing or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._letting_go = True
+        self._deadline = time.monotonic() + LINGER_S
 
     def _encoded(self, response: Response, keep_alive: bool, head_only: bool) -> bytes:
         connection = b""

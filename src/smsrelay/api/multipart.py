@@ -11,15 +11,43 @@ from email.message import Message
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value
 
-from smsrelay.api.params import MalformedBody, Params
+from smsrelay.api.params import MalformedBody, Params, refuse_lone_surrogates
 
 _PARSER = BytesParser(policy=policy.HTTP)
+# The MIME parser's header parameters take time quadratic in a header's length (a 30 KB run
+# of ";" held the event loop for 4 s, before the API key is even read); the API's fields need
+# a few hundred bytes of headers a part.
+MAX_PART_HEAD = 2048
 
 
 def multipart_fields(body: bytes, content_type: str) -> Params:
     """The text fields of a multipart body, names lower-cased; a broken body is code 90."""
+    if len(content_type) > MAX_PART_HEAD:
+        raise MalformedBody(f"a multipart Content-Type over {MAX_PART_HEAD} bytes")
+    _check_part_heads(body)
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
-    message = _PARSER.parsebytes(head + body)
+    try:  # nested multiparts and comments recurse: a crafted body exceeds the stack
+        return _fields(_PARSER.parsebytes(head + body))
+    except RecursionError as exc:
+        raise MalformedBody("unreadable multipart body: nested too deeply") from exc
+
+
+def _check_part_heads(body: bytes) -> None:
+    """Code 90 if a part's headers (from a delimiter line to the blank line after it,
+    in a nested multipart too) exceed MAX_PART_HEAD: checked before the parser sees them."""
+    size: int | None = None  # the header block being read, None outside one
+    for line in body.split(b"\n"):
+        if size is None:
+            size = 0 if line.startswith(b"--") else None
+        elif not line.rstrip(b"\r"):
+            size = None
+        else:
+            size += len(line)
+            if size > MAX_PART_HEAD:
+                raise MalformedBody(f"a multipart part with headers over {MAX_PART_HEAD} bytes")
+
+
+def _fields(message: Message) -> Params:
     if message.defects or not message.is_multipart():
         raise MalformedBody("unreadable multipart body: " + _defect_names(message))
     fields: Params = {}
@@ -37,9 +65,10 @@ def _text_of(part: Message) -> str:
     raw = payload if isinstance(payload, bytes) else b""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return raw.decode(charset)
+        text = raw.decode(charset)
     except (LookupError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"a multipart field is not valid {charset}") from exc
+    return refuse_lone_surrogates(text, "a multipart field")
 
 
 def _defect_names(message: Message) -> str:

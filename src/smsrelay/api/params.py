@@ -7,6 +7,7 @@ Parameter names match case-insensitively (the official Go SDK sends ``APIKey``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -70,6 +71,19 @@ def _read_form(body: bytes, charset: str) -> Params:
     return _read_pairs(text, charset, "the form body")
 
 
+# A lone surrogate is not a character. UTF-8 cannot carry one, but some charsets a client may
+# name decode to one (utf-7, unicode_escape): it would reach SQL (which cannot encode it) or
+# be stored as U+FFFD and priced as UCS-2. The body did not decode to text: code 90.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def refuse_lone_surrogates(text: str, what: str) -> str:
+    """``text`` unless it holds a lone surrogate (then code 90, naming ``what``)."""
+    if _LONE_SURROGATE.search(text) is not None:
+        raise MalformedBody(f"{what} does not decode to text (a lone surrogate)")
+    return text
+
+
 def _read_pairs(text: str, charset: str, what: str) -> Params:
     """``a=1&b=2`` with its %-escapes read strictly: a byte sequence that is not ``charset``
     is an error, not a U+FFFD stored in the message (and turning it into UCS-2)."""
@@ -77,7 +91,9 @@ def _read_pairs(text: str, charset: str, what: str) -> Params:
         pairs = parse_qsl(text, keep_blank_values=True, encoding=charset, errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"{what} is not valid {charset} once %-decoded") from exc
-    return {k.lower(): v for k, v in pairs}
+    return {
+        refuse_lone_surrogates(k, what).lower(): refuse_lone_surrogates(v, what) for k, v in pairs
+    }
 
 
 def plain_param(params: Params, name: str) -> str | None:

@@ -31,6 +31,9 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/_test/clock", account_api.handle_test_clock),
 )
 
+# SMS Partner's GETs that change something: HEAD (which must not) does not reach them.
+CHANGING_GETS = frozenset({"/v1/message-cancel", "/v1/stop-sms/delete"})
+
 
 def route_table(endpoint: Callable[[Any], Handler]) -> RouteTable:
     """Each route's endpoint wrapped by ``endpoint`` (parameter reading, error answers)."""
