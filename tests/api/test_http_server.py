@@ -248,6 +248,33 @@ async def test_an_upgrade_is_answered_as_plain_http_then_closed(start: Start) ->
     writer.close()
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Content-Length: 12\r\n\r\napiKey=k&x=1",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\napiKe\r\n0\r\n\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_an_upgrade_asked_with_a_body_is_ignored_and_the_body_read(
+    start: Start, body: bytes
+) -> None:
+    # curl --http2 on http:// sends its POST with "Upgrade: h2c": the body was skipped and the
+    # send answered "the API key is required".
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n"
+    writer.write(
+        b"POST /s?q=1 HTTP/1.1\r\nHost: x\r\n" + upgrade + body + b"GET /next HTTP/1.1\r\n\r\n"
+    )
+    first, second = await _answer(reader), await _answer(reader)
+    expected = b"apiKey=k&x=1" if b"12" in body else b"apiKe"
+    assert (first[0], orjson.loads(first[2])["body"].encode()) == (200, expected)
+    assert (second[0], orjson.loads(second[2])["path"]) == (200, "/next")
+    assert [r.path for r in echo.seen] == ["/s", "/next"] and echo.seen[0].raw_query == "q=1"
+    writer.close()
+
+
 async def test_a_body_that_stalls_is_408_and_an_idle_connection_is_closed(start: Start) -> None:
     _, echo, connect = await start(idle=0.4, body=0.3)
     stalled, idle = await connect(), await connect()

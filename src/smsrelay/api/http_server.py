@@ -174,6 +174,7 @@ class Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._head_bytes = 0  # read since the last head was complete (see MAX_HEAD_BYTES)
         self._letting_go = False  # answered for good: reading and dropping until the client closes
+        self._upgrade_with_body = False  # the parser skipped a body to upgrade: read it anyway
         self._body: list[bytes] = []
         self._body_size = 0
         self._refusal: tuple[int, str] | None = None
@@ -223,7 +224,10 @@ class Connection(asyncio.Protocol):
             self._head_bytes += len(data)  # reset by each head completed in this read
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._upgrade_with_body:
+                self._read_on_without_upgrade(data[upgrade.args[0] :])
+                return
             self._last = True  # we speak no other protocol: answer the request, then close
         except httptools.HttpParserCallbackError:
             self._refuse(*(self._refusal or (500, "internal error")))
@@ -311,6 +315,11 @@ class Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._parser.should_upgrade() and self._has_body():
+            # curl --http2 on http:// asks for h2c on its POST: llhttp skips the body of an
+            # upgrade, and the request would be read without its parameters.
+            self._upgrade_with_body = True
+            return
         self._end_request()
         request = self._request()
         keep_alive = self._parser.should_keep_alive()
@@ -321,6 +330,23 @@ class Connection(asyncio.Protocol):
         self._start_serving()
 
     # --- reading
+
+    def _has_body(self) -> bool:
+        length = self._headers.get("content-length", "0").strip()
+        return "transfer-encoding" in self._headers or length not in ("", "0")
+
+    def _read_on_without_upgrade(self, rest: bytes) -> None:
+        """Ignore the upgrade (RFC 9110 lets a server): parse the request again from its
+        head without it, then its body and what follows, with a fresh parser."""
+        self._upgrade_with_body = False
+        method = self._parser.get_method()
+        lines = [b"%s %s HTTP/%s" % (method, self._url, self._parser.get_http_version().encode())]
+        for name, value in self._headers.items():
+            if name not in ("upgrade", "connection", "http2-settings"):
+                lines.append(f"{name}: {value}".encode("latin-1"))
+        self._parser = httptools.HttpRequestParser(self)
+        self._head_bytes = 0
+        self.data_received(b"\r\n".join(lines) + b"\r\n\r\n" + rest)
 
     def _request(self) -> Request | None:
         try:
