@@ -144,6 +144,26 @@ async def test_expect_100_continue_is_answered_before_the_body(start: Start) -> 
     writer.close()
 
 
+@pytest.mark.parametrize(
+    "requests",
+    [
+        b"POST /e HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nbody",
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + _post("/e", b"body", "Expect: 100-continue"),
+    ],
+    ids=["to HTTP/1.0", "ahead of an answer owed"],
+)
+async def test_no_100_continue_where_it_may_not_go(start: Start, requests: bytes) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(requests)
+    await eventually(lambda: len(echo.seen) >= 1)  # the first request in hand
+    echo.release.set()
+    for _ in range(requests.count(b" HTTP/1.")):
+        status, _, _ = await _answer(reader)  # a 100 first would be read as the answer
+        assert status == 200
+    writer.close()
+
+
 async def test_an_expectation_it_cannot_meet_is_417_in_the_apis_format(start: Start) -> None:
     _, echo, connect = await start()
     reader, writer = await connect()

@@ -368,7 +368,12 @@ class Connection(asyncio.Protocol):
     def _expect(self, expectation: str) -> None:
         if expectation != "100-continue":
             self._stop(417, f"Expect: {expectation} is not supported (only 100-continue)")
-        if self._transport is not None:  # curl waits for this before sending a body > 1 KiB
+        # curl waits for this (1 s at most) before sending a body over 1 KiB. Not to an
+        # HTTP/1.0 client (RFC 9110 10.1.1), nor ahead of answers still owed on the connection.
+        owing = self._serving or bool(self._queue)
+        if self._parser.get_http_version() == "1.0" or owing or not self._has_body():
+            return
+        if self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _stop(self, status: int, detail: str) -> None:
