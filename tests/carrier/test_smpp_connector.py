@@ -17,6 +17,7 @@ from smsrelay.carrier.connector import Connector, SubmitUnanswered
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSlots
 from smsrelay.carrier.smpp_link import LATE_ANSWER_LIMIT, SmppLink
+from smsrelay.dispatch.inbound import read_receipt
 from smsrelay.errors import TransientError
 from smsrelay.smpp.codec import PduReader, encode
 from smsrelay.smpp.concat import ConcatInfo, ConcatMethod, split_concat
@@ -34,7 +35,12 @@ from smsrelay.smpp.pdu import (
     Unbind,
     UnbindResp,
 )
-from smsrelay.smpp.receipts import carrier_id_candidates, normalise_carrier_id, parse_receipt
+from smsrelay.smpp.receipts import (
+    LEARN_AFTER,
+    carrier_id_candidates,
+    normalise_carrier_id,
+    parse_receipt,
+)
 from smsrelay.smpp.session import Outstanding, Role
 from smsrelay.store.receipt_match import EARLY_RECEIPT_WINDOW
 
@@ -445,6 +451,35 @@ async def test_hex_submit_id_and_decimal_receipt_id_still_match(
     assert receipt is not None and outcome.message_id is not None
     assert receipt.id != outcome.message_id  # the trap
     assert normalise_carrier_id(outcome.message_id) in carrier_id_candidates(receipt.id)
+
+
+@pytest.mark.parametrize(
+    ("id_style", "receipt_id_style", "form"),
+    [("hex", "decimal", "decimal"), ("decimal", "hex", "hex"), ("decimal", None, "same")],
+)
+async def test_a_connector_left_at_auto_learns_how_its_smsc_writes_receipt_ids(
+    make_simulator: MakeSimulator,
+    make_connector: MakeConnector,
+    inbox: Inbox,
+    caplog: pytest.LogCaptureFixture,
+    id_style: str,
+    receipt_id_style: str | None,
+    form: str,
+) -> None:
+    # At auto every reading of an id is a key, so a receipt that overtakes its resp can be
+    # taken by a waiting part whose id is its other reading; once learnt, it has one key.
+    caplog.set_level(logging.INFO)
+    simulator = await make_simulator(id_style=id_style, receipt_id_style=receipt_id_style)
+    connector = await make_connector(simulator, inbox)
+    count = LEARN_AFTER * 3
+    outcomes = await asyncio.gather(*(connector.submit(part(n)) for n in range(count)))
+    await eventually(lambda: len(inbox.receipts) == count)
+    reads = [read_receipt(sm, 0.0) for sm in inbox.receipts]
+    assert connector.receipt_ids.form == form
+    assert any(r.getMessage().startswith("smpp.receipt.id_form_learnt") for r in caplog.records)
+    last = reads[-1]
+    assert last is not None and len(last.candidate_keys) == 1
+    assert last.candidate_keys[0] in {normalise_carrier_id(o.message_id or "") for o in outcomes}
 
 
 async def test_rate_cap_below_the_smsc_throttle_slows_without_errors(

@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 
 from smsrelay.smpp.pdu import MessageState
 from smsrelay.smpp.receipts import (
+    LEARN_AFTER,
+    RECENT_RESP_IDS,
+    ReceiptIdForm,
     ReceiptText,
     carrier_id_candidates,
     format_receipt,
@@ -151,3 +154,50 @@ def test_hex_and_decimal_forms_of_one_id_meet(number: int) -> None:
 
 def test_huge_ids_are_not_reinterpreted() -> None:
     assert carrier_id_candidates("9" * 200) == ("9" * 200,)
+
+
+def _learnt(resp_ids: list[str], receipt_ids: list[str], configured: str = "auto") -> str:
+    forms = ReceiptIdForm(configured)
+    for resp_id in resp_ids:
+        forms.saw_resp(resp_id)
+    for receipt_id in receipt_ids:
+        forms.form_for(receipt_id)
+    return forms.form
+
+
+HEX_IDS = [format(n, "x") for n in range(0x1000, 0x1000 + LEARN_AFTER)]
+
+
+def test_receipts_found_only_under_their_decimal_reading_teach_decimal() -> None:
+    decimal = [str(int(i, 16)) for i in HEX_IDS]
+    assert _learnt(HEX_IDS, decimal) == "decimal"
+    assert _learnt(HEX_IDS, decimal[:-1]) == "auto"  # one vote short
+
+
+def test_one_vote_the_other_way_keeps_it_at_auto() -> None:
+    decimal = [str(int(i, 16)) for i in HEX_IDS]
+    assert _learnt([*HEX_IDS, "2000"], [HEX_IDS[0], *decimal]) == "auto"  # "1000" as written too
+
+
+@pytest.mark.parametrize(
+    ("resp_ids", "receipt_ids"),
+    [
+        ([str(n) for n in range(1, 10)] * 3, [str(n) for n in range(1, 10)] * 3),  # same every way
+        ([], [str(n) for n in range(100, 200)]),  # overtook their resp, or another node's
+    ],
+    ids=["ids that read the same every way", "resp ids never seen"],
+)
+def test_receipts_that_cannot_tell_do_not_vote(resp_ids: list[str], receipt_ids: list[str]) -> None:
+    assert _learnt(resp_ids, receipt_ids) == "auto"
+
+
+def test_a_configured_form_is_never_changed() -> None:
+    assert _learnt(HEX_IDS, HEX_IDS, configured="hex") == "hex"
+
+
+def test_learning_keeps_a_bounded_number_of_resp_ids() -> None:
+    forms = ReceiptIdForm()
+    for n in range(RECENT_RESP_IDS * 2):
+        forms.saw_resp(str(n))
+    assert forms.form_for("0") == "auto"  # the oldest is forgotten: no vote
+    assert len(forms._recent) == RECENT_RESP_IDS

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from smsrelay.errors import TransientError
 from smsrelay.quick_init import quick_init
+from smsrelay.smpp.receipts import ReceiptIdForm
 
 
 @quick_init
@@ -60,6 +61,8 @@ class InboundSm:
     # How this SMSC writes ids in receipts against its submit_sm_resp ids: the link's
     # receipt_id (auto, same, decimal, hex; see smpp.receipts.carrier_id_candidates).
     receipt_id_form: str = "auto"
+    # The connector's own view of that form (learnt when it is auto), if it keeps one.
+    receipt_ids: ReceiptIdForm | None = None
     # SMPP types of number (TON) of the addresses: 1 international (as we send), 2 national,
     # 0 unknown; the router reads national forms in the other party's country.
     source_ton: int = 1

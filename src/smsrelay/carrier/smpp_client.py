@@ -49,7 +49,7 @@ from smsrelay.smpp.pdu import (
     Unbind,
     status_name,
 )
-from smsrelay.smpp.receipts import RECEIPT_ID_FORMS
+from smsrelay.smpp.receipts import RECEIPT_ID_FORMS, ReceiptIdForm
 from smsrelay.smpp.session import (
     CAN_SUBMIT,
     AdaptivePace,
@@ -335,6 +335,7 @@ class SmppConnector:
         self.name = name
         self.config = config
         self.log = logger or _log
+        self.receipt_ids = ReceiptIdForm(config.receipt_id, self._id_form_learnt)
         self._on_inbound = on_inbound
         self._validity = validity_period(config.validity_hours)
         self._window = WindowSlots(config.window)
@@ -497,7 +498,12 @@ class SmppConnector:
             message = f"smpp connector {self.name}: the SMSC says we are not bound"
             outcome.set_exception(TransientError(message))
         else:
+            if isinstance(response, SubmitSmResp) and response.status == 0:
+                self.receipt_ids.saw_resp(response.message_id)
             outcome.set_result(_outcome(response))
+
+    def _id_form_learnt(self, form: str) -> None:
+        self.log.info("smpp.receipt.id_form_learnt", extra={"connector": self.name, "form": form})
 
     def _learn_pace(self, status: int) -> None:
         now = (self._loop or asyncio.get_running_loop()).time()
@@ -597,6 +603,7 @@ class SmppConnector:
             tlvs=MappingProxyType(dict(pdu.tlvs)),
             default_alphabet=self.config.gsm_data_coding,
             receipt_id_form=self.config.receipt_id,
+            receipt_ids=self.receipt_ids,
             source_ton=pdu.source_addr_ton,
             destination_ton=pdu.dest_addr_ton,
             bind_id=bind_id,

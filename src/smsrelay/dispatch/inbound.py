@@ -177,11 +177,16 @@ def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:
     return IncomingReceipt(
         connector=sm.connector,
         carrier_id=carrier_id,
-        candidate_keys=carrier_id_candidates(carrier_id, sm.receipt_id_form),
+        candidate_keys=carrier_id_candidates(carrier_id, _id_form(sm, carrier_id)),
         stat=stat,
         err=err,
         received_at=now,
     )
+
+
+def _id_form(sm: InboundSm, carrier_id: str) -> str:
+    learnt = sm.receipt_ids
+    return sm.receipt_id_form if learnt is None else learnt.form_for(carrier_id)
 
 
 def network_error(value: bytes | None) -> str | None:

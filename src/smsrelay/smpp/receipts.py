@@ -7,6 +7,7 @@ upper- or mixed-case keys, ``submit_date`` spellings, long stat words and missin
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -191,3 +192,56 @@ def carrier_id_candidates(carrier_id: str, form: str = "auto") -> tuple[str, ...
         if _is_hex(key):
             out.append(str(int(key, 16)))
     return tuple(dict.fromkeys(out))
+
+
+# How many receipts whose resp was seen, all read one way, teach an ``auto`` connector that way.
+LEARN_AFTER = 16
+RECENT_RESP_IDS = 4096  # resp ids kept while learning (receipts come seconds after their resp)
+_FORMS = ("same", "decimal", "hex")
+
+
+class ReceiptIdForm:
+    """How a connector reads its receipts' ids; left at ``auto``, learnt from its own SMSC.
+
+    At ``auto`` every reading of an id is a candidate, and a receipt that overtakes its
+    submit_sm_resp can be taken by a waiting part whose id is its other reading (receipt
+    ``10`` by part ``16``, its hex value) before its own part has an id. So while learning,
+    resp ids are kept, and each receipt found under exactly one reading of its id among them
+    votes for that reading; LEARN_AFTER votes one way and none another settle the form, and
+    from then on a receipt has one key (one that overtakes its resp waits for it). Receipts
+    that overtook their resp, came through another node, or read the same every way do not
+    vote. A configured form is never changed.
+    """
+
+    def __init__(self, configured: str = "auto", on_learnt: Callable[[str], None] | None = None):
+        self.form = configured
+        self._learning = configured == "auto"
+        self._on_learnt = on_learnt
+        self._recent: dict[str, None] = {}  # resp id keys, oldest first
+        self._votes = dict.fromkeys(_FORMS, 0)
+
+    def saw_resp(self, carrier_id: str) -> None:
+        """A submit_sm_resp gave ``carrier_id`` to a part."""
+        if not self._learning:
+            return
+        self._recent[normalise_carrier_id(carrier_id)] = None
+        if len(self._recent) > RECENT_RESP_IDS:
+            del self._recent[next(iter(self._recent))]
+
+    def form_for(self, carrier_id: str) -> str:
+        """The form to read the receipt id ``carrier_id`` in (it votes, while learning)."""
+        if self._learning:
+            self._vote(normalise_carrier_id(carrier_id))
+        return self.form
+
+    def _vote(self, key: str) -> None:
+        found = [form for form in _FORMS if _converted(key, form) in self._recent]
+        if len(found) != 1:
+            return
+        form = found[0]
+        self._votes[form] += 1
+        if self._votes[form] >= LEARN_AFTER and sum(self._votes.values()) == self._votes[form]:
+            self.form, self._learning = form, False
+            self._recent.clear()
+            if self._on_learnt is not None:
+                self._on_learnt(form)
