@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from smsrelay.carrier.connector import InboundSm
-from smsrelay.dispatch.inbound import InboundRouter, is_stop_text, keyword_of, read_receipt
+from smsrelay.dispatch.inbound import InboundRouter, read_receipt
+from smsrelay.domain.keywords import is_stop_text, keyword_of
 from smsrelay.errors import TransientError
 from smsrelay.service.clock import FixedClock
 from smsrelay.store.records import InboundReply
@@ -219,7 +220,19 @@ def test_the_keyword_is_the_first_word_upper_cased_without_its_punctuation(
     assert keyword_of(text) == keyword
 
 
-@pytest.mark.parametrize("text", ["STOP", "Stop, merci", "stop.", " Arrêt ! ", "STOP SMS"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "STOP",
+        "Stop, merci",
+        "stop.",
+        " Arrêt ! ",
+        "STOP SMS",
+        "ＳＴＯＰ",  # full width, as some keyboards type it
+        "ARRE\u0302T",  # Ê decomposed
+        "\u200bSTOP",  # a zero-width space in front
+    ],
+)
 def test_a_stop_keyword_with_punctuation_around_it_still_stops(text: str) -> None:
     keywords = frozenset({"STOP", "STOP SMS", "ARRÊT"})
     assert is_stop_text(text, keywords)

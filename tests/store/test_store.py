@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from smsrelay.domain.keywords import is_stop_text
 from smsrelay.errors import DomainError, TransientError
 from smsrelay.store import sql_store
 from smsrelay.store.factory import store_for
@@ -513,3 +514,68 @@ def _reply_part(seq: int, concat: tuple[int, int], at: float, bind: str = "") ->
         (ref, total, seq),
         bind_id=bind,
     )
+
+
+async def test_a_reply_to_a_number_that_changed_hands_is_the_new_owners(store: SqlStore) -> None:
+    # It was linked to the old owner's last message and posted to that message's URL: one
+    # account's replies leaked to another.
+    await store.accept_message(new_message(url_response="https://old.example/private"))
+    [part] = await store.claim_due_parts("default", 100.0, 10, 160.0)
+    await store.mark_submitted(part.part_id, "c1", "c1", 101.0, BUILDERS, 1)
+    await store.remove_number("+33757000001")
+    await store.create_account("b", "hash-b", 1_000_000, 0.0)
+    await store.update_account("b", {"reply_url": "https://new.example/mo"})
+    await store.add_number("b", "+33757000001", "default", 0.0)
+    reply = InboundReply(
+        "default", "+33612345678", "+33757000001", "OUI", "OUI", lambda _: False, 200.0
+    )
+    outcome = await store.record_reply(reply, BUILDERS)
+    assert (outcome.account_id, outcome.linked_message_id) == (2, None)
+    [callback] = await store.list_webhooks(None, 10)
+    assert callback.url == "https://new.example/mo"
+
+
+@pytest.mark.parametrize(
+    ("first_part", "stopped"),
+    [("STOP je ne veux plus ", True), ("Stop, merci", True), ("STOP", False), ("Oui ", False)],
+    ids=["a whole STOP word", "with punctuation", "a word the next part may go on", "no"],
+)
+async def test_a_long_reply_whose_first_part_says_stop_stops_before_the_rest_comes(
+    store: SqlStore, first_part: str, stopped: bool
+) -> None:
+    # Its other parts may never come: the STOP was posted to the application (keyword STOP)
+    # and never applied, the gateway sending on to someone who asked it to stop.
+    keywords = frozenset({"STOP"})
+    reply = InboundReply(
+        "default",
+        "+33612345678",
+        "+33757000001",
+        first_part,
+        "STOP",
+        lambda text: is_stop_text(text, keywords),
+        1000.0,
+        (4, 2, 1),
+    )
+    outcome = await store.record_reply(reply, BUILDERS)
+    assert outcome.stopped is stopped
+    assert (await store.stopped_phones(1) == {"+33612345678"}) is stopped
+
+
+async def test_a_reassembled_reply_has_the_keyword_a_single_sms_would(store: SqlStore) -> None:
+    import orjson
+
+    await store.update_account("a", {"reply_url": "https://e.com/mo", "reassemble_replies": 1})
+    for seq, text in ((1, "Oui, merci pour"), (2, " le message")):
+        reply = InboundReply(
+            "default",
+            "+33612345678",
+            "+33757000001",
+            text,
+            "",
+            lambda _: False,
+            1000.0,
+            (5, 2, seq),
+        )
+        await store.record_reply(reply, BUILDERS)
+    [job] = await store.claim_due_webhooks(2000.0, 10, 2060.0)
+    assert orjson.loads(job.body)["keyword"] == "OUI"  # was "OUI,"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import unicodedata
 from collections.abc import Callable, Sequence
 
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.domain.addresses import e164_of
 from smsrelay.domain.data_coding import UCS2, alphabet_of, decode_sm_text
+from smsrelay.domain.keywords import is_stop_text, keyword_of
 from smsrelay.domain.states import stat_for_message_state_tlv
 from smsrelay.domain.text import decode_ucs2
 from smsrelay.service.clock import Clock
@@ -126,32 +126,6 @@ class InboundRouter:
 
     def is_stop(self, text: str) -> bool:
         return is_stop_text(text, self._stop_keywords)
-
-
-def is_stop_text(text: str, keywords: frozenset[str]) -> bool:
-    """A reply asks to stop when its whole text (trimmed, case-folded) is a STOP keyword,
-    or its first word is one ("STOP merci")."""
-    cleaned = " ".join(text.upper().split()).strip(" .!")
-    return cleaned in keywords or keyword_of(cleaned) in keywords
-
-
-def keyword_of(text: str) -> str:
-    """The first word, upper-cased, without the punctuation around it ("Oui, merci" -> OUI), so
-    an application can route on it; a word of punctuation alone (":-)") is kept as it is."""
-    words = text.split()
-    if not words:
-        return ""
-    word = words[0].upper()
-    start, end = 0, len(word)
-    while start < end and _is_punctuation(word[start]):
-        start += 1
-    while end > start and _is_punctuation(word[end - 1]):
-        end -= 1
-    return word[start:end] or word
-
-
-def _is_punctuation(char: str) -> bool:
-    return unicodedata.category(char).startswith("P")  # any script's: «», ¿, 。, ！
 
 
 def read_receipt(sm: InboundSm, now: float) -> IncomingReceipt | None:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from smsrelay.domain.keywords import keyword_of
 from smsrelay.store.message_ops import insert_callback
 from smsrelay.store.records import (
     CallbackBuilders,
@@ -33,18 +35,11 @@ def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) ->
         "JOIN accounts a ON a.id = n.account_id WHERE n.msisdn = ?",
         (reply.virtual_number,),
     ).fetchone()
-    link = conn.execute(
-        # the last message that reached that person: one held, cancelled or still queued (or
-        # a sandbox one) never did, and a reply cannot answer it
-        "SELECT m.id, m.url_response FROM messages m WHERE m.sender = ? AND m.recipient = ? "
-        "AND EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id "
-        "AND p.submitted_at IS NOT NULL) ORDER BY m.id DESC LIMIT 1",
-        (reply.virtual_number, reply.msisdn),
-    ).fetchone()
     account_id = None if owner is None else int(owner[0])
+    link = None if account_id is None else _last_sent(conn, reply, account_id)
     reply_id = _insert_reply(conn, reply, account_id, None if link is None else int(link[0]))
-    text, complete = _full_text(conn, reply)
-    stopped = account_id is not None and complete and reply.is_stop(text)
+    text, complete, opening = _full_text(conn, reply)
+    stopped = account_id is not None and _asks_to_stop(reply, text, complete, opening)
     if stopped:
         conn.execute(
             "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?) "
@@ -60,6 +55,33 @@ def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) ->
     return ReplyOutcome(
         reply_id, account_id, None if link is None else int(link[0]), callbacks, stopped
     )
+
+
+def _last_sent(conn: Conn, reply: InboundReply, account_id: int) -> Any:
+    """The last message of the number's owner that reached that person: one held, cancelled
+    or still queued (or a sandbox one) never did, and a reply cannot answer it; nor can the
+    messages a number's earlier owner sent (its replies would go to that owner's URL)."""
+    return conn.execute(
+        "SELECT m.id, m.url_response FROM messages m WHERE m.sender = ? AND m.recipient = ? "
+        "AND m.account_id = ? AND EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id "
+        "AND p.submitted_at IS NOT NULL) ORDER BY m.id DESC LIMIT 1",
+        (reply.virtual_number, reply.msisdn, account_id),
+    ).fetchone()
+
+
+def _asks_to_stop(reply: InboundReply, text: str, complete: bool, opening: str | None) -> bool:
+    """The whole reply asks to stop; or, before its other parts come (they may never), its
+    first part does, once that part holds a whole first word ("STOP" alone may go on as
+    "STOPPER" in the next part)."""
+    if complete:
+        return reply.is_stop(text)
+    return opening is not None and _first_word_whole(opening) and reply.is_stop(opening)
+
+
+def _first_word_whole(text: str) -> bool:
+    """Some space follows the first word (the next part cannot lengthen it)."""
+    words = text.lstrip()
+    return bool(words) and (len(words.split(maxsplit=1)) == 2 or words[-1].isspace())
 
 
 # An SMSC re-sends a deliver_sm whose resp it did not get (we crashed after the commit, or the
@@ -122,10 +144,11 @@ def _insert_reply(
     return int(row[0])
 
 
-def _full_text(conn: Conn, reply: InboundReply) -> tuple[str, bool]:
-    """The whole reply's text, and whether every part has now arrived."""
+def _full_text(conn: Conn, reply: InboundReply) -> tuple[str, bool, str | None]:
+    """The whole reply's text, whether every part has now arrived, and its first part's text
+    (None until it has)."""
     if reply.concat is None:
-        return reply.text, True
+        return reply.text, True, reply.text
     ref, total, _ = reply.concat
     rows = conn.execute(
         "SELECT concat_part, text FROM replies WHERE msisdn = ? AND virtual_number = ? "
@@ -134,7 +157,7 @@ def _full_text(conn: Conn, reply: InboundReply) -> tuple[str, bool]:
     ).fetchall()
     parts = {int(p): t for p, t in rows}  # a re-sent part replaces its earlier copy
     complete = set(parts) == set(range(1, total + 1))
-    return "".join(parts[i] for i in sorted(parts)), complete
+    return "".join(parts[i] for i in sorted(parts)), complete, parts.get(1)
 
 
 def _queue_reply_callbacks(
@@ -158,7 +181,7 @@ def _queue_reply_callbacks(
             reply.msisdn,
             reply.virtual_number,
             full_text,
-            _keyword(full_text),
+            keyword_of(full_text),
             reply.received_at,
             None,
         )
@@ -237,11 +260,6 @@ def flush_stale_reassemblies(
 def conversation_key(msisdn: str, virtual_number: str) -> str:
     """One person's replies to one number are posted in the order they arrived."""
     return f"c{msisdn}>{virtual_number}"
-
-
-def _keyword(text: str) -> str:
-    words = text.split()
-    return words[0].upper() if words else ""
 
 
 def recent_replies(conn: Conn, account_id: int | None, limit: int) -> list[ReplyView]:
