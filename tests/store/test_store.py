@@ -495,9 +495,12 @@ async def test_a_part_of_a_long_reply_resent_on_the_same_bind_is_posted_once(
     first = await store.record_reply(part(1, 1000.0), BUILDERS)
     whole = await store.record_reply(part(2, 1001.0), BUILDERS)
     resent = await store.record_reply(part(2, 1005.0), BUILDERS)  # its resp was lost: re-sent
-    assert (first.callbacks, whole.callbacks, resent.callbacks) == (0, 1, 0)
-    assert resent.reply_id == whole.reply_id
+    # ... and again after a restart that took minutes: it completed the reply a second time
+    late = await store.record_reply(part(2, 1201.0), BUILDERS)
+    assert (first.callbacks, whole.callbacks, resent.callbacks, late.callbacks) == (0, 1, 0, 0)
+    assert resent.reply_id == whole.reply_id == late.reply_id
     assert len(await store.list_webhooks(None, 10)) == 1
+    assert await store.flush_stale_reassemblies(9000.0, 9000.0, BUILDERS) == 0
 
 
 def _reply_part(seq: int, concat: tuple[int, int], at: float, bind: str = "") -> InboundReply:
@@ -579,3 +582,33 @@ async def test_a_reassembled_reply_has_the_keyword_a_single_sms_would(store: Sql
         await store.record_reply(reply, BUILDERS)
     [job] = await store.claim_due_webhooks(2000.0, 10, 2060.0)
     assert orjson.loads(job.body)["keyword"] == "OUI"  # was "OUI,"
+
+
+async def test_a_reused_reference_starts_a_new_reply_and_leaves_an_unfinished_one_held(
+    store: SqlStore,
+) -> None:
+    # A phone numbers long messages with a counter that wraps: within the hour a reference
+    # comes back. Its first part used to complete the old message's parts (a phantom reply),
+    # and a new message completed under it took an unfinished one's part along (never posted).
+    import orjson
+
+    await store.update_account("a", {"reply_url": "https://e.com/mo", "reassemble_replies": 1})
+
+    def part(seq: int, text: str, at: float) -> InboundReply:
+        return InboundReply(
+            "default", "+33612345678", "+33757000001", text, "", lambda _: False, at, (5, 2, seq)
+        )
+
+    for seq, text, at in ((1, "first A ", 1000.0), (2, "first B", 1001.0)):
+        await store.record_reply(part(seq, text, at), BUILDERS)
+    await store.record_reply(part(1, "lost A ", 1200.0), BUILDERS)  # its part 2 never comes
+    for seq, text, at in ((1, "second A ", 1300.0), (2, "second B", 1301.0)):
+        await store.record_reply(part(seq, text, at), BUILDERS)
+    assert await store.flush_stale_reassemblies(5000.0, 8600.0, BUILDERS) == 1
+    texts = []
+    for _ in range(3):  # one conversation: one after the other
+        [job] = await store.claim_due_webhooks(9000.0, 10, 9060.0)
+        texts.append(orjson.loads(job.body)["text"])
+        await store.record_webhook_attempt(job.id, 9001.0, 200, 1.0, None, "delivered", None)
+    assert texts == ["first A first B", "second A second B", "lost A "]
+    assert await store.claim_due_webhooks(9000.0, 10, 9060.0) == []

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from smsrelay.domain.keywords import keyword_of
+from smsrelay.store.grouped import marks, padded
 from smsrelay.store.message_ops import insert_callback
 from smsrelay.store.records import (
     CallbackBuilders,
@@ -38,8 +40,9 @@ def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) ->
     account_id = None if owner is None else int(owner[0])
     link = None if account_id is None else _last_sent(conn, reply, account_id)
     reply_id = _insert_reply(conn, reply, account_id, None if link is None else int(link[0]))
-    text, complete, opening = _full_text(conn, reply)
-    stopped = account_id is not None and _asks_to_stop(reply, text, complete, opening)
+    reassemble = owner is not None and bool(owner[2])
+    joined = _joined(conn, reply, reply_id, held_only=reassemble)
+    stopped = account_id is not None and _asks_to_stop(reply, joined)
     if stopped:
         conn.execute(
             "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?) "
@@ -50,7 +53,7 @@ def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) ->
     callbacks = 0
     if url and account_id is not None:
         callbacks = _queue_reply_callbacks(
-            conn, reply, reply_id, account_id, url, bool(owner[2]), text, complete, builders
+            conn, reply, reply_id, account_id, url, reassemble, joined, builders
         )
     return ReplyOutcome(
         reply_id, account_id, None if link is None else int(link[0]), callbacks, stopped
@@ -69,12 +72,13 @@ def _last_sent(conn: Conn, reply: InboundReply, account_id: int) -> Any:
     ).fetchone()
 
 
-def _asks_to_stop(reply: InboundReply, text: str, complete: bool, opening: str | None) -> bool:
+def _asks_to_stop(reply: InboundReply, joined: _Joined) -> bool:
     """The whole reply asks to stop; or, before its other parts come (they may never), its
     first part does, once that part holds a whole first word ("STOP" alone may go on as
     "STOPPER" in the next part)."""
-    if complete:
-        return reply.is_stop(text)
+    if joined.complete:
+        return reply.is_stop(joined.text)
+    opening = joined.opening
     return opening is not None and _first_word_whole(opening) and reply.is_stop(opening)
 
 
@@ -91,6 +95,9 @@ RESEND_WINDOW = 120.0
 
 def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
     ref, total, part = reply.concat if reply.concat else (-1, -1, -1)
+    # a part is looked for as long as it could still join its reply: re-sent later than 120 s
+    # (a restart, a slow rebind), it completed the reply again and posted it twice
+    window = REASSEMBLY_WINDOW if reply.concat else RESEND_WINDOW
     row = conn.execute(
         "SELECT id, account_id, message_id FROM replies WHERE msisdn = ? AND virtual_number = ? "
         "AND received_at >= ? AND text = ? AND COALESCE(concat_ref, -1) = ? "
@@ -102,7 +109,7 @@ def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
         (
             reply.msisdn,
             reply.virtual_number,
-            reply.received_at - RESEND_WINDOW,
+            reply.received_at - window,
             reply.text,
             ref,
             total,
@@ -144,20 +151,41 @@ def _insert_reply(
     return int(row[0])
 
 
-def _full_text(conn: Conn, reply: InboundReply) -> tuple[str, bool, str | None]:
-    """The whole reply's text, whether every part has now arrived, and its first part's text
-    (None until it has)."""
+@dataclass(frozen=True)
+class _Joined:
+    """A reply as its parts so far make it."""
+
+    text: str
+    complete: bool  # every part is in
+    opening: str | None  # its first part's text, once in
+    part_ids: tuple[int, ...] = ()  # the parts' rows, for a long reply
+
+
+def _joined(conn: Conn, reply: InboundReply, reply_id: int, *, held_only: bool) -> _Joined:
+    """The whole reply as its parts so far make it. ``held_only``: of the parts held for
+    reassembly (a part once posted in a joined reply is not taken again: a phone that reuses
+    a reference within the hour starts a new message, which must not take the old parts)."""
     if reply.concat is None:
-        return reply.text, True, reply.text
+        return _Joined(reply.text, True, reply.text)
     ref, total, _ = reply.concat
+    held = " AND (awaiting = 1 OR id = ?)" if held_only else ""
     rows = conn.execute(
-        "SELECT concat_part, text FROM replies WHERE msisdn = ? AND virtual_number = ? "
-        "AND concat_ref = ? AND concat_total = ? AND received_at >= ? ORDER BY id",
-        (reply.msisdn, reply.virtual_number, ref, total, reply.received_at - REASSEMBLY_WINDOW),
+        "SELECT concat_part, text, id FROM replies WHERE msisdn = ? AND virtual_number = ? "
+        f"AND concat_ref = ? AND concat_total = ? AND received_at >= ?{held} ORDER BY id",
+        (
+            reply.msisdn,
+            reply.virtual_number,
+            ref,
+            total,
+            reply.received_at - REASSEMBLY_WINDOW,
+            *((reply_id,) if held_only else ()),
+        ),
     ).fetchall()
-    parts = {int(p): t for p, t in rows}  # a re-sent part replaces its earlier copy
+    parts = {int(p): (t, int(i)) for p, t, i in rows}  # a re-sent part replaces its earlier copy
     complete = set(parts) == set(range(1, total + 1))
-    return "".join(parts[i] for i in sorted(parts)), complete, parts.get(1)
+    text = "".join(parts[i][0] for i in sorted(parts))
+    opening = parts[1][0] if 1 in parts else None
+    return _Joined(text, complete, opening, tuple(row_id for _, row_id in parts.values()))
 
 
 def _queue_reply_callbacks(
@@ -167,21 +195,20 @@ def _queue_reply_callbacks(
     account_id: int,
     url: str,
     reassemble: bool,
-    full_text: str,
-    complete: bool,
+    joined: _Joined,
     builders: CallbackBuilders,
 ) -> int:
     if reassemble and reply.concat is not None:
-        if not complete:
+        if not joined.complete:
             conn.execute("UPDATE replies SET awaiting = 1 WHERE id = ?", (reply_id,))
             return 0
-        _stop_awaiting(conn, reply)
+        _stop_awaiting(conn, joined.part_ids)
         facts = ReplyFacts(
             reply_id,
             reply.msisdn,
             reply.virtual_number,
-            full_text,
-            keyword_of(full_text),
+            joined.text,
+            keyword_of(joined.text),
             reply.received_at,
             None,
         )
@@ -222,14 +249,11 @@ def _queue_reply_callback(
     )
 
 
-def _stop_awaiting(conn: Conn, reply: InboundReply) -> None:
-    assert reply.concat is not None
-    ref, total, _ = reply.concat
-    conn.execute(
-        "UPDATE replies SET awaiting = 0 WHERE awaiting = 1 AND msisdn = ? "
-        "AND virtual_number = ? AND concat_ref = ? AND concat_total = ?",
-        (reply.msisdn, reply.virtual_number, ref, total),
-    )
+def _stop_awaiting(conn: Conn, part_ids: tuple[int, ...]) -> None:
+    """The parts just posted joined are held no more (another message's, under a reused
+    reference, stay held: posted alone if their own parts never come)."""
+    ids = padded(sorted(part_ids))
+    conn.execute(f"UPDATE replies SET awaiting = 0 WHERE id IN ({marks(len(ids))})", ids)
 
 
 def flush_stale_reassemblies(
