@@ -33,7 +33,8 @@ OURS = "33757000001"  # a French virtual number, international (TON 1)
         ("0999", 2, OURS, 1, "+0999"),  # unreadable: kept as it always was
         ("0612", 0, OURS, 1, "+0612"),
         ("INFO", 5, OURS, 1, "+INFO"),  # alphanumeric: untouched
-        ("0612345678", 1, OURS, 1, "+0612345678"),  # TON 1 is taken at its word
+        ("0612345678", 1, OURS, 1, "+33612345678"),  # TON 1, yet no country code starts with 0
+        ("0999", 1, OURS, 1, "+0999"),  # ... unreadable nationally: kept as it always was
     ],
 )
 def test_e164_of(address: str, ton: int, other: str, other_ton: int, e164: str) -> None:

@@ -38,7 +38,10 @@ def e164_of(address: str, ton: int, other_party: str, other_ton: int) -> str:
 def _is_national(address: str, ton: int) -> bool:
     if address.startswith(("+", "00")):
         return False
-    return ton == TON_NATIONAL or (ton == TON_UNKNOWN and address.startswith("0"))
+    # No country code starts with 0: one leading 0 is a trunk prefix, whatever the TON says
+    # (an SMSC that marks every address international sends "0612345678" as TON 1).
+    leading_zero = ton in (TON_UNKNOWN, TON_INTERNATIONAL) and address.startswith("0")
+    return ton == TON_NATIONAL or leading_zero
 
 
 def _region_of(address: str, ton: int) -> str | None:
