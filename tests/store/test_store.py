@@ -612,3 +612,22 @@ async def test_a_reused_reference_starts_a_new_reply_and_leaves_an_unfinished_on
         await store.record_webhook_attempt(job.id, 9001.0, 200, 1.0, None, "delivered", None)
     assert texts == ["first A first B", "second A second B", "lost A "]
     assert await store.claim_due_webhooks(9000.0, 10, 9060.0) == []
+
+
+async def test_a_claimed_callback_handed_back_is_pending_again_with_no_attempt(
+    store: SqlStore,
+) -> None:
+    from smsrelay.store.message_ops import insert_callback
+
+    ids = [
+        await store.db.write(
+            lambda c, uuid=uuid: insert_callback(c, uuid, 1, "dlr", "https://e.com/", b"{}", 10.0)
+        )
+        for uuid in ("a", "b")
+    ]
+    [job] = await store.claim_due_webhooks(20.0, 1, 80.0)
+    assert await store.defer_webhooks([(job.id, 50.0), (ids[1], 60.0)]) == 1  # b: not claimed
+    view = await store.get_webhook(job.id)
+    assert view is not None and (view.state, view.due_at, view.attempts) == ("pending", 50.0, 0)
+    assert [j.id for j in await store.claim_due_webhooks(49.0, 10, 100.0)] == [ids[1]]
+    assert [j.id for j in await store.claim_due_webhooks(50.0, 10, 100.0)] == [job.id]

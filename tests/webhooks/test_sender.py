@@ -567,3 +567,23 @@ async def test_a_callback_given_its_slot_after_its_start_by_gives_it_back_unpost
     assert await in_time is True  # the slot went on to the waiter still in time
     assert gate.locked()
     assert await sender_module._acquire(asyncio.Semaphore(1), loop.time() - 1, loop) is False
+
+
+async def test_a_stuck_host_with_a_backlog_hands_it_back_and_others_go_first(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # Its backlog used to fill the sender's hands (4 batches) waiting for its few slots, so
+    # no other receiver's callback was claimed until those had timed out or lapsed, one
+    # handful at a time: tens of seconds for everyone, as long as the backlog lasted.
+    stuck = await receivers(host="127.0.0.2")
+    stuck.behaviour = stuck.hang
+    fine = await receivers(host="127.0.0.1")
+    stuck_ids = [await add_callback(store, account, stuck.url) for _ in range(60)]
+    fine_ids = [await add_callback(store, account, fine.url) for _ in range(3)]
+    await senders(concurrency_per_host=2, timeout=2.0, batch=5)
+    for webhook_id in fine_ids:  # after the stuck host's first timeouts, not its backlog
+        await eventually(is_state(store, webhook_id, "delivered"), timeout=8.0)
+    views = [await state_of(store, webhook_id) for webhook_id in stuck_ids]
+    handed_back = [v for v in views if v.state == "pending" and v.attempts == 0]
+    assert len(handed_back) >= 60 - 4 * 5  # beyond what it holds: unposted, none counted
+    assert all(v.state != "failed" for v in views)

@@ -85,6 +85,10 @@ class Store(Protocol):
     async def release_expired_webhook_leases(
         self, now: float, keep: Collection[int] = ()
     ) -> int: ...
+    async def defer_webhooks(self, items: list[tuple[int, float]]) -> int:
+        """Claimed callbacks (id, due at) handed back unposted, no attempt counted."""
+        ...
+
     async def unpark_stranded_webhooks(self) -> int: ...
     async def expire_unanswered(
         self, submitted_before: float, now: float, builders: CallbackBuilders

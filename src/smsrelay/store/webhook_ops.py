@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smsrelay.store.grouped import marks, padded
+from smsrelay.store.grouped import flat, marks, padded, padded_chunks, values
 from smsrelay.store.records import CallbackBacklog, WebhookJob, WebhookView
 from smsrelay.store.sql import Conn
 
@@ -85,6 +85,21 @@ def _secrets(conn: Conn, account_ids: set[int]) -> dict[int, str | None]:
         f"SELECT id, webhook_secret FROM accounts WHERE id IN ({marks(len(keys))})", keys
     ).fetchall()
     return {int(r[0]): r[1] for r in rows}
+
+
+def defer(conn: Conn, items: list[tuple[int, float]]) -> int:
+    """Claimed callbacks handed back unposted (their receiver has more in hand than it can
+    take): pending again, each due at its time, no attempt counted; how many. Nothing of
+    their order key was open when they were claimed, so none is parked."""
+    deferred = 0
+    for chunk in padded_chunks(sorted(items)):  # keyed by id: a repeated row changes nothing
+        table = values(len(chunk), ("BIGINT", "DOUBLE PRECISION"))
+        deferred += conn.execute(
+            "UPDATE webhooks SET state = 'pending', lease_until = NULL, due_at = v.column2 "
+            f"FROM {table} AS v WHERE webhooks.id = v.column1 AND webhooks.state = 'sending'",
+            flat(chunk),
+        ).rowcount
+    return deferred
 
 
 def release_expired_leases(conn: Conn, now: float, keep: tuple[int, ...] = ()) -> int:

@@ -7,9 +7,15 @@ dies between claim and record, the lease runs out and ``release_expired_leases``
 back: a callback is delivered at least once, and ``X-Smsrelay-Id`` lets receivers drop repeats.
 
 Receivers are isolated from each other: posts to one host are bounded by that host's semaphore
-(``concurrency_per_host``) and wait on it in their own tasks, so a slow or dead receiver holds
-only its own callbacks. A claimed callback that cannot start its post in time for its lease to
-cover it is dropped unrecorded and comes back when the lease is released.
+(``concurrency_per_host``) and wait on it in their own tasks, and a host keeps in the sender's
+hands (posting or waiting for a slot) only what its slots can post within HELD_FOR seconds at
+its recent post time (at least twice its slots). A claimed callback beyond that is handed back
+unposted, due when the host should have room for it (its place in the host's line times the
+host's post time over its slots), so a slow or dead receiver with a backlog neither fills the
+sender's hands nor holds the other receivers' callbacks back (the claim takes the longest
+due first: theirs).
+A claimed callback that cannot start its post in time for its lease to cover it is dropped
+unrecorded and comes back when the lease is released.
 
 Ordering: callbacks that share an order key (one message's, one conversation's replies) go
 out one after the other: the claim skips a row while an earlier one with its key is still
@@ -45,6 +51,10 @@ IDLE_POLL = 0.2
 SWEEP_EVERY = 5.0
 LEASE_MARGIN = 5.0  # seconds of lease left after the slowest possible post, to record it
 KEEPALIVE = 30.0
+POST_TIME_KEPT = 0.8  # weight of a host's post time so far against the latest post's
+HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its post time
+FIRST_POST_TIME = 0.25  # a host's post time until one is measured
+MAX_LINES = 1000  # hosts with a line of handed-back callbacks remembered before pruning
 
 
 @quick_init
@@ -89,11 +99,14 @@ class WebhookSender:
         self._lease_seconds = 4 * timeout + LEASE_MARGIN
         self._max_held = 4 * batch
         self._gates = _HostGates(concurrency_per_host)
+        self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
+        self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
         self._client: CallbackClient | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._jobs: dict[asyncio.Task[None], int] = {}  # task -> the callback it posts
+        self._job_hosts: dict[asyncio.Task[None], str] = {}  # task -> its receiver host
         self._posting: set[asyncio.Task[None]] = set()
         # posted, the attempt not stored yet: still this sender's (held, its lease kept)
         self._recording: set[int] = set()
@@ -163,8 +176,9 @@ class WebhookSender:
             limit = min(self._batch, room)
             self._wake.clear()  # a wake() during the claim below makes the wait return at once
             jobs = await self._claim(limit)
-            for job in jobs:
-                self._spawn(job)
+            handed_back = [item for job in jobs if (item := self._spawn(job)) is not None]
+            if handed_back:
+                await self._hand_back(handed_back)
             if len(jobs) < limit:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
                 # races with the event, and stop() would then wait forever.
@@ -183,15 +197,55 @@ class WebhookSender:
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop or asyncio.get_running_loop()
 
-    def _spawn(self, job: WebhookJob) -> None:
+    def _spawn(self, job: WebhookJob) -> tuple[int, float] | None:
+        """Post ``job`` in its own task; or, when its host has as many in hand as it can take
+        meanwhile, the job's id and when to hand it out again (nothing is started)."""
+        try:
+            target: Target | None = Target.parse(job.url)
+        except InvalidTarget:
+            target = None
+        host = target.host.lower() if target else ""
+        if self._gates.in_hand(host) >= self._hand_limit(host):
+            return job.id, self._place_in_line(host)
         loop = self._running_loop()
         start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
-        task = loop.create_task(self._run(job, start_by), name=f"webhook-{job.id}")
+        # in the host's hands from now (not from the task's first step: a claim's callbacks
+        # for one host are all spawned before any of them runs); left in _finished
+        semaphore = self._gates.enter(host)
+        run = self._run(job, target, host, semaphore, start_by)
+        task = loop.create_task(run, name=f"webhook-{job.id}")
         self._jobs[task] = job.id
+        self._job_hosts[task] = host
         task.add_done_callback(self._finished)
+        return None
+
+    def _hand_limit(self, host: str) -> float:
+        """How many of ``host``'s callbacks the sender keeps in hand (see the module doc)."""
+        slots = self._gates.size
+        return max(2 * slots, slots * HELD_FOR / self._post_time.get(host, FIRST_POST_TIME))
+
+    def _place_in_line(self, host: str) -> float:
+        """When a callback handed back now should be due: one post time over the host's slots
+        after the one handed back before it."""
+        now = self._clock.now()
+        if len(self._line_ends) > MAX_LINES:  # forget hosts whose line is behind them
+            self._line_ends = {h: t for h, t in self._line_ends.items() if t > now}
+        step = self._post_time.get(host, FIRST_POST_TIME) / self._gates.size
+        due = max(now, self._line_ends.get(host, now)) + step
+        self._line_ends[host] = due
+        return due
+
+    async def _hand_back(self, items: list[tuple[int, float]]) -> None:
+        try:
+            await self._store.defer_webhooks(items)
+        except TransientError as exc:  # their leases bring them back
+            log.warning("webhook.defer.failed", extra={"error": str(exc)})
+        else:
+            log.info("webhook.deferred", extra={"callbacks": len(items)})
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._jobs.pop(task, None)
+        self._gates.leave(self._job_hosts.pop(task))
         self._posting.discard(task)
         self._room.set()
         # The next callback with its order key (a person's next reply) may go now: claim
@@ -216,13 +270,14 @@ class WebhookSender:
 
     # -- one callback --------------------------------------------------------------------------
 
-    async def _run(self, job: WebhookJob, start_by: float) -> None:
-        try:
-            target: Target | None = Target.parse(job.url)
-        except InvalidTarget:
-            target = None
-        host = target.host.lower() if target else ""
-        semaphore = self._gates.enter(host)
+    async def _run(
+        self,
+        job: WebhookJob,
+        target: Target | None,
+        host: str,
+        semaphore: asyncio.Semaphore,
+        start_by: float,
+    ) -> None:
         try:
             if not await _acquire(semaphore, start_by, self._running_loop()):
                 log.warning("webhook.lease.lapsed", extra={"webhook_id": job.id, "host": host})
@@ -230,16 +285,15 @@ class WebhookSender:
             if self._stopping:
                 semaphore.release()
                 return
-            await self._attempt(job, target, semaphore)
+            await self._attempt(job, target, host, semaphore)
         except Exception:
             log.exception("webhook.crashed", extra={"webhook_id": job.id})
-        finally:
-            self._gates.leave(host)
 
     async def _attempt(
         self,
         job: WebhookJob,
         target: Target | None,
+        host: str,
         semaphore: asyncio.Semaphore,
     ) -> None:
         """Post, free the host's slot, then record (with the others of this loop turn): the
@@ -254,11 +308,12 @@ class WebhookSender:
             result = await self._post(job, target)
         finally:
             semaphore.release()
-        latency_ms = round((loop.time() - started) * 1000.0, 1)
-        host = target.host if target else None
+        took = loop.time() - started
+        self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
         assert self._posted is not None
         self._recording.add(job.id)
-        self._posted.add(_Posted(job, host, result, latency_ms))
+        shown_host = target.host if target else None
+        self._posted.add(_Posted(job, shown_host, result, round(took * 1000.0, 1)))
 
     async def _record_posted(self, posted: list[_Posted]) -> None:
         """The receivers have answered: the attempts of a loop turn go to the store in one
@@ -391,6 +446,11 @@ class _HostGates:
         semaphore, users = self._gates.get(host) or (asyncio.Semaphore(self.size), 0)
         self._gates[host] = (semaphore, users + 1)
         return semaphore
+
+    def in_hand(self, host: str) -> int:
+        """Callbacks of ``host`` posting or waiting for a slot."""
+        gate = self._gates.get(host)
+        return 0 if gate is None else gate[1]
 
     def leave(self, host: str) -> None:
         semaphore, users = self._gates[host]
