@@ -120,3 +120,26 @@ async def test_an_id_used_by_many_old_parts_still_reaches_the_newest_one(
     waiting = await _submitted(store, "+33757000001", "77", now=T0 + 100)
     assert await store.record_receipt(_receipt("77", at=T0 + 101), BUILDERS)
     assert await _state(store, waiting) == "delivered"
+
+
+async def test_a_receipt_overtaking_the_resp_of_a_reused_id_waits_for_the_new_part(
+    store: SqlStore,
+) -> None:
+    # An SMSC whose counter restarted gives "4242" again, and reports the new part before its
+    # submit_sm_resp. The only part with that id had ended long before: it took the receipt
+    # (a second one, ignored) and the new part waited 49 h to expire.
+    old = await _submitted(store, "+33757000001", "4242")
+    assert await store.record_receipt(_receipt("4242", at=T0 + 1), BUILDERS)
+    assert not await store.record_receipt(_receipt("4242", at=T0 + 600), BUILDERS)  # kept early
+    new = await _submitted(store, "+33757000001", "4242", now=T0 + 600.5)
+    assert (await _state(store, old), await _state(store, new)) == ("delivered", "delivered")
+    message = await store.get_message(old)
+    assert message is not None and len(message.receipts) == 1
+
+
+async def test_a_repeated_receipt_soon_after_the_first_is_still_its_parts(store: SqlStore) -> None:
+    done = await _submitted(store, "+33757000001", "4343")
+    assert await store.record_receipt(_receipt("4343", at=T0 + 1), BUILDERS)
+    assert await store.record_receipt(_receipt("4343", at=T0 + 60), BUILDERS)  # a re-send
+    message = await store.get_message(done)
+    assert message is not None and len(message.receipts) == 2

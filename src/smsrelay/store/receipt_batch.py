@@ -28,7 +28,7 @@ from smsrelay.store.grouped import (
     values,
 )
 from smsrelay.store.message_rows import PART_COLUMNS, qualified
-from smsrelay.store.receipt_match import choose_part, receipt_move
+from smsrelay.store.receipt_match import EARLY_RECEIPT_WINDOW, choose_part, receipt_move
 from smsrelay.store.records import CallbackBuilders, IncomingReceipt, PartView
 from smsrelay.store.sql import Conn
 
@@ -56,6 +56,7 @@ class _Run:
 
     parts: dict[int, tuple[int, int, str, str]]  # part id -> message id, nb_sms, key, SMSC
     states: dict[int, str]  # part id -> its state now
+    ended_at: dict[int, float]  # part id -> when it ended, for those that had when read
     siblings: dict[int, dict[int, str]]  # message of several parts -> its parts' states now
     stored: list[tuple[int | None, IncomingReceipt]] = field(default_factory=list)
     moves: dict[int, tuple[str, str, str | None, float | None]] = field(default_factory=dict)
@@ -97,23 +98,31 @@ def _read(conn: Conn, column: str, keys: Sequence[object]) -> _Run:
     rows = []
     for chunk in padded_chunks(keys):
         rows += conn.execute(
-            "SELECT p.id, p.message_id, m.nb_sms, p.carrier_key, p.connector, p.state "
+            "SELECT p.id, p.message_id, m.nb_sms, p.carrier_key, p.connector, p.state, "
+            "p.done_at "
             f"FROM parts p JOIN messages m ON m.id = p.message_id "
             f"WHERE {column} IN ({marks(len(chunk))})",
             chunk,
         ).fetchall()
     parts = {int(r[0]): (int(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows}
     longer = sorted({message_id for message_id, nb_sms, _, _ in parts.values() if nb_sms != 1})
-    return _Run(parts, {int(r[0]): str(r[5]) for r in rows}, settle.part_states(conn, longer))
+    states = {int(r[0]): str(r[5]) for r in rows}
+    ended_at = {int(r[0]): float(r[6]) for r in rows if r[6] is not None}
+    return _Run(parts, states, ended_at, settle.part_states(conn, longer))
 
 
 def _match(run: _Run, keyed: dict[str, list[int]], item: Receipt) -> bool:
     receipt = item.receipt
+    # A part that ended longer ago than a receipt may come early is not this receipt's: its
+    # id came back (an SMSC's counter reset), and the receipt is for the new part that will
+    # have it, whose submit_sm_resp it overtook (given to the old part, it was lost).
+    oldest = receipt.received_at - EARLY_RECEIPT_WINDOW
     fitting = {
         part_id
         for key in receipt.candidate_keys
         for part_id in keyed.get(key, ())
         if run.parts[part_id][3] == receipt.connector
+        and run.ended_at.get(part_id, oldest) >= oldest
     }
     rows = [(pid, run.states[pid], run.parts[pid][2]) for pid in fitting]
     part_id = choose_part(rows, receipt.connector, receipt.candidate_keys)
