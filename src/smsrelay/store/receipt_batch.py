@@ -142,6 +142,8 @@ def _apply(run: _Run, part_id: int, item: Receipt) -> None:
         return  # an intermediate or repeated receipt: recorded, no move
     new_state, done_at = move
     run.states[part_id] = str(new_state)
+    if done_at is not None:  # as a later receipt of the run reading it now would see it
+        run.ended_at[part_id] = done_at
     run.moves[part_id] = (str(new_state), receipt.stat, receipt.err, done_at)
     message_id, nb_sms, _, _ = run.parts[part_id]
     state = _message_state(run, message_id, part_id, new_state, nb_sms)
