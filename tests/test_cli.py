@@ -79,6 +79,19 @@ def test_refusals_exit_non_zero_with_a_message(run) -> None:
     assert "below zero" in run("accounts", "create", "debtor", "--credit", "-5", code=2)
     run("accounts", "create", "typo", "--credit", "abc", code=2)
     run("accounts", "set", "shop", code=2)
+
+
+def test_credit_amounts_a_64_bit_column_cannot_hold_are_refused_before_any_write(run) -> None:
+    # 9e12 + 1e12 EUR overflowed SQLite's integer: stored as a float, the account could no
+    # longer be listed or shown, and its GET /v1/me answered 500.
+    run("accounts", "create", "big", "--credit", "9e11")
+    assert "cannot exceed" in run("accounts", "credit", "big", "+2e11", code=1)
+    for amount in ("1e40", "+1e40"):
+        assert "out of range" in run("accounts", "credit", "big", amount, code=2)
+    assert "out of range" in run("accounts", "create", "huge", "--credit", "1e40", code=2)
+    for amount in ("+-5", "++25"):  # "+-5" removed 5 EUR
+        run("accounts", "credit", "big", amount, code=2)
+    assert json.loads(run("accounts", "show", "big", "--json"))["credit"] == "900000000000.000"
     run("numbers", "add", "shop", "not-a-number", code=1)
 
 

@@ -212,9 +212,9 @@ def credit(ctx: click.Context, name: str, amount: str) -> None:
       smsrelay accounts credit shop +25
     """
     try:
-        micros = eur_to_micros(amount.lstrip("+"))
-    except ValueError:
-        fail(f"invalid amount {amount!r}: use e.g. +25 or -3.5", code=2)
+        micros = eur_to_micros(amount)  # "+25" is a number; "++25" and "+-5" are not
+    except ValueError as exc:
+        fail(f"invalid amount {amount!r} ({exc}): use e.g. +25 or -3.5", code=2)
 
     async def work(gw: Gateway) -> Account:
         return await gw.store.add_credit(name, micros)

@@ -16,6 +16,7 @@ from smsrelay.errors import DomainError
 
 __all__ = [
     "DEFAULT_PRICES_EUR",
+    "MAX_MICROS",
     "MICROS_PER_EUR",
     "PriceTable",
     "eur_to_micros",
@@ -98,8 +99,14 @@ def message_cost(table: PriceTable, region: str, segments: int) -> int:
     return table.price_per_sms(region) * segments
 
 
+# The largest amount (and credit) in micros: a trillion EUR, well inside a 64-bit integer
+# column (SQLite stores past it as a float, which no code reading credit expects).
+MAX_MICROS = 10**18
+
+
 def eur_to_micros(value: str | float | int | Decimal) -> int:
-    """EUR amount to integer micros, rounding half-up; ValueError on garbage, NaN or infinity."""
+    """EUR amount to integer micros, rounding half-up; ValueError on garbage, NaN, infinity
+    or an amount beyond MAX_MICROS either way."""
     if isinstance(value, bool):  # bool is an int: True would silently be 1 EUR
         raise ValueError(f"not an amount: {value!r}")
     # str(float) is the shortest decimal that round-trips: 0.045 stays 0.045, not 0.04499...
@@ -115,9 +122,12 @@ def eur_to_micros(value: str | float | int | Decimal) -> int:
         try:
             # Round the exact input once, to the micro; scaleb then only moves the exponent.
             rounded = amount.quantize(_ONE_MICRO, rounding=ROUND_HALF_UP)
-            return int(rounded.scaleb(6))
+            micros = int(rounded.scaleb(6))
         except DecimalException:  # InvalidOperation, Overflow: too many digits for micros
             raise ValueError(f"amount out of range: {value!r}") from None
+    if abs(micros) > MAX_MICROS:
+        raise ValueError(f"amount out of range (at most {MAX_MICROS // MICROS_PER_EUR:,} EUR)")
+    return micros
 
 
 def micros_to_eur(micros: int) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from smsrelay.domain.pricing import MAX_MICROS, MICROS_PER_EUR
 from smsrelay.errors import DomainError
 from smsrelay.store.records import Account, NumberRecord, StopEntry
 from smsrelay.store.sql import Conn
@@ -103,6 +104,9 @@ def add_credit(conn: Conn, name: str, micros: int) -> Account:
     account = require_account(conn, name)
     if account.credit_micros + micros < 0:
         raise DomainError("credit.negative", "the credit cannot go below zero", "credit")
+    if account.credit_micros + micros > MAX_MICROS:
+        limit = MAX_MICROS // MICROS_PER_EUR
+        raise DomainError("credit.too_large", f"the credit cannot exceed {limit:,} EUR", "credit")
     conn.execute(
         "UPDATE accounts SET credit_micros = credit_micros + ? WHERE id = ?", (micros, account.id)
     )
