@@ -415,3 +415,44 @@ def test_the_cli_works_on_a_postgresql_database(postgres: Any) -> None:
     run("accounts", "create", "shop", code=1)  # a name is taken once, whatever the engine
     assert "shop\t12.500 EUR\tactive" in run("accounts", "list")
     assert json.loads(run("status", "--json"))["pending_callbacks"] == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("messages", "show", "99999999999999999999"),
+        ("messages", "list", "--limit", "99999999999999999999"),
+        ("messages", "list", "--limit", "-1"),  # quietly meant no limit
+        ("messages", "replies", "--limit", "0"),
+        ("webhooks", "retry", "99999999999999999999"),
+    ],
+)
+def test_ids_and_limits_a_database_cannot_hold_are_usage_errors(run, args: tuple[str, ...]) -> None:
+    assert "Invalid value" in run(*args, code=2)  # was an OverflowError traceback
+
+
+def test_a_data_dir_that_cannot_hold_a_database_is_one_error_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    runner = CliRunner()
+    for args in (["accounts", "create", "x"], ["db", "upgrade"]):
+        result = runner.invoke(cli, ["--data-dir", str(a_file), *args])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "error: cannot use the database" in result.stderr  # was a FileExistsError
+
+
+def test_db_upgrade_on_an_unreachable_database_is_one_error_line() -> None:
+    result = CliRunner().invoke(
+        cli, ["--database", "postgresql://nobody@127.0.0.1:1/x", "db", "upgrade"]
+    )
+    assert result.exit_code == 1 and result.stderr.startswith("error:"), result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("sqlite:///", "needs a path"), ("postgresql://x@[bad", "cannot be read")],
+)
+def test_a_database_url_that_cannot_work_is_refused(url: str, message: str) -> None:
+    # sqlite:/// opened an in-memory database: an account made there was gone at once
+    result = CliRunner().invoke(cli, ["--database", url, "accounts", "create", "mem"])
+    assert result.exit_code == 2 and message in result.stderr

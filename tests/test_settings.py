@@ -51,6 +51,13 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({}, {"SMSRELAY_ALLOW_PRIVATE_WEBHOOKS": "perhaps"}, "allow_private_webhooks"),
         ({}, {"SMSRELAY_WEBHOOK_TLS_CA": "/nowhere/ca.pem"}, "webhook_tls_ca: no such file"),
         ({}, {"SMSRELAY_HTTP_MAX_CONNECTIONS": "-1"}, "http_max_connections must be"),
+        # each of these passed and failed later, in serve or a command, as a traceback
+        ({}, {"SMSRELAY_LOG_LEVEL": "nope"}, "log_level must be one of"),
+        ({}, {"SMSRELAY_FIXED_CLOCK": "notadate"}, "fixed_clock is not an ISO time"),
+        ({}, {"SMSRELAY_DEMO_CREDIT_EUR": "abc"}, "demo_credit_eur is not an amount"),
+        ({}, {"SMSRELAY_BUILTIN_DELIVERY_RATE": "7"}, "builtin_delivery_rate must be"),
+        ({}, {"SMSRELAY_LEASE_SECONDS": "-1"}, "lease_seconds must be"),
+        ({"database_url": "sqlite:///"}, {}, "needs a path"),  # was an in-memory database
     ],
 )
 def test_invalid_values_are_refused(flags, env, message) -> None:
@@ -75,3 +82,30 @@ def test_a_private_ca_for_https_callbacks_comes_from_the_environment(tmp_path: P
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     settings = load_settings({}, env={"SMSRELAY_WEBHOOK_TLS_CA": str(ca)})
     assert settings.webhook_tls_ca == str(ca)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("port = true\n", "invalid value for port"),  # was port 1
+        ("port = 0.9\n", "invalid value for port"),  # was port 0: any free port
+        ('host = ["a"]\n', "invalid value for host"),  # was the host "['a']"
+        ('[prices]\nFR = "abc"\n', "prices.FR is not an amount"),
+        ("[prices]\nFR = -1\n", "prices.FR is not an amount"),
+    ],
+)
+def test_file_values_of_the_wrong_type_or_unusable_are_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        load_settings({"config": str(config)}, env={})
+
+
+def test_a_config_path_that_cannot_be_read_as_toml_is_a_settings_error(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('stop_mention = "caf\xe9"\n'.encode("latin-1"))
+    for path, message in ((tmp_path, "cannot be read"), (latin, "not valid TOML")):
+        with pytest.raises(SettingsError, match=message):
+            load_settings({}, env={"SMSRELAY_CONFIG": str(path)})

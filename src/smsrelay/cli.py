@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -9,7 +11,15 @@ import click
 
 from smsrelay.cli_accounts import accounts, numbers
 from smsrelay.cli_messages import messages, stop, webhooks
-from smsrelay.cli_support import emit, fail, fail_all, run, settings_from, with_gateway
+from smsrelay.cli_support import (
+    emit,
+    fail,
+    fail_all,
+    run,
+    run_or_fail,
+    settings_from,
+    with_gateway,
+)
 from smsrelay.errors import SmsRelayError
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
@@ -24,7 +34,8 @@ FC = TypeVar("FC", bound=Callable[..., Any])  # a click command being decorated
 @click.option(
     "--database",
     "database_url",
-    help="Database URL: sqlite:///srv/sms.db, or postgresql://user@host/db to share it.",
+    help="Database URL: sqlite:////srv/sms.db (four slashes: an absolute path), or "
+    "postgresql://user@host/db to share it.",
 )
 @click.option("--config", type=click.Path(dir_okay=False), help="A TOML settings file.")
 @click.pass_context
@@ -69,10 +80,17 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     try:
         code = run(serve_forever(settings))
     except OSError as exc:
-        fail(
-            f"could not start: {exc} (another smsrelay running? choose free ports with --port "
-            "and SMSRELAY_BUILTIN_SMSC_PORT / SMSRELAY_BUILTIN_SMSC_CONTROL_PORT)"
-        )
+        # only a port in use is helped by the ports hint (not a bad host, a data dir that is
+        # a file or cannot be written)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (
+                " (another smsrelay running? choose free ports with --port and "
+                "SMSRELAY_BUILTIN_SMSC_PORT / SMSRELAY_BUILTIN_SMSC_CONTROL_PORT)"
+            )
+        fail(f"could not start: {exc}{hint}")
+    except sqlite3.Error as exc:
+        fail(f"could not start: the database: {exc}")
     except SmsRelayError as exc:
         fail(f"could not start: {exc}")
     if code:
@@ -155,7 +173,7 @@ def upgrade(ctx: click.Context) -> None:
         await store.close()
         return applied
 
-    applied = run(go())
+    applied = run_or_fail(go())
     click.echo(f"applied migrations: {applied}" if applied else "database is up to date")
 
 

@@ -14,6 +14,11 @@ from smsrelay.service.gateway import Gateway
 from smsrelay.service.status import describe
 from smsrelay.store.records import Account, MessageView, ReplyView, StopEntry, WebhookView
 
+# Ids and limits as SQLite and PostgreSQL hold them: a larger number was an OverflowError
+# traceback, and --limit -1 quietly meant no limit.
+ROW_ID = click.IntRange(min=1, max=2**63 - 1)
+LIMIT = click.IntRange(min=1, max=1_000_000)
+
 
 @click.group()
 def messages() -> None:
@@ -21,7 +26,7 @@ def messages() -> None:
 
 
 @messages.command("show")
-@click.argument("message_id", type=int)
+@click.argument("message_id", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def show_message(ctx: click.Context, message_id: int, as_json: bool) -> None:
@@ -108,7 +113,7 @@ def _human_detail(info: dict[str, Any]) -> str:
 
 @messages.command("list")
 @click.option("--account", help="Only this account's messages.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=LIMIT)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: bool) -> None:
@@ -148,7 +153,7 @@ def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: 
 
 @messages.command("replies")
 @click.option("--account", help="Only replies to this account's numbers.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=LIMIT)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def list_replies(ctx: click.Context, account: str | None, limit: int, as_json: bool) -> None:
@@ -204,7 +209,7 @@ def webhooks() -> None:
 @webhooks.command("list")
 @click.option("--failed", is_flag=True, help="Only callbacks that were given up.")
 @click.option("--pending", is_flag=True, help="Only callbacks still waiting to be delivered.")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def list_webhooks(
@@ -237,7 +242,7 @@ def list_webhooks(
 
 
 @webhooks.command("retry")
-@click.argument("webhook_id", type=int, required=False)
+@click.argument("webhook_id", type=ROW_ID, required=False)
 @click.option("--all", "all_", is_flag=True, help="Retry every failed callback.")
 @click.pass_context
 def retry_webhooks(ctx: click.Context, webhook_id: int | None, all_: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, is_dataclass
@@ -73,12 +74,19 @@ def with_gateway(
         finally:
             await store.close()
 
+    return run_or_fail(main())
+
+
+def run_or_fail(work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's work; what goes wrong is one ``error:`` line and exit 1."""
     try:
-        return run(main())
+        return run(work)
     except DomainError as exc:
         fail(exc.message)
     except SmsRelayError as exc:
         fail(str(exc))
+    except (OSError, sqlite3.Error) as exc:  # a data dir that is a file, unwritable, read-only
+        fail(f"cannot use the database: {exc}")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

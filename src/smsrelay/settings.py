@@ -11,10 +11,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from smsrelay.domain.pricing import eur_to_micros
 from smsrelay.errors import SmsRelayError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 ENV_PREFIX = "SMSRELAY_"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # database_url of a shared database
@@ -138,8 +143,10 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
             data = tomllib.load(handle)
     except FileNotFoundError as exc:
         raise SettingsError(f"config file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:  # a folder, no permission
+        raise SettingsError(f"config file {path} cannot be read: {exc.strerror}") from exc
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise SettingsError(f"unknown key(s) in {path}: {', '.join(unknown)}")
@@ -171,6 +178,7 @@ def _coerce(name: str, raw: Any) -> Any:
             return _boolean(raw)
         if isinstance(default, bool):
             return _boolean(raw)
+        _refuse_other_types(raw, default)
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
@@ -178,6 +186,23 @@ def _coerce(name: str, raw: Any) -> Any:
         return None if raw is None else str(raw)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"invalid value for {name}: {raw!r} ({exc})") from exc
+
+
+def _refuse_other_types(raw: Any, default: Any) -> None:
+    """A TOML value of another type is a mistake, not something to convert: ``port = true``
+    became port 1, ``port = 0.9`` port 0, ``host = ["a"]`` the host "['a']". (Environment
+    values are text, read as their setting's type.)"""
+    if raw is None or isinstance(raw, str):
+        return
+    if isinstance(default, float):
+        fits = isinstance(raw, int | float) and not isinstance(raw, bool)
+    elif isinstance(default, int):
+        fits = isinstance(raw, int) and not isinstance(raw, bool)
+    else:
+        fits = False  # a text setting
+    if not fits:
+        expected = type(default).__name__ if isinstance(default, int | float) else "text"
+        raise ValueError(f"{expected} expected")
 
 
 def _boolean(raw: Any) -> bool:
@@ -225,3 +250,34 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("smsc must be smpp://ID:PASSWORD@HOST:PORT or smpps://...")
     if settings.webhook_tls_ca and not Path(settings.webhook_tls_ca).is_file():
         raise SettingsError(f"webhook_tls_ca: no such file: {settings.webhook_tls_ca}")
+    if url.startswith(POSTGRES_SCHEMES):
+        try:
+            urlsplit(url).port  # noqa: B018 - reading it checks the host and port
+        except ValueError as exc:
+            raise SettingsError(f"database URL {url!r} cannot be read: {exc}") from exc
+    if url == "sqlite:///":
+        raise SettingsError("sqlite:/// needs a path (sqlite:////srv/sms.db: four slashes)")
+    _validate_values(settings)
+
+
+def _validate_values(settings: Settings) -> None:
+    """Values that parse but would fail later, in serve, as a traceback."""
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    if settings.fixed_clock is not None:
+        try:
+            datetime.fromisoformat(settings.fixed_clock)
+        except ValueError as exc:
+            raise SettingsError(f"fixed_clock is not an ISO time: {exc}") from exc
+    amounts = {"demo_credit_eur": settings.demo_credit_eur}
+    amounts |= {f"prices.{region}": price for region, price in (settings.prices or {}).items()}
+    for name, amount in amounts.items():
+        try:
+            if eur_to_micros(amount) < 0:
+                raise ValueError("negative")
+        except ValueError as exc:
+            raise SettingsError(f"{name} is not an amount in EUR: {amount!r} ({exc})") from exc
+    if not 0.0 <= settings.builtin_delivery_rate <= 1.0:
+        raise SettingsError("builtin_delivery_rate must be between 0 and 1")
+    if settings.lease_seconds <= 0:
+        raise SettingsError("lease_seconds must be more than 0")
