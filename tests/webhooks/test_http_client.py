@@ -137,6 +137,23 @@ async def test_an_interim_answer_is_skipped_for_the_real_one(
     assert server.connections == 1
 
 
+async def test_bytes_after_a_complete_answer_are_not_read_as_the_next_answer(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
+) -> None:
+    # The stray began a second answer; the next callback's 500 completed it as a 200, and that
+    # callback (another account's, on the same host) was recorded as delivered.
+    async def stray_then_500(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == 1:
+            writer.write(OK + b"HTTP/1.1 200 OK\r\nX-A: ")
+        else:
+            writer.write(b"HTTP/1.1 500 X\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = await serve(stray_then_500)
+    assert [await client.post(target(server), {}, b"x") for _ in range(2)] == [200, 500]
+    assert server.connections == 2  # the first connection was not reused
+
+
 async def test_an_answer_ended_by_closing_gives_its_status_and_a_new_connection_next(
     serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
 ) -> None:

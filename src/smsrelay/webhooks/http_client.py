@@ -143,6 +143,13 @@ class _Connection(asyncio.Protocol):
             self._fail(Disconnected("server disconnected"))
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self._answer is None or self._answer.done():
+            # A second answer to one request (begun in the read that ended the first): the
+            # parser would take the next request's answer as the rest of it (a 500 read as
+            # this stray's 200). The connection is not reused.
+            self.closed = True
+
     def on_headers_complete(self) -> None:
         self._headers_done = True
 
