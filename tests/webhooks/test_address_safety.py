@@ -80,7 +80,15 @@ def test_private_literals_refused_unless_allowed(host: str) -> None:
     assert ensure_safe_literal(host, allow_private=True) is True
 
 
-@pytest.mark.parametrize("host", ["169.254.169.254", "[fd00:ec2::254]", "::ffff:169.254.169.254"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "169.254.169.254",
+        "[fd00:ec2::254]",
+        "::ffff:169.254.169.254",
+        "[64:ff9b:1::a9fe:a9fe]",  # through a local-use NAT64 prefix
+    ],
+)
 def test_metadata_refused_even_when_private_is_allowed(host: str) -> None:
     with pytest.raises(UnsafeAddress):
         ensure_safe_literal(host, allow_private=True)

@@ -27,6 +27,7 @@ IPAddress = IPv4Address | IPv6Address
 
 CGNAT = IPv4Network("100.64.0.0/10")
 NAT64 = IPv6Network("64:ff9b::/96")
+LOCAL_NAT64 = IPv6Network("64:ff9b:1::/48")  # RFC 8215's local-use prefix (as a /96)
 METADATA = frozenset(
     {
         IPv4Address("169.254.169.254"),  # AWS, GCP, Azure, Oracle, OpenStack
@@ -63,7 +64,7 @@ def _embedded_ipv4(ip: IPAddress) -> IPv4Address | None:
         return None
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
-    if ip in NAT64:
+    if ip in NAT64 or ip in LOCAL_NAT64:
         return IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip.sixtofour
 
