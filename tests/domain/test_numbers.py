@@ -67,6 +67,8 @@ def test_valid_recipients(raw: str, e164: str, region: str) -> None:
     "raw",
     [
         "061234567",  # too short
+        "0612345",  # a French mobile cut short: was read as Saint-Pierre's +508612345, charged
+        "0212345",
         "06123456789",  # too long
         "0012345678",  # 00 + nonsense
         "612345678",  # French without its 0 reads as +61...: refused, not sent to Australia

@@ -41,9 +41,11 @@ _OVERSEAS_PREFIXES = {
     **dict.fromkeys(("0262", "0263", "0692", "0693"), "RE"),
     **dict.fromkeys(("0269", "0639"), "YT"),
 }
-# Elsewhere FR, then Saint-Pierre-et-Miquelon, whose short national form (055 12 34) is not in
-# the French plan at all.
-_NATIONAL_FALLBACK = ("FR", "PM")
+# Elsewhere FR; Saint-Pierre-et-Miquelon's short national form (055 12 34) is not in the
+# French plan at all, and is read only where its numbers are (4x xx xx, 5x xx xx): any seven
+# digits would take a French number cut short ("0612345") abroad, charged at its price.
+_SAINT_PIERRE = ("FR", "PM")
+_SAINT_PIERRE_PREFIXES = ("04", "05")
 
 
 @quick_init
@@ -120,7 +122,11 @@ def _parse_international_compact(compact: str, raw: str, field: str) -> Msisdn:
 
 def _national_regions(compact: str) -> tuple[str, ...]:
     overseas = _OVERSEAS_PREFIXES.get(compact[:4])
-    return (overseas,) if overseas else _NATIONAL_FALLBACK
+    if overseas:
+        return (overseas,)
+    if len(compact) == 7 and compact.startswith(_SAINT_PIERRE_PREFIXES):
+        return _SAINT_PIERRE
+    return ("FR",)
 
 
 def _compact(raw: str, field: str) -> str:
