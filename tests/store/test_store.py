@@ -631,3 +631,35 @@ async def test_a_claimed_callback_handed_back_is_pending_again_with_no_attempt(
     assert view is not None and (view.state, view.due_at, view.attempts) == ("pending", 50.0, 0)
     assert [j.id for j in await store.claim_due_webhooks(49.0, 10, 100.0)] == [ids[1]]
     assert [j.id for j in await store.claim_due_webhooks(50.0, 10, 100.0)] == [job.id]
+
+
+@pytest.mark.parametrize("how", ["a STOP reply", "the STOP list"])
+async def test_a_stop_cancels_and_refunds_what_still_waits_for_that_person(
+    store: SqlStore, how: str
+) -> None:
+    # A message held for quiet hours (08:00) left after its recipient had asked to stop.
+    held = await store.accept_message(new_message(due_at=5_000.0))
+    other = await store.accept_message(new_message(recipient="+33612345679", due_at=5_000.0))
+    credit = await _credit(store)
+    if how == "a STOP reply":
+        reply = InboundReply(
+            "default", "+33612345678", "+33757000001", "STOP", "STOP", lambda _: True, 200.0
+        )
+        assert (await store.record_reply(reply, BUILDERS)).stopped
+    else:
+        await store.stop_add(1, "+33612345678", 200.0)
+    assert [await _message_state(store, i) for i in (held, other)] == ["cancelled", "held"]
+    assert await _credit(store) == credit + 45_000
+    assert await store.claim_due_parts("default", 6_000.0, 10, 6_060.0) != []  # the other's
+
+
+async def _credit(store: SqlStore) -> int:
+    account = await store.find_account("a")
+    assert account is not None
+    return account.credit_micros
+
+
+async def _message_state(store: SqlStore, message_id: int) -> str:
+    message = await store.get_message(message_id)
+    assert message is not None
+    return message.state

@@ -6,6 +6,7 @@ from typing import Any
 
 from smsrelay.domain.pricing import MAX_MICROS, MICROS_PER_EUR
 from smsrelay.errors import DomainError
+from smsrelay.store.message_ops import cancel_waiting_for
 from smsrelay.store.records import Account, NumberRecord, StopEntry
 from smsrelay.store.sql import Conn
 
@@ -176,6 +177,7 @@ def stop_add(conn: Conn, account_id: int, phone: str, now: float) -> int:
         "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?) RETURNING id",
         (account_id, phone, now),
     ).fetchone()
+    cancel_waiting_for(conn, account_id, phone, now)  # a message held for 08:00 must not leave
     return int(row[0])
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from smsrelay.domain.keywords import keyword_of
 from smsrelay.store.grouped import marks, padded
-from smsrelay.store.message_ops import insert_callback
+from smsrelay.store.message_ops import cancel_waiting_for, insert_callback
 from smsrelay.store.records import (
     CallbackBuilders,
     InboundReply,
@@ -43,12 +43,14 @@ def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) ->
     reassemble = owner is not None and bool(owner[2])
     joined = _joined(conn, reply, reply_id, held_only=reassemble)
     stopped = account_id is not None and _asks_to_stop(reply, joined)
-    if stopped:
+    if stopped and account_id is not None:
         conn.execute(
             "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?) "
             "ON CONFLICT DO NOTHING",
             (account_id, reply.msisdn, reply.received_at),
         )
+        # what still waits for that person (held for quiet hours) must not leave now
+        cancel_waiting_for(conn, account_id, reply.msisdn, reply.received_at)
     url = (link[1] if link is not None and link[1] else None) or (owner[1] if owner else None)
     callbacks = 0
     if url and account_id is not None:

@@ -279,6 +279,22 @@ def cancel(conn: Conn, account_id: int, message_id: int, now: float) -> int:
     return int(row[1])
 
 
+def cancel_waiting_for(conn: Conn, account_id: int, phone: str, now: float) -> int:
+    """Cancel (and refund) the account's messages to ``phone`` that have not left: held for
+    quiet hours or still queued when the person asked to stop. How many."""
+    rows = conn.execute(
+        # by the account's numbers: the conversation index (sender, recipient) finds them
+        "SELECT m.id FROM messages m WHERE m.sender IN "
+        "(SELECT msisdn FROM numbers WHERE account_id = ?) AND m.recipient = ? "
+        "AND m.account_id = ? AND m.final_at IS NULL AND m.sandbox = 0 "
+        "AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.state != 'queued')",
+        (account_id, phone, account_id),
+    ).fetchall()
+    for (message_id,) in rows:
+        cancel(conn, account_id, int(message_id), now)
+    return len(rows)
+
+
 def purge_sandbox(conn: Conn, older_than: float, limit: int) -> int:
     """Delete up to ``limit`` sandbox messages created before ``older_than`` (oldest first)."""
     cursor = conn.execute(
