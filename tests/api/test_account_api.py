@@ -116,6 +116,8 @@ async def test_multi_status_answers_each_item(api: Api) -> None:
     for missing in items[2:]:
         assert (missing["success"], missing["code"]) == (False, 4)
         assert missing["status"] == missing["statut"] == "message not found"
+        assert list(missing) == list(items[0])  # the same keys in the same places (XML)
+        assert (missing["date"], missing["stopSms"]) == (None, False)
     assert (items[2]["messageId"], items[2]["phoneNumber"]) == ("999999", "+" + RECIPIENT)
 
 
@@ -162,7 +164,17 @@ async def test_multi_status_in_xml(api: Api) -> None:
         "false",
         "Waiting",
     ]
-    assert items[1] == ["false", "4", "", "x", "message not found", "message not found"]
+    # the same eight places as a found item's (the date and stopSms were missing)
+    assert items[1] == [
+        "false",
+        "4",
+        "",
+        "x",
+        "message not found",
+        "",
+        "false",
+        "message not found",
+    ]
 
 
 async def test_control_characters_never_break_an_xml_answer(api: Api) -> None:

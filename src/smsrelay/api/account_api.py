@@ -134,12 +134,16 @@ def answer_item(answer: StatusAnswer) -> dict[str, Any]:
     if answer.view is not None:
         return status_item(answer.view)
     error = answer.error or DomainError("message.unknown", "message not found", "messageId")
+    # the found items' keys, in their order: a reader by name finds them all, and an XML
+    # reader by position finds each in its place (date and stopSms were missing)
     return {
         "success": False,
         "code": CODES.get(error.code, VALIDATION)[0],
         "phoneNumber": _international(answer.query.phone),
-        "messageId": answer.query.message_id,
+        "messageId": answer.query.message_id or "",
         "status": error.message,
+        "date": None,
+        "stopSms": False,
         "statut": error.message,
     }
 
