@@ -332,3 +332,29 @@ async def test_a_part_with_the_connector_when_the_grace_ends_is_given_up_and_lef
     part = await _part(store, message_id)
     assert (part.state, part.attempts, part.last_error) == ("sending", 1, None)
     assert await store.release_expired_leases(float("inf")) == 1  # what a restart does
+
+
+async def test_a_claim_being_written_when_the_dispatcher_stops_gives_its_parts_back(
+    store: SqliteStore,
+) -> None:
+    # The claim was cancelled while it was written: it committed all the same, and its parts
+    # sat 'sending', sent by nobody, until their lease ran out (a minute) for another node.
+    claimed, release = asyncio.Event(), asyncio.Event()
+    claim = store.claim_due_parts
+
+    async def slow_to_answer(*args: object, **kwargs: object) -> list[ClaimedPart]:
+        parts = await claim(*args, **kwargs)  # type: ignore[arg-type]
+        claimed.set()
+        await release.wait()  # the answer is on its way when the stop comes
+        return parts
+
+    store.claim_due_parts = slow_to_answer  # type: ignore[method-assign]
+    carrier = ScriptedCarrier([0])
+    message_id, running = await _start_one(store, carrier)
+    await asyncio.wait_for(claimed.wait(), 10)
+    stopping = asyncio.create_task(running.stop())
+    await eventually(lambda: running.stopping)
+    release.set()
+    await stopping
+    part = await _part(store, message_id)
+    assert (part.state, part.attempts, carrier.submits) == ("queued", 0, 0)

@@ -587,3 +587,19 @@ async def test_a_stuck_host_with_a_backlog_hands_it_back_and_others_go_first(
     handed_back = [v for v in views if v.state == "pending" and v.attempts == 0]
     assert len(handed_back) >= 60 - 4 * 5  # beyond what it holds: unposted, none counted
     assert all(v.state != "failed" for v in views)
+
+
+async def test_a_stop_hands_back_what_it_claimed_and_did_not_post(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # Cancelled, the claims and the callbacks waiting for a slot kept their leases: sent by
+    # nobody until those ran out (most of a minute) for another node or a restart.
+    stuck = await receivers()
+    stuck.behaviour = stuck.hang
+    ids = [await add_callback(store, account, stuck.url) for _ in range(5)]
+    sender = await senders(concurrency_per_host=1, timeout=5.0)
+    await eventually(lambda: len(stuck.seen) == 1)  # one posting, four waiting for the slot
+    await sender.stop(grace=0.1)
+    views = [await state_of(store, webhook_id) for webhook_id in ids]
+    assert sorted(v.state for v in views) == ["pending"] * 4 + ["sending"]  # the post in flight
+    assert all(v.attempts == 0 for v in views)

@@ -38,6 +38,7 @@ RECEIPT_DEADLINE = 49 * 3600.0
 # Parts of a long reply that are not all in after this are posted one by one.
 REASSEMBLY_WAIT = 3600.0
 STOP_GRACE = 15.0  # more than a response timeout (10 s) plus the time to store the outcome
+CLAIM_GRACE = 5.0  # a claim being written when the dispatcher stops: its time to finish
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,22 @@ class Dispatcher:
         for name, connector in self._connectors.items():
             lane = _Lane(self, name, connector)
             self._lanes.append(lane)
-            self._tasks.append(asyncio.create_task(lane.run(), name=f"dispatch-{name}"))
+            lane.task = asyncio.create_task(lane.run(), name=f"dispatch-{name}")
+            self._tasks.append(lane.task)
 
     async def stop_claiming(self) -> None:
-        """No more claims (nor sweeps); the parts already handed to connectors go on."""
+        """No more claims (nor sweeps); the parts already handed to connectors go on. A claim
+        being written finishes and gives its parts straight back: cancelled, it still
+        committed, and its parts waited a lease (a minute) for another node or a restart."""
         self.stopping = True
+        claiming = {lane.task for lane in self._lanes if lane.claiming and lane.task}
         for task in self._tasks:
-            task.cancel()
+            if task not in claiming:
+                task.cancel()
+        if claiming:
+            await asyncio.wait(claiming, timeout=CLAIM_GRACE)
+            for task in claiming:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
@@ -185,6 +195,8 @@ class _Lane:
         self.limit = dispatcher._policy.in_flight
         self.in_flight = 0
         self.held: set[int] = set()  # parts claimed and not yet recorded: their leases renew
+        self.claiming = False  # a claim is being written
+        self.task: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
         self.paused_until = 0.0
         # kept: asyncio.create_task asks for it, a getpid syscall per part on 3.11
@@ -200,17 +212,32 @@ class _Lane:
                 self.room.clear()
                 await self.room.wait()  # claim in chunks, not one part per freed slot
                 continue
+            self.claiming = True
             try:
                 claimed = await self._claim()
             except TransientError as exc:
                 log.warning("dispatch.claim.failed", extra={"error": str(exc)})
                 claimed = []
+            finally:
+                self.claiming = False
+            if self.d.stopping:
+                await self._give_back(claimed)
+                return
             if not claimed:
                 await self.d._wait_for_work()
                 continue
             self.in_flight += len(claimed)
             self.held.update(part.part_id for part in claimed)
             self._submit(claimed)
+
+    async def _give_back(self, claimed: list[ClaimedPart]) -> None:
+        """Parts claimed as the dispatcher stopped: due again at once, their attempt given
+        back (nothing left)."""
+        now = self.d._clock.now()
+        await asyncio.gather(
+            *(self.d._store.mark_retry(p.part_id, now, "stopping", counted=False) for p in claimed),
+            return_exceptions=True,  # what is not given back comes back with its lease
+        )
 
     async def _claim(self) -> list[ClaimedPart]:
         policy = self.d._policy

@@ -51,6 +51,7 @@ IDLE_POLL = 0.2
 SWEEP_EVERY = 5.0
 LEASE_MARGIN = 5.0  # seconds of lease left after the slowest possible post, to record it
 KEEPALIVE = 30.0
+CLAIM_GRACE = 5.0  # a claim being written when the sender stops: its time to finish
 POST_TIME_KEPT = 0.8  # weight of a host's post time so far against the latest post's
 HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its post time
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
@@ -115,6 +116,7 @@ class WebhookSender:
         self._sole_sender = sole_sender
         self.sweeps = 0
         self._stopping = False
+        self._claiming = False  # a claim is being written
         self.delivered = 0
         # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,12 +147,19 @@ class WebhookSender:
         ]
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop claiming, give posts under way up to ``grace`` seconds, drop the rest (their
-        leases bring them back)."""
+        """Stop claiming, give posts under way up to ``grace`` seconds. What is claimed and
+        not posting (a claim being written included) is handed back, due at once: left to
+        its lease, it waited most of a minute for another node or a restart."""
         self._stopping = True
+        if self._claiming and self._loops:  # it finishes, and hands its callbacks back
+            await asyncio.wait({self._loops[0]}, timeout=CLAIM_GRACE)
         await _cancel(self._loops)
-        for task in self._jobs.keys() - self._posting:
+        waiting = self._jobs.keys() - self._posting
+        unposted = [(self._jobs[task], self._clock.now()) for task in waiting]
+        for task in waiting:
             task.cancel()
+        if unposted:
+            await self._hand_back(unposted)
         loop = self._running_loop()
         deadline = loop.time() + grace
         # a post that ends meanwhile hands its attempt to a new recorder: wait for that too
@@ -175,7 +184,14 @@ class WebhookSender:
                 continue
             limit = min(self._batch, room)
             self._wake.clear()  # a wake() during the claim below makes the wait return at once
-            jobs = await self._claim(limit)
+            self._claiming = True
+            try:
+                jobs = await self._claim(limit)
+            finally:
+                self._claiming = False
+            if self._stopping:
+                await self._hand_back([(job.id, self._clock.now()) for job in jobs])
+                return
             handed_back = [item for job in jobs if (item := self._spawn(job)) is not None]
             if handed_back:
                 await self._hand_back(handed_back)
@@ -236,6 +252,8 @@ class WebhookSender:
         return due
 
     async def _hand_back(self, items: list[tuple[int, float]]) -> None:
+        if not items:
+            return
         try:
             await self._store.defer_webhooks(items)
         except TransientError as exc:  # their leases bring them back
