@@ -121,6 +121,14 @@ async def test_multi_status_answers_each_item(api: Api) -> None:
     assert (items[2]["messageId"], items[2]["phoneNumber"]) == ("999999", "+" + RECIPIENT)
 
 
+async def test_an_id_sent_as_a_json_float_is_that_id(api: Api) -> None:
+    message_id = await api.send()
+    body = {**key(api), "SMSStatut_List": [{"messageId": float(message_id)}]}  # 1.0
+    _, answer = await api.call("POST", "/v1/multi-status", body=body)
+    assert answer["StatutResponse_List"][0]["messageId"] == str(message_id)
+    assert answer["StatutResponse_List"][0]["success"] is True  # was "message not found"
+
+
 async def test_multi_status_without_phone_numbers_and_via_get(api: Api) -> None:
     message_id = await api.send()
     listing = f'[{{"messageId": {message_id}}}]'

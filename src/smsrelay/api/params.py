@@ -101,6 +101,8 @@ def plain_param(params: Params, name: str) -> str | None:
     value = params.get(name.lower())
     if value is None or isinstance(value, dict | list):
         return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # JSON's 1.0 (some encoders write every number so) is id 1
     return str(value)
 
 
