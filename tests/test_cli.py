@@ -456,3 +456,18 @@ def test_a_database_url_that_cannot_work_is_refused(url: str, message: str) -> N
     # sqlite:/// opened an in-memory database: an account made there was gone at once
     result = CliRunner().invoke(cli, ["--database", url, "accounts", "create", "mem"])
     assert result.exit_code == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "--max-overdue", "nan"),  # accepted: the check could never fire
+        ("smsc", "--port", "65535"),  # its control port would be 65536: an OverflowError
+        ("smsc", "--port", "-1"),
+    ],
+)
+def test_values_that_cannot_work_are_usage_errors_before_anything_runs(
+    args: tuple[str, ...],
+) -> None:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 2 and "Invalid value" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -210,8 +211,21 @@ def _purge_progress(kind: str, deleted: int, at_id: int) -> None:
 
 
 def _seconds_option(flag: str, help_text: str) -> Callable[[FC], FC]:
-    """A monitoring threshold: a non-negative number of seconds."""
-    return click.option(flag, type=click.FloatRange(min=0), metavar="SECONDS", help=help_text)
+    """A monitoring threshold: a non-negative number of seconds (not nan: with it the check
+    could never fire, and the monitoring would say all is well for ever)."""
+    return click.option(
+        flag,
+        type=click.FloatRange(min=0),
+        metavar="SECONDS",
+        help=help_text,
+        callback=_finite,
+    )
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("a number of seconds")
+    return value
 
 
 @cli.command()

@@ -17,9 +17,18 @@ from smsrelay.settings import SettingsError, load_settings
 
 @click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=2775, show_default=True, help="SMPP port (0 = any free port).")
 @click.option(
-    "--control-port", type=int, default=None, help="HTTP control port [default: port + 1]."
+    "--port",
+    default=2775,
+    show_default=True,
+    type=click.IntRange(0, 65534),  # its control port is the next one by default
+    help="SMPP port (0 = any free port).",
+)
+@click.option(
+    "--control-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="HTTP control port [default: port + 1].",
 )
 @click.option("--delivery-rate", default=0.95, show_default=True, help="Fraction DELIVRD.")
 @click.option("--receipt-delay-ms", default=0, show_default=True, help="Delay before receipts.")
