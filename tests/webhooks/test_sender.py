@@ -310,14 +310,23 @@ async def test_a_malformed_url_fails_at_once(
 # -- isolation between receivers ------------------------------------------------------------------
 
 
+async def _stuck_and_fine(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, *, stuck: int
+) -> tuple[Receiver, list[int], list[int]]:
+    """A receiver that never answers with ``stuck`` callbacks stored first, then a working
+    one's 3: the stuck receiver, and each one's callback ids."""
+    hung = await receivers(host="127.0.0.2")
+    hung.behaviour = hung.hang
+    fine = await receivers(host="127.0.0.1")
+    hung_ids = [await add_callback(store, account, hung.url) for _ in range(stuck)]
+    fine_ids = [await add_callback(store, account, fine.url) for _ in range(3)]
+    return hung, hung_ids, fine_ids
+
+
 async def test_one_stuck_host_does_not_hold_back_another(
     store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
 ) -> None:
-    slow = await receivers(host="127.0.0.2")
-    slow.behaviour = slow.hang
-    fast = await receivers(host="127.0.0.1")
-    slow_ids = [await add_callback(store, account, slow.url) for _ in range(3)]
-    fast_ids = [await add_callback(store, account, fast.url) for _ in range(3)]
+    slow, slow_ids, fast_ids = await _stuck_and_fine(store, account, receivers, stuck=3)
     await senders(concurrency_per_host=1, timeout=5.0)
 
     for webhook_id in fast_ids:
@@ -575,11 +584,7 @@ async def test_a_stuck_host_with_a_backlog_hands_it_back_and_others_go_first(
     # Its backlog used to fill the sender's hands (4 batches) waiting for its few slots, so
     # no other receiver's callback was claimed until those had timed out or lapsed, one
     # handful at a time: tens of seconds for everyone, as long as the backlog lasted.
-    stuck = await receivers(host="127.0.0.2")
-    stuck.behaviour = stuck.hang
-    fine = await receivers(host="127.0.0.1")
-    stuck_ids = [await add_callback(store, account, stuck.url) for _ in range(60)]
-    fine_ids = [await add_callback(store, account, fine.url) for _ in range(3)]
+    _, stuck_ids, fine_ids = await _stuck_and_fine(store, account, receivers, stuck=60)
     await senders(concurrency_per_host=2, timeout=2.0, batch=5)
     for webhook_id in fine_ids:  # after the stuck host's first timeouts, not its backlog
         await eventually(is_state(store, webhook_id, "delivered"), timeout=8.0)
