@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -67,6 +68,25 @@ def test_from_url_smpps_means_tls_and_overrides_win() -> None:
 def test_from_url_refuses_what_it_cannot_use(url: str) -> None:
     with pytest.raises(ValueError):
         SmppLinkConfig.from_url(url)
+
+
+@pytest.mark.parametrize(
+    ("options", "url", "message"),
+    [
+        ({"window": "lots"}, "smpp://a:b@h", "window = 'lots': an integer is expected"),
+        ({"window": 5.5}, "smpp://a:b@h", "window = 5.5: an integer is expected"),
+        ({"window": True}, "smpp://a:b@h", "window = True: an integer is expected"),
+        ({"bogus_opt": 1}, "smpp://a:b@h", "unknown SMPP link setting 'bogus_opt'"),
+        ({}, "smpp://a:b@h:abc", "the URL's port is not a number"),
+    ],
+)
+def test_a_connector_table_or_url_it_cannot_use_says_which_setting(
+    options: dict[str, object], url: str, message: str
+) -> None:
+    # These failed at serve in Python's own words ("'<' not supported between instances of
+    # 'str' and 'int'", "__init__() got an unexpected keyword argument").
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SmppLinkConfig.from_url(url, **options)
 
 
 @pytest.mark.parametrize(

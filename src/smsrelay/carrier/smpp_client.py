@@ -145,9 +145,13 @@ class SmppLinkConfig:
             raise ValueError(f"unsupported scheme {parts.scheme!r}: use smpp:// or smpps://")
         if not parts.hostname:
             raise ValueError("the URL has no host")
+        try:
+            port = parts.port or 2775
+        except ValueError as exc:  # "host:abc"
+            raise ValueError(f"the URL's port is not a number: {exc}") from None
         values: dict[str, Any] = {
             "host": parts.hostname,
-            "port": parts.port or 2775,
+            "port": port,
             "system_id": unquote(parts.username or ""),
             "password": unquote(parts.password or ""),
             "tls": parts.scheme == "smpps",
@@ -157,7 +161,10 @@ class SmppLinkConfig:
             if key not in types or key in ("host", "port"):
                 raise ValueError(f"unknown SMPP link setting {key!r}")
             values[key] = _convert(str(types[key]), raw)
-        values.update(overrides)
+        for key, value in overrides.items():  # a [connectors.NAME] table's values
+            if key not in types or key in ("host", "port"):
+                raise ValueError(f"unknown SMPP link setting {key!r}")
+            values[key] = _checked(key, str(types[key]), value)
         return cls(**values)
 
 
@@ -182,6 +189,30 @@ def client_tls(name: str, config: SmppLinkConfig) -> ssl.SSLContext | None:
 def validity_period(hours: float) -> str:
     """A submit's validity_period: empty for 0 (the SMSC's default), else relative."""
     return relative_time(round(hours * 3600)) if hours else ""  # ≥ 1 s: the config checks
+
+
+_KIND = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
+
+
+def _checked(key: str, type_name: str, value: Any) -> Any:
+    """A TOML value for a link setting: text is read as a URL query value is; a value of
+    another type than the setting's is an error naming it (not Python's own words later)."""
+    base = type_name.split(" ", maxsplit=1)[0]  # "float | None" -> "float"
+    if isinstance(value, str):
+        try:
+            return _convert(type_name, value)
+        except ValueError:
+            raise ValueError(f"{key} = {value!r}: {_KIND.get(base, base)} is expected") from None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    fits = {
+        "bool": isinstance(value, bool),
+        "int": number and isinstance(value, int),
+        "float": number,
+        "str": False,  # text was handled above
+    }.get(base, True)
+    if not fits:
+        raise ValueError(f"{key} = {value!r}: {_KIND.get(base, base)} is expected")
+    return value
 
 
 def _convert(type_name: str, raw: str) -> Any:
