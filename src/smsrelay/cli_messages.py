@@ -221,6 +221,8 @@ def list_webhooks(
     Example:
       smsrelay webhooks list --failed
     """
+    if failed and pending:  # it showed the failed ones only
+        fail("--failed and --pending: choose one (or neither, for every callback)", code=2)
     state = "failed" if failed else ("pending" if pending else None)
 
     async def work(gw: Gateway) -> list[WebhookView]:
