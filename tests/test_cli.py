@@ -79,6 +79,8 @@ def test_refusals_exit_non_zero_with_a_message(run) -> None:
     assert "below zero" in run("accounts", "create", "debtor", "--credit", "-5", code=2)
     run("accounts", "create", "typo", "--credit", "abc", code=2)
     run("accounts", "set", "shop", code=2)
+    for look_alike in ("sh\u200bop", "ctl\x01x"):  # invisible and control characters
+        assert "visible characters" in run("accounts", "create", look_alike, code=1)
 
 
 def test_credit_amounts_a_64_bit_column_cannot_hold_are_refused_before_any_write(run) -> None:

@@ -62,8 +62,12 @@ class CreatedAccount:
 
 
 async def create_account(store: Store, name: str, credit_eur: str, clock: Clock) -> CreatedAccount:
-    if not name or len(name) > 64 or any(ch.isspace() for ch in name):
-        raise DomainError("account.name", "account names are 1-64 characters without spaces")
+    if not name or len(name) > 64 or not name.isprintable() or any(c.isspace() for c in name):
+        # isprintable: no control or invisible format characters (a zero-width space made a
+        # name that looks like another's)
+        raise DomainError(
+            "account.name", "account names are 1-64 visible characters without spaces"
+        )
     credit = eur_to_micros(credit_eur)
     if credit < 0:
         raise ValueError("an account cannot start below zero")
