@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -133,3 +137,17 @@ def test_reply_command_reports_an_unreachable_simulator() -> None:
     args = ["reply", "--control", "http://127.0.0.1:9", "--from", "1", "--to", "2", "x"]
     result = CliRunner().invoke(smsc, args)
     assert result.exit_code == 1
+
+
+def test_the_simulator_stops_cleanly_on_sigterm() -> None:
+    # A supervisor's stop ended it by the signal (exit 143), its links not closed.
+    command = str(Path(sys.executable).parent / "smsrelay")
+    args = [command, "smsc", "--port", "0", "--control-port", "0"]
+    with subprocess.Popen(args, stderr=subprocess.PIPE, text=True) as smsc:
+        try:
+            assert smsc.stderr is not None
+            assert "listening on" in smsc.stderr.readline()  # blocks until it is up
+            smsc.send_signal(signal.SIGTERM)
+            assert smsc.wait(timeout=10) == 0
+        finally:
+            smsc.kill()

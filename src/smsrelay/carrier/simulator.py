@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import signal
 import socket
 import ssl
 import sys
@@ -546,9 +547,14 @@ async def run_simulator(options: SimulatorOptions) -> None:
         if simulator.control_port
         else ""
     )
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        loop.add_signal_handler(signal.SIGTERM, stopped.set)  # a supervisor's stop: exit 0
+    # said once the stop is handled: a SIGTERM right after this line is a clean stop too
     print(f"smsc: listening on {options.host}:{simulator.port}{control}", file=sys.stderr)
     try:
-        await asyncio.Event().wait()
+        await stopped.wait()
     finally:
         await simulator.stop()
 
