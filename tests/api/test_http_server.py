@@ -250,6 +250,17 @@ async def test_an_unreadable_request_is_400_code_90_and_closes(
     writer.close()
 
 
+async def test_a_method_http_does_not_know_is_refused_in_the_format_the_query_asks(
+    start: Start,
+) -> None:
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"FOO /v1/me?_format=xml HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await _answer(reader)
+    assert status == 400 and b"<entry>90</entry>" in body and echo.seen == []  # was JSON
+    writer.close()
+
+
 async def test_a_handler_that_raises_is_a_500_in_the_apis_format(start: Start) -> None:
     _, _, connect = await start()
     reader, writer = await connect()

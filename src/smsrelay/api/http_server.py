@@ -232,6 +232,8 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError:
             self._refuse(*(self._refusal or (500, "internal error")))
         except httptools.HttpParserError as exc:
+            if not self._url:  # refused before its URL was read (a method llhttp does not
+                self._url = _url_of_request_line(data)  # know): its ?_format still counts
             self._refuse(400, f"malformed HTTP request: {_reason(exc)}")
         else:
             if self._head_bytes > MAX_HEAD_BYTES and not self._mid_body:
@@ -479,6 +481,12 @@ class Connection(asyncio.Protocol):
             connection,
         )
         return head if head_only else head + response.body
+
+
+def _url_of_request_line(data: bytes) -> bytes:
+    """The URL of the request line that begins ``data``, if it has one (b"" otherwise)."""
+    words = data.split(b"\r\n", 1)[0].split(b" ")
+    return words[1][:MAX_URL] if len(words) >= 3 else b""
 
 
 def _reason(exc: Exception) -> str:
