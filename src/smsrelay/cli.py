@@ -198,9 +198,8 @@ def purge(ctx: click.Context, days: int, as_json: bool) -> None:
     """
 
     async def work(gw: Gateway) -> dict[str, int]:
-        return await retention.purge(
-            gw.store, gw.clock.now() - days * retention.DAY, _purge_progress
-        )
+        cutoff = gw.clock.now() - days * retention.DAY
+        return await retention.purge(gw.store, cutoff, _purge_progress, beside_serve=True)
 
     deleted = with_gateway(ctx, work)
     emit(deleted, as_json, lambda d: ", ".join(f"{n} {kind} deleted" for kind, n in d.items()))

@@ -87,3 +87,33 @@ async def test_a_receipt_that_never_found_its_part_goes_after_the_cutoff(store: 
     assert await _purge_all(store, "unmatched receipts") == 1
     assert await _count(store, "receipts") == 1
     assert await _count(store, "early_receipt_keys") == 1
+
+
+async def test_a_message_a_reply_held_for_reassembly_answers_stays(store: SqlStore) -> None:
+    # Purged, the reply lost its way: its callback goes to the message's urlResponse, read
+    # from the message row when the other parts come (or the hour is up): none was posted.
+    await store.update_account("a", {"reassemble_replies": 1})
+    answered = await delivered_message(store, 10 * DAY, "m1", url_response="https://e.com/mo")
+    part = InboundReply(
+        "default",
+        "+33612345678",
+        "+33757000001",
+        "p1",
+        "P",
+        lambda _: False,
+        CUTOFF - 60,
+        (7, 2, 1),
+    )
+    assert (await store.record_reply(part, BUILDERS)).linked_message_id == answered
+    assert await _purge_all(store, "messages") == 0
+    assert await store.flush_stale_reassemblies(CUTOFF + 4000, CUTOFF + 4000, BUILDERS) == 1
+    [callback] = await store.list_webhooks(None, 10)
+    assert callback.url == "https://e.com/mo"
+
+
+async def test_one_row_stamped_in_the_future_does_not_end_every_walk(store: SqlStore) -> None:
+    # A clock stepped back after it: every purge stopped in its first chunk, at that row.
+    await delivered_message(store, 400 * DAY, "future")
+    for n in range(7):
+        await delivered_message(store, 10 * DAY + n, f"old{n}")
+    assert await _purge_all(store, "messages") == 7  # in chunks of 2: it stopped after 1

@@ -23,13 +23,23 @@ log = logging.getLogger("smsrelay.retention")
 Progress = Callable[[str, int, int], None]  # kind, deleted so far, id reached
 
 
-async def purge(store: Store, cutoff: float, progress: Progress | None = None) -> dict[str, int]:
-    """Delete what is finished and older than ``cutoff``; how many of each kind."""
-    return {kind: await purge_kind(store, kind, cutoff, progress) for kind in PURGE_KINDS}
+# Between steps, a purge run beside serve (the CLI) leaves the database alone this long.
+# SQLite's lock is not fair: taken again at once after each commit, serve's writes (which
+# wait for it on their event loop, polling every 1-100 ms) missed it for up to 2 s at a time.
+YIELD_S = 0.15
+
+
+async def purge(
+    store: Store, cutoff: float, progress: Progress | None = None, *, beside_serve: bool = False
+) -> dict[str, int]:
+    """Delete what is finished and older than ``cutoff``; how many of each kind.
+    ``beside_serve``: another process serves this database (pause between steps)."""
+    pause = YIELD_S if beside_serve else 0.0
+    return {kind: await purge_kind(store, kind, cutoff, progress, pause) for kind in PURGE_KINDS}
 
 
 async def purge_kind(
-    store: Store, kind: str, cutoff: float, progress: Progress | None = None
+    store: Store, kind: str, cutoff: float, progress: Progress | None = None, pause: float = 0.0
 ) -> int:
     deleted, after_id, steps = 0, 0, 0
     while True:
@@ -39,6 +49,8 @@ async def purge_kind(
             return deleted
         if progress is not None and steps % 50 == 0:  # every 50,000 rows looked at
             progress(kind, deleted, after_id)
+        if pause:
+            await asyncio.sleep(pause)
 
 
 class RetentionSweeper:
