@@ -608,3 +608,42 @@ async def test_a_stop_hands_back_what_it_claimed_and_did_not_post(
     views = [await state_of(store, webhook_id) for webhook_id in ids]
     assert sorted(v.state for v in views) == ["pending"] * 4 + ["sending"]  # the post in flight
     assert all(v.attempts == 0 for v in views)
+
+
+async def test_a_bug_in_starting_one_post_does_not_end_the_claim_loop(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A post refused before any await takes no time on uvloop's clock, and the hand limit
+    # divided by it: the ZeroDivisionError ended the claim loop, and no callback was posted
+    # again until a restart (seen after `webhooks retry` of an unsafe address).
+    fine = await receivers()
+    parse = sender_module.Target.parse
+
+    def broken_for_one(url: str) -> sender_module.Target:
+        if url.endswith("/broken"):
+            raise ZeroDivisionError("float division by zero")
+        return parse(url)
+
+    monkeypatch.setattr(sender_module.Target, "parse", staticmethod(broken_for_one))
+    await add_callback(store, account, fine.url.replace("/hook", "/broken"))
+    await senders()
+    later = await add_callback(store, account, fine.url)
+    await eventually(is_state(store, later, "delivered"))
+
+
+def test_a_host_whose_posts_take_no_time_has_a_hand_limit() -> None:
+    sender = WebhookSender(
+        None,  # type: ignore[arg-type]
+        FixedClock(T0),
+        timeout=1.0,
+        backoff=BackoffPolicy(first=1.0, cap=1.0),
+        give_up_after=60.0,
+        concurrency_per_host=4,
+        allow_private=True,
+    )
+    sender._post_time["h"] = sender_module.MIN_POST_TIME
+    assert sender._hand_limit("h") > 0 and sender._place_in_line("h") > T0

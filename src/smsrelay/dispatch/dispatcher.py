@@ -218,6 +218,9 @@ class _Lane:
             except TransientError as exc:
                 log.warning("dispatch.claim.failed", extra={"error": str(exc)})
                 claimed = []
+            except Exception:  # a bug must not end the lane: nothing would leave, silently
+                log.exception("dispatch.claim.crashed", extra={"connector": self.name})
+                claimed = []
             finally:
                 self.claiming = False
             if self.d.stopping:

@@ -55,6 +55,7 @@ CLAIM_GRACE = 5.0  # a claim being written when the sender stops: its time to fi
 POST_TIME_KEPT = 0.8  # weight of a host's post time so far against the latest post's
 HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its post time
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
+MIN_POST_TIME = 0.001  # the least a post is taken to take
 MAX_LINES = 1000  # hosts with a line of handed-back callbacks remembered before pruning
 
 
@@ -192,7 +193,7 @@ class WebhookSender:
             if self._stopping:
                 await self._hand_back([(job.id, self._clock.now()) for job in jobs])
                 return
-            handed_back = [item for job in jobs if (item := self._spawn(job)) is not None]
+            handed_back = [item for job in jobs if (item := self._spawn_safely(job)) is not None]
             if handed_back:
                 await self._hand_back(handed_back)
             if len(jobs) < limit:
@@ -209,9 +210,21 @@ class WebhookSender:
         except TransientError as exc:
             log.warning("webhook.claim.failed", extra={"error": str(exc)})
             return []
+        except Exception:  # a bug must not end the claim loop: nothing would be posted again
+            log.exception("webhook.claim.crashed")
+            return []
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop or asyncio.get_running_loop()
+
+    def _spawn_safely(self, job: WebhookJob) -> tuple[int, float] | None:
+        """``_spawn``, whose bug must not end the claim loop (nothing would be posted again
+        until a restart, silently): the job is logged and left to its lease."""
+        try:
+            return self._spawn(job)
+        except Exception:
+            log.exception("webhook.crashed", extra={"webhook_id": job.id})
+            return None
 
     def _spawn(self, job: WebhookJob) -> tuple[int, float] | None:
         """Post ``job`` in its own task; or, when its host has as many in hand as it can take
@@ -326,7 +339,9 @@ class WebhookSender:
             result = await self._post(job, target)
         finally:
             semaphore.release()
-        took = loop.time() - started
+        # never 0: a post refused before any await (an unsafe address) takes no loop time,
+        # and the hand limit divides by it (a ZeroDivisionError killed the claim loop)
+        took = max(loop.time() - started, MIN_POST_TIME)
         self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
         assert self._posted is not None
         self._recording.add(job.id)
