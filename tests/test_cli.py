@@ -224,7 +224,7 @@ def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:
 def test_status_reads_as_text_and_as_json(run) -> None:
     assert "parts queued: 0" in run("status") and "callbacks to post: 0" in run("status")
     assert json.loads(run("status", "--json")) == {
-        "parts": {},
+        "parts": {"queued": 0, "sending": 0, "submitted": 0},  # zeros said, not left out
         "pending_callbacks": 0,
         "due_not_sent": {},
         "sending": {},

@@ -274,7 +274,8 @@ async def _status_report(
     late_before = None if max_callback_overdue is None else now - max_callback_overdue
     callbacks = await gw.store.callback_backlog(late_before)
     figures = {
-        "parts": await gw.store.queue_depth(),
+        # every live state, 0 included (an absent key read as "unknown" to a monitor)
+        "parts": {"queued": 0, "sending": 0, "submitted": 0} | await gw.store.queue_depth(),
         "pending_callbacks": await gw.store.pending_webhooks(),
         "due_not_sent": {
             name: {"parts": count, "oldestDueSince": iso_text(since)}
