@@ -81,7 +81,8 @@ def _is_metadata(ip: IPAddress) -> bool:
 def ensure_allowed(ip: IPAddress, host: str, allow_private: bool) -> None:
     """Raise :class:`UnsafeAddress` unless calling ``ip`` (which ``host`` names) is allowed."""
     if _is_metadata(ip) or (not allow_private and is_forbidden_address(ip)):
-        raise UnsafeAddress(f"{host} is {ip}, a private or reserved address")
+        named = host.strip("[]") != str(ip)  # a name, or another spelling of the address
+        raise UnsafeAddress(f"{host} is {f'{ip}, ' if named else ''}a private or reserved address")
 
 
 def ensure_safe_literal(host: str, allow_private: bool) -> bool:
