@@ -261,6 +261,33 @@ async def test_a_method_http_does_not_know_is_refused_in_the_format_the_query_as
     writer.close()
 
 
+async def test_a_request_half_read_after_a_closing_answer_does_not_keep_the_connection(
+    start: Start,
+) -> None:
+    # After the 500 (which closes), the pipelined POST that followed was still parsed: its
+    # end cleared the linger deadline and its answer was written after our FIN (a crash of
+    # the serving task), so the connection stayed counted for good, for any client.
+    server, _, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n" + _post("/e", b"0123456789")[:-4])
+    status, headers, _ = await _answer(reader)
+    assert (status, headers["connection"]) == (500, "close")
+    writer.write(b"6789")  # the rest of the pipelined request, after the answer
+    await eventually(lambda: server.load()["connections"] == 0, timeout=10)
+    writer.close()
+
+
+async def test_a_connect_with_a_body_is_answered_not_replayed_for_ever(start: Start) -> None:
+    # llhttp upgrades every CONNECT: replayed without its Upgrade header it upgraded again,
+    # until a RecursionError dropped the connection with a 1,000-frame traceback in the log.
+    _, _, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"CONNECT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    status, _, _ = await _answer(reader)
+    assert status in (200, 400, 405)
+    writer.close()
+
+
 async def test_a_handler_that_raises_is_a_500_in_the_apis_format(start: Start) -> None:
     _, _, connect = await start()
     reader, writer = await connect()

@@ -175,6 +175,7 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0  # read since the last head was complete (see MAX_HEAD_BYTES)
         self._letting_go = False  # answered for good: reading and dropping until the client closes
         self._upgrade_with_body = False  # the parser skipped a body to upgrade: read it anyway
+        self._replayed = False  # this connection's parser was replaced once for that
         self._body: list[bytes] = []
         self._body_size = 0
         self._refusal: tuple[int, str] | None = None
@@ -218,8 +219,9 @@ class Connection(asyncio.Protocol):
         self._deadline = None
 
     def data_received(self, data: bytes) -> None:
-        if self._last and not self._in_request:  # refused, upgraded or shutting down
-            return
+        if self._letting_go or (self._last and not self._in_request):
+            return  # answered for good (a request half-read then is dropped), or refused,
+            # upgraded, shutting down
         if not self._mid_body:
             self._head_bytes += len(data)  # reset by each head completed in this read
         try:
@@ -317,7 +319,8 @@ class Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._parser.should_upgrade() and self._has_body():
+        upgrade = self._parser.should_upgrade() and self._parser.get_method() != b"CONNECT"
+        if upgrade and self._has_body() and not self._replayed:
             # curl --http2 on http:// asks for h2c on its POST: llhttp skips the body of an
             # upgrade, and the request would be read without its parameters.
             self._upgrade_with_body = True
@@ -341,6 +344,7 @@ class Connection(asyncio.Protocol):
         """Ignore the upgrade (RFC 9110 lets a server): parse the request again from its
         head without it, then its body and what follows, with a fresh parser."""
         self._upgrade_with_body = False
+        self._replayed = True  # once: a head that still asks to upgrade is answered as it is
         method = self._parser.get_method()
         lines = [b"%s %s HTTP/%s" % (method, self._url, self._parser.get_http_version().encode())]
         for name, value in self._headers.items():
@@ -446,8 +450,8 @@ class Connection(asyncio.Protocol):
 
     def _write(self, response: Response, keep_alive: bool, head_only: bool) -> bool:
         transport = self._transport
-        if transport is None or transport.is_closing():
-            return False
+        if transport is None or transport.is_closing() or self._letting_go:
+            return False  # (after our FIN nothing more can go)
         transport.write(self._encoded(response, keep_alive, head_only))
         if not keep_alive:
             self._last = True
@@ -465,7 +469,8 @@ class Connection(asyncio.Protocol):
             return
         transport.write_eof()
         self._letting_go = True
-        self._deadline = time.monotonic() + LINGER_S
+        self._end_request()  # a pipelined request half-read now gets nothing: it is dropped
+        self._deadline = time.monotonic() + LINGER_S  # and the connection closes by then
 
     def _encoded(self, response: Response, keep_alive: bool, head_only: bool) -> bytes:
         connection = b""
