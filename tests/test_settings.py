@@ -109,3 +109,12 @@ def test_a_config_path_that_cannot_be_read_as_toml_is_a_settings_error(tmp_path:
     for path, message in ((tmp_path, "cannot be read"), (latin, "not valid TOML")):
         with pytest.raises(SettingsError, match=message):
             load_settings({}, env={"SMSRELAY_CONFIG": str(path)})
+
+
+def test_file_values_that_read_as_their_text_still_load(tmp_path: Path) -> None:
+    # The type check first refused these, which had always loaded.
+    config = tmp_path / "c.toml"
+    config.write_text("demo_credit_eur = 100\nfixed_clock = 2026-12-06T21:30:00+01:00\nport = 0\n")
+    settings = load_settings({"config": str(config)}, env={})
+    assert (settings.demo_credit_eur, settings.port) == ("100", 0)
+    assert settings.fixed_clock is not None and settings.fixed_clock.startswith("2026-12-06")

@@ -194,12 +194,13 @@ def _refuse_other_types(raw: Any, default: Any) -> None:
     values are text, read as their setting's type.)"""
     if raw is None or isinstance(raw, str):
         return
+    number = isinstance(raw, int | float) and not isinstance(raw, bool)
     if isinstance(default, float):
-        fits = isinstance(raw, int | float) and not isinstance(raw, bool)
+        fits = number
     elif isinstance(default, int):
-        fits = isinstance(raw, int) and not isinstance(raw, bool)
-    else:
-        fits = False  # a text setting
+        fits = number and isinstance(raw, int)
+    else:  # a text setting: a number (demo_credit_eur = 100) or a TOML date is its text too
+        fits = number or isinstance(raw, datetime)
     if not fits:
         expected = type(default).__name__ if isinstance(default, int | float) else "text"
         raise ValueError(f"{expected} expected")

@@ -683,3 +683,20 @@ async def test_head_never_reaches_a_get_that_changes_something(gw: RunningGatewa
                 assert resp.status == 405
     status, listed = await gw.get("/v1/stop-sms/list", {"apiKey": gw.api_key})
     assert [entry["id"] for entry in listed["data"]] == [added["stopId"]]
+
+
+async def test_a_multipart_field_with_a_signature_line_is_read(gw: RunningGateway) -> None:
+    # Any "--" line opened a header count: a message with a signature separator and 2 KiB of
+    # text after it was refused as headers over 2 KiB.
+    text = "Bonjour,\r\n--\r\n" + "Merci, " + "é" * 1100  # 2.2 KB of UTF-8, 8 SMS
+    fields = {"apiKey": gw.api_key, "to": "0612345678", "from": gw.number, "message": text}
+    body = _multipart(
+        *(
+            f'Content-Disposition: form-data; name="{k}"\r\n\r\n{v}'.encode()
+            for k, v in fields.items()
+        )
+    )
+    status, answer = await gw.post(
+        "/v1/vn/send", body, {"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert (status, answer["success"]) == (200, True), answer

@@ -6,6 +6,7 @@ file part carries nothing the API reads and is skipped.
 
 from __future__ import annotations
 
+import re
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
@@ -33,18 +34,25 @@ def multipart_fields(body: bytes, content_type: str) -> Params:
 
 
 def _check_part_heads(body: bytes) -> None:
-    """Code 90 if a part's headers (from a delimiter line to the blank line after it,
-    in a nested multipart too) exceed MAX_PART_HEAD: checked before the parser sees them."""
+    """Code 90 if a part's headers exceed MAX_PART_HEAD, checked before the parser sees them:
+    the header-shaped lines (``Name: value``, or a folded continuation) after any line that
+    begins "--" (a delimiter of the body's boundary or of a nested one, which the parser may
+    read as one), up to the first line of another shape. A "--" signature line in a field
+    is followed by text, which ends the count at once."""
     size: int | None = None  # the header block being read, None outside one
-    for line in body.split(b"\n"):
-        if size is None:
-            size = 0 if line.startswith(b"--") else None
-        elif not line.rstrip(b"\r"):
-            size = None
-        else:
+    for raw in body.split(b"\n"):
+        line = raw.rstrip(b"\r")
+        if line.startswith(b"--"):
+            size = 0
+        elif size is not None and _HEADER_SHAPED.match(line):
             size += len(line)
             if size > MAX_PART_HEAD:
                 raise MalformedBody(f"a multipart part with headers over {MAX_PART_HEAD} bytes")
+        else:
+            size = None
+
+
+_HEADER_SHAPED = re.compile(rb"[!-9;-~]+:|[ \t]")  # a field name and its colon, or a fold
 
 
 def _fields(message: Message) -> Params:
