@@ -626,7 +626,10 @@ async def test_a_claimed_callback_handed_back_is_pending_again_with_no_attempt(
         for uuid in ("a", "b")
     ]
     [job] = await store.claim_due_webhooks(20.0, 1, 80.0)
-    assert await store.defer_webhooks([(job.id, 50.0), (ids[1], 60.0)]) == 1  # b: not claimed
+    # b was not claimed; and a claim whose lease is not this one's (another node took the
+    # row once ours ran out) is not handed back: it would be posted a third time
+    assert await store.defer_webhooks([(job.id, 50.0, 79.0), (ids[1], 60.0, 80.0)]) == 0
+    assert await store.defer_webhooks([(job.id, 50.0, 80.0), (ids[1], 60.0, 80.0)]) == 1
     view = await store.get_webhook(job.id)
     assert view is not None and (view.state, view.due_at, view.attempts) == ("pending", 50.0, 0)
     assert [j.id for j in await store.claim_due_webhooks(49.0, 10, 100.0)] == [ids[1]]

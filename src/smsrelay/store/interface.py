@@ -85,8 +85,9 @@ class Store(Protocol):
     async def release_expired_webhook_leases(
         self, now: float, keep: Collection[int] = ()
     ) -> int: ...
-    async def defer_webhooks(self, items: list[tuple[int, float]]) -> int:
-        """Claimed callbacks (id, due at) handed back unposted, no attempt counted."""
+    async def defer_webhooks(self, items: list[tuple[int, float, float]]) -> int:
+        """Claimed callbacks (id, due at, the claim's lease_until) handed back unposted, no
+        attempt counted, while that claim is still theirs."""
         ...
 
     async def unpark_stranded_webhooks(self) -> int: ...

@@ -272,7 +272,7 @@ class SqlStore:
             partial(webhook_ops.release_expired_leases, now=now, keep=tuple(keep))
         )
 
-    async def defer_webhooks(self, items: list[tuple[int, float]]) -> int:
+    async def defer_webhooks(self, items: list[tuple[int, float, float]]) -> int:
         return await self.db.write(partial(webhook_ops.defer, items=items))
 
     async def unpark_stranded_webhooks(self) -> int:

@@ -87,16 +87,19 @@ def _secrets(conn: Conn, account_ids: set[int]) -> dict[int, str | None]:
     return {int(r[0]): r[1] for r in rows}
 
 
-def defer(conn: Conn, items: list[tuple[int, float]]) -> int:
-    """Claimed callbacks handed back unposted (their receiver has more in hand than it can
-    take): pending again, each due at its time, no attempt counted; how many. Nothing of
-    their order key was open when they were claimed, so none is parked."""
+def defer(conn: Conn, items: list[tuple[int, float, float]]) -> int:
+    """Claimed callbacks (id, due at, the claim's lease_until) handed back unposted: pending
+    again, each due at its time, no attempt counted; how many. Only while the claim is still
+    the one that lease names: a lease run out may have let another node claim the row, and
+    handing it back then would post it a third time. Nothing of their order key was open
+    when they were claimed, so none is parked."""
     deferred = 0
     for chunk in padded_chunks(sorted(items)):  # keyed by id: a repeated row changes nothing
-        table = values(len(chunk), ("BIGINT", "DOUBLE PRECISION"))
+        table = values(len(chunk), ("BIGINT", "DOUBLE PRECISION", "DOUBLE PRECISION"))
         deferred += conn.execute(
             "UPDATE webhooks SET state = 'pending', lease_until = NULL, due_at = v.column2 "
-            f"FROM {table} AS v WHERE webhooks.id = v.column1 AND webhooks.state = 'sending'",
+            f"FROM {table} AS v WHERE webhooks.id = v.column1 AND webhooks.state = 'sending' "
+            "AND webhooks.lease_until = v.column3",
             flat(chunk),
         ).rowcount
     return deferred

@@ -109,6 +109,7 @@ class WebhookSender:
         self._loops: list[asyncio.Task[None]] = []
         self._jobs: dict[asyncio.Task[None], int] = {}  # task -> the callback it posts
         self._job_hosts: dict[asyncio.Task[None], str] = {}  # task -> its receiver host
+        self._job_leases: dict[asyncio.Task[None], float] = {}  # task -> its claim's lease
         self._posting: set[asyncio.Task[None]] = set()
         # posted, the attempt not stored yet: still this sender's (held, its lease kept)
         self._recording: set[int] = set()
@@ -156,7 +157,8 @@ class WebhookSender:
             await asyncio.wait({self._loops[0]}, timeout=CLAIM_GRACE)
         await _cancel(self._loops)
         waiting = self._jobs.keys() - self._posting
-        unposted = [(self._jobs[task], self._clock.now()) for task in waiting]
+        now = self._clock.now()
+        unposted = [(self._jobs[task], now, self._job_leases[task]) for task in waiting]
         for task in waiting:
             task.cancel()
         if unposted:
@@ -185,17 +187,19 @@ class WebhookSender:
                 continue
             limit = min(self._batch, room)
             self._wake.clear()  # a wake() during the claim below makes the wait return at once
-            self._claiming = True
+            self._claiming = True  # a stop waits for the claim and for what it hands back
             try:
-                jobs = await self._claim(limit)
+                jobs, lease = await self._claim(limit)
+                if self._stopping:
+                    await self._hand_back([(job.id, self._clock.now(), lease) for job in jobs])
+                    return
+                handed_back = [
+                    item for job in jobs if (item := self._spawn_safely(job, lease)) is not None
+                ]
+                if handed_back:
+                    await self._hand_back(handed_back)
             finally:
                 self._claiming = False
-            if self._stopping:
-                await self._hand_back([(job.id, self._clock.now()) for job in jobs])
-                return
-            handed_back = [item for job in jobs if (item := self._spawn_safely(job)) is not None]
-            if handed_back:
-                await self._hand_back(handed_back)
             if len(jobs) < limit:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
                 # races with the event, and stop() would then wait forever.
@@ -203,30 +207,31 @@ class WebhookSender:
                     async with asyncio.timeout(IDLE_POLL):
                         await self._wake.wait()
 
-    async def _claim(self, limit: int) -> list[WebhookJob]:
+    async def _claim(self, limit: int) -> tuple[list[WebhookJob], float]:
+        """Due callbacks, and the lease_until their claim wrote."""
         now = self._clock.now()
+        lease = now + self._lease_seconds
         try:
-            return await self._store.claim_due_webhooks(now, limit, now + self._lease_seconds)
+            return await self._store.claim_due_webhooks(now, limit, lease), lease
         except TransientError as exc:
             log.warning("webhook.claim.failed", extra={"error": str(exc)})
-            return []
         except Exception:  # a bug must not end the claim loop: nothing would be posted again
             log.exception("webhook.claim.crashed")
-            return []
+        return [], lease
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop or asyncio.get_running_loop()
 
-    def _spawn_safely(self, job: WebhookJob) -> tuple[int, float] | None:
+    def _spawn_safely(self, job: WebhookJob, lease: float) -> tuple[int, float, float] | None:
         """``_spawn``, whose bug must not end the claim loop (nothing would be posted again
         until a restart, silently): the job is logged and left to its lease."""
         try:
-            return self._spawn(job)
+            return self._spawn(job, lease)
         except Exception:
             log.exception("webhook.crashed", extra={"webhook_id": job.id})
             return None
 
-    def _spawn(self, job: WebhookJob) -> tuple[int, float] | None:
+    def _spawn(self, job: WebhookJob, lease: float) -> tuple[int, float, float] | None:
         """Post ``job`` in its own task; or, when its host has as many in hand as it can take
         meanwhile, the job's id and when to hand it out again (nothing is started)."""
         try:
@@ -235,7 +240,7 @@ class WebhookSender:
             target = None
         host = target.host.lower() if target else ""
         if self._gates.in_hand(host) >= self._hand_limit(host):
-            return job.id, self._place_in_line(host)
+            return job.id, self._place_in_line(host), lease
         loop = self._running_loop()
         start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
         # in the host's hands from now (not from the task's first step: a claim's callbacks
@@ -245,6 +250,7 @@ class WebhookSender:
         task = loop.create_task(run, name=f"webhook-{job.id}")
         self._jobs[task] = job.id
         self._job_hosts[task] = host
+        self._job_leases[task] = lease
         task.add_done_callback(self._finished)
         return None
 
@@ -264,7 +270,7 @@ class WebhookSender:
         self._line_ends[host] = due
         return due
 
-    async def _hand_back(self, items: list[tuple[int, float]]) -> None:
+    async def _hand_back(self, items: list[tuple[int, float, float]]) -> None:
         if not items:
             return
         try:
@@ -276,6 +282,7 @@ class WebhookSender:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._jobs.pop(task, None)
+        self._job_leases.pop(task, None)
         self._gates.leave(self._job_hosts.pop(task))
         self._posting.discard(task)
         self._room.set()
@@ -342,6 +349,8 @@ class WebhookSender:
         # never 0: a post refused before any await (an unsafe address) takes no loop time,
         # and the hand limit divides by it (a ZeroDivisionError killed the claim loop)
         took = max(loop.time() - started, MIN_POST_TIME)
+        if len(self._post_time) > MAX_LINES and host not in self._post_time:
+            self._post_time.clear()  # a host per callback: forget them (measured again)
         self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
         assert self._posted is not None
         self._recording.add(job.id)
