@@ -475,3 +475,36 @@ def test_values_that_cannot_work_are_usage_errors_before_anything_runs(
 ) -> None:
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_quiet_hours_off_lets_what_they_hold_leave_now(run, tmp_path: Path) -> None:
+    # It changed only the next sends: the newcomer's first message, sent in the evening,
+    # still waited for 08:00 after `accounts set demo --quiet-hours off`.
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.factories import new_message
+
+    run("accounts", "create", "shop", "--credit", "10")
+    run("numbers", "add", "shop", "33757000001")
+    url = f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}"
+
+    async def in_store(work: Any) -> Any:
+        store = SqliteStore(url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    async def accept(store: SqliteStore) -> int:
+        return await store.accept_message(new_message(created_at=100.0, due_at=9e9))
+
+    async def claim(store: SqliteStore) -> list[Any]:
+        return await store.claim_due_parts("default", 200.0, 10, 260.0)
+
+    message_id = asyncio.run(in_store(accept))
+    assert "1 part(s) held for quiet hours leave now" in run(
+        "accounts", "set", "shop", "--quiet-hours", "off"
+    )
+    assert [part.message_id for part in asyncio.run(in_store(claim))] == [message_id]

@@ -188,7 +188,12 @@ def set_(
         fail("nothing to change: give at least one option (see --help)", code=2)
 
     async def work(gw: Gateway) -> Account:
-        return await gw.store.update_account(name, changes)
+        account = await gw.store.update_account(name, changes)
+        if changes.get("quiet_hours") == 0:  # what they held leaves now, not at 08:00
+            released = await account_service.release_held(gw.store, account.id, pause=0.05)
+            if released:
+                click.echo(f"{released} part(s) held for quiet hours leave now", err=True)
+        return account
 
     account = with_gateway(ctx, work)
     click.echo(_line(account))

@@ -666,3 +666,17 @@ async def _message_state(store: SqlStore, message_id: int) -> str:
     message = await store.get_message(message_id)
     assert message is not None
     return message.state
+
+
+async def test_quiet_hours_switched_off_release_what_they_hold(store: SqlStore) -> None:
+    # Turning them off changed only the next sends: a message already held waited for 08:00.
+    held = [
+        await store.accept_message(new_message(nb_sms=1, created_at=100.0, due_at=5_000.0))
+        for _ in range(3)
+    ]
+    assert await store.claim_due_parts("default", 200.0, 10, 260.0) == []  # held till 5,000
+    assert await store.release_held(1, 2) == 2  # in steps
+    assert await store.release_held(1, 2) == 1
+    assert await store.release_held(1, 2) == 0
+    claimed = await store.claim_due_parts("default", 200.0, 10, 260.0)
+    assert sorted(part.message_id for part in claimed) == held

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -149,3 +150,17 @@ async def add_number(
 async def remove_number(store: Store, raw_number: str) -> None:
     number = parse_international(raw_number, "msisdn")
     await store.remove_number(number.e164)
+
+
+RELEASE_STEP = 1000  # parts made due per transaction, as the purge's steps
+
+
+async def release_held(store: Store, account_id: int, *, pause: float = 0.0) -> int:
+    """Quiet hours switched off: what they hold for the account leaves at once. In steps,
+    with ``pause`` between them beside a serving process (as ``db purge``); how many parts."""
+    released = 0
+    while moved := await store.release_held(account_id, RELEASE_STEP):
+        released += moved
+        if pause:
+            await asyncio.sleep(pause)
+    return released

@@ -85,6 +85,10 @@ class Store(Protocol):
     async def release_expired_webhook_leases(
         self, now: float, keep: Collection[int] = ()
     ) -> int: ...
+    async def release_held(self, account_id: int, limit: int) -> int:
+        """Up to ``limit`` parts held for quiet hours due at once; how many (0: none left)."""
+        ...
+
     async def defer_webhooks(self, items: list[tuple[int, float, float]]) -> int:
         """Claimed callbacks (id, due at, the claim's lease_until) handed back unposted, no
         attempt counted, while that claim is still theirs."""

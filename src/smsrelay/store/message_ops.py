@@ -279,6 +279,26 @@ def cancel(conn: Conn, account_id: int, message_id: int, now: float) -> int:
     return int(row[1])
 
 
+def release_held(conn: Conn, account_id: int, limit: int) -> int:
+    """Up to ``limit`` of the account's parts held for quiet hours made due at once (from
+    when their message was accepted): its quiet hours are off. How many; 0 when none is left.
+    Found through the queued parts' partial index, so the history is not read."""
+    moved = conn.execute(
+        "UPDATE parts SET due_at = (SELECT m.created_at FROM messages m "
+        "WHERE m.id = parts.message_id) WHERE id IN (SELECT p.id FROM parts p "
+        "JOIN messages m ON m.id = p.message_id WHERE p.state = 'queued' "
+        "AND m.account_id = ? AND m.state = 'held' AND p.due_at > m.created_at LIMIT ?) "
+        "RETURNING message_id",
+        (account_id, limit),
+    ).fetchall()
+    ids = padded(sorted({int(row[0]) for row in moved}))
+    for chunk in padded_chunks(ids):
+        conn.execute(
+            f"UPDATE messages SET due_at = created_at WHERE id IN ({marks(len(chunk))})", chunk
+        )
+    return len(moved)
+
+
 def cancel_waiting_for(conn: Conn, account_id: int, phone: str, now: float) -> int:
     """Cancel (and refund) the account's messages to ``phone`` that have not left: held for
     quiet hours or still queued when the person asked to stop. How many."""

@@ -272,6 +272,11 @@ class SqlStore:
             partial(webhook_ops.release_expired_leases, now=now, keep=tuple(keep))
         )
 
+    async def release_held(self, account_id: int, limit: int) -> int:
+        return await self.db.write(
+            partial(message_ops.release_held, account_id=account_id, limit=limit)
+        )
+
     async def defer_webhooks(self, items: list[tuple[int, float, float]]) -> int:
         return await self.db.write(partial(webhook_ops.defer, items=items))
 
