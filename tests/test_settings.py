@@ -90,8 +90,8 @@ def test_a_private_ca_for_https_callbacks_comes_from_the_environment(tmp_path: P
         ("port = true\n", "invalid value for port"),  # was port 1
         ("port = 0.9\n", "invalid value for port"),  # was port 0: any free port
         ('host = ["a"]\n', "invalid value for host"),  # was the host "['a']"
-        ('[prices]\nFR = "abc"\n', "prices.FR is not an amount"),
-        ("[prices]\nFR = -1\n", "prices.FR is not an amount"),
+        ('[prices]\nFR = "abc"\n', "prices: not an amount: 'abc'"),
+        ("[prices]\nFR = -1\n", "prices: price for FR must not be negative"),
     ],
 )
 def test_file_values_of_the_wrong_type_or_unusable_are_refused(

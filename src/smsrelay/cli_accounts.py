@@ -190,7 +190,7 @@ def set_(
     async def work(gw: Gateway) -> Account:
         account = await gw.store.update_account(name, changes)
         if changes.get("quiet_hours") == 0:  # what they held leaves now, not at 08:00
-            released = await account_service.release_held(gw.store, account.id, pause=0.05)
+            released = await account_service.release_held(gw.store, account.id, beside_serve=True)
             if released:
                 click.echo(f"{released} part(s) held for quiet hours leave now", err=True)
         return account

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from smsrelay.domain.pricing import eur_to_micros
+from smsrelay.domain.pricing import PriceTable, eur_to_micros
 from smsrelay.errors import SmsRelayError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -270,14 +270,16 @@ def _validate_values(settings: Settings) -> None:
             datetime.fromisoformat(settings.fixed_clock)
         except ValueError as exc:
             raise SettingsError(f"fixed_clock is not an ISO time: {exc}") from exc
-    amounts = {"demo_credit_eur": settings.demo_credit_eur}
-    amounts |= {f"prices.{region}": price for region, price in (settings.prices or {}).items()}
-    for name, amount in amounts.items():
-        try:
-            if eur_to_micros(amount) < 0:
-                raise ValueError("negative")
-        except ValueError as exc:
-            raise SettingsError(f"{name} is not an amount in EUR: {amount!r} ({exc})") from exc
+    try:
+        if eur_to_micros(settings.demo_credit_eur) < 0:
+            raise ValueError("negative")
+    except ValueError as exc:
+        amount = settings.demo_credit_eur
+        raise SettingsError(f"demo_credit_eur is not an amount in EUR: {amount!r} ({exc})") from exc
+    try:  # the table serve builds from them, built once here to say what is wrong first
+        PriceTable.from_eur(settings.prices or {})
+    except ValueError as exc:
+        raise SettingsError(f"prices: {exc}") from exc
     if not 0.0 <= settings.builtin_delivery_rate <= 1.0:
         raise SettingsError("builtin_delivery_rate must be between 0 and 1")
     if settings.lease_seconds <= 0:

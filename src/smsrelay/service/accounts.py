@@ -14,6 +14,7 @@ from smsrelay.domain.quiet_hours import Region
 from smsrelay.errors import DomainError
 from smsrelay.service.clock import Clock
 from smsrelay.service.keys import hash_api_key, new_api_key, new_webhook_secret
+from smsrelay.service.retention import YIELD_S
 from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, NumberRecord
 
@@ -155,12 +156,12 @@ async def remove_number(store: Store, raw_number: str) -> None:
 RELEASE_STEP = 1000  # parts made due per transaction, as the purge's steps
 
 
-async def release_held(store: Store, account_id: int, *, pause: float = 0.0) -> int:
+async def release_held(store: Store, account_id: int, *, beside_serve: bool = False) -> int:
     """Quiet hours switched off: what they hold for the account leaves at once. In steps,
-    with ``pause`` between them beside a serving process (as ``db purge``); how many parts."""
+    pausing between them beside a serving process as ``db purge`` does; how many parts."""
     released = 0
     while moved := await store.release_held(account_id, RELEASE_STEP):
         released += moved
-        if pause:
-            await asyncio.sleep(pause)
+        if beside_serve:
+            await asyncio.sleep(YIELD_S)
     return released

@@ -23,7 +23,8 @@ log = logging.getLogger("smsrelay.retention")
 Progress = Callable[[str, int, int], None]  # kind, deleted so far, id reached
 
 
-# Between steps, a purge run beside serve (the CLI) leaves the database alone this long.
+# Between steps, a CLI command stepping through many rows beside serve (a purge, a release of
+# held messages) leaves the database alone this long.
 # SQLite's lock is not fair: taken again at once after each commit, serve's writes (which
 # wait for it on their event loop, polling every 1-100 ms) missed it for up to 2 s at a time.
 YIELD_S = 0.15

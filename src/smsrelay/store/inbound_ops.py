@@ -42,8 +42,9 @@ def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) ->
     reply_id = _insert_reply(conn, reply, account_id, None if link is None else int(link[0]))
     reassemble = owner is not None and bool(owner[2])
     joined = _joined(conn, reply, reply_id, held_only=reassemble)
-    stopped = account_id is not None and _asks_to_stop(reply, joined)
-    if stopped and account_id is not None:
+    stopped = False
+    if account_id is not None and _asks_to_stop(reply, joined):
+        stopped = True
         conn.execute(
             "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?) "
             "ON CONFLICT DO NOTHING",

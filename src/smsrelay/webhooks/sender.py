@@ -107,9 +107,7 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        self._jobs: dict[asyncio.Task[None], int] = {}  # task -> the callback it posts
-        self._job_hosts: dict[asyncio.Task[None], str] = {}  # task -> its receiver host
-        self._job_leases: dict[asyncio.Task[None], float] = {}  # task -> its claim's lease
+        self._jobs: dict[asyncio.Task[None], _InHand] = {}  # task -> the callback it posts
         self._posting: set[asyncio.Task[None]] = set()
         # posted, the attempt not stored yet: still this sender's (held, its lease kept)
         self._recording: set[int] = set()
@@ -158,7 +156,7 @@ class WebhookSender:
         await _cancel(self._loops)
         waiting = self._jobs.keys() - self._posting
         now = self._clock.now()
-        unposted = [(self._jobs[task], now, self._job_leases[task]) for task in waiting]
+        unposted = [(self._jobs[task].id, now, self._jobs[task].lease) for task in waiting]
         for task in waiting:
             task.cancel()
         if unposted:
@@ -248,9 +246,7 @@ class WebhookSender:
         semaphore = self._gates.enter(host)
         run = self._run(job, target, host, semaphore, start_by)
         task = loop.create_task(run, name=f"webhook-{job.id}")
-        self._jobs[task] = job.id
-        self._job_hosts[task] = host
-        self._job_leases[task] = lease
+        self._jobs[task] = _InHand(job.id, host, lease)
         task.add_done_callback(self._finished)
         return None
 
@@ -281,9 +277,7 @@ class WebhookSender:
             log.info("webhook.deferred", extra={"callbacks": len(items)})
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._jobs.pop(task, None)
-        self._job_leases.pop(task, None)
-        self._gates.leave(self._job_hosts.pop(task))
+        self._gates.leave(self._jobs.pop(task).host)
         self._posting.discard(task)
         self._room.set()
         # The next callback with its order key (a person's next reply) may go now: claim
@@ -296,7 +290,8 @@ class WebhookSender:
             try:
                 # what this process is still posting stays its own, whatever the clock did
                 released = await self._store.release_expired_webhook_leases(
-                    self._clock.now(), keep=[*self._jobs.values(), *self._recording]
+                    self._clock.now(),
+                    keep=[held.id for held in self._jobs.values()] + [*self._recording],
                 )
             except TransientError:
                 continue
@@ -346,16 +341,21 @@ class WebhookSender:
             result = await self._post(job, target)
         finally:
             semaphore.release()
-        # never 0: a post refused before any await (an unsafe address) takes no loop time,
-        # and the hand limit divides by it (a ZeroDivisionError killed the claim loop)
-        took = max(loop.time() - started, MIN_POST_TIME)
-        if len(self._post_time) > MAX_LINES and host not in self._post_time:
-            self._post_time.clear()  # a host per callback: forget them (measured again)
-        self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
+        took = loop.time() - started
+        self._note_post_time(host, took)
         assert self._posted is not None
         self._recording.add(job.id)
         shown_host = target.host if target else None
         self._posted.add(_Posted(job, shown_host, result, round(took * 1000.0, 1)))
+
+    def _note_post_time(self, host: str, took: float) -> None:
+        """The host's recent post time, for its hand limit: never 0 (a post refused before
+        any await, an unsafe address, takes no time on uvloop's per-turn clock, and the limit
+        divides by it: a ZeroDivisionError ended the claim loop)."""
+        took = max(took, MIN_POST_TIME)
+        if len(self._post_time) > MAX_LINES and host not in self._post_time:
+            self._post_time.clear()  # a host per callback: forget them (measured again)
+        self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
 
     async def _record_posted(self, posted: list[_Posted]) -> None:
         """The receivers have answered: the attempts of a loop turn go to the store in one
@@ -455,6 +455,17 @@ class WebhookSender:
             return None
         due = next_attempt_at(attempt, now, self._backoff, random.random())
         return None if due - job.created_at > self._give_up_after else due
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class _InHand:
+    """A claimed callback the sender is posting or about to: its id, its receiver host (its
+    gate's count), and its claim's lease (to hand it back under)."""
+
+    id: int
+    host: str
+    lease: float
 
 
 @quick_init
