@@ -102,6 +102,36 @@ async def test_counted_failures_still_give_up_at_the_limit(
     assert (message.parts[0].last_error or "").startswith("gave up after 2")
 
 
+async def test_crashes_with_the_part_claimed_leave_its_retries_for_the_carriers_errors(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process that died with the part claimed (most claimed parts never left) did not try
+    # it: after three such crashes the part still has both of its attempts for the SMSC's
+    # transient errors, where each crash used to spend one and the first error failed it.
+    monkeypatch.setattr(dispatcher, "SLOW_DOWN_DELAY", 0.01)
+    now = time.time()
+    message_id = await store.accept_message(new_message(cost_micros=1, created_at=now, due_at=now))
+    for _ in range(3):
+        [claimed] = await store.claim_due_parts("default", now, 10, now + 60.0)
+        assert await store.release_expired_leases(float("inf")) == 1  # what a restart does
+    assert claimed.attempts == 1
+    carrier = ScriptedCarrier([SYSTEM_ERROR, 0])
+    policy = DispatchPolicy(max_attempts=2, backoff=BackoffPolicy(first=0.01, cap=0.01))
+    running = Dispatcher(store, SystemClock(), {"default": carrier}, BUILDERS, policy)
+    await running.start()
+    try:
+        await eventually(lambda: carrier.submits == 2)
+        part = await eventually(lambda: _part_when(store, message_id, "submitted"))
+    finally:
+        await running.stop()
+    assert part.attempts == 2
+
+
+async def _part_when(store: SqliteStore, message_id: int, state: str) -> PartView | None:
+    part = await _part(store, message_id)
+    return part if part.state == state else None
+
+
 class UnansweredFirst(ScriptedCarrier):
     """Leaves its first submit unanswered (the test gives the late answer), then takes them."""
 
