@@ -105,6 +105,26 @@ async def test_a_retry_that_does_not_count_gives_the_claims_attempt_back(
     assert third.attempts == 2
 
 
+async def test_the_account_counts_what_still_waits_to_leave(store: SqlStore) -> None:
+    other = await store.create_account("b", "hash-b", 1_000_000, 0.0)
+    await store.add_number("b", "+33757000002", "default", 0.0)
+    await store.accept_message(new_message(due_at=5_000.0))  # held for quiet hours
+    await store.accept_message(new_message())  # queued
+    two_parts = await store.accept_message(new_message(nb_sms=2, cost_micros=1))
+    gone = await store.accept_message(new_message())
+    await store.accept_message(new_message(sandbox=True))
+    await store.accept_message(new_message(account_id=other.id, sender="+33757000002"))
+    parts = await store.claim_due_parts("default", 200.0, 10, 260.0)
+    for part in parts:
+        if part.message_id == gone or (part.message_id == two_parts and part.seq == 1):
+            key = f"c{part.part_id}"
+            await store.mark_submitted(part.part_id, key, key, 201.0, BUILDERS)
+    snapshot = await store.account_snapshot(1)
+    # Held, queued, and the two-part message with a part still being sent; not the one the
+    # SMSC took, the sandbox one, nor the other account's.
+    assert snapshot is not None and snapshot.waiting == 3
+
+
 async def test_outcome_after_the_lease_was_lost_is_ignored(store: SqlStore) -> None:
     await store.accept_message(new_message())
     [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)

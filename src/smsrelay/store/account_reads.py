@@ -13,7 +13,16 @@ from smsrelay.store.records import AccountSnapshot, MessageView
 from smsrelay.store.sql import Conn
 
 # Messages that have not left yet: held for quiet hours, or queued and not yet submitted.
-WAITING_STATES = ("held", "queued")
+# Such a message has a part still to leave (queued or being sent), and the parts' partial
+# indexes find those: the count is bounded by the live work, not by the account's history
+# (messages has no index on its state; the count was a scan of every message kept, 150 ms
+# with a million of them).
+WAITING_COUNT = (
+    "SELECT COUNT(*) FROM messages WHERE id IN ("
+    "SELECT message_id FROM parts WHERE state = 'queued' "
+    "UNION ALL SELECT message_id FROM parts WHERE state = 'sending') "
+    "AND account_id = ? AND sandbox = 0 AND state IN ('held', 'queued')"
+)
 
 
 def account_snapshot(conn: Conn, account_id: int) -> AccountSnapshot | None:
@@ -21,12 +30,7 @@ def account_snapshot(conn: Conn, account_id: int) -> AccountSnapshot | None:
     account = account_by_id(conn, account_id)
     if account is None:
         return None
-    marks = ",".join("?" * len(WAITING_STATES))
-    row = conn.execute(
-        "SELECT COUNT(*) FROM messages "
-        f"WHERE account_id = ? AND sandbox = 0 AND state IN ({marks})",
-        (account_id, *WAITING_STATES),
-    ).fetchone()
+    row = conn.execute(WAITING_COUNT, (account_id,)).fetchone()
     return AccountSnapshot(account, int(row[0]))
 
 

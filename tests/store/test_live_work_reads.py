@@ -1,0 +1,58 @@
+"""Reads that answer about live work cost what the live work costs, not what history does.
+
+SQLite's virtual machine steps are counted (a progress handler called every step), which is
+exact where a timing would be noise: a read over a million kept messages differs from one
+over none only by the steps it takes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from smsrelay.store import schema
+from smsrelay.store.account_reads import WAITING_COUNT
+
+
+def _store_with(path: Path, *, waiting: int, history: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    schema.upgrade(conn)
+    for message_id in range(1, waiting + history + 1):
+        state = "queued" if message_id <= waiting else "delivered"
+        conn.execute(
+            "INSERT INTO messages (id, account_id, sender, recipient, region, text, encoding, "
+            "nb_sms, cost_micros, state, connector, created_at, due_at) VALUES "
+            "(?, 1, '+33757000001', '+33612345678', 'FR', 'hi', 'gsm7', 1, 45000, ?, "
+            "'default', 0, 0)",
+            (message_id, state),
+        )
+        conn.execute(
+            "INSERT INTO parts (message_id, seq, connector, state, due_at) "
+            "VALUES (?, 1, 'default', ?, 0)",
+            (message_id, state),
+        )
+    conn.commit()
+    return conn
+
+
+def _steps(conn: sqlite3.Connection, sql: str, *args: object) -> tuple[int, list[tuple[int]]]:
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(count, 1)
+    rows = conn.execute(sql, args).fetchall()
+    conn.set_progress_handler(None, 1)
+    return steps, rows
+
+
+def test_counting_an_accounts_waiting_messages_does_not_walk_its_history(tmp_path: Path) -> None:
+    fresh = _store_with(tmp_path / "fresh.db", waiting=5, history=0)
+    old = _store_with(tmp_path / "old.db", waiting=5, history=3_000)
+    fresh_steps, fresh_rows = _steps(fresh, WAITING_COUNT, 1)
+    old_steps, old_rows = _steps(old, WAITING_COUNT, 1)
+    assert fresh_rows == old_rows == [(5,)]
+    assert old_steps <= fresh_steps + 50  # a few B-tree levels more, not 3,000 rows' worth
