@@ -47,7 +47,10 @@ IdStyle = Literal["hex", "decimal"]
 InboundPdu = Literal["deliver_sm", "data_sm"]
 _Build = Callable[[int], DeliverSm | DataSm]
 _log = logging.getLogger("smsrelay.carrier.simulator")
-_REDELIVER_ATTEMPTS = 5
+# A refused deliver_sm is sent again, each wait twice the last (from redeliver_delay_ms) up to
+# this, as real SMSCs retry for hours: giving up after five tries a second apart lost every
+# receipt refused during a database outage of more than a few seconds.
+_REDELIVER_MAX_DELAY = 60.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class SimulatorOptions:
     id_style: IdStyle = "hex"
     receipt_id_style: IdStyle | None = None  # None = same as id_style
     redeliver_delay_ms: int = 1000  # re-send a deliver_sm the ESME answered with an error
+    redeliver_for_s: float = 6 * 3600.0  # ... until this long after its first refusal
     window: int = 100  # deliver_sm outstanding per bind
     inbound_pdu: InboundPdu = "deliver_sm"  # data_sm: receipts and replies the other way
     max_records: int = 1_000_000  # the oldest half of .received is dropped beyond this
@@ -135,6 +139,7 @@ class _Receipt:
     system_id: str | None
     build: _Build
     attempt: int = 0
+    first_refused: float | None = None  # the loop's time of its first refusal
 
 
 @dataclass
@@ -148,6 +153,7 @@ class SimulatorStats:
     receipts_sent: int = 0
     receipts_acked: int = 0
     receipts_refused: int = 0
+    receipts_given_up: int = 0  # refused until redeliver_for_s ran out
     mo_sent: int = 0
     mo_acked: int = 0
     resp_pending: int = 0  # submit_sm_resp held back by resp_delay_ms
@@ -356,10 +362,21 @@ class Simulator:
             self.stats.receipts_acked += 1
             return
         self.stats.receipts_refused += 1  # the same receipt again, later, like a real SMSC
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if receipt.first_refused is None:
+            receipt.first_refused = now
+        delay = min(
+            self.options.redeliver_delay_ms / 1000 * 2**receipt.attempt, _REDELIVER_MAX_DELAY
+        )
         receipt.attempt += 1
-        if receipt.attempt < _REDELIVER_ATTEMPTS and not self._stopped:
-            delay = self.options.redeliver_delay_ms / 1000
-            asyncio.get_running_loop().call_later(delay, self._send_receipt, receipt)
+        if self._stopped:
+            return
+        if now + delay > receipt.first_refused + self.options.redeliver_for_s:
+            self.stats.receipts_given_up += 1
+            _log.warning("simulator.receipt.given_up", extra={"attempts": receipt.attempt})
+            return
+        loop.call_later(delay, self._send_receipt, receipt)
 
     async def _receipt_then_resp(
         self, link: SmscLink, record: SubmitRecord, response: SubmitSmResp
