@@ -690,15 +690,29 @@ async def test_handler_failure_answers_rx_t_appn_and_the_smsc_resends(
     assert simulator.stats.receipts_refused == 2 and simulator.stats.receipts_acked == 1
 
 
+async def _receipt_refused(
+    make_simulator: MakeSimulator,
+    make_connector: MakeConnector,
+    inbox: Inbox,
+    refusals: int,
+    **options: float,
+) -> Simulator:
+    """A simulator whose one receipt the gateway refuses (ESME_RX_T_APPN) ``refusals`` times."""
+    simulator = await make_simulator(delivery_rate=1.0, **options)
+    inbox.statuses = [CommandStatus.ESME_RX_T_APPN] * refusals
+    connector = await make_connector(simulator, inbox)
+    await connector.submit(part())
+    return simulator
+
+
 async def test_a_receipt_refused_through_an_outage_is_sent_until_it_is_taken(
     make_simulator: MakeSimulator, make_connector: MakeConnector, inbox: Inbox
 ) -> None:
-    # The gateway refuses receipts (ESME_RX_T_APPN) while its database is out: the simulator,
-    # like a real SMSC, keeps sending each one with growing waits; it gave up after five.
-    simulator = await make_simulator(redeliver_delay_ms=1, delivery_rate=1.0)
-    inbox.statuses = [CommandStatus.ESME_RX_T_APPN] * 8
-    connector = await make_connector(simulator, inbox)
-    await connector.submit(part())
+    # The gateway refuses receipts while its database is out: the simulator, like a real
+    # SMSC, keeps sending each one with growing waits; it gave up after five.
+    simulator = await _receipt_refused(
+        make_simulator, make_connector, inbox, 8, redeliver_delay_ms=1
+    )
     await eventually(lambda: len(inbox.receipts) == 1, what="the ninth delivery")
     assert inbox.calls == 9 and len({m.short_message for m in inbox.seen}) == 1
     assert (simulator.stats.receipts_refused, simulator.stats.receipts_given_up) == (8, 0)
@@ -707,10 +721,9 @@ async def test_a_receipt_refused_through_an_outage_is_sent_until_it_is_taken(
 async def test_a_receipt_refused_for_longer_than_the_smsc_retries_is_given_up(
     make_simulator: MakeSimulator, make_connector: MakeConnector, inbox: Inbox
 ) -> None:
-    simulator = await make_simulator(redeliver_delay_ms=20, redeliver_for_s=0.1)
-    inbox.statuses = [CommandStatus.ESME_RX_T_APPN] * 100
-    connector = await make_connector(simulator, inbox)
-    await connector.submit(part())
+    simulator = await _receipt_refused(
+        make_simulator, make_connector, inbox, 100, redeliver_delay_ms=20, redeliver_for_s=0.1
+    )
     await eventually(lambda: simulator.stats.receipts_given_up == 1, what="given up")
     # Waits of 20 then 40 ms fit in the 100 ms; the next (80 ms) cannot, however late the
     # timers fire (a loaded machine may give up one try sooner).
