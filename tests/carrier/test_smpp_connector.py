@@ -495,6 +495,20 @@ async def test_rate_cap_below_the_smsc_throttle_slows_without_errors(
     assert elapsed >= 0.5  # 60 at 100/s with a burst of 5
 
 
+async def test_a_stalled_loop_does_not_send_a_rate_caps_booked_slots_at_once(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    # The loop stalls for 0.3 s mid-burst (a busy host, a long batch): the parts waiting for
+    # their turn of our 100/s cap must not all leave when it ends, or the SMSC (200/s, a
+    # burst of 20) refuses them; booked ahead, 30 left at once.
+    simulator = await make_simulator(throttle_per_second=200)
+    connector = await make_connector(simulator, max_per_second=100)
+    asyncio.get_running_loop().call_later(0.1, time.sleep, 0.3)
+    outcomes = await asyncio.gather(*(connector.submit(part(n)) for n in range(60)))
+    assert [o.status for o in outcomes] == [0] * 60
+    assert simulator.stats.throttled == 0
+
+
 async def test_smsc_throttling_comes_back_as_a_status_not_an_error(
     make_simulator: MakeSimulator, make_connector: MakeConnector
 ) -> None:

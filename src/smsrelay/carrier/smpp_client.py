@@ -385,6 +385,7 @@ class SmppConnector:
         self._rng = random.Random()
         self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
         self._pace_turn = asyncio.Lock()
+        self._cap_turn = asyncio.Lock()
         self._pacing: set[asyncio.Task[None]] = set()  # parts waiting for their turn, in a slot
         self._tls = client_tls(name, config)  # built once: a bad file fails at start-up
         # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
@@ -546,10 +547,13 @@ class SmppConnector:
 
     async def _wait_for_pace(self) -> None:
         loop = self._loop or asyncio.get_running_loop()
-        if self._bucket is not None:  # our own cap: a fixed rate, slots can be booked ahead
-            delay = self._bucket.reserve(loop.time())
-            if delay > 0:
-                await asyncio.sleep(delay)
+        if self._bucket is not None:  # our own cap: one waiter at a time books the next
+            # slot, so after a stall of the loop at most a burst leaves at once; slots booked
+            # ahead by every waiter all fell due in the stall and left together, over the cap
+            async with self._cap_turn:
+                delay = self._bucket.reserve(loop.time())
+                if delay > 0:
+                    await asyncio.sleep(delay)
         if self._pace.rate is not None:  # the pace the SMSC taught us: it changes as we go,
             async with self._pace_turn:  # so one waiter at a time takes the next slot
                 delay = self._pace.delay(loop.time())
