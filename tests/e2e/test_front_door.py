@@ -184,8 +184,11 @@ async def test_credit_is_debited_and_refused_when_short(gw: RunningGateway) -> N
     [
         ({"apiKey": None}, 400, 1),
         ({"apiKey": ""}, 400, 1),
+        ({"apiKey": " \t"}, 400, 1),  # blank is missing, as for message
         ({"apiKey": "wrong"}, 401, 10),
         ({"to": None}, 400, 2),
+        ({"to": ""}, 400, 2),
+        ({"to": "  "}, 400, 2),
         ({"message": None}, 400, 43),
         ({"message": "   "}, 400, 43),
         ({"to": "not a number"}, 400, 9),

@@ -121,7 +121,12 @@ def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
     """Apply the API's text rules to ``raw``, append the STOP mention, pick an encoding, count."""
     body = apply_replacements(_expand_markup(raw))
     if not body.strip():  # blank, or only signs the replacement table deletes ("^~|")
-        raise DomainError("message.required", "The message is required.", field="message")
+        raise DomainError(
+            "message.required",
+            "the message is required (nothing is left once the characters SMS cannot carry "
+            "are removed)",
+            field="message",
+        )
     text = body + stop_suffix
     encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
     units = _count_units(text, encoding)

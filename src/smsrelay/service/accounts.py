@@ -34,7 +34,7 @@ class AccountDirectory:
         self._cache: dict[str, tuple[float, Account]] = {}
 
     async def authenticate(self, api_key: str | None) -> Account:
-        if not api_key:
+        if not api_key or api_key.isspace():  # blank is missing (code 1), not a wrong key
             raise DomainError("apikey.required", "the API key is required", "apiKey")
         key_hash = hash_api_key(api_key)
         now = time.monotonic()  # not the gateway clock: a fixed test clock must not pin it

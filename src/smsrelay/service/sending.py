@@ -73,7 +73,7 @@ class SendContext:
 
 async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
     account = await ctx.accounts.authenticate(request.api_key)
-    if not request.to and not _has_type_error(request, "to"):
+    if not (request.to and request.to.strip()) and not _has_type_error(request, "to"):
         raise DomainError("to.required", "the phone number (to) is required", "to")
     blank = request.message is None or not request.message.strip()
     if blank and not _has_type_error(request, "message"):
