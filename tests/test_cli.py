@@ -223,7 +223,9 @@ def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:
 
 def test_status_reads_as_text_and_as_json(run) -> None:
     assert "parts queued: 0" in run("status") and "callbacks to post: 0" in run("status")
-    assert json.loads(run("status", "--json")) == {
+    figures = json.loads(run("status", "--json"))
+    disk = figures.pop("disk")
+    assert figures == {
         "parts": {"queued": 0, "sending": 0, "submitted": 0},  # zeros said, not left out
         "pending_callbacks": 0,
         "due_not_sent": {},
@@ -231,7 +233,10 @@ def test_status_reads_as_text_and_as_json(run) -> None:
         "oldestCallbackDueSince": None,
         "failed_callbacks": 0,
     }
-    assert "callbacks given up: 0" in run("status")
+    assert disk["minFreeMb"] == 100 and disk["freeMb"] > 100  # serve's reserve, and room
+    text = run("status")
+    assert "callbacks given up: 0" in text
+    assert "MB free (sends refused under 100)" in text.splitlines()[-1]
 
 
 def test_status_shows_parts_due_that_no_link_has_sent(run, tmp_path: Path) -> None:

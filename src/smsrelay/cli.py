@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ import click
 from smsrelay.cli_accounts import accounts, numbers
 from smsrelay.cli_messages import messages, stop, webhooks
 from smsrelay.cli_support import (
+    disk_full_hint,
     emit,
     fail,
     fail_all,
@@ -25,7 +27,9 @@ from smsrelay.errors import SmsRelayError
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
-from smsrelay.store.factory import store_for
+from smsrelay.store.engine import path_from_url
+from smsrelay.store.factory import is_postgres, store_for
+from smsrelay.store.health import MIB, free_bytes
 
 FC = TypeVar("FC", bound=Callable[..., Any])  # a click command being decorated
 
@@ -89,9 +93,9 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
                 " (another smsrelay running? choose free ports with --port and "
                 "SMSRELAY_BUILTIN_SMSC_PORT / SMSRELAY_BUILTIN_SMSC_CONTROL_PORT)"
             )
-        fail(f"could not start: {exc}{hint}")
+        fail(f"could not start: {exc}{hint or disk_full_hint(exc)}")
     except sqlite3.Error as exc:
-        fail(f"could not start: the database: {exc}")
+        fail(f"could not start: the database: {exc}{disk_full_hint(exc)}")
     except SmsRelayError as exc:
         fail(f"could not start: {exc}")
     if code:
@@ -289,12 +293,30 @@ async def _status_report(
         "failed_callbacks": callbacks.failed,
     }
     alarms = _part_alarms(now, max_overdue, overdue, sending)
+    disk = _disk_figures(gw)
+    if disk is not None:
+        figures["disk"] = disk
+        if disk["freeMb"] < disk["minFreeMb"]:
+            alarms.append(
+                f"the database's disk has {disk['freeMb']} MB free, under min_free_mb "
+                f"({disk['minFreeMb']}): serve refuses new sends until there is room"
+            )
     if max_callback_overdue is not None and callbacks.late:
         alarms.append(
             f"{callbacks.late} callback(s) due for more than {max_callback_overdue:g} s are not "
             "delivered (a receiver down? see smsrelay webhooks list)"
         )
     return figures, alarms
+
+
+def _disk_figures(gw: Gateway) -> dict[str, int] | None:
+    """Free space where a SQLite database lives, against serve's reserve (None: PostgreSQL,
+    whose disk is the server's)."""
+    url = gw.settings.resolved_database_url
+    if is_postgres(url):
+        return None
+    folder = os.path.dirname(os.path.realpath(path_from_url(url)))
+    return {"freeMb": free_bytes(folder) // MIB, "minFreeMb": gw.settings.min_free_mb}
 
 
 def _part_alarms(
@@ -350,6 +372,9 @@ def _status_lines(figures: dict[str, Any]) -> str:
             f"the oldest callback to post has been due since {figures['oldestCallbackDueSince']}"
         )
     lines.append(f"callbacks given up: {figures['failed_callbacks']}")
+    if "disk" in figures:
+        disk = figures["disk"]
+        lines.append(f"disk: {disk['freeMb']} MB free (sends refused under {disk['minFreeMb']})")
     return "\n".join(lines)
 
 

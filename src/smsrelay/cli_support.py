@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -86,7 +87,16 @@ def run_or_fail(work: Coroutine[Any, Any, T]) -> T:
     except SmsRelayError as exc:
         fail(str(exc))
     except (OSError, sqlite3.Error) as exc:  # a data dir that is a file, unwritable, read-only
-        fail(f"cannot use the database: {exc}")
+        fail(f"cannot use the database: {exc}{disk_full_hint(exc)}")
+
+
+def disk_full_hint(exc: BaseException) -> str:
+    """SQLite says "disk I/O error" when it cannot grow its -shm file on a full disk."""
+    name = getattr(exc, "sqlite_errorname", "")
+    full = name in {"SQLITE_FULL", "SQLITE_IOERR_SHMSIZE"}
+    if full or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return " (the disk holding the database is full: free some space)"
+    return ""
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -25,5 +25,9 @@ class TransientError(SmsRelayError):
     """An adapter failed in a way that may succeed if retried (timeout, connection lost)."""
 
 
+class StorageLow(TransientError):
+    """New work refused while the store keeps its disk reserve for what already happened."""
+
+
 class PermanentError(SmsRelayError):
     """An adapter failed in a way that retrying will not fix."""

@@ -63,7 +63,11 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     failure stops what had started, so a supervisor restarting a failing serve re-sends
     nothing."""
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
-    store = store_for(settings.resolved_database_url, busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS)
+    store = store_for(
+        settings.resolved_database_url,
+        busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS,
+        min_free_mb=settings.min_free_mb,
+    )
     # SQLite: one serving process per file. PostgreSQL: any number of nodes share the queue.
     lock = ServeLock(store.db.path) if isinstance(store, SqliteStore) else None
     if lock is not None:
@@ -89,6 +93,7 @@ async def _start_services_in_order(
     started: list[tuple[str, Callable[[], Awaitable[Any]]]],
 ) -> Running:
     gateway = build_gateway(settings, store)
+    gateway.store_trouble = store.db.health.trouble
     demo = (
         await ensure_demo(
             store, settings.demo_credit_eur, gateway.clock, quiet_hours=settings.demo_quiet_hours

@@ -73,6 +73,10 @@ class Settings:
     # Finished history (messages, replies, callbacks) older than this many days is deleted by
     # serve every hour; 0 keeps everything (then `smsrelay db purge` does it by hand).
     retention_days: int = 0
+    # SQLite: below this much free space on the database's disk new sends are refused (503),
+    # so what has already happened (the SMSC's answers, receipts, replies, callback attempts)
+    # can still be stored; 0 keeps no reserve.
+    min_free_mb: int = 100
     webhook_timeout: float = 10.0
     webhook_first_retry: float = 1.0
     webhook_max_backoff: float = 600.0
@@ -284,3 +288,5 @@ def _validate_values(settings: Settings) -> None:
         raise SettingsError("builtin_delivery_rate must be between 0 and 1")
     if settings.lease_seconds <= 0:
         raise SettingsError("lease_seconds must be more than 0")
+    if settings.min_free_mb < 0:
+        raise SettingsError("min_free_mb must be 0 or more")

@@ -127,6 +127,29 @@ async def test_one_refused_write_does_not_undo_the_others(db: Database) -> None:
     assert rows == [b"a", b"b"]
 
 
+async def test_a_full_disk_inside_a_write_fails_the_batch_as_transient_not_as_its_refusal(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite reports a full disk (or an I/O error, a lock) from whichever statement needed
+    # the page; once the batch is redone one savepoint per write, that write used to get the
+    # sqlite3 error as its own refusal: a 500 at the API, and no retry by the dispatcher.
+    def fills_the_disk(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def refuse(conn: sqlite3.Connection) -> None:
+        raise ValueError("no")  # makes the batch run again, one savepoint per write
+
+    results = await asyncio.gather(
+        db.write(_insert(b"a")), db.write(refuse), db.write(fills_the_disk), return_exceptions=True
+    )
+    assert all(isinstance(r, TransientError) for r in results), results
+    assert db.health.trouble() == "database or disk is full"
+    assert [r.getMessage() for r in caplog.records].count("store.failing") == 1
+    assert await db.write(_insert(b"b")) >= 1  # the next batch that commits clears it
+    assert db.health.trouble() is None
+    assert "store.recovered" in [r.getMessage() for r in caplog.records]
+
+
 async def test_a_write_that_raises_stop_iteration_fails_alone_and_the_batch_is_answered(
     db: Database,
 ) -> None:

@@ -14,7 +14,7 @@ from smsrelay.api.multipart import multipart_fields
 from smsrelay.api.params import Params, read_params
 from smsrelay.api.render import json_response, respond, wants_xml
 from smsrelay.api.routes import CHANGING_GETS, Handler, RouteTable, route_table, tidy_path
-from smsrelay.errors import DomainError, TransientError
+from smsrelay.errors import DomainError, StorageLow, TransientError
 from smsrelay.service.gateway import Gateway
 
 Endpoint = Callable[[Gateway, Params, bool, bool], Awaitable[Response]]
@@ -53,8 +53,8 @@ class ApiApp:
             except BodyTooLarge:
                 payload, status = simple_error(90, 413, f"the body is larger than {MAX_BODY} bytes")
             except TransientError as error:
-                log.warning("api.transient_error", extra={"error": str(error)})
-                payload, status = simple_error(500, 503, "could not queue the SMS, retry later")
+                log.debug("api.transient_error", extra={"error": str(error)})  # store.*: once
+                payload, status = simple_error(500, 503, _unavailable(request.path, error))
             return respond(payload, status, xml)
 
         return handler
@@ -78,13 +78,21 @@ class ApiApp:
 
     async def _health(self, request: Request) -> Response:
         """200 while the API accepts (messages queue when an SMSC is down), with each SMSC
-        session's bind state; ``?require=smsc``: 503 unless every session is bound."""
+        session's bind state; 503 while the store cannot take sends (its commits fail, or its
+        disk is under the reserve), so a load balancer sends them elsewhere; ``?require=smsc``:
+        503 unless every session is bound too."""
         binds = self.gateway.smsc_binds()
         # none yet (serve listens before its connectors exist): not bound, whatever all() says
         all_bound = bool(binds) and all(all(modes.values()) for modes in binds.values())
         require = dict(parse_qsl(request.raw_query)).get("require")
-        ok = all_bound or require != "smsc"
-        answer = {"ok": ok, "smsc": binds, "http": self.gateway.http_load()}
+        trouble = self.gateway.store_trouble()
+        ok = trouble is None and (all_bound or require != "smsc")
+        answer = {
+            "ok": ok,
+            "store": trouble or "ok",
+            "smsc": binds,
+            "http": self.gateway.http_load(),
+        }
         return json_response(answer, 200 if ok else 503)
 
 
@@ -101,6 +109,15 @@ def protocol_error(status: int, detail: str, raw_query: str) -> Response:
     response = respond(payload, status, xml)
     response.close = True
     return response
+
+
+def _unavailable(path: str, error: TransientError) -> str:
+    """A 503's words: what could not be done, and why when the store says so in words meant
+    for the client (a disk under its reserve)."""
+    what = "could not queue the SMS" if path.rstrip("/").endswith("/send") else "not available now"
+    if isinstance(error, StorageLow):
+        return f"{what}: the gateway's disk is nearly full, retry later"
+    return f"{what}, retry later"
 
 
 def _query_wants_xml(raw_query: str) -> bool:

@@ -119,6 +119,16 @@ class Dispatcher:
         while (busy := self._busy()) and loop.time() < deadline:
             await asyncio.wait(busy, timeout=deadline - loop.time())
         self._closing = True  # from here a part left unanswered keeps its lease (comes back)
+        unstored = sum(len(lane.held) for lane in self._lanes)
+        if unstored:  # answered by the SMSC (or maybe taken), not stored: a database that
+            # refuses writes (a full disk) through the whole grace
+            log.error(
+                "dispatch.stop.unrecorded",
+                extra={
+                    "parts": unstored,
+                    "then": "sent again after a start (the SMSC may have them)",
+                },
+            )
         busy = self._busy()
         for task in busy:
             task.cancel()

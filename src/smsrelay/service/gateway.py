@@ -28,6 +28,8 @@ class Gateway:
     smsc_binds: Callable[[], dict[str, dict[str, bool]]] = field(default=dict)
     # the HTTP server's connections, cap and refusals; set by serve once it listens
     http_load: Callable[[], dict[str, int]] = field(default=dict)
+    # why the store cannot take sends now (a failing commit, a disk under its reserve), if so
+    store_trouble: Callable[[], str | None] = field(default=lambda: None)
 
     @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:

@@ -31,11 +31,13 @@ from typing import Any, TypeVar
 from smsrelay.errors import PermanentError, TransientError
 from smsrelay.store import grouped, schema
 from smsrelay.store.answers import Outcomes, resolve_all
+from smsrelay.store.health import MIB, StoreHealth
 from smsrelay.store.sql import Conn
 
 T = TypeVar("T")
 Op = Callable[[Conn], Any]
 CHECKPOINT_EVERY_S = 1.0
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 MAX_BATCH = 1024  # writes per transaction: bounds how long one batch holds the loop
 # Statements kept prepared per connection (the module's default is 128): each grouped write
 # has a text per row count of ``grouped.ROUNDED`` (17), and there are about 15 of them.
@@ -95,10 +97,18 @@ def _sync_directory(folder: str) -> None:
 class Database:
     """The write connection (event loop's thread), the syncer thread and the reader thread."""
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        min_free_mb: int = 0,
+    ) -> None:
         # The real file: SQLite follows a symlink for its -wal, and so must we (and the lock).
         self.path = path if path == ":memory:" else os.path.realpath(path)
         self._busy_timeout_ms = busy_timeout_ms
+        folder = None if path == ":memory:" else os.path.dirname(self.path)
+        self.health = StoreHealth(folder, min_free_mb * MIB)
         self._conn: sqlite3.Connection | None = None
         self._wal_fd: int | None = None  # fdatasync'd after each commit (None: in memory)
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-sync")
@@ -126,6 +136,9 @@ class Database:
             # We fdatasync the WAL after each commit, so NORMAL loses nothing FULL keeps.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the syncer checkpoints
+            # a WAL that grew in a burst (or while a checkpoint could not run) is cut back
+            # when it restarts, rather than keeping its largest size on the disk for good
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY)
             _sync_directory(os.path.dirname(self.path))  # the -wal file's own entry, once
             self._checkpoint_conn = await self._loop.run_in_executor(
@@ -192,12 +205,14 @@ class Database:
             if outcomes is None:  # an op refused: redo the batch with one savepoint per op
                 outcomes = _run_isolated(self._conn, batch)
         except sqlite3.Error as exc:
-            log.error("store.commit.failed", extra={"error": str(exc)})
+            log.debug("store.commit.failed", extra={"error": str(exc)})  # store.failing: once
+            self.health.batch_failed(str(exc))
             _rollback_quietly(self._conn)
             error = TransientError(f"database commit failed: {exc}")
             resolve_all([(future, None, error) for _, future in batch])
             self._run_later()
             return
+        self.health.batch_stored()
         if self._wal_fd is None:  # in memory: nothing to sync
             resolve_all(outcomes)
             self._run_later()
@@ -278,6 +293,8 @@ def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[Any, BaseException | Non
     conn.execute("SAVEPOINT op")
     try:
         result = fn(conn)
+    except sqlite3.OperationalError:  # the database's state (full, I/O error, locked), not
+        raise  # the op's: the batch fails as transient and is retried, not this op refused
     except Exception as exc:  # the op's own refusal: undo it alone, keep the batch
         conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")

@@ -12,10 +12,13 @@ def is_postgres(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
-def store_for(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> SqlStore:
-    """``busy_timeout_ms``: SQLite only (how long to wait for another process's write lock)."""
+def store_for(
+    url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, min_free_mb: int = 0
+) -> SqlStore:
+    """SQLite only: ``busy_timeout_ms``, how long to wait for another process's write lock;
+    ``min_free_mb``, the free space below which new sends are refused (0: none kept)."""
     if is_postgres(url):
         from smsrelay.store.pg_store import PgStore  # psycopg only when used (~10 MB RSS)
 
         return PgStore(url)
-    return SqliteStore(url, busy_timeout_ms=busy_timeout_ms)
+    return SqliteStore(url, busy_timeout_ms=busy_timeout_ms, min_free_mb=min_free_mb)

@@ -25,6 +25,7 @@ import psycopg
 from smsrelay.errors import TransientError
 from smsrelay.store import pg_schema
 from smsrelay.store.answers import resolve_all
+from smsrelay.store.health import StoreHealth
 from smsrelay.store.pg_batch import BEGIN, CommitUnknown, Op, Outcome, run_batch
 from smsrelay.store.pg_conn import CONNECTION_LOST, PgConn, connect
 from smsrelay.store.sql import Conn
@@ -53,6 +54,7 @@ class PgDatabase:
         self._idle = asyncio.Event()
         # Never set: PostgreSQL owns durability (the SQLite engine's fsync failure has no twin).
         self.broken = asyncio.Event()
+        self.health = StoreHealth(None)  # the server's disk is the server's to watch
 
     async def start(self) -> list[int]:
         self._loop = asyncio.get_running_loop()
@@ -105,6 +107,10 @@ class PgDatabase:
     ) -> None:
         failure = finished.exception()
         outcomes = finished.result() if failure is None else [(None, failure)] * len(batch)
+        if failure is None:
+            self.health.batch_stored()
+        else:
+            self.health.batch_failed(str(failure))
         futures = (future for _, future in batch)
         resolve_all([(f, *outcome) for f, outcome in zip(futures, outcomes, strict=True)])
         self._writing = False

@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from smsrelay.domain.states import PartState
+from smsrelay.errors import StorageLow
 from smsrelay.store import (
     account_ops,
     account_reads,
@@ -19,6 +20,7 @@ from smsrelay.store import (
 )
 from smsrelay.store.accept_batch import accept_many
 from smsrelay.store.grouped import Grouped
+from smsrelay.store.health import StoreHealth
 from smsrelay.store.receipt_batch import Receipt, record_receipt_runs, record_receipts
 from smsrelay.store.records import (
     PURGE_KINDS,
@@ -68,6 +70,7 @@ class Engine(Protocol):
 
     path: str
     broken: asyncio.Event  # set for good when the engine can no longer promise durability
+    health: StoreHealth  # whether new work can be taken now, and why not
 
     async def start(self) -> list[int]: ...
     async def stop(self) -> None: ...
@@ -182,6 +185,9 @@ class SqlStore:
     # -- messages ------------------------------------------------------------------------------
 
     async def accept_message(self, message: NewMessage) -> int:
+        refusal = self.db.health.new_work_refusal()
+        if refusal is not None:  # the reserve is kept for what has already happened
+            raise StorageLow(refusal)
         return int(await self.db.write(Grouped(accept_many, message)))
 
     async def get_message(

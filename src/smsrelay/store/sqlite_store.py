@@ -7,5 +7,10 @@ from smsrelay.store.sql_store import SqlStore
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
-        super().__init__(url, Database(path_from_url(url), busy_timeout_ms=busy_timeout_ms))
+    def __init__(
+        self, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, min_free_mb: int = 0
+    ) -> None:
+        database = Database(
+            path_from_url(url), busy_timeout_ms=busy_timeout_ms, min_free_mb=min_free_mb
+        )
+        super().__init__(url, database)

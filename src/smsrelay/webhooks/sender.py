@@ -373,9 +373,12 @@ class WebhookSender:
                 ),
                 give_up=lambda: self._stopping,
             )
-        except TransientError as exc:
+        except TransientError as exc:  # stopping: these will be posted again after a start
             ids = [a.webhook_id for a in attempts]
-            log.warning("webhook.record.failed", extra={"webhook_ids": ids, "error": str(exc)})
+            log.error(
+                "webhook.record.failed",
+                extra={"webhook_ids": ids, "error": str(exc), "then": "posted again at start"},
+            )
         except Exception:
             log.exception(
                 "webhook.crashed", extra={"webhook_ids": [a.webhook_id for a in attempts]}

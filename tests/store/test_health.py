@@ -1,0 +1,90 @@
+"""The store's own health: the disk reserve that keeps room for what already happened, and
+a failing commit, each logged once when it starts and once when it ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from smsrelay.store.health import DISK_CHECK_EVERY_S, MIB, StoreHealth
+
+
+class Disk:
+    """Free space and a clock the test moves."""
+
+    def __init__(self, free_mb: int) -> None:
+        self.free = free_mb * MIB
+        self.now = 0.0
+        self.measures = 0
+
+    def measure(self, folder: str) -> int:
+        self.measures += 1
+        if self.free < 0:
+            raise FileNotFoundError(2, "No such file or directory", folder)
+        return self.free
+
+    def later(self) -> None:
+        self.now += DISK_CHECK_EVERY_S
+
+
+def _health(disk: Disk, reserve_mb: int) -> StoreHealth:
+    return StoreHealth("/data", reserve_mb * MIB, measure=disk.measure, clock=lambda: disk.now)
+
+
+def _events(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_sends_are_refused_under_the_reserve_and_taken_again_above_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    disk = Disk(free_mb=500)
+    health = _health(disk, reserve_mb=100)
+    assert health.new_work_refusal() is None and health.trouble() is None
+    disk.free, _ = 99 * MIB, disk.later()
+    refusal = health.new_work_refusal()
+    assert refusal is not None and "99 MB free" in refusal and "min_free_mb" in refusal
+    assert health.trouble() == refusal
+    disk.later()
+    assert health.new_work_refusal() == refusal  # still low: logged once, not per check
+    disk.free, _ = 100 * MIB, disk.later()
+    assert health.new_work_refusal() is None
+    assert _events(caplog) == ["store.disk.low", "store.disk.ok"]
+
+
+def test_the_disk_is_measured_at_most_twice_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    disk = Disk(free_mb=500)
+    health = _health(disk, reserve_mb=100)
+    for _ in range(1_000):
+        health.new_work_refusal()
+    assert disk.measures == 1
+    disk.free = 0
+    assert health.new_work_refusal() is None  # the last measure stands until it is due
+    disk.later()
+    assert health.new_work_refusal() is not None and disk.measures == 2
+
+
+def test_no_reserve_or_no_folder_measures_nothing() -> None:
+    disk = Disk(free_mb=0)
+    assert _health(disk, reserve_mb=0).new_work_refusal() is None
+    assert StoreHealth(None, 100 * MIB, measure=disk.measure).new_work_refusal() is None
+    assert disk.measures == 0
+
+
+def test_a_folder_that_cannot_be_measured_refuses_sends_and_says_why() -> None:
+    disk = Disk(free_mb=-1)
+    refusal = _health(disk, reserve_mb=100).new_work_refusal()
+    assert refusal is not None and refusal.startswith("cannot measure the free space of /data")
+
+
+def test_a_failing_commit_is_trouble_until_a_batch_is_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    health = _health(Disk(free_mb=500), reserve_mb=100)
+    health.batch_failed("database or disk is full")
+    health.batch_failed("database or disk is full")
+    assert health.trouble() == "database or disk is full"
+    assert health.new_work_refusal() is None  # sends still try: the next batch may commit
+    health.batch_stored()
+    health.batch_stored()
+    assert health.trouble() is None
+    assert _events(caplog) == ["store.failing", "store.recovered"]
