@@ -16,8 +16,8 @@ from smsrelay import runtime
 from smsrelay.store.health import MIB, free_bytes
 from tests.support import (
     SMSRELAY,
-    RunningGateway,
     Receiver,
+    RunningGateway,
     eventually,
     gateway_settings,
     start_gateway,
