@@ -114,6 +114,7 @@ class Database:
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-sync")
         self._checkpoint_conn: sqlite3.Connection | None = None  # used on the syncer only
         self._last_checkpoint = 0.0
+        self._checkpoint_failing = False  # logged when it starts failing, not each time
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         self._read_conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -266,7 +267,11 @@ class Database:
         try:
             self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:  # what was committed is synced all the same; retried later
-            log.warning("store.checkpoint.failed", extra={"error": str(exc)})
+            if not self._checkpoint_failing:  # once, not every second of a full disk
+                log.warning("store.checkpoint.failed", extra={"error": str(exc)})
+            self._checkpoint_failing = True
+        else:
+            self._checkpoint_failing = False
 
 
 def _run_plain(conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> Outcomes | None:
