@@ -345,6 +345,19 @@ async def test_a_body_that_stalls_is_408_and_an_idle_connection_is_closed(start:
         writer.close()
 
 
+async def test_a_client_that_never_reads_its_answers_is_hung_up_on(start: Start) -> None:
+    # It pipelines requests and reads nothing: the answers fill the socket's buffers and our
+    # writing pauses. A close at the deadline waited for them to drain, which never comes:
+    # the connection (and megabytes of answers) stayed for good, counted against the cap.
+    server, _, connect = await start(idle=0.3, body=0.3)
+    reader, writer = await connect()
+    body = b"x" * 60_000
+    request = b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    writer.write(request * 200)  # 12 MB of answers to come, none read
+    await eventually(lambda: server.load()["connections"] == 0)
+    writer.transport.abort()
+
+
 async def test_closing_answers_the_request_in_hand_then_hangs_up(start: Start) -> None:
     server, echo, connect = await start()
     busy, idle = await connect(), await connect()

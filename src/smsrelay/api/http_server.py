@@ -274,7 +274,11 @@ class Connection(asyncio.Protocol):
         self._deadline = None
         if self._mid_body:  # a client that stalls mid-body must not hold its socket for ever
             self._refuse(408, f"the body did not arrive within {self._server.body_timeout:g} s")
-        else:  # no complete request for that long, keep-alive idle included
+        elif self._writing_paused or self._transport.get_write_buffer_size():
+            # answers the client does not read: a close would wait for them to drain for
+            # ever, the connection (and its buffers) kept and counted against the cap
+            self._transport.abort()
+        else:  # no complete request for that long (keep-alive idle), or the linger is over
             self._transport.close()
 
     # --- httptools callbacks (called from feed_data)
