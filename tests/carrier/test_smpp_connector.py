@@ -825,6 +825,7 @@ async def test_control_api(
     simulator: Simulator, make_connector: MakeConnector, inbox: Inbox
 ) -> None:
     connector = await make_connector(simulator, inbox)
+    await connector.submit(part(payload=b"first"))
     await connector.submit(part(payload=b"hi"))
     base = f"http://127.0.0.1:{simulator.control_port}"
     async with aiohttp.ClientSession() as http:
@@ -835,12 +836,30 @@ async def test_control_api(
         async with http.post(f"{base}/reply", data=b"nope") as r:
             assert r.status == 400
         async with http.get(f"{base}/submits") as r:
-            [submit] = await r.json()
+            assert [s["short_message"] for s in await r.json()] == [b"first".hex(), b"hi".hex()]
+        async with http.get(f"{base}/submits", params={"limit": "1"}) as r:
+            [submit] = await r.json()  # the last one
             assert submit["short_message"] == b"hi".hex() and submit["destination"] == DESTINATION
+        async with http.get(f"{base}/submits", params={"limit": "0"}) as r:
+            assert await r.json() == []
+        async with http.get(f"{base}/submits", params={"limit": "-1"}) as r:
+            assert r.status == 400
         async with http.get(f"{base}/stats") as r:
             stats = await r.json()
-            assert stats["submits"] == 1 and stats["mo_acked"] == 1
+            assert stats["submits"] == 2 and stats["mo_acked"] == 1
     assert [m.short_message for m in inbox.items if not m.esm_class & 0x04] == [b"OK"]
+
+
+async def test_the_simulator_keeps_only_its_last_records(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(max_records=4)
+    connector = await make_connector(simulator)
+    for n in range(10):
+        await connector.submit(part(payload=b"%d" % n))
+    kept = [record.short_message for record in simulator.received]
+    assert 2 <= len(kept) <= 4 and kept == [b"%d" % n for n in range(10 - len(kept), 10)]
+    assert simulator.stats.submits == 10
 
 
 async def test_many_concurrent_submits_all_answered(

@@ -16,6 +16,13 @@ from tests.support import (
 )
 
 
+async def test_the_built_in_smsc_keeps_a_bounded_record_of_submits(gw: RunningGateway) -> None:
+    # it lives in serve's process: keeping every submit (a million by default) grew the
+    # gateway ~30 MB a minute under load
+    assert gw.running.simulator is not None
+    assert gw.running.simulator.options.max_records == runtime.BUILTIN_MAX_RECORDS <= 10_000
+
+
 async def test_health_shows_the_built_in_smsc_bound(gw: RunningGateway) -> None:
     async def bound() -> object:
         status, body = await gw.get("/health", {"require": "smsc"})

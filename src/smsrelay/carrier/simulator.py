@@ -507,7 +507,13 @@ class Simulator:
         return web.json_response({"parts": len(statuses), "statuses": statuses})
 
     async def _http_submits(self, request: web.Request) -> web.Response:
-        return web.json_response([record.as_json() for record in self.received])
+        """Every submit_sm kept (the last ``max_records``), or the last ``?limit=N``."""
+        limit = request.query.get("limit", "")
+        if limit and not limit.isdigit():
+            return web.json_response({"error": "limit must be a whole number"}, status=400)
+        count = int(limit) if limit else len(self.received)
+        kept = self.received[max(0, len(self.received) - count) :]
+        return web.json_response([record.as_json() for record in kept])
 
     async def _http_stats(self, request: web.Request) -> web.Response:
         data = asdict(self.stats)

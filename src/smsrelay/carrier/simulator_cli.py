@@ -58,6 +58,13 @@ from smsrelay.settings import SettingsError, load_settings
     help="PDU that carries receipts and replies to the gateway (some SMSCs use data_sm).",
 )
 @click.option(
+    "--max-records",
+    type=click.IntRange(min=2),
+    default=1_000_000,
+    show_default=True,
+    help="submit_sm kept for GET /submits (about 0.5 KB each; the oldest half goes past it).",
+)
+@click.option(
     "--bind-timeout",
     default=30.0,
     show_default=True,
