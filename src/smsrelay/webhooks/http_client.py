@@ -65,6 +65,12 @@ class Target:
     def pool_key(self) -> tuple[str, str, int, str | None]:
         return (self.scheme, self.host, self.port, self.authorization)
 
+    @property
+    def receiver(self) -> str:
+        """Whom the post goes to, for per-receiver limits: the host and port (two ports of
+        one host are two receivers, and one that hangs must not take the other's slots)."""
+        return f"{self.host.lower()}:{self.port}"
+
     @staticmethod
     @functools.lru_cache(maxsize=1024)  # callbacks go to a few URLs again and again
     def parse(url: str) -> Target:

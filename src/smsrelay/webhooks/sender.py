@@ -6,7 +6,8 @@ each one; every attempt is recorded, and a failure becomes a later ``due_at``
 dies between claim and record, the lease runs out and ``release_expired_leases`` puts the row
 back: a callback is delivered at least once, and ``X-Smsrelay-Id`` lets receivers drop repeats.
 
-Receivers are isolated from each other: posts to one host are bounded by that host's semaphore
+Receivers are isolated from each other: posts to one host (a host and port,
+``Target.receiver``: what "host" means below) are bounded by that host's semaphore
 (``concurrency_per_host``) and wait on it in their own tasks, and a host keeps in the sender's
 hands (posting or waiting for a slot) only what its slots can post within HELD_FOR seconds at
 its recent post time (at least twice its slots). A claimed callback beyond that is handed back
@@ -236,7 +237,7 @@ class WebhookSender:
             target: Target | None = Target.parse(job.url)
         except InvalidTarget:
             target = None
-        host = target.host.lower() if target else ""
+        host = target.receiver if target else ""
         if self._gates.in_hand(host) >= self._hand_limit(host):
             return job.id, self._place_in_line(host), lease
         loop = self._running_loop()
