@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
+import threading
+from typing import Any
 
 import pytest
 
@@ -13,6 +17,7 @@ from smsrelay.webhooks.address_safety import (
     is_forbidden_address,
     resolve_safe,
 )
+from tests.support import eventually
 
 FORBIDDEN = [
     "10.1.2.3",  # private
@@ -129,3 +134,29 @@ async def test_resolve_safe_gives_the_addresses_to_connect_to() -> None:
 async def test_resolve_safe_refuses_private_names() -> None:
     with pytest.raises(UnsafeAddress):
         await resolve_safe("localhost", 80, allow_private=False)
+
+
+async def test_a_lookup_given_up_holds_its_slot_until_it_ends_and_waiters_start_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A slow resolver: lookups whose posts had timed out went on in the resolver threads,
+    # hundreds queued, and a stop waited minutes for them.
+    started: list[str] = []
+    resolver_answers = threading.Event()
+
+    def slow_getaddrinfo(host: str, port: int, *_: Any, **__: Any) -> list[Any]:
+        started.append(host)
+        resolver_answers.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    slots = asyncio.Semaphore(1)
+    for host in ("slow.example", "next.example"):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await resolve_safe(host, 80, False, slots)
+    assert started == ["slow.example"]  # the second gave up waiting for the slot: not started
+    assert slots.locked()  # the first still runs, and holds it
+    resolver_answers.set()
+    await eventually(lambda: not slots.locked())
+    assert await resolve_safe("after.example", 80, False, slots) == ["93.184.216.34"]

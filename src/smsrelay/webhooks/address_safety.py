@@ -20,6 +20,7 @@ import asyncio
 import ipaddress
 import socket
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 
 from smsrelay.errors import SmsRelayError
 
@@ -96,14 +97,18 @@ def ensure_safe_literal(host: str, allow_private: bool) -> bool:
     return True
 
 
-async def resolve_safe(host: str, port: int, allow_private: bool) -> list[str]:
-    """The addresses of ``host``; :class:`UnsafeAddress` if any of them is forbidden."""
-    return await _resolve(host, port, 0, allow_private)
+async def resolve_safe(
+    host: str, port: int, allow_private: bool, slots: asyncio.Semaphore | None = None
+) -> list[str]:
+    """The addresses of ``host``; :class:`UnsafeAddress` if any of them is forbidden.
+    ``slots``: lookups in flight at most (see :func:`_lookup`)."""
+    return await _resolve(host, port, 0, allow_private, slots)
 
 
-async def _resolve(host: str, port: int, family: int, allow_private: bool) -> list[str]:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+async def _resolve(
+    host: str, port: int, family: int, allow_private: bool, slots: asyncio.Semaphore | None
+) -> list[str]:
+    infos = await _lookup(host, port, family, slots)
     addresses: list[str] = []
     for _, _, _, _, sockaddr in infos:
         address = str(sockaddr[0])
@@ -113,3 +118,26 @@ async def _resolve(host: str, port: int, family: int, allow_private: bool) -> li
     if not addresses:
         raise OSError(f"{host} has no address")
     return addresses
+
+
+async def _lookup(
+    host: str, port: int, family: int, slots: asyncio.Semaphore | None
+) -> list[tuple[Any, ...]]:
+    """getaddrinfo in one of ``slots``, held until the lookup itself ends. A lookup cannot be
+    cancelled once it runs (a resolver thread waits on DNS): given up by its caller (the
+    post's timeout), it used to go on, and with a slow resolver hundreds queued behind the
+    resolver threads, still resolving long after (a stop waited minutes for them). A caller
+    that gives up while waiting for a slot starts nothing."""
+    loop = asyncio.get_running_loop()
+    if slots is None:
+        return await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+    await slots.acquire()
+    running = loop.create_task(loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM))
+    running.add_done_callback(lambda done: _end_lookup(done, slots))
+    return await asyncio.shield(running)
+
+
+def _end_lookup(done: asyncio.Task[list[tuple[Any, ...]]], slots: asyncio.Semaphore) -> None:
+    slots.release()
+    if not done.cancelled():
+        done.exception()  # seen, also when its caller is gone: no "never retrieved" warning

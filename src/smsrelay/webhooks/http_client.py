@@ -27,6 +27,7 @@ from smsrelay.webhooks.address_safety import ensure_safe_literal, resolve_safe
 
 BODY_READ_LIMIT = 64 * 1024  # a larger answer is not drained: its connection is closed
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_LOOKUPS = 8  # libuv resolves on 4 threads: more would only queue there
 
 
 class HttpClientError(Exception):
@@ -243,6 +244,7 @@ class CallbackClient:
         self._idle: dict[tuple[str, str, int, str | None], list[_Connection]] = {}
         self._tls = tls
         self._tls_loading: asyncio.Future[ssl.SSLContext] | None = None
+        self._lookups = asyncio.Semaphore(MAX_LOOKUPS)  # name lookups running at once
         self._swept = time.monotonic()
 
     async def post(
@@ -350,7 +352,7 @@ class CallbackClient:
         if ensure_safe_literal(target.host, self._allow_private):
             return [target.host]
         try:
-            return await resolve_safe(target.host, target.port, self._allow_private)
+            return await resolve_safe(target.host, target.port, self._allow_private, self._lookups)
         except OSError as exc:
             raise ConnectFailed(f"connection failed: {exc.strerror or exc}") from exc
 
