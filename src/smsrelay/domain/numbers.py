@@ -150,7 +150,8 @@ def _first_valid(number: str, regions: tuple[str | None, ...], raw: str, field: 
 
 
 # Parsing with libphonenumber costs ~15 us; the same senders and customers come back all day.
-@functools.lru_cache(maxsize=65536)
+# An entry costs ~390 B: 65,536 of them held 25 MB after 11 minutes of varied recipients.
+@functools.lru_cache(maxsize=16384)
 def _lookup(number: str, regions: tuple[str | None, ...]) -> Msisdn | None:
     for region in regions:
         try:
