@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -12,7 +14,7 @@ import pytest
 
 from smsrelay.api.app import MAX_BODY, protocol_error
 from smsrelay.api.bodies import BodyTooLarge, decoded_body
-from smsrelay.api.http_server import HttpServer
+from smsrelay.api.http_server import Connection, HttpServer
 from smsrelay.api.http_types import Request, Response
 from smsrelay.api.params import MalformedBody
 from tests.support import eventually
@@ -515,3 +517,21 @@ async def test_a_client_still_sending_a_refused_body_gets_the_answer_not_a_reset
     writer.write_eof()
     assert await asyncio.wait_for(reader.read(), 10) == b""  # then it closes
     writer.close()
+
+
+async def test_a_closed_connection_is_freed_at_once_not_at_a_full_collection(
+    start: Start,
+) -> None:
+    server, _, connect = await start()
+    reader, writer = await connect()
+    await eventually(lambda: len(server.connections) == 1)
+    [connection] = server.connections
+    gone: weakref.ref[Connection] = weakref.ref(connection)
+    del connection
+    gc.disable()  # its parser held its callbacks and it held the parser: freed only by gc
+    try:
+        writer.close()
+        await eventually(lambda: not server.connections)
+        await eventually(lambda: gone() is None)
+    finally:
+        gc.enable()

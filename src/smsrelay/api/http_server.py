@@ -154,6 +154,13 @@ class _Refused(Exception):
     """Raised from a parser callback to stop reading the request; the answer is decided."""
 
 
+class _NoCallbacks:
+    """What a closed connection's parser reports to: nothing (it is never fed again)."""
+
+
+_SPENT_PARSER = httptools.HttpRequestParser(_NoCallbacks())
+
+
 class Connection(asyncio.Protocol):
     """One client connection: parses requests, answers them one at a time, in order."""
 
@@ -206,6 +213,9 @@ class Connection(asyncio.Protocol):
         self._deadline = None
         self._queue.clear()
         self._forget_unfinished_request()
+        # The parser holds our callbacks, we hold it: a cycle that kept each closed
+        # connection until the collector's next full pass. It is never fed again.
+        self._parser = _SPENT_PARSER
 
     def _forget_unfinished_request(self) -> None:
         if self._in_request:  # the client left mid-request: nobody to answer, nothing wrong
