@@ -113,6 +113,20 @@ async def test_posts_reuse_one_connection_and_send_what_they_say(
     assert body == b'{"n":1}'
 
 
+async def test_idle_connections_are_kept_up_to_a_total_for_all_receivers(
+    serve: Callable[..., Awaitable[RawServer]],
+    client: CallbackClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 200 receivers kept 2,000 idle sockets, out of the open files the API leaves over
+    monkeypatch.setattr(http_client, "MAX_IDLE_TOTAL", 2)
+    servers = [await serve() for _ in range(3)]
+    for server in servers + servers:
+        assert await client.post(target(server), {}, b"{}") == 200
+    # the first two kept theirs; the third's was closed after each post: a new one each time
+    assert [server.connections for server in servers] == [1, 1, 2]
+
+
 async def test_a_chunked_answer_is_read_to_its_end_and_the_connection_kept(
     serve: Callable[..., Awaitable[RawServer]], client: CallbackClient
 ) -> None:

@@ -27,6 +27,7 @@ from smsrelay.webhooks.address_safety import ensure_safe_literal, resolve_safe
 
 BODY_READ_LIMIT = 64 * 1024  # a larger answer is not drained: its connection is closed
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_IDLE_TOTAL = 128  # idle keep-alive connections, all receivers together
 MAX_LOOKUPS = 8  # libuv resolves on 4 threads: more would only queue there
 
 
@@ -238,7 +239,10 @@ def tls_context(extra_ca: str | None = None) -> ssl.SSLContext:
 
 
 class CallbackClient:
-    """Keep-alive connections per (scheme, host, port), at most ``max_idle`` idle per host."""
+    """Keep-alive connections per (scheme, host, port), at most ``max_idle`` idle per host
+    and ``MAX_IDLE_TOTAL`` in all: idle sockets come out of the open-file limit that the API's
+    connection cap leaves to the database, the SMPP links and the callbacks (256), and 200
+    receivers kept 2,000 of them open."""
 
     def __init__(
         self,
@@ -252,6 +256,7 @@ class CallbackClient:
         self._max_idle = max_idle
         self._keepalive = keepalive
         self._idle: dict[tuple[str, str, int, str | None], list[_Connection]] = {}
+        self._idle_total = 0
         self._tls = tls
         self._tls_loading: asyncio.Future[ssl.SSLContext] | None = None
         self._lookups = asyncio.Semaphore(MAX_LOOKUPS)  # name lookups running at once
@@ -287,6 +292,7 @@ class CallbackClient:
             for connection in connections:
                 connection.abort()
         self._idle.clear()
+        self._idle_total = 0
 
     async def _exchange(
         self, target: Target, connection: _Connection, request: bytes, within: float | None
@@ -307,6 +313,7 @@ class CallbackClient:
         now = time.monotonic()
         while idle:
             connection = idle.pop()
+            self._idle_total -= 1
             if not connection.closed and now - connection.idle_since < self._keepalive:
                 return connection
             connection.abort()
@@ -315,13 +322,14 @@ class CallbackClient:
     def _keep(self, target: Target, connection: _Connection) -> None:
         now = time.monotonic()
         connection.idle_since = now
+        if now - self._swept > self._keepalive or self._idle_total >= MAX_IDLE_TOTAL:
+            self._sweep(now)
         idle = self._idle.setdefault(target.pool_key, [])
-        if len(idle) >= self._max_idle:
+        if len(idle) >= self._max_idle or self._idle_total >= MAX_IDLE_TOTAL:
             connection.abort()
         else:
             idle.append(connection)
-        if now - self._swept > self._keepalive:
-            self._sweep(now)
+            self._idle_total += 1
 
     def _sweep(self, now: float) -> None:
         """Close connections idle too long, forget hosts with none left."""
@@ -337,6 +345,7 @@ class CallbackClient:
                 self._idle[key] = kept
             else:
                 del self._idle[key]
+        self._idle_total = sum(len(kept) for kept in self._idle.values())
 
     async def _connect(self, target: Target) -> _Connection:
         loop = asyncio.get_running_loop()
