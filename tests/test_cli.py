@@ -233,7 +233,7 @@ def test_status_reads_as_text_and_as_json(run) -> None:
         "oldestCallbackDueSince": None,
         "failed_callbacks": 0,
     }
-    assert disk["minFreeMb"] == 100 and disk["freeMb"] > 100  # serve's reserve, and room
+    assert disk["minFreeMb"] == 100 and isinstance(disk["freeMb"], int)  # serve's reserve
     text = run("status")
     assert "callbacks given up: 0" in text
     assert "MB free (sends refused under 100)" in text.splitlines()[-1]

@@ -133,8 +133,10 @@ async def test_a_full_disk_inside_a_write_fails_the_batch_as_transient_not_as_it
     # SQLite reports a full disk (or an I/O error, a lock) from whichever statement needed
     # the page; once the batch is redone one savepoint per write, that write used to get the
     # sqlite3 error as its own refusal: a 500 at the API, and no retry by the dispatcher.
-    def fills_the_disk(conn: sqlite3.Connection) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
+    def fills_the_disk(conn: sqlite3.Connection) -> None:  # SQLite's own SQLITE_FULL
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        conn.execute("INSERT INTO t (v) VALUES (zeroblob(1000000))")
 
     def refuse(conn: sqlite3.Connection) -> None:
         raise ValueError("no")  # makes the batch run again, one savepoint per write
@@ -143,11 +145,32 @@ async def test_a_full_disk_inside_a_write_fails_the_batch_as_transient_not_as_it
         db.write(_insert(b"a")), db.write(refuse), db.write(fills_the_disk), return_exceptions=True
     )
     assert all(isinstance(r, TransientError) for r in results), results
-    assert db.health.trouble() == "database or disk is full"
+    assert db.health.trouble() == "commits failing"
+    await db.write(lambda conn: conn.execute("PRAGMA max_page_count = 4294967294"))  # room
     assert [r.getMessage() for r in caplog.records].count("store.failing") == 1
     assert await db.write(_insert(b"b")) >= 1  # the next batch that commits clears it
     assert db.health.trouble() is None
     assert "store.recovered" in [r.getMessage() for r in caplog.records]
+
+
+async def test_a_write_with_a_sql_bug_fails_alone_and_the_others_are_stored(db: Database) -> None:
+    # An OperationalError is also SQLite's generic error (no such column): that is the
+    # write's own bug, and failing its batch failed every write it joined, again and again.
+    def bad_sql(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE t SET missing_column = 1")
+
+    for _ in range(3):
+        results = await asyncio.gather(
+            db.write(_insert(b"a")),
+            db.write(bad_sql),
+            db.write(_insert(b"b")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], sqlite3.OperationalError)
+        assert isinstance(results[0], int) and isinstance(results[2], int)
+    rows = await db.read(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY id")])
+    assert rows == [b"a", b"b"] * 3
+    assert db.health.trouble() is None
 
 
 async def test_a_write_that_raises_stop_iteration_fails_alone_and_the_batch_is_answered(

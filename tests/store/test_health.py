@@ -43,7 +43,7 @@ def test_sends_are_refused_under_the_reserve_and_taken_again_above_it(
     disk.free, _ = 99 * MIB, disk.later()
     refusal = health.new_work_refusal()
     assert refusal is not None and "99 MB free" in refusal and "min_free_mb" in refusal
-    assert health.trouble() == refusal
+    assert health.trouble() == "disk under its reserve"  # no path for an open /health
     disk.later()
     assert health.new_work_refusal() == refusal  # still low: logged once, not per check
     disk.free, _ = 100 * MIB, disk.later()
@@ -70,19 +70,37 @@ def test_no_reserve_or_no_folder_measures_nothing() -> None:
     assert disk.measures == 0
 
 
-def test_a_folder_that_cannot_be_measured_refuses_sends_and_says_why() -> None:
-    disk = Disk(free_mb=-1)
-    refusal = _health(disk, reserve_mb=100).new_work_refusal()
-    assert refusal is not None and refusal.startswith("cannot measure the free space of /data")
+def test_a_folder_that_cannot_be_measured_lets_sends_through_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    disk = Disk(free_mb=-1)  # gone, or unreadable: not a full disk (the commits will tell)
+    health = _health(disk, reserve_mb=100)
+    for _ in range(3):
+        assert health.new_work_refusal() is None
+        disk.later()
+    assert disk.measures == 3 and _events(caplog) == ["store.disk.unmeasured"]
+
+
+def test_a_reserve_changed_while_running_applies_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    disk = Disk(free_mb=500)
+    health = _health(disk, reserve_mb=100)
+    assert health.new_work_refusal() is None
+    health.min_free_bytes = 1_000 * MIB  # no wait for the next measure
+    assert health.new_work_refusal() is not None
+    health.min_free_bytes = 0
+    assert health.new_work_refusal() is None and health.trouble() is None
+    assert _events(caplog) == ["store.disk.low", "store.disk.ok"]
 
 
 def test_a_failing_commit_is_trouble_until_a_batch_is_stored(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     health = _health(Disk(free_mb=500), reserve_mb=100)
-    health.batch_failed("database or disk is full")
-    health.batch_failed("database or disk is full")
-    assert health.trouble() == "database or disk is full"
+    health.batch_failed("connection to server at 10.0.0.5 failed")
+    health.batch_failed("connection to server at 10.0.0.5 failed")
+    assert health.trouble() == "commits failing"  # the server's address stays in the logs
     assert health.new_work_refusal() is None  # sends still try: the next batch may commit
     health.batch_stored()
     health.batch_stored()

@@ -38,6 +38,12 @@ T = TypeVar("T")
 Op = Callable[[Conn], Any]
 CHECKPOINT_EVERY_S = 1.0
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# Primary result codes that say the database cannot be written now (busy, locked, out of
+# memory, read-only, I/O error, full, cannot open, lock protocol), whatever the write: raised
+# inside one write, they fail its batch as transient. Any other (SQLITE_ERROR: no such
+# column, too many variables) is that write's own bug, failed alone, or it would fail every
+# batch it joins for as long as its caller retries.
+DATABASE_STATE_ERRORS = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 MAX_BATCH = 1024  # writes per transaction: bounds how long one batch holds the loop
 # Statements kept prepared per connection (the module's default is 128): each grouped write
 # has a text per row count of ``grouped.ROUNDED`` (17), and there are about 15 of them.
@@ -298,8 +304,12 @@ def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[Any, BaseException | Non
     conn.execute("SAVEPOINT op")
     try:
         result = fn(conn)
-    except sqlite3.OperationalError:  # the database's state (full, I/O error, locked), not
-        raise  # the op's: the batch fails as transient and is retried, not this op refused
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", 1) & 0xFF in DATABASE_STATE_ERRORS:
+            raise  # not the op's fault: the batch fails as transient and is retried
+        conn.execute("ROLLBACK TO op")  # a bug of the op's own (no such column): it alone
+        conn.execute("RELEASE op")
+        return None, exc
     except Exception as exc:  # the op's own refusal: undo it alone, keep the batch
         conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")

@@ -41,12 +41,26 @@ class StoreHealth:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._folder = folder
-        self.min_free_bytes = min_free_bytes  # 0: no reserve (tests raise it while running)
+        self._min_free = min_free_bytes
         self._measure = measure
         self._clock = clock
         self._checked_at: float | None = None
         self._low: str | None = None
+        self._unmeasured = False
         self._failing: str | None = None
+
+    @property
+    def min_free_bytes(self) -> int:
+        """The reserve; 0 keeps none. Changed while running (tests), it applies at once."""
+        return self._min_free
+
+    @min_free_bytes.setter
+    def min_free_bytes(self, value: int) -> None:
+        self._min_free = value
+        self._checked_at = None
+        if value <= 0 and self._low is not None:
+            log.warning("store.disk.ok", extra={"reserve_mb": 0})
+            self._low = None
 
     def batch_failed(self, error: str) -> None:
         if self._failing is None:
@@ -60,7 +74,7 @@ class StoreHealth:
 
     def new_work_refusal(self) -> str | None:
         """Why a new send must be refused now (None: it may be taken)."""
-        if self._folder is None or self.min_free_bytes <= 0:
+        if self._folder is None or self._min_free <= 0:
             return None
         now = self._clock()
         if self._checked_at is None or now - self._checked_at >= DISK_CHECK_EVERY_S:
@@ -69,21 +83,28 @@ class StoreHealth:
         return self._low
 
     def trouble(self) -> str | None:
-        """What is wrong now, for /health and status: a failing commit or a low disk."""
-        return self._failing or self.new_work_refusal()
+        """What is wrong now, in words fit for an unauthenticated /health (the details, a
+        server's address or a path, are in the logs): a failing commit or a low disk."""
+        if self._failing is not None:
+            return "commits failing"
+        return None if self.new_work_refusal() is None else "disk under its reserve"
 
     def _disk_low(self, folder: str) -> str | None:
         try:
             free = self._measure(folder)
-        except OSError as exc:  # the folder went away: the commits will say more
-            return f"cannot measure the free space of {folder}: {exc}"
-        if free >= self.min_free_bytes:
+        except OSError as exc:  # not a full disk: the sends go on, the commits will tell
+            if not self._unmeasured:
+                log.warning("store.disk.unmeasured", extra={"folder": folder, "error": str(exc)})
+            self._unmeasured = True
+            return None
+        self._unmeasured = False
+        if free >= self._min_free:
             if self._low is not None:
                 log.warning("store.disk.ok", extra={"free_mb": free // MIB})
             return None
         reason = (
             f"the disk holding the database has {free // MIB} MB free, under its reserve of "
-            f"{self.min_free_bytes // MIB} MB (min_free_mb): new sends wait until there is room"
+            f"{self._min_free // MIB} MB (min_free_mb): new sends wait until there is room"
         )
         if self._low is None:
             log.error("store.disk.low", extra={"free_mb": free // MIB, "folder": folder})
