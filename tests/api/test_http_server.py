@@ -20,6 +20,7 @@ from smsrelay.api.params import MalformedBody
 from tests.support import eventually
 
 Raw = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+BIG = 20_000_000  # an answer the socket's buffers cannot take at once
 
 
 class Echo:
@@ -38,6 +39,8 @@ class Echo:
             raise RuntimeError("a bug")
         if request.path == "/busy":
             return Response(503, b'{"success":false}', "application/json")
+        if request.path == "/big":
+            return Response(200, b"x" * BIG, "application/octet-stream")
         body = {
             "method": request.method,
             "path": request.path,
@@ -358,6 +361,19 @@ async def test_a_client_that_never_reads_its_answers_is_hung_up_on(start: Start)
     writer.write(request * 200)  # 12 MB of answers to come, none read
     await eventually(lambda: server.load()["connections"] == 0)
     writer.transport.abort()
+
+
+async def test_a_slow_reader_gets_its_whole_answer_after_the_linger(start: Start) -> None:
+    # HTTP/1.0: the answer is the last (FIN, then a 2 s linger), and the client starts
+    # reading after 3 s: it read nothing by the linger's end but reads on, so it is given
+    # another idle timeout, not cut off mid-answer.
+    _, _, connect = await start()
+    reader, writer = await connect()
+    writer.write(b"GET /big HTTP/1.0\r\n\r\n")
+    await asyncio.sleep(3.0)  # the client's own pace: not a wait for the server
+    answer = await asyncio.wait_for(reader.read(), 30)
+    assert answer.endswith(b"x" * 1000) and len(answer.partition(b"\r\n\r\n")[2]) == BIG
+    writer.close()
 
 
 async def test_closing_answers_the_request_in_hand_then_hangs_up(start: Start) -> None:

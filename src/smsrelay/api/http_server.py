@@ -174,6 +174,7 @@ class Connection(asyncio.Protocol):
         self._writing_paused = False
         self._last = False  # nothing more is read: answer what is queued, then close
         self._deadline: float | None = None  # idle: hang up; mid-body: answer 408
+        self._unsent_seen: int | None = None  # answers unsent at the last deadline (bytes)
         self._mid_body = False
         self._in_request = False
         self._url = b""
@@ -284,17 +285,27 @@ class Connection(asyncio.Protocol):
         self._deadline = None
         if self._mid_body:  # a client that stalls mid-body must not hold its socket for ever
             self._refuse(408, f"the body did not arrive within {self._server.body_timeout:g} s")
-        elif self._writing_paused or self._transport.get_write_buffer_size():
-            # answers the client does not read: a close would wait for them to drain for
-            # ever, the connection (and its buffers) kept and counted against the cap
-            self._transport.abort()
+        elif unsent := self._transport.get_write_buffer_size():
+            self._still_unsent(unsent, now)
         else:  # no complete request for that long (keep-alive idle), or the linger is over
             self._transport.close()
+
+    def _still_unsent(self, unsent: int, now: float) -> None:
+        """Answers are still to go at a deadline: a slow reader gets another idle timeout
+        while it reads some; one that read nothing for a whole one is hung up on (a close
+        waited for its answers to drain for ever: the connection and its buffers kept, and
+        counted against the cap)."""
+        if self._unsent_seen is not None and unsent >= self._unsent_seen:
+            self.abort()
+            return
+        self._unsent_seen = unsent
+        self._deadline = now + self._server.idle_timeout
 
     # --- httptools callbacks (called from feed_data)
 
     def on_message_begin(self) -> None:
         self._in_request = True
+        self._unsent_seen = None
         self._url = b""
         self._headers = {}
         self._header_bytes = 0
