@@ -13,6 +13,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
+from smsrelay.carrier import simulator as simulator_module
 from smsrelay.carrier.connector import Connector, SubmitUnanswered
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSlots
@@ -732,6 +733,13 @@ async def test_a_receipt_refused_through_an_outage_is_sent_until_it_is_taken(
     assert (simulator.stats.receipts_refused, simulator.stats.receipts_given_up) == (8, 0)
 
 
+def test_a_refused_receipts_wait_doubles_to_a_minute_and_never_spins_or_overflows() -> None:
+    waits = [simulator_module._redeliver_delay(1000, attempt) for attempt in range(10)]
+    assert waits[:3] == [1.0, 2.0, 4.0] and waits[-1] == 60.0
+    assert simulator_module._redeliver_delay(0, 0) > 0  # 0 ms would resend in a busy loop
+    assert simulator_module._redeliver_delay(0, 5_000) == 60.0  # no 2**5000: an overflow
+
+
 async def test_a_receipt_refused_for_longer_than_the_smsc_retries_is_given_up(
     make_simulator: MakeSimulator, make_connector: MakeConnector, inbox: Inbox
 ) -> None:
@@ -842,8 +850,9 @@ async def test_control_api(
             assert submit["short_message"] == b"hi".hex() and submit["destination"] == DESTINATION
         async with http.get(f"{base}/submits", params={"limit": "0"}) as r:
             assert await r.json() == []
-        async with http.get(f"{base}/submits", params={"limit": "-1"}) as r:
-            assert r.status == 400
+        for bad in ("-1", "²"):  # "²".isdigit(), and int() refuses it
+            async with http.get(f"{base}/submits", params={"limit": bad}) as r:
+                assert r.status == 400
         async with http.get(f"{base}/stats") as r:
             stats = await r.json()
             assert stats["submits"] == 2 and stats["mo_acked"] == 1

@@ -53,6 +53,13 @@ _log = logging.getLogger("smsrelay.carrier.simulator")
 _REDELIVER_MAX_DELAY = 60.0
 
 
+def _redeliver_delay(first_ms: int, attempt: int) -> float:
+    """Seconds before a refused receipt goes again: doubling from ``first_ms`` (at least
+    1 ms: 0 would spin for the whole span), up to a minute."""
+    doubled: float = max(first_ms, 1) / 1000 * 2.0 ** min(attempt, 20)
+    return min(doubled, _REDELIVER_MAX_DELAY)
+
+
 @dataclass(frozen=True)
 class SimulatorOptions:
     host: str = "127.0.0.1"
@@ -366,9 +373,7 @@ class Simulator:
         now = loop.time()
         if receipt.first_refused is None:
             receipt.first_refused = now
-        delay = min(
-            self.options.redeliver_delay_ms / 1000 * 2**receipt.attempt, _REDELIVER_MAX_DELAY
-        )
+        delay = _redeliver_delay(self.options.redeliver_delay_ms, receipt.attempt)
         receipt.attempt += 1
         if self._stopped:
             return
@@ -509,7 +514,7 @@ class Simulator:
     async def _http_submits(self, request: web.Request) -> web.Response:
         """Every submit_sm kept (the last ``max_records``), or the last ``?limit=N``."""
         limit = request.query.get("limit", "")
-        if limit and not limit.isdigit():
+        if limit and not (limit.isascii() and limit.isdigit()):
             return web.json_response({"error": "limit must be a whole number"}, status=400)
         count = int(limit) if limit else len(self.received)
         kept = self.received[max(0, len(self.received) - count) :]

@@ -154,10 +154,11 @@ def _mark_messages_queued(
 
 def release_expired_leases(conn: Conn, now: float) -> int:
     """Parts claimed by a dispatcher that died go back to the queue with the claim's attempt
-    given back, as a lost link's are: most of them never left (a process holds up to 1,000
-    claimed parts for a window of 100), and a part is failed only when the SMSC answers it
-    with an error while its attempts are used up, so a counted crash would have spent the
-    retries the part needs for the carrier's own transient errors."""
+    given back: most of them never left (a process holds up to 1,000 claimed parts for a
+    window of 100), and a part is failed only when the SMSC answers it with an error while
+    its attempts are used up, so a counted crash would have spent the retries the part needs
+    for the carrier's own transient errors. (The few that had left are not counted either:
+    which they were cannot be known; after a lost link such a part is counted.)"""
     cursor = conn.execute(
         "UPDATE parts SET state = 'queued', lease_until = NULL, claimed_at = NULL, "
         "attempts = attempts - 1, last_error = 'lease expired: no submit outcome recorded' "
