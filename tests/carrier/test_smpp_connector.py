@@ -510,6 +510,20 @@ async def test_a_stalled_loop_does_not_send_a_rate_caps_booked_slots_at_once(
     assert simulator.stats.throttled == 0
 
 
+async def test_a_stop_right_after_paced_parts_were_handed_over_answers_them_at_once(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    # Their turn-waiting tasks had not run a step when stop() cancelled them: their outcomes
+    # were never answered (a dispatcher's stop waited its whole grace) and slots leaked.
+    simulator = await make_simulator()
+    connector = await make_connector(simulator, max_per_second=1)
+    outcomes = connector.submit_many([part(n) for n in range(3)])
+    await connector.stop()
+    done = await asyncio.wait_for(asyncio.gather(*outcomes, return_exceptions=True), 1)
+    assert all(isinstance(o, TransientError) and "stopping" in str(o) for o in done), done
+    assert simulator.stats.submits == 0
+
+
 async def test_smsc_throttling_comes_back_as_a_status_not_an_error(
     make_simulator: MakeSimulator, make_connector: MakeConnector
 ) -> None:

@@ -386,7 +386,7 @@ class SmppConnector:
         self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
         self._pace_turn = asyncio.Lock()
         self._cap_turn = asyncio.Lock()
-        self._pacing: set[asyncio.Task[None]] = set()  # parts waiting for their turn, in a slot
+        self._pacing: set[asyncio.Task[bool]] = set()  # parts waiting for their turn, in a slot
         self._tls = client_tls(name, config)  # built once: a bad file fails at start-up
         # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -465,27 +465,32 @@ class SmppConnector:
             loop = self._loop or asyncio.get_running_loop()
             waiting = loop.create_task(self._send_in_turn(part, outcome))
             self._pacing.add(waiting)
-            waiting.add_done_callback(self._pacing.discard)
+            waiting.add_done_callback(partial(self._turn_ended, outcome))
             return True
         return self._send_now(part, outcome)
 
     async def _send_in_turn(
         self, part: OutboundPart, outcome: asyncio.Future[SubmitOutcome]
-    ) -> None:
-        try:
-            await self._wait_for_pace()
-        except BaseException:  # cancelled by stop(): the part never left
-            self._window.release()
-            if not outcome.done():
-                outcome.set_exception(self._stopping_refusal())
-            raise
+    ) -> bool:
+        """Whether the part left (its slot is then the SMSC's until it answers)."""
+        await self._wait_for_pace()
         if outcome.done():  # given up while it waited for its turn
-            self._window.release()
-        elif self._stopping:
+            return False
+        if self._stopping:
             outcome.set_exception(self._stopping_refusal())
-            self._window.release()
-        elif not self._send_now(part, outcome):
-            self._window.release()
+            return False
+        return self._send_now(part, outcome)
+
+    def _turn_ended(self, outcome: asyncio.Future[SubmitOutcome], task: asyncio.Task[bool]) -> None:
+        """A paced part's slot is freed here unless it left: a task cancelled by stop() before
+        its first step never runs a line of its own, and its slot and outcome were left for
+        good (the dispatcher's stop then waited its whole grace)."""
+        self._pacing.discard(task)
+        if not task.cancelled() and task.exception() is None and task.result():
+            return
+        self._window.release()
+        if not outcome.done():  # cancelled by stop() (or a bug): the part never left
+            outcome.set_exception(self._stopping_refusal())
 
     def _stopping_refusal(self) -> TransientError:
         """For a part that waited (for a slot, or its turn) while we began to stop: it never
