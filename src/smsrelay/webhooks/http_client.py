@@ -325,11 +325,21 @@ class CallbackClient:
         if now - self._swept > self._keepalive or self._idle_total >= MAX_IDLE_TOTAL:
             self._sweep(now)
         idle = self._idle.setdefault(target.pool_key, [])
-        if len(idle) >= self._max_idle or self._idle_total >= MAX_IDLE_TOTAL:
+        if len(idle) >= self._max_idle:
             connection.abort()
-        else:
-            idle.append(connection)
-            self._idle_total += 1
+            return
+        if self._idle_total >= MAX_IDLE_TOTAL:  # the one idle longest makes room: keeping
+            self._drop_oldest()  # the first receivers' for good made the others reconnect
+        idle.append(connection)
+        self._idle_total += 1
+
+    def _drop_oldest(self) -> None:
+        key, at = min(
+            ((key, at) for key, kept in self._idle.items() for at in range(len(kept))),
+            key=lambda place: self._idle[place[0]][place[1]].idle_since,
+        )
+        self._idle[key].pop(at).abort()
+        self._idle_total -= 1
 
     def _sweep(self, now: float) -> None:
         """Close connections idle too long, forget hosts with none left."""
