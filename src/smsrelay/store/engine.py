@@ -37,7 +37,6 @@ from smsrelay.store.sql import Conn
 T = TypeVar("T")
 Op = Callable[[Conn], Any]
 CHECKPOINT_EVERY_S = 1.0
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Primary result codes that say the database cannot be written now (busy, locked, out of
 # memory, read-only, I/O error, full, cannot open, lock protocol), whatever the write: raised
 # inside one write, they fail its batch as transient. Any other (SQLITE_ERROR: no such
@@ -143,9 +142,6 @@ class Database:
             # We fdatasync the WAL after each commit, so NORMAL loses nothing FULL keeps.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the syncer checkpoints
-            # a WAL that grew in a burst (or while a checkpoint could not run) is cut back
-            # when it restarts, rather than keeping its largest size on the disk for good
-            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._wal_fd = os.open(self.path + "-wal", os.O_RDONLY)
             _sync_directory(os.path.dirname(self.path))  # the -wal file's own entry, once
             self._checkpoint_conn = await self._loop.run_in_executor(
