@@ -17,6 +17,7 @@ from smsrelay.webhooks.address_safety import (
     is_forbidden_address,
     resolve_safe,
 )
+from smsrelay.webhooks.lookup_slots import LookupSlots
 from tests.support import eventually
 
 FORBIDDEN = [
@@ -136,27 +137,30 @@ async def test_resolve_safe_refuses_private_names() -> None:
         await resolve_safe("localhost", 80, allow_private=False)
 
 
-async def test_a_lookup_given_up_holds_its_slot_until_it_ends_and_waiters_start_nothing(
+async def test_a_lookup_given_up_holds_its_slots_until_it_ends_and_waiters_start_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A slow resolver: lookups whose posts had timed out went on in the resolver threads,
-    # hundreds queued, and a stop waited minutes for them.
+    # hundreds queued, and a stop waited minutes for them. And one name that resolves
+    # slowly must not hold every slot: another name's lookup goes meanwhile.
     started: list[str] = []
     resolver_answers = threading.Event()
 
-    def slow_getaddrinfo(host: str, port: int, *_: Any, **__: Any) -> list[Any]:
+    def getaddrinfo(host: str, port: int, *_: Any, **__: Any) -> list[Any]:
         started.append(host)
-        resolver_answers.wait(10)
+        if host.startswith("slow"):
+            resolver_answers.wait(10)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
 
-    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
-    slots = asyncio.Semaphore(1)
-    for host in ("slow.example", "next.example"):
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    slots = LookupSlots(total=2, per_name=1)
+    for host in ("slow.example", "slow.example"):
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.1):
                 await resolve_safe(host, 80, False, slots)
-    assert started == ["slow.example"]  # the second gave up waiting for the slot: not started
-    assert slots.locked()  # the first still runs, and holds it
+    assert started == ["slow.example"]  # the second gave up waiting for the name's slot
+    assert await resolve_safe("fast.example", 80, False, slots) == ["93.184.216.34"]
+    assert slots.names == 1  # the first still runs, holding its slots; nobody waits
     resolver_answers.set()
-    await eventually(lambda: not slots.locked())
-    assert await resolve_safe("after.example", 80, False, slots) == ["93.184.216.34"]
+    await eventually(lambda: slots.names == 0)
+    assert await resolve_safe("slow.example", 80, False, slots) == ["93.184.216.34"]

@@ -23,6 +23,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from smsrelay.errors import SmsRelayError
+from smsrelay.webhooks.lookup_slots import LookupSlots
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -98,7 +99,7 @@ def ensure_safe_literal(host: str, allow_private: bool) -> bool:
 
 
 async def resolve_safe(
-    host: str, port: int, allow_private: bool, slots: asyncio.Semaphore | None = None
+    host: str, port: int, allow_private: bool, slots: LookupSlots | None = None
 ) -> list[str]:
     """The addresses of ``host``; :class:`UnsafeAddress` if any of them is forbidden.
     ``slots``: lookups in flight at most (see :func:`_lookup`)."""
@@ -106,7 +107,7 @@ async def resolve_safe(
 
 
 async def _resolve(
-    host: str, port: int, family: int, allow_private: bool, slots: asyncio.Semaphore | None
+    host: str, port: int, family: int, allow_private: bool, slots: LookupSlots | None
 ) -> list[str]:
     infos = await _lookup(host, port, family, slots)
     addresses: list[str] = []
@@ -121,23 +122,23 @@ async def _resolve(
 
 
 async def _lookup(
-    host: str, port: int, family: int, slots: asyncio.Semaphore | None
+    host: str, port: int, family: int, slots: LookupSlots | None
 ) -> list[tuple[Any, ...]]:
-    """getaddrinfo in one of ``slots``, held until the lookup itself ends. A lookup cannot be
-    cancelled once it runs (a resolver thread waits on DNS): given up by its caller (the
-    post's timeout), it used to go on, and with a slow resolver hundreds queued behind the
-    resolver threads, still resolving long after (a stop waited minutes for them). A caller
-    that gives up while waiting for a slot starts nothing."""
+    """getaddrinfo in ``slots`` (one of the total and one of the name's), held until the
+    lookup itself ends. A lookup cannot be cancelled once it runs (a resolver thread waits
+    on DNS): given up by its caller (the post's timeout), it used to go on, and with a slow
+    resolver hundreds queued behind the resolver threads, still resolving long after (a stop
+    waited minutes for them). A caller that gives up while waiting for a slot starts nothing."""
     loop = asyncio.get_running_loop()
     if slots is None:
         return await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
-    await slots.acquire()
+    await slots.acquire(host)
     running = loop.create_task(loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM))
-    running.add_done_callback(lambda done: _end_lookup(done, slots))
+    running.add_done_callback(lambda done: _end_lookup(done, slots, host))
     return await asyncio.shield(running)
 
 
-def _end_lookup(done: asyncio.Task[list[tuple[Any, ...]]], slots: asyncio.Semaphore) -> None:
-    slots.release()
+def _end_lookup(done: asyncio.Task[list[tuple[Any, ...]]], slots: LookupSlots, host: str) -> None:
+    slots.release(host)
     if not done.cancelled():
         done.exception()  # seen, also when its caller is gone: no "never retrieved" warning

@@ -24,11 +24,13 @@ from yarl import URL
 
 from smsrelay.quick_init import quick_init
 from smsrelay.webhooks.address_safety import ensure_safe_literal, resolve_safe
+from smsrelay.webhooks.lookup_slots import LookupSlots
 
 BODY_READ_LIMIT = 64 * 1024  # a larger answer is not drained: its connection is closed
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_IDLE_TOTAL = 128  # idle keep-alive connections, all receivers together
-MAX_LOOKUPS = 8  # libuv resolves on 4 threads: more would only queue there
+MAX_LOOKUPS = 8  # name lookups running at once: libuv resolves on 4 threads, more only queue
+MAX_LOOKUPS_PER_NAME = 2  # so one name that resolves slowly leaves the others room
 
 
 class HttpClientError(Exception):
@@ -259,7 +261,7 @@ class CallbackClient:
         self._idle_total = 0
         self._tls = tls
         self._tls_loading: asyncio.Future[ssl.SSLContext] | None = None
-        self._lookups = asyncio.Semaphore(MAX_LOOKUPS)  # name lookups running at once
+        self._lookups = LookupSlots(MAX_LOOKUPS, MAX_LOOKUPS_PER_NAME)
         self._swept = time.monotonic()
 
     async def post(
