@@ -486,11 +486,17 @@ class SmppConnector:
         its first step never runs a line of its own, and its slot and outcome were left for
         good (the dispatcher's stop then waited its whole grace)."""
         self._pacing.discard(task)
-        if not task.cancelled() and task.exception() is None and task.result():
+        error = None if task.cancelled() else task.exception()
+        if error is None and not task.cancelled() and task.result():
             return
         self._window.release()
-        if not outcome.done():  # cancelled by stop() (or a bug): the part never left
+        if outcome.done():
+            return
+        if error is None:  # cancelled by stop(): the part never left
             outcome.set_exception(self._stopping_refusal())
+        else:  # a bug of ours while it waited: its caller retries it, the log says why
+            self.log.error("smpp.submit.turn_failed", exc_info=error)
+            outcome.set_exception(TransientError(f"smpp connector {self.name}: {error!r}"))
 
     def _stopping_refusal(self) -> TransientError:
         """For a part that waited (for a slot, or its turn) while we began to stop: it never
