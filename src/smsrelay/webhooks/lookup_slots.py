@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 
+from smsrelay.webhooks.keyed_gates import KeyedGates
+
 
 class LookupSlots:
     def __init__(self, total: int, per_name: int) -> None:
         self._total = asyncio.Semaphore(total)
-        self._per_name = per_name
-        self._names: dict[str, tuple[asyncio.Semaphore, int]] = {}  # name -> slots, users
+        self._names = KeyedGates(per_name)
 
     @property
     def names(self) -> int:
@@ -23,32 +24,20 @@ class LookupSlots:
 
     async def acquire(self, name: str) -> None:
         """A slot of ``name`` and one of the total; cancelled while waiting, holds neither."""
-        gate = self._enter(name)
+        gate = self._names.enter(name)
         try:
             await gate.acquire()
         except BaseException:
-            self._leave(name)
+            self._names.leave(name)
             raise
         try:
             await self._total.acquire()
         except BaseException:
             gate.release()
-            self._leave(name)
+            self._names.leave(name)
             raise
 
     def release(self, name: str) -> None:
         self._total.release()
-        self._names[name][0].release()
-        self._leave(name)
-
-    def _enter(self, name: str) -> asyncio.Semaphore:
-        gate, users = self._names.get(name) or (asyncio.Semaphore(self._per_name), 0)
-        self._names[name] = (gate, users + 1)
-        return gate
-
-    def _leave(self, name: str) -> None:
-        gate, users = self._names[name]
-        if users <= 1:
-            del self._names[name]
-        else:
-            self._names[name] = (gate, users - 1)
+        self._names.gate(name).release()
+        self._names.leave(name)

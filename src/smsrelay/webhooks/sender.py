@@ -45,6 +45,7 @@ from smsrelay.store.records import WebhookAttempt, WebhookJob
 from smsrelay.turn_batch import TurnBatch
 from smsrelay.webhooks.address_safety import UnsafeAddress
 from smsrelay.webhooks.http_client import CallbackClient, HttpClientError, InvalidTarget, Target
+from smsrelay.webhooks.keyed_gates import KeyedGates
 from smsrelay.webhooks.signing import signature_headers
 
 log = logging.getLogger("smsrelay.webhooks")
@@ -101,7 +102,7 @@ class WebhookSender:
         self._user_agent = user_agent
         self._lease_seconds = 4 * timeout + LEASE_MARGIN
         self._max_held = 4 * batch
-        self._gates = _HostGates(concurrency_per_host)
+        self._gates = KeyedGates(concurrency_per_host)  # a semaphore per receiver
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
         self._client: CallbackClient | None = None
@@ -490,31 +491,6 @@ def judge(status: int) -> PostResult:
     if 300 <= status < 400:
         return PostResult(status, f"redirect not followed (HTTP {status})")
     return PostResult(status, f"HTTP {status}")
-
-
-class _HostGates:
-    """One semaphore per receiver host, forgotten when no callback of that host is in hand."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._gates: dict[str, tuple[asyncio.Semaphore, int]] = {}
-
-    def enter(self, host: str) -> asyncio.Semaphore:
-        semaphore, users = self._gates.get(host) or (asyncio.Semaphore(self.size), 0)
-        self._gates[host] = (semaphore, users + 1)
-        return semaphore
-
-    def in_hand(self, host: str) -> int:
-        """Callbacks of ``host`` posting or waiting for a slot."""
-        gate = self._gates.get(host)
-        return 0 if gate is None else gate[1]
-
-    def leave(self, host: str) -> None:
-        semaphore, users = self._gates[host]
-        if users <= 1:
-            del self._gates[host]
-        else:
-            self._gates[host] = (semaphore, users - 1)
 
 
 async def _acquire(
