@@ -365,12 +365,14 @@ async def test_a_client_that_never_reads_its_answers_is_hung_up_on(start: Start)
 
 async def test_a_slow_reader_gets_its_whole_answer_after_the_linger(start: Start) -> None:
     # HTTP/1.0: the answer is the last (FIN, then a 2 s linger), and the client starts
-    # reading after 3 s: it read nothing by the linger's end but reads on, so it is given
-    # another idle timeout, not cut off mid-answer.
-    _, _, connect = await start()
+    # reading only once the linger is over: it read nothing by then but reads on, so it is
+    # given another idle timeout, not cut off mid-answer.
+    server, _, connect = await start()
     reader, writer = await connect()
     writer.write(b"GET /big HTTP/1.0\r\n\r\n")
-    await asyncio.sleep(3.0)  # the client's own pace: not a wait for the server
+    await eventually(lambda: len(server.connections) == 1)
+    [connection] = server.connections
+    await eventually(lambda: connection.unsent_at_deadline, timeout=10)  # the linger's end
     answer = await asyncio.wait_for(reader.read(), 30)
     assert answer.endswith(b"x" * 1000) and len(answer.partition(b"\r\n\r\n")[2]) == BIG
     writer.close()

@@ -275,6 +275,12 @@ class Connection(asyncio.Protocol):
         if not self._serving and not self._in_request and self._transport is not None:
             self._transport.close()
 
+    @property
+    def unsent_at_deadline(self) -> int | None:
+        """Bytes of answers still unsent at the last deadline that found some (None: none
+        did since the last request began)."""
+        return self._unsent_seen
+
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
