@@ -300,18 +300,18 @@ def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[Any, BaseException | Non
     conn.execute("SAVEPOINT op")
     try:
         result = fn(conn)
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", 1) & 0xFF in DATABASE_STATE_ERRORS:
+    except Exception as exc:  # the op's own refusal (or bug): undo it alone, keep the batch
+        if isinstance(exc, sqlite3.OperationalError) and _database_state(exc):
             raise  # not the op's fault: the batch fails as transient and is retried
-        conn.execute("ROLLBACK TO op")  # a bug of the op's own (no such column): it alone
-        conn.execute("RELEASE op")
-        return None, exc
-    except Exception as exc:  # the op's own refusal: undo it alone, keep the batch
         conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")
         return None, exc
     conn.execute("RELEASE op")
     return result, None
+
+
+def _database_state(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", 1) & 0xFF in DATABASE_STATE_ERRORS
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
