@@ -608,6 +608,47 @@ async def test_a_stuck_host_with_a_backlog_hands_it_back_and_others_go_first(
     assert all(v.state != "failed" for v in views)
 
 
+async def test_a_backlog_its_receiver_never_has_room_for_is_given_up_after_the_budget(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # Handed back unposted, a callback never reached an attempt, and only an attempt gave
+    # up: a receiver slower than its callbacks arrive kept a backlog that grew for ever
+    # (2-8.5k a minute in the twenty-first session's leak review).
+    hung = await receivers()
+    hung.behaviour = hung.hang
+    clock = FixedClock(T0)
+    stored_before_start = T0 - 3600.0  # older than the budget, but no sender was running
+    ids = [await add_callback(store, account, hung.url, now=stored_before_start) for _ in range(30)]
+    # one slot and the first post time (0.25 s): 20 in hand, the other 10 handed back
+    sender = await senders(
+        clock=clock, concurrency_per_host=1, timeout=5.0, batch=50, give_up_after=60.0
+    )
+
+    async def views_in(state: str) -> list[WebhookView]:
+        views = [await state_of(store, webhook_id) for webhook_id in ids]
+        return [view for view in views if view.state == state]
+
+    async def handed_back() -> bool:
+        return len([v for v in await views_in("pending") if v.attempts == 0]) == 10
+
+    await eventually(handed_back)
+    assert await views_in("failed") == []  # the wait before the sender ran does not count
+
+    clock.set(T0 + 61.0)  # due again, having waited past the budget while the sender ran
+    fresh = await add_callback(store, account, hung.url, now=clock.now())
+    sender.wake()
+    await eventually(lambda: _has_len(views_in("failed"), 10))
+    for view in await views_in("failed"):
+        assert view.attempts == 1 and view.last_error == sender_module.NO_ROOM
+    assert len(hung.seen) == 1  # none of them was posted
+    fresh_view = await state_of(store, fresh)
+    assert fresh_view.state == "pending" and fresh_view.attempts == 0  # handed back, in time
+
+
+async def _has_len(views: Awaitable[list[WebhookView]], count: int) -> bool:
+    return len(await views) == count
+
+
 async def test_a_stop_hands_back_what_it_claimed_and_did_not_post(
     store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
 ) -> None:

@@ -16,7 +16,10 @@ host's post time over its slots), so a slow or dead receiver with a backlog neit
 sender's hands nor holds the other receivers' callbacks back (the claim takes the longest
 due first: theirs).
 A claimed callback that cannot start its post in time for its lease to cover it is dropped
-unrecorded and comes back when the lease is released.
+unrecorded and comes back when the lease is released. A callback handed back while this
+sender has run for longer than the retry budget since it was stored is given up instead
+(failed, no post): a receiver slower than its callbacks arrive would otherwise keep an
+ever-growing backlog, since only an attempt reaches the give-up.
 
 Ordering: callbacks that share an order key (one message's, one conversation's replies) go
 out one after the other: the claim skips a row while an earlier one with its key is still
@@ -59,6 +62,7 @@ HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its 
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
 MIN_POST_TIME = 0.001  # the least a post is taken to take
 MAX_LINES = 1000  # hosts with a line of handed-back callbacks remembered before pruning
+NO_ROOM = "not posted: its receiver had no room for it for the whole retry period"
 
 
 @quick_init
@@ -97,6 +101,9 @@ class WebhookSender:
         self._timeout = timeout
         self._backoff = backoff
         self._give_up_after = give_up_after
+        # a callback's unposted wait counts from here at the earliest: one stored before a
+        # long outage of the gateway gets its attempts
+        self._running_since = clock.now()
         self._allow_private = allow_private
         self._batch = batch
         self._user_agent = user_agent
@@ -131,6 +138,7 @@ class WebhookSender:
         self._loop = asyncio.get_running_loop()
         self._posted = TurnBatch(self._record_posted, self._recorders, self._loop)
         self._recording.clear()  # a stop cut short: those rows' leases bring them back
+        self._running_since = self._clock.now()
         self._stopping = False
         self._client = CallbackClient(
             allow_private=self._allow_private,
@@ -240,6 +248,9 @@ class WebhookSender:
             target = None
         host = target.receiver if target else ""
         if self._gates.in_hand(host) >= self._hand_limit(host):
+            if self._waited_too_long(job):
+                self._give_up_unposted(job, target)
+                return None
             return job.id, self._place_in_line(host), lease
         loop = self._running_loop()
         start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
@@ -251,6 +262,16 @@ class WebhookSender:
         self._jobs[task] = _InHand(job.id, host, lease)
         task.add_done_callback(self._finished)
         return None
+
+    def _waited_too_long(self, job: WebhookJob) -> bool:
+        waiting_since = max(job.created_at, self._running_since)
+        return self._clock.now() - waiting_since > self._give_up_after
+
+    def _give_up_unposted(self, job: WebhookJob, target: Target | None) -> None:
+        assert self._posted is not None
+        self._recording.add(job.id)
+        shown_host = target.host if target else None
+        self._posted.add(_Posted(job, shown_host, PostResult(None, NO_ROOM, permanent=True)))
 
     def _hand_limit(self, host: str) -> float:
         """How many of ``host``'s callbacks the sender keeps in hand (see the module doc)."""
@@ -481,7 +502,7 @@ class _Posted:
     job: WebhookJob
     host: str | None
     result: PostResult
-    latency_ms: float
+    latency_ms: float | None = None  # None: not posted
 
 
 def judge(status: int) -> PostResult:
