@@ -18,6 +18,7 @@ from smsrelay.webhooks.address_safety import (
     resolve_safe,
 )
 from smsrelay.webhooks.lookup_slots import LookupSlots
+from smsrelay.webhooks.name_cache import NameCache
 from tests.support import eventually
 
 FORBIDDEN = [
@@ -164,3 +165,101 @@ async def test_a_lookup_given_up_holds_its_slots_until_it_ends_and_waiters_start
     resolver_answers.set()
     await eventually(lambda: slots.names == 0)
     assert await resolve_safe("slow.example", 80, False, slots) == ["93.184.216.34"]
+
+
+# -- answers kept ---------------------------------------------------------------------------------
+
+
+class Resolver:
+    """The stdlib loop's getaddrinfo, replaced: what each name resolves to, and every lookup."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, answers: dict[str, str | None]) -> None:
+        self.answers = answers
+        self.looked_up: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        monkeypatch.setattr(socket, "getaddrinfo", self.getaddrinfo)
+
+    def getaddrinfo(self, host: str, port: int, *_: Any, **__: Any) -> list[Any]:
+        self.looked_up.append(host)
+        self.gate.wait(10)
+        address = self.answers[host]
+        if address is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_answer_is_kept_for_a_while_then_looked_up_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A receiver that closes each connection cost a resolver round trip per callback.
+    resolver = Resolver(monkeypatch, {"hooks.example": "93.184.216.34"})
+    clock = Clock()
+    slots, names = LookupSlots(total=8, per_name=2), NameCache(keep_for=30.0, clock=clock)
+    for _ in range(3):
+        assert await resolve_safe("hooks.example", 443, False, slots, names) == ["93.184.216.34"]
+    assert resolver.looked_up == ["hooks.example"]
+
+    resolver.answers["hooks.example"] = "93.184.216.35"  # the name moved
+    clock.now += 30.0
+    assert await resolve_safe("hooks.example", 443, False, slots, names) == ["93.184.216.35"]
+    assert resolver.looked_up == ["hooks.example"] * 2
+
+
+async def test_a_failed_lookup_is_kept_briefly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dead name's backlog of callbacks was one lookup each.
+    resolver = Resolver(monkeypatch, {"gone.example": None})
+    clock = Clock()
+    slots, names = LookupSlots(total=8, per_name=2), NameCache(keep_failure_for=5.0, clock=clock)
+    for _ in range(3):
+        with pytest.raises(socket.gaierror, match="not known"):
+            await resolve_safe("gone.example", 443, False, slots, names)
+    assert resolver.looked_up == ["gone.example"]
+
+    resolver.answers["gone.example"] = "93.184.216.34"  # back in DNS
+    clock.now += 5.0
+    assert await resolve_safe("gone.example", 443, False, slots, names) == ["93.184.216.34"]
+
+
+async def test_a_kept_answer_is_checked_like_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    Resolver(monkeypatch, {"inside.example": "10.0.0.5"})
+    slots, names = LookupSlots(total=8, per_name=2), NameCache(clock=Clock())
+    assert await resolve_safe("inside.example", 80, True, slots, names) == ["10.0.0.5"]
+    with pytest.raises(UnsafeAddress):
+        await resolve_safe("inside.example", 80, False, slots, names)
+
+
+async def test_lookups_waiting_for_the_names_slot_take_the_answer_of_the_one_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A burst of new connections to one receiver: one lookup, not one per connection.
+    resolver = Resolver(monkeypatch, {"hooks.example": "93.184.216.34"})
+    resolver.gate.clear()
+    slots, names = LookupSlots(total=8, per_name=1), NameCache(clock=Clock())
+    waiting = [
+        asyncio.create_task(resolve_safe("hooks.example", 443, False, slots, names))
+        for _ in range(5)
+    ]
+    await eventually(lambda: resolver.looked_up == ["hooks.example"])
+    resolver.gate.set()
+    assert await asyncio.gather(*waiting) == [["93.184.216.34"]] * 5
+    assert resolver.looked_up == ["hooks.example"]
+    assert slots.names == 0
+
+
+def test_the_oldest_name_makes_room() -> None:
+    names = NameCache(max_names=2, clock=Clock())
+    answer: list[tuple[Any, ...]] = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("1.1.1.1", 80))]
+    for host in ("a.example", "b.example", "a.example", "c.example"):
+        names.keep((host, 80, 0), answer)
+    assert len(names) == 2
+    assert names.get(("b.example", 80, 0)) is None  # kept longest without being kept again
+    assert names.get(("a.example", 80, 0)) == answer

@@ -6,12 +6,14 @@ import asyncio
 import base64
 import gc
 import shutil
+import socket
 import ssl
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -401,3 +403,27 @@ async def test_a_closed_connection_is_freed_at_once_not_at_a_full_collection() -
         assert gone() is None
     finally:
         gc.enable()
+
+
+async def test_new_connections_to_a_name_look_it_up_once_in_a_while(
+    serve: Callable[..., Awaitable[RawServer]],
+    client: CallbackClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A receiver that closes each connection cost a resolver round trip per callback.
+    looked_up: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def counting(host: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    async def closes_each(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        return False
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    server = await serve(closes_each)
+    named = Target.parse(f"http://localhost:{server.port}/cb")
+    assert [await client.post(named, {}, b"x") for _ in range(3)] == [200, 200, 200]
+    assert server.connections == 3 and looked_up == ["localhost"]

@@ -24,6 +24,7 @@ from typing import Any
 
 from smsrelay.errors import SmsRelayError
 from smsrelay.webhooks.lookup_slots import LookupSlots
+from smsrelay.webhooks.name_cache import NameCache
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -99,17 +100,16 @@ def ensure_safe_literal(host: str, allow_private: bool) -> bool:
 
 
 async def resolve_safe(
-    host: str, port: int, allow_private: bool, slots: LookupSlots | None = None
+    host: str,
+    port: int,
+    allow_private: bool,
+    slots: LookupSlots | None = None,
+    names: NameCache | None = None,
 ) -> list[str]:
     """The addresses of ``host``; :class:`UnsafeAddress` if any of them is forbidden.
-    ``slots``: lookups in flight at most (see :func:`_lookup`)."""
-    return await _resolve(host, port, 0, allow_private, slots)
-
-
-async def _resolve(
-    host: str, port: int, family: int, allow_private: bool, slots: LookupSlots | None
-) -> list[str]:
-    infos = await _lookup(host, port, family, slots)
+    ``slots``: lookups in flight at most (see :func:`_lookup`); ``names``: answers kept
+    (checked again here each time, like a fresh one)."""
+    infos = await _lookup(host, port, 0, slots, names)
     addresses: list[str] = []
     for _, _, _, _, sockaddr in infos:
         address = str(sockaddr[0])
@@ -122,23 +122,48 @@ async def _resolve(
 
 
 async def _lookup(
-    host: str, port: int, family: int, slots: LookupSlots | None
+    host: str, port: int, family: int, slots: LookupSlots | None, names: NameCache | None
 ) -> list[tuple[Any, ...]]:
     """getaddrinfo in ``slots`` (one of the total and one of the name's), held until the
     lookup itself ends. A lookup cannot be cancelled once it runs (a resolver thread waits
     on DNS): given up by its caller (the post's timeout), it used to go on, and with a slow
     resolver hundreds queued behind the resolver threads, still resolving long after (a stop
-    waited minutes for them). A caller that gives up while waiting for a slot starts nothing."""
+    waited minutes for them). A caller that gives up while waiting for a slot starts nothing,
+    and one whose slot came after another lookup of the name ended takes that one's answer."""
+    key = (host, port, family)
+    if names is not None and (kept := names.get(key)) is not None:
+        return kept
     loop = asyncio.get_running_loop()
     if slots is None:
         return await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
     await slots.acquire(host)
+    try:
+        kept = names.get(key) if names is not None else None
+    except BaseException:
+        slots.release(host)
+        raise
+    if kept is not None:
+        slots.release(host)
+        return kept
     running = loop.create_task(loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM))
-    running.add_done_callback(lambda done: _end_lookup(done, slots, host))
+    running.add_done_callback(lambda done: _end_lookup(done, slots, names, key))
     return await asyncio.shield(running)
 
 
-def _end_lookup(done: asyncio.Task[list[tuple[Any, ...]]], slots: LookupSlots, host: str) -> None:
-    slots.release(host)
-    if not done.cancelled():
-        done.exception()  # seen, also when its caller is gone: no "never retrieved" warning
+def _end_lookup(
+    done: asyncio.Task[list[tuple[Any, ...]]],
+    slots: LookupSlots,
+    names: NameCache | None,
+    key: tuple[str, int, int],
+) -> None:
+    slots.release(key[0])
+    if done.cancelled():
+        return
+    # seen, also when its caller is gone: no "never retrieved" warning
+    error = done.exception()
+    if names is None:
+        return
+    if error is None:
+        names.keep(key, done.result())
+    elif isinstance(error, socket.gaierror):  # the name does not resolve (now)
+        names.keep_failure(key, error)

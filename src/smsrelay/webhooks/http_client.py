@@ -25,6 +25,7 @@ from yarl import URL
 from smsrelay.quick_init import quick_init
 from smsrelay.webhooks.address_safety import ensure_safe_literal, resolve_safe
 from smsrelay.webhooks.lookup_slots import LookupSlots
+from smsrelay.webhooks.name_cache import NameCache
 
 BODY_READ_LIMIT = 64 * 1024  # a larger answer is not drained: its connection is closed
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -262,6 +263,7 @@ class CallbackClient:
         self._tls = tls
         self._tls_loading: asyncio.Future[ssl.SSLContext] | None = None
         self._lookups = LookupSlots(MAX_LOOKUPS, MAX_LOOKUPS_PER_NAME)
+        self._names = NameCache()
         self._swept = time.monotonic()
 
     async def post(
@@ -383,7 +385,9 @@ class CallbackClient:
         if ensure_safe_literal(target.host, self._allow_private):
             return [target.host]
         try:
-            return await resolve_safe(target.host, target.port, self._allow_private, self._lookups)
+            return await resolve_safe(
+                target.host, target.port, self._allow_private, self._lookups, self._names
+            )
         except OSError as exc:
             raise ConnectFailed(f"connection failed: {exc.strerror or exc}") from exc
 
