@@ -276,7 +276,7 @@ def note_serve_banner(line: str, seen: dict[str, str]) -> None:
     """What a line serve prints at start tells: the demo key and number, then its URL."""
     if match := re.search(r"apiKey=(\S+) number=(\S+)", line):
         seen["key"], seen["number"] = match.groups()
-    if match := re.search(r"listening on (http://\S+)", line):
+    if match := re.search(r"listening on (https?://\S+)", line):
         seen["base"] = match.group(1)
 
 

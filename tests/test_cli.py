@@ -207,6 +207,26 @@ def test_serve_refuses_a_webhook_ca_file_it_cannot_read(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # refused before the database was touched
 
 
+def test_serve_refuses_an_api_certificate_it_cannot_load(
+    tmp_path: Path, certificate: tuple[str, str]
+) -> None:
+    not_pem = tmp_path / "api.pem"
+    not_pem.write_text("not a certificate")
+    cert, key = certificate
+    for pem, key_file in ((not_pem, None), (cert, cert)):  # garbage; a certificate without key
+        env = {
+            "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
+            "SMSRELAY_HTTP_TLS_CERT": str(pem),
+            "SMSRELAY_HTTP_TLS_KEY": key_file or "",
+            "SMSRELAY_PORT": "0",
+        }
+        result = CliRunner().invoke(cli, ["serve"], env=env)
+        assert result.exit_code == 1
+        assert f"could not start: http_tls_cert: cannot load {pem}" in result.output
+        assert not (tmp_path / "data").exists()  # refused before the database was touched
+    assert key  # the good pair is served: tests/e2e/test_https.py
+
+
 def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> None:
     runner = CliRunner()
     env = {"SMSRELAY_BUILTIN_SMSC_CONTROL_PORT": "1"}  # nothing listens there

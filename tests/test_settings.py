@@ -50,6 +50,8 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({"smsc": "http://x"}, {}, "smsc must be"),
         ({}, {"SMSRELAY_ALLOW_PRIVATE_WEBHOOKS": "perhaps"}, "allow_private_webhooks"),
         ({}, {"SMSRELAY_WEBHOOK_TLS_CA": "/nowhere/ca.pem"}, "webhook_tls_ca: no such file"),
+        ({}, {"SMSRELAY_HTTP_TLS_CERT": "/nowhere/api.pem"}, "http_tls_cert: no such file"),
+        ({}, {"SMSRELAY_HTTP_TLS_KEY": "/etc/hostname"}, "http_tls_key needs http_tls_cert"),
         ({}, {"SMSRELAY_HTTP_MAX_CONNECTIONS": "-1"}, "http_max_connections must be"),
         # each of these passed and failed later, in serve or a command, as a traceback
         ({}, {"SMSRELAY_LOG_LEVEL": "nope"}, "log_level must be one of"),

@@ -6,6 +6,7 @@ import errno
 import math
 import os
 import sqlite3
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from smsrelay.errors import SmsRelayError
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
+from smsrelay.settings import Settings
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import is_postgres, store_for
 from smsrelay.store.health import MIB, free_bytes
@@ -102,6 +104,18 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         ctx.exit(code)
 
 
+def _own_gateway(settings: Settings) -> tuple[str, ssl.SSLContext | None]:
+    """The serve these settings describe, and with ``http_tls_cert`` the trust for it: that
+    very certificate (pinned, so a self-signed one works and the listen address, perhaps
+    0.0.0.0, need not be among its names)."""
+    if not settings.http_tls_cert:
+        return f"http://{settings.host}:{settings.port}", None
+    context = ssl.create_default_context(cafile=settings.http_tls_cert)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the anchor
+    context.check_hostname = False
+    return f"https://{settings.host}:{settings.port}", context
+
+
 def _gateway_base(url: str) -> str:
     """http(s)://HOST[:PORT], whether or not the user added the API's /v1 (as SMS Partner's
     documentation writes its base URL)."""
@@ -133,7 +147,7 @@ def send(
     import orjson
 
     settings = settings_from(ctx)
-    base = _gateway_base(url) if url else f"http://{settings.host}:{settings.port}"
+    base, tls = (_gateway_base(url), None) if url else _own_gateway(settings)
     body = {"apiKey": api_key, "from": sender, "to": to, "message": text}
 
     async def post() -> tuple[int, bytes]:
@@ -143,6 +157,7 @@ def send(
                 f"{base}/v1/vn/send",
                 data=orjson.dumps(body),
                 headers={"Content-Type": "application/json"},
+                ssl=tls if tls is not None else True,
             ) as resp,
         ):
             return resp.status, await resp.read()

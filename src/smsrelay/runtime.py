@@ -63,6 +63,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     failure stops what had started, so a supervisor restarting a failing serve re-sends
     nothing."""
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
+    api_tls = _api_tls(settings)
     store = store_for(
         settings.resolved_database_url,
         busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS,
@@ -75,7 +76,8 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     started: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("database", store.close)]
     try:
         await store.open()
-        return await _start_services_in_order(settings, say, store, callback_tls, lock, started)
+        tls = _Tls(callback_tls, api_tls)
+        return await _start_services_in_order(settings, say, store, tls, lock, started)
     except BaseException:
         for step, stop_step in reversed(started):
             await _bounded(step, stop_step(), 10)
@@ -88,7 +90,7 @@ async def _start_services_in_order(
     settings: Settings,
     say: Callable[[str], None],
     store: SqlStore,
-    callback_tls: ssl.SSLContext | None,
+    tls: _Tls,
     lock: ServeLock | None,
     started: list[tuple[str, Callable[[], Awaitable[Any]]]],
 ) -> Running:
@@ -104,7 +106,7 @@ async def _start_services_in_order(
     simulator = await _start_simulator(settings, say)
     if simulator is not None:
         started.append(("simulator", simulator.stop))
-    http, port = await _start_http(gateway, settings)  # a port in use fails before any send
+    http, port = await _start_http(gateway, settings, tls.api)  # a port in use fails here
     started.append(("http", http.close))
     inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
     connectors = _build_connectors(settings, simulator, inbound)
@@ -115,7 +117,7 @@ async def _start_services_in_order(
     # Sole: serve holds the SQLite file's lock, so what an earlier process leased is released
     # at once; PostgreSQL's other nodes hold live leases, which only run out if they die.
     sole = lock is not None
-    services = await _start_services(gateway, inbound, callback_tls, sole=sole)
+    services = await _start_services(gateway, inbound, tls.callbacks, sole=sole)
     started.extend((type(service).__name__, service.stop) for service in services)
     if demo is not None and demo.demo_key:
         numbers = await store.numbers_of(demo.id)
@@ -128,7 +130,8 @@ async def _start_services_in_order(
     await dispatcher.start(sole_dispatcher=sole)
     started.append(("dispatcher", dispatcher.stop))
     gateway.wake_dispatcher = dispatcher.wake
-    say(f"smsrelay: listening on http://{settings.host}:{port}")
+    scheme = "https" if tls.api else "http"
+    say(f"smsrelay: listening on {scheme}://{settings.host}:{port}")
     return Running(
         gateway, port, simulator, connectors, dispatcher, http, services, lock, store.db.broken
     )
@@ -332,13 +335,34 @@ def _callback_tls(settings: Settings) -> ssl.SSLContext | None:
         ) from exc
 
 
+def _api_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The API's own https (``http_tls_cert``): a certificate or key that cannot be read, or
+    that do not go together, stops here with the reason."""
+    if not settings.http_tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 or newer
+    try:
+        context.load_cert_chain(settings.http_tls_cert, settings.http_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"http_tls_cert: cannot load {settings.http_tls_cert}: {exc}") from exc
+    return context
+
+
+@dataclass(frozen=True)
+class _Tls:
+    callbacks: ssl.SSLContext | None  # trust for https callbacks (None: the system's CAs)
+    api: ssl.SSLContext | None  # the API's certificate (None: plain http)
+
+
 # A connection that sends no (complete) request for this long is closed, idle keep-alive ones
 # included, so slow or silent clients cannot hold every socket.
 HTTP_IDLE_TIMEOUT = 75.0
 HTTP_BODY_TIMEOUT = 30.0  # from the headers to the end of the body: then 408, code 90
 
 
-async def _start_http(gateway: Gateway, settings: Settings) -> tuple[HttpServer, int]:
+async def _start_http(
+    gateway: Gateway, settings: Settings, tls: ssl.SSLContext | None
+) -> tuple[HttpServer, int]:
     cap = connection_cap(settings.http_max_connections, raise_open_file_limit())
     server = api_server(
         gateway,
@@ -346,7 +370,7 @@ async def _start_http(gateway: Gateway, settings: Settings) -> tuple[HttpServer,
         body_timeout=HTTP_BODY_TIMEOUT,
         max_connections=cap,
     )
-    port = await server.start(settings.host, settings.port)
-    log.info("api.listening", extra={"port": port, "max_connections": cap})
+    port = await server.start(settings.host, settings.port, tls=tls)
+    log.info("api.listening", extra={"port": port, "max_connections": cap, "tls": bool(tls)})
     gateway.http_load = server.load
     return server, port

@@ -85,6 +85,9 @@ class Settings:
     # HTTP connections open at once; more get a 503 at once. 0: the open-file limit (raised to
     # its hard ceiling at start) less a reserve for the database, SMPP links and callbacks.
     http_max_connections: int = 0
+    # PEM certificate chain (and its key, unless in the same file): the API serves https.
+    http_tls_cert: str | None = None
+    http_tls_key: str | None = None
     # A PEM file of CAs trusted for https callbacks besides the system's (internal receivers).
     webhook_tls_ca: str | None = None
     # Test-only: "2026-03-01T15:00:00+01:00" freezes the clock and enables POST /_test/clock.
@@ -109,8 +112,6 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
-_SCALARS = {"host", "data_dir", "database_url", "config", "smsc", "stop_mention", "fixed_clock"}
-_SCALARS |= {"log_level", "demo_credit_eur"}
 
 
 def load_settings(
@@ -253,8 +254,7 @@ def _validate(settings: Settings) -> None:
         ("smpp://", "smpps://")
     ):
         raise SettingsError("smsc must be smpp://ID:PASSWORD@HOST:PORT or smpps://...")
-    if settings.webhook_tls_ca and not Path(settings.webhook_tls_ca).is_file():
-        raise SettingsError(f"webhook_tls_ca: no such file: {settings.webhook_tls_ca}")
+    _validate_files(settings)
     if url.startswith(POSTGRES_SCHEMES):
         try:
             urlsplit(url).port  # noqa: B018 - reading it checks the host and port
@@ -263,6 +263,15 @@ def _validate(settings: Settings) -> None:
     if url == "sqlite:///":
         raise SettingsError("sqlite:/// needs a path (sqlite:////srv/sms.db: four slashes)")
     _validate_values(settings)
+
+
+def _validate_files(settings: Settings) -> None:
+    if settings.http_tls_key and not settings.http_tls_cert:
+        raise SettingsError("http_tls_key needs http_tls_cert (the certificate it goes with)")
+    for name in ("webhook_tls_ca", "http_tls_cert", "http_tls_key"):
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name}: no such file: {path}")
 
 
 def _validate_values(settings: Settings) -> None:

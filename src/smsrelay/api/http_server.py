@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ MAX_QUEUED = 16  # pipelined requests waiting for their turn before reading paus
 LINGER_S = 2.0
 MAX_LINGERING = 64
 FULL_WARNING_EVERY_S = 10.0
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
 log = logging.getLogger("smsrelay.api")
 
 
@@ -117,11 +119,20 @@ class HttpServer:
         if self.closing and not self.connections:
             self._all_closed.set()
 
-    async def start(self, host: str, port: int, backlog: int = 1024) -> int:
-        """Listen; returns the port (the one chosen when ``port`` is 0)."""
+    async def start(
+        self, host: str, port: int, backlog: int = 1024, tls: ssl.SSLContext | None = None
+    ) -> int:
+        """Listen (https with ``tls``); returns the port (the one chosen when ``port`` is 0)."""
         loop = self.loop = asyncio.get_running_loop()  # kept: a getpid syscall per ask on 3.11
         self._listener = await loop.create_server(
-            lambda: Connection(self), host, port, backlog=backlog
+            lambda: Connection(self),
+            host,
+            port,
+            backlog=backlog,
+            ssl=tls,
+            # a connection counts against the cap once its handshake is done: one that never
+            # finishes it holds its socket this long at most
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if tls else None,
         )
         self._sweeper = loop.call_later(self._sweep_every, self._sweep)
         return int(self._listener.sockets[0].getsockname()[1])
@@ -260,7 +271,10 @@ class Connection(asyncio.Protocol):
             return False  # it has all it will get: close
         self._last = True
         self._forget_unfinished_request()
-        return self._serving  # True keeps the transport open for the answers
+        # True keeps the transport open for the answers; a TLS one cannot stay half-open
+        # (it closes whatever this says, and asyncio warns if it says True)
+        transport = self._transport
+        return self._serving and transport is not None and transport.can_write_eof()
 
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading
         self._writing_paused = True

@@ -1,0 +1,77 @@
+"""The API over https with the gateway's own certificate (`http_tls_cert`), on a real serve."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import ssl
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support import SMSRELAY, start_serve
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+def _trusting(cert: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cert)
+
+
+def _tls_env(folder: Path, cert: str, key: str, key_in_cert_file: bool) -> dict[str, str]:
+    if not key_in_cert_file:
+        return {"SMSRELAY_HTTP_TLS_CERT": cert, "SMSRELAY_HTTP_TLS_KEY": key}
+    both = folder / "both.pem"  # one PEM with both, as many certificate tools write it
+    both.write_text(Path(cert).read_text() + Path(key).read_text())
+    return {"SMSRELAY_HTTP_TLS_CERT": str(both)}
+
+
+@pytest.mark.parametrize("key_in_cert_file", [False, True])
+async def test_the_api_answers_over_https_with_its_certificate(
+    tmp_path: Path, certificate: tuple[str, str], key_in_cert_file: bool
+) -> None:
+    cert, key = certificate
+    env = _tls_env(tmp_path, cert, key, key_in_cert_file)
+    serve = await start_serve(tmp_path / "data", env=env)
+    try:
+        await _send_and_read_back(serve.base_url, serve.api_key, serve.number, cert)
+        port = serve.base_url.rsplit(":", 1)[1]
+        # the CLI's send finds the gateway from the same settings, and trusts its certificate
+        code, out = await _cli_send(serve.api_key, serve.number, {**env, "SMSRELAY_PORT": port})
+        assert code == 0 and b'"success":true' in out
+    finally:
+        serve.process.terminate()
+        assert await asyncio.wait_for(serve.process.wait(), 30) == 0  # a clean stop, TLS too
+
+
+async def _send_and_read_back(base_url: str, api_key: str, number: str, cert: str) -> None:
+    assert base_url.startswith("https://127.0.0.1:")  # the line serve prints says so
+    body = {"apiKey": api_key, "to": "0612345678", "from": number, "message": "hi"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base_url}/v1/vn/send", json=body, ssl=_trusting(cert)) as sent:
+            answer = await sent.json()
+        assert sent.status == 200 and answer["success"] is True
+        query = {"apiKey": api_key, "messageId": str(answer["message_id"])}
+        status_url = f"{base_url}/v1/message-status"
+        async with session.get(status_url, params=query, ssl=_trusting(cert)) as status:
+            assert status.status == 200 and (await status.json())["success"] is True
+
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await session.get(f"{base_url}/health")  # the system's CAs do not know it
+        plain = base_url.replace("https://", "http://")
+        with pytest.raises(aiohttp.ClientError):  # no answer in clear text on the https port
+            await session.post(f"{plain}/v1/vn/send", json=body)
+
+
+async def _cli_send(api_key: str, number: str, env: dict[str, str]) -> tuple[int, bytes]:
+    process = await asyncio.create_subprocess_exec(
+        SMSRELAY,
+        *("send", "--api-key", api_key, "--from", number, "--to", "0612345678", "Bonjour"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+    out, _ = await process.communicate()
+    return process.returncode or 0, out
