@@ -115,7 +115,7 @@ async def test_a_national_sender_is_stored_and_stopped_in_e164(
     await router(mo(b"STOP", source=source, source_ton=ton))
     [reply] = store.replies
     assert (reply.msisdn, reply.virtual_number) == ("+33612345678", NUMBER)
-    assert await store.stopped_phones(1) == frozenset({"+33612345678"})
+    assert [entry.phone for entry in await store.stop_list(1)] == ["+33612345678"]
 
 
 # --- receipts ------------------------------------------------------------------------------

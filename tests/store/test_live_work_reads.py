@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from smsrelay.store import schema
-from smsrelay.store.account_reads import WAITING_COUNT
+from smsrelay.store.account_reads import WAITING_COUNT, stopped_among
 
 
 def _store_with(path: Path, *, waiting: int, history: int) -> sqlite3.Connection:
@@ -56,3 +56,39 @@ def test_counting_an_accounts_waiting_messages_does_not_walk_its_history(tmp_pat
     old_steps, old_rows = _steps(old, WAITING_COUNT, 1)
     assert fresh_rows == old_rows == [(5,)]
     assert old_steps <= fresh_steps + 50  # a few B-tree levels more, not 3,000 rows' worth
+
+
+def _stop_list_of(conn: sqlite3.Connection, count: int) -> None:
+    conn.executemany(
+        "INSERT INTO stop_list (account_id, phone, created_at) VALUES (1, ?, 0)",
+        ((f"+336{n:08d}",) for n in range(count)),
+    )
+    conn.commit()
+
+
+def test_whether_a_recipient_is_stopped_does_not_read_the_whole_stop_list(tmp_path: Path) -> None:
+    # Every message-status answer read the account's whole STOP list to tell one recipient's
+    # "stopped": a marketing account's list runs to hundreds of thousands of numbers.
+    short = _store_with(tmp_path / "short.db", waiting=0, history=0)
+    long = _store_with(tmp_path / "long.db", waiting=0, history=0)
+    _stop_list_of(short, 3)
+    _stop_list_of(long, 3_000)
+    asked = ["+33600000001", "+33699999999"]  # one stopped, one not
+
+    def steps(conn: sqlite3.Connection) -> tuple[int, frozenset[str]]:
+        counted = 0
+
+        def count() -> int:
+            nonlocal counted
+            counted += 1
+            return 0
+
+        conn.set_progress_handler(count, 1)
+        stopped = stopped_among(conn, 1, asked)
+        conn.set_progress_handler(None, 1)
+        return counted, stopped
+
+    short_steps, short_stopped = steps(short)
+    long_steps, long_stopped = steps(long)
+    assert short_stopped == long_stopped == {"+33600000001"}
+    assert long_steps <= short_steps + 50  # a few B-tree levels more, not 3,000 rows' worth

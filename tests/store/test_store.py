@@ -581,7 +581,7 @@ async def test_a_long_reply_whose_first_part_says_stop_stops_before_the_rest_com
     )
     outcome = await store.record_reply(reply, BUILDERS)
     assert outcome.stopped is stopped
-    assert (await store.stopped_phones(1) == {"+33612345678"}) is stopped
+    assert ([entry.phone for entry in await store.stop_list(1)] == ["+33612345678"]) is stopped
 
 
 async def test_a_reassembled_reply_has_the_keyword_a_single_sms_would(store: SqlStore) -> None:

@@ -127,7 +127,7 @@ async def statuses_by_tag(
     messages, total = await store.messages_by_tag(
         account.id, tag, TAG_PAGE_SIZE, (page - 1) * TAG_PAGE_SIZE
     )
-    stops = await store.stopped_phones(account.id)
+    stops = await store.stopped_among(account.id, (m.recipient for m in messages))
     return TagPage([describe(m, m.recipient in stops) for m in messages], page, total)
 
 

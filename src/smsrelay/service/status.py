@@ -35,8 +35,8 @@ async def message_status(
     message = await store.get_message(parse_message_id(raw_id), account.id)
     if message is None or (phone and not _same_number(phone, message.recipient)):
         raise DomainError("message.unknown", "message not found", "messageId")
-    stops = {entry.phone for entry in await store.stop_list(account.id)}
-    return describe(message, message.recipient in stops)
+    stopped = await store.stopped_among(account.id, [message.recipient])
+    return describe(message, message.recipient in stopped)
 
 
 def describe(message: MessageView, stopped: bool = False) -> StatusView:

@@ -8,7 +8,7 @@ again.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from smsrelay.domain.states import PartState
@@ -53,7 +53,10 @@ class Store(Protocol):
     async def list_numbers(self, account_name: str | None = None) -> list[NumberRecord]: ...
     async def numbers_of(self, account_id: int) -> list[NumberRecord]: ...
     async def account_snapshot(self, account_id: int) -> AccountSnapshot | None: ...
-    async def stopped_phones(self, account_id: int) -> frozenset[str]: ...
+    async def stopped_among(self, account_id: int, phones: Iterable[str]) -> frozenset[str]:
+        """Which of ``phones`` are in the account's STOP list."""
+        ...
+
     async def messages_and_stops(
         self, account_id: int, message_ids: list[int]
     ) -> tuple[dict[int, MessageView], frozenset[str]]: ...

@@ -4,7 +4,7 @@ group-commit ``engine.Database`` or PostgreSQL's ``pg_engine.PgDatabase``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -150,8 +150,9 @@ class SqlStore:
     async def account_snapshot(self, account_id: int) -> AccountSnapshot | None:
         return await self.db.read(partial(account_reads.account_snapshot, account_id=account_id))
 
-    async def stopped_phones(self, account_id: int) -> frozenset[str]:
-        return await self.db.read(partial(account_reads.stopped_phones, account_id=account_id))
+    async def stopped_among(self, account_id: int, phones: Iterable[str]) -> frozenset[str]:
+        read = partial(account_reads.stopped_among, account_id=account_id, phones=list(phones))
+        return await self.db.read(read)
 
     async def messages_and_stops(
         self, account_id: int, message_ids: list[int]
