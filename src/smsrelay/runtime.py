@@ -315,6 +315,7 @@ async def _start_services(
     await sender.start()
     inbound.on_stored = sender.wake
     gateway.extras["webhook_sender"] = sender
+    gateway.callbacks_delivered = lambda: sender.delivered
     if not settings.retention_days:
         return [sender]
     sweeper = RetentionSweeper(gateway.store, gateway.clock, settings.retention_days)

@@ -10,12 +10,14 @@ from smsrelay.api.bodies import BodyTooLarge, decoded_body
 from smsrelay.api.errors import error_payload, simple_error
 from smsrelay.api.http_server import HttpServer
 from smsrelay.api.http_types import Request, Response, media_type
+from smsrelay.api.metrics import metrics_response
 from smsrelay.api.multipart import multipart_fields
 from smsrelay.api.params import Params, read_params
 from smsrelay.api.render import json_response, respond, wants_xml
 from smsrelay.api.routes import CHANGING_GETS, Handler, RouteTable, route_table, tidy_path
 from smsrelay.errors import DomainError, StorageLow, TransientError
 from smsrelay.service.gateway import Gateway
+from smsrelay.service.monitoring import gateway_figures
 
 Endpoint = Callable[[Gateway, Params, bool, bool], Awaitable[Response]]
 MAX_BODY = 64 * 1024
@@ -29,6 +31,7 @@ class ApiApp:
         self.gateway = gateway
         self.routes: RouteTable = route_table(self._endpoint)
         self.routes["GET", "/health"] = self._health
+        self.routes["GET", "/metrics"] = self._metrics
 
     async def handle(self, request: Request) -> Response:
         """The request's answer; an unexpected error is left to the server, whose last guard
@@ -94,6 +97,15 @@ class ApiApp:
             "http": self.gateway.http_load(),
         }
         return json_response(answer, 200 if ok else 503)
+
+    async def _metrics(self, request: Request) -> Response:
+        """The gateway's figures for Prometheus (``api/metrics.py``); unauthenticated, as
+        ``/health`` is: counts and states, no message, number or key."""
+        return await _metrics_of(self.gateway)
+
+
+async def _metrics_of(gateway: Gateway) -> Response:
+    return metrics_response(await gateway_figures(gateway))
 
 
 def protocol_error(status: int, detail: str, raw_query: str) -> Response:

@@ -30,6 +30,8 @@ class Gateway:
     http_load: Callable[[], dict[str, int]] = field(default=dict)
     # why the store cannot take sends now (a failing commit, a disk under its reserve), if so
     store_trouble: Callable[[], str | None] = field(default=lambda: None)
+    # callbacks this process has delivered since it started; set by serve with the sender
+    callbacks_delivered: Callable[[], int] = field(default=lambda: 0)
 
     @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:

@@ -231,6 +231,18 @@ class WebhookView:
     history: tuple[tuple[float, int | None, float | None, str | None], ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class StoreFigures:
+    """The store's side of ``GET /metrics``."""
+
+    parts: dict[str, int]  # state (queued, sending, submitted) -> parts
+    overdue: dict[str, tuple[int, float]]  # connector -> (parts due, not sent; oldest due_at)
+    callbacks_pending: int  # still to post (waiting or being posted)
+    callbacks_oldest_pending: float | None  # when the oldest of them was stored
+    callbacks_failed: int  # given up, still kept
+    stored: dict[str, int]  # messages, receipts, replies, callbacks -> stored so far
+
+
 @quick_init
 @dataclass(frozen=True)
 class CallbackBacklog:

@@ -15,6 +15,7 @@ from smsrelay.store import (
     account_reads,
     inbound_ops,
     message_ops,
+    monitor_reads,
     retention_ops,
     webhook_ops,
 )
@@ -38,6 +39,7 @@ from smsrelay.store.records import (
     ReplyOutcome,
     ReplyView,
     StopEntry,
+    StoreFigures,
     TakenPart,
     WebhookAttempt,
     WebhookJob,
@@ -229,6 +231,9 @@ class SqlStore:
 
     async def queue_depth(self) -> dict[str, int]:
         return await self.db.read(message_ops.queue_depth)
+
+    async def store_figures(self, now: float) -> StoreFigures:
+        return await self.db.read(partial(monitor_reads.store_figures, now=now))
 
     async def cancel_message(self, account_id: int, message_id: int, now: float) -> int:
         return await self.db.write(

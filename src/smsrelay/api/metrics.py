@@ -1,0 +1,169 @@
+"""``GET /metrics``: the gateway's figures in Prometheus' text format (prometheus_client).
+
+Everything is read when scraped, nothing is counted on the hot paths: the store's figures
+come from one snapshot bounded by the live work, and the "stored" counters are each table's
+highest id, so they survive restarts (on PostgreSQL they count every node's work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from smsrelay.api.http_types import Response
+from smsrelay.service.monitoring import GatewayFigures
+from smsrelay.store.records import StoreFigures
+
+PART_STATES = ("queued", "sending", "submitted")
+
+
+def _installed_version() -> str:
+    try:
+        return metadata.version("smsrelay")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+VERSION = _installed_version()
+
+
+def metrics_response(figures: GatewayFigures) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Figures(figures))
+    ProcessCollector(registry=registry)  # CPU, memory, open files of this process
+    return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+
+
+class _Figures:
+    def __init__(self, figures: GatewayFigures) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self._figures
+        yield _gauge("smsrelay_build_info", "The running version.", 1, version=VERSION)
+        yield _gauge(
+            "smsrelay_store_ok",
+            "1 while the store takes sends; 0 while its commits fail or its disk is under "
+            "min_free_mb (sends are answered 503).",
+            int(figures.store_trouble is None),
+        )
+        yield _gauge(
+            "smsrelay_store_readable",
+            "1 if this scrape could read the store's figures (the smsrelay_parts, "
+            "smsrelay_callbacks and *_stored series are left out when 0).",
+            int(figures.store is not None),
+        )
+        yield from _smsc(figures.smsc_binds)
+        yield from _http(figures.http)
+        yield _counter(
+            "smsrelay_callbacks_delivered",
+            "Callbacks this process delivered (a 2xx) since it started.",
+            figures.callbacks_delivered,
+        )
+        if figures.store is not None:
+            yield from _store(figures.store, figures.now, connectors=list(figures.smsc_binds))
+
+    def describe(self) -> list[Metric]:
+        return []  # families differ by what is known at the scrape: nothing to check ahead
+
+
+def _smsc(binds: dict[str, dict[str, bool]]) -> Iterator[Metric]:
+    bound = GaugeMetricFamily(
+        "smsrelay_smsc_bound",
+        "1 while the connector's SMPP session (transceiver, transmitter, receiver) is bound.",
+        labels=["connector", "session"],
+    )
+    for connector, sessions in sorted(binds.items()):
+        for session, is_bound in sorted(sessions.items()):
+            bound.add_metric([connector, session], int(is_bound))
+    yield bound
+
+
+def _http(load: dict[str, int]) -> Iterator[Metric]:
+    yield _gauge(
+        "smsrelay_http_connections", "HTTP connections open now.", load.get("connections", 0)
+    )
+    yield _gauge(
+        "smsrelay_http_max_connections",
+        "HTTP connections allowed at once (http_max_connections, or the derived cap).",
+        load.get("max_connections", 0),
+    )
+    yield _counter(
+        "smsrelay_http_turned_away",
+        "HTTP connections refused with a 503 for being over the cap, since start.",
+        load.get("turned_away", 0),
+    )
+
+
+def _store(store: StoreFigures, now: float, connectors: list[str]) -> Iterator[Metric]:
+    parts = GaugeMetricFamily(
+        "smsrelay_parts",
+        "Parts (SMS) by state: queued (waiting to leave, held ones included), sending "
+        "(claimed, their submit_sm out or about to be), submitted (waiting for a receipt).",
+        labels=["state"],
+    )
+    for state in PART_STATES:
+        parts.add_metric([state], store.parts.get(state, 0))
+    yield parts
+    yield from _overdue(store.overdue, now, sorted({*connectors, *store.overdue}))
+    yield from _callbacks(store, now)
+    for kind, highest_id in store.stored.items():
+        yield _counter(
+            f"smsrelay_{kind}_stored",
+            f"{kind.capitalize()} stored since the database was made (its highest id).",
+            highest_id,
+        )
+
+
+def _overdue(
+    overdue: dict[str, tuple[int, float]], now: float, connectors: list[str]
+) -> Iterator[Metric]:
+    count = GaugeMetricFamily(
+        "smsrelay_parts_overdue",
+        "Parts due and not sent yet, per connector (a link down shows here).",
+        labels=["connector"],
+    )
+    age = GaugeMetricFamily(
+        "smsrelay_parts_overdue_seconds",
+        "How long the oldest due part of the connector has waited to leave (0: none).",
+        labels=["connector"],
+    )
+    for connector in connectors:
+        parts, oldest_due = overdue.get(connector, (0, now))
+        count.add_metric([connector], parts)
+        age.add_metric([connector], max(0.0, now - oldest_due))
+    yield count
+    yield age
+
+
+def _callbacks(store: StoreFigures, now: float) -> Iterator[Metric]:
+    yield _gauge(
+        "smsrelay_callbacks_pending",
+        "Callbacks (DLRs, replies) still to post: waiting for a try, or being posted.",
+        store.callbacks_pending,
+    )
+    oldest = store.callbacks_oldest_pending
+    yield _gauge(
+        "smsrelay_callbacks_oldest_pending_seconds",
+        "How long ago the oldest callback still to post was stored (0: none).",
+        0.0 if oldest is None else max(0.0, now - oldest),
+    )
+    yield _gauge(
+        "smsrelay_callbacks_failed",
+        "Callbacks given up (kept until purged; smsrelay webhooks retry puts them back).",
+        store.callbacks_failed,
+    )
+
+
+def _gauge(name: str, documentation: str, value: float, **labels: str) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=list(labels))
+    family.add_metric(list(labels.values()), value)
+    return family
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)

@@ -1,0 +1,91 @@
+"""GET /metrics: the gateway's figures in Prometheus' text format, on the real server."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from smsrelay import runtime
+from tests.support import Receiver, RunningGateway, eventually, gateway_settings, start_gateway
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(gw: RunningGateway) -> Series:
+    status, text = await gw.get("/metrics")
+    assert status == 200
+    series: Series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            series[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return series
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    return series[name, tuple(sorted(labels.items()))]
+
+
+async def test_metrics_follow_messages_from_accept_to_their_callbacks(
+    gw: RunningGateway, receiver: Receiver
+) -> None:
+    before = await scrape(gw)
+    assert value(before, "smsrelay_messages_stored_total") == 0
+    assert value(before, "smsrelay_store_ok") == value(before, "smsrelay_store_readable") == 1
+    assert value(before, "process_resident_memory_bytes") > 0
+    for text in ("short", "x" * 400):  # 1 part, then 3
+        status, _ = await gw.send(urlDlr=receiver.url + "/dlr", message=text)
+        assert status == 200
+
+    async def all_reported() -> Series | None:
+        series = await scrape(gw)
+        return series if value(series, "smsrelay_callbacks_delivered_total") == 2 else None
+
+    after = await eventually(all_reported)
+    assert len(receiver.bodies("/dlr")) == 2
+    assert value(after, "smsrelay_messages_stored_total") == 2
+    assert value(after, "smsrelay_receipts_stored_total") == 4  # one per part
+    assert value(after, "smsrelay_callbacks_stored_total") == 2
+    assert value(after, "smsrelay_callbacks_pending") == 0
+    assert value(after, "smsrelay_callbacks_oldest_pending_seconds") == 0
+    assert {
+        state: value(after, "smsrelay_parts", state=state)
+        for state in ("queued", "sending", "submitted")
+    } == {"queued": 0, "sending": 0, "submitted": 0}
+    assert value(after, "smsrelay_smsc_bound", connector="default", session="transceiver") == 1
+    assert value(after, "smsrelay_parts_overdue", connector="default") == 0
+    assert value(after, "smsrelay_http_connections") >= 1
+
+
+async def test_metrics_show_a_link_down_and_what_waits_for_it(tmp_path: Path) -> None:
+    gw = await start_gateway(gateway_settings(tmp_path, smsc="smpp://id:pw@127.0.0.1:1"))
+    try:
+        for _ in range(2):
+            status, _ = await gw.send()
+            assert status == 200
+        series = await scrape(gw)
+        assert value(series, "smsrelay_smsc_bound", connector="default", session="transceiver") == 0
+        assert value(series, "smsrelay_parts", state="queued") == 2
+        assert value(series, "smsrelay_parts_overdue", connector="default") == 2
+        assert value(series, "smsrelay_parts_overdue_seconds", connector="default") >= 0
+        assert value(series, "smsrelay_callbacks_pending") == 0
+    finally:
+        await runtime.stop(gw.running)
+
+
+async def test_a_store_that_cannot_be_read_still_gets_a_scrape_that_says_so(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreadable(now: float) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(gw.store, "store_figures", unreadable)
+    series = await scrape(gw)
+    assert value(series, "smsrelay_store_readable") == 0
+    assert not [name for name, _ in series if name.startswith("smsrelay_parts")]
+    assert value(series, "smsrelay_smsc_bound", connector="default", session="transceiver") in (
+        0,
+        1,
+    )
