@@ -50,6 +50,17 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
+def renewed_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """Another server certificate for 127.0.0.1: the first one renewed."""
+    return _self_signed(
+        tmp_path_factory.mktemp("tls-renewed"),
+        "renewed",
+        "/CN=127.0.0.1/O=renewed",
+        "subjectAltName=IP:127.0.0.1",
+    )
+
+
+@pytest.fixture(scope="session")
 def client_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A client certificate (mutual TLS): what a carrier issues to the ESME it lets in."""
     return _self_signed(

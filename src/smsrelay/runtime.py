@@ -56,6 +56,7 @@ class Running:
     services: list[Any] = field(default_factory=list)
     lock: ServeLock | None = None
     store_broken: asyncio.Event = field(default_factory=asyncio.Event)
+    api_tls: ssl.SSLContext | None = None  # the API's certificate, reloaded on SIGHUP
 
 
 async def start(settings: Settings, say: Callable[[str], None]) -> Running:
@@ -133,7 +134,16 @@ async def _start_services_in_order(
     scheme = "https" if tls.api else "http"
     say(f"smsrelay: listening on {scheme}://{settings.host}:{port}")
     return Running(
-        gateway, port, simulator, connectors, dispatcher, http, services, lock, store.db.broken
+        gateway,
+        port,
+        simulator,
+        connectors,
+        dispatcher,
+        http,
+        services,
+        lock,
+        store.db.broken,
+        tls.api,
     )
 
 
@@ -214,6 +224,9 @@ async def serve_forever(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    # a daemon's reload (systemctl reload, a certificate renewal's hook), not a hang-up: it
+    # must not stop serve, as SIGHUP's default would
+    loop.add_signal_handler(signal.SIGHUP, reload_api_certificate, settings, running.api_tls)
     try:
         await _first_of(stopping, running.store_broken)
     finally:
@@ -347,6 +360,24 @@ def _api_tls(settings: Settings) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise SettingsError(f"http_tls_cert: cannot load {settings.http_tls_cert}: {exc}") from exc
     return context
+
+
+def reload_api_certificate(settings: Settings, context: ssl.SSLContext | None) -> None:
+    """Load the API's certificate files again into the context serving them: connections
+    from now on get the renewed certificate, those open keep theirs. Files that cannot be
+    loaded leave the old certificate in place (checked on a context of their own first: a
+    key refused after its certificate was taken would leave the two mismatched)."""
+    if context is None or not settings.http_tls_cert:
+        log.info("api.tls.reload_skipped", extra={"reason": "the API serves plain http"})
+        return
+    cert, key = settings.http_tls_cert, settings.http_tls_key
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("api.tls.reload_failed", extra={"file": cert, "error": str(exc)})
+        return
+    log.info("api.tls.reloaded", extra={"file": cert})
 
 
 @dataclass(frozen=True)

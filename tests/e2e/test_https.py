@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import ssl
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.support import SMSRELAY, start_serve
+from tests.support import SMSRELAY, eventually, start_serve
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -75,3 +76,51 @@ async def _cli_send(api_key: str, number: str, env: dict[str, str]) -> tuple[int
     )
     out, _ = await process.communicate()
     return process.returncode or 0, out
+
+
+async def test_sighup_loads_a_renewed_certificate_and_a_broken_one_is_refused(
+    tmp_path: Path, certificate: tuple[str, str], renewed_certificate: tuple[str, str]
+) -> None:
+    # A certificate renewal's hook runs `systemctl reload smsrelay`: serve must take the new
+    # files without a restart, and not die of the SIGHUP (its default action).
+    cert_file, key_file = tmp_path / "api.pem", tmp_path / "api-key.pem"
+    _copy_pair(certificate, cert_file, key_file)
+    env = {"SMSRELAY_HTTP_TLS_CERT": str(cert_file), "SMSRELAY_HTTP_TLS_KEY": str(key_file)}
+    serve = await start_serve(tmp_path / "data", env=env)
+    port = int(serve.base_url.rsplit(":", 1)[1])
+    try:
+        assert await _served_certificate(port) == _der(certificate[0])
+        _copy_pair(renewed_certificate, cert_file, key_file)
+        serve.process.send_signal(signal.SIGHUP)
+        await eventually(lambda: _serves(port, renewed_certificate[0]))
+
+        cert_file.write_text("renewal went wrong")
+        serve.process.send_signal(signal.SIGHUP)
+        await eventually(lambda: b"api.tls.reload_failed" in _log(tmp_path / "data"))
+        assert await _served_certificate(port) == _der(renewed_certificate[0])  # kept
+        assert serve.process.returncode is None
+    finally:
+        serve.process.terminate()
+        assert await asyncio.wait_for(serve.process.wait(), 30) == 0
+
+
+def _copy_pair(pair: tuple[str, str], cert_file: Path, key_file: Path) -> None:
+    cert_file.write_bytes(Path(pair[0]).read_bytes())
+    key_file.write_bytes(Path(pair[1]).read_bytes())
+
+
+def _der(cert_file: str) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(Path(cert_file).read_text())
+
+
+async def _served_certificate(port: int) -> bytes:
+    pem = await asyncio.to_thread(ssl.get_server_certificate, ("127.0.0.1", port), timeout=10)
+    return ssl.PEM_cert_to_DER_cert(pem)
+
+
+async def _serves(port: int, cert_file: str) -> bool:
+    return await _served_certificate(port) == _der(cert_file)
+
+
+def _log(data_dir: Path) -> bytes:
+    return (data_dir / "serve.stderr").read_bytes()
