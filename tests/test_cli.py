@@ -191,6 +191,25 @@ def test_serve_names_the_connector_whose_settings_are_wrong(tmp_path: Path) -> N
     result = CliRunner().invoke(cli, ["serve"], env=env)
     assert result.exit_code == 1
     assert "could not start: connector default: window must be at least 1" in result.output
+    assert not (tmp_path / "data").exists()  # refused before the database or the API started
+
+
+def test_serve_refuses_a_connector_tables_bad_option_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "smsrelay.toml"
+    config.write_text('[connectors.orange]\nurl = "smpp://id:pw@127.0.0.1:2775"\nwindow = "x"\n')
+    env = {
+        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
+        "SMSRELAY_CONFIG": str(config),
+        "SMSRELAY_PORT": "0",
+        "SMSRELAY_LOG_LEVEL": "INFO",
+    }
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == 1
+    assert "could not start: connector orange: window = 'x'" in result.output
+    assert "api.listening" not in result.output  # it used to listen first
+    assert not (tmp_path / "data").exists()
 
 
 def test_serve_refuses_a_webhook_ca_file_it_cannot_read(tmp_path: Path) -> None:
@@ -224,6 +243,10 @@ def test_serve_refuses_an_api_certificate_it_cannot_load(
         assert result.exit_code == 1
         assert f"could not start: http_tls_cert: cannot load {pem}" in result.output
         assert not (tmp_path / "data").exists()  # refused before the database was touched
+    env["SMSRELAY_HTTP_TLS_KEY"] = ""  # a certificate alone, its key forgotten
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == 1
+    assert "it holds no private key: set http_tls_key" in result.output  # not "PEM lib"
     assert key  # the good pair is served: tests/e2e/test_https.py
 
 

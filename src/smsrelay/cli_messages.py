@@ -83,28 +83,35 @@ def message_detail(message: MessageView) -> dict[str, Any]:
 
 
 def _timeline(message: MessageView) -> list[str]:
-    events = [(message.created_at, "accepted")]
-    if message.due_at > message.created_at:
-        events.append((message.due_at, "due (held for quiet hours)"))
+    """What happened, in time order; at the same instant, in the order it happens to a part
+    (a receipt can come before the SMSC's answer to the submit is stored: its time says so)."""
+    events = [(message.created_at, 0, 0, "accepted")]
+    ended_before_due = message.final_at is not None and message.final_at < message.due_at
+    if message.due_at > message.created_at and not ended_before_due:
+        events.append((message.due_at, 1, 0, "due (held for quiet hours)"))
     for part in message.parts:
         if part.submitted_at:
-            events.append((part.submitted_at, f"part {part.seq} submitted as {part.carrier_id}"))
+            submitted = f"part {part.seq} submitted as {part.carrier_id}"
+            events.append((part.submitted_at, 2, part.seq, submitted))
         if part.done_at:
-            events.append((part.done_at, f"part {part.seq} {part.state}"))
+            events.append((part.done_at, 4, part.seq, f"part {part.seq} {part.state}"))
+    seq_of = {part.id: part.seq for part in message.parts}
     for receipt in message.receipts:
-        events.append((receipt.received_at, f"receipt {receipt.carrier_id} {receipt.stat}"))
-    return [f"{iso_text(at)}  {what}" for at, what in sorted(events)]
+        seq = seq_of.get(receipt.part_id or 0, 0)
+        events.append((receipt.received_at, 3, seq, f"receipt {receipt.carrier_id} {receipt.stat}"))
+    return [f"{iso_text(at)}  {what}" for at, _, _, what in sorted(events)]
 
 
 def _human_detail(info: dict[str, Any]) -> str:
+    sandbox = " (sandbox: never sent)" if info["sandbox"] else ""
     lines = [
-        f"message {info['id']}: {info['status']} ({info['state']})",
+        f"message {info['id']}: {info['status']} ({info['state']}){sandbox}",
         f"  {info['from']} -> {info['to']}  {info['nbSms']} part(s), {info['encoding']}, "
         f"{info['cost']} EUR",
     ]
     lines += [
-        f"  part {p['seq']}: {p['state']} carrier id {p['carrierId']} stat {p['stat']}"
-        + (f" ({p['lastError']})" if p["lastError"] else "")
+        f"  part {p['seq']}: {p['state']} carrier id {p['carrierId'] or '-'} "
+        f"stat {p['stat'] or '-'}" + (f" ({p['lastError']})" if p["lastError"] else "")
         for p in info["parts"]
     ]
     lines += ["  timeline:"] + [f"    {t}" for t in info["timeline"]]
@@ -136,6 +143,7 @@ def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: 
             "state": m.state,
             "nbSms": m.nb_sms,
             "created": iso_text(m.created_at),
+            "sandbox": m.sandbox,
         }
         for m in found
     ]
@@ -144,7 +152,9 @@ def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: 
         as_json,
         lambda rs: (
             "\n".join(
-                f"{r['id']}\t{r['to']}\t{r['state']}\t{r['nbSms']}\t{r['created']}" for r in rs
+                f"{r['id']}\t{r['to']}\t{r['state']}{' (sandbox)' if r['sandbox'] else ''}"
+                f"\t{r['nbSms']}\t{r['created']}"
+                for r in rs
             )
             or "no messages"
         ),

@@ -65,6 +65,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     nothing."""
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
     api_tls = _api_tls(settings)
+    _check_connectors(settings)  # so does a bad connector option, before the API listens
     store = store_for(
         settings.resolved_database_url,
         busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS,
@@ -293,6 +294,14 @@ def _build_connectors(
     return {name: SmppConnector(name, config, inbound) for name, config in configs.items()}
 
 
+def _check_connectors(settings: Settings) -> None:
+    """Each configured connector's URL and options, read as serve will read them later."""
+    if not settings.uses_builtin_smsc:
+        _link_config(DEFAULT_CONNECTOR, settings.smsc or "", {})
+    for extra in settings.connectors:
+        _link_config(extra.name, extra.url, dict(extra.options))
+
+
 def _link_config(name: str, url: str, options: dict[str, Any]) -> SmppLinkConfig:
     try:
         return SmppLinkConfig.from_url(url, **options)
@@ -358,8 +367,20 @@ def _api_tls(settings: Settings) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(settings.http_tls_cert, settings.http_tls_key)
     except (OSError, ssl.SSLError) as exc:
-        raise SettingsError(f"http_tls_cert: cannot load {settings.http_tls_cert}: {exc}") from exc
+        cert = settings.http_tls_cert
+        if not settings.http_tls_key and not _holds_a_key(cert):  # OpenSSL says "PEM lib"
+            reason = "it holds no private key: set http_tls_key to the key's file"
+            raise SettingsError(f"http_tls_cert: cannot load {cert}: {reason}") from exc
+        raise SettingsError(f"http_tls_cert: cannot load {cert}: {exc}") from exc
     return context
+
+
+def _holds_a_key(pem_file: str) -> bool:
+    try:
+        with open(pem_file, "rb") as pem:
+            return b"PRIVATE KEY-----" in pem.read(1 << 20)
+    except OSError:
+        return True  # unreadable: the error OpenSSL gave says so
 
 
 def reload_api_certificate(settings: Settings, context: ssl.SSLContext | None) -> None:

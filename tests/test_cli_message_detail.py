@@ -1,0 +1,92 @@
+"""`smsrelay messages show`: the timeline's order and the human lines, on made-up messages."""
+
+from __future__ import annotations
+
+from smsrelay.cli_messages import _human_detail, message_detail
+from smsrelay.store.records import MessageView, PartView, ReceiptView
+
+T = 1_767_225_600.0
+
+
+def message(**changes: object) -> MessageView:
+    fields: dict[str, object] = {
+        "id": 7,
+        "account_id": 1,
+        "sender": "+33757000001",
+        "recipient": "+33612345678",
+        "region": "FR",
+        "text": "hi",
+        "encoding": "gsm7",
+        "nb_sms": 1,
+        "cost_micros": 45_000,
+        "tag": None,
+        "url_response": None,
+        "url_dlr": None,
+        "stop_sms": False,
+        "sandbox": False,
+        "state": "delivered",
+        "connector": "default",
+        "created_at": T,
+        "due_at": T,
+        "final_at": None,
+    }
+    return MessageView(**(fields | changes))  # type: ignore[arg-type]
+
+
+def part(seq: int, state: str, **changes: object) -> PartView:
+    fields: dict[str, object] = {
+        "id": seq,
+        "seq": seq,
+        "state": state,
+        "attempts": 1,
+        "carrier_id": f"c{seq}",
+        "stat": None,
+        "err": None,
+        "submitted_at": None,
+        "done_at": None,
+        "last_error": None,
+    }
+    return PartView(**(fields | changes))  # type: ignore[arg-type]
+
+
+def events(view: MessageView) -> list[str]:
+    return [line.split("  ", 1)[1] for line in message_detail(view)["timeline"]]
+
+
+def test_at_one_instant_the_timeline_keeps_a_parts_order_and_parts_sort_as_numbers() -> None:
+    # a receipt stored in the same instant as its submit's answer came out first, and
+    # "part 10" before "part 2" (sorted as text)
+    parts = tuple(
+        part(seq, "delivered", submitted_at=T + 1, done_at=T + 1, stat="DELIVRD") for seq in (2, 10)
+    )
+    receipts = tuple(ReceiptView(seq, f"c{seq}", "DELIVRD", None, T + 1) for seq in (2, 10))
+    view = message(nb_sms=2, parts=parts, receipts=receipts)
+    assert events(view) == [
+        "accepted",
+        "part 2 submitted as c2",
+        "part 10 submitted as c10",
+        "receipt c2 DELIVRD",
+        "receipt c10 DELIVRD",
+        "part 2 delivered",
+        "part 10 delivered",
+    ]
+
+
+def test_a_message_cancelled_while_held_shows_no_due_time_to_come() -> None:
+    held = message(due_at=T + 3600, state="queued", parts=(part(1, "queued"),))
+    assert "due (held for quiet hours)" in events(held)
+    cancelled = message(
+        due_at=T + 3600,
+        state="cancelled",
+        final_at=T + 60,
+        parts=(part(1, "cancelled", carrier_id=None, done_at=T + 60),),
+    )
+    assert events(cancelled) == ["accepted", "part 1 cancelled"]
+
+
+def test_the_human_lines_say_what_is_missing_and_what_is_sandbox() -> None:
+    view = message(sandbox=True, state="queued", parts=(part(1, "queued", carrier_id=None),))
+    text = _human_detail(message_detail(view))
+    assert "(sandbox: never sent)" in text.splitlines()[0]
+    assert "part 1: queued carrier id - stat -" in text
+    assert "None" not in text
