@@ -26,6 +26,7 @@ from urllib.parse import unquote
 import httptools
 
 from smsrelay.api.http_types import Request, Response
+from smsrelay.api.tls_listener import TlsListener
 
 Handler = Callable[[Request], Awaitable[Response]]
 # (status, what went wrong, the query if the request line was read) -> the answer to send.
@@ -45,7 +46,6 @@ MAX_QUEUED = 16  # pipelined requests waiting for their turn before reading paus
 LINGER_S = 2.0
 MAX_LINGERING = 64
 FULL_WARNING_EVERY_S = 10.0
-TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
 log = logging.getLogger("smsrelay.api")
 
 
@@ -74,6 +74,7 @@ class HttpServer:
         self._last_full_warning = -FULL_WARNING_EVERY_S
         self.closing = False
         self._listener: asyncio.Server | None = None
+        self._tls_listener: TlsListener | None = None  # https: its own accept loop
         self.loop: asyncio.AbstractEventLoop | None = None  # set by start(); connections use it
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_every = min(1.0, idle_timeout / 4, body_timeout / 4)
@@ -81,11 +82,13 @@ class HttpServer:
 
     def admit(self, connection: Connection) -> bool:
         """Keep the connection, or (over the cap) answer it 503 and let it go."""
+        if self.closing:  # accepted as the listener closed (a handshake ending): unanswered
+            connection.abort()
+            return False
         if len(self.connections) < self.max_connections:
             self.connections.add(connection)
             return True
-        self.turned_away += 1
-        self._warn_full()
+        self._count_turned_away()
         if len(self.lingering) >= MAX_LINGERING:
             connection.abort()
         else:
@@ -103,6 +106,24 @@ class HttpServer:
             "max_connections": self.max_connections,
             "turned_away": self.turned_away,
         }
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The certificate https handshakes use (None: plain http)."""
+        return self._tls_listener.tls if self._tls_listener else None
+
+    @tls.setter
+    def tls(self, context: ssl.SSLContext) -> None:  # a reloaded certificate, for what comes
+        if self._tls_listener is None:
+            raise RuntimeError("this server listens for plain http")
+        self._tls_listener.tls = context
+
+    def _has_room(self, handshaking: int) -> bool:
+        return not self.closing and len(self.connections) + handshaking < self.max_connections
+
+    def _count_turned_away(self) -> None:
+        self.turned_away += 1
+        self._warn_full()
 
     def _warn_full(self) -> None:
         now = time.monotonic()
@@ -122,26 +143,30 @@ class HttpServer:
     async def start(
         self, host: str, port: int, backlog: int = 1024, tls: ssl.SSLContext | None = None
     ) -> int:
-        """Listen (https with ``tls``); returns the port (the one chosen when ``port`` is 0)."""
+        """Listen (https with ``tls``: see ``tls_listener``); returns the port (the one chosen
+        when ``port`` is 0)."""
         loop = self.loop = asyncio.get_running_loop()  # kept: a getpid syscall per ask on 3.11
-        self._listener = await loop.create_server(
-            lambda: Connection(self),
-            host,
-            port,
-            backlog=backlog,
-            ssl=tls,
-            # a connection counts against the cap once its handshake is done: one that never
-            # finishes it holds its socket this long at most
-            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if tls else None,
-        )
+        if tls is not None:
+            listener = TlsListener(
+                tls, lambda: Connection(self), self._has_room, self._count_turned_away
+            )
+            port = await listener.start(host, port, backlog)
+            self._tls_listener = listener
+        else:
+            self._listener = await loop.create_server(
+                lambda: Connection(self), host, port, backlog=backlog
+            )
+            port = int(self._listener.sockets[0].getsockname()[1])
         self._sweeper = loop.call_later(self._sweep_every, self._sweep)
-        return int(self._listener.sockets[0].getsockname()[1])
+        return port
 
     async def close(self, grace: float = 8.0) -> None:
         """Stop listening, answer the requests already read, then close every connection."""
         self.closing = True
         if self._listener is not None:
             self._listener.close()
+        if self._tls_listener is not None:
+            await self._tls_listener.close()
         for connection in list(self.connections):
             connection.close_when_idle()
         if self.connections:

@@ -1,0 +1,116 @@
+"""https for the API's server: its own accept loop, so that a connection counts against the
+connection cap from its accept, through its TLS handshake.
+
+With the handshake done by the listener (``create_server(ssl=...)``), the protocol learns of
+a connection only once its handshake is over: sockets that connect and never say hello were
+not counted, and a flood of them took the descriptors kept for the database, the SMSC links
+and the callbacks (the cap's whole point). Here a socket over the cap is closed at accept,
+and one in its handshake holds its place until the handshake ends, TLS_HANDSHAKE_TIMEOUT at
+most. The context is read at each handshake: a certificate reload replaces ``tls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
+log = logging.getLogger("smsrelay.api")
+
+
+class TlsListener:
+    def __init__(
+        self,
+        tls: ssl.SSLContext,
+        make_protocol: Callable[[], asyncio.Protocol],
+        has_room: Callable[[int], bool],
+        turn_away: Callable[[], None],
+    ) -> None:
+        self.tls = tls
+        self._make_protocol = make_protocol
+        self._has_room = has_room  # given the handshakes under way: may one more begin?
+        self._turn_away = turn_away  # one was refused over the cap (counted, warned)
+        self._sockets: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    @property
+    def handshaking(self) -> int:
+        return len(self._handshakes)
+
+    async def start(self, host: str, port: int, backlog: int) -> int:
+        """Listen on every address ``host`` names (as ``create_server`` does); the port."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        try:
+            port = self._listen(infos, port, backlog)
+        except BaseException:
+            for listening in self._sockets:  # a port in use: nothing left open
+                listening.close()
+            raise
+        self._accepting = [
+            loop.create_task(self._accept(listening), name="api-tls-accept")
+            for listening in self._sockets
+        ]
+        return port
+
+    def _listen(self, infos: list[tuple[Any, ...]], port: int, backlog: int) -> int:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            listening = socket.socket(family, kind, proto)
+            self._sockets.append(listening)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listening.bind((address[0], port, *address[2:]))
+            listening.listen(backlog)
+            listening.setblocking(False)
+            port = port or int(listening.getsockname()[1])  # port 0: the others take the first's
+        return port
+
+    async def close(self) -> None:
+        """Stop accepting; handshakes under way are cut short."""
+        tasks = [*self._accepting, *self._handshakes]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for listening in self._sockets:
+            listening.close()
+
+    async def _accept(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _ = await loop.sock_accept(listening)
+            except OSError as exc:  # out of descriptors, say: the next try may find one
+                log.warning("api.accept.failed", extra={"error": str(exc)})
+                await asyncio.sleep(0.1)
+                continue
+            if not self._has_room(len(self._handshakes)):
+                client.close()
+                self._turn_away()
+                continue
+            handshake = loop.create_task(self._handshake(client))
+            self._handshakes.add(handshake)
+            handshake.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, client: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(
+                self._make_protocol,
+                client,
+                ssl=self.tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except Exception as exc:  # a failed or slow handshake, a client gone
+            log.debug("api.tls.handshake_failed", extra={"error": str(exc)})
+            client.close()

@@ -1,0 +1,107 @@
+"""The API's server over TLS: a connection counts against the cap from its accept."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from smsrelay.api import tls_listener
+from smsrelay.api.app import MAX_BODY, protocol_error
+from smsrelay.api.http_server import HttpServer
+from smsrelay.api.http_types import Request, Response
+from tests.support import eventually
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+Start = Callable[[int], Awaitable[tuple[HttpServer, int]]]
+
+
+async def hello(request: Request) -> Response:
+    return Response(200, b'{"ok":true}', "application/json")
+
+
+@pytest.fixture
+async def start(certificate: tuple[str, str]) -> AsyncIterator[Start]:
+    servers: list[HttpServer] = []
+
+    async def run(max_connections: int) -> tuple[HttpServer, int]:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certificate)
+        server = HttpServer(
+            hello,
+            protocol_error,
+            max_body=MAX_BODY,
+            idle_timeout=75,
+            body_timeout=30,
+            max_connections=max_connections,
+        )
+        port = await server.start("127.0.0.1", 0, tls=context)
+        servers.append(server)
+        return server, port
+
+    yield run
+    for server in servers:
+        await server.close(grace=0.1)
+
+
+def client_tls(certificate: tuple[str, str]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certificate[0])
+
+
+async def get_health(port: int, certificate: tuple[str, str]) -> bytes:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_tls(certificate), ssl_handshake_timeout=5
+    )
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    return answer.split(b"\r\n", 1)[0]
+
+
+async def test_sockets_in_their_handshake_count_against_the_cap(
+    start: Start, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the listener doing the handshake, a socket that never said hello was not counted:
+    # a flood of them took every descriptor, the ones kept for the database and SMPP too.
+    monkeypatch.setattr(tls_listener, "TLS_HANDSHAKE_TIMEOUT", 1.0)
+    server, port = await start(3)
+    silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    await eventually(lambda: server.load()["turned_away"] == 0 and _handshaking(server) == 3)
+    with pytest.raises((OSError, ssl.SSLError, asyncio.IncompleteReadError)):
+        await get_health(port, certificate)  # closed at accept: over the cap
+    assert server.turned_away == 1
+
+    for reader, _ in silent:  # each is hung up on when its handshake time is out
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert await get_health(port, certificate) == b"HTTP/1.1 200 OK"
+    for _, writer in silent:
+        writer.close()
+
+
+async def test_a_handshake_under_way_when_the_server_closes_is_not_served(
+    start: Start, certificate: tuple[str, str]
+) -> None:
+    server, port = await start(10)
+    plain = socket.create_connection(("127.0.0.1", port))
+    await eventually(lambda: _handshaking(server) == 1)
+    await server.close(grace=0.1)
+    with pytest.raises((OSError, ssl.SSLError)):
+        await asyncio.to_thread(_handshake, plain, client_tls(certificate))
+    plain.close()
+
+
+def _handshake(plain: socket.socket, context: ssl.SSLContext) -> None:
+    plain.settimeout(5)
+    with context.wrap_socket(plain, server_hostname="127.0.0.1") as secured:
+        secured.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        if not secured.recv(100):
+            raise ConnectionResetError("closed")
+
+
+def _handshaking(server: HttpServer) -> int:
+    assert server._tls_listener is not None
+    return server._tls_listener.handshaking
