@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,31 @@ def test_serve_refuses_an_api_certificate_it_cannot_load(
     assert result.exit_code == 1
     assert "it holds no private key: set http_tls_key" in result.output  # not "PEM lib"
     assert key  # the good pair is served: tests/e2e/test_https.py
+
+
+def test_serve_refuses_an_encrypted_api_key_instead_of_asking_for_its_passphrase(
+    tmp_path: Path,
+) -> None:
+    # OpenSSL asked on the terminal (or read serve's stdin), blocking serve, even on SIGHUP
+    cert, key = tmp_path / "api.pem", tmp_path / "api-key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-days", "2", "-subj", "/CN=x"),
+            *("-keyout", str(key), "-out", str(cert), "-passout", "pass:secret"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    env = {
+        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
+        "SMSRELAY_HTTP_TLS_CERT": str(cert),
+        "SMSRELAY_HTTP_TLS_KEY": str(key),
+        "SMSRELAY_PORT": "0",
+    }
+    result = CliRunner().invoke(cli, ["serve"], env=env, input="secret\n")
+    assert result.exit_code == 1
+    assert "its key is encrypted and serve cannot ask for a passphrase" in result.output
 
 
 def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> None:

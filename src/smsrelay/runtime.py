@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smsrelay.api.app import api_server
+from smsrelay.api.certificate import api_tls_context, reload_certificate
 from smsrelay.api.http_server import HttpServer
 from smsrelay.api.open_files import connection_cap, raise_open_file_limit
 from smsrelay.carrier.connector import Connector
@@ -56,7 +57,6 @@ class Running:
     services: list[Any] = field(default_factory=list)
     lock: ServeLock | None = None
     store_broken: asyncio.Event = field(default_factory=asyncio.Event)
-    api_tls: ssl.SSLContext | None = None  # the API's certificate, reloaded on SIGHUP
 
 
 async def start(settings: Settings, say: Callable[[str], None]) -> Running:
@@ -64,7 +64,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     failure stops what had started, so a supervisor restarting a failing serve re-sends
     nothing."""
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
-    api_tls = _api_tls(settings)
+    api_tls = api_tls_context(settings.http_tls_cert, settings.http_tls_key)
     _check_connectors(settings)  # so does a bad connector option, before the API listens
     store = store_for(
         settings.resolved_database_url,
@@ -144,7 +144,6 @@ async def _start_services_in_order(
         services,
         lock,
         store.db.broken,
-        tls.api,
     )
 
 
@@ -211,7 +210,13 @@ async def serve_forever(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM (returns 0) or until the database cannot be synced any more
     (returns EXIT_STORE_BROKEN, so a supervisor restarts it and SQLite recovers its WAL)."""
     configure_logging(settings.log_level)
+    loop = asyncio.get_running_loop()
+    started: list[Running] = []
+    # a daemon's reload (systemctl reload, a certificate renewal's hook), not a hang-up: it
+    # must not stop serve, as SIGHUP's default would, not even while it starts
+    loop.add_signal_handler(signal.SIGHUP, _reload, settings, started)
     running = await start(settings, lambda line: print(line, flush=True))
+    started.append(running)
     # Everything loaded so far (modules, number metadata, holidays) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk it every time.
     gc.freeze()
@@ -222,12 +227,8 @@ async def serve_forever(settings: Settings) -> int:
     # 0.3-0.4 ms, ~1 ms for the middle generation, 0.7-1.2 % of the CPU.
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    # a daemon's reload (systemctl reload, a certificate renewal's hook), not a hang-up: it
-    # must not stop serve, as SIGHUP's default would
-    loop.add_signal_handler(signal.SIGHUP, reload_api_certificate, settings, running.api_tls)
     try:
         await _first_of(stopping, running.store_broken)
     finally:
@@ -242,6 +243,13 @@ async def serve_forever(settings: Settings) -> int:
         )
         return EXIT_STORE_BROKEN
     return 0
+
+
+def _reload(settings: Settings, started: list[Running]) -> None:
+    if not started:  # the certificate being loaded now is the current one
+        log.info("api.tls.reload_skipped", extra={"reason": "serve is starting"})
+        return
+    reload_certificate(started[0].http, settings.http_tls_cert, settings.http_tls_key)
 
 
 async def _first_of(*events: asyncio.Event) -> None:
@@ -356,49 +364,6 @@ def _callback_tls(settings: Settings) -> ssl.SSLContext | None:
         raise SettingsError(
             f"webhook_tls_ca: cannot load {settings.webhook_tls_ca}: {exc}"
         ) from exc
-
-
-def _api_tls(settings: Settings) -> ssl.SSLContext | None:
-    """The API's own https (``http_tls_cert``): a certificate or key that cannot be read, or
-    that do not go together, stops here with the reason."""
-    if not settings.http_tls_cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 or newer
-    try:
-        context.load_cert_chain(settings.http_tls_cert, settings.http_tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        cert = settings.http_tls_cert
-        if not settings.http_tls_key and not _holds_a_key(cert):  # OpenSSL says "PEM lib"
-            reason = "it holds no private key: set http_tls_key to the key's file"
-            raise SettingsError(f"http_tls_cert: cannot load {cert}: {reason}") from exc
-        raise SettingsError(f"http_tls_cert: cannot load {cert}: {exc}") from exc
-    return context
-
-
-def _holds_a_key(pem_file: str) -> bool:
-    try:
-        with open(pem_file, "rb") as pem:
-            return b"PRIVATE KEY-----" in pem.read(1 << 20)
-    except OSError:
-        return True  # unreadable: the error OpenSSL gave says so
-
-
-def reload_api_certificate(settings: Settings, context: ssl.SSLContext | None) -> None:
-    """Load the API's certificate files again into the context serving them: connections
-    from now on get the renewed certificate, those open keep theirs. Files that cannot be
-    loaded leave the old certificate in place (checked on a context of their own first: a
-    key refused after its certificate was taken would leave the two mismatched)."""
-    if context is None or not settings.http_tls_cert:
-        log.info("api.tls.reload_skipped", extra={"reason": "the API serves plain http"})
-        return
-    cert, key = settings.http_tls_cert, settings.http_tls_key
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        log.error("api.tls.reload_failed", extra={"file": cert, "error": str(exc)})
-        return
-    log.info("api.tls.reloaded", extra={"file": cert})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,63 @@
+"""The API's own certificate (``http_tls_cert``, ``http_tls_key``): loaded at start, and
+again on SIGHUP (a renewal needs no restart)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from smsrelay.api.http_server import HttpServer
+from smsrelay.settings import SettingsError
+
+log = logging.getLogger("smsrelay.api")
+
+
+def api_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """A server context for ``cert``'s chain and its key (None without a certificate); a file
+    that cannot be read, a key that does not match or is encrypted raise SettingsError with
+    the reason."""
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 or newer
+    try:
+        # an encrypted key made OpenSSL ask for its passphrase on the terminal, blocking serve
+        context.load_cert_chain(cert, key, password=_no_passphrase)
+    except (OSError, ssl.SSLError) as exc:
+        if not key and not _holds_a_key(cert):  # OpenSSL says "PEM lib"
+            reason = "it holds no private key: set http_tls_key to the key's file"
+            raise SettingsError(f"http_tls_cert: cannot load {cert}: {reason}") from exc
+        raise SettingsError(f"http_tls_cert: cannot load {cert}: {exc}") from exc
+    return context
+
+
+def reload_certificate(server: HttpServer, cert: str | None, key: str | None) -> None:
+    """Load the files again into a new context and hand it to the server: connections from
+    now on get the renewed certificate, those open keep theirs. Files that cannot be loaded
+    leave the old certificate serving (a new context, not the live one reloaded in place: a
+    key refused after its certificate was taken left the two mismatched)."""
+    if server.tls is None:
+        log.info("api.tls.reload_skipped", extra={"reason": "the API serves plain http"})
+        return
+    try:
+        context = api_tls_context(cert, key)
+    except SettingsError as exc:
+        log.error("api.tls.reload_failed", extra={"file": cert, "error": str(exc)})
+        return
+    assert context is not None  # server.tls is set only with a certificate
+    server.tls = context
+    log.info("api.tls.reloaded", extra={"file": cert})
+
+
+def _no_passphrase() -> bytes:
+    raise SettingsError(
+        "its key is encrypted and serve cannot ask for a passphrase: store it decrypted, "
+        "readable by serve's user only (openssl pkey -in KEY -out KEY.plain)"
+    )
+
+
+def _holds_a_key(pem_file: str) -> bool:
+    try:
+        with open(pem_file, "rb") as pem:
+            return b"PRIVATE KEY-----" in pem.read(1 << 20)
+    except OSError:
+        return True  # unreadable: the error OpenSSL gave says so
