@@ -104,16 +104,34 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         ctx.exit(code)
 
 
+PEM_BEGIN, PEM_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+
+
 def _own_gateway(settings: Settings) -> tuple[str, ssl.SSLContext | None]:
     """The serve these settings describe, and with ``http_tls_cert`` the trust for it: that
     very certificate (pinned, so a self-signed one works and the listen address, perhaps
-    0.0.0.0, need not be among its names)."""
+    0.0.0.0, need not be among its names). Only the file's first certificate, the server's
+    own, is trusted: with the whole chain (certbot's fullchain.pem) any certificate its
+    intermediate issued, for any name, passed."""
     if not settings.http_tls_cert:
         return f"http://{settings.host}:{settings.port}", None
-    context = ssl.create_default_context(cafile=settings.http_tls_cert)
+    context = ssl.create_default_context(cadata=_first_certificate(settings.http_tls_cert))
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the anchor
     context.check_hostname = False
     return f"https://{settings.host}:{settings.port}", context
+
+
+def _first_certificate(pem_file: str) -> str:
+    try:
+        with open(pem_file, encoding="ascii", errors="replace") as pem:
+            text = pem.read()
+    except OSError as exc:
+        fail(f"http_tls_cert: cannot read {pem_file}: {exc.strerror}")
+    begin = text.find(PEM_BEGIN)
+    end = text.find(PEM_END, begin)
+    if begin < 0 or end < 0:
+        fail(f"http_tls_cert: no certificate in {pem_file}")
+    return text[begin : end + len(PEM_END)]
 
 
 def _gateway_base(url: str) -> str:

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import ssl
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -124,3 +125,55 @@ async def _serves(port: int, cert_file: str) -> bool:
 
 def _log(data_dir: Path) -> bytes:
     return (data_dir / "serve.stderr").read_bytes()
+
+
+async def test_cli_send_trusts_the_servers_own_certificate_not_its_whole_chain(
+    tmp_path: Path,
+) -> None:
+    # With the whole fullchain file trusted, any certificate the same intermediate issued,
+    # for any name, passed.
+    served, other = _two_leaves_of_one_ca(tmp_path)
+    env = {"SMSRELAY_HTTP_TLS_CERT": str(served[0]), "SMSRELAY_HTTP_TLS_KEY": str(served[1])}
+    serve = await start_serve(tmp_path / "data", env=env)
+    try:
+        port = serve.base_url.rsplit(":", 1)[1]
+        mine = {**env, "SMSRELAY_PORT": port}
+        code, out = await _cli_send(serve.api_key, serve.number, mine)
+        assert code == 0 and b'"success":true' in out
+        theirs = {**mine, "SMSRELAY_HTTP_TLS_CERT": str(other[0])}  # same CA, another leaf
+        code, out = await _cli_send(serve.api_key, serve.number, theirs)
+        assert code == 1 and b"success" not in out
+    finally:
+        serve.process.terminate()
+        await serve.process.wait()
+
+
+def _two_leaves_of_one_ca(folder: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
+    """Two certificates for 127.0.0.1 issued by one CA, each in a file with the CA after it
+    (as certbot's fullchain.pem), and their keys."""
+    ca, ca_key = folder / "ca.pem", folder / "ca-key.pem"
+    _openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ca"),
+        *("-addext", "basicConstraints=critical,CA:TRUE", "-keyout", str(ca_key), "-out", str(ca)),
+    )
+    leaves = []
+    for name in ("served", "other"):
+        key, csr, leaf = folder / f"{name}-key.pem", folder / f"{name}.csr", folder / f"{name}.pem"
+        _openssl(
+            *("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"),
+            *("-keyout", str(key), "-out", str(csr)),
+        )
+        extensions = folder / "san.ext"
+        extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+        _openssl(
+            *("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key)),
+            *("-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(leaf)),
+        )
+        chain = folder / f"{name}-fullchain.pem"
+        chain.write_bytes(leaf.read_bytes() + ca.read_bytes())
+        leaves.append((chain, key))
+    return leaves[0], leaves[1]
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
