@@ -346,6 +346,7 @@ async def _start_services(
     inbound.on_stored = sender.wake
     gateway.extras["webhook_sender"] = sender
     gateway.callbacks_delivered = lambda: sender.delivered
+    gateway.callbacks_given_up = lambda: sender.given_up
     if not settings.retention_days:
         return [sender]
     sweeper = RetentionSweeper(gateway.store, gateway.clock, settings.retention_days)

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from smsrelay import runtime
+from smsrelay.service import monitoring
 from tests.support import Receiver, RunningGateway, eventually, gateway_settings, start_gateway
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-async def scrape(gw: RunningGateway) -> Series:
-    status, text = await gw.get("/metrics")
-    assert status == 200
+async def scrape(gw: RunningGateway, headers: dict[str, str] | None = None) -> Series:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gw.base_url + "/metrics", headers=headers) as response,
+    ):
+        assert response.status == 200
+        text = await response.text()
     series: Series = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -29,7 +36,7 @@ def value(series: Series, name: str, **labels: str) -> float:
 
 
 async def test_metrics_follow_messages_from_accept_to_their_callbacks(
-    gw: RunningGateway, receiver: Receiver
+    gw: RunningGateway, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = await scrape(gw)
     assert value(before, "smsrelay_messages_stored_total") == 0
@@ -43,6 +50,7 @@ async def test_metrics_follow_messages_from_accept_to_their_callbacks(
         series = await scrape(gw)
         return series if value(series, "smsrelay_callbacks_delivered_total") == 2 else None
 
+    monkeypatch.setattr(monitoring, "KEPT_FOR", 0.0)  # each scrape reads the store anew
     after = await eventually(all_reported)
     assert len(receiver.bodies("/dlr")) == 2
     assert value(after, "smsrelay_messages_stored_total") == 2
@@ -50,6 +58,7 @@ async def test_metrics_follow_messages_from_accept_to_their_callbacks(
     assert value(after, "smsrelay_callbacks_stored_total") == 2
     assert value(after, "smsrelay_callbacks_pending") == 0
     assert value(after, "smsrelay_callbacks_oldest_pending_seconds") == 0
+    assert value(after, "smsrelay_callbacks_given_up_total") == 0
     assert {
         state: value(after, "smsrelay_parts", state=state)
         for state in ("queued", "sending", "submitted")
@@ -89,3 +98,36 @@ async def test_a_store_that_cannot_be_read_still_gets_a_scrape_that_says_so(
         0,
         1,
     )
+
+
+async def test_scrapes_close_together_share_one_store_read(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /metrics answers without an API key: scrapes at any rate must not each cost a read
+    # that grows with a callback backlog, on the thread the API's reads use too.
+    reads = 0
+    read = gw.store.store_figures
+
+    async def counted(now: float) -> object:
+        nonlocal reads
+        reads += 1
+        return await read(now)
+
+    monkeypatch.setattr(gw.store, "store_figures", counted)
+    await asyncio.gather(*(scrape(gw) for _ in range(5)))
+    await scrape(gw)
+    assert reads == 1
+
+
+async def test_with_a_metrics_token_a_scrape_needs_it(tmp_path: Path) -> None:
+    gw = await start_gateway(gateway_settings(tmp_path, metrics_token="s3cret"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                async with session.get(gw.base_url + "/metrics", headers=headers) as response:
+                    assert response.status == 403
+                    assert "metrics_token" in (await response.json())["error"]
+        series = await scrape(gw, {"Authorization": "Bearer s3cret"})
+        assert value(series, "smsrelay_store_ok") == 1
+    finally:
+        await runtime.stop(gw.running)

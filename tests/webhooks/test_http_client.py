@@ -427,3 +427,25 @@ async def test_new_connections_to_a_name_look_it_up_once_in_a_while(
     named = Target.parse(f"http://localhost:{server.port}/cb")
     assert [await client.post(named, {}, b"x") for _ in range(3)] == [200, 200, 200]
     assert server.connections == 3 and looked_up == ["localhost"]
+
+
+async def test_a_name_none_of_whose_addresses_answer_is_looked_up_again(
+    client: CallbackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A receiver's DNS failover: its old address kept for 30 s was 30 s of failed callbacks.
+    looked_up: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def counting(host: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    for _ in range(2):
+        with pytest.raises(ConnectFailed):
+            await client.post(Target.parse(f"http://localhost:{port}/"), {}, b"x")
+    assert looked_up == ["localhost", "localhost"]

@@ -609,7 +609,11 @@ async def test_a_stuck_host_with_a_backlog_hands_it_back_and_others_go_first(
 
 
 async def test_a_backlog_its_receiver_never_has_room_for_is_given_up_after_the_budget(
-    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Handed back unposted, a callback never reached an attempt, and only an attempt gave
     # up: a receiver slower than its callbacks arrive kept a backlog that grew for ever
@@ -641,6 +645,14 @@ async def test_a_backlog_its_receiver_never_has_room_for_is_given_up_after_the_b
     for view in await views_in("failed"):
         assert view.attempts == 1 and view.last_error == sender_module.NO_ROOM
     assert len(hung.seen) == 1  # none of them was posted
+    assert sender.given_up == 10  # /metrics counts them
+    # one line for a turn's worth, not one per callback (thousands a minute, in that case)
+    lines = [
+        r for r in caplog.records if r.name == "smsrelay.webhooks" and r.levelname == "WARNING"
+    ]
+    assert [r.getMessage() for r in lines if r.getMessage() != "webhook.lease.lapsed"] == [
+        "webhook.given_up_unposted"
+    ]
     fresh_view = await state_of(store, fresh)
     assert fresh_view.state == "pending" and fresh_view.attempts == 0  # handed back, in time
 

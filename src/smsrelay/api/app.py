@@ -10,14 +10,14 @@ from smsrelay.api.bodies import BodyTooLarge, decoded_body
 from smsrelay.api.errors import error_payload, simple_error
 from smsrelay.api.http_server import HttpServer
 from smsrelay.api.http_types import Request, Response, media_type
-from smsrelay.api.metrics import metrics_response
+from smsrelay.api.metrics import metrics_response, scrape_refusal
 from smsrelay.api.multipart import multipart_fields
 from smsrelay.api.params import Params, read_params
 from smsrelay.api.render import json_response, respond, wants_xml
 from smsrelay.api.routes import CHANGING_GETS, Handler, RouteTable, route_table, tidy_path
 from smsrelay.errors import DomainError, StorageLow, TransientError
 from smsrelay.service.gateway import Gateway
-from smsrelay.service.monitoring import gateway_figures
+from smsrelay.service.monitoring import StoreFiguresReader, gateway_figures
 
 Endpoint = Callable[[Gateway, Params, bool, bool], Awaitable[Response]]
 MAX_BODY = 64 * 1024
@@ -32,6 +32,7 @@ class ApiApp:
         self.routes: RouteTable = route_table(self._endpoint)
         self.routes["GET", "/health"] = self._health
         self.routes["GET", "/metrics"] = self._metrics
+        self._store_figures = StoreFiguresReader(gateway.store, gateway.clock)
 
     async def handle(self, request: Request) -> Response:
         """The request's answer; an unexpected error is left to the server, whose last guard
@@ -99,13 +100,13 @@ class ApiApp:
         return json_response(answer, 200 if ok else 503)
 
     async def _metrics(self, request: Request) -> Response:
-        """The gateway's figures for Prometheus (``api/metrics.py``); unauthenticated, as
-        ``/health`` is: counts and states, no message, number or key."""
-        return await _metrics_of(self.gateway)
-
-
-async def _metrics_of(gateway: Gateway) -> Response:
-    return metrics_response(await gateway_figures(gateway))
+        """The gateway's figures for Prometheus (``api/metrics.py``), for a client on this
+        machine or one with ``metrics_token``: they show volumes and connector names."""
+        refusal = scrape_refusal(request, self.gateway.settings.metrics_token)
+        if refusal is not None:
+            return json_response({"ok": False, "error": refusal}, 403)
+        figures = await gateway_figures(self.gateway, self._store_figures)
+        return metrics_response(figures)
 
 
 def protocol_error(status: int, detail: str, raw_query: str) -> Response:

@@ -7,6 +7,7 @@ highest id, so they survive restarts (on PostgreSQL they count every node's work
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from importlib import metadata
 
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from smsrelay.api.http_types import Response
+from smsrelay.api.http_types import Request, Response
 from smsrelay.service.monitoring import GatewayFigures
 from smsrelay.store.records import StoreFigures
 
@@ -29,6 +30,19 @@ def _installed_version() -> str:
 
 
 VERSION = _installed_version()
+
+
+def scrape_refusal(request: Request, token: str | None) -> str | None:
+    """Why this request may not see the figures (None: it may). With ``metrics_token`` set,
+    a bearer of it may, from anywhere; without, only a client on this machine."""
+    if token:
+        given = request.headers.get("authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return None
+        return "send Authorization: Bearer <metrics_token>"
+    if request.from_loopback:
+        return None
+    return "/metrics answers clients on this machine only: set metrics_token to scrape it"
 
 
 def metrics_response(figures: GatewayFigures) -> Response:
@@ -64,8 +78,15 @@ class _Figures:
             "Callbacks this process delivered (a 2xx) since it started.",
             figures.callbacks_delivered,
         )
+        yield _counter(
+            "smsrelay_callbacks_given_up",
+            "Callbacks this process gave up since it started (smsrelay webhooks list --failed "
+            "shows them, smsrelay webhooks retry puts them back).",
+            figures.callbacks_given_up,
+        )
         if figures.store is not None:
-            yield from _store(figures.store, figures.now, connectors=list(figures.smsc_binds))
+            store = figures.store
+            yield from _store(store, store.now, connectors=list(figures.smsc_binds))
 
     def describe(self) -> list[Metric]:
         return []  # families differ by what is known at the scrape: nothing to check ahead
@@ -151,11 +172,6 @@ def _callbacks(store: StoreFigures, now: float) -> Iterator[Metric]:
         "smsrelay_callbacks_oldest_pending_seconds",
         "How long ago the oldest callback still to post was stored (0: none).",
         0.0 if oldest is None else max(0.0, now - oldest),
-    )
-    yield _gauge(
-        "smsrelay_callbacks_failed",
-        "Callbacks given up (kept until purged; smsrelay webhooks retry puts them back).",
-        store.callbacks_failed,
     )
 
 

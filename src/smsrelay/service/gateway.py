@@ -32,6 +32,7 @@ class Gateway:
     store_trouble: Callable[[], str | None] = field(default=lambda: None)
     # callbacks this process has delivered since it started; set by serve with the sender
     callbacks_delivered: Callable[[], int] = field(default=lambda: 0)
+    callbacks_given_up: Callable[[], int] = field(default=lambda: 0)  # likewise
 
     @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:

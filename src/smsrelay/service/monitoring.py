@@ -1,44 +1,73 @@
-"""The gateway's figures for monitoring (``GET /metrics``): the store's, read in one snapshot,
-and what serve's running parts know (binds, HTTP connections, the store's health)."""
+"""The gateway's figures for monitoring (``GET /metrics``): the store's, read in one snapshot
+that scrapes share, and what serve's running parts know (binds, HTTP connections, the
+store's health, the sender's counts)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
+from smsrelay.service.clock import Clock
 from smsrelay.service.gateway import Gateway
+from smsrelay.store.interface import Store
 from smsrelay.store.records import StoreFigures
 
 log = logging.getLogger("smsrelay.monitoring")
+KEPT_FOR = 5.0  # seconds a store snapshot answers the scrapes that come after it
 
 
 @dataclass(frozen=True)
 class GatewayFigures:
-    now: float
     store: StoreFigures | None  # None: the store could not be read just now
     store_trouble: str | None  # why sends are refused now (failing commits, a full disk)
     smsc_binds: dict[str, dict[str, bool]]  # connector -> session -> bound
     http: dict[str, int]  # connections, max_connections, turned_away
     callbacks_delivered: int  # by this process since it started
+    callbacks_given_up: int  # likewise
 
 
-async def gateway_figures(gateway: Gateway) -> GatewayFigures:
-    now = gateway.clock.now()
+class StoreFiguresReader:
+    """The store's figures for scrapes: one read at a time on the store's reader thread, its
+    snapshot shared by every scrape within KEPT_FOR seconds. Scrapes are unauthenticated
+    from loopback and may come at any rate, while a backlog of callbacks makes a read
+    longer; authenticated API reads share that thread."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._kept: StoreFigures | None = None
+        self._kept_at = float("-inf")
+        self._reading: asyncio.Future[StoreFigures | None] | None = None
+
+    async def figures(self) -> StoreFigures | None:
+        if time.monotonic() - self._kept_at < KEPT_FOR:
+            return self._kept
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read())
+        return await asyncio.shield(self._reading)  # a scrape gone does not end the read
+
+    async def _read(self) -> StoreFigures | None:
+        """A scrape must answer while the database is out (that is when it matters): its
+        figures are then left out, and ``smsrelay_store_readable`` says so."""
+        try:
+            figures: StoreFigures | None = await self._store.store_figures(self._clock.now())
+        except Exception as exc:  # any engine's error: the scrape still answers
+            log.warning("metrics.store_unreadable", extra={"error": str(exc)})
+            figures = None
+        finally:
+            self._reading = None
+        self._kept, self._kept_at = figures, time.monotonic()
+        return figures
+
+
+async def gateway_figures(gateway: Gateway, reader: StoreFiguresReader) -> GatewayFigures:
     return GatewayFigures(
-        now=now,
-        store=await _store_figures(gateway, now),
+        store=await reader.figures(),
         store_trouble=gateway.store_trouble(),
         smsc_binds=gateway.smsc_binds(),
         http=gateway.http_load(),
         callbacks_delivered=gateway.callbacks_delivered(),
+        callbacks_given_up=gateway.callbacks_given_up(),
     )
-
-
-async def _store_figures(gateway: Gateway, now: float) -> StoreFigures | None:
-    """A scrape must answer while the database is out (that is when it matters): its
-    figures are then left out, and ``smsrelay_store_readable`` says so."""
-    try:
-        return await gateway.store.store_figures(now)
-    except Exception as exc:  # any engine's error: the scrape still answers
-        log.warning("metrics.store_unreadable", extra={"error": str(exc)})
-        return None

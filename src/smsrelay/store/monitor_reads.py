@@ -1,9 +1,10 @@
 """What ``GET /metrics`` reads of the store: one snapshot, each figure bounded by the live
-work (the parts' and callbacks' partial indexes) or one index probe, never by history."""
+work (the parts' and callbacks' partial indexes) or one index probe, never by history (the
+callbacks given up, kept until purged, are counted by the sender instead)."""
 
 from __future__ import annotations
 
-from smsrelay.store import message_ops, webhook_ops
+from smsrelay.store import message_ops
 from smsrelay.store.records import StoreFigures
 from smsrelay.store.sql import Conn
 
@@ -17,13 +18,15 @@ STORED_TABLES = {
 
 
 def store_figures(conn: Conn, now: float) -> StoreFigures:
-    backlog = webhook_ops.backlog(conn, late_before=None)
+    pending, oldest = conn.execute(
+        "SELECT COUNT(*), MIN(created_at) FROM webhooks WHERE state IN ('pending', 'sending')"
+    ).fetchone()
     return StoreFigures(
+        now=now,
         parts=message_ops.queue_depth(conn),
         overdue=message_ops.overdue_parts(conn, now),
-        callbacks_pending=webhook_ops.pending_count(conn),
-        callbacks_oldest_pending=backlog.oldest_due_since,
-        callbacks_failed=backlog.failed,
+        callbacks_pending=int(pending),
+        callbacks_oldest_pending=None if oldest is None else float(oldest),
         stored={kind: _highest_id(conn, table) for kind, table in STORED_TABLES.items()},
     )
 

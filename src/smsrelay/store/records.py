@@ -235,11 +235,11 @@ class WebhookView:
 class StoreFigures:
     """The store's side of ``GET /metrics``."""
 
+    now: float  # when this snapshot was read (the ages below count from it)
     parts: dict[str, int]  # state (queued, sending, submitted) -> parts
     overdue: dict[str, tuple[int, float]]  # connector -> (parts due, not sent; oldest due_at)
     callbacks_pending: int  # still to post (waiting or being posted)
     callbacks_oldest_pending: float | None  # when the oldest of them was stored
-    callbacks_failed: int  # given up, still kept
     stored: dict[str, int]  # messages, receipts, replies, callbacks -> stored so far
 
 

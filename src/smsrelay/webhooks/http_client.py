@@ -377,6 +377,8 @@ class CallbackClient:
                 return connection
             except OSError as exc:
                 error = exc
+        # none answered: the name may have moved (a failover) since its answer was kept
+        self._names.forget((target.host, target.port, 0))
         detail = (error.strerror or str(error)) if error else "no address"
         raise ConnectFailed(f"connection failed: {detail}")
 

@@ -3,7 +3,8 @@
 A keep-alive connection needs no lookup, but a receiver that closes each connection (or
 more receivers than the idle pool keeps) needed one per callback: a resolver thread's round
 trip each, and with a slow resolver the lookups queued behind its threads. Answers are kept
-for ``KEEP_FOR`` seconds and failures for ``KEEP_FAILURE_FOR`` (a dead name's backlog of
+for ``KEEP_FOR`` seconds (less when none of the addresses takes a connection: a receiver's
+DNS failover is followed at once) and failures for ``KEEP_FAILURE_FOR`` (a dead name's backlog of
 callbacks is not one lookup each). What is kept is the resolver's answer: the caller still
 checks every address before connecting to it, so a cached answer is held to the same rules.
 """
@@ -53,6 +54,10 @@ class NameCache:
         if isinstance(answer, tuple):
             raise socket.gaierror(*answer)
         return answer
+
+    def forget(self, key: Key) -> None:
+        """Look the name up again next time (none of its addresses took a connection)."""
+        self._entries.pop(key, None)
 
     def keep(self, key: Key, infos: Infos) -> None:
         self._put(key, self._keep_for, infos)

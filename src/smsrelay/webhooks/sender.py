@@ -127,6 +127,7 @@ class WebhookSender:
         self._stopping = False
         self._claiming = False  # a claim is being written
         self.delivered = 0
+        self.given_up = 0  # callbacks failed for good by this sender (posted or not)
         # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -407,8 +408,15 @@ class WebhookSender:
                 "webhook.crashed", extra={"webhook_ids": [a.webhook_id for a in attempts]}
             )
         else:
+            unposted: list[_Posted] = []
             for item, attempt in zip(posted, attempts, strict=True):
-                self._report(item, attempt)
+                if item.latency_ms is None:  # given up without a post: one line for them all
+                    self.given_up += 1
+                    unposted.append(item)
+                else:
+                    self._report(item, attempt)
+            if unposted:
+                _report_given_up_unposted(unposted)
         finally:
             self._recording.difference_update(a.webhook_id for a in attempts)
             self._room.set()
@@ -460,6 +468,7 @@ class WebhookSender:
             self.delivered += 1
             level, event = logging.DEBUG, "webhook.delivered"  # each attempt is in the store
         elif attempt.outcome == "failed":
+            self.given_up += 1
             level, event = logging.WARNING, "webhook.failed"
         else:
             level, event = logging.INFO, "webhook.retry"
@@ -503,6 +512,21 @@ class _Posted:
     host: str | None
     result: PostResult
     latency_ms: float | None = None  # None: not posted
+
+
+def _report_given_up_unposted(unposted: list[_Posted]) -> None:
+    """Given up without a post: a receiver slower than its callbacks arrive gives up
+    thousands a minute, one line per turn rather than one per callback."""
+    hosts = sorted({str(item.host) for item in unposted})
+    log.warning(
+        "webhook.given_up_unposted",
+        extra={
+            "callbacks": len(unposted),
+            "webhook_ids": [item.job.id for item in unposted[:20]],
+            "hosts": hosts[:10],
+            "error": NO_ROOM,
+        },
+    )
 
 
 def judge(status: int) -> PostResult:
