@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
+ACCEPT_RETRY_S = 0.1  # after an accept that failed (no descriptor left, say)
 log = logging.getLogger("smsrelay.api")
 
 
@@ -38,6 +39,7 @@ class TlsListener:
         self._sockets: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._last_accept_errno: int | None = None  # the failure last logged, until one works
 
     @property
     def handshaking(self) -> int:
@@ -91,9 +93,12 @@ class TlsListener:
             try:
                 client, _ = await loop.sock_accept(listening)
             except OSError as exc:  # out of descriptors, say: the next try may find one
-                log.warning("api.accept.failed", extra={"error": str(exc)})
-                await asyncio.sleep(0.1)
+                if exc.errno != self._last_accept_errno:  # once a kind, not ten a second
+                    log.warning("api.accept.failed", extra={"error": str(exc)})
+                self._last_accept_errno = exc.errno
+                await asyncio.sleep(ACCEPT_RETRY_S)
                 continue
+            self._last_accept_errno = None
             if not self._has_room(len(self._handshakes)):
                 client.close()
                 self._turn_away()
