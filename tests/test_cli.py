@@ -183,16 +183,19 @@ def test_every_command_has_help_with_an_example() -> None:
             assert "Example" in output, (group, command)
 
 
+def serve_refused(tmp_path: Path, env: dict[str, str], stdin: str | None = None) -> str:
+    """What serve says when settings it cannot use stop it (exit 1), before it made the
+    database or listened."""
+    base = {"SMSRELAY_DATA_DIR": str(tmp_path / "data"), "SMSRELAY_PORT": "0"}
+    result = CliRunner().invoke(cli, ["serve"], env=base | env, input=stdin)
+    assert result.exit_code == 1, result.output
+    assert not (tmp_path / "data").exists()  # refused before the database was touched
+    return result.output
+
+
 def test_serve_names_the_connector_whose_settings_are_wrong(tmp_path: Path) -> None:
-    env = {
-        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
-        "SMSRELAY_SMSC": "smpp://id:pw@127.0.0.1:2775?window=0",
-        "SMSRELAY_PORT": "0",
-    }
-    result = CliRunner().invoke(cli, ["serve"], env=env)
-    assert result.exit_code == 1
-    assert "could not start: connector default: window must be at least 1" in result.output
-    assert not (tmp_path / "data").exists()  # refused before the database or the API started
+    said = serve_refused(tmp_path, {"SMSRELAY_SMSC": "smpp://id:pw@127.0.0.1:2775?window=0"})
+    assert "could not start: connector default: window must be at least 1" in said
 
 
 def test_serve_refuses_a_connector_tables_bad_option_before_anything_starts(
@@ -200,31 +203,16 @@ def test_serve_refuses_a_connector_tables_bad_option_before_anything_starts(
 ) -> None:
     config = tmp_path / "smsrelay.toml"
     config.write_text('[connectors.orange]\nurl = "smpp://id:pw@127.0.0.1:2775"\nwindow = "x"\n')
-    env = {
-        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
-        "SMSRELAY_CONFIG": str(config),
-        "SMSRELAY_PORT": "0",
-        "SMSRELAY_LOG_LEVEL": "INFO",
-    }
-    result = CliRunner().invoke(cli, ["serve"], env=env)
-    assert result.exit_code == 1
-    assert "could not start: connector orange: window = 'x'" in result.output
-    assert "api.listening" not in result.output  # it used to listen first
-    assert not (tmp_path / "data").exists()
+    said = serve_refused(tmp_path, {"SMSRELAY_CONFIG": str(config), "SMSRELAY_LOG_LEVEL": "INFO"})
+    assert "could not start: connector orange: window = 'x'" in said
+    assert "api.listening" not in said  # it used to listen first
 
 
 def test_serve_refuses_a_webhook_ca_file_it_cannot_read(tmp_path: Path) -> None:
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("not a certificate")
-    env = {
-        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
-        "SMSRELAY_WEBHOOK_TLS_CA": str(not_pem),
-        "SMSRELAY_PORT": "0",
-    }
-    result = CliRunner().invoke(cli, ["serve"], env=env)
-    assert result.exit_code == 1
-    assert f"could not start: webhook_tls_ca: cannot load {not_pem}" in result.output
-    assert not (tmp_path / "data").exists()  # refused before the database was touched
+    said = serve_refused(tmp_path, {"SMSRELAY_WEBHOOK_TLS_CA": str(not_pem)})
+    assert f"could not start: webhook_tls_ca: cannot load {not_pem}" in said
 
 
 def test_serve_refuses_an_api_certificate_it_cannot_load(
@@ -233,21 +221,11 @@ def test_serve_refuses_an_api_certificate_it_cannot_load(
     not_pem = tmp_path / "api.pem"
     not_pem.write_text("not a certificate")
     cert, key = certificate
-    for pem, key_file in ((not_pem, None), (cert, cert)):  # garbage; a certificate without key
-        env = {
-            "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
-            "SMSRELAY_HTTP_TLS_CERT": str(pem),
-            "SMSRELAY_HTTP_TLS_KEY": key_file or "",
-            "SMSRELAY_PORT": "0",
-        }
-        result = CliRunner().invoke(cli, ["serve"], env=env)
-        assert result.exit_code == 1
-        assert f"could not start: http_tls_cert: cannot load {pem}" in result.output
-        assert not (tmp_path / "data").exists()  # refused before the database was touched
-    env["SMSRELAY_HTTP_TLS_KEY"] = ""  # a certificate alone, its key forgotten
-    result = CliRunner().invoke(cli, ["serve"], env=env)
-    assert result.exit_code == 1
-    assert "it holds no private key: set http_tls_key" in result.output  # not "PEM lib"
+    for pem, key_file in ((not_pem, ""), (cert, cert)):  # garbage; a certificate as its key
+        env = {"SMSRELAY_HTTP_TLS_CERT": str(pem), "SMSRELAY_HTTP_TLS_KEY": key_file}
+        assert f"could not start: http_tls_cert: cannot load {pem}" in serve_refused(tmp_path, env)
+    alone = {"SMSRELAY_HTTP_TLS_CERT": cert}  # a certificate alone, its key forgotten
+    assert "it holds no private key: set http_tls_key" in serve_refused(tmp_path, alone)
     assert key  # the good pair is served: tests/e2e/test_https.py
 
 
@@ -265,15 +243,9 @@ def test_serve_refuses_an_encrypted_api_key_instead_of_asking_for_its_passphrase
         capture_output=True,
         timeout=60,
     )
-    env = {
-        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
-        "SMSRELAY_HTTP_TLS_CERT": str(cert),
-        "SMSRELAY_HTTP_TLS_KEY": str(key),
-        "SMSRELAY_PORT": "0",
-    }
-    result = CliRunner().invoke(cli, ["serve"], env=env, input="secret\n")
-    assert result.exit_code == 1
-    assert "its key is encrypted and serve cannot ask for a passphrase" in result.output
+    env = {"SMSRELAY_HTTP_TLS_CERT": str(cert), "SMSRELAY_HTTP_TLS_KEY": str(key)}
+    said = serve_refused(tmp_path, env, stdin="secret\n")
+    assert "its key is encrypted and serve cannot ask for a passphrase" in said
 
 
 def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> None:

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from smsrelay.cli_messages import _human_detail, message_detail
 from smsrelay.store.records import MessageView, PartView, ReceiptView
+from tests.factories import new_message
 
 T = 1_767_225_600.0
 
 
 def message(**changes: object) -> MessageView:
-    fields: dict[str, object] = {
-        "id": 7,
-        "account_id": 1,
-        "sender": "+33757000001",
-        "recipient": "+33612345678",
-        "region": "FR",
-        "text": "hi",
-        "encoding": "gsm7",
-        "nb_sms": 1,
-        "cost_micros": 45_000,
-        "tag": None,
-        "url_response": None,
-        "url_dlr": None,
-        "stop_sms": False,
-        "sandbox": False,
-        "state": "delivered",
-        "connector": "default",
-        "created_at": T,
-        "due_at": T,
-        "final_at": None,
-    }
-    return MessageView(**(fields | changes))  # type: ignore[arg-type]
+    made = asdict(new_message(created_at=T, due_at=T))
+    stored = {"id": 7, "state": "delivered", "connector": "default", "final_at": None}
+    return MessageView(**(made | stored | changes))  # type: ignore[arg-type]
 
 
 def part(seq: int, state: str, **changes: object) -> PartView:

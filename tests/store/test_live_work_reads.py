@@ -8,10 +8,14 @@ over none only by the steps it takes.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from smsrelay.store import schema
 from smsrelay.store.account_reads import WAITING_COUNT, stopped_among
+
+T = TypeVar("T")
 
 
 def _store_with(path: Path, *, waiting: int, history: int) -> sqlite3.Connection:
@@ -36,6 +40,11 @@ def _store_with(path: Path, *, waiting: int, history: int) -> sqlite3.Connection
 
 
 def _steps(conn: sqlite3.Connection, sql: str, *args: object) -> tuple[int, list[tuple[int]]]:
+    return _counted(conn, lambda: conn.execute(sql, args).fetchall())
+
+
+def _counted(conn: sqlite3.Connection, read: Callable[[], T]) -> tuple[int, T]:
+    """The VM steps ``read`` takes on ``conn``, and what it gave."""
     steps = 0
 
     def count() -> int:
@@ -44,9 +53,9 @@ def _steps(conn: sqlite3.Connection, sql: str, *args: object) -> tuple[int, list
         return 0
 
     conn.set_progress_handler(count, 1)
-    rows = conn.execute(sql, args).fetchall()
+    result = read()
     conn.set_progress_handler(None, 1)
-    return steps, rows
+    return steps, result
 
 
 def test_counting_an_accounts_waiting_messages_does_not_walk_its_history(tmp_path: Path) -> None:
@@ -76,17 +85,7 @@ def test_whether_a_recipient_is_stopped_does_not_read_the_whole_stop_list(tmp_pa
     asked = ["+33600000001", "+33699999999"]  # one stopped, one not
 
     def steps(conn: sqlite3.Connection) -> tuple[int, frozenset[str]]:
-        counted = 0
-
-        def count() -> int:
-            nonlocal counted
-            counted += 1
-            return 0
-
-        conn.set_progress_handler(count, 1)
-        stopped = stopped_among(conn, 1, asked)
-        conn.set_progress_handler(None, 1)
-        return counted, stopped
+        return _counted(conn, lambda: stopped_among(conn, 1, asked))
 
     short_steps, short_stopped = steps(short)
     long_steps, long_stopped = steps(long)

@@ -405,24 +405,28 @@ async def test_a_closed_connection_is_freed_at_once_not_at_a_full_collection() -
         gc.enable()
 
 
-async def test_new_connections_to_a_name_look_it_up_once_in_a_while(
-    serve: Callable[..., Awaitable[RawServer]],
-    client: CallbackClient,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A receiver that closes each connection cost a resolver round trip per callback.
-    looked_up: list[str] = []
+@pytest.fixture
+def looked_up(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each name the stdlib loop's resolver is asked for, in order (still resolved)."""
+    names: list[str] = []
     real_getaddrinfo = socket.getaddrinfo
 
     def counting(host: str, *args: Any, **kwargs: Any) -> Any:
-        looked_up.append(host)
+        names.append(host)
         return real_getaddrinfo(host, *args, **kwargs)
 
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    return names
+
+
+async def test_new_connections_to_a_name_look_it_up_once_in_a_while(
+    serve: Callable[..., Awaitable[RawServer]], client: CallbackClient, looked_up: list[str]
+) -> None:
+    # A receiver that closes each connection cost a resolver round trip per callback.
     async def closes_each(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         return False
 
-    monkeypatch.setattr(socket, "getaddrinfo", counting)
     server = await serve(closes_each)
     named = Target.parse(f"http://localhost:{server.port}/cb")
     assert [await client.post(named, {}, b"x") for _ in range(3)] == [200, 200, 200]
@@ -430,17 +434,9 @@ async def test_new_connections_to_a_name_look_it_up_once_in_a_while(
 
 
 async def test_a_name_none_of_whose_addresses_answer_is_looked_up_again(
-    client: CallbackClient, monkeypatch: pytest.MonkeyPatch
+    client: CallbackClient, looked_up: list[str]
 ) -> None:
     # A receiver's DNS failover: its old address kept for 30 s was 30 s of failed callbacks.
-    looked_up: list[str] = []
-    real_getaddrinfo = socket.getaddrinfo
-
-    def counting(host: str, *args: Any, **kwargs: Any) -> Any:
-        looked_up.append(host)
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", counting)
     probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = probe.sockets[0].getsockname()[1]
     probe.close()
