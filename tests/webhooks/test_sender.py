@@ -714,3 +714,24 @@ def test_a_host_whose_posts_take_no_time_has_a_hand_limit() -> None:
     )
     sender._post_time["h"] = sender_module.MIN_POST_TIME
     assert sender._hand_limit("h") > 0 and sender._place_in_line("h") > T0
+
+
+def test_many_backlogged_receivers_do_not_make_each_hand_back_walk_them_all() -> None:
+    # Past MAX_LINES hosts with a line still ahead, every hand-back rebuilt the whole map.
+    sender = WebhookSender(
+        None,  # type: ignore[arg-type]
+        FixedClock(T0),
+        timeout=1.0,
+        backoff=BackoffPolicy(first=1.0, cap=1.0),
+        give_up_after=60.0,
+        concurrency_per_host=4,
+        allow_private=True,
+    )
+    rebuilt = 0
+    hosts = 3 * sender_module.MAX_LINES
+    for n in range(hosts):
+        before = sender._line_ends
+        sender._place_in_line(f"h{n}:80")
+        rebuilt += sender._line_ends is not before
+    assert len(sender._line_ends) == hosts  # every line is still ahead: none forgotten
+    assert rebuilt <= 3  # at 1,000, then 2,000 (twice what was left), not at each one past

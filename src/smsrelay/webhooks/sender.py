@@ -112,6 +112,7 @@ class WebhookSender:
         self._gates = KeyedGates(concurrency_per_host)  # a semaphore per receiver
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
+        self._prune_lines_past = MAX_LINES  # hosts in _line_ends that make it look for old ones
         self._client: CallbackClient | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -283,8 +284,11 @@ class WebhookSender:
         """When a callback handed back now should be due: one post time over the host's slots
         after the one handed back before it."""
         now = self._clock.now()
-        if len(self._line_ends) > MAX_LINES:  # forget hosts whose line is behind them
+        if len(self._line_ends) > self._prune_lines_past:  # forget lines behind them
             self._line_ends = {h: t for h, t in self._line_ends.items() if t > now}
+            # twice what is left: with more hosts than MAX_LINES all backlogged, a pass on
+            # every hand-back made handing back quadratic
+            self._prune_lines_past = max(MAX_LINES, 2 * len(self._line_ends))
         step = self._post_time.get(host, FIRST_POST_TIME) / self._gates.size
         due = max(now, self._line_ends.get(host, now)) + step
         self._line_ends[host] = due
