@@ -245,7 +245,7 @@ def test_serve_refuses_an_encrypted_api_key_instead_of_asking_for_its_passphrase
     )
     env = {"SMSRELAY_HTTP_TLS_CERT": str(cert), "SMSRELAY_HTTP_TLS_KEY": str(key)}
     said = serve_refused(tmp_path, env, stdin="secret\n")
-    assert "its key is encrypted and serve cannot ask for a passphrase" in said
+    assert f"cannot load {cert}: its key is encrypted and serve cannot ask for a passphrase" in said
 
 
 def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> None:

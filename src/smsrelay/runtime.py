@@ -211,12 +211,12 @@ async def serve_forever(settings: Settings) -> int:
     (returns EXIT_STORE_BROKEN, so a supervisor restarts it and SQLite recovers its WAL)."""
     configure_logging(settings.log_level)
     loop = asyncio.get_running_loop()
-    started: list[Running] = []
+    reloads = _Reloads(settings)
     # a daemon's reload (systemctl reload, a certificate renewal's hook), not a hang-up: it
     # must not stop serve, as SIGHUP's default would, not even while it starts
-    loop.add_signal_handler(signal.SIGHUP, _reload, settings, started)
+    loop.add_signal_handler(signal.SIGHUP, reloads.asked)
     running = await start(settings, lambda line: print(line, flush=True))
-    started.append(running)
+    reloads.serving(running.http)
     # Everything loaded so far (modules, number metadata, holidays) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk it every time.
     gc.freeze()
@@ -245,11 +245,27 @@ async def serve_forever(settings: Settings) -> int:
     return 0
 
 
-def _reload(settings: Settings, started: list[Running]) -> None:
-    if not started:  # the certificate being loaded now is the current one
-        log.info("api.tls.reload_skipped", extra={"reason": "serve is starting"})
-        return
-    reload_certificate(started[0].http, settings.http_tls_cert, settings.http_tls_key)
+class _Reloads:
+    """SIGHUP: the API's certificate loaded again; one asked while serve starts (after it
+    read the files, perhaps) is done once it serves, not dropped (a renewal's hook during a
+    restart left the old certificate until the next renewal)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._http: HttpServer | None = None
+        self._pending = False
+
+    def asked(self) -> None:
+        if self._http is None:
+            self._pending = True
+            return
+        reload_certificate(self._http, self._settings.http_tls_cert, self._settings.http_tls_key)
+
+    def serving(self, http: HttpServer) -> None:
+        self._http = http
+        if self._pending:
+            self._pending = False
+            self.asked()
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -88,8 +88,8 @@ class Settings:
     # PEM certificate chain (and its key, unless in the same file): the API serves https.
     http_tls_cert: str | None = None
     http_tls_key: str | None = None
-    # GET /metrics: with a token, for "Authorization: Bearer TOKEN" from anywhere; without
-    # one, for clients on this machine only (it shows volumes and connector names)
+    # GET /metrics answers "Authorization: Bearer TOKEN"; without a token, only a gateway
+    # on the built-in SMSC (a stand-in for development and CI) answers it, to anyone
     metrics_token: str | None = None
     # A PEM file of CAs trusted for https callbacks besides the system's (internal receivers).
     webhook_tls_ca: str | None = None

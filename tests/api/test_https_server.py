@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 import socket
 import ssl
@@ -105,3 +106,15 @@ def _handshake(plain: socket.socket, context: ssl.SSLContext) -> None:
 def _handshaking(server: HttpServer) -> int:
     assert server._tls_listener is not None
     return server._tls_listener.handshaking
+
+
+async def test_a_port_in_use_is_refused_with_its_address(
+    start: Start, certificate: tuple[str, str]
+) -> None:
+    _, port = await start(10)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    second = HttpServer(hello, protocol_error, max_body=MAX_BODY, idle_timeout=75, body_timeout=30)
+    with pytest.raises(OSError, match=f"'127.0.0.1', {port}") as refused:
+        await second.start("127.0.0.1", port, tls=context)
+    assert refused.value.errno == errno.EADDRINUSE  # serve's "another smsrelay running?" hint

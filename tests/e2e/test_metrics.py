@@ -69,12 +69,13 @@ async def test_metrics_follow_messages_from_accept_to_their_callbacks(
 
 
 async def test_metrics_show_a_link_down_and_what_waits_for_it(tmp_path: Path) -> None:
-    gw = await start_gateway(gateway_settings(tmp_path, smsc="smpp://id:pw@127.0.0.1:1"))
+    settings = gateway_settings(tmp_path, smsc="smpp://id:pw@127.0.0.1:1", metrics_token="t")
+    gw = await start_gateway(settings)
     try:
         for _ in range(2):
             status, _ = await gw.send()
             assert status == 200
-        series = await scrape(gw)
+        series = await scrape(gw, {"Authorization": "Bearer t"})
         assert value(series, "smsrelay_smsc_bound", connector="default", session="transceiver") == 0
         assert value(series, "smsrelay_parts", state="queued") == 2
         assert value(series, "smsrelay_parts_overdue", connector="default") == 2
@@ -129,5 +130,20 @@ async def test_with_a_metrics_token_a_scrape_needs_it(tmp_path: Path) -> None:
                     assert "metrics_token" in (await response.json())["error"]
         series = await scrape(gw, {"Authorization": "Bearer s3cret"})
         assert value(series, "smsrelay_store_ok") == 1
+    finally:
+        await runtime.stop(gw.running)
+
+
+async def test_a_gateway_on_a_real_smsc_answers_no_scrape_without_a_token(tmp_path: Path) -> None:
+    # Behind a TLS proxy on the same machine every client comes from loopback: only the
+    # token can tell who may see the volumes and connector names.
+    gw = await start_gateway(gateway_settings(tmp_path, smsc="smpp://id:pw@127.0.0.1:1"))
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(gw.base_url + "/metrics") as response,
+        ):
+            assert response.status == 403
+            assert "set metrics_token" in (await response.json())["error"]
     finally:
         await runtime.stop(gw.running)

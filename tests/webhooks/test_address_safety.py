@@ -263,3 +263,18 @@ def test_the_oldest_name_makes_room() -> None:
     assert len(names) == 2
     assert names.get(("b.example", 80, 0)) is None  # kept longest without being kept again
     assert names.get(("a.example", 80, 0)) == answer
+
+
+def test_a_doubted_answer_is_kept_no_longer_than_a_failure() -> None:
+    clock = Clock()
+    names = NameCache(keep_for=30.0, keep_failure_for=5.0, clock=clock)
+    answer: list[tuple[Any, ...]] = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("1.1.1.1", 80))]
+    names.keep(("a.example", 80, 0), answer)
+    clock.now += 1.0
+    names.doubt(("a.example", 80, 0))  # none of its addresses took a connection
+    clock.now += 4.9
+    assert names.get(("a.example", 80, 0)) == answer
+    clock.now += 0.1
+    assert names.get(("a.example", 80, 0)) is None
+    names.doubt(("unknown.example", 80, 0))  # nothing kept: nothing to doubt
+    assert len(names) == 0

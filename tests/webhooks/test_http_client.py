@@ -9,6 +9,7 @@ import shutil
 import socket
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from smsrelay.webhooks import http_client
+from smsrelay.webhooks import http_client, name_cache
 from smsrelay.webhooks.address_safety import UnsafeAddress
 from smsrelay.webhooks.http_client import (
     BadResponse,
@@ -433,7 +434,7 @@ async def test_new_connections_to_a_name_look_it_up_once_in_a_while(
     assert server.connections == 3 and looked_up == ["localhost"]
 
 
-async def test_a_name_none_of_whose_addresses_answer_is_looked_up_again(
+async def test_a_name_none_of_whose_addresses_answer_is_kept_only_briefly(
     client: CallbackClient, looked_up: list[str]
 ) -> None:
     # A receiver's DNS failover: its old address kept for 30 s was 30 s of failed callbacks.
@@ -444,4 +445,7 @@ async def test_a_name_none_of_whose_addresses_answer_is_looked_up_again(
     for _ in range(2):
         with pytest.raises(ConnectFailed):
             await client.post(Target.parse(f"http://localhost:{port}/"), {}, b"x")
-    assert looked_up == ["localhost", "localhost"]
+    # not one lookup per failed callback (a receiver down): kept as briefly as a failure
+    assert looked_up == ["localhost"]
+    [(until, _)] = client._names._entries.values()
+    assert until - time.monotonic() <= name_cache.KEEP_FAILURE_FOR

@@ -100,9 +100,10 @@ class ApiApp:
         return json_response(answer, 200 if ok else 503)
 
     async def _metrics(self, request: Request) -> Response:
-        """The gateway's figures for Prometheus (``api/metrics.py``), for a client on this
-        machine or one with ``metrics_token``: they show volumes and connector names."""
-        refusal = scrape_refusal(request, self.gateway.settings.metrics_token)
+        """The gateway's figures for Prometheus (``api/metrics.py``), for a bearer of
+        ``metrics_token``: they show volumes and connector names."""
+        settings = self.gateway.settings
+        refusal = scrape_refusal(request, settings.metrics_token, settings.uses_builtin_smsc)
         if refusal is not None:
             return json_response({"ok": False, "error": refusal}, 403)
         figures = await gateway_figures(self.gateway, self._store_figures)

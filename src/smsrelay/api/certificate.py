@@ -22,6 +22,8 @@ def api_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     try:
         # an encrypted key made OpenSSL ask for its passphrase on the terminal, blocking serve
         context.load_cert_chain(cert, key, password=_no_passphrase)
+    except _Encrypted as exc:
+        raise SettingsError(f"http_tls_cert: cannot load {cert}: {exc}") from exc
     except (OSError, ssl.SSLError) as exc:
         if not key and not _holds_a_key(cert):  # OpenSSL says "PEM lib"
             reason = "it holds no private key: set http_tls_key to the key's file"
@@ -48,8 +50,12 @@ def reload_certificate(server: HttpServer, cert: str | None, key: str | None) ->
     log.info("api.tls.reloaded", extra={"file": cert})
 
 
+class _Encrypted(Exception):
+    """The key asks for a passphrase."""
+
+
 def _no_passphrase() -> bytes:
-    raise SettingsError(
+    raise _Encrypted(
         "its key is encrypted and serve cannot ask for a passphrase: store it decrypted, "
         "readable by serve's user only (openssl pkey -in KEY -out KEY.plain)"
     )

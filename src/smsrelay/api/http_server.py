@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
 import time
@@ -225,7 +224,6 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._refusal: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._from_loopback = False  # the client is on this machine (/metrics answers it)
 
     # --- the connection
 
@@ -233,7 +231,6 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         if self._server.admit(self):
             self._deadline = time.monotonic() + self._server.idle_timeout
-            self._from_loopback = _is_loopback(self._transport.get_extra_info("peername"))
 
     def turn_away(self, response: Response) -> None:
         """Answer before reading anything, send FIN, drop whatever still comes (see LINGER_S)."""
@@ -442,7 +439,6 @@ class Connection(asyncio.Protocol):
             raw_query=url.query.decode("latin-1") if url.query else "",
             headers=self._headers,
             body=body,
-            from_loopback=self._from_loopback,
         )
 
     def _expect(self, expectation: str) -> None:
@@ -560,16 +556,6 @@ class Connection(asyncio.Protocol):
             connection,
         )
         return head if head_only else head + response.body
-
-
-def _is_loopback(peer: object) -> bool:
-    """Whether a socket's peer address (``getpeername``) is this machine's loopback."""
-    if not isinstance(peer, tuple) or not peer:
-        return False  # a Unix socket, or a peer already gone
-    try:
-        return ipaddress.ip_address(str(peer[0])).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_of_request_line(data: bytes) -> bytes:

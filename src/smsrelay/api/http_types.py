@@ -15,7 +15,6 @@ class Request:
     raw_query: str
     headers: dict[str, str]
     body: bytes
-    from_loopback: bool = False  # the client is on this machine (127.0.0.0/8, ::1)
 
 
 @dataclass(slots=True)

@@ -32,17 +32,19 @@ def _installed_version() -> str:
 VERSION = _installed_version()
 
 
-def scrape_refusal(request: Request, token: str | None) -> str | None:
+def scrape_refusal(request: Request, token: str | None, stand_in: bool) -> str | None:
     """Why this request may not see the figures (None: it may). With ``metrics_token`` set,
-    a bearer of it may, from anywhere; without, only a client on this machine."""
+    a bearer of it may; without, anyone, but only on a stand-in gateway (the built-in SMSC:
+    a development or CI gateway, with nothing real to show). The client's address cannot
+    decide it: behind a TLS proxy on the same machine, every client comes from loopback."""
     if token:
         given = request.headers.get("authorization", "")
         if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return None
         return "send Authorization: Bearer <metrics_token>"
-    if request.from_loopback:
+    if stand_in:
         return None
-    return "/metrics answers clients on this machine only: set metrics_token to scrape it"
+    return "set metrics_token to scrape /metrics (it shows volumes and connector names)"
 
 
 def metrics_response(figures: GatewayFigures) -> Response:

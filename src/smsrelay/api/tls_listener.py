@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
-ACCEPT_RETRY_S = 0.1  # after an accept that failed (no descriptor left, say)
+ACCEPT_RETRY_S = 0.1  # after an accept that failed for want of descriptors or memory
+ACCEPT_WARNING_EVERY_S = 10.0
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 log = logging.getLogger("smsrelay.api")
 
 
@@ -39,7 +43,7 @@ class TlsListener:
         self._sockets: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
         self._handshakes: set[asyncio.Task[None]] = set()
-        self._last_accept_errno: int | None = None  # the failure last logged, until one works
+        self._last_warning = float("-inf")  # when an accept's failure was last logged
 
     @property
     def handshaking(self) -> int:
@@ -70,7 +74,12 @@ class TlsListener:
             listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            listening.bind((address[0], port, *address[2:]))
+            where = (address[0], port, *address[2:])
+            try:
+                listening.bind(where)
+            except OSError as exc:  # as create_server says it: with the address
+                message = f"error while attempting to bind on address {where[:2]!r}: {exc.strerror}"
+                raise OSError(exc.errno, message) from exc
             listening.listen(backlog)
             listening.setblocking(False)
             port = port or int(listening.getsockname()[1])  # port 0: the others take the first's
@@ -92,13 +101,9 @@ class TlsListener:
         while True:
             try:
                 client, _ = await loop.sock_accept(listening)
-            except OSError as exc:  # out of descriptors, say: the next try may find one
-                if exc.errno != self._last_accept_errno:  # once a kind, not ten a second
-                    log.warning("api.accept.failed", extra={"error": str(exc)})
-                self._last_accept_errno = exc.errno
-                await asyncio.sleep(ACCEPT_RETRY_S)
+            except OSError as exc:
+                await self._accept_failed(exc)
                 continue
-            self._last_accept_errno = None
             if not self._has_room(len(self._handshakes)):
                 client.close()
                 self._turn_away()
@@ -106,6 +111,16 @@ class TlsListener:
             handshake = loop.create_task(self._handshake(client))
             self._handshakes.add(handshake)
             handshake.add_done_callback(self._handshakes.discard)
+
+    async def _accept_failed(self, exc: OSError) -> None:
+        """Out of descriptors or memory: wait a little, the next try may find some; a client
+        gone before its accept (ECONNABORTED): go on at once. Logged once in a while."""
+        now = time.monotonic()
+        if now - self._last_warning >= ACCEPT_WARNING_EVERY_S:
+            self._last_warning = now
+            log.warning("api.accept.failed", extra={"error": str(exc)})
+        if exc.errno in OUT_OF_RESOURCES:
+            await asyncio.sleep(ACCEPT_RETRY_S)
 
     async def _handshake(self, client: socket.socket) -> None:
         loop = asyncio.get_running_loop()

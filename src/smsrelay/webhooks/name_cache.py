@@ -3,10 +3,11 @@
 A keep-alive connection needs no lookup, but a receiver that closes each connection (or
 more receivers than the idle pool keeps) needed one per callback: a resolver thread's round
 trip each, and with a slow resolver the lookups queued behind its threads. Answers are kept
-for ``KEEP_FOR`` seconds (less when none of the addresses takes a connection: a receiver's
-DNS failover is followed at once) and failures for ``KEEP_FAILURE_FOR`` (a dead name's backlog of
-callbacks is not one lookup each). What is kept is the resolver's answer: the caller still
-checks every address before connecting to it, so a cached answer is held to the same rules.
+for ``KEEP_FOR`` seconds (``KEEP_FAILURE_FOR`` once none of the addresses takes a connection:
+a receiver's DNS failover is followed within seconds) and failures for ``KEEP_FAILURE_FOR``
+(a dead name's backlog of callbacks is not one lookup each). What is kept is the resolver's
+answer: the caller still checks every address before connecting to it, so a cached answer is
+held to the same rules.
 """
 
 from __future__ import annotations
@@ -55,9 +56,14 @@ class NameCache:
             raise socket.gaierror(*answer)
         return answer
 
-    def forget(self, key: Key) -> None:
-        """Look the name up again next time (none of its addresses took a connection)."""
-        self._entries.pop(key, None)
+    def doubt(self, key: Key) -> None:
+        """None of the name's addresses took a connection: keep its answer no longer than a
+        failure's (a DNS failover is seen within seconds, and a receiver that is down is not
+        one lookup per callback)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            until, answer = entry
+            self._entries[key] = (min(until, self._clock() + self._keep_failure_for), answer)
 
     def keep(self, key: Key, infos: Infos) -> None:
         self._put(key, self._keep_for, infos)
