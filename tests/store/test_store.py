@@ -714,3 +714,17 @@ async def test_the_figures_for_metrics_follow_the_work(store: SqlStore) -> None:
     assert figures.stored["messages"] == 3
     assert figures.parts == {"queued": 5, "sending": 1}
     assert figures.overdue == {"default": (5, 100.0)}  # due since 100, not sent at 300
+
+
+async def test_the_stop_list_is_asked_about_the_recipients_at_hand(store: SqlStore) -> None:
+    for phone in ("+33611111111", "+33622222222"):
+        await store.stop_add(1, phone, 0.0)
+    around = range(1_111_111 - 600, 1_111_111 + 600)  # past one IN list (500)
+    asked = [f"+3361{n:07d}" for n in around] + ["+33622222222"]
+    assert await store.stopped_among(1, asked) == {"+33611111111", "+33622222222"}
+    assert await store.stopped_among(2, asked) == frozenset()  # another account's list
+    assert await store.stopped_among(1, []) == frozenset()
+    message_id = await store.accept_message(new_message(recipient="+33633333333"))
+    await store.stop_add(1, "+33633333333", 1.0)  # stopped after it was sent
+    found, stopped = await store.messages_and_stops(1, [message_id, 999_999])
+    assert list(found) == [message_id] and stopped == {"+33633333333"}
