@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import signal
 import sqlite3
 import ssl
 from collections.abc import Callable, Mapping
@@ -81,6 +82,9 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
       smsrelay serve --port 8080
       SMSRELAY_SMSC=smpp://user:secret@smsc.example.net:2775 smsrelay serve
     """
+    # SIGHUP asks for a certificate reload, never a stop: ignored until serve's handler is
+    # in place (the files are read after this, so none is missed)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from smsrelay.runtime import serve_forever
 
     settings = settings_from(ctx, **flags)
