@@ -92,6 +92,8 @@ def test_a_private_ca_for_https_callbacks_comes_from_the_environment(tmp_path: P
         ("port = true\n", "invalid value for port"),  # was port 1
         ("port = 0.9\n", "invalid value for port"),  # was port 0: any free port
         ('host = ["a"]\n', "invalid value for host"),  # was the host "['a']"
+        ('port = "8080"\n', "invalid value for port: '8080' is text, a number is expected"),
+        ('demo = "false"\n', "invalid value for demo: 'false' is text, true or false is"),
         ('[prices]\nFR = "abc"\n', "prices: not an amount: 'abc'"),
         ("[prices]\nFR = -1\n", "prices: price for FR must not be negative"),
     ],

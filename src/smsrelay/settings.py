@@ -158,7 +158,21 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise SettingsError(f"unknown key(s) in {path}: {', '.join(unknown)}")
+    for name, raw in data.items():
+        _refuse_quoted_numbers(name, raw)
     return data
+
+
+def _refuse_quoted_numbers(name: str, raw: Any) -> None:
+    """In the file, a number or a flag is written as one: ``port = "8080"`` is a mistake that
+    the environment's text (``SMSRELAY_PORT=8080``) is not."""
+    default = _FIELDS[name].default
+    if isinstance(raw, str) and isinstance(default, bool | int | float):
+        expected = "true or false" if isinstance(default, bool) else "a number"
+        raise SettingsError(
+            f"invalid value for {name}: {raw!r} is text, {expected} is expected "
+            "(write it without quotes)"
+        )
 
 
 def _build(values: Mapping[str, Any]) -> Settings:
