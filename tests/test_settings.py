@@ -89,7 +89,7 @@ def test_a_private_ca_for_https_callbacks_comes_from_the_environment(tmp_path: P
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("port = true\n", "invalid value for port"),  # was port 1
+        ("port = true\n", r"invalid value for port: true \(int expected\)"),  # was port 1
         ("port = 0.9\n", "invalid value for port"),  # was port 0: any free port
         ('host = ["a"]\n', "invalid value for host"),  # was the host "['a']"
         ('port = "8080"\n', "invalid value for port: '8080' is text, a number is expected"),

@@ -207,7 +207,8 @@ def _coerce(name: str, raw: Any) -> Any:
             return float(raw)
         return None if raw is None else str(raw)
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"invalid value for {name}: {raw!r} ({exc})") from exc
+        shown = str(raw).lower() if isinstance(raw, bool) else repr(raw)  # as TOML writes it
+        raise SettingsError(f"invalid value for {name}: {shown} ({exc})") from exc
 
 
 def _refuse_other_types(raw: Any, default: Any) -> None:
