@@ -65,7 +65,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     nothing."""
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
     api_tls = api_tls_context(settings.http_tls_cert, settings.http_tls_key)
-    _check_connectors(settings)  # so does a bad connector option, before the API listens
+    links = _link_configs(settings)  # so does a bad connector option, before the API listens
     store = store_for(
         settings.resolved_database_url,
         busy_timeout_ms=SERVING_BUSY_TIMEOUT_MS,
@@ -79,7 +79,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     try:
         await store.open()
         tls = _Tls(callback_tls, api_tls)
-        return await _start_services_in_order(settings, say, store, tls, lock, started)
+        return await _start_services_in_order(settings, say, store, tls, links, lock, started)
     except BaseException:
         for step, stop_step in reversed(started):
             await _bounded(step, stop_step(), 10)
@@ -93,6 +93,7 @@ async def _start_services_in_order(
     say: Callable[[str], None],
     store: SqlStore,
     tls: _Tls,
+    links: dict[str, SmppLinkConfig],
     lock: ServeLock | None,
     started: list[tuple[str, Callable[[], Awaitable[Any]]]],
 ) -> Running:
@@ -111,7 +112,7 @@ async def _start_services_in_order(
     http, port = await _start_http(gateway, settings, tls.api)  # a port in use fails here
     started.append(("http", http.close))
     inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
-    connectors = _build_connectors(settings, simulator, inbound)
+    connectors = _build_connectors(links, simulator, inbound)
     for name, connector in connectors.items():
         await connector.start()
         started.append((f"connector {name}", connector.stop))
@@ -135,15 +136,7 @@ async def _start_services_in_order(
     scheme = "https" if tls.api else "http"
     say(f"smsrelay: listening on {scheme}://{settings.host}:{port}")
     return Running(
-        gateway,
-        port,
-        simulator,
-        connectors,
-        dispatcher,
-        http,
-        services,
-        lock,
-        store.db.broken,
+        gateway, port, simulator, connectors, dispatcher, http, services, lock, store.db.broken
     )
 
 
@@ -306,24 +299,25 @@ async def _start_simulator(settings: Settings, say: Callable[[str], None]) -> Si
 
 
 def _build_connectors(
-    settings: Settings, simulator: Simulator | None, inbound: InboundRouter
+    links: dict[str, SmppLinkConfig], simulator: Simulator | None, inbound: InboundRouter
 ) -> dict[str, Connector]:
+    """``links`` as read from the settings; with the built-in SMSC, the default connector
+    binds to it (its port is known only now that it runs)."""
     if simulator is not None:
-        default_url = f"smpp://{BUILTIN_SYSTEM_ID}:{BUILTIN_PASSWORD}@127.0.0.1:{simulator.port}"
-    else:
-        default_url = settings.smsc or ""
-    configs = {DEFAULT_CONNECTOR: _link_config(DEFAULT_CONNECTOR, default_url, {})}
-    for extra in settings.connectors:
-        configs[extra.name] = _link_config(extra.name, extra.url, dict(extra.options))
-    return {name: SmppConnector(name, config, inbound) for name, config in configs.items()}
+        url = f"smpp://{BUILTIN_SYSTEM_ID}:{BUILTIN_PASSWORD}@127.0.0.1:{simulator.port}"
+        links = {DEFAULT_CONNECTOR: _link_config(DEFAULT_CONNECTOR, url, {}), **links}
+    return {name: SmppConnector(name, config, inbound) for name, config in links.items()}
 
 
-def _check_connectors(settings: Settings) -> None:
-    """Each configured connector's URL and options, read as serve will read them later."""
+def _link_configs(settings: Settings) -> dict[str, SmppLinkConfig]:
+    """Each configured connector's link, read once, before anything starts (a bad option
+    is refused then, not after the API listens); the built-in SMSC's comes when it runs."""
+    links = {}
     if not settings.uses_builtin_smsc:
-        _link_config(DEFAULT_CONNECTOR, settings.smsc or "", {})
+        links[DEFAULT_CONNECTOR] = _link_config(DEFAULT_CONNECTOR, settings.smsc or "", {})
     for extra in settings.connectors:
-        _link_config(extra.name, extra.url, dict(extra.options))
+        links[extra.name] = _link_config(extra.name, extra.url, dict(extra.options))
+    return links
 
 
 def _link_config(name: str, url: str, options: dict[str, Any]) -> SmppLinkConfig:

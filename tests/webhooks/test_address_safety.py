@@ -259,22 +259,22 @@ def test_the_oldest_name_makes_room() -> None:
     names = NameCache(max_names=2, clock=Clock())
     answer: list[tuple[Any, ...]] = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("1.1.1.1", 80))]
     for host in ("a.example", "b.example", "a.example", "c.example"):
-        names.keep((host, 80, 0), answer)
+        names.keep((host, 80), answer)
     assert len(names) == 2
-    assert names.get(("b.example", 80, 0)) is None  # kept longest without being kept again
-    assert names.get(("a.example", 80, 0)) == answer
+    assert names.get(("b.example", 80)) is None  # kept longest without being kept again
+    assert names.get(("a.example", 80)) == answer
 
 
 def test_a_doubted_answer_is_kept_no_longer_than_a_failure() -> None:
     clock = Clock()
     names = NameCache(keep_for=30.0, keep_failure_for=5.0, clock=clock)
     answer: list[tuple[Any, ...]] = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("1.1.1.1", 80))]
-    names.keep(("a.example", 80, 0), answer)
+    names.keep(("a.example", 80), answer)
     clock.now += 1.0
-    names.doubt(("a.example", 80, 0))  # none of its addresses took a connection
+    names.doubt(("a.example", 80))  # none of its addresses took a connection
     clock.now += 4.9
-    assert names.get(("a.example", 80, 0)) == answer
+    assert names.get(("a.example", 80)) == answer
     clock.now += 0.1
-    assert names.get(("a.example", 80, 0)) is None
-    names.doubt(("unknown.example", 80, 0))  # nothing kept: nothing to doubt
+    assert names.get(("a.example", 80)) is None
+    names.doubt(("unknown.example", 80))  # nothing kept: nothing to doubt
     assert len(names) == 0

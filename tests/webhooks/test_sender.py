@@ -702,8 +702,9 @@ async def test_a_bug_in_starting_one_post_does_not_end_the_claim_loop(
     await eventually(is_state(store, later, "delivered"))
 
 
-def test_a_host_whose_posts_take_no_time_has_a_hand_limit() -> None:
-    sender = WebhookSender(
+def unstarted_sender() -> WebhookSender:
+    """A sender whose bookkeeping is tested alone: no store, never started."""
+    return WebhookSender(
         None,  # type: ignore[arg-type]
         FixedClock(T0),
         timeout=1.0,
@@ -712,21 +713,17 @@ def test_a_host_whose_posts_take_no_time_has_a_hand_limit() -> None:
         concurrency_per_host=4,
         allow_private=True,
     )
+
+
+def test_a_host_whose_posts_take_no_time_has_a_hand_limit() -> None:
+    sender = unstarted_sender()
     sender._post_time["h"] = sender_module.MIN_POST_TIME
     assert sender._hand_limit("h") > 0 and sender._place_in_line("h") > T0
 
 
 def test_many_backlogged_receivers_do_not_make_each_hand_back_walk_them_all() -> None:
     # Past MAX_LINES hosts with a line still ahead, every hand-back rebuilt the whole map.
-    sender = WebhookSender(
-        None,  # type: ignore[arg-type]
-        FixedClock(T0),
-        timeout=1.0,
-        backoff=BackoffPolicy(first=1.0, cap=1.0),
-        give_up_after=60.0,
-        concurrency_per_host=4,
-        allow_private=True,
-    )
+    sender = unstarted_sender()
     rebuilt = 0
     hosts = 3 * sender_module.MAX_LINES
     for n in range(hosts):

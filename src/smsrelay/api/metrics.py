@@ -87,8 +87,7 @@ class _Figures:
             figures.callbacks_given_up,
         )
         if figures.store is not None:
-            store = figures.store
-            yield from _store(store, store.now, connectors=list(figures.smsc_binds))
+            yield from _store(figures.store, connectors=list(figures.smsc_binds))
 
     def describe(self) -> list[Metric]:
         return []  # families differ by what is known at the scrape: nothing to check ahead
@@ -122,7 +121,8 @@ def _http(load: dict[str, int]) -> Iterator[Metric]:
     )
 
 
-def _store(store: StoreFigures, now: float, connectors: list[str]) -> Iterator[Metric]:
+def _store(store: StoreFigures, connectors: list[str]) -> Iterator[Metric]:
+    """The store's series; their ages count from the snapshot's time (``store.now``)."""
     parts = GaugeMetricFamily(
         "smsrelay_parts",
         "Parts (SMS) by state: queued (waiting to leave, held ones included), sending "
@@ -132,8 +132,8 @@ def _store(store: StoreFigures, now: float, connectors: list[str]) -> Iterator[M
     for state in PART_STATES:
         parts.add_metric([state], store.parts.get(state, 0))
     yield parts
-    yield from _overdue(store.overdue, now, sorted({*connectors, *store.overdue}))
-    yield from _callbacks(store, now)
+    yield from _overdue(store.overdue, store.now, sorted({*connectors, *store.overdue}))
+    yield from _callbacks(store)
     for kind, highest_id in store.stored.items():
         yield _counter(
             f"smsrelay_{kind}_stored",
@@ -163,7 +163,7 @@ def _overdue(
     yield age
 
 
-def _callbacks(store: StoreFigures, now: float) -> Iterator[Metric]:
+def _callbacks(store: StoreFigures) -> Iterator[Metric]:
     yield _gauge(
         "smsrelay_callbacks_pending",
         "Callbacks (DLRs, replies) still to post: waiting for a try, or being posted.",
@@ -173,7 +173,7 @@ def _callbacks(store: StoreFigures, now: float) -> Iterator[Metric]:
     yield _gauge(
         "smsrelay_callbacks_oldest_pending_seconds",
         "How long ago the oldest callback still to post was stored (0: none).",
-        0.0 if oldest is None else max(0.0, now - oldest),
+        0.0 if oldest is None else max(0.0, store.now - oldest),
     )
 
 

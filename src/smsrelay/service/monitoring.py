@@ -30,9 +30,9 @@ class GatewayFigures:
 
 class StoreFiguresReader:
     """The store's figures for scrapes: one read at a time on the store's reader thread, its
-    snapshot shared by every scrape within KEPT_FOR seconds. Scrapes are unauthenticated
-    from loopback and may come at any rate, while a backlog of callbacks makes a read
-    longer; authenticated API reads share that thread."""
+    snapshot shared by every scrape within KEPT_FOR seconds. Scrapes may come at any rate
+    (without a token, from anyone, on a stand-in gateway), a backlog of callbacks makes a
+    read longer, and the API's status reads share that thread."""
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store

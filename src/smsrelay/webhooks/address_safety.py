@@ -109,7 +109,7 @@ async def resolve_safe(
     """The addresses of ``host``; :class:`UnsafeAddress` if any of them is forbidden.
     ``slots``: lookups in flight at most (see :func:`_lookup`); ``names``: answers kept
     (checked again here each time, like a fresh one)."""
-    infos = await _lookup(host, port, 0, slots, names)
+    infos = await _lookup(host, port, slots, names)
     addresses: list[str] = []
     for _, _, _, _, sockaddr in infos:
         address = str(sockaddr[0])
@@ -122,7 +122,7 @@ async def resolve_safe(
 
 
 async def _lookup(
-    host: str, port: int, family: int, slots: LookupSlots | None, names: NameCache | None
+    host: str, port: int, slots: LookupSlots | None, names: NameCache | None
 ) -> list[tuple[Any, ...]]:
     """getaddrinfo in ``slots`` (one of the total and one of the name's), held until the
     lookup itself ends. A lookup cannot be cancelled once it runs (a resolver thread waits
@@ -130,12 +130,12 @@ async def _lookup(
     resolver hundreds queued behind the resolver threads, still resolving long after (a stop
     waited minutes for them). A caller that gives up while waiting for a slot starts nothing,
     and one whose slot came after another lookup of the name ended takes that one's answer."""
-    key = (host, port, family)
+    key = (host, port)
     if names is not None and (kept := names.get(key)) is not None:
         return kept
     loop = asyncio.get_running_loop()
     if slots is None:
-        return await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     await slots.acquire(host)
     try:
         kept = names.get(key) if names is not None else None
@@ -145,7 +145,7 @@ async def _lookup(
     if kept is not None:
         slots.release(host)
         return kept
-    running = loop.create_task(loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM))
+    running = loop.create_task(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
     running.add_done_callback(lambda done: _end_lookup(done, slots, names, key))
     return await asyncio.shield(running)
 
@@ -154,7 +154,7 @@ def _end_lookup(
     done: asyncio.Task[list[tuple[Any, ...]]],
     slots: LookupSlots,
     names: NameCache | None,
-    key: tuple[str, int, int],
+    key: tuple[str, int],
 ) -> None:
     slots.release(key[0])
     if done.cancelled():

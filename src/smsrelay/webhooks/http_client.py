@@ -378,7 +378,7 @@ class CallbackClient:
             except OSError as exc:
                 error = exc
         # none answered: the name may have moved (a failover) since its answer was kept
-        self._names.doubt((target.host, target.port, 0))
+        self._names.doubt((target.host, target.port))
         detail = (error.strerror or str(error)) if error else "no address"
         raise ConnectFailed(f"connection failed: {detail}")
 

@@ -22,7 +22,7 @@ KEEP_FAILURE_FOR = 5.0  # seconds a failed lookup is answered from here
 MAX_NAMES = 1024  # names kept; the oldest entry makes room
 
 Infos = list[tuple[Any, ...]]
-Key = tuple[str, int, int]  # host, port, family
+Key = tuple[str, int]  # host, port
 
 
 class NameCache:
