@@ -91,9 +91,12 @@ class RunningGateway:
         return message_id
 
     async def status(self, message_id: int) -> dict[str, Any]:
-        _, answer = await self.get(
-            "/v1/message-status", {"apiKey": self.api_key, "messageId": str(message_id)}
-        )
+        """``/v1/message-status`` for one of this account's messages (its recipient looked up,
+        as a lookup names both)."""
+        message = await self.running.gateway.store.get_message(message_id)
+        phone = message.recipient if message is not None else "+33612345678"
+        lookup = {"apiKey": self.api_key, "messageId": str(message_id), "phoneNumber": phone}
+        _, answer = await self.get("/v1/message-status", lookup)
         return dict(answer)
 
 

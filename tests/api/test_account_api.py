@@ -29,6 +29,11 @@ def tree(element: ET.Element) -> Any:
     return [tree(child) for child in children] if children else (element.text or "")
 
 
+def lookup(api: Api, message_id: int, phone: str = "0612345678") -> dict[str, str]:
+    """A status lookup's parameters: SMS Partner's names the message and its recipient."""
+    return {**key(api), "messageId": str(message_id), "phoneNumber": phone}
+
+
 def key(api: Api) -> dict[str, str]:
     return {"apiKey": api.key}
 
@@ -292,12 +297,36 @@ async def test_status_by_tag_refuses_bad_parameters(
 # -- GET /v1/message-cancel -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("phone", [None, "", "  "])
+async def test_a_status_lookup_without_the_recipient_is_code_2(api: Api, phone: str | None) -> None:
+    # SMS Partner's lookup takes messageId and phoneNumber (codes 1, 2, 4, 10): a client that
+    # forgot the number must learn it here, not in production
+    message_id = await api.send()
+    params = {**key(api), "messageId": str(message_id)}
+    if phone is not None:
+        params["phoneNumber"] = phone
+    status, answer = await api.call("GET", "/v1/message-status", params=params)
+    assert (status, answer["success"], answer["code"]) == (400, False, 2)
+    assert "phoneNumber" in answer["message"]
+
+
+async def test_a_status_lookup_finds_the_message_by_any_form_of_its_recipient(api: Api) -> None:
+    message_id = await api.send()
+    for phone in ("0612345678", "+33612345678", RECIPIENT, "06 12 34 56 78"):
+        status, answer = await api.call(
+            "GET", "/v1/message-status", params=lookup(api, message_id, phone)
+        )
+        assert (status, answer["messageId"]) == (200, str(message_id)), phone
+    status, answer = await api.call(
+        "GET", "/v1/message-status", params=lookup(api, message_id, "0611111111")
+    )
+    assert (status, answer["code"]) == (404, 4)
+
+
 async def test_a_held_message_shows_when_it_will_leave(sunday_api: Api) -> None:
     api = sunday_api
     message_id = await api.send()
-    status, answer = await api.call(
-        "GET", "/v1/message-status", params={**key(api), "messageId": str(message_id)}
-    )
+    status, answer = await api.call("GET", "/v1/message-status", params=lookup(api, message_id))
     assert status == 200
     assert answer["statut"] == "Waiting"
     assert datetime.fromisoformat(answer["dueAt"]) == datetime.fromisoformat(MONDAY_8AM)
@@ -320,11 +349,10 @@ async def test_cancelling_a_held_message_refunds_it(sunday_api: Api) -> None:
 
     after = (await api.me())["credits"]
     assert (after["balance"], after["toSend"]) == ("100.000", 0)
-    _, state = await api.call(
-        "GET", "/v1/message-status", params={**key(api), "messageId": str(message_id)}
-    )
-    assert state["statut"] == "Cancelled"
-    assert state["dueAt"] is None
+    _, state = await api.call("GET", "/v1/message-status", params=lookup(api, message_id))
+    # SMS Partner's vocabulary has no "Cancelled": a final "ko", and nothing it cost is left
+    assert (state["statut"], state["cost"], state["dueAt"]) == ("ko", 0, None)
+    assert state["parts"][0]["state"] == "cancelled"  # our own detail still tells it apart
 
 
 async def test_a_cancelled_message_is_never_claimed(sunday_api: Api) -> None:
@@ -401,7 +429,7 @@ async def test_an_id_is_read_in_plain_digits_only(api: Api, written: str) -> Non
     first = await api.send()
     for _ in range(10):
         await api.send()
-    params = {**key(api), "messageId": written.format(id=first)}
+    params = {**key(api), "messageId": written.format(id=first), "phoneNumber": "0612345678"}
     for path in ("/v1/message-status", "/v1/message-cancel"):
         status, answer = await api.call("GET", path, params=params)
         assert (status, answer["code"]) == (404, 4), path
@@ -549,9 +577,7 @@ async def test_read_endpoints_take_an_object_parameter_as_absent(api: Api) -> No
 
 async def test_a_message_not_held_shows_no_due_time(api: Api) -> None:
     message_id = await api.send()  # a weekday morning: queued at once, not held
-    _, state = await api.call(
-        "GET", "/v1/message-status", params={**key(api), "messageId": str(message_id)}
-    )
+    _, state = await api.call("GET", "/v1/message-status", params=lookup(api, message_id))
     assert state["statut"] == "Waiting" and state["dueAt"] is None
 
 

@@ -70,7 +70,11 @@ async def test_a_failed_fsync_refuses_and_stops_and_keeps_what_was_answered(
     try:
         async with aiohttp.ClientSession() as session:
             url = f"{again.base_url}/v1/message-status"
-            params = {"apiKey": again.api_key, "messageId": str(kept["message_id"])}
+            params = {
+                "apiKey": again.api_key,
+                "messageId": str(kept["message_id"]),
+                "phoneNumber": "0612345678",
+            }
             async with session.get(url, params=params) as resp:
                 assert resp.status == 200
                 assert orjson.loads(await resp.read())["messageId"] == str(kept["message_id"])

@@ -69,6 +69,18 @@ async def test_a_utf8_byte_order_mark_before_the_body_is_not_data(gw: RunningGat
     assert (status, answer["success"]) == (200, True)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+async def test_a_utf16_or_utf32_body_is_code_90_saying_so(
+    gw: RunningGateway, encoding: str
+) -> None:
+    # .NET's Encoding.Unicode writes UTF-16 with its byte-order mark; read as a form, it
+    # used to be answered "the API key is required", which sends the developer the wrong way
+    body = json.dumps(_body(gw)).encode(encoding)
+    status, answer = await gw.post("/v1/vn/send", body, {"Content-Type": "application/json"})
+    assert (status, answer["code"]) == (400, 90)
+    assert "UTF-16" in answer["message"] and "send UTF-8" in answer["message"]
+
+
 async def test_go_sdk_field_names_match_case_insensitively(gw: RunningGateway) -> None:
     body = {"APIKey": gw.api_key, "To": "+33612345678", "From": gw.number, "Message": "hi"}
     status, answer = await gw.post("/v1/vn/send", body, {"Content-Type": "application/json"})
@@ -397,7 +409,8 @@ async def test_status_lookup_answers_in_contract_shape(gw: RunningGateway) -> No
     assert status["success"] is True and status["messageId"] == str(answer["message_id"])
     assert status["number"] == "33612345678" and status["countryCode"] == "FR"
     assert status["statut"] in {"Waiting", "Delivered"}
-    _, missing = await gw.get("/v1/message-status", {"apiKey": gw.api_key, "messageId": "999"})
+    lookup = {"apiKey": gw.api_key, "messageId": "999", "phoneNumber": "0612345678"}
+    _, missing = await gw.get("/v1/message-status", lookup)
     assert missing["code"] == 4
 
 

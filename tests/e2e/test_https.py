@@ -55,7 +55,11 @@ async def _send_and_read_back(base_url: str, api_key: str, number: str, cert: st
         async with session.post(f"{base_url}/v1/vn/send", json=body, ssl=_trusting(cert)) as sent:
             answer = await sent.json()
         assert sent.status == 200 and answer["success"] is True
-        query = {"apiKey": api_key, "messageId": str(answer["message_id"])}
+        query = {
+            "apiKey": api_key,
+            "messageId": str(answer["message_id"]),
+            "phoneNumber": "0612345678",
+        }
         status_url = f"{base_url}/v1/message-status"
         async with session.get(status_url, params=query, ssl=_trusting(cert)) as status:
             assert status.status == 200 and (await status.json())["success"] is True

@@ -78,7 +78,8 @@ async def test_sunday_message_is_held_until_monday_8am(tmp_path: Path) -> None:
 
 async def _statut(gw, message_id: int, wanted: str, key: str | None = None) -> bool:
     _, status = await gw.get(
-        "/v1/message-status", {"apiKey": key or gw.api_key, "messageId": str(message_id)}
+        "/v1/message-status",
+        {"apiKey": key or gw.api_key, "messageId": str(message_id), "phoneNumber": "0612345678"},
     )
     assert "statut" in status, status
     return status["statut"] == wanted

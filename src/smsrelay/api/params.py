@@ -39,11 +39,17 @@ def read_params(body: bytes, raw_query: str, charset: str | None = None) -> tupl
 
 
 UTF8_BOM = b"\xef\xbb\xbf"
+# .NET's Encoding.Unicode writes these: read as a form, such a body said "apiKey is required"
+WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def _read_body(body: bytes, charset: str) -> tuple[Params, bool]:
     # .NET's and PowerShell's UTF-8 writers put a byte-order mark first: not part of the data.
     stripped = body.removeprefix(UTF8_BOM).strip()
+    if stripped.startswith(WIDE_BOMS):
+        raise MalformedBody(
+            "the body is UTF-16 or UTF-32 (it starts with a byte-order mark): send UTF-8"
+        )
     if not stripped:
         return {}, False
     if stripped[:1] in (b"{", b"["):

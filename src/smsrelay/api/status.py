@@ -31,7 +31,8 @@ def status_fields(view: StatusView) -> dict[str, Any]:
         "stopSms": view.stopped,
         "date": paris_text(message.created_at),
         "statut": view.status,
-        "cost": micros_to_eur(message.cost_micros),
+        # a cancelled message was refunded: a client adding up costs must not count it
+        "cost": micros_to_eur(0 if message.state == "cancelled" else message.cost_micros),
         "countryCode": message.region,
         "currency": "EUR",
     }

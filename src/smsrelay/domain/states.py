@@ -188,7 +188,9 @@ _PUBLIC_STATUS: Mapping[MessageState, str] = MappingProxyType(
         MessageState.EXPIRED: "Not delivered",
         MessageState.REJECTED: "Not delivered",
         MessageState.FAILED: "ko",
-        MessageState.CANCELLED: "Cancelled",
+        # SMS Partner's lookup knows no other word, and a client polling until a final one
+        # must see one; "Not delivered" would tell it the number is bad
+        MessageState.CANCELLED: "ko",
     }
 )
 

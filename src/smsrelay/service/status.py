@@ -15,7 +15,7 @@ from smsrelay.store.records import Account, MessageView
 @dataclass(frozen=True)
 class StatusView:
     message: MessageView
-    status: str  # Delivered / Not delivered / Waiting / ko / Cancelled
+    status: str  # Delivered / Not delivered / Waiting / ko
     stat: str | None  # the carrier's last word (DELIVRD, UNDELIV, ...)
     stopped: bool  # the recipient is now in the STOP list
 
@@ -32,8 +32,11 @@ def parse_message_id(raw: str | None) -> int:
 async def message_status(
     store: Store, account: Account, raw_id: str | None, phone: str | None
 ) -> StatusView:
-    message = await store.get_message(parse_message_id(raw_id), account.id)
-    if message is None or (phone and not _same_number(phone, message.recipient)):
+    message_id = parse_message_id(raw_id)
+    if phone is None or not phone.strip():  # SMS Partner's code 2: a lookup names both
+        raise DomainError("phonenumber.required", "phoneNumber is required", "phoneNumber")
+    message = await store.get_message(message_id, account.id)
+    if message is None or not _same_number(phone, message.recipient):
         raise DomainError("message.unknown", "message not found", "messageId")
     stopped = await store.stopped_among(account.id, [message.recipient])
     return describe(message, message.recipient in stopped)
