@@ -15,6 +15,7 @@ import click
 import orjson
 
 from smsrelay.errors import DomainError, SmsRelayError
+from smsrelay.service.database_time import measured_clock
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings, SettingsError, load_settings
 from smsrelay.store.engine import path_from_url
@@ -71,7 +72,7 @@ def with_gateway(
         store = store_for(url)
         await store.open()
         try:
-            return await work(build_gateway(settings, store))
+            return await work(build_gateway(settings, store, await measured_clock(store)))
         finally:
             await store.close()
 

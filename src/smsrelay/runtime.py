@@ -24,6 +24,8 @@ from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
+from smsrelay.service.clock import Clock
+from smsrelay.service.database_time import ClockKeeper, DatabaseClockSource, DatabaseTimeClock
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.service.retention import RetentionSweeper
@@ -97,7 +99,7 @@ async def _start_services_in_order(
     lock: ServeLock | None,
     started: list[tuple[str, Callable[[], Awaitable[Any]]]],
 ) -> Running:
-    gateway = build_gateway(settings, store)
+    gateway = build_gateway(settings, store, await _shared_clock(settings, store, started))
     gateway.store_trouble = store.db.health.trouble
     demo = (
         await ensure_demo(
@@ -325,6 +327,19 @@ def _link_config(name: str, url: str, options: dict[str, Any]) -> SmppLinkConfig
         return SmppLinkConfig.from_url(url, **options)
     except (TypeError, ValueError) as exc:  # a bad option: say which connector, not a traceback
         raise SettingsError(f"connector {name}: {exc}") from exc
+
+
+async def _shared_clock(
+    settings: Settings, store: SqlStore, started: list[tuple[str, Callable[[], Awaitable[Any]]]]
+) -> Clock | None:
+    """On a database several nodes share, the database's time, kept every minute (leases
+    compared across nodes need one clock); None: this node's own."""
+    if settings.fixed_clock or not isinstance(store, DatabaseClockSource):
+        return None
+    keeper = ClockKeeper(store, DatabaseTimeClock())
+    await keeper.start()
+    started.append(("clock", keeper.stop))
+    return keeper.clock
 
 
 def _policy(settings: Settings) -> DispatchPolicy:

@@ -55,8 +55,9 @@ def build_prices(settings: Settings) -> PriceTable:
     return PriceTable.from_eur({**DEFAULT_PRICES_EUR, **settings.prices})
 
 
-def build_gateway(settings: Settings, store: Store) -> Gateway:
-    clock = build_clock(settings)
+def build_gateway(settings: Settings, store: Store, clock: Clock | None = None) -> Gateway:
+    """``clock``: the database's time on a shared database (``service.database_time``)."""
+    clock = build_clock(settings) if clock is None or settings.fixed_clock else clock
     return Gateway(
         settings=settings,
         store=store,
