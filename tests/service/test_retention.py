@@ -60,6 +60,7 @@ async def test_long_purges_report_their_progress(
     monkeypatch.setattr(retention, "STEP", 1)
     for n in range(60):
         await _delivered(store, DAY + n, f"c{n}")
+    await _delivered(store, 99 * DAY, "recent")  # the newest stays: ids never come back
     seen: list[tuple[str, int, int]] = []
     deleted = await retention.purge(store, 30 * DAY, lambda *step: seen.append(step))
     assert deleted["messages"] == 60
@@ -78,6 +79,7 @@ async def test_a_purge_that_crashes_is_logged_and_tried_again(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     old = await _delivered(store, 10 * DAY, "old")
+    await _delivered(store, 99 * DAY, "recent")  # the newest stays: ids never come back
     real = store.purge_history
     failures: list[int] = []
 

@@ -116,4 +116,21 @@ async def test_one_row_stamped_in_the_future_does_not_end_every_walk(store: SqlS
     await delivered_message(store, 400 * DAY, "future")
     for n in range(7):
         await delivered_message(store, 10 * DAY + n, f"old{n}")
+    await delivered_message(store, 150 * DAY, "recent")
     assert await _purge_all(store, "messages") == 7  # in chunks of 2: it stopped after 1
+
+
+async def test_an_id_is_never_given_again_after_a_purge(store: SqlStore) -> None:
+    # SQLite gives a new row the highest id plus one: with the newest message purged, the
+    # next one took its id, and a client holding it read another message's status
+    ids = [await delivered_message(store, 10 * DAY + n, f"old{n}") for n in range(3)]
+    assert await _purge_all(store, "messages") == 2  # the newest waits for a newer one
+    assert await _purge_all(store, "callbacks") == 0 and await _purge_all(store, "replies") == 0
+    sandboxed = await store.accept_message(new_message(created_at=11 * DAY, sandbox=True))
+    assert await store.purge_sandbox(CUTOFF) == 0  # the newest again
+    newer = await delivered_message(store, 12 * DAY, "newer")
+    assert newer > sandboxed > ids[-1]
+    assert await store.purge_sandbox(CUTOFF) == 1
+    assert await _purge_all(store, "messages") == 1  # ids[-1]: no longer the newest
+    assert await store.get_message(newer) is not None
+    assert await store.accept_message(new_message(created_at=13 * DAY)) > newer

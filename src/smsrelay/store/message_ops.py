@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from smsrelay.domain.states import MessageState, PartState
 from smsrelay.errors import DomainError
-from smsrelay.store import settle, webhook_ops
+from smsrelay.store import retention_ops, settle, webhook_ops
 from smsrelay.store.grouped import marks, padded, padded_chunks
 from smsrelay.store.message_rows import MESSAGE_COLUMNS, PART_COLUMNS, message_from_row
 from smsrelay.store.records import (
@@ -324,7 +324,8 @@ def purge_sandbox(conn: Conn, older_than: float, limit: int) -> int:
     """Delete up to ``limit`` sandbox messages created before ``older_than`` (oldest first)."""
     cursor = conn.execute(
         "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-        "WHERE sandbox = 1 AND created_at < ? ORDER BY created_at LIMIT ?)",
+        f"WHERE sandbox = 1 AND created_at < ? AND {retention_ops.below_newest('messages')} "
+        "ORDER BY created_at LIMIT ?)",
         (older_than, limit),
     )
     return cursor.rowcount
