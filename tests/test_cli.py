@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -463,6 +464,26 @@ def test_the_cli_works_on_a_postgresql_database(postgres: Any) -> None:
     run("accounts", "create", "shop", code=1)  # a name is taken once, whatever the engine
     assert "shop\t12.500 EUR\tactive" in run("accounts", "list")
     assert json.loads(run("status", "--json"))["pending_callbacks"] == 0
+
+
+def test_a_postgresql_database_without_smsrelay_s_tables_is_not_quietly_made_one(
+    postgres: Any,
+) -> None:
+    # pointed at the wrong database (even `postgres`), `accounts list` made 11 tables there
+    # and `status` reported all well: a monitoring job then watched an empty gateway
+    # the test server trusts loopback: the password is only there to be kept out of messages
+    url = postgres.new_database("wrong").replace("postgres@", "postgres:s3cret@", 1)
+    runner = CliRunner()
+    for args in (["accounts", "list"], ["status"], ["messages", "list"]):
+        result = runner.invoke(cli, ["--database", url, *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert "no smsrelay tables in" in result.stderr and "db upgrade" in result.stderr
+        assert "s3cret" not in result.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,)
+    made = runner.invoke(cli, ["--database", url, "accounts", "create", "shop"])
+    assert made.exit_code == 0 and "creating smsrelay's tables" in made.stderr
+    assert runner.invoke(cli, ["--database", url, "accounts", "list"]).exit_code == 0
 
 
 @pytest.mark.parametrize(

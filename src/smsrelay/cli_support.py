@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import orjson
@@ -19,7 +20,7 @@ from smsrelay.service.database_time import measured_clock
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings, SettingsError, load_settings
 from smsrelay.store.engine import path_from_url
-from smsrelay.store.factory import is_postgres, store_for
+from smsrelay.store.factory import holds_smsrelay, is_postgres, store_for
 
 T = TypeVar("T")
 
@@ -55,6 +56,34 @@ def _refuse_missing_sqlite_file(url: str, creates: bool) -> None:
     click.echo(f"note: creating a new database at {path}", err=True)
 
 
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _refuse_postgres_without_tables(url: str, creates: bool) -> None:
+    """A command pointed at the wrong PostgreSQL database (even ``postgres``) made smsrelay's
+    tables there and reported all well: a monitoring job then watched an empty gateway."""
+    shown = redacted(url)
+    try:
+        found = holds_smsrelay(url)
+    except Exception as exc:  # cannot connect: the command's own error, as opening would give
+        fail(f"cannot use the database {shown}: {exc}")
+    if found:
+        return
+    if not creates:
+        fail(
+            f"no smsrelay tables in {shown}: check --database (SMSRELAY_DATABASE_URL), or "
+            "run `smsrelay db upgrade` once to make them",
+            code=2,
+        )
+    click.echo(f"note: creating smsrelay's tables in {shown}", err=True)
+
+
 def with_gateway(
     ctx: click.Context, work: Callable[[Gateway], Awaitable[T]], *, creates: bool = False
 ) -> T:
@@ -65,7 +94,9 @@ def with_gateway(
     """
     settings = settings_from(ctx)
     url = settings.resolved_database_url
-    if not is_postgres(url):  # a PostgreSQL database is made by its administrator
+    if is_postgres(url):  # the database is made by its administrator, the tables by us
+        _refuse_postgres_without_tables(url, creates)
+    else:
         _refuse_missing_sqlite_file(url, creates)
 
     async def main() -> T:

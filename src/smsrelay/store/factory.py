@@ -12,6 +12,14 @@ def is_postgres(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
+def holds_smsrelay(url: str) -> bool:
+    """Whether the PostgreSQL database at ``url`` has smsrelay's tables (connection errors
+    raise, as opening the store would)."""
+    from smsrelay.store.pg_schema import has_schema
+
+    return has_schema(url)
+
+
 def store_for(
     url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, min_free_mb: int = 0
 ) -> SqlStore:

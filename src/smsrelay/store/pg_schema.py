@@ -175,3 +175,12 @@ def upgrade(conn: psycopg.Connection[Any]) -> list[int]:
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
             applied.append(version)
     return applied
+
+
+def has_schema(url: str) -> bool:
+    """Whether the database at ``url`` holds smsrelay's tables (it was upgraded once)."""
+    from smsrelay.store.pg_conn import connect
+
+    with connect(url) as conn:
+        row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    return bool(row and row[0])
