@@ -119,6 +119,8 @@ async def _start_services_in_order(
         await connector.start()
         started.append((f"connector {name}", connector.stop))
     gateway.smsc_binds = lambda: {name: c.binds() for name, c in connectors.items()}
+    gateway.receipts_received = lambda: inbound.receipts_received
+    gateway.replies_received = lambda: inbound.replies_received
     # Sole: serve holds the SQLite file's lock, so what an earlier process leased is released
     # at once; PostgreSQL's other nodes hold live leases, which only run out if they die.
     sole = lock is not None

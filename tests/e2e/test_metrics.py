@@ -39,7 +39,7 @@ async def test_metrics_follow_messages_from_accept_to_their_callbacks(
     gw: RunningGateway, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = await scrape(gw)
-    assert value(before, "smsrelay_messages_stored_total") == 0
+    assert value(before, "smsrelay_messages_accepted_total") == 0
     assert value(before, "smsrelay_store_ok") == value(before, "smsrelay_store_readable") == 1
     assert value(before, "process_resident_memory_bytes") > 0
     for text in ("short", "x" * 400):  # 1 part, then 3
@@ -53,9 +53,13 @@ async def test_metrics_follow_messages_from_accept_to_their_callbacks(
     monkeypatch.setattr(monitoring, "KEPT_FOR", 0.0)  # each scrape reads the store anew
     after = await eventually(all_reported)
     assert len(receiver.bodies("/dlr")) == 2
-    assert value(after, "smsrelay_messages_stored_total") == 2
-    assert value(after, "smsrelay_receipts_stored_total") == 4  # one per part
-    assert value(after, "smsrelay_callbacks_stored_total") == 2
+    assert value(after, "smsrelay_messages_accepted_total") == 2
+    assert value(after, "smsrelay_receipts_received_total") == 4  # one per part
+    assert value(after, "smsrelay_replies_received_total") == 0
+    simulator = gw.running.simulator
+    assert simulator is not None
+    assert await simulator.inject_reply("+33612345678", "+" + gw.number, "Merci") == [0]
+    assert value(await scrape(gw), "smsrelay_replies_received_total") == 1
     assert value(after, "smsrelay_callbacks_pending") == 0
     assert value(after, "smsrelay_callbacks_oldest_pending_seconds") == 0
     assert value(after, "smsrelay_callbacks_given_up_total") == 0

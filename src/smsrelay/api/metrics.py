@@ -1,8 +1,10 @@
 """``GET /metrics``: the gateway's figures in Prometheus' text format (prometheus_client).
 
-Everything is read when scraped, nothing is counted on the hot paths: the store's figures
-come from one snapshot bounded by the live work, and the "stored" counters are each table's
-highest id, so they survive restarts (on PostgreSQL they count every node's work).
+The store's figures are read when scraped, from one snapshot bounded by the live work. What
+flows (messages accepted, receipts and replies received, callbacks delivered or given up) is
+counted by this process since it started, an integer added to where it happens: Prometheus
+sums the nodes and reads over restarts (``sum(rate(…))``). A table's highest id said the same
+on SQLite, but on PostgreSQL a batch run again uses new ids, and the counts ran 35 % high.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class _Figures:
         yield _gauge(
             "smsrelay_store_readable",
             "1 if this scrape could read the store's figures (the smsrelay_parts, "
-            "smsrelay_callbacks and *_stored series are left out when 0).",
+            "smsrelay_callbacks series are left out when 0).",
             int(figures.store is not None),
         )
         yield from _smsc(figures.smsc_binds)
@@ -86,6 +88,7 @@ class _Figures:
             "shows them, smsrelay webhooks retry puts them back).",
             figures.callbacks_given_up,
         )
+        yield from _flows(figures)
         if figures.store is not None:
             yield from _store(figures.store, connectors=list(figures.smsc_binds))
 
@@ -134,12 +137,25 @@ def _store(store: StoreFigures, connectors: list[str]) -> Iterator[Metric]:
     yield parts
     yield from _overdue(store.overdue, store.now, sorted({*connectors, *store.overdue}))
     yield from _callbacks(store)
-    for kind, highest_id in store.stored.items():
-        yield _counter(
-            f"smsrelay_{kind}_stored",
-            f"{kind.capitalize()} stored since the database was made (its highest id).",
-            highest_id,
-        )
+
+
+def _flows(figures: GatewayFigures) -> Iterator[Metric]:
+    yield _counter(
+        "smsrelay_messages_accepted",
+        "Sends this process answered 200 since it started (each stored first).",
+        figures.messages_accepted,
+    )
+    yield _counter(
+        "smsrelay_receipts_received",
+        "Delivery receipts this process stored since it started (one per part).",
+        figures.receipts_received,
+    )
+    yield _counter(
+        "smsrelay_replies_received",
+        "Replies (MO, one per part) this process stored since it started; a part the SMSC "
+        "sent again counts again.",
+        figures.replies_received,
+    )
 
 
 def _overdue(

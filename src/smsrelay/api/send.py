@@ -44,6 +44,7 @@ async def handle_send(gateway: Gateway, params: Params, is_form: bool, xml: bool
         payload, status = error_payload(error)
         return respond(payload, status, xml)
     gateway.wake_dispatcher()
+    gateway.messages_accepted += 1
     return respond(
         {
             "success": True,

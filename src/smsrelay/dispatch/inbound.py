@@ -38,6 +38,8 @@ class InboundRouter:
         self._builders = builders
         self._stop_keywords = frozenset(k.upper() for k in stop_keywords)
         self.on_stored: Callable[[], None] = lambda: None  # wakes the webhook sender
+        self.receipts_received = 0  # stored (and acknowledged) by this process: /metrics
+        self.replies_received = 0  # likewise; a part the SMSC sent again counts again
 
     async def __call__(self, sm: InboundSm) -> int:
         (status,) = await self.handle_many([sm])
@@ -92,6 +94,7 @@ class InboundRouter:
             log.exception("smpp.receipt.not_stored", extra={"receipts": len(receipts)})
             return CommandStatus.ESME_RX_T_APPN
         self.on_stored()
+        self.receipts_received += len(receipts)
         for receipt, found in zip(receipts, matched, strict=True):
             if not found:
                 log.debug("smpp.receipt.early", extra={"carrier_id": receipt.carrier_id})
@@ -120,6 +123,7 @@ class InboundRouter:
             bind_id=sm.bind_id,
         )
         outcome = await self._store.record_reply(reply, self._builders)
+        self.replies_received += 1
         if outcome.callbacks:
             self.on_stored()
         log.debug("smpp.reply.stored", extra={"reply_id": outcome.reply_id})

@@ -33,6 +33,9 @@ class Gateway:
     # callbacks this process has delivered since it started; set by serve with the sender
     callbacks_delivered: Callable[[], int] = field(default=lambda: 0)
     callbacks_given_up: Callable[[], int] = field(default=lambda: 0)  # likewise
+    receipts_received: Callable[[], int] = field(default=lambda: 0)  # likewise, with inbound
+    replies_received: Callable[[], int] = field(default=lambda: 0)  # likewise
+    messages_accepted: int = 0  # sends this process answered 200 (each stored first)
 
     @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:

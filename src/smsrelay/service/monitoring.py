@@ -26,6 +26,9 @@ class GatewayFigures:
     http: dict[str, int]  # connections, max_connections, turned_away
     callbacks_delivered: int  # by this process since it started
     callbacks_given_up: int  # likewise
+    messages_accepted: int  # likewise
+    receipts_received: int  # likewise
+    replies_received: int  # likewise
 
 
 class StoreFiguresReader:
@@ -70,4 +73,7 @@ async def gateway_figures(gateway: Gateway, reader: StoreFiguresReader) -> Gatew
         http=gateway.http_load(),
         callbacks_delivered=gateway.callbacks_delivered(),
         callbacks_given_up=gateway.callbacks_given_up(),
+        messages_accepted=gateway.messages_accepted,
+        receipts_received=gateway.receipts_received(),
+        replies_received=gateway.replies_received(),
     )

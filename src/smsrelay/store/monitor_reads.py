@@ -8,14 +8,6 @@ from smsrelay.store import message_ops
 from smsrelay.store.records import StoreFigures
 from smsrelay.store.sql import Conn
 
-# what each "stored so far" counter counts: a table's highest id (ids only grow)
-STORED_TABLES = {
-    "messages": "messages",
-    "receipts": "receipts",
-    "replies": "replies",
-    "callbacks": "webhooks",
-}
-
 
 def store_figures(conn: Conn, now: float) -> StoreFigures:
     pending, oldest = conn.execute(
@@ -27,10 +19,4 @@ def store_figures(conn: Conn, now: float) -> StoreFigures:
         overdue=message_ops.overdue_parts(conn, now),
         callbacks_pending=int(pending),
         callbacks_oldest_pending=None if oldest is None else float(oldest),
-        stored={kind: _highest_id(conn, table) for kind, table in STORED_TABLES.items()},
     )
-
-
-def _highest_id(conn: Conn, table: str) -> int:
-    row = conn.execute(f"SELECT MAX(id) FROM {table}").fetchone()  # table: one of ours
-    return int(row[0] or 0)

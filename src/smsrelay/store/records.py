@@ -240,7 +240,6 @@ class StoreFigures:
     overdue: dict[str, tuple[int, float]]  # connector -> (parts due, not sent; oldest due_at)
     callbacks_pending: int  # still to post (waiting or being posted)
     callbacks_oldest_pending: float | None  # when the oldest of them was stored
-    stored: dict[str, int]  # messages, receipts, replies, callbacks -> stored so far
 
 
 @quick_init
