@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Iterator
@@ -88,3 +89,14 @@ def _no_process_outlives_its_test() -> Iterator[None]:
     hangs may also ignore SIGTERM) must not leave it running under the next tests."""
     yield
     support.kill_leftovers()
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_as_it_was() -> Iterator[None]:
+    """Each CLI command (run in this process by CliRunner) sets up logging as a command's
+    process would: its handler and level must not stay for the tests after it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from smsrelay.cli import cli
+from smsrelay.store.sql_store import SqlStore
 
 
 @pytest.fixture
@@ -575,3 +577,25 @@ def test_quiet_hours_off_lets_what_they_hold_leave_now(run, tmp_path: Path) -> N
         "accounts", "set", "shop", "--quiet-hours", "off"
     )
     assert [part.message_id for part in asyncio.run(in_store(claim))] == [message_id]
+
+
+def test_a_command_keeps_the_store_s_warnings_for_serve_s_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # beside running PostgreSQL nodes, `accounts credit` printed bare `store.batch.run_alone`
+    # lines (Python's last-resort handler): cron mail full of what looked like failures
+    real = SqlStore.list_accounts
+
+    async def listing_beside_nodes(self: SqlStore) -> Any:
+        logging.getLogger("smsrelay.store").warning("store.batch.run_alone")
+        return await real(self)
+
+    monkeypatch.setattr(SqlStore, "list_accounts", listing_beside_nodes)
+    env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["accounts", "create", "shop"], env=env).exit_code == 0
+    quiet = runner.invoke(cli, ["accounts", "list"], env=env)
+    assert quiet.exit_code == 0 and "shop" in quiet.output
+    assert "run_alone" not in quiet.stderr
+    asked = runner.invoke(cli, ["accounts", "list"], env={**env, "SMSRELAY_LOG_LEVEL": "WARNING"})
+    assert "store.batch.run_alone" in asked.stderr  # shown when asked for

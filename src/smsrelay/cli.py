@@ -26,6 +26,7 @@ from smsrelay.cli_support import (
     with_gateway,
 )
 from smsrelay.errors import SmsRelayError
+from smsrelay.logs import configure as configure_logging
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
@@ -58,6 +59,10 @@ def cli(
       smsrelay accounts create shop --credit 50
     """
     ctx.obj = {"data_dir": data_dir, "database_url": database_url, "config": config}
+    # A command's outcome is its output or its error line; the store's warnings meant for
+    # serve's log (a batch run alone beside running nodes) filled cron mail as bare lines.
+    # serve sets its own level; SMSRELAY_LOG_LEVEL shows them for a command too.
+    configure_logging(os.environ.get("SMSRELAY_LOG_LEVEL") or "ERROR")
 
 
 @cli.command()
