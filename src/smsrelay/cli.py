@@ -191,6 +191,12 @@ def send(
 
     try:
         status, answer = run(post())
+    except aiohttp.ClientConnectorCertificateError as exc:  # it answered: it runs
+        fail(
+            f"the gateway at {base} answered with a certificate other than http_tls_cert's "
+            f"({exc.certificate_error}): a renewed certificate not loaded yet? (kill -HUP "
+            "serve's pid reloads it)"
+        )
     except aiohttp.ClientError as exc:
         fail(f"could not reach the gateway at {base}: {exc} (is `smsrelay serve` running?)")
     click.echo(answer.decode("utf-8", "replace"))
