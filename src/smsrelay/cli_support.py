@@ -43,17 +43,39 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
 
 
-def _refuse_missing_sqlite_file(url: str, creates: bool) -> None:
-    path = Path(path_from_url(url)).resolve()
-    if path.exists():
+def _refuse_missing_database(url: str, creates: bool) -> None:
+    """Only ``creates`` commands make a database (and say so); the others stop, naming it.
+    On PostgreSQL the database is made by its administrator and the tables by us: pointed
+    at the wrong one (even ``postgres``), a command made our tables there and reported all
+    well, and a monitoring job watched an empty gateway."""
+    if is_postgres(url):
+        shown = redacted(url)
+        found = _holds_smsrelay(url, shown)
+        missing = (
+            f"no smsrelay tables in {shown}: check --database (SMSRELAY_DATABASE_URL), or "
+            "run `smsrelay db upgrade` once to make them"
+        )
+        making = f"creating smsrelay's tables in {shown}"
+    else:
+        path = Path(path_from_url(url)).resolve()
+        found = path.exists()
+        missing = (
+            f"no smsrelay database at {path}: run this where serve runs, or pass "
+            "--data-dir (SMSRELAY_DATA_DIR) or --database (SMSRELAY_DATABASE_URL)"
+        )
+        making = f"creating a new database at {path}"
+    if found:
         return
     if not creates:
-        fail(
-            f"no smsrelay database at {path}: run this where serve runs, or pass "
-            "--data-dir (SMSRELAY_DATA_DIR) or --database (SMSRELAY_DATABASE_URL)",
-            code=2,
-        )
-    click.echo(f"note: creating a new database at {path}", err=True)
+        fail(missing, code=2)
+    click.echo(f"note: {making}", err=True)
+
+
+def _holds_smsrelay(url: str, shown: str) -> bool:
+    try:
+        return holds_smsrelay(url)
+    except Exception as exc:  # cannot connect: the command's own error, as opening would give
+        fail(f"cannot use the database {shown}: {exc}")
 
 
 def redacted(url: str) -> str:
@@ -63,25 +85,6 @@ def redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _refuse_postgres_without_tables(url: str, creates: bool) -> None:
-    """A command pointed at the wrong PostgreSQL database (even ``postgres``) made smsrelay's
-    tables there and reported all well: a monitoring job then watched an empty gateway."""
-    shown = redacted(url)
-    try:
-        found = holds_smsrelay(url)
-    except Exception as exc:  # cannot connect: the command's own error, as opening would give
-        fail(f"cannot use the database {shown}: {exc}")
-    if found:
-        return
-    if not creates:
-        fail(
-            f"no smsrelay tables in {shown}: check --database (SMSRELAY_DATABASE_URL), or "
-            "run `smsrelay db upgrade` once to make them",
-            code=2,
-        )
-    click.echo(f"note: creating smsrelay's tables in {shown}", err=True)
 
 
 def with_gateway(
@@ -94,10 +97,7 @@ def with_gateway(
     """
     settings = settings_from(ctx)
     url = settings.resolved_database_url
-    if is_postgres(url):  # the database is made by its administrator, the tables by us
-        _refuse_postgres_without_tables(url, creates)
-    else:
-        _refuse_missing_sqlite_file(url, creates)
+    _refuse_missing_database(url, creates)
 
     async def main() -> T:
         store = store_for(url)
