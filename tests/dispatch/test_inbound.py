@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -320,3 +321,46 @@ async def test_the_replies_of_a_turn_are_written_together_not_one_after_another(
     assert await router.handle_many([*sms, delivery_receipt("b1")]) == [0, 0, 0, 0]
     assert most == 3
     assert sorted(reply.text for reply in store.replies) == ["reply 0", "reply 1", "reply 2"]
+
+
+# --- a long reply cut inside a character ------------------------------------------------------
+
+
+def _part(payload: bytes, data_coding: int, seq: int, total: int, ref: int = 9) -> InboundSm:
+    udh = bytes([5, 0, 3, ref, total, seq])
+    return dataclasses.replace(mo(udh + payload, data_coding), esm_class=0x40)
+
+
+async def _reassembled_text(store: RecordingStore) -> str:
+    bodies = await store.db.read(
+        lambda conn: conn.execute("SELECT body FROM webhooks WHERE kind = 'reply'").fetchall()
+    )
+    [(body,)] = bodies
+    return str(json.loads(body)["text"])
+
+
+@pytest.mark.parametrize(
+    ("parts", "data_coding", "whole"),
+    [
+        # an emoji's surrogate pair, its high half ending part 1 (UTF-16 big-endian)
+        (
+            [
+                "Salut \ud83d".encode("utf-16-be", "surrogatepass"),
+                "\ude00 à demain".encode("utf-16-be", "surrogatepass"),
+            ],
+            8,
+            "Salut 😀 à demain",
+        ),
+        # a GSM escape pair: "€" is ESC (0x1B) then 0x65, ESC ending part 1
+        ([b"Prix: 5\x1b", b"\x65 merci"], 0, "Prix: 5€ merci"),
+    ],
+)
+async def test_a_reply_cut_inside_a_character_reads_whole_once_joined(
+    router: InboundRouter, store: RecordingStore, parts: list[bytes], data_coding: int, whole: str
+) -> None:
+    # Each part was read alone, and the character cut between two came out as two wrong ones
+    # (U+FFFD, or "?" and "e"): a phone or SMSC that cuts by octets sends such parts.
+    await store.update_account("a", {"reassemble_replies": 1, "reply_url": "https://e.com/mo"})
+    for seq, payload in enumerate(parts, 1):
+        assert await router(_part(payload, data_coding, seq, len(parts))) == 0
+    assert await _reassembled_text(store) == whole

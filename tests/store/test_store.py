@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from smsrelay.domain.data_coding import decode_sm_text
 from smsrelay.domain.keywords import is_stop_text
 from smsrelay.errors import DomainError, TransientError
 from smsrelay.store import sql_store
@@ -602,6 +603,35 @@ async def test_a_reassembled_reply_has_the_keyword_a_single_sms_would(store: Sql
         await store.record_reply(reply, BUILDERS)
     [job] = await store.claim_due_webhooks(2000.0, 10, 2060.0)
     assert orjson.loads(job.body)["keyword"] == "OUI"  # was "OUI,"
+
+
+async def test_a_reply_cut_inside_a_character_is_read_from_its_parts_octets(
+    store: SqlStore,
+) -> None:
+    # the octets go through each engine's binary column and back (BLOB, BYTEA)
+    import orjson
+
+    await store.update_account("a", {"reply_url": "https://e.com/mo", "reassemble_replies": 1})
+    halves = (
+        "Bravo \ud83c".encode("utf-16-be", "surrogatepass"),
+        "\udf89 !\x00".encode("utf-16-be", "surrogatepass"),
+    )
+    for seq, octets in enumerate(halves, 1):
+        reply = InboundReply(
+            "default",
+            "+33612345678",
+            "+33757000001",
+            decode_sm_text(octets, 8),  # alone: a U+FFFD where half a character was
+            "",
+            lambda _: False,
+            1000.0,
+            (6, 2, seq),
+            body=octets,
+            data_coding=8,
+        )
+        await store.record_reply(reply, BUILDERS)
+    [job] = await store.claim_due_webhooks(2000.0, 10, 2060.0)
+    assert orjson.loads(job.body)["text"] == "Bravo \U0001f389 !\ufffd"  # and a NUL as ever
 
 
 async def test_a_reused_reference_starts_a_new_reply_and_leaves_an_unfinished_one_held(

@@ -121,6 +121,9 @@ class InboundRouter:
             received_at=self._clock.now(),
             concat=None if concat is None else (concat.ref, concat.total, concat.seq),
             bind_id=sm.bind_id,
+            body=None if concat is None else body,
+            data_coding=sm.data_coding,
+            smsc_default=sm.default_alphabet,
         )
         outcome = await self._store.record_reply(reply, self._builders)
         self.replies_received += 1

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from smsrelay.domain.data_coding import decode_sm_text
 from smsrelay.domain.keywords import keyword_of
 from smsrelay.store.grouped import marks, padded
 from smsrelay.store.message_ops import cancel_waiting_for, insert_callback
@@ -134,8 +135,9 @@ def _insert_reply(
     ref, total, part = reply.concat if reply.concat else (None, None, None)
     row = conn.execute(
         "INSERT INTO replies (account_id, msisdn, virtual_number, text, keyword, message_id, "
-        "concat_ref, concat_total, concat_part, connector, received_at, bind_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "concat_ref, concat_total, concat_part, connector, received_at, bind_id, body, "
+        "data_coding, smsc_default) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             account_id,
             reply.msisdn,
@@ -149,6 +151,9 @@ def _insert_reply(
             reply.connector,
             reply.received_at,
             reply.bind_id or None,
+            reply.body,
+            reply.data_coding,
+            reply.smsc_default,
         ),
     ).fetchone()
     return int(row[0])
@@ -173,7 +178,8 @@ def _joined(conn: Conn, reply: InboundReply, reply_id: int, *, held_only: bool) 
     ref, total, _ = reply.concat
     held = " AND (awaiting = 1 OR id = ?)" if held_only else ""
     rows = conn.execute(
-        "SELECT concat_part, text, id FROM replies WHERE msisdn = ? AND virtual_number = ? "
+        "SELECT concat_part, text, id, body, data_coding, smsc_default FROM replies "
+        "WHERE msisdn = ? AND virtual_number = ? "
         f"AND concat_ref = ? AND concat_total = ? AND received_at >= ?{held} ORDER BY id",
         (
             reply.msisdn,
@@ -184,11 +190,23 @@ def _joined(conn: Conn, reply: InboundReply, reply_id: int, *, held_only: bool) 
             *((reply_id,) if held_only else ()),
         ),
     ).fetchall()
-    parts = {int(p): (t, int(i)) for p, t, i in rows}  # a re-sent part replaces its earlier copy
+    parts = {int(row[0]): row[1:] for row in rows}  # a re-sent part replaces its earlier copy
     complete = set(parts) == set(range(1, total + 1))
-    text = "".join(parts[i][0] for i in sorted(parts))
+    in_order = [parts[i] for i in sorted(parts)]
     opening = parts[1][0] if 1 in parts else None
-    return _Joined(text, complete, opening, tuple(row_id for _, row_id in parts.values()))
+    row_ids = tuple(int(part[1]) for part in parts.values())
+    return _Joined(_text_of(in_order), complete, opening, row_ids)
+
+
+def _text_of(parts: list[tuple[Any, ...]]) -> str:
+    """The parts' text: their octets joined, then read, when each kept them in one coding (a
+    character cut between two parts reads whole only so); otherwise their texts joined."""
+    codings = {(part[3], part[4]) for part in parts}
+    if len(codings) == 1 and all(part[2] is not None for part in parts):
+        ((data_coding, smsc_default),) = codings
+        octets = b"".join(bytes(part[2]) for part in parts)
+        return decode_sm_text(octets, int(data_coding), int(smsc_default))
+    return "".join(str(part[0]) for part in parts)
 
 
 def _queue_reply_callbacks(

@@ -1,6 +1,6 @@
 """The PostgreSQL schema: the same tables, columns and partial indexes as ``schema`` (SQLite's
-six migrations folded into one), in PostgreSQL's types. ``upgrade`` applies the missing ones
-under an advisory lock, so nodes starting together do not race."""
+first six migrations folded into one, then one each), in PostgreSQL's types. ``upgrade``
+applies the missing ones under an advisory lock, so nodes starting together do not race."""
 
 from __future__ import annotations
 
@@ -156,6 +156,11 @@ MIGRATIONS: tuple[str, ...] = (
         error TEXT
     );
     CREATE INDEX webhook_attempts_of ON webhook_attempts(webhook_id);
+    """,
+    # 2: SQLite's 7 (a long reply's parts keep their octets, to be read joined)
+    """
+    ALTER TABLE replies ADD COLUMN body BYTEA, ADD COLUMN data_coding INTEGER,
+        ADD COLUMN smsc_default INTEGER;
     """,
 )
 

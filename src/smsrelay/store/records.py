@@ -187,6 +187,10 @@ class InboundReply:
     received_at: float
     concat: tuple[int, int, int] | None = None  # (ref, total, part)
     bind_id: str = ""  # the SMPP session it came in on ("" unknown)
+    # a part of a long reply: its octets and how to read them, for the text joined
+    body: bytes | None = None
+    data_coding: int = 0
+    smsc_default: int = 0
 
 
 @quick_init

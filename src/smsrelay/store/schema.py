@@ -195,6 +195,13 @@ MIGRATIONS: tuple[str, ...] = (
         AND EXISTS (SELECT 1 FROM webhooks o WHERE o.order_key = webhooks.order_key
             AND o.id < webhooks.id AND o.state IN ('pending', 'sending'));
     """,
+    # 7: a part of a long reply keeps its octets: a phone may cut a text inside a character
+    # (a GSM escape pair, an emoji's surrogate pair), which only the joined octets can read.
+    """
+    ALTER TABLE replies ADD COLUMN body BLOB;
+    ALTER TABLE replies ADD COLUMN data_coding INTEGER;
+    ALTER TABLE replies ADD COLUMN smsc_default INTEGER;
+    """,
 )
 
 
