@@ -66,9 +66,13 @@ async def _send_and_read_back(base_url: str, api_key: str, number: str, cert: st
 
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await session.get(f"{base_url}/health")  # the system's CAs do not know it
+        # plain HTTP to the https port: an empty reply left the operator guessing (review)
         plain = base_url.replace("https://", "http://")
-        with pytest.raises(aiohttp.ClientError):  # no answer in clear text on the https port
-            await session.post(f"{plain}/v1/vn/send", json=body)
+        async with session.post(f"{plain}/v1/vn/send", json=body) as refused:
+            said = await refused.json(content_type=None)
+        assert (refused.status, said["success"]) == (400, False)
+        assert "this port speaks https" in said["message"]
+        assert refused.headers["Connection"] == "close"
 
 
 async def _cli_send(api_key: str, number: str, env: dict[str, str]) -> tuple[int, bytes, bytes]:

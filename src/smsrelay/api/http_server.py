@@ -148,7 +148,11 @@ class HttpServer:
         loop = self.loop = asyncio.get_running_loop()  # kept: a getpid syscall per ask on 3.11
         if tls is not None:
             listener = TlsListener(
-                tls, lambda: Connection(self), self._has_room, self._count_turned_away
+                tls,
+                lambda: Connection(self),
+                self._has_room,
+                self._count_turned_away,
+                self._plain_http_answer,
             )
             port = await listener.start(host, port, backlog)
             self._tls_listener = listener
@@ -159,6 +163,11 @@ class HttpServer:
             port = int(self._listener.sockets[0].getsockname()[1])
         self._sweeper = loop.call_later(self._sweep_every, self._sweep)
         return port
+
+    def _plain_http_answer(self) -> bytes:
+        """For a client that spoke plain HTTP to the https port (``curl http://``)."""
+        detail = "this port speaks https: use an https:// URL"
+        return encoded(self.error_answer(400, detail, ""), b"Connection: close\r\n")
 
     async def close(self, grace: float = 8.0) -> None:
         """Stop listening, answer the requests already read, then close every connection."""
@@ -548,14 +557,19 @@ class Connection(asyncio.Protocol):
             connection = b"Connection: close\r\n"
         elif self._parser.get_http_version() == "1.0":
             connection = b"Connection: keep-alive\r\n"
-        head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-            _status_line(response.status),
-            response.content_type.encode("latin-1"),
-            len(response.body),
-            _date_header(),
-            connection,
-        )
-        return head if head_only else head + response.body
+        return encoded(response, connection, head_only)
+
+
+def encoded(response: Response, connection: bytes, head_only: bool = False) -> bytes:
+    """``response`` on the wire, ``connection`` its Connection header line (or b"")."""
+    head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+        _status_line(response.status),
+        response.content_type.encode("latin-1"),
+        len(response.body),
+        _date_header(),
+        connection,
+    )
+    return head if head_only else head + response.body
 
 
 def _url_of_request_line(data: bytes) -> bytes:

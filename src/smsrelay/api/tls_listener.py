@@ -7,6 +7,12 @@ not counted, and a flood of them took the descriptors kept for the database, the
 and the callbacks (the cap's whole point). Here a socket over the cap is closed at accept,
 and one in its handshake holds its place until the handshake ends, TLS_HANDSHAKE_TIMEOUT at
 most. The context is read at each handshake: a certificate reload replaces ``tls``.
+
+A client that speaks plain HTTP to the port (``curl http://…:8443``) got an empty reply and
+no hint. OpenSSL recognises an HTTP request where its handshake should be (and sends no alert),
+so such a client is answered 400 "this port speaks https" in clear text, on a second
+descriptor of the connection kept through each handshake (a dup and a close: the cheaper
+way; peeking at the first octet before the handshake cost a loop turn per connection).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
 ACCEPT_RETRY_S = 0.1  # after an accept that failed for want of descriptors or memory
 ACCEPT_WARNING_EVERY_S = 10.0
 ACCEPT_BATCH = 64  # connections taken from the listen queue at once, past the awaited one
+PLAIN_LINGER_S = 1.0  # after the plain-HTTP answer, its request is read and dropped so long
 OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 log = logging.getLogger("smsrelay.api")
 
@@ -36,8 +43,10 @@ class TlsListener:
         make_protocol: Callable[[], asyncio.Protocol],
         has_room: Callable[[int], bool],
         turn_away: Callable[[], None],
+        plain_http_answer: Callable[[], bytes],
     ) -> None:
         self.tls = tls
+        self._plain_http_answer = plain_http_answer
         self._make_protocol = make_protocol
         self._has_room = has_room  # given the handshakes under way: may one more begin?
         self._turn_away = turn_away  # one was refused over the cap (counted, warned)
@@ -140,6 +149,9 @@ class TlsListener:
 
     async def _handshake(self, client: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        # a second descriptor of the connection, kept through the handshake: when the client
+        # spoke plain HTTP, the transport has closed its own, and the answer goes by this one
+        spare = client.dup()
         try:
             await loop.connect_accepted_socket(
                 self._make_protocol,
@@ -149,4 +161,24 @@ class TlsListener:
             )
         except Exception as exc:  # a failed or slow handshake, a client gone
             log.debug("api.tls.handshake_failed", extra={"error": str(exc)})
+            client.close()
+            if getattr(exc, "reason", None) == "HTTP_REQUEST":  # OpenSSL saw an HTTP request
+                await self._answer_plain_http(loop, spare)
+        finally:
+            spare.close()
+
+    async def _answer_plain_http(
+        self, loop: asyncio.AbstractEventLoop, client: socket.socket
+    ) -> None:
+        """The answer in clear text, then the request read and dropped until the client goes
+        (closing with it unread would reset the connection before the client read the 400)."""
+        log.info("api.plain_http_on_https_port")
+        try:
+            with contextlib.suppress(OSError):  # TimeoutError among them: the linger is over
+                client.send(self._plain_http_answer())  # small: the socket's buffer takes it
+                client.shutdown(socket.SHUT_WR)
+                async with asyncio.timeout(PLAIN_LINGER_S):
+                    while await loop.sock_recv(client, 65536):
+                        pass
+        finally:
             client.close()
