@@ -153,13 +153,14 @@ async def _start_one(
     max_attempts: int = 3,
     clock: Clock | None = None,
     lease_seconds: float = 60.0,
+    backoff: float = 0.01,
 ) -> tuple[int, Dispatcher]:
     clock = clock or SystemClock()
     now = clock.now()
     message_id = await store.accept_message(new_message(cost_micros=1, created_at=now, due_at=now))
     policy = DispatchPolicy(
         max_attempts=max_attempts,
-        backoff=BackoffPolicy(first=0.01, cap=0.01),
+        backoff=BackoffPolicy(first=backoff, cap=backoff),
         lease_seconds=lease_seconds,
     )
     running = Dispatcher(store, clock, {"default": carrier}, BUILDERS, policy)
@@ -221,6 +222,24 @@ async def test_without_even_a_late_answer_the_part_goes_again_and_that_counts(
         assert part.state == final
         assert carrier.submits == (2 if final == "submitted" else 1)
         assert part.attempts == (2 if final == "submitted" else 1)
+    finally:
+        await running.stop()
+
+
+async def test_a_part_left_unanswered_waits_to_go_again_and_cannot_be_cancelled(
+    store: SqliteStore,
+) -> None:
+    # queued again for its next attempt, it looked as if it had never left: a cancel then
+    # refunded a message the handset may have had
+    carrier = UnansweredFirst()
+    message_id, running = await _start_one(store, carrier, backoff=3600.0)
+    try:
+        await _unanswered(store, message_id, carrier)
+        assert carrier.late is not None
+        carrier.late.set_result(None)  # no answer, even late
+        await eventually(lambda: _part_when(store, message_id, "queued"))
+        with pytest.raises(DomainError, match="may already have left"):
+            await store.cancel_message(1, message_id, time.time())
     finally:
         await running.stop()
 

@@ -55,7 +55,7 @@ def test_parts_in_flight_when_claim_times_came_keep_going_without_one(tmp_path: 
         "(2, 1, 'default', 'queued', 100.0, NULL)"
     )
 
-    assert upgrade(conn) == [5, 6, 7]
+    assert upgrade(conn) == [5, 6, 7, 8]
     assert conn.execute("SELECT id, claimed_at FROM parts").fetchall() == [(1, None), (2, None)]
     assert message_ops.sending_parts(conn) == {"default": (1, None)}  # claimed, time unknown
 
@@ -75,7 +75,7 @@ def test_callbacks_an_older_build_queued_behind_an_open_one_are_parked(tmp_path:
         [(i, f"u{i}", state, due, key) for i, key, state, due in rows],
     )
 
-    assert upgrade(conn) == [6, 7]
+    assert upgrade(conn) == [6, 7, 8]
     dues = dict(conn.execute("SELECT id, due_at FROM webhooks").fetchall())
     assert dues == {1: 600.0, 2: PARKED, 3: PARKED, 4: 13.0, 5: 14.0}
     assert [job.id for job in claim_due(conn, 600.0, 10, 660.0)] == [1, 4]

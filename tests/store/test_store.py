@@ -144,6 +144,37 @@ async def test_cancel_refunds_and_only_before_leaving(store: SqlStore) -> None:
     assert refused.value.code == "message.not_cancellable"
 
 
+@pytest.mark.parametrize("how", ["a restart after a crash", "a lost link"])
+async def test_a_message_that_may_have_left_is_not_cancelled_by_a_cancel_or_a_stop(
+    store: SqlStore, how: str
+) -> None:
+    # Requeued after a crash, such a part looked as if it never left: a cancel refunded it,
+    # the person had it, and its receipt found no part (the durability review: 32 messages)
+    message_id = await store.accept_message(new_message())
+    [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
+    if how == "a restart after a crash":
+        assert await store.release_expired_leases(float("inf")) == 1
+    else:
+        assert await store.mark_retry(part.part_id, 300.0, "no answer", may_have_left=True)
+    with pytest.raises(DomainError) as refused:
+        await store.cancel_message(1, message_id, 300.0)
+    assert refused.value.code == "message.not_cancellable"
+    assert "may already have left" in refused.value.message
+    await store.stop_add(1, "+33612345678", 310.0)  # nor does a STOP take it back
+    assert await _message_state(store, message_id) == "queued"
+    [again] = await store.claim_due_parts("default", 400.0, 10, 460.0)  # it goes again
+    assert again.part_id == part.part_id
+
+
+async def test_parts_given_back_unsent_can_still_be_cancelled(store: SqlStore) -> None:
+    # a stop (SIGTERM) hands back what it claimed and did not send, and a throttled part
+    # never reached the SMSC: neither may have left
+    message_id = await store.accept_message(new_message())
+    [part] = await store.claim_due_parts("default", 200.0, 10, 260.0)
+    assert await store.mark_retry(part.part_id, 300.0, "stopping", counted=False)
+    assert await store.cancel_message(1, message_id, 300.0) == 45_000
+
+
 async def test_accepted_rows_are_on_disk_for_another_connection(
     store: SqlStore, tmp_path: Path
 ) -> None:

@@ -375,8 +375,9 @@ class _Lane:
             )
             return
         if isinstance(outcome, SubmitUnanswered):
-            # No answer, even late: counted, as each new send may be a duplicate at a handset.
-            await self._retry(part, str(outcome), counted=True)
+            # No answer, even late: counted, as each new send may be a duplicate at a handset
+            # (and the part may have left: it can no longer be cancelled).
+            await self._retry(part, str(outcome), counted=True, may_have_left=True)
             return
         if isinstance(outcome, SmsRelayError):
             await self._retry(part, str(outcome), counted=False)
@@ -400,7 +401,9 @@ class _Lane:
         else:
             await self._retry(part, status_name(outcome.status), counted=True)
 
-    async def _retry(self, part: ClaimedPart, reason: str, *, counted: bool) -> None:
+    async def _retry(
+        self, part: ClaimedPart, reason: str, *, counted: bool, may_have_left: bool = False
+    ) -> None:
         policy = self.d._policy
         now = self.d._clock.now()
         if counted and part.attempts >= policy.max_attempts:
@@ -420,7 +423,9 @@ class _Lane:
             # is bound, so a short fixed delay cannot hammer anything, and a long outage does
             # not leave parts waiting minutes of backoff after the link is back.
             due = now + SLOW_DOWN_DELAY
-        await self.d._store.mark_retry(part.part_id, due, reason, counted=counted)
+        await self.d._store.mark_retry(
+            part.part_id, due, reason, counted=counted, may_have_left=may_have_left
+        )
 
 
 def _result_of(

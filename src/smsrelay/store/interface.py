@@ -123,7 +123,13 @@ class Store(Protocol):
         ...
 
     async def mark_retry(
-        self, part_id: int, due_at: float, error: str, *, counted: bool = True
+        self,
+        part_id: int,
+        due_at: float,
+        error: str,
+        *,
+        counted: bool = True,
+        may_have_left: bool = False,
     ) -> bool: ...
     async def mark_part_final(
         self,

@@ -158,10 +158,12 @@ def release_expired_leases(conn: Conn, now: float) -> int:
     window of 100), and a part is failed only when the SMSC answers it with an error while
     its attempts are used up, so a counted crash would have spent the retries the part needs
     for the carrier's own transient errors. (The few that had left are not counted either:
-    which they were cannot be known; after a lost link such a part is counted.)"""
+    which they were cannot be known; after a lost link such a part is counted.) Each may
+    have left, so none can be cancelled any more."""
     cursor = conn.execute(
         "UPDATE parts SET state = 'queued', lease_until = NULL, claimed_at = NULL, "
-        "attempts = attempts - 1, last_error = 'lease expired: no submit outcome recorded' "
+        "attempts = attempts - 1, last_error = 'lease expired: no submit outcome recorded', "
+        "may_have_left = 1 "
         "WHERE state = 'sending' AND lease_until < ?",
         (now,),
     )
@@ -202,14 +204,23 @@ def renew_leases(conn: Conn, part_ids: list[int], lease_until: float) -> int:
 
 
 def mark_retry(
-    conn: Conn, part_id: int, due_at: float, error: str, *, counted: bool = True
+    conn: Conn,
+    part_id: int,
+    due_at: float,
+    error: str,
+    *,
+    counted: bool = True,
+    may_have_left: bool = False,
 ) -> bool:
     """Back to the queue. ``counted=False`` (throttled, link lost): the claim's attempt is
-    given back, so slowing down never uses up the part's attempts."""
+    given back, so slowing down never uses up the part's attempts. ``may_have_left``: its
+    ``submit_sm`` was out when the link was lost, unanswered; it can no longer be cancelled."""
     cursor = conn.execute(
         "UPDATE parts SET state = 'queued', due_at = ?, lease_until = NULL, claimed_at = NULL, "
-        "last_error = ?, attempts = attempts - ? WHERE id = ? AND state = 'sending'",
-        (due_at, error, 0 if counted else 1, part_id),
+        "last_error = ?, attempts = attempts - ?, "
+        "may_have_left = CASE WHEN ? = 1 THEN 1 ELSE may_have_left END "
+        "WHERE id = ? AND state = 'sending'",
+        (due_at, error, 0 if counted else 1, int(may_have_left), part_id),
     )
     return cursor.rowcount == 1
 
@@ -272,6 +283,13 @@ def cancel(conn: Conn, account_id: int, message_id: int, now: float) -> int:
     }
     if row[2] or states != {"queued"}:
         raise DomainError("message.not_cancellable", "the message has already left", "messageId")
+    if conn.execute(_MAY_HAVE_LEFT, (message_id,)).fetchone():
+        raise DomainError(
+            "message.not_cancellable",
+            "the message may already have left (it was with the SMSC when a connection was "
+            "lost or the gateway stopped): it will be sent",
+            "messageId",
+        )
     conn.execute(
         "UPDATE parts SET state = 'cancelled', done_at = ? WHERE message_id = ?", (now, message_id)
     )
@@ -304,6 +322,10 @@ def release_held(conn: Conn, account_id: int, limit: int) -> int:
     return len(moved)
 
 
+# a part the SMSC may have taken (a crash or a lost link while it was out): it goes again
+_MAY_HAVE_LEFT = "SELECT 1 FROM parts WHERE message_id = ? AND may_have_left = 1 LIMIT 1"
+
+
 def cancel_waiting_for(conn: Conn, account_id: int, phone: str, now: float) -> int:
     """Cancel (and refund) the account's messages to ``phone`` that have not left: held for
     quiet hours or still queued when the person asked to stop. How many."""
@@ -312,7 +334,8 @@ def cancel_waiting_for(conn: Conn, account_id: int, phone: str, now: float) -> i
         "SELECT m.id FROM messages m WHERE m.sender IN "
         "(SELECT msisdn FROM numbers WHERE account_id = ?) AND m.recipient = ? "
         "AND m.account_id = ? AND m.final_at IS NULL AND m.sandbox = 0 "
-        "AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.state != 'queued')",
+        "AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id "
+        "AND (p.state != 'queued' OR p.may_have_left = 1))",
         (account_id, phone, account_id),
     ).fetchall()
     for (message_id,) in rows:

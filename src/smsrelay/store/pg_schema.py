@@ -162,6 +162,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE replies ADD COLUMN body BYTEA, ADD COLUMN data_coding INTEGER,
         ADD COLUMN smsc_default INTEGER;
     """,
+    # 3: SQLite's 8 (a part that may have reached the SMSC can no longer be cancelled)
+    """
+    ALTER TABLE parts ADD COLUMN may_have_left INTEGER NOT NULL DEFAULT 0;
+    UPDATE parts SET may_have_left = 1
+        WHERE state = 'queued' AND last_error = 'lease expired: no submit outcome recorded';
+    """,
 )
 
 

@@ -202,6 +202,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE replies ADD COLUMN data_coding INTEGER;
     ALTER TABLE replies ADD COLUMN smsc_default INTEGER;
     """,
+    # 8: a part that may have reached the SMSC (its process died, or its link was lost, while
+    # it was out: its outcome unknown) can no longer be cancelled: it goes again, and the
+    # person may already have it. Parts a crash released before this build are marked too.
+    """
+    ALTER TABLE parts ADD COLUMN may_have_left INTEGER NOT NULL DEFAULT 0;
+    UPDATE parts SET may_have_left = 1
+        WHERE state = 'queued' AND last_error = 'lease expired: no submit outcome recorded';
+    """,
 )
 
 

@@ -334,7 +334,13 @@ class SqlStore:
         return list(await self.db.write(Grouped(mark_submitted_runs, run)))
 
     async def mark_retry(
-        self, part_id: int, due_at: float, error: str, *, counted: bool = True
+        self,
+        part_id: int,
+        due_at: float,
+        error: str,
+        *,
+        counted: bool = True,
+        may_have_left: bool = False,
     ) -> bool:
         return await self.db.write(
             partial(
@@ -343,6 +349,7 @@ class SqlStore:
                 due_at=due_at,
                 error=error,
                 counted=counted,
+                may_have_left=may_have_left,
             )
         )
 
