@@ -328,7 +328,7 @@ def stop_add(ctx: click.Context, account: str, phone: str) -> None:
     async def work(gw: Gateway) -> int:
         number = parse_recipient(phone)
         owner = await _account(gw, account)
-        return await gw.store.stop_add(owner.id, number.e164, gw.clock.now())
+        return await gw.store.stop_add(owner.id, number.e164, gw.clock.now(), gw.builders)
 
     click.echo(f"added, id {with_gateway(ctx, work)}")
 

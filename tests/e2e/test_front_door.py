@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from smsrelay import runtime
+from smsrelay.webhooks.payloads import BUILDERS
 from tests.support import RunningGateway, eventually, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.asyncio
@@ -385,7 +386,7 @@ async def test_disabled_account_is_code_20(gw: RunningGateway) -> None:
 
 async def test_stop_listed_recipient_is_code_14(gw: RunningGateway) -> None:
     demo = await gw.store.find_account("demo")
-    await gw.store.stop_add(demo.id, "+33612345678", 0.0)
+    await gw.store.stop_add(demo.id, "+33612345678", 0.0, BUILDERS)
     status, answer = await gw.send()
     assert (status, answer["code"]) == (400, 14)
     status, text = await gw.post("/v1/vn/send?_format=xml", _body(gw))

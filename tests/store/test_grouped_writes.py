@@ -485,7 +485,7 @@ async def three_accounts(store: SqlStore) -> None:
     await store.create_account("c", "hash-c", 1_000_000, 0.0)
     await store.add_number("c", C_NUMBER, CONNECTOR, 0.0)
     await store.update_account("c", {"disabled": 1})
-    await store.stop_add(1, STOPPED, 0.0)
+    await store.stop_add(1, STOPPED, 0.0, BUILDERS)
 
 
 def refused(code: str) -> tuple[str, str]:

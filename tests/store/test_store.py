@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ async def test_one_refused_write_does_not_undo_its_batch(store: SqlStore) -> Non
 
 
 async def test_refusals_leave_no_trace(store: SqlStore) -> None:
-    await store.stop_add(1, "+33612345678", 0.0)
+    await store.stop_add(1, "+33612345678", 0.0, BUILDERS)
     with pytest.raises(DomainError, match="STOP"):
         await store.accept_message(new_message())
     with pytest.raises(DomainError) as refused:
@@ -160,7 +161,7 @@ async def test_a_message_that_may_have_left_is_not_cancelled_by_a_cancel_or_a_st
         await store.cancel_message(1, message_id, 300.0)
     assert refused.value.code == "message.not_cancellable"
     assert "may already have left" in refused.value.message
-    await store.stop_add(1, "+33612345678", 310.0)  # nor does a STOP take it back
+    await store.stop_add(1, "+33612345678", 310.0, BUILDERS)  # nor does a STOP take it back
     assert await _message_state(store, message_id) == "queued"
     [again] = await store.claim_due_parts("default", 400.0, 10, 460.0)  # it goes again
     assert again.part_id == part.part_id
@@ -722,7 +723,7 @@ async def test_a_stop_cancels_and_refunds_what_still_waits_for_that_person(
     store: SqlStore, how: str
 ) -> None:
     # A message held for quiet hours (08:00) left after its recipient had asked to stop.
-    held = await store.accept_message(new_message(due_at=5_000.0))
+    held = await store.accept_message(new_message(due_at=5_000.0, url_dlr="https://e.com/dlr"))
     other = await store.accept_message(new_message(recipient="+33612345679", due_at=5_000.0))
     credit = await _credit(store)
     if how == "a STOP reply":
@@ -731,10 +732,22 @@ async def test_a_stop_cancels_and_refunds_what_still_waits_for_that_person(
         )
         assert (await store.record_reply(reply, BUILDERS)).stopped
     else:
-        await store.stop_add(1, "+33612345678", 200.0)
+        await store.stop_add(1, "+33612345678", 200.0, BUILDERS)
     assert [await _message_state(store, i) for i in (held, other)] == ["cancelled", "held"]
     assert await _credit(store) == credit + 45_000
     assert await store.claim_due_parts("default", 6_000.0, 10, 6_060.0) != []  # the other's
+    # its client did not cancel it: without a report it would wait for one for ever
+    [report] = [
+        job for job in await store.claim_due_webhooks(300.0, 10, 360.0) if job.kind == "dlr"
+    ]
+    body = json.loads(report.body)
+    assert (body["messageId"], body["status"], body["state"], body["cost"]) == (
+        held,
+        "ko",
+        "cancelled",
+        0,
+    )
+    assert "STOP" in body["parts"][0]["error"]
 
 
 async def _credit(store: SqlStore) -> int:
@@ -777,13 +790,13 @@ async def test_the_figures_for_metrics_follow_the_work(store: SqlStore) -> None:
 
 async def test_the_stop_list_is_asked_about_the_recipients_at_hand(store: SqlStore) -> None:
     for phone in ("+33611111111", "+33622222222"):
-        await store.stop_add(1, phone, 0.0)
+        await store.stop_add(1, phone, 0.0, BUILDERS)
     around = range(1_111_111 - 600, 1_111_111 + 600)  # past one IN list (500)
     asked = [f"+3361{n:07d}" for n in around] + ["+33622222222"]
     assert await store.stopped_among(1, asked) == {"+33611111111", "+33622222222"}
     assert await store.stopped_among(2, asked) == frozenset()  # another account's list
     assert await store.stopped_among(1, []) == frozenset()
     message_id = await store.accept_message(new_message(recipient="+33633333333"))
-    await store.stop_add(1, "+33633333333", 1.0)  # stopped after it was sent
+    await store.stop_add(1, "+33633333333", 1.0, BUILDERS)  # stopped after it was sent
     found, stopped = await store.messages_and_stops(1, [message_id, 999_999])
     assert list(found) == [message_id] and stopped == {"+33633333333"}

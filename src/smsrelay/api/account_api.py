@@ -190,7 +190,11 @@ async def handle_stop_list(gateway: Gateway, params: Params, is_form: bool, xml:
 async def handle_stop_add(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
     stop_id = await add_stop(
-        gateway.store, gateway.clock, account, plain_param(params, "phoneNumber")
+        gateway.store,
+        gateway.clock,
+        account,
+        plain_param(params, "phoneNumber"),
+        gateway.builders,
     )
     return _ok({"stopId": stop_id}, xml)
 

@@ -12,7 +12,7 @@ from smsrelay.service.clock import Clock
 from smsrelay.service.ids import decimal_id
 from smsrelay.service.status import StatusView, describe, parse_message_id
 from smsrelay.store.interface import Store
-from smsrelay.store.records import Account, MessageView, StopEntry
+from smsrelay.store.records import Account, CallbackBuilders, MessageView, StopEntry
 
 MAX_STATUS_QUERIES = 500
 TAG_PAGE_SIZE = 500
@@ -172,7 +172,9 @@ async def stop_entries(store: Store, account: Account) -> list[StopEntry]:
     return await store.stop_list(account.id)
 
 
-async def add_stop(store: Store, clock: Clock, account: Account, raw: str | None) -> int:
+async def add_stop(
+    store: Store, clock: Clock, account: Account, raw: str | None, builders: CallbackBuilders
+) -> int:
     """Add a number (any form ``to`` accepts) to the STOP list; returns the entry's id."""
     if raw is None or raw.strip() == "":
         raise DomainError("phonenumber.required", "phoneNumber is required", "phoneNumber")
@@ -180,7 +182,7 @@ async def add_stop(store: Store, clock: Clock, account: Account, raw: str | None
         number = parse_recipient(raw)
     except DomainError as error:
         raise DomainError(error.code, error.message, "phoneNumber") from error
-    return await store.stop_add(account.id, number.e164, clock.now())
+    return await store.stop_add(account.id, number.e164, clock.now(), builders)
 
 
 async def remove_stop(store: Store, account: Account, raw_id: str | None) -> None:

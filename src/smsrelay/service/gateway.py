@@ -13,6 +13,8 @@ from smsrelay.service.clock import Clock, FixedClock, SystemClock
 from smsrelay.service.sending import SendContext
 from smsrelay.settings import Settings
 from smsrelay.store.interface import Store
+from smsrelay.store.records import CallbackBuilders
+from smsrelay.webhooks.payloads import BUILDERS
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Gateway:
     # callbacks this process has delivered since it started; set by serve with the sender
     callbacks_delivered: Callable[[], int] = field(default=lambda: 0)
     callbacks_given_up: Callable[[], int] = field(default=lambda: 0)  # likewise
+    builders: CallbackBuilders = field(default_factory=lambda: BUILDERS)  # callback bodies
     receipts_received: Callable[[], int] = field(default=lambda: 0)  # likewise, with inbound
     replies_received: Callable[[], int] = field(default=lambda: 0)  # likewise
     messages_accepted: int = 0  # sends this process answered 200 (each stored first)

@@ -7,7 +7,7 @@ from typing import Any
 from smsrelay.domain.pricing import MAX_MICROS, MICROS_PER_EUR
 from smsrelay.errors import DomainError
 from smsrelay.store.message_ops import cancel_waiting_for
-from smsrelay.store.records import Account, NumberRecord, StopEntry
+from smsrelay.store.records import Account, CallbackBuilders, NumberRecord, StopEntry
 from smsrelay.store.sql import Conn
 
 ACCOUNT_COLUMNS = (
@@ -167,7 +167,9 @@ def numbers_of(conn: Conn, account_id: int) -> list[NumberRecord]:
     return [NumberRecord(msisdn=r[0], account_name=r[1], connector=r[2]) for r in rows]
 
 
-def stop_add(conn: Conn, account_id: int, phone: str, now: float) -> int:
+def stop_add(
+    conn: Conn, account_id: int, phone: str, now: float, builders: CallbackBuilders
+) -> int:
     existing = conn.execute(
         "SELECT id FROM stop_list WHERE account_id = ? AND phone = ?", (account_id, phone)
     ).fetchone()
@@ -177,7 +179,8 @@ def stop_add(conn: Conn, account_id: int, phone: str, now: float) -> int:
         "INSERT INTO stop_list (account_id, phone, created_at) VALUES (?, ?, ?) RETURNING id",
         (account_id, phone, now),
     ).fetchone()
-    cancel_waiting_for(conn, account_id, phone, now)  # a message held for 08:00 must not leave
+    # a message held for 08:00 must not leave
+    cancel_waiting_for(conn, account_id, phone, now, builders)
     return int(row[0])
 
 

@@ -52,7 +52,7 @@ def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) ->
             (account_id, reply.msisdn, reply.received_at),
         )
         # what still waits for that person (held for quiet hours) must not leave now
-        cancel_waiting_for(conn, account_id, reply.msisdn, reply.received_at)
+        cancel_waiting_for(conn, account_id, reply.msisdn, reply.received_at, builders)
     url = (link[1] if link is not None and link[1] else None) or (owner[1] if owner else None)
     callbacks = 0
     if url and account_id is not None:

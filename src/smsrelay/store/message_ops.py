@@ -290,16 +290,26 @@ def cancel(conn: Conn, account_id: int, message_id: int, now: float) -> int:
             "lost or the gateway stopped): it will be sent",
             "messageId",
         )
-    conn.execute(
-        "UPDATE parts SET state = 'cancelled', done_at = ? WHERE message_id = ?", (now, message_id)
-    )
+    refund = _cancel_parts(conn, account_id, message_id, now, "cancelled through the API")
     conn.execute(
         "UPDATE messages SET state = 'cancelled', final_at = ? WHERE id = ?", (now, message_id)
     )
+    return refund
+
+
+def _cancel_parts(conn: Conn, account_id: int, message_id: int, now: float, why: str) -> int:
+    """A message's parts cancelled and its cost refunded (the caller ends the message)."""
     conn.execute(
-        "UPDATE accounts SET credit_micros = credit_micros + ? WHERE id = ?", (row[1], account_id)
+        "UPDATE parts SET state = 'cancelled', done_at = ?, last_error = ? WHERE message_id = ?",
+        (now, why, message_id),
     )
-    return int(row[1])
+    row = conn.execute(
+        "UPDATE accounts SET credit_micros = credit_micros + "
+        "(SELECT cost_micros FROM messages WHERE id = ?) WHERE id = ? "
+        "RETURNING (SELECT cost_micros FROM messages WHERE id = ?)",
+        (message_id, account_id, message_id),
+    ).fetchone()
+    return int(row[0])
 
 
 def release_held(conn: Conn, account_id: int, limit: int) -> int:
@@ -326,9 +336,16 @@ def release_held(conn: Conn, account_id: int, limit: int) -> int:
 _MAY_HAVE_LEFT = "SELECT 1 FROM parts WHERE message_id = ? AND may_have_left = 1 LIMIT 1"
 
 
-def cancel_waiting_for(conn: Conn, account_id: int, phone: str, now: float) -> int:
+STOPPED_BEFORE_LEAVING = "cancelled: the recipient asked to stop (STOP) before it left"
+
+
+def cancel_waiting_for(
+    conn: Conn, account_id: int, phone: str, now: float, builders: CallbackBuilders
+) -> int:
     """Cancel (and refund) the account's messages to ``phone`` that have not left: held for
-    quiet hours or still queued when the person asked to stop. How many."""
+    quiet hours or still queued when the person asked to stop. How many. Unlike a cancel the
+    client asked for (its answer is the report), each gets its DLR callback: the client
+    would otherwise wait for ever on a message it did not cancel."""
     rows = conn.execute(
         # by the account's numbers: the conversation index (sender, recipient) finds them
         "SELECT m.id FROM messages m WHERE m.sender IN "
@@ -339,7 +356,8 @@ def cancel_waiting_for(conn: Conn, account_id: int, phone: str, now: float) -> i
         (account_id, phone, account_id),
     ).fetchall()
     for (message_id,) in rows:
-        cancel(conn, account_id, int(message_id), now)
+        _cancel_parts(conn, account_id, int(message_id), now, STOPPED_BEFORE_LEAVING)
+        settle.refresh(conn, int(message_id), now, builders)  # cancelled, its DLR queued
     return len(rows)
 
 

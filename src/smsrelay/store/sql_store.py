@@ -167,9 +167,17 @@ class SqlStore:
 
     # -- STOP list -----------------------------------------------------------------------------
 
-    async def stop_add(self, account_id: int, phone: str, now: float) -> int:
+    async def stop_add(
+        self, account_id: int, phone: str, now: float, builders: CallbackBuilders
+    ) -> int:
         return await self.db.write(
-            partial(account_ops.stop_add, account_id=account_id, phone=phone, now=now)
+            partial(
+                account_ops.stop_add,
+                account_id=account_id,
+                phone=phone,
+                now=now,
+                builders=builders,
+            )
         )
 
     async def stop_remove(self, account_id: int, stop_id: int) -> None:

@@ -25,7 +25,8 @@ def dlr_body(facts: DlrFacts) -> bytes:
         "state": message.state,
         "stat": reported_stat((p.state, p.stat) for p in message.parts),
         "date": paris_text(message.final_at or _last_done(facts)),
-        "cost": micros_to_eur(message.cost_micros),
+        # a message cancelled by a STOP was refunded: nothing of its cost is left to count
+        "cost": micros_to_eur(0 if message.state == "cancelled" else message.cost_micros),
         "currency": "EUR",
         "nbSms": message.nb_sms,
         "tag": message.tag,
