@@ -271,6 +271,10 @@ def insert_callback(
     return int(row[0])
 
 
+# a part the SMSC may have taken (a crash or a lost link while it was out): it goes again
+_MAY_HAVE_LEFT = "SELECT 1 FROM parts WHERE message_id = ? AND may_have_left = 1 LIMIT 1"
+
+
 def cancel(conn: Conn, account_id: int, message_id: int, now: float) -> int:
     """Cancel a message none of whose parts has left; refund it. Returns the refund."""
     row = conn.execute(
@@ -290,26 +294,25 @@ def cancel(conn: Conn, account_id: int, message_id: int, now: float) -> int:
             "lost or the gateway stopped): it will be sent",
             "messageId",
         )
-    refund = _cancel_parts(conn, account_id, message_id, now, "cancelled through the API")
+    _cancel_parts(conn, account_id, message_id, int(row[1]), now, "cancelled through the API")
     conn.execute(
         "UPDATE messages SET state = 'cancelled', final_at = ? WHERE id = ?", (now, message_id)
     )
-    return refund
+    return int(row[1])
 
 
-def _cancel_parts(conn: Conn, account_id: int, message_id: int, now: float, why: str) -> int:
+def _cancel_parts(
+    conn: Conn, account_id: int, message_id: int, cost_micros: int, now: float, why: str
+) -> None:
     """A message's parts cancelled and its cost refunded (the caller ends the message)."""
     conn.execute(
         "UPDATE parts SET state = 'cancelled', done_at = ?, last_error = ? WHERE message_id = ?",
         (now, why, message_id),
     )
-    row = conn.execute(
-        "UPDATE accounts SET credit_micros = credit_micros + "
-        "(SELECT cost_micros FROM messages WHERE id = ?) WHERE id = ? "
-        "RETURNING (SELECT cost_micros FROM messages WHERE id = ?)",
-        (message_id, account_id, message_id),
-    ).fetchone()
-    return int(row[0])
+    conn.execute(
+        "UPDATE accounts SET credit_micros = credit_micros + ? WHERE id = ?",
+        (cost_micros, account_id),
+    )
 
 
 def release_held(conn: Conn, account_id: int, limit: int) -> int:
@@ -332,10 +335,6 @@ def release_held(conn: Conn, account_id: int, limit: int) -> int:
     return len(moved)
 
 
-# a part the SMSC may have taken (a crash or a lost link while it was out): it goes again
-_MAY_HAVE_LEFT = "SELECT 1 FROM parts WHERE message_id = ? AND may_have_left = 1 LIMIT 1"
-
-
 STOPPED_BEFORE_LEAVING = "cancelled: the recipient asked to stop (STOP) before it left"
 
 
@@ -348,15 +347,17 @@ def cancel_waiting_for(
     would otherwise wait for ever on a message it did not cancel."""
     rows = conn.execute(
         # by the account's numbers: the conversation index (sender, recipient) finds them
-        "SELECT m.id FROM messages m WHERE m.sender IN "
+        "SELECT m.id, m.cost_micros FROM messages m WHERE m.sender IN "
         "(SELECT msisdn FROM numbers WHERE account_id = ?) AND m.recipient = ? "
         "AND m.account_id = ? AND m.final_at IS NULL AND m.sandbox = 0 "
         "AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id "
         "AND (p.state != 'queued' OR p.may_have_left = 1))",
         (account_id, phone, account_id),
     ).fetchall()
-    for (message_id,) in rows:
-        _cancel_parts(conn, account_id, int(message_id), now, STOPPED_BEFORE_LEAVING)
+    for message_id, cost_micros in rows:
+        _cancel_parts(
+            conn, account_id, int(message_id), int(cost_micros), now, STOPPED_BEFORE_LEAVING
+        )
         settle.refresh(conn, int(message_id), now, builders)  # cancelled, its DLR queued
     return len(rows)
 
