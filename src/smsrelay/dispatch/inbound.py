@@ -127,7 +127,7 @@ class InboundRouter:
         )
         outcome = await self._store.record_reply(reply, self._builders)
         self.replies_received += 1
-        if outcome.callbacks:
+        if outcome.callbacks or outcome.stopped:  # a STOP may have queued DLRs too
             self.on_stored()
         log.debug("smpp.reply.stored", extra={"reply_id": outcome.reply_id})
 
