@@ -24,7 +24,6 @@ from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
-from smsrelay.service.clock import Clock
 from smsrelay.service.database_time import ClockKeeper, DatabaseClockSource, DatabaseTimeClock
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway, build_gateway
@@ -59,6 +58,7 @@ class Running:
     services: list[Any] = field(default_factory=list)
     lock: ServeLock | None = None
     store_broken: asyncio.Event = field(default_factory=asyncio.Event)
+    clock_keeper: ClockKeeper | None = None  # on a shared database: its time, kept
 
 
 async def start(settings: Settings, say: Callable[[str], None]) -> Running:
@@ -99,7 +99,8 @@ async def _start_services_in_order(
     lock: ServeLock | None,
     started: list[tuple[str, Callable[[], Awaitable[Any]]]],
 ) -> Running:
-    gateway = build_gateway(settings, store, await _shared_clock(settings, store, started))
+    keeper = await _clock_keeper(settings, store, started)
+    gateway = build_gateway(settings, store, keeper.clock if keeper else None)
     gateway.store_trouble = store.db.health.trouble
     demo = (
         await ensure_demo(
@@ -140,7 +141,16 @@ async def _start_services_in_order(
     scheme = "https" if tls.api else "http"
     say(f"smsrelay: listening on {scheme}://{settings.host}:{port}")
     return Running(
-        gateway, port, simulator, connectors, dispatcher, http, services, lock, store.db.broken
+        gateway,
+        port,
+        simulator,
+        connectors,
+        dispatcher,
+        http,
+        services,
+        lock,
+        store.db.broken,
+        keeper,
     )
 
 
@@ -181,6 +191,8 @@ async def stop(running: Running) -> None:
     await _bounded("dispatcher", running.dispatcher.stop(grace), grace + 1)
     if running.simulator is not None:
         await _bounded("simulator", running.simulator.stop(), 5)
+    if running.clock_keeper is not None:  # it reads the database: before that closes
+        await _bounded("clock keeper", running.clock_keeper.stop(), 5)
     await running.gateway.store.close()
     if running.lock is not None:
         running.lock.release()
@@ -331,17 +343,17 @@ def _link_config(name: str, url: str, options: dict[str, Any]) -> SmppLinkConfig
         raise SettingsError(f"connector {name}: {exc}") from exc
 
 
-async def _shared_clock(
+async def _clock_keeper(
     settings: Settings, store: SqlStore, started: list[tuple[str, Callable[[], Awaitable[Any]]]]
-) -> Clock | None:
-    """On a database several nodes share, the database's time, kept every minute (leases
-    compared across nodes need one clock); None: this node's own."""
+) -> ClockKeeper | None:
+    """On a database several nodes share, what keeps its time every minute (leases compared
+    across nodes need one clock); None: this node keeps its own."""
     if settings.fixed_clock or not isinstance(store, DatabaseClockSource):
         return None
     keeper = ClockKeeper(store, DatabaseTimeClock())
     await keeper.start()
     started.append(("clock", keeper.stop))
-    return keeper.clock
+    return keeper
 
 
 def _policy(settings: Settings) -> DispatchPolicy:

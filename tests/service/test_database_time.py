@@ -3,14 +3,18 @@ against a real server (the node ahead of it end to end: tests/e2e/test_postgres_
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from smsrelay import runtime
 from smsrelay.service.database_time import ClockKeeper, DatabaseTimeClock, measure_offset
 from smsrelay.store.pg_store import PgStore
-from tests.support import eventually
+from tests.support import eventually, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.asyncio
 
@@ -104,3 +108,16 @@ async def test_a_real_server_s_time_is_read(postgres: Any) -> None:
         assert abs(offset) < 1.0  # the server runs on this machine, on its clock
     finally:
         await store.close()
+
+
+async def test_a_gateway_on_postgresql_keeps_its_time_and_stops_keeping_it(
+    postgres: Any, tmp_path: Path
+) -> None:
+    # the keeper was left running after stop, reading a closed database every minute
+    settings = gateway_settings(tmp_path, database_url=postgres.new_database("keeper"))
+    gw = await start_gateway(settings)
+    keeper = gw.running.clock_keeper
+    assert keeper is not None and gw.running.gateway.clock is keeper.clock
+    assert abs(keeper.clock.now() - time.time()) < 1.0  # the server's clock is this machine's
+    await runtime.stop(gw.running)
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "clock-keeper"]
