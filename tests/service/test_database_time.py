@@ -41,7 +41,7 @@ class FakeDatabase:
 
 def _node_clock(start: float = 1_800_000_000.0) -> tuple[list[float], DatabaseTimeClock]:
     node = [start]
-    return node, DatabaseTimeClock(source=lambda: node[0])
+    return node, DatabaseTimeClock(source=lambda: node[0], wall=lambda: node[0])
 
 
 async def test_the_offset_is_the_database_clock_minus_the_node_s() -> None:
@@ -104,8 +104,9 @@ async def test_a_real_server_s_time_is_read(postgres: Any) -> None:
     store = PgStore(postgres.new_database("clock"))
     await store.open()
     try:
-        offset = await measure_offset(store, DatabaseTimeClock())
-        assert abs(offset) < 1.0  # the server runs on this machine, on its clock
+        clock = DatabaseTimeClock()
+        clock.offset = await measure_offset(store, clock)
+        assert abs(clock.ahead_of_wall_clock()) < 1.0  # the server runs on this machine
     finally:
         await store.close()
 
@@ -121,3 +122,21 @@ async def test_a_gateway_on_postgresql_keeps_its_time_and_stops_keeping_it(
     assert abs(keeper.clock.now() - time.time()) < 1.0  # the server's clock is this machine's
     await runtime.stop(gw.running)
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "clock-keeper"]
+
+
+async def test_a_step_of_the_wall_clock_does_not_move_the_database_s_time() -> None:
+    # NTP stepping the node's wall clock by two minutes moved its time with it until the next
+    # measure: long enough for its lease sweep to take the other nodes' live leases
+    steady, wall, true_time = [500.0], [1_800_000_000.0], [1_800_000_000.0]
+    clock = DatabaseTimeClock(source=lambda: steady[0], wall=lambda: wall[0])
+
+    class ServerClock:
+        async def database_time(self) -> float:
+            return true_time[0]
+
+    clock.offset = await measure_offset(ServerClock(), clock)
+    steady[0] += 10.0
+    true_time[0] += 10.0
+    wall[0] += 10.0 + 120.0  # ten seconds pass, and the wall clock is stepped two minutes
+    assert clock.now() == pytest.approx(true_time[0])
+    assert clock.ahead_of_wall_clock() == pytest.approx(-120.0)

@@ -6,6 +6,10 @@ live leases for dead ones and sent their parts a second time; one running behind
 own leases taken. So each node measures how far its clock is from the database's, at start
 and every minute, and every time it uses is its own clock moved by that much: the nodes
 agree with each other whatever their own clocks say. One SQLite node needs none of this.
+
+The offset is kept against a clock that is never stepped (Linux's BOOTTIME, which counts a
+suspend too), not the wall clock: NTP stepping the wall clock by a minute would otherwise
+move the node's time with it until the next measure, the very fault this is here to stop.
 """
 
 from __future__ import annotations
@@ -31,24 +35,43 @@ class DatabaseClockSource(Protocol):
         ...
 
 
-class DatabaseTimeClock:
-    """This node's clock moved by ``offset`` seconds: the database's time, read locally."""
+_STEADY = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
-    def __init__(self, source: Callable[[], float] = time.time) -> None:
-        self.offset = 0.0
+
+def steady_time() -> float:
+    """Seconds on a clock that is never stepped (its zero is the machine's start)."""
+    return time.clock_gettime(_STEADY)
+
+
+class DatabaseTimeClock:
+    """The database's time, read locally: a steady clock moved by ``offset`` seconds (until
+    the first measure, this machine's wall clock)."""
+
+    def __init__(
+        self,
+        source: Callable[[], float] = steady_time,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._source = source
+        self._wall = wall
+        self.offset = wall() - source()
 
     def now(self) -> float:
         return self._source() + self.offset
 
     def own_time(self) -> float:
-        """This node's clock as it is."""
+        """The steady clock the offset is kept against."""
         return self._source()
+
+    def ahead_of_wall_clock(self) -> float:
+        """How far the database's time is ahead of this machine's wall clock (negative:
+        behind): what an operator would fix with NTP."""
+        return self.now() - self._wall()
 
 
 async def measure_offset(database: DatabaseClockSource, clock: DatabaseTimeClock) -> float:
-    """How far the database's clock is ahead of this node's (negative: behind), to within
-    half the shortest of a few round trips."""
+    """What to add to ``clock``'s steady clock to read the database's, to within half the
+    shortest of a few round trips."""
     best: tuple[float, float] | None = None
     for _ in range(SAMPLES):
         before = clock.own_time()
@@ -87,15 +110,16 @@ class ClockKeeper:
                 await self._task
 
     async def measure(self) -> None:
-        offset = await measure_offset(self._database, self.clock)
-        self.clock.offset = offset
-        if abs(offset - self._said) >= WORTH_SAYING:
-            self._said = offset
+        self.clock.offset = await measure_offset(self._database, self.clock)
+        ahead = self.clock.ahead_of_wall_clock()
+        if abs(ahead - self._said) >= WORTH_SAYING:
+            self._said = ahead
             log.warning(
                 "clock.differs_from_database",
                 extra={
-                    "offset_seconds": round(offset, 3),
-                    "meaning": "this node keeps the database's time; fix its clock (NTP)",
+                    "offset_seconds": round(ahead, 3),
+                    "meaning": "the database server's clock minus this machine's: this node "
+                    "keeps the database's time; one of the two clocks is wrong (NTP)",
                 },
             )
 
