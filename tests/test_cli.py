@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from smsrelay.cli import cli
+from smsrelay.cli_support import redacted
 from smsrelay.store.sql_store import SqlStore
 
 
@@ -599,3 +600,23 @@ def test_a_command_keeps_the_store_s_warnings_for_serve_s_log(
     assert "run_alone" not in quiet.stderr
     asked = runner.invoke(cli, ["accounts", "list"], env={**env, "SMSRELAY_LOG_LEVEL": "WARNING"})
     assert "store.batch.run_alone" in asked.stderr  # shown when asked for
+
+
+def test_a_log_level_no_one_knows_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--data-dir", str(tmp_path), "serve"], env={"SMSRELAY_LOG_LEVEL": "verbose"}
+    )
+    assert result.exit_code == 2 and "log_level must be one of" in result.stderr
+    assert not isinstance(result.exception, ValueError)  # was "Unknown level" from logging
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:s3cret@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u@h/db?password=s3cret&sslmode=require", "?password=***&sslmode=require"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ],
+)
+def test_a_database_url_s_password_is_kept_out_of_messages(url: str, shown: str) -> None:
+    assert shown in redacted(url) and "s3cret" not in redacted(url)

@@ -30,7 +30,7 @@ from smsrelay.logs import configure as configure_logging
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
-from smsrelay.settings import Settings
+from smsrelay.settings import LOG_LEVELS, Settings
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import is_postgres, store_for
 from smsrelay.store.health import MIB, free_bytes
@@ -62,7 +62,8 @@ def cli(
     # A command's outcome is its output or its error line; the store's warnings meant for
     # serve's log (a batch run alone beside running nodes) filled cron mail as bare lines.
     # serve sets its own level; SMSRELAY_LOG_LEVEL shows them for a command too.
-    configure_logging(os.environ.get("SMSRELAY_LOG_LEVEL") or "ERROR")
+    asked = (os.environ.get("SMSRELAY_LOG_LEVEL") or "").upper()
+    configure_logging(asked if asked in LOG_LEVELS else "ERROR")  # a bad one: serve says so
 
 
 @cli.command()

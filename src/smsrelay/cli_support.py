@@ -79,12 +79,16 @@ def _holds_smsrelay(url: str, shown: str) -> bool:
 
 
 def redacted(url: str) -> str:
-    """``url`` without its password, for messages."""
+    """``url`` without its password (in the address or as libpq's ``?password=``)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join(
+        "password=***" if pair.lower().startswith("password=") else pair
+        for pair in parts.query.split("&")
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
 
 
 def with_gateway(

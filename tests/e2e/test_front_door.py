@@ -70,16 +70,27 @@ async def test_a_utf8_byte_order_mark_before_the_body_is_not_data(gw: RunningGat
     assert (status, answer["success"]) == (200, True)
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-32-be-with-bom"])
 async def test_a_utf16_or_utf32_body_is_code_90_saying_so(
     gw: RunningGateway, encoding: str
 ) -> None:
     # .NET's Encoding.Unicode writes UTF-16 with its byte-order mark; read as a form, it
     # used to be answered "the API key is required", which sends the developer the wrong way
-    body = json.dumps(_body(gw)).encode(encoding)
+    text = json.dumps(_body(gw))
+    big_endian = encoding.endswith("-with-bom")
+    body = ("\ufeff" + text).encode("utf-32-be") if big_endian else text.encode(encoding)
     status, answer = await gw.post("/v1/vn/send", body, {"Content-Type": "application/json"})
     assert (status, answer["code"]) == (400, 90)
     assert "UTF-16" in answer["message"] and "send UTF-8" in answer["message"]
+
+
+async def test_a_form_in_the_utf16_its_content_type_names_is_read(gw: RunningGateway) -> None:
+    # its byte-order mark is the charset's own, not a JSON body in the wrong encoding
+    pairs = _body(gw, message="Hé").items()  # plain characters: nothing here needs escaping
+    form = "&".join(f"{name}={value}" for name, value in pairs).encode("utf-16")
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-16"}
+    status, answer = await gw.post("/v1/vn/send", form, headers)
+    assert (status, answer["success"]) == (200, True)
 
 
 async def test_go_sdk_field_names_match_case_insensitively(gw: RunningGateway) -> None:

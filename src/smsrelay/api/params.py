@@ -40,13 +40,14 @@ def read_params(body: bytes, raw_query: str, charset: str | None = None) -> tupl
 
 UTF8_BOM = b"\xef\xbb\xbf"
 # .NET's Encoding.Unicode writes these: read as a form, such a body said "apiKey is required"
-WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# (UTF-16 either way round; UTF-32 little-endian starts as UTF-16's, big-endian does not)
+WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 
 def _read_body(body: bytes, charset: str) -> tuple[Params, bool]:
     # .NET's and PowerShell's UTF-8 writers put a byte-order mark first: not part of the data.
     stripped = body.removeprefix(UTF8_BOM).strip()
-    if stripped.startswith(WIDE_BOMS):
+    if stripped.startswith(WIDE_BOMS) and not charset.lower().startswith(("utf-16", "utf-32")):
         raise MalformedBody(
             "the body is UTF-16 or UTF-32 (it starts with a byte-order mark): send UTF-8"
         )
