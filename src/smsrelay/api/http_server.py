@@ -119,7 +119,9 @@ class HttpServer:
         self._tls_listener.tls = context
 
     def _has_room(self, handshaking: int) -> bool:
-        return not self.closing and len(self.connections) + handshaking < self.max_connections
+        # a TLS handshake holds two descriptors (tls_listener keeps a spare through it)
+        taken = len(self.connections) + 2 * handshaking
+        return not self.closing and taken < self.max_connections
 
     def _count_turned_away(self) -> None:
         self.turned_away += 1

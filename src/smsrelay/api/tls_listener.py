@@ -151,7 +151,10 @@ class TlsListener:
         loop = asyncio.get_running_loop()
         # a second descriptor of the connection, kept through the handshake: when the client
         # spoke plain HTTP, the transport has closed its own, and the answer goes by this one
-        spare = client.dup()
+        # (the cap counts a handshake twice for it; with none to spare, no answer, that's all)
+        spare: socket.socket | None = None
+        with contextlib.suppress(OSError):
+            spare = client.dup()
         try:
             await loop.connect_accepted_socket(
                 self._make_protocol,
@@ -162,10 +165,12 @@ class TlsListener:
         except Exception as exc:  # a failed or slow handshake, a client gone
             log.debug("api.tls.handshake_failed", extra={"error": str(exc)})
             client.close()
-            if getattr(exc, "reason", None) == "HTTP_REQUEST":  # OpenSSL saw an HTTP request
+            plain_http = getattr(exc, "reason", None) == "HTTP_REQUEST"  # as OpenSSL saw it
+            if plain_http and spare is not None:
                 await self._answer_plain_http(loop, spare)
         finally:
-            spare.close()
+            if spare is not None:
+                spare.close()
 
     async def _answer_plain_http(
         self, loop: asyncio.AbstractEventLoop, client: socket.socket
