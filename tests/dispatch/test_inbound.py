@@ -364,3 +364,14 @@ async def test_a_reply_cut_inside_a_character_reads_whole_once_joined(
     for seq, payload in enumerate(parts, 1):
         assert await router(_part(payload, data_coding, seq, len(parts))) == 0
     assert await _reassembled_text(store) == whole
+
+
+async def test_a_ucs2_part_of_an_odd_length_spoils_only_itself(
+    router: InboundRouter, store: RecordingStore
+) -> None:
+    # joined, its odd octet would shift every later part into other characters
+    await store.update_account("a", {"reassemble_replies": 1, "reply_url": "https://e.com/mo"})
+    parts = ["Bon".encode("utf-16-be") + b"\x00", "jour".encode("utf-16-be")]
+    for seq, payload in enumerate(parts, 1):
+        assert await router(_part(payload, 8, seq, len(parts))) == 0
+    assert await _reassembled_text(store) == "Bon\ufffdjour"

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from smsrelay.domain.data_coding import decode_sm_text
+from smsrelay.domain.data_coding import UCS2, alphabet_of, decode_sm_text
 from smsrelay.domain.keywords import keyword_of
 from smsrelay.store.grouped import marks, padded
 from smsrelay.store.message_ops import cancel_waiting_for, insert_callback
@@ -204,8 +204,10 @@ def _text_of(parts: list[tuple[Any, ...]]) -> str:
     codings = {(part[3], part[4]) for part in parts}
     if len(codings) == 1 and all(part[2] is not None for part in parts):
         ((data_coding, smsc_default),) = codings
-        octets = b"".join(bytes(part[2]) for part in parts)
-        return decode_sm_text(octets, int(data_coding), int(smsc_default))
+        bodies = [bytes(part[2]) for part in parts]
+        # a UCS-2 part of an odd length is broken: joined, it would shift every later part
+        if alphabet_of(int(data_coding)) != UCS2 or not any(len(b) % 2 for b in bodies):
+            return decode_sm_text(b"".join(bodies), int(data_coding), int(smsc_default))
     return "".join(str(part[0]) for part in parts)
 
 
