@@ -620,3 +620,11 @@ def test_a_log_level_no_one_knows_is_one_error_line_not_a_traceback(tmp_path: Pa
 )
 def test_a_database_url_s_password_is_kept_out_of_messages(url: str, shown: str) -> None:
     assert shown in redacted(url) and "s3cret" not in redacted(url)
+
+
+def test_a_command_against_an_unreachable_postgresql_is_one_error_line() -> None:
+    # the tables check (before the store opens) meets the connection error first
+    url = "postgresql://nobody:s3cret@127.0.0.1:1/x"
+    result = CliRunner().invoke(cli, ["--database", url, "accounts", "list"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: cannot use the database")
+    assert "s3cret" not in result.stderr and "Traceback" not in result.output

@@ -31,8 +31,7 @@ def status_fields(view: StatusView) -> dict[str, Any]:
         "stopSms": view.stopped,
         "date": paris_text(message.created_at),
         "statut": view.status,
-        # a cancelled message was refunded: a client adding up costs must not count it
-        "cost": micros_to_eur(0 if message.state == "cancelled" else message.cost_micros),
+        "cost": micros_to_eur(message.charged_micros),
         "countryCode": message.region,
         "currency": "EUR",
     }

@@ -176,14 +176,12 @@ class TlsListener:
         self, loop: asyncio.AbstractEventLoop, client: socket.socket
     ) -> None:
         """The answer in clear text, then the request read and dropped until the client goes
-        (closing with it unread would reset the connection before the client read the 400)."""
+        (closing with it unread would reset the connection before the client read the 400).
+        The caller closes ``client``."""
         log.info("api.plain_http_on_https_port")
-        try:
-            with contextlib.suppress(OSError):  # TimeoutError among them: the linger is over
-                client.send(self._plain_http_answer())  # small: the socket's buffer takes it
-                client.shutdown(socket.SHUT_WR)
-                async with asyncio.timeout(PLAIN_LINGER_S):
-                    while await loop.sock_recv(client, 65536):
-                        pass
-        finally:
-            client.close()
+        with contextlib.suppress(OSError):  # TimeoutError among them: the linger is over
+            client.send(self._plain_http_answer())  # small: the socket's buffer takes it
+            client.shutdown(socket.SHUT_WR)
+            async with asyncio.timeout(PLAIN_LINGER_S):
+                while await loop.sock_recv(client, 65536):
+                    pass

@@ -103,6 +103,12 @@ class MessageView:
     parts: tuple[PartView, ...] = ()
     receipts: tuple[ReceiptView, ...] = ()
 
+    @property
+    def charged_micros(self) -> int:
+        """What it costs the account: nothing once cancelled, as it was refunded (a client
+        adding up the status lookups' or the DLRs' costs must not count it)."""
+        return 0 if self.state == "cancelled" else self.cost_micros
+
 
 @quick_init
 @dataclass(frozen=True)

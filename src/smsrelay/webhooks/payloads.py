@@ -25,8 +25,7 @@ def dlr_body(facts: DlrFacts) -> bytes:
         "state": message.state,
         "stat": reported_stat((p.state, p.stat) for p in message.parts),
         "date": paris_text(message.final_at or _last_done(facts)),
-        # a message cancelled by a STOP was refunded: nothing of its cost is left to count
-        "cost": micros_to_eur(0 if message.state == "cancelled" else message.cost_micros),
+        "cost": micros_to_eur(message.charged_micros),  # 0 for one a STOP cancelled
         "currency": "EUR",
         "nbSms": message.nb_sms,
         "tag": message.tag,
