@@ -297,6 +297,22 @@ async def test_gives_up_when_the_next_try_would_exceed_the_budget_then_retry_put
     assert await store.list_webhooks("failed") == []
 
 
+async def test_a_callback_stored_before_a_long_outage_gets_its_retries_after_it(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # Stored, then the gateway was down for longer than the whole budget: its first failed
+    # post after the restart must not spend the budget the outage used up.
+    receiver = await receivers(default=500)
+    webhook_id = await add_callback(store, account, receiver.url, now=T0)
+    clock = FixedClock(T0 + 3600)
+    backoff = BackoffPolicy(first=10.0, factor=2.0, cap=600.0)
+    await senders(clock=clock, backoff=backoff, give_up_after=25.0)
+
+    await eventually(has_attempts(store, webhook_id, 1))
+    view = await state_of(store, webhook_id)
+    assert view.state == "pending" and T0 + 3610 <= view.due_at <= T0 + 3612.5
+
+
 async def test_a_malformed_url_fails_at_once(
     store: SqliteStore, account: Account, senders: MakeSender
 ) -> None:

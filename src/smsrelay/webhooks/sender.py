@@ -101,7 +101,7 @@ class WebhookSender:
         self._timeout = timeout
         self._backoff = backoff
         self._give_up_after = give_up_after
-        # a callback's unposted wait counts from here at the earliest: one stored before a
+        # a callback's retry budget counts from here at the earliest: one stored before a
         # long outage of the gateway gets its attempts
         self._running_since = clock.now()
         self._allow_private = allow_private
@@ -266,8 +266,12 @@ class WebhookSender:
         return None
 
     def _waited_too_long(self, job: WebhookJob) -> bool:
-        waiting_since = max(job.created_at, self._running_since)
-        return self._clock.now() - waiting_since > self._give_up_after
+        return self._clock.now() - self._waiting_since(job) > self._give_up_after
+
+    def _waiting_since(self, job: WebhookJob) -> float:
+        """Where a callback's retry budget starts: time the gateway was down does not count,
+        so after an outage every callback still gets its tries."""
+        return max(job.created_at, self._running_since)
 
     def _give_up_unposted(self, job: WebhookJob, target: Target | None) -> None:
         assert self._posted is not None
@@ -493,7 +497,7 @@ class WebhookSender:
         if result.permanent:
             return None
         due = next_attempt_at(attempt, now, self._backoff, random.random())
-        return None if due - job.created_at > self._give_up_after else due
+        return None if due - self._waiting_since(job) > self._give_up_after else due
 
 
 @quick_init
