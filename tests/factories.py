@@ -12,11 +12,13 @@ from smsrelay.webhooks.payloads import BUILDERS
 
 
 async def open_store(where: Path | str, numbers: dict[str, str]) -> SqlStore:
-    """A real store with account "a" (id 1) owning ``numbers`` (msisdn -> connector): SQLite
-    in the folder ``where``, or the database at the URL ``where``."""
+    """A real store with account "a" (id 1, quiet hours off) owning ``numbers`` (msisdn ->
+    connector): SQLite in the folder ``where``, or the database at the URL ``where``."""
     store = store_for(where if isinstance(where, str) else f"sqlite:///{where}/s.db")
     await store.open()
     await store.create_account("a", "hash-a", 1_000_000, 0.0)
+    # no quiet hours: the dispatcher asks them at each claim, and tests run at any hour
+    await store.update_account("a", {"quiet_hours": 0})
     for msisdn, connector in numbers.items():
         await store.add_number("a", msisdn, connector, 0.0)
     return store

@@ -333,6 +333,16 @@ async def test_a_held_message_shows_when_it_will_leave(sunday_api: Api) -> None:
     assert answer["dueAt"] == MONDAY_8AM
 
 
+async def test_a_held_message_whose_time_has_come_shows_no_due_time(sunday_api: Api) -> None:
+    # No dispatcher here: at 08:00 it is still held (as when its connector is down), but it
+    # leaves as soon as it can, not at a time in the past.
+    api = sunday_api
+    message_id = await api.send()
+    await api.call("POST", "/_test/clock", body={"now": MONDAY_8AM})
+    _, state = await api.call("GET", "/v1/message-status", params=lookup(api, message_id))
+    assert (state["statut"], state["dueAt"]) == ("Waiting", None)
+
+
 async def test_cancelling_a_held_message_refunds_it(sunday_api: Api) -> None:
     api = sunday_api
     message_id = await api.send()

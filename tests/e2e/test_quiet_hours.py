@@ -76,6 +76,49 @@ async def test_sunday_message_is_held_until_monday_8am(tmp_path: Path) -> None:
         await smsc.stop()
 
 
+FRIDAY_1959 = "2026-03-06T19:59:30+01:00"
+FRIDAY_23H = "2026-03-06T23:00:00+01:00"
+SATURDAY_08H = "2026-03-07T08:00:00+01:00"
+
+
+async def test_a_message_that_could_not_leave_before_20h_waits_for_the_morning(
+    tmp_path: Path,
+) -> None:
+    # Accepted at 19:59:30 (not held), the SMSC down until 23:00: the law restricts when
+    # marketing is sent, so it leaves at 08:00, not when the SMSC comes back.
+    probe = await start_smsc()
+    port = probe.port
+    await probe.stop()  # nothing listens on that port now
+    url = f"smpp://smsrelay:smsrelay@127.0.0.1:{port}"
+    settings = gateway_settings(tmp_path, smsc=url, fixed_clock=FRIDAY_1959, demo_quiet_hours=True)
+    gw = await start_gateway(settings)
+    smsc = None
+    try:
+        _, answer = await gw.send(message="Promo -50% ce soir")
+        assert (await gw.status(answer["message_id"]))["dueAt"] is None  # may leave now
+
+        await gw.post("/_test/clock", {"now": FRIDAY_23H})
+        smsc = await start_smsc("--delivery-rate", "1.0", "--port", str(port))
+        await eventually(lambda: _due(gw, answer["message_id"], SATURDAY_08H))
+        assert await smsc.submits() == []
+        status = await gw.status(answer["message_id"])
+        assert status["statut"] == "Waiting" and status["parts"][0]["state"] == "queued"
+
+        await gw.post("/_test/clock", {"now": SATURDAY_08H})
+        await eventually(lambda: _statut(gw, answer["message_id"], "Delivered"))
+        message = await gw.store.get_message(answer["message_id"])
+        left = datetime.fromisoformat(SATURDAY_08H).timestamp()
+        assert message.parts[0].submitted_at == left and message.parts[0].attempts == 1
+    finally:
+        await runtime.stop(gw.running)
+        if smsc is not None:
+            await smsc.stop()
+
+
+async def _due(gw, message_id: int, wanted: str) -> bool:
+    return (await gw.status(message_id))["dueAt"] == wanted
+
+
 async def _statut(gw, message_id: int, wanted: str, key: str | None = None) -> bool:
     _, status = await gw.get(
         "/v1/message-status",

@@ -83,3 +83,26 @@ def test_any_sequence_is_answered_as_the_calendar_would(
     for step, quiet_hours, region in steps:
         now = max(MAY_2026, now + step)
         assert due.due_at(now, quiet_hours, region) == asked_afresh(now, quiet_hours, region)
+
+
+def _paris(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("now", "quiet"),
+    [
+        ("2026-04-03T10:00:00+02:00", {"alsace-moselle": "2026-04-04T08:00:00+02:00"}),  # Good Fri
+        (
+            "2026-03-06T20:00:00+01:00",
+            {
+                "metropole": "2026-03-07T08:00:00+01:00",
+                "alsace-moselle": "2026-03-07T08:00:00+01:00",
+            },
+        ),
+        ("2026-03-06T19:59:59+01:00", {}),
+    ],
+)
+def test_the_regions_quiet_now_come_with_their_release(now: str, quiet: dict[str, str]) -> None:
+    expected = {region: _paris(release) for region, release in quiet.items()}
+    assert DueTimes().quiet_releases(_paris(now)) == expected

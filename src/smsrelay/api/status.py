@@ -20,10 +20,11 @@ async def handle_message_status(
     view = await message_status(
         gateway.store, account, plain_param(params, "messageId"), plain_param(params, "phoneNumber")
     )
-    return respond({"success": True, "code": 200, **status_fields(view)}, 200, xml)
+    fields = status_fields(view, gateway.clock.now())
+    return respond({"success": True, "code": 200, **fields}, 200, xml)
 
 
-def status_fields(view: StatusView) -> dict[str, Any]:
+def status_fields(view: StatusView, now: float) -> dict[str, Any]:
     message = view.message
     fields: dict[str, Any] = {
         "number": message.recipient.removeprefix("+"),
@@ -38,7 +39,9 @@ def status_fields(view: StatusView) -> dict[str, Any]:
     fields["stat"] = view.stat
     fields["nbSms"] = message.nb_sms
     fields["tag"] = message.tag
-    fields["dueAt"] = iso_text(message.due_at) if message.state == "held" else None
+    # the time a held message will leave; once it has come, it leaves as soon as it can
+    held = message.state == "held" and message.due_at > now
+    fields["dueAt"] = iso_text(message.due_at) if held else None
     fields["parts"] = [
         {"seq": p.seq, "state": p.state, "carrierId": p.carrier_id, "stat": p.stat, "err": p.err}
         for p in message.parts

@@ -22,6 +22,7 @@ from smsrelay.domain.states import PartState
 from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.service.clock import Clock
+from smsrelay.service.due_times import DueTimes
 from smsrelay.service.retrying import until_stored
 from smsrelay.smpp.receipts import normalise_carrier_id
 from smsrelay.store.interface import Store
@@ -64,6 +65,7 @@ class Dispatcher:
         self._connectors = dict(connectors)
         self._builders = builders
         self._policy = policy
+        self._due_times = DueTimes()  # quiet hours, asked again at each claim
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lanes: list[_Lane] = []
@@ -259,8 +261,9 @@ class _Lane:
             return []
         now = self.d._clock.now()
         limit = min(policy.batch, self.limit - self.in_flight)
+        quiet = self.d._due_times.quiet_releases(now)
         return await self.d._store.claim_due_parts(
-            self.name, now, limit, now + policy.lease_seconds
+            self.name, now, limit, now + policy.lease_seconds, quiet
         )
 
     def _submit(self, claimed: list[ClaimedPart]) -> None:

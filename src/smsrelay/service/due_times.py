@@ -35,6 +35,16 @@ class DueTimes:
         release = stretch[2]
         return now if release is None else release
 
+    def quiet_releases(self, now: float) -> dict[str, float]:
+        """The regions whose quiet hours hold a message now, each with its release time:
+        empty in sending hours (the usual case, two cached lookups)."""
+        releases = {}
+        for region in Region:
+            due = self.due_at(now, True, region)
+            if due > now:
+                releases[region.value] = due
+        return releases
+
 
 def _stretch_from(now: float, policy: QuietHoursPolicy) -> tuple[float, float, float | None]:
     accepted = datetime.fromtimestamp(now, UTC)

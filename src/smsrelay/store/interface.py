@@ -8,7 +8,7 @@ again.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from smsrelay.domain.states import PartState
@@ -92,8 +92,17 @@ class Store(Protocol):
         self, kind: str, older_than: float, after_id: int, limit: int
     ) -> PurgeStep: ...
     async def claim_due_parts(
-        self, connector: str, now: float, limit: int, lease_until: float
-    ) -> list[ClaimedPart]: ...
+        self,
+        connector: str,
+        now: float,
+        limit: int,
+        lease_until: float,
+        quiet_releases: Mapping[str, float] | None = None,
+    ) -> list[ClaimedPart]:
+        """Due parts under a lease; with ``quiet_releases`` (region -> release time, the
+        regions quiet now), the parts quiet hours hold now go back, due at the release."""
+        ...
+
     async def release_expired_leases(self, now: float) -> int: ...
     async def release_expired_webhook_leases(
         self, now: float, keep: Collection[int] = ()

@@ -3,9 +3,11 @@ and submit outcomes run grouped: ``accept_batch``, ``submit_outcomes``.)"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from smsrelay.domain.states import MessageState, PartState
 from smsrelay.errors import DomainError
-from smsrelay.store import retention_ops, settle, webhook_ops
+from smsrelay.store import quiet_gate, retention_ops, settle, webhook_ops
 from smsrelay.store.grouped import marks, padded, padded_chunks
 from smsrelay.store.message_rows import MESSAGE_COLUMNS, PART_COLUMNS, message_from_row
 from smsrelay.store.records import (
@@ -109,9 +111,16 @@ def sending_parts(conn: Conn) -> dict[str, tuple[int, float | None]]:
 
 
 def claim_due(
-    conn: Conn, connector: str, now: float, limit: int, lease_until: float
+    conn: Conn,
+    connector: str,
+    now: float,
+    limit: int,
+    lease_until: float,
+    quiet_releases: Mapping[str, float] | None = None,
 ) -> list[ClaimedPart]:
-    """Move due parts of one connector to 'sending' under a lease, oldest first."""
+    """Move due parts of one connector to 'sending' under a lease, oldest first.
+    ``quiet_releases``: the regions under quiet hours now, each with its release time; the
+    parts of messages they hold go back (``quiet_gate``)."""
     claimed = conn.execute(
         "UPDATE parts SET state = 'sending', lease_until = ?, claimed_at = ?, "
         "attempts = attempts + 1 WHERE id IN (SELECT id FROM parts WHERE state = 'queued' "
@@ -119,6 +128,11 @@ def claim_due(
         "RETURNING id, message_id, seq, attempts",
         (lease_until, now, connector, now, limit),
     ).fetchall()
+    if claimed and quiet_releases:
+        quiet = quiet_gate.quiet_now(conn, claimed, quiet_releases)
+        if quiet:
+            quiet_gate.hold_again(conn, claimed, quiet)
+            claimed = [row for row in claimed if row[1] not in quiet]
     if not claimed:
         return []
     messages = _claim_messages(conn, {row[1] for row in claimed})

@@ -4,7 +4,7 @@ group-commit ``engine.Database`` or PostgreSQL's ``pg_engine.PgDatabase``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -272,7 +272,12 @@ class SqlStore:
     # -- dispatch ------------------------------------------------------------------------------
 
     async def claim_due_parts(
-        self, connector: str, now: float, limit: int, lease_until: float
+        self,
+        connector: str,
+        now: float,
+        limit: int,
+        lease_until: float,
+        quiet_releases: Mapping[str, float] | None = None,
     ) -> list[ClaimedPart]:
         return await self.db.write(
             partial(
@@ -281,6 +286,7 @@ class SqlStore:
                 now=now,
                 limit=limit,
                 lease_until=lease_until,
+                quiet_releases=quiet_releases,
             )
         )
 
