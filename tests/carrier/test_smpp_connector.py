@@ -38,6 +38,7 @@ from smsrelay.smpp.pdu import (
 )
 from smsrelay.smpp.receipts import (
     LEARN_AFTER,
+    VOTE_AFTER_RESPS,
     carrier_id_candidates,
     normalise_carrier_id,
     parse_receipt,
@@ -472,9 +473,14 @@ async def test_a_connector_left_at_auto_learns_how_its_smsc_writes_receipt_ids(
     caplog.set_level(logging.INFO)
     simulator = await make_simulator(id_style=id_style, receipt_id_style=receipt_id_style)
     connector = await make_connector(simulator, inbox)
-    count = LEARN_AFTER * 3
+    count = LEARN_AFTER * 2
     outcomes = await asyncio.gather(*(connector.submit(part(n)) for n in range(count)))
     await eventually(lambda: len(inbox.receipts) == count)
+    reads = [read_receipt(sm, 0.0) for sm in inbox.receipts]
+    assert connector.receipt_ids.form == "auto"  # their votes wait for later resps
+    more = VOTE_AFTER_RESPS + count
+    outcomes += await asyncio.gather(*(connector.submit(part(n)) for n in range(more)))
+    await eventually(lambda: len(inbox.receipts) == count + more)
     reads = [read_receipt(sm, 0.0) for sm in inbox.receipts]
     assert connector.receipt_ids.form == form
     assert any(r.getMessage().startswith("smpp.receipt.id_form_learnt") for r in caplog.records)

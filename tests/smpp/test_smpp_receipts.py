@@ -12,6 +12,7 @@ from smsrelay.smpp.pdu import MessageState
 from smsrelay.smpp.receipts import (
     LEARN_AFTER,
     RECENT_RESP_IDS,
+    VOTE_AFTER_RESPS,
     ReceiptIdForm,
     ReceiptText,
     carrier_id_candidates,
@@ -162,7 +163,13 @@ def _learnt(resp_ids: list[str], receipt_ids: list[str], configured: str = "auto
         forms.saw_resp(resp_id)
     for receipt_id in receipt_ids:
         forms.form_for(receipt_id)
+    _more_resps(forms, VOTE_AFTER_RESPS)  # the receipts' votes are counted by then
     return forms.form
+
+
+def _more_resps(forms: ReceiptIdForm, count: int) -> None:
+    for n in range(count):
+        forms.saw_resp(f"other-{n}")  # reads no way as any id of these tests
 
 
 HEX_IDS = [format(n, "x") for n in range(0x1000, 0x1000 + LEARN_AFTER)]
@@ -189,6 +196,32 @@ def test_one_vote_the_other_way_keeps_it_at_auto() -> None:
 )
 def test_receipts_that_cannot_tell_do_not_vote(resp_ids: list[str], receipt_ids: list[str]) -> None:
     assert _learnt(resp_ids, receipt_ids) == "auto"
+
+
+def test_receipts_that_overtake_their_resp_do_not_teach_their_other_reading() -> None:
+    # A fast SMSC with a small counter, the same form both sides: each receipt comes before
+    # its resp. At once, receipt "22" is found only as "16" (its decimal value in hex): 16
+    # such receipts taught "decimal", and every later receipt was looked up wrongly. Counted
+    # later, "22" reads every way (no vote) and "399" only as written.
+    forms = ReceiptIdForm()
+    for n in range(1, 400):
+        forms.form_for(str(n))
+        forms.saw_resp(str(n))
+    _more_resps(forms, VOTE_AFTER_RESPS)
+    assert forms.form == "same"
+
+
+def test_receipts_after_their_resp_still_teach_the_form_they_read() -> None:
+    resp_ids = [str(n) for n in range(3_000_000_000, 3_000_000_000 + LEARN_AFTER)]
+    assert _learnt(resp_ids, resp_ids) == "same"
+    forms = ReceiptIdForm()
+    for resp_id in resp_ids:
+        forms.saw_resp(resp_id)
+        forms.form_for(resp_id)
+    _more_resps(forms, VOTE_AFTER_RESPS - 1)
+    assert forms.form == "auto"  # the last vote is not counted yet
+    _more_resps(forms, 1)
+    assert forms.form == "same"
 
 
 def test_a_configured_form_is_never_changed() -> None:

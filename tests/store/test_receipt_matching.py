@@ -143,3 +143,18 @@ async def test_a_repeated_receipt_soon_after_the_first_is_still_its_parts(store:
     assert await store.record_receipt(_receipt("4343", at=T0 + 60), BUILDERS)  # a re-send
     message = await store.get_message(done)
     assert message is not None and len(message.receipts) == 2
+
+
+async def test_an_early_receipt_is_not_taken_as_a_repeat_under_another_reading(
+    store: SqlStore,
+) -> None:
+    # A fast SMSC with a small counter: part "24" has its receipt; the receipt of "36" comes
+    # before its resp. Read as hex, "36" is 0x24: taken as a repeat of part 24's receipt, it
+    # was dropped, and message 36 waited 49 h to expire.
+    done = await _submitted(store, "+33757000001", "24")
+    assert await store.record_receipt(_receipt("24", at=T0 + 1), BUILDERS)
+    assert not await store.record_receipt(_receipt("36", at=T0 + 2), BUILDERS)  # kept early
+    new = await _submitted(store, "+33757000001", "36", now=T0 + 2.5)
+    assert (await _state(store, done), await _state(store, new)) == ("delivered", "delivered")
+    message = await store.get_message(done)
+    assert message is not None and len(message.receipts) == 1

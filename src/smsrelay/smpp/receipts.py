@@ -7,6 +7,7 @@ upper- or mixed-case keys, ``submit_date`` spellings, long stat words and missin
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -196,6 +197,9 @@ def carrier_id_candidates(carrier_id: str, form: str = "auto") -> tuple[str, ...
 
 # How many receipts whose resp was seen, all read one way, teach an ``auto`` connector that way.
 LEARN_AFTER = 16
+# A receipt's vote is counted after this many more resps: more than a window holds, so the
+# resp of a receipt that overtook it has come by then.
+VOTE_AFTER_RESPS = 1024
 RECENT_RESP_IDS = 4096  # resp ids kept while learning (receipts come seconds after their resp)
 _FORMS = ("same", "decimal", "hex")
 
@@ -208,9 +212,12 @@ class ReceiptIdForm:
     ``10`` by part ``16``, its hex value) before its own part has an id. So while learning,
     resp ids are kept, and each receipt found under exactly one reading of its id among them
     votes for that reading; LEARN_AFTER votes one way and none another settle the form, and
-    from then on a receipt has one key (one that overtakes its resp waits for it). Receipts
-    that overtook their resp, came through another node, or read the same every way do not
-    vote. A configured form is never changed.
+    from then on a receipt has one key (one that overtakes its resp waits for it). A receipt
+    votes only once VOTE_AFTER_RESPS more resps have come: one that overtook its resp is then
+    found under its own reading too, and does not vote (at once, it was found only under its
+    other reading, and an SMSC whose receipts all come early taught the wrong form). Receipts
+    that came through another node or read the same every way do not vote either. A
+    configured form is never changed.
     """
 
     def __init__(self, configured: str = "auto", on_learnt: Callable[[str], None] | None = None):
@@ -218,6 +225,8 @@ class ReceiptIdForm:
         self._learning = configured == "auto"
         self._on_learnt = on_learnt
         self._recent: dict[str, None] = {}  # resp id keys, oldest first
+        self._resps = 0  # resps seen while learning
+        self._waiting: deque[tuple[int, str]] = deque()  # (vote at resp count, receipt key)
         self._votes = dict.fromkeys(_FORMS, 0)
 
     def saw_resp(self, carrier_id: str) -> None:
@@ -227,11 +236,16 @@ class ReceiptIdForm:
         self._recent[normalise_carrier_id(carrier_id)] = None
         if len(self._recent) > RECENT_RESP_IDS:
             del self._recent[next(iter(self._recent))]
+        self._resps += 1
+        while self._learning and self._waiting and self._waiting[0][0] <= self._resps:
+            self._vote(self._waiting.popleft()[1])
 
     def form_for(self, carrier_id: str) -> str:
-        """The form to read the receipt id ``carrier_id`` in (it votes, while learning)."""
-        if self._learning:
-            self._vote(normalise_carrier_id(carrier_id))
+        """The form to read the receipt id ``carrier_id`` in (it votes later, while
+        learning)."""
+        if self._learning and len(self._waiting) < RECENT_RESP_IDS:
+            key = normalise_carrier_id(carrier_id)
+            self._waiting.append((self._resps + VOTE_AFTER_RESPS, key))
         return self.form
 
     def _vote(self, key: str) -> None:
@@ -243,5 +257,6 @@ class ReceiptIdForm:
         if self._votes[form] >= LEARN_AFTER and sum(self._votes.values()) == self._votes[form]:
             self.form, self._learning = form, False
             self._recent.clear()
+            self._waiting.clear()
             if self._on_learnt is not None:
                 self._on_learnt(form)

@@ -115,14 +115,18 @@ def _match(run: _Run, keyed: dict[str, list[int]], item: Receipt) -> bool:
     receipt = item.receipt
     # A part that ended longer ago than a receipt may come early is not this receipt's: its
     # id came back (an SMSC's counter reset), and the receipt is for the new part that will
-    # have it, whose submit_sm_resp it overtook (given to the old part, it was lost).
+    # have it, whose submit_sm_resp it overtook (given to the old part, it was lost). And a
+    # part that has ended takes a repeat of its receipt only under the id as written: under
+    # another reading (receipt "36" and part 0x24) it would swallow, as a repeat, the receipt
+    # of a part whose resp it overtook (an SMSC with a small counter), which then waited 49 h.
     oldest = receipt.received_at - EARLY_RECEIPT_WINDOW
     fitting = {
         part_id
-        for key in receipt.candidate_keys
+        for rank, key in enumerate(receipt.candidate_keys)
         for part_id in keyed.get(key, ())
         if run.parts[part_id][3] == receipt.connector
         and run.ended_at.get(part_id, oldest) >= oldest
+        and (rank == 0 or run.states[part_id] == PartState.SUBMITTED)
     }
     rows = [(pid, run.states[pid], run.parts[pid][2]) for pid in fitting]
     part_id = choose_part(rows, receipt.connector, receipt.candidate_keys)
