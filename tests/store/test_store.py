@@ -217,6 +217,31 @@ async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqlStor
     assert len(await store.list_webhooks(None, 10)) == 3
 
 
+async def test_a_numbers_new_owner_does_not_wait_behind_the_old_owners_callbacks(
+    store: SqlStore,
+) -> None:
+    # The same person writes to the same number before and after it changed hands: the old
+    # owner's callback, failing for hours, must not hold the new owner's back (same order key).
+    await store.update_account("a", {"reply_url": "https://old.example.com/mo"})
+
+    def reply(at: float, text: str) -> InboundReply:
+        return InboundReply(
+            "default", "+33612345678", "+33757000001", text, text, lambda _: False, at
+        )
+
+    await store.record_reply(reply(1000.0, "to the old owner"), BUILDERS)
+    [old] = await store.claim_due_webhooks(1000.0, 10, 1060.0)
+    await store.record_webhook_attempt(old.id, 1001.0, 500, 3.0, "HTTP 500", "pending", 1600.0)
+    await store.remove_number("+33757000001")
+    await store.create_account("b", "hash-b", 1_000_000, 0.0)
+    await store.update_account("b", {"reply_url": "https://new.example.com/mo"})
+    await store.add_number("b", "+33757000001", "default", 0.0)
+
+    await store.record_reply(reply(1100.0, "to the new owner"), BUILDERS)
+    [new] = await store.claim_due_webhooks(1100.0, 10, 1160.0)
+    assert new.url == "https://new.example.com/mo"
+
+
 async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqlStore) -> None:
     from smsrelay.store.message_ops import insert_callback
 

@@ -268,7 +268,7 @@ def _queue_reply_callback(
         builders.reply(facts),
         facts.received_at if now is None else now,
         reply_id=facts.reply_id,
-        order_key=conversation_key(facts.msisdn, facts.virtual_number),
+        order_key=conversation_key(account_id, facts.msisdn, facts.virtual_number),
     )
 
 
@@ -304,9 +304,10 @@ def flush_stale_reassemblies(
     return len(rows)
 
 
-def conversation_key(msisdn: str, virtual_number: str) -> str:
-    """One person's replies to one number are posted in the order they arrived."""
-    return f"c{msisdn}>{virtual_number}"
+def conversation_key(account_id: int, msisdn: str, virtual_number: str) -> str:
+    """One person's replies to one number are posted in the order they arrived; per account,
+    so a number's new owner never waits behind its old owner's failing receiver."""
+    return f"c{account_id}:{msisdn}>{virtual_number}"
 
 
 def recent_replies(conn: Conn, account_id: int | None, limit: int) -> list[ReplyView]:
