@@ -228,6 +228,7 @@ async def test_credit_is_debited_and_refused_when_short(gw: RunningGateway) -> N
         ({"urlResponse": "not a url"}, 400, 9),
         ({"urlDlr": "https://example.com/\u0000"}, 400, 9),
         ({"urlResponse": "https://example.com/\u0007"}, 400, 9),
+        ({"urlDlr": "http://127.0.0.1:8080\\@1.1.1.1/q"}, 400, 9),  # no poster would take it
         ({"message": "nul \u0000 inside"}, 400, 9),
         ({"isStopSms": "maybe"}, 400, 9),
         ({"message": {"nested": "object"}}, 400, 9),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from smsrelay.errors import DomainError
 
 MAX_URL_LENGTH = 2048
@@ -32,4 +34,12 @@ def _check_new_url(url: str, field: str) -> None:
     except ValueError as exc:
         raise DomainError("url.invalid", f"{field} is not a valid URL", field) from exc
     if parts.scheme not in {"http", "https"} or not parts.hostname or port == 0:
+        raise DomainError("url.invalid", f"{field} must be an http(s) URL with a host", field)
+    try:  # the parser the callback is posted with must take it too (it refuses a backslash
+        # in the host part, which urlsplit passes): accepted here, it could never be posted
+        posted = URL(url)
+        posted_host = posted.raw_host
+    except (ValueError, TypeError) as exc:
+        raise DomainError("url.invalid", f"{field} is not a valid URL", field) from exc
+    if not posted_host:
         raise DomainError("url.invalid", f"{field} must be an http(s) URL with a host", field)
