@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +157,34 @@ async def remove_number(store: Store, raw_number: str) -> None:
 RELEASE_STEP = 1000  # parts made due per transaction, as the purge's steps
 
 
-async def release_held(store: Store, account_id: int, *, beside_serve: bool = False) -> int:
+# A serving process may answer from the old setting for CACHE_SECONDS after the switch, and
+# hold what it accepts meanwhile: released by a second pass once that and its commit are over.
+STALE_ACCEPTS_SETTLE = CACHE_SECONDS + 1.0
+
+
+async def _stale_accepts_settled() -> None:
+    await asyncio.sleep(STALE_ACCEPTS_SETTLE)
+
+
+async def release_held(
+    store: Store,
+    account_id: int,
+    *,
+    beside_serve: bool = False,
+    settled: Callable[[], Awaitable[None]] | None = None,
+) -> int:
     """Quiet hours switched off: what they hold for the account leaves at once. In steps,
-    pausing between them beside a serving process as ``db purge`` does; how many parts."""
+    pausing between them beside a serving process as ``db purge`` does; how many parts.
+    Beside a serving process, a second pass once ``settled`` (by default, when no process
+    can still be answering from the account's old setting)."""
+    released = await _release_held_once(store, account_id, beside_serve)
+    if beside_serve:
+        await (settled or _stale_accepts_settled)()
+        released += await _release_held_once(store, account_id, beside_serve)
+    return released
+
+
+async def _release_held_once(store: Store, account_id: int, beside_serve: bool) -> int:
     released = 0
     while moved := await store.release_held(account_id, RELEASE_STEP):
         released += moved
