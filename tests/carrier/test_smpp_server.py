@@ -18,6 +18,7 @@ from smsrelay.smpp.pdu import (
     CommandStatus,
     DataSm,
     DataSmResp,
+    DeliverSm,
     EnquireLink,
     EnquireLinkResp,
     GenericNack,
@@ -167,3 +168,46 @@ async def test_a_dropped_link_reads_on_so_a_peer_still_sending_gets_every_answer
 
 def _submit(sequence: int) -> SubmitSm:
     return SubmitSm(sequence=sequence, destination_addr="33612345678", short_message=b"hi")
+
+
+async def _pdus_until(peer: RawPeer, count: int) -> list[Pdu]:
+    seen: list[Pdu] = []
+    async with asyncio.timeout(5):
+        while len(seen) < count:
+            seen += [e for e in peer.pdus.feed(await peer.reader.read(4096)) if isinstance(e, Pdu)]
+    return seen
+
+
+def _submit(sequence: int, registered_delivery: int) -> SubmitSm:
+    return SubmitSm(
+        sequence=sequence,
+        source_addr="33757000001",
+        destination_addr="33612345678",
+        registered_delivery=registered_delivery,
+        short_message=b"hi",
+    )
+
+
+@pytest.mark.parametrize(("delivery_rate", "stat"), [(1.0, None), (0.0, "UNDELIV")])
+async def test_a_receipt_asked_for_failures_only_comes_for_a_failure(
+    make_simulator: MakeSimulator, delivery_rate: float, stat: str | None
+) -> None:
+    # SMPP 3.4 5.2.17: registered_delivery 2 asks for a receipt on failure only. The first
+    # submit asks that way, the second for every outcome: what follows the two answers is the
+    # second's receipt, and the first's only if it failed (it would come first).
+    simulator = await make_simulator(delivery_rate=delivery_rate)
+    reader, writer = await asyncio.open_connection("127.0.0.1", simulator.port)
+    peer = RawPeer(reader, writer)
+    try:
+        await peer.exchange(BindTransceiver(sequence=1, system_id="a", password="b"))
+        writer.write(encode(_submit(2, registered_delivery=2)) + encode(_submit(3, 1)))
+        pdus = await _pdus_until(peer, 4 if stat else 3)
+        receipts = [p for p in pdus if isinstance(p, DeliverSm)]
+        ids = {p.sequence: p.message_id for p in pdus if isinstance(p, SubmitSmResp)}
+        expected = [ids[2], ids[3]] if stat else [ids[3]]
+        assert [p.short_message.decode().split()[0] for p in receipts] == [
+            f"id:{i}" for i in expected
+        ]
+        assert simulator.stats.receipts_sent == len(expected)
+    finally:
+        writer.close()

@@ -19,6 +19,7 @@ from smsrelay.smpp.pdu import (
     DeliverSm,
     DeliverSmResp,
     EnquireLink,
+    EnquireLinkResp,
     GenericNack,
     Pdu,
     SubmitSm,
@@ -101,6 +102,17 @@ def test_submit_response_and_unbind_in_memory() -> None:
     assert esme.state is smsc.state is BindState.UNBINDING
     pipe(smsc, esme, UnbindResp(sequence=unbind_seq))
     assert esme.state is smsc.state is BindState.CLOSED
+
+
+def test_a_link_check_while_unbind_resp_is_awaited_is_answered() -> None:
+    # The SMSC's enquire_link crossing our unbind: refusing it (ESME_RINVBNDSTS) told a
+    # carrier the link was broken while it was closing cleanly (the interop review).
+    esme, smsc = bound_pair()
+    pipe(esme, smsc, Unbind(sequence=esme.next_sequence()))
+    [check] = pipe(smsc, esme, EnquireLink(sequence=smsc.next_sequence()))
+    [answer] = pipe(esme, smsc, EnquireLinkResp(sequence=check.sequence))
+    assert answer == EnquireLinkResp(sequence=check.sequence)
+    assert esme.state is smsc.state is BindState.UNBINDING
 
 
 # (role sending, state, request) that the table refuses locally

@@ -46,6 +46,16 @@ from smsrelay.smpp.times import relative_seconds
 IdStyle = Literal["hex", "decimal"]
 InboundPdu = Literal["deliver_sm", "data_sm"]
 _Build = Callable[[int], DeliverSm | DataSm]
+_Fate = tuple[str, MessageState, int]  # a part's receipt stat, its message_state, its err
+
+
+def _wants_receipt(registered_delivery: int, stat: str) -> bool:
+    """SMPP 3.4 5.2.17, bits 1-0: 01 a receipt for every final outcome, 10 for a failure
+    only (00 none; 11 is reserved)."""
+    asked = registered_delivery & 0x03
+    return asked == 1 or (asked == 2 and stat != "DELIVRD")
+
+
 _log = logging.getLogger("smsrelay.carrier.simulator")
 # A refused deliver_sm is sent again, each wait twice the last (from redeliver_delay_ms) up to
 # this, as real SMSCs retry for hours: giving up after five tries a second apart lost every
@@ -257,13 +267,14 @@ class Simulator:
         message_id = self._new_id() if status == 0 else None
         record = self._record(link, pdu, status, message_id)
         response = SubmitSmResp(sequence=pdu.sequence, status=status, message_id=message_id or "")
-        wants_receipt = message_id is not None and pdu.registered_delivery & 0x03 != 0
-        if wants_receipt and self.options.receipt_before_resp:
-            self._spawn(self._receipt_then_resp(link, record, response))
-            return
-        self._respond(link, response)
-        if wants_receipt:
-            self._schedule_receipt(record)
+        fate = self._fate(record) if message_id is not None else None
+        if fate is None or not _wants_receipt(pdu.registered_delivery, fate[0]):
+            self._respond(link, response)
+        elif self.options.receipt_before_resp:
+            self._spawn(self._receipt_then_resp(link, record, response, fate))
+        else:
+            self._respond(link, response)
+            self._schedule_receipt(record, fate)
 
     def _decide(self) -> int:
         loop_time = asyncio.get_running_loop().time()
@@ -322,7 +333,7 @@ class Simulator:
 
     # --- receipts ------------------------------------------------------------------------
 
-    def _fate(self, record: SubmitRecord) -> tuple[str, MessageState, int]:
+    def _fate(self, record: SubmitRecord) -> _Fate:
         """The receipt's stat: a part whose validity ends before its receipt is due (the
         handset "unreachable" until then) expires, as at a carrier; else delivered at
         ``delivery_rate``."""
@@ -333,8 +344,8 @@ class Simulator:
             return "DELIVRD", MessageState.DELIVERED, 0
         return "UNDELIV", MessageState.UNDELIVERABLE, 1
 
-    def _schedule_receipt(self, record: SubmitRecord) -> None:
-        receipt = _Receipt(record.system_id or None, self._receipt_builder(record))
+    def _schedule_receipt(self, record: SubmitRecord, fate: _Fate) -> None:
+        receipt = _Receipt(record.system_id or None, self._receipt_builder(record, fate))
         delay = self.options.receipt_delay_ms / 1000
         if delay <= 0:
             self._send_receipt(receipt)
@@ -384,9 +395,9 @@ class Simulator:
         loop.call_later(delay, self._send_receipt, receipt)
 
     async def _receipt_then_resp(
-        self, link: SmscLink, record: SubmitRecord, response: SubmitSmResp
+        self, link: SmscLink, record: SubmitRecord, response: SubmitSmResp, fate: _Fate
     ) -> None:
-        receipt = _Receipt(record.system_id or None, self._receipt_builder(record))
+        receipt = _Receipt(record.system_id or None, self._receipt_builder(record, fate))
         future = self.server.try_deliver(receipt.system_id, receipt.build)
         if future is None:  # no receiver free right now: deliver, then answer the submit
             await self._deliver_receipt(receipt)
@@ -398,8 +409,8 @@ class Simulator:
             await future
         self._receipt_answered(future, receipt)
 
-    def _receipt_builder(self, record: SubmitRecord) -> _Build:
-        stat, state, err = self._fate(record)
+    def _receipt_builder(self, record: SubmitRecord, fate: _Fate) -> _Build:
+        stat, state, err = fate
         receipt_id = render_id(int(record.message_id or "0", 16 if self._hex else 10), self._rstyle)
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         text = format_receipt(

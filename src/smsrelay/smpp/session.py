@@ -47,14 +47,14 @@ ESME_REQUESTS: dict[BindState, frozenset[CommandId]] = {
     S.BOUND_TX: frozenset({C.SUBMIT_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
     S.BOUND_RX: frozenset({C.UNBIND}) | _ALWAYS,
     S.BOUND_TRX: frozenset({C.SUBMIT_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
-    S.UNBINDING: frozenset({C.UNBIND}),
+    S.UNBINDING: frozenset({C.UNBIND}) | _ALWAYS,
 }
 SMSC_REQUESTS: dict[BindState, frozenset[CommandId]] = {
     S.OPEN: _ALWAYS,
     S.BOUND_TX: frozenset({C.UNBIND}) | _ALWAYS,
     S.BOUND_RX: frozenset({C.DELIVER_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
     S.BOUND_TRX: frozenset({C.DELIVER_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
-    S.UNBINDING: frozenset({C.UNBIND}),
+    S.UNBINDING: frozenset({C.UNBIND}) | _ALWAYS,  # a link check while unbind_resp comes
 }
 
 # (state, command, status is ok) -> next state, whichever side sent the PDU.
