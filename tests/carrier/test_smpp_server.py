@@ -178,7 +178,7 @@ async def _pdus_until(peer: RawPeer, count: int) -> list[Pdu]:
     return seen
 
 
-def _submit(sequence: int, registered_delivery: int) -> SubmitSm:
+def _submit_asking(sequence: int, registered_delivery: int) -> SubmitSm:
     return SubmitSm(
         sequence=sequence,
         source_addr="33757000001",
@@ -200,7 +200,7 @@ async def test_a_receipt_asked_for_failures_only_comes_for_a_failure(
     peer = RawPeer(reader, writer)
     try:
         await peer.exchange(BindTransceiver(sequence=1, system_id="a", password="b"))
-        writer.write(encode(_submit(2, registered_delivery=2)) + encode(_submit(3, 1)))
+        writer.write(encode(_submit_asking(2, 2)) + encode(_submit_asking(3, 1)))
         pdus = await _pdus_until(peer, 4 if stat else 3)
         receipts = [p for p in pdus if isinstance(p, DeliverSm)]
         ids = {p.sequence: p.message_id for p in pdus if isinstance(p, SubmitSmResp)}
