@@ -14,7 +14,10 @@ its recent post time (at least twice its slots). A claimed callback beyond that 
 unposted, due when the host should have room for it (its place in the host's line times the
 host's post time over its slots), so a slow or dead receiver with a backlog neither fills the
 sender's hands nor holds the other receivers' callbacks back (the claim takes the longest
-due first: theirs).
+due first: theirs). Accounts are isolated the same way: one account keeps at most
+ACCOUNT_SHARE of the sender's hands, so an account with many slow receivers (40 hung ports
+of one address held every slot, and another account's delivery report waited 200 s) leaves
+room for the others' callbacks; what it has beyond is handed back in its account's line.
 A claimed callback that cannot start its post in time for its lease to cover it is dropped
 unrecorded and comes back when the lease is released. A callback handed back while this
 sender has run for longer than the retry budget since it was stored is given up instead
@@ -62,6 +65,7 @@ HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its 
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
 MIN_POST_TIME = 0.001  # the least a post is taken to take
 MAX_LINES = 1000  # hosts with a line of handed-back callbacks remembered before pruning
+ACCOUNT_SHARE = 0.75  # of the sender's hands, the most one account's callbacks may hold
 NO_ROOM = "not posted: its receiver had no room for it for the whole retry period"
 
 
@@ -109,6 +113,8 @@ class WebhookSender:
         self._user_agent = user_agent
         self._lease_seconds = 4 * timeout + LEASE_MARGIN
         self._max_held = 4 * batch
+        self._account_limit = max(1, int(ACCOUNT_SHARE * self._max_held))
+        self._held_by_account: dict[int, int] = {}  # account id -> its callbacks in hand
         self._gates = KeyedGates(concurrency_per_host)  # a semaphore per receiver
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
@@ -249,11 +255,16 @@ class WebhookSender:
         except InvalidTarget:
             target = None
         host = target.receiver if target else ""
+        line = None
         if self._gates.in_hand(host) >= self._hand_limit(host):
+            line = host
+        elif self._held_by_account.get(job.account_id, 0) >= self._account_limit:
+            line = f"account {job.account_id}"  # its own line: no host's figures in it
+        if line is not None:
             if self._waited_too_long(job):
                 self._give_up_unposted(job, target)
                 return None
-            return job.id, self._place_in_line(host), lease
+            return job.id, self._place_in_line(line), lease
         loop = self._running_loop()
         start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
         # in the host's hands from now (not from the task's first step: a claim's callbacks
@@ -261,7 +272,8 @@ class WebhookSender:
         semaphore = self._gates.enter(host)
         run = self._run(job, target, host, semaphore, start_by)
         task = loop.create_task(run, name=f"webhook-{job.id}")
-        self._jobs[task] = _InHand(job.id, host, lease)
+        self._jobs[task] = _InHand(job.id, host, lease, job.account_id)
+        self._held_by_account[job.account_id] = self._held_by_account.get(job.account_id, 0) + 1
         task.add_done_callback(self._finished)
         return None
 
@@ -298,6 +310,13 @@ class WebhookSender:
         self._line_ends[host] = due
         return due
 
+    def _let_go(self, account_id: int) -> None:
+        left = self._held_by_account[account_id] - 1
+        if left:
+            self._held_by_account[account_id] = left
+        else:
+            del self._held_by_account[account_id]
+
     async def _hand_back(self, items: list[tuple[int, float, float]]) -> None:
         if not items:
             return
@@ -309,7 +328,9 @@ class WebhookSender:
             log.info("webhook.deferred", extra={"callbacks": len(items)})
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._gates.leave(self._jobs.pop(task).host)
+        in_hand = self._jobs.pop(task)
+        self._gates.leave(in_hand.host)
+        self._let_go(in_hand.account_id)
         self._posting.discard(task)
         self._room.set()
         # The next callback with its order key (a person's next reply) may go now: claim
@@ -504,11 +525,12 @@ class WebhookSender:
 @dataclass(frozen=True, slots=True)
 class _InHand:
     """A claimed callback the sender is posting or about to: its id, its receiver host (its
-    gate's count), and its claim's lease (to hand it back under)."""
+    gate's count), its claim's lease (to hand it back under), and its account (its share)."""
 
     id: int
     host: str
     lease: float
+    account_id: int
 
 
 @quick_init
