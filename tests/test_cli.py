@@ -125,7 +125,7 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
     assert (
-        "applied migrations: [1, 2, 3, 4, 5, 6, 7, 8]"
+        "applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9]"
         in runner.invoke(cli, ["db", "upgrade"], env=env).output
     )
     assert "up to date" in runner.invoke(cli, ["db", "upgrade"], env=env).output
@@ -458,7 +458,7 @@ def test_the_cli_works_on_a_postgresql_database(postgres: Any) -> None:
         assert result.exit_code == code, (result.output, result.stderr)
         return result.output
 
-    assert "applied migrations: [1, 2, 3]" in run("db", "upgrade")
+    assert "applied migrations: [1, 2, 3, 4]" in run("db", "upgrade")
     assert "up to date" in run("db", "upgrade")
     key = json.loads(run("accounts", "create", "shop", "--credit", "12.5", "--json"))["apiKey"]
     assert key

@@ -102,6 +102,7 @@ async def _start_services_in_order(
     keeper = await _clock_keeper(settings, store, started)
     gateway = build_gateway(settings, store, keeper.clock if keeper else None)
     gateway.store_trouble = store.db.health.trouble
+    await _run_data_steps(store, gateway.clock.now(), say)
     demo = (
         await ensure_demo(
             store, settings.demo_credit_eur, gateway.clock, quiet_hours=settings.demo_quiet_hours
@@ -287,6 +288,17 @@ async def _first_of(*events: asyncio.Event) -> None:
 
 
 BUILTIN_MAX_RECORDS = 10_000
+
+
+async def _run_data_steps(store: SqlStore, now: float, say: Callable[[str], None]) -> None:
+    """What a migration left for the running gateway (once, before anything is sent)."""
+    for name, count in (await store.run_data_steps(now, BUILDERS)).items():
+        log.info("store.data_step.done", extra={"step": name, "rows": count})
+        if name == "cancel_waiting_for_stopped" and count:
+            say(
+                f"cancelled and refunded {count} message(s) an older build kept for people "
+                "on the STOP list (each gets its delivery report)"
+            )
 
 
 async def _start_simulator(settings: Settings, say: Callable[[str], None]) -> Simulator | None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from smsrelay.store.schema import refuse_newer
+
 UPGRADE_LOCK = 0x5353_7265_6C61  # any constant: one lock id for every node of one database
 
 MIGRATIONS: tuple[str, ...] = (
@@ -168,6 +170,14 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE parts SET may_have_left = 1
         WHERE state = 'queued' AND last_error = 'lease expired: no submit outcome recorded';
     """,
+    # 4: SQLite's 9 (parts queued again after a try may have left; one-off data steps)
+    """
+    UPDATE parts SET may_have_left = 1
+        WHERE state = 'queued' AND may_have_left = 0
+        AND (attempts > 0 OR last_error IS NOT NULL);
+    CREATE TABLE data_steps (name TEXT PRIMARY KEY);
+    INSERT INTO data_steps (name) VALUES ('cancel_waiting_for_stopped');
+    """,
 )
 
 
@@ -179,6 +189,7 @@ def upgrade(conn: psycopg.Connection[Any]) -> list[int]:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         current = int(row[0] or 0) if row else 0
+        refuse_newer(current, len(MIGRATIONS))
         for version, script in enumerate(MIGRATIONS, start=1):
             if version <= current:
                 continue

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from smsrelay.errors import SmsRelayError
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: accounts, numbers, messages and their parts (the parts are the dispatcher's queue).
     """
@@ -210,6 +212,18 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE parts SET may_have_left = 1
         WHERE state = 'queued' AND last_error = 'lease expired: no submit outcome recorded';
     """,
+    # 9: builds before 8 requeued a part whose link was lost or whose submit went unanswered
+    # without a mark (and an older node beside a newer one still does): every part queued
+    # again after a try may have left. And one-off work that needs the running gateway (a
+    # data step, done by serve at its start, then deleted): builds before the STOP cancel
+    # left held messages to people who had asked to stop.
+    """
+    UPDATE parts SET may_have_left = 1
+        WHERE state = 'queued' AND may_have_left = 0
+        AND (attempts > 0 OR last_error IS NOT NULL);
+    CREATE TABLE data_steps (name TEXT PRIMARY KEY);
+    INSERT INTO data_steps (name) VALUES ('cancel_waiting_for_stopped');
+    """,
 )
 
 
@@ -220,7 +234,9 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 
 def upgrade(conn: sqlite3.Connection) -> list[int]:
-    """Apply every missing migration, each in its own transaction; returns those applied."""
+    """Apply every missing migration, each in its own transaction; returns those applied.
+    A database a newer build has upgraded is refused (``SchemaTooNew``)."""
+    refuse_newer(current_version(conn), len(MIGRATIONS))
     applied = []
     for version, script in enumerate(MIGRATIONS, start=1):
         if version <= current_version(conn):
@@ -236,6 +252,19 @@ def upgrade(conn: sqlite3.Connection) -> list[int]:
             raise
         applied.append(version)
     return applied
+
+
+class SchemaTooNew(SmsRelayError):
+    """The database's schema is newer than this build knows: a newer build upgraded it."""
+
+
+def refuse_newer(version: int, known: int) -> None:
+    if version > known:
+        raise SchemaTooNew(
+            f"the database's schema is version {version}, newer than this build knows "
+            f"({known}): a newer smsrelay upgraded it; run that version (going back needs "
+            "the backup taken before the upgrade)"
+        )
 
 
 def _statements(script: str) -> list[str]:

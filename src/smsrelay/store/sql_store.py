@@ -13,6 +13,7 @@ from smsrelay.errors import StorageLow
 from smsrelay.store import (
     account_ops,
     account_reads,
+    data_steps,
     inbound_ops,
     message_ops,
     monitor_reads,
@@ -268,6 +269,9 @@ class SqlStore:
         return await self.db.write(
             partial(walk, older_than=older_than, after_id=after_id, limit=limit)
         )
+
+    async def run_data_steps(self, now: float, builders: CallbackBuilders) -> dict[str, int]:
+        return await self.db.write(partial(data_steps.run, now=now, builders=builders))
 
     # -- dispatch ------------------------------------------------------------------------------
 
