@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from smsrelay.smpp.codec import encode
 from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
 from smsrelay.smpp.pdu import (
+    AlertNotification,
     BindReceiver,
     BindReceiverResp,
     BindTransceiver,
@@ -113,6 +116,17 @@ def test_a_link_check_while_unbind_resp_is_awaited_is_answered() -> None:
     [answer] = pipe(esme, smsc, EnquireLinkResp(sequence=check.sequence))
     assert answer == EnquireLinkResp(sequence=check.sequence)
     assert esme.state is smsc.state is BindState.UNBINDING
+
+
+def test_an_alert_notification_is_taken_with_no_answer_owed() -> None:
+    # SMPP 3.4 4.12: it has no response PDU. Read as an unknown command, it was answered with
+    # a generic_nack (ESME_RINVCMDID) and logged as a refusal (the interop review).
+    esme, smsc = bound_pair()
+    body = bytes([1, 1]) + b"33612345678\0" + bytes([1, 1]) + b"33757000001\0"
+    raw = struct.pack(">IIII", 16 + len(body), 0x00000102, 0, smsc.next_sequence()) + body
+    [event] = esme.receive(raw, 0)
+    assert isinstance(event, AlertNotification)
+    assert esme.state is BindState.BOUND_TRX and esme.outstanding() == {}
 
 
 # (role sending, state, request) that the table refuses locally

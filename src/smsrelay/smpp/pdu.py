@@ -39,6 +39,7 @@ class CommandId(IntEnum):
     BIND_TRANSCEIVER_RESP = 0x80000009
     ENQUIRE_LINK = 0x00000015
     ENQUIRE_LINK_RESP = 0x80000015
+    ALERT_NOTIFICATION = 0x00000102
     DATA_SM = 0x00000103
     DATA_SM_RESP = 0x80000103
 
@@ -314,6 +315,15 @@ class GenericNack(Pdu):
     command_id: ClassVar[CommandId] = CommandId.GENERIC_NACK
 
 
+@quick_init
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertNotification(Pdu):
+    """SMPP 3.4 4.12: a handset is reachable again. It has no response PDU (a generic_nack
+    is wrong too); its addresses are not read: the gateway never asks for alerts (set_dpf)."""
+
+    command_id: ClassVar[CommandId] = CommandId.ALERT_NOTIFICATION
+
+
 PDU_TYPES: dict[int, type[Pdu]] = {
     cls.command_id: cls
     for cls in (
@@ -334,6 +344,7 @@ PDU_TYPES: dict[int, type[Pdu]] = {
         Unbind,
         UnbindResp,
         GenericNack,
+        AlertNotification,
     )
 }
 

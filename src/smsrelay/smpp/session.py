@@ -52,8 +52,8 @@ ESME_REQUESTS: dict[BindState, frozenset[CommandId]] = {
 SMSC_REQUESTS: dict[BindState, frozenset[CommandId]] = {
     S.OPEN: _ALWAYS,
     S.BOUND_TX: frozenset({C.UNBIND}) | _ALWAYS,
-    S.BOUND_RX: frozenset({C.DELIVER_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
-    S.BOUND_TRX: frozenset({C.DELIVER_SM, C.DATA_SM, C.UNBIND}) | _ALWAYS,
+    S.BOUND_RX: frozenset({C.DELIVER_SM, C.DATA_SM, C.ALERT_NOTIFICATION, C.UNBIND}) | _ALWAYS,
+    S.BOUND_TRX: frozenset({C.DELIVER_SM, C.DATA_SM, C.ALERT_NOTIFICATION, C.UNBIND}) | _ALWAYS,
     S.UNBINDING: frozenset({C.UNBIND}) | _ALWAYS,  # a link check while unbind_resp comes
 }
 
