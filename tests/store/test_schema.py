@@ -84,24 +84,42 @@ def test_callbacks_an_older_build_queued_behind_an_open_one_are_parked(tmp_path:
     assert [job.id for job in claim_due(conn, 601.0, 10, 660.0)] == [2]
 
 
-def test_parts_an_older_build_queued_again_after_a_try_may_have_left(tmp_path: Path) -> None:
-    # Builds before 8 requeued a part whose link was lost (or whose submit went unanswered)
-    # without a mark: cancelled after the upgrade, it was refunded though the SMSC had it.
+PARTS_AN_OLDER_BUILD_REQUEUED = [  # id, state, attempts, last_error
+    (1, "queued", 1, "smpp connector default: smpp connection lost"),
+    (2, "queued", 1, "smpp connector default: no SUBMIT_SM_resp in time"),
+    (3, "queued", 0, "stopping"),  # given back unsent at a stop
+    (4, "queued", 0, "throttled"),  # refused by the SMSC: it did not take it
+    (5, "queued", 0, None),  # never tried
+    (6, "submitted", 1, None),
+]
+OPEN_REPLY_CALLBACKS = [  # id, kind, state, order_key
+    (1, "reply", "pending", "c+33612345678>+33757000001"),
+    (2, "reply", "delivered", "c+33612345678>+33757000001"),
+    (3, "dlr", "pending", "m7"),
+]
+
+
+def test_parts_an_older_build_requeued_after_a_lost_link_may_have_left(tmp_path: Path) -> None:
+    # Builds before 8 requeued a part whose link was lost without a mark: cancelled after the
+    # upgrade, it was refunded though the SMSC had it. Parts that surely did not leave (given
+    # back at a stop, refused by the SMSC) stay cancellable, and so STOP-cancellable.
     conn = _database_at(tmp_path / "v8.db", 8)
     conn.executemany(
         "INSERT INTO parts (id, message_id, seq, connector, state, due_at, attempts, "
         "last_error) VALUES (?, ?, 1, 'default', ?, 100.0, ?, ?)",
-        [
-            (1, 1, "queued", 1, "smpp connector default: smpp connection lost"),
-            (2, 2, "queued", 0, "throttled"),  # refused, not counted: kept on the safe side
-            (3, 3, "queued", 0, None),  # never tried: may still be cancelled
-            (4, 4, "submitted", 1, None),
-        ],
+        [(i, i, state, tries, error) for i, state, tries, error in PARTS_AN_OLDER_BUILD_REQUEUED],
+    )
+    conn.executemany(
+        "INSERT INTO webhooks (id, uuid, account_id, kind, url, body, state, created_at, "
+        "due_at, order_key) VALUES (?, ?, 4, ?, 'https://e.com/', x'7b7d', ?, 10.0, 11.0, ?)",
+        [(i, f"u{i}", kind, state, key) for i, kind, state, key in OPEN_REPLY_CALLBACKS],
     )
 
     assert upgrade(conn) == [9]
     marked = conn.execute("SELECT id FROM parts WHERE may_have_left = 1 ORDER BY id").fetchall()
     assert marked == [(1,), (2,)]
+    keys = conn.execute("SELECT id, order_key FROM webhooks ORDER BY id").fetchall()
+    assert keys == [(1, "c4:+33612345678>+33757000001"), (2, OPEN_REPLY_CALLBACKS[1][3]), (3, "m7")]
     assert conn.execute("SELECT name FROM data_steps").fetchall() == [
         ("cancel_waiting_for_stopped",)
     ]
@@ -162,3 +180,35 @@ def test_postgresql_refuses_a_database_a_newer_build_upgraded(postgres: Any) -> 
         conn.execute("INSERT INTO schema_version VALUES (%s)", (len(pg_schema.MIGRATIONS) + 1,))
         with pytest.raises(SchemaTooNew, match="newer than this build knows"):
             pg_schema.upgrade(conn)
+
+
+def test_postgresql_migration_4_marks_and_rekeys_as_sqlites_9(postgres: Any) -> None:
+    url = postgres.new_database("v3")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for script in pg_schema.MIGRATIONS[:3]:
+            conn.execute(script)
+        conn.execute("INSERT INTO schema_version VALUES (3)")
+        for i, state, tries, error in PARTS_AN_OLDER_BUILD_REQUEUED:
+            conn.execute(
+                "INSERT INTO parts (id, message_id, seq, connector, state, due_at, attempts, "
+                "last_error) VALUES (%s, %s, 1, 'default', %s, 100.0, %s, %s)",
+                (i, i, state, tries, error),
+            )
+        for i, kind, state, key in OPEN_REPLY_CALLBACKS:
+            conn.execute(
+                "INSERT INTO webhooks (id, uuid, account_id, kind, url, body, state, "
+                "created_at, due_at, order_key) VALUES (%s, %s, 4, %s, 'https://e.com/', "
+                "'{}', %s, 10.0, 11.0, %s)",
+                (i, f"u{i}", kind, state, key),
+            )
+
+        assert pg_schema.upgrade(conn) == [4]
+        marked = conn.execute("SELECT id FROM parts WHERE may_have_left = 1 ORDER BY id")
+        assert marked.fetchall() == [(1,), (2,)]
+        keys = conn.execute("SELECT id, order_key FROM webhooks ORDER BY id").fetchall()
+        assert keys == [
+            (1, "c4:+33612345678>+33757000001"),
+            (2, OPEN_REPLY_CALLBACKS[1][3]),
+            (3, "m7"),
+        ]

@@ -170,11 +170,16 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE parts SET may_have_left = 1
         WHERE state = 'queued' AND last_error = 'lease expired: no submit outcome recorded';
     """,
-    # 4: SQLite's 9 (parts queued again after a try may have left; one-off data steps)
+    # 4: SQLite's 9 (parts requeued after a lost link or an unanswered submit may have left;
+    # open reply callbacks get the per-account order key; one-off data steps)
     """
     UPDATE parts SET may_have_left = 1
         WHERE state = 'queued' AND may_have_left = 0
-        AND (attempts > 0 OR last_error IS NOT NULL);
+        AND (last_error LIKE '%smpp connection lost%'
+            OR last_error LIKE '%no SUBMIT_SM_resp in time%');
+    UPDATE webhooks SET order_key = 'c' || account_id || ':' || substr(order_key, 2)
+        WHERE state IN ('pending', 'sending') AND kind = 'reply'
+        AND order_key LIKE 'c%' AND strpos(order_key, ':') = 0;
     CREATE TABLE data_steps (name TEXT PRIMARY KEY);
     INSERT INTO data_steps (name) VALUES ('cancel_waiting_for_stopped');
     """,
