@@ -94,3 +94,16 @@ async def test_only_the_quiet_messages_of_a_claim_go_back(store: SqlStore) -> No
     claimed = await store.claim_due_parts("default", NOW, 10, NOW + 60, QUIET)
     assert [part.message_id for part in claimed] == [sent]
     assert (await _state(store, held))[0] == "held"
+
+
+async def test_a_message_whose_part_may_have_left_is_finished(store: SqlStore) -> None:
+    # Part 1 was out at 19:59 when the link was lost: requeued, and the handset may have it.
+    # Holding both parts until the morning could split the text across the night.
+    message_id = await store.accept_message(
+        new_message(nb_sms=2, text="x" * 200, created_at=NOW - 60, due_at=NOW - 60)
+    )
+    [first] = await store.claim_due_parts("default", NOW - 60, 1, NOW)  # a window of 1
+    await store.mark_retry(first.part_id, NOW - 1, "lost", may_have_left=True)
+
+    claimed = await store.claim_due_parts("default", NOW, 10, NOW + 60, QUIET)
+    assert sorted(part.message_id for part in claimed) == [message_id, message_id]

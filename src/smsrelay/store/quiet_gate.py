@@ -7,8 +7,9 @@ claim made while a region is quiet hands back the parts of its messages whose ac
 under quiet hours in that region now (its setting as it is now, not as it was at the accept),
 due at the region's release, their attempt given back and their message held again.
 
-A message of which a part has already left, or is with the SMSC now, is finished: its last
-parts held until the morning would split one text across the night on the handset.
+A message of which a part has already left, is with the SMSC now, or may have left (its link
+was lost while it was out) is finished: its last parts held until the morning would split one
+text across the night on the handset.
 """
 
 from __future__ import annotations
@@ -42,15 +43,17 @@ def quiet_now(
 
 
 def _begun(conn: Conn, claimed: list[ClaimedRow], candidates: Mapping[int, float]) -> set[int]:
-    """Messages with a part outside this claim that is no longer waiting in the queue."""
+    """Messages with a part that has left or may have (its link was lost while it was out:
+    the handset may have it): one outside this claim that is no longer waiting in the queue,
+    or any, this claim's too, marked as may have left."""
     this_claim = {row[0] for row in claimed}
     keys = padded(sorted(candidates))
     rows = conn.execute(
-        f"SELECT id, message_id FROM parts WHERE message_id IN ({marks(len(keys))}) "
-        "AND state <> 'queued'",
+        "SELECT id, message_id, may_have_left FROM parts "
+        f"WHERE message_id IN ({marks(len(keys))}) AND (state <> 'queued' OR may_have_left = 1)",
         keys,
     ).fetchall()
-    return {int(r[1]) for r in rows if r[0] not in this_claim}
+    return {int(r[1]) for r in rows if r[2] or r[0] not in this_claim}
 
 
 def hold_again(conn: Conn, claimed: list[ClaimedRow], quiet: Mapping[int, float]) -> None:
