@@ -158,3 +158,16 @@ async def test_an_early_receipt_is_not_taken_as_a_repeat_under_another_reading(
     assert (await _state(store, done), await _state(store, new)) == ("delivered", "delivered")
     message = await store.get_message(done)
     assert message is not None and len(message.receipts) == 1
+
+
+async def test_a_repeat_under_another_reading_stays_its_parts(store: SqlStore) -> None:
+    # The mirror case: an SMSC answering hex ids reports 0x24 as "36", then sends that receipt
+    # again. Kept as early, the repeat went to the next part given "36" (another message) as
+    # its DELIVRD. A part that took receipt "36" takes its repeat too.
+    done = await _submitted(store, "+33757000001", "24")
+    assert await store.record_receipt(_receipt("36", at=T0 + 1), BUILDERS)
+    assert await store.record_receipt(_receipt("36", at=T0 + 2), BUILDERS)  # the re-send
+    later = await _submitted(store, "+33757000001", "36", now=T0 + 3)
+    assert (await _state(store, done), await _state(store, later)) == ("delivered", "submitted")
+    message = await store.get_message(done)
+    assert message is not None and len(message.receipts) == 2

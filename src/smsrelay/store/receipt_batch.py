@@ -11,8 +11,9 @@ receipts, the parts' moves and the messages' states are written with a few state
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from smsrelay.domain.states import MessageState, PartState, message_state
 from smsrelay.quick_init import quick_init
@@ -77,7 +78,8 @@ def record_receipts(conn: Conn, items: Sequence[Receipt]) -> Answers:
     # keep the oldest when an SMSC gave an id again (a counter reset)
     run = _read(conn, "p.carrier_key", keys)
     keyed = run.by_key()
-    answers: Answers = [_match(run, keyed, item) for item in items]
+    has_had = partial(_has_had, conn, run)
+    answers: Answers = [_match(run, keyed, item, has_had) for item in items]
     _write(conn, run)
     return answers
 
@@ -111,14 +113,29 @@ def _read(conn: Conn, column: str, keys: Sequence[object]) -> _Run:
     return _Run(parts, states, ended_at, settle.part_states(conn, longer))
 
 
-def _match(run: _Run, keyed: dict[str, list[int]], item: Receipt) -> bool:
+def _has_had(conn: Conn, run: _Run, part_id: int, carrier_id: str) -> bool:
+    """Whether the part already took a receipt whose id was written as ``carrier_id``."""
+    if any(pid == part_id and r.carrier_id == carrier_id for pid, r in run.stored):
+        return True
+    row = conn.execute(
+        "SELECT 1 FROM receipts WHERE part_id = ? AND carrier_id = ? LIMIT 1",
+        (part_id, carrier_id),
+    ).fetchone()
+    return row is not None
+
+
+def _match(
+    run: _Run, keyed: dict[str, list[int]], item: Receipt, has_had: Callable[[int, str], bool]
+) -> bool:
     receipt = item.receipt
     # A part that ended longer ago than a receipt may come early is not this receipt's: its
     # id came back (an SMSC's counter reset), and the receipt is for the new part that will
     # have it, whose submit_sm_resp it overtook (given to the old part, it was lost). And a
-    # part that has ended takes a repeat of its receipt only under the id as written: under
-    # another reading (receipt "36" and part 0x24) it would swallow, as a repeat, the receipt
-    # of a part whose resp it overtook (an SMSC with a small counter), which then waited 49 h.
+    # part that has ended takes a receipt under another reading of its id only as a repeat of
+    # one it took (the same id as written): else receipt "36" would be swallowed by part 0x24
+    # as a repeat, though it is for a part whose resp it overtook (an SMSC with a small
+    # counter), which then waited 49 h; and a repeat of 0x24's receipt "36" must not go to a
+    # later part "36" instead.
     oldest = receipt.received_at - EARLY_RECEIPT_WINDOW
     fitting = {
         part_id
@@ -126,7 +143,11 @@ def _match(run: _Run, keyed: dict[str, list[int]], item: Receipt) -> bool:
         for part_id in keyed.get(key, ())
         if run.parts[part_id][3] == receipt.connector
         and run.ended_at.get(part_id, oldest) >= oldest
-        and (rank == 0 or run.states[part_id] == PartState.SUBMITTED)
+        and (
+            rank == 0
+            or run.states[part_id] == PartState.SUBMITTED
+            or has_had(part_id, receipt.carrier_id)
+        )
     }
     rows = [(pid, run.states[pid], run.parts[pid][2]) for pid in fitting]
     part_id = choose_part(rows, receipt.connector, receipt.candidate_keys)
