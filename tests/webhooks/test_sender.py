@@ -315,6 +315,25 @@ async def test_a_callback_stored_before_a_long_outage_gets_its_retries_after_it(
     assert view.state == "pending" and T0 + 3610 <= view.due_at <= T0 + 3612.5
 
 
+async def test_a_restart_gives_an_old_callback_an_hour_not_a_fresh_budget(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # Failing for most of its 2 h budget, then the gateway restarts: counting from the
+    # restart gave it 2 h more at every restart (a daily restart never gave up on a dead
+    # receiver). It gets an hour (OUTAGE_GRACE) after the restart, then it is given up.
+    receiver = await receivers(default=500)
+    webhook_id = await add_callback(store, account, receiver.url, now=T0)
+    clock = FixedClock(T0 + 7100)  # the restart
+    backoff = BackoffPolicy(first=10.0, factor=2.0, cap=600.0)
+    sender = await senders(clock=clock, backoff=backoff, give_up_after=7200.0)
+    await eventually(has_attempts(store, webhook_id, 1))
+    assert (await state_of(store, webhook_id)).state == "pending"  # within the hour
+
+    clock.set(T0 + 7100 + 3601)
+    sender.wake()
+    await eventually(is_state(store, webhook_id, "failed"))
+
+
 async def test_a_malformed_url_fails_at_once(
     store: SqliteStore, account: Account, senders: MakeSender
 ) -> None:

@@ -66,6 +66,7 @@ FIRST_POST_TIME = 0.25  # a host's post time until one is measured
 MIN_POST_TIME = 0.001  # the least a post is taken to take
 MAX_LINES = 1000  # hosts with a line of handed-back callbacks remembered before pruning
 ACCOUNT_SHARE = 0.75  # of the sender's hands: an account holding this much is a heavy one
+OUTAGE_GRACE = 3600.0  # seconds of tries a callback stored before a restart still gets
 RESERVE_SHARE = 0.25  # more hands, for the other accounts' callbacks while the hands are full
 NO_ROOM = "not posted: its receiver had no room for it for the whole retry period"
 
@@ -301,12 +302,16 @@ class WebhookSender:
         return None
 
     def _waited_too_long(self, job: WebhookJob) -> bool:
-        return self._clock.now() - self._waiting_since(job) > self._give_up_after
+        return self._budget_spent(job, self._clock.now())
 
-    def _waiting_since(self, job: WebhookJob) -> float:
-        """Where a callback's retry budget starts: time the gateway was down does not count,
-        so after an outage every callback still gets its tries."""
-        return max(job.created_at, self._running_since)
+    def _budget_spent(self, job: WebhookJob, at: float) -> bool:
+        """The retry budget counts from when the callback was stored, but a callback stored
+        before an outage still gets OUTAGE_GRACE of tries once this sender runs (at most the
+        budget): after a day down, its first failed post must not be its last. (Counting only
+        this run's time gave every callback a fresh budget at each restart: a gateway
+        restarted daily never gave up on a dead receiver.)"""
+        grace = min(self._give_up_after, OUTAGE_GRACE)
+        return at - job.created_at > self._give_up_after and at - self._running_since > grace
 
     def _give_up_unposted(self, job: WebhookJob, target: Target | None) -> None:
         assert self._posted is not None
@@ -541,7 +546,7 @@ class WebhookSender:
         if result.permanent:
             return None
         due = next_attempt_at(attempt, now, self._backoff, random.random())
-        return None if due - self._waiting_since(job) > self._give_up_after else due
+        return None if self._budget_spent(job, due) else due
 
 
 @quick_init
