@@ -107,3 +107,19 @@ async def test_a_message_whose_part_may_have_left_is_finished(store: SqlStore) -
 
     claimed = await store.claim_due_parts("default", NOW, 10, NOW + 60, QUIET)
     assert sorted(part.message_id for part in claimed) == [message_id, message_id]
+
+
+async def test_a_claim_goes_past_a_backlog_that_quiet_hours_hold(store: SqlStore) -> None:
+    # At 20:00 the first due parts are all held again: the claim looks further in the same
+    # transaction, so the parts behind them (another account's) do not wait a poll per batch.
+    for _ in range(6):
+        await store.accept_message(new_message(created_at=NOW - 10, due_at=NOW - 10))
+    await store.create_account("b", "hash-b", 1_000_000, 0.0)
+    await store.update_account("b", {"quiet_hours": 0})
+    await store.add_number("b", "+33757000002", "default", 0.0)
+    sent = await store.accept_message(
+        new_message(account_id=2, sender="+33757000002", created_at=NOW, due_at=NOW)
+    )
+
+    claimed = await store.claim_due_parts("default", NOW, 2, NOW + 60, QUIET)
+    assert [part.message_id for part in claimed] == [sent]

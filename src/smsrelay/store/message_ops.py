@@ -110,6 +110,11 @@ def sending_parts(conn: Conn) -> dict[str, tuple[int, float | None]]:
 # -- the dispatcher's side -------------------------------------------------------------------
 
 
+# Claims in one transaction while each finds only parts quiet hours hold (a backlog at 20:00):
+# an empty answer makes the dispatcher wait a poll, and the parts due behind them with it.
+QUIET_ROUNDS = 8
+
+
 def claim_due(
     conn: Conn,
     connector: str,
@@ -121,18 +126,23 @@ def claim_due(
     """Move due parts of one connector to 'sending' under a lease, oldest first.
     ``quiet_releases``: the regions under quiet hours now, each with its release time; the
     parts of messages they hold go back (``quiet_gate``)."""
-    claimed = conn.execute(
-        "UPDATE parts SET state = 'sending', lease_until = ?, claimed_at = ?, "
-        "attempts = attempts + 1 WHERE id IN (SELECT id FROM parts WHERE state = 'queued' "
-        "AND connector = ? AND due_at <= ? ORDER BY due_at LIMIT ?) "
-        "RETURNING id, message_id, seq, attempts",
-        (lease_until, now, connector, now, limit),
-    ).fetchall()
-    if claimed and quiet_releases:
+    for _ in range(QUIET_ROUNDS):
+        claimed = conn.execute(
+            "UPDATE parts SET state = 'sending', lease_until = ?, claimed_at = ?, "
+            "attempts = attempts + 1 WHERE id IN (SELECT id FROM parts WHERE state = 'queued' "
+            "AND connector = ? AND due_at <= ? ORDER BY due_at LIMIT ?) "
+            "RETURNING id, message_id, seq, attempts",
+            (lease_until, now, connector, now, limit),
+        ).fetchall()
+        if not (claimed and quiet_releases):
+            break
         quiet = quiet_gate.quiet_now(conn, claimed, quiet_releases)
+        full = len(claimed) == limit
         if quiet:
             quiet_gate.hold_again(conn, claimed, quiet)
             claimed = [row for row in claimed if row[1] not in quiet]
+        if claimed or not full:
+            break  # (all of a full claim held again: more may be due behind them)
     if not claimed:
         return []
     messages = _claim_messages(conn, {row[1] for row in claimed})
