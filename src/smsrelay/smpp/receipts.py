@@ -200,7 +200,8 @@ LEARN_AFTER = 16
 # A receipt's vote is counted after this many more resps: more than a window holds, so the
 # resp of a receipt that overtook it has come by then.
 VOTE_AFTER_RESPS = 1024
-RECENT_RESP_IDS = 4096  # resp ids kept while learning (receipts come seconds after their resp)
+RECENT_RESP_IDS = 16384  # resp ids kept while learning: a receipt votes only if its resp is
+# still among them VOTE_AFTER_RESPS resps later (receipts up to 5 s late at 3,000/s)
 _FORMS = ("same", "decimal", "hex")
 
 
