@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
@@ -387,52 +385,6 @@ async def test_one_stuck_receiver_does_not_hold_back_another(
     slow.release.set()
     for webhook_id in slow_ids:
         await eventually(is_state(store, webhook_id, "delivered"))
-
-
-async def test_an_account_with_many_hung_receivers_leaves_room_for_the_others(
-    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
-) -> None:
-    # Three hung receivers of one account can hold 60 callbacks (20 each at one slot), more
-    # than the sender's hands (40): another account's callback, stored after them, waited
-    # until their posts timed out. An account now holds at most 3/4 of the hands.
-    hung = [await receivers() for _ in range(3)]
-    for receiver in hung:
-        receiver.behaviour = receiver.hang
-    hung_ids = [await add_callback(store, account, r.url) for r in hung for _ in range(20)]
-    other = await store.create_account("other", "other-hash", 0, time.time())
-    fine = await receivers()
-    waiting = await add_callback(store, other, fine.url)
-    await senders(concurrency_per_host=1, timeout=60.0, batch=10)
-
-    await eventually(is_state(store, waiting, "delivered"), timeout=5.0)
-    assert sum(len(r.seen) for r in hung) <= 3  # one post at a time each, all hung
-    for receiver in hung:
-        receiver.release.set()
-    for webhook_id in hung_ids:
-        await eventually(is_state(store, webhook_id, "delivered"))
-
-
-async def test_an_account_alone_is_never_held_back_for_the_others(
-    store: SqliteStore,
-    account: Account,
-    receivers: MakeReceiver,
-    senders: MakeSender,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # A share held back even with no other account waiting handed a single tenant's burst
-    # back in a line of its own, at a pace no receiver had measured: 20 times slower.
-    caplog.set_level(logging.INFO, logger="smsrelay.webhooks")
-    receiver = await receivers()
-
-    async def a_little_slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(0.002)  # so the sender's hands fill
-        return web.Response(status=200)
-
-    receiver.behaviour = a_little_slow
-    ids = [await add_callback(store, account, receiver.url) for _ in range(200)]
-    sender = await senders(batch=10)  # 40 in hand, 30 an account's share
-    await eventually(lambda: sender.delivered == len(ids), timeout=30.0)
-    assert not [r for r in caplog.records if r.getMessage() == "webhook.deferred"]
 
 
 async def test_posts_to_one_host_are_bounded(

@@ -174,7 +174,7 @@ class Store(Protocol):
         self, reply: InboundReply, builders: CallbackBuilders
     ) -> ReplyOutcome: ...
     async def claim_due_webhooks(
-        self, now: float, limit: int, lease_until: float, skip_accounts: Sequence[int] = ()
+        self, now: float, limit: int, lease_until: float
     ) -> list[WebhookJob]: ...
     async def record_webhook_attempt(
         self,

@@ -421,16 +421,10 @@ class SqlStore:
     # -- webhooks ------------------------------------------------------------------------------
 
     async def claim_due_webhooks(
-        self, now: float, limit: int, lease_until: float, skip_accounts: Sequence[int] = ()
+        self, now: float, limit: int, lease_until: float
     ) -> list[WebhookJob]:
         return await self.db.write(
-            partial(
-                webhook_ops.claim_due,
-                now=now,
-                limit=limit,
-                lease_until=lease_until,
-                skip_accounts=skip_accounts,
-            )
+            partial(webhook_ops.claim_due, now=now, limit=limit, lease_until=lease_until)
         )
 
     async def record_webhook_attempt(

@@ -17,7 +17,6 @@ due, and neither the claim nor a finished attempt probes its key (``ALONE``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from smsrelay.store.grouped import flat, marks, padded, padded_chunks, values
@@ -60,21 +59,15 @@ VIEW_COLUMNS = (
 )
 
 
-def claim_due(
-    conn: Conn, now: float, limit: int, lease_until: float, skip_accounts: Sequence[int] = ()
-) -> list[WebhookJob]:
-    """Due callbacks under a lease, the longest due first; none of ``skip_accounts`` (the
-    sender's hands are full of theirs)."""
-    skipped = padded(sorted(skip_accounts))
-    but = f"AND w.account_id NOT IN ({marks(len(skipped))}) " if skipped else ""
+def claim_due(conn: Conn, now: float, limit: int, lease_until: float) -> list[WebhookJob]:
     rows = conn.execute(
         "UPDATE webhooks SET state = 'sending', lease_until = ? WHERE id IN ("
-        f"SELECT w.id FROM webhooks w WHERE w.state = 'pending' AND w.due_at <= ? {but}"
+        "SELECT w.id FROM webhooks w WHERE w.state = 'pending' AND w.due_at <= ? "
         # not while an earlier callback with the same key is still to go: order per key
         f"AND (w.order_key IS NULL OR w.kind = '{ALONE}' OR NOT {_one_ahead('w')}) "
         "ORDER BY w.due_at, w.id LIMIT ?) "
         "RETURNING id, uuid, account_id, kind, url, body, attempts, created_at",
-        (lease_until, now, *skipped, limit),
+        (lease_until, now, limit),
     ).fetchall()
     secrets = _secrets(conn, {int(r[2]) for r in rows})
     jobs = [

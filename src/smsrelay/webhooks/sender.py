@@ -14,10 +14,7 @@ its recent post time (at least twice its slots). A claimed callback beyond that 
 unposted, due when the host should have room for it (its place in the host's line times the
 host's post time over its slots), so a slow or dead receiver with a backlog neither fills the
 sender's hands nor holds the other receivers' callbacks back (the claim takes the longest
-due first: theirs). Accounts are kept apart too: when the hands are full and an account
-holds ACCOUNT_SHARE of them or more, the others' due callbacks are still claimed, into a
-reserve of RESERVE_SHARE more (40 hung ports of one account's address held every slot, and
-another account's delivery report waited 200 s). An account alone is never held back by it.
+due first: theirs).
 A claimed callback that cannot start its post in time for its lease to cover it is dropped
 unrecorded and comes back when the lease is released. A callback handed back while this
 sender has run for longer than the retry budget since it was stored is given up instead
@@ -65,9 +62,7 @@ HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its 
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
 MIN_POST_TIME = 0.001  # the least a post is taken to take
 MAX_LINES = 1000  # hosts with a line of handed-back callbacks remembered before pruning
-ACCOUNT_SHARE = 0.75  # of the sender's hands: an account holding this much is a heavy one
 OUTAGE_GRACE = 3600.0  # seconds of tries a callback stored before a restart still gets
-RESERVE_SHARE = 0.25  # more hands, for the other accounts' callbacks while the hands are full
 NO_ROOM = "not posted: its receiver had no room for it for the whole retry period"
 
 
@@ -115,9 +110,6 @@ class WebhookSender:
         self._user_agent = user_agent
         self._lease_seconds = 4 * timeout + LEASE_MARGIN
         self._max_held = 4 * batch
-        self._account_limit = max(1, int(ACCOUNT_SHARE * self._max_held))
-        self._reserve = max(1, int(RESERVE_SHARE * self._max_held))
-        self._held_by_account: dict[int, int] = {}  # account id -> its callbacks in hand
         self._gates = KeyedGates(concurrency_per_host)  # a semaphore per receiver
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
@@ -199,20 +191,16 @@ class WebhookSender:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            held = len(self._jobs) + len(self._recording)
-            room, heavy = self._max_held - held, self._heavy_accounts()
+            room = self._max_held - len(self._jobs) - len(self._recording)
             if room <= 0:
-                room = self._max_held + self._reserve - held if heavy else 0
-                if room <= 0:
-                    await self._wait_for_room(bool(heavy))
-                    continue
-            else:
-                heavy = ()  # room for all: nobody is held back
+                self._room.clear()
+                await self._room.wait()
+                continue
             limit = min(self._batch, room)
             self._wake.clear()  # a wake() during the claim below makes the wait return at once
             self._claiming = True  # a stop waits for the claim and for what it hands back
             try:
-                jobs, lease = await self._claim(limit, heavy)
+                jobs, lease = await self._claim(limit)
                 if self._stopping:
                     await self._hand_back([(job.id, self._clock.now(), lease) for job in jobs])
                     return
@@ -230,34 +218,12 @@ class WebhookSender:
                     async with asyncio.timeout(IDLE_POLL):
                         await self._wake.wait()
 
-    def _heavy_accounts(self) -> tuple[int, ...]:
-        limit = self._account_limit
-        return tuple(a for a, held in self._held_by_account.items() if held >= limit)
-
-    async def _wait_for_room(self, others_may_wait: bool) -> None:
-        """Until a callback leaves the hands; with a heavy account in them, also until the
-        next poll or wake, to look for the other accounts' due callbacks."""
-        self._room.clear()
-        if not others_may_wait:
-            await self._room.wait()
-            return
-        room, wake = (
-            asyncio.ensure_future(self._room.wait()),
-            asyncio.ensure_future(self._wake.wait()),
-        )
-        try:
-            await asyncio.wait({room, wake}, timeout=IDLE_POLL, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            room.cancel()
-            wake.cancel()
-
-    async def _claim(self, limit: int, skip: tuple[int, ...]) -> tuple[list[WebhookJob], float]:
-        """Due callbacks (none of the accounts in ``skip``), and the lease_until their claim
-        wrote."""
+    async def _claim(self, limit: int) -> tuple[list[WebhookJob], float]:
+        """Due callbacks, and the lease_until their claim wrote."""
         now = self._clock.now()
         lease = now + self._lease_seconds
         try:
-            return await self._store.claim_due_webhooks(now, limit, lease, skip), lease
+            return await self._store.claim_due_webhooks(now, limit, lease), lease
         except TransientError as exc:
             log.warning("webhook.claim.failed", extra={"error": str(exc)})
         except Exception:  # a bug must not end the claim loop: nothing would be posted again
@@ -296,8 +262,7 @@ class WebhookSender:
         semaphore = self._gates.enter(host)
         run = self._run(job, target, host, semaphore, start_by)
         task = loop.create_task(run, name=f"webhook-{job.id}")
-        self._jobs[task] = _InHand(job.id, host, lease, job.account_id)
-        self._held_by_account[job.account_id] = self._held_by_account.get(job.account_id, 0) + 1
+        self._jobs[task] = _InHand(job.id, host, lease)
         task.add_done_callback(self._finished)
         return None
 
@@ -338,13 +303,6 @@ class WebhookSender:
         self._line_ends[host] = due
         return due
 
-    def _let_go(self, account_id: int) -> None:
-        left = self._held_by_account[account_id] - 1
-        if left:
-            self._held_by_account[account_id] = left
-        else:
-            del self._held_by_account[account_id]
-
     async def _hand_back(self, items: list[tuple[int, float, float]]) -> None:
         if not items:
             return
@@ -356,9 +314,7 @@ class WebhookSender:
             log.info("webhook.deferred", extra={"callbacks": len(items)})
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        in_hand = self._jobs.pop(task)
-        self._gates.leave(in_hand.host)
-        self._let_go(in_hand.account_id)
+        self._gates.leave(self._jobs.pop(task).host)
         self._posting.discard(task)
         self._room.set()
         # The next callback with its order key (a person's next reply) may go now: claim
@@ -553,12 +509,11 @@ class WebhookSender:
 @dataclass(frozen=True, slots=True)
 class _InHand:
     """A claimed callback the sender is posting or about to: its id, its receiver host (its
-    gate's count), its claim's lease (to hand it back under), and its account (its share)."""
+    gate's count), and its claim's lease (to hand it back under)."""
 
     id: int
     host: str
     lease: float
-    account_id: int
 
 
 @quick_init
