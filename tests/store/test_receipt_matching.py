@@ -171,3 +171,15 @@ async def test_a_repeat_under_another_reading_stays_its_parts(store: SqlStore) -
     assert (await _state(store, done), await _state(store, later)) == ("delivered", "submitted")
     message = await store.get_message(done)
     assert message is not None and len(message.receipts) == 2
+
+
+async def test_a_repeat_under_another_reading_stays_its_parts_after_a_later_resp(
+    store: SqlStore,
+) -> None:
+    # The same, the later part's resp first: waiting, with "36" as written, it outranked the
+    # part that took "36" under its other reading, and got another message's DELIVRD.
+    done = await _submitted(store, "+33757000001", "24")
+    assert await store.record_receipt(_receipt("36", at=T0 + 1), BUILDERS)
+    later = await _submitted(store, "+33757000001", "36", now=T0 + 2)
+    assert await store.record_receipt(_receipt("36", at=T0 + 3), BUILDERS)  # the re-send
+    assert (await _state(store, done), await _state(store, later)) == ("delivered", "submitted")

@@ -136,20 +136,22 @@ def _match(
     # as a repeat, though it is for a part whose resp it overtook (an SMSC with a small
     # counter), which then waited 49 h; and a repeat of 0x24's receipt "36" must not go to a
     # later part "36" instead.
+    # Such a repeat goes to its part even when a waiting part has the id as written: the
+    # part took it under its other reading, so that is how this SMSC writes its receipts.
     oldest = receipt.received_at - EARLY_RECEIPT_WINDOW
-    fitting = {
-        part_id
-        for rank, key in enumerate(receipt.candidate_keys)
-        for part_id in keyed.get(key, ())
-        if run.parts[part_id][3] == receipt.connector
-        and run.ended_at.get(part_id, oldest) >= oldest
-        and (
-            rank == 0
-            or run.states[part_id] == PartState.SUBMITTED
-            or has_had(part_id, receipt.carrier_id)
-        )
-    }
-    rows = [(pid, run.states[pid], run.parts[pid][2]) for pid in fitting]
+    fitting: set[int] = set()
+    repeated: set[int] = set()
+    for rank, key in enumerate(receipt.candidate_keys):
+        for candidate in keyed.get(key, ()):
+            if run.parts[candidate][3] != receipt.connector:
+                continue
+            if run.ended_at.get(candidate, oldest) < oldest:
+                continue
+            if rank == 0 or run.states[candidate] == PartState.SUBMITTED:
+                fitting.add(candidate)
+            elif has_had(candidate, receipt.carrier_id):
+                repeated.add(candidate)
+    rows = [(pid, run.states[pid], run.parts[pid][2]) for pid in repeated or fitting]
     part_id = choose_part(rows, receipt.connector, receipt.candidate_keys)
     if part_id is None:
         run.stored.append((None, receipt))
