@@ -91,6 +91,7 @@ PARTS_AN_OLDER_BUILD_REQUEUED = [  # id, state, attempts, last_error
     (4, "queued", 0, "throttled"),  # refused by the SMSC: it did not take it
     (5, "queued", 0, None),  # never tried
     (6, "submitted", 1, None),
+    (7, "queued", 1, "ESME_RTHROTTLED"),  # a counted attempt before: its error overwritten
 ]
 OPEN_REPLY_CALLBACKS = [  # id, kind, state, order_key
     (1, "reply", "pending", "c+33612345678>+33757000001"),
@@ -117,7 +118,7 @@ def test_parts_an_older_build_requeued_after_a_lost_link_may_have_left(tmp_path:
 
     assert upgrade(conn) == [9]
     marked = conn.execute("SELECT id FROM parts WHERE may_have_left = 1 ORDER BY id").fetchall()
-    assert marked == [(1,), (2,)]
+    assert marked == [(1,), (2,), (7,)]
     keys = conn.execute("SELECT id, order_key FROM webhooks ORDER BY id").fetchall()
     assert keys == [(1, "c4:+33612345678>+33757000001"), (2, OPEN_REPLY_CALLBACKS[1][3]), (3, "m7")]
     assert conn.execute("SELECT name FROM data_steps").fetchall() == [
@@ -205,7 +206,7 @@ def test_postgresql_migration_4_marks_and_rekeys_as_sqlites_9(postgres: Any) -> 
 
         assert pg_schema.upgrade(conn) == [4]
         marked = conn.execute("SELECT id FROM parts WHERE may_have_left = 1 ORDER BY id")
-        assert marked.fetchall() == [(1,), (2,)]
+        assert marked.fetchall() == [(1,), (2,), (7,)]
         keys = conn.execute("SELECT id, order_key FROM webhooks ORDER BY id").fetchall()
         assert keys == [
             (1, "c4:+33612345678>+33757000001"),

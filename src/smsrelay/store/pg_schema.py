@@ -175,7 +175,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     UPDATE parts SET may_have_left = 1
         WHERE state = 'queued' AND may_have_left = 0
-        AND (last_error LIKE '%smpp connection lost%'
+        AND (attempts > 0 OR last_error LIKE '%smpp connection lost%'
             OR last_error LIKE '%no SUBMIT_SM_resp in time%');
     UPDATE webhooks SET order_key = 'c' || account_id || ':' || substr(order_key, 2)
         WHERE state IN ('pending', 'sending') AND kind = 'reply'

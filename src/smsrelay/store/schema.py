@@ -213,15 +213,16 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE state = 'queued' AND last_error = 'lease expired: no submit outcome recorded';
     """,
     # 9: builds before 8 requeued a part whose link was lost or whose submit went unanswered
-    # without a mark: such parts may have left (by their error; one given back at a stop or
-    # refused by the SMSC did not). A conversation's reply callbacks are ordered per account
+    # without a mark: such parts may have left: by their error, or by a counted attempt (a
+    # later retry overwrote the error: throttled after a lost link); one given back at a stop or
+    # throttled, uncounted, with no counted attempt before, did not. A conversation's reply callbacks are ordered per account
     # now: the open ones get the new key, so order holds across the upgrade. And one-off work
     # that needs the running gateway (a data step, done by serve at its start, then deleted):
     # builds before the STOP cancel left held messages to people who had asked to stop.
     """
     UPDATE parts SET may_have_left = 1
         WHERE state = 'queued' AND may_have_left = 0
-        AND (last_error LIKE '%smpp connection lost%'
+        AND (attempts > 0 OR last_error LIKE '%smpp connection lost%'
             OR last_error LIKE '%no SUBMIT_SM_resp in time%');
     UPDATE webhooks SET order_key = 'c' || account_id || ':' || substr(order_key, 2)
         WHERE state IN ('pending', 'sending') AND kind = 'reply'
