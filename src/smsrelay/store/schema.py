@@ -217,9 +217,9 @@ MIGRATIONS: tuple[str, ...] = (
     # later retry overwrote the error: throttled after a lost link); one given back at a stop
     # or throttled, uncounted, with no counted attempt before, did not. A conversation's reply
     # callbacks are ordered per account now: the open ones get the new key, so order holds
-    # across the upgrade. And one-off work
-    # that needs the running gateway (a data step, done by serve at its start, then deleted):
-    # builds before the STOP cancel left held messages to people who had asked to stop.
+    # across the upgrade. And one-off work that needs the running gateway (a data step, done
+    # by serve at its start, then deleted): builds before the STOP cancel left held messages
+    # to people who had asked to stop.
     """
     UPDATE parts SET may_have_left = 1
         WHERE state = 'queued' AND may_have_left = 0
