@@ -31,6 +31,16 @@ async def _state(store: SqlStore, message_id: int) -> tuple[str, float | None, l
     return message.state, message.due_at, parts
 
 
+async def _a_transactional_accounts_message(store: SqlStore) -> int:
+    """A message due now from account "b" (id 2), whose quiet hours are off."""
+    await store.create_account("b", "hash-b", 1_000_000, 0.0)
+    await store.update_account("b", {"quiet_hours": 0})
+    await store.add_number("b", "+33757000002", "default", 0.0)
+    return await store.accept_message(
+        new_message(account_id=2, sender="+33757000002", created_at=NOW, due_at=NOW)
+    )
+
+
 async def test_a_due_part_claimed_in_quiet_hours_goes_back_held_until_the_release(
     store: SqlStore,
 ) -> None:
@@ -84,12 +94,7 @@ async def test_a_message_that_began_to_leave_is_finished(store: SqlStore) -> Non
 
 async def test_only_the_quiet_messages_of_a_claim_go_back(store: SqlStore) -> None:
     held = await store.accept_message(new_message(created_at=NOW, due_at=NOW))
-    await store.create_account("b", "hash-b", 1_000_000, 0.0)
-    await store.update_account("b", {"quiet_hours": 0})
-    await store.add_number("b", "+33757000002", "default", 0.0)
-    sent = await store.accept_message(
-        new_message(account_id=2, sender="+33757000002", created_at=NOW, due_at=NOW)
-    )
+    sent = await _a_transactional_accounts_message(store)
 
     claimed = await store.claim_due_parts("default", NOW, 10, NOW + 60, QUIET)
     assert [part.message_id for part in claimed] == [sent]
@@ -114,12 +119,7 @@ async def test_a_claim_goes_past_a_backlog_that_quiet_hours_hold(store: SqlStore
     # transaction, so the parts behind them (another account's) do not wait a poll per batch.
     for _ in range(6):
         await store.accept_message(new_message(created_at=NOW - 10, due_at=NOW - 10))
-    await store.create_account("b", "hash-b", 1_000_000, 0.0)
-    await store.update_account("b", {"quiet_hours": 0})
-    await store.add_number("b", "+33757000002", "default", 0.0)
-    sent = await store.accept_message(
-        new_message(account_id=2, sender="+33757000002", created_at=NOW, due_at=NOW)
-    )
+    sent = await _a_transactional_accounts_message(store)
 
     claimed = await store.claim_due_parts("default", NOW, 2, NOW + 60, QUIET)
     assert [part.message_id for part in claimed] == [sent]
