@@ -60,6 +60,17 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({}, {"SMSRELAY_BUILTIN_DELIVERY_RATE": "7"}, "builtin_delivery_rate must be"),
         ({}, {"SMSRELAY_LEASE_SECONDS": "-1"}, "lease_seconds must be"),
         ({"database_url": "sqlite:///"}, {}, "needs a path"),  # was an in-memory database
+        # each of these was taken and quietly switched something off (the config review)
+        ({}, {"SMSRELAY_STOP_KEYWORDS": ","}, "stop_keywords is empty"),  # STOP did nothing
+        ({"host": " "}, {}, "host is empty"),  # listened on every interface
+        ({}, {"SMSRELAY_WEBHOOK_CONCURRENCY_PER_HOST": "0"}, "webhook_concurrency_per_host"),
+        ({}, {"SMSRELAY_WEBHOOK_TIMEOUT": "nan"}, "webhook_timeout must be a number"),
+        ({}, {"SMSRELAY_WEBHOOK_GIVE_UP_AFTER": "-5"}, "webhook_give_up_after must be"),
+        ({}, {"SMSRELAY_WEBHOOK_MAX_BACKOFF": "0.5"}, "at least webhook_first_retry"),
+        ({}, {"SMSRELAY_LEASE_SECONDS": "nan"}, "lease_seconds must be"),
+        ({}, {"SMSRELAY_BUILTIN_SMSC_PORT": "70000"}, "builtin_smsc_port must be 0-65535"),
+        ({}, {"SMSRELAY_BUILTIN_RECEIPT_DELAY_MS": "-5"}, "builtin_receipt_delay_ms must be"),
+        ({}, {"SMSRELAY_FIXED_CLOCK": "2026-03-02T10:00"}, "needs a UTC offset"),
     ],
 )
 def test_invalid_values_are_refused(flags, env, message) -> None:
@@ -96,6 +107,12 @@ def test_a_private_ca_for_https_callbacks_comes_from_the_environment(tmp_path: P
         ('demo = "false"\n', "invalid value for demo: 'false' is text, true or false is"),
         ('[prices]\nFR = "abc"\n', "prices: not an amount: 'abc'"),
         ("[prices]\nFR = -1\n", "prices: price for FR must not be negative"),
+        ("stop_keywords = []\n", "stop_keywords is empty"),
+        ('allow_private_webhooks = "yes"\n', "allow_private_webhooks: 'yes' is text"),
+        (
+            'smsc = "smpp://a:b@h:1"\n[connectors.default]\nurl = "smpp://c:d@h:2"\n',
+            "smsc and \\[connectors.default\\] both set the default connector",
+        ),
     ],
 )
 def test_file_values_of_the_wrong_type_or_unusable_are_refused(
@@ -122,3 +139,12 @@ def test_file_values_that_read_as_their_text_still_load(tmp_path: Path) -> None:
     settings = load_settings({"config": str(config)}, env={})
     assert (settings.demo_credit_eur, settings.port) == ("100", 0)
     assert settings.fixed_clock is not None and settings.fixed_clock.startswith("2026-12-06")
+
+
+def test_a_default_connector_table_is_a_real_smsc_not_the_built_in_one(tmp_path: Path) -> None:
+    # It bound the real SMSC, yet the gateway behaved as on the built-in simulator: /metrics
+    # open to anyone and callbacks to private addresses allowed (the config review).
+    config = tmp_path / "c.toml"
+    config.write_text('[connectors.default]\nurl = "smpp://alpha:pw@10.0.0.1:2775"\n')
+    settings = load_settings({"config": str(config)}, env={})
+    assert not settings.uses_builtin_smsc and not settings.private_webhooks_allowed

@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +117,7 @@ async def _start_services_in_order(
     started.append(("http", http.close))
     inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
     connectors = _build_connectors(links, simulator, inbound)
+    await _say_unrouted_numbers(store, connectors.keys(), say)
     for name, connector in connectors.items():
         await connector.start()
         started.append((f"connector {name}", connector.stop))
@@ -290,6 +291,25 @@ async def _first_of(*events: asyncio.Event) -> None:
 BUILTIN_MAX_RECORDS = 10_000
 
 
+async def _say_unrouted_numbers(
+    store: SqlStore, configured: Collection[str], say: Callable[[str], None]
+) -> None:
+    """Numbers whose connector this node does not have: their messages are accepted and wait
+    (a connector renamed or removed, or a node with other settings); said at start, not
+    found later by `status --max-overdue`."""
+    stranded: dict[str, int] = {}
+    for number in await store.list_numbers():
+        if number.connector not in configured:
+            stranded[number.connector] = stranded.get(number.connector, 0) + 1
+    for name, count in sorted(stranded.items()):
+        log.warning("connector.unknown", extra={"connector": name, "numbers": count})
+        say(
+            f"warning: {count} number(s) use connector {name!r}, which is not configured "
+            "here: messages from them are accepted and wait (configure it, or remove each "
+            "number and add it again with --connector NAME)"
+        )
+
+
 async def _run_data_steps(store: SqlStore, now: float, say: Callable[[str], None]) -> None:
     """What a migration left for the running gateway (once, before anything is sent)."""
     for name, count in (await store.run_data_steps(now, BUILDERS)).items():
@@ -341,7 +361,7 @@ def _link_configs(settings: Settings) -> dict[str, SmppLinkConfig]:
     """Each configured connector's link, read once, before anything starts (a bad option
     is refused then, not after the API listens); the built-in SMSC's comes when it runs."""
     links = {}
-    if not settings.uses_builtin_smsc:
+    if settings.smsc not in (None, "builtin"):  # else the built-in SMSC or [connectors.default]
         links[DEFAULT_CONNECTOR] = _link_config(DEFAULT_CONNECTOR, settings.smsc or "", {})
     for extra in settings.connectors:
         links[extra.name] = _link_config(extra.name, extra.url, dict(extra.options))

@@ -7,6 +7,7 @@ in the file are errors: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from smsrelay.errors import SmsRelayError
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 ENV_PREFIX = "SMSRELAY_"
+DEFAULT_CONNECTOR = "default"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # database_url of a shared database
 
 
@@ -105,6 +107,8 @@ class Settings:
 
     @property
     def uses_builtin_smsc(self) -> bool:
+        if any(c.name == DEFAULT_CONNECTOR for c in self.connectors):
+            return False  # [connectors.default] is the default connector, a real SMSC
         return self.smsc is None or self.smsc == "builtin"
 
     @property
@@ -167,6 +171,8 @@ def _refuse_quoted_numbers(name: str, raw: Any) -> None:
     """In the file, a number or a flag is written as one: ``port = "8080"`` is a mistake that
     the environment's text (``SMSRELAY_PORT=8080``) is not."""
     default = _FIELDS[name].default
+    if name == "allow_private_webhooks":  # a flag whose default (None: decided) is not one
+        default = False
     if isinstance(raw, str) and isinstance(default, bool | int | float):
         expected = "true or false" if isinstance(default, bool) else "a number"
         raise SettingsError(
@@ -268,7 +274,7 @@ def _validate(settings: Settings) -> None:
         )
     if settings.dispatch_batch < 1 or settings.submit_attempts < 1:
         raise SettingsError("dispatch_batch and submit_attempts must be at least 1")
-    if not settings.uses_builtin_smsc and not str(settings.smsc).startswith(
+    if settings.smsc not in (None, "builtin") and not settings.smsc.startswith(
         ("smpp://", "smpps://")
     ):
         raise SettingsError("smsc must be smpp://ID:PASSWORD@HOST:PORT or smpps://...")
@@ -293,14 +299,22 @@ def _validate_files(settings: Settings) -> None:
 
 
 def _validate_values(settings: Settings) -> None:
-    """Values that parse but would fail later, in serve, as a traceback."""
+    """Values that parse but would fail later, in serve, as a traceback, or quietly switch
+    something off."""
     if settings.log_level.upper() not in LOG_LEVELS:
         raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if settings.fixed_clock is not None:
         try:
-            datetime.fromisoformat(settings.fixed_clock)
+            if datetime.fromisoformat(settings.fixed_clock).utcoffset() is None:
+                raise ValueError("it needs a UTC offset, e.g. +01:00")
         except ValueError as exc:
             raise SettingsError(f"fixed_clock is not an ISO time: {exc}") from exc
+    if not settings.host.strip():
+        raise SettingsError("host is empty: give an address (0.0.0.0 for every interface)")
+    if not settings.stop_keywords:
+        raise SettingsError("stop_keywords is empty: a STOP reply would stop nothing")
+    _validate_connectors(settings)
+    _validate_numbers(settings)
     try:
         if eur_to_micros(settings.demo_credit_eur) < 0:
             raise ValueError("negative")
@@ -311,9 +325,42 @@ def _validate_values(settings: Settings) -> None:
         PriceTable.from_eur(settings.prices or {})
     except ValueError as exc:
         raise SettingsError(f"prices: {exc}") from exc
-    if not 0.0 <= settings.builtin_delivery_rate <= 1.0:
-        raise SettingsError("builtin_delivery_rate must be between 0 and 1")
-    if settings.lease_seconds <= 0:
-        raise SettingsError("lease_seconds must be more than 0")
     if settings.min_free_mb < 0:
         raise SettingsError("min_free_mb must be 0 or more")
+
+
+def _validate_connectors(settings: Settings) -> None:
+    named = [c.name for c in settings.connectors]
+    if any(not name.strip() for name in named):
+        raise SettingsError("a [connectors.NAME] needs a name")
+    if DEFAULT_CONNECTOR in named and settings.smsc is not None:
+        raise SettingsError(
+            "smsc and [connectors.default] both set the default connector: keep one"
+        )
+
+
+# (setting, its least value, whether that value itself is allowed): finite numbers only
+_NUMBER_RANGES = (
+    ("lease_seconds", 0.0, False),
+    ("webhook_timeout", 0.0, False),
+    ("webhook_first_retry", 0.0, False),
+    ("webhook_max_backoff", 0.0, False),
+    ("webhook_give_up_after", 0.0, False),
+    ("webhook_concurrency_per_host", 1, True),
+    ("builtin_receipt_delay_ms", 0, True),
+)
+
+
+def _validate_numbers(settings: Settings) -> None:
+    if not 0.0 <= settings.builtin_delivery_rate <= 1.0:
+        raise SettingsError("builtin_delivery_rate must be between 0 and 1")
+    for name, least, allowed in _NUMBER_RANGES:
+        value = getattr(settings, name)
+        if not math.isfinite(value) or value < least or (value == least and not allowed):
+            bound = f"at least {least}" if allowed else f"more than {least}"
+            raise SettingsError(f"{name} must be a number {bound}, got {value}")
+    if settings.webhook_max_backoff < settings.webhook_first_retry:
+        raise SettingsError("webhook_max_backoff must be at least webhook_first_retry")
+    for name in ("builtin_smsc_port", "builtin_smsc_control_port"):
+        if not 0 <= getattr(settings, name) <= 65535:
+            raise SettingsError(f"{name} must be 0-65535, got {getattr(settings, name)}")

@@ -67,6 +67,13 @@ def test_from_url_smpps_means_tls_and_overrides_win() -> None:
         "smpp://a:b@h:1?validity_hours=-1",
         "smpp://a:b@h:1?validity_hours=0.0001",
         "smpp://a:b@:1",
+        # taken before, each quietly doing something else (the config review)
+        "smpps://a:b@h:1?tls=no",  # a clear-text link: the scheme decides
+        "smpp://a:b@h:1?tls=1",
+        "smpp://a:b@h:1?gsm_data_coding=8",  # GSM septets labelled UCS-2
+        "smpp://a:b@h:1?max_per_second=nan",  # no cap at all
+        "smpp://a:b@h:1?response_timeout=inf",
+        "smpp://a:b@h:1?reconnect_min=5&reconnect_max=1",
     ],
 )
 def test_from_url_refuses_what_it_cannot_use(url: str) -> None:
@@ -82,6 +89,8 @@ def test_from_url_refuses_what_it_cannot_use(url: str) -> None:
         ({"window": True}, "smpp://a:b@h", "window = True: an integer is expected"),
         ({"bogus_opt": 1}, "smpp://a:b@h", "unknown SMPP link setting 'bogus_opt'"),
         ({}, "smpp://a:b@h:abc", "the URL's port is not a number"),
+        ({}, "smpp://id:a/b@h:2775", "must be written %2F, %23 or %3F"),
+        ({"tls": "nope"}, "smpps://a:b@h", "unknown SMPP link setting 'tls'"),
     ],
 )
 def test_a_connector_table_or_url_it_cannot_use_says_which_setting(

@@ -212,3 +212,20 @@ async def test_a_symlinked_database_serves_and_is_still_served_only_once(tmp_pat
             )
     finally:
         await runtime.stop(first.running)
+
+
+async def test_serve_says_which_numbers_use_a_connector_it_does_not_have(tmp_path: Path) -> None:
+    # A connector renamed or removed from the settings: its numbers' messages were accepted,
+    # charged and waited for ever, with no word at start (the config review).
+    settings = gateway_settings(tmp_path)
+    gw = await start_gateway(settings)
+    await gw.store.add_number("demo", "+33757000022", "bravo", 0.0)
+    await runtime.stop(gw.running)
+
+    again = await start_gateway(settings)
+    try:
+        said = [line for line in again.lines if "connector 'bravo'" in line]
+        assert said and said[0].startswith("warning: 1 number(s) use connector 'bravo'")
+        assert not [line for line in again.lines if "connector 'default'" in line]
+    finally:
+        await runtime.stop(again.running)

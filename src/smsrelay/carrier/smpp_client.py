@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import random
 import ssl
 import uuid
@@ -71,6 +72,7 @@ _BIND_COUNTER = itertools.count(1)
 
 _REENCODED = {1: "ascii", 3: "latin-1"}  # data_coding -> codec for GSM text
 MAX_VALIDITY_HOURS = 48.0  # SMS Partner's validity at the carrier
+GSM_DATA_CODINGS = (0, 1, 3)  # data_coding 0 is the SMSC default alphabet: GSM, IA5 or Latin-1
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,17 @@ class SmppLinkConfig:
             )
         if 0 < self.validity_hours < 1 / 3600:
             raise ValueError("validity_hours must be at least one second (1/3600)")
-        if not 0 <= self.gsm_data_coding <= 255:
-            raise ValueError("gsm_data_coding must be an octet")
+        if self.gsm_data_coding not in GSM_DATA_CODINGS:
+            raise ValueError(
+                "gsm_data_coding must be 0, 1 (IA5) or 3 (Latin-1): what data_coding 0 means "
+                "at this SMSC"
+            )
+        numbers = [self.response_timeout, self.enquire_link_interval, self.reconnect_min]
+        numbers += [self.reconnect_max, self.validity_hours, self.max_per_second or 1.0]
+        if not all(math.isfinite(n) for n in numbers):
+            raise ValueError("timeouts, intervals, rates and validity must be finite numbers")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be at least reconnect_min")
         if (self.tls_ca or self.tls_cert or self.tls_key) and not self.tls:
             raise ValueError("tls_ca, tls_cert and tls_key need an smpps:// connector")
         if self.tls_key and not self.tls_cert:
@@ -148,7 +159,10 @@ class SmppLinkConfig:
         try:
             port = parts.port or 2775
         except ValueError as exc:  # "host:abc"
-            raise ValueError(f"the URL's port is not a number: {exc}") from None
+            raise ValueError(
+                f"the URL's port is not a number ({exc}); a '/', '#' or '?' in the password "
+                "must be written %2F, %23 or %3F"
+            ) from None
         values: dict[str, Any] = {
             "host": parts.hostname,
             "port": port,
@@ -157,12 +171,14 @@ class SmppLinkConfig:
             "tls": parts.scheme == "smpps",
         }
         types = {f.name: f.type for f in fields(cls)}
+        # the scheme says whether the link is TLS: a tls option could only contradict it
+        fixed = ("host", "port", "tls")
         for key, raw in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in types or key in ("host", "port"):
+            if key not in types or key in fixed:
                 raise ValueError(f"unknown SMPP link setting {key!r}")
             values[key] = _convert(str(types[key]), raw)
         for key, value in overrides.items():  # a [connectors.NAME] table's values
-            if key not in types or key in ("host", "port"):
+            if key not in types or key in fixed:
                 raise ValueError(f"unknown SMPP link setting {key!r}")
             values[key] = _checked(key, str(types[key]), value)
         return cls(**values)
@@ -217,7 +233,10 @@ def _checked(key: str, type_name: str, value: Any) -> Any:
 
 def _convert(type_name: str, raw: str) -> Any:
     if type_name == "bool":
-        return raw.lower() in ("1", "true", "yes", "on")
+        text = raw.lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"{raw!r} is not true or false")
+        return text in ("1", "true", "yes", "on")
     if type_name == "int":
         return int(raw, 0)
     if type_name.startswith("float"):

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from smsrelay import settings
 from smsrelay.domain.callback_urls import check_callback_url
 from smsrelay.domain.numbers import parse_international
 from smsrelay.domain.pricing import eur_to_micros
@@ -21,7 +22,7 @@ from smsrelay.store.records import Account, NumberRecord
 
 DEMO_ACCOUNT = "demo"
 DEMO_NUMBER = "+33757000001"
-DEFAULT_CONNECTOR = "default"
+DEFAULT_CONNECTOR = settings.DEFAULT_CONNECTOR
 # Cached accounts are only a first gate: disabled/credit are re-checked inside the write.
 CACHE_SECONDS = 1.0
 
