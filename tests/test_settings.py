@@ -108,6 +108,8 @@ def test_a_private_ca_for_https_callbacks_comes_from_the_environment(tmp_path: P
         ('[prices]\nFR = "abc"\n', "prices: not an amount: 'abc'"),
         ("[prices]\nFR = -1\n", "prices: price for FR must not be negative"),
         ("stop_keywords = []\n", "stop_keywords is empty"),
+        ("[prices]\nFR = 0.1\nfr = 0.2\n", "a region is priced twice"),
+        ("[prices]\nUK = 0.05\n", "GB, not UK"),
         ('allow_private_webhooks = "yes"\n', "allow_private_webhooks: 'yes' is text"),
         (
             'smsc = "smpp://a:b@h:1"\n[connectors.default]\nurl = "smpp://c:d@h:2"\n',

@@ -198,7 +198,7 @@ def _coerce(name: str, raw: Any) -> Any:
         if name == "connectors":
             return _connectors(raw)
         if name == "prices":
-            return {str(k).upper(): str(v) for k, v in dict(raw).items()}
+            return _prices(dict(raw))
         if name == "stop_keywords":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(str(k).strip().upper() for k in items if str(k).strip())
@@ -215,6 +215,13 @@ def _coerce(name: str, raw: Any) -> Any:
     except (TypeError, ValueError) as exc:
         shown = str(raw).lower() if isinstance(raw, bool) else repr(raw)  # as TOML writes it
         raise SettingsError(f"invalid value for {name}: {shown} ({exc})") from exc
+
+
+def _prices(raw: dict[Any, Any]) -> dict[str, str]:
+    prices = {str(k).upper(): str(v) for k, v in raw.items()}
+    if len(prices) < len(raw):  # FR and fr: one would silently win
+        raise ValueError("a region is priced twice (codes are read in upper case)")
+    return prices
 
 
 def _refuse_other_types(raw: Any, default: Any) -> None:

@@ -104,6 +104,8 @@ def test_price_table_from_eur() -> None:
         {"FR": "-0.045"},
         {"FR": "free"},
         {"FR": "NaN"},
+        {"UK": "0.05"},  # GB is the code: a price for UK never applied (the config review)
+        {"XX": "0.05"},
     ],
 )
 def test_price_table_refuses_bad_entries(prices: dict[str, str]) -> None:

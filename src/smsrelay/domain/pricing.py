@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, DecimalException, InvalidOperation, localcontext
 from types import MappingProxyType
 
+import phonenumbers
+
 from smsrelay.errors import DomainError
 
 __all__ = [
@@ -72,6 +74,11 @@ class PriceTable:
         for region, price in prices.items():
             if not _is_region_code(region):
                 raise ValueError(f"region code must be two upper-case letters, got {region!r}")
+            if region not in phonenumbers.SUPPORTED_REGIONS:  # its price could never apply
+                raise ValueError(
+                    f"{region!r} is no region of the phone numbering plan (ISO 3166-1 codes: "
+                    "GB, not UK, for the United Kingdom)"
+                )
             amount = eur_to_micros(price)
             if amount < 0:
                 raise ValueError(f"price for {region} must not be negative, got {price!r}")
