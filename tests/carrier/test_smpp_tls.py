@@ -80,5 +80,6 @@ def test_tls_files_are_checked_when_the_connector_is_made(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="tls_key without tls_cert"):
         SmppLinkConfig.from_url("smpps://a:b@127.0.0.1:2775?tls_key=/x.pem")
     missing = SmppLinkConfig.from_url(f"smpps://a:b@127.0.0.1:2775?tls_cert={tmp_path}/no.pem")
-    with pytest.raises(TlsFilesError, match="connector orange: cannot load its TLS files"):
+    with pytest.raises(TlsFilesError, match="connector orange: cannot load its TLS files") as err:
         SmppConnector("orange", missing, Inbox())
+    assert f"{tmp_path}/no.pem" in str(err.value)  # which file (the config review)

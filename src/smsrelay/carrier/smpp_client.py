@@ -198,7 +198,10 @@ def client_tls(name: str, config: SmppLinkConfig) -> ssl.SSLContext | None:
         if config.tls_cert:
             context.load_cert_chain(config.tls_cert, config.tls_key)
     except (OSError, ssl.SSLError) as exc:
-        raise TlsFilesError(f"connector {name}: cannot load its TLS files: {exc}") from exc
+        files = ", ".join(f for f in (config.tls_ca, config.tls_cert, config.tls_key) if f)
+        raise TlsFilesError(
+            f"connector {name}: cannot load its TLS files ({files}): {exc}"
+        ) from exc
     return context
 
 
