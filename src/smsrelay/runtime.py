@@ -361,8 +361,8 @@ def _link_configs(settings: Settings) -> dict[str, SmppLinkConfig]:
     """Each configured connector's link, read once, before anything starts (a bad option
     is refused then, not after the API listens); the built-in SMSC's comes when it runs."""
     links = {}
-    if settings.smsc not in (None, "builtin"):  # else the built-in SMSC or [connectors.default]
-        links[DEFAULT_CONNECTOR] = _link_config(DEFAULT_CONNECTOR, settings.smsc or "", {})
+    if settings.smsc_url is not None:  # else the built-in SMSC or [connectors.default]
+        links[DEFAULT_CONNECTOR] = _link_config(DEFAULT_CONNECTOR, settings.smsc_url, {})
     for extra in settings.connectors:
         links[extra.name] = _link_config(extra.name, extra.url, dict(extra.options))
     return links

@@ -106,10 +106,16 @@ class Settings:
         return f"sqlite:///{Path(self.data_dir) / 'smsrelay.db'}"
 
     @property
+    def smsc_url(self) -> str | None:
+        """The default connector's URL given as ``smsc``; None: the built-in SMSC, or a
+        ``[connectors.default]`` table."""
+        return None if self.smsc in (None, "builtin") else self.smsc
+
+    @property
     def uses_builtin_smsc(self) -> bool:
         if any(c.name == DEFAULT_CONNECTOR for c in self.connectors):
             return False  # [connectors.default] is the default connector, a real SMSC
-        return self.smsc is None or self.smsc == "builtin"
+        return self.smsc_url is None
 
     @property
     def private_webhooks_allowed(self) -> bool:
@@ -281,9 +287,7 @@ def _validate(settings: Settings) -> None:
         )
     if settings.dispatch_batch < 1 or settings.submit_attempts < 1:
         raise SettingsError("dispatch_batch and submit_attempts must be at least 1")
-    if settings.smsc not in (None, "builtin") and not settings.smsc.startswith(
-        ("smpp://", "smpps://")
-    ):
+    if settings.smsc_url is not None and not settings.smsc_url.startswith(("smpp://", "smpps://")):
         raise SettingsError("smsc must be smpp://ID:PASSWORD@HOST:PORT or smpps://...")
     _validate_files(settings)
     if url.startswith(POSTGRES_SCHEMES):

@@ -16,10 +16,10 @@ host's post time over its slots), so a slow or dead receiver with a backlog neit
 sender's hands nor holds the other receivers' callbacks back (the claim takes the longest
 due first: theirs).
 A claimed callback that cannot start its post in time for its lease to cover it is dropped
-unrecorded and comes back when the lease is released. A callback handed back while this
-sender has run for longer than the retry budget since it was stored is given up instead
-(failed, no post): a receiver slower than its callbacks arrive would otherwise keep an
-ever-growing backlog, since only an attempt reaches the give-up.
+unrecorded and comes back when the lease is released. A callback handed back once its
+retry budget is spent (``_budget_spent``: since it was stored, with an hour's grace after a
+restart) is given up instead (failed, no post): a receiver slower than its callbacks arrive
+would otherwise keep an ever-growing backlog, since only an attempt reaches the give-up.
 
 Ordering: callbacks that share an order key (one message's, one conversation's replies) go
 out one after the other: the claim skips a row while an earlier one with its key is still
@@ -102,8 +102,8 @@ class WebhookSender:
         self._timeout = timeout
         self._backoff = backoff
         self._give_up_after = give_up_after
-        # a callback's retry budget counts from here at the earliest: one stored before a
-        # long outage of the gateway gets its attempts
+        # a callback stored before a long outage of the gateway still gets OUTAGE_GRACE of
+        # tries from here (_budget_spent)
         self._running_since = clock.now()
         self._allow_private = allow_private
         self._batch = batch
