@@ -202,6 +202,15 @@ def test_serve_names_the_connector_whose_settings_are_wrong(tmp_path: Path) -> N
     assert "could not start: connector default: window must be at least 1" in said
 
 
+def test_serve_names_a_misspelt_variable_and_the_setting_it_meant(tmp_path: Path) -> None:
+    env = {"SMSRELAY_WEBHOOK_TIMOUT": "5", "SMSRELAY_SMSC": "smpp://id:pw@127.0.0.1:2775?window=0"}
+    said = serve_refused(tmp_path, env)
+    assert (
+        "warning: SMSRELAY_WEBHOOK_TIMOUT (did you mean SMSRELAY_WEBHOOK_TIMEOUT?) "
+        "is not a setting: ignored"
+    ) in said
+
+
 def test_serve_refuses_a_connector_tables_bad_option_before_anything_starts(
     tmp_path: Path,
 ) -> None:
@@ -210,6 +219,15 @@ def test_serve_refuses_a_connector_tables_bad_option_before_anything_starts(
     said = serve_refused(tmp_path, {"SMSRELAY_CONFIG": str(config), "SMSRELAY_LOG_LEVEL": "INFO"})
     assert "could not start: connector orange: window = 'x'" in said
     assert "api.listening" not in said  # it used to listen first
+
+
+def test_serve_refuses_a_connectors_tls_file_before_anything_starts(tmp_path: Path) -> None:
+    missing = tmp_path / "carrier-ca.pem"
+    url = f"smpps://id:pw@127.0.0.1:2775?tls_ca={missing}"
+    said = serve_refused(tmp_path, {"SMSRELAY_SMSC": url, "SMSRELAY_LOG_LEVEL": "INFO"})
+    assert "could not start: connector default: cannot load its TLS files" in said
+    assert str(missing) in said
+    assert "api.listening" not in said  # it used to listen, and make the database, first
 
 
 def test_serve_refuses_a_webhook_ca_file_it_cannot_read(tmp_path: Path) -> None:

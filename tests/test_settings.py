@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from smsrelay.settings import SettingsError, load_settings
+from smsrelay.settings import SettingsError, load_settings, unknown_variables
 
 
 def test_defaults() -> None:
@@ -150,3 +150,13 @@ def test_a_default_connector_table_is_a_real_smsc_not_the_built_in_one(tmp_path:
     config.write_text('[connectors.default]\nurl = "smpp://alpha:pw@10.0.0.1:2775"\n')
     settings = load_settings({"config": str(config)}, env={})
     assert not settings.uses_builtin_smsc and not settings.private_webhooks_allowed
+
+
+def test_variables_that_name_no_setting_are_listed_with_their_likely_meaning() -> None:
+    env = {"SMSRELAY_PORT": "1", "SMSRELAY_PROT": "2", "SMSRELAY_ZZZZZZ": "3", "PATH": "/bin"}
+    env |= {"SMSRELAY_host": "0.0.0.0"}  # read only in capitals
+    assert unknown_variables(env) == [
+        "SMSRELAY_PROT (did you mean SMSRELAY_PORT?)",
+        "SMSRELAY_ZZZZZZ",
+        "SMSRELAY_host (did you mean SMSRELAY_HOST?)",
+    ]

@@ -18,7 +18,7 @@ from smsrelay.api.http_server import HttpServer
 from smsrelay.api.open_files import connection_cap, raise_open_file_limit
 from smsrelay.carrier.connector import Connector
 from smsrelay.carrier.simulator import Simulator, SimulatorOptions
-from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig
+from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, client_tls
 from smsrelay.dispatch.dispatcher import STOP_GRACE, Dispatcher, DispatchPolicy
 from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
@@ -370,9 +370,11 @@ def _link_configs(settings: Settings) -> dict[str, SmppLinkConfig]:
 
 def _link_config(name: str, url: str, options: dict[str, Any]) -> SmppLinkConfig:
     try:
-        return SmppLinkConfig.from_url(url, **options)
+        config = SmppLinkConfig.from_url(url, **options)
     except (TypeError, ValueError) as exc:  # a bad option: say which connector, not a traceback
         raise SettingsError(f"connector {name}: {exc}") from exc
+    client_tls(name, config)  # its TLS files too, before the database is made or the API listens
+    return config
 
 
 async def _clock_keeper(

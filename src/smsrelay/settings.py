@@ -7,6 +7,7 @@ in the file are errors: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import tomllib
@@ -153,6 +154,19 @@ def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
         if raw is not None and raw != "":
             values[name] = raw
     return values
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """``SMSRELAY_*`` variables that name no setting, each said with the setting it most
+    likely meant: a misspelt one is otherwise ignored without a word."""
+    said = []
+    for variable in sorted(v for v in env if v.startswith(ENV_PREFIX)):
+        name = variable.removeprefix(ENV_PREFIX).lower()
+        if variable != ENV_PREFIX + name.upper() or name not in _FIELDS:  # read as written
+            guess = difflib.get_close_matches(name, _FIELDS, n=1, cutoff=0.75)
+            meant = f" (did you mean {ENV_PREFIX}{guess[0].upper()}?)" if guess else ""
+            said.append(variable + meant)
+    return said
 
 
 def _read_toml(path: str | Path) -> dict[str, Any]:
