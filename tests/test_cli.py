@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
     assert (
-        "applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9]"
+        "applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"
         in runner.invoke(cli, ["db", "upgrade"], env=env).output
     )
     assert "up to date" in runner.invoke(cli, ["db", "upgrade"], env=env).output
@@ -476,7 +477,7 @@ def test_the_cli_works_on_a_postgresql_database(postgres: Any) -> None:
         assert result.exit_code == code, (result.output, result.stderr)
         return result.output
 
-    assert "applied migrations: [1, 2, 3, 4]" in run("db", "upgrade")
+    assert "applied migrations: [1, 2, 3, 4, 5]" in run("db", "upgrade")
     assert "up to date" in run("db", "upgrade")
     key = json.loads(run("accounts", "create", "shop", "--credit", "12.5", "--json"))["apiKey"]
     assert key
@@ -531,6 +532,22 @@ def test_a_data_dir_that_cannot_hold_a_database_is_one_error_line(tmp_path: Path
         result = runner.invoke(cli, ["--data-dir", str(a_file), *args])
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
         assert "error: cannot use the database" in result.stderr  # was a FileExistsError
+
+
+def test_a_database_servers_refusal_is_one_error_line(postgres: Any) -> None:
+    # a role that may not make tables (PostgreSQL 15's public schema: its owner's only) got
+    # a psycopg traceback from `db upgrade` and `serve`
+    url = postgres.new_database("refusing")
+    role = f"visitor_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    visitor = url.replace("postgres@", f"{role}@", 1)
+    for args in (["db", "upgrade"], ["serve", "--port", "0"]):
+        result = CliRunner().invoke(cli, ["--database", visitor, *args])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "the database server refused: permission denied for schema public" in (result.stderr)
+        assert "Traceback" not in result.output
 
 
 def test_db_upgrade_on_an_unreachable_database_is_one_error_line() -> None:

@@ -20,6 +20,7 @@ from smsrelay.cli_support import (
     emit,
     fail,
     fail_all,
+    is_server_error,
     run,
     run_or_fail,
     settings_from,
@@ -112,6 +113,10 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         fail(f"could not start: the database: {exc}{disk_full_hint(exc)}")
     except SmsRelayError as exc:
         fail(f"could not start: {exc}")
+    except Exception as exc:
+        if not is_server_error(exc):
+            raise
+        fail(f"could not start: the database server refused: {exc}")
     if code:
         ctx.exit(code)
 
@@ -195,11 +200,20 @@ def send(
     try:
         status, answer = run(post())
     except aiohttp.ClientConnectorCertificateError as exc:  # it answered: it runs
+        if tls is None:  # --url: the system's CAs
+            fail(
+                f"the gateway at {base} answered with a certificate the system's CAs do not "
+                f"trust ({exc.certificate_error}): for a private CA or a self-signed "
+                "certificate, SSL_CERT_FILE=its-ca.pem smsrelay send …"
+            )
         fail(
             f"the gateway at {base} answered with a certificate other than http_tls_cert's "
             f"({exc.certificate_error}): a renewed certificate not loaded yet? (kill -HUP "
             "serve's pid reloads it)"
         )
+    except aiohttp.ClientConnectorError as exc:  # its text shows the TLS context's repr
+        reason = exc.os_error.strerror or exc.os_error
+        fail(f"could not reach the gateway at {base}: {reason} (is `smsrelay serve` running?)")
     except aiohttp.ClientError as exc:
         fail(f"could not reach the gateway at {base}: {exc} (is `smsrelay serve` running?)")
     click.echo(answer.decode("utf-8", "replace"))
@@ -225,9 +239,10 @@ def upgrade(ctx: click.Context) -> None:
 
     async def go() -> list[int]:
         store = store_for(settings.resolved_database_url)
-        applied = await store.open()
-        await store.close()
-        return applied
+        try:
+            return await store.open()
+        finally:
+            await store.close()
 
     applied = run_or_fail(go())
     click.echo(f"applied migrations: {applied}" if applied else "database is up to date")

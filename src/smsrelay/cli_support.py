@@ -124,6 +124,16 @@ def run_or_fail(work: Coroutine[Any, Any, T]) -> T:
         fail(str(exc))
     except (OSError, sqlite3.Error) as exc:  # a data dir that is a file, unwritable, read-only
         fail(f"cannot use the database: {exc}{disk_full_hint(exc)}")
+    except Exception as exc:
+        if not is_server_error(exc):
+            raise
+        fail(f"the database server refused: {exc}")
+
+
+def is_server_error(exc: BaseException) -> bool:
+    """PostgreSQL's own refusal (no such role, no right to make tables, ...): its message is
+    the answer, not a traceback. psycopg is only imported on PostgreSQL, so it is named."""
+    return type(exc).__module__.split(".", 1)[0] == "psycopg"
 
 
 def disk_full_hint(exc: BaseException) -> str:

@@ -29,7 +29,7 @@ from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.service.retention import RetentionSweeper
 from smsrelay.service.sending import held_until
-from smsrelay.settings import Settings, SettingsError
+from smsrelay.settings import BUILTIN_SMSC, Settings, SettingsError
 from smsrelay.store.engine import SERVING_BUSY_TIMEOUT_MS
 from smsrelay.store.factory import store_for
 from smsrelay.store.lock import ServeLock
@@ -80,6 +80,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     started: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("database", store.close)]
     try:
         await store.open()
+        await _check_smsc_history(settings, store, links)
         tls = _Tls(callback_tls, api_tls)
         return await _start_services_in_order(settings, say, store, tls, links, lock, started)
     except BaseException:
@@ -308,6 +309,28 @@ async def _say_unrouted_numbers(
             "here: messages from them are accepted and wait (configure it, or remove each "
             "number and add it again with --connector NAME)"
         )
+
+
+async def _check_smsc_history(
+    settings: Settings, store: SqlStore, links: dict[str, SmppLinkConfig]
+) -> None:
+    """A real default SMSC is remembered; the built-in simulator is refused on a database a
+    real one served, unless asked for by name: it would take the queued messages and report
+    them delivered, though none left (serve started without its settings, by mistake)."""
+    real = links.get(DEFAULT_CONNECTOR)
+    if real is not None:
+        await store.note_real_smsc(f"{real.host}:{real.port}")
+        return
+    last = await store.last_real_smsc()
+    if last is None or settings.smsc == BUILTIN_SMSC:
+        return
+    raise SettingsError(
+        f"this database's messages went to a real SMSC ({last}) when it was last served: on "
+        "the built-in simulator its queued messages would be reported delivered without "
+        "leaving. Start serve with that SMSC's settings (./smsrelay.toml, --config, "
+        'SMSRELAY_SMSC), or set smsc = "builtin" (SMSRELAY_SMSC=builtin) to use the '
+        "simulator on purpose"
+    )
 
 
 async def _run_data_steps(store: SqlStore, now: float, say: Callable[[str], None]) -> None:

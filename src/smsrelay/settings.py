@@ -25,6 +25,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 ENV_PREFIX = "SMSRELAY_"
 DEFAULT_CONNECTOR = "default"
+BUILTIN_SMSC = "builtin"  # smsc = "builtin": the built-in simulator, asked for by name
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # database_url of a shared database
 
 
@@ -110,7 +111,7 @@ class Settings:
     def smsc_url(self) -> str | None:
         """The default connector's URL given as ``smsc``; None: the built-in SMSC, or a
         ``[connectors.default]`` table."""
-        return None if self.smsc in (None, "builtin") else self.smsc
+        return None if self.smsc in (None, BUILTIN_SMSC) else self.smsc
 
     @property
     def uses_builtin_smsc(self) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from smsrelay import runtime
 from smsrelay.domain.text import encode_gsm7
 from smsrelay.errors import TransientError
+from smsrelay.settings import SettingsError
 from tests.support import (
     RunningGateway,
     SmscProcess,
@@ -329,3 +330,22 @@ async def test_an_outcome_the_store_briefly_refuses_is_stored_later_not_sent_aga
     finally:
         await runtime.stop(gw.running)
         await smsc.stop()
+
+
+async def test_a_database_a_real_smsc_served_is_not_started_on_the_simulator_by_mistake(
+    tmp_path: Path,
+) -> None:
+    smsc = await start_smsc()
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url))
+    await smsc.stop()  # the carrier is down: the message waits for it
+    _, answer = await gw.send(message="for the carrier", to="0612345678")
+    await runtime.stop(gw.running)
+    # its settings forgotten (no smsrelay.toml where serve was started): refused, not sent
+    with pytest.raises(SettingsError, match=rf"a real SMSC \(127\.0\.0\.1:{smsc.port}\)"):
+        await runtime.start(gateway_settings(tmp_path), lambda line: None)
+    on_purpose = await start_gateway(gateway_settings(tmp_path, smsc="builtin"))
+    try:  # asked for by name, the simulator takes what waited
+        status = await _final_status(on_purpose, answer["message_id"])
+        assert status["stat"] == "DELIVRD"
+    finally:
+        await runtime.stop(on_purpose.running)

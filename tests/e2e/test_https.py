@@ -75,10 +75,13 @@ async def _send_and_read_back(base_url: str, api_key: str, number: str, cert: st
         assert refused.headers["Connection"] == "close"
 
 
-async def _cli_send(api_key: str, number: str, env: dict[str, str]) -> tuple[int, bytes, bytes]:
+async def _cli_send(
+    api_key: str, number: str, env: dict[str, str], *url: str
+) -> tuple[int, bytes, bytes]:
     process = await asyncio.create_subprocess_exec(
         SMSRELAY,
         *("send", "--api-key", api_key, "--from", number, "--to", "0612345678", "Bonjour"),
+        *url,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **env},
@@ -153,6 +156,11 @@ async def test_cli_send_trusts_the_servers_own_certificate_not_its_whole_chain(
         assert code == 1 and b"success" not in out
         # it answered, so it runs: a certificate renewed on disk and not loaded yet, say
         assert b"certificate other than http_tls_cert's" in err and b"running?" not in err
+        # with --url, the system's CAs are trusted, and nothing is said of http_tls_cert
+        url = ("--url", f"https://127.0.0.1:{port}")
+        code, out, err = await _cli_send(serve.api_key, serve.number, {}, *url)
+        assert code == 1 and b"the system's CAs do not trust" in err
+        assert b"http_tls_cert" not in err and b"SSL_CERT_FILE" in err
     finally:
         serve.process.terminate()
         await serve.process.wait()

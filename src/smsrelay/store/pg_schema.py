@@ -183,6 +183,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE data_steps (name TEXT PRIMARY KEY);
     INSERT INTO data_steps (name) VALUES ('cancel_waiting_for_stopped');
     """,
+    # 5: SQLite's 10 (what the gateway remembers of how it was run: its real SMSC)
+    """
+    CREATE TABLE gateway_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 
 

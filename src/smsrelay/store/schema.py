@@ -231,6 +231,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE data_steps (name TEXT PRIMARY KEY);
     INSERT INTO data_steps (name) VALUES ('cancel_waiting_for_stopped');
     """,
+    # 10: what the gateway remembers of how it was run: the real SMSC its default connector
+    # last sent to, so a start on the built-in simulator by mistake is refused
+    """
+    CREATE TABLE gateway_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 
 

@@ -18,6 +18,7 @@ from smsrelay.store import (
     message_ops,
     monitor_reads,
     retention_ops,
+    smsc_history,
     webhook_ops,
 )
 from smsrelay.store.accept_batch import accept_many
@@ -272,6 +273,12 @@ class SqlStore:
 
     async def run_data_steps(self, now: float, builders: CallbackBuilders) -> dict[str, int]:
         return await self.db.write(partial(data_steps.run, now=now, builders=builders))
+
+    async def last_real_smsc(self) -> str | None:
+        return await self.db.read(smsc_history.last_real_smsc)
+
+    async def note_real_smsc(self, where: str) -> None:
+        await self.db.write(partial(smsc_history.note_real_smsc, where=where))
 
     # -- dispatch ------------------------------------------------------------------------------
 
