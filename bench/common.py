@@ -295,6 +295,7 @@ def run_wrk(
 BASE_ENV = {
     "SMSRELAY_LOG_LEVEL": "WARNING",
     "SMSRELAY_DEMO_CREDIT_EUR": "100000000",
+    "SMSRELAY_DEMO": "true",  # made with a separate simulator too (the default: built-in only)
     "SMSRELAY_ALLOW_PRIVATE_WEBHOOKS": "true",
     "SMSRELAY_BUILTIN_SMSC_PORT": "0",
     "SMSRELAY_BUILTIN_SMSC_CONTROL_PORT": "0",

@@ -115,6 +115,7 @@ def gateway_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "builtin_smsc_control_port": 0,
         "log_level": "WARNING",
         "demo_quiet_hours": False,  # tests must pass at 3 AM and on Sundays too
+        "demo": True,  # with a separate SMSC process too
     }
     flags.update(overrides)
     return load_settings(flags, env={})
@@ -254,6 +255,7 @@ async def start_serve(
             # The demo account holds marketing at night and on Sundays: these tests must pass
             # at any hour (the quiet-hours tests set their own clock).
             "SMSRELAY_DEMO_QUIET_HOURS": "false",
+            "SMSRELAY_DEMO": "true",  # with a separate SMSC process too
             **(env or {}),
         },
     )

@@ -247,6 +247,9 @@ def test_serve_refuses_an_api_certificate_it_cannot_load(
     for pem, key_file in ((not_pem, ""), (cert, cert)):  # garbage; a certificate as its key
         env = {"SMSRELAY_HTTP_TLS_CERT": str(pem), "SMSRELAY_HTTP_TLS_KEY": key_file}
         assert f"could not start: http_tls_cert: cannot load {pem}" in serve_refused(tmp_path, env)
+    broken_key = {"SMSRELAY_HTTP_TLS_CERT": cert, "SMSRELAY_HTTP_TLS_KEY": str(not_pem)}
+    said = serve_refused(tmp_path, broken_key)  # OpenSSL's "PEM lib" names neither
+    assert f"cannot load {cert} with http_tls_key {not_pem}" in said
     alone = {"SMSRELAY_HTTP_TLS_CERT": cert}  # a certificate alone, its key forgotten
     assert "it holds no private key: set http_tls_key" in serve_refused(tmp_path, alone)
     assert key  # the good pair is served: tests/e2e/test_https.py
@@ -268,7 +271,8 @@ def test_serve_refuses_an_encrypted_api_key_instead_of_asking_for_its_passphrase
     )
     env = {"SMSRELAY_HTTP_TLS_CERT": str(cert), "SMSRELAY_HTTP_TLS_KEY": str(key)}
     said = serve_refused(tmp_path, env, stdin="secret\n")
-    assert f"cannot load {cert}: its key is encrypted and serve cannot ask for a passphrase" in said
+    encrypted = f"cannot load {cert} with http_tls_key {key}: its key is encrypted and serve cannot"
+    assert encrypted in said
 
 
 def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> None:

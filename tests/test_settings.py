@@ -71,6 +71,9 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({}, {"SMSRELAY_BUILTIN_SMSC_PORT": "70000"}, "builtin_smsc_port must be 0-65535"),
         ({}, {"SMSRELAY_BUILTIN_RECEIPT_DELAY_MS": "-5"}, "builtin_receipt_delay_ms must be"),
         ({}, {"SMSRELAY_FIXED_CLOCK": "2026-03-02T10:00"}, "needs a UTC offset"),
+        # a Python error about dictionary sequences (the newcomer review)
+        ({}, {"SMSRELAY_PRICES": "FR=0.05"}, r"prices is a table of the settings file"),
+        ({}, {"SMSRELAY_CONNECTORS": "x"}, r"connectors is a table of the settings file"),
     ],
 )
 def test_invalid_values_are_refused(flags, env, message) -> None:
@@ -160,3 +163,11 @@ def test_variables_that_name_no_setting_are_listed_with_their_likely_meaning() -
         "SMSRELAY_ZZZZZZ",
         "SMSRELAY_host (did you mean SMSRELAY_HOST?)",
     ]
+
+
+def test_the_demo_account_is_made_with_the_built_in_smsc_only_unless_set() -> None:
+    real = {"SMSRELAY_SMSC": "smpp://id:pw@smsc.example.net:2775"}
+    assert load_settings({}, env={}).makes_demo
+    assert not load_settings({}, env=real).makes_demo
+    assert load_settings({}, env={**real, "SMSRELAY_DEMO": "true"}).makes_demo
+    assert not load_settings({}, env={"SMSRELAY_DEMO": "false"}).makes_demo

@@ -108,7 +108,7 @@ async def _start_services_in_order(
         await ensure_demo(
             store, settings.demo_credit_eur, gateway.clock, quiet_hours=settings.demo_quiet_hours
         )
-        if settings.demo
+        if settings.makes_demo
         else None
     )
     simulator = await _start_simulator(settings, say)
@@ -130,7 +130,7 @@ async def _start_services_in_order(
     sole = lock is not None
     services = await _start_services(gateway, inbound, tls.callbacks, sole=sole)
     started.extend((type(service).__name__, service.stop) for service in services)
-    if demo is not None and demo.demo_key:
+    if demo is not None and demo.demo_key and not demo.disabled:  # a disabled key: no use
         numbers = await store.numbers_of(demo.id)
         number = numbers[0].msisdn.removeprefix("+") if numbers else "(none)"
         say(f"demo account: apiKey={demo.demo_key} number={number}")

@@ -65,7 +65,9 @@ class Settings:
         "ARRÊT",
         "UNSUBSCRIBE",
     )
-    demo: bool = True  # the demo account (made on an empty database, its key printed)
+    # The demo account (made on an empty database, its key printed); unset: with the built-in
+    # SMSC only (on a real one, a printed key with credit would send real SMS)
+    demo: bool | None = None
     demo_credit_eur: str = "100"
     # Quiet hours of the demo account made on first start (a CI stand-in may want them off).
     demo_quiet_hours: bool = True
@@ -120,6 +122,10 @@ class Settings:
         return self.smsc_url is None
 
     @property
+    def makes_demo(self) -> bool:
+        return self.uses_builtin_smsc if self.demo is None else self.demo
+
+    @property
     def private_webhooks_allowed(self) -> bool:
         if self.allow_private_webhooks is None:
             return self.uses_builtin_smsc
@@ -153,6 +159,11 @@ def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
     for name in _FIELDS:
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None and raw != "":
+            if name in _TABLES:
+                raise SettingsError(
+                    f"{ENV_PREFIX}{name.upper()}: {name} is a table of the settings file "
+                    f"([{name}...]), not a variable"
+                )
             values[name] = raw
     return values
 
@@ -192,7 +203,7 @@ def _refuse_quoted_numbers(name: str, raw: Any) -> None:
     """In the file, a number or a flag is written as one: ``port = "8080"`` is a mistake that
     the environment's text (``SMSRELAY_PORT=8080``) is not."""
     default = _FIELDS[name].default
-    if name == "allow_private_webhooks":  # a flag whose default (None: decided) is not one
+    if name in _UNSET_OR_BOOLEAN:  # a flag whose default (None: decided) is not one
         default = False
     if isinstance(raw, str) and isinstance(default, bool | int | float):
         expected = "true or false" if isinstance(default, bool) else "a number"
@@ -213,6 +224,10 @@ def _build(values: Mapping[str, Any]) -> Settings:
     return settings
 
 
+_UNSET_OR_BOOLEAN = ("allow_private_webhooks", "demo")  # None: decided by the SMSC in use
+_TABLES = ("prices", "connectors")  # TOML tables, not one value a variable could hold
+
+
 def _coerce(name: str, raw: Any) -> Any:
     default = _FIELDS[name].default
     try:
@@ -223,7 +238,7 @@ def _coerce(name: str, raw: Any) -> Any:
         if name == "stop_keywords":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(str(k).strip().upper() for k in items if str(k).strip())
-        if name == "allow_private_webhooks":
+        if name in _UNSET_OR_BOOLEAN:
             return _boolean(raw)
         if isinstance(default, bool):
             return _boolean(raw)

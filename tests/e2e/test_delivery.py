@@ -349,3 +349,26 @@ async def test_a_database_a_real_smsc_served_is_not_started_on_the_simulator_by_
         assert status["stat"] == "DELIVRD"
     finally:
         await runtime.stop(on_purpose.running)
+
+
+async def test_on_a_real_smsc_no_demo_account_is_made_unless_asked(tmp_path: Path) -> None:
+    smsc = await start_smsc()
+    try:
+        said: list[str] = []
+        running = await runtime.start(
+            gateway_settings(tmp_path, smsc=smsc.url, demo=None), said.append
+        )
+        try:  # its printed key, with credit, would send real SMS
+            assert not any(line.startswith("demo account:") for line in said)
+            assert await running.gateway.store.list_accounts() == []
+        finally:
+            await runtime.stop(running)
+        gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url, demo=True))
+        await gw.running.gateway.store.update_account("demo", {"disabled": 1})
+        await runtime.stop(gw.running)
+        said.clear()
+        running = await runtime.start(gateway_settings(tmp_path, smsc=smsc.url), said.append)
+        await runtime.stop(running)
+        assert not any(line.startswith("demo account:") for line in said)  # disabled: no use
+    finally:
+        await smsc.stop()

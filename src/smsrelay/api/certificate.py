@@ -23,13 +23,18 @@ def api_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
         # an encrypted key made OpenSSL ask for its passphrase on the terminal, blocking serve
         context.load_cert_chain(cert, key, password=_no_passphrase)
     except _Encrypted as exc:
-        raise SettingsError(f"http_tls_cert: cannot load {cert}: {exc}") from exc
+        raise SettingsError(f"http_tls_cert: cannot load {_files(cert, key)}: {exc}") from exc
     except (OSError, ssl.SSLError) as exc:
         if not key and not _holds_a_key(cert):  # OpenSSL says "PEM lib"
             reason = "it holds no private key: set http_tls_key to the key's file"
             raise SettingsError(f"http_tls_cert: cannot load {cert}: {reason}") from exc
-        raise SettingsError(f"http_tls_cert: cannot load {cert}: {exc}") from exc
+        raise SettingsError(f"http_tls_cert: cannot load {_files(cert, key)}: {exc}") from exc
     return context
+
+
+def _files(cert: str, key: str | None) -> str:
+    """Both files, when the key is apart: OpenSSL's "PEM lib" does not say which failed."""
+    return f"{cert} with http_tls_key {key}" if key and key != cert else cert
 
 
 def reload_certificate(server: HttpServer, cert: str | None, key: str | None) -> None:
