@@ -155,6 +155,17 @@ def test_a_default_connector_table_is_a_real_smsc_not_the_built_in_one(tmp_path:
     assert not settings.uses_builtin_smsc and not settings.private_webhooks_allowed
 
 
+def test_a_real_connector_beside_the_built_in_one_makes_a_real_gateway(tmp_path: Path) -> None:
+    # the default connector on the simulator, numbers on a real carrier: /metrics answered
+    # anyone and callbacks could reach private addresses (the metrics review)
+    config = tmp_path / "c.toml"
+    config.write_text('[connectors.orange]\nurl = "smpp://alpha:pw@10.0.0.1:2775"\n')
+    settings = load_settings({"config": str(config)}, env={})
+    assert settings.uses_builtin_smsc  # the default connector still binds the simulator
+    assert not settings.is_stand_in and not settings.private_webhooks_allowed
+    assert load_settings({}, env={}).is_stand_in
+
+
 def test_variables_that_name_no_setting_are_listed_with_their_likely_meaning() -> None:
     env = {"SMSRELAY_PORT": "1", "SMSRELAY_PROT": "2", "SMSRELAY_ZZZZZZ": "3", "PATH": "/bin"}
     env |= {"SMSRELAY_host": "0.0.0.0"}  # read only in capitals

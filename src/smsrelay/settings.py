@@ -122,13 +122,19 @@ class Settings:
         return self.smsc_url is None
 
     @property
+    def is_stand_in(self) -> bool:
+        """Every connector is the built-in simulator: a development or CI gateway, with
+        nothing real to show or protect (a real connector beside it makes it a real one)."""
+        return self.uses_builtin_smsc and not self.connectors
+
+    @property
     def makes_demo(self) -> bool:
         return self.uses_builtin_smsc if self.demo is None else self.demo
 
     @property
     def private_webhooks_allowed(self) -> bool:
         if self.allow_private_webhooks is None:
-            return self.uses_builtin_smsc
+            return self.is_stand_in
         return self.allow_private_webhooks
 
 

@@ -103,7 +103,7 @@ class ApiApp:
         """The gateway's figures for Prometheus (``api/metrics.py``), for a bearer of
         ``metrics_token``: they show volumes and connector names."""
         settings = self.gateway.settings
-        refusal = scrape_refusal(request, settings.metrics_token, settings.uses_builtin_smsc)
+        refusal = scrape_refusal(request, settings.metrics_token, settings.is_stand_in)
         if refusal is not None:
             return json_response({"ok": False, "error": refusal}, 403)
         figures = await gateway_figures(self.gateway, self._store_figures)
