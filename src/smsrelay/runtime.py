@@ -141,6 +141,7 @@ async def _start_services_in_order(
     await dispatcher.start(sole_dispatcher=sole)
     started.append(("dispatcher", dispatcher.stop))
     gateway.wake_dispatcher = dispatcher.wake
+    gateway.submit_outcomes = lambda: dict(dispatcher.outcomes)
     scheme = "https" if tls.api else "http"
     say(f"smsrelay: listening on {scheme}://{settings.host}:{port}")
     return Running(

@@ -12,7 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smsrelay import runtime
 from smsrelay.service import monitoring
-from tests.support import Receiver, RunningGateway, eventually, gateway_settings, start_gateway
+from tests.support import (
+    Receiver,
+    RunningGateway,
+    eventually,
+    gateway_settings,
+    start_gateway,
+    start_smsc,
+)
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -69,7 +76,51 @@ async def test_metrics_follow_messages_from_accept_to_their_callbacks(
     } == {"queued": 0, "sending": 0, "submitted": 0}
     assert value(after, "smsrelay_smsc_bound", connector="default", session="transceiver") == 1
     assert value(after, "smsrelay_parts_overdue", connector="default") == 0
+    assert value(after, "smsrelay_parts_sending", connector="default") == 0
+    assert value(after, "smsrelay_parts_sending_oldest_seconds", connector="default") == 0
+    assert value(after, "smsrelay_submits_total", connector="default", outcome="ok") == 4
+    assert value(after, "smsrelay_submits_total", connector="default", outcome="rejected") == 0
     assert value(after, "smsrelay_http_connections") >= 1
+    status, _ = await gw.send(sandbox=1)  # priced, never sent: not a message accepted
+    assert status == 200
+    sandboxed = await scrape(gw)
+    assert value(sandboxed, "smsrelay_messages_accepted_total") == 2
+    assert value(sandboxed, "smsrelay_sandbox_sends_total") == 1
+
+
+async def test_a_scraper_asking_for_openmetrics_gets_it(gw: RunningGateway) -> None:
+    accept = {"Accept": "application/openmetrics-text; version=1.0.0"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gw.base_url + "/metrics", headers=accept) as response,
+    ):
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert (await response.text()).endswith("# EOF\n")
+
+
+async def test_metrics_and_the_log_show_an_smsc_that_rejects_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # every part ended rejected, and /metrics, /health, status and the log all looked fine
+    smsc = await start_smsc("--reject-rate", "1.0")
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url, metrics_token="t"))
+    try:
+        for _ in range(3):
+            status, _ = await gw.send()
+            assert status == 200
+
+        async def all_rejected() -> Series | None:
+            series = await scrape(gw, {"Authorization": "Bearer t"})
+            outcome = {"connector": "default", "outcome": "rejected"}
+            return series if value(series, "smsrelay_submits_total", **outcome) == 3 else None
+
+        series = await eventually(all_rejected)
+        assert value(series, "smsrelay_submits_total", connector="default", outcome="ok") == 0
+        said = [r for r in caplog.records if r.getMessage() == "dispatch.part.rejected"]
+        assert len(said) == 3 and "ESME_RINVDSTADR" in said[0].__dict__["error"]
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
 
 
 async def test_metrics_show_a_link_down_and_what_waits_for_it(tmp_path: Path) -> None:

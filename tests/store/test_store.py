@@ -811,6 +811,24 @@ async def test_the_figures_for_metrics_follow_the_work(store: SqlStore) -> None:
     figures = await store.store_figures(300.0)
     assert figures.parts == {"queued": 5, "sending": 1}
     assert figures.overdue == {"default": (5, 100.0)}  # due since 100, not sent at 300
+    assert figures.sending == {"default": (1, 200.0)}  # claimed at 200, unanswered at 300
+
+
+async def test_a_part_waiting_for_a_retry_is_overdue_since_its_message_was_due(
+    store: SqlStore,
+) -> None:
+    # A throttling SMSC: each ESME_RTHROTTLED moved the part's due time a second on, so the
+    # parts looked due for a few seconds only, for ever, and status --max-overdue never
+    # fired (the metrics review). A held message is not overdue.
+    await store.accept_message(new_message(nb_sms=1, created_at=100.0, due_at=100.0))
+    await store.accept_message(new_message(nb_sms=1, created_at=150.0, due_at=90_000.0))
+    for now in (200.0, 300.0, 400.0):
+        [part] = await store.claim_due_parts("default", now, 10, now + 60)
+        await store.mark_retry(part.part_id, now + 1, "ESME_RTHROTTLED", counted=False)
+        assert await store.overdue_parts(now + 0.5) == {"default": (1, 100.0)}
+    [part] = await store.claim_due_parts("default", 500.0, 10, 560.0)
+    await store.mark_retry(part.part_id, 700.0, "ESME_RSYSERR", counted=True)  # backoff
+    assert await store.overdue_parts(600.0) == {"default": (1, 100.0)}
 
 
 async def test_the_stop_list_is_asked_about_the_recipients_at_hand(store: SqlStore) -> None:

@@ -107,7 +107,7 @@ class ApiApp:
         if refusal is not None:
             return json_response({"ok": False, "error": refusal}, 403)
         figures = await gateway_figures(self.gateway, self._store_figures)
-        return metrics_response(figures)
+        return metrics_response(figures, request.headers.get("accept"))
 
 
 def protocol_error(status: int, detail: str, raw_query: str) -> Response:

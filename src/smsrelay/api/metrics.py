@@ -13,12 +13,12 @@ import hmac
 from collections.abc import Iterator
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from smsrelay.api.http_types import Request, Response
-from smsrelay.service.monitoring import GatewayFigures
+from smsrelay.service.monitoring import SUBMIT_OUTCOMES, GatewayFigures
 from smsrelay.store.records import StoreFigures
 
 PART_STATES = ("queued", "sending", "submitted")
@@ -49,11 +49,13 @@ def scrape_refusal(request: Request, token: str | None, stand_in: bool) -> str |
     return "set metrics_token to scrape /metrics (it shows volumes and connector names)"
 
 
-def metrics_response(figures: GatewayFigures) -> Response:
+def metrics_response(figures: GatewayFigures, accept: str | None = None) -> Response:
+    """In the format the scraper's ``Accept`` asks for (Prometheus' text, or OpenMetrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Figures(figures))
     ProcessCollector(registry=registry)  # CPU, memory, open files of this process
-    return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+    encode, content_type = choose_encoder(accept or "")
+    return Response(200, encode(registry), content_type)
 
 
 class _Figures:
@@ -89,6 +91,7 @@ class _Figures:
             figures.callbacks_given_up,
         )
         yield from _flows(figures)
+        yield _submits(figures.submit_outcomes, connectors=list(figures.smsc_binds))
         if figures.store is not None:
             yield from _store(figures.store, connectors=list(figures.smsc_binds))
 
@@ -135,15 +138,23 @@ def _store(store: StoreFigures, connectors: list[str]) -> Iterator[Metric]:
     for state in PART_STATES:
         parts.add_metric([state], store.parts.get(state, 0))
     yield parts
-    yield from _overdue(store.overdue, store.now, sorted({*connectors, *store.overdue}))
+    named = sorted({*connectors, *store.overdue, *store.sending})
+    yield from _overdue(store.overdue, store.now, named)
+    yield from _sending(store.sending, store.now, named)
     yield from _callbacks(store)
 
 
 def _flows(figures: GatewayFigures) -> Iterator[Metric]:
     yield _counter(
         "smsrelay_messages_accepted",
-        "Sends this process answered 200 since it started (each stored first).",
+        "Sends this process answered 200 since it started (each stored first), sandbox "
+        "sends left out.",
         figures.messages_accepted,
+    )
+    yield _counter(
+        "smsrelay_sandbox_sends",
+        "Sandbox sends this process answered 200 since it started (priced, never sent).",
+        figures.sandbox_accepted,
     )
     yield _counter(
         "smsrelay_receipts_received",
@@ -152,8 +163,8 @@ def _flows(figures: GatewayFigures) -> Iterator[Metric]:
     )
     yield _counter(
         "smsrelay_replies_received",
-        "Replies (MO, one per part) this process stored since it started; a part the SMSC "
-        "sent again counts again.",
+        "Replies (MO, one per part) this process received and acknowledged since it "
+        "started; a part the SMSC sent again counts again (it is stored once).",
         figures.replies_received,
     )
 
@@ -163,12 +174,14 @@ def _overdue(
 ) -> Iterator[Metric]:
     count = GaugeMetricFamily(
         "smsrelay_parts_overdue",
-        "Parts due and not sent yet, per connector (a link down shows here).",
+        "Parts whose message is due and that wait to leave (queued, or waiting for a "
+        "retry), per connector: a link down, or an SMSC throttling or failing them.",
         labels=["connector"],
     )
     age = GaugeMetricFamily(
         "smsrelay_parts_overdue_seconds",
-        "How long the oldest due part of the connector has waited to leave (0: none).",
+        "How long the oldest of those parts' messages has been due (0: none); retries do "
+        "not reset it.",
         labels=["connector"],
     )
     for connector in connectors:
@@ -177,6 +190,44 @@ def _overdue(
         age.add_metric([connector], max(0.0, now - oldest_due))
     yield count
     yield age
+
+
+def _sending(
+    sending: dict[str, tuple[int, float | None]], now: float, connectors: list[str]
+) -> Iterator[Metric]:
+    count = GaugeMetricFamily(
+        "smsrelay_parts_sending",
+        "Parts claimed and not settled, per connector: waiting for a window slot, or out "
+        "and waiting for the SMSC's answer.",
+        labels=["connector"],
+    )
+    age = GaugeMetricFamily(
+        "smsrelay_parts_sending_oldest_seconds",
+        "How long ago the oldest of them was claimed (0: none): an SMSC that takes "
+        "submit_sm and never answers shows here.",
+        labels=["connector"],
+    )
+    for connector in connectors:
+        parts, claimed = sending.get(connector, (0, None))
+        count.add_metric([connector], parts)
+        age.add_metric([connector], 0.0 if claimed is None else max(0.0, now - claimed))
+    yield count
+    yield age
+
+
+def _submits(outcomes: dict[tuple[str, str], int], connectors: list[str]) -> Metric:
+    family = CounterMetricFamily(
+        "smsrelay_submits",
+        "Submit outcomes this process recorded since it started, per connector: ok (the "
+        "SMSC took the part), throttled (tried again soon), error (a transient error, "
+        "tried again), unanswered (no answer in time), not_sent (the link failed first), "
+        "rejected (refused for good: the message is rejected), failed (given up).",
+        labels=["connector", "outcome"],
+    )
+    for connector in sorted({*connectors, *(name for name, _ in outcomes)}):
+        for outcome in SUBMIT_OUTCOMES:
+            family.add_metric([connector, outcome], outcomes.get((connector, outcome), 0))
+    return family
 
 
 def _callbacks(store: StoreFigures) -> Iterator[Metric]:

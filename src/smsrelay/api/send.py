@@ -43,8 +43,11 @@ async def handle_send(gateway: Gateway, params: Params, is_form: bool, xml: bool
     except DomainError as error:
         payload, status = error_payload(error)
         return respond(payload, status, xml)
-    gateway.wake_dispatcher()
-    gateway.messages_accepted += 1
+    if accepted.sandbox:
+        gateway.sandbox_accepted += 1
+    else:
+        gateway.wake_dispatcher()
+        gateway.messages_accepted += 1
     return respond(
         {
             "success": True,

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -17,7 +18,7 @@ from typing import Any
 
 from smsrelay.carrier.connector import Connector, OutboundPart, SubmitOutcome, SubmitUnanswered
 from smsrelay.dispatch.outcomes import Outcome, classify, status_name
-from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
+from smsrelay.domain.backoff import SUBMIT_RETRY_CAP, BackoffPolicy, next_attempt_at
 from smsrelay.domain.states import PartState
 from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
@@ -48,7 +49,7 @@ class DispatchPolicy:
     in_flight: int = 1000  # parts handed to one connector at once (its window queues the rest)
     lease_seconds: float = 60.0
     max_attempts: int = 5
-    backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(cap=300.0))
+    backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(cap=SUBMIT_RETRY_CAP))
 
 
 class Dispatcher:
@@ -72,7 +73,8 @@ class Dispatcher:
         self._late_watchers: set[asyncio.Task[None]] = set()
         self._closing = False
         self.stopping = False
-        self.submitted = 0
+        # (connector, outcome) -> submit_sm outcomes recorded since start (SUBMIT_OUTCOMES)
+        self.outcomes: Counter[tuple[str, str]] = Counter()
         self.sweeps = 0  # lease sweeps done (tests wait on it rather than on the clock)
 
     def wake(self) -> None:
@@ -332,7 +334,7 @@ class _Lane:
     async def _store_taken(self, parts: list[TakenPart]) -> None:
         now = self.d._clock.now()
         await self.d._store.mark_submitted_many(parts, now, self.d._builders)
-        self.d.submitted += len(parts)
+        self.d.outcomes[self.name, "ok"] += len(parts)
 
     async def conclude_when_answered(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
         answer = await unanswered.late
@@ -373,51 +375,59 @@ class _Lane:
         store, builders = self.d._store, self.d._builders
         now = self.d._clock.now()
         if isinstance(outcome, PermanentError):
-            await store.mark_part_final(
-                part.part_id, PartState.FAILED, str(outcome), now, builders, part.nb_sms
-            )
+            await self._end(part, PartState.FAILED, str(outcome), now)
             return
         if isinstance(outcome, SubmitUnanswered):
             # No answer, even late: counted, as each new send may be a duplicate at a handset
             # (and the part may have left: it can no longer be cancelled).
-            await self._retry(part, str(outcome), counted=True, may_have_left=True)
+            await self._retry(part, str(outcome), "unanswered", counted=True, may_have_left=True)
             return
         if isinstance(outcome, SmsRelayError):
-            await self._retry(part, str(outcome), counted=False)
+            await self._retry(part, str(outcome), "not_sent", counted=False)
             return
         kind = classify(outcome.status)
         if kind is Outcome.OK:
             carrier_id = outcome.message_id or ""
             key = normalise_carrier_id(carrier_id)
             await store.mark_submitted(part.part_id, carrier_id, key, now, builders, part.nb_sms)
-            self.d.submitted += 1
+            self.d.outcomes[self.name, "ok"] += 1
         elif kind is Outcome.SLOW_DOWN:
             self.paused_until = asyncio.get_running_loop().time() + SLOW_DOWN_DELAY
             await store.mark_retry(
                 part.part_id, now + SLOW_DOWN_DELAY, status_name(outcome.status), counted=False
             )
+            self.d.outcomes[self.name, "throttled"] += 1
         elif kind is Outcome.REJECT:
-            reason = status_name(outcome.status)
-            await store.mark_part_final(
-                part.part_id, PartState.REJECTED, reason, now, builders, part.nb_sms
-            )
+            await self._end(part, PartState.REJECTED, status_name(outcome.status), now)
         else:
-            await self._retry(part, status_name(outcome.status), counted=True)
+            await self._retry(part, status_name(outcome.status), "error", counted=True)
+
+    async def _end(self, part: ClaimedPart, state: PartState, reason: str, now: float) -> None:
+        """A part the SMSC refused for good, or given up: its message ends (and is reported);
+        said in the log, since nothing else shows a carrier refusing everything."""
+        await self.d._store.mark_part_final(
+            part.part_id, state, reason, now, self.d._builders, part.nb_sms
+        )
+        outcome = "rejected" if state is PartState.REJECTED else "failed"
+        self.d.outcomes[self.name, outcome] += 1
+        log.warning(
+            f"dispatch.part.{outcome}",
+            extra={"part_id": part.part_id, "connector": self.name, "error": reason},
+        )
 
     async def _retry(
-        self, part: ClaimedPart, reason: str, *, counted: bool, may_have_left: bool = False
+        self,
+        part: ClaimedPart,
+        reason: str,
+        outcome: str,
+        *,
+        counted: bool,
+        may_have_left: bool = False,
     ) -> None:
         policy = self.d._policy
         now = self.d._clock.now()
         if counted and part.attempts >= policy.max_attempts:
-            await self.d._store.mark_part_final(
-                part.part_id,
-                PartState.FAILED,
-                f"gave up after {part.attempts}: {reason}",
-                now,
-                self.d._builders,
-                part.nb_sms,
-            )
+            await self._end(part, PartState.FAILED, f"gave up after {part.attempts}: {reason}", now)
             return
         if counted:
             due = next_attempt_at(part.attempts, now, policy.backoff, random.random())
@@ -429,6 +439,7 @@ class _Lane:
         await self.d._store.mark_retry(
             part.part_id, due, reason, counted=counted, may_have_left=may_have_left
         )
+        self.d.outcomes[self.name, outcome] += 1
 
 
 def _result_of(

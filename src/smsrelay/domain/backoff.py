@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SUBMIT_RETRY_CAP = 300.0  # the longest wait before a part's submit is tried again, in seconds
+
 
 @dataclass(frozen=True)
 class BackoffPolicy:

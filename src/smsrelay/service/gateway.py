@@ -39,6 +39,9 @@ class Gateway:
     receipts_received: Callable[[], int] = field(default=lambda: 0)  # likewise, with inbound
     replies_received: Callable[[], int] = field(default=lambda: 0)  # likewise
     messages_accepted: int = 0  # sends this process answered 200 (each stored first)
+    sandbox_accepted: int = 0  # of those, sandbox sends (priced, never sent)
+    # (connector, outcome) -> submit outcomes recorded since start; set with the dispatcher
+    submit_outcomes: Callable[[], dict[tuple[str, str], int]] = field(default=dict)
 
     @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:

@@ -16,6 +16,10 @@ from smsrelay.store.records import StoreFigures
 
 log = logging.getLogger("smsrelay.monitoring")
 KEPT_FOR = 5.0  # seconds a store snapshot answers the scrapes that come after it
+# How a claimed part's submit ended, as the dispatcher counts it: the SMSC took it; throttled
+# (tried again soon, not counted); a transient error (tried again with backoff); no answer in
+# time (the SMSC may have it); not sent (the link failed first); rejected for good; given up.
+SUBMIT_OUTCOMES = ("ok", "throttled", "error", "unanswered", "not_sent", "rejected", "failed")
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,9 @@ class GatewayFigures:
     http: dict[str, int]  # connections, max_connections, turned_away
     callbacks_delivered: int  # by this process since it started
     callbacks_given_up: int  # likewise
-    messages_accepted: int  # likewise
+    messages_accepted: int  # likewise, sandbox sends left out
+    sandbox_accepted: int  # likewise
+    submit_outcomes: dict[tuple[str, str], int]  # (connector, outcome) -> parts, likewise
     receipts_received: int  # likewise
     replies_received: int  # likewise
 
@@ -74,6 +80,8 @@ async def gateway_figures(gateway: Gateway, reader: StoreFiguresReader) -> Gatew
         callbacks_delivered=gateway.callbacks_delivered(),
         callbacks_given_up=gateway.callbacks_given_up(),
         messages_accepted=gateway.messages_accepted,
+        sandbox_accepted=gateway.sandbox_accepted,
+        submit_outcomes=gateway.submit_outcomes(),
         receipts_received=gateway.receipts_received(),
         replies_received=gateway.replies_received(),
     )

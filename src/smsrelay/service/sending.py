@@ -59,6 +59,7 @@ class Accepted:
     cost_micros: int
     due_at: float
     held: bool
+    sandbox: bool = False  # priced and stored, never sent
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
     new = _new_message(request, account, checked, prepared, cost, now, due)
     message_id = await ctx.store.accept_message(new)
     # Sandbox: the price is answered (what the send would cost), nothing is charged.
-    return Accepted(message_id, prepared.segments, cost, due, due > now)
+    return Accepted(message_id, prepared.segments, cost, due, due > now, checked.sandbox)
 
 
 def _has_type_error(request: SendRequest, field: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from smsrelay.domain.backoff import SUBMIT_RETRY_CAP
 from smsrelay.domain.states import MessageState, PartState
 from smsrelay.errors import DomainError
 from smsrelay.store import quiet_gate, retention_ops, settle, webhook_ops
@@ -86,12 +87,17 @@ def queue_depth(conn: Conn) -> dict[str, int]:
 
 
 def overdue_parts(conn: Conn, now: float) -> dict[str, tuple[int, float]]:
-    """Per connector: parts due and not sent yet, and since when the oldest has been due (a
-    link that is down shows here; held parts are not due yet)."""
+    """Per connector: parts whose message is due and that wait to leave, and since when the
+    oldest message has been due (a link down, or an SMSC that throttles or fails everything,
+    shows here; held parts are not due yet). A part waiting for a retry counts from its
+    message's due time, not its own, which each retry moves: a throttling SMSC looked a few
+    seconds late for ever. Bounded by the live work: the parts due before the longest retry
+    delay from now, never the held backlog further ahead."""
     rows = conn.execute(
-        "SELECT connector, COUNT(*), MIN(due_at) FROM parts WHERE state = 'queued' "
-        "AND due_at <= ? GROUP BY connector",
-        (now,),
+        "SELECT p.connector, COUNT(*), MIN(m.due_at) FROM parts p "
+        "JOIN messages m ON m.id = p.message_id WHERE p.state = 'queued' "
+        "AND p.due_at <= ? AND m.due_at <= ? GROUP BY p.connector",
+        (now + SUBMIT_RETRY_CAP * 1.25 + 60.0, now),  # the cap, its jitter, a margin
     ).fetchall()
     return {str(r[0]): (int(r[1]), float(r[2])) for r in rows}
 

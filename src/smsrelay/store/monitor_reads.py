@@ -19,4 +19,5 @@ def store_figures(conn: Conn, now: float) -> StoreFigures:
         overdue=message_ops.overdue_parts(conn, now),
         callbacks_pending=int(pending),
         callbacks_oldest_pending=None if oldest is None else float(oldest),
+        sending=message_ops.sending_parts(conn),
     )

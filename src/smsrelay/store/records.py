@@ -250,6 +250,8 @@ class StoreFigures:
     overdue: dict[str, tuple[int, float]]  # connector -> (parts due, not sent; oldest due_at)
     callbacks_pending: int  # still to post (waiting or being posted)
     callbacks_oldest_pending: float | None  # when the oldest of them was stored
+    # connector -> (parts claimed, not settled; when the oldest was claimed, None: unknown)
+    sending: dict[str, tuple[int, float | None]] = field(default_factory=dict)
 
 
 @quick_init
