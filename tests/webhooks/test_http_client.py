@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import os
 import shutil
 import socket
 import ssl
@@ -449,3 +450,49 @@ async def test_a_name_none_of_whose_addresses_answer_is_kept_only_briefly(
     assert looked_up == ["localhost"]
     [(until, _)] = client._names._entries.values()
     assert until - time.monotonic() <= name_cache.KEEP_FAILURE_FOR
+
+
+def test_an_answer_that_came_while_the_process_was_paused_is_not_a_timeout() -> None:
+    # SIGSTOP for 2 minutes: on uvloop the timers ran before the sockets were read, so every
+    # post in flight timed out with its 200 waiting in the socket, and was posted again
+    import uvloop
+
+    uvloop.run(_post_across_a_pause())
+
+
+async def _post_across_a_pause() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    wake, woken = os.pipe()
+    done = threading.Event()
+
+    def receiver() -> None:  # its own thread: a paused gateway does not pause its receivers
+        connection, _ = listener.accept()
+        with connection:
+            request = b""
+            while not request.endswith(b"{}"):
+                request += connection.recv(4096)
+            os.write(woken, b"x")  # the gateway pauses as its request arrives...
+            time.sleep(0.1)
+            connection.sendall(OK)  # ...and its answer comes meanwhile
+            done.wait(10)
+
+    def paused() -> None:  # in the loop's I/O phase, as a SIGSTOP could fall
+        os.read(wake, 1)
+        time.sleep(0.6)  # past the deadline below
+
+    thread = threading.Thread(target=receiver, daemon=True)
+    thread.start()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(wake, paused)
+    client = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/cb"
+        assert await client.post(Target.parse(url), {}, b"{}", timeout=0.3) == 200
+    finally:
+        done.set()
+        loop.remove_reader(wake)
+        await client.close()
+        thread.join(10)
+        listener.close()
+        os.close(wake)
+        os.close(woken)

@@ -756,6 +756,14 @@ def test_a_host_whose_posts_take_no_time_has_a_hand_limit() -> None:
     assert sender._hand_limit("h") > 0 and sender._place_in_line("h") > T0
 
 
+def test_a_post_that_spanned_a_pause_of_the_process_counts_as_at_most_the_timeout() -> None:
+    # a 2-minute SIGSTOP measured as one post's time spread a healthy receiver's callbacks
+    # handed back over 41 minutes (the operations review)
+    sender = unstarted_sender()
+    sender._note_post_time("h", 120.0)
+    assert sender._post_time["h"] == 1.0  # the timeout: no post takes longer unless paused
+
+
 def test_many_backlogged_receivers_do_not_make_each_hand_back_walk_them_all() -> None:
     # Past MAX_LINES hosts with a line still ahead, every hand-back rebuilt the whole map.
     sender = unstarted_sender()

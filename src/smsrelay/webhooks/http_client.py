@@ -30,6 +30,7 @@ from smsrelay.webhooks.name_cache import NameCache
 BODY_READ_LIMIT = 64 * 1024  # a larger answer is not drained: its connection is closed
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_IDLE_TOTAL = 128  # idle keep-alive connections, all receivers together
+TIMEOUT_GRACE = 0.1  # a deadline fails after one more read of the sockets (see _time_out)
 MAX_LOOKUPS = 8  # name lookups running at once: libuv resolves on 4 threads, more only queue
 MAX_LOOKUPS_PER_NAME = 2  # so one name that resolves slowly leaves the others room
 
@@ -134,6 +135,7 @@ class _Connection(asyncio.Protocol):
         self._got_bytes = False
         self._headers_done = False
         self._body_read = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,16 +201,21 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self._body_read = 0
         self.transport.write(request)
-        timer = None if within is None else self._loop.call_later(within, self._time_out)
+        if within is not None:
+            self._timer = self._loop.call_later(within, self._time_out)
         try:
             return await self._answer
         finally:
             self._answer = None
-            if timer is not None:
-                timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def _time_out(self) -> None:
-        self._fail(TimeoutError())
+        """The deadline has passed: fail once the loop has read what came meanwhile. After
+        the process was paused (SIGSTOP, a frozen VM), timers run before the sockets are
+        read, and an answer waiting in the socket was taken for a timeout and posted again."""
+        self._timer = self._loop.call_later(TIMEOUT_GRACE, self._fail, TimeoutError())
 
     @property
     def answered_nothing(self) -> bool:

@@ -311,7 +311,7 @@ class WebhookSender:
         except TransientError as exc:  # their leases bring them back
             log.warning("webhook.defer.failed", extra={"error": str(exc)})
         else:
-            log.info("webhook.deferred", extra={"callbacks": len(items)})
+            log.debug("webhook.deferred", extra={"callbacks": len(items)})  # every 0.2 s
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._gates.leave(self._jobs.pop(task).host)
@@ -389,7 +389,9 @@ class WebhookSender:
         """The host's recent post time, for its hand limit: never 0 (a post refused before
         any await, an unsafe address, takes no time on uvloop's per-turn clock, and the limit
         divides by it: a ZeroDivisionError ended the claim loop)."""
-        took = max(took, MIN_POST_TIME)
+        # and never more than the timeout: a longer one is a process that was paused
+        # (SIGSTOP, a frozen VM), which spread a healthy receiver's callbacks over 41 minutes
+        took = min(max(took, MIN_POST_TIME), self._timeout)
         if len(self._post_time) > MAX_LINES and host not in self._post_time:
             self._post_time.clear()  # a host per callback: forget them (measured again)
         self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
