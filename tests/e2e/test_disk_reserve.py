@@ -103,3 +103,28 @@ async def test_serve_and_status_say_the_disk_is_under_the_reserve(tmp_path: Path
     finally:
         serve.kill()
         await serve.wait()
+
+
+async def test_a_database_file_removed_under_serve_refuses_sends_instead_of_losing_them(
+    tmp_path: Path,
+) -> None:
+    gw = await start_gateway(gateway_settings(tmp_path))
+    try:
+        assert (await gw.send())[0] == 200
+        for name in ("smsrelay.db", "smsrelay.db-wal", "smsrelay.db-shm"):
+            (tmp_path / "data" / name).unlink()  # an operator's rm, serve still running
+
+        async def refused() -> object:
+            status, answer = await gw.send()
+            return answer if status == 503 else None
+
+        answer = await eventually(refused)
+        assert answer == {
+            "success": False,
+            "code": 500,
+            "message": "could not queue the SMS, retry later",
+        }
+        status, health = await gw.get("/health")
+        assert status == 503 and "database file gone" in str(health)
+    finally:
+        await runtime.stop(gw.running)

@@ -3,6 +3,8 @@ a failing commit, each logged once when it starts and once when it ends."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from smsrelay.store.health import DISK_CHECK_EVERY_S, MIB, StoreHealth
@@ -106,3 +108,29 @@ def test_a_failing_commit_is_trouble_until_a_batch_is_stored(
     health.batch_stored()
     assert health.trouble() is None
     assert _events(caplog) == ["store.failing", "store.recovered"]
+
+
+def test_a_database_file_removed_or_replaced_under_serve_refuses_new_sends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `rm smsrelay.db*` mid-load: 12,000 sends answered stored into a file that vanished at
+    # the stop (the operations review)
+    disk = Disk(free_mb=500)
+    for replace in (False, True):
+        database = tmp_path / f"sms-{replace}.db"
+        database.write_text("")
+        health = StoreHealth(str(tmp_path), 0, measure=disk.measure, clock=lambda: disk.now)
+        health.watch_file(str(database))
+        assert health.new_work_refusal() is None and health.trouble() is None
+        database.unlink()
+        if replace:  # a copy put in its place is not the file this process writes
+            database.write_text("")
+        disk.later()
+        refusal = health.new_work_refusal()
+        assert refusal is not None and "removed or replaced" in refusal
+        assert health.trouble() == "database file gone"
+        database.write_text("")
+        disk.later()
+        assert health.new_work_refusal() == refusal  # for good: only a restart looks again
+        health.close()
+    assert _events(caplog) == ["store.file.gone", "store.file.gone"]

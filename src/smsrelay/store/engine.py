@@ -150,6 +150,8 @@ class Database:
             self._last_checkpoint = time.monotonic()
         self._conn = conn
         self._read_conn = await self._loop.run_in_executor(self._reader, connect, self.path)
+        if self.path != ":memory:":
+            self.health.watch_file(self.path)
         return applied
 
     async def stop(self) -> None:
@@ -164,6 +166,7 @@ class Database:
         if self._wal_fd is not None:
             os.close(self._wal_fd)
             self._wal_fd = None
+        self.health.close()
         for pool, attr in ((self._syncer, "_checkpoint_conn"), (self._reader, "_read_conn")):
             conn = getattr(self, attr)
             if conn is not None:

@@ -7,6 +7,11 @@ while what has already happened is still stored in it: the SMSC's answers to par
 receipts, replies and callback attempts. Without the reserve a full disk refused those too,
 and a stop during it left parts to be sent again and callbacks to be posted again.
 
+A third is the database file itself, removed or replaced under a serving process (an
+operator's ``rm``, a data folder moved): the process goes on writing to the file it opened,
+which vanishes when it stops, so what it answered as stored would be lost. New sends are
+refused from then on (``store.file.gone``, logged once).
+
 Changes are logged once each way (``store.failing`` / ``store.recovered``,
 ``store.disk.low`` / ``store.disk.ok``), not once per refused write.
 """
@@ -48,6 +53,10 @@ class StoreHealth:
         self._low: str | None = None
         self._unmeasured = False
         self._failing: str | None = None
+        self._file: str | None = None
+        self._identity: tuple[int, int] | None = None  # the watched file's (device, inode)
+        self._fd: int | None = None
+        self._gone: str | None = None
 
     @property
     def min_free_bytes(self) -> int:
@@ -72,22 +81,64 @@ class StoreHealth:
             log.warning("store.recovered", extra={"was": self._failing})
             self._failing = None
 
+    def watch_file(self, path: str) -> None:
+        """The database file as opened now: from then on, one removed or replaced under it
+        refuses new sends. Held open, so a file made in its place cannot take its inode."""
+        self.close()
+        self._fd = os.open(path, os.O_RDONLY)
+        stat = os.fstat(self._fd)
+        self._file, self._identity = path, (stat.st_dev, stat.st_ino)
+
+    @property
+    def file_gone(self) -> bool:
+        return self._gone is not None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def new_work_refusal(self) -> str | None:
         """Why a new send must be refused now (None: it may be taken)."""
-        if self._folder is None or self._min_free <= 0:
+        if self._folder is None or (self._min_free <= 0 and self._file is None):
             return None
         now = self._clock()
         if self._checked_at is None or now - self._checked_at >= DISK_CHECK_EVERY_S:
             self._checked_at = now
-            self._low = self._disk_low(self._folder)
-        return self._low
+            self._gone = self._gone or self._file_gone()  # for good: a restart must look
+            self._low = self._disk_low(self._folder) if self._min_free > 0 else None
+        return self._gone or self._low
 
     def trouble(self) -> str | None:
         """What is wrong now, in words fit for an unauthenticated /health (the details, a
-        server's address or a path, are in the logs): a failing commit or a low disk."""
+        server's address or a path, are in the logs): a failing commit, a database file
+        gone, or a low disk."""
         if self._failing is not None:
             return "commits failing"
-        return None if self.new_work_refusal() is None else "disk under its reserve"
+        refusal = self.new_work_refusal()
+        if refusal is None:
+            return None
+        return "database file gone" if self.file_gone else "disk under its reserve"
+
+    def _file_gone(self) -> str | None:
+        if self._file is None or self._fd is None:
+            return None
+        try:
+            stat = os.stat(self._file)
+        except FileNotFoundError:
+            pass
+        except OSError:  # unreadable just now: not proof it is gone
+            return None
+        else:
+            if (stat.st_dev, stat.st_ino) == self._identity and os.fstat(self._fd).st_nlink:
+                return None
+        log.error("store.file.gone", extra={"path": self._file, "pid": os.getpid()})
+        return (
+            f"the database file {self._file} was removed or replaced while serve runs: new "
+            "sends are refused, since this process writes to the file it opened, which "
+            "vanishes when it stops (put it back, or copy it from /proc/PID/fd/ before "
+            "stopping serve)"
+        )
 
     def _disk_low(self, folder: str) -> str | None:
         try:
