@@ -30,6 +30,7 @@ from smsrelay.webhooks.http_client import (
     Target,
     tls_context,
 )
+from tests.support import eventually
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 Answer = Callable[[int, bytes, asyncio.StreamWriter], Awaitable[bool]]  # False: close
@@ -496,3 +497,31 @@ async def _post_across_a_pause() -> None:
         listener.close()
         os.close(wake)
         os.close(woken)
+
+
+async def test_connections_open_at_once_are_capped_for_all_receivers_together(
+    serve: Callable[..., Awaitable[RawServer]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100 receivers' slots ran the process out of open files: SQLite could not open its own
+    monkeypatch.setattr(http_client, "MAX_OPEN_TOTAL", 2)
+    release = asyncio.Event()
+
+    async def held(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        await release.wait()
+        writer.write(OK)
+        return True
+
+    busy, other = await serve(held), await serve()
+    client = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0)
+    try:
+        posts = [asyncio.ensure_future(client.post(target(busy), {}, b"{}")) for _ in range(3)]
+        await eventually(lambda: busy.connections == 2)
+        await asyncio.sleep(0.05)  # time enough for a third connection, were it allowed
+        assert busy.connections == 2 and not any(post.done() for post in posts)  # one waits
+        release.set()
+        assert await asyncio.gather(*posts) == [200, 200, 200]
+        assert busy.connections == 3  # the third, once one of the first two closed
+        # two idle sockets to `busy` now: a post elsewhere closes one to make room
+        assert await asyncio.wait_for(client.post(target(other), {}, b"{}"), 5) == 200
+    finally:
+        await client.close()

@@ -16,6 +16,7 @@ import functools
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -31,6 +32,11 @@ BODY_READ_LIMIT = 64 * 1024  # a larger answer is not drained: its connection is
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_IDLE_TOTAL = 128  # idle keep-alive connections, all receivers together
 TIMEOUT_GRACE = 0.1  # a deadline fails after one more read of the sockets (see _time_out)
+# Connections open at once, posting or idle, all receivers together: inside the 256 open files
+# the API's connection cap leaves to the database, the SMPP links and the callbacks. Without
+# it, 100 receivers' slots (16 each) ran the process out of files and SQLite could not open
+# its own (the operations review).
+MAX_OPEN_TOTAL = 160
 MAX_LOOKUPS = 8  # name lookups running at once: libuv resolves on 4 threads, more only queue
 MAX_LOOKUPS_PER_NAME = 2  # so one name that resolves slowly leaves the others room
 
@@ -136,6 +142,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self._body_read = 0
         self._timer: asyncio.TimerHandle | None = None
+        self.on_lost: Callable[[], None] | None = None  # once, when the socket is gone
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,6 +164,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_lost is not None:
+            self.on_lost()
+            self.on_lost = None
         if self._headers_done:  # an answer delimited by the close itself
             self._finish(keep_alive=False)
         else:
@@ -270,6 +280,8 @@ class CallbackClient:
         self._tls = tls
         self._tls_loading: asyncio.Future[ssl.SSLContext] | None = None
         self._lookups = LookupSlots(MAX_LOOKUPS, MAX_LOOKUPS_PER_NAME)
+        self._open = asyncio.Semaphore(MAX_OPEN_TOTAL)
+        self._awaiting_room = 0  # posts waiting for a connection slot
         self._names = NameCache()
         self._swept = time.monotonic()
 
@@ -295,8 +307,26 @@ class CallbackClient:
                 # the receiver closed an idle connection as we wrote: the request was not
                 # read, so it goes once more on a fresh connection
         async with asyncio.timeout(_left(ends)):  # a new connection (the rare case)
-            connection = await self._connect(target)
+            connection = await self._open_connection(target)
         return await self._exchange(target, connection, request, _left(ends))
+
+    async def _open_connection(self, target: Target) -> _Connection:
+        """A new connection within MAX_OPEN_TOTAL: an idle one is closed to make room, or it
+        waits for one to close."""
+        if self._open.locked() and self._idle_total:
+            self._drop_oldest()  # its slot comes back as its socket closes
+        self._awaiting_room += 1
+        try:
+            await self._open.acquire()
+        finally:
+            self._awaiting_room -= 1
+        try:
+            connection = await self._connect(target)
+        except BaseException:
+            self._open.release()
+            raise
+        connection.on_lost = self._open.release
+        return connection
 
     async def close(self) -> None:
         for connections in self._idle.values():
@@ -313,9 +343,9 @@ class CallbackClient:
         except BaseException:
             connection.abort()
             raise
-        if keep_alive and not connection.closed:
+        if keep_alive and not connection.closed and not self._awaiting_room:
             self._keep(target, connection)
-        else:
+        else:  # a post waits for room under MAX_OPEN_TOTAL: this socket's slot is its
             connection.abort()
         return status
 
