@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -75,6 +76,8 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     )
     # SQLite: one serving process per file. PostgreSQL: any number of nodes share the queue.
     lock = ServeLock(store.db.path) if isinstance(store, SqliteStore) else None
+    if lock is not None:
+        _say_if_new(store.db.path, say)
     if lock is not None:
         lock.acquire()
     started: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("database", store.close)]
@@ -310,6 +313,13 @@ async def _say_unrouted_numbers(
             "here: messages from them are accepted and wait (configure it, or remove each "
             "number and add it again with --connector NAME)"
         )
+
+
+def _say_if_new(path: str, say: Callable[[str], None]) -> None:
+    """Said as the CLI says it: a start pointed at the wrong place (an unmounted volume, a
+    typo in SMSRELAY_DATA_DIR) otherwise came up as an empty gateway without a word."""
+    if not os.path.exists(path):
+        say(f"note: creating a new database at {path}")
 
 
 async def _check_smsc_history(

@@ -337,6 +337,7 @@ async def test_a_database_a_real_smsc_served_is_not_started_on_the_simulator_by_
 ) -> None:
     smsc = await start_smsc()
     gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url))
+    assert f"note: creating a new database at {tmp_path}/data/smsrelay.db" in gw.lines
     await smsc.stop()  # the carrier is down: the message waits for it
     _, answer = await gw.send(message="for the carrier", to="0612345678")
     await runtime.stop(gw.running)
@@ -344,6 +345,7 @@ async def test_a_database_a_real_smsc_served_is_not_started_on_the_simulator_by_
     with pytest.raises(SettingsError, match=rf"a real SMSC \(127\.0\.0\.1:{smsc.port}\)"):
         await runtime.start(gateway_settings(tmp_path), lambda line: None)
     on_purpose = await start_gateway(gateway_settings(tmp_path, smsc="builtin"))
+    assert not [line for line in on_purpose.lines if line.startswith("note: creating")]
     try:  # asked for by name, the simulator takes what waited
         status = await _final_status(on_purpose, answer["message_id"])
         assert status["stat"] == "DELIVRD"
