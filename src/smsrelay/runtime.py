@@ -25,6 +25,7 @@ from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
+from smsrelay.service.clock_watch import ClockWatch
 from smsrelay.service.database_time import ClockKeeper, DatabaseClockSource, DatabaseTimeClock
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway, build_gateway
@@ -458,7 +459,9 @@ async def _start_services(
         return [sender]
     sweeper = RetentionSweeper(gateway.store, gateway.clock, settings.retention_days)
     await sweeper.start()
-    return [sender, sweeper]
+    watch = ClockWatch()
+    await watch.start()
+    return [sender, sweeper, watch]
 
 
 def _callback_tls(settings: Settings) -> ssl.SSLContext | None:
