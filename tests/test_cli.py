@@ -536,6 +536,7 @@ def test_a_data_dir_that_cannot_hold_a_database_is_one_error_line(tmp_path: Path
         result = runner.invoke(cli, ["--data-dir", str(a_file), *args])
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
         assert "error: cannot use the database" in result.stderr  # was a FileExistsError
+        assert "note: creating" not in result.stderr  # said first, then the error
 
 
 def test_a_database_servers_refusal_is_one_error_line(postgres: Any) -> None:

@@ -58,6 +58,8 @@ def _refuse_missing_database(url: str, creates: bool) -> None:
         making = f"creating smsrelay's tables in {shown}"
     else:
         path = Path(path_from_url(url)).resolve()
+        if any(folder.exists() and not folder.is_dir() for folder in path.parents):
+            fail(f"cannot use the database: {path.parent} is not a folder")  # not "creating"
         found = path.exists()
         missing = (
             f"no smsrelay database at {path}: run this where serve runs, or pass "
