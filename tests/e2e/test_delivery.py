@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -218,7 +219,10 @@ async def test_a_link_that_keeps_dropping_loses_and_duplicates_nothing(linked) -
 
 async def test_throttling_smsc_slows_us_without_errors(linked) -> None:
     smsc, gw = await linked("--throttle", "100")
-    ids = [(await gw.send(message=f"t {i}"))[1]["message_id"] for i in range(150)]
+    # at once, so they reach the SMSC faster than 100/s however busy this machine is (sent
+    # one by one, a loaded CI machine once stayed under the SMSC's limit)
+    answers = await asyncio.gather(*(gw.send(message=f"t {i}") for i in range(150)))
+    ids = [answer["message_id"] for _, answer in answers]
     for message_id in ids:
         await _final_status(gw, message_id)
     messages = [await gw.store.get_message(i) for i in ids]
@@ -226,8 +230,9 @@ async def test_throttling_smsc_slows_us_without_errors(linked) -> None:
     throttled = [s for s in await smsc.submits() if s["status"] == 0x58]
     assert throttled, "the simulator should have throttled some submits"
     # It is followed, not hammered: the first refusals set a pace (once 870 refusals for
-    # these 150 messages, as each retry wave hit the SMSC's limit again).
-    assert len(throttled) <= 30
+    # these 150 messages, as each retry wave hit the SMSC's limit again). At most the window
+    # that was out when the first refusal came (100), and a few while the pace settles.
+    assert len(throttled) <= 130
 
 
 @pytest.mark.parametrize(("receipt_id", "matched"), [("decimal", True), ("same", False)])
