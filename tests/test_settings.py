@@ -163,6 +163,7 @@ def test_a_real_connector_beside_the_built_in_one_makes_a_real_gateway(tmp_path:
     settings = load_settings({"config": str(config)}, env={})
     assert settings.uses_builtin_smsc  # the default connector still binds the simulator
     assert not settings.is_stand_in and not settings.private_webhooks_allowed
+    assert not settings.makes_demo  # its key, with credit, next to a real carrier
     assert load_settings({}, env={}).is_stand_in
 
 

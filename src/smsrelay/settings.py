@@ -129,7 +129,7 @@ class Settings:
 
     @property
     def makes_demo(self) -> bool:
-        return self.uses_builtin_smsc if self.demo is None else self.demo
+        return self.is_stand_in if self.demo is None else self.demo
 
     @property
     def private_webhooks_allowed(self) -> bool:

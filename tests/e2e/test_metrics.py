@@ -117,7 +117,8 @@ async def test_metrics_and_the_log_show_an_smsc_that_rejects_everything(
         series = await eventually(all_rejected)
         assert value(series, "smsrelay_submits_total", connector="default", outcome="ok") == 0
         said = [r for r in caplog.records if r.getMessage() == "dispatch.part.rejected"]
-        assert len(said) == 3 and "ESME_RINVDSTADR" in said[0].__dict__["error"]
+        assert said and "ESME_RINVDSTADR" in said[0].__dict__["error"]
+        assert len(said) < 3  # a line a second at most, not one per part
     finally:
         await runtime.stop(gw.running)
         await smsc.stop()

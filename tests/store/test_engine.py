@@ -290,3 +290,22 @@ async def test_an_sqlite_too_old_for_the_operations_is_named_at_connect(
     ):
         engine.connect(str(tmp_path / "old.db"))
     assert not (tmp_path / "old.db").exists()
+
+
+async def test_the_watch_on_the_database_file_is_closed_after_its_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # closing any descriptor of the file drops the process's locks on it, the connections'
+    # still open included: another process could then switch the journal mode (diff review)
+    db = Database(str(tmp_path / "watched.db"))
+    await db.start()
+    seen = []
+    close = db.health.close
+
+    def closed_last() -> None:
+        seen.append((db._conn, db._read_conn, db._checkpoint_conn))
+        close()
+
+    monkeypatch.setattr(db.health, "close", closed_last)
+    await db.stop()
+    assert seen == [(None, None, None)]

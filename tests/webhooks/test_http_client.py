@@ -514,13 +514,15 @@ async def test_connections_open_at_once_are_capped_for_all_receivers_together(
     busy, other = await serve(held), await serve()
     client = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0)
     try:
-        posts = [asyncio.ensure_future(client.post(target(busy), {}, b"{}")) for _ in range(3)]
+        posts = [asyncio.ensure_future(client.post(target(busy), {}, b"{}")) for _ in range(10)]
         await eventually(lambda: busy.connections == 2)
         await asyncio.sleep(0.05)  # time enough for a third connection, were it allowed
-        assert busy.connections == 2 and not any(post.done() for post in posts)  # one waits
+        assert busy.connections == 2 and not any(post.done() for post in posts)  # 8 wait
         release.set()
-        assert await asyncio.gather(*posts) == [200, 200, 200]
-        assert busy.connections == 3  # the third, once one of the first two closed
+        assert await asyncio.gather(*posts) == [200] * 10
+        # the waiting posts to the same receiver took the two connections in turn: closing
+        # each for room cost a new connection (a TLS handshake) per post (the diff review)
+        assert busy.connections == 2
         # two idle sockets to `busy` now: a post elsewhere closes one to make room
         assert await asyncio.wait_for(client.post(target(other), {}, b"{}"), 5) == 200
     finally:

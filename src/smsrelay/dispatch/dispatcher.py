@@ -39,6 +39,7 @@ SANDBOX_KEPT_FOR = 86400.0  # SMS Partner purges sandbox messages daily
 RECEIPT_DEADLINE = 49 * 3600.0
 # Parts of a long reply that are not all in after this are posted one by one.
 REASSEMBLY_WAIT = 3600.0
+SAY_ENDED_EVERY_S = 1.0  # a rejected or given-up part is logged at most this often
 STOP_GRACE = 15.0  # more than a response timeout (10 s) plus the time to store the outcome
 CLAIM_GRACE = 5.0  # a claim being written when the dispatcher stops: its time to finish
 
@@ -213,6 +214,8 @@ class _Lane:
         self.task: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
         self.paused_until = 0.0
+        self.said_at: dict[str, float] = {}  # outcome -> when a part's end was last logged
+        self.unsaid: dict[str, int] = {}  # outcome -> parts ended so since
         # kept: asyncio.create_task asks for it, a getpid syscall per part on 3.11
         self.loop = asyncio.get_running_loop()
         # parts the SMSC took, recorded together per loop turn (its answers come in bursts)
@@ -410,10 +413,26 @@ class _Lane:
         )
         outcome = "rejected" if state is PartState.REJECTED else "failed"
         self.d.outcomes[self.name, outcome] += 1
+        self._say_ended(outcome, part, reason)
+
+    def _say_ended(self, outcome: str, part: ClaimedPart, reason: str) -> None:
+        """At most a line a second per outcome: an SMSC refusing everything at 1,000/s
+        would flood the journal (the counts are in /metrics); ``parts`` counts the parts
+        ended so since the line before."""
+        now = self.loop.time()
+        self.unsaid[outcome] = self.unsaid.get(outcome, 0) + 1
+        if now - self.said_at.get(outcome, float("-inf")) < SAY_ENDED_EVERY_S:
+            return
         log.warning(
             f"dispatch.part.{outcome}",
-            extra={"part_id": part.part_id, "connector": self.name, "error": reason},
+            extra={
+                "part_id": part.part_id,
+                "connector": self.name,
+                "error": reason,
+                "parts": self.unsaid.pop(outcome),
+            },
         )
+        self.said_at[outcome] = now
 
     async def _retry(
         self,

@@ -166,12 +166,14 @@ class Database:
         if self._wal_fd is not None:
             os.close(self._wal_fd)
             self._wal_fd = None
-        self.health.close()
         for pool, attr in ((self._syncer, "_checkpoint_conn"), (self._reader, "_read_conn")):
             conn = getattr(self, attr)
             if conn is not None:
                 await asyncio.get_running_loop().run_in_executor(pool, conn.close)
                 setattr(self, attr, None)
+        # Last: closing any descriptor of the database file drops every lock this process
+        # holds on it (POSIX), the open connections' included.
+        self.health.close()
         self._syncer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 

@@ -83,8 +83,11 @@ class StoreHealth:
 
     def watch_file(self, path: str) -> None:
         """The database file as opened now: from then on, one removed or replaced under it
-        refuses new sends. Held open, so a file made in its place cannot take its inode."""
-        self.close()
+        refuses new sends. Held open, so a file made in its place cannot take its inode.
+        Once: closing this descriptor drops the process's locks on the file (POSIX), so it
+        is closed only after the connections (``close``)."""
+        if self._fd is not None:
+            raise RuntimeError("a database file is watched already")
         self._fd = os.open(path, os.O_RDONLY)
         stat = os.fstat(self._fd)
         self._file, self._identity = path, (stat.st_dev, stat.st_ino)
@@ -136,8 +139,8 @@ class StoreHealth:
         return (
             f"the database file {self._file} was removed or replaced while serve runs: new "
             "sends are refused, since this process writes to the file it opened, which "
-            "vanishes when it stops (put it back, or copy it from /proc/PID/fd/ before "
-            "stopping serve)"
+            "vanishes when it stops: recover it (and its -wal) from /proc/PID/fd/ before "
+            "stopping serve, then start serve again"
         )
 
     def _disk_low(self, folder: str) -> str | None:

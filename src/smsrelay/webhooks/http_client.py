@@ -16,6 +16,7 @@ import functools
 import socket
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -280,8 +281,9 @@ class CallbackClient:
         self._tls = tls
         self._tls_loading: asyncio.Future[ssl.SSLContext] | None = None
         self._lookups = LookupSlots(MAX_LOOKUPS, MAX_LOOKUPS_PER_NAME)
-        self._open = asyncio.Semaphore(MAX_OPEN_TOTAL)
-        self._awaiting_room = 0  # posts waiting for a connection slot
+        self._open_count = 0  # connections open now, posting or idle (MAX_OPEN_TOTAL)
+        self._room = asyncio.Event()  # set when one closes, or is kept for a waiting post
+        self._waiting: Counter[tuple[str, str, int, str | None]] = Counter()  # by receiver
         self._names = NameCache()
         self._swept = time.monotonic()
 
@@ -311,22 +313,47 @@ class CallbackClient:
         return await self._exchange(target, connection, request, _left(ends))
 
     async def _open_connection(self, target: Target) -> _Connection:
-        """A new connection within MAX_OPEN_TOTAL: an idle one is closed to make room, or it
-        waits for one to close."""
-        if self._open.locked() and self._idle_total:
-            self._drop_oldest()  # its slot comes back as its socket closes
-        self._awaiting_room += 1
-        try:
-            await self._open.acquire()
-        finally:
-            self._awaiting_room -= 1
+        """A connection within MAX_OPEN_TOTAL: a new one while there is room; at the cap, an
+        idle one to this receiver, or an idle one to another closed to make room, or it
+        waits until a connection to this receiver is free or one closes."""
+        key = target.pool_key
+        while self._open_count >= MAX_OPEN_TOTAL:
+            kept = self._reuse(target)
+            if kept is not None:
+                return kept
+            if self._idle_total:
+                self._drop_oldest()  # its room comes back as its socket closes
+            self._waiting[key] += 1
+            self._room.clear()
+            try:
+                await self._room.wait()
+            finally:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:
+                    del self._waiting[key]
+        self._open_count += 1
         try:
             connection = await self._connect(target)
         except BaseException:
-            self._open.release()
+            self._closed_one()
             raise
-        connection.on_lost = self._open.release
+        connection.on_lost = self._closed_one
         return connection
+
+    def _closed_one(self) -> None:
+        self._open_count -= 1
+        self._room.set()
+
+    def _kept_for_later(self, target: Target) -> bool:
+        """At the cap with posts waiting, a finished connection is kept only for a post to
+        its own receiver (woken to take it); else closed, its room going to the others.
+        Closed every time, it cost a new connection (a TLS handshake) per post."""
+        if not self._waiting:
+            return True
+        if target.pool_key in self._waiting:
+            self._room.set()
+            return True
+        return False
 
     async def close(self) -> None:
         for connections in self._idle.values():
@@ -343,9 +370,9 @@ class CallbackClient:
         except BaseException:
             connection.abort()
             raise
-        if keep_alive and not connection.closed and not self._awaiting_room:
+        if keep_alive and not connection.closed and self._kept_for_later(target):
             self._keep(target, connection)
-        else:  # a post waits for room under MAX_OPEN_TOTAL: this socket's slot is its
+        else:
             connection.abort()
         return status
 
