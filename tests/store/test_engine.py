@@ -309,3 +309,21 @@ async def test_the_watch_on_the_database_file_is_closed_after_its_connections(
     monkeypatch.setattr(db.health, "close", closed_last)
     await db.stop()
     assert seen == [(None, None, None)]
+
+
+async def test_no_write_is_answered_stored_once_the_database_file_is_removed(
+    tmp_path: Path,
+) -> None:
+    # receipts and replies went on being acknowledged into a file that vanished at the stop;
+    # refused, the SMSC sends them again once the file is recovered and serve restarted
+    path = tmp_path / "removed.db"
+    db = Database(str(path))
+    await db.start()
+    try:
+        assert await db.write(lambda conn: conn.execute("SELECT 1").fetchone()[0]) == 1
+        path.unlink()
+        db.health._checked_at = None  # the next batch looks (at most every 0.5 s otherwise)
+        with pytest.raises(TransientError, match="removed or replaced"):
+            await db.write(lambda conn: conn.execute("SELECT 1").fetchone()[0])
+    finally:
+        await db.stop()

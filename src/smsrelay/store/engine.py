@@ -203,7 +203,7 @@ class Database:
         """Run and commit the waiting writes, then hand the fsync to the syncer."""
         if self._syncing or not self._outbox or self._conn is None:
             return
-        if self._broken_by is not None:
+        if self._broken_by is not None or self._file_gone():
             refusal, waiting, self._outbox = self._refusal(), self._outbox, []
             resolve_all([(future, None, refusal) for _, future in waiting])
             return
@@ -257,7 +257,19 @@ class Database:
         self._run_batch()  # what arrived during the sync: the next group
         self._settled.set()
 
+    def _file_gone(self) -> bool:
+        """The database file was removed or replaced under us (checked at most every 0.5 s):
+        a write now goes to a file that vanishes at the stop, so none is answered stored,
+        and a receipt or reply is refused to the SMSC, which sends it again later."""
+        self.health.new_work_refusal()
+        return self.health.file_gone
+
     def _refusal(self) -> TransientError:
+        if self._broken_by is None:
+            return TransientError(
+                "the database file was removed or replaced while serving: recover it, then "
+                "restart smsrelay"
+            )
         return TransientError(
             f"database unusable since an fsync failed ({self._broken_by}): restart smsrelay"
         )
