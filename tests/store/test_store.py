@@ -810,7 +810,7 @@ async def test_the_figures_for_metrics_follow_the_work(store: SqlStore) -> None:
     await store.claim_due_parts("default", 200.0, 1, 260.0)
     figures = await store.store_figures(300.0)
     assert figures.parts == {"queued": 5, "sending": 1}
-    assert figures.overdue == {"default": (5, 100.0)}  # due since 100, not sent at 300
+    assert figures.overdue == {"default": (6, 100.0)}  # due since 100, not taken at 300
     assert figures.sending == {"default": (1, 200.0)}  # claimed at 200, unanswered at 300
 
 
@@ -829,6 +829,8 @@ async def test_a_part_waiting_for_a_retry_is_overdue_since_its_message_was_due(
     [part] = await store.claim_due_parts("default", 500.0, 10, 560.0)
     await store.mark_retry(part.part_id, 700.0, "ESME_RSYSERR", counted=True)  # backoff
     assert await store.overdue_parts(600.0) == {"default": (1, 100.0)}
+    await store.claim_due_parts("default", 700.0, 10, 760.0)  # sent, and never answered:
+    assert await store.overdue_parts(750.0) == {"default": (1, 100.0)}  # not its claim
 
 
 async def test_the_stop_list_is_asked_about_the_recipients_at_hand(store: SqlStore) -> None:

@@ -760,8 +760,11 @@ def test_a_post_that_spanned_a_pause_of_the_process_counts_as_at_most_the_timeou
     # a 2-minute SIGSTOP measured as one post's time spread a healthy receiver's callbacks
     # handed back over 41 minutes (the operations review)
     sender = unstarted_sender()
-    sender._note_post_time("h", 120.0)
-    assert sender._post_time["h"] == 1.0  # the timeout: no post takes longer unless paused
+    sender._note_post_time("h", 0.1)
+    sender._note_post_time("h", 120.0)  # the timeout is 1 s: no post takes longer unpaused
+    assert sender._post_time["h"] == 0.1
+    sender._note_post_time("h", 1.0)  # a post that ran to its timeout counts, as it took
+    assert sender._post_time["h"] > 0.1
 
 
 def test_many_backlogged_receivers_do_not_make_each_hand_back_walk_them_all() -> None:

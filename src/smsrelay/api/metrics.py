@@ -174,8 +174,9 @@ def _overdue(
 ) -> Iterator[Metric]:
     count = GaugeMetricFamily(
         "smsrelay_parts_overdue",
-        "Parts whose message is due and that wait to leave (queued, or waiting for a "
-        "retry), per connector: a link down, or an SMSC throttling or failing them.",
+        "Parts whose message is due and that the SMSC has not taken (queued, waiting for "
+        "a retry, or sending), per connector: a link down, an SMSC throttling, failing or "
+        "not answering them.",
         labels=["connector"],
     )
     age = GaugeMetricFamily(

@@ -258,11 +258,10 @@ class Database:
         self._settled.set()
 
     def _file_gone(self) -> bool:
-        """The database file was removed or replaced under us (checked at most every 0.5 s):
-        a write now goes to a file that vanishes at the stop, so none is answered stored,
-        and a receipt or reply is refused to the SMSC, which sends it again later."""
-        self.health.new_work_refusal()
-        return self.health.file_gone
+        """The database file was removed or replaced under us (looked at before each batch,
+        two stats): a write now goes to a file that vanishes at the stop, so none is answered
+        stored, and a receipt or reply is refused to the SMSC, which sends it again later."""
+        return self.health.check_file()
 
     def _refusal(self) -> TransientError:
         if self._broken_by is None:

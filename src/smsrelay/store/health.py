@@ -101,6 +101,13 @@ class StoreHealth:
             os.close(self._fd)
             self._fd = None
 
+    def check_file(self) -> bool:
+        """Look at the watched file now (two stats): whether it is gone. The engine asks
+        before each batch, so no write is answered stored into a file already gone (every
+        0.5 s, sends were still answered for up to half a second after an rm)."""
+        self._gone = self._gone or self._file_gone()
+        return self._gone is not None
+
     def new_work_refusal(self) -> str | None:
         """Why a new send must be refused now (None: it may be taken)."""
         if self._folder is None or (self._min_free <= 0 and self._file is None):

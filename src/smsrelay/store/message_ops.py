@@ -87,19 +87,28 @@ def queue_depth(conn: Conn) -> dict[str, int]:
 
 
 def overdue_parts(conn: Conn, now: float) -> dict[str, tuple[int, float]]:
-    """Per connector: parts whose message is due and that wait to leave, and since when the
-    oldest message has been due (a link down, or an SMSC that throttles or fails everything,
-    shows here; held parts are not due yet). A part waiting for a retry counts from its
-    message's due time, not its own, which each retry moves: a throttling SMSC looked a few
-    seconds late for ever. Bounded by the live work: the parts due before the longest retry
-    delay from now, never the held backlog further ahead."""
-    rows = conn.execute(
+    """Per connector: parts whose message is due and that the SMSC has not taken yet (queued,
+    waiting for a retry, or sending), and since when the oldest message has been due: a link
+    down, an SMSC that throttles, fails or does not answer, a connector slower than its
+    traffic; held parts are not due yet. Counted from the message's due time, not the part's
+    own nor its claim, which each retry moves: a throttling or mute SMSC looked a few seconds
+    or a minute late for ever. Bounded by the live work: the queued parts due before the
+    longest retry delay from now (never the held backlog further ahead), and the sending."""
+    queued = conn.execute(
         "SELECT p.connector, COUNT(*), MIN(m.due_at) FROM parts p "
         "JOIN messages m ON m.id = p.message_id WHERE p.state = 'queued' "
         "AND p.due_at <= ? AND m.due_at <= ? GROUP BY p.connector",
         (now + SUBMIT_RETRY_CAP * 1.25 + 60.0, now),  # the cap, its jitter, a margin
     ).fetchall()
-    return {str(r[0]): (int(r[1]), float(r[2])) for r in rows}
+    sending = conn.execute(
+        "SELECT p.connector, COUNT(*), MIN(m.due_at) FROM parts p "
+        "JOIN messages m ON m.id = p.message_id WHERE p.state = 'sending' GROUP BY p.connector"
+    ).fetchall()
+    overdue: dict[str, tuple[int, float]] = {}
+    for connector, count, since in (*queued, *sending):
+        had, oldest = overdue.get(str(connector), (0, float(since)))
+        overdue[str(connector)] = (had + int(count), min(oldest, float(since)))
+    return overdue
 
 
 def sending_parts(conn: Conn) -> dict[str, tuple[int, float | None]]:

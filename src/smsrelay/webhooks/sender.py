@@ -389,9 +389,12 @@ class WebhookSender:
         """The host's recent post time, for its hand limit: never 0 (a post refused before
         any await, an unsafe address, takes no time on uvloop's per-turn clock, and the limit
         divides by it: a ZeroDivisionError ended the claim loop)."""
-        # and never more than the timeout: a longer one is a process that was paused
-        # (SIGSTOP, a frozen VM), which spread a healthy receiver's callbacks over 41 minutes
-        took = min(max(took, MIN_POST_TIME), self._timeout)
+        if took > self._timeout + 1.0:
+            # no post takes longer than its timeout (and its grace) unless this process was
+            # paused (SIGSTOP, a frozen VM): such a time, counted, spread a healthy receiver's
+            # callbacks over 41 minutes (8 at the timeout), so it is not counted at all
+            return
+        took = max(took, MIN_POST_TIME)
         if len(self._post_time) > MAX_LINES and host not in self._post_time:
             self._post_time.clear()  # a host per callback: forget them (measured again)
         self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
