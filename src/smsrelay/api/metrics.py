@@ -10,7 +10,7 @@ on SQLite, but on PostgreSQL a batch run again uses new ids, and the counts ran 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -172,46 +172,52 @@ def _flows(figures: GatewayFigures) -> Iterator[Metric]:
 def _overdue(
     overdue: dict[str, tuple[int, float]], now: float, connectors: list[str]
 ) -> Iterator[Metric]:
-    count = GaugeMetricFamily(
-        "smsrelay_parts_overdue",
-        "Parts whose message is due and that the SMSC has not taken (queued, waiting for "
-        "a retry, or sending), per connector: a link down, an SMSC throttling, failing or "
-        "not answering them.",
-        labels=["connector"],
+    return _count_and_age(
+        ("smsrelay_parts_overdue", "smsrelay_parts_overdue_seconds"),
+        (
+            "Parts whose message is due and that the SMSC has not taken (queued, waiting for "
+            "a retry, or sending), per connector: a link down, an SMSC throttling, failing "
+            "or not answering them.",
+            "How long the oldest of those parts' messages has been due (0: none); retries "
+            "do not reset it.",
+        ),
+        overdue,
+        now,
+        connectors,
     )
-    age = GaugeMetricFamily(
-        "smsrelay_parts_overdue_seconds",
-        "How long the oldest of those parts' messages has been due (0: none); retries do "
-        "not reset it.",
-        labels=["connector"],
-    )
-    for connector in connectors:
-        parts, oldest_due = overdue.get(connector, (0, now))
-        count.add_metric([connector], parts)
-        age.add_metric([connector], max(0.0, now - oldest_due))
-    yield count
-    yield age
 
 
 def _sending(
     sending: dict[str, tuple[int, float | None]], now: float, connectors: list[str]
 ) -> Iterator[Metric]:
-    count = GaugeMetricFamily(
-        "smsrelay_parts_sending",
-        "Parts claimed and not settled, per connector: waiting for a window slot, or out "
-        "and waiting for the SMSC's answer.",
-        labels=["connector"],
+    return _count_and_age(
+        ("smsrelay_parts_sending", "smsrelay_parts_sending_oldest_seconds"),
+        (
+            "Parts claimed and not settled, per connector: waiting for a window slot, or out "
+            "and waiting for the SMSC's answer.",
+            "How long ago the oldest of them was claimed (0: none): an SMSC that takes "
+            "submit_sm and never answers shows here.",
+        ),
+        sending,
+        now,
+        connectors,
     )
-    age = GaugeMetricFamily(
-        "smsrelay_parts_sending_oldest_seconds",
-        "How long ago the oldest of them was claimed (0: none): an SMSC that takes "
-        "submit_sm and never answers shows here.",
-        labels=["connector"],
-    )
+
+
+def _count_and_age(
+    names: tuple[str, str],
+    docs: tuple[str, str],
+    figures: Mapping[str, tuple[int, float | None]],
+    now: float,
+    connectors: list[str],
+) -> Iterator[Metric]:
+    """Per connector, how many parts and how long ago the oldest's time was (0: none)."""
+    count = GaugeMetricFamily(names[0], docs[0], labels=["connector"])
+    age = GaugeMetricFamily(names[1], docs[1], labels=["connector"])
     for connector in connectors:
-        parts, claimed = sending.get(connector, (0, None))
+        parts, since = figures.get(connector, (0, None))
         count.add_metric([connector], parts)
-        age.add_metric([connector], 0.0 if claimed is None else max(0.0, now - claimed))
+        age.add_metric([connector], 0.0 if since is None else max(0.0, now - since))
     yield count
     yield age
 
