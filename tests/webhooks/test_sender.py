@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -778,3 +779,39 @@ def test_many_backlogged_receivers_do_not_make_each_hand_back_walk_them_all() ->
         rebuilt += sender._line_ends is not before
     assert len(sender._line_ends) == hosts  # every line is still ahead: none forgotten
     assert rebuilt <= 3  # at 1,000, then 2,000 (twice what was left), not at each one past
+
+
+async def test_a_sweep_waits_for_a_claims_callbacks_to_be_in_hand(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A 2-minute SIGSTOP between a claim's write and its callbacks' spawning: their lease
+    # had run out, the sweep released one, the next claim took it, and it was posted twice
+    # (same X-Smsrelay-Id; the re-test of the operations review)
+    monkeypatch.setattr(sender_module, "SWEEP_EVERY", 0.02)
+    receiver = await receivers()
+    clock = FixedClock(T0)
+    webhook_id = await add_callback(store, account, receiver.url, now=T0)
+    claim = store.claim_due_webhooks
+    swept_meanwhile = asyncio.Event()
+
+    async def paused_after_the_write(now: float, limit: int, lease: float) -> object:
+        jobs = await claim(now, limit, lease)
+        if jobs:
+            clock.set(T0 + 3600)  # the process was stopped past the lease
+            sweeps = sender.sweeps
+            with contextlib.suppress(TimeoutError):  # a sweep now would release them
+                async with asyncio.timeout(0.3):
+                    await eventually(lambda: sender.sweeps > sweeps, timeout=1.0)
+                    swept_meanwhile.set()
+        return jobs
+
+    monkeypatch.setattr(store, "claim_due_webhooks", paused_after_the_write)
+    sender = await senders(clock=clock)
+    await eventually(is_state(store, webhook_id, "delivered"))
+    await eventually(lambda: sender.sweeps >= 3)  # the sweeps go on once it is in hand
+    assert not swept_meanwhile.is_set()
+    assert len(receiver.seen) == 1

@@ -128,6 +128,9 @@ class WebhookSender:
         self.sweeps = 0
         self._stopping = False
         self._claiming = False  # a claim is being written
+        # set while no claim is between its write and its callbacks in hand (the sweep waits)
+        self._claim_settled = asyncio.Event()
+        self._claim_settled.set()
         self.delivered = 0
         self.given_up = 0  # callbacks failed for good by this sender (posted or not)
         # kept from start(): asking asyncio for it costs a getpid syscall per call on 3.11
@@ -199,6 +202,7 @@ class WebhookSender:
             limit = min(self._batch, room)
             self._wake.clear()  # a wake() during the claim below makes the wait return at once
             self._claiming = True  # a stop waits for the claim and for what it hands back
+            self._claim_settled.clear()
             try:
                 jobs, lease = await self._claim(limit)
                 if self._stopping:
@@ -211,6 +215,7 @@ class WebhookSender:
                     await self._hand_back(handed_back)
             finally:
                 self._claiming = False
+                self._claim_settled.set()
             if len(jobs) < limit:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
                 # races with the event, and stop() would then wait forever.
@@ -324,6 +329,10 @@ class WebhookSender:
     async def _sweep_leases(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_EVERY)
+            # A claim's callbacks are in hand (in ``keep``) only once spawned: swept between
+            # its write and then, after a pause longer than the lease (SIGSTOP), one was
+            # released, claimed again and posted twice. ``keep`` is read right after the wait.
+            await self._claim_settled.wait()
             try:
                 # what this process is still posting stays its own, whatever the clock did
                 released = await self._store.release_expired_webhook_leases(
