@@ -461,10 +461,14 @@ def test_an_answer_that_came_while_the_process_was_paused_is_not_a_timeout() -> 
     uvloop.run(_post_across_a_pause())
 
 
+TIMEOUT = 0.3  # the post's own
+
+
 async def _post_across_a_pause() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     wake, woken = os.pipe()
-    done = threading.Event()
+    pausing, answered, done = threading.Event(), threading.Event(), threading.Event()
+    arrived: list[float] = []
 
     def receiver() -> None:  # its own thread: a paused gateway does not pause its receivers
         connection, _ = listener.accept()
@@ -472,14 +476,18 @@ async def _post_across_a_pause() -> None:
             request = b""
             while not request.endswith(b"{}"):
                 request += connection.recv(4096)
-            os.write(woken, b"x")  # the gateway pauses as its request arrives...
-            time.sleep(0.1)
-            connection.sendall(OK)  # ...and its answer comes meanwhile
+            arrived.append(time.monotonic())  # after the post's write: its timer runs out
+            os.write(woken, b"x")  # at most TIMEOUT from now; the gateway pauses...
+            assert pausing.wait(10)
+            connection.sendall(OK)  # ...and the answer comes meanwhile
+            answered.set()
             done.wait(10)
 
     def paused() -> None:  # in the loop's I/O phase, as a SIGSTOP could fall
         os.read(wake, 1)
-        time.sleep(0.6)  # past the deadline below
+        pausing.set()
+        assert answered.wait(10)  # the answer waits in the socket, unread
+        _block_until(arrived[0] + TIMEOUT + 0.05)  # and the post's deadline passes
 
     thread = threading.Thread(target=receiver, daemon=True)
     thread.start()
@@ -488,7 +496,7 @@ async def _post_across_a_pause() -> None:
     client = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0)
     try:
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/cb"
-        assert await client.post(Target.parse(url), {}, b"{}", timeout=0.3) == 200
+        assert await client.post(Target.parse(url), {}, b"{}", timeout=TIMEOUT) == 200
     finally:
         done.set()
         loop.remove_reader(wake)
@@ -497,6 +505,13 @@ async def _post_across_a_pause() -> None:
         listener.close()
         os.close(wake)
         os.close(woken)
+
+
+def _block_until(instant: float) -> None:
+    """Hold this thread (the event loop's, as a SIGSTOP holds it) until the monotonic clock
+    has passed ``instant``."""
+    while (left := instant - time.monotonic()) > 0:
+        time.sleep(left)
 
 
 async def test_connections_open_at_once_are_capped_for_all_receivers_together(
@@ -515,8 +530,7 @@ async def test_connections_open_at_once_are_capped_for_all_receivers_together(
     client = CallbackClient(allow_private=True, max_idle=4, keepalive=30.0)
     try:
         posts = [asyncio.ensure_future(client.post(target(busy), {}, b"{}")) for _ in range(10)]
-        await eventually(lambda: busy.connections == 2)
-        await asyncio.sleep(0.05)  # time enough for a third connection, were it allowed
+        await eventually(lambda: busy.connections == 2 and client.waiting_for_room == 8)
         assert busy.connections == 2 and not any(post.done() for post in posts)  # 8 wait
         release.set()
         assert await asyncio.gather(*posts) == [200] * 10

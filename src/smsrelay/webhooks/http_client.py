@@ -312,6 +312,11 @@ class CallbackClient:
             connection = await self._open_connection(target)
         return await self._exchange(target, connection, request, _left(ends))
 
+    @property
+    def waiting_for_room(self) -> int:
+        """Posts waiting for a connection under MAX_OPEN_TOTAL now."""
+        return sum(self._waiting.values())
+
     async def _open_connection(self, target: Target) -> _Connection:
         """A connection within MAX_OPEN_TOTAL: a new one while there is room; at the cap, an
         idle one to this receiver, or an idle one to another closed to make room, or it
