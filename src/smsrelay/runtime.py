@@ -79,7 +79,6 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     lock = ServeLock(store.db.path) if isinstance(store, SqliteStore) else None
     if lock is not None:
         _say_if_new(store.db.path, say)
-    if lock is not None:
         lock.acquire()
     started: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("database", store.close)]
     try:

@@ -110,27 +110,23 @@ def test_a_failing_commit_is_trouble_until_a_batch_is_stored(
     assert _events(caplog) == ["store.failing", "store.recovered"]
 
 
-def test_a_database_file_removed_or_replaced_under_serve_refuses_new_sends(
+def test_a_database_file_removed_or_replaced_under_serve_is_seen_at_once_and_for_good(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # `rm smsrelay.db*` mid-load: 12,000 sends answered stored into a file that vanished at
-    # the stop (the operations review)
-    disk = Disk(free_mb=500)
+    # the stop (the operations review); the engine asks before each batch
     for replace in (False, True):
         database = tmp_path / f"sms-{replace}.db"
         database.write_text("")
-        health = StoreHealth(str(tmp_path), 0, measure=disk.measure, clock=lambda: disk.now)
+        health = StoreHealth(str(tmp_path), 0)
         health.watch_file(str(database))
-        assert health.new_work_refusal() is None and health.trouble() is None
+        assert not health.file_gone() and health.trouble() is None
         database.unlink()
         if replace:  # a copy put in its place is not the file this process writes
             database.write_text("")
-        disk.later()
-        refusal = health.new_work_refusal()
-        assert refusal is not None and "removed or replaced" in refusal
+        assert health.file_gone()  # no delay: a write after it would be answered stored
         assert health.trouble() == "database file gone"
         database.write_text("")
-        disk.later()
-        assert health.new_work_refusal() == refusal  # for good: only a restart looks again
+        assert health.file_gone()  # for good: only a restart looks again
         health.close()
     assert _events(caplog) == ["store.file.gone", "store.file.gone"]

@@ -203,7 +203,9 @@ class Database:
         """Run and commit the waiting writes, then hand the fsync to the syncer."""
         if self._syncing or not self._outbox or self._conn is None:
             return
-        if self._broken_by is not None or self._file_gone():
+        # Before each batch: a write into a file removed under us would vanish at the stop
+        # (receipts and replies refused then are sent again by the SMSC).
+        if self._broken_by is not None or self.health.file_gone():
             refusal, waiting, self._outbox = self._refusal(), self._outbox, []
             resolve_all([(future, None, refusal) for _, future in waiting])
             return
@@ -256,12 +258,6 @@ class Database:
         self._syncing = False
         self._run_batch()  # what arrived during the sync: the next group
         self._settled.set()
-
-    def _file_gone(self) -> bool:
-        """The database file was removed or replaced under us (looked at before each batch,
-        two stats): a write now goes to a file that vanishes at the stop, so none is answered
-        stored, and a receipt or reply is refused to the SMSC, which sends it again later."""
-        return self.health.check_file()
 
     def _refusal(self) -> TransientError:
         if self._broken_by is None:

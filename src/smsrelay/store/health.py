@@ -9,7 +9,7 @@ and a stop during it left parts to be sent again and callbacks to be posted agai
 
 A third is the database file itself, removed or replaced under a serving process (an
 operator's ``rm``, a data folder moved): the process goes on writing to the file it opened,
-which vanishes when it stops, so what it answered as stored would be lost. New sends are
+which vanishes when it stops, so what it answered as stored would be lost. Every write is
 refused from then on (``store.file.gone``, logged once).
 
 Changes are logged once each way (``store.failing`` / ``store.recovered``,
@@ -56,7 +56,7 @@ class StoreHealth:
         self._file: str | None = None
         self._identity: tuple[int, int] | None = None  # the watched file's (device, inode)
         self._fd: int | None = None
-        self._gone: str | None = None
+        self._gone = False
 
     @property
     def min_free_bytes(self) -> int:
@@ -83,7 +83,7 @@ class StoreHealth:
 
     def watch_file(self, path: str) -> None:
         """The database file as opened now: from then on, one removed or replaced under it
-        refuses new sends. Held open, so a file made in its place cannot take its inode.
+        takes no more writes. Held open, so a file made in its place cannot take its inode.
         Once: closing this descriptor drops the process's locks on the file (POSIX), so it
         is closed only after the connections (``close``)."""
         if self._fd is not None:
@@ -92,32 +92,37 @@ class StoreHealth:
         stat = os.fstat(self._fd)
         self._file, self._identity = path, (stat.st_dev, stat.st_ino)
 
-    @property
-    def file_gone(self) -> bool:
-        return self._gone is not None
-
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
-    def check_file(self) -> bool:
-        """Look at the watched file now (two stats): whether it is gone. The engine asks
-        before each batch, so no write is answered stored into a file already gone (every
-        0.5 s, sends were still answered for up to half a second after an rm)."""
-        self._gone = self._gone or self._file_gone()
-        return self._gone is not None
+    def file_gone(self) -> bool:
+        """Whether the watched file was removed or replaced, looked at now (two stats), and
+        for good once it was: only a restart looks again. The engine asks before each batch,
+        so no write is answered stored into a file already gone."""
+        if not self._gone and self._file_gone():
+            self._gone = True
+            log.error(
+                "store.file.gone",
+                extra={
+                    "path": self._file,
+                    "pid": os.getpid(),
+                    "then": "every write is refused: recover the file (and its -wal) from "
+                    "/proc/PID/fd/ before stopping serve, then start serve again",
+                },
+            )
+        return self._gone
 
     def new_work_refusal(self) -> str | None:
         """Why a new send must be refused now (None: it may be taken)."""
-        if self._folder is None or (self._min_free <= 0 and self._file is None):
+        if self._folder is None or self._min_free <= 0:
             return None
         now = self._clock()
         if self._checked_at is None or now - self._checked_at >= DISK_CHECK_EVERY_S:
             self._checked_at = now
-            self._gone = self._gone or self._file_gone()  # for good: a restart must look
-            self._low = self._disk_low(self._folder) if self._min_free > 0 else None
-        return self._gone or self._low
+            self._low = self._disk_low(self._folder)
+        return self._low
 
     def trouble(self) -> str | None:
         """What is wrong now, in words fit for an unauthenticated /health (the details, a
@@ -125,30 +130,20 @@ class StoreHealth:
         gone, or a low disk."""
         if self._failing is not None:
             return "commits failing"
-        refusal = self.new_work_refusal()
-        if refusal is None:
-            return None
-        return "database file gone" if self.file_gone else "disk under its reserve"
+        if self.file_gone():
+            return "database file gone"
+        return None if self.new_work_refusal() is None else "disk under its reserve"
 
-    def _file_gone(self) -> str | None:
+    def _file_gone(self) -> bool:
         if self._file is None or self._fd is None:
-            return None
+            return False
         try:
             stat = os.stat(self._file)
         except FileNotFoundError:
-            pass
+            return True
         except OSError:  # unreadable just now: not proof it is gone
-            return None
-        else:
-            if (stat.st_dev, stat.st_ino) == self._identity and os.fstat(self._fd).st_nlink:
-                return None
-        log.error("store.file.gone", extra={"path": self._file, "pid": os.getpid()})
-        return (
-            f"the database file {self._file} was removed or replaced while serve runs: new "
-            "sends are refused, since this process writes to the file it opened, which "
-            "vanishes when it stops: recover it (and its -wal) from /proc/PID/fd/ before "
-            "stopping serve, then start serve again"
-        )
+            return False
+        return (stat.st_dev, stat.st_ino) != self._identity or not os.fstat(self._fd).st_nlink
 
     def _disk_low(self, folder: str) -> str | None:
         try:

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from smsrelay.domain.states import PartState
-from smsrelay.errors import StorageLow, TransientError
+from smsrelay.errors import StorageLow
 from smsrelay.store import (
     account_ops,
     account_reads,
@@ -200,8 +200,7 @@ class SqlStore:
     async def accept_message(self, message: NewMessage) -> int:
         refusal = self.db.health.new_work_refusal()
         if refusal is not None:  # the reserve is kept for what has already happened
-            # a database file gone is not a disk nearly full: the client's 503 says neither
-            raise TransientError(refusal) if self.db.health.file_gone else StorageLow(refusal)
+            raise StorageLow(refusal)
         return int(await self.db.write(Grouped(accept_many, message)))
 
     async def get_message(
