@@ -127,8 +127,8 @@ class WebhookSender:
         self._sole_sender = sole_sender
         self.sweeps = 0
         self._stopping = False
-        self._claiming = False  # a claim is being written
-        # set while no claim is between its write and its callbacks in hand (the sweep waits)
+        # cleared while a claim is written and its callbacks are put in hand (or handed
+        # back): a stop waits for that, and so does the lease sweep
         self._claim_settled = asyncio.Event()
         self._claim_settled.set()
         self.delivered = 0
@@ -167,7 +167,7 @@ class WebhookSender:
         not posting (a claim being written included) is handed back, due at once: left to
         its lease, it waited most of a minute for another node or a restart."""
         self._stopping = True
-        if self._claiming and self._loops:  # it finishes, and hands its callbacks back
+        if not self._claim_settled.is_set() and self._loops:  # it finishes, and hands its callbacks back
             await asyncio.wait({self._loops[0]}, timeout=CLAIM_GRACE)
         await _cancel(self._loops)
         waiting = self._jobs.keys() - self._posting
@@ -201,7 +201,6 @@ class WebhookSender:
                 continue
             limit = min(self._batch, room)
             self._wake.clear()  # a wake() during the claim below makes the wait return at once
-            self._claiming = True  # a stop waits for the claim and for what it hands back
             self._claim_settled.clear()
             try:
                 jobs, lease = await self._claim(limit)
@@ -214,7 +213,6 @@ class WebhookSender:
                 if handed_back:
                     await self._hand_back(handed_back)
             finally:
-                self._claiming = False
                 self._claim_settled.set()
             if len(jobs) < limit:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
