@@ -167,7 +167,7 @@ class WebhookSender:
         not posting (a claim being written included) is handed back, due at once: left to
         its lease, it waited most of a minute for another node or a restart."""
         self._stopping = True
-        if not self._claim_settled.is_set() and self._loops:  # it finishes, and hands its callbacks back
+        if not self._claim_settled.is_set() and self._loops:  # it finishes, hands back
             await asyncio.wait({self._loops[0]}, timeout=CLAIM_GRACE)
         await _cancel(self._loops)
         waiting = self._jobs.keys() - self._posting
