@@ -200,7 +200,7 @@ def serve_refused(tmp_path: Path, env: dict[str, str], stdin: str | None = None)
 
 def test_serve_names_the_connector_whose_settings_are_wrong(tmp_path: Path) -> None:
     said = serve_refused(tmp_path, {"SMSRELAY_SMSC": "smpp://id:pw@127.0.0.1:2775?window=0"})
-    assert "could not start: connector default: window must be at least 1" in said
+    assert "could not start: connector default: window must be 1 to 1000" in said
 
 
 def test_serve_names_a_misspelt_variable_and_the_setting_it_meant(tmp_path: Path) -> None:

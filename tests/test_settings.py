@@ -74,6 +74,10 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         # a Python error about dictionary sequences (the newcomer review)
         ({}, {"SMSRELAY_PRICES": "FR=0.05"}, r"prices is a table of the settings file"),
         ({}, {"SMSRELAY_CONNECTORS": "x"}, r"connectors is a table of the settings file"),
+        # taken and never used beyond the 1,000 parts a connector holds
+        ({}, {"SMSRELAY_DISPATCH_BATCH": "1001"}, "dispatch_batch must be 1 to 1000"),
+        ({}, {"SMSRELAY_DISPATCH_BATCH": "0"}, "dispatch_batch must be 1 to 1000"),
+        ({}, {"SMSRELAY_SUBMIT_ATTEMPTS": "0"}, "submit_attempts must be at least 1"),
     ],
 )
 def test_invalid_values_are_refused(flags, env, message) -> None:

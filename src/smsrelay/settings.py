@@ -27,6 +27,7 @@ ENV_PREFIX = "SMSRELAY_"
 DEFAULT_CONNECTOR = "default"
 BUILTIN_SMSC = "builtin"  # smsc = "builtin": the built-in simulator, asked for by name
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # database_url of a shared database
+MAX_DISPATCH_BATCH = 1000  # a claim never takes more than the 1,000 parts a connector holds
 
 
 class SettingsError(SmsRelayError):
@@ -321,8 +322,10 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             "http_max_connections must be 0 (from the open-file limit) or a number of connections"
         )
-    if settings.dispatch_batch < 1 or settings.submit_attempts < 1:
-        raise SettingsError("dispatch_batch and submit_attempts must be at least 1")
+    if not 1 <= settings.dispatch_batch <= MAX_DISPATCH_BATCH:
+        raise SettingsError(f"dispatch_batch must be 1 to {MAX_DISPATCH_BATCH}")
+    if settings.submit_attempts < 1:
+        raise SettingsError("submit_attempts must be at least 1")
     if settings.smsc_url is not None and not settings.smsc_url.startswith(("smpp://", "smpps://")):
         raise SettingsError("smsc must be smpp://ID:PASSWORD@HOST:PORT or smpps://...")
     _validate_files(settings)

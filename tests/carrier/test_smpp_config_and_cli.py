@@ -91,6 +91,8 @@ def test_from_url_refuses_what_it_cannot_use(url: str) -> None:
         ({}, "smpp://a:b@h:abc", "the URL's port is not a number"),
         ({}, "smpp://id:a/b@h:2775", "must be written %2F, %23 or %3F"),
         ({"tls": "nope"}, "smpps://a:b@h", "unknown SMPP link setting 'tls'"),
+        # taken and never used (a connector holds at most 1,000 parts)
+        ({"window": 1001}, "smpp://a:b@h", "window must be 1 to 1000"),
     ],
 )
 def test_a_connector_table_or_url_it_cannot_use_says_which_setting(

@@ -66,6 +66,7 @@ BindMode = Literal["transceiver", "transmitter+receiver"]
 _log = logging.getLogger("smsrelay.carrier.smpp")
 _PROCESS_ID = uuid.uuid4().hex[:12]  # bind ids stay distinct across restarts
 _BIND_COUNTER = itertools.count(1)
+MAX_WINDOW = 1000  # = the dispatcher's in_flight: the parts one connector holds at once
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -110,8 +111,9 @@ class SmppLinkConfig:
             raise ValueError(f"bind_mode {self.bind_mode!r}: transceiver or transmitter+receiver")
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} outside 1..65535")
-        if self.window < 1:
-            raise ValueError("window must be at least 1")
+        if not 1 <= self.window <= MAX_WINDOW:
+            # the dispatcher hands a connector at most 1,000 parts: a wider window never fills
+            raise ValueError(f"window must be 1 to {MAX_WINDOW}")
         if self.max_per_second is not None and self.max_per_second <= 0:
             raise ValueError("max_per_second must be positive")
         if min(self.response_timeout, self.enquire_link_interval, self.reconnect_min) <= 0:
