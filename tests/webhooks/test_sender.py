@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -187,6 +188,31 @@ async def test_server_errors_are_retried_until_delivered_and_every_attempt_is_re
     assert view.attempts == 4
     assert [seen.headers["X-Smsrelay-Attempt"] for seen in receiver.seen] == ["1", "2", "3", "4"]
     assert {seen.headers["X-Smsrelay-Id"] for seen in receiver.seen} == {"cb-retry"}
+
+
+async def test_failed_attempts_are_one_log_line_per_receiver_not_one_per_retry(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A line per failed attempt was ~150 a day per callback for a receiver that is down.
+    caplog.set_level(logging.INFO, logger="smsrelay.webhooks")
+    receiver = await receivers(script=[500] * 12)
+    ids = [await add_callback(store, account, receiver.url) for _ in range(3)]
+    await senders()
+    for webhook_id in ids:
+        await eventually(is_state(store, webhook_id, "delivered"))
+
+    assert len(receiver.seen) == 15  # every failure was retried
+    lines = [
+        r for r in caplog.records if r.name == "smsrelay.webhooks" and r.levelno >= logging.INFO
+    ]
+    assert [r.getMessage() for r in lines] == ["webhook.retrying"]  # within its first minute
+    line = lines[0].__dict__
+    assert (line["failed_attempts"], line["status"], line["error"]) == (1, 500, "HTTP 500")
+    assert line["host"] == "127.0.0.1"
 
 
 async def test_receiver_down_then_up_gets_the_callback_once(

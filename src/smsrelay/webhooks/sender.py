@@ -49,6 +49,7 @@ from smsrelay.turn_batch import TurnBatch
 from smsrelay.webhooks.address_safety import UnsafeAddress
 from smsrelay.webhooks.http_client import CallbackClient, HttpClientError, InvalidTarget, Target
 from smsrelay.webhooks.keyed_gates import KeyedGates
+from smsrelay.webhooks.retry_log import RetryDigest
 from smsrelay.webhooks.signing import signature_headers
 
 log = logging.getLogger("smsrelay.webhooks")
@@ -111,6 +112,7 @@ class WebhookSender:
         self._lease_seconds = 4 * timeout + LEASE_MARGIN
         self._max_held = 4 * batch
         self._gates = KeyedGates(concurrency_per_host)  # a semaphore per receiver
+        self._retries = RetryDigest()
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
         self._prune_lines_past = MAX_LINES  # hosts in _line_ends that make it look for old ones
@@ -496,7 +498,8 @@ class WebhookSender:
             self.given_up += 1
             level, event = logging.WARNING, "webhook.failed"
         else:
-            level, event = logging.INFO, "webhook.retry"
+            level, event = logging.DEBUG, "webhook.retry"  # and a line a minute per receiver
+            self._log_retry(posted, attempt)
         if not log.isEnabledFor(level):
             return
         job = posted.job
@@ -506,6 +509,12 @@ class WebhookSender:
         if attempt.outcome != "delivered":
             fields |= {"error": attempt.error, "next_due": attempt.next_due}
         log.log(level, event, extra=fields)
+
+    def _log_retry(self, posted: _Posted, attempt: WebhookAttempt) -> None:
+        last = {"status": attempt.status, "error": attempt.error}
+        fields = self._retries.add(str(posted.host), posted.job.id, attempt.at, last)
+        if fields is not None:
+            log.info("webhook.retrying", extra=fields)
 
     def _next_due(
         self, job: WebhookJob, attempt: int, now: float, result: PostResult
