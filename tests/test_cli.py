@@ -295,11 +295,11 @@ def test_status_reads_as_text_and_as_json(run) -> None:
     disk = figures.pop("disk")
     assert figures == {
         "parts": {"queued": 0, "sending": 0, "submitted": 0},  # zeros said, not left out
-        "pending_callbacks": 0,
-        "due_not_sent": {},
+        "pendingCallbacks": 0,
+        "dueNotSent": {},
         "sending": {},
         "oldestCallbackDueSince": None,
-        "failed_callbacks": 0,
+        "failedCallbacks": 0,
     }
     assert disk["minFreeMb"] == 100 and isinstance(disk["freeMb"], int)  # serve's reserve
     text = run("status")
@@ -325,7 +325,7 @@ def test_status_shows_parts_due_that_no_link_has_sent(run, tmp_path: Path) -> No
     assert "connector default: 1 part(s) due, not sent, the oldest since 1970-01-01" in run(
         "status"
     )
-    late = json.loads(run("status", "--json"))["due_not_sent"]["default"]
+    late = json.loads(run("status", "--json"))["dueNotSent"]["default"]
     assert late["parts"] == 1 and late["oldestDueSince"].startswith("1970-01-01")
     # For monitoring: due since 1970 is more than a day late; a week's allowance is not.
     assert "not leaving: connector default" in run("status", "--max-overdue", "86400", code=1)
@@ -410,7 +410,7 @@ def test_status_fails_when_callbacks_have_waited_too_long_and_says_how_many(
     asyncio.run(a_receiver_down())
     figures = json.loads(run("status", "--json"))
     assert figures["oldestCallbackDueSince"] == iso_text(T0)
-    assert (figures["failed_callbacks"], figures["pending_callbacks"]) == (1, 3)
+    assert (figures["failedCallbacks"], figures["pendingCallbacks"]) == (1, 3)
     human = run("status")
     assert f"the oldest callback to post has been due since {iso_text(T0)}" in human
     assert "callbacks given up: 1" in human
@@ -491,7 +491,7 @@ def test_the_cli_works_on_a_postgresql_database(postgres: Any) -> None:
     assert "33757000009" in run("numbers", "list")
     run("accounts", "create", "shop", code=1)  # a name is taken once, whatever the engine
     assert "shop\t12.500 EUR\tactive" in run("accounts", "list")
-    assert json.loads(run("status", "--json"))["pending_callbacks"] == 0
+    assert json.loads(run("status", "--json"))["pendingCallbacks"] == 0
 
 
 def test_a_postgresql_database_without_smsrelay_s_tables_is_not_quietly_made_one(

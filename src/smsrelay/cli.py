@@ -346,8 +346,8 @@ async def _status_report(
     figures = {
         # every live state, 0 included (an absent key read as "unknown" to a monitor)
         "parts": {"queued": 0, "sending": 0, "submitted": 0} | await gw.store.queue_depth(),
-        "pending_callbacks": await gw.store.pending_webhooks(),
-        "due_not_sent": {
+        "pendingCallbacks": await gw.store.pending_webhooks(),
+        "dueNotSent": {
             name: {"parts": count, "oldestDueSince": iso_text(since)}
             for name, (count, since) in overdue.items()
         },
@@ -356,7 +356,7 @@ async def _status_report(
             for name, (count, since) in sending.items()
         },
         "oldestCallbackDueSince": iso_text(callbacks.oldest_due_since),
-        "failed_callbacks": callbacks.failed,
+        "failedCallbacks": callbacks.failed,
     }
     alarms = _part_alarms(now, max_overdue, overdue, sending)
     disk = _disk_figures(gw)
@@ -422,8 +422,8 @@ def _status_lines(figures: dict[str, Any]) -> str:
     lines = [
         f"parts {state}: {parts.get(state, 0)}" for state in ("queued", "sending", "submitted")
     ]
-    lines.append(f"callbacks to post: {figures['pending_callbacks']}")
-    for name, late in figures["due_not_sent"].items():  # a link down shows here
+    lines.append(f"callbacks to post: {figures['pendingCallbacks']}")
+    for name, late in figures["dueNotSent"].items():  # a link down shows here
         lines.append(
             f"connector {name}: {late['parts']} part(s) due, not sent, the oldest since "
             f"{late['oldestDueSince']}"
@@ -437,7 +437,7 @@ def _status_lines(figures: dict[str, Any]) -> str:
         lines.append(
             f"the oldest callback to post has been due since {figures['oldestCallbackDueSince']}"
         )
-    lines.append(f"callbacks given up: {figures['failed_callbacks']}")
+    lines.append(f"callbacks given up: {figures['failedCallbacks']}")
     if "disk" in figures:
         disk = figures["disk"]
         lines.append(f"disk: {disk['freeMb']} MB free (sends refused under {disk['minFreeMb']})")
