@@ -46,7 +46,14 @@ async def test_seed_curl_line_succeeds(gw: RunningGateway) -> None:
 
 @pytest.mark.parametrize(
     "content_type",
-    [None, "application/x-www-form-urlencoded", "application/json; charset=utf-8", "text/plain"],
+    [
+        None,
+        "application/x-www-form-urlencoded",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "multipart/form-data",  # was code 90, "unreadable multipart body"
+        "multipart/form-data; boundary=xyz",
+    ],
 )
 async def test_json_is_json_whatever_the_content_type(
     gw: RunningGateway, content_type: str | None
@@ -330,7 +337,11 @@ async def test_the_node_examples_short_content_length_is_code_90_in_json(
     headers, _, payload = rest.partition(b"\r\n\r\n")
     assert status_line.split()[1] == b"400"
     assert b"Content-Type: application/json" in headers
-    error = json.loads(payload.split(b"HTTP/1.")[0])
+    # One answer, and it closes the connection: the bytes past the Content-Length were
+    # answered too, as a second 400 that a keep-alive client (Node 20's agent) read as the
+    # answer to its next, valid send, which was then lost.
+    assert b"Connection: close" in headers
+    error = json.loads(payload)
     assert error["code"] == 90 and gw.api_key not in error["message"]
 
 

@@ -12,7 +12,7 @@ from smsrelay.api.http_server import HttpServer
 from smsrelay.api.http_types import Request, Response, media_type
 from smsrelay.api.metrics import metrics_response, scrape_refusal
 from smsrelay.api.multipart import multipart_fields
-from smsrelay.api.params import Params, read_params
+from smsrelay.api.params import MalformedBody, Params, read_params
 from smsrelay.api.render import json_response, respond, wants_xml
 from smsrelay.api.routes import CHANGING_GETS, Handler, RouteTable, route_table, tidy_path
 from smsrelay.errors import DomainError, StorageLow, TransientError
@@ -21,6 +21,7 @@ from smsrelay.service.monitoring import StoreFiguresReader, gateway_figures
 
 Endpoint = Callable[[Gateway, Params, bool, bool], Awaitable[Response]]
 MAX_BODY = 64 * 1024
+_JSON_LEAD = b" \t\r\n\xef\xbb\xbf"  # whitespace and a UTF-8 byte order mark
 log = logging.getLogger("smsrelay.api")
 
 
@@ -52,6 +53,8 @@ class ApiApp:
                 params, is_form = _params_of(request)
                 xml = wants_xml(params)
                 return await fn(self.gateway, params, is_form, xml)
+            except MalformedBody as error:
+                return _last_on_connection(respond(*error_payload(error), xml))
             except DomainError as error:
                 payload, status = error_payload(error)
             except BodyTooLarge:
@@ -125,6 +128,15 @@ def protocol_error(status: int, detail: str, raw_query: str) -> Response:
     return response
 
 
+def _last_on_connection(response: Response) -> Response:
+    """An unreadable body may be framed wrong (SMS Partner's Node example counts its
+    Content-Length in UTF-16 units): the bytes after it would be answered as a broken next
+    request, and a keep-alive client reads that answer as its next send's (Node 20 lost a
+    valid send so). Closing after this answer drops them, and the client reconnects."""
+    response.close = True
+    return response
+
+
 def _unavailable(path: str, error: TransientError) -> str:
     """A 503's words: what could not be done, and why when the store says so in words meant
     for the client (a disk under its reserve)."""
@@ -144,7 +156,9 @@ def _params_of(request: Request) -> tuple[Params, bool]:
     body = decoded_body(request, MAX_BODY)
     content_type = request.headers.get("content-type", "")
     kind, type_params = media_type(content_type)
-    if kind != "multipart/form-data":
+    # a multipart body starts with its boundary's "--": one that starts as a JSON object is
+    # JSON whatever its Content-Type says (the contract)
+    if kind != "multipart/form-data" or body.lstrip(_JSON_LEAD)[:1] == b"{":
         return read_params(body, request.raw_query, type_params.get("charset"))
     # PHP's curl given an array (CURLOPT_POSTFIELDS) posts its fields this way.
     params, _ = read_params(b"", request.raw_query)
