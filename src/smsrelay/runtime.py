@@ -25,6 +25,7 @@ from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
+from smsrelay.service.alphabets import SenderAlphabets
 from smsrelay.service.clock_watch import ClockWatch
 from smsrelay.service.database_time import ClockKeeper, DatabaseClockSource, DatabaseTimeClock
 from smsrelay.service.dates import iso_text
@@ -117,6 +118,7 @@ async def _start_services_in_order(
     simulator = await _start_simulator(settings, say)
     if simulator is not None:
         started.append(("simulator", simulator.stop))
+    gateway.alphabets = _narrow_alphabets(store, links)
     http, port = await _start_http(gateway, settings, tls.api)  # a port in use fails here
     started.append(("http", http.close))
     inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
@@ -389,6 +391,13 @@ def _build_connectors(
         url = f"smpp://{BUILTIN_SYSTEM_ID}:{BUILTIN_PASSWORD}@127.0.0.1:{simulator.port}"
         links = {DEFAULT_CONNECTOR: _link_config(DEFAULT_CONNECTOR, url, {}), **links}
     return {name: SmppConnector(name, config, inbound) for name, config in links.items()}
+
+
+def _narrow_alphabets(store: SqlStore, links: dict[str, SmppLinkConfig]) -> SenderAlphabets | None:
+    """The senders whose connector carries GSM text as IA5 or Latin-1, if any connector does."""
+    codings = {name: config.gsm_data_coding for name, config in links.items()}
+    alphabets = SenderAlphabets(store, codings)
+    return alphabets if alphabets.any_narrow else None
 
 
 def _link_configs(settings: Settings) -> dict[str, SmppLinkConfig]:

@@ -419,3 +419,23 @@ def test_segments_answered_are_the_parts_the_split_sends(raw: str) -> None:
         assume(False)
         return
     assert prepared.segments == len(split_segments(prepared.text, prepared.encoding))
+
+
+@pytest.mark.parametrize(
+    ("raw", "narrow", "encoding"),
+    [
+        ("Prix: 5:euro: TTC", "latin-1", Encoding.UCS2),  # € is GSM, not Latin-1
+        ("Δ=Ω", "latin-1", Encoding.UCS2),
+        ("café à 2£, ¿ok? Ça va: ÉÀ ß æ ø", "latin-1", Encoding.GSM7),
+        ("café", "ascii", Encoding.UCS2),  # IA5 has no accented letter
+        ("plain [text] {with} ~^|\\ signs @$_", "ascii", Encoding.GSM7),
+        ("café 5:euro:", None, Encoding.GSM7),  # the SMSC's alphabet is GSM: as before
+    ],
+)
+def test_text_outside_a_narrow_smsc_alphabet_goes_as_ucs2_never_question_marks(
+    raw: str, narrow: str | None, encoding: Encoding
+) -> None:
+    prepared = prepare_text(raw, narrow=narrow)
+    assert prepared.encoding == encoding
+    if encoding == Encoding.GSM7 and narrow is not None:
+        assert prepared.text.encode(narrow)  # each character has its octet there

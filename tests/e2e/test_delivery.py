@@ -91,6 +91,40 @@ async def test_ucs2_and_emoji_are_sent_as_utf16_big_endian(linked) -> None:
     assert bytes.fromhex(submit["short_message"]) == "Привет 😀".encode("utf-16-be")
 
 
+@pytest.mark.parametrize(
+    ("coding", "codec", "fits", "lacks"),
+    [(3, "latin-1", "café à 2£ É ß", "Prix 5:euro: Δ"), (1, "ascii", "cafe [1]", "café")],
+)
+async def test_an_smsc_whose_alphabet_is_narrower_gets_text_it_lacks_as_ucs2_never_question_marks(
+    tmp_path: Path, coding: int, codec: str, fits: str, lacks: str
+) -> None:
+    # On a connector with gsm_data_coding 1 (IA5) or 3 (Latin-1), a GSM character that
+    # alphabet lacks was re-encoded as "?" at submit time, priced and answered as GSM.
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    url = f"{smsc.url}?gsm_data_coding={coding}"
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=url))
+    try:
+        _, plain = await gw.send(message=fits)
+        _, wider = await gw.send(message=lacks)
+        await _final_status(gw, plain["message_id"])
+        await _final_status(gw, wider["message_id"])
+        submits = {
+            s["data_coding"]: bytes.fromhex(s["short_message"]) for s in await smsc.submits()
+        }
+        expected_fits = fits.replace("[", "(").replace("]", ")")  # SMS Partner's table
+        expected_lacks = lacks.replace(":euro:", "€")
+        assert submits == {
+            coding: expected_fits.encode(codec),
+            8: expected_lacks.encode("utf-16-be"),
+        }
+        assert (plain["nb_sms"], wider["nb_sms"]) == (1, 1)
+        long_lacking = await gw.send(message=lacks + "x" * 70)  # UCS-2: 70 per SMS, priced so
+        assert long_lacking[1]["nb_sms"] == 2
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
 async def test_undelivered_receipt_reads_not_delivered(tmp_path: Path) -> None:
     smsc = await start_smsc("--delivery-rate", "0.0")
     gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url))

@@ -27,6 +27,7 @@ from smsrelay.carrier.connector import (
     SubmitUnanswered,
 )
 from smsrelay.carrier.smpp_link import NoAnswer, SmppLink
+from smsrelay.domain.data_coding import SMSC_DEFAULT_CODECS
 from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
 from smsrelay.quick_init import quick_init
@@ -71,7 +72,6 @@ MAX_WINDOW = 1000  # = the dispatcher's in_flight: the parts one connector holds
 # --- configuration -------------------------------------------------------------------------
 
 
-_REENCODED = {1: "ascii", 3: "latin-1"}  # data_coding -> codec for GSM text
 MAX_VALIDITY_HOURS = 48.0  # SMS Partner's validity at the carrier
 GSM_DATA_CODINGS = (0, 1, 3)  # data_coding 0 is the SMSC default alphabet: GSM, IA5 or Latin-1
 
@@ -611,9 +611,11 @@ class SmppConnector:
     def _payload(self, part: OutboundPart) -> bytes:
         """GSM text re-encoded for an SMSC that wants IA5 (1) or Latin-1 (3) instead of 0."""
         coding = self.config.gsm_data_coding
-        if part.data_coding != 0 or coding not in _REENCODED:
+        if part.data_coding != 0 or coding not in SMSC_DEFAULT_CODECS:
             return part.payload
-        return decode_gsm7(part.payload).encode(_REENCODED[coding], "replace")
+        # the accept path sent a text this alphabet lacks as UCS-2 (service.alphabets); only
+        # one queued before the connector's alphabet was changed can still need "?"
+        return decode_gsm7(part.payload).encode(SMSC_DEFAULT_CODECS[coding], "replace")
 
     def _submit_sm(self, part: OutboundPart, sequence: int) -> SubmitSm:
         esm_class, short_message, tlvs = build_part(

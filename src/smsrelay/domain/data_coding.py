@@ -40,7 +40,7 @@ _GROUP_ALPHABETS = (GSM7, BINARY, UCS2, GSM7)
 _COMPRESSED = 0x20  # bit 5 in groups 00xx / 01xx: GSM 03.42 compression, not readable text
 # What data_coding 0 means on an SMSC whose default alphabet is not GSM 03.38 (the connector's
 # gsm_data_coding, as the outbound side re-encodes GSM text).
-_SMSC_DEFAULTS = MappingProxyType({0x01: "ascii", 0x03: "latin-1"})
+SMSC_DEFAULT_CODECS = MappingProxyType({0x01: "ascii", 0x03: "latin-1"})
 
 
 def alphabet_of(data_coding: int) -> str:
@@ -70,8 +70,8 @@ def decode_sm_text(body: bytes, data_coding: int, smsc_default: int = 0) -> str:
 
 
 def _decoded(body: bytes, data_coding: int, smsc_default: int) -> str:
-    if data_coding == 0 and smsc_default in _SMSC_DEFAULTS:
-        return body.decode(_SMSC_DEFAULTS[smsc_default], "replace")
+    if data_coding == 0 and smsc_default in SMSC_DEFAULT_CODECS:
+        return body.decode(SMSC_DEFAULT_CODECS[smsc_default], "replace")
     alphabet = alphabet_of(data_coding)
     if alphabet == GSM7:
         return decode_gsm7(body)

@@ -117,8 +117,12 @@ class PreparedText:
     segments: int
 
 
-def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
-    """Apply the API's text rules to ``raw``, append the STOP mention, pick an encoding, count."""
+def prepare_text(raw: str, *, stop_suffix: str = "", narrow: str | None = None) -> PreparedText:
+    """Apply the API's text rules to ``raw``, append the STOP mention, pick an encoding, count.
+
+    ``narrow``: the codec (``ascii``, ``latin-1``) of the sender's SMSC when its default
+    alphabet is IA5 or Latin-1: GSM text with a character outside it goes as UCS-2 (it would
+    otherwise reach the phone as ``?``)."""
     body = apply_replacements(_expand_markup(raw))
     if not body.strip():  # blank, or only signs the replacement table deletes ("^~|")
         raise DomainError(
@@ -128,7 +132,8 @@ def prepare_text(raw: str, *, stop_suffix: str = "") -> PreparedText:
             field="message",
         )
     text = body + stop_suffix
-    encoding = Encoding.GSM7 if is_gsm7(text) else Encoding.UCS2
+    gsm = is_gsm7(text) and (narrow is None or _fits(text, narrow))
+    encoding = Encoding.GSM7 if gsm else Encoding.UCS2
     units = _count_units(text, encoding)
     segments = count_segments(text, encoding, units)
     if segments > MAX_PARTS:
@@ -169,6 +174,16 @@ def apply_replacements(text: str) -> str:
     if _NEEDS_REPLACING.search(text) is None:
         return text
     return text.translate(_REPLACEMENTS)
+
+
+def _fits(text: str, codec: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode(codec)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_gsm7(text: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 from smsrelay.domain.pricing import DEFAULT_PRICES_EUR, PriceTable
 from smsrelay.service.accounts import AccountDirectory
+from smsrelay.service.alphabets import SenderAlphabets
 from smsrelay.service.clock import Clock, FixedClock, SystemClock
 from smsrelay.service.sending import SendContext
 from smsrelay.settings import Settings
@@ -42,6 +43,8 @@ class Gateway:
     sandbox_accepted: int = 0  # of those, sandbox sends (priced, never sent)
     # (connector, outcome) -> submit outcomes recorded since start; set with the dispatcher
     submit_outcomes: Callable[[], dict[tuple[str, str], int]] = field(default=dict)
+    # set by serve before the API listens when a connector's alphabet is narrower than GSM
+    alphabets: SenderAlphabets | None = None
 
     @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:
@@ -51,6 +54,7 @@ class Gateway:
             clock=self.clock,
             prices=self.prices,
             stop_mention=self.settings.stop_mention,
+            alphabets=self.alphabets,
         )
 
 

@@ -17,6 +17,7 @@ from smsrelay.domain.text import PreparedText, prepare_text
 from smsrelay.errors import DomainError
 from smsrelay.quick_init import quick_init
 from smsrelay.service.accounts import AccountDirectory
+from smsrelay.service.alphabets import SenderAlphabets
 from smsrelay.service.clock import Clock
 from smsrelay.service.due_times import DueTimes
 from smsrelay.store.interface import Store
@@ -70,6 +71,7 @@ class SendContext:
     prices: PriceTable
     stop_mention: str
     due_times: DueTimes = field(default_factory=DueTimes)
+    alphabets: SenderAlphabets | None = None  # only when a connector's is narrower than GSM
 
 
 async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
@@ -84,7 +86,11 @@ async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
             "message.invalid", "the message must not contain NUL characters", "message"
         )
     checked = _validate_fields(request, account)
-    prepared = prepare_text(checked.raw_text, stop_suffix=checked.stop_suffix(ctx.stop_mention))
+    narrow = None
+    if ctx.alphabets is not None:
+        narrow = await ctx.alphabets.codec_of(account.id, checked.sender.e164)
+    suffix = checked.stop_suffix(ctx.stop_mention)
+    prepared = prepare_text(checked.raw_text, stop_suffix=suffix, narrow=narrow)
     cost = message_cost(ctx.prices, checked.recipient.region, prepared.segments)
     now = ctx.clock.now()
     due = ctx.due_times.due_at(now, account.quiet_hours, account.region)
