@@ -138,7 +138,14 @@ def test_stop_suffix_is_appended_after_replacements_and_counted() -> None:
     assert prepared.segments == 2
 
 
-@pytest.mark.parametrize("raw", ["", " ", "\n\t  ", "\r\n", "^~|", ":br:", " ^ :br: "])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *("", " ", "\n\t  ", "\r\n", "^~|", ":br:", " ^ :br: "),
+        # shown as nothing, and each was sent and charged as UCS-2 (the text review)
+        *("\u200b", "\ufeff", "\u2060", "\u0301", "\u00a0\u200b\u202f"),
+    ],
+)
 def test_empty_message_is_refused(raw: str) -> None:
     with pytest.raises(DomainError) as caught:
         prepare_text(raw, stop_suffix=" STOP 36173")

@@ -124,7 +124,7 @@ def prepare_text(raw: str, *, stop_suffix: str = "", narrow: str | None = None) 
     alphabet is IA5 or Latin-1: GSM text with a character outside it goes as UCS-2 (it would
     otherwise reach the phone as ``?``)."""
     body = apply_replacements(_expand_markup(raw))
-    if not body.strip():  # blank, or only signs the replacement table deletes ("^~|")
+    if _shows_nothing(body):  # blank, or only signs the replacement table deletes ("^~|")
         raise DomainError(
             "message.required",
             "the message is required (nothing is left once the characters SMS cannot carry "
@@ -174,6 +174,19 @@ def apply_replacements(text: str) -> str:
     if _NEEDS_REPLACING.search(text) is None:
         return text
     return text.translate(_REPLACEMENTS)
+
+
+# Categories of characters a phone shows as nothing: separators, controls, format characters
+# (zero-width space, byte order mark, word joiner) and marks with no letter to sit on.
+_INVISIBLE = frozenset(("Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"))
+
+
+def _shows_nothing(body: str) -> bool:
+    """Blank, or only invisible characters (a message of a zero-width space was sent and
+    charged as UCS-2)."""
+    if body.isascii():
+        return not body.strip()
+    return all(unicodedata.category(char) in _INVISIBLE for char in body)
 
 
 def _fits(text: str, codec: str) -> bool:
