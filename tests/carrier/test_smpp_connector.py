@@ -977,14 +977,22 @@ async def test_smsc_respects_its_deliver_window_with_a_slow_esme(
     ("coding", "expected"), [(0, b"Caf\x05 \x1be"), (1, b"Caf? ?"), (3, b"Caf\xe9 ?")]
 )
 async def test_gsm_text_is_reencoded_for_an_smsc_that_wants_ia5_or_latin1(
-    simulator: Simulator, make_connector: MakeConnector, coding: int, expected: bytes
+    simulator: Simulator,
+    make_connector: MakeConnector,
+    coding: int,
+    expected: bytes,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # The accept path sends such a text as UCS-2; one queued before the connector's alphabet
+    # changed still goes, with "?", and the log says so.
     from smsrelay.domain.text import encode_gsm7
 
     connector = await make_connector(simulator, gsm_data_coding=coding)
     await connector.submit(part(payload=encode_gsm7("Café €")))
     [record] = simulator.received
     assert (record.data_coding, record.short_message) == (coding, expected)
+    replaced = [r for r in caplog.records if r.getMessage() == "smpp.text.replaced"]
+    assert len(replaced) == (0 if coding == 0 else 1)
 
 
 async def test_late_answers_are_awaited_within_the_early_receipt_window() -> None:

@@ -613,9 +613,17 @@ class SmppConnector:
         coding = self.config.gsm_data_coding
         if part.data_coding != 0 or coding not in SMSC_DEFAULT_CODECS:
             return part.payload
-        # the accept path sent a text this alphabet lacks as UCS-2 (service.alphabets); only
-        # one queued before the connector's alphabet was changed can still need "?"
-        return decode_gsm7(part.payload).encode(SMSC_DEFAULT_CODECS[coding], "replace")
+        text = decode_gsm7(part.payload)
+        try:
+            return text.encode(SMSC_DEFAULT_CODECS[coding])
+        except UnicodeEncodeError:
+            # the accept path sends a text this alphabet lacks as UCS-2 (service.alphabets):
+            # only one queued before the connector's alphabet changed gets here
+            self.log.warning(
+                "smpp.text.replaced",
+                extra={"connector": self.name, "part_id": part.part_id, "with": "?"},
+            )
+            return text.encode(SMSC_DEFAULT_CODECS[coding], "replace")
 
     def _submit_sm(self, part: OutboundPart, sequence: int) -> SubmitSm:
         esm_class, short_message, tlvs = build_part(
