@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smsrelay.api.app import api_server
-from smsrelay.api.certificate import api_tls_context, reload_certificate
+from smsrelay.api.certificate import api_tls_context, certificate_fields, reload_certificate
 from smsrelay.api.http_server import HttpServer
 from smsrelay.api.open_files import connection_cap, raise_open_file_limit
 from smsrelay.carrier.connector import Connector
@@ -508,6 +508,9 @@ async def _start_http(
         max_connections=cap,
     )
     port = await server.start(settings.host, settings.port, tls=tls)
-    log.info("api.listening", extra={"port": port, "max_connections": cap, "tls": bool(tls)})
+    fields: dict[str, object] = {"port": port, "max_connections": cap, "tls": bool(tls)}
+    if tls is not None:
+        fields |= certificate_fields(settings.http_tls_cert)
+    log.info("api.listening", extra=fields)
     gateway.http_load = server.load
     return server, port

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import ssl
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from smsrelay import runtime
 from smsrelay.api.certificate import api_tls_context, reload_certificate
 from smsrelay.settings import load_settings
+from smsrelay.tls_files import certificate_facts, warn_if_expiring
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -48,3 +50,27 @@ def test_a_reload_asked_while_serve_starts_is_done_once_it_serves(
     server = Server(first)
     reloads.serving(server)  # type: ignore[arg-type]
     assert server.tls is not first
+
+
+def test_tls12_offers_forward_secret_aead_suites_only(certificate: tuple[str, str]) -> None:
+    # Debian's Python takes OpenSSL's default list: static-RSA and CBC-SHA1 suites were taken.
+    context = api_tls_context(*certificate)
+    assert context is not None
+    tls12 = [c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"]
+    assert tls12 and all(name.startswith("ECDHE-") for name in tls12)
+    assert not [name for name in tls12 if "CBC" in name or name.endswith("-SHA")]
+
+
+def test_an_expired_or_expiring_certificate_is_warned_about(
+    certificate: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Served without a word: every client failed, and the log said all was well.
+    cert, _ = certificate  # valid for two days
+    facts = certificate_facts(cert)
+    assert facts["serial"] and facts["expires"]
+    log = logging.getLogger("test.tls")
+    warn_if_expiring(log, "http_tls_cert", cert, now=facts["expires_at"] - 30 * 86400)
+    warn_if_expiring(log, "http_tls_cert", cert, now=facts["expires_at"] - 86400)
+    warn_if_expiring(log, "http_tls_cert", cert, now=facts["expires_at"] + 2 * 86400)
+    events = [(r.getMessage(), r.__dict__["days"]) for r in caplog.records if r.name == "test.tls"]
+    assert events == [("tls.certificate.expiring", 1.0), ("tls.certificate.expired", -2.0)]

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, TlsFilesError
+from smsrelay.carrier.smpp_client import (
+    SmppConnector,
+    SmppLinkConfig,
+    TlsFilesError,
+    client_tls,
+)
 from smsrelay.errors import TransientError
 
 from .conftest import Inbox, MakeConnector, MakeSimulator, eventually, part
@@ -83,3 +90,69 @@ def test_tls_files_are_checked_when_the_connector_is_made(tmp_path: Path) -> Non
     with pytest.raises(TlsFilesError, match="connector orange: cannot load its TLS files") as err:
         SmppConnector("orange", missing, Inbox())
     assert f"{tmp_path}/no.pem" in str(err.value)  # which file (the config review)
+
+
+def test_an_encrypted_client_key_is_refused_at_once_not_asked_for(
+    tmp_path: Path, client_certificate: tuple[str, str]
+) -> None:
+    # OpenSSL asked for the passphrase on serve's terminal (twice) and serve waited there.
+    cert, key = client_certificate
+    encrypted = tmp_path / "esme-enc.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", key, "-aes256", "-passout", "pass:x", "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    config = SmppLinkConfig.from_url(
+        f"smpps://a:b@127.0.0.1:2775?tls_cert={cert}&tls_key={encrypted}"
+    )
+    with pytest.raises(TlsFilesError, match="its key is encrypted") as err:
+        client_tls("orange", config)
+    assert str(encrypted) in str(err.value)
+
+
+def test_a_client_certificate_without_its_key_says_so(client_certificate: tuple[str, str]) -> None:
+    cert, _ = client_certificate  # the key apart, and not named
+    config = SmppLinkConfig.from_url(f"smpps://a:b@127.0.0.1:2775?tls_cert={cert}")
+    with pytest.raises(TlsFilesError, match="tls_cert holds no private key: set tls_key"):
+        client_tls("orange", config)
+
+
+@pytest.mark.parametrize(
+    ("tls", "event", "says"),
+    [
+        (True, "smpp.connect.failed", "no answer within 0.3 s (TCP connect or TLS handshake)"),
+        (False, "smpp.bind.failed", "(if this SMSC speaks TLS, its URL is smpps://)"),
+    ],
+)
+async def test_an_smsc_that_never_answers_is_logged_with_the_reason_and_the_peer(
+    make_connector: MakeConnector,
+    caplog: pytest.LogCaptureFixture,
+    tls: bool,
+    event: str,
+    says: str,
+) -> None:
+    # A TLS handshake that never came was logged with error "" (a timeout's own text), and a
+    # clear-text bind a TLS SMSC dropped gave no hint: smpp:// and smpps:// mixed up.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not tls:
+            await reader.read(16)  # the bind: a TLS server drops what is not a handshake
+        else:
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    caplog.set_level(logging.WARNING, logger="smsrelay.carrier.smpp")
+    try:
+        await make_connector(port, tls=tls, response_timeout=0.3, wait=False)
+
+        def logged() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.getMessage() == event]
+
+        await eventually(lambda: bool(logged()), what=event)
+        record = logged()[0].__dict__
+        assert says in record["error"] and record["peer"] == f"127.0.0.1:{port}"
+    finally:
+        server.close()

@@ -8,8 +8,18 @@ import ssl
 
 from smsrelay.api.http_server import HttpServer
 from smsrelay.settings import SettingsError
+from smsrelay.tls_files import (
+    EncryptedKey,
+    certificate_facts,
+    holds_a_key,
+    no_passphrase,
+    warn_if_expiring,
+)
 
 log = logging.getLogger("smsrelay.api")
+# Forward secrecy and AEAD only for TLS 1.2 (1.3's suites are all so): Debian's Python takes
+# OpenSSL's default list, which also offered static-RSA and CBC-SHA1 suites.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 def api_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
@@ -19,16 +29,17 @@ def api_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     if not cert:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 or newer
+    context.set_ciphers(TLS12_CIPHERS)
     try:
-        # an encrypted key made OpenSSL ask for its passphrase on the terminal, blocking serve
-        context.load_cert_chain(cert, key, password=_no_passphrase)
-    except _Encrypted as exc:
+        context.load_cert_chain(cert, key, password=no_passphrase)
+    except EncryptedKey as exc:
         raise SettingsError(f"http_tls_cert: cannot load {_files(cert, key)}: {exc}") from exc
     except (OSError, ssl.SSLError) as exc:
-        if not key and not _holds_a_key(cert):  # OpenSSL says "PEM lib"
+        if not key and not holds_a_key(cert):  # OpenSSL says "PEM lib"
             reason = "it holds no private key: set http_tls_key to the key's file"
             raise SettingsError(f"http_tls_cert: cannot load {cert}: {reason}") from exc
         raise SettingsError(f"http_tls_cert: cannot load {_files(cert, key)}: {exc}") from exc
+    warn_if_expiring(log, "http_tls_cert", cert)
     return context
 
 
@@ -52,23 +63,10 @@ def reload_certificate(server: HttpServer, cert: str | None, key: str | None) ->
         return
     assert context is not None  # server.tls is set only with a certificate
     server.tls = context
-    log.info("api.tls.reloaded", extra={"file": cert})
+    log.info("api.tls.reloaded", extra={"file": cert, **certificate_fields(cert)})
 
 
-class _Encrypted(Exception):
-    """The key asks for a passphrase."""
-
-
-def _no_passphrase() -> bytes:
-    raise _Encrypted(
-        "its key is encrypted and serve cannot ask for a passphrase: store it decrypted, "
-        "readable by serve's user only (openssl pkey -in KEY -out KEY.plain)"
-    )
-
-
-def _holds_a_key(pem_file: str) -> bool:
-    try:
-        with open(pem_file, "rb") as pem:
-            return b"PRIVATE KEY-----" in pem.read(1 << 20)
-    except OSError:
-        return True  # unreadable: the error OpenSSL gave says so
+def certificate_fields(cert: str | None) -> dict[str, object]:
+    """The certificate's expiry and serial, as a log line's fields."""
+    facts = certificate_facts(cert) if cert else {}
+    return {k: facts[k] for k in ("expires", "serial") if k in facts}

@@ -61,6 +61,7 @@ from smsrelay.smpp.session import (
     reconnect_delay,
 )
 from smsrelay.smpp.times import relative_time
+from smsrelay.tls_files import EncryptedKey, holds_a_key, no_passphrase
 from smsrelay.turn_batch import TurnBatch
 
 BindMode = Literal["transceiver", "transmitter+receiver"]
@@ -195,14 +196,21 @@ def client_tls(name: str, config: SmppLinkConfig) -> ssl.SSLContext | None:
     certificate when the carrier requires mutual TLS."""
     if not config.tls:
         return None
+    files = ", ".join(f for f in (config.tls_ca, config.tls_cert, config.tls_key) if f)
     try:
         context = ssl.create_default_context(cafile=config.tls_ca)
         if config.tls_cert:
-            context.load_cert_chain(config.tls_cert, config.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        files = ", ".join(f for f in (config.tls_ca, config.tls_cert, config.tls_key) if f)
+            context.load_cert_chain(config.tls_cert, config.tls_key, password=no_passphrase)
+    except EncryptedKey as exc:
         raise TlsFilesError(
-            f"connector {name}: cannot load its TLS files ({files}): {exc}"
+            f"connector {name}: cannot load {config.tls_key or config.tls_cert}: {exc}"
+        ) from exc
+    except (OSError, ssl.SSLError) as exc:
+        reason = str(exc)
+        if config.tls_cert and not config.tls_key and not holds_a_key(config.tls_cert):
+            reason = "tls_cert holds no private key: set tls_key to the key's file"  # "PEM lib"
+        raise TlsFilesError(
+            f"connector {name}: cannot load its TLS files ({files}): {reason}"
         ) from exc
     return context
 
@@ -710,7 +718,12 @@ class SmppConnector:
             if not self._stopping:
                 self.log.warning(
                     "smpp.link.lost",
-                    extra={"connector": self.name, "mode": mode, "lived_s": round(lived, 3)},
+                    extra={
+                        "connector": self.name,
+                        "mode": mode,
+                        "peer": self._peer,
+                        "lived_s": round(lived, 3),
+                    },
                 )
                 await asyncio.sleep(self._backoff(attempt))
 
@@ -735,16 +748,20 @@ class SmppConnector:
         )
 
     async def _connect_and_bind(self, mode: str) -> _EsmeLink | None:
-        fields_ = {"connector": self.name, "mode": mode}
+        fields_ = {"connector": self.name, "mode": mode, "peer": self._peer}
         try:
             link = await self._connect(mode)
         except (OSError, TimeoutError) as exc:
-            self.log.warning("smpp.connect.failed", extra={**fields_, "error": str(exc)})
+            error = str(exc) or self._no_answer()  # a timeout's own text is empty
+            self.log.warning("smpp.connect.failed", extra={**fields_, "error": error})
             return None
         try:
             response = await link.request(self._bind_pdu(mode, link.session.next_sequence()))
         except TransientError as exc:
-            self.log.warning("smpp.bind.failed", extra={**fields_, "error": str(exc)})
+            error = str(exc)
+            if not self.config.tls:  # what a TLS SMSC does with a clear-text bind
+                error += " (if this SMSC speaks TLS, its URL is smpps://)"
+            self.log.warning("smpp.bind.failed", extra={**fields_, "error": error})
             link.abort()
             return None
         except BaseException:  # cancelled (stop) or a bug: never leak the socket
@@ -759,6 +776,14 @@ class SmppConnector:
             return None
         self.log.info("smpp.bind.ok", extra={**fields_, "peer": link.peer})
         return link
+
+    @property
+    def _peer(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    def _no_answer(self) -> str:
+        step = "TCP connect or TLS handshake" if self.config.tls else "TCP connect"
+        return f"no answer within {self.config.response_timeout:g} s ({step})"
 
     async def _connect(self, mode: str) -> _EsmeLink:
         config = self.config
