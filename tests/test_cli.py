@@ -164,6 +164,31 @@ def test_webhook_retry_of_a_delivered_callback_says_there_is_nothing_to_retry(
     assert "no callbacks" in run("webhooks", "list", "--failed")
 
 
+def test_webhooks_list_hides_the_receivers_password(run, tmp_path: Path) -> None:
+    # It printed https://alice:S3cretPw@… in full: the customer's credentials, in what gets
+    # pasted into a ticket (the logs already named only the host).
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.webhooks.conftest import add_callback
+
+    run("status")  # makes the database
+
+    async def one_callback() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        try:
+            account = await store.create_account("a", "hash-a", 1_000_000, 0.0)
+            await add_callback(store, account, "https://alice:S3cretPw@hooks.example/dlr?n=1")
+        finally:
+            await store.close()
+
+    asyncio.run(one_callback())
+    for output in (run("webhooks", "list"), run("webhooks", "list", "--json")):
+        assert "S3cretPw" not in output
+        assert "https://alice:***@hooks.example/dlr?n=1" in output
+
+
 def test_messages_show_unknown_id(run) -> None:
     run("messages", "show", "42", code=1)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from smsrelay.cli_support import emit, fail, settings_from, with_gateway
+from smsrelay.cli_support import emit, fail, redacted, settings_from, with_gateway
 from smsrelay.domain.pricing import eur_to_micros, format_eur
 from smsrelay.errors import DomainError
 from smsrelay.service import accounts as account_service
@@ -23,7 +23,7 @@ def _describe(account: Account) -> dict[str, Any]:
         "quietHours": account.quiet_hours,
         "region": account.region,
         "marketing": account.marketing,
-        "replyUrl": account.reply_url,
+        "replyUrl": account.reply_url and redacted(account.reply_url),
         "webhookSecret": bool(account.webhook_secret),
         "reassembleReplies": account.reassemble_replies,
     }

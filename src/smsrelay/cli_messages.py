@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
 
-from smsrelay.cli_support import emit, fail, with_gateway
+from smsrelay.cli_support import emit, fail, redacted, with_gateway
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.pricing import format_eur
 from smsrelay.service.dates import iso_text
@@ -238,7 +239,8 @@ def list_webhooks(
     async def work(gw: Gateway) -> list[WebhookView]:
         return await gw.store.list_webhooks(state, limit)
 
-    found = with_gateway(ctx, work)
+    # the receiver's credentials are the customer's: not in what gets pasted into a ticket
+    found = [replace(w, url=redacted(w.url)) for w in with_gateway(ctx, work)]
     emit(
         found,
         as_json,
