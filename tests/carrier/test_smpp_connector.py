@@ -27,6 +27,7 @@ from smsrelay.smpp.pdu import (
     BindTransceiverResp,
     BindTransmitterResp,
     CommandStatus,
+    EnquireLinkResp,
     GenericNack,
     MessageState,
     Pdu,
@@ -346,6 +347,27 @@ async def _scripted_smsc(
         writer.close()
 
     return await asyncio.start_server(smsc, "127.0.0.1", 0), binds
+
+
+async def test_a_response_of_another_command_on_a_submits_number_is_not_its_answer(
+    make_connector: MakeConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An enquire_link_resp on the submit's sequence number was taken as its answer
+    # (ESME_RSYSERR): the part was sent again, and the SMSC had it twice.
+    submits: list[int] = []
+
+    def stray_then_right(pdu: SubmitSm, binds: int) -> bytes:
+        submits.append(pdu.sequence)
+        stray = encode(EnquireLinkResp(sequence=pdu.sequence))
+        return stray + encode(SubmitSmResp(sequence=pdu.sequence, message_id="only-one"))
+
+    server, _ = await _scripted_smsc(stray_then_right)
+    port = server.sockets[0].getsockname()[1]
+    connector = await make_connector(port)
+    outcome = await connector.submit(part())
+    assert (outcome.status, outcome.message_id) == (0, "only-one") and len(submits) == 1
+    assert any(r.getMessage() == "smpp.response.stray" for r in caplog.records)
+    server.close()
 
 
 async def test_a_submit_on_a_link_being_dropped_never_left_and_is_not_unanswered(

@@ -16,6 +16,7 @@ from smsrelay.smpp.pdu import (
     BindTransceiverResp,
     BindTransmitter,
     BindTransmitterResp,
+    CommandId,
     CommandStatus,
     DataSm,
     DataSmResp,
@@ -36,6 +37,7 @@ from smsrelay.smpp.session import (
     BindState,
     Role,
     Session,
+    StrayResponse,
     TokenBucket,
     attempts_after_link_lost,
     reconnect_delay,
@@ -225,6 +227,28 @@ def test_window_refuses_one_more_and_a_response_frees_a_slot() -> None:
 def test_unknown_response_is_returned_but_changes_nothing() -> None:
     esme, _ = bound_pair()
     assert esme.receive(encode(SubmitSmResp(sequence=999)), 0) == [SubmitSmResp(sequence=999)]
+    assert esme.in_flight == 0
+
+
+def test_a_response_of_another_command_is_stray_and_leaves_its_request_waiting() -> None:
+    # An enquire_link_resp on a submit's sequence number was taken as the submit's answer
+    # (ESME_RSYSERR), and the part went again: the SMSC had it twice.
+    esme, _ = bound_pair()
+    sequence = esme.next_sequence()
+    esme.send(SubmitSm(sequence=sequence, short_message=b"once"), 0)
+    [stray] = esme.receive(encode(EnquireLinkResp(sequence=sequence)), 0)
+    assert isinstance(stray, StrayResponse) and stray.request is CommandId.SUBMIT_SM
+    assert esme.in_flight == 1  # still waiting for its own answer
+    [answer] = esme.receive(encode(SubmitSmResp(sequence=sequence, message_id="7")), 0)
+    assert answer == SubmitSmResp(sequence=sequence, message_id="7") and esme.in_flight == 0
+
+
+def test_a_generic_nack_answers_any_request() -> None:
+    esme, _ = bound_pair()
+    sequence = esme.next_sequence()
+    esme.send(SubmitSm(sequence=sequence), 0)
+    nack = GenericNack(sequence=sequence, status=CommandStatus.ESME_RTHROTTLED)
+    assert esme.receive(encode(nack), 0) == [nack]
     assert esme.in_flight == 0
 
 

@@ -39,6 +39,7 @@ from smsrelay.smpp.pdu import (
 from smsrelay.smpp.session import (
     Role,
     Session,
+    StrayResponse,
 )
 
 # --- one connection, either role -----------------------------------------------------------
@@ -125,6 +126,7 @@ class SmppLink(asyncio.Protocol):
             EnquireLink: self._on_enquire_link,
             Unbind: self._on_unbind,
             RemoteProtocolError: self._on_remote_error,
+            StrayResponse: self._on_stray,
         }
 
     # --- asyncio.Protocol ----------------------------------------------------------------
@@ -319,6 +321,17 @@ class SmppLink(asyncio.Protocol):
         self.write(self.session.send(nack, self.loop.time()))
         if error.fatal:
             self.close()
+
+    def _on_stray(self, stray: StrayResponse) -> None:
+        self.log.warning(
+            "smpp.response.stray",
+            extra={
+                "link": self.name,
+                "sequence": stray.pdu.sequence,
+                "pdu": type(stray.pdu).__name__,
+                "request": stray.request.name,
+            },
+        )
 
     def _on_unexpected(self, pdu: Any) -> None:
         self.log.debug("smpp.pdu.ignored", extra={"link": self.name, "pdu": type(pdu).__name__})

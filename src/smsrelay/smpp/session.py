@@ -18,6 +18,19 @@ from smsrelay.smpp.pdu import RESPONSE_BIT, CommandId, CommandStatus, Pdu
 MAX_SEQUENCE = 0x7FFFFFFF
 
 
+@dataclass(frozen=True)
+class StrayResponse:
+    """A response that does not answer the request its sequence number names: dropped (that
+    request stays outstanding until its own answer or its timeout)."""
+
+    pdu: Pdu
+    request: CommandId
+
+    @property
+    def command_id(self) -> int:
+        return self.pdu.command_id
+
+
 class Role(StrEnum):
     ESME = "esme"  # the client: binds, submits
     SMSC = "smsc"  # the server: accepts binds, delivers
@@ -179,21 +192,25 @@ class Session:
 
     # --- receiving -----------------------------------------------------------------------
 
-    def receive(self, data: bytes, now: float) -> list[Event]:
-        """PDUs read from ``data``; a request not allowed now comes out as an error to answer."""
+    def receive(self, data: bytes, now: float) -> list[Event | StrayResponse]:
+        """PDUs read from ``data``; a request not allowed now comes out as an error to answer,
+        a response of another command than its sequence's request as a StrayResponse."""
         self._last_received = now
-        events = self._reader.feed(data)
+        events: list[Event | StrayResponse] = list(self._reader.feed(data))
         for i, event in enumerate(events):
-            if not isinstance(event, RemoteProtocolError):
+            if not isinstance(event, RemoteProtocolError | StrayResponse):
                 checked = self.accept(event)
                 if checked is not None:
                     events[i] = checked
         return events
 
-    def accept(self, pdu: Pdu) -> RemoteProtocolError | None:
+    def accept(self, pdu: Pdu) -> RemoteProtocolError | StrayResponse | None:
         """Apply a received PDU to the state; the error to answer it with, if refused."""
         command_id = pdu.command_id
         if command_id & RESPONSE_BIT:
+            stray = self._stray(pdu)
+            if stray is not None:
+                return stray
             request = self._complete(pdu.sequence)
             if request is not None:
                 self._transition(command_id, pdu.status == 0)
@@ -216,6 +233,18 @@ class Session:
             # (some drop a message refused with ESME_RINVBNDSTS for good).
             return CommandStatus.ESME_RX_T_APPN
         return CommandStatus.ESME_RINVBNDSTS
+
+    def _stray(self, pdu: Pdu) -> StrayResponse | None:
+        """A response whose sequence is a request of another command (an enquire_link_resp
+        on a submit's number): taken as that request's answer, a submit went again."""
+        request = self._outstanding.get(pdu.sequence)
+        if request is None or pdu.command_id is C.GENERIC_NACK:
+            return None
+        if pdu.command_id == request.command_id | RESPONSE_BIT:
+            return None
+        if request.command_id in _BINDS and pdu.command_id & ~RESPONSE_BIT in _BINDS:
+            return None  # another bind's resp: the bind's answer, a refusal (the client's)
+        return StrayResponse(pdu, request.command_id)
 
     def _complete(self, sequence: int) -> Outstanding | None:
         request = self._outstanding.pop(sequence, None)
