@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from smsrelay.smpp.pdu import SLOW_DOWN_STATUSES
+from smsrelay.smpp.pdu import SLOW_DOWN_STATUSES, CommandStatus
+from smsrelay.smpp.pdu import status_name as smpp_status_name
 
 
 class Outcome(StrEnum):
@@ -15,28 +16,27 @@ class Outcome(StrEnum):
 
 
 ESME_ROK = 0x00
-SLOW_DOWN = {int(status): status.name for status in SLOW_DOWN_STATUSES}
-PERMANENT = {
-    0x0A: "ESME_RINVSRCADR",
-    0x0B: "ESME_RINVDSTADR",
-    0x01: "ESME_RINVMSGLEN",
-    0x06: "ESME_RINVPRTFLG",
-    0x0C: "ESME_RINVMSGID",
-    0x33: "ESME_RINVNUMDESTS",
-    0x48: "ESME_RINVSRCTON",
-    0x49: "ESME_RINVSRCNPI",
-    0x50: "ESME_RINVDSTTON",
-    0x51: "ESME_RINVDSTNPI",
-    0x61: "ESME_RINVSCHED",
-    0x62: "ESME_RINVEXPIRY",
-}
-TRANSIENT = {0x08: "ESME_RSYSERR", 0x45: "ESME_RSUBMITFAIL", 0x64: "ESME_RX_T_APPN"}
+S = CommandStatus
+# Refusals the same submit_sm would get again: the message is rejected with the reason. The
+# others (system errors, a failed submit, an SMSC's own codes) are retried a bounded number of
+# times; throttling and a full queue slow the link down and are not counted.
+PERMANENT = frozenset(
+    {
+        *(S.ESME_RINVMSGLEN, S.ESME_RINVPRTFLG, S.ESME_RINVREGDLVFLG, S.ESME_RINVSRCADR),
+        *(S.ESME_RINVDSTADR, S.ESME_RINVMSGID, S.ESME_RINVSERTYP, S.ESME_RINVNUMDESTS),
+        *(S.ESME_RINVESMCLASS, S.ESME_RINVSRCTON, S.ESME_RINVSRCNPI, S.ESME_RINVDSTTON),
+        *(S.ESME_RINVDSTNPI, S.ESME_RINVSCHED, S.ESME_RINVEXPIRY, S.ESME_RX_P_APPN),
+        *(S.ESME_RX_R_APPN, S.ESME_RINVOPTPARSTREAM, S.ESME_ROPTPARNOTALLWD),
+        *(S.ESME_RINVPARLEN, S.ESME_RMISSINGOPTPARAM, S.ESME_RINVOPTPARAMVAL),
+        S.ESME_RDELIVERYFAILURE,
+    }
+)
 
 
 def classify(status: int) -> Outcome:
     if status == ESME_ROK:
         return Outcome.OK
-    if status in SLOW_DOWN:
+    if status in SLOW_DOWN_STATUSES:
         return Outcome.SLOW_DOWN
     if status in PERMANENT:
         return Outcome.REJECT
@@ -44,7 +44,8 @@ def classify(status: int) -> Outcome:
 
 
 def status_name(status: int) -> str:
-    name = SLOW_DOWN.get(status) or PERMANENT.get(status) or TRANSIENT.get(status)
-    if name is None:
-        name = "ESME_ROK" if status == 0 else "ESME_ERROR"
+    """SMPP's name and the code, or ESME_ERROR for an SMSC's own code."""
+    name = smpp_status_name(status)
+    if name.startswith("0x"):
+        name = "ESME_ERROR"
     return f"{name} (0x{status:08X})"
