@@ -8,13 +8,13 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aiohttp
 import pytest
 
 from smsrelay.carrier import simulator as simulator_module
-from smsrelay.carrier.connector import Connector, SubmitUnanswered
+from smsrelay.carrier.connector import Connector, InboundSm, SubmitUnanswered
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSlots
 from smsrelay.carrier.smpp_link import LATE_ANSWER_LIMIT, SmppLink
@@ -27,6 +27,8 @@ from smsrelay.smpp.pdu import (
     BindTransceiverResp,
     BindTransmitterResp,
     CommandStatus,
+    DeliverSm,
+    DeliverSmResp,
     EnquireLinkResp,
     GenericNack,
     MessageState,
@@ -367,6 +369,62 @@ async def test_a_response_of_another_command_on_a_submits_number_is_not_its_answ
     outcome = await connector.submit(part())
     assert (outcome.status, outcome.message_id) == (0, "only-one") and len(submits) == 1
     assert any(r.getMessage() == "smpp.response.stray" for r in caplog.records)
+    server.close()
+
+
+class _StoreAfterTheStop(Inbox):
+    """A store whose write finishes when the test says (a commit slower than an unbind)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored = asyncio.Event()
+
+    async def handle_many(self, inbounds: Sequence[InboundSm]) -> list[int]:
+        await self.stored.wait()
+        return await super().handle_many(inbounds)
+
+
+async def test_a_delivery_that_comes_while_stopping_is_answered_try_later_not_stored_unanswered(
+    make_connector: MakeConnector,
+) -> None:
+    # With submits waiting for their answers at SIGTERM, the SMSC sent a reply and then the
+    # answers: the reply was stored, the link closed after the unbind, and its deliver_sm_resp
+    # never went. The SMSC sent it again minutes later, and it was posted twice.
+    inbox = _StoreAfterTheStop()
+    seen: list[Pdu] = []
+    submitted = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        pdus = PduReader()
+        while data := await reader.read(4096):
+            for pdu in pdus.feed(data):
+                seen.append(pdu)
+                if isinstance(pdu, BindTransceiver):
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, SubmitSm):
+                    submitted.set()  # left unanswered until the stop has begun
+                elif isinstance(pdu, Unbind):
+                    writer.write(encode(UnbindResp(sequence=pdu.sequence)))
+        writer.close()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connector = await make_connector(port, inbox)
+    outcome = asyncio.ensure_future(connector.submit(part()))
+    await asyncio.wait_for(submitted.wait(), 5)
+    stopping = asyncio.ensure_future(connector.stop())
+    await eventually(lambda: connector._stopping, what="the stop began")
+    [submit] = [pdu for pdu in seen if isinstance(pdu, SubmitSm)]
+    reply = DeliverSm(sequence=77, source_addr="33612345678", short_message=b"oui")
+    writers[0].write(encode(reply) + encode(SubmitSmResp(sequence=submit.sequence, message_id="1")))
+    await asyncio.wait_for(stopping, 10)
+    inbox.stored.set()  # the store's commit, taking longer than the unbind
+    assert (await outcome).message_id == "1"
+    [answer] = [pdu for pdu in seen if isinstance(pdu, DeliverSmResp)]
+    assert answer.sequence == 77 and answer.status == CommandStatus.ESME_RX_T_APPN
+    assert inbox.calls == 0  # not stored: the SMSC delivers it again on the next bind
     server.close()
 
 

@@ -656,6 +656,12 @@ class SmppConnector:
 
     def received(self, item: _Received) -> None:
         """Stored and answered with the others of its loop turn (receipts in one write)."""
+        if self._stopping:
+            # stop() waits for the deliveries it found, then unbinds and closes: one stored
+            # after that could not be answered, and the SMSC would send it again (a reply
+            # posted twice). "Try again later": it comes again on the next bind.
+            item.answer(CommandStatus.ESME_RX_T_APPN)
+            return
         if self._inbound is None:
             loop = self._loop or asyncio.get_running_loop()
             self._inbound = TurnBatch(self._answer_many, self._tasks, loop)
