@@ -102,6 +102,22 @@ async def test_writes_arriving_during_a_sync_share_the_next_commit(
     assert held_sync.calls == calls_before + 1  # twenty writes, one more fsync
 
 
+async def test_a_batch_that_changes_no_row_is_answered_without_a_sync(
+    db: Database, held_sync: HeldSync
+) -> None:
+    # An idle gateway's claims (the dispatcher's, the callback sender's) find nothing ~10
+    # times a second, and each was an fdatasync of a WAL it had not written to.
+    calls = held_sync.calls
+
+    def claim_nothing(conn: sqlite3.Connection) -> list[object]:
+        return conn.execute("UPDATE t SET v = v WHERE id < 0 RETURNING id").fetchall()
+
+    assert await db.write(claim_nothing) == []
+    assert held_sync.calls == calls
+    await db.write(_insert(b"x"))
+    assert held_sync.calls == calls + 1
+
+
 async def test_after_a_failed_sync_no_write_is_promised_again(
     db: Database, held_sync: HeldSync
 ) -> None:

@@ -178,6 +178,8 @@ class Database:
         self._reader.shutdown(wait=True)
 
     async def write(self, fn: Callable[[Conn], T]) -> T:
+        """``fn``'s result once its batch is committed and, if the batch changed a row,
+        synced (schema changes are made by ``start``'s migrations, not by writes)."""
         if self._conn is None:
             raise TransientError("database is not open")
         if self._broken_by is not None:
@@ -210,6 +212,7 @@ class Database:
             resolve_all([(future, None, refusal) for _, future in waiting])
             return
         batch, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+        changes_before = self._conn.total_changes
         try:
             outcomes = _run_plain(self._conn, batch)
             if outcomes is None:  # an op refused: redo the batch with one savepoint per op
@@ -223,7 +226,9 @@ class Database:
             self._run_later()
             return
         self.health.batch_stored()
-        if self._wal_fd is None:  # in memory: nothing to sync
+        # In memory, or a batch that changed no row (claims that found nothing: an idle
+        # gateway's polls, ~10 a second): nothing was written to sync.
+        if self._wal_fd is None or self._conn.total_changes == changes_before:
             resolve_all(outcomes)
             self._run_later()
             return
