@@ -120,3 +120,25 @@ async def test_a_port_in_use_is_refused_with_its_address(
     with pytest.raises(OSError, match=f"'127.0.0.1', {port}") as refused:
         await second.start("127.0.0.1", port, tls=context)
     assert refused.value.errno == errno.EADDRINUSE  # serve's "another smsrelay running?" hint
+
+
+async def test_plain_http_clients_are_logged_with_their_address_a_line_a_second(
+    start: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A line per client, with no address: a scanner made hundreds, none saying who.
+    monkeypatch.setattr(tls_listener, "PLAIN_SAID_EVERY_S", 60.0)  # a slow machine's second
+    caplog.set_level("INFO", logger="smsrelay.api")
+    _, port = await start(100)
+
+    async def plain_request() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer
+
+    for _ in range(3):
+        assert b"this port speaks https" in await plain_request()
+    lines = [r for r in caplog.records if r.getMessage() == "api.plain_http_on_https_port"]
+    assert len(lines) == 1  # the three within the interval
+    assert lines[0].__dict__["peer"].startswith("127.0.0.1:") and lines[0].__dict__["count"] == 1

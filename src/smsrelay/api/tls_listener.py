@@ -32,6 +32,7 @@ ACCEPT_RETRY_S = 0.1  # after an accept that failed for want of descriptors or m
 ACCEPT_WARNING_EVERY_S = 10.0
 ACCEPT_BATCH = 64  # connections taken from the listen queue at once, past the awaited one
 PLAIN_LINGER_S = 1.0  # after the plain-HTTP answer, its request is read and dropped so long
+PLAIN_SAID_EVERY_S = 1.0  # plain-HTTP clients are logged a line a second at most
 OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 log = logging.getLogger("smsrelay.api")
 
@@ -54,6 +55,8 @@ class TlsListener:
         self._accepting: list[asyncio.Task[None]] = []
         self._handshakes: set[asyncio.Task[None]] = set()
         self._last_warning = float("-inf")  # when an accept's failure was last logged
+        self._plain_said_at = float("-inf")  # when a plain-HTTP client was last logged
+        self._plain_unsaid = 0  # plain-HTTP clients answered since that line
 
     @property
     def handshaking(self) -> int:
@@ -172,13 +175,27 @@ class TlsListener:
             if spare is not None:
                 spare.close()
 
+    def _say_plain_http(self, client: socket.socket) -> None:
+        """Who spoke plain HTTP here: a line a second at most (a misconfigured client or a
+        scanner may do it hundreds of times a second), with how many since the last."""
+        self._plain_unsaid += 1
+        now = time.monotonic()
+        if now - self._plain_said_at < PLAIN_SAID_EVERY_S:
+            return
+        peer = "?"
+        with contextlib.suppress(OSError, IndexError, TypeError):
+            address = client.getpeername()
+            peer = f"{address[0]}:{address[1]}"
+        log.info("api.plain_http_on_https_port", extra={"peer": peer, "count": self._plain_unsaid})
+        self._plain_said_at, self._plain_unsaid = now, 0
+
     async def _answer_plain_http(
         self, loop: asyncio.AbstractEventLoop, client: socket.socket
     ) -> None:
         """The answer in clear text, then the request read and dropped until the client goes
         (closing with it unread would reset the connection before the client read the 400).
         The caller closes ``client``."""
-        log.info("api.plain_http_on_https_port")
+        self._say_plain_http(client)
         with contextlib.suppress(OSError):  # TimeoutError among them: the linger is over
             client.send(self._plain_http_answer())  # small: the socket's buffer takes it
             client.shutdown(socket.SHUT_WR)
