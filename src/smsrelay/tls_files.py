@@ -4,7 +4,9 @@ certificate says about its own expiry."""
 from __future__ import annotations
 
 import logging
+import os
 import ssl
+import stat
 import time
 from typing import Any
 
@@ -67,3 +69,17 @@ def warn_if_expiring(
             "days": round(days, 1),
         }
         log.warning(event, extra=extra)
+
+
+def warn_if_readable_by_others(log: logging.Logger, what: str, key_file: str) -> None:
+    """A warning for a private key every user of the machine can read (mode 644, say; 640
+    with a group such as Debian's ssl-cert is the usual way to share one, and is not warned)."""
+    try:
+        mode = os.stat(key_file).st_mode
+    except OSError:
+        return  # loading it said what was wrong
+    if mode & stat.S_IROTH:
+        log.warning(
+            "tls.key.readable_by_others",
+            extra={"what": what, "file": key_file, "mode": oct(stat.S_IMODE(mode))},
+        )

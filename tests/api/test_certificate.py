@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,3 +75,18 @@ def test_an_expired_or_expiring_certificate_is_warned_about(
     warn_if_expiring(log, "http_tls_cert", cert, now=facts["expires_at"] + 2 * 86400)
     events = [(r.getMessage(), r.__dict__["days"]) for r in caplog.records if r.name == "test.tls"]
     assert events == [("tls.certificate.expiring", 1.0), ("tls.certificate.expired", -2.0)]
+
+
+def test_a_key_every_user_can_read_is_warned_about(
+    tmp_path: Path, certificate: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = certificate
+    copy = tmp_path / "key.pem"
+    copy.write_bytes(Path(key).read_bytes())
+    copy.chmod(0o640)  # a group such as ssl-cert: the usual way to share it
+    api_tls_context(cert, str(copy))
+    assert not [r for r in caplog.records if r.getMessage() == "tls.key.readable_by_others"]
+    copy.chmod(0o644)
+    api_tls_context(cert, str(copy))
+    [line] = [r for r in caplog.records if r.getMessage() == "tls.key.readable_by_others"]
+    assert line.__dict__["file"] == str(copy) and line.__dict__["mode"] == "0o644"

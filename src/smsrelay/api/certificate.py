@@ -14,6 +14,7 @@ from smsrelay.tls_files import (
     holds_a_key,
     no_passphrase,
     warn_if_expiring,
+    warn_if_readable_by_others,
 )
 
 log = logging.getLogger("smsrelay.api")
@@ -40,6 +41,7 @@ def api_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
             raise SettingsError(f"http_tls_cert: cannot load {cert}: {reason}") from exc
         raise SettingsError(f"http_tls_cert: cannot load {_files(cert, key)}: {exc}") from exc
     warn_if_expiring(log, "http_tls_cert", cert)
+    warn_if_readable_by_others(log, "http_tls_key", key or cert)
     return context
 
 
