@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from smsrelay.carrier import simulator as simulator_module
+from smsrelay.carrier import smpp_client
 from smsrelay.carrier.connector import Connector, InboundSm, SubmitUnanswered
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSlots
@@ -769,27 +770,36 @@ async def test_a_lost_link_gives_up_on_late_answers(
     assert await asyncio.wait_for(raised.value.late, 0.5) is None
 
 
-async def test_wrong_password_is_refused_with_backoff(
+async def test_wrong_password_is_refused_and_tried_again_minutes_later_not_seconds(
     make_simulator: MakeSimulator,
     make_connector: MakeConnector,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # At the reconnect pace (0.5 s doubling to 30 s) a wrong password made 120 failed logins
+    # an hour: carriers lock an account for fewer.
     simulator = await make_simulator(system_id="esme", password="right")
     caplog.set_level(logging.ERROR, logger="smsrelay.carrier.smpp")
     connector = await make_connector(
-        simulator, password="wrong", wait=False, reconnect_min=0.05, reconnect_max=10
+        simulator, password="wrong", wait=False, reconnect_min=0.05, reconnect_max=0.1
     )
-    await eventually(lambda: simulator.server.refused_binds >= 3, what="three refusals")
+    await eventually(lambda: simulator.server.refused_binds >= 1, what="a refusal")
+    [line] = [r for r in caplog.records if r.getMessage() == "smpp.bind.refused"]
+    assert line.__dict__["next_try_s"] == smpp_client.CREDENTIALS_RETRY_S == 300.0
     assert not connector.is_up and simulator.stats.binds == 0
-    assert "smpp.bind.refused" in caplog.messages
-    # attempts 1, 2, 3 wait >= 0.025, 0.05, 0.1 s: the fourth cannot come within 0.1 s
-    refused = simulator.server.refused_binds
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.1):
-            while simulator.server.refused_binds == refused:
+    with pytest.raises(TimeoutError):  # the reconnect pace (0.1 s) would have tried again
+        async with asyncio.timeout(0.5):
+            while simulator.server.refused_binds == 1:
                 await asyncio.sleep(POLL_INTERVAL)
-    with pytest.raises(TransientError):
-        await connector.submit(part())
+    await connector.stop()
+
+
+async def test_a_refused_password_is_tried_again_after_the_credentials_wait(
+    make_simulator: MakeSimulator, make_connector: MakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(smpp_client, "CREDENTIALS_RETRY_S", 0.05)
+    simulator = await make_simulator(system_id="esme", password="right")
+    await make_connector(simulator, password="wrong", wait=False, reconnect_min=0.05)
+    await eventually(lambda: simulator.server.refused_binds >= 3, what="three refusals")
 
 
 async def test_handler_failure_answers_rx_t_appn_and_the_smsc_resends(

@@ -68,6 +68,10 @@ BindMode = Literal["transceiver", "transmitter+receiver"]
 _log = logging.getLogger("smsrelay.carrier.smpp")
 _PROCESS_ID = uuid.uuid4().hex[:12]  # bind ids stay distinct across restarts
 _BIND_COUNTER = itertools.count(1)
+# A bind refused for its system_id or password is tried again this much later at the least:
+# carriers count failed logins and may lock the account (the reconnect pace made 120 an hour).
+CREDENTIALS_RETRY_S = 300.0
+CREDENTIAL_REFUSALS = frozenset({CommandStatus.ESME_RINVPASWD, CommandStatus.ESME_RINVSYSID})
 MAX_WINDOW = 1000  # = the dispatcher's in_flight: the parts one connector holds at once
 
 # --- configuration -------------------------------------------------------------------------
@@ -397,6 +401,7 @@ class SmppConnector:
     ) -> None:
         self.name = name
         self.config = config
+        self._credentials_refused = False  # the last bind's refusal named our credentials
         self.log = logger or _log
         self.receipt_ids = ReceiptIdForm(config.receipt_id, self._id_form_learnt)
         self._on_inbound = on_inbound
@@ -715,7 +720,11 @@ class SmppConnector:
                 link = None
             if link is None:
                 attempt += 1
-                await asyncio.sleep(self._backoff(attempt))
+                delay = self._backoff(attempt)
+                if self._credentials_refused:  # a carrier may lock the account after a few
+                    delay = max(delay, CREDENTIALS_RETRY_S)
+                    self._credentials_refused = False
+                await asyncio.sleep(delay)
                 continue
             lived = await self._serve_link(mode, link)
             attempt = attempts_after_link_lost(
@@ -777,7 +786,10 @@ class SmppConnector:
             # A refusal, or an answer of another kind (a generic_nack with status 0, the resp
             # of another bind mode): the session is not bound, and would send nothing.
             status = status_name(response.status) if response.status else type(response).__name__
-            self.log.error("smpp.bind.refused", extra={**fields_, "status": status})
+            credentials = response.status in CREDENTIAL_REFUSALS
+            self._credentials_refused = credentials
+            wait = {"next_try_s": CREDENTIALS_RETRY_S} if credentials else {}
+            self.log.error("smpp.bind.refused", extra={**fields_, "status": status, **wait})
             link.abort()
             return None
         self.log.info("smpp.bind.ok", extra={**fields_, "peer": link.peer})
