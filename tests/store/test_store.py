@@ -255,6 +255,32 @@ async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqlSto
     assert (job.id, job.created_at, job.attempts) == (hook_id, 90_000.0, 1)
 
 
+async def test_callbacks_due_past_any_retry_wait_are_brought_forward_parked_ones_stay(
+    store: SqlStore,
+) -> None:
+    from smsrelay.store.message_ops import insert_callback
+
+    def add(uuid: str, key: str | None) -> Any:
+        return lambda c: insert_callback(
+            c, uuid, 1, "dlr", "https://e.com/", b"{}", 10.0, order_key=key
+        )
+
+    far = await store.db.write(add("cb-far", "k"))
+    near = await store.db.write(add("cb-near", None))
+    behind = await store.db.write(add("cb-behind", "k"))  # parked behind "far" (same key)
+    await store.db.write(
+        lambda c: c.execute(
+            "UPDATE webhooks SET due_at = CASE id WHEN ? THEN 99999.0 ELSE 150.0 END "
+            "WHERE id IN (?, ?)",
+            (far, far, near),
+        )
+    )
+    assert await store.bring_forward_webhooks(1000.0, 100.0) == 1
+    due = {job.id for job in await store.claim_due_webhooks(100.0, 10, 160.0)}
+    assert due == {far}  # near waits for its 150.0; behind stays parked
+    assert behind not in {job.id for job in await store.claim_due_webhooks(1e9, 10, 2e9)}
+
+
 async def test_a_part_whose_receipt_never_comes_expires_after_the_validity(
     store: SqlStore,
 ) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -717,6 +718,52 @@ async def test_a_backlog_its_receiver_never_has_room_for_is_given_up_after_the_b
     ]
     fresh_view = await state_of(store, fresh)
     assert fresh_view.state == "pending" and fresh_view.attempts == 0  # handed back, in time
+
+
+async def test_a_hung_receivers_backlog_is_never_placed_more_than_the_horizon_ahead(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # Spaced by the post time measured while it hung (its timeouts), a minute's backlog was
+    # placed hours ahead and stayed there once the receiver was back (the soak: 75,000
+    # callbacks, the last due 4.5 h later).
+    hung = await receivers()
+    hung.behaviour = hung.hang
+    clock = FixedClock(T0)
+    first = await add_callback(store, account, hung.url, now=T0)
+    sender = await senders(clock=clock, concurrency_per_host=1, timeout=0.3, batch=50)
+    await eventually(has_attempts(store, first, 1))  # its timeout is the host's post time
+    ids = [await add_callback(store, account, hung.url, now=T0) for _ in range(600)]
+    sender.wake()
+
+    async def all_handed_back() -> bool:
+        views = [await state_of(store, webhook_id) for webhook_id in ids]
+        return sum(v.state == "pending" and v.due_at is not None for v in views) >= 500
+
+    await eventually(all_handed_back, timeout=10)
+    dues = [(await state_of(store, webhook_id)).due_at for webhook_id in ids]
+    later = [due for due in dues if due is not None and due > T0]
+    assert later and max(later) <= T0 + sender_module.LINE_HORIZON
+    assert max(later) > T0 + 60  # spaced out, not all due at once
+
+
+async def test_callbacks_an_older_build_placed_hours_ahead_are_due_at_start(
+    store: SqliteStore, account: Account, senders: MakeSender
+) -> None:
+    url = "http://127.0.0.1:9/hook"  # nothing answers: the claim is all this looks at
+    far = await add_callback(store, account, url, now=T0, order_key="person")
+    retrying = await add_callback(store, account, url, now=T0)
+    parked = await add_callback(store, account, url, now=T0, order_key="person")
+
+    def place(conn: Any) -> None:
+        conn.execute("UPDATE webhooks SET due_at = ? WHERE id = ?", (T0 + 5 * 3600, far))
+        conn.execute("UPDATE webhooks SET due_at = ? WHERE id = ?", (T0 + 60, retrying))
+        conn.execute("UPDATE webhooks SET due_at = ? WHERE id = ?", (float("inf"), parked))
+
+    await store.db.write(place)
+    await senders(clock=FixedClock(T0))
+    await eventually(has_attempts(store, far, 1))  # due at once: posted (and refused)
+    assert (await state_of(store, retrying)).due_at == T0 + 60  # a retry's wait is its own
+    assert (await state_of(store, parked)).due_at is None  # still behind the one before it
 
 
 async def _has_len(views: Awaitable[list[WebhookView]], count: int) -> bool:

@@ -320,6 +320,9 @@ class SqlStore:
     async def unpark_stranded_webhooks(self) -> int:
         return await self.db.write(webhook_ops.unpark_stranded)
 
+    async def bring_forward_webhooks(self, latest: float, now: float) -> int:
+        return await self.db.write(partial(webhook_ops.bring_forward, latest=latest, now=now))
+
     async def expire_unanswered(
         self, submitted_before: float, now: float, builders: CallbackBuilders
     ) -> int:

@@ -119,6 +119,16 @@ def release_expired_leases(conn: Conn, now: float, keep: tuple[int, ...] = ()) -
     return len(released)
 
 
+def bring_forward(conn: Conn, latest: float, now: float) -> int:
+    """Pending callbacks due later than ``latest`` (no retry waits so long) are due ``now``;
+    how many. An older build placed a hung receiver's handed-back callbacks hours ahead; the
+    sender runs this once, at start. Parked ones (behind an earlier one) stay parked."""
+    return conn.execute(
+        "UPDATE webhooks SET due_at = ? WHERE state = 'pending' AND due_at > ? AND due_at < ?",
+        (now, latest, PARKED),
+    ).rowcount
+
+
 def unpark_stranded(conn: Conn) -> int:
     """Parked callbacks with nothing open ahead of them any more are due at once; how many.
 

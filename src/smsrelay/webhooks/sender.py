@@ -60,6 +60,7 @@ KEEPALIVE = 30.0
 CLAIM_GRACE = 5.0  # a claim being written when the sender stops: its time to finish
 POST_TIME_KEPT = 0.8  # weight of a host's post time so far against the latest post's
 HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its post time
+LINE_HORIZON = 120.0  # a handed-back callback is due again at most this far ahead
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
 MIN_POST_TIME = 0.001  # the least a post is taken to take
 MAX_LINES = 1000  # hosts with a line of handed-back callbacks remembered before pruning
@@ -159,6 +160,9 @@ class WebhookSender:
         await self._store.release_expired_webhook_leases(until)
         # callbacks an older build left waiting behind ones it has since delivered
         await self._store.unpark_stranded_webhooks()
+        # and those it placed hours ahead in a hung receiver's line (see _place_in_line)
+        latest = self._clock.now() + self._backoff.cap * 1.25 + LINE_HORIZON
+        await self._store.bring_forward_webhooks(latest, self._clock.now())
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="webhook-claims"),
             asyncio.create_task(self._sweep_leases(), name="webhook-lease-sweeper"),
@@ -304,7 +308,10 @@ class WebhookSender:
             # every hand-back made handing back quadratic
             self._prune_lines_past = max(MAX_LINES, 2 * len(self._line_ends))
         step = self._post_time.get(host, FIRST_POST_TIME) / self._gates.size
-        due = max(now, self._line_ends.get(host, now)) + step
+        # At most LINE_HORIZON ahead: the step is the host's post time *now*. Measured while it
+        # hung (timeouts), a minute's backlog was spaced over hours, and the stored due times
+        # kept it waiting long after the receiver was back (the soak: 75,000 callbacks).
+        due = min(max(now, self._line_ends.get(host, now)) + step, now + LINE_HORIZON)
         self._line_ends[host] = due
         return due
 
