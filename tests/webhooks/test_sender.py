@@ -746,6 +746,30 @@ async def test_a_hung_receivers_backlog_is_never_placed_more_than_the_horizon_ah
     assert max(later) > T0 + 60  # spaced out, not all due at once
 
 
+async def test_a_hung_receivers_lapsed_hand_is_one_log_line_not_one_per_callback(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # ~750 webhook.lease.lapsed warnings in one second at each hang, in the soak.
+    hung = await receivers()
+    hung.behaviour = hung.hang
+    for _ in range(20):  # all in hand at the first post time; one slot, posts that hang
+        await add_callback(store, account, hung.url)
+    sender = await senders(concurrency_per_host=1, timeout=0.2, batch=50)
+
+    def lapsed() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "webhook.lease.lapsed"]
+
+    def counted() -> int:
+        return sum(r.__dict__["callbacks"] for r in lapsed()) + sender._lapsed_unsaid
+
+    await eventually(lambda: counted() >= 10, timeout=10)
+    assert len(lapsed()) == 1  # they lapse within the same second
+
+
 async def test_callbacks_an_older_build_placed_hours_ahead_are_due_at_start(
     store: SqliteStore, account: Account, senders: MakeSender
 ) -> None:

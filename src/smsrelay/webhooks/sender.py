@@ -60,6 +60,7 @@ KEEPALIVE = 30.0
 CLAIM_GRACE = 5.0  # a claim being written when the sender stops: its time to finish
 POST_TIME_KEPT = 0.8  # weight of a host's post time so far against the latest post's
 HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its post time
+LAPSED_SAID_EVERY_S = 1.0  # webhook.lease.lapsed is logged a line a second at most
 LINE_HORIZON = 120.0  # a handed-back callback is due again at most this far ahead
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
 MIN_POST_TIME = 0.001  # the least a post is taken to take
@@ -114,6 +115,8 @@ class WebhookSender:
         self._max_held = 4 * batch
         self._gates = KeyedGates(concurrency_per_host)  # a semaphore per receiver
         self._retries = RetryDigest()
+        self._lapsed_said_at = float("-inf")  # when webhook.lease.lapsed was last logged
+        self._lapsed_unsaid = 0  # lapsed since that line
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
         self._prune_lines_past = MAX_LINES  # hosts in _line_ends that make it look for old ones
@@ -366,7 +369,7 @@ class WebhookSender:
     ) -> None:
         try:
             if not await _acquire(semaphore, start_by, self._running_loop()):
-                log.warning("webhook.lease.lapsed", extra={"webhook_id": job.id, "host": host})
+                self._say_lapsed(job.id, host)
                 return
             if self._stopping:
                 semaphore.release()
@@ -374,6 +377,17 @@ class WebhookSender:
             await self._attempt(job, target, host, semaphore)
         except Exception:
             log.exception("webhook.crashed", extra={"webhook_id": job.id})
+
+    def _say_lapsed(self, webhook_id: int, host: str) -> None:
+        """A line a second at most: a hung receiver's whole hand lapses at once (~750 lines in
+        one second each time, in the soak); its lease brings each back."""
+        self._lapsed_unsaid += 1
+        now = self._running_loop().time()
+        if now - self._lapsed_said_at < LAPSED_SAID_EVERY_S:
+            return
+        extra = {"webhook_id": webhook_id, "host": host, "callbacks": self._lapsed_unsaid}
+        log.warning("webhook.lease.lapsed", extra=extra)
+        self._lapsed_said_at, self._lapsed_unsaid = now, 0
 
     async def _attempt(
         self,
