@@ -102,6 +102,23 @@ async def test_counted_failures_still_give_up_at_the_limit(
     assert (message.parts[0].last_error or "").startswith("gave up after 2")
 
 
+class TakesWithoutId(ScriptedCarrier):
+    async def submit(self, part: OutboundPart) -> SubmitOutcome:
+        self.submits += 1
+        return SubmitOutcome(status=0, message_id="")
+
+
+async def test_a_part_taken_without_an_id_is_said_in_the_log(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Stored as submitted with carrier id "", no receipt could ever find it, and it expired
+    # 49 h later without a word (the SMPP review).
+    message = await _send_through(store, TakesWithoutId([0]))
+    assert message.state == "submitted"
+    [line] = [r for r in caplog.records if r.getMessage() == "dispatch.part.taken_without_id"]
+    assert line.__dict__["error"] == "submit_sm_resp without message_id"
+
+
 async def test_crashes_with_the_part_claimed_leave_its_retries_for_the_carriers_errors(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

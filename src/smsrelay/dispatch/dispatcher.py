@@ -310,6 +310,8 @@ class _Lane:
             self.d._watch_late_answer(self, part, result)
         elif not isinstance(result, SmsRelayError) and classify(result.status) is Outcome.OK:
             self.taken.add((part, result.message_id or ""))  # the common case, in bulk
+            if not result.message_id:  # no receipt can ever find it: it expires after 49 h
+                self._say_ended("taken_without_id", part, "submit_sm_resp without message_id")
         else:
             task = self.loop.create_task(self._conclude(part, result))
             self.tasks.add(task)  # keep a reference until it finishes
@@ -394,6 +396,8 @@ class _Lane:
             key = normalise_carrier_id(carrier_id)
             await store.mark_submitted(part.part_id, carrier_id, key, now, builders, part.nb_sms)
             self.d.outcomes[self.name, "ok"] += 1
+            if not carrier_id:
+                self._say_ended("taken_without_id", part, "submit_sm_resp without message_id")
         elif kind is Outcome.SLOW_DOWN:
             self.paused_until = asyncio.get_running_loop().time() + SLOW_DOWN_DELAY
             await store.mark_retry(
