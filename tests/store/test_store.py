@@ -255,7 +255,7 @@ async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqlSto
     assert (job.id, job.created_at, job.attempts) == (hook_id, 90_000.0, 1)
 
 
-async def test_callbacks_due_past_any_retry_wait_are_brought_forward_parked_ones_stay(
+async def test_callbacks_are_brought_forward_or_in_line_and_parked_ones_stay(
     store: SqlStore,
 ) -> None:
     from smsrelay.store.message_ops import insert_callback
@@ -275,9 +275,12 @@ async def test_callbacks_due_past_any_retry_wait_are_brought_forward_parked_ones
             (far, far, near),
         )
     )
+    # a hung receiver's line brought in: only earlier, only pending, never a parked one
+    assert await store.reschedule_webhooks([(near, 120.0), (behind, 120.0), (far, 200_000.0)]) == 1
     assert await store.bring_forward_webhooks(1000.0, 100.0) == 1
     due = {job.id for job in await store.claim_due_webhooks(100.0, 10, 160.0)}
-    assert due == {far}  # near waits for its 150.0; behind stays parked
+    assert due == {far}  # near waits for its 120.0; behind stays parked
+    assert {job.id for job in await store.claim_due_webhooks(120.0, 10, 180.0)} == {near}
     assert behind not in {job.id for job in await store.claim_due_webhooks(1e9, 10, 2e9)}
 
 

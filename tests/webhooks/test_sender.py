@@ -720,7 +720,7 @@ async def test_a_backlog_its_receiver_never_has_room_for_is_given_up_after_the_b
     assert fresh_view.state == "pending" and fresh_view.attempts == 0  # handed back, in time
 
 
-async def test_a_hung_receivers_backlog_is_never_placed_more_than_the_horizon_ahead(
+async def test_a_hung_receivers_line_is_brought_forward_once_it_posts_fast_again(
     store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
 ) -> None:
     # Spaced by the post time measured while it hung (its timeouts), a minute's backlog was
@@ -735,15 +735,26 @@ async def test_a_hung_receivers_backlog_is_never_placed_more_than_the_horizon_ah
     ids = [await add_callback(store, account, hung.url, now=T0) for _ in range(600)]
     sender.wake()
 
-    async def all_handed_back() -> bool:
+    async def dues() -> list[float]:
         views = [await state_of(store, webhook_id) for webhook_id in ids]
-        return sum(v.state == "pending" and v.due_at is not None for v in views) >= 500
+        return [v.due_at for v in views if v.state == "pending" and v.due_at is not None]
 
-    await eventually(all_handed_back, timeout=10)
-    dues = [(await state_of(store, webhook_id)).due_at for webhook_id in ids]
-    later = [due for due in dues if due is not None and due > T0]
-    assert later and max(later) <= T0 + sender_module.LINE_HORIZON
-    assert max(later) > T0 + 60  # spaced out, not all due at once
+    async def placed_far() -> bool:
+        placed = await dues()
+        return len(placed) >= 500 and max(placed) > T0 + sender_module.LINE_HORIZON
+
+    await eventually(placed_far, timeout=10)
+    ahead_before = max(await dues()) - T0
+    hung.behaviour = None  # back: it answers at once
+    await eventually(lambda: not sender._jobs, timeout=10)  # its hung posts have ended
+    for _ in range(20):  # its next posts are fast: its post time falls
+        await add_callback(store, account, hung.url, now=T0)
+    sender.wake()
+
+    async def brought_forward() -> bool:  # in line at a quarter of the hung post time or less
+        return max(await dues(), default=T0) - T0 <= ahead_before / 2
+
+    await eventually(brought_forward, timeout=10)
 
 
 async def test_a_hung_receivers_lapsed_hand_is_one_log_line_not_one_per_callback(
@@ -851,7 +862,7 @@ def unstarted_sender() -> WebhookSender:
 def test_a_host_whose_posts_take_no_time_has_a_hand_limit() -> None:
     sender = unstarted_sender()
     sender._post_time["h"] = sender_module.MIN_POST_TIME
-    assert sender._hand_limit("h") > 0 and sender._place_in_line("h") > T0
+    assert sender._hand_limit("h") > 0 and sender._place_in_line("h", 1) > T0
 
 
 def test_a_post_that_spanned_a_pause_of_the_process_counts_as_at_most_the_timeout() -> None:
@@ -872,10 +883,11 @@ def test_many_backlogged_receivers_do_not_make_each_hand_back_walk_them_all() ->
     hosts = 3 * sender_module.MAX_LINES
     for n in range(hosts):
         before = sender._line_ends
-        sender._place_in_line(f"h{n}:80")
+        sender._place_in_line(f"h{n}:80", n)
         rebuilt += sender._line_ends is not before
     assert len(sender._line_ends) == hosts  # every line is still ahead: none forgotten
     assert rebuilt <= 3  # at 1,000, then 2,000 (twice what was left), not at each one past
+    assert len(sender._lines) == hosts  # each line's callbacks, to bring in when it recovers
 
 
 async def test_a_sweep_waits_for_a_claims_callbacks_to_be_in_hand(

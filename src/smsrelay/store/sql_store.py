@@ -320,6 +320,9 @@ class SqlStore:
     async def unpark_stranded_webhooks(self) -> int:
         return await self.db.write(webhook_ops.unpark_stranded)
 
+    async def reschedule_webhooks(self, items: list[tuple[int, float]]) -> int:
+        return await self.db.write(partial(webhook_ops.reschedule, items=items))
+
     async def bring_forward_webhooks(self, latest: float, now: float) -> int:
         return await self.db.write(partial(webhook_ops.bring_forward, latest=latest, now=now))
 

@@ -119,6 +119,21 @@ def release_expired_leases(conn: Conn, now: float, keep: tuple[int, ...] = ()) -
     return len(released)
 
 
+def reschedule(conn: Conn, items: list[tuple[int, float]]) -> int:
+    """Pending callbacks (id, due at) due earlier than they were; how many. One claimed,
+    delivered or parked meanwhile is left as it is."""
+    moved = 0
+    for chunk in padded_chunks(sorted(items)):  # keyed by id: a repeated row changes nothing
+        table = values(len(chunk), ("BIGINT", "DOUBLE PRECISION"))
+        moved += conn.execute(
+            f"UPDATE webhooks SET due_at = v.column2 FROM {table} AS v "
+            "WHERE webhooks.id = v.column1 AND webhooks.state = 'pending' "
+            "AND webhooks.due_at > v.column2 AND webhooks.due_at < ?",
+            (*flat(chunk), PARKED),
+        ).rowcount
+    return moved
+
+
 def bring_forward(conn: Conn, latest: float, now: float) -> int:
     """Pending callbacks due later than ``latest`` (no retry waits so long) are due ``now``;
     how many. An older build placed a hung receiver's handed-back callbacks hours ahead; the

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import random
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.errors import TransientError
@@ -61,7 +61,11 @@ CLAIM_GRACE = 5.0  # a claim being written when the sender stops: its time to fi
 POST_TIME_KEPT = 0.8  # weight of a host's post time so far against the latest post's
 HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its post time
 LAPSED_SAID_EVERY_S = 1.0  # webhook.lease.lapsed is logged a line a second at most
-LINE_HORIZON = 120.0  # a handed-back callback is due again at most this far ahead
+# a start brings forward callbacks due later than a retry may wait plus this (an older build,
+# or one stopped before its receiver came back, left a hung receiver's line hours ahead)
+LINE_HORIZON = 120.0
+MAX_LINE_IDS = 200_000  # in all lines (past it, a callback waits for its stored due time)
+RECOVERED_BY = 4.0  # a host whose post time fell so many times has its line brought in
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
 MIN_POST_TIME = 0.001  # the least a post is taken to take
 MAX_LINES = 1000  # hosts with a line of handed-back callbacks remembered before pruning
@@ -119,6 +123,8 @@ class WebhookSender:
         self._lapsed_unsaid = 0  # lapsed since that line
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
+        self._lines: dict[str, _Line] = {}  # host -> the callbacks of its line, to bring in
+        self._remembered = 0  # callbacks in those lines (at most MAX_LINE_IDS)
         self._prune_lines_past = MAX_LINES  # hosts in _line_ends that make it look for old ones
         self._client: CallbackClient | None = None
         self._wake = asyncio.Event()
@@ -266,7 +272,7 @@ class WebhookSender:
             if self._waited_too_long(job):
                 self._give_up_unposted(job, target)
                 return None
-            return job.id, self._place_in_line(host), lease
+            return job.id, self._place_in_line(host, job.id), lease
         loop = self._running_loop()
         start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
         # in the host's hands from now (not from the task's first step: a claim's callbacks
@@ -301,22 +307,68 @@ class WebhookSender:
         slots = self._gates.size
         return max(2 * slots, slots * HELD_FOR / self._post_time.get(host, FIRST_POST_TIME))
 
-    def _place_in_line(self, host: str) -> float:
+    def _place_in_line(self, host: str, webhook_id: int) -> float:
         """When a callback handed back now should be due: one post time over the host's slots
-        after the one handed back before it."""
+        after the one handed back before it. The line is remembered: spaced by a hung
+        receiver's timeouts, a minute's backlog goes hours ahead, and once the receiver is
+        back (its post time falls) it is brought in (_pull_forward_if_recovered)."""
         now = self._clock.now()
         if len(self._line_ends) > self._prune_lines_past:  # forget lines behind them
             self._line_ends = {h: t for h, t in self._line_ends.items() if t > now}
+            for gone in self._lines.keys() - self._line_ends.keys():
+                self._forget_line(gone)
             # twice what is left: with more hosts than MAX_LINES all backlogged, a pass on
             # every hand-back made handing back quadratic
             self._prune_lines_past = max(MAX_LINES, 2 * len(self._line_ends))
-        step = self._post_time.get(host, FIRST_POST_TIME) / self._gates.size
-        # At most LINE_HORIZON ahead: the step is the host's post time *now*. Measured while it
-        # hung (timeouts), a minute's backlog was spaced over hours, and the stored due times
-        # kept it waiting long after the receiver was back (the soak: 75,000 callbacks).
-        due = min(max(now, self._line_ends.get(host, now)) + step, now + LINE_HORIZON)
+        post_time = self._post_time.get(host, FIRST_POST_TIME)
+        line_end = self._line_ends.get(host, now)
+        if line_end <= now:  # a new line: the one before has all come due
+            self._forget_line(host)
+        due = max(now, line_end) + post_time / self._gates.size
         self._line_ends[host] = due
+        self._remember(host, webhook_id, post_time)
         return due
+
+    def _remember(self, host: str, webhook_id: int, post_time: float) -> None:
+        if self._remembered >= MAX_LINE_IDS:
+            return  # its stored due time stands (at the rate it was placed by)
+        line = self._lines.get(host)
+        if line is None:
+            line = self._lines[host] = _Line(post_time)
+        line.ids.append(webhook_id)
+        self._remembered += 1
+
+    def _forget_line(self, host: str) -> _Line | None:
+        line = self._lines.pop(host, None)
+        if line is not None:
+            self._remembered -= len(line.ids)
+        return line
+
+    def _pull_forward_if_recovered(self, host: str) -> None:
+        """The host posts RECOVERED_BY times faster than when its line was placed: its
+        callbacks there are due again in line at the rate it posts now (the soak: after a
+        one-minute hang, 75,000 stayed due hours ahead, and restarts did not help)."""
+        line = self._lines.get(host)
+        if line is None or self._post_time[host] * RECOVERED_BY > line.post_time:
+            return
+        self._forget_line(host)
+        now = self._clock.now()
+        step = self._post_time[host] / self._gates.size
+        items = [(webhook_id, now + step * (i + 1)) for i, webhook_id in enumerate(line.ids)]
+        if items:
+            self._line_ends[host] = items[-1][1]
+            task = self._running_loop().create_task(self._reschedule(host, items))
+            self._recorders.add(task)  # kept until done; a stop cancels it (they wait on)
+            task.add_done_callback(self._recorders.discard)
+
+    async def _reschedule(self, host: str, items: list[tuple[int, float]]) -> None:
+        try:
+            moved = await self._store.reschedule_webhooks(items)
+        except TransientError as exc:  # they wait for their stored due times, as before
+            log.warning("webhook.reschedule.failed", extra={"host": host, "error": str(exc)})
+            return
+        log.info("webhook.brought_forward", extra={"host": host, "callbacks": moved})
+        self.wake()
 
     async def _hand_back(self, items: list[tuple[int, float, float]]) -> None:
         if not items:
@@ -428,6 +480,8 @@ class WebhookSender:
         if len(self._post_time) > MAX_LINES and host not in self._post_time:
             self._post_time.clear()  # a host per callback: forget them (measured again)
         self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
+        if self._lines:
+            self._pull_forward_if_recovered(host)
 
     async def _record_posted(self, posted: list[_Posted]) -> None:
         """The receivers have answered: the attempts of a loop turn go to the store in one
@@ -545,6 +599,14 @@ class WebhookSender:
             return None
         due = next_attempt_at(attempt, now, self._backoff, random.random())
         return None if self._budget_spent(job, due) else due
+
+
+@dataclass(slots=True)
+class _Line:
+    """A host's callbacks handed back in its current line, and its post time then."""
+
+    post_time: float
+    ids: list[int] = field(default_factory=list)
 
 
 @quick_init
