@@ -373,6 +373,39 @@ async def test_a_response_of_another_command_on_a_submits_number_is_not_its_answ
     server.close()
 
 
+async def test_a_stray_response_on_a_late_submits_number_is_not_its_late_answer(
+    make_connector: MakeConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Past its timeout a submit waits for a late answer; an enquire_link_resp on its number
+    # was taken as that answer (ESME_RSYSERR): the part went again, the real answer dropped.
+    writers: list[tuple[asyncio.StreamWriter, int]] = []  # each submit, unanswered in time
+
+    async def smsc_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pdus = PduReader()
+        while data := await reader.read(4096):
+            for pdu in pdus.feed(data):
+                if isinstance(pdu, BindTransceiver):
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, SubmitSm):
+                    writers.append((writer, pdu.sequence))
+                elif isinstance(pdu, Unbind):
+                    writer.write(encode(UnbindResp(sequence=pdu.sequence)))
+        writer.close()
+
+    late_server = await asyncio.start_server(smsc_late, "127.0.0.1", 0)
+    port = late_server.sockets[0].getsockname()[1]
+    connector = await make_connector(port, response_timeout=0.2)
+    with pytest.raises(SubmitUnanswered) as unanswered:
+        await connector.submit(part())
+    [(writer, sequence)] = writers
+    writer.write(encode(EnquireLinkResp(sequence=sequence)))
+    writer.write(encode(SubmitSmResp(sequence=sequence, message_id="real-id")))
+    late = await asyncio.wait_for(unanswered.value.late, 5)
+    assert late is not None and (late.status, late.message_id) == (0, "real-id")
+    assert any(r.getMessage() == "smpp.response.stray" for r in caplog.records)
+    late_server.close()
+
+
 class _StoreAfterTheStop(Inbox):
     """A store whose write finishes when the test says (a commit slower than an unbind)."""
 

@@ -277,10 +277,15 @@ class SmppLink(asyncio.Protocol):
         self._wake_one()
 
     def _answer_late(self, pdu: Pdu) -> None:
-        """An answer whose request had timed out: it was not lost after all."""
-        late = self._late.pop(pdu.sequence, None)
-        if late is not None:
-            late[1].set_result(pdu)
+        """An answer whose request (a submit_sm: only those are waited for late) had timed
+        out: it was not lost after all. A response of another command on its number is not
+        its answer (taken, the part went again and the real answer was dropped)."""
+        if pdu.sequence not in self._late:
+            return
+        if not isinstance(pdu, SubmitSmResp | GenericNack):
+            self._on_stray(StrayResponse(pdu, CommandId.SUBMIT_SM))
+            return
+        self._late.pop(pdu.sequence)[1].set_result(pdu)
 
     def _give_up_late(self, now: float) -> None:
         while self._late:
