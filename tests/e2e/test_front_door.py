@@ -345,6 +345,59 @@ async def test_the_node_examples_short_content_length_is_code_90_in_json(
     assert error["code"] == 90 and gw.api_key not in error["message"]
 
 
+async def _raw_exchange(gw: RunningGateway, data: bytes) -> bytes:
+    """``data`` written at once on one connection; every byte answered until the server
+    closes."""
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+async def test_a_form_body_cut_short_by_its_content_length_is_refused_not_sent_truncated(
+    gw: RunningGateway,
+) -> None:
+    # A form still reads when cut short: "café ok" went out as "café o", charged, and the
+    # rest was answered as a broken next request, which the client took for its next send's.
+    body = f"apiKey={gw.api_key}&to=0612345678&from={gw.number}&message=café ok".encode()
+    head = (
+        "POST /v1/vn/send HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body.decode())}\r\n\r\n"  # counted in characters
+    )
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = await _raw_exchange(gw, head.encode() + body + health)
+    assert answer.count(b"HTTP/1.1 ") == 1  # one answer, then the connection closes
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    assert status_line.split()[1] == b"400" and b"Connection: close" in headers
+    assert json.loads(payload)["code"] == 90
+    assert await gw.store.get_message(1) is None  # nothing sent, nothing charged
+
+
+async def test_an_unreadable_query_without_a_body_keeps_the_connection(gw: RunningGateway) -> None:
+    # Code 90 closed every connection, though a query says nothing of the framing.
+    first = b"GET /v1/me?apiKey=%ff HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = await _raw_exchange(gw, first + last)
+    assert answer.count(b"HTTP/1.1 ") == 2 and b'"code":90' in answer and b"HTTP/1.1 200" in answer
+
+
+async def test_a_multipart_body_whose_preamble_starts_with_a_brace_is_multipart(
+    gw: RunningGateway,
+) -> None:
+    fields = "".join(
+        f'--xyz\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in _body(gw).items()
+    )
+    body = ("{a preamble: RFC 2046 lets a sender write one}\r\n" + fields + "--xyz--\r\n").encode()
+    headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
+    status, answer = await gw.post("/v1/vn/send", body, headers)
+    assert (status, answer["success"]) == (200, True)
+
+
 @pytest.mark.parametrize("key", ["_format", "_FORMAT", "_Format"])
 async def test_a_malformed_body_is_answered_in_the_xml_the_query_asks_for(
     gw: RunningGateway, key: str

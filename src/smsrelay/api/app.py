@@ -54,7 +54,8 @@ class ApiApp:
                 xml = wants_xml(params)
                 return await fn(self.gateway, params, is_form, xml)
             except MalformedBody as error:
-                return _last_on_connection(respond(*error_payload(error), xml))
+                answer = respond(*error_payload(error), xml)
+                return _last_on_connection(answer) if request.body else answer
             except DomainError as error:
                 payload, status = error_payload(error)
             except BodyTooLarge:
@@ -156,14 +157,21 @@ def _params_of(request: Request) -> tuple[Params, bool]:
     body = decoded_body(request, MAX_BODY)
     content_type = request.headers.get("content-type", "")
     kind, type_params = media_type(content_type)
-    # a multipart body starts with its boundary's "--": one that starts as a JSON object is
-    # JSON whatever its Content-Type says (the contract)
-    if kind != "multipart/form-data" or body.lstrip(_JSON_LEAD)[:1] == b"{":
+    if kind != "multipart/form-data" or _json_labelled_multipart(body, type_params):
         return read_params(body, request.raw_query, type_params.get("charset"))
     # PHP's curl given an array (CURLOPT_POSTFIELDS) posts its fields this way.
     params, _ = read_params(b"", request.raw_query)
     params.update(multipart_fields(body, content_type))
     return params, True
+
+
+def _json_labelled_multipart(body: bytes, type_params: dict[str, str]) -> bool:
+    """A JSON object is JSON whatever its Content-Type says (the contract); a multipart body
+    has its boundary line (its preamble may start with anything, "{" too)."""
+    if body.lstrip(_JSON_LEAD)[:1] != b"{":
+        return False
+    boundary = type_params.get("boundary")
+    return not boundary or b"--" + boundary.encode("latin-1", "replace") not in body
 
 
 def build_app(gateway: Gateway) -> ApiApp:

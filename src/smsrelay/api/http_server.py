@@ -292,6 +292,8 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError:
             self._refuse(*(self._refusal or (500, "internal error")))
         except httptools.HttpParserError as exc:
+            if not self._url and not self._headers:  # in the request line of a new message
+                self._refuse_cut_short()
             if not self._url:  # refused before its URL was read (a method llhttp does not
                 self._url = _url_of_request_line(data)  # know): its ?_format still counts
             self._refuse(400, f"malformed HTTP request: {_reason(exc)}")
@@ -466,6 +468,23 @@ class Connection(asyncio.Protocol):
     def _stop(self, status: int, detail: str) -> None:
         self._refusal = (status, detail)
         raise _Refused
+
+    def _refuse_cut_short(self) -> None:
+        """The request read just before, still unanswered, had a body, and what follows it is
+        no request: its body ran past its Content-Length (SMS Partner's Node example counts it
+        in UTF-16 units), so that body is cut short. Refused, not handled: a form cut short
+        still reads (a message sent without its last letters), and the rest would be answered
+        as a broken next request, which a keep-alive client takes for its next send's."""
+        if not self._queue:
+            return
+        request = self._queue[-1][0]
+        if isinstance(request, Request) and request.body:
+            detail = (
+                "the body runs past its Content-Length (counted in characters, not bytes?): "
+                "the request was not handled"
+            )
+            answer = self._server.error_answer(400, detail, request.raw_query)
+            self._queue[-1] = (answer, False)
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answer an unreadable request (after the answers queued before it) and close."""
