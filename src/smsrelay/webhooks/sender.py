@@ -587,8 +587,7 @@ class WebhookSender:
 
     def _log_retry(self, posted: _Posted, attempt: WebhookAttempt) -> None:
         last = {"status": attempt.status, "error": attempt.error}
-        fields = self._retries.add(str(posted.host), posted.job.id, attempt.at, last)
-        if fields is not None:
+        for fields in self._retries.add(str(posted.host), posted.job.id, attempt.at, last):
             log.info("webhook.retrying", extra=fields)
 
     def _next_due(
