@@ -144,6 +144,7 @@ def test_stop_suffix_is_appended_after_replacements_and_counted() -> None:
         *("", " ", "\n\t  ", "\r\n", "^~|", ":br:", " ^ :br: "),
         # shown as nothing, and each was sent and charged as UCS-2 (the text review)
         *("\u200b", "\ufeff", "\u2060", "\u0301", "\u00a0\u200b\u202f"),
+        *("\x07", "\x07\u200b"),  # a bell alone was taken, with a zero-width space refused
     ],
 )
 def test_empty_message_is_refused(raw: str) -> None:
@@ -167,7 +168,7 @@ def test_empty_message_is_refused(raw: str) -> None:
         ("Привет", Encoding.UCS2, 6),
         ("Œuvre", Encoding.UCS2, 5),  # not in the table, not GSM: nothing is dropped
         ("😀 :euro:", Encoding.UCS2, 4),  # € is one unit in UCS-2
-        ("\x1b", Encoding.UCS2, 1),  # the escape septet is not a character
+        ("x\x1b", Encoding.UCS2, 2),  # the escape septet is not a character
     ],
 )
 def test_encoding_and_units(raw: str, encoding: Encoding, units: int) -> None:
@@ -446,3 +447,12 @@ def test_text_outside_a_narrow_smsc_alphabet_goes_as_ucs2_never_question_marks(
     assert prepared.encoding == encoding
     if encoding == Encoding.GSM7 and narrow is not None:
         assert prepared.text.encode(narrow)  # each character has its octet there
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["\u06dd", "\u0600", "\u20dd", "\u20e3", "\U000110bd", "\u3164", "\u2800", "👍🏽", "🇫🇷"],
+)
+def test_signs_a_phone_draws_are_a_message_even_alone(raw: str) -> None:
+    # Format characters and enclosing marks that are drawn were refused as invisible.
+    assert prepare_text(raw).segments == 1

@@ -177,16 +177,23 @@ def apply_replacements(text: str) -> str:
 
 
 # Categories of characters a phone shows as nothing: separators, controls, format characters
-# (zero-width space, byte order mark, word joiner) and marks with no letter to sit on.
-_INVISIBLE = frozenset(("Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"))
+# (zero-width space, byte order mark, word joiner) and marks with no letter to sit on; but the
+# format characters that are drawn (Arabic and Syriac number signs, the end of an ayah)
+_INVISIBLE = frozenset(("Zs", "Zl", "Zp", "Cc", "Cf", "Mn"))
+_DRAWN_FORMAT = frozenset(
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u08e2\U000110bd\U000110cd"
+)
+_VISIBLE_ASCII = re.compile("[!-~]")
 
 
 def _shows_nothing(body: str) -> bool:
     """Blank, or only invisible characters (a message of a zero-width space was sent and
     charged as UCS-2)."""
     if body.isascii():
-        return not body.strip()
-    return all(unicodedata.category(char) in _INVISIBLE for char in body)
+        return _VISIBLE_ASCII.search(body) is None
+    return all(
+        unicodedata.category(char) in _INVISIBLE and char not in _DRAWN_FORMAT for char in body
+    )
 
 
 def _fits(text: str, codec: str) -> bool:
