@@ -39,6 +39,7 @@ from smsrelay.store.lock import ServeLock
 from smsrelay.store.records import Account
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.tls_files import warn_if_expiring, warn_if_readable_by_others
 from smsrelay.webhooks.http_client import tls_context
 from smsrelay.webhooks.payloads import BUILDERS
 from smsrelay.webhooks.sender import WebhookSender
@@ -417,6 +418,11 @@ def _link_config(name: str, url: str, options: dict[str, Any]) -> SmppLinkConfig
     except (TypeError, ValueError) as exc:  # a bad option: say which connector, not a traceback
         raise SettingsError(f"connector {name}: {exc}") from exc
     client_tls(name, config)  # its TLS files too, before the database is made or the API listens
+    if config.tls_cert:  # a client certificate the carrier issued: said when it runs out
+        warn_if_expiring(log, f"connector {name} tls_cert", config.tls_cert)
+        warn_if_readable_by_others(
+            log, f"connector {name} tls_key", config.tls_key or config.tls_cert
+        )
     return config
 
 

@@ -156,3 +156,14 @@ async def test_an_smsc_that_never_answers_is_logged_with_the_reason_and_the_peer
         assert says in record["error"] and record["peer"] == f"127.0.0.1:{port}"
     finally:
         server.close()
+
+
+def test_a_connectors_client_certificate_running_out_is_warned_about_at_start(
+    client_certificate: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from smsrelay import runtime
+
+    cert, key = client_certificate  # valid for two days
+    runtime._link_config("orange", f"smpps://a:b@127.0.0.1:2775?tls_cert={cert}&tls_key={key}", {})
+    [line] = [r for r in caplog.records if r.getMessage() == "tls.certificate.expiring"]
+    assert line.__dict__["what"] == "connector orange tls_cert" and line.__dict__["days"] < 3
