@@ -179,14 +179,15 @@ def test_webhooks_list_hides_the_receivers_password(run, tmp_path: Path) -> None
         await store.open()
         try:
             account = await store.create_account("a", "hash-a", 1_000_000, 0.0)
-            await add_callback(store, account, "https://alice:S3cretPw@hooks.example/dlr?n=1")
+            url = "https://alice:S3cretPw@hooks.example/dlr?n=1&token=T0ken"
+            await add_callback(store, account, url)
         finally:
             await store.close()
 
     asyncio.run(one_callback())
     for output in (run("webhooks", "list"), run("webhooks", "list", "--json")):
-        assert "S3cretPw" not in output
-        assert "https://alice:***@hooks.example/dlr?n=1" in output
+        assert "S3cretPw" not in output and "T0ken" not in output
+        assert "https://alice:***@hooks.example/dlr?n=1&token=***" in output
 
 
 def test_messages_show_unknown_id(run) -> None:

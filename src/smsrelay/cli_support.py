@@ -80,17 +80,24 @@ def _holds_smsrelay(url: str, shown: str) -> bool:
         fail(f"cannot use the database {shown}: {exc}")
 
 
+# query parameters that carry a secret: libpq's password, and a receiver's token or key
+_SECRET_PARAMS = ("password", "token", "apikey", "api_key", "key", "secret", "signature", "auth")
+
+
 def redacted(url: str) -> str:
-    """``url`` without its password (in the address or as libpq's ``?password=``)."""
+    """``url`` without its password (in the address) or a secret in its query (libpq's
+    ``?password=``, a callback receiver's ``?token=``)."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
         netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = "&".join(
-        "password=***" if pair.lower().startswith("password=") else pair
-        for pair in parts.query.split("&")
-    )
+    query = "&".join(_redacted_pair(pair) for pair in parts.query.split("&"))
     return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
+
+
+def _redacted_pair(pair: str) -> str:
+    name, equals, _ = pair.partition("=")
+    return f"{name}=***" if equals and name.lower() in _SECRET_PARAMS else pair
 
 
 def with_gateway(
