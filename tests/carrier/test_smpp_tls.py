@@ -122,7 +122,12 @@ def test_a_client_certificate_without_its_key_says_so(client_certificate: tuple[
 @pytest.mark.parametrize(
     ("tls", "event", "says"),
     [
-        (True, "smpp.connect.failed", "no answer within 0.3 s (TCP connect or TLS handshake)"),
+        (
+            True,
+            "smpp.connect.failed",
+            "no answer within 0.3 s (TCP connect or TLS handshake; if this SMSC speaks plain "
+            "SMPP, its URL is smpp://)",
+        ),
         (False, "smpp.bind.failed", "(if this SMSC speaks TLS, its URL is smpps://)"),
     ],
 )

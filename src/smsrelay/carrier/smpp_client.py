@@ -800,8 +800,14 @@ class SmppConnector:
         return f"{self.config.host}:{self.config.port}"
 
     def _no_answer(self) -> str:
-        step = "TCP connect or TLS handshake" if self.config.tls else "TCP connect"
-        return f"no answer within {self.config.response_timeout:g} s ({step})"
+        timeout = self.config.response_timeout
+        if not self.config.tls:
+            return f"no answer within {timeout:g} s (TCP connect)"
+        # a clear-text SMSC reads the ClientHello as the start of a PDU, and waits for the rest
+        return (
+            f"no answer within {timeout:g} s (TCP connect or TLS handshake; if this SMSC "
+            "speaks plain SMPP, its URL is smpp://)"
+        )
 
     async def _connect(self, mode: str) -> _EsmeLink:
         config = self.config

@@ -299,7 +299,7 @@ class WebhookSender:
     def _give_up_unposted(self, job: WebhookJob, target: Target | None) -> None:
         assert self._posted is not None
         self._recording.add(job.id)
-        shown_host = target.host if target else None
+        shown_host = target.receiver if target else None
         self._posted.add(_Posted(job, shown_host, PostResult(None, NO_ROOM, permanent=True)))
 
     def _hand_limit(self, host: str) -> float:
@@ -464,7 +464,7 @@ class WebhookSender:
         self._note_post_time(host, took)
         assert self._posted is not None
         self._recording.add(job.id)
-        shown_host = target.host if target else None
+        shown_host = host if target else None  # host:port, as the other lines name a receiver
         self._posted.add(_Posted(job, shown_host, result, round(took * 1000.0, 1)))
 
     def _note_post_time(self, host: str, took: float) -> None:
