@@ -876,6 +876,18 @@ def test_a_post_that_spanned_a_pause_of_the_process_counts_as_at_most_the_timeou
     assert sender._post_time["h"] > 0.1
 
 
+def test_a_receiver_back_from_a_hang_is_judged_by_its_fast_posts_at_once() -> None:
+    # Averaged down from its timeouts, its post time took dozens of posts to fall, and its
+    # line, brought in at that pace and handed back at it again, drained at 12 callbacks/s.
+    sender = unstarted_sender()
+    for _ in range(5):
+        sender._note_post_time("h", 1.0)  # its timeouts
+    sender._note_post_time("h", 0.01)  # back
+    assert sender._post_time["h"] == 0.01
+    sender._note_post_time("h", 0.5)  # slower again: averaged, not taken at once
+    assert 0.01 < sender._post_time["h"] < 0.5
+
+
 def test_many_backlogged_receivers_do_not_make_each_hand_back_walk_them_all() -> None:
     # Past MAX_LINES hosts with a line still ahead, every hand-back rebuilt the whole map.
     sender = unstarted_sender()

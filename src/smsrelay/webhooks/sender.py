@@ -479,7 +479,11 @@ class WebhookSender:
         took = max(took, MIN_POST_TIME)
         if len(self._post_time) > MAX_LINES and host not in self._post_time:
             self._post_time.clear()  # a host per callback: forget them (measured again)
-        self._post_time[host] = took + (self._post_time.get(host, took) - took) * POST_TIME_KEPT
+        before = self._post_time.get(host, took)
+        if took * RECOVERED_BY <= before:  # back from a hang: its posts are fast again now
+            self._post_time[host] = took  # (averaged down, its line was brought in at 12/s)
+        else:
+            self._post_time[host] = took + (before - took) * POST_TIME_KEPT
         if self._lines:
             self._pull_forward_if_recovered(host)
 
