@@ -876,16 +876,36 @@ def test_a_post_that_spanned_a_pause_of_the_process_counts_as_at_most_the_timeou
     assert sender._post_time["h"] > 0.1
 
 
-def test_a_receiver_back_from_a_hang_is_judged_by_its_fast_posts_at_once() -> None:
+class _Rescheduled:
+    """The one store call a line brought in makes."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, float]] = []
+
+    async def reschedule_webhooks(self, items: list[tuple[int, float]]) -> int:
+        self.items += items
+        return len(items)
+
+
+async def test_a_receiver_back_from_a_hang_is_judged_by_its_fast_posts_at_once() -> None:
     # Averaged down from its timeouts, its post time took dozens of posts to fall, and its
     # line, brought in at that pace and handed back at it again, drained at 12 callbacks/s.
     sender = unstarted_sender()
+    store = _Rescheduled()
+    sender._store = store  # type: ignore[assignment]
     for _ in range(5):
         sender._note_post_time("h", 1.0)  # its timeouts
+    for webhook_id in range(1, 101):  # handed back meanwhile, a post time over 4 slots apart
+        sender._place_in_line("h", webhook_id)
     sender._note_post_time("h", 0.01)  # back
     assert sender._post_time["h"] == 0.01
+    await eventually(lambda: len(store.items) == 100)
+    assert max(due for _, due in store.items) <= T0 + 100 * 0.01 / 4 + 1e-6  # at the new pace
     sender._note_post_time("h", 0.5)  # slower again: averaged, not taken at once
     assert 0.01 < sender._post_time["h"] < 0.5
+    sender._note_post_time("k", 1.0)
+    sender._note_post_time("k", 0.01)  # a fast post of a receiver with no line: averaged
+    assert sender._post_time["k"] > 0.01
 
 
 def test_many_backlogged_receivers_do_not_make_each_hand_back_walk_them_all() -> None:

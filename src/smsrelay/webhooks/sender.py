@@ -480,8 +480,10 @@ class WebhookSender:
         if len(self._post_time) > MAX_LINES and host not in self._post_time:
             self._post_time.clear()  # a host per callback: forget them (measured again)
         before = self._post_time.get(host, took)
-        if took * RECOVERED_BY <= before:  # back from a hang: its posts are fast again now
-            self._post_time[host] = took  # (averaged down, its line was brought in at 12/s)
+        if took * RECOVERED_BY <= before and host in self._lines:
+            # back from a hang, a line waiting: its posts are fast again now (averaged down
+            # from its timeouts, the line was brought in, and handed back, at 12 a second)
+            self._post_time[host] = took
         else:
             self._post_time[host] = took + (before - took) * POST_TIME_KEPT
         if self._lines:
