@@ -47,3 +47,22 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class Sparse:
+    """A log line at most once per ``every`` seconds for a kind of event that can come by the
+    thousand a second (a hung receiver's lapsed hand, an SMSC refusing everything): counts
+    the events, and says when a line is due and how many it stands for."""
+
+    def __init__(self, every: float) -> None:
+        self._every = every
+        self._said_at = float("-inf")
+        self.unsaid = 0  # events since the last line
+
+    def due(self, now: float) -> int | None:
+        """One more event at ``now`` (a monotonic clock): the count for a line, or None."""
+        self.unsaid += 1
+        if now - self._said_at < self._every:
+            return None
+        count, self.unsaid, self._said_at = self.unsaid, 0, now
+        return count

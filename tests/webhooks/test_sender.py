@@ -775,7 +775,7 @@ async def test_a_hung_receivers_lapsed_hand_is_one_log_line_not_one_per_callback
         return [r for r in caplog.records if r.getMessage() == "webhook.lease.lapsed"]
 
     def counted() -> int:
-        return sum(r.__dict__["callbacks"] for r in lapsed()) + sender._lapsed_unsaid
+        return sum(r.__dict__["callbacks"] for r in lapsed()) + sender._lapsed.unsaid
 
     await eventually(lambda: counted() >= 10, timeout=10)
     assert len(lapsed()) == 1  # they lapse within the same second

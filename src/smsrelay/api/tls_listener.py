@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from smsrelay.logs import Sparse
+
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
 ACCEPT_RETRY_S = 0.1  # after an accept that failed for want of descriptors or memory
 ACCEPT_WARNING_EVERY_S = 10.0
@@ -55,8 +57,7 @@ class TlsListener:
         self._accepting: list[asyncio.Task[None]] = []
         self._handshakes: set[asyncio.Task[None]] = set()
         self._last_warning = float("-inf")  # when an accept's failure was last logged
-        self._plain_said_at = float("-inf")  # when a plain-HTTP client was last logged
-        self._plain_unsaid = 0  # plain-HTTP clients answered since that line
+        self._plain_http = Sparse(PLAIN_SAID_EVERY_S)  # plain-HTTP clients, for the log
 
     @property
     def handshaking(self) -> int:
@@ -178,16 +179,14 @@ class TlsListener:
     def _say_plain_http(self, client: socket.socket) -> None:
         """Who spoke plain HTTP here: a line a second at most (a misconfigured client or a
         scanner may do it hundreds of times a second), with how many since the last."""
-        self._plain_unsaid += 1
-        now = time.monotonic()
-        if now - self._plain_said_at < PLAIN_SAID_EVERY_S:
+        count = self._plain_http.due(time.monotonic())
+        if count is None:
             return
         peer = "?"
         with contextlib.suppress(OSError, IndexError, TypeError):
             address = client.getpeername()
             peer = f"{address[0]}:{address[1]}"
-        log.info("api.plain_http_on_https_port", extra={"peer": peer, "count": self._plain_unsaid})
-        self._plain_said_at, self._plain_unsaid = now, 0
+        log.info("api.plain_http_on_https_port", extra={"peer": peer, "count": count})
 
     async def _answer_plain_http(
         self, loop: asyncio.AbstractEventLoop, client: socket.socket

@@ -22,6 +22,7 @@ from smsrelay.domain.backoff import SUBMIT_RETRY_CAP, BackoffPolicy, next_attemp
 from smsrelay.domain.states import PartState
 from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
+from smsrelay.logs import Sparse
 from smsrelay.service.clock import Clock
 from smsrelay.service.due_times import DueTimes
 from smsrelay.service.retrying import until_stored
@@ -39,7 +40,7 @@ SANDBOX_KEPT_FOR = 86400.0  # SMS Partner purges sandbox messages daily
 RECEIPT_DEADLINE = 49 * 3600.0
 # Parts of a long reply that are not all in after this are posted one by one.
 REASSEMBLY_WAIT = 3600.0
-SAY_ENDED_EVERY_S = 1.0  # a rejected or given-up part is logged at most this often
+SAY_PART_EVERY_S = 1.0  # a rejected, given-up or id-less part is logged at most this often
 STOP_GRACE = 15.0  # more than a response timeout (10 s) plus the time to store the outcome
 CLAIM_GRACE = 5.0  # a claim being written when the dispatcher stops: its time to finish
 
@@ -214,8 +215,7 @@ class _Lane:
         self.task: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
         self.paused_until = 0.0
-        self.said_at: dict[str, float] = {}  # outcome -> when a part's end was last logged
-        self.unsaid: dict[str, int] = {}  # outcome -> parts ended so since
+        self.said: dict[str, Sparse] = {}  # outcome -> its parts, for the log
         # kept: asyncio.create_task asks for it, a getpid syscall per part on 3.11
         self.loop = asyncio.get_running_loop()
         # parts the SMSC took, recorded together per loop turn (its answers come in bursts)
@@ -311,7 +311,7 @@ class _Lane:
         elif not isinstance(result, SmsRelayError) and classify(result.status) is Outcome.OK:
             self.taken.add((part, result.message_id or ""))  # the common case, in bulk
             if not result.message_id:  # no receipt can ever find it: it expires after 49 h
-                self._say_ended("taken_without_id", part, "submit_sm_resp without message_id")
+                self._say_part("taken_without_id", part, "submit_sm_resp without message_id")
         else:
             task = self.loop.create_task(self._conclude(part, result))
             self.tasks.add(task)  # keep a reference until it finishes
@@ -397,7 +397,7 @@ class _Lane:
             await store.mark_submitted(part.part_id, carrier_id, key, now, builders, part.nb_sms)
             self.d.outcomes[self.name, "ok"] += 1
             if not carrier_id:
-                self._say_ended("taken_without_id", part, "submit_sm_resp without message_id")
+                self._say_part("taken_without_id", part, "submit_sm_resp without message_id")
         elif kind is Outcome.SLOW_DOWN:
             self.paused_until = asyncio.get_running_loop().time() + SLOW_DOWN_DELAY
             await store.mark_retry(
@@ -417,15 +417,15 @@ class _Lane:
         )
         outcome = "rejected" if state is PartState.REJECTED else "failed"
         self.d.outcomes[self.name, outcome] += 1
-        self._say_ended(outcome, part, reason)
+        self._say_part(outcome, part, reason)
 
-    def _say_ended(self, outcome: str, part: ClaimedPart, reason: str) -> None:
+    def _say_part(self, outcome: str, part: ClaimedPart, reason: str) -> None:
         """At most a line a second per outcome: an SMSC refusing everything at 1,000/s
         would flood the journal (the counts are in /metrics); ``parts`` counts the parts
-        ended so since the line before."""
-        now = self.loop.time()
-        self.unsaid[outcome] = self.unsaid.get(outcome, 0) + 1
-        if now - self.said_at.get(outcome, float("-inf")) < SAY_ENDED_EVERY_S:
+        so since the line before."""
+        said = self.said.setdefault(outcome, Sparse(SAY_PART_EVERY_S))
+        count = said.due(self.loop.time())
+        if count is None:
             return
         log.warning(
             f"dispatch.part.{outcome}",
@@ -433,10 +433,9 @@ class _Lane:
                 "part_id": part.part_id,
                 "connector": self.name,
                 "error": reason,
-                "parts": self.unsaid.pop(outcome),
+                "parts": count,
             },
         )
-        self.said_at[outcome] = now
 
     async def _retry(
         self,
