@@ -881,8 +881,12 @@ class _Rescheduled:
 
     def __init__(self) -> None:
         self.items: list[tuple[int, float]] = []
+        self.refusals = 1  # a database briefly locked: tried again, not left hours ahead
 
     async def reschedule_webhooks(self, items: list[tuple[int, float]]) -> int:
+        if self.refusals:
+            self.refusals -= 1
+            raise TransientError("database is locked")
         self.items += items
         return len(items)
 

@@ -362,12 +362,22 @@ class WebhookSender:
             task.add_done_callback(self._recorders.discard)
 
     async def _reschedule(self, host: str, items: list[tuple[int, float]]) -> None:
+        """Tried again until stored (a refusal left the line hours ahead: it is no longer
+        remembered); a stop gives up, and the next start brings forward what is due later than
+        any retry could wait."""
+        moved: list[int] = []
+
+        async def write() -> None:
+            moved.append(await self._store.reschedule_webhooks(items))
+
+        def refused(exc: TransientError) -> None:
+            log.warning("webhook.reschedule.retrying", extra={"host": host, "error": str(exc)})
+
         try:
-            moved = await self._store.reschedule_webhooks(items)
-        except TransientError as exc:  # they wait for their stored due times, as before
-            log.warning("webhook.reschedule.failed", extra={"host": host, "error": str(exc)})
+            await until_stored(write, on_refusal=refused, give_up=lambda: self._stopping)
+        except TransientError:
             return
-        log.info("webhook.brought_forward", extra={"host": host, "callbacks": moved})
+        log.info("webhook.brought_forward", extra={"host": host, "callbacks": moved[0]})
         self.wake()
 
     async def _hand_back(self, items: list[tuple[int, float, float]]) -> None:
