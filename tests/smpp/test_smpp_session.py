@@ -342,3 +342,17 @@ def test_the_pace_spaces_slots_never_goes_under_the_floor_and_is_forgotten() -> 
         pace.refused(float(t))
     assert pace.rate == 1.0
     assert pace.delay(100.0) == 0.0 and pace.rate is None  # 60 s without a refusal
+
+
+def test_a_pace_cut_to_a_few_a_second_climbs_by_at_least_one_a_second_each_second() -> None:
+    pace = AdaptivePace()
+    for t in range(40):  # cut down to the floor
+        pace.refused(float(t))
+    assert pace.rate == 1.0
+    now, sent = 40.0, 0
+    while now < 50.0:  # ten seconds of taking every part at the pace
+        now += pace.delay(now)
+        pace.taken(now)
+        sent += 1
+    assert pace.rate is not None and pace.rate >= 9.0
+    assert sent >= 40  # 5 % a second from 1/s would have sent about a dozen

@@ -323,8 +323,9 @@ class AdaptivePace:
     """The SMSC's own rate, learnt from its throttling, the way TCP finds a link's: unpaced
     until it first says "slow down" (ESME_RTHROTTLED / ESME_RMSGQFUL); then paced from a little
     under what it was taking, doubling each second while it takes everything (+1 a success),
-    cut on each refusal, then raised by ``step`` a success; unpaced again after
-    ``forget_after`` seconds without a refusal."""
+    cut on each refusal, then raised by ``step`` a success, and by at least 1/s each second
+    (TCP's one segment a round trip: after cuts to a few a second, 5 % a second took half a
+    minute to send 30 parts); unpaced again after ``forget_after`` seconds without a refusal."""
 
     floor: float = 1.0  # submits per second, at the least
     first_guess: float = 10.0  # the least to start from (a first burst says little)
@@ -351,7 +352,8 @@ class AdaptivePace:
 
     def taken(self, now: float) -> None:
         if self._bucket is not None:
-            self._bucket.rate += 1.0 if self._finding else self.step
+            rate = self._bucket.rate
+            self._bucket.rate += 1.0 if self._finding else max(self.step, 1.0 / rate)
             return
         second = int(now)
         if second != self._second:
