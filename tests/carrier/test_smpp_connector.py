@@ -373,6 +373,22 @@ async def test_a_response_of_another_command_on_a_submits_number_is_not_its_answ
     server.close()
 
 
+async def test_an_answer_to_no_request_is_dropped_and_said(
+    make_connector: MakeConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A generic_nack on sequence 0 (the SMSC could not read something) was dropped unsaid.
+    def nack_then_answer(pdu: SubmitSm, binds: int) -> bytes:
+        nack = encode(GenericNack(sequence=0, status=CommandStatus.ESME_RINVCMDLEN))
+        return nack + encode(SubmitSmResp(sequence=pdu.sequence, message_id="kept"))
+
+    server, _ = await _scripted_smsc(nack_then_answer)
+    connector = await make_connector(server.sockets[0].getsockname()[1])
+    assert (await connector.submit(part())).message_id == "kept"
+    [said] = [r for r in caplog.records if r.getMessage() == "smpp.response.unmatched"]
+    assert (said.pdu, said.status, said.sequence) == ("GenericNack", "ESME_RINVCMDLEN", 0)  # type: ignore[attr-defined]
+    server.close()
+
+
 async def test_a_stray_response_on_a_late_submits_number_is_not_its_late_answer(
     make_connector: MakeConnector, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from smsrelay.errors import TransientError
+from smsrelay.logs import Sparse
 from smsrelay.smpp.errors import RemoteProtocolError
 from smsrelay.smpp.pdu import (
     RESPONSE_BIT,
@@ -52,6 +53,8 @@ LATE_ANSWER_TIMEOUTS = 6
 LATE_ANSWER_LIMIT = 100.0
 # After our half-close, how long the peer gets to close its side before we close anyway.
 LINGER = 2.0
+# An answer to no request we wait for is logged at most once per this many seconds.
+UNMATCHED_SAID_EVERY_S = 1.0
 
 
 class NoAnswer(TransientError):
@@ -100,6 +103,7 @@ class SmppLink(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         # submit_sm sequences whose answer timed out -> (until when, the late answer or None)
         self._late: dict[int, tuple[float, asyncio.Future[Pdu | None]]] = {}
+        self._unmatched = Sparse(UNMATCHED_SAID_EVERY_S)
         self.late_window = max(
             0.0, min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT - response_timeout)
         )
@@ -281,11 +285,29 @@ class SmppLink(asyncio.Protocol):
         out: it was not lost after all. A response of another command on its number is not
         its answer (taken, the part went again and the real answer was dropped)."""
         if pdu.sequence not in self._late:
+            self._say_unmatched(pdu)
             return
         if not isinstance(pdu, SubmitSmResp | GenericNack):
             self._on_stray(StrayResponse(pdu, CommandId.SUBMIT_SM))
             return
         self._late.pop(pdu.sequence)[1].set_result(pdu)
+
+    def _say_unmatched(self, pdu: Pdu) -> None:
+        """An answer to nothing we wait for: a submit_sm_resp past its late window (the part
+        went again, so the SMSC has it twice), or a generic_nack on sequence 0 (the SMSC could
+        not read something we sent). Dropped, but said."""
+        count = self._unmatched.due(self.loop.time())
+        if count is not None:
+            self.log.warning(
+                "smpp.response.unmatched",
+                extra={
+                    "link": self.name,
+                    "sequence": pdu.sequence,
+                    "pdu": type(pdu).__name__,
+                    "status": status_name(pdu.status),
+                    "responses": count,
+                },
+            )
 
     def _give_up_late(self, now: float) -> None:
         while self._late:
