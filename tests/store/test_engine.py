@@ -118,6 +118,29 @@ async def test_a_batch_that_changes_no_row_is_answered_without_a_sync(
     assert held_sync.calls == calls + 1
 
 
+async def test_writes_behind_a_sync_that_hangs_are_refused_unrun_and_the_store_says_stalled(
+    db: Database, held_sync: HeldSync, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A hung fsync held every later write in the outbox for as long as it hung: a client's
+    # send waited past its own timeout, then was stored and sent all the same.
+    db._stall._after = 0.2  # 10 s in service
+    first = await _write_while_sync_is_held(db, held_sync, b"first")
+    behind = asyncio.ensure_future(db.write(_insert(b"behind")))
+    with pytest.raises(TransientError, match="stalled"):
+        await asyncio.wait_for(behind, 5)
+    assert db.health.trouble() == "commits stalled"
+    with pytest.raises(TransientError, match="nothing of this write was stored"):
+        await db.write(_insert(b"new"))  # refused at once while it lasts
+    assert not first.done()  # the batch out may be stored: it waits for its sync
+    held_sync.release.set()
+    assert await asyncio.wait_for(first, 5) >= 1
+    assert db.health.trouble() is None
+    await db.write(_insert(b"after"))
+    rows = await db.read(lambda conn: [r[0] for r in conn.execute("SELECT v FROM t ORDER BY id")])
+    assert rows == [b"first", b"after"]
+    assert {"store.stalled", "store.stall.ended"} <= {r.getMessage() for r in caplog.records}
+
+
 async def test_after_a_failed_sync_no_write_is_promised_again(
     db: Database, held_sync: HeldSync
 ) -> None:

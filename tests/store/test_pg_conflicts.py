@@ -203,3 +203,15 @@ def test_a_batch_that_fails_while_running_alone_lets_the_others_write_again(
         other.execute(f"SELECT pg_advisory_lock({WRITE_LOCK})")  # a batch of another node
         other.execute(f"SELECT pg_advisory_unlock({WRITE_LOCK})")
     assert _hot(url) == 0  # nothing of the failed batch was stored
+
+
+def test_a_connection_gives_up_on_a_silent_server_in_seconds_unless_its_url_says(
+    url: str,
+) -> None:
+    # Cut off without a reset (a partition), a batch waited ~15 minutes on the kernel's
+    # retransmissions: every connection asks TCP to give up after 30 s unacknowledged.
+    with connect(url) as conn:
+        assert conn.info.get_parameters()["tcp_user_timeout"] == "30000"
+        assert conn.info.get_parameters()["keepalives_idle"] == "10"
+    with connect(url + "?keepalives_idle=120") as conn:  # an operator's own value stays
+        assert conn.info.get_parameters()["keepalives_idle"] == "120"

@@ -22,6 +22,7 @@ from smsrelay.store.sql import Conn
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 from tests.factories import new_message
+from tests.support import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -445,6 +446,45 @@ async def test_a_writer_paused_mid_transaction_past_the_idle_timeout_fails_and_r
         await node.close()
     assert [a.credit_micros > 0 for a in await store.list_accounts()] == [True]  # not kept
     assert len(await store.recent_messages(1, 10)) == 1
+
+
+async def test_writes_behind_a_batch_the_server_holds_are_refused_unrun(store: SqlStore) -> None:
+    """A server that stops answering mid-batch (frozen, cut off, a lock held) held every
+    later write for as long: a client's send waited past its own timeout, then was stored
+    and sent. The writes behind the batch never ran: they are refused after a deadline, new
+    ones at once, and /health says so; the batch out still gets its own outcome."""
+    if store.url.startswith("sqlite"):
+        pytest.skip("a server holding a batch (SQLite's hung fsync: test_engine.py)")
+    import psycopg
+
+    held_lock = 424242
+    store.db._stall._after = 0.2  # type: ignore[attr-defined]  # 10 s in service
+    with psycopg.connect(store.url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (held_lock,))
+
+        def waits_for_the_holder(conn: Conn) -> None:
+            conn.execute("UPDATE accounts SET credit_micros = credit_micros - 1")
+            conn.execute(f"SELECT pg_advisory_xact_lock({held_lock})")
+
+        held = asyncio.ensure_future(store.db.write(waits_for_the_holder))
+        await eventually(lambda: _waits_for_advisory_lock(holder))  # the batch is out, held
+        behind = asyncio.ensure_future(store.accept_message(new_message()))
+        with pytest.raises(TransientError, match="stalled"):
+            await asyncio.wait_for(behind, 10)
+        assert store.db.health.trouble() == "commits stalled"
+        with pytest.raises(TransientError, match="nothing of this write was stored"):
+            await store.accept_message(new_message())
+        assert not held.done()
+        holder.execute("SELECT pg_advisory_unlock(%s)", (held_lock,))
+        await asyncio.wait_for(held, 10)  # the batch out is stored
+    assert store.db.health.trouble() is None
+    assert await store.accept_message(new_message())
+    assert len(await store.recent_messages(1, 10)) == 1  # the refused ones were never run
+
+
+def _waits_for_advisory_lock(conn: Any) -> bool:
+    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    return bool(conn.execute(query).fetchone()[0])
 
 
 def _lose_the_next_commit_answer(

@@ -33,6 +33,7 @@ from smsrelay.store import grouped, schema
 from smsrelay.store.answers import Outcomes, resolve_all
 from smsrelay.store.health import MIB, StoreHealth
 from smsrelay.store.sql import Conn
+from smsrelay.store.stall import StallGuard
 
 T = TypeVar("T")
 Op = Callable[[Conn], Any]
@@ -131,6 +132,7 @@ class Database:
         # PostgreSQL does since "fsyncgate"); `serve` stops and exits, a restart recovers.
         self.broken = asyncio.Event()
         self._broken_by: BaseException | None = None
+        self._stall = StallGuard(self.health, self._refuse_waiting)  # a sync that hangs
 
     async def start(self) -> list[int]:
         """Open the connections and upgrade the schema; returns the migrations applied."""
@@ -184,6 +186,8 @@ class Database:
             raise TransientError("database is not open")
         if self._broken_by is not None:
             raise self._refusal()
+        if self._stall.stalled:
+            raise self._stall.refusal()
         loop = self._loop  # not get_running_loop(): on 3.11 each call is a getpid syscall
         assert loop is not None  # set by start(), with the connection
         future: asyncio.Future[T] = loop.create_future()
@@ -234,6 +238,7 @@ class Database:
             return
         assert self._loop is not None
         self._syncing = True
+        self._stall.began(self._loop)
         synced = self._loop.run_in_executor(self._syncer, os.fdatasync, self._wal_fd)
         synced.add_done_callback(lambda done: self._synced(done, outcomes))
 
@@ -260,6 +265,7 @@ class Database:
         self._resume()
 
     def _resume(self) -> None:
+        self._stall.ended()
         self._syncing = False
         self._run_batch()  # what arrived during the sync: the next group
         self._settled.set()
@@ -273,6 +279,11 @@ class Database:
         return TransientError(
             f"database unusable since an fsync failed ({self._broken_by}): restart smsrelay"
         )
+
+    def _refuse_waiting(self, refusal: TransientError) -> None:
+        """The sync (or checkpoint) out has stalled: the writes behind it never ran."""
+        waiting, self._outbox = self._outbox, []
+        resolve_all([(future, None, refusal) for _, future in waiting])
 
     def _run_later(self) -> None:
         if self._outbox and self._loop is not None:

@@ -57,6 +57,7 @@ class StoreHealth:
         self._identity: tuple[int, int] | None = None  # the watched file's (device, inode)
         self._fd: int | None = None
         self._gone = False
+        self.stalled = False  # a commit out too long: set and cleared by the engine's StallGuard
 
     @property
     def min_free_bytes(self) -> int:
@@ -126,10 +127,12 @@ class StoreHealth:
 
     def trouble(self) -> str | None:
         """What is wrong now, in words fit for an unauthenticated /health (the details, a
-        server's address or a path, are in the logs): a failing commit, a database file
-        gone, or a low disk."""
+        server's address or a path, are in the logs): a failing or stalled commit, a
+        database file gone, or a low disk."""
         if self._failing is not None:
             return "commits failing"
+        if self.stalled:
+            return "commits stalled"
         if self.file_gone():
             return "database file gone"
         return None if self.new_work_refusal() is None else "disk under its reserve"

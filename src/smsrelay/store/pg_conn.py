@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from smsrelay.store.sql import Cursor
 
@@ -20,11 +21,25 @@ IDLE_IN_TRANSACTION_S = 30
 # What says the connection is gone: psycopg's OperationalError, and the server ending a
 # transaction left idle too long (SQLSTATE 25P03, which psycopg files as an InternalError).
 CONNECTION_LOST = (psycopg.OperationalError, pg_errors.IdleInTransactionSessionTimeout)
+# A server cut off without a reset (a partition, a host gone) left a batch waiting on the
+# kernel's retransmissions for ~15 minutes: data unacknowledged for 30 s, or an idle
+# connection silent for 10 + 3 × 5 s, ends the connection instead (the batch fails as
+# transient, or its COMMIT is asked about). A URL's own values are kept; Unix sockets ignore them.
+TCP_OPTIONS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
     # autocommit: the engine writes its own BEGIN (with the isolation level) and COMMIT.
-    conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    given = conninfo_to_dict(url)
+    tcp = {name: value for name, value in TCP_OPTIONS.items() if name not in given}
+    conninfo = make_conninfo(url, **tcp)
+    conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
     try:  # SET, not the URL's options: a URL that brings its own options keeps them
         conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
     except psycopg.Error:

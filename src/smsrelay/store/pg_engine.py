@@ -29,6 +29,7 @@ from smsrelay.store.health import StoreHealth
 from smsrelay.store.pg_batch import BEGIN, CommitUnknown, Op, Outcome, run_batch
 from smsrelay.store.pg_conn import CONNECTION_LOST, PgConn, connect
 from smsrelay.store.sql import Conn
+from smsrelay.store.stall import StallGuard
 
 T = TypeVar("T")
 READERS = 2
@@ -55,6 +56,7 @@ class PgDatabase:
         # Never set: PostgreSQL owns durability (the SQLite engine's fsync failure has no twin).
         self.broken = asyncio.Event()
         self.health = StoreHealth(None)  # the server's disk is the server's to watch
+        self._stall = StallGuard(self.health, self._refuse_waiting)
 
     async def start(self) -> list[int]:
         self._loop = asyncio.get_running_loop()
@@ -76,6 +78,8 @@ class PgDatabase:
     async def write(self, fn: Callable[[Conn], T]) -> T:
         if self._loop is None:
             raise TransientError("database is not open")
+        if self._stall.stalled:
+            raise self._stall.refusal()
         future: asyncio.Future[T] = self._loop.create_future()
         if not self._outbox and not self._writing:
             # once per loop turn, as SQLite's engine does: the writes made in this turn go
@@ -99,12 +103,14 @@ class PgDatabase:
             return
         batch, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
         self._writing = True
+        self._stall.began(self._loop)
         done = self._loop.run_in_executor(self._writer, self._write, [fn for fn, _ in batch])
         done.add_done_callback(lambda finished: self._answer(finished, batch))
 
     def _answer(
         self, finished: asyncio.Future[list[Outcome]], batch: list[tuple[Op, asyncio.Future[Any]]]
     ) -> None:
+        self._stall.ended()
         failure = finished.exception()
         outcomes = finished.result() if failure is None else [(None, failure)] * len(batch)
         if failure is None:
@@ -115,6 +121,11 @@ class PgDatabase:
         resolve_all([(f, *outcome) for f, outcome in zip(futures, outcomes, strict=True)])
         self._writing = False
         self._next_batch()  # what arrived meanwhile: the next group
+
+    def _refuse_waiting(self, refusal: TransientError) -> None:
+        """The batch out has stalled: the writes behind it were never run (see ``stall``)."""
+        waiting, self._outbox = self._outbox, []
+        resolve_all([(future, None, refusal) for _, future in waiting])
 
     # -- on the worker threads -----------------------------------------------------------------
 
