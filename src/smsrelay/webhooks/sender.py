@@ -36,6 +36,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from dataclasses import dataclass, field
 
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
@@ -562,7 +563,8 @@ class WebhookSender:
             "X-Smsrelay-Attempt": str(job.attempts + 1),
         }
         if job.secret:
-            headers.update(signature_headers(job.secret, int(self._clock.now()), job.body))
+            # wall time, what the receiver checks it against (not a pinned test clock)
+            headers.update(signature_headers(job.secret, int(time.time()), job.body))
         return headers
 
     def _attempt_of(self, posted: _Posted, now: float) -> WebhookAttempt:
