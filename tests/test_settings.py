@@ -60,6 +60,8 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({}, {"SMSRELAY_BUILTIN_DELIVERY_RATE": "7"}, "builtin_delivery_rate must be"),
         ({}, {"SMSRELAY_LEASE_SECONDS": "-1"}, "lease_seconds must be"),
         ({"database_url": "sqlite:///"}, {}, "needs a path"),  # was an in-memory database
+        # crashed at start (no such table) and left a ":memory:.serve-lock" file behind
+        ({}, {"SMSRELAY_DATABASE_URL": "sqlite:///:memory:"}, "cannot be served"),
         # each of these was taken and quietly switched something off (the config review)
         ({}, {"SMSRELAY_STOP_KEYWORDS": ","}, "stop_keywords is empty"),  # STOP did nothing
         ({"host": " "}, {}, "host is empty"),  # listened on every interface

@@ -336,6 +336,11 @@ def _validate(settings: Settings) -> None:
             raise SettingsError(f"database URL {url!r} cannot be read: {exc}") from exc
     if url == "sqlite:///":
         raise SettingsError("sqlite:/// needs a path (sqlite:////srv/sms.db: four slashes)")
+    if url == "sqlite:///:memory:":  # each connection had its own, empty database: no tables
+        raise SettingsError(
+            "sqlite:///:memory: cannot be served (each of its connections would see its own, "
+            'empty database); for a throwaway one use a fresh data dir: --data-dir "$(mktemp -d)"'
+        )
     _validate_values(settings)
 
 
