@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -696,3 +697,14 @@ def test_a_command_against_an_unreachable_postgresql_is_one_error_line() -> None
     result = CliRunner().invoke(cli, ["--database", url, "accounts", "list"])
     assert result.exit_code == 1 and result.stderr.startswith("error: cannot use the database")
     assert "s3cret" not in result.stderr and "Traceback" not in result.output
+
+
+def test_a_command_does_not_import_what_only_serve_and_the_simulator_need() -> None:
+    # Every command, --help included, imported every country's holiday calendar and aiohttp:
+    # 1.5-3 s before it did anything, paid by each CLI call of a CI job.
+    code = (
+        "import sys, smsrelay.cli; "
+        "print(sorted(m for m in ('holidays', 'aiohttp') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -23,6 +23,7 @@ from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, client_t
 from smsrelay.dispatch.dispatcher import STOP_GRACE, Dispatcher, DispatchPolicy
 from smsrelay.dispatch.inbound import InboundRouter
 from smsrelay.domain.backoff import BackoffPolicy
+from smsrelay.domain.quiet_hours import calendar_years
 from smsrelay.logs import configure as configure_logging
 from smsrelay.service.accounts import DEFAULT_CONNECTOR, ensure_demo
 from smsrelay.service.alphabets import SenderAlphabets
@@ -69,6 +70,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     """Start everything; what can fail (files, ports) is done before anything is sent, and a
     failure stops what had started, so a supervisor restarting a failing serve re-sends
     nothing."""
+    calendar_years()  # the holiday calendar's import, here rather than in the first send
     callback_tls = _callback_tls(settings)  # a bad CA file stops here, before anything runs
     api_tls = api_tls_context(settings.http_tls_cert, settings.http_tls_key)
     links = _link_configs(settings)  # so does a bad connector option, before the API listens

@@ -7,12 +7,14 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from smsrelay.carrier.simulator import SimulatorOptions, run_simulator
 from smsrelay.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from smsrelay.carrier.simulator import SimulatorOptions
 
 
 @click.group(invoke_without_command=True)
@@ -81,6 +83,9 @@ def smsc(ctx: click.Context, /, **options: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    # here, not at the top: the simulator and aiohttp cost every other command ~0.4 s to import
+    from smsrelay.carrier.simulator import SimulatorOptions
+
     throttle = options.pop("throttle")
     try:
         simulator_options = SimulatorOptions(throttle_per_second=throttle, **options)
@@ -106,6 +111,8 @@ def _builtin_control_url(ctx: click.Context) -> str:
 
 
 def _run(options: SimulatorOptions) -> None:
+    from smsrelay.carrier.simulator import run_simulator
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency

@@ -24,13 +24,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from holidays import country_holidays
-from holidays.countries.france import France
-
 __all__ = [
     "PARIS",
     "QuietHoursPolicy",
     "Region",
+    "calendar_years",
     "is_quiet",
     "release_time",
     "same_answer_until",
@@ -41,8 +39,6 @@ PARIS = ZoneInfo("Europe/Paris")
 SENDING_STARTS = time(8, 0)
 SENDING_ENDS = time(20, 0)
 _SUNDAY = 6  # date.weekday()
-_FIRST_YEAR: int = France.start_year
-_LAST_YEAR: int = France.end_year
 
 
 class Region(StrEnum):
@@ -118,10 +114,21 @@ def _is_working_day(day: date, region: Region) -> bool:
 
 
 @functools.cache
+def calendar_years() -> tuple[int, int]:
+    """The years the holiday calendar covers. Imported here, not at the top: ``holidays``
+    loads every country's calendar (0.5-1 s), which every CLI command paid; ``serve`` calls
+    this at start, so no send pays it on the event loop."""
+    from holidays.countries.france import France
+
+    return France.start_year, France.end_year
+
+
+@functools.cache
 def _holidays(region: Region, year: int) -> frozenset[date]:
-    if not _FIRST_YEAR <= year <= _LAST_YEAR:
-        raise ValueError(
-            f"year {year} is outside the holiday calendar ({_FIRST_YEAR}-{_LAST_YEAR})"
-        )
+    from holidays import country_holidays
+
+    first, last = calendar_years()
+    if not first <= year <= last:
+        raise ValueError(f"year {year} is outside the holiday calendar ({first}-{last})")
     subdiv = "57" if region is Region.ALSACE_MOSELLE else None
     return frozenset(country_holidays("FR", subdiv=subdiv, years=year))  # == holidays.France
