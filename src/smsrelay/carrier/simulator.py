@@ -24,6 +24,15 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from smsrelay.carrier.simulator_rules import (
+    STATS,
+    Rule,
+    RuleError,
+    number_key,
+    parse_rule,
+    receipt_err,
+    rule_number,
+)
 from smsrelay.carrier.smpp_server import SmppServer, SmscLink
 from smsrelay.domain.text import Encoding, decode_gsm7, decode_ucs2, is_gsm7, split_segments
 from smsrelay.smpp.concat import ConcatMethod, build_part, split_concat
@@ -211,6 +220,7 @@ class Simulator:
             if opts.throttle_per_second
             else None
         )
+        self.rules: dict[str, Rule] = {}  # by destination digits (simulator_rules)
         self._dropped = False
         self._stopped = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -263,18 +273,22 @@ class Simulator:
             stats.dropped_connections += 1
             link.close()
             return
-        status = self._decide()
+        rule = self.rules.get(number_key(pdu.destination_addr)) if self.rules else None
+        status = self._decide() if rule is None else self._ruled(rule)
         message_id = self._new_id() if status == 0 else None
         record = self._record(link, pdu, status, message_id)
         response = SubmitSmResp(sequence=pdu.sequence, status=status, message_id=message_id or "")
-        fate = self._fate(record) if message_id is not None else None
+        fate = self._fate(record, rule) if message_id is not None else None
         if fate is None or not _wants_receipt(pdu.registered_delivery, fate[0]):
             self._respond(link, response)
         elif self.options.receipt_before_resp:
             self._spawn(self._receipt_then_resp(link, record, response, fate))
         else:
             self._respond(link, response)
-            self._schedule_receipt(record, fate)
+            delay_ms = self.options.receipt_delay_ms
+            if rule is not None and rule.receipt_delay_ms is not None:
+                delay_ms = rule.receipt_delay_ms
+            self._schedule_receipt(record, fate, delay_ms)
 
     def _decide(self) -> int:
         loop_time = asyncio.get_running_loop().time()
@@ -286,6 +300,13 @@ class Simulator:
             return CommandStatus.ESME_RINVDSTADR
         self.stats.accepted += 1
         return CommandStatus.ESME_ROK
+
+    def _ruled(self, rule: Rule) -> int:
+        if rule.submit_status:
+            self.stats.rejected += 1
+        else:
+            self.stats.accepted += 1
+        return rule.submit_status
 
     def _new_id(self) -> str:
         self._next_id += 1
@@ -333,10 +354,14 @@ class Simulator:
 
     # --- receipts ------------------------------------------------------------------------
 
-    def _fate(self, record: SubmitRecord) -> _Fate:
-        """The receipt's stat: a part whose validity ends before its receipt is due (the
-        handset "unreachable" until then) expires, as at a carrier; else delivered at
-        ``delivery_rate``."""
+    def _fate(self, record: SubmitRecord, rule: Rule | None = None) -> _Fate | None:
+        """The receipt's stat (None: no receipt): a rule's for its number; else a part
+        whose validity ends before its receipt is due (the handset "unreachable" until
+        then) expires, as at a carrier; else delivered at ``delivery_rate``."""
+        if rule is not None and not rule.receipt:
+            return None
+        if rule is not None and rule.stat is not None:
+            return rule.stat, STATS[rule.stat], receipt_err(rule, rule.stat)
         validity = relative_seconds(record.validity_period)
         if validity is not None and self.options.receipt_delay_ms > validity * 1000:
             return "EXPIRED", MessageState.EXPIRED, 0
@@ -344,9 +369,9 @@ class Simulator:
             return "DELIVRD", MessageState.DELIVERED, 0
         return "UNDELIV", MessageState.UNDELIVERABLE, 1
 
-    def _schedule_receipt(self, record: SubmitRecord, fate: _Fate) -> None:
+    def _schedule_receipt(self, record: SubmitRecord, fate: _Fate, delay_ms: int) -> None:
         receipt = _Receipt(record.system_id or None, self._receipt_builder(record, fate))
-        delay = self.options.receipt_delay_ms / 1000
+        delay = delay_ms / 1000
         if delay <= 0:
             self._send_receipt(receipt)
         else:
@@ -501,6 +526,9 @@ class Simulator:
         app.router.add_post("/reply", self._http_reply)
         app.router.add_get("/submits", self._http_submits)
         app.router.add_get("/stats", self._http_stats)
+        app.router.add_post("/rules", self._http_add_rule)
+        app.router.add_get("/rules", self._http_rules)
+        app.router.add_delete("/rules", self._http_remove_rules)
         self._control = web.AppRunner(app, access_log=None)
         await self._control.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -530,6 +558,34 @@ class Simulator:
         count = int(limit) if limit else len(self.received)
         kept = self.received[max(0, len(self.received) - count) :]
         return web.json_response([record.as_json() for record in kept])
+
+    async def _http_add_rule(self, request: web.Request) -> web.Response:
+        """What happens to the parts sent to one number from now on (``simulator_rules``);
+        a rule for the same number replaces the one before."""
+        try:
+            rule = parse_rule(await request.json())
+        except ValueError as exc:  # RuleError, or a body that is not JSON
+            message = str(exc) if isinstance(exc, RuleError) else "the body is not JSON"
+            return web.json_response({"error": message}, status=400)
+        self.rules[rule.to] = rule
+        return web.json_response(rule.as_json())
+
+    async def _http_rules(self, request: web.Request) -> web.Response:
+        return web.json_response([rule.as_json() for rule in self.rules.values()])
+
+    async def _http_remove_rules(self, request: web.Request) -> web.Response:
+        """Every rule, or ``?to=N``'s only."""
+        to = request.query.get("to")
+        if to is None:
+            removed = len(self.rules)
+            self.rules.clear()
+        else:
+            try:
+                key = rule_number(to)
+            except RuleError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            removed = int(self.rules.pop(key, None) is not None)
+        return web.json_response({"removed": removed})
 
     async def _http_stats(self, request: web.Request) -> web.Response:
         data = asdict(self.stats)

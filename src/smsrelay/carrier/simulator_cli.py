@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
@@ -121,12 +122,15 @@ def _run(options: SimulatorOptions) -> None:
         uvloop.run(run_simulator(options))
 
 
-@smsc.command()
-@click.option(
+_CONTROL = click.option(
     "--control",
     default=None,
     help="The simulator's control URL (default: serve's built-in one, from the settings).",
 )
+
+
+@smsc.command()
+@_CONTROL
 @click.option("--from", "source", required=True, help="Sender (the handset), digits.")
 @click.option("--to", "destination", required=True, help="Your virtual number, digits.")
 @click.argument("text")
@@ -141,19 +145,86 @@ def reply(
       smsrelay smsc reply --from 33612345678 --to 33757000001 "STOP"
     """
     control = control or _builtin_control_url(ctx)
-    body = json.dumps({"from": source, "to": destination, "text": text}).encode()
+    body = {"from": source, "to": destination, "text": text}
+    click.echo(_call(control, "POST", "/reply", body, "smsc reply"))
+
+
+@smsc.command()
+@_CONTROL
+@click.option("--to", "destination", required=True, help="The destination, as a send's `to`.")
+@click.option("--stat", default=None, help="The receipt's stat: DELIVRD, UNDELIV, EXPIRED, …")
+@click.option("--err", type=click.IntRange(0, 999), default=None, help="The receipt's err.")
+@click.option(
+    "--submit-status", default=None, help="Refuse the parts: an SMPP status (ESME_RINVDSTADR)."
+)
+@click.option("--no-receipt", is_flag=True, help="Take the parts and never report them.")
+@click.option(
+    "--receipt-delay-ms", type=click.IntRange(0, 86_400_000), default=None, help="Report later."
+)
+@click.pass_context
+def rule(
+    ctx: click.Context,
+    control: str | None,
+    destination: str,
+    stat: str | None,
+    err: int | None,
+    submit_status: str | None,
+    no_receipt: bool,
+    receipt_delay_ms: int | None,
+) -> None:
+    """Decide what happens to every part sent to one number, until `smsc rules --clear`.
+
+    \b
+    Example:
+      smsrelay smsc rule --to 0612345678 --stat UNDELIV
+      smsrelay smsc rule --to 0612345679 --submit-status ESME_RINVDSTADR
+      smsrelay smsc rule --to 0612345680 --no-receipt
+    """
+    body: dict[str, object] = {"to": destination, "receipt": not no_receipt}
+    given = {"stat": stat, "err": err, "receipt_delay_ms": receipt_delay_ms}
+    body.update({name: value for name, value in given.items() if value is not None})
+    if submit_status is not None:
+        body["submit_status"] = submit_status
+    control = control or _builtin_control_url(ctx)
+    click.echo(_call(control, "POST", "/rules", body, "smsc rule"))
+
+
+@smsc.command()
+@_CONTROL
+@click.option("--clear", is_flag=True, help="Remove every rule (with --to: that number's).")
+@click.option("--to", "destination", default=None, help="With --clear: only this number's.")
+@click.pass_context
+def rules(ctx: click.Context, control: str | None, clear: bool, destination: str | None) -> None:
+    """List the simulator's rules (JSON), or remove them.
+
+    \b
+    Example:
+      smsrelay smsc rules
+      smsrelay smsc rules --clear
+    """
+    control = control or _builtin_control_url(ctx)
+    if not clear:
+        click.echo(_call(control, "GET", "/rules", None, "smsc rules"))
+        return
+    query = "" if destination is None else "?" + urllib.parse.urlencode({"to": destination})
+    click.echo(_call(control, "DELETE", "/rules" + query, None, "smsc rules"))
+
+
+def _call(control: str, method: str, path: str, body: object, name: str) -> str:
+    """One request to the control API: its answer, or exit 1 with one line."""
+    data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        control.rstrip("/") + "/reply",
-        data=body,
+        control.rstrip("/") + path,
+        data=data,
         headers={"Content-Type": "application/json"},
-        method="POST",
+        method=method,
     )
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
-            click.echo(response.read().decode())
+            return str(response.read().decode())
     except urllib.error.HTTPError as exc:
-        click.echo(f"smsc reply: {exc.code} {exc.read().decode()}", err=True)
+        click.echo(f"{name}: {exc.code} {exc.read().decode()}", err=True)
         sys.exit(1)
     except (urllib.error.URLError, OSError) as exc:
-        click.echo(f"smsc reply: cannot reach {control}: {exc}", err=True)
+        click.echo(f"{name}: cannot reach {control}: {exc}", err=True)
         sys.exit(1)
