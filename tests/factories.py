@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from smsrelay.store.factory import store_for
 from smsrelay.store.records import IncomingReceipt, NewMessage
+from smsrelay.store.schema import MIGRATIONS
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 
@@ -55,3 +57,19 @@ async def delivered_message(store: SqlStore, at: float, carrier_id: str, **chang
     receipt = IncomingReceipt("default", carrier_id, (carrier_id,), "DELIVRD", None, at)
     assert await store.record_receipt(receipt, BUILDERS)
     return message_id
+
+
+def database_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A database as the build whose last migration was ``version`` left it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("BEGIN")
+    for script in MIGRATIONS[:version]:
+        for statement in script.split(";"):
+            if statement.strip() and not all(
+                line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
+            ):
+                conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+    conn.execute("COMMIT")
+    return conn

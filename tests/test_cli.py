@@ -123,6 +123,25 @@ def test_stop_list_commands(run) -> None:
     assert "empty" in run("stop", "list", "shop")
 
 
+def test_a_command_leaves_an_older_database_to_db_upgrade(tmp_path: Path) -> None:
+    # `status` of a newly installed build (the README's cron check) migrated the database
+    # under the older serve still running, and `db upgrade` then said "up to date".
+    from smsrelay.store.schema import MIGRATIONS, current_version, upgrade
+    from tests.factories import database_at_version
+
+    runner = CliRunner()
+    env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "data").mkdir()
+    db = database_at_version(tmp_path / "data" / "smsrelay.db", len(MIGRATIONS) - 1)
+    for args in (["status"], ["accounts", "list"], ["accounts", "create", "other"]):
+        result = runner.invoke(cli, args, env=env)
+        assert result.exit_code == 1 and "run `smsrelay db upgrade`" in result.stderr, args
+    assert current_version(db) == len(MIGRATIONS) - 1
+    done = runner.invoke(cli, ["db", "upgrade"], env=env)
+    assert f"applied migrations: [{len(MIGRATIONS)}]" in done.output
+    assert upgrade(db) == [] and runner.invoke(cli, ["status"], env=env).exit_code == 0
+
+
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}

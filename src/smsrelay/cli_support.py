@@ -103,7 +103,8 @@ def _redacted_pair(pair: str) -> str:
 def with_gateway(
     ctx: click.Context, work: Callable[[Gateway], Awaitable[T]], *, creates: bool = False
 ) -> T:
-    """Open the configured database (upgrading it), run ``work``, close; errors -> exit 1.
+    """Open the configured database, run ``work``, close; errors -> exit 1. Only a new
+    database is given its schema: an older one is left to ``db upgrade`` (see schema).
 
     A command run from the wrong folder must not quietly work on a new, empty database:
     only ``creates`` commands make one (and say so); the others stop, naming the path.
@@ -114,7 +115,7 @@ def with_gateway(
 
     async def main() -> T:
         store = store_for(url)
-        await store.open()
+        await store.open(only_new=True)
         try:
             return await work(build_gateway(settings, store, await measured_clock(store)))
         finally:

@@ -10,28 +10,19 @@ import psycopg
 import pytest
 
 from smsrelay.store import message_ops, pg_schema
-from smsrelay.store.schema import MIGRATIONS, SchemaTooNew, current_version, upgrade
+from smsrelay.store.schema import (
+    MIGRATIONS,
+    SchemaTooNew,
+    SchemaTooOld,
+    current_version,
+    upgrade,
+)
 from smsrelay.store.webhook_ops import PARKED, claim_due, record_attempt
-
-
-def _database_at(path: Path, version: int) -> sqlite3.Connection:
-    """A database as the build whose last migration was ``version`` left it."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    conn.execute("BEGIN")
-    for script in MIGRATIONS[:version]:
-        for statement in script.split(";"):
-            if statement.strip() and not all(
-                line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
-            ):
-                conn.execute(statement)
-    conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
-    conn.execute("COMMIT")
-    return conn
+from tests.factories import database_at_version
 
 
 def test_a_version_1_database_gains_the_later_columns_and_keeps_its_rows(tmp_path: Path) -> None:
-    conn = _database_at(tmp_path / "old.db", 1)
+    conn = database_at_version(tmp_path / "old.db", 1)
     conn.execute(
         "INSERT INTO replies (msisdn, virtual_number, text, keyword, connector, received_at) "
         "VALUES ('+33612345678', '+33757000001', 'Oui', 'OUI', 'default', 1.0)"
@@ -49,7 +40,7 @@ def test_a_version_1_database_gains_the_later_columns_and_keeps_its_rows(tmp_pat
 
 
 def test_parts_in_flight_when_claim_times_came_keep_going_without_one(tmp_path: Path) -> None:
-    conn = _database_at(tmp_path / "old.db", 4)
+    conn = database_at_version(tmp_path / "old.db", 4)
     conn.execute(
         "INSERT INTO parts (message_id, seq, connector, state, due_at, lease_until) "
         "VALUES (1, 1, 'default', 'sending', 100.0, 160.0), "
@@ -62,7 +53,7 @@ def test_parts_in_flight_when_claim_times_came_keep_going_without_one(tmp_path: 
 
 
 def test_callbacks_an_older_build_queued_behind_an_open_one_are_parked(tmp_path: Path) -> None:
-    conn = _database_at(tmp_path / "v5.db", 5)
+    conn = database_at_version(tmp_path / "v5.db", 5)
     rows = [  # id, key, state, due_at: a head in backoff, two behind it, one on its own
         (1, "k", "pending", 600.0),
         (2, "k", "pending", 11.0),
@@ -104,7 +95,7 @@ def test_parts_an_older_build_requeued_after_a_lost_link_may_have_left(tmp_path:
     # Builds before 8 requeued a part whose link was lost without a mark: cancelled after the
     # upgrade, it was refunded though the SMSC had it. Parts that surely did not leave (given
     # back at a stop, refused by the SMSC) stay cancellable, and so STOP-cancellable.
-    conn = _database_at(tmp_path / "v8.db", 8)
+    conn = database_at_version(tmp_path / "v8.db", 8)
     conn.executemany(
         "INSERT INTO parts (id, message_id, seq, connector, state, due_at, attempts, "
         "last_error) VALUES (?, ?, 1, 'default', ?, 100.0, ?, ?)",
@@ -127,10 +118,36 @@ def test_parts_an_older_build_requeued_after_a_lost_link_may_have_left(tmp_path:
 
 
 def test_a_database_a_newer_build_upgraded_is_refused(tmp_path: Path) -> None:
-    conn = _database_at(tmp_path / "newer.db", len(MIGRATIONS))
+    conn = database_at_version(tmp_path / "newer.db", len(MIGRATIONS))
     conn.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS) + 1,))
     with pytest.raises(SchemaTooNew, match="newer than this build knows"):
         upgrade(conn)
+
+
+def test_only_a_new_database_gets_its_schema_when_only_new_is_asked(tmp_path: Path) -> None:
+    # A CLI command (a monitoring check of a newly installed build) migrated the database
+    # under the older serve still running it: only `db upgrade` and serve migrate now.
+    older = database_at_version(tmp_path / "older.db", len(MIGRATIONS) - 1)
+    with pytest.raises(SchemaTooOld, match="run `smsrelay db upgrade`"):
+        upgrade(older, only_new=True)
+    assert current_version(older) == len(MIGRATIONS) - 1  # untouched
+    new = sqlite3.connect(tmp_path / "new.db", isolation_level=None)
+    assert upgrade(new, only_new=True) == list(range(1, len(MIGRATIONS) + 1))
+    assert upgrade(new, only_new=True) == []
+
+
+def test_postgresql_gives_its_schema_only_to_a_new_database_when_only_new_is_asked(
+    postgres: Any,
+) -> None:
+    url = postgres.new_database("older")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for script in pg_schema.MIGRATIONS[:-1]:
+            conn.execute(script)
+        conn.execute("INSERT INTO schema_version VALUES (%s)", (len(pg_schema.MIGRATIONS) - 1,))
+        with pytest.raises(SchemaTooOld, match="older than this build"):
+            pg_schema.upgrade(conn, only_new=True)
+        assert pg_schema.upgrade(conn) == [len(pg_schema.MIGRATIONS)]
 
 
 def _sqlite_shape(path: Path) -> tuple[dict[str, set[str]], set[str]]:

@@ -134,11 +134,11 @@ class Database:
         self._broken_by: BaseException | None = None
         self._stall = StallGuard(self.health, self._refuse_waiting)  # a sync that hangs
 
-    async def start(self) -> list[int]:
+    async def start(self, *, only_new: bool = False) -> list[int]:
         """Open the connections and upgrade the schema; returns the migrations applied."""
         self._loop = asyncio.get_running_loop()
         conn = connect(self.path)
-        applied = schema.upgrade(conn)
+        applied = schema.upgrade(conn, only_new=only_new)
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         if self.path != ":memory:":
             # We fdatasync the WAL after each commit, so NORMAL loses nothing FULL keeps.

@@ -58,9 +58,9 @@ class PgDatabase:
         self.health = StoreHealth(None)  # the server's disk is the server's to watch
         self._stall = StallGuard(self.health, self._refuse_waiting)
 
-    async def start(self) -> list[int]:
+    async def start(self, *, only_new: bool = False) -> list[int]:
         self._loop = asyncio.get_running_loop()
-        return await self._loop.run_in_executor(self._writer, self._upgrade)
+        return await self._loop.run_in_executor(self._writer, self._upgrade, only_new)
 
     async def stop(self) -> None:
         while self._writing or self._outbox:  # every accepted write committed
@@ -129,8 +129,8 @@ class PgDatabase:
 
     # -- on the worker threads -----------------------------------------------------------------
 
-    def _upgrade(self) -> list[int]:
-        return pg_schema.upgrade(self._connection())
+    def _upgrade(self, only_new: bool) -> list[int]:
+        return pg_schema.upgrade(self._connection(), only_new=only_new)
 
     def _write(self, ops: list[Op]) -> list[Outcome]:
         conn = self._begun(BEGIN)

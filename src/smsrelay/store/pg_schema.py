@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from smsrelay.store.schema import refuse_newer
+from smsrelay.store.schema import refuse_newer, refuse_older
 
 UPGRADE_LOCK = 0x5353_7265_6C61  # any constant: one lock id for every node of one database
 
@@ -190,8 +190,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def upgrade(conn: psycopg.Connection[Any]) -> list[int]:
-    """Apply every missing migration in one transaction; returns those applied."""
+def upgrade(conn: psycopg.Connection[Any], *, only_new: bool = False) -> list[int]:
+    """Apply every missing migration in one transaction; returns those applied (``only_new``:
+    as SQLite's ``schema.upgrade``)."""
     applied = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (UPGRADE_LOCK,))
@@ -199,6 +200,8 @@ def upgrade(conn: psycopg.Connection[Any]) -> list[int]:
         row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         current = int(row[0] or 0) if row else 0
         refuse_newer(current, len(MIGRATIONS))
+        if only_new:
+            refuse_older(current, len(MIGRATIONS))
         for version, script in enumerate(MIGRATIONS, start=1):
             if version <= current:
                 continue

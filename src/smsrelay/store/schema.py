@@ -245,10 +245,14 @@ def current_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def upgrade(conn: sqlite3.Connection) -> list[int]:
+def upgrade(conn: sqlite3.Connection, *, only_new: bool = False) -> list[int]:
     """Apply every missing migration, each in its own transaction; returns those applied.
-    A database a newer build has upgraded is refused (``SchemaTooNew``)."""
-    refuse_newer(current_version(conn), len(MIGRATIONS))
+    A database a newer build has upgraded is refused (``SchemaTooNew``); with ``only_new``,
+    so is one an older build made (``SchemaTooOld``): only a new database gets its schema."""
+    current = current_version(conn)
+    refuse_newer(current, len(MIGRATIONS))
+    if only_new:
+        refuse_older(current, len(MIGRATIONS))
     applied = []
     for version, script in enumerate(MIGRATIONS, start=1):
         if version <= current_version(conn):
@@ -268,6 +272,21 @@ def upgrade(conn: sqlite3.Connection) -> list[int]:
 
 class SchemaTooNew(SmsRelayError):
     """The database's schema is newer than this build knows: a newer build upgraded it."""
+
+
+class SchemaTooOld(SmsRelayError):
+    """A command other than ``db upgrade`` (and serve) met a database an older build made:
+    migrating it under a running older serve (a monitoring check of a newly installed build)
+    broke the order the README's upgrade steps keep."""
+
+
+def refuse_older(version: int, known: int) -> None:
+    if 0 < version < known:
+        raise SchemaTooOld(
+            f"the database's schema is version {version}, older than this build's ({known}): "
+            "stop serve (every node), run `smsrelay db upgrade`, then start serve again "
+            "(README: Upgrading)"
+        )
 
 
 def refuse_newer(version: int, known: int) -> None:

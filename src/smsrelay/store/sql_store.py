@@ -76,7 +76,7 @@ class Engine(Protocol):
     broken: asyncio.Event  # set for good when the engine can no longer promise durability
     health: StoreHealth  # whether new work can be taken now, and why not
 
-    async def start(self) -> list[int]: ...
+    async def start(self, *, only_new: bool = False) -> list[int]: ...
     async def stop(self) -> None: ...
     async def write(self, fn: Callable[[Conn], T]) -> T: ...
     async def read(self, fn: Callable[[Conn], T]) -> T: ...
@@ -89,8 +89,10 @@ class SqlStore:
         self.url = url
         self.db = db
 
-    async def open(self) -> list[int]:
-        return await self.db.start()
+    async def open(self, *, only_new: bool = False) -> list[int]:
+        """Open the database, migrating it; ``only_new``: the schema only of a new database
+        (an older one is refused with ``SchemaTooOld``: the CLI's commands, see schema)."""
+        return await self.db.start(only_new=only_new)
 
     async def close(self) -> None:
         await self.db.stop()
