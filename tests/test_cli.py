@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -326,6 +328,36 @@ def test_smsc_reply_goes_to_the_built_in_simulator_the_settings_name(run) -> Non
     env = {"SMSRELAY_BUILTIN_SMSC_CONTROL_PORT": "1"}  # nothing listens there
     result = runner.invoke(cli, ["smsc", "reply", "--from", "336", "--to", "337", "x"], env=env)
     assert result.exit_code == 1 and "cannot reach http://127.0.0.1:1" in result.stderr
+
+
+def test_smsc_reply_to_what_is_no_control_api_is_one_error_line(tmp_path: Path) -> None:
+    # Both ended in a traceback: a URL without its scheme, and the SMPP port by mistake.
+    smpp_like = socket.socket()
+    smpp_like.bind(("127.0.0.1", 0))
+    smpp_like.listen()
+    port = smpp_like.getsockname()[1]
+
+    def answer_binary() -> None:
+        conn, _ = smpp_like.accept()
+        conn.recv(65536)
+        conn.sendall(b"\x00\x00\x00\x10\x80\x00\x00\x00" + bytes(8))  # a generic_nack
+        conn.close()
+
+    thread = threading.Thread(target=answer_binary, daemon=True)
+    thread.start()
+    runner = CliRunner()
+    cases = {
+        "nonsense": "is not a URL",
+        "localhost:2776": "is not a URL",
+        f"http://127.0.0.1:{port}": "the SMPP port",
+    }
+    for control, says in cases.items():
+        args = ["smsc", "reply", "--control", control, "--from", "336", "--to", "337", "x"]
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1 and says in result.stderr, result.output
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+    thread.join(5)
+    smpp_like.close()
 
 
 def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import sys
 import urllib.error
@@ -212,19 +213,29 @@ def rules(ctx: click.Context, control: str | None, clear: bool, destination: str
 
 def _call(control: str, method: str, path: str, body: object, name: str) -> str:
     """One request to the control API: its answer, or exit 1 with one line."""
+    if not control.startswith(("http://", "https://")):  # "localhost:2776", "nonsense"
+        click.echo(f"error: {name}: {control!r} is not a URL (http://HOST:PORT)", err=True)
+        sys.exit(1)
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        control.rstrip("/") + path,
-        data=data,
-        headers={"Content-Type": "application/json"},
-        method=method,
-    )
     try:
+        request = urllib.request.Request(
+            control.rstrip("/") + path,
+            data=data,
+            headers={"Content-Type": "application/json"},
+            method=method,
+        )
         with urllib.request.urlopen(request, timeout=15) as response:
             return str(response.read().decode())
     except urllib.error.HTTPError as exc:
-        click.echo(f"{name}: {exc.code} {exc.read().decode()}", err=True)
-        sys.exit(1)
+        click.echo(f"error: {name}: {exc.code} {exc.read().decode()}", err=True)
     except (urllib.error.URLError, OSError) as exc:
-        click.echo(f"{name}: cannot reach {control}: {exc}", err=True)
-        sys.exit(1)
+        click.echo(f"error: {name}: cannot reach {control}: {exc}", err=True)
+    except ValueError as exc:  # "http://" and nothing more
+        click.echo(f"error: {name}: {control!r} is not a URL: {exc}", err=True)
+    except http.client.HTTPException:  # an SMPP port, not the control API's
+        click.echo(
+            f"error: {name}: {control} does not answer HTTP: is it the SMPP port? The control "
+            "API listens on the next port by default",
+            err=True,
+        )
+    sys.exit(1)
