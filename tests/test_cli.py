@@ -339,8 +339,12 @@ def test_smsc_reply_to_what_is_no_control_api_is_one_error_line(tmp_path: Path) 
 
     def answer_binary() -> None:
         conn, _ = smpp_like.accept()
+        conn.settimeout(10)
         conn.recv(65536)
         conn.sendall(b"\x00\x00\x00\x10\x80\x00\x00\x00" + bytes(8))  # a generic_nack
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(65536):  # all the client sent, so closing resets nothing
+            pass
         conn.close()
 
     thread = threading.Thread(target=answer_binary, daemon=True)
@@ -759,3 +763,31 @@ def test_a_command_does_not_import_what_only_serve_and_the_simulator_need() -> N
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_stop_add_and_numbers_remove_say_what_they_did_to_waiting_messages(
+    run, tmp_path: Path
+) -> None:
+    # `stop add` cancelled and refunded a waiting message without a word, and `numbers
+    # remove` left queued messages to leave from the number with the answers going nowhere.
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.factories import new_message
+
+    run("accounts", "create", "shop", "--credit", "1")
+    run("numbers", "add", "shop", "33757000001")
+
+    async def three_waiting() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        for to in ("+33611111111", "+33622222222", "+33633333333"):
+            await store.accept_message(new_message(recipient=to, due_at=9e9))
+        await store.close()
+
+    asyncio.run(three_waiting())
+    said = run("stop", "add", "shop", "0611111111")
+    assert "added, id 1" in said and "1 waiting message cancelled and refunded" in said
+    assert "cancelled" not in run("stop", "add", "shop", "0699999999")  # nothing waited
+    said = run("numbers", "remove", "33757000001")
+    assert "2 messages from it not finished: queued ones still leave from it" in said

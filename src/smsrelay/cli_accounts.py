@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from smsrelay.cli_support import emit, fail, redacted, settings_from, with_gateway
+from smsrelay.cli_support import emit, fail, plural, redacted, settings_from, with_gateway
 from smsrelay.domain.pricing import eur_to_micros, format_eur
 from smsrelay.errors import DomainError
 from smsrelay.service import accounts as account_service
@@ -349,8 +349,14 @@ def remove_number(ctx: click.Context, msisdn: str) -> None:
       smsrelay numbers remove 33757000002
     """
 
-    async def work(gw: Gateway) -> None:
-        await account_service.remove_number(gw.store, msisdn)
+    async def work(gw: Gateway) -> int:
+        return await account_service.remove_number(gw.store, msisdn)
 
-    with_gateway(ctx, work)
+    unfinished = with_gateway(ctx, work)
     click.echo(f"removed {msisdn}")
+    if unfinished:
+        click.echo(
+            f"{plural(unfinished, 'message')} from it not finished: queued ones still leave "
+            "from it, and replies to it now reach no account (cancel what should not leave: "
+            "GET /v1/message-cancel)"
+        )

@@ -7,13 +7,20 @@ from typing import Any
 
 import click
 
-from smsrelay.cli_support import emit, fail, redacted, with_gateway
+from smsrelay.cli_support import emit, fail, plural, redacted, with_gateway
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.pricing import format_eur
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
 from smsrelay.service.status import describe
-from smsrelay.store.records import Account, MessageView, ReplyView, StopEntry, WebhookView
+from smsrelay.store.records import (
+    Account,
+    MessageView,
+    ReplyView,
+    StopAdded,
+    StopEntry,
+    WebhookView,
+)
 
 # Ids and limits as SQLite and PostgreSQL hold them: a larger number was an OverflowError
 # traceback, and --limit -1 quietly meant no limit.
@@ -327,12 +334,15 @@ def stop_add(ctx: click.Context, account: str, phone: str) -> None:
       smsrelay stop add demo 0612345678
     """
 
-    async def work(gw: Gateway) -> int:
+    async def work(gw: Gateway) -> StopAdded:
         number = parse_recipient(phone)
         owner = await _account(gw, account)
         return await gw.store.stop_add(owner.id, number.e164, gw.clock.now(), gw.builders)
 
-    click.echo(f"added, id {with_gateway(ctx, work)}")
+    added = with_gateway(ctx, work)
+    click.echo(f"added, id {added.id}")
+    if added.cancelled:  # what waited for the person (held for quiet hours, queued)
+        click.echo(f"{plural(added.cancelled, 'waiting message')} cancelled and refunded")
 
 
 @stop.command("remove")

@@ -182,7 +182,7 @@ async def add_stop(
         number = parse_recipient(raw)
     except DomainError as error:
         raise DomainError(error.code, error.message, "phoneNumber") from error
-    return await store.stop_add(account.id, number.e164, clock.now(), builders)
+    return (await store.stop_add(account.id, number.e164, clock.now(), builders)).id
 
 
 async def remove_stop(store: Store, account: Account, raw_id: str | None) -> None:

@@ -150,9 +150,10 @@ async def add_number(
     return await store.add_number(account, number.e164, connector, clock.now())
 
 
-async def remove_number(store: Store, raw_number: str) -> None:
+async def remove_number(store: Store, raw_number: str) -> int:
+    """Detach it; how many of its messages are not finished."""
     number = parse_international(raw_number, "msisdn")
-    await store.remove_number(number.e164)
+    return await store.remove_number(number.e164)
 
 
 RELEASE_STEP = 1000  # parts made due per transaction, as the purge's steps

@@ -7,7 +7,13 @@ from typing import Any
 from smsrelay.domain.pricing import MAX_MICROS, MICROS_PER_EUR
 from smsrelay.errors import DomainError
 from smsrelay.store.message_ops import cancel_waiting_for
-from smsrelay.store.records import Account, CallbackBuilders, NumberRecord, StopEntry
+from smsrelay.store.records import (
+    Account,
+    CallbackBuilders,
+    NumberRecord,
+    StopAdded,
+    StopEntry,
+)
 from smsrelay.store.sql import Conn
 
 ACCOUNT_COLUMNS = (
@@ -140,9 +146,14 @@ def add_number(
     return NumberRecord(msisdn=msisdn, account_name=account.name, connector=connector)
 
 
-def remove_number(conn: Conn, msisdn: str) -> None:
+def remove_number(conn: Conn, msisdn: str) -> int:
+    """Detach it; how many of its messages have not finished (they still leave from it)."""
     if conn.execute("DELETE FROM numbers WHERE msisdn = ?", (msisdn,)).rowcount == 0:
         raise DomainError("number.unknown", f"no virtual number {msisdn}")
+    row = conn.execute(
+        "SELECT COUNT(*) FROM messages WHERE sender = ? AND final_at IS NULL", (msisdn,)
+    ).fetchone()
+    return int(row[0])
 
 
 def list_numbers(conn: Conn, account_name: str | None) -> list[NumberRecord]:
@@ -169,7 +180,7 @@ def numbers_of(conn: Conn, account_id: int) -> list[NumberRecord]:
 
 def stop_add(
     conn: Conn, account_id: int, phone: str, now: float, builders: CallbackBuilders
-) -> int:
+) -> StopAdded:
     existing = conn.execute(
         "SELECT id FROM stop_list WHERE account_id = ? AND phone = ?", (account_id, phone)
     ).fetchone()
@@ -180,8 +191,8 @@ def stop_add(
         (account_id, phone, now),
     ).fetchone()
     # a message held for 08:00 must not leave
-    cancel_waiting_for(conn, account_id, phone, now, builders)
-    return int(row[0])
+    cancelled = cancel_waiting_for(conn, account_id, phone, now, builders)
+    return StopAdded(int(row[0]), cancelled)
 
 
 def stop_remove(conn: Conn, account_id: int, stop_id: int) -> None:

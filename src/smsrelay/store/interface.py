@@ -26,6 +26,7 @@ from smsrelay.store.records import (
     PurgeStep,
     ReplyOutcome,
     ReplyView,
+    StopAdded,
     StopEntry,
     StoreFigures,
     TakenPart,
@@ -50,7 +51,10 @@ class Store(Protocol):
     async def add_number(
         self, account_name: str, msisdn: str, connector: str, now: float
     ) -> NumberRecord: ...
-    async def remove_number(self, msisdn: str) -> None: ...
+    async def remove_number(self, msisdn: str) -> int:
+        """Detach it; how many of its messages are not finished (they still leave from it)."""
+        ...
+
     async def list_numbers(self, account_name: str | None = None) -> list[NumberRecord]: ...
     async def numbers_of(self, account_id: int) -> list[NumberRecord]: ...
     async def account_snapshot(self, account_id: int) -> AccountSnapshot | None: ...
@@ -63,7 +67,7 @@ class Store(Protocol):
     ) -> tuple[dict[int, MessageView], frozenset[str]]: ...
     async def stop_add(
         self, account_id: int, phone: str, now: float, builders: CallbackBuilders
-    ) -> int:
+    ) -> StopAdded:
         """Add ``phone``; what still waits for it is cancelled, refunded, and its DLR queued."""
         ...
 

@@ -266,6 +266,13 @@ class CallbackBacklog:
 
 @quick_init
 @dataclass(frozen=True)
+class StopAdded:
+    id: int  # the STOP entry's
+    cancelled: int  # messages that still waited for the person: cancelled and refunded
+
+
+@quick_init
+@dataclass(frozen=True)
 class StopEntry:
     id: int
     phone: str

@@ -40,6 +40,7 @@ from smsrelay.store.records import (
     PurgeStep,
     ReplyOutcome,
     ReplyView,
+    StopAdded,
     StopEntry,
     StoreFigures,
     TakenPart,
@@ -144,8 +145,8 @@ class SqlStore:
             )
         )
 
-    async def remove_number(self, msisdn: str) -> None:
-        await self.db.write(partial(account_ops.remove_number, msisdn=msisdn))
+    async def remove_number(self, msisdn: str) -> int:
+        return await self.db.write(partial(account_ops.remove_number, msisdn=msisdn))
 
     async def list_numbers(self, account_name: str | None = None) -> list[NumberRecord]:
         return await self.db.read(partial(account_ops.list_numbers, account_name=account_name))
@@ -173,7 +174,7 @@ class SqlStore:
 
     async def stop_add(
         self, account_id: int, phone: str, now: float, builders: CallbackBuilders
-    ) -> int:
+    ) -> StopAdded:
         return await self.db.write(
             partial(
                 account_ops.stop_add,
