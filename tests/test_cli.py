@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -371,6 +372,17 @@ def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:
     run("db", "purge", "--older-than", "0", code=2)
 
 
+@pytest.fixture
+def serving(tmp_path: Path) -> Any:
+    """A serve process's hold on the database (what `status` asks about)."""
+    from smsrelay.store.lock import ServeLock
+
+    lock = ServeLock(os.path.realpath(tmp_path / "data" / "smsrelay.db"))
+    lock.acquire()
+    yield lock
+    lock.release()
+
+
 def test_status_reads_as_text_and_as_json(run) -> None:
     assert "parts queued: 0" in run("status") and "callbacks to post: 0" in run("status")
     figures = json.loads(run("status", "--json"))
@@ -382,14 +394,31 @@ def test_status_reads_as_text_and_as_json(run) -> None:
         "sending": {},
         "oldestCallbackDueSince": None,
         "failedCallbacks": 0,
+        "serveRunning": False,
     }
     assert disk["minFreeMb"] == 100 and isinstance(disk["freeMb"], int)  # serve's reserve
     text = run("status")
     assert "callbacks given up: 0" in text
-    assert "MB free (sends refused under 100)" in text.splitlines()[-1]
+    assert "MB free (sends refused under 100)" in text.splitlines()[-2]
+    assert text.splitlines()[-1] == "serve: not running"
 
 
-def test_status_shows_parts_due_that_no_link_has_sent(run, tmp_path: Path) -> None:
+def test_status_as_a_monitoring_check_fails_while_serve_is_not_running(run, tmp_path) -> None:
+    # With serve down nothing is accepted, so nothing is overdue: the README's cron check
+    # stayed green while the gateway took nothing at all.
+    refused = run("status", "--max-overdue", "600", code=1)
+    assert "error: serve is not running on this database" in refused
+    from smsrelay.store.lock import ServeLock
+
+    lock = ServeLock(os.path.realpath(tmp_path / "data" / "smsrelay.db"))
+    lock.acquire()
+    try:
+        assert "serve: running" in run("status", "--max-overdue", "600")
+    finally:
+        lock.release()
+
+
+def test_status_shows_parts_due_that_no_link_has_sent(run, tmp_path: Path, serving) -> None:
     import asyncio
 
     from smsrelay.store.sqlite_store import SqliteStore
@@ -420,7 +449,7 @@ NOW = "2026-03-02T11:00:00+00:00"
 
 
 def test_status_names_the_connector_whose_parts_the_smsc_does_not_answer(
-    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serving
 ) -> None:
     import asyncio
 
@@ -463,7 +492,7 @@ def test_status_names_the_connector_whose_parts_the_smsc_does_not_answer(
 
 
 def test_status_fails_when_callbacks_have_waited_too_long_and_says_how_many(
-    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serving
 ) -> None:
     import asyncio
 
@@ -498,11 +527,16 @@ def test_status_fails_when_callbacks_have_waited_too_long_and_says_how_many(
     assert "callbacks given up: 1" in human
     refused = run("status", "--max-callback-overdue", "600", code=1)
     assert "2 callback(s) due for more than 600 s are not delivered" in refused
-    run("status", "--max-callback-overdue", "3600")
+    # Given up, a callback is no longer late: the check went quiet while it stayed lost.
+    refused = run("status", "--max-callback-overdue", "3600", code=1)
+    assert refused.endswith(
+        "error: 1 callback(s) given up (smsrelay webhooks list --failed; "
+        "smsrelay webhooks retry --all posts them again)\n"
+    )
 
 
 def test_status_names_every_problem_on_its_own_line(
-    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serving
 ) -> None:
     import asyncio
 

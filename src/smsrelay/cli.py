@@ -35,6 +35,7 @@ from smsrelay.settings import LOG_LEVELS, Settings, unknown_variables
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import is_postgres, store_for
 from smsrelay.store.health import MIB, free_bytes
+from smsrelay.store.lock import ServeLock
 
 FC = TypeVar("FC", bound=Callable[..., Any])  # a click command being decorated
 
@@ -359,6 +360,12 @@ async def _status_report(
         "failedCallbacks": callbacks.failed,
     }
     alarms = _part_alarms(now, max_overdue, overdue, sending)
+    serving = _serve_running(gw)
+    if serving is not None:
+        figures["serveRunning"] = serving
+        if not serving and (max_overdue is not None or max_callback_overdue is not None):
+            # with serve down nothing is accepted, so nothing is ever overdue: not "all well"
+            alarms.append("serve is not running on this database: nothing is sent or accepted")
     disk = _disk_figures(gw)
     if disk is not None:
         figures["disk"] = disk
@@ -372,7 +379,22 @@ async def _status_report(
             f"{callbacks.late} callback(s) due for more than {max_callback_overdue:g} s are not "
             "delivered (a receiver down? see smsrelay webhooks list)"
         )
+    if max_callback_overdue is not None and callbacks.failed:
+        # given up after webhook_give_up_after: no longer "late", and lost until retried
+        alarms.append(
+            f"{callbacks.failed} callback(s) given up (smsrelay webhooks list --failed; "
+            "smsrelay webhooks retry --all posts them again)"
+        )
     return figures, alarms
+
+
+def _serve_running(gw: Gateway) -> bool | None:
+    """Whether a serve process holds this SQLite database (None: PostgreSQL, whose nodes
+    a command on one machine cannot see)."""
+    url = gw.settings.resolved_database_url
+    if is_postgres(url):
+        return None
+    return ServeLock(os.path.realpath(path_from_url(url))).is_held()
 
 
 def _disk_figures(gw: Gateway) -> dict[str, int] | None:
@@ -441,6 +463,8 @@ def _status_lines(figures: dict[str, Any]) -> str:
     if "disk" in figures:
         disk = figures["disk"]
         lines.append(f"disk: {disk['freeMb']} MB free (sends refused under {disk['minFreeMb']})")
+    if "serveRunning" in figures:
+        lines.append(f"serve: {'running' if figures['serveRunning'] else 'not running'}")
     return "\n".join(lines)
 
 
