@@ -261,6 +261,15 @@ def test_serve_names_a_misspelt_variable_and_the_setting_it_meant(tmp_path: Path
     ) in said
 
 
+def test_every_command_names_a_misspelt_variable_once(run) -> None:
+    # Only serve did: `SMSRELAY_DATABSE_URL=… smsrelay status` read another database silently.
+    result = CliRunner().invoke(
+        cli, ["status"], env={"SMSRELAY_DATABSE_URL": "postgresql://x@db/sms"}
+    )
+    said = "warning: SMSRELAY_DATABSE_URL (did you mean SMSRELAY_DATABASE_URL?) is not a setting"
+    assert result.stderr.count(said) == 1, result.stderr
+
+
 def test_serve_refuses_a_connector_tables_bad_option_before_anything_starts(
     tmp_path: Path,
 ) -> None:

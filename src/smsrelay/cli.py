@@ -31,7 +31,7 @@ from smsrelay.logs import configure as configure_logging
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
-from smsrelay.settings import LOG_LEVELS, Settings, unknown_variables
+from smsrelay.settings import LOG_LEVELS, Settings
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import is_postgres, store_for
 from smsrelay.store.health import MIB, free_bytes
@@ -95,9 +95,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from smsrelay.runtime import serve_forever
 
-    for variable in unknown_variables(os.environ):  # said first: it may explain an error
-        click.echo(f"warning: {variable} is not a setting: ignored", err=True)
-    settings = settings_from(ctx, **flags)
+    settings = settings_from(ctx, **flags)  # a misspelt variable said first
     try:
         code = run(serve_forever(settings))
     except OSError as exc:

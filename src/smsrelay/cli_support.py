@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -18,7 +19,7 @@ import orjson
 from smsrelay.errors import DomainError, SmsRelayError
 from smsrelay.service.database_time import measured_clock
 from smsrelay.service.gateway import Gateway, build_gateway
-from smsrelay.settings import Settings, SettingsError, load_settings
+from smsrelay.settings import Settings, SettingsError, load_settings, unknown_variables
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import holds_smsrelay, is_postgres, store_for
 
@@ -26,7 +27,14 @@ T = TypeVar("T")
 
 
 def settings_from(ctx: click.Context, **extra: Any) -> Settings:
-    flags = dict(ctx.find_root().obj or {})
+    """The settings every command reads, as serve does: a misspelt ``SMSRELAY_*`` variable
+    is said first (it may explain what follows: another database read without a word)."""
+    root = ctx.find_root()
+    if not root.meta.get("smsrelay.variables_said"):
+        root.meta["smsrelay.variables_said"] = True
+        for variable in unknown_variables(os.environ):
+            click.echo(f"warning: {variable} is not a setting: ignored", err=True)
+    flags = dict(root.obj or {})
     flags.update({k: v for k, v in extra.items() if v is not None})
     try:
         return load_settings(flags)
