@@ -15,7 +15,7 @@ import pytest
 
 from smsrelay.carrier import simulator as simulator_module
 from smsrelay.carrier import smpp_client
-from smsrelay.carrier.connector import Connector, InboundSm, SubmitUnanswered
+from smsrelay.carrier.connector import Connector, InboundSm, SentIntoSilence, SubmitUnanswered
 from smsrelay.carrier.simulator import Simulator
 from smsrelay.carrier.smpp_client import SmppConnector, SmppLinkConfig, WindowSlots
 from smsrelay.carrier.smpp_link import LATE_ANSWER_LIMIT, SmppLink
@@ -30,6 +30,7 @@ from smsrelay.smpp.pdu import (
     CommandStatus,
     DeliverSm,
     DeliverSmResp,
+    EnquireLink,
     EnquireLinkResp,
     GenericNack,
     MessageState,
@@ -350,6 +351,44 @@ async def _scripted_smsc(
         writer.close()
 
     return await asyncio.start_server(smsc, "127.0.0.1", 0), binds
+
+
+async def test_a_link_gone_silent_is_probed_at_the_submits_timeout_and_its_parts_went_unheard(
+    make_connector: MakeConnector,
+) -> None:
+    # A path that eats data (an MTU black hole) was found dead 40 s on (30 s of silence, then
+    # the enquire_link's own timeout), and each part sent into it counted an attempt: five
+    # dead links failed every queued message the SMSC never saw.
+    server, _ = await _scripted_smsc(lambda pdu, binds: None)  # binds, then hears nothing
+    connector = await make_connector(server.sockets[0].getsockname()[1], response_timeout=0.3)
+    with pytest.raises(SubmitUnanswered) as unanswered:
+        await connector.submit(part())
+    with pytest.raises(SentIntoSilence):
+        await asyncio.wait_for(unanswered.value.late, 5)  # not the 30 s interval's 40 s
+    server.close()
+
+
+async def test_a_submit_unanswered_on_a_link_that_still_answers_is_counted(
+    make_connector: MakeConnector,
+) -> None:
+    # The link answers its enquire_links but never this submit: not a silent path, so its
+    # late answer is None and the attempt counts (an SMSC that may well have it).
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pdus = PduReader()
+        while data := await reader.read(4096):
+            for pdu in pdus.feed(data):
+                if isinstance(pdu, BindTransceiver):
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, EnquireLink):
+                    writer.write(encode(EnquireLinkResp(sequence=pdu.sequence)))
+        writer.close()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    connector = await make_connector(server.sockets[0].getsockname()[1], response_timeout=0.1)
+    with pytest.raises(SubmitUnanswered) as unanswered:
+        await connector.submit(part())
+    assert await asyncio.wait_for(unanswered.value.late, 5) is None
+    server.close()
 
 
 async def test_a_response_of_another_command_on_a_submits_number_is_not_its_answer(

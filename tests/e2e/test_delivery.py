@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -314,6 +316,32 @@ async def test_message_waits_while_the_smsc_is_down_then_leaves(tmp_path: Path) 
         await runtime.stop(gw.running)
         if smsc is not None:
             await smsc.stop()
+
+
+async def test_a_path_gone_silent_uses_up_no_attempt_and_the_message_leaves_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    # A network that eats submits (an MTU black hole, a frozen peer) counted an attempt per
+    # dead link: with one attempt allowed, the message failed though the path came back.
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    url = f"{smsc.url}?response_timeout=0.3&reconnect_min=0.05&reconnect_max=0.5"
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=url, submit_attempts=1))
+    try:
+        await eventually(lambda: gw.running.gateway.smsc_binds()["default"]["transceiver"])
+        os.kill(smsc.process.pid, signal.SIGSTOP)  # the kernel still takes its bytes
+        _, answer = await gw.send()
+
+        async def came_back_unheard() -> bool:
+            message = await gw.store.get_message(answer["message_id"])
+            return "went silent" in (message.parts[0].last_error or "")
+
+        await eventually(came_back_unheard)
+        os.kill(smsc.process.pid, signal.SIGCONT)
+        await _final_status(gw, answer["message_id"])
+    finally:
+        os.kill(smsc.process.pid, signal.SIGCONT)
+        await runtime.stop(gw.running)
+        await smsc.stop()
 
 
 async def test_parts_waiting_behind_a_rate_cap_are_not_sent_twice(tmp_path: Path) -> None:

@@ -43,6 +43,13 @@ class SubmitUnanswered(TransientError):
         self.late = late
 
 
+class SentIntoSilence(TransientError):
+    """A submit left on a link that then went silent (nothing heard from the SMSC after it,
+    until we gave the link up): a network that ate it (a firewall, an MTU black hole) far more
+    likely than an SMSC that took it. Sent again, its attempt not counted: a path that eats
+    data for minutes failed every queued message after a few dead links."""
+
+
 @quick_init
 @dataclass(frozen=True)
 class InboundSm:

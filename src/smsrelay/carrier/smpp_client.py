@@ -307,9 +307,14 @@ def _late_outcome(late: asyncio.Future[Pdu | None]) -> asyncio.Future[SubmitOutc
     outcome: asyncio.Future[SubmitOutcome | None] = asyncio.get_running_loop().create_future()
 
     def pass_on(answer: asyncio.Future[Pdu | None]) -> None:
-        if not outcome.done():
-            pdu = None if answer.cancelled() else answer.result()
-            outcome.set_result(None if pdu is None else _outcome(pdu))
+        error = None if answer.cancelled() else answer.exception()
+        if outcome.done():
+            return
+        if error is not None:  # SentIntoSilence: the link went silent after it left
+            outcome.set_exception(error)
+            return
+        pdu = None if answer.cancelled() else answer.result()
+        outcome.set_result(None if pdu is None else _outcome(pdu))
 
     late.add_done_callback(pass_on)
     return outcome

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
+from smsrelay.carrier.connector import SentIntoSilence
 from smsrelay.errors import TransientError
 from smsrelay.logs import Sparse
 from smsrelay.smpp.errors import RemoteProtocolError
@@ -101,8 +102,10 @@ class SmppLink(asyncio.Protocol):
         self.peer = ""
         self.enquire_links_received = 0
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
-        # submit_sm sequences whose answer timed out -> (until when, the late answer or None)
-        self._late: dict[int, tuple[float, asyncio.Future[Pdu | None]]] = {}
+        # submit_sm sequences whose answer timed out -> (until when, the late answer or None,
+        # when it left)
+        self._late: dict[int, tuple[float, asyncio.Future[Pdu | None], float]] = {}
+        self._gave_up_silent = False  # we ended the link: its enquire_link went unanswered
         self._unmatched = Sparse(UNMATCHED_SAID_EVERY_S)
         self.late_window = max(
             0.0, min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT - response_timeout)
@@ -161,21 +164,23 @@ class SmppLink(asyncio.Protocol):
             self._timer.cancel()
         if self._linger is not None:
             self._linger.cancel()
+        silent = self._gave_up_silent or isinstance(exc, TimeoutError)  # TCP's own timeout
+        heard, timeout = self.session.last_received, self.session.response_timeout
+        left_at = {seq: out.deadline - timeout for seq, out in self.session.outstanding().items()}
         self.session.close()
         self._out.clear()
         pending, self._pending = self._pending, {}
-        never: asyncio.Future[Pdu | None] = self.loop.create_future()
-        never.set_result(None)  # sent, and no answer can come on a connection that is gone
         for sequence, future in pending.items():
             if future.done():
                 continue
             if sequence in self._unsent or sequence in self._void:  # never left, or refused
                 future.set_exception(TransientError("smpp connection lost"))
             else:  # it left: the peer may have acted on it
-                future.set_exception(NoAnswer("smpp connection lost", never))
+                unheard = silent and heard < left_at.get(sequence, heard)
+                future.set_exception(NoAnswer("smpp connection lost", _no_answer(unheard)))
         self._unsent.clear()
         self._void.clear()
-        self._give_up_late(float("inf"))  # a late answer comes on this connection or never
+        self._give_up_late(float("inf"), silent=silent)  # it comes on this connection or never
         self._wake_room()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -309,14 +314,20 @@ class SmppLink(asyncio.Protocol):
                 },
             )
 
-    def _give_up_late(self, now: float) -> None:
+    def _give_up_late(self, now: float, *, silent: bool = False) -> None:
+        """No late answer any more for the submits waiting past ``now``: None, or (the link
+        gone silent, nothing heard since the submit left) SentIntoSilence."""
+        heard = self.session.last_received
         while self._late:
-            sequence, (until, future) = next(iter(self._late.items()))
+            sequence, (until, future, left_at) = next(iter(self._late.items()))
             if until > now:
                 return  # kept in timeout order: the rest are later still
             del self._late[sequence]
             if not future.done():
-                future.set_result(None)
+                if silent and heard < left_at:
+                    future.set_exception(_silence())
+                else:
+                    future.set_result(None)
 
     def _on_enquire_link(self, pdu: Pdu) -> None:
         self.enquire_links_received += 1
@@ -374,16 +385,38 @@ class SmppLink(asyncio.Protocol):
             error = TransientError(f"no {request.command_id.name}_resp in time")
             if request.command_id is CommandId.SUBMIT_SM:  # the SMSC may have it: wait on
                 late: asyncio.Future[Pdu | None] = self.loop.create_future()
-                self._late[sequence] = (now + self.late_window, late)
+                left_at = request.deadline - self.session.response_timeout
+                self._late[sequence] = (now + self.late_window, late, left_at)
                 error = NoAnswer(str(error), late)
             future = self._pending.pop(sequence, None)
             if future is not None and not future.done():
                 future.set_exception(error)
             if request.command_id is CommandId.ENQUIRE_LINK:
                 self.log.warning("smpp.enquire_link.timeout", extra={"link": self.name})
+                self._gave_up_silent = True
                 self.abort()
                 return
         self._give_up_late(now)
-        if self.session.enquire_link_due(now):
+        # A submit unanswered on a link silent as long: probe it now, not after the 30 s of
+        # silence the interval waits (a dead path was found 40 s on, every part sent into it
+        # meanwhile waiting a response timeout of its own).
+        probe = any(r.command_id is CommandId.SUBMIT_SM for _, r in expired)
+        timeout = self.session.response_timeout
+        if self.session.enquire_link_due(now, silent_for=timeout if probe else None):
             self.send(EnquireLink(sequence=self.session.next_sequence()))
         self._timer = self.loop.call_later(self._tick_every, self._tick)
+
+
+def _silence() -> SentIntoSilence:
+    return SentIntoSilence("smpp link went silent after the submit left (nothing heard since)")
+
+
+def _no_answer(unheard: bool) -> asyncio.Future[Pdu | None]:
+    """The late answer of a submit whose connection is gone: none can come (None), or the
+    link had gone silent since it left (SentIntoSilence)."""
+    future: asyncio.Future[Pdu | None] = asyncio.get_running_loop().create_future()
+    if unheard:
+        future.set_exception(_silence())
+    else:
+        future.set_result(None)
+    return future

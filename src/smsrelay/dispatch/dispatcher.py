@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any
 
-from smsrelay.carrier.connector import Connector, OutboundPart, SubmitOutcome, SubmitUnanswered
+from smsrelay.carrier.connector import (
+    Connector,
+    OutboundPart,
+    SentIntoSilence,
+    SubmitOutcome,
+    SubmitUnanswered,
+)
 from smsrelay.dispatch.outcomes import Outcome, classify, status_name
 from smsrelay.domain.backoff import SUBMIT_RETRY_CAP, BackoffPolicy, next_attempt_at
 from smsrelay.domain.states import PartState
@@ -342,7 +348,11 @@ class _Lane:
         self.d.outcomes[self.name, "ok"] += len(parts)
 
     async def conclude_when_answered(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
-        answer = await unanswered.late
+        try:
+            answer = await unanswered.late
+        except SentIntoSilence as silence:
+            await self._conclude(part, silence)
+            return
         if answer is not None:
             log.info(
                 "dispatch.submit.late_answer",
@@ -386,6 +396,12 @@ class _Lane:
             # No answer, even late: counted, as each new send may be a duplicate at a handset
             # (and the part may have left: it can no longer be cancelled).
             await self._retry(part, str(outcome), "unanswered", counted=True, may_have_left=True)
+            return
+        if isinstance(outcome, SentIntoSilence):
+            # The link heard nothing after it left: a network that ate it, most likely. Not
+            # counted (a path down for minutes failed every queued message), yet it may have
+            # left: no longer cancellable.
+            await self._retry(part, str(outcome), "unanswered", counted=False, may_have_left=True)
             return
         if isinstance(outcome, SmsRelayError):
             await self._retry(part, str(outcome), "not_sent", counted=False)
