@@ -834,3 +834,26 @@ def test_stop_add_and_numbers_remove_say_what_they_did_to_waiting_messages(
     assert "cancelled" not in run("stop", "add", "shop", "0699999999")  # nothing waited
     said = run("numbers", "remove", "33757000001")
     assert "2 messages from it not finished: queued ones still leave from it" in said
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "secret"),
+    [
+        (
+            ["--database", "postgresql://u:s3cretpw@127.0.0.1:notaport/sms", "status"],
+            {},
+            "s3cretpw",
+        ),
+        (["--database", "postgresql://u:pw%ZZtoken@127.0.0.1:1/sms", "status"], {}, "pw%ZZtoken"),
+        (["serve"], {"SMSRELAY_SMSC": "smpp://id:s3c#retpw@127.0.0.1:2775"}, "s3c"),
+    ],
+)
+def test_no_error_line_shows_a_password_of_the_settings(
+    tmp_path: Path, args: list[str], env: dict[str, str], secret: str
+) -> None:
+    # The URL a parser could not read was named whole, and libpq quotes the token it could
+    # not decode: both went to the journal and to cron's mail in clear.
+    env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data"), **env}
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code != 0 and result.stderr.startswith("error:"), result.output
+    assert secret not in result.stderr and "***" in result.stderr, result.stderr

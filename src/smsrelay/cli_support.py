@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import click
 import orjson
@@ -30,6 +31,12 @@ def settings_from(ctx: click.Context, **extra: Any) -> Settings:
     """The settings every command reads, as serve does: a misspelt ``SMSRELAY_*`` variable
     is said first (it may explain what follows: another database read without a word)."""
     root = ctx.find_root()
+    hide_passwords_of(
+        os.environ.get("SMSRELAY_DATABASE_URL"),
+        os.environ.get("SMSRELAY_SMSC"),
+        *(str(value) for value in (root.obj or {}).values() if value),
+        *(str(value) for value in extra.values() if value),
+    )
     if not root.meta.get("smsrelay.variables_said"):
         root.meta["smsrelay.variables_said"] = True
         for variable in unknown_variables(os.environ):
@@ -37,9 +44,13 @@ def settings_from(ctx: click.Context, **extra: Any) -> Settings:
     flags = dict(root.obj or {})
     flags.update({k: v for k, v in extra.items() if v is not None})
     try:
-        return load_settings(flags)
+        settings = load_settings(flags)
     except SettingsError as exc:
         fail(str(exc), code=2)
+    hide_passwords_of(
+        settings.resolved_database_url, settings.smsc, *(c.url for c in settings.connectors)
+    )
+    return settings
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -168,10 +179,32 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def fail_all(messages: list[str], code: int = 1) -> NoReturn:
-    """Every problem on its own line (monitoring shows the first, a person reads them all)."""
+    """Every problem on its own line (monitoring shows the first, a person reads them all),
+    with no password of the settings' URLs in it (a driver quotes the token it could not
+    read; a URL it cannot parse is named whole): these lines go to journals and cron mail."""
     for message in messages:
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {without_passwords(message)}", err=True)
     sys.exit(code)
+
+
+_PASSWORDS: set[str] = set()  # the settings' URL passwords, as written and decoded
+_URL_PASSWORD = re.compile(r"://[^/@:\s]*:([^@\s]+)@")
+
+
+def hide_passwords_of(*texts: str | None) -> None:
+    """Remember the passwords in these URLs (and, cut at a '#' or '?' that a parser would
+    take for the URL's end, their pieces) so that no error line shows them."""
+    for text in texts:
+        for password in _URL_PASSWORD.findall(text or ""):
+            for whole in (password, unquote(password)):
+                _PASSWORDS.add(whole)
+                _PASSWORDS.update(piece for piece in re.split(r"[#?/]", whole) if len(piece) >= 3)
+
+
+def without_passwords(text: str) -> str:
+    for password in sorted(_PASSWORDS, key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text
 
 
 def emit(value: Any, as_json: bool, human: Callable[[Any], str]) -> None:
