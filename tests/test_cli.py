@@ -857,3 +857,28 @@ def test_no_error_line_shows_a_password_of_the_settings(
     result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code != 0 and result.stderr.startswith("error:"), result.output
     assert secret not in result.stderr and "***" in result.stderr, result.stderr
+
+
+def test_webhooks_retry_all_queues_every_failed_callback_in_steps(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from smsrelay.service import retention
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.webhooks.conftest import add_callback
+
+    async def five_given_up() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        account = await store.create_account("a", "hash-a", 1_000_000, 0.0)
+        for _ in range(5):
+            webhook_id = await add_callback(store, account, "https://example.com/dlr", now=T0)
+            await store.record_webhook_attempt(webhook_id, T0, 503, 2.0, "HTTP 503", "failed", None)
+        await store.close()
+
+    asyncio.run(five_given_up())
+    monkeypatch.setattr(retention, "STEP", 2)  # three steps
+    monkeypatch.setattr(retention, "YIELD_S", 0.0)
+    assert "queued 5 callback(s) for retry" in run("webhooks", "retry", "--all")
+    assert json.loads(run("status", "--json"))["failedCallbacks"] == 0

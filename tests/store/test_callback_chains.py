@@ -141,6 +141,25 @@ async def test_retrying_a_given_up_callback_brings_the_later_ones_of_its_key_alo
     assert await claim(store, 102.0) == [second]
 
 
+async def test_retrying_every_failed_callback_goes_in_steps_and_takes_none_twice(
+    store: SqlStore,
+) -> None:
+    # `webhooks retry --all` was one transaction: 500,000 failed callbacks held serve's every
+    # write for 12 s. Steps of a few, each after the last id looked at.
+    ids = []
+    for n in range(5):
+        ids.append(await add(store, 10.0 + n, key=f"k{n}"))
+    assert sorted(await claim(store, 20.0)) == sorted(ids)
+    for webhook_id in ids:
+        await give_up(store, webhook_id, 21.0)
+    assert await store.retry_failed_webhooks(100.0, 0, 2) == (2, ids[1])
+    await give_up(store, ids[0], 101.0)  # failed again at once (an unsafe address, say)
+    assert await store.retry_failed_webhooks(101.0, ids[1], 2) == (2, ids[3])
+    assert await store.retry_failed_webhooks(102.0, ids[3], 2) == (1, ids[4])
+    assert await store.retry_failed_webhooks(103.0, ids[4], 2) == (0, ids[4])
+    assert all([await waiting(store, i) is False for i in ids[1:]])
+
+
 async def test_a_released_callback_behind_a_retried_earlier_one_waits_for_it(
     store: SqlStore,
 ) -> None:

@@ -468,6 +468,10 @@ class SqlStore:
     async def retry_webhooks(self, webhook_id: int | None, now: float) -> int:
         return await self.db.write(partial(webhook_ops.retry, webhook_id=webhook_id, now=now))
 
+    async def retry_failed_webhooks(self, now: float, after_id: int, limit: int) -> tuple[int, int]:
+        step = partial(webhook_ops.retry_failed_step, now=now, after_id=after_id, limit=limit)
+        return await self.db.write(step)
+
     async def pending_webhooks(self) -> int:
         return await self.db.read(webhook_ops.pending_count)
 

@@ -233,6 +233,21 @@ def retry(conn: Conn, webhook_id: int | None, now: float) -> int:
     return len(queued)
 
 
+def retry_failed_step(conn: Conn, now: float, after_id: int, limit: int) -> tuple[int, int]:
+    """One step of retrying every failed callback: the first ``limit`` after ``after_id``,
+    as ``retry`` puts them back; how many, and the last id looked at (a callback that fails
+    again at once, an unsafe address, is not taken twice)."""
+    rows = conn.execute(
+        "UPDATE webhooks SET state = 'pending', due_at = ?, created_at = ? "
+        "WHERE id IN (SELECT id FROM webhooks WHERE state = 'failed' AND id > ? "
+        "ORDER BY id LIMIT ?) RETURNING id, order_key",
+        (now, now, after_id, limit),
+    ).fetchall()
+    for key in {r[1] for r in rows if r[1] is not None}:
+        _settle(conn, key)
+    return len(rows), max((int(r[0]) for r in rows), default=after_id)
+
+
 def _park_if_behind(conn: Conn, webhook_id: int) -> None:
     """A pending row with an earlier open one of its key waits for it, off the due index."""
     conn.execute(
