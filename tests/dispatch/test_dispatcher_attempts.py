@@ -424,3 +424,46 @@ async def test_a_claim_being_written_when_the_dispatcher_stops_gives_its_parts_b
     await stopping
     part = await _part(store, message_id)
     assert (part.state, part.attempts, carrier.submits) == ("queued", 0, 0)
+
+
+class _ClaimAnsweredLate:
+    """The store, but its first non-empty claim of parts is answered ``delay`` s late."""
+
+    def __init__(self, store: SqliteStore, delay: float) -> None:
+        self._store = store
+        self.delay = delay
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def claim_due_parts(self, *args: object) -> list[ClaimedPart]:
+        parts = await self._store.claim_due_parts(*args)  # type: ignore[arg-type]
+        if parts and self.delay:
+            await asyncio.sleep(self.delay)
+            self.delay = 0.0
+        return parts
+
+
+async def test_parts_of_a_claim_answered_after_a_third_of_its_lease_are_not_sent_by_it(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A claim answered after a database stall may have no lease left: another node releases
+    # and sends its parts while the late claimer sends them too (the PostgreSQL review).
+    now = time.time()
+    message_id = await store.accept_message(new_message(cost_micros=1, created_at=now, due_at=now))
+    carrier = ScriptedCarrier([0])
+    late = _ClaimAnsweredLate(store, delay=1.2)
+    policy = DispatchPolicy(lease_seconds=1.5, backoff=BackoffPolicy(first=0.01, cap=0.01))
+    running = Dispatcher(late, SystemClock(), {"default": carrier}, BUILDERS, policy)  # type: ignore[arg-type]
+    await running.start()
+    try:
+
+        async def sent() -> bool:
+            message = await store.get_message(message_id)
+            return message is not None and message.state == "submitted"
+
+        await eventually(sent)  # after its lease ran out, claimed again and sent once
+    finally:
+        await running.stop()
+    assert carrier.submits == 1
+    assert "dispatch.claim.late" in [r.getMessage() for r in caplog.records]

@@ -15,14 +15,14 @@ from aiohttp import web
 
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.errors import TransientError
-from smsrelay.service.clock import FixedClock
+from smsrelay.service.clock import FixedClock, SystemClock
 from smsrelay.store.records import Account, WebhookAttempt, WebhookView
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks import sender as sender_module
 from smsrelay.webhooks.sender import WebhookSender
 from smsrelay.webhooks.signing import verify
 
-from .conftest import Receiver, add_callback, eventually
+from .conftest import TINY_BACKOFF, Receiver, add_callback, eventually
 
 MakeReceiver = Callable[..., Awaitable[Receiver]]
 MakeSender = Callable[..., Awaitable[WebhookSender]]
@@ -963,3 +963,56 @@ async def test_a_sweep_waits_for_a_claims_callbacks_to_be_in_hand(
     await eventually(lambda: sender.sweeps >= 3)  # the sweeps go on once it is in hand
     assert not swept_meanwhile.is_set()
     assert len(receiver.seen) == 1
+
+
+class _ClaimAnsweredLate:
+    """The store, but its next non-empty claim is answered ``delay`` seconds after it was
+    committed (a database stall between the COMMIT and its answer)."""
+
+    def __init__(self, store: SqliteStore, delay: float) -> None:
+        self._store = store
+        self.delay = delay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def claim_due_webhooks(self, *args: Any) -> Any:
+        jobs = await self._store.claim_due_webhooks(*args)
+        if jobs and self.delay:
+            await asyncio.sleep(self.delay)
+            self.delay = 0.0
+        return jobs
+
+
+async def test_a_claim_answered_after_its_lease_ran_out_is_not_posted_by_the_late_claimer(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After a database stall the claim's answer came after its lease had run out; another
+    # node had released and posted the callback meanwhile, and the late one posted it too.
+    monkeypatch.setattr(sender_module, "LEASE_MARGIN", 0.5)  # a lease of 1.3 s
+    monkeypatch.setattr(sender_module, "SWEEP_EVERY", 0.1)
+    receiver = await receivers()
+    await add_callback(store, account, receiver.url)
+    late_store = _ClaimAnsweredLate(store, delay=1.6)
+    late = WebhookSender(
+        late_store,  # type: ignore[arg-type]
+        SystemClock(),
+        timeout=0.2,
+        backoff=TINY_BACKOFF,
+        give_up_after=60.0,
+        concurrency_per_host=4,
+        allow_private=True,
+    )
+    await late.start()
+    try:
+        await eventually(lambda: late_store.delay == 1.6 and late._claim_settled.is_set() is False)
+        await senders(timeout=0.2)  # another node: its sweep releases the lapsed lease
+        await eventually(lambda: len(receiver.seen) == 1, timeout=10)
+        await eventually(lambda: late_store.delay == 0.0 and not late._jobs, timeout=10)
+        assert len(receiver.seen) == 1
+    finally:
+        await late.stop(grace=0.1)

@@ -39,6 +39,7 @@ from smsrelay.turn_batch import TurnBatch
 
 log = logging.getLogger("smsrelay.dispatch")
 IDLE_POLL = 0.2
+LATE_CLAIM_FLOOR = 1.0  # a claim answered within this is never late (a lease is 60 s)
 SWEEP_EVERY = 5.0
 SLOW_DOWN_DELAY = 1.0
 SANDBOX_KEPT_FOR = 86400.0  # SMS Partner purges sandbox messages daily
@@ -236,8 +237,10 @@ class _Lane:
                 await self.room.wait()  # claim in chunks, not one part per freed slot
                 continue
             self.claiming = True
+            asked = self.loop.time()
             try:
                 claimed = await self._claim()
+                claimed = self._unless_answered_late(claimed, self.loop.time() - asked)
             except TransientError as exc:
                 log.warning("dispatch.claim.failed", extra={"error": str(exc)})
                 claimed = []
@@ -264,6 +267,18 @@ class _Lane:
             *(self.d._store.mark_retry(p.part_id, now, "stopping", counted=False) for p in claimed),
             return_exceptions=True,  # what is not given back comes back with its lease
         )
+
+    def _unless_answered_late(self, claimed: list[ClaimedPart], took: float) -> list[ClaimedPart]:
+        """A claim answered late (a database stall) has little of its lease left, maybe none:
+        another node may release and send its parts before our next renewal. Not sent by us:
+        their lease brings them back to whoever claims first."""
+        if not claimed or took <= max(self.d._policy.lease_seconds / 3, LATE_CLAIM_FLOOR):
+            return claimed
+        log.warning(
+            "dispatch.claim.late",
+            extra={"connector": self.name, "parts": len(claimed), "seconds": round(took, 1)},
+        )
+        return []
 
     async def _claim(self) -> list[ClaimedPart]:
         policy = self.d._policy

@@ -219,12 +219,15 @@ class WebhookSender:
             self._wake.clear()  # a wake() during the claim below makes the wait return at once
             self._claim_settled.clear()
             try:
+                lease_ends = self._running_loop().time() + self._lease_seconds  # from the ask
                 jobs, lease = await self._claim(limit)
                 if self._stopping:
                     await self._hand_back([(job.id, self._clock.now(), lease) for job in jobs])
                     return
                 handed_back = [
-                    item for job in jobs if (item := self._spawn_safely(job, lease)) is not None
+                    item
+                    for job in jobs
+                    if (item := self._spawn_safely(job, lease, lease_ends)) is not None
                 ]
                 if handed_back:
                     await self._hand_back(handed_back)
@@ -252,18 +255,25 @@ class WebhookSender:
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop or asyncio.get_running_loop()
 
-    def _spawn_safely(self, job: WebhookJob, lease: float) -> tuple[int, float, float] | None:
+    def _spawn_safely(
+        self, job: WebhookJob, lease: float, lease_ends: float
+    ) -> tuple[int, float, float] | None:
         """``_spawn``, whose bug must not end the claim loop (nothing would be posted again
         until a restart, silently): the job is logged and left to its lease."""
         try:
-            return self._spawn(job, lease)
+            return self._spawn(job, lease, lease_ends)
         except Exception:
             log.exception("webhook.crashed", extra={"webhook_id": job.id})
             return None
 
-    def _spawn(self, job: WebhookJob, lease: float) -> tuple[int, float, float] | None:
+    def _spawn(
+        self, job: WebhookJob, lease: float, lease_ends: float
+    ) -> tuple[int, float, float] | None:
         """Post ``job`` in its own task; or, when its host has as many in hand as it can take
-        meanwhile, the job's id and when to hand it out again (nothing is started)."""
+        meanwhile, the job's id and when to hand it out again (nothing is started).
+        ``lease_ends``: the lease's end in loop time, counted from when the claim was asked
+        (a claim answered late, after a database stall, may have little or none of it left:
+        another node's sweep would release it and post it too)."""
         try:
             target: Target | None = Target.parse(job.url)
         except InvalidTarget:
@@ -275,7 +285,7 @@ class WebhookSender:
                 return None
             return job.id, self._place_in_line(host, job.id), lease
         loop = self._running_loop()
-        start_by = loop.time() + self._lease_seconds - self._timeout - LEASE_MARGIN
+        start_by = lease_ends - self._timeout - LEASE_MARGIN
         # in the host's hands from now (not from the task's first step: a claim's callbacks
         # for one host are all spawned before any of them runs); left in _finished
         semaphore = self._gates.enter(host)
