@@ -1213,3 +1213,35 @@ async def test_parts_waiting_for_a_slot_when_the_connector_stops_are_refused_not
     with pytest.raises(TransientError, match="stopping"):
         await waiting
     assert [r.short_message for r in simulator.received] == [b"p0"]
+
+
+async def test_a_bind_timeout_after_binds_that_worked_is_not_blamed_on_tls(
+    make_connector: MakeConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A hung SMSC (its kernel takes the connection, nobody answers the bind) was logged as
+    # "if this SMSC speaks TLS, its URL is smpps://", on a URL that had worked all along.
+    connections = 0
+
+    async def bound_once_then_hung(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        pdus = PduReader()
+        while data := await reader.read(4096):
+            for pdu in pdus.feed(data):
+                if isinstance(pdu, BindTransceiver) and first:
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                    await writer.drain()
+                    writer.close()  # the link drops; the SMSC then hangs
+                    return
+        writer.close()
+
+    server = await asyncio.start_server(bound_once_then_hung, "127.0.0.1", 0)
+    await make_connector(server.sockets[0].getsockname()[1], response_timeout=0.2, wait=False)
+
+    def failed_binds() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "smpp.bind.failed"]
+
+    await eventually(failed_binds, what="a bind timeout")
+    assert "smpps://" not in failed_binds()[0].__dict__["error"]
+    server.close()

@@ -407,6 +407,7 @@ class SmppConnector:
         self.name = name
         self.config = config
         self._credentials_refused = False  # the last bind's refusal named our credentials
+        self._ever_bound = False  # a bind succeeded since start (see _connect_and_bind)
         self.log = logger or _log
         self.receipt_ids = ReceiptIdForm(config.receipt_id, self._id_form_learnt)
         self._on_inbound = on_inbound
@@ -779,7 +780,7 @@ class SmppConnector:
             response = await link.request(self._bind_pdu(mode, link.session.next_sequence()))
         except TransientError as exc:
             error = str(exc)
-            if not self.config.tls:  # what a TLS SMSC does with a clear-text bind
+            if not self.config.tls and not self._ever_bound:  # a TLS SMSC, clear-text bind
                 error += " (if this SMSC speaks TLS, its URL is smpps://)"
             self.log.warning("smpp.bind.failed", extra={**fields_, "error": error})
             link.abort()
@@ -797,6 +798,7 @@ class SmppConnector:
             self.log.error("smpp.bind.refused", extra={**fields_, "status": status, **wait})
             link.abort()
             return None
+        self._ever_bound = True  # a later bind timeout is a hung SMSC, not a TLS one
         self.log.info("smpp.bind.ok", extra={**fields_, "peer": link.peer})
         return link
 
