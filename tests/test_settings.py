@@ -57,6 +57,8 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({}, {"SMSRELAY_LOG_LEVEL": "nope"}, "log_level must be one of"),
         ({}, {"SMSRELAY_FIXED_CLOCK": "notadate"}, "fixed_clock is not an ISO time"),
         ({}, {"SMSRELAY_DEMO_CREDIT_EUR": "abc"}, "demo_credit_eur is not an amount"),
+        ({}, {"SMSRELAY_DEMO_API_KEY": "short"}, "demo_api_key must be 16 to 128"),
+        ({}, {"SMSRELAY_DEMO_API_KEY": "has spaces in it, sixteen+"}, "demo_api_key must be"),
         ({}, {"SMSRELAY_BUILTIN_DELIVERY_RATE": "7"}, "builtin_delivery_rate must be"),
         ({}, {"SMSRELAY_LEASE_SECONDS": "-1"}, "lease_seconds must be"),
         ({"database_url": "sqlite:///"}, {}, "needs a path"),  # was an in-memory database

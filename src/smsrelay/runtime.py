@@ -113,11 +113,17 @@ async def _start_services_in_order(
     await _run_data_steps(store, gateway.clock.now(), say)
     demo = (
         await ensure_demo(
-            store, settings.demo_credit_eur, gateway.clock, quiet_hours=settings.demo_quiet_hours
+            store,
+            settings.demo_credit_eur,
+            gateway.clock,
+            quiet_hours=settings.demo_quiet_hours,
+            api_key=settings.demo_api_key,
         )
         if settings.makes_demo
         else None
     )
+    if demo is not None:
+        _say_demo_settings_ignored(settings, demo, say)
     simulator = await _start_simulator(settings, say)
     if simulator is not None:
         started.append(("simulator", simulator.stop))
@@ -358,6 +364,20 @@ async def _run_data_steps(store: SqlStore, now: float, say: Callable[[str], None
                 f"cancelled and refunded {count} message(s) an older build kept for people "
                 "on the STOP list (each gets its delivery report)"
             )
+
+
+def _say_demo_settings_ignored(
+    settings: Settings, demo: Account, say: Callable[[str], None]
+) -> None:
+    """The demo settings shape the demo account when serve makes it, on an empty database;
+    given on a later start (a CI cache, a reused ./data) they were ignored without a word."""
+    ignored = []
+    if settings.demo_api_key and demo.demo_key != settings.demo_api_key:
+        ignored.append("demo_api_key (the demo account has another key: accounts rotate-key)")
+    if not settings.demo_quiet_hours and demo.quiet_hours:
+        ignored.append("demo_quiet_hours (accounts set demo --quiet-hours off)")
+    for name in ignored:
+        say(f"note: {name} applies only when serve makes the demo account: ignored")
 
 
 async def _start_simulator(settings: Settings, say: Callable[[str], None]) -> Simulator | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,7 @@ from smsrelay.errors import SmsRelayError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+DEMO_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
 ENV_PREFIX = "SMSRELAY_"
 DEFAULT_CONNECTOR = "default"
 BUILTIN_SMSC = "builtin"  # smsc = "builtin": the built-in simulator, asked for by name
@@ -72,6 +74,8 @@ class Settings:
     demo_credit_eur: str = "100"
     # Quiet hours of the demo account made on first start (a CI stand-in may want them off).
     demo_quiet_hours: bool = True
+    # The demo account's API key, instead of a random one (a CI job that already holds one)
+    demo_api_key: str | None = None
     prices: Mapping[str, str] = field(default_factory=dict)
     connectors: tuple[ConnectorSettings, ...] = ()
     dispatch_batch: int = 500
@@ -376,6 +380,12 @@ def _validate_values(settings: Settings) -> None:
     except ValueError as exc:
         amount = settings.demo_credit_eur
         raise SettingsError(f"demo_credit_eur is not an amount in EUR: {amount!r} ({exc})") from exc
+    key = settings.demo_api_key
+    if key is not None and not DEMO_KEY.fullmatch(key):
+        raise SettingsError(
+            "demo_api_key must be 16 to 128 letters, digits, '-' or '_' (a key a client "
+            "sends in a form or a query string as it is)"
+        )
     try:  # the table serve builds from them, built once here to say what is wrong first
         PriceTable.from_eur(settings.prices or {})
     except ValueError as exc:

@@ -229,3 +229,29 @@ async def test_serve_says_which_numbers_use_a_connector_it_does_not_have(tmp_pat
         assert not [line for line in again.lines if "connector 'default'" in line]
     finally:
         await runtime.stop(again.running)
+
+
+async def test_a_ci_job_gives_the_demo_account_its_own_key_and_is_told_when_it_is_too_late(
+    tmp_path: Path,
+) -> None:
+    # A CI job had to parse the printed key; and demo settings given on a later start (a
+    # cached ./data) were ignored without a word.
+    key = "ci-known-key-0123456789"
+    gw = await start_gateway(gateway_settings(tmp_path, demo_api_key=key))
+    try:
+        assert gw.api_key == key
+        status, answer = await gw.send()
+        assert status == 200, answer
+    finally:
+        await runtime.stop(gw.running)
+    lines: list[str] = []
+    later = gateway_settings(tmp_path, demo_api_key="another-key-0123456789", demo_quiet_hours=True)
+    running = await runtime.start(later, lines.append)
+    try:
+        notes = [line for line in lines if line.startswith("note: demo_api_key")]
+        assert notes == [
+            "note: demo_api_key (the demo account has another key: accounts rotate-key) "
+            "applies only when serve makes the demo account: ignored"
+        ]
+    finally:
+        await runtime.stop(running)

@@ -81,12 +81,18 @@ async def create_account(store: Store, name: str, credit_eur: str, clock: Clock)
 
 
 async def ensure_demo(
-    store: Store, credit_eur: str, clock: Clock, *, quiet_hours: bool = True
+    store: Store,
+    credit_eur: str,
+    clock: Clock,
+    *,
+    quiet_hours: bool = True,
+    api_key: str | None = None,
 ) -> Account | None:
-    """On an empty database: the demo account with its key kept to print, and its number."""
+    """On an empty database: the demo account with its key kept to print (``api_key``, or a
+    random one), and its number."""
     if await store.list_accounts():
         return await store.find_account(DEMO_ACCOUNT)
-    key = new_api_key()
+    key = api_key or new_api_key()
     try:
         await store.create_account(
             DEMO_ACCOUNT, hash_api_key(key), eur_to_micros(credit_eur), clock.now(), demo_key=key
