@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from smsrelay.settings import SettingsError, load_settings, unknown_variables
+from smsrelay.settings import SettingsError, load_settings, unknown_variables, url_host
 
 
 def test_defaults() -> None:
@@ -191,3 +191,18 @@ def test_the_demo_account_is_made_with_the_built_in_smsc_only_unless_set() -> No
     assert not load_settings({}, env=real).makes_demo
     assert load_settings({}, env={**real, "SMSRELAY_DEMO": "true"}).makes_demo
     assert not load_settings({}, env={"SMSRELAY_DEMO": "false"}).makes_demo
+
+
+@pytest.mark.parametrize(
+    ("host", "to_connect", "written"),
+    [
+        ("127.0.0.1", False, "127.0.0.1"),
+        ("::1", False, "[::1]"),  # printed as http://:::8080, which reached nothing
+        ("::", False, "[::]"),
+        ("::", True, "[::1]"),  # smsrelay send reaches its own serve on loopback
+        ("0.0.0.0", True, "127.0.0.1"),
+        ("sms.example.net", True, "sms.example.net"),
+    ],
+)
+def test_a_host_is_written_as_a_url_needs_it(host: str, to_connect: bool, written: str) -> None:
+    assert url_host(host, to_connect=to_connect) == written

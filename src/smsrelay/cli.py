@@ -31,7 +31,7 @@ from smsrelay.logs import configure as configure_logging
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
-from smsrelay.settings import LOG_LEVELS, Settings
+from smsrelay.settings import LOG_LEVELS, Settings, url_host
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import is_postgres, store_for
 from smsrelay.store.health import MIB, free_bytes
@@ -129,12 +129,13 @@ def _own_gateway(settings: Settings) -> tuple[str, ssl.SSLContext | None]:
     0.0.0.0, need not be among its names). Only the file's first certificate, the server's
     own, is trusted: with the whole chain (certbot's fullchain.pem) any certificate its
     intermediate issued, for any name, passed."""
+    host = url_host(settings.host, to_connect=True)
     if not settings.http_tls_cert:
-        return f"http://{settings.host}:{settings.port}", None
+        return f"http://{host}:{settings.port}", None
     context = ssl.create_default_context(cadata=_first_certificate(settings.http_tls_cert))
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the anchor
     context.check_hostname = False
-    return f"https://{settings.host}:{settings.port}", context
+    return f"https://{host}:{settings.port}", context
 
 
 def _first_certificate(pem_file: str) -> str:

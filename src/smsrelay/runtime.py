@@ -33,7 +33,7 @@ from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.service.retention import RetentionSweeper
 from smsrelay.service.sending import held_until
-from smsrelay.settings import BUILTIN_SMSC, Settings, SettingsError
+from smsrelay.settings import BUILTIN_SMSC, Settings, SettingsError, url_host
 from smsrelay.store.engine import SERVING_BUSY_TIMEOUT_MS
 from smsrelay.store.factory import store_for
 from smsrelay.store.lock import ServeLock
@@ -157,7 +157,7 @@ async def _start_services_in_order(
     gateway.wake_dispatcher = dispatcher.wake
     gateway.submit_outcomes = lambda: dict(dispatcher.outcomes)
     scheme = "https" if tls.api else "http"
-    say(f"smsrelay: listening on {scheme}://{settings.host}:{port}")
+    say(f"smsrelay: listening on {scheme}://{url_host(settings.host)}:{port}")
     return Running(
         gateway,
         port,

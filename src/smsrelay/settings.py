@@ -429,3 +429,12 @@ def _validate_numbers(settings: Settings) -> None:
     for name in ("builtin_smsc_port", "builtin_smsc_control_port"):
         if not 0 <= getattr(settings, name) <= 65535:
             raise SettingsError(f"{name} must be 0-65535, got {getattr(settings, name)}")
+
+
+def url_host(host: str, *, to_connect: bool = False) -> str:
+    """``host`` as a URL writes it: an IPv6 address in brackets (``http://:::8080`` reached
+    nothing). ``to_connect``: the wildcard addresses, which a client cannot reach as such,
+    become loopback (what ``smsrelay send`` reaches its own serve on)."""
+    if to_connect and host in ("::", "0.0.0.0"):
+        host = "::1" if host == "::" else "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
