@@ -882,3 +882,13 @@ def test_webhooks_retry_all_queues_every_failed_callback_in_steps(
     monkeypatch.setattr(retention, "YIELD_S", 0.0)
     assert "queued 5 callback(s) for retry" in run("webhooks", "retry", "--all")
     assert json.loads(run("status", "--json"))["failedCallbacks"] == 0
+
+
+def test_an_account_name_is_one_name_however_its_accents_were_typed(run) -> None:
+    # "café" with é and "café" with e + a combining accent were two accounts that looked
+    # the same in every list.
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    run("accounts", "create", composed)
+    run("accounts", "create", decomposed, code=1)
+    assert composed in run("accounts", "show", decomposed)
+    assert len(json.loads(run("accounts", "list", "--json"))) == 1

@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from smsrelay.cli_support import emit, fail, plural, redacted, settings_from, with_gateway
+from smsrelay.cli_support import (
+    ACCOUNT_NAME,
+    emit,
+    fail,
+    plural,
+    redacted,
+    settings_from,
+    with_gateway,
+)
 from smsrelay.domain.pricing import eur_to_micros, format_eur
 from smsrelay.errors import DomainError
 from smsrelay.service import accounts as account_service
@@ -46,7 +54,7 @@ def accounts() -> None:
 
 
 @accounts.command("create")
-@click.argument("name")
+@click.argument("name", type=ACCOUNT_NAME)
 @click.option("--credit", default="0", help="Initial credit in EUR.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (key apiKey).")
 @click.pass_context
@@ -102,7 +110,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 
 
 @accounts.command()
-@click.argument("name")
+@click.argument("name", type=ACCOUNT_NAME)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def show(ctx: click.Context, name: str, as_json: bool) -> None:
@@ -137,7 +145,7 @@ def _human(value: Any) -> str:
 
 
 @accounts.command("set")
-@click.argument("name")
+@click.argument("name", type=ACCOUNT_NAME)
 @click.option("--quiet-hours", type=click.Choice(["on", "off"]), help="Marketing quiet hours.")
 @click.option(
     "--region",
@@ -206,7 +214,7 @@ def _on(value: str | None) -> bool | None:
 
 
 @accounts.command(context_settings={"ignore_unknown_options": True})
-@click.argument("name")
+@click.argument("name", type=ACCOUNT_NAME)
 @click.argument("amount")
 @click.pass_context
 def credit(ctx: click.Context, name: str, amount: str) -> None:
@@ -228,7 +236,7 @@ def credit(ctx: click.Context, name: str, amount: str) -> None:
 
 
 @accounts.command()
-@click.argument("name")
+@click.argument("name", type=ACCOUNT_NAME)
 @click.pass_context
 def disable(ctx: click.Context, name: str) -> None:
     """Disable an account: its sends are refused with code 20.
@@ -241,7 +249,7 @@ def disable(ctx: click.Context, name: str) -> None:
 
 
 @accounts.command()
-@click.argument("name")
+@click.argument("name", type=ACCOUNT_NAME)
 @click.pass_context
 def enable(ctx: click.Context, name: str) -> None:
     """Enable a disabled account again.
@@ -261,7 +269,7 @@ def _set_disabled(ctx: click.Context, name: str, disabled: bool) -> None:
 
 
 @accounts.command("rotate-key")
-@click.argument("name")
+@click.argument("name", type=ACCOUNT_NAME)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def rotate_key(ctx: click.Context, name: str, as_json: bool) -> None:
@@ -285,7 +293,7 @@ def numbers() -> None:
 
 
 @numbers.command("add")
-@click.argument("account")
+@click.argument("account", type=ACCOUNT_NAME)
 @click.argument("msisdn")
 @click.option("--connector", default="default", help="The SMPP connector that serves it.")
 @click.pass_context
@@ -314,7 +322,7 @@ def add_number(ctx: click.Context, account: str, msisdn: str, connector: str) ->
 
 
 @numbers.command("list")
-@click.argument("account", required=False)
+@click.argument("account", type=ACCOUNT_NAME, required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def list_numbers(ctx: click.Context, account: str | None, as_json: bool) -> None:

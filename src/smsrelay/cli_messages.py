@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from smsrelay.cli_support import emit, fail, plural, redacted, with_gateway
+from smsrelay.cli_support import ACCOUNT_NAME, emit, fail, plural, redacted, with_gateway
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.pricing import format_eur
 from smsrelay.service import retention
@@ -130,7 +130,7 @@ def _human_detail(info: dict[str, Any]) -> str:
 
 
 @messages.command("list")
-@click.option("--account", help="Only this account's messages.")
+@click.option("--account", type=ACCOUNT_NAME, help="Only this account's messages.")
 @click.option("--limit", default=20, show_default=True, type=LIMIT)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -173,7 +173,7 @@ def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: 
 
 
 @messages.command("replies")
-@click.option("--account", help="Only replies to this account's numbers.")
+@click.option("--account", type=ACCOUNT_NAME, help="Only replies to this account's numbers.")
 @click.option("--limit", default=20, show_default=True, type=LIMIT)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -318,7 +318,7 @@ def stop() -> None:
 
 
 @stop.command("list")
-@click.argument("account")
+@click.argument("account", type=ACCOUNT_NAME)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def stop_list(ctx: click.Context, account: str, as_json: bool) -> None:
@@ -344,7 +344,7 @@ def stop_list(ctx: click.Context, account: str, as_json: bool) -> None:
 
 
 @stop.command("add")
-@click.argument("account")
+@click.argument("account", type=ACCOUNT_NAME)
 @click.argument("phone")
 @click.pass_context
 def stop_add(ctx: click.Context, account: str, phone: str) -> None:
@@ -367,7 +367,7 @@ def stop_add(ctx: click.Context, account: str, phone: str) -> None:
 
 
 @stop.command("remove")
-@click.argument("account")
+@click.argument("account", type=ACCOUNT_NAME)
 @click.argument("phone")
 @click.pass_context
 def stop_remove(ctx: click.Context, account: str, phone: str) -> None:

@@ -8,6 +8,7 @@ import os
 import re
 import sqlite3
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -229,3 +230,16 @@ def _plain(value: Any) -> Any:
 def plural(count: int, noun: str) -> str:
     """``1 message``, ``2 messages``."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+class AccountName(click.ParamType[str]):
+    """An account's name as typed, in Unicode's composed form (NFC): ``café`` typed with a
+    combining accent was another account that looked the same in every list."""
+
+    name = "account"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return unicodedata.normalize("NFC", str(value))
+
+
+ACCOUNT_NAME = AccountName()
