@@ -892,3 +892,25 @@ def test_an_account_name_is_one_name_however_its_accents_were_typed(run) -> None
     run("accounts", "create", decomposed, code=1)
     assert composed in run("accounts", "show", decomposed)
     assert len(json.loads(run("accounts", "list", "--json"))) == 1
+
+
+def test_disabling_an_account_says_what_it_queued_still_leaves(run, tmp_path: Path) -> None:
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.factories import new_message
+
+    run("accounts", "create", "shop", "--credit", "1")
+    run("numbers", "add", "shop", "33757000001")
+
+    async def two_waiting() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        for _ in range(2):
+            await store.accept_message(new_message(due_at=9e9))
+        await store.close()
+
+    asyncio.run(two_waiting())
+    said = run("accounts", "disable", "shop")
+    assert "disabled" in said and "2 messages it queued before still leave" in said
+    assert "still leave" not in run("accounts", "enable", "shop")

@@ -262,10 +262,18 @@ def enable(ctx: click.Context, name: str) -> None:
 
 
 def _set_disabled(ctx: click.Context, name: str, disabled: bool) -> None:
-    async def work(gw: Gateway) -> Account:
-        return await gw.store.update_account(name, {"disabled": int(disabled)})
+    async def work(gw: Gateway) -> tuple[Account, int]:
+        account = await gw.store.update_account(name, {"disabled": int(disabled)})
+        snapshot = await gw.store.account_snapshot(account.id)
+        return account, 0 if snapshot is None else snapshot.waiting
 
-    click.echo(_line(with_gateway(ctx, work)))
+    account, waiting = with_gateway(ctx, work)
+    click.echo(_line(account))
+    if disabled and waiting:  # a leaked key, an abusive sender: what it queued still leaves
+        click.echo(
+            f"{plural(waiting, 'message')} it queued before still leave (held ones at their "
+            "time): cancel them with its key, GET /v1/message-cancel"
+        )
 
 
 @accounts.command("rotate-key")
