@@ -914,3 +914,29 @@ def test_disabling_an_account_says_what_it_queued_still_leaves(run, tmp_path: Pa
     said = run("accounts", "disable", "shop")
     assert "disabled" in said and "2 messages it queued before still leave" in said
     assert "still leave" not in run("accounts", "enable", "shop")
+
+
+def test_messages_list_json_carries_what_a_test_asserts_on(run, tmp_path: Path) -> None:
+    # Only id, to, state, parts and dates: a CI suite ran `messages show` (a process) each.
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.factories import new_message
+
+    run("accounts", "create", "shop", "--credit", "1")
+    run("numbers", "add", "shop", "33757000001")
+
+    async def one() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        await store.accept_message(new_message(text="Votre code: 1234", tag="otp"))
+        await store.close()
+
+    asyncio.run(one())
+    [row] = json.loads(run("messages", "list", "--json"))
+    assert (row["from"], row["to"], row["text"]) == (
+        "+33757000001",
+        "+33612345678",
+        "Votre code: 1234",
+    )
+    assert (row["tag"], row["cost"]) == ("otp", "0.045")

@@ -155,6 +155,12 @@ def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: 
             "nbSms": m.nb_sms,
             "created": iso_text(m.created_at),
             "sandbox": m.sandbox,
+            # what a test asserts on, without a `messages show` (a process) per message
+            "from": m.sender,
+            "text": m.text,
+            "tag": m.tag,
+            "cost": format_eur(m.charged_micros),
+            "dueAt": iso_text(m.due_at),
         }
         for m in found
     ]
