@@ -206,3 +206,10 @@ def test_the_demo_account_is_made_with_the_built_in_smsc_only_unless_set() -> No
 )
 def test_a_host_is_written_as_a_url_needs_it(host: str, to_connect: bool, written: str) -> None:
     assert url_host(host, to_connect=to_connect) == written
+
+
+def test_a_data_dir_under_home_is_read_as_the_shell_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "~/sms" in a unit file or the TOML made a folder named "~" where serve ran.
+    monkeypatch.setenv("HOME", "/home/sms")
+    settings = load_settings({}, env={"SMSRELAY_DATA_DIR": "~/sms"})
+    assert settings.resolved_database_url == "sqlite:////home/sms/sms/smsrelay.db"

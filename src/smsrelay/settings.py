@@ -112,7 +112,8 @@ class Settings:
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{Path(self.data_dir) / 'smsrelay.db'}"
+        # "~/sms" from a unit file or TOML made a folder named "~" where serve ran
+        return f"sqlite:///{Path(self.data_dir).expanduser() / 'smsrelay.db'}"
 
     @property
     def smsc_url(self) -> str | None:
