@@ -74,3 +74,17 @@ def test_the_human_lines_say_what_is_missing_and_what_is_sandbox() -> None:
     assert "(sandbox: never sent)" in text.splitlines()[0]
     assert "part 1: queued carrier id - stat -" in text
     assert "None" not in text
+
+
+def test_a_receipt_stored_before_its_submits_answer_comes_after_the_submit() -> None:
+    # The receipt came first (stored ms before the batched write of the SMSC's answer): the
+    # timeline read "delivered" before "submitted".
+    parts = (part(1, "delivered", submitted_at=T + 1.005, done_at=T + 1.002, stat="DELIVRD"),)
+    receipts = (ReceiptView(1, "c1", "DELIVRD", None, T + 1.002),)
+    view = message(parts=parts, receipts=receipts)
+    assert events(view) == [
+        "accepted",
+        "part 1 submitted as c1",
+        "receipt c1 DELIVRD",
+        "part 1 delivered",
+    ]

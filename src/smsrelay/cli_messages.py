@@ -100,16 +100,21 @@ def _timeline(message: MessageView) -> list[str]:
     ended_before_due = message.final_at is not None and message.final_at < message.due_at
     if message.due_at > message.created_at and not ended_before_due:
         events.append((message.due_at, 1, 0, "due (held for quiet hours)"))
-    for part in message.parts:
-        if part.submitted_at:
-            submitted = f"part {part.seq} submitted as {part.carrier_id}"
-            events.append((part.submitted_at, 2, part.seq, submitted))
-        if part.done_at:
-            events.append((part.done_at, 4, part.seq, f"part {part.seq} {part.state}"))
     seq_of = {part.id: part.seq for part in message.parts}
+    first_receipt: dict[int, float] = {}
     for receipt in message.receipts:
         seq = seq_of.get(receipt.part_id or 0, 0)
         events.append((receipt.received_at, 3, seq, f"receipt {receipt.carrier_id} {receipt.stat}"))
+        first_receipt[seq] = min(first_receipt.get(seq, receipt.received_at), receipt.received_at)
+    for part in message.parts:
+        if part.submitted_at:
+            # placed no later than its first receipt: that receipt names the id the SMSC's
+            # answer gave, which is stored a few ms after it when the receipt came first
+            placed = min(part.submitted_at, first_receipt.get(part.seq, part.submitted_at))
+            submitted = f"part {part.seq} submitted as {part.carrier_id}"
+            events.append((placed, 2, part.seq, submitted))
+        if part.done_at:
+            events.append((part.done_at, 4, part.seq, f"part {part.seq} {part.state}"))
     return [f"{iso_text(at)}  {what}" for at, _, _, what in sorted(events)]
 
 
