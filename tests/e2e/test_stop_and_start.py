@@ -255,3 +255,11 @@ async def test_a_ci_job_gives_the_demo_account_its_own_key_and_is_told_when_it_i
         ]
     finally:
         await runtime.stop(running)
+
+
+async def test_a_stop_waits_for_a_refusing_database_as_long_as_its_budget_allows() -> None:
+    # It gave up at 15 s whatever the stop had left: a PostgreSQL back at 20 s found 24 parts
+    # the SMSC had taken unrecorded, and they were sent again after the restart.
+    assert runtime.dispatcher_grace(5.0, broken=False) == runtime.STOP_BUDGET - 5.0
+    assert runtime.dispatcher_grace(45.0, broken=False) == runtime.STOP_GRACE  # at least
+    assert runtime.dispatcher_grace(5.0, broken=True) == 0.0  # an fsync failed: nothing stores
