@@ -128,26 +128,36 @@ async def test_multi_status_answers_each_item(api: Api) -> None:
 
 async def test_an_id_sent_as_a_json_float_is_that_id(api: Api) -> None:
     message_id = await api.send()
-    body = {**key(api), "SMSStatut_List": [{"messageId": float(message_id)}]}  # 1.0
+    item = {"phoneNumber": RECIPIENT, "messageId": float(message_id)}  # 1.0
+    body = {**key(api), "SMSStatut_List": [item]}
     _, answer = await api.call("POST", "/v1/multi-status", body=body)
     assert answer["StatutResponse_List"][0]["messageId"] == str(message_id)
     assert answer["StatutResponse_List"][0]["success"] is True  # was "message not found"
 
 
-async def test_multi_status_without_phone_numbers_and_via_get(api: Api) -> None:
+async def test_multi_status_via_get_and_an_item_without_its_phone_number(api: Api) -> None:
+    # An item without phoneNumber was answered (any message matched): a client that forgot
+    # it passed here and failed at SMS Partner, where the contract's items carry both.
     message_id = await api.send()
-    listing = f'[{{"messageId": {message_id}}}]'
+    with_phone = f'{{"phoneNumber": "{RECIPIENT}", "messageId": {message_id}}}'
+    listing = f'[{with_phone}, {{"messageId": {message_id}}}]'
     status, answer = await api.call(
         "GET", "/v1/multi-status", params={**key(api), "SMSStatut_List": listing}
     )
     assert status == 200
-    assert answer["StatutResponse_List"][0]["status"] == "Waiting"
+    found, forgot = answer["StatutResponse_List"]
+    assert found["status"] == "Waiting"
+    assert (forgot["success"], forgot["code"], forgot["status"]) == (
+        False,
+        2,
+        "phoneNumber is required",
+    )
 
 
 async def test_multi_status_shows_a_stopped_recipient(api: Api) -> None:
     message_id = await api.send()
     await api.call("POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": RECIPIENT})
-    body = {**key(api), "SMSStatut_List": [{"messageId": message_id}]}
+    body = {**key(api), "SMSStatut_List": [{"phoneNumber": RECIPIENT, "messageId": message_id}]}
     _, answer = await api.call("POST", "/v1/multi-status", body=body)
     assert answer["StatutResponse_List"][0]["stopSms"] is True
 
@@ -155,14 +165,19 @@ async def test_multi_status_shows_a_stopped_recipient(api: Api) -> None:
 async def test_multi_status_hides_other_accounts_messages(api: Api) -> None:
     message_id = await api.send()
     other = await create_account(api.store, "other", "10", api.gateway.clock)
-    body = {"apiKey": other.api_key, "SMSStatut_List": [{"messageId": message_id}]}
+    item = {"phoneNumber": RECIPIENT, "messageId": message_id}
+    body = {"apiKey": other.api_key, "SMSStatut_List": [item]}
     _, answer = await api.call("POST", "/v1/multi-status", body=body)
     assert answer["StatutResponse_List"][0]["code"] == 4
 
 
 async def test_multi_status_in_xml(api: Api) -> None:
     message_id = await api.send()
-    body = {**key(api), "SMSStatut_List": [{"messageId": message_id}, {"messageId": "x"}]}
+    items = [
+        {"phoneNumber": RECIPIENT, "messageId": message_id},
+        {"phoneNumber": RECIPIENT, "messageId": "x"},
+    ]
+    body = {**key(api), "SMSStatut_List": items}
     status, root = await api.call_xml("POST", "/v1/multi-status", body=body)
     assert status == 200
     success, code, items = tree(root)
@@ -181,7 +196,7 @@ async def test_multi_status_in_xml(api: Api) -> None:
     assert items[1] == [
         "false",
         "4",
-        "",
+        "+" + RECIPIENT,
         "x",
         "message not found",
         "",

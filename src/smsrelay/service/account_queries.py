@@ -88,19 +88,21 @@ def _quiet_id(raw: str | None) -> int | None:
 def _answer(
     query: StatusQuery, found: dict[int, MessageView], stops: frozenset[str]
 ) -> StatusAnswer:
+    if not (query.phone or "").strip():  # as message-status: a client that forgets it
+        # learns here, not in production (a lookup with an id alone was answered)
+        error = DomainError("phonenumber.required", "phoneNumber is required", "phoneNumber")
+        return StatusAnswer(query, None, error)
     try:
         message = found.get(parse_message_id(query.message_id))
     except DomainError as error:
         return StatusAnswer(query, None, error)
-    if message is None or not _matches(query.phone, message.recipient):
+    if message is None or not _matches(query.phone or "", message.recipient):
         return StatusAnswer(query, None, _not_found())
     return StatusAnswer(query, describe(message, message.recipient in stops))
 
 
-def _matches(raw_phone: str | None, e164: str) -> bool:
-    """No phone given matches any message; a given phone must be the message's recipient."""
-    if not raw_phone:
-        return True
+def _matches(raw_phone: str, e164: str) -> bool:
+    """The phone given must be the message's recipient, in any form ``to`` accepts."""
     try:
         return parse_recipient(raw_phone).e164 == e164
     except DomainError:
