@@ -940,3 +940,39 @@ def test_messages_list_json_carries_what_a_test_asserts_on(run, tmp_path: Path) 
         "Votre code: 1234",
     )
     assert (row["tag"], row["cost"]) == ("otp", "0.045")
+
+
+def test_every_json_listing_has_camel_case_keys_and_iso_times(run, tmp_path: Path) -> None:
+    # webhooks, numbers and STOP lists dumped the store's records: snake_case keys, Unix
+    # floats, history as positional arrays; db purge had a key with a space.
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+    from tests.webhooks.conftest import add_callback
+
+    run("accounts", "create", "shop")
+    run("numbers", "add", "shop", "33757000001")
+    run("stop", "add", "shop", "0612345678")
+
+    async def one_attempted_callback() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        account = await store.find_account("shop")
+        assert account is not None
+        webhook_id = await add_callback(store, account, "https://example.com/dlr", now=T0)
+        await store.record_webhook_attempt(webhook_id, T0, 503, 2.0, "HTTP 503", "failed", None)
+        await store.close()
+
+    asyncio.run(one_attempted_callback())
+    [callback] = json.loads(run("webhooks", "list", "--json"))
+    assert callback["createdAt"].startswith("2026-03-02T11:00:00+01:00")
+    assert callback["history"] == [
+        {"at": "2026-03-02T11:00:00+01:00", "status": 503, "seconds": 2.0, "error": "HTTP 503"}
+    ]
+    assert {"callbackId", "lastError", "deliveredAt", "dueAt"} <= set(callback)
+    [number] = json.loads(run("numbers", "list", "--json"))
+    assert number == {"msisdn": "+33757000001", "account": "shop", "connector": "default"}
+    [entry] = json.loads(run("stop", "list", "shop", "--json"))
+    assert set(entry) == {"id", "phoneNumber", "createdAt"}
+    purged = json.loads(run("db", "purge", "--older-than", "30", "--json"))
+    assert set(purged) == {"messages", "replies", "callbacks", "unmatchedReceipts"}

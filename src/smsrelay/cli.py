@@ -272,7 +272,15 @@ def purge(ctx: click.Context, days: int, as_json: bool) -> None:
         return await retention.purge(gw.store, cutoff, _purge_progress, beside_serve=True)
 
     deleted = with_gateway(ctx, work)
-    emit(deleted, as_json, lambda d: ", ".join(f"{n} {kind} deleted" for kind, n in d.items()))
+    if as_json:  # camelCase keys, as every other --json ("unmatched receipts" had a space)
+        emit({_camel(kind): n for kind, n in deleted.items()}, True, str)
+        return
+    click.echo(", ".join(f"{n} {kind} deleted" for kind, n in deleted.items()))
+
+
+def _camel(words: str) -> str:
+    first, *rest = words.split()
+    return first + "".join(word.capitalize() for word in rest)
 
 
 def _purge_progress(kind: str, deleted: int, at_id: int) -> None:

@@ -345,11 +345,15 @@ def list_numbers(ctx: click.Context, account: str | None, as_json: bool) -> None
         return await gw.store.list_numbers(account)
 
     found = with_gateway(ctx, work)
+    rows = [
+        {"msisdn": r.msisdn, "account": r.account_name, "connector": r.connector} for r in found
+    ]
     emit(
-        found,
+        rows,
         as_json,
-        lambda rows: (
-            "\n".join(f"{r.msisdn}\t{r.account_name}\t{r.connector}" for r in rows) or "no numbers"
+        lambda rs: (
+            "\n".join(f"{r['msisdn']}\t{r['account']}\t{r['connector']}" for r in rs)
+            or "no numbers"
         ),
     )
 

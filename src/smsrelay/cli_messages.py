@@ -262,9 +262,12 @@ def list_webhooks(
 
     # the receiver's credentials are the customer's: not in what gets pasted into a ticket
     found = [replace(w, url=redacted(w.url)) for w in with_gateway(ctx, work)]
+    if as_json:  # the keys and times of every other --json (camelCase, ISO), not the store's
+        emit([_webhook_json(w) for w in found], True, str)
+        return
     emit(
         found,
-        as_json,
+        False,
         lambda rows: (
             "\n".join(
                 f"{w.id}\t{w.kind}\t{w.state}\t{w.attempts} attempt(s)\t{w.url}"
@@ -323,6 +326,27 @@ async def _retry_all(gw: Gateway) -> int:
         await asyncio.sleep(retention.YIELD_S)
 
 
+def _webhook_json(w: WebhookView) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "callbackId": w.uuid,  # its X-Smsrelay-Id
+        "kind": w.kind,
+        "url": w.url,
+        "state": w.state,
+        "attempts": w.attempts,
+        "createdAt": iso_text(w.created_at),
+        "dueAt": iso_text(w.due_at),  # null: waits for an earlier callback of its order key
+        "deliveredAt": iso_text(w.delivered_at),
+        "lastError": w.last_error,
+        "messageId": w.message_id,
+        "replyId": w.reply_id,
+        "history": [
+            {"at": iso_text(at), "status": status, "seconds": seconds, "error": error}
+            for at, status, seconds, error in w.history
+        ],
+    }
+
+
 @click.group()
 def stop() -> None:
     """Manage an account's STOP list (numbers that must not be messaged)."""
@@ -344,13 +368,15 @@ def stop_list(ctx: click.Context, account: str, as_json: bool) -> None:
         return await gw.store.stop_list((await _account(gw, account)).id)
 
     found = with_gateway(ctx, work)
-    emit(
-        found,
-        as_json,
-        lambda rows: (
-            "\n".join(f"{e.id}\t{e.phone}\t{iso_text(e.created_at)}" for e in rows)
-            or "STOP list is empty"
-        ),
+    if as_json:  # the API's own STOP list entries
+        rows = [
+            {"id": e.id, "phoneNumber": e.phone, "createdAt": iso_text(e.created_at)} for e in found
+        ]
+        emit(rows, True, str)
+        return
+    click.echo(
+        "\n".join(f"{e.id}\t{e.phone}\t{iso_text(e.created_at)}" for e in found)
+        or "STOP list is empty"
     )
 
 
