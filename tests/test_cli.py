@@ -90,7 +90,10 @@ def test_refusals_exit_non_zero_with_a_message(run) -> None:
     run("accounts", "create", "typo", "--credit", "abc", code=2)
     run("accounts", "set", "shop", code=2)
     for look_alike in ("sh\u200bop", "ctl\x01x"):  # invisible and control characters
-        assert "visible characters" in run("accounts", "create", look_alike, code=1)
+        # typed wrong: a usage error (exit 2), as an amount that is not one (it was 1)
+        assert "visible characters" in run("accounts", "create", look_alike, code=2)
+    run("numbers", "add", "shop", "33757000001")
+    run("numbers", "add", "shop", "33757000001", code=1)  # refused: it is taken
 
 
 def test_credit_amounts_a_64_bit_column_cannot_hold_are_refused_before_any_write(run) -> None:
@@ -104,7 +107,7 @@ def test_credit_amounts_a_64_bit_column_cannot_hold_are_refused_before_any_write
     for amount in ("+-5", "++25"):  # "+-5" removed 5 EUR
         run("accounts", "credit", "big", amount, code=2)
     assert json.loads(run("accounts", "show", "big", "--json"))["credit"] == "900000000000.000"
-    run("numbers", "add", "shop", "not-a-number", code=1)
+    run("numbers", "add", "shop", "not-a-number", code=2)
 
 
 def test_numbers_add_list_remove(run) -> None:

@@ -144,12 +144,17 @@ def with_gateway(
     return run_or_fail(main())
 
 
+TYPED_WRONG = frozenset({"number.invalid", "number.required", "account.name", "account.region"})
+
+
 def run_or_fail(work: Coroutine[Any, Any, T]) -> T:
     """Run a command's work; what goes wrong is one ``error:`` line and exit 1."""
     try:
         return run(work)
     except DomainError as exc:
-        fail(exc.message)
+        # what was typed cannot be one (a phone number, a name): a usage error, as the
+        # README promises, not a refusal by the gateway (exit 1)
+        fail(exc.message, code=2 if exc.code in TYPED_WRONG else 1)
     except SmsRelayError as exc:
         fail(str(exc))
     except (OSError, sqlite3.Error) as exc:  # a data dir that is a file, unwritable, read-only
