@@ -979,3 +979,22 @@ def test_every_json_listing_has_camel_case_keys_and_iso_times(run, tmp_path: Pat
     assert set(entry) == {"id", "phoneNumber", "createdAt"}
     purged = json.loads(run("db", "purge", "--older-than", "30", "--json"))
     assert set(purged) == {"messages", "replies", "callbacks", "unmatchedReceipts"}
+
+
+def test_accounts_set_says_what_took_and_warns_of_a_reply_url_serve_refuses(
+    run, tmp_path: Path
+) -> None:
+    # Every `accounts set` printed the same summary line whatever was set, and a private
+    # reply URL on a gateway serving a real SMSC was taken silently: every reply then failed.
+    run("accounts", "create", "shop")
+    said = run("accounts", "set", "shop", "--reassemble-replies", "on", "--webhook-secret", "s3")
+    assert "reassembleReplies: yes" in said and "webhookSecret: set" in said
+    env = {
+        "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
+        "SMSRELAY_SMSC": "smpp://a:b@smsc.example:2775",
+    }
+    args = ["accounts", "set", "shop", "--reply-url", "http://10.0.0.1/hook"]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0 and "replyUrl: http://10.0.0.1/hook" in result.output
+    assert "warning: 10.0.0.1 is a private or reserved address" in result.stderr
+    assert "warning" not in run("accounts", "set", "shop", "--reply-url", "http://10.0.0.1/h")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -20,6 +21,7 @@ from smsrelay.errors import DomainError
 from smsrelay.service import accounts as account_service
 from smsrelay.service.gateway import Gateway
 from smsrelay.store.records import Account, NumberRecord
+from smsrelay.webhooks.address_safety import UnsafeAddress, ensure_safe_literal
 
 
 def _describe(account: Account) -> dict[str, Any]:
@@ -205,8 +207,34 @@ def set_(
 
     account = with_gateway(ctx, work)
     click.echo(_line(account))
+    described = _describe(account)
+    for column in changes:  # what took: every option, not only the summary line's three
+        key = _camel(column)
+        if key != "webhookSecret":
+            click.echo(f"{key}: {_human(described[key])}")
     if webhook_secret == "generate":
         click.echo(f"webhookSecret={changes['webhook_secret']}")
+    elif webhook_secret is not None:
+        click.echo(f"webhookSecret: {'set' if webhook_secret else 'cleared'}")
+    if reply_url:
+        _warn_if_refused(reply_url, settings_from(ctx).private_webhooks_allowed)
+
+
+def _camel(column: str) -> str:
+    first, *rest = column.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def _warn_if_refused(url: str, allow_private: bool) -> None:
+    """A reply URL serve will refuse at every callback (a private address on a gateway
+    serving a real SMSC) was taken without a word: each reply then failed for good."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ensure_safe_literal(host, allow_private)
+    except UnsafeAddress as exc:
+        click.echo(
+            f"warning: {exc}: serve refuses callbacks there (allow_private_webhooks)", err=True
+        )
 
 
 def _on(value: str | None) -> bool | None:
