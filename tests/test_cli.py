@@ -708,6 +708,8 @@ def test_a_database_url_that_cannot_work_is_refused(url: str, message: str) -> N
         ("status", "--max-overdue", "nan"),  # accepted: the check could never fire
         ("smsc", "--port", "65535"),  # its control port would be 65536: an OverflowError
         ("smsc", "--port", "-1"),
+        ("smsc", "--password", "x"),  # without --system-id it bound anyone, any password
+        ("smsc", "--tls-cert", "/nonexistent/cert.pem"),  # "[Errno 2]" without the file
     ],
 )
 def test_values_that_cannot_work_are_usage_errors_before_anything_runs(

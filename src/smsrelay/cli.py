@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import ssl
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -256,7 +257,7 @@ def upgrade(ctx: click.Context) -> None:
     required=True,
     help="Days of history to keep.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def purge(ctx: click.Context, days: int, as_json: bool) -> None:
     """Delete finished history older than DAYS: final messages (parts, receipts), replies and
@@ -284,7 +285,8 @@ def _camel(words: str) -> str:
 
 
 def _purge_progress(kind: str, deleted: int, at_id: int) -> None:
-    click.echo(f"{kind}: {deleted} deleted so far (at id {at_id})", err=True)
+    if sys.stderr.isatty():  # for a person waiting; a cron job's mail carries errors only
+        click.echo(f"{kind}: {deleted} deleted so far (at id {at_id})", err=True)
 
 
 def _seconds_option(flag: str, help_text: str) -> Callable[[FC], FC]:

@@ -91,7 +91,7 @@ def _guard_money(work: Any) -> Any:
 
 
 @accounts.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List accounts with their credit and settings.
@@ -113,7 +113,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 
 @accounts.command()
 @click.argument("name", type=ACCOUNT_NAME)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one account and its numbers.
@@ -306,7 +306,7 @@ def _set_disabled(ctx: click.Context, name: str, disabled: bool) -> None:
 
 @accounts.command("rotate-key")
 @click.argument("name", type=ACCOUNT_NAME)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def rotate_key(ctx: click.Context, name: str, as_json: bool) -> None:
     """Replace an account's API key; the old one stops working at once.
@@ -359,7 +359,7 @@ def add_number(ctx: click.Context, account: str, msisdn: str, connector: str) ->
 
 @numbers.command("list")
 @click.argument("account", type=ACCOUNT_NAME, required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def list_numbers(ctx: click.Context, account: str | None, as_json: bool) -> None:
     """List virtual numbers, of one account or all.

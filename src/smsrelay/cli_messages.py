@@ -38,7 +38,7 @@ def messages() -> None:
 
 @messages.command("show")
 @click.argument("message_id", type=ROW_ID)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def show_message(ctx: click.Context, message_id: int, as_json: bool) -> None:
     """Show one message with its parts, carrier ids, timeline and receipts.
@@ -137,7 +137,7 @@ def _human_detail(info: dict[str, Any]) -> str:
 @messages.command("list")
 @click.option("--account", type=ACCOUNT_NAME, help="Only this account's messages.")
 @click.option("--limit", default=20, show_default=True, type=LIMIT)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: bool) -> None:
     """List the most recent messages.
@@ -186,7 +186,7 @@ def list_messages(ctx: click.Context, account: str | None, limit: int, as_json: 
 @messages.command("replies")
 @click.option("--account", type=ACCOUNT_NAME, help="Only replies to this account's numbers.")
 @click.option("--limit", default=20, show_default=True, type=LIMIT)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def list_replies(ctx: click.Context, account: str | None, limit: int, as_json: bool) -> None:
     """List the most recent replies (MO), with the message each was taken to answer.
@@ -242,7 +242,7 @@ def webhooks() -> None:
 @click.option("--failed", is_flag=True, help="Only callbacks that were given up.")
 @click.option("--pending", is_flag=True, help="Only callbacks still waiting to be delivered.")
 @click.option("--limit", default=50, show_default=True, type=LIMIT)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def list_webhooks(
     ctx: click.Context, failed: bool, pending: bool, limit: int, as_json: bool
@@ -354,7 +354,7 @@ def stop() -> None:
 
 @stop.command("list")
 @click.argument("account", type=ACCOUNT_NAME)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_context
 def stop_list(ctx: click.Context, account: str, as_json: bool) -> None:
     """List the STOP list of ACCOUNT.

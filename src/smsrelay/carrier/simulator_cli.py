@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -89,6 +90,12 @@ def smsc(ctx: click.Context, /, **options: Any) -> None:
     from smsrelay.carrier.simulator import SimulatorOptions
 
     throttle = options.pop("throttle")
+    if options["password"] is not None and options["system_id"] is None:
+        # it bound anyone, whatever the password: a test of an ESME's credentials passed
+        raise click.BadParameter("--password needs --system-id (the account it protects)")
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        if options[name] is not None and not os.path.isfile(options[name]):
+            raise click.BadParameter(f"--{name.replace('_', '-')} {options[name]}: no such file")
     try:
         simulator_options = SimulatorOptions(throttle_per_second=throttle, **options)
     except ValueError as exc:
