@@ -402,8 +402,9 @@ def test_status_reads_as_text_and_as_json(run) -> None:
     assert figures == {
         "parts": {"queued": 0, "sending": 0, "submitted": 0},  # zeros said, not left out
         "pendingCallbacks": 0,
-        "dueNotSent": {},
-        "sending": {},
+        # every connector said, 0 included (a monitor's key was missing when all was well)
+        "dueNotSent": {"default": {"parts": 0, "oldestDueSince": None}},
+        "sending": {"default": {"parts": 0, "sendingSince": None}},
         "oldestCallbackDueSince": None,
         "failedCallbacks": 0,
         "serveRunning": False,
@@ -489,6 +490,7 @@ def test_status_names_the_connector_whose_parts_the_smsc_does_not_answer(
     monkeypatch.setenv("SMSRELAY_FIXED_CLOCK", NOW)
     sending = json.loads(run("status", "--json"))["sending"]
     assert sending == {
+        "default": {"parts": 0, "sendingSince": None},
         "stuck": {"parts": 1, "sendingSince": iso_text(T0)},
         "fresh": {"parts": 1, "sendingSince": iso_text(T0 + 3590)},
     }

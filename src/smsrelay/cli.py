@@ -357,11 +357,15 @@ async def _status_report(
         # every live state, 0 included (an absent key read as "unknown" to a monitor)
         "parts": {"queued": 0, "sending": 0, "submitted": 0} | await gw.store.queue_depth(),
         "pendingCallbacks": await gw.store.pending_webhooks(),
-        "dueNotSent": {
+        # every connector of the settings, 0 included, as for parts (a monitor's
+        # .dueNotSent.default.parts was a KeyError on a healthy gateway)
+        "dueNotSent": {name: {"parts": 0, "oldestDueSince": None} for name in _connectors(gw)}
+        | {
             name: {"parts": count, "oldestDueSince": iso_text(since)}
             for name, (count, since) in overdue.items()
         },
-        "sending": {
+        "sending": {name: {"parts": 0, "sendingSince": None} for name in _connectors(gw)}
+        | {
             name: {"parts": count, "sendingSince": iso_text(since)}
             for name, (count, since) in sending.items()
         },
@@ -395,6 +399,11 @@ async def _status_report(
             "smsrelay webhooks retry --all posts them again)"
         )
     return figures, alarms
+
+
+def _connectors(gw: Gateway) -> list[str]:
+    """The connectors these settings give serve: default, and each [connectors.NAME]."""
+    return sorted({"default", *(c.name for c in gw.settings.connectors)})
 
 
 def _serve_running(gw: Gateway) -> bool | None:
@@ -455,12 +464,16 @@ def _status_lines(figures: dict[str, Any]) -> str:
     ]
     lines.append(f"callbacks to post: {figures['pendingCallbacks']}")
     for name, late in figures["dueNotSent"].items():  # a link down shows here
+        if not late["parts"]:
+            continue
         lines.append(
             f"connector {name}: {late['parts']} part(s) due, not sent, the oldest since "
             f"{late['oldestDueSince']}"
         )
     # Added lines go last: scripts read the ones above.
     for name, busy in figures["sending"].items():  # an SMSC that does not answer shows here
+        if not busy["parts"]:
+            continue
         since = busy["sendingSince"]
         claimed = f", the oldest claimed at {since}" if since else ""
         lines.append(f"connector {name}: {busy['parts']} part(s) sending{claimed}")
