@@ -154,8 +154,8 @@ def _first_certificate(pem_file: str) -> str:
 
 def _gateway_base(url: str) -> str:
     """http(s)://HOST[:PORT], whether or not the user added the API's /v1 (as SMS Partner's
-    documentation writes its base URL)."""
-    base = url.rstrip("/").removesuffix("/v1").rstrip("/")
+    documentation writes its base URL) or the whole endpoint, /v1/vn/send (a 404 before)."""
+    base = url.rstrip("/").removesuffix("/vn/send").removesuffix("/v1").rstrip("/")
     if not base.startswith(("http://", "https://")) or base.endswith("://"):
         fail(f"--url {url!r}: give the gateway's address, e.g. http://127.0.0.1:8080", code=2)
     return base

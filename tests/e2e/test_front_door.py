@@ -557,6 +557,8 @@ async def test_cli_send_goes_through_a_running_gateway(gw: RunningGateway) -> No
     assert code == 1 and b'"code":10' in out
     code, out = await cli_send(gw.api_key, gw.base_url + "/v1/")  # the API's base URL works too
     assert code == 0 and b'"success":true' in out
+    code, out = await cli_send(gw.api_key, gw.base_url + "/v1/vn/send")  # the endpoint: a 404
+    assert code == 0 and b'"success":true' in out
     code, _ = await cli_send(gw.api_key, "foo")  # not a URL: a usage error
     assert code == 2
 
