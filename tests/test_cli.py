@@ -36,6 +36,23 @@ def run(tmp_path: Path):
     return invoke
 
 
+def _accept(tmp_path: Path, *messages: Any) -> None:
+    """Messages stored as serve would have accepted them (the account and its number were
+    made with the CLI)."""
+    import asyncio
+
+    from smsrelay.store.sqlite_store import SqliteStore
+
+    async def accept() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
+        await store.open()
+        for message in messages:
+            await store.accept_message(message)
+        await store.close()
+
+    asyncio.run(accept())
+
+
 def test_a_command_run_where_there_is_no_database_says_so_and_creates_none(
     tmp_path: Path,
 ) -> None:
@@ -820,22 +837,12 @@ def test_stop_add_and_numbers_remove_say_what_they_did_to_waiting_messages(
 ) -> None:
     # `stop add` cancelled and refunded a waiting message without a word, and `numbers
     # remove` left queued messages to leave from the number with the answers going nowhere.
-    import asyncio
-
-    from smsrelay.store.sqlite_store import SqliteStore
     from tests.factories import new_message
 
     run("accounts", "create", "shop", "--credit", "1")
     run("numbers", "add", "shop", "33757000001")
-
-    async def three_waiting() -> None:
-        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
-        await store.open()
-        for to in ("+33611111111", "+33622222222", "+33633333333"):
-            await store.accept_message(new_message(recipient=to, due_at=9e9))
-        await store.close()
-
-    asyncio.run(three_waiting())
+    recipients = ("+33611111111", "+33622222222", "+33633333333")
+    _accept(tmp_path, *(new_message(recipient=to, due_at=9e9) for to in recipients))
     said = run("stop", "add", "shop", "0611111111")
     assert "added, id 1" in said and "1 waiting message cancelled and refunded" in said
     assert "cancelled" not in run("stop", "add", "shop", "0699999999")  # nothing waited
@@ -902,22 +909,11 @@ def test_an_account_name_is_one_name_however_its_accents_were_typed(run) -> None
 
 
 def test_disabling_an_account_says_what_it_queued_still_leaves(run, tmp_path: Path) -> None:
-    import asyncio
-
-    from smsrelay.store.sqlite_store import SqliteStore
     from tests.factories import new_message
 
     run("accounts", "create", "shop", "--credit", "1")
     run("numbers", "add", "shop", "33757000001")
-
-    async def two_waiting() -> None:
-        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
-        await store.open()
-        for _ in range(2):
-            await store.accept_message(new_message(due_at=9e9))
-        await store.close()
-
-    asyncio.run(two_waiting())
+    _accept(tmp_path, new_message(due_at=9e9), new_message(due_at=9e9))
     said = run("accounts", "disable", "shop")
     assert "disabled" in said and "2 messages it queued before still leave" in said
     assert "still leave" not in run("accounts", "enable", "shop")
@@ -925,21 +921,11 @@ def test_disabling_an_account_says_what_it_queued_still_leaves(run, tmp_path: Pa
 
 def test_messages_list_json_carries_what_a_test_asserts_on(run, tmp_path: Path) -> None:
     # Only id, to, state, parts and dates: a CI suite ran `messages show` (a process) each.
-    import asyncio
-
-    from smsrelay.store.sqlite_store import SqliteStore
     from tests.factories import new_message
 
     run("accounts", "create", "shop", "--credit", "1")
     run("numbers", "add", "shop", "33757000001")
-
-    async def one() -> None:
-        store = SqliteStore(f"sqlite:///{tmp_path / 'data' / 'smsrelay.db'}")
-        await store.open()
-        await store.accept_message(new_message(text="Votre code: 1234", tag="otp"))
-        await store.close()
-
-    asyncio.run(one())
+    _accept(tmp_path, new_message(text="Votre code: 1234", tag="otp"))
     [row] = json.loads(run("messages", "list", "--json"))
     assert (row["from"], row["to"], row["text"]) == (
         "+33757000001",

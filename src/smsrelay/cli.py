@@ -17,6 +17,7 @@ import click
 from smsrelay.cli_accounts import accounts, numbers
 from smsrelay.cli_messages import messages, stop, webhooks
 from smsrelay.cli_support import (
+    camel_case,
     disk_full_hint,
     emit,
     fail,
@@ -274,14 +275,9 @@ def purge(ctx: click.Context, days: int, as_json: bool) -> None:
 
     deleted = with_gateway(ctx, work)
     if as_json:  # camelCase keys, as every other --json ("unmatched receipts" had a space)
-        emit({_camel(kind): n for kind, n in deleted.items()}, True, str)
+        emit({camel_case(kind): n for kind, n in deleted.items()}, True, str)
         return
     click.echo(", ".join(f"{n} {kind} deleted" for kind, n in deleted.items()))
-
-
-def _camel(words: str) -> str:
-    first, *rest = words.split()
-    return first + "".join(word.capitalize() for word in rest)
 
 
 def _purge_progress(kind: str, deleted: int, at_id: int) -> None:

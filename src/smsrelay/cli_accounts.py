@@ -9,6 +9,7 @@ import click
 
 from smsrelay.cli_support import (
     ACCOUNT_NAME,
+    camel_case,
     emit,
     fail,
     plural,
@@ -209,7 +210,7 @@ def set_(
     click.echo(_line(account))
     described = _describe(account)
     for column in changes:  # what took: every option, not only the summary line's three
-        key = _camel(column)
+        key = camel_case(column)
         if key != "webhookSecret":
             click.echo(f"{key}: {_human(described[key])}")
     if webhook_secret == "generate":
@@ -218,11 +219,6 @@ def set_(
         click.echo(f"webhookSecret: {'set' if webhook_secret else 'cleared'}")
     if reply_url:
         _warn_if_refused(reply_url, settings_from(ctx).private_webhooks_allowed)
-
-
-def _camel(column: str) -> str:
-    first, *rest = column.split("_")
-    return first + "".join(word.capitalize() for word in rest)
 
 
 def _warn_if_refused(url: str, allow_private: bool) -> None:

@@ -232,6 +232,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def camel_case(words: str) -> str:
+    """``unmatched receipts`` or ``reply_url`` as every --json key is written."""
+    first, *rest = re.split(r"[ _]", words)
+    return first + "".join(word.capitalize() for word in rest)
+
+
 def plural(count: int, noun: str) -> str:
     """``1 message``, ``2 messages``."""
     return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -132,7 +132,8 @@ async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
 async def senders(store: SqliteStore) -> AsyncIterator[Callable[..., Awaitable[WebhookSender]]]:
     started: list[WebhookSender] = []
 
-    async def make(clock: Clock | None = None, **options: Any) -> WebhookSender:
+    async def make(clock: Clock | None = None, *, on: Any = None, **options: Any) -> WebhookSender:
+        """A started sender on the test store (or ``on``: a store that misbehaves)."""
         settings: dict[str, Any] = {
             "timeout": 2.0,
             "backoff": TINY_BACKOFF,
@@ -140,7 +141,7 @@ async def senders(store: SqliteStore) -> AsyncIterator[Callable[..., Awaitable[W
             "concurrency_per_host": 4,
             "allow_private": True,
         }
-        sender = WebhookSender(store, clock or SystemClock(), **(settings | options))
+        sender = WebhookSender(on or store, clock or SystemClock(), **(settings | options))
         await sender.start()
         started.append(sender)
         return sender

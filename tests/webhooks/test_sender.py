@@ -15,14 +15,14 @@ from aiohttp import web
 
 from smsrelay.domain.backoff import BackoffPolicy
 from smsrelay.errors import TransientError
-from smsrelay.service.clock import FixedClock, SystemClock
+from smsrelay.service.clock import FixedClock
 from smsrelay.store.records import Account, WebhookAttempt, WebhookView
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks import sender as sender_module
 from smsrelay.webhooks.sender import WebhookSender
 from smsrelay.webhooks.signing import verify
 
-from .conftest import TINY_BACKOFF, Receiver, add_callback, eventually
+from .conftest import Receiver, add_callback, eventually
 
 MakeReceiver = Callable[..., Awaitable[Receiver]]
 MakeSender = Callable[..., Awaitable[WebhookSender]]
@@ -998,21 +998,9 @@ async def test_a_claim_answered_after_its_lease_ran_out_is_not_posted_by_the_lat
     receiver = await receivers()
     await add_callback(store, account, receiver.url)
     late_store = _ClaimAnsweredLate(store, delay=1.6)
-    late = WebhookSender(
-        late_store,  # type: ignore[arg-type]
-        SystemClock(),
-        timeout=0.2,
-        backoff=TINY_BACKOFF,
-        give_up_after=60.0,
-        concurrency_per_host=4,
-        allow_private=True,
-    )
-    await late.start()
-    try:
-        await eventually(lambda: late_store.delay == 1.6 and late._claim_settled.is_set() is False)
-        await senders(timeout=0.2)  # another node: its sweep releases the lapsed lease
-        await eventually(lambda: len(receiver.seen) == 1, timeout=10)
-        await eventually(lambda: late_store.delay == 0.0 and not late._jobs, timeout=10)
-        assert len(receiver.seen) == 1
-    finally:
-        await late.stop(grace=0.1)
+    late = await senders(timeout=0.2, on=late_store)
+    await eventually(lambda: late_store.delay == 1.6 and late._claim_settled.is_set() is False)
+    await senders(timeout=0.2)  # another node: its sweep releases the lapsed lease
+    await eventually(lambda: len(receiver.seen) == 1, timeout=10)
+    await eventually(lambda: late_store.delay == 0.0 and not late._jobs, timeout=10)
+    assert len(receiver.seen) == 1

@@ -15,16 +15,11 @@ from typing import Any
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.errors import DomainError
 from smsrelay.smpp.pdu import CommandStatus, MessageState, status_name
+from smsrelay.smpp.receipts import STAT_STATES
 
 # The receipt stats SMPP 3.4 Appendix B lists for final states, with their message_state.
 STATS: dict[str, MessageState] = {
-    "DELIVRD": MessageState.DELIVERED,
-    "EXPIRED": MessageState.EXPIRED,
-    "DELETED": MessageState.DELETED,
-    "UNDELIV": MessageState.UNDELIVERABLE,
-    "ACCEPTD": MessageState.ACCEPTED,
-    "UNKNOWN": MessageState.UNKNOWN,
-    "REJECTD": MessageState.REJECTED,
+    stat: state for stat, state in STAT_STATES.items() if state is not MessageState.ENROUTE
 }
 MAX_DELAY_MS = 24 * 3600 * 1000
 _FIELDS = {"to", "submit_status", "stat", "err", "receipt", "receipt_delay_ms"}
