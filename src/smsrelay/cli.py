@@ -408,7 +408,10 @@ def _serve_running(gw: Gateway) -> bool | None:
     url = gw.settings.resolved_database_url
     if is_postgres(url):
         return None
-    return ServeLock(os.path.realpath(path_from_url(url))).is_held()
+    try:
+        return ServeLock(os.path.realpath(path_from_url(url))).is_held()
+    except OSError:  # a lock file this user cannot open: unknown, not "down"
+        return None
 
 
 def _disk_figures(gw: Gateway) -> dict[str, int] | None:
