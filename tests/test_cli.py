@@ -960,7 +960,7 @@ def test_every_json_listing_has_camel_case_keys_and_iso_times(run, tmp_path: Pat
     [callback] = json.loads(run("webhooks", "list", "--json"))
     assert callback["createdAt"].startswith("2026-03-02T11:00:00+01:00")
     assert callback["history"] == [
-        {"at": "2026-03-02T11:00:00+01:00", "status": 503, "seconds": 2.0, "error": "HTTP 503"}
+        {"at": "2026-03-02T11:00:00+01:00", "status": 503, "latencyMs": 2.0, "error": "HTTP 503"}
     ]
     assert {"callbackId", "lastError", "deliveredAt", "dueAt"} <= set(callback)
     [number] = json.loads(run("numbers", "list", "--json"))
@@ -988,3 +988,10 @@ def test_accounts_set_says_what_took_and_warns_of_a_reply_url_serve_refuses(
     assert result.exit_code == 0 and "replyUrl: http://10.0.0.1/hook" in result.output
     assert "warning: 10.0.0.1 is a private or reserved address" in result.stderr
     assert "warning" not in run("accounts", "set", "shop", "--reply-url", "http://10.0.0.1/h")
+
+
+def test_a_common_password_hides_itself_not_the_words_it_is_made_of(tmp_path: Path) -> None:
+    # "postgres" as the password made "postgresql://" read "***ql://" (the diff review).
+    args = ["--database", "postgresql://postgres:postgres@127.0.0.1:notaport/sms", "status"]
+    result = CliRunner().invoke(cli, args, env={"SMSRELAY_DATA_DIR": str(tmp_path)})
+    assert "postgresql://postgres:***@127.0.0.1:notaport/sms" in result.stderr, result.stderr

@@ -341,8 +341,8 @@ def _webhook_json(w: WebhookView) -> dict[str, Any]:
         "messageId": w.message_id,
         "replyId": w.reply_id,
         "history": [
-            {"at": iso_text(at), "status": status, "seconds": seconds, "error": error}
-            for at, status, seconds, error in w.history
+            {"at": iso_text(at), "status": status, "latencyMs": latency, "error": error}
+            for at, status, latency, error in w.history
         ],
     }
 

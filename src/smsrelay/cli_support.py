@@ -208,8 +208,12 @@ def hide_passwords_of(*texts: str | None) -> None:
 
 
 def without_passwords(text: str) -> str:
+    """Each password where an error line can show it: in a URL's userinfo, or quoted (a
+    driver's "invalid token" or a parser's "as 's3c'"). Not anywhere: a password such as
+    "postgres" would turn "postgresql://" into "***ql://"."""
     for password in sorted(_PASSWORDS, key=len, reverse=True):
-        text = text.replace(password, "***")
+        for shown in (f":{password}@", f'"{password}"', f"'{password}'"):
+            text = text.replace(shown, shown.replace(password, "***"))
     return text
 
 

@@ -1245,3 +1245,26 @@ async def test_a_bind_timeout_after_binds_that_worked_is_not_blamed_on_tls(
     await eventually(failed_binds, what="a bind timeout")
     assert "smpps://" not in failed_binds()[0].__dict__["error"]
     server.close()
+
+
+async def test_a_healthy_links_keepalive_answers_are_not_unmatched_responses(
+    make_simulator: MakeSimulator,
+    make_connector: MakeConnector,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Our enquire_link is sent untracked: each answer was logged as an unmatched response,
+    # a warning at every keepalive of every healthy link (the diff review).
+    answers: list[int] = []
+    real = SmppLink._on_response
+
+    def counting(self: SmppLink, pdu: Pdu) -> None:
+        if isinstance(pdu, EnquireLinkResp):
+            answers.append(pdu.sequence)
+        real(self, pdu)
+
+    monkeypatch.setattr(SmppLink, "_on_response", counting)
+    simulator = await make_simulator()
+    await make_connector(simulator, enquire_link_interval=0.05)
+    await eventually(lambda: len(answers) >= 3, what="three keepalives answered")
+    assert "smpp.response.unmatched" not in [r.getMessage() for r in caplog.records]

@@ -210,6 +210,8 @@ def rules(ctx: click.Context, control: str | None, clear: bool, destination: str
       smsrelay smsc rules
       smsrelay smsc rules --clear
     """
+    if destination is not None and not clear:  # it listed every rule, silently
+        raise click.UsageError("--to goes with --clear (the listing shows every rule)")
     control = control or _builtin_control_url(ctx)
     if not clear:
         click.echo(_call(control, "GET", "/rules", None, "smsc rules"))

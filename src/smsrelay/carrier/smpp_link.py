@@ -290,7 +290,8 @@ class SmppLink(asyncio.Protocol):
         out: it was not lost after all. A response of another command on its number is not
         its answer (taken, the part went again and the real answer was dropped)."""
         if pdu.sequence not in self._late:
-            self._say_unmatched(pdu)
+            if isinstance(pdu, SubmitSmResp | GenericNack):  # an enquire_link_resp is ours:
+                self._say_unmatched(pdu)  # sent untracked, every keepalive
             return
         if not isinstance(pdu, SubmitSmResp | GenericNack):
             self._on_stray(StrayResponse(pdu, CommandId.SUBMIT_SM))
