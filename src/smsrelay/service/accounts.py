@@ -157,9 +157,10 @@ async def add_number(
 
 
 async def remove_number(store: Store, raw_number: str) -> int:
-    """Detach it; how many of its messages are not finished."""
+    """Detach it; how many of its messages are not finished (they still leave from it)."""
     number = parse_international(raw_number, "msisdn")
-    return await store.remove_number(number.e164)
+    await store.remove_number(number.e164)
+    return await store.unfinished_from(number.e164)
 
 
 RELEASE_STEP = 1000  # parts made due per transaction, as the purge's steps

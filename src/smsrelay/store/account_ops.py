@@ -146,10 +146,14 @@ def add_number(
     return NumberRecord(msisdn=msisdn, account_name=account.name, connector=connector)
 
 
-def remove_number(conn: Conn, msisdn: str) -> int:
-    """Detach it; how many of its messages have not finished (they still leave from it)."""
+def remove_number(conn: Conn, msisdn: str) -> None:
     if conn.execute("DELETE FROM numbers WHERE msisdn = ?", (msisdn,)).rowcount == 0:
         raise DomainError("number.unknown", f"no virtual number {msisdn}")
+
+
+def unfinished_from(conn: Conn, msisdn: str) -> int:
+    """How many messages sent from ``msisdn`` have not finished: a read (it walks the
+    number's history), never inside a write, whose lock serve's batches would wait for."""
     row = conn.execute(
         "SELECT COUNT(*) FROM messages WHERE sender = ? AND final_at IS NULL", (msisdn,)
     ).fetchone()

@@ -145,8 +145,11 @@ class SqlStore:
             )
         )
 
-    async def remove_number(self, msisdn: str) -> int:
-        return await self.db.write(partial(account_ops.remove_number, msisdn=msisdn))
+    async def remove_number(self, msisdn: str) -> None:
+        await self.db.write(partial(account_ops.remove_number, msisdn=msisdn))
+
+    async def unfinished_from(self, msisdn: str) -> int:
+        return await self.db.read(partial(account_ops.unfinished_from, msisdn=msisdn))
 
     async def list_numbers(self, account_name: str | None = None) -> list[NumberRecord]:
         return await self.db.read(partial(account_ops.list_numbers, account_name=account_name))
