@@ -455,7 +455,7 @@ async def test_parts_of_a_claim_answered_after_a_third_of_its_lease_are_not_sent
     late = _ClaimAnsweredLate(store, delay=1.2)
     policy = DispatchPolicy(lease_seconds=1.5, backoff=BackoffPolicy(first=0.01, cap=0.01))
     running = Dispatcher(late, SystemClock(), {"default": carrier}, BUILDERS, policy)  # type: ignore[arg-type]
-    await running.start()
+    await running.start(sole_dispatcher=False)  # PostgreSQL: other nodes may take them
     try:
 
         async def sent() -> bool:
@@ -467,3 +467,31 @@ async def test_parts_of_a_claim_answered_after_a_third_of_its_lease_are_not_sent
         await running.stop()
     assert carrier.submits == 1
     assert "dispatch.claim.late" in [r.getMessage() for r in caplog.records]
+    message = await store.get_message(message_id)
+    assert message is not None and "lease expired" in (message.parts[0].last_error or "")
+
+
+async def test_a_sole_dispatcher_sends_the_parts_of_its_late_claim_at_once(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite has one dispatcher: dropping a late claim only delayed it and left its parts
+    # marked as may-have-left, no longer cancellable (the diff review).
+    now = time.time()
+    message_id = await store.accept_message(new_message(cost_micros=1, created_at=now, due_at=now))
+    carrier = ScriptedCarrier([0])
+    late = _ClaimAnsweredLate(store, delay=1.2)
+    policy = DispatchPolicy(lease_seconds=1.5, backoff=BackoffPolicy(first=0.01, cap=0.01))
+    running = Dispatcher(late, SystemClock(), {"default": carrier}, BUILDERS, policy)  # type: ignore[arg-type]
+    await running.start()
+    try:
+
+        async def sent() -> bool:
+            message = await store.get_message(message_id)
+            return message is not None and message.state == "submitted"
+
+        await eventually(sent)
+    finally:
+        await running.stop()
+    message = await store.get_message(message_id)
+    assert message is not None and message.parts[0].last_error is None  # not via its lease
+    assert "dispatch.claim.late" not in [r.getMessage() for r in caplog.records]

@@ -85,6 +85,7 @@ class Dispatcher:
         # (connector, outcome) -> submit_sm outcomes recorded since start (SUBMIT_OUTCOMES)
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.sweeps = 0  # lease sweeps done (tests wait on it rather than on the clock)
+        self.sole = True  # set by start: the only dispatcher of its database
 
     def wake(self) -> None:
         """A message was accepted: look for due work now rather than at the next poll."""
@@ -94,6 +95,7 @@ class Dispatcher:
         # A SQLite database has one serving process (serve holds its lock), so whatever was
         # claimed before a crash is released at once rather than when its lease runs out.
         until = float("inf") if sole_dispatcher else self._clock.now()
+        self.sole = sole_dispatcher  # no other process can take what this one claimed
         await self._store.release_expired_leases(until)
         self._tasks = [
             asyncio.create_task(self._sweep_leases(), name="lease-sweeper"),
@@ -274,6 +276,8 @@ class _Lane:
         their lease brings them back to whoever claims first."""
         if not claimed or took <= max(self.d._policy.lease_seconds / 3, LATE_CLAIM_FLOOR):
             return claimed
+        if self.d.sole:  # SQLite: nobody else could take them; left, they would come back
+            return claimed  # marked as may-have-left, so no longer cancellable
         log.warning(
             "dispatch.claim.late",
             extra={"connector": self.name, "parts": len(claimed), "seconds": round(took, 1)},
