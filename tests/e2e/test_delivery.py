@@ -318,26 +318,28 @@ async def test_message_waits_while_the_smsc_is_down_then_leaves(tmp_path: Path) 
             await smsc.stop()
 
 
-async def test_a_path_gone_silent_uses_up_no_attempt_and_the_message_leaves_once_it_is_back(
-    tmp_path: Path,
-) -> None:
-    # A network that eats submits (an MTU black hole, a frozen peer) counted an attempt per
-    # dead link: with one attempt allowed, the message failed though the path came back.
+async def test_a_frozen_smscs_part_counts_its_attempt_the_smsc_has_it(tmp_path: Path) -> None:
+    # A frozen SMSC (SIGSTOP) still takes our bytes into its kernel and reads them later:
+    # sent again uncounted, the handset got it twice (the diff review). Counted, one
+    # attempt allowed: given up, and the SMSC has the one copy.
     smsc = await start_smsc("--delivery-rate", "1.0")
-    url = f"{smsc.url}?response_timeout=0.3&reconnect_min=0.05&reconnect_max=0.5"
+    url = f"{smsc.url}?response_timeout=0.3&enquire_link_interval=0.5&reconnect_min=0.05"
     gw = await start_gateway(gateway_settings(tmp_path, smsc=url, submit_attempts=1))
     try:
         await eventually(lambda: gw.running.gateway.smsc_binds()["default"]["transceiver"])
-        os.kill(smsc.process.pid, signal.SIGSTOP)  # the kernel still takes its bytes
+        os.kill(smsc.process.pid, signal.SIGSTOP)
         _, answer = await gw.send()
 
-        async def came_back_unheard() -> bool:
+        async def given_up() -> bool:
             message = await gw.store.get_message(answer["message_id"])
-            return "went silent" in (message.parts[0].last_error or "")
+            return message.state == "failed"
 
-        await eventually(came_back_unheard)
+        await eventually(given_up)
         os.kill(smsc.process.pid, signal.SIGCONT)
-        await _final_status(gw, answer["message_id"])
+        message = await gw.store.get_message(answer["message_id"])
+        assert "gave up after 1" in (message.parts[0].last_error or "")
+        await eventually(lambda: gw.running.gateway.smsc_binds()["default"]["transceiver"])
+        assert len(await smsc.submits()) <= 1  # read after SIGCONT, or lost with the link
     finally:
         os.kill(smsc.process.pid, signal.SIGCONT)
         await runtime.stop(gw.running)

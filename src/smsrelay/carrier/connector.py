@@ -44,10 +44,10 @@ class SubmitUnanswered(TransientError):
 
 
 class SentIntoSilence(TransientError):
-    """A submit left on a link that then went silent (nothing heard from the SMSC after it,
-    until we gave the link up): a network that ate it (a firewall, an MTU black hole) far more
-    likely than an SMSC that took it. Sent again, its attempt not counted: a path that eats
-    data for minutes failed every queued message after a few dead links."""
+    """A submit that timed out on a link we then gave up as silent, whose bytes the SMSC's
+    kernel never acknowledged: still in our queue, so the SMSC never had it (a path that eats
+    data, an MTU black hole). Sent again uncounted, and still cancellable: such a path failed
+    every queued message after five dead links."""
 
 
 @quick_init

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import socket
+import sys
+import termios
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -102,10 +105,14 @@ class SmppLink(asyncio.Protocol):
         self.peer = ""
         self.enquire_links_received = 0
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
-        # submit_sm sequences whose answer timed out -> (until when, the late answer or None,
-        # when it left)
-        self._late: dict[int, tuple[float, asyncio.Future[Pdu | None], float]] = {}
-        self._gave_up_silent = False  # we ended the link: its enquire_link went unanswered
+        # submit_sm sequences whose answer timed out -> (until when, the late answer or None)
+        self._late: dict[int, tuple[float, asyncio.Future[Pdu | None]]] = {}
+        # Bytes given to write() so far, and where each request's bytes end in that count:
+        # what the peer's kernel had acknowledged when we gave the link up tells which
+        # requests never reached it (see _never_reached)
+        self._queued_bytes = 0
+        self._ends: dict[int, int] = {}
+        self._reached: int | None = None  # acknowledged bytes when we gave up (None: unknown)
         self._unmatched = Sparse(UNMATCHED_SAID_EVERY_S)
         self.late_window = max(
             0.0, min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT - response_timeout)
@@ -164,23 +171,24 @@ class SmppLink(asyncio.Protocol):
             self._timer.cancel()
         if self._linger is not None:
             self._linger.cancel()
-        silent = self._gave_up_silent or isinstance(exc, TimeoutError)  # TCP's own timeout
-        heard, timeout = self.session.last_received, self.session.response_timeout
-        left_at = {seq: out.deadline - timeout for seq, out in self.session.outstanding().items()}
         self.session.close()
         self._out.clear()
         pending, self._pending = self._pending, {}
+        never: asyncio.Future[Pdu | None] = self.loop.create_future()
+        never.set_result(None)  # sent, and no answer can come on a connection that is gone
         for sequence, future in pending.items():
             if future.done():
                 continue
             if sequence in self._unsent or sequence in self._void:  # never left, or refused
                 future.set_exception(TransientError("smpp connection lost"))
+            elif self._never_reached(sequence):  # still in our kernel's queue: never left
+                future.set_exception(TransientError("smpp connection lost before the SMSC had it"))
             else:  # it left: the peer may have acted on it
-                unheard = silent and heard < left_at.get(sequence, heard)
-                future.set_exception(NoAnswer("smpp connection lost", _no_answer(unheard)))
+                future.set_exception(NoAnswer("smpp connection lost", never))
         self._unsent.clear()
         self._void.clear()
-        self._give_up_late(float("inf"), silent=silent)  # it comes on this connection or never
+        self._give_up_late(float("inf"))  # a late answer comes on this connection or never
+        self._ends.clear()
         self._wake_room()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -208,9 +216,11 @@ class SmppLink(asyncio.Protocol):
         self._pending[pdu.sequence] = future
         self._unsent.add(pdu.sequence)
         self.write(data)
+        self._ends[pdu.sequence] = self._queued_bytes
         return future
 
     def write(self, data: bytes) -> None:
+        self._queued_bytes += len(data)
         self._out.append(data)
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
@@ -240,6 +250,33 @@ class SmppLink(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def give_up_silent(self) -> None:
+        """Abort a link that stopped answering, noting first how much of what we wrote its
+        peer's kernel acknowledged: a request whose bytes were still in our queue never
+        reached the SMSC (a path that eats data, an MTU black hole), so it goes again
+        uncounted and may still be cancelled. One the peer's kernel took may be the SMSC's
+        (a frozen SMSC reads it later): its attempt counts, as before."""
+        self._reached = self._acknowledged_bytes()
+        self.abort()
+
+    def _acknowledged_bytes(self) -> int | None:
+        transport = self.transport
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return None  # TLS: the socket's bytes are not ours
+        sock = transport.get_extra_info("socket")
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (AttributeError, OSError, ValueError):
+            return None
+        in_kernel = int.from_bytes(raw, sys.byteorder, signed=True)  # sent, not yet acked
+        unflushed = sum(len(chunk) for chunk in self._out)
+        buffered = transport.get_write_buffer_size()
+        return self._queued_bytes - unflushed - buffered - in_kernel
+
+    def _never_reached(self, sequence: int) -> bool:
+        reached = self._reached
+        return reached is not None and self._ends.get(sequence, 0) > reached
 
     def void_after(self, sequence: int) -> None:
         """The peer answered ``sequence`` saying it lost our session (ESME_RINVBNDSTS): what was
@@ -281,8 +318,10 @@ class SmppLink(asyncio.Protocol):
         future = self._pending.pop(pdu.sequence, None)
         if future is None:
             self._answer_late(pdu)
-        elif not future.done():
-            future.set_result(pdu)
+        else:
+            self._ends.pop(pdu.sequence, None)
+            if not future.done():
+                future.set_result(pdu)
         self._wake_one()
 
     def _answer_late(self, pdu: Pdu) -> None:
@@ -296,6 +335,7 @@ class SmppLink(asyncio.Protocol):
         if not isinstance(pdu, SubmitSmResp | GenericNack):
             self._on_stray(StrayResponse(pdu, CommandId.SUBMIT_SM))
             return
+        self._ends.pop(pdu.sequence, None)
         self._late.pop(pdu.sequence)[1].set_result(pdu)
 
     def _say_unmatched(self, pdu: Pdu) -> None:
@@ -315,18 +355,19 @@ class SmppLink(asyncio.Protocol):
                 },
             )
 
-    def _give_up_late(self, now: float, *, silent: bool = False) -> None:
-        """No late answer any more for the submits waiting past ``now``: None, or (the link
-        gone silent, nothing heard since the submit left) SentIntoSilence."""
-        heard = self.session.last_received
+    def _give_up_late(self, now: float) -> None:
+        """No late answer any more for the submits waiting past ``now``: None, or (their
+        bytes never reached the SMSC: see give_up_silent) SentIntoSilence."""
         while self._late:
-            sequence, (until, future, left_at) = next(iter(self._late.items()))
+            sequence, (until, future) = next(iter(self._late.items()))
             if until > now:
                 return  # kept in timeout order: the rest are later still
             del self._late[sequence]
+            never_reached = self._never_reached(sequence)
+            self._ends.pop(sequence, None)
             if not future.done():
-                if silent and heard < left_at:
-                    future.set_exception(_silence())
+                if never_reached:
+                    future.set_exception(SentIntoSilence("smpp link lost before the SMSC had it"))
                 else:
                     future.set_result(None)
 
@@ -386,38 +427,18 @@ class SmppLink(asyncio.Protocol):
             error = TransientError(f"no {request.command_id.name}_resp in time")
             if request.command_id is CommandId.SUBMIT_SM:  # the SMSC may have it: wait on
                 late: asyncio.Future[Pdu | None] = self.loop.create_future()
-                left_at = request.deadline - self.session.response_timeout
-                self._late[sequence] = (now + self.late_window, late, left_at)
+                self._late[sequence] = (now + self.late_window, late)
                 error = NoAnswer(str(error), late)
+            else:
+                self._ends.pop(sequence, None)
             future = self._pending.pop(sequence, None)
             if future is not None and not future.done():
                 future.set_exception(error)
             if request.command_id is CommandId.ENQUIRE_LINK:
                 self.log.warning("smpp.enquire_link.timeout", extra={"link": self.name})
-                self._gave_up_silent = True
-                self.abort()
+                self.give_up_silent()
                 return
         self._give_up_late(now)
-        # A submit unanswered on a link silent as long: probe it now, not after the 30 s of
-        # silence the interval waits (a dead path was found 40 s on, every part sent into it
-        # meanwhile waiting a response timeout of its own).
-        probe = any(r.command_id is CommandId.SUBMIT_SM for _, r in expired)
-        timeout = self.session.response_timeout
-        if self.session.enquire_link_due(now, silent_for=timeout if probe else None):
+        if self.session.enquire_link_due(now):
             self.send(EnquireLink(sequence=self.session.next_sequence()))
         self._timer = self.loop.call_later(self._tick_every, self._tick)
-
-
-def _silence() -> SentIntoSilence:
-    return SentIntoSilence("smpp link went silent after the submit left (nothing heard since)")
-
-
-def _no_answer(unheard: bool) -> asyncio.Future[Pdu | None]:
-    """The late answer of a submit whose connection is gone: none can come (None), or the
-    link had gone silent since it left (SentIntoSilence)."""
-    future: asyncio.Future[Pdu | None] = asyncio.get_running_loop().create_future()
-    if unheard:
-        future.set_exception(_silence())
-    else:
-        future.set_result(None)
-    return future

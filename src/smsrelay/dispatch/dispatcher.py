@@ -417,10 +417,9 @@ class _Lane:
             await self._retry(part, str(outcome), "unanswered", counted=True, may_have_left=True)
             return
         if isinstance(outcome, SentIntoSilence):
-            # The link heard nothing after it left: a network that ate it, most likely. Not
-            # counted (a path down for minutes failed every queued message), yet it may have
-            # left: no longer cancellable.
-            await self._retry(part, str(outcome), "unanswered", counted=False, may_have_left=True)
+            # Its bytes never reached the SMSC (the link's kernel queue says so): it never
+            # left, as a part still in our buffer when the link dropped.
+            await self._retry(part, str(outcome), "not_sent", counted=False)
             return
         if isinstance(outcome, SmsRelayError):
             await self._retry(part, str(outcome), "not_sent", counted=False)

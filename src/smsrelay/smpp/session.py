@@ -150,23 +150,16 @@ class Session:
     def outstanding(self) -> dict[int, Outstanding]:
         return dict(self._outstanding)
 
-    @property
-    def last_received(self) -> float:
-        """When the peer last sent anything (the session's start until then)."""
-        return self._last_received
-
     def next_deadline(self) -> float | None:
         first = next(iter(self._outstanding.values()), None)
         return None if first is None else first.deadline
 
-    def enquire_link_due(self, now: float, *, silent_for: float | None = None) -> bool:
-        """Bound, silent for ``silent_for`` (enquire_link_interval by default), and no
-        enquire_link outstanding."""
-        interval = self.enquire_link_interval if silent_for is None else silent_for
+    def enquire_link_due(self, now: float) -> bool:
+        """Bound, silent for enquire_link_interval, and no enquire_link outstanding."""
         return (
             self.state in BOUND_STATES
             and not self._enquire_pending
-            and now - self._last_received >= interval
+            and now - self._last_received >= self.enquire_link_interval
         )
 
     # --- sending -------------------------------------------------------------------------
