@@ -474,12 +474,39 @@ async def test_writes_behind_a_batch_the_server_holds_are_refused_unrun(store: S
         assert store.db.health.trouble() == "commits stalled"
         with pytest.raises(TransientError, match="nothing of this write was stored"):
             await store.accept_message(new_message())
+        with pytest.raises(TransientError, match="stalled"):  # reads too: same server
+            await store.list_accounts()
         assert not held.done()
         holder.execute("SELECT pg_advisory_unlock(%s)", (held_lock,))
         await asyncio.wait_for(held, 10)  # the batch out is stored
     assert store.db.health.trouble() is None
     assert await store.accept_message(new_message())
     assert len(await store.recent_messages(1, 10)) == 1  # the refused ones were never run
+
+
+async def test_a_read_the_server_does_not_answer_is_given_up(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen server held a send's key lookup (a read) for the whole freeze, past its
+    client's timeout; a read changes nothing, so it is given up after a deadline."""
+    if store.url.startswith("sqlite"):
+        pytest.skip("a server that does not answer (SQLite's reads are a local file)")
+    import psycopg
+
+    from smsrelay.store import pg_engine
+
+    monkeypatch.setattr(pg_engine, "READ_DEADLINE_S", 0.3)
+    held_lock = 434343
+    with psycopg.connect(store.url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (held_lock,))
+
+        def waits(conn: Conn) -> None:
+            conn.execute(f"SELECT pg_advisory_xact_lock_shared({held_lock})")
+
+        with pytest.raises(TransientError, match="a read got no answer"):
+            await store.db.read(waits)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (held_lock,))
+    assert await store.list_accounts() is not None  # the reader goes on
 
 
 def _waits_for_advisory_lock(conn: Any) -> bool:

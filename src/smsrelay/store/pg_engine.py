@@ -38,6 +38,8 @@ MAX_BATCH = 512  # writes per transaction: bounds the work redone after a confli
 # restarts comes back within this), and how often.
 COMMIT_CHECK_FOR = 30.0
 COMMIT_CHECK_EVERY = 0.2
+# A read the server has not answered by then is given up (the thread finishes it later).
+READ_DEADLINE_S = 15.0
 
 
 class PgDatabase:
@@ -89,9 +91,20 @@ class PgDatabase:
         return await future
 
     async def read(self, fn: Callable[[Conn], T]) -> T:
+        """``fn`` in a snapshot; refused at once while commits are stalled, and after
+        READ_DEADLINE_S when the server does not answer (a frozen server held a send's key
+        lookup for the whole freeze; a read changes nothing, so giving up on it is safe)."""
         if self._loop is None:
             raise TransientError("database is not open")
-        return await self._loop.run_in_executor(self._readers, self._read_in_snapshot, fn)
+        if self._stall.stalled:
+            raise self._stall.refusal()
+        reading = self._loop.run_in_executor(self._readers, self._read_in_snapshot, fn)
+        try:
+            return await asyncio.wait_for(reading, READ_DEADLINE_S)
+        except TimeoutError:
+            raise TransientError(
+                f"database unavailable: a read got no answer in {READ_DEADLINE_S:g} s"
+            ) from None
 
     # -- on the event loop ---------------------------------------------------------------------
 
