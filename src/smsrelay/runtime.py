@@ -390,6 +390,8 @@ def _say_demo_settings_ignored(
         ignored.append("demo_api_key (the demo account has another key: accounts rotate-key)")
     if not settings.demo_quiet_hours and demo.quiet_hours:
         ignored.append("demo_quiet_hours (accounts set demo --quiet-hours off)")
+    if settings.demo_credit_eur != Settings().demo_credit_eur:  # given: not the default
+        ignored.append("demo_credit_eur (accounts credit demo +EUR)")
     for name in ignored:
         say(f"note: {name} applies only when serve makes the demo account: ignored")
 

@@ -245,13 +245,17 @@ async def test_a_ci_job_gives_the_demo_account_its_own_key_and_is_told_when_it_i
     finally:
         await runtime.stop(gw.running)
     lines: list[str] = []
-    later = gateway_settings(tmp_path, demo_api_key="another-key-0123456789", demo_quiet_hours=True)
+    later = gateway_settings(
+        tmp_path, demo_api_key="another-key-0123456789", demo_quiet_hours=True, demo_credit_eur="5"
+    )
     running = await runtime.start(later, lines.append)
     try:
-        notes = [line for line in lines if line.startswith("note: demo_api_key")]
+        notes = [line for line in lines if line.startswith("note: demo_")]
         assert notes == [
             "note: demo_api_key (the demo account has another key: accounts rotate-key) "
-            "applies only when serve makes the demo account: ignored"
+            "applies only when serve makes the demo account: ignored",
+            "note: demo_credit_eur (accounts credit demo +EUR) "
+            "applies only when serve makes the demo account: ignored",
         ]
     finally:
         await runtime.stop(running)
