@@ -88,3 +88,20 @@ def test_a_receipt_stored_before_its_submits_answer_comes_after_the_submit() -> 
         "receipt c1 DELIVRD",
         "part 1 delivered",
     ]
+
+
+def test_an_earlier_copys_receipt_does_not_move_a_later_submit() -> None:
+    # A part sent twice: the first copy's receipt (another carrier id) pulled the second
+    # submit's line before it (the diff review).
+    parts = (part(1, "delivered", carrier_id="c2", submitted_at=T + 60, done_at=T + 61),)
+    receipts = (
+        ReceiptView(1, "c1", "DELIVRD", None, T + 5),
+        ReceiptView(1, "c2", "DELIVRD", None, T + 61),
+    )
+    assert events(message(parts=parts, receipts=receipts)) == [
+        "accepted",
+        "receipt c1 DELIVRD",
+        "part 1 submitted as c2",
+        "receipt c2 DELIVRD",
+        "part 1 delivered",
+    ]

@@ -101,16 +101,19 @@ def _timeline(message: MessageView) -> list[str]:
     if message.due_at > message.created_at and not ended_before_due:
         events.append((message.due_at, 1, 0, "due (held for quiet hours)"))
     seq_of = {part.id: part.seq for part in message.parts}
-    first_receipt: dict[int, float] = {}
+    first_receipt: dict[tuple[int, str], float] = {}  # (seq, carrier id) -> its first receipt
     for receipt in message.receipts:
         seq = seq_of.get(receipt.part_id or 0, 0)
         events.append((receipt.received_at, 3, seq, f"receipt {receipt.carrier_id} {receipt.stat}"))
-        first_receipt[seq] = min(first_receipt.get(seq, receipt.received_at), receipt.received_at)
+        key = (seq, receipt.carrier_id or "")
+        first_receipt[key] = min(first_receipt.get(key, receipt.received_at), receipt.received_at)
     for part in message.parts:
         if part.submitted_at:
-            # placed no later than its first receipt: that receipt names the id the SMSC's
-            # answer gave, which is stored a few ms after it when the receipt came first
-            placed = min(part.submitted_at, first_receipt.get(part.seq, part.submitted_at))
+            # placed no later than the first receipt for the id it was submitted as: that
+            # receipt is stored a few ms before the SMSC's answer when it comes first (an
+            # earlier copy's receipts, another id, do not move it)
+            key = (part.seq, part.carrier_id or "")
+            placed = min(part.submitted_at, first_receipt.get(key, part.submitted_at))
             submitted = f"part {part.seq} submitted as {part.carrier_id}"
             events.append((placed, 2, part.seq, submitted))
         if part.done_at:
