@@ -45,9 +45,13 @@ class SubmitUnanswered(TransientError):
 
 class SentIntoSilence(TransientError):
     """A submit that timed out on a link we then gave up as silent, whose bytes the SMSC's
-    kernel never acknowledged: still in our queue, so the SMSC never had it (a path that eats
-    data, an MTU black hole). Sent again uncounted, and still cancellable: such a path failed
-    every queued message after five dead links."""
+    kernel never acknowledged (``carrier/sent_bytes``): a path that eats data, an MTU black
+    hole, failed every queued message after five dead links. Sent again uncounted;
+    ``may_have_left`` when it did leave our host (its ACKs may be what was lost)."""
+
+    def __init__(self, message: str, *, may_have_left: bool) -> None:
+        super().__init__(message)
+        self.may_have_left = may_have_left
 
 
 @quick_init

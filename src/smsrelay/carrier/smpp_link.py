@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import socket
-import sys
-import termios
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
 from smsrelay.carrier.connector import SentIntoSilence
+from smsrelay.carrier.sent_bytes import Fate, GaveUp, SentBytes, drop_on_close, standing
 from smsrelay.errors import TransientError
 from smsrelay.logs import Sparse
 from smsrelay.smpp.errors import RemoteProtocolError
@@ -107,12 +105,10 @@ class SmppLink(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         # submit_sm sequences whose answer timed out -> (until when, the late answer or None)
         self._late: dict[int, tuple[float, asyncio.Future[Pdu | None]]] = {}
-        # Bytes given to write() so far, and where each request's bytes end in that count:
-        # what the peer's kernel had acknowledged when we gave the link up tells which
-        # requests never reached it (see _never_reached)
-        self._queued_bytes = 0
-        self._ends: dict[int, int] = {}
-        self._reached: int | None = None  # acknowledged bytes when we gave up (None: unknown)
+        # where each request's bytes end in the stream: what our kernel says of them when we
+        # give the link up tells which never reached the SMSC (see sent_bytes)
+        self._sent = SentBytes()
+        self._gave_up: GaveUp | None = None
         self._unmatched = Sparse(UNMATCHED_SAID_EVERY_S)
         self.late_window = max(
             0.0, min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT - response_timeout)
@@ -179,16 +175,19 @@ class SmppLink(asyncio.Protocol):
         for sequence, future in pending.items():
             if future.done():
                 continue
+            fate = self._sent.fate(sequence, self._gave_up)
             if sequence in self._unsent or sequence in self._void:  # never left, or refused
                 future.set_exception(TransientError("smpp connection lost"))
-            elif self._never_reached(sequence):  # still in our kernel's queue: never left
-                future.set_exception(TransientError("smpp connection lost before the SMSC had it"))
+            elif fate is Fate.NEVER_LEFT:  # not all of it left our kernel: the reset drops it
+                future.set_exception(TransientError("smpp link lost before the submit left"))
+            elif fate is Fate.NEVER_REACHED:
+                future.set_exception(NoAnswer("smpp connection lost", _unheard(self.loop)))
             else:  # it left: the peer may have acted on it
                 future.set_exception(NoAnswer("smpp connection lost", never))
         self._unsent.clear()
         self._void.clear()
         self._give_up_late(float("inf"))  # a late answer comes on this connection or never
-        self._ends.clear()
+        self._sent.clear()
         self._wake_room()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -216,11 +215,11 @@ class SmppLink(asyncio.Protocol):
         self._pending[pdu.sequence] = future
         self._unsent.add(pdu.sequence)
         self.write(data)
-        self._ends[pdu.sequence] = self._queued_bytes
+        self._sent.request(pdu.sequence, self.loop.time())
         return future
 
     def write(self, data: bytes) -> None:
-        self._queued_bytes += len(data)
+        self._sent.wrote(len(data))
         self._out.append(data)
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
@@ -252,31 +251,29 @@ class SmppLink(asyncio.Protocol):
             self.transport.abort()
 
     def give_up_silent(self) -> None:
-        """Abort a link that stopped answering, noting first how much of what we wrote its
-        peer's kernel acknowledged: a request whose bytes were still in our queue never
-        reached the SMSC (a path that eats data, an MTU black hole), so it goes again
-        uncounted and may still be cancelled. One the peer's kernel took may be the SMSC's
-        (a frozen SMSC reads it later): its attempt counts, as before."""
-        self._reached = self._acknowledged_bytes()
+        """Abort a link that stopped answering, noting first where its bytes stand in our
+        kernel (``sent_bytes``): what never reached the SMSC goes again uncounted. The abort
+        is then a reset, so what never left our kernel is dropped, not sent after us."""
+        self._gave_up = self._standing()
+        if self._gave_up is not None:
+            drop_on_close(self.transport)
         self.abort()
 
-    def _acknowledged_bytes(self) -> int | None:
-        transport = self.transport
-        if transport is None or transport.get_extra_info("sslcontext") is not None:
-            return None  # TLS: the socket's bytes are not ours
-        sock = transport.get_extra_info("socket")
-        try:
-            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-        except (AttributeError, OSError, ValueError):
-            return None
-        in_kernel = int.from_bytes(raw, sys.byteorder, signed=True)  # sent, not yet acked
+    def _standing(self) -> GaveUp | None:
         unflushed = sum(len(chunk) for chunk in self._out)
-        buffered = transport.get_write_buffer_size()
-        return self._queued_bytes - unflushed - buffered - in_kernel
+        return standing(self.transport, self._sent, unflushed, self.loop.time())
 
-    def _never_reached(self, sequence: int) -> bool:
-        reached = self._reached
-        return reached is not None and self._ends.get(sequence, 0) > reached
+    def _late_unacknowledged(self, now: float) -> bool:
+        """Submits whose late window ends now, and whose bytes the SMSC's kernel still has
+        not acknowledged six response timeouts on: the path is dead (with a long
+        enquire_link_interval they were counted into it before the link was given up)."""
+        ending = [seq for seq, (until, _) in self._late.items() if until <= now]
+        if not ending:
+            return False
+        now_standing = self._standing()
+        return now_standing is not None and self._sent.unacknowledged(
+            ending, now_standing.acknowledged
+        )
 
     def void_after(self, sequence: int) -> None:
         """The peer answered ``sequence`` saying it lost our session (ESME_RINVBNDSTS): what was
@@ -319,7 +316,7 @@ class SmppLink(asyncio.Protocol):
         if future is None:
             self._answer_late(pdu)
         else:
-            self._ends.pop(pdu.sequence, None)
+            self._sent.forget(pdu.sequence)
             if not future.done():
                 future.set_result(pdu)
         self._wake_one()
@@ -335,7 +332,7 @@ class SmppLink(asyncio.Protocol):
         if not isinstance(pdu, SubmitSmResp | GenericNack):
             self._on_stray(StrayResponse(pdu, CommandId.SUBMIT_SM))
             return
-        self._ends.pop(pdu.sequence, None)
+        self._sent.forget(pdu.sequence)
         self._late.pop(pdu.sequence)[1].set_result(pdu)
 
     def _say_unmatched(self, pdu: Pdu) -> None:
@@ -363,13 +360,14 @@ class SmppLink(asyncio.Protocol):
             if until > now:
                 return  # kept in timeout order: the rest are later still
             del self._late[sequence]
-            never_reached = self._never_reached(sequence)
-            self._ends.pop(sequence, None)
-            if not future.done():
-                if never_reached:
-                    future.set_exception(SentIntoSilence("smpp link lost before the SMSC had it"))
-                else:
-                    future.set_result(None)
+            fate = self._sent.fate(sequence, self._gave_up)
+            self._sent.forget(sequence)
+            if future.done():
+                continue
+            if fate is Fate.MAY_HAVE_LEFT:
+                future.set_result(None)
+            else:
+                future.set_exception(_silence(fate))
 
     def _on_enquire_link(self, pdu: Pdu) -> None:
         self.enquire_links_received += 1
@@ -427,10 +425,11 @@ class SmppLink(asyncio.Protocol):
             error = TransientError(f"no {request.command_id.name}_resp in time")
             if request.command_id is CommandId.SUBMIT_SM:  # the SMSC may have it: wait on
                 late: asyncio.Future[Pdu | None] = self.loop.create_future()
+                late.add_done_callback(_retrieved)  # SentIntoSilence, when nobody waits
                 self._late[sequence] = (now + self.late_window, late)
                 error = NoAnswer(str(error), late)
             else:
-                self._ends.pop(sequence, None)
+                self._sent.forget(sequence)
             future = self._pending.pop(sequence, None)
             if future is not None and not future.done():
                 future.set_exception(error)
@@ -438,7 +437,33 @@ class SmppLink(asyncio.Protocol):
                 self.log.warning("smpp.enquire_link.timeout", extra={"link": self.name})
                 self.give_up_silent()
                 return
+        if self._late_unacknowledged(now):
+            self.log.warning("smpp.link.unacknowledged", extra={"link": self.name})
+            self.give_up_silent()
+            return
         self._give_up_late(now)
         if self.session.enquire_link_due(now):
             self.send(EnquireLink(sequence=self.session.next_sequence()))
         self._timer = self.loop.call_later(self._tick_every, self._tick)
+
+
+def _silence(fate: Fate) -> SentIntoSilence:
+    return SentIntoSilence(
+        f"smpp link given up as silent: the submit {fate.value}",
+        may_have_left=fate is Fate.NEVER_REACHED,  # its ACKs may be what was lost
+    )
+
+
+def _unheard(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Pdu | None]:
+    """The late answer of a submit sent long ago and never acknowledged: none will come."""
+    future: asyncio.Future[Pdu | None] = loop.create_future()
+    future.set_exception(_silence(Fate.NEVER_REACHED))
+    future.add_done_callback(_retrieved)
+    return future
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark its exception seen: a caller that gave up reads it no more (asyncio logs one
+    nobody read)."""
+    if not future.cancelled():
+        future.exception()

@@ -417,9 +417,12 @@ class _Lane:
             await self._retry(part, str(outcome), "unanswered", counted=True, may_have_left=True)
             return
         if isinstance(outcome, SentIntoSilence):
-            # Its bytes never reached the SMSC (the link's kernel queue says so): it never
-            # left, as a part still in our buffer when the link dropped.
-            await self._retry(part, str(outcome), "not_sent", counted=False)
+            # Its bytes never reached the SMSC (the link's kernel queue says so): not counted
+            # (a path that eats data failed every queued message), cancellable unless it
+            # left this host.
+            await self._retry(
+                part, str(outcome), "unanswered", counted=False, may_have_left=outcome.may_have_left
+            )
             return
         if isinstance(outcome, SmsRelayError):
             await self._retry(part, str(outcome), "not_sent", counted=False)
