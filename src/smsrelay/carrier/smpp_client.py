@@ -26,7 +26,7 @@ from smsrelay.carrier.connector import (
     SubmitOutcome,
     SubmitUnanswered,
 )
-from smsrelay.carrier.smpp_link import NoAnswer, SmppLink
+from smsrelay.carrier.smpp_link import NoAnswer, SmppLink, mark_retrieved
 from smsrelay.domain.data_coding import SMSC_DEFAULT_CODECS
 from smsrelay.domain.text import decode_gsm7
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
@@ -317,6 +317,7 @@ def _late_outcome(late: asyncio.Future[Pdu | None]) -> asyncio.Future[SubmitOutc
         outcome.set_result(None if pdu is None else _outcome(pdu))
 
     late.add_done_callback(pass_on)
+    outcome.add_done_callback(mark_retrieved)  # a caller gone at a stop reads it no more
     return outcome
 
 

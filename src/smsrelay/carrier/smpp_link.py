@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from smsrelay.carrier.connector import SentIntoSilence
-from smsrelay.carrier.sent_bytes import Fate, GaveUp, SentBytes, drop_on_close, standing
+from smsrelay.carrier.sent_bytes import Fate, GaveUp, SentBytes, reset_now, standing
 from smsrelay.errors import TransientError
 from smsrelay.logs import Sparse
 from smsrelay.smpp.errors import RemoteProtocolError
@@ -215,7 +215,7 @@ class SmppLink(asyncio.Protocol):
         self._pending[pdu.sequence] = future
         self._unsent.add(pdu.sequence)
         self.write(data)
-        self._sent.request(pdu.sequence, self.loop.time())
+        self._sent.request(pdu.sequence)
         return future
 
     def write(self, data: bytes) -> None:
@@ -254,12 +254,14 @@ class SmppLink(asyncio.Protocol):
         """Abort a link that stopped answering, noting first where its bytes stand in our
         kernel (``sent_bytes``): what never reached the SMSC goes again uncounted. The abort
         is then a reset, so what never left our kernel is dropped, not sent after us."""
-        self._gave_up = self._standing()
-        if self._gave_up is not None:
-            drop_on_close(self.transport)
+        standing_now = self._standing()  # read, then reset at once: no byte leaves between
+        if standing_now is not None and reset_now(self.transport):
+            self._gave_up = standing_now
         self.abort()
 
     def _standing(self) -> GaveUp | None:
+        if self._linger is not None:  # half-closed: the FIN counts in the kernel's queue
+            return None
         unflushed = sum(len(chunk) for chunk in self._out)
         return standing(self.transport, self._sent, unflushed, self.loop.time())
 
@@ -425,7 +427,7 @@ class SmppLink(asyncio.Protocol):
             error = TransientError(f"no {request.command_id.name}_resp in time")
             if request.command_id is CommandId.SUBMIT_SM:  # the SMSC may have it: wait on
                 late: asyncio.Future[Pdu | None] = self.loop.create_future()
-                late.add_done_callback(_retrieved)  # SentIntoSilence, when nobody waits
+                late.add_done_callback(mark_retrieved)  # SentIntoSilence, when nobody waits
                 self._late[sequence] = (now + self.late_window, late)
                 error = NoAnswer(str(error), late)
             else:
@@ -437,6 +439,8 @@ class SmppLink(asyncio.Protocol):
                 self.log.warning("smpp.enquire_link.timeout", extra={"link": self.name})
                 self.give_up_silent()
                 return
+        if self._sent.outstanding:  # when bytes left, for give_up_silent's "long ago"
+            self._sent.sample(self._standing())
         if self._late_unacknowledged(now):
             self.log.warning("smpp.link.unacknowledged", extra={"link": self.name})
             self.give_up_silent()
@@ -458,11 +462,11 @@ def _unheard(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Pdu | None]:
     """The late answer of a submit sent long ago and never acknowledged: none will come."""
     future: asyncio.Future[Pdu | None] = loop.create_future()
     future.set_exception(_silence(Fate.NEVER_REACHED))
-    future.add_done_callback(_retrieved)
+    future.add_done_callback(mark_retrieved)
     return future
 
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
+def mark_retrieved(future: asyncio.Future[Any]) -> None:
     """Mark its exception seen: a caller that gave up reads it no more (asyncio logs one
     nobody read)."""
     if not future.cancelled():
