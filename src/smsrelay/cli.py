@@ -349,22 +349,13 @@ async def _status_report(
     sending = await gw.store.sending_parts()
     late_before = None if max_callback_overdue is None else now - max_callback_overdue
     callbacks = await gw.store.callback_backlog(late_before)
+    connectors = _connectors(gw)
     figures = {
         # every live state, 0 included (an absent key read as "unknown" to a monitor)
         "parts": {"queued": 0, "sending": 0, "submitted": 0} | await gw.store.queue_depth(),
         "pendingCallbacks": await gw.store.pending_webhooks(),
-        # every connector of the settings, 0 included, as for parts (a monitor's
-        # .dueNotSent.default.parts was a KeyError on a healthy gateway)
-        "dueNotSent": {name: {"parts": 0, "oldestDueSince": None} for name in _connectors(gw)}
-        | {
-            name: {"parts": count, "oldestDueSince": iso_text(since)}
-            for name, (count, since) in overdue.items()
-        },
-        "sending": {name: {"parts": 0, "sendingSince": None} for name in _connectors(gw)}
-        | {
-            name: {"parts": count, "sendingSince": iso_text(since)}
-            for name, (count, since) in sending.items()
-        },
+        "dueNotSent": _per_connector(connectors, overdue, "oldestDueSince"),
+        "sending": _per_connector(connectors, sending, "sendingSince"),
         "oldestCallbackDueSince": iso_text(callbacks.oldest_due_since),
         "failedCallbacks": callbacks.failed,
     }
@@ -395,6 +386,16 @@ async def _status_report(
             "smsrelay webhooks retry --all posts them again)"
         )
     return figures, alarms
+
+
+def _per_connector(
+    names: list[str], found: Mapping[str, tuple[int, float | None]], since: str
+) -> dict[str, dict[str, Any]]:
+    """Every connector of the settings, 0 included, as for parts (a monitor's
+    .dueNotSent.default.parts was a KeyError on a healthy gateway), then what was found."""
+    return {name: {"parts": 0, since: None} for name in names} | {
+        name: {"parts": count, since: iso_text(at)} for name, (count, at) in found.items()
+    }
 
 
 def _connectors(gw: Gateway) -> list[str]:

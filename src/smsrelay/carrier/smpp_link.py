@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
 from collections import deque
@@ -269,7 +270,8 @@ class SmppLink(asyncio.Protocol):
         """Submits whose late window ends now, and whose bytes the SMSC's kernel still has
         not acknowledged six response timeouts on: the path is dead (with a long
         enquire_link_interval they were counted into it before the link was given up)."""
-        ending = [seq for seq, (until, _) in self._late.items() if until <= now]
+        # kept in timeout order: the ones ending now come first (a tick walks no further)
+        ending = list(itertools.takewhile(lambda seq: self._late[seq][0] <= now, self._late))
         if not ending:
             return False
         now_standing = self._standing()
