@@ -166,12 +166,12 @@ def test_a_command_leaves_an_older_database_to_db_upgrade(tmp_path: Path) -> Non
 
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
+    from smsrelay.store.schema import MIGRATIONS
+
     runner = CliRunner()
     env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
-    assert (
-        "applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"
-        in runner.invoke(cli, ["db", "upgrade"], env=env).output
-    )
+    every = list(range(1, len(MIGRATIONS) + 1))
+    assert f"applied migrations: {every}" in runner.invoke(cli, ["db", "upgrade"], env=env).output
     assert "up to date" in runner.invoke(cli, ["db", "upgrade"], env=env).output
 
 
@@ -630,7 +630,10 @@ def test_the_cli_works_on_a_postgresql_database(postgres: Any) -> None:
         assert result.exit_code == code, (result.output, result.stderr)
         return result.output
 
-    assert "applied migrations: [1, 2, 3, 4, 5]" in run("db", "upgrade")
+    from smsrelay.store.pg_schema import MIGRATIONS
+
+    every = list(range(1, len(MIGRATIONS) + 1))
+    assert f"applied migrations: {every}" in run("db", "upgrade")
     assert "up to date" in run("db", "upgrade")
     key = json.loads(run("accounts", "create", "shop", "--credit", "12.5", "--json"))["apiKey"]
     assert key

@@ -59,6 +59,9 @@ class Handler:
         fails the whole call, as a failed store write would."""
         return list(await asyncio.gather(*(self(inbound) for inbound in inbounds)))
 
+    async def answers_proven(self, bind_id: str, through: int) -> None:
+        pass
+
 
 class Inbox:
     """An InboundHandler that keeps what it got; ``statuses`` scripts its answers."""
@@ -67,6 +70,7 @@ class Inbox:
         self.items: list[InboundSm] = []  # acknowledged with 0
         self.seen: list[InboundSm] = []  # every call
         self.statuses: list[int | Exception] = []
+        self.proven: dict[str, int] = {}  # bind -> answers proven read through (saved)
 
     @property
     def calls(self) -> int:
@@ -84,6 +88,9 @@ class Inbox:
     async def handle_many(self, inbounds: Sequence[InboundSm]) -> list[int]:
         """In turn; one that raises fails the whole call, as a failed store write would."""
         return [await self(inbound) for inbound in inbounds]
+
+    async def answers_proven(self, bind_id: str, through: int) -> None:
+        self.proven[bind_id] = max(self.proven.get(bind_id, 0), through)
 
     @property
     def receipts(self) -> list[InboundSm]:

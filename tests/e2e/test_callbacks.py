@@ -80,6 +80,34 @@ async def test_the_same_reply_sent_twice_by_the_person_is_posted_twice(setup, re
     assert replies[0]["messageId"] != replies[1]["messageId"]
 
 
+async def test_the_same_reply_on_a_new_bind_once_the_smsc_read_our_answer_is_posted_twice(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # "Oui" to one message, the SMSC restarted (a new bind), "Oui" to the next a moment later:
+    # the second was taken for the SMSC re-sending the first, and never posted. Our answer to
+    # the first had been read: the SMSC answered the next message's submit_sm, written after.
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=smsc.url, **FAST_RETRIES))
+    try:
+        await gw.send_and_wait_until_it_left(urlResponse=receiver.url + "/mo")
+        await smsc.reply("33612345678", gw.number, "Oui")
+        await gw.send_and_wait_until_it_left(urlResponse=receiver.url + "/mo")
+
+        def proven(conn: Any) -> list[tuple[int]]:
+            return list(conn.execute("SELECT proven_through FROM binds").fetchall())
+
+        await eventually(lambda: gw.store.db.read(proven))
+        await smsc.stop()
+        smsc = await start_smsc("--delivery-rate", "1.0", "--port", str(smsc.port))
+        await smsc.reply("33612345678", gw.number, "Oui")
+        replies = await eventually(lambda: receiver.bodies("/mo")[1:] and receiver.bodies("/mo"))
+        assert [r["text"] for r in replies] == ["Oui", "Oui"]
+        assert replies[0]["messageId"] != replies[1]["messageId"]
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
 async def test_three_part_reply_is_posted_per_part(setup, receiver) -> None:
     smsc, gw = setup
     await gw.send_and_wait_until_it_left(urlResponse=receiver.url)

@@ -218,6 +218,65 @@ async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqlStor
     assert len(await store.list_webhooks(None, 10)) == 3
 
 
+def _numbered_reply(at: float, bind: str, number: int, text: str = "Oui") -> InboundReply:
+    """A one-part reply, numbered on its bind as an SMPP link numbers its deliveries."""
+    return InboundReply(
+        "default",
+        "+33612345678",
+        "+33757000001",
+        text,
+        text.upper(),
+        lambda _: False,
+        at,
+        bind_id=bind,
+        bind_seq=number,
+    )
+
+
+async def test_a_reply_resent_after_a_long_outage_is_posted_once_unless_our_answer_was_read(
+    store: SqlStore,
+) -> None:
+    # The network review: the link died before our deliver_sm_resp reached the SMSC, the path
+    # came back after 3.5 minutes, and the SMSC's re-send was posted a second time.
+    await store.update_account("a", {"reply_url": "https://example.com/mo"})
+    first = await store.record_reply(_numbered_reply(1000.0, "b1", 1), BUILDERS)
+    resent = await store.record_reply(_numbered_reply(1210.0, "b2", 4), BUILDERS)
+    assert (first.callbacks, resent.callbacks) == (1, 0)
+    assert resent.reply_id == first.reply_id
+    # the re-send is used up: the same text again on that bind is the person writing again
+    again = await store.record_reply(_numbered_reply(1215.0, "b2", 5), BUILDERS)
+    assert again.callbacks == 1
+    # ...and an hour on, a copy nobody proved is the person again, not a re-send
+    later = await store.record_reply(_numbered_reply(1215.0 + 3700.0, "b3", 1), BUILDERS)
+    assert later.callbacks == 1
+    assert len(await store.list_webhooks(None, 10)) == 3
+
+
+async def test_the_same_reply_on_a_later_bind_once_the_smsc_read_our_answer_is_the_person(
+    store: SqlStore,
+) -> None:
+    # "Oui" to one message, a rebind, "Oui" to the next within two minutes: the first was
+    # taken for the SMSC re-sending and the person's second answer was never posted.
+    await store.update_account("a", {"reply_url": "https://example.com/mo"})
+    first = await store.record_reply(_numbered_reply(1000.0, "b1", 3), BUILDERS)
+    await store.record_answers_proven("b1", 2, 1000.5)  # not yet this reply's answer
+    await store.record_answers_proven("b1", 4, 1001.0)
+    await store.record_answers_proven("b1", 3, 1001.5)  # an older proof moves nothing back
+    second = await store.record_reply(_numbered_reply(1030.0, "b2", 1), BUILDERS)
+    assert (first.callbacks, second.callbacks) == (1, 1)
+    assert second.reply_id != first.reply_id
+
+
+async def test_a_reply_whose_answer_was_proven_only_up_to_before_it_is_still_a_resend(
+    store: SqlStore,
+) -> None:
+    await store.update_account("a", {"reply_url": "https://example.com/mo"})
+    await store.record_reply(_numbered_reply(1000.0, "b1", 3), BUILDERS)
+    await store.record_answers_proven("b1", 2, 1001.0)
+    resent = await store.record_reply(_numbered_reply(1500.0, "b2", 1), BUILDERS)
+    assert resent.callbacks == 0
+
+
 async def test_a_numbers_new_owner_does_not_wait_behind_the_old_owners_callbacks(
     store: SqlStore,
 ) -> None:

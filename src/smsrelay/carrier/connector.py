@@ -79,6 +79,7 @@ class InboundSm:
     source_ton: int = 1
     destination_ton: int = 1
     bind_id: str = ""  # the SMPP session it came in on ("" unknown)
+    bind_seq: int = 0  # its number on that session, in arrival order (0 unknown)
 
 
 class InboundHandler(Protocol):
@@ -88,6 +89,11 @@ class InboundHandler(Protocol):
 
     def handle_many(self, inbounds: Sequence[InboundSm], /) -> Awaitable[list[int]]:
         """What came in one loop turn, together (receipts in one write); per item its status."""
+        ...
+
+    def answers_proven(self, bind_id: str, through: int, /) -> Awaitable[None]:
+        """The SMSC has read our answers to the deliveries numbered up to ``through`` on
+        session ``bind_id`` (``carrier/answer_proof``): none of them can come again."""
         ...
 
 

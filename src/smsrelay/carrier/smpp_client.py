@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from smsrelay.carrier.answer_proof import AnswerProof
 from smsrelay.carrier.connector import (
     InboundHandler,
     InboundSm,
@@ -26,6 +27,7 @@ from smsrelay.carrier.connector import (
     SubmitOutcome,
     SubmitUnanswered,
 )
+from smsrelay.carrier.proof_saver import ProofSaver
 from smsrelay.carrier.smpp_link import NoAnswer, SmppLink, mark_retrieved
 from smsrelay.domain.data_coding import SMSC_DEFAULT_CODECS
 from smsrelay.domain.text import decode_gsm7
@@ -34,6 +36,8 @@ from smsrelay.quick_init import quick_init
 from smsrelay.smpp.concat import ConcatMethod, build_part
 from smsrelay.smpp.errors import LocalProtocolError, NotSendableNow
 from smsrelay.smpp.pdu import (
+    ESM_CLASS_TYPE_MASK,
+    RECEIPT_ESM_TYPES,
     SLOW_DOWN_STATUSES,
     Bind,
     BindReceiver,
@@ -44,11 +48,14 @@ from smsrelay.smpp.pdu import (
     DataSmResp,
     DeliverSm,
     DeliverSmResp,
+    EnquireLink,
+    EnquireLinkResp,
     GenericNack,
     Pdu,
     SubmitSm,
     SubmitSmResp,
     Unbind,
+    UnbindResp,
     status_name,
 )
 from smsrelay.smpp.receipts import RECEIPT_ID_FORMS, ReceiptIdForm
@@ -341,7 +348,28 @@ class _EsmeLink(SmppLink):
         self.handlers[SubmitSmResp] = self._on_submit_answer
         # Some SMSCs answer a submit they will not take with generic_nack, "not bound" too.
         self.handlers[GenericNack] = self._on_submit_answer
+        self.handlers[EnquireLinkResp] = self._on_answer_proving
+        self.handlers[UnbindResp] = self._on_answer_proving
         self.traffic = 0  # submit_sm_resp and deliveries received: the link was of use
+        # which deliveries the SMSC surely has our answer to (a re-send of a reply is told
+        # from the person writing twice by it: answer_proof)
+        self.proof = AnswerProof()
+        self.last_reply = 0
+
+    def request(self, pdu: Pdu) -> asyncio.Future[Pdu]:
+        future = super().request(pdu)
+        self.proof.requested(pdu.sequence)
+        return future
+
+    def _send_keepalive(self) -> None:
+        sequence = self.session.next_sequence()
+        self.send(EnquireLink(sequence=sequence))
+        self.proof.requested(sequence)
+
+    def _on_answer_proving(self, pdu: Pdu) -> None:
+        if self.proof.answer_heard(pdu.sequence):
+            self.connector.proofs.proven(self)
+        self._on_response(pdu)
 
     def _on_submit_answer(self, pdu: Pdu) -> None:
         if pdu.status == CommandStatus.ESME_RINVBNDSTS:
@@ -353,6 +381,8 @@ class _EsmeLink(SmppLink):
             self.abort()
         elif isinstance(pdu, SubmitSmResp):
             self.traffic += 1
+        if self.proof.answer_heard(pdu.sequence):
+            self.connector.proofs.proven(self)
         self._on_response(pdu)
 
     @property
@@ -365,12 +395,18 @@ class _EsmeLink(SmppLink):
 
     def _on_deliver_sm(self, pdu: DeliverSm) -> None:
         self.traffic += 1
-        self.connector.received(_Received(self, pdu, DeliverSmResp))
+        self.connector.received(_Received(self, pdu, DeliverSmResp, self._number(pdu)))
 
     def _on_data_sm(self, pdu: DataSm) -> None:
         # Some SMSCs deliver replies and receipts by data_sm: the same path, its own resp.
         self.traffic += 1
-        self.connector.received(_Received(self, pdu, DataSmResp))
+        self.connector.received(_Received(self, pdu, DataSmResp, self._number(pdu)))
+
+    def _number(self, pdu: DeliverSm | DataSm) -> int:
+        number = self.proof.arrived()
+        if pdu.esm_class & ESM_CLASS_TYPE_MASK not in RECEIPT_ESM_TYPES:
+            self.last_reply = number
+        return number
 
 
 @quick_init
@@ -381,10 +417,12 @@ class _Received:
     link: _EsmeLink
     pdu: DeliverSm | DataSm
     response: type[DeliverSmResp | DataSmResp]
+    number: int  # on its link, in the order they came (answer_proof)
 
     def answer(self, status: int) -> None:
         if self.link.is_open:
             self.link.send(self.response(sequence=self.pdu.sequence, status=status))
+            self.link.proof.answered(self.number)
 
 
 _MODE_BINDS: dict[str, type[Bind]] = {
@@ -425,6 +463,7 @@ class SmppConnector:
         self._submit_mode = modes[0]
         self._runners: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.proofs = ProofSaver(on_inbound.answers_proven, self._tasks, self.log)
         self._stopping = False
         self._rng = random.Random()
         self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
@@ -468,7 +507,11 @@ class SmppConnector:
             await asyncio.wait(set(self._tasks), timeout=grace)
             for task in self._tasks:
                 task.cancel()  # unacknowledged: the SMSC will deliver it again
-        await asyncio.gather(*(self._unbind(link, grace) for link in self._links.values() if link))
+        links = [link for link in self._links.values() if link]
+        await asyncio.gather(*(self._unbind(link, grace) for link in links))
+        with contextlib.suppress(TimeoutError):  # its unbind's answer proved every answer
+            async with asyncio.timeout(grace):
+                await self.proofs.save_now(list(links))
         for runner in self._runners:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
@@ -680,25 +723,29 @@ class SmppConnector:
         self._inbound.add(item)
 
     async def _answer_many(self, items: list[_Received]) -> None:
-        statuses = await self._statuses([(item.pdu, item.link.bind_id) for item in items])
+        statuses = await self._statuses(
+            [(item.pdu, item.link.bind_id, item.number) for item in items]
+        )
         for item, status in zip(items, statuses, strict=True):
             item.answer(status)
 
-    async def handle_inbound(self, pdu: DeliverSm | DataSm, bind_id: str = "") -> int:
+    async def handle_inbound(
+        self, pdu: DeliverSm | DataSm, bind_id: str = "", number: int = 0
+    ) -> int:
         """What the resp to ``pdu`` would say, once the handler has it (0x64 if it raised)."""
-        (status,) = await self._statuses([(pdu, bind_id)])
+        (status,) = await self._statuses([(pdu, bind_id, number)])
         return status
 
-    async def _statuses(self, received: list[tuple[DeliverSm | DataSm, str]]) -> list[int]:
+    async def _statuses(self, received: list[tuple[DeliverSm | DataSm, str, int]]) -> list[int]:
         """The handler's status for each (0x64 for all if it raised: the SMSC sends again)."""
-        inbounds = [self._inbound_sm(pdu, bind_id) for pdu, bind_id in received]
+        inbounds = [self._inbound_sm(*item) for item in received]
         try:
             return [int(status) for status in await self._on_inbound.handle_many(inbounds)]
         except Exception:
             self.log.exception("smpp.deliver_sm.handler_failed", extra={"connector": self.name})
             return [CommandStatus.ESME_RX_T_APPN] * len(inbounds)
 
-    def _inbound_sm(self, pdu: DeliverSm | DataSm, bind_id: str) -> InboundSm:
+    def _inbound_sm(self, pdu: DeliverSm | DataSm, bind_id: str, number: int) -> InboundSm:
         return InboundSm(
             connector=self.name,
             source=pdu.source_addr,
@@ -713,6 +760,7 @@ class SmppConnector:
             source_ton=pdu.source_addr_ton,
             destination_ton=pdu.dest_addr_ton,
             bind_id=bind_id,
+            bind_seq=number,
         )
 
     # --- connection lifecycle ------------------------------------------------------------

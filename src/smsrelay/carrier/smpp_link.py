@@ -373,6 +373,9 @@ class SmppLink(asyncio.Protocol):
             else:
                 future.set_exception(_silence(fate))
 
+    def _send_keepalive(self) -> None:
+        self.send(EnquireLink(sequence=self.session.next_sequence()))
+
     def _on_enquire_link(self, pdu: Pdu) -> None:
         self.enquire_links_received += 1
         self.send(EnquireLinkResp(sequence=pdu.sequence))
@@ -449,7 +452,7 @@ class SmppLink(asyncio.Protocol):
             return
         self._give_up_late(now)
         if self.session.enquire_link_due(now):
-            self.send(EnquireLink(sequence=self.session.next_sequence()))
+            self._send_keepalive()
         self._timer = self.loop.call_later(self._tick_every, self._tick)
 
 

@@ -14,12 +14,11 @@ from smsrelay.domain.states import stat_for_message_state_tlv
 from smsrelay.domain.text import decode_ucs2
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
-from smsrelay.smpp.pdu import ESM_CLASS_TYPE_MASK, CommandStatus, Tag
+from smsrelay.smpp.pdu import ESM_CLASS_TYPE_MASK, RECEIPT_ESM_TYPES, CommandStatus, Tag
 from smsrelay.smpp.receipts import STAT_STATES, carrier_id_candidates, read_receipt_fields
 from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders, InboundReply, IncomingReceipt
 
-RECEIPT_TYPES = {0x04, 0x08, 0x10, 0x20}  # SMSC receipt, SME ack, manual ack, intermediate
 log = logging.getLogger("smsrelay.dispatch")
 
 
@@ -68,7 +67,7 @@ class InboundRouter:
         replies: list[int] = []
         receipts: list[tuple[int, IncomingReceipt]] = []
         for index, sm in enumerate(sms):
-            if sm.esm_class & ESM_CLASS_TYPE_MASK not in RECEIPT_TYPES:
+            if sm.esm_class & ESM_CLASS_TYPE_MASK not in RECEIPT_ESM_TYPES:
                 replies.append(index)
             elif (receipt := self._readable_receipt(sm)) is not None:
                 receipts.append((index, receipt))
@@ -121,6 +120,7 @@ class InboundRouter:
             received_at=self._clock.now(),
             concat=None if concat is None else (concat.ref, concat.total, concat.seq),
             bind_id=sm.bind_id,
+            bind_seq=sm.bind_seq,
             body=None if concat is None else body,
             data_coding=sm.data_coding,
             smsc_default=sm.default_alphabet,
@@ -130,6 +130,9 @@ class InboundRouter:
         if outcome.callbacks or outcome.stopped:  # a STOP may have queued DLRs too
             self.on_stored()
         log.debug("smpp.reply.stored", extra={"reply_id": outcome.reply_id})
+
+    async def answers_proven(self, bind_id: str, through: int) -> None:
+        await self._store.record_answers_proven(bind_id, through, self._clock.now())
 
     def is_stop(self, text: str) -> bool:
         return is_stop_text(text, self._stop_keywords)

@@ -21,6 +21,8 @@ INTERFACE_VERSION = 0x34
 ESM_CLASS_UDHI = 0x40
 ESM_CLASS_RECEIPT = 0x04
 ESM_CLASS_TYPE_MASK = 0x3C
+# esm_class message types of a report: SMSC receipt, SME ack, manual ack, intermediate
+RECEIPT_ESM_TYPES = frozenset({0x04, 0x08, 0x10, 0x20})
 
 
 class CommandId(IntEnum):

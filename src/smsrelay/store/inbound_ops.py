@@ -93,23 +93,35 @@ def _first_word_whole(text: str) -> bool:
 
 
 # An SMSC re-sends a deliver_sm whose resp it did not get (we crashed after the commit, or the
-# link dropped): the same part from the same sender within this window is that re-send.
+# link dropped first), on a later bind. It surely got our resp once it answered a request we
+# wrote after it (carrier/answer_proof, saved in `binds`): such a reply cannot come again, and
+# the same text later is the person writing twice. One not proven so is looked for as long as
+# an SMSC may hold it through an outage; one from a build that did not number its bind's
+# deliveries, for RESEND_WINDOW.
+UNPROVEN_WINDOW = 3600.0
 RESEND_WINDOW = 120.0
+# how long a bind's proof is kept: longer than anything looks for it
+BINDS_KEPT_S = 2 * UNPROVEN_WINDOW
 
 
 def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
     ref, total, part = reply.concat if reply.concat else (-1, -1, -1)
     # a part is looked for as long as it could still join its reply: re-sent later than 120 s
     # (a restart, a slow rebind), it completed the reply again and posted it twice
-    window = REASSEMBLY_WINDOW if reply.concat else RESEND_WINDOW
+    window = REASSEMBLY_WINDOW if reply.concat else UNPROVEN_WINDOW
     row = conn.execute(
-        "SELECT id, account_id, message_id FROM replies WHERE msisdn = ? AND virtual_number = ? "
-        "AND received_at >= ? AND text = ? AND COALESCE(concat_ref, -1) = ? "
-        "AND COALESCE(concat_total, -1) = ? AND COALESCE(concat_part, -1) = ? "
+        "SELECT r.id, r.account_id, r.message_id FROM replies r "
+        "LEFT JOIN binds b ON b.bind_id = r.bind_id "
+        "WHERE r.msisdn = ? AND r.virtual_number = ? AND r.received_at >= ? AND r.text = ? "
+        "AND COALESCE(r.concat_ref, -1) = ? AND COALESCE(r.concat_total, -1) = ? "
+        "AND COALESCE(r.concat_part, -1) = ? "
         # the same bind again: the person said it twice (the SMSC re-sends on a later bind);
         # but a part of a long reply is a re-send on any bind: a phone numbers each long
-        # message anew, so the same reference, part and text within minutes is one message
-        "AND (? = '' OR COALESCE(bind_id, '') != ? OR concat_ref IS NOT NULL) LIMIT 1",
+        # message anew, so the same reference, part and text within the hour is one message
+        "AND (? = '' OR COALESCE(r.bind_id, '') != ? OR r.concat_ref IS NOT NULL) "
+        # ...and, for a one-part reply, only while the SMSC may not have had our resp
+        "AND (r.concat_ref IS NOT NULL OR (r.bind_seq IS NULL AND r.received_at >= ?) "
+        "OR COALESCE(b.proven_through, 0) < r.bind_seq) LIMIT 1",
         (
             reply.msisdn,
             reply.virtual_number,
@@ -120,13 +132,28 @@ def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
             part,
             reply.bind_id,
             reply.bind_id,
+            reply.received_at - RESEND_WINDOW,
         ),
     ).fetchone()
     if row is None:
         return None
     if reply.bind_id:  # the re-send is used up: the same text again on this bind is the person
-        conn.execute("UPDATE replies SET bind_id = ? WHERE id = ?", (reply.bind_id, row[0]))
+        conn.execute(
+            "UPDATE replies SET bind_id = ?, bind_seq = ? WHERE id = ?",
+            (reply.bind_id, reply.bind_seq or None, row[0]),
+        )
     return ReplyOutcome(int(row[0]), row[1], row[2], 0, False)
+
+
+def record_answers_proven(conn: Conn, bind_id: str, through: int, now: float) -> None:
+    """The SMSC read our answers to the deliveries numbered up to ``through`` on ``bind_id``."""
+    conn.execute(
+        "INSERT INTO binds (bind_id, proven_through, proven_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (bind_id) DO UPDATE SET proven_through = excluded.proven_through, "
+        "proven_at = excluded.proven_at WHERE excluded.proven_through > binds.proven_through",
+        (bind_id, through, now),
+    )
+    conn.execute("DELETE FROM binds WHERE proven_at < ?", (now - BINDS_KEPT_S,))
 
 
 def _insert_reply(
@@ -135,9 +162,9 @@ def _insert_reply(
     ref, total, part = reply.concat if reply.concat else (None, None, None)
     row = conn.execute(
         "INSERT INTO replies (account_id, msisdn, virtual_number, text, keyword, message_id, "
-        "concat_ref, concat_total, concat_part, connector, received_at, bind_id, body, "
-        "data_coding, smsc_default) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "concat_ref, concat_total, concat_part, connector, received_at, bind_id, bind_seq, "
+        "body, data_coding, smsc_default) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             account_id,
             reply.msisdn,
@@ -151,6 +178,7 @@ def _insert_reply(
             reply.connector,
             reply.received_at,
             reply.bind_id or None,
+            reply.bind_seq or None,
             reply.body,
             reply.data_coding,
             reply.smsc_default,

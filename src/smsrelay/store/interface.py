@@ -186,6 +186,11 @@ class Store(Protocol):
     async def record_reply(
         self, reply: InboundReply, builders: CallbackBuilders
     ) -> ReplyOutcome: ...
+    async def record_answers_proven(self, bind_id: str, through: int, now: float) -> None:
+        """The SMSC read our answers to the deliveries numbered up to ``through`` on the
+        session ``bind_id``: a reply among them that comes again is the person again."""
+        ...
+
     async def claim_due_webhooks(
         self, now: float, limit: int, lease_until: float
     ) -> list[WebhookJob]: ...

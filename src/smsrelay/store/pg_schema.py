@@ -187,6 +187,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE gateway_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 6: SQLite's 11 (a reply's number on its bind; how far each bind's answers are proven)
+    """
+    ALTER TABLE replies ADD COLUMN bind_seq BIGINT;
+    CREATE TABLE binds (
+        bind_id TEXT PRIMARY KEY,
+        proven_through BIGINT NOT NULL,
+        proven_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 )
 
 

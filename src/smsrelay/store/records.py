@@ -193,6 +193,7 @@ class InboundReply:
     received_at: float
     concat: tuple[int, int, int] | None = None  # (ref, total, part)
     bind_id: str = ""  # the SMPP session it came in on ("" unknown)
+    bind_seq: int = 0  # its number on that session (0 unknown): see carrier/answer_proof
     # a part of a long reply: its octets and how to read them, for the text joined
     body: bytes | None = None
     data_coding: int = 0

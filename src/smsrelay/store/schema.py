@@ -236,6 +236,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE gateway_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 11: a reply's number on its bind, and how far each bind's answers are proven read by
+    # the SMSC (carrier/answer_proof): a reply re-sent after an outage longer than 120 s is
+    # told from the person writing the same text again.
+    """
+    ALTER TABLE replies ADD COLUMN bind_seq INTEGER;
+    CREATE TABLE binds (
+        bind_id TEXT PRIMARY KEY,
+        proven_through INTEGER NOT NULL,
+        proven_at REAL NOT NULL
+    );
+    """,
 )
 
 

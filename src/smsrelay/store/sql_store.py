@@ -437,6 +437,11 @@ class SqlStore:
             partial(inbound_ops.record_reply, reply=reply, builders=builders)
         )
 
+    async def record_answers_proven(self, bind_id: str, through: int, now: float) -> None:
+        await self.db.write(
+            partial(inbound_ops.record_answers_proven, bind_id=bind_id, through=through, now=now)
+        )
+
     # -- webhooks ------------------------------------------------------------------------------
 
     async def claim_due_webhooks(

@@ -1,0 +1,77 @@
+"""Saves how far each bind's answers are proven read by the SMSC (see ``answer_proof``).
+
+The store's duplicate check reads it when the same reply comes again on another bind: proven
+means the person wrote twice; unproven, the SMSC re-sending after an outage. Saved at most once
+a second per bind, and only when a reply (not a receipt) is among the newly proven: a flow of
+receipts writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from smsrelay.carrier.answer_proof import AnswerProof
+
+SAVE_EVERY_S = 1.0
+KEEP_BINDS = 1000
+
+Save = Callable[[str, int], Awaitable[None]]
+
+
+class ProvenLink(Protocol):
+    bind_id: str
+    proof: AnswerProof
+    last_reply: int  # the number of the last reply (not a receipt) that came in
+
+
+class ProofSaver:
+    def __init__(self, save: Save, tasks: set[asyncio.Task[None]], log: logging.Logger) -> None:
+        self._save = save
+        self._tasks = tasks  # the connector's: its stop waits for them
+        self._log = log
+        self._saved: dict[str, int] = {}  # bind -> proven through, as saved
+        self._due: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def due(self) -> set[str]:
+        """The binds whose proof is to be saved within the second."""
+        return set(self._due)
+
+    def proven(self, link: ProvenLink) -> None:
+        """``link``'s proof moved on: saved within a second when it covers a new reply."""
+        saved = self._saved.get(link.bind_id, 0)
+        if link.last_reply <= saved or link.proof.proven <= saved or link.bind_id in self._due:
+            return
+        loop = asyncio.get_running_loop()
+        self._due[link.bind_id] = loop.call_later(SAVE_EVERY_S, self._start_save, link)
+
+    async def save_now(self, links: list[ProvenLink]) -> None:
+        """At a stop: what is due is saved now (the unbind's answer proved everything)."""
+        for link in links:
+            self.proven(link)  # due now, if anything new is proven
+        due = [link for link in links if self._due.pop(link.bind_id, None) is not None]
+        for handle in self._due.values():
+            handle.cancel()
+        self._due.clear()
+        await asyncio.gather(*(self._write(link) for link in due))
+
+    def _start_save(self, link: ProvenLink) -> None:
+        del self._due[link.bind_id]
+        task = asyncio.get_running_loop().create_task(self._write(link))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, link: ProvenLink) -> None:
+        through = link.proof.proven
+        try:
+            await self._save(link.bind_id, through)
+        except Exception as exc:  # the next proof saves it; meanwhile the reply is unproven
+            self._log.warning("smpp.proof.unsaved", extra={"bind": link.bind_id, "error": str(exc)})
+            return
+        self._saved[link.bind_id] = max(self._saved.get(link.bind_id, 0), through)
+        if len(self._saved) > KEEP_BINDS:  # binds long gone: the oldest first
+            del self._saved[next(iter(self._saved))]
+        self.proven(link)  # proven further while it was written

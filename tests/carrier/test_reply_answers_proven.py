@@ -1,0 +1,78 @@
+"""A reply's answer is saved as proven read once the SMSC answered a request written after it
+(the store tells an SMSC's re-send from the person writing twice by it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from smsrelay.carrier.connector import InboundSm
+from smsrelay.carrier.simulator import Simulator
+from tests.carrier.conftest import Inbox, MakeConnector, MakeSimulator, eventually
+
+pytestmark = pytest.mark.asyncio
+
+
+class _SlowStore(Inbox):
+    """Stores a reply only when the test says (its resp waits for the commit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commit = asyncio.Event()
+
+    async def handle_many(self, inbounds: Sequence[InboundSm]) -> list[int]:
+        await self.commit.wait()
+        return await super().handle_many(inbounds)
+
+
+async def test_a_replys_answer_is_proven_only_after_the_smsc_answered_a_later_request(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator: Simulator = await make_simulator(delivery_rate=1.0)
+    inbox = _SlowStore()
+    await make_connector(simulator, inbox, enquire_link_interval=0.05)
+    [server_side] = simulator.server.links
+    reply = asyncio.create_task(simulator.inject_reply("33612345678", "33757000001", "Oui"))
+    await eventually(lambda: simulator.stats.mo_sent == 1, what="the reply sent")
+    # keepalives answered while the reply waits for its commit prove nothing of it
+    seen = server_side.enquire_links_received
+    await eventually(lambda: server_side.enquire_links_received >= seen + 3, what="keepalives")
+    assert inbox.proven == {}
+    inbox.commit.set()
+    assert await reply == [0]
+    [stored] = inbox.items
+    assert stored.bind_seq >= 1 and stored.bind_id
+    await eventually(lambda: inbox.proven.get(stored.bind_id, 0) >= stored.bind_seq)
+
+
+async def test_receipts_alone_save_no_proof(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    # a flow of receipts is no reason for a write a second
+    from tests.carrier.test_smpp_connector import part
+
+    simulator = await make_simulator(delivery_rate=1.0)
+    inbox = Inbox()
+    connector = await make_connector(simulator, inbox, enquire_link_interval=0.05)
+    [server_side] = simulator.server.links
+    assert (await connector.submit(part())).status == 0
+    await eventually(lambda: len(inbox.receipts) == 1)
+    link = connector._links["transceiver"]
+    assert link is not None
+    receipts_proven = link.proof.arrivals
+    await eventually(lambda: link.proof.proven >= receipts_proven, what="receipt answers read")
+    assert not connector.proofs.due and inbox.proven == {}  # none due: none will be saved
+
+
+async def test_the_unbind_at_a_stop_proves_and_saves_what_was_answered(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    simulator = await make_simulator(delivery_rate=1.0)
+    inbox = Inbox()
+    connector = await make_connector(simulator, inbox, enquire_link_interval=30.0)
+    assert await simulator.inject_reply("33612345678", "33757000001", "Oui") == [0]
+    [stored] = inbox.items
+    await connector.stop()
+    assert inbox.proven == {stored.bind_id: stored.bind_seq}
