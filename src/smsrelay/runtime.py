@@ -378,6 +378,11 @@ async def _run_data_steps(store: SqlStore, now: float, say: Callable[[str], None
                 f"cancelled and refunded {count} message(s) an older build kept for people "
                 "on the STOP list (each gets its delivery report)"
             )
+        if name == "compose_account_names" and count:
+            say(
+                f"renamed {count} account(s) an older build stored with decomposed accents "
+                "to their composed form, as the CLI reads names (accounts list shows them)"
+            )
 
 
 def _say_demo_settings_ignored(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import AsyncIterator
 
 import pytest
@@ -45,7 +46,8 @@ async def test_messages_an_older_build_kept_for_stopped_people_are_cancelled_onc
         )
     )
 
-    assert await store.run_data_steps(200.0, BUILDERS) == {"cancel_waiting_for_stopped": 1}
+    done = await store.run_data_steps(200.0, BUILDERS)
+    assert done["cancel_waiting_for_stopped"] == 1
     message = await store.get_message(held)
     assert message is not None and message.state == "cancelled"
     assert await _credit(store) == before + message.cost_micros
@@ -54,4 +56,24 @@ async def test_messages_an_older_build_kept_for_stopped_people_are_cancelled_onc
     still = await store.get_message(other)
     assert still is not None and still.state == "held"
 
+    assert await store.run_data_steps(300.0, BUILDERS) == {}  # once
+
+
+async def test_account_names_an_older_build_stored_decomposed_get_their_composed_form(
+    store: SqlStore,
+) -> None:
+    # The CLI reads names composed (NFC): an account an older build made from "café" typed
+    # with a combining accent could no longer be named at all.
+    cafe = unicodedata.normalize("NFD", "café")
+    creme = unicodedata.normalize("NFD", "crème")
+    for name in (cafe, creme, "crème"):  # "crème" both ways: neither is renamed
+        await store.create_account(name, f"hash-{name}", 0, 0.0)
+
+    done = await store.run_data_steps(200.0, BUILDERS)
+    assert done["compose_account_names"] == 1
+    assert await store.find_account(cafe) is None
+    found = await store.find_account("café")
+    assert found is not None and found.name == "café"
+    assert await store.find_account(creme) is not None
+    assert await store.find_account("crème") is not None
     assert await store.run_data_steps(300.0, BUILDERS) == {}  # once

@@ -5,6 +5,7 @@ transaction, so it runs once, on whichever node starts first."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 
 from smsrelay.store import message_ops
@@ -39,4 +40,24 @@ def cancel_waiting_for_stopped(conn: Conn, now: float, builders: CallbackBuilder
     )
 
 
-STEPS: dict[str, Step] = {"cancel_waiting_for_stopped": cancel_waiting_for_stopped}
+def compose_account_names(conn: Conn, now: float, builders: CallbackBuilders) -> int:
+    """Builds before the CLI read account names in Unicode's composed form (NFC) stored them
+    as typed: ``café`` typed with a combining accent could not be named from the CLI any
+    more. Renamed to the composed form, unless another account has that name already (both
+    are left as they are: renaming one would merge what the CLI shows of two accounts)."""
+    rows = conn.execute("SELECT id, name FROM accounts ORDER BY id").fetchall()
+    taken = {str(name) for _, name in rows}
+    renamed = 0
+    for account_id, name in rows:
+        composed = unicodedata.normalize("NFC", str(name))
+        if composed != name and composed not in taken:
+            conn.execute("UPDATE accounts SET name = ? WHERE id = ?", (composed, account_id))
+            taken.add(composed)
+            renamed += 1
+    return renamed
+
+
+STEPS: dict[str, Step] = {
+    "cancel_waiting_for_stopped": cancel_waiting_for_stopped,
+    "compose_account_names": compose_account_names,
+}

@@ -195,6 +195,7 @@ MIGRATIONS: tuple[str, ...] = (
         proven_through BIGINT NOT NULL,
         proven_at DOUBLE PRECISION NOT NULL
     );
+    INSERT INTO data_steps (name) VALUES ('compose_account_names');
     """,
 )
 

@@ -238,7 +238,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 11: a reply's number on its bind, and how far each bind's answers are proven read by
     # the SMSC (carrier/answer_proof): a reply re-sent after an outage longer than 120 s is
-    # told from the person writing the same text again.
+    # told from the person writing the same text again. And a data step: account names an
+    # older build stored decomposed (NFD) get their composed form, the one the CLI reads.
     """
     ALTER TABLE replies ADD COLUMN bind_seq INTEGER;
     CREATE TABLE binds (
@@ -246,6 +247,7 @@ MIGRATIONS: tuple[str, ...] = (
         proven_through INTEGER NOT NULL,
         proven_at REAL NOT NULL
     );
+    INSERT INTO data_steps (name) VALUES ('compose_account_names');
     """,
 )
 
