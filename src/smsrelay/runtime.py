@@ -137,6 +137,11 @@ async def _start_services_in_order(
         await connector.start()
         started.append((f"connector {name}", connector.stop))
     gateway.smsc_binds = lambda: {name: c.binds() for name, c in connectors.items()}
+    gateway.links_lost = lambda: {
+        (name, session, how): count
+        for name, c in connectors.items()
+        for (session, how), count in c.links_lost().items()
+    }
     gateway.receipts_received = lambda: inbound.receipts_received
     gateway.replies_received = lambda: inbound.replies_received
     # Sole: serve holds the SQLite file's lock, so what an earlier process leased is released

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -139,6 +141,39 @@ async def test_metrics_show_a_link_down_and_what_waits_for_it(tmp_path: Path) ->
         assert value(series, "smsrelay_callbacks_pending") == 0
     finally:
         await runtime.stop(gw.running)
+
+
+async def test_metrics_count_the_links_the_gateway_gave_up_as_silent_and_those_closed(
+    tmp_path: Path,
+) -> None:
+    # A path that eats data lets binds through: /health and smsrelay_smsc_bound said all was
+    # well while every link was given up in turn (the network review's MTU black hole).
+    smsc = await start_smsc("--delivery-rate", "1.0")
+    url = f"{smsc.url}?response_timeout=0.3&enquire_link_interval=0.3&reconnect_min=0.05"
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=url, metrics_token="t"))
+    auth = {"Authorization": "Bearer t"}
+    session = {"connector": "default", "session": "transceiver"}
+    try:
+        await eventually(lambda: gw.running.gateway.smsc_binds()["default"]["transceiver"])
+        series = await scrape(gw, auth)
+        assert value(series, "smsrelay_smpp_links_lost_total", how="silent", **session) == 0
+        assert value(series, "smsrelay_smpp_links_lost_total", how="closed", **session) == 0
+        os.kill(smsc.process.pid, signal.SIGSTOP)  # its kernel takes bytes; nothing answers
+
+        async def lost(how: str) -> float:
+            series = await scrape(gw, auth)
+            return value(series, "smsrelay_smpp_links_lost_total", how=how, **session)
+
+        await eventually(lambda: lost("silent"))
+        os.kill(smsc.process.pid, signal.SIGCONT)
+        await eventually(lambda: gw.running.gateway.smsc_binds()["default"]["transceiver"])
+        await smsc.stop()  # it closes the link
+        await eventually(lambda: lost("closed"))
+    finally:
+        if smsc.process.returncode is None:
+            os.kill(smsc.process.pid, signal.SIGCONT)
+        await runtime.stop(gw.running)
+        await smsc.stop()
 
 
 async def test_a_store_that_cannot_be_read_still_gets_a_scrape_that_says_so(

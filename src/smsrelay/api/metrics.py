@@ -78,6 +78,7 @@ class _Figures:
             int(figures.store is not None),
         )
         yield from _smsc(figures.smsc_binds)
+        yield _links_lost(figures.links_lost, figures.smsc_binds)
         yield from _http(figures.http)
         yield _counter(
             "smsrelay_callbacks_delivered",
@@ -109,6 +110,23 @@ def _smsc(binds: dict[str, dict[str, bool]]) -> Iterator[Metric]:
         for session, is_bound in sorted(sessions.items()):
             bound.add_metric([connector, session], int(is_bound))
     yield bound
+
+
+def _links_lost(lost: dict[tuple[str, str, str], int], binds: dict[str, dict[str, bool]]) -> Metric:
+    """Every session's two series from the first scrape (zeros included: rate() and
+    increase() need the series before its first loss)."""
+    family = CounterMetricFamily(
+        "smsrelay_smpp_links_lost",
+        "SMPP links lost since start: how=silent when the gateway gave one up (no answer to "
+        "its enquire_link, or submits the SMSC's kernel never acknowledged: a path that eats "
+        "data while binds still pass), how=closed when it closed under the gateway.",
+        labels=["connector", "session", "how"],
+    )
+    for connector, sessions in sorted(binds.items()):
+        for session in sorted(sessions):
+            for how in ("silent", "closed"):
+                family.add_metric([connector, session, how], lost.get((connector, session, how), 0))
+    return family
 
 
 def _http(load: dict[str, int]) -> Iterator[Metric]:

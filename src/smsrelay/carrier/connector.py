@@ -107,6 +107,11 @@ class Connector(Protocol):
         """Each session this connector keeps with its SMSC (by mode) and whether it is bound:
         what an operator watches, since receipts and replies need the receiving one too."""
 
+    def links_lost(self) -> dict[tuple[str, str], int]:
+        """(session, how) -> links lost since start: ``silent`` when we gave one up (it
+        stopped answering, or took our submits and acknowledged nothing: a link bound again
+        and again that carries nothing), ``closed`` when it closed under us."""
+
     async def start(self) -> None:
         """Begin connecting in the background; reconnect forever with capped backoff + jitter."""
 

@@ -465,6 +465,7 @@ class SmppConnector:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.proofs = ProofSaver(on_inbound.answers_proven, self._tasks, self.log)
         self._stopping = False
+        self._lost: dict[tuple[str, str], int] = {}  # (session, silent|closed) -> links
         self._rng = random.Random()
         self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
         self._pace_turn = asyncio.Lock()
@@ -481,6 +482,9 @@ class SmppConnector:
     def is_up(self) -> bool:
         link = self._links[self._submit_mode]
         return link is not None and link.can_submit
+
+    def links_lost(self) -> dict[tuple[str, str], int]:
+        return dict(self._lost)
 
     def binds(self) -> dict[str, bool]:
         """Each SMPP session kept (transceiver, or transmitter and receiver): bound now?"""
@@ -786,6 +790,8 @@ class SmppConnector:
                 attempt, lived, self.config.reconnect_max, carried_traffic=link.traffic > 0
             )
             if not self._stopping:
+                how = (mode, "silent" if link.given_up_silent else "closed")
+                self._lost[how] = self._lost.get(how, 0) + 1
                 self.log.warning(
                     "smpp.link.lost",
                     extra={

@@ -110,6 +110,7 @@ class SmppLink(asyncio.Protocol):
         # give the link up tells which never reached the SMSC (see sent_bytes)
         self._sent = SentBytes()
         self._gave_up: GaveUp | None = None
+        self.given_up_silent = False  # we ended it: it stopped answering, or ate our bytes
         self._unmatched = Sparse(UNMATCHED_SAID_EVERY_S)
         self.late_window = max(
             0.0, min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT - response_timeout)
@@ -255,6 +256,7 @@ class SmppLink(asyncio.Protocol):
         """Abort a link that stopped answering, noting first where its bytes stand in our
         kernel (``sent_bytes``): what never reached the SMSC goes again uncounted. The abort
         is then a reset, so what never left our kernel is dropped, not sent after us."""
+        self.given_up_silent = True
         standing_now = self._standing()  # read, then reset at once: no byte leaves between
         if standing_now is not None and reset_now(self.transport):
             self._gave_up = standing_now

@@ -29,6 +29,8 @@ class Gateway:
     wake_dispatcher: Callable[[], None] = field(default=lambda: None)
     # connector -> SMPP session (mode) -> bound now; set by serve once the connectors exist
     smsc_binds: Callable[[], dict[str, dict[str, bool]]] = field(default=dict)
+    # (connector, session, silent|closed) -> SMPP links lost since start
+    links_lost: Callable[[], dict[tuple[str, str, str], int]] = field(default=dict)
     # the HTTP server's connections, cap and refusals; set by serve once it listens
     http_load: Callable[[], dict[str, int]] = field(default=dict)
     # why the store cannot take sends now (a failing commit, a disk under its reserve), if so

@@ -27,6 +27,7 @@ class GatewayFigures:
     store: StoreFigures | None  # None: the store could not be read just now
     store_trouble: str | None  # why sends are refused now (failing commits, a full disk)
     smsc_binds: dict[str, dict[str, bool]]  # connector -> session -> bound
+    links_lost: dict[tuple[str, str, str], int]  # (connector, session, how) -> links
     http: dict[str, int]  # connections, max_connections, turned_away
     callbacks_delivered: int  # by this process since it started
     callbacks_given_up: int  # likewise
@@ -76,6 +77,7 @@ async def gateway_figures(gateway: Gateway, reader: StoreFiguresReader) -> Gatew
         store=await reader.figures(),
         store_trouble=gateway.store_trouble(),
         smsc_binds=gateway.smsc_binds(),
+        links_lost=gateway.links_lost(),
         http=gateway.http_load(),
         callbacks_delivered=gateway.callbacks_delivered(),
         callbacks_given_up=gateway.callbacks_given_up(),
