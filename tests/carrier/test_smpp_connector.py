@@ -924,8 +924,14 @@ async def test_wrong_password_is_refused_and_tried_again_minutes_later_not_secon
     connector = await make_connector(
         simulator, password="wrong", wait=False, reconnect_min=0.05, reconnect_max=0.1
     )
-    await eventually(lambda: simulator.server.refused_binds >= 1, what="a refusal")
-    [line] = [r for r in caplog.records if r.getMessage() == "smpp.bind.refused"]
+
+    # (the server counts its refusal before the connector reads it: wait for the line)
+    def refusals() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "smpp.bind.refused"]
+
+    await eventually(lambda: bool(refusals()), what="the refusal read")
+    [line] = refusals()
+    assert simulator.server.refused_binds == 1
     assert line.__dict__["next_try_s"] == smpp_client.CREDENTIALS_RETRY_S == 300.0
     assert not connector.is_up and simulator.stats.binds == 0
     with pytest.raises(TimeoutError):  # the reconnect pace (0.1 s) would have tried again
