@@ -6,7 +6,9 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -396,6 +398,43 @@ async def test_an_outcome_the_store_briefly_refuses_is_stored_later_not_sent_aga
         swept = dispatcher.sweeps
         await eventually(lambda: dispatcher.sweeps >= swept + 5)
         assert [bytes.fromhex(s["short_message"]) for s in await smsc.submits()] == [b"once only"]
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
+async def test_while_the_store_refuses_outcomes_parts_waiting_for_a_slot_do_not_leave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process filled the disk (the storage review): the dispatcher went on sending
+    # the parts it held, whose answers it could not store; a kill -9 then sent 331 of them
+    # again, a SIGTERM 325. Only the window's parts are out when the first refusal comes.
+    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "50")
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=f"{smsc.url}?window=2"))
+    store = gw.running.gateway.store
+    full = True
+
+    async def disk_full(real_write: Any, *args: Any, **kwargs: Any) -> Any:
+        if full:
+            raise TransientError("database commit failed: database or disk is full")
+        return await real_write(*args, **kwargs)
+
+    for write in ("mark_submitted_many", "mark_submitted", "mark_retry", "mark_part_final"):
+        monkeypatch.setattr(store, write, partial(disk_full, getattr(store, write)))
+    try:
+        sent = [(await gw.send(message=f"m{i}"))[1]["message_id"] for i in range(30)]
+        dispatcher = gw.running.dispatcher
+        await eventually(lambda: dispatcher.withheld)
+        # every part handed to the connector has concluded: answered, or refused unsent
+        await eventually(lambda: all(lane.in_flight == 0 for lane in dispatcher._lanes))
+        left_while_full = len(await smsc.submits())
+        assert left_while_full <= 4  # the window's two, and two more sent before it said
+        full = False
+        for message_id in sent:
+            await _final_status(gw, message_id)
+        assert not dispatcher.withheld
+        texts = [bytes.fromhex(s["short_message"]) for s in await smsc.submits()]
+        assert sorted(texts) == sorted(f"m{i}".encode() for i in range(30))  # each once
     finally:
         await runtime.stop(gw.running)
         await smsc.stop()

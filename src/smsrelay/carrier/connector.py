@@ -118,6 +118,11 @@ class Connector(Protocol):
     async def stop(self) -> None:
         """Unbind cleanly, waiting briefly for outstanding responses."""
 
+    def withhold(self, withheld: bool) -> None:
+        """While withheld, a part that reaches a window slot is not sent: its outcome is a
+        TransientError (never left). The gateway cannot store what the SMSC would answer (a
+        full disk), and an answer not stored is a part sent again after a restart."""
+
     def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
         """Send parts; per part a future of its outcome, or of TransientError if not bound or
         on loss, and of its subclass SubmitUnanswered on a response timeout. Cancelling one

@@ -466,6 +466,7 @@ class SmppConnector:
         self.proofs = ProofSaver(on_inbound.answers_proven, self._tasks, self.log)
         self._stopping = False
         self._lost: dict[tuple[str, str], int] = {}  # (session, silent|closed) -> links
+        self._withheld = False  # see withhold
         self._rng = random.Random()
         self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
         self._pace_turn = asyncio.Lock()
@@ -482,6 +483,9 @@ class SmppConnector:
     def is_up(self) -> bool:
         link = self._links[self._submit_mode]
         return link is not None and link.can_submit
+
+    def withhold(self, withheld: bool) -> None:
+        self._withheld = withheld
 
     def links_lost(self) -> dict[tuple[str, str], int]:
         return dict(self._lost)
@@ -550,6 +554,9 @@ class SmppConnector:
         if self._stopping:  # it waited for a slot while we began to stop: it never left
             outcome.set_exception(self._stopping_refusal())
             return False
+        if self._withheld:
+            outcome.set_exception(self._withheld_refusal())
+            return False
         if self._bucket is not None or self._pace.rate is not None:
             # Paced (our cap, or the SMSC's pace learnt while it waited): it waits for its
             # turn in a task, holding the slot, so what queued before a throttle follows it.
@@ -569,6 +576,9 @@ class SmppConnector:
             return False
         if self._stopping:
             outcome.set_exception(self._stopping_refusal())
+            return False
+        if self._withheld:
+            outcome.set_exception(self._withheld_refusal())
             return False
         return self._send_now(part, outcome)
 
@@ -593,6 +603,11 @@ class SmppConnector:
         """For a part that waited (for a slot, or its turn) while we began to stop: it never
         left, so it is not counted against the part."""
         return TransientError(f"smpp connector {self.name} is stopping")
+
+    def _withheld_refusal(self) -> TransientError:
+        return TransientError(
+            f"smpp connector {self.name}: not sent while the gateway cannot store outcomes"
+        )
 
     def _send_now(self, part: OutboundPart, outcome: asyncio.Future[SubmitOutcome]) -> bool:
         try:

@@ -86,6 +86,25 @@ class Dispatcher:
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.sweeps = 0  # lease sweeps done (tests wait on it rather than on the clock)
         self.sole = True  # set by start: the only dispatcher of its database
+        self.withheld = False  # see withhold_sending
+
+    def withhold_sending(self, error: TransientError) -> None:
+        """An outcome the store refused (a full disk, a failing database): what the SMSC
+        answers from now on could not be stored either, and a crash or a stop would then send
+        those parts again. Parts still waiting for a window slot stay unsent until an outcome
+        is stored again (the claim, also a write, brings no new ones meanwhile)."""
+        if not self.withheld:
+            self.withheld = True
+            log.warning("dispatch.sending.withheld", extra={"error": str(error)})
+            for connector in self._connectors.values():
+                connector.withhold(True)
+
+    def resume_sending(self) -> None:
+        if self.withheld:
+            self.withheld = False
+            log.warning("dispatch.sending.resumed")
+            for connector in self._connectors.values():
+                connector.withhold(False)
 
     def wake(self) -> None:
         """A message was accepted: look for due work now rather than at the next poll."""
@@ -352,9 +371,7 @@ class _Lane:
         try:
             await until_stored(
                 lambda: self._store_taken(parts),
-                on_refusal=lambda exc: log.warning(
-                    "dispatch.record.retrying", extra={"parts": len(parts), "error": str(exc)}
-                ),
+                on_refusal=lambda exc: self._refused(exc, parts=len(parts)),
             )
         except Exception:
             log.exception("dispatch.record.crashed", extra={"parts": len(parts)})
@@ -364,7 +381,14 @@ class _Lane:
     async def _store_taken(self, parts: list[TakenPart]) -> None:
         now = self.d._clock.now()
         await self.d._store.mark_submitted_many(parts, now, self.d._builders)
+        self.d.resume_sending()
         self.d.outcomes[self.name, "ok"] += len(parts)
+
+    def _refused(self, error: TransientError, **about: int) -> None:
+        """An outcome the store refused: said, tried again later, and no part leaves until
+        one is stored (``withhold_sending``)."""
+        log.warning("dispatch.record.retrying", extra={**about, "error": str(error)})
+        self.d.withhold_sending(error)
 
     async def conclude_when_answered(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
         try:
@@ -400,10 +424,9 @@ class _Lane:
         the process). Given up, the part would be sent again: a duplicate at the handset."""
         await until_stored(
             lambda: self._record(part, outcome),
-            on_refusal=lambda exc: log.warning(
-                "dispatch.record.retrying", extra={"part_id": part.part_id, "error": str(exc)}
-            ),
+            on_refusal=lambda exc: self._refused(exc, part_id=part.part_id),
         )
+        self.d.resume_sending()
 
     async def _record(self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError) -> None:
         store, builders = self.d._store, self.d._builders
