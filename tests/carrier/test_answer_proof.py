@@ -58,3 +58,36 @@ def test_requests_never_answered_are_not_kept_once_a_later_one_is() -> None:
         proof.requested(sequence)
     proof.answer_heard(1000)
     assert proof.proven == 1000 and not proof._marks
+
+
+def test_an_answer_asking_the_smsc_to_send_again_is_never_proven() -> None:
+    # ESME_RX_T_APPN: the SMSC sends it again (its row may be stored all the same: a commit
+    # whose outcome is unknown), so the same text on the next bind is that re-send
+    proof = AnswerProof()
+    refused = proof.arrived()
+    proof.answered(refused, stored=False)
+    proof.answered(proof.arrived())
+    proof.requested(sequence=1)
+    assert proof.answer_heard(1) is False
+    assert proof.proven == refused - 1
+
+
+def test_a_link_with_no_deliveries_keeps_nothing_per_request() -> None:
+    # a transmitter link: a mark per submit, never pruned, was a leak for the link's life
+    proof = AnswerProof()
+    for sequence in range(1, 10_001):
+        proof.requested(sequence)
+    assert not proof._marks
+
+
+def test_an_answered_reply_wants_a_request_until_one_is_in_flight() -> None:
+    # a link busy with deliveries sends no keepalive: the link asks for one instead
+    proof = AnswerProof()
+    reply = proof.arrived()
+    assert proof.unproven_answer(reply) is False  # its answer is not written yet
+    proof.answered(reply)
+    assert proof.unproven_answer(reply) is True
+    proof.requested(sequence=9)
+    assert proof.unproven_answer(reply) is False  # one in flight will prove it
+    proof.answer_heard(9)
+    assert proof.unproven_answer(reply) is False and proof.proven == reply

@@ -76,3 +76,30 @@ async def test_the_unbind_at_a_stop_proves_and_saves_what_was_answered(
     [stored] = inbox.items
     await connector.stop()
     assert inbox.proven == {stored.bind_id: stored.bind_seq}
+
+
+async def test_a_reply_on_a_link_busy_with_deliveries_is_proven_all_the_same(
+    make_simulator: MakeSimulator, make_connector: MakeConnector
+) -> None:
+    # A receiver link writes no request but enquire_link, and only after its interval of
+    # silence: deliveries every 0.1 s kept it from going out, and the reply stayed unproven
+    # for the link's life (the person's same text on the next bind then dropped for an hour).
+    simulator = await make_simulator(delivery_rate=1.0)
+    inbox = Inbox()
+    connector = await make_connector(
+        simulator, inbox, bind_mode="transmitter+receiver", enquire_link_interval=0.5
+    )
+    await eventually(lambda: all(connector.binds().values()), what="both bound")
+    assert await simulator.inject_reply("33612345678", "33757000001", "Oui") == [0]
+    [reply] = inbox.items
+
+    async def others() -> None:
+        for i in range(100):  # traffic, not a wait: a delivery every 0.1 s
+            await simulator.inject_reply(f"3361100{i:04d}", "33757000001", "other")
+            await asyncio.sleep(0.1)
+
+    traffic = asyncio.create_task(others())
+    try:
+        await eventually(lambda: inbox.proven.get(reply.bind_id, 0) >= reply.bind_seq)
+    finally:
+        traffic.cancel()

@@ -13,31 +13,52 @@ through which every one is proven answered.
 
 from __future__ import annotations
 
+from collections import deque
+
+NO_CEILING = 1 << 62
+
 
 class AnswerProof:
     def __init__(self) -> None:
         self.arrivals = 0  # inbound PDUs numbered so far (1, 2, ...)
         self.proven = 0  # every inbound PDU numbered up to this has its answer read
-        # inbound PDUs not answered yet (insertion order is number order: the first is least)
-        self._open: dict[int, None] = {}
-        # our requests in flight -> the answers written before them (in request order)
+        self._open: deque[int] = deque()  # numbered, in order; the answered are dropped
+        self._answered_early: set[int] = set()  # answered behind one still open
+        # one answered "send it again" (not stored): nothing from it on can be proven
+        self._ceiling = NO_CEILING
+        # our requests in flight -> the answers written before them; only requests that
+        # could prove more than the one before are kept (a link with no deliveries keeps none)
         self._marks: dict[int, int] = {}
+        self._last_mark = 0
 
     def arrived(self) -> int:
         """Number an inbound PDU: it waits for its answer."""
         self.arrivals += 1
-        self._open[self.arrivals] = None
+        self._open.append(self.arrivals)
         return self.arrivals
 
-    def answered(self, number: int) -> None:
-        """Its answer was written to the connection."""
-        self._open.pop(number, None)
+    def answered(self, number: int, stored: bool = True) -> None:
+        """Its answer was written to the connection; ``stored`` False when it asked the SMSC
+        to send it again (its row may exist all the same: a commit whose outcome is unknown),
+        so it must never count as proven."""
+        if not stored:
+            self._ceiling = min(self._ceiling, number - 1)
+        self._answered_early.add(number)
+        while self._open and self._open[0] in self._answered_early:
+            self._answered_early.discard(self._open.popleft())
 
     def requested(self, sequence: int) -> None:
         """A request was written: every inbound PDU before the first still open is answered
         ahead of it in the stream."""
-        first_open = next(iter(self._open), None)
-        self._marks[sequence] = self.arrivals if first_open is None else first_open - 1
+        mark = min(self._open[0] - 1 if self._open else self.arrivals, self._ceiling)
+        if mark > max(self.proven, self._last_mark):
+            self._marks[sequence] = self._last_mark = mark
+
+    def unproven_answer(self, number: int) -> bool:
+        """``number`` is answered, not proven, and no request in flight would prove it: a
+        request is needed (a link busy with deliveries sends no keepalive)."""
+        answered = not self._open or self._open[0] > number
+        return self.proven < number <= self._ceiling and answered and self._last_mark < number
 
     def answer_heard(self, sequence: int) -> bool:
         """The SMSC answered request ``sequence``: what was answered ahead of it is proven.

@@ -33,7 +33,8 @@ class ProofSaver:
         self._tasks = tasks  # the connector's: its stop waits for them
         self._log = log
         self._saved: dict[str, int] = {}  # bind -> proven through, as saved
-        self._due: dict[str, asyncio.TimerHandle] = {}
+        self._due: dict[str, tuple[asyncio.TimerHandle, ProvenLink]] = {}
+        self._stopped = False  # after save_now: nothing more is scheduled
 
     @property
     def due(self) -> set[str]:
@@ -42,25 +43,31 @@ class ProofSaver:
 
     def proven(self, link: ProvenLink) -> None:
         """``link``'s proof moved on: saved within a second when it covers a new reply."""
+        if self._stopped:
+            return
         saved = self._saved.get(link.bind_id, 0)
         if link.last_reply <= saved or link.proof.proven <= saved or link.bind_id in self._due:
             return
         loop = asyncio.get_running_loop()
-        self._due[link.bind_id] = loop.call_later(SAVE_EVERY_S, self._start_save, link)
+        handle = loop.call_later(SAVE_EVERY_S, self._start_save, link.bind_id)
+        self._due[link.bind_id] = (handle, link)
 
     async def save_now(self, links: list[ProvenLink]) -> None:
-        """At a stop: what is due is saved now (the unbind's answer proved everything)."""
+        """At a stop: what is due is saved now, links already gone included (the unbind's
+        answer proved every answer of the links still here)."""
         for link in links:
-            self.proven(link)  # due now, if anything new is proven
-        due = [link for link in links if self._due.pop(link.bind_id, None) is not None]
-        for handle in self._due.values():
+            self.proven(link)
+        self._stopped = True
+        due, self._due = self._due, {}
+        for handle, _ in due.values():
             handle.cancel()
-        self._due.clear()
-        await asyncio.gather(*(self._write(link) for link in due))
+        await asyncio.gather(*(self._write(link) for _, link in due.values()))
 
-    def _start_save(self, link: ProvenLink) -> None:
-        del self._due[link.bind_id]
-        task = asyncio.get_running_loop().create_task(self._write(link))
+    def _start_save(self, bind_id: str) -> None:
+        entry = self._due.pop(bind_id, None)
+        if entry is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._write(entry[1]))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -68,10 +75,10 @@ class ProofSaver:
         through = link.proof.proven
         try:
             await self._save(link.bind_id, through)
-        except Exception as exc:  # the next proof saves it; meanwhile the reply is unproven
+        except Exception as exc:  # tried again a second later; meanwhile the reply is unproven
             self._log.warning("smpp.proof.unsaved", extra={"bind": link.bind_id, "error": str(exc)})
-            return
-        self._saved[link.bind_id] = max(self._saved.get(link.bind_id, 0), through)
-        if len(self._saved) > KEEP_BINDS:  # binds long gone: the oldest first
-            del self._saved[next(iter(self._saved))]
-        self.proven(link)  # proven further while it was written
+        else:
+            self._saved[link.bind_id] = max(self._saved.get(link.bind_id, 0), through)
+            if len(self._saved) > KEEP_BINDS:  # binds long gone: the oldest first
+                del self._saved[next(iter(self._saved))]
+        self.proven(link)  # proven further while it was written, or not written

@@ -366,6 +366,13 @@ class _EsmeLink(SmppLink):
         self.send(EnquireLink(sequence=sequence))
         self.proof.requested(sequence)
 
+    def _keepalive_wanted(self) -> bool:
+        # A link busy with receipts is never silent, so it sends no keepalive: the last
+        # reply's answer would stay unproven while it lives (a person's same text on the
+        # next bind then taken for a re-send for an hour). Asked at the next tick instead.
+        reply = self.last_reply
+        return reply > self.proof.proven and self.is_bound and self.proof.unproven_answer(reply)
+
     def _on_answer_proving(self, pdu: Pdu) -> None:
         if self.proof.answer_heard(pdu.sequence):
             self.connector.proofs.proven(self)
@@ -381,7 +388,9 @@ class _EsmeLink(SmppLink):
             self.abort()
         elif isinstance(pdu, SubmitSmResp):
             self.traffic += 1
-        if self.proof.answer_heard(pdu.sequence):
+        # (a session the SMSC lost may have lost what it had read: no proof from that)
+        proves = pdu.status != CommandStatus.ESME_RINVBNDSTS
+        if proves and self.proof.answer_heard(pdu.sequence):
             self.connector.proofs.proven(self)
         self._on_response(pdu)
 
@@ -422,7 +431,7 @@ class _Received:
     def answer(self, status: int) -> None:
         if self.link.is_open:
             self.link.send(self.response(sequence=self.pdu.sequence, status=status))
-            self.link.proof.answered(self.number)
+            self.link.proof.answered(self.number, stored=status == CommandStatus.ESME_ROK)
 
 
 _MODE_BINDS: dict[str, type[Bind]] = {

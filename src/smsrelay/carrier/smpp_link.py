@@ -378,6 +378,10 @@ class SmppLink(asyncio.Protocol):
     def _send_keepalive(self) -> None:
         self.send(EnquireLink(sequence=self.session.next_sequence()))
 
+    def _keepalive_wanted(self) -> bool:
+        """An enquire_link before the interval's silence: a subclass's reason."""
+        return False
+
     def _on_enquire_link(self, pdu: Pdu) -> None:
         self.enquire_links_received += 1
         self.send(EnquireLinkResp(sequence=pdu.sequence))
@@ -453,7 +457,7 @@ class SmppLink(asyncio.Protocol):
             self.give_up_silent()
             return
         self._give_up_late(now)
-        if self.session.enquire_link_due(now):
+        if self.session.enquire_link_due(now) or self._keepalive_wanted():
             self._send_keepalive()
         self._timer = self.loop.call_later(self._tick_every, self._tick)
 

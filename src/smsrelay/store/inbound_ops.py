@@ -153,7 +153,6 @@ def record_answers_proven(conn: Conn, bind_id: str, through: int, now: float) ->
         "proven_at = excluded.proven_at WHERE excluded.proven_through > binds.proven_through",
         (bind_id, through, now),
     )
-    conn.execute("DELETE FROM binds WHERE proven_at < ?", (now - BINDS_KEPT_S,))
 
 
 def _insert_reply(
@@ -313,7 +312,10 @@ def flush_stale_reassemblies(
     """Parts of a long reply held for reassembly whose other parts never came are posted
     one by one, as SMS Partner posts them, so the application still hears the reply. Their
     callbacks are stored ``now``: due from the flush, not from the reply an hour before (which
-    would count them late at once, and shorten their retry budget)."""
+    would count them late at once, and shorten their retry budget). And binds' proofs no
+    duplicate check reads any more are dropped (here, not at each save: on PostgreSQL a
+    delete that scans the table made two nodes' saves fail to serialize every time)."""
+    conn.execute("DELETE FROM binds WHERE proven_at < ?", (now - BINDS_KEPT_S,))
     rows = conn.execute(
         "SELECT r.id, r.account_id, r.msisdn, r.virtual_number, r.text, r.keyword, "
         "r.concat_ref, r.concat_total, r.concat_part, r.received_at, "
