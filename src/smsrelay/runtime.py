@@ -111,6 +111,7 @@ async def _start_services_in_order(
     gateway = build_gateway(settings, store, keeper.clock if keeper else None)
     gateway.store_trouble = store.db.health.trouble
     await _run_data_steps(store, gateway.clock.now(), say)
+    fresh = not await store.list_accounts()  # the demo settings shape what is made now
     demo = (
         await ensure_demo(
             store,
@@ -122,7 +123,7 @@ async def _start_services_in_order(
         if settings.makes_demo
         else None
     )
-    if demo is not None:
+    if demo is not None and not fresh:
         _say_demo_settings_ignored(settings, demo, say)
     simulator = await _start_simulator(settings, say)
     if simulator is not None:

@@ -237,9 +237,11 @@ async def test_a_ci_job_gives_the_demo_account_its_own_key_and_is_told_when_it_i
     # A CI job had to parse the printed key; and demo settings given on a later start (a
     # cached ./data) were ignored without a word.
     key = "ci-known-key-0123456789"
-    gw = await start_gateway(gateway_settings(tmp_path, demo_api_key=key))
+    gw = await start_gateway(gateway_settings(tmp_path, demo_api_key=key, demo_credit_eur="5"))
     try:
         assert gw.api_key == key
+        # given on the start that made it, a setting is applied, not said to be ignored
+        assert not [line for line in gw.lines if line.startswith("note: demo_")]
         status, answer = await gw.send()
         assert status == 200, answer
     finally:
