@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from aiohttp import web
 
@@ -36,6 +36,7 @@ from smsrelay.carrier.simulator_rules import (
 from smsrelay.carrier.smpp_server import SmppServer, SmscLink
 from smsrelay.domain.text import Encoding, decode_gsm7, decode_ucs2, is_gsm7, split_segments
 from smsrelay.smpp.concat import ConcatMethod, build_part, split_concat
+from smsrelay.smpp.errors import LocalProtocolError
 from smsrelay.smpp.pdu import (
     ESM_CLASS_RECEIPT,
     CommandStatus,
@@ -380,7 +381,11 @@ class Simulator:
     def _send_receipt(self, receipt: _Receipt) -> None:
         if self._stopped:
             return
-        future = self.server.try_deliver(receipt.system_id, receipt.build)
+        try:
+            future = self.server.try_deliver(receipt.system_id, receipt.build)
+        except LocalProtocolError as exc:
+            self._unencodable(exc)
+            return
         if future is None:  # no receiver, or its window is full: wait for one
             self._spawn(self._deliver_receipt(receipt))
             return
@@ -398,8 +403,17 @@ class Simulator:
         self.stats.receipts_sent += 1
         self._receipt_answered(future, receipt)
 
+    def _unencodable(self, error: LocalProtocolError) -> None:
+        """A receipt no deliver_sm can carry (an address the ESME sent past its field's
+        length): dropped, as no re-delivery could send it."""
+        self.stats.receipts_given_up += 1
+        _log.warning("simulator.receipt.unencodable", extra={"error": str(error)})
+
     def _receipt_answered(self, future: asyncio.Future[Pdu], receipt: _Receipt) -> None:
         if future.cancelled():
+            return
+        if isinstance(future.exception(), LocalProtocolError):
+            self._unencodable(cast(LocalProtocolError, future.exception()))
             return
         if future.exception() is None and future.result().status == 0:
             self.stats.receipts_acked += 1
@@ -423,7 +437,12 @@ class Simulator:
         self, link: SmscLink, record: SubmitRecord, response: SubmitSmResp, fate: _Fate
     ) -> None:
         receipt = _Receipt(record.system_id or None, self._receipt_builder(record, fate))
-        future = self.server.try_deliver(receipt.system_id, receipt.build)
+        try:
+            future = self.server.try_deliver(receipt.system_id, receipt.build)
+        except LocalProtocolError as exc:
+            self._unencodable(exc)
+            self._respond(link, response)
+            return
         if future is None:  # no receiver free right now: deliver, then answer the submit
             await self._deliver_receipt(receipt)
             self._respond(link, response)
@@ -548,6 +567,8 @@ class Simulator:
                 statuses = await self.inject_reply(source, destination, text)
         except TimeoutError:
             return web.json_response({"error": "no receiver acknowledged in 10 s"}, status=504)
+        except LocalProtocolError as exc:  # an address past its field's 20 characters
+            return web.json_response({"error": f"cannot be sent: {exc}"}, status=400)
         return web.json_response({"parts": len(statuses), "statuses": statuses})
 
     async def _http_submits(self, request: web.Request) -> web.Response:

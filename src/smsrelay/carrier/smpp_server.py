@@ -18,7 +18,7 @@ from typing import Protocol
 
 from smsrelay.carrier.smpp_link import SmppLink
 from smsrelay.errors import TransientError
-from smsrelay.smpp.errors import LocalProtocolError
+from smsrelay.smpp.errors import NotSendableNow
 from smsrelay.smpp.pdu import (
     Bind,
     BindReceiver,
@@ -224,13 +224,14 @@ class SmppServer:
     def try_deliver(
         self, system_id: str | None, build: Callable[[int], DeliverSm | DataSm]
     ) -> asyncio.Future[Pdu] | None:
-        """Send now if a receiver has a free window slot; None means use :meth:`deliver`."""
+        """Send now if a receiver has a free window slot; None means use :meth:`deliver`.
+        Raises LocalProtocolError when the PDU cannot be encoded."""
         link = self._pick(system_id)
         if link is None or link.session.window_full:
             return None
         try:
             return link.request(build(link.session.next_sequence()))
-        except (LocalProtocolError, TransientError):
+        except (NotSendableNow, TransientError):
             return None
 
     async def deliver(
@@ -248,8 +249,10 @@ class SmppServer:
                 continue
             try:
                 return await link.request(build(link.session.next_sequence()))
-            except (TransientError, LocalProtocolError):
+            except (TransientError, NotSendableNow):  # that link went: another, or the next
                 continue
+            # a LocalProtocolError else: it cannot be encoded (an address past its field's
+            # 20 characters), on any link: raised (retried at once, it spun the loop for good)
 
     async def _wait_for_receiver(self, system_id: str | None) -> SmscLink:
         link = self._pick(system_id)
