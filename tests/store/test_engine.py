@@ -365,3 +365,29 @@ async def test_no_write_is_answered_stored_once_the_database_file_is_removed(
             await db.write(lambda conn: conn.execute("SELECT 1").fetchone()[0])
     finally:
         await db.stop()
+
+
+async def test_commits_that_failed_end_with_a_batch_that_wrote_or_the_probe(
+    db: Database,
+) -> None:
+    # A full disk still takes polls that change nothing: each ended the failing, and the
+    # next write began it again (159 pairs in 100 s, /health flapping). Now only a batch
+    # that wrote ends it, and while batches write nothing a probe writes a row.
+    def full(conn: sqlite3.Connection) -> None:
+        error = sqlite3.OperationalError("database or disk is full")
+        error.sqlite_errorcode = 13  # SQLITE_FULL
+        raise error
+
+    def poll(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE t SET v = v WHERE id < 0")
+
+    with pytest.raises(TransientError, match="disk is full"):
+        await db.write(full)
+    assert db.health.failing
+    await db.write(poll)
+    assert db.health.failing  # (the probe it started runs in a later batch)
+    async with asyncio.timeout(5):
+        while db.health.failing:
+            await asyncio.sleep(0.01)
+    facts = await db.read(lambda c: c.execute("SELECT name FROM gateway_facts").fetchall())
+    assert ("store_probe",) in facts

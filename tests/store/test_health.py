@@ -130,3 +130,17 @@ def test_a_database_file_removed_or_replaced_under_serve_is_seen_at_once_and_for
         assert health.file_gone()  # for good: only a restart looks again
         health.close()
     assert _events(caplog) == ["store.file.gone", "store.file.gone"]
+
+
+def test_a_batch_that_wrote_nothing_does_not_end_the_failing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A full disk takes polls that change nothing: each counted as recovered, the log had
+    # 159 failing/recovered pairs in 100 s and /health flapped (the storage review).
+    health = _health(Disk(free_mb=500), reserve_mb=100)
+    health.batch_failed("database or disk is full")
+    health.batch_stored(wrote=False)
+    assert health.failing and health.trouble() == "commits failing"
+    health.batch_stored(wrote=True)
+    assert not health.failing and health.trouble() is None
+    assert _events(caplog) == ["store.failing", "store.recovered"]

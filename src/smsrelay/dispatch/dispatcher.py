@@ -87,6 +87,7 @@ class Dispatcher:
         self.sweeps = 0  # lease sweeps done (tests wait on it rather than on the clock)
         self.sole = True  # set by start: the only dispatcher of its database
         self.withheld = False  # see withhold_sending
+        self.claims_refused = Sparse(1.0)
 
     def withhold_sending(self, error: TransientError) -> None:
         """An outcome the store refused (a full disk, a failing database): what the SMSC
@@ -262,8 +263,13 @@ class _Lane:
             try:
                 claimed = await self._claim()
                 claimed = self._unless_answered_late(claimed, self.loop.time() - asked)
-            except TransientError as exc:
-                log.warning("dispatch.claim.failed", extra={"error": str(exc)})
+            except TransientError as exc:  # a line a second at most (a full disk: every poll)
+                said_for = self.d.claims_refused.due(self.loop.time())
+                if said_for is not None:
+                    log.warning(
+                        "dispatch.claim.failed",
+                        extra={"error": str(exc), "refused_since_last_line": said_for},
+                    )
                 claimed = []
             except Exception:  # a bug must not end the lane: nothing would leave, silently
                 log.exception("dispatch.claim.crashed", extra={"connector": self.name})

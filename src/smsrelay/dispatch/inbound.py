@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from smsrelay.carrier.connector import InboundSm
@@ -12,6 +13,8 @@ from smsrelay.domain.data_coding import UCS2, alphabet_of, decode_sm_text
 from smsrelay.domain.keywords import is_stop_text, keyword_of
 from smsrelay.domain.states import stat_for_message_state_tlv
 from smsrelay.domain.text import decode_ucs2
+from smsrelay.errors import TransientError
+from smsrelay.logs import Sparse
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
 from smsrelay.smpp.pdu import ESM_CLASS_TYPE_MASK, RECEIPT_ESM_TYPES, CommandStatus, Tag
@@ -20,6 +23,7 @@ from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders, InboundReply, IncomingReceipt
 
 log = logging.getLogger("smsrelay.dispatch")
+REFUSALS_SAID_EVERY_S = 1.0
 
 
 class InboundRouter:
@@ -39,6 +43,9 @@ class InboundRouter:
         self.on_stored: Callable[[], None] = lambda: None  # wakes the webhook sender
         self.receipts_received = 0  # stored (and acknowledged) by this process: /metrics
         self.replies_received = 0  # likewise; a part the SMSC sent again counts again
+        # a store refusing writes (a full disk) refuses every receipt: a line a second, not
+        # a traceback per PDU (thousands in a minute)
+        self._refusals = Sparse(REFUSALS_SAID_EVERY_S)
 
     async def __call__(self, sm: InboundSm) -> int:
         (status,) = await self.handle_many([sm])
@@ -89,6 +96,9 @@ class InboundRouter:
         """The status for every one of ``receipts``, stored in one write."""
         try:
             matched = await self._store.record_receipts_many(receipts, self._builders)
+        except TransientError as exc:
+            self._say_refused("smpp.receipt.not_stored", exc, len(receipts))
+            return CommandStatus.ESME_RX_T_APPN
         except Exception:
             log.exception("smpp.receipt.not_stored", extra={"receipts": len(receipts)})
             return CommandStatus.ESME_RX_T_APPN
@@ -102,10 +112,20 @@ class InboundRouter:
     async def _reply_status(self, sm: InboundSm) -> int:
         try:
             await self._reply(sm)
+        except TransientError as exc:
+            self._say_refused("smpp.reply.not_stored", exc, 1)
+            return CommandStatus.ESME_RX_T_APPN
         except Exception:
             log.exception("smpp.reply.not_stored", extra={"connector": sm.connector})
             return CommandStatus.ESME_RX_T_APPN
         return CommandStatus.ESME_ROK
+
+    def _say_refused(self, event: str, error: TransientError, count: int) -> None:
+        """The store refused them: the SMSC sends them again. Said at most once a second."""
+        self._refusals.unsaid += count - 1
+        said_for = self._refusals.due(time.monotonic())
+        if said_for is not None:
+            log.warning(event, extra={"error": str(error), "refused_since_last_line": said_for})
 
     async def _reply(self, sm: InboundSm) -> None:
         concat, body = split_concat(sm.esm_class, sm.short_message, sm.tlvs)

@@ -38,6 +38,7 @@ from smsrelay.store.stall import StallGuard
 T = TypeVar("T")
 Op = Callable[[Conn], Any]
 CHECKPOINT_EVERY_S = 1.0
+PROBE_EVERY_S = 1.0  # while commits fail and batches write nothing (see _probe_soon)
 # Primary result codes that say the database cannot be written now (busy, locked, out of
 # memory, read-only, I/O error, full, cannot open, lock protocol), whatever the write: raised
 # inside one write, they fail its batch as transient. Any other (SQLITE_ERROR: no such
@@ -133,6 +134,8 @@ class Database:
         self.broken = asyncio.Event()
         self._broken_by: BaseException | None = None
         self._stall = StallGuard(self.health, self._refuse_waiting)  # a sync that hangs
+        self._probed_at = float("-inf")
+        self._probes: set[asyncio.Task[None]] = set()
 
     async def start(self, *, only_new: bool = False) -> list[int]:
         """Open the connections and upgrade the schema; returns the migrations applied."""
@@ -229,7 +232,10 @@ class Database:
             resolve_all([(future, None, error) for _, future in batch])
             self._run_later()
             return
-        self.health.batch_stored()
+        wrote = self._conn.total_changes != changes_before
+        self.health.batch_stored(wrote=wrote)
+        if not wrote and self.health.failing:
+            self._probe_soon()
         # In memory, or a batch that changed no row (claims that found nothing: an idle
         # gateway's polls, ~10 a second): nothing was written to sync.
         if self._wal_fd is None or self._conn.total_changes == changes_before:
@@ -241,6 +247,22 @@ class Database:
         self._stall.began(self._loop)
         synced = self._loop.run_in_executor(self._syncer, os.fdatasync, self._wal_fd)
         synced.add_done_callback(lambda done: self._synced(done, outcomes))
+
+    def _probe_soon(self) -> None:
+        """Commits failed, and batches since wrote nothing (polls: a full disk takes those):
+        a write that changes a row, at most once a second, tells whether it takes writes
+        again, so an idle gateway's /health recovers too."""
+        now = time.monotonic()
+        if now - self._probed_at < PROBE_EVERY_S or self._loop is None:
+            return
+        self._probed_at = now
+        task = self._loop.create_task(self._probe())
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe(self) -> None:
+        with contextlib.suppress(TransientError):
+            await self.write(_write_probe)
 
     def _synced(self, done: asyncio.Future[None], outcomes: Outcomes) -> None:
         error = done.exception()
@@ -336,6 +358,14 @@ def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[Any, BaseException | Non
         return None, exc
     conn.execute("RELEASE op")
     return result, None
+
+
+def _write_probe(conn: Conn) -> None:
+    conn.execute(
+        "INSERT INTO gateway_facts (name, value) VALUES ('store_probe', ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (str(time.time()),),
+    )
 
 
 def _database_state(exc: sqlite3.OperationalError) -> bool:

@@ -77,8 +77,14 @@ class StoreHealth:
             log.error("store.failing", extra={"error": error})
         self._failing = error
 
-    def batch_stored(self) -> None:
-        if self._failing is not None:
+    @property
+    def failing(self) -> bool:
+        return self._failing is not None
+
+    def batch_stored(self, *, wrote: bool = True) -> None:
+        """A batch committed. One that wrote nothing (polls that found no work) proves
+        nothing of a disk that refused writes: only one that wrote ends the failing."""
+        if self._failing is not None and wrote:
             log.warning("store.recovered", extra={"was": self._failing})
             self._failing = None
 
