@@ -998,3 +998,14 @@ def test_a_common_password_hides_itself_not_the_words_it_is_made_of(tmp_path: Pa
     args = ["--database", "postgresql://postgres:postgres@127.0.0.1:notaport/sms", "status"]
     result = CliRunner().invoke(cli, args, env={"SMSRELAY_DATA_DIR": str(tmp_path)})
     assert "postgresql://postgres:***@127.0.0.1:notaport/sms" in result.stderr, result.stderr
+
+
+def test_a_start_whose_first_commit_a_full_disk_refuses_says_to_free_space() -> None:
+    # serve on a full disk: "could not start: database commit failed: database or disk is
+    # full", without the hint the README promises (the storage review)
+    from smsrelay.cli_support import disk_full_hint
+    from smsrelay.errors import TransientError
+
+    full = TransientError("database commit failed: database or disk is full")
+    assert disk_full_hint(full) == " (the disk holding the database is full: free some space)"
+    assert disk_full_hint(TransientError("database commit failed: database is locked")) == ""

@@ -113,7 +113,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     except sqlite3.Error as exc:
         fail(f"could not start: the database: {exc}{disk_full_hint(exc)}")
     except SmsRelayError as exc:
-        fail(f"could not start: {exc}")
+        fail(f"could not start: {exc}{disk_full_hint(exc)}")
     except Exception as exc:
         if not is_server_error(exc):
             raise

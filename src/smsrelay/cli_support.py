@@ -174,7 +174,8 @@ def is_server_error(exc: BaseException) -> bool:
 def disk_full_hint(exc: BaseException) -> str:
     """SQLite says "disk I/O error" when it cannot grow its -shm file on a full disk."""
     name = getattr(exc, "sqlite_errorname", "")
-    full = name in {"SQLITE_FULL", "SQLITE_IOERR_SHMSIZE"}
+    # (a commit the engine refused at the start carries SQLite's words, not its error code)
+    full = name in {"SQLITE_FULL", "SQLITE_IOERR_SHMSIZE"} or "database or disk is full" in str(exc)
     if full or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
         return " (the disk holding the database is full: free some space)"
     return ""
