@@ -522,6 +522,41 @@ def before_attempt_writes(
     monkeypatch.setattr(store, "record_webhook_attempts_many", wrapped)
 
 
+async def test_a_stop_names_every_posted_callback_whose_attempt_it_could_not_store(
+    store: SqliteStore,
+    account: Account,
+    receivers: MakeReceiver,
+    senders: MakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A full disk at a stop: 40 callbacks were posted again after the restart, and the log
+    # named 24 (those cut off between two tries of their write said nothing: the storage
+    # review). Each is posted again at the start; each must be named.
+    receiver = await receivers()
+    ids = [await add_callback(store, account, receiver.url) for _ in range(3)]
+    refusals = dict.fromkeys(ids, 0)
+
+    async def disk_full(attempts: Sequence[WebhookAttempt]) -> None:
+        for attempt in attempts:
+            refusals[attempt.webhook_id] += 1
+        raise TransientError("database commit failed: database or disk is full")
+
+    before_attempt_writes(store, monkeypatch, disk_full)
+    sender = await senders()
+    # five refusals each: the wait before the next try (0.8 s) outlasts the stop's grace
+    await eventually(lambda: min(refusals.values()) >= 5)
+    caplog.set_level(logging.ERROR, logger="smsrelay.webhooks")
+    await sender.stop(grace=0.05)  # inside until_stored's wait between two tries
+    named = [
+        webhook_id
+        for record in caplog.records
+        if record.getMessage() == "webhook.record.failed"
+        for webhook_id in record.__dict__["webhook_ids"]
+    ]
+    assert sorted(named) == sorted(ids)
+
+
 async def test_a_post_answered_while_stopping_is_recorded_before_stop_returns(
     store: SqliteStore,
     account: Account,

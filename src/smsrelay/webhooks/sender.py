@@ -524,11 +524,10 @@ class WebhookSender:
                 give_up=lambda: self._stopping,
             )
         except TransientError as exc:  # stopping: these will be posted again after a start
-            ids = [a.webhook_id for a in attempts]
-            log.error(
-                "webhook.record.failed",
-                extra={"webhook_ids": ids, "error": str(exc), "then": "posted again at start"},
-            )
+            _say_unrecorded(attempts, str(exc))
+        except asyncio.CancelledError:  # a stop out of grace, between two tries: the same
+            _say_unrecorded(attempts, "the stop's grace ended before it was stored")
+            raise
         except Exception:
             log.exception(
                 "webhook.crashed", extra={"webhook_ids": [a.webhook_id for a in attempts]}
@@ -700,3 +699,16 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _say_unrecorded(attempts: list[WebhookAttempt], error: str) -> None:
+    """Posted, the attempt not stored: posted again after the next start (every such
+    callback named: a stop's count of repeats must match what receivers see)."""
+    log.error(
+        "webhook.record.failed",
+        extra={
+            "webhook_ids": [a.webhook_id for a in attempts],
+            "error": error,
+            "then": "posted again at start",
+        },
+    )
