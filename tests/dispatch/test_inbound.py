@@ -375,3 +375,14 @@ async def test_a_ucs2_part_of_an_odd_length_spoils_only_itself(
     for seq, payload in enumerate(parts, 1):
         assert await router(_part(payload, 8, seq, len(parts))) == 0
     assert await _reassembled_text(store) == "Bon\ufffdjour"
+
+
+@pytest.mark.parametrize("data_coding", [0, 1])
+def test_a_receipt_written_in_gsm_keeps_its_ids_underscore(data_coding: int) -> None:
+    # node-smpp's SMSC writes GSM 03.38 (even labelled IA5): "_" is 0x11, and read as ASCII
+    # the id "nd_1" became "nd\x111", which matched nothing (the interop review)
+    from smsrelay.domain.text import encode_gsm7
+
+    body = encode_gsm7("id:nd_1 sub:001 dlvrd:001 stat:DELIVRD err:000")
+    read = read_receipt(receipt(body, data_coding), 5.0)
+    assert read is not None and read.carrier_id == "nd_1"

@@ -114,3 +114,15 @@ def test_the_smsc_default_changes_nothing_but_data_coding_0() -> None:
 @given(st.binary(max_size=64), st.integers(0, 255), st.sampled_from([0, 1, 3]))
 def test_decoding_never_raises(body: bytes, data_coding: int, smsc_default: int) -> None:
     assert isinstance(decode_sm_text(body, data_coding, smsc_default), str)
+
+
+def test_gsm_text_labelled_ia5_is_read_as_gsm() -> None:
+    # node-smpp's SMSC labels GSM 03.38 text data_coding 1: "@", "$", "_", "é", "€" came out
+    # as control characters in the posted reply (the interop review)
+    from smsrelay.domain.text import encode_gsm7
+
+    text = "a@b.com coûte 5€ {ok} under_score $ é à"
+    written = encode_gsm7(text.replace("û", "u"))
+    assert decode_sm_text(written, 1) == text.replace("û", "u")
+    assert decode_sm_text(written, 0, smsc_default=1) == text.replace("û", "u")
+    assert decode_sm_text(b"a@b.com [ok] $5 under_score", 1) == "a@b.com [ok] $5 under_score"

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.domain.addresses import e164_of
-from smsrelay.domain.data_coding import UCS2, alphabet_of, decode_sm_text
+from smsrelay.domain.data_coding import UCS2, alphabet_of, decode_sm_text, written_in_gsm
 from smsrelay.domain.keywords import is_stop_text, keyword_of
 from smsrelay.domain.states import stat_for_message_state_tlv
-from smsrelay.domain.text import decode_ucs2
+from smsrelay.domain.text import decode_gsm7, decode_ucs2
 from smsrelay.errors import TransientError
 from smsrelay.logs import Sparse
 from smsrelay.service.clock import Clock
@@ -207,6 +207,8 @@ def receipt_text(body: bytes, data_coding: int) -> str:
     03.38, an id's "_" or "@" would change (and decoding would cost more)."""
     if alphabet_of(data_coding) == UCS2:
         return decode_ucs2(body)
+    if written_in_gsm(body):  # an id's "_" as 0x11: it never matched (node-smpp's SMSC)
+        return decode_gsm7(body)
     return body.decode("ascii", "replace")
 
 

@@ -62,6 +62,17 @@ def alphabet_of(data_coding: int) -> str:
     return GSM7
 
 
+# Bytes no IA5 text holds (C0 controls but line breaks, DEL) and GSM 03.38 writes letters
+# with: @ 0x00, $ 0x02, è é ù ì ò 0x04-0x08, _ 0x11, the escape 0x1B (€ { } [ ] ~ ^ \ |),
+# à 0x7F. Some SMSCs (node-smpp's) label GSM text data_coding 1 (IA5).
+_NOT_IA5 = frozenset(range(0x20)) - {0x0A, 0x0D} | {0x7F}
+
+
+def written_in_gsm(body: bytes) -> bool:
+    """Text labelled IA5/ASCII whose bytes say it is GSM 03.38 (unpacked)."""
+    return not _NOT_IA5.isdisjoint(body)
+
+
 def decode_sm_text(body: bytes, data_coding: int, smsc_default: int = 0) -> str:
     """The text of a short message; never raises. ``smsc_default`` says how the SMSC writes
     its default alphabet (data_coding 0): 0 GSM 03.38, 1 IA5/ASCII, 3 Latin-1. A NUL
@@ -71,8 +82,13 @@ def decode_sm_text(body: bytes, data_coding: int, smsc_default: int = 0) -> str:
 
 def _decoded(body: bytes, data_coding: int, smsc_default: int) -> str:
     if data_coding == 0 and smsc_default in SMSC_DEFAULT_CODECS:
-        return body.decode(SMSC_DEFAULT_CODECS[smsc_default], "replace")
+        codec = SMSC_DEFAULT_CODECS[smsc_default]
+        if codec == "ascii" and written_in_gsm(body):
+            return decode_gsm7(body)
+        return body.decode(codec, "replace")
     alphabet = alphabet_of(data_coding)
+    if alphabet == "ascii" and written_in_gsm(body):
+        return decode_gsm7(body)
     if alphabet == GSM7:
         return decode_gsm7(body)
     if alphabet == UCS2:
