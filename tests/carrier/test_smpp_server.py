@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -25,6 +26,7 @@ from smsrelay.smpp.pdu import (
     Pdu,
     SubmitSm,
     SubmitSmResp,
+    Tag,
     Unbind,
     UnbindResp,
 )
@@ -72,7 +74,9 @@ async def test_bind_checks_system_id_then_password(peer: RawPeer) -> None:
     resp = await peer.exchange(wrong_password)
     assert resp.status == CommandStatus.ESME_RINVPASWD
     ok = await peer.exchange(BindTransceiver(sequence=3, system_id="esme", password="secret"))
-    assert ok == BindTransceiverResp(sequence=3, system_id="smsrelay")
+    # with sc_interface_version (SMPP 3.4 5.3.2.25): without it Cloudhopper assumes 3.3
+    version = ((Tag.SC_INTERFACE_VERSION, b"\x34"),)
+    assert ok == BindTransceiverResp(sequence=3, system_id="smsrelay", tlvs=version)
     again = await peer.exchange(BindTransceiver(sequence=4, system_id="esme", password="secret"))
     assert again.status == CommandStatus.ESME_RALYBND
 
@@ -211,3 +215,19 @@ async def test_a_receipt_asked_for_failures_only_comes_for_a_failure(
         assert simulator.stats.receipts_sent == len(expected)
     finally:
         writer.close()
+
+
+async def test_a_submit_to_an_address_past_its_field_is_refused_not_taken(peer: RawPeer) -> None:
+    # Taken with status 0, its receipt could not be encoded (and spun the loop, once): a real
+    # SMSC refuses it (SMPP 3.4 5.2.8-9: 21 octets with the NUL)
+    await peer.exchange(BindTransceiver(sequence=1, system_id="esme", password="secret"))
+    fits = SubmitSm(sequence=2, source_addr="4" * 20, destination_addr="3" * 20)
+    assert (await peer.exchange(fits)).status == CommandStatus.ESME_ROK
+    for sequence, digit, status in [
+        (3, b"3", CommandStatus.ESME_RINVDSTADR),
+        (4, b"4", CommandStatus.ESME_RINVSRCADR),
+    ]:
+        raw = encode(replace(fits, sequence=sequence))  # our codec refuses to write 21
+        longer = raw.replace(digit * 20 + b"\x00", digit * 21 + b"\x00")
+        longer = (len(longer)).to_bytes(4, "big") + longer[4:]
+        assert (await peer.exchange(longer)).status == status

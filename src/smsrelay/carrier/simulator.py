@@ -275,7 +275,11 @@ class Simulator:
             link.close()
             return
         rule = self.rules.get(number_key(pdu.destination_addr)) if self.rules else None
-        status = self._decide() if rule is None else self._ruled(rule)
+        status = _address_status(pdu)
+        if status:  # as a real SMSC: no receipt could carry it (it hung the loop once)
+            self.stats.rejected += 1
+        else:
+            status = self._decide() if rule is None else self._ruled(rule)
         message_id = self._new_id() if status == 0 else None
         record = self._record(link, pdu, status, message_id)
         response = SubmitSmResp(sequence=pdu.sequence, status=status, message_id=message_id or "")
@@ -684,3 +688,15 @@ def _server_tls(opts: SimulatorOptions) -> ssl.SSLContext | None:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(cafile=opts.tls_client_ca)
     return context
+
+
+# SMPP 3.4 5.2.8-9: source_addr and destination_addr are at most 21 octets with their NUL
+MAX_ADDRESS = 20
+
+
+def _address_status(pdu: SubmitSm) -> int:
+    if len(pdu.source_addr) > MAX_ADDRESS:
+        return CommandStatus.ESME_RINVSRCADR
+    if len(pdu.destination_addr) > MAX_ADDRESS:
+        return CommandStatus.ESME_RINVDSTADR
+    return CommandStatus.ESME_ROK

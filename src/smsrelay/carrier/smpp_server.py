@@ -20,6 +20,7 @@ from smsrelay.carrier.smpp_link import SmppLink
 from smsrelay.errors import TransientError
 from smsrelay.smpp.errors import NotSendableNow
 from smsrelay.smpp.pdu import (
+    INTERFACE_VERSION,
     Bind,
     BindReceiver,
     BindReceiverResp,
@@ -35,6 +36,7 @@ from smsrelay.smpp.pdu import (
     Pdu,
     SubmitSm,
     SubmitSmResp,
+    Tag,
 )
 from smsrelay.smpp.session import CAN_RECEIVE, Role
 
@@ -117,7 +119,11 @@ class SmscLink(SmppLink):
     def _on_bind(self, pdu: Bind) -> None:
         status = self.server.check_credentials(pdu.system_id, pdu.password)
         response = _BIND_RESPONSES[type(pdu)](
-            sequence=pdu.sequence, status=status, system_id=self.server.system_id
+            sequence=pdu.sequence,
+            status=status,
+            system_id=self.server.system_id,
+            # SMPP 3.4 5.3.2.25: without it an ESME (Cloudhopper) takes the SMSC for 3.3
+            tlvs=() if status else ((Tag.SC_INTERFACE_VERSION, bytes([INTERFACE_VERSION])),),
         )
         self.send(response)
         fields = {"system_id": pdu.system_id, "peer": self.peer, "bind": type(pdu).__name__}
