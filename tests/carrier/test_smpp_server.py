@@ -231,3 +231,35 @@ async def test_a_submit_to_an_address_past_its_field_is_refused_not_taken(peer: 
         longer = raw.replace(digit * 20 + b"\x00", digit * 21 + b"\x00")
         longer = (len(longer)).to_bytes(4, "big") + longer[4:]
         assert (await peer.exchange(longer)).status == status
+
+
+async def test_a_receipt_keeps_the_types_of_number_the_submit_gave(secured: Simulator) -> None:
+    # An alphanumeric sender (TON 5) got its receipt addressed TON 1 (the interop review)
+    reader, writer = await asyncio.open_connection("127.0.0.1", secured.port)
+    pdus = PduReader()
+    bind = BindTransceiver(sequence=1, system_id="esme", password="secret")
+    submit = SubmitSm(
+        sequence=2,
+        source_addr_ton=5,
+        source_addr_npi=0,
+        source_addr="SHOP",
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr="33612345678",
+        registered_delivery=1,
+        short_message=b"x",
+    )
+    received: list[Pdu] = []
+    async with asyncio.timeout(5):
+        for request, wanted in ((bind, BindTransceiverResp), (submit, DeliverSm)):
+            writer.write(encode(request))
+            while not any(isinstance(pdu, wanted) for pdu in received):
+                received += [e for e in pdus.feed(await reader.read(4096)) if isinstance(e, Pdu)]
+    writer.close()
+    [receipt] = [pdu for pdu in received if isinstance(pdu, DeliverSm)]
+    assert (receipt.dest_addr_ton, receipt.dest_addr_npi, receipt.destination_addr) == (
+        5,
+        0,
+        "SHOP",
+    )
+    assert (receipt.source_addr_ton, receipt.source_addr) == (1, "33612345678")

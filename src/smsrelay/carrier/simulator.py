@@ -468,16 +468,23 @@ class Simulator:
             (Tag.RECEIPTED_MESSAGE_ID, receipt_id.encode("ascii") + b"\0"),
             (Tag.MESSAGE_STATE, bytes((state,))),
         )
+        addresses = _receipt_addresses(record)
         if self.options.inbound_pdu == "data_sm":
             payload = ((Tag.MESSAGE_PAYLOAD, text.encode("ascii", "replace")),)
             return _with_sequence(
-                _data_sm(record.destination, record.source, ESM_CLASS_RECEIPT, 0, tlvs + payload)
+                DataSm(
+                    sequence=0,
+                    **addresses,
+                    esm_class=ESM_CLASS_RECEIPT,
+                    data_coding=0,
+                    tlvs=tlvs + payload,
+                )
             )
 
         def build(sequence: int) -> DeliverSm:
             return DeliverSm(
                 sequence=sequence,
-                **_international(record.destination, record.source),
+                **addresses,
                 esm_class=ESM_CLASS_RECEIPT,
                 short_message=text.encode("ascii", "replace"),
                 tlvs=tlvs,
@@ -637,6 +644,19 @@ def _international(source: str, destination: str) -> dict[str, Any]:
         "dest_addr_ton": 1,
         "dest_addr_npi": 1,
         "destination_addr": destination,
+    }
+
+
+def _receipt_addresses(record: SubmitRecord) -> dict[str, Any]:
+    """A receipt goes from the handset to the sender with the types of number the submit
+    gave them (an alphanumeric sender, TON 5, came back as TON 1)."""
+    return {
+        "source_addr_ton": record.dest_ton,
+        "source_addr_npi": record.dest_npi,
+        "source_addr": record.destination,
+        "dest_addr_ton": record.source_ton,
+        "dest_addr_npi": record.source_npi,
+        "destination_addr": record.source,
     }
 
 
