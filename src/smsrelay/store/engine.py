@@ -45,6 +45,7 @@ PROBE_EVERY_S = 1.0  # while commits fail and batches write nothing (see _probe_
 # column, too many variables) is that write's own bug, failed alone, or it would fail every
 # batch it joins for as long as its caller retries.
 DATABASE_STATE_ERRORS = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+SQLITE_BUSY = 5
 MAX_BATCH = 1024  # writes per transaction: bounds how long one batch holds the loop
 # Statements kept prepared per connection (the module's default is 128): each grouped write
 # has a text per row count of ``grouped.ROUNDED`` (17), and there are about 15 of them.
@@ -54,6 +55,11 @@ STATEMENT_CACHE = 1024
 # on the event loop's thread and a long wait would stall HTTP and SMPP (503s, retried, instead).
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 SERVING_BUSY_TIMEOUT_MS = 2_000
+# ...waited for in short tries on the loop's thread, the loop running between them: one wait
+# of the whole timeout blocked HTTP and SMPP as long (a 15-s lock: /health unanswered for
+# seconds at a time, sends answered 14 s late: the soak review).
+LOCK_TRY_MS = 20
+LOCK_RETRY_S = 0.05
 log = logging.getLogger("smsrelay.store")
 
 
@@ -136,13 +142,15 @@ class Database:
         self._stall = StallGuard(self.health, self._refuse_waiting)  # a sync that hangs
         self._probed_at = float("-inf")
         self._probes: set[asyncio.Task[None]] = set()
+        self._locked_since: float | None = None  # another process's write lock, seen first
+        self._lock_retry: asyncio.TimerHandle | None = None  # the next try for it
 
     async def start(self, *, only_new: bool = False) -> list[int]:
         """Open the connections and upgrade the schema; returns the migrations applied."""
         self._loop = asyncio.get_running_loop()
         conn = connect(self.path)
         applied = schema.upgrade(conn, only_new=only_new)
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        conn.execute(f"PRAGMA busy_timeout={min(LOCK_TRY_MS, int(self._busy_timeout_ms))}")
         if self.path != ":memory:":
             # We fdatasync the WAL after each commit, so NORMAL loses nothing FULL keeps.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -166,6 +174,8 @@ class Database:
                 self._run_batch()
                 if self._syncing:
                     await self._settled.wait()
+                elif self._lock_retry is not None:  # another process's lock: its next try
+                    await asyncio.sleep(LOCK_RETRY_S)
             self._conn.close()
             self._conn = None
         if self._wal_fd is not None:
@@ -210,7 +220,7 @@ class Database:
 
     def _run_batch(self) -> None:
         """Run and commit the waiting writes, then hand the fsync to the syncer."""
-        if self._syncing or not self._outbox or self._conn is None:
+        if self._syncing or not self._outbox or self._conn is None or self._lock_retry:
             return
         # Before each batch: a write into a file removed under us would vanish at the stop
         # (receipts and replies refused then are sent again by the SMSC).
@@ -225,13 +235,16 @@ class Database:
             if outcomes is None:  # an op refused: redo the batch with one savepoint per op
                 outcomes = _run_isolated(self._conn, batch)
         except sqlite3.Error as exc:
+            _rollback_quietly(self._conn)
+            if self._wait_for_the_lock(exc, batch):
+                return
             log.debug("store.commit.failed", extra={"error": str(exc)})  # store.failing: once
             self.health.batch_failed(str(exc))
-            _rollback_quietly(self._conn)
             error = TransientError(f"database commit failed: {exc}")
             resolve_all([(future, None, error) for _, future in batch])
             self._run_later()
             return
+        self._locked_since = None
         wrote = self._conn.total_changes != changes_before
         self.health.batch_stored(wrote=wrote)
         if not wrote and self.health.failing:
@@ -247,6 +260,26 @@ class Database:
         self._stall.began(self._loop)
         synced = self._loop.run_in_executor(self._syncer, os.fdatasync, self._wal_fd)
         synced.add_done_callback(lambda done: self._synced(done, outcomes))
+
+    def _wait_for_the_lock(self, error: sqlite3.Error, batch: list[tuple[Op, Any]]) -> bool:
+        """Another process holds the write lock (a CLI command): the batch goes back to the
+        front and is tried again shortly, the loop running meanwhile, until the busy timeout
+        has passed since the lock was first seen; False once it has (the batch then fails)."""
+        if not (isinstance(error, sqlite3.OperationalError) and _busy(error)):
+            return False
+        now = time.monotonic()
+        if self._locked_since is None:
+            self._locked_since = now
+        if now - self._locked_since >= self._busy_timeout_ms / 1000 or self._loop is None:
+            self._locked_since = None  # the next batch waits its own while
+            return False
+        self._outbox[:0] = batch
+        self._lock_retry = self._loop.call_later(LOCK_RETRY_S, self._retry_after_lock)
+        return True
+
+    def _retry_after_lock(self) -> None:
+        self._lock_retry = None
+        self._run_batch()
 
     def _probe_soon(self) -> None:
         """Commits failed, and batches since wrote nothing (polls: a full disk takes those):
@@ -366,6 +399,10 @@ def _write_probe(conn: Conn) -> None:
         "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         (str(time.time()),),
     )
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_BUSY
 
 
 def _database_state(exc: sqlite3.OperationalError) -> bool:
