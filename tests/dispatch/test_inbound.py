@@ -386,3 +386,17 @@ def test_a_receipt_written_in_gsm_keeps_its_ids_underscore(data_coding: int) -> 
     body = encode_gsm7("id:nd_1 sub:001 dlvrd:001 stat:DELIVRD err:000")
     read = read_receipt(receipt(body, data_coding), 5.0)
     assert read is not None and read.carrier_id == "nd_1"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"id:MSG_0001 sub:001 dlvrd:001 stat:DELIVRD err:000 text:caf\x05 ok",
+        b"id:MSG_0001 sub:001 dlvrd:001 stat:DELIVRD err:000 text:hi\x00",
+    ],
+    ids=["our GSM text copied into text:", "a NUL at the end"],
+)
+def test_an_ascii_receipt_whose_text_copies_gsm_bytes_keeps_its_id(body: bytes) -> None:
+    # The diff review: any control byte read the whole receipt as GSM, "_" as "§"
+    read = read_receipt(receipt(body, 0), 5.0)
+    assert read is not None and read.carrier_id == "MSG_0001"

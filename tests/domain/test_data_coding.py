@@ -126,3 +126,16 @@ def test_gsm_text_labelled_ia5_is_read_as_gsm() -> None:
     assert decode_sm_text(written, 1) == text.replace("û", "u")
     assert decode_sm_text(written, 0, smsc_default=1) == text.replace("û", "u")
     assert decode_sm_text(b"a@b.com [ok] $5 under_score", 1) == "a@b.com [ok] $5 under_score"
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b"Order\t#12: $5 @ shop_1", "Order\t#12: $5 @ shop_1"),
+        (b"Ref a_b\x0cpage 2", "Ref a_b\x0cpage 2"),
+        (b"Price $5 [ok]\x00", "Price $5 [ok]\ufffd"),
+    ],
+    ids=["a tab", "a form feed", "a NUL at the end"],
+)
+def test_an_ia5_text_with_a_tab_form_feed_or_padding_stays_ia5(body: bytes, text: str) -> None:
+    assert decode_sm_text(body, 1) == text

@@ -207,9 +207,17 @@ def receipt_text(body: bytes, data_coding: int) -> str:
     03.38, an id's "_" or "@" would change (and decoding would cost more)."""
     if alphabet_of(data_coding) == UCS2:
         return decode_ucs2(body)
-    if written_in_gsm(body):  # an id's "_" as 0x11: it never matched (node-smpp's SMSC)
+    # GSM when the fields before text: say so (an id's "_" as 0x11 never matched, from
+    # node-smpp's SMSC); not by text:, which copies our GSM submit's first bytes (an "é"
+    # there read a whole ASCII receipt as GSM, and its id's "_" as "§")
+    if written_in_gsm(_before_text(body)):
         return decode_gsm7(body)
     return body.decode("ascii", "replace")
+
+
+def _before_text(body: bytes) -> bytes:
+    found = [at for label in (b"text:", b"Text:", b"TEXT:") if (at := body.find(label)) >= 0]
+    return body[: min(found)] if found else body
 
 
 def _quick_err(text: str) -> str | None:

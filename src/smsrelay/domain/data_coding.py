@@ -62,15 +62,16 @@ def alphabet_of(data_coding: int) -> str:
     return GSM7
 
 
-# Bytes no IA5 text holds (C0 controls but line breaks, DEL) and GSM 03.38 writes letters
-# with: @ 0x00, $ 0x02, è é ù ì ò 0x04-0x08, _ 0x11, the escape 0x1B (€ { } [ ] ~ ^ \ |),
-# à 0x7F. Some SMSCs (node-smpp's) label GSM text data_coding 1 (IA5).
-_NOT_IA5 = frozenset(range(0x20)) - {0x0A, 0x0D} | {0x7F}
+# Bytes no IA5 text holds and GSM 03.38 writes letters with: @ 0x00, $ 0x02, è é ù ì ò
+# 0x04-0x08, _ 0x11, the escape 0x1B (€ { } [ ] ~ ^ \ |), à 0x7F. Some SMSCs (node-smpp's)
+# label GSM text data_coding 1 (IA5). Not a tab, a form feed or line breaks (an IA5 text may
+# hold them), nor NULs at the end (padding).
+_NOT_IA5 = frozenset(range(0x20)) - {0x09, 0x0A, 0x0C, 0x0D} | {0x7F}
 
 
 def written_in_gsm(body: bytes) -> bool:
     """Text labelled IA5/ASCII whose bytes say it is GSM 03.38 (unpacked)."""
-    return not _NOT_IA5.isdisjoint(body)
+    return not _NOT_IA5.isdisjoint(body.rstrip(b"\x00"))
 
 
 def decode_sm_text(body: bytes, data_coding: int, smsc_default: int = 0) -> str:
