@@ -47,6 +47,10 @@ class ScriptedCarrier:
 
     async def stop(self) -> None: ...
 
+    def withhold(self, withheld: bool) -> None: ...
+
+    def refuse_parked(self) -> None: ...
+
     def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
         return submitted_each(self.submit, parts)
 

@@ -425,14 +425,22 @@ async def test_while_the_store_refuses_outcomes_parts_waiting_for_a_slot_do_not_
         sent = [(await gw.send(message=f"m{i}"))[1]["message_id"] for i in range(30)]
         dispatcher = gw.running.dispatcher
         await eventually(lambda: dispatcher.withheld)
-        # every part handed to the connector has concluded: answered, or refused unsent
-        await eventually(lambda: all(lane.in_flight == 0 for lane in dispatcher._lanes))
-        left_while_full = len(await smsc.submits())
+        connector = gw.running.connectors["default"]
+
+        async def every_part_answered_or_parked() -> int | None:
+            left = len(await smsc.submits())
+            return left if left + len(connector._parked) == 30 else None
+
+        left_while_full = await eventually(every_part_answered_or_parked)
         assert left_while_full <= 4  # the window's two, and two more sent before it said
+        # waiting unsent, not failed back to the queue: nothing recorded for them
+        assert all(lane.in_flight == 30 - left_while_full for lane in dispatcher._lanes)
         full = False
         for message_id in sent:
             await _final_status(gw, message_id)
         assert not dispatcher.withheld
+        # none went back to the queue unsent (one refusal once bounced every waiting part)
+        assert dispatcher.outcomes["default", "not_sent"] == 0
         texts = [bytes.fromhex(s["short_message"]) for s in await smsc.submits()]
         assert sorted(texts) == sorted(f"m{i}".encode() for i in range(30))  # each once
     finally:

@@ -107,6 +107,10 @@ class Connector(Protocol):
         """Each session this connector keeps with its SMSC (by mode) and whether it is bound:
         what an operator watches, since receipts and replies need the receiving one too."""
 
+    def refuse_parked(self) -> None:
+        """At a stop: the parts waiting unsent while withheld fail as never sent (the stop
+        need not wait for them)."""
+
     def links_lost(self) -> dict[tuple[str, str], int]:
         """(session, how) -> links lost since start: ``silent`` when we gave one up (it
         stopped answering, or took our submits and acknowledged nothing: a link bound again
@@ -119,9 +123,10 @@ class Connector(Protocol):
         """Unbind cleanly, waiting briefly for outstanding responses."""
 
     def withhold(self, withheld: bool) -> None:
-        """While withheld, a part that reaches a window slot is not sent: its outcome is a
-        TransientError (never left). The gateway cannot store what the SMSC would answer (a
-        full disk), and an answer not stored is a part sent again after a restart."""
+        """While withheld, a part that reaches a window slot is not sent: it waits, unsent,
+        until sending resumes (or a stop refuses it as never sent). The gateway cannot store
+        what the SMSC would answer (a full disk), and an answer not stored is a part sent
+        again after a restart."""
 
     def submit_many(self, parts: Sequence[OutboundPart]) -> list[asyncio.Future[SubmitOutcome]]:
         """Send parts; per part a future of its outcome, or of TransientError if not bound or

@@ -476,6 +476,9 @@ class SmppConnector:
         self._stopping = False
         self._lost: dict[tuple[str, str], int] = {}  # (session, silent|closed) -> links
         self._withheld = False  # see withhold
+        # parts that reached a slot while withheld: they wait here, unsent (a slot would go
+        # to the next one and park it too: the window's queue drains in here)
+        self._parked: list[tuple[OutboundPart, asyncio.Future[SubmitOutcome]]] = []
         self._rng = random.Random()
         self._pace = AdaptivePace()  # a throttling SMSC is followed, not hammered
         self._pace_turn = asyncio.Lock()
@@ -495,6 +498,11 @@ class SmppConnector:
 
     def withhold(self, withheld: bool) -> None:
         self._withheld = withheld
+        if not withheld:  # the parked parts take their turn for a slot again, in order
+            parked, self._parked = self._parked, []
+            for part, outcome in parked:
+                if not outcome.done():
+                    self._window.take(partial(self._send_in_slot, part, outcome))
 
     def links_lost(self) -> dict[tuple[str, str], int]:
         return dict(self._lost)
@@ -514,8 +522,15 @@ class SmppConnector:
             for mode in self._links
         ]
 
+    def refuse_parked(self) -> None:
+        parked, self._parked = self._parked, []
+        for _, outcome in parked:  # never left
+            if not outcome.done():
+                outcome.set_exception(self._stopping_refusal())
+
     async def stop(self) -> None:
         self._stopping = True
+        self.refuse_parked()
         for waiting in self._pacing:  # parts waiting for their turn of the pace never left
             waiting.cancel()
         await asyncio.gather(*self._pacing, return_exceptions=True)
@@ -564,7 +579,7 @@ class SmppConnector:
             outcome.set_exception(self._stopping_refusal())
             return False
         if self._withheld:
-            outcome.set_exception(self._withheld_refusal())
+            self._parked.append((part, outcome))
             return False
         if self._bucket is not None or self._pace.rate is not None:
             # Paced (our cap, or the SMSC's pace learnt while it waited): it waits for its
@@ -587,7 +602,7 @@ class SmppConnector:
             outcome.set_exception(self._stopping_refusal())
             return False
         if self._withheld:
-            outcome.set_exception(self._withheld_refusal())
+            self._parked.append((part, outcome))
             return False
         return self._send_now(part, outcome)
 
@@ -600,7 +615,7 @@ class SmppConnector:
         if error is None and not task.cancelled() and task.result():
             return
         self._window.release()
-        if outcome.done():
+        if outcome.done() or (error is None and not task.cancelled()):  # or parked
             return
         if error is None:  # cancelled by stop(): the part never left
             outcome.set_exception(self._stopping_refusal())
@@ -612,11 +627,6 @@ class SmppConnector:
         """For a part that waited (for a slot, or its turn) while we began to stop: it never
         left, so it is not counted against the part."""
         return TransientError(f"smpp connector {self.name} is stopping")
-
-    def _withheld_refusal(self) -> TransientError:
-        return TransientError(
-            f"smpp connector {self.name}: not sent while the gateway cannot store outcomes"
-        )
 
     def _send_now(self, part: OutboundPart, outcome: asyncio.Future[SubmitOutcome]) -> bool:
         try:

@@ -147,6 +147,8 @@ class Dispatcher:
         their outcome stored: a part it took is not sent again after a restart. What is left
         keeps its lease and comes back (at least once)."""
         await self.stop_claiming()
+        for connector in self._connectors.values():  # withheld (a full disk): never sent
+            connector.refuse_parked()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         # Late answers too (the connectors have stopped: they are in or cannot come), and a
