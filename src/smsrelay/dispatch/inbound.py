@@ -45,7 +45,7 @@ class InboundRouter:
         self.replies_received = 0  # likewise; a part the SMSC sent again counts again
         # a store refusing writes (a full disk) refuses every receipt: a line a second, not
         # a traceback per PDU (thousands in a minute)
-        self._refusals = Sparse(REFUSALS_SAID_EVERY_S)
+        self._refusals: dict[str, Sparse] = {}  # per event: receipts, replies
 
     async def __call__(self, sm: InboundSm) -> int:
         (status,) = await self.handle_many([sm])
@@ -122,8 +122,9 @@ class InboundRouter:
 
     def _say_refused(self, event: str, error: TransientError, count: int) -> None:
         """The store refused them: the SMSC sends them again. Said at most once a second."""
-        self._refusals.unsaid += count - 1
-        said_for = self._refusals.due(time.monotonic())
+        said = self._refusals.setdefault(event, Sparse(REFUSALS_SAID_EVERY_S))
+        said.unsaid += count - 1
+        said_for = said.due(time.monotonic())
         if said_for is not None:
             log.warning(event, extra={"error": str(error), "refused_since_last_line": said_for})
 
