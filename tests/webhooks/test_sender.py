@@ -779,7 +779,7 @@ async def test_a_hung_receivers_line_is_brought_forward_once_it_posts_fast_again
 
     async def placed_far() -> bool:
         placed = await dues()
-        return len(placed) >= 500 and max(placed) > T0 + sender_module.LINE_HORIZON
+        return len(placed) >= 500 and max(placed) > T0 + 120.0
 
     await eventually(placed_far, timeout=10)
     ahead_before = max(await dues()) - T0
@@ -793,6 +793,31 @@ async def test_a_hung_receivers_line_is_brought_forward_once_it_posts_fast_again
         return max(await dues(), default=T0) - T0 <= ahead_before / 2
 
     await eventually(brought_forward, timeout=10)
+
+
+async def test_a_start_brings_in_a_line_a_stopped_sender_left_for_a_receiver_now_back(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # A stop while the receiver hung: its line (in the stopped process's memory) was lost,
+    # and the callbacks waited up to 15 minutes for a receiver that answered at once (the
+    # soak review). Due later than a retry waits after their attempts: brought in at start.
+    receiver = await receivers()
+    clock = FixedClock(T0)
+    placed = await add_callback(store, account, receiver.url, now=T0)
+    retried = await add_callback(store, account, receiver.url, now=T0)
+    waiting = await add_callback(store, account, receiver.url, now=T0)
+    await store.db.write(
+        lambda c: c.execute(
+            "UPDATE webhooks SET due_at = CASE id WHEN ? THEN ? WHEN ? THEN ? ELSE ? END, "
+            "attempts = CASE id WHEN ? THEN 0 ELSE 3 END WHERE id IN (?, ?, ?)",
+            (placed, T0 + 700, retried, T0 + 600, T0 + 4, placed, placed, retried, waiting),
+        )
+    )  # a line's 700 s and 600 s; a fourth try's 4 s (after 3 attempts, up to 5 s)
+    await senders(clock=clock, backoff=BackoffPolicy(first=1.0, cap=600.0))
+    for webhook_id in (placed, retried):
+        await eventually(is_state(store, webhook_id, "delivered"))
+    view = await state_of(store, waiting)
+    assert (view.state, view.due_at) == ("pending", T0 + 4)
 
 
 async def test_a_hung_receivers_lapsed_hand_is_one_log_line_not_one_per_callback(
@@ -829,13 +854,16 @@ async def test_callbacks_an_older_build_placed_hours_ahead_are_due_at_start(
 
     def place(conn: Any) -> None:
         conn.execute("UPDATE webhooks SET due_at = ? WHERE id = ?", (T0 + 5 * 3600, far))
-        conn.execute("UPDATE webhooks SET due_at = ? WHERE id = ?", (T0 + 60, retrying))
+        # after 5 attempts a retry waits 16 s, up to 20 with its jitter
+        conn.execute(
+            "UPDATE webhooks SET due_at = ?, attempts = 5 WHERE id = ?", (T0 + 20, retrying)
+        )
         conn.execute("UPDATE webhooks SET due_at = ? WHERE id = ?", (float("inf"), parked))
 
     await store.db.write(place)
-    await senders(clock=FixedClock(T0))
+    await senders(clock=FixedClock(T0), backoff=BackoffPolicy(first=1.0, cap=600.0))
     await eventually(has_attempts(store, far, 1))  # due at once: posted (and refused)
-    assert (await state_of(store, retrying)).due_at == T0 + 60  # a retry's wait is its own
+    assert (await state_of(store, retrying)).due_at == T0 + 20  # a retry's wait is its own
     assert (await state_of(store, parked)).due_at is None  # still behind the one before it
 
 

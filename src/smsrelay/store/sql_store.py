@@ -329,8 +329,8 @@ class SqlStore:
     async def reschedule_webhooks(self, items: list[tuple[int, float]]) -> int:
         return await self.db.write(partial(webhook_ops.reschedule, items=items))
 
-    async def bring_forward_webhooks(self, latest: float, now: float) -> int:
-        return await self.db.write(partial(webhook_ops.bring_forward, latest=latest, now=now))
+    async def bring_forward_webhooks(self, waits: Sequence[float], now: float) -> int:
+        return await self.db.write(partial(webhook_ops.bring_forward, waits=waits, now=now))
 
     async def expire_unanswered(
         self, submitted_before: float, now: float, builders: CallbackBuilders

@@ -17,6 +17,7 @@ due, and neither the claim nor a finished attempt probes its key (``ALONE``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from smsrelay.store.grouped import flat, marks, padded, padded_chunks, values
@@ -134,14 +135,23 @@ def reschedule(conn: Conn, items: list[tuple[int, float]]) -> int:
     return moved
 
 
-def bring_forward(conn: Conn, latest: float, now: float) -> int:
-    """Pending callbacks due later than ``latest`` (no retry waits so long) are due ``now``;
-    how many. An older build placed a hung receiver's handed-back callbacks hours ahead; the
-    sender runs this once, at start. Parked ones (behind an earlier one) stay parked."""
-    return conn.execute(
-        "UPDATE webhooks SET due_at = ? WHERE state = 'pending' AND due_at > ? AND due_at < ?",
-        (now, latest, PARKED),
-    ).rowcount
+def bring_forward(conn: Conn, waits: Sequence[float], now: float) -> int:
+    """Pending callbacks due later than a retry may wait after their attempts so far are due
+    ``now``; how many. ``waits[n]``: the longest wait after ``n`` attempts (the last for any
+    more). Only a receiver's line puts one later (a hung receiver's backlog handed back,
+    spaced by its timeouts), and a line lives in the memory of the process that made it:
+    after a restart its callbacks waited up to 15 minutes for a receiver long back (the
+    soak review). The sender runs this once, at start. Parked ones stay parked."""
+    moved = 0
+    last = len(waits) - 1
+    for attempts, wait in enumerate(waits):
+        which = "attempts >= ?" if attempts == last else "attempts = ?"
+        moved += conn.execute(
+            f"UPDATE webhooks SET due_at = ? WHERE state = 'pending' AND {which} "
+            "AND due_at > ? AND due_at < ?",
+            (now, attempts, now + wait, PARKED),
+        ).rowcount
+    return moved
 
 
 def unpark_stranded(conn: Conn) -> int:

@@ -63,9 +63,9 @@ CLAIM_GRACE = 5.0  # a claim being written when the sender stops: its time to fi
 POST_TIME_KEPT = 0.8  # weight of a host's post time so far against the latest post's
 HELD_FOR = 5.0  # seconds of posts a host may have in the sender's hands at its post time
 LAPSED_SAID_EVERY_S = 1.0  # webhook.lease.lapsed is logged a line a second at most
-# a start brings forward callbacks due later than a retry may wait plus this (an older build,
-# or one stopped before its receiver came back, left a hung receiver's line hours ahead)
-LINE_HORIZON = 120.0
+# a start brings forward callbacks due later than a retry may wait plus this (a process
+# stopped before its receiver came back left a hung receiver's line minutes or hours ahead)
+LINE_MARGIN = 5.0
 MAX_LINE_IDS = 200_000  # in all lines (past it, a callback waits for its stored due time)
 RECOVERED_BY = 4.0  # a host whose post time fell so many times has its line brought in
 FIRST_POST_TIME = 0.25  # a host's post time until one is measured
@@ -170,9 +170,9 @@ class WebhookSender:
         await self._store.release_expired_webhook_leases(until)
         # callbacks an older build left waiting behind ones it has since delivered
         await self._store.unpark_stranded_webhooks()
-        # and those it placed hours ahead in a hung receiver's line (see _place_in_line)
-        latest = self._clock.now() + self._backoff.cap * 1.25 + LINE_HORIZON
-        await self._store.bring_forward_webhooks(latest, self._clock.now())
+        # and those a stopped process placed ahead in a hung receiver's line, which only its
+        # memory would have brought in (see _place_in_line): due later than a retry waits
+        await self._store.bring_forward_webhooks(self._longest_waits(), self._clock.now())
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="webhook-claims"),
             asyncio.create_task(self._sweep_leases(), name="webhook-lease-sweeper"),
@@ -202,6 +202,15 @@ class WebhookSender:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    def _longest_waits(self) -> list[float]:
+        """The longest a callback waits after 0, 1, 2, ... attempts (jitter included), up
+        to the cap's: a callback due later was put in a line."""
+        waits = [LINE_MARGIN]
+        while waits[-1] < self._backoff.cap * 1.25 + LINE_MARGIN:
+            attempts = len(waits)
+            waits.append(next_attempt_at(attempts, 0.0, self._backoff, 1.0) + LINE_MARGIN)
+        return waits
 
     def _busy(self) -> set[asyncio.Task[None]]:
         return {task for task in [*self._jobs, *self._recorders] if not task.done()}
