@@ -81,6 +81,11 @@ async def test_bind_checks_system_id_then_password(peer: RawPeer) -> None:
     assert again.status == CommandStatus.ESME_RALYBND
 
 
+async def test_a_bind_of_an_smpp_33_esme_gets_no_tlv(peer: RawPeer) -> None:
+    bind = BindTransceiver(sequence=1, system_id="esme", password="secret", interface_version=0x33)
+    assert await peer.exchange(bind) == BindTransceiverResp(sequence=1, system_id="smsrelay")
+
+
 async def test_enquire_link_is_answered_even_before_bind(peer: RawPeer) -> None:
     assert await peer.exchange(EnquireLink(sequence=42)) == EnquireLinkResp(sequence=42)
 

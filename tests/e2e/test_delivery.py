@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -403,39 +404,55 @@ async def test_an_outcome_the_store_briefly_refuses_is_stored_later_not_sent_aga
         await smsc.stop()
 
 
+class _FullDisk:
+    """The store refuses every submit outcome while ``full`` (another process filled the
+    disk), as SQLite's 'database or disk is full'."""
+
+    def __init__(self, store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = True
+        for write in ("mark_submitted_many", "mark_submitted", "mark_retry", "mark_part_final"):
+            monkeypatch.setattr(store, write, partial(self._refused, getattr(store, write)))
+
+    async def _refused(self, real_write: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.full:
+            raise TransientError("database commit failed: database or disk is full")
+        return await real_write(*args, **kwargs)
+
+
+async def _thirty_sent_onto_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[SmscProcess, RunningGateway, _FullDisk, list[int], int]:
+    """30 messages through a window of 2 onto a full disk: the gateway, and how many parts
+    left before sending was withheld (the others wait unsent)."""
+    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "50")
+    gw = await start_gateway(gateway_settings(tmp_path, smsc=f"{smsc.url}?window=2"))
+    disk = _FullDisk(gw.running.gateway.store, monkeypatch)
+    sent = [(await gw.send(message=f"m{i}"))[1]["message_id"] for i in range(30)]
+    await eventually(lambda: gw.running.dispatcher.withheld)
+    connector = gw.running.connectors["default"]
+
+    async def every_part_answered_or_parked() -> int | None:
+        left = len(await smsc.submits())
+        return left if left + len(connector._parked) == 30 else None  # type: ignore[attr-defined]
+
+    return smsc, gw, disk, sent, await eventually(every_part_answered_or_parked)
+
+
 async def test_while_the_store_refuses_outcomes_parts_waiting_for_a_slot_do_not_leave(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Another process filled the disk (the storage review): the dispatcher went on sending
     # the parts it held, whose answers it could not store; a kill -9 then sent 331 of them
     # again, a SIGTERM 325. Only the window's parts are out when the first refusal comes.
-    smsc = await start_smsc("--delivery-rate", "1.0", "--resp-delay-ms", "50")
-    gw = await start_gateway(gateway_settings(tmp_path, smsc=f"{smsc.url}?window=2"))
-    store = gw.running.gateway.store
-    full = True
-
-    async def disk_full(real_write: Any, *args: Any, **kwargs: Any) -> Any:
-        if full:
-            raise TransientError("database commit failed: database or disk is full")
-        return await real_write(*args, **kwargs)
-
-    for write in ("mark_submitted_many", "mark_submitted", "mark_retry", "mark_part_final"):
-        monkeypatch.setattr(store, write, partial(disk_full, getattr(store, write)))
+    smsc, gw, disk, sent, left_while_full = await _thirty_sent_onto_a_full_disk(
+        tmp_path, monkeypatch
+    )
+    dispatcher = gw.running.dispatcher
     try:
-        sent = [(await gw.send(message=f"m{i}"))[1]["message_id"] for i in range(30)]
-        dispatcher = gw.running.dispatcher
-        await eventually(lambda: dispatcher.withheld)
-        connector = gw.running.connectors["default"]
-
-        async def every_part_answered_or_parked() -> int | None:
-            left = len(await smsc.submits())
-            return left if left + len(connector._parked) == 30 else None
-
-        left_while_full = await eventually(every_part_answered_or_parked)
         assert left_while_full <= 4  # the window's two, and two more sent before it said
         # waiting unsent, not failed back to the queue: nothing recorded for them
         assert all(lane.in_flight == 30 - left_while_full for lane in dispatcher._lanes)
-        full = False
+        disk.full = False
         for message_id in sent:
             await _final_status(gw, message_id)
         assert not dispatcher.withheld
@@ -443,6 +460,25 @@ async def test_while_the_store_refuses_outcomes_parts_waiting_for_a_slot_do_not_
         assert dispatcher.outcomes["default", "not_sent"] == 0
         texts = [bytes.fromhex(s["short_message"]) for s in await smsc.submits()]
         assert sorted(texts) == sorted(f"m{i}".encode() for i in range(30))  # each once
+    finally:
+        await runtime.stop(gw.running)
+        await smsc.stop()
+
+
+async def test_a_stop_on_a_full_disk_names_apart_the_parts_that_left_and_those_that_did_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # dispatch.stop.unrecorded said 344 parts "the SMSC may have them": 101 had left
+    smsc, gw, _, _, left_while_full = await _thirty_sent_onto_a_full_disk(tmp_path, monkeypatch)
+    try:
+        caplog.set_level(logging.WARNING, logger="smsrelay.dispatch")
+        await gw.running.dispatcher.stop(grace=0.3)
+
+        def said(event: str) -> list[int]:
+            return [r.__dict__["parts"] for r in caplog.records if r.getMessage() == event]
+
+        assert said("dispatch.stop.unrecorded") == [left_while_full]
+        assert said("dispatch.stop.unsent") == [30 - left_while_full]
     finally:
         await runtime.stop(gw.running)
         await smsc.stop()

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from smsrelay.carrier.answer_proof import AnswerProof
+from smsrelay.logs import Sparse
 
 SAVE_EVERY_S = 1.0
 KEEP_BINDS = 1000
+UNSAVED_SAID_EVERY_S = 60.0
 
 Save = Callable[[str, int], Awaitable[None]]
 
@@ -35,6 +38,7 @@ class ProofSaver:
         self._saved: dict[str, int] = {}  # bind -> proven through, as saved
         self._due: dict[str, tuple[asyncio.TimerHandle, ProvenLink]] = {}
         self._stopped = False  # after save_now: nothing more is scheduled
+        self._unsaved = Sparse(UNSAVED_SAID_EVERY_S)
 
     @property
     def due(self) -> set[str]:
@@ -76,7 +80,12 @@ class ProofSaver:
         try:
             await self._save(link.bind_id, through)
         except Exception as exc:  # tried again a second later; meanwhile the reply is unproven
-            self._log.warning("smpp.proof.unsaved", extra={"bind": link.bind_id, "error": str(exc)})
+            said_for = self._unsaved.due(time.monotonic())  # a line a minute (a full disk)
+            if said_for is not None:
+                self._log.warning(
+                    "smpp.proof.unsaved",
+                    extra={"bind": link.bind_id, "error": str(exc), "failures": said_for},
+                )
         else:
             self._saved[link.bind_id] = max(self._saved.get(link.bind_id, 0), through)
             if len(self._saved) > KEEP_BINDS:  # binds long gone: the oldest first

@@ -122,8 +122,11 @@ class SmscLink(SmppLink):
             sequence=pdu.sequence,
             status=status,
             system_id=self.server.system_id,
-            # SMPP 3.4 5.3.2.25: without it an ESME (Cloudhopper) takes the SMSC for 3.3
-            tlvs=() if status else ((Tag.SC_INTERFACE_VERSION, bytes([INTERFACE_VERSION])),),
+            # SMPP 3.4 5.3.2.25: without it an ESME (Cloudhopper) takes the SMSC for 3.3;
+            # none to a 3.3 ESME, which knows no TLVs
+            tlvs=((Tag.SC_INTERFACE_VERSION, bytes([INTERFACE_VERSION])),)
+            if not status and pdu.interface_version >= INTERFACE_VERSION
+            else (),
         )
         self.send(response)
         fields = {"system_id": pdu.system_id, "peer": self.peer, "bind": type(pdu).__name__}

@@ -88,6 +88,7 @@ class Dispatcher:
         self.sole = True  # set by start: the only dispatcher of its database
         self.withheld = False  # see withhold_sending
         self.claims_refused = Sparse(1.0)
+        self.records_refused = Sparse(1.0)
 
     def withhold_sending(self, error: TransientError) -> None:
         """An outcome the store refused (a full disk, a failing database): what the SMSC
@@ -156,7 +157,8 @@ class Dispatcher:
         while (busy := self._busy()) and loop.time() < deadline:
             await asyncio.wait(busy, timeout=deadline - loop.time())
         self._closing = True  # from here a part left unanswered keeps its lease (comes back)
-        unstored = sum(len(lane.held) for lane in self._lanes)
+        unstored = sum(len(lane.held - lane.never_left) for lane in self._lanes)
+        unsent = sum(len(lane.held & lane.never_left) for lane in self._lanes)
         if unstored:  # answered by the SMSC (or maybe taken), not stored: a database that
             # refuses writes (a full disk) through the whole grace
             log.error(
@@ -165,6 +167,11 @@ class Dispatcher:
                     "parts": unstored,
                     "then": "sent again after a start (the SMSC may have them)",
                 },
+            )
+        if unsent:  # never left (withheld, or refused at the stop): no copy can result
+            log.warning(
+                "dispatch.stop.unsent",
+                extra={"parts": unsent, "then": "sent after a start (they never left)"},
             )
         busy = self._busy()
         for task in busy:
@@ -242,6 +249,7 @@ class _Lane:
         self.limit = dispatcher._policy.in_flight
         self.in_flight = 0
         self.held: set[int] = set()  # parts claimed and not yet recorded: their leases renew
+        self.never_left: set[int] = set()  # of those, parts whose outcome says they never left
         self.claiming = False  # a claim is being written
         self.task: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
@@ -393,9 +401,15 @@ class _Lane:
         self.d.outcomes[self.name, "ok"] += len(parts)
 
     def _refused(self, error: TransientError, **about: int) -> None:
-        """An outcome the store refused: said, tried again later, and no part leaves until
-        one is stored (``withhold_sending``)."""
-        log.warning("dispatch.record.retrying", extra={**about, "error": str(error)})
+        """An outcome the store refused: said (a line a second at most: each part held
+        retries its own), tried again later, and no part leaves until one is stored
+        (``withhold_sending``)."""
+        said_for = self.d.records_refused.due(self.loop.time())
+        if said_for is not None:
+            log.warning(
+                "dispatch.record.retrying",
+                extra={**about, "error": str(error), "refused_since_last_line": said_for},
+            )
         self.d.withhold_sending(error)
 
     async def conclude_when_answered(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:
@@ -412,6 +426,8 @@ class _Lane:
         await self._conclude(part, unanswered if answer is None else answer)
 
     async def _conclude(self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError) -> None:
+        if _never_left(outcome):
+            self.never_left.add(part.part_id)
         try:
             await self._record_until_stored(part, outcome)
         except TransientError as exc:
@@ -422,6 +438,7 @@ class _Lane:
             log.exception("dispatch.record.crashed", extra={"part_id": part.part_id})
         finally:
             self.held.discard(part.part_id)
+            self.never_left.discard(part.part_id)
 
     async def _record_until_stored(
         self, part: ClaimedPart, outcome: SubmitOutcome | SmsRelayError
@@ -562,3 +579,11 @@ def outbound_part(part: ClaimedPart) -> OutboundPart:
 def segments_of(text: str, encoding: str) -> tuple[bytes, ...]:
     """Split once per message, not once per part (the parts of a message are claimed together)."""
     return tuple(split_segments(text, Encoding(encoding)))
+
+
+def _never_left(outcome: SubmitOutcome | SmsRelayError) -> bool:
+    """The part surely never reached the SMSC: not sent (not bound, stopping, withheld), or
+    its bytes never left this host."""
+    if isinstance(outcome, SentIntoSilence):
+        return not outcome.may_have_left
+    return isinstance(outcome, TransientError) and not isinstance(outcome, SubmitUnanswered)
