@@ -433,3 +433,29 @@ async def test_another_processs_write_lock_is_waited_for_with_the_loop_running(
         release.cancel()
         other.close()
         await db.stop()
+
+
+async def test_a_lock_seen_before_another_failure_does_not_shorten_the_next_wait(
+    tmp_path: Path,
+) -> None:
+    # A batch that saw the lock, then failed otherwise (a full disk), kept the lock's first
+    # sight: a lock met seconds later failed at once, "database is locked" (the diff review)
+    def full(conn: sqlite3.Connection) -> None:
+        error = sqlite3.OperationalError("database or disk is full")
+        error.sqlite_errorcode = 13  # SQLITE_FULL
+        raise error
+
+    db = Database(str(tmp_path / "e.db"), busy_timeout_ms=2_000)
+    await db.start()
+    await db.write(_create_table)
+    db._locked_since = time.monotonic() - 10.0  # a lock seen long ago by the failing batch
+    other = sqlite3.connect(tmp_path / "e.db", isolation_level=None)
+    try:
+        with pytest.raises(TransientError, match="full"):
+            await db.write(full)
+        other.execute("BEGIN IMMEDIATE")  # a short lock, later
+        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+        assert await db.write(_insert(b"x")) > 0  # waited for, and stored
+    finally:
+        other.close()
+        await db.stop()

@@ -391,6 +391,7 @@ class _Lane:
             )
         except Exception:
             log.exception("dispatch.record.crashed", extra={"parts": len(parts)})
+            self.d.resume_sending()  # a bug, not a refusing store: the parked parts go
         finally:
             self.held.difference_update(part.part_id for part in parts)
 
@@ -436,6 +437,7 @@ class _Lane:
             )
         except Exception:
             log.exception("dispatch.record.crashed", extra={"part_id": part.part_id})
+            self.d.resume_sending()  # a bug, not a refusing store: the parked parts go
         finally:
             self.held.discard(part.part_id)
             self.never_left.discard(part.part_id)

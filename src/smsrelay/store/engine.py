@@ -238,6 +238,7 @@ class Database:
             _rollback_quietly(self._conn)
             if self._wait_for_the_lock(exc, batch):
                 return
+            self._locked_since = None  # a lock seen later is waited for afresh
             log.debug("store.commit.failed", extra={"error": str(exc)})  # store.failing: once
             self.health.batch_failed(str(exc))
             error = TransientError(f"database commit failed: {exc}")
