@@ -25,6 +25,11 @@ class TransientError(SmsRelayError):
     """An adapter failed in a way that may succeed if retried (timeout, connection lost)."""
 
 
+class MaybeStored(TransientError):
+    """A write whose commit may have happened all the same (PostgreSQL's outcome unknown, a
+    failed fsync): refused to its caller, yet its row may be there."""
+
+
 class StorageLow(TransientError):
     """New work refused while the store keeps its disk reserve for what already happened."""
 

@@ -60,12 +60,12 @@ def test_requests_never_answered_are_not_kept_once_a_later_one_is() -> None:
     assert proof.proven == 1000 and not proof._marks
 
 
-def test_an_answer_asking_the_smsc_to_send_again_is_never_proven() -> None:
-    # ESME_RX_T_APPN: the SMSC sends it again (its row may be stored all the same: a commit
-    # whose outcome is unknown), so the same text on the next bind is that re-send
+def test_an_answer_asking_a_resend_of_what_may_be_stored_is_never_proven() -> None:
+    # ESME_RX_T_APPN while the commit's outcome is unknown: the SMSC sends it again and its
+    # row may be there, so the same text on the next bind is that re-send
     proof = AnswerProof()
     refused = proof.arrived()
-    proof.answered(refused, stored=False)
+    proof.answered(refused, provable=False)
     proof.answered(proof.arrived())
     proof.requested(sequence=1)
     assert proof.answer_heard(1) is False

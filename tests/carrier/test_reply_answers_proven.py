@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from smsrelay.carrier.connector import InboundSm
+from smsrelay.carrier.connector import MAY_BE_STORED, InboundSm
 from smsrelay.carrier.simulator import Simulator
+from smsrelay.smpp.pdu import CommandStatus
 from tests.carrier.conftest import Inbox, MakeConnector, MakeSimulator, eventually
 
 pytestmark = pytest.mark.asyncio
@@ -103,3 +104,33 @@ async def test_a_reply_on_a_link_busy_with_deliveries_is_proven_all_the_same(
         await eventually(lambda: inbox.proven.get(reply.bind_id, 0) >= reply.bind_seq)
     finally:
         traffic.cancel()
+
+
+@pytest.mark.parametrize(
+    ("refusal", "proves_the_next"),
+    [(CommandStatus.ESME_RX_T_APPN, True), (MAY_BE_STORED, False)],
+    ids=["not stored", "may be stored"],
+)
+async def test_a_reply_refused_while_the_database_is_out_stops_no_later_proof(
+    make_simulator: MakeSimulator,
+    make_connector: MakeConnector,
+    refusal: int,
+    proves_the_next: bool,
+) -> None:
+    # One reply refused during a 1-s PostgreSQL outage stopped every later proof on its link
+    # until it reconnected: a person's repeat on another bind was dropped (the PostgreSQL
+    # review). Only a refusal whose write may have committed must stop it.
+    simulator = await make_simulator(delivery_rate=1.0)
+    inbox = Inbox()
+    inbox.statuses = [refusal]
+    connector = await make_connector(simulator, inbox, enquire_link_interval=0.05)
+    wire = await simulator.inject_reply("33612345678", "33757000001", "Oui")
+    assert wire == [CommandStatus.ESME_RX_T_APPN]  # the SMSC sends it again either way
+    assert await simulator.inject_reply("33612345679", "33757000001", "Non") == [0]
+    [later] = inbox.items
+    link = connector._links["transceiver"]
+    assert link is not None
+    [server_side] = simulator.server.links
+    seen = server_side.enquire_links_received
+    await eventually(lambda: server_side.enquire_links_received >= seen + 3, what="keepalives")
+    assert (link.proof.proven >= later.bind_seq) is proves_the_next

@@ -37,11 +37,12 @@ class AnswerProof:
         self._open.append(self.arrivals)
         return self.arrivals
 
-    def answered(self, number: int, stored: bool = True) -> None:
-        """Its answer was written to the connection; ``stored`` False when it asked the SMSC
-        to send it again (its row may exist all the same: a commit whose outcome is unknown),
-        so it must never count as proven."""
-        if not stored:
+    def answered(self, number: int, provable: bool = True) -> None:
+        """Its answer was written to the connection; ``provable`` False when it asked the SMSC
+        to send it again while its row may exist all the same (a commit whose outcome is
+        unknown): it must never count as proven, nor, the proof being one number, anything
+        after it on this link. (A refusal surely not stored is provable: no row to mistake.)"""
+        if not provable:
             self._ceiling = min(self._ceiling, number - 1)
         self._answered_early.add(number)
         while self._open and self._open[0] in self._answered_early:

@@ -82,10 +82,16 @@ class InboundSm:
     bind_seq: int = 0  # its number on that session, in arrival order (0 unknown)
 
 
+# A status a handler may give an item instead of one for the wire: answered ESME_RX_T_APPN
+# (the SMSC sends it again), though it may be stored already (its commit's outcome unknown):
+# its answer can then never prove a re-send of it to be the person writing again.
+MAY_BE_STORED = -1
+
+
 class InboundHandler(Protocol):
     """Stores what a connector received. Each answer is the command_status for its resp: 0
     once committed; non-zero (e.g. ESME_RX_T_APPN 0x64) when it could not be stored, so the
-    SMSC sends it again."""
+    SMSC sends it again; MAY_BE_STORED when that refusal's write may have committed."""
 
     def handle_many(self, inbounds: Sequence[InboundSm], /) -> Awaitable[list[int]]:
         """What came in one loop turn, together (receipts in one write); per item its status."""

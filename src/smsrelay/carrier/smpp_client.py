@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from smsrelay.carrier.answer_proof import AnswerProof
 from smsrelay.carrier.connector import (
+    MAY_BE_STORED,
     InboundHandler,
     InboundSm,
     OutboundPart,
@@ -430,8 +431,10 @@ class _Received:
 
     def answer(self, status: int) -> None:
         if self.link.is_open:
-            self.link.send(self.response(sequence=self.pdu.sequence, status=status))
-            self.link.proof.answered(self.number, stored=status == CommandStatus.ESME_ROK)
+            provable = status != MAY_BE_STORED
+            wire = status if provable else CommandStatus.ESME_RX_T_APPN
+            self.link.send(self.response(sequence=self.pdu.sequence, status=wire))
+            self.link.proof.answered(self.number, provable=provable)
 
 
 _MODE_BINDS: dict[str, type[Bind]] = {
@@ -772,7 +775,7 @@ class SmppConnector:
     ) -> int:
         """What the resp to ``pdu`` would say, once the handler has it (0x64 if it raised)."""
         (status,) = await self._statuses([(pdu, bind_id, number)])
-        return status
+        return CommandStatus.ESME_RX_T_APPN if status == MAY_BE_STORED else status
 
     async def _statuses(self, received: list[tuple[DeliverSm | DataSm, str, int]]) -> list[int]:
         """The handler's status for each (0x64 for all if it raised: the SMSC sends again)."""

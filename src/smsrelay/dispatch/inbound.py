@@ -7,13 +7,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from smsrelay.carrier.connector import InboundSm
+from smsrelay.carrier.connector import MAY_BE_STORED, InboundSm
 from smsrelay.domain.addresses import e164_of
 from smsrelay.domain.data_coding import UCS2, alphabet_of, decode_sm_text, written_in_gsm
 from smsrelay.domain.keywords import is_stop_text, keyword_of
 from smsrelay.domain.states import stat_for_message_state_tlv
 from smsrelay.domain.text import decode_gsm7, decode_ucs2
-from smsrelay.errors import TransientError
+from smsrelay.errors import MaybeStored, TransientError
 from smsrelay.logs import Sparse
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
@@ -112,6 +112,9 @@ class InboundRouter:
     async def _reply_status(self, sm: InboundSm) -> int:
         try:
             await self._reply(sm)
+        except MaybeStored as exc:  # the SMSC sends it again, and its row may be there
+            self._say_refused("smpp.reply.not_stored", exc, 1)
+            return MAY_BE_STORED
         except TransientError as exc:
             self._say_refused("smpp.reply.not_stored", exc, 1)
             return CommandStatus.ESME_RX_T_APPN

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from smsrelay.errors import PermanentError, TransientError
+from smsrelay.errors import MaybeStored, PermanentError, TransientError
 from smsrelay.store import grouped, schema
 from smsrelay.store.answers import Outcomes, resolve_all
 from smsrelay.store.health import MIB, StoreHealth
@@ -304,7 +304,7 @@ class Database:
             log.critical("store.sync.failed", extra={"error": str(error)})
             self._broken_by = error
             self.broken.set()
-            failure = TransientError(f"database sync failed: {error}")
+            failure = MaybeStored(f"database sync failed: {error}")  # committed, unsynced
             outcomes = [(future, None, failure) for future, _, _ in outcomes]
         resolve_all(outcomes)  # answered now: the checkpoint below is not their business
         if error is None and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S:

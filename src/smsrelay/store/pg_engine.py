@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from smsrelay.errors import TransientError
+from smsrelay.errors import MaybeStored, TransientError
 from smsrelay.store import pg_schema
 from smsrelay.store.answers import resolve_all
 from smsrelay.store.health import StoreHealth
@@ -168,7 +168,7 @@ class PgDatabase:
             if status in ("committed", "aborted"):
                 return status == "committed"
             if time.monotonic() > deadline:
-                raise TransientError(
+                raise MaybeStored(
                     f"database unavailable: whether transaction {xid} committed is unknown "
                     "(the writes may be stored)"
                 )
