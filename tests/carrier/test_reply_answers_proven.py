@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -94,10 +95,9 @@ async def test_a_reply_on_a_link_busy_with_deliveries_is_proven_all_the_same(
     assert await simulator.inject_reply("33612345678", "33757000001", "Oui") == [0]
     [reply] = inbox.items
 
-    async def others() -> None:
-        for i in range(100):  # traffic, not a wait: a delivery every 0.1 s
-            await simulator.inject_reply(f"3361100{i:04d}", "33757000001", "other")
-            await asyncio.sleep(0.1)
+    async def others() -> None:  # deliveries back to back: the link is never silent
+        for i in itertools.count():
+            await simulator.inject_reply(f"336{i % 10**8:08d}", "33757000001", "other")
 
     traffic = asyncio.create_task(others())
     try:

@@ -17,6 +17,7 @@ import pytest
 from smsrelay.errors import PermanentError, TransientError
 from smsrelay.store import engine
 from smsrelay.store.engine import Database
+from tests.support import eventually
 
 pytestmark = pytest.mark.asyncio
 REAL_FDATASYNC = os.fdatasync
@@ -369,39 +370,47 @@ async def test_no_write_is_answered_stored_once_the_database_file_is_removed(
         await db.stop()
 
 
+def _disk_full(conn: sqlite3.Connection) -> None:
+    """An op as a full disk fails it (SQLITE_FULL)."""
+    error = sqlite3.OperationalError("database or disk is full")
+    error.sqlite_errorcode = 13
+    raise error
+
+
 async def test_commits_that_failed_end_with_a_batch_that_wrote_or_the_probe(
     db: Database,
 ) -> None:
     # A full disk still takes polls that change nothing: each ended the failing, and the
     # next write began it again (159 pairs in 100 s, /health flapping). Now only a batch
     # that wrote ends it, and while batches write nothing a probe writes a row.
-    def full(conn: sqlite3.Connection) -> None:
-        error = sqlite3.OperationalError("database or disk is full")
-        error.sqlite_errorcode = 13  # SQLITE_FULL
-        raise error
-
     def poll(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE t SET v = v WHERE id < 0")
 
     with pytest.raises(TransientError, match="disk is full"):
-        await db.write(full)
+        await db.write(_disk_full)
     assert db.health.failing
     await db.write(poll)
     assert db.health.failing  # (the probe it started runs in a later batch)
-    async with asyncio.timeout(5):
-        while db.health.failing:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: not db.health.failing)  # the probe wrote
     facts = await db.read(lambda c: c.execute("SELECT name FROM gateway_facts").fetchall())
     assert ("store_probe",) in facts
 
 
 async def _loop_gaps_while(work: asyncio.Future[Any]) -> float:
-    """The longest the loop went without running a 5 ms ticker while ``work`` ran."""
+    """The longest the loop went without a turn while ``work`` ran: a callback that puts
+    itself back at each turn notes the time between two of its runs."""
+    loop = asyncio.get_running_loop()
     longest, last = 0.0, time.monotonic()
-    while not work.done():
-        await asyncio.sleep(0.005)
+
+    def turn() -> None:
+        nonlocal longest, last
         now = time.monotonic()
         longest, last = max(longest, now - last), now
+        if not work.done():
+            loop.call_soon(turn)
+
+    loop.call_soon(turn)
+    await asyncio.wait([work])
     return longest
 
 
@@ -440,11 +449,6 @@ async def test_a_lock_seen_before_another_failure_does_not_shorten_the_next_wait
 ) -> None:
     # A batch that saw the lock, then failed otherwise (a full disk), kept the lock's first
     # sight: a lock met seconds later failed at once, "database is locked" (the diff review)
-    def full(conn: sqlite3.Connection) -> None:
-        error = sqlite3.OperationalError("database or disk is full")
-        error.sqlite_errorcode = 13  # SQLITE_FULL
-        raise error
-
     db = Database(str(tmp_path / "e.db"), busy_timeout_ms=2_000)
     await db.start()
     await db.write(_create_table)
@@ -452,7 +456,7 @@ async def test_a_lock_seen_before_another_failure_does_not_shorten_the_next_wait
     other = sqlite3.connect(tmp_path / "e.db", isolation_level=None)
     try:
         with pytest.raises(TransientError, match="full"):
-            await db.write(full)
+            await db.write(_disk_full)
         other.execute("BEGIN IMMEDIATE")  # a short lock, later
         asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
         assert await db.write(_insert(b"x")) > 0  # waited for, and stored
