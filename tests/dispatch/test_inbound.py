@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from smsrelay.carrier.connector import InboundSm
+from smsrelay.carrier.connector import MAY_BE_STORED, InboundSm
 from smsrelay.dispatch.inbound import InboundRouter, read_receipt
 from smsrelay.domain.keywords import is_stop_text, keyword_of
-from smsrelay.errors import TransientError
+from smsrelay.errors import MaybeStored, TransientError
 from smsrelay.service.clock import FixedClock
 from smsrelay.store.records import InboundReply
 from smsrelay.store.sqlite_store import SqliteStore
@@ -298,6 +298,30 @@ async def test_receipts_the_store_refuses_are_asked_again_and_the_rest_of_the_tu
     # acknowledged; the unreadable receipt is acknowledged, as it would only come back.
     assert await router.handle_many(turn()) == [0x64, 0, 0, 0x64]
     assert [reply.text for reply in store.replies] == ["hello"]
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status"),
+    [
+        (TransientError("database commit failed: disk is full"), 0x64),
+        (MaybeStored("whether transaction 7 committed is unknown"), MAY_BE_STORED),
+    ],
+    ids=["not stored", "may be stored"],
+)
+async def test_a_reply_the_store_refuses_says_whether_it_may_be_stored(
+    router: InboundRouter,
+    store: RecordingStore,
+    monkeypatch: pytest.MonkeyPatch,
+    refusal: TransientError,
+    status: int,
+) -> None:
+    # Both go to the SMSC as ESME_RX_T_APPN (it sends them again); only the second must never
+    # count as proven read, its row being possibly there (carrier/answer_proof)
+    async def refused(reply: InboundReply, builders: Any) -> Any:
+        raise refusal
+
+    monkeypatch.setattr(store, "record_reply", refused)
+    assert await router.handle_many([mo(b"Oui")]) == [status]
 
 
 async def test_the_replies_of_a_turn_are_written_together_not_one_after_another(

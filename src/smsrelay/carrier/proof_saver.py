@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from smsrelay.carrier.answer_proof import AnswerProof
@@ -47,25 +47,27 @@ class ProofSaver:
 
     def proven(self, link: ProvenLink) -> None:
         """``link``'s proof moved on: saved within a second when it covers a new reply."""
-        if self._stopped:
-            return
-        saved = self._saved.get(link.bind_id, 0)
-        if link.last_reply <= saved or link.proof.proven <= saved or link.bind_id in self._due:
+        if self._stopped or link.bind_id in self._due or not self._news(link):
             return
         loop = asyncio.get_running_loop()
         handle = loop.call_later(SAVE_EVERY_S, self._start_save, link.bind_id)
         self._due[link.bind_id] = (handle, link)
 
-    async def save_now(self, links: list[ProvenLink]) -> None:
+    async def save_now(self, links: Sequence[ProvenLink]) -> None:
         """At a stop: what is due is saved now, links already gone included (the unbind's
         answer proved every answer of the links still here)."""
-        for link in links:
-            self.proven(link)
         self._stopped = True
-        due, self._due = self._due, {}
-        for handle, _ in due.values():
+        due = {bind: link for bind, (_, link) in self._due.items()}
+        due |= {link.bind_id: link for link in links if self._news(link)}
+        for handle, _ in self._due.values():
             handle.cancel()
-        await asyncio.gather(*(self._write(link) for _, link in due.values()))
+        self._due = {}
+        await asyncio.gather(*(self._write(link) for link in due.values()))
+
+    def _news(self, link: ProvenLink) -> bool:
+        """Its proof covers a reply that the saved proof does not."""
+        saved = self._saved.get(link.bind_id, 0)
+        return link.last_reply > saved and link.proof.proven > saved
 
     def _start_save(self, bind_id: str) -> None:
         entry = self._due.pop(bind_id, None)

@@ -371,13 +371,16 @@ class _EsmeLink(SmppLink):
         # A link busy with receipts is never silent, so it sends no keepalive: the last
         # reply's answer would stay unproven while it lives (a person's same text on the
         # next bind then taken for a re-send for an hour). Asked at the next tick instead.
-        reply = self.last_reply
-        return reply > self.proof.proven and self.is_bound and self.proof.unproven_answer(reply)
+        return self.is_bound and self.proof.unproven_answer(self.last_reply)
 
     def _on_answer_proving(self, pdu: Pdu) -> None:
-        if self.proof.answer_heard(pdu.sequence):
-            self.connector.proofs.proven(self)
+        self._proves(pdu.sequence)
         self._on_response(pdu)
+
+    def _proves(self, sequence: int) -> None:
+        """The SMSC answered request ``sequence``: the answers written before it are read."""
+        if self.proof.answer_heard(sequence):
+            self.connector.proofs.proven(self)
 
     def _on_submit_answer(self, pdu: Pdu) -> None:
         if pdu.status == CommandStatus.ESME_RINVBNDSTS:
@@ -389,10 +392,8 @@ class _EsmeLink(SmppLink):
             self.abort()
         elif isinstance(pdu, SubmitSmResp):
             self.traffic += 1
-        # (a session the SMSC lost may have lost what it had read: no proof from that)
-        proves = pdu.status != CommandStatus.ESME_RINVBNDSTS
-        if proves and self.proof.answer_heard(pdu.sequence):
-            self.connector.proofs.proven(self)
+        if pdu.status != CommandStatus.ESME_RINVBNDSTS:  # a session the SMSC lost may have
+            self._proves(pdu.sequence)  # lost what it had read: no proof from that
         self._on_response(pdu)
 
     @property
@@ -546,7 +547,7 @@ class SmppConnector:
         await asyncio.gather(*(self._unbind(link, grace) for link in links))
         with contextlib.suppress(TimeoutError):  # its unbind's answer proved every answer
             async with asyncio.timeout(grace):
-                await self.proofs.save_now(list(links))
+                await self.proofs.save_now(links)
         for runner in self._runners:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)

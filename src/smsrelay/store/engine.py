@@ -252,7 +252,7 @@ class Database:
             self._probe_soon()
         # In memory, or a batch that changed no row (claims that found nothing: an idle
         # gateway's polls, ~10 a second): nothing was written to sync.
-        if self._wal_fd is None or self._conn.total_changes == changes_before:
+        if self._wal_fd is None or not wrote:
             resolve_all(outcomes)
             self._run_later()
             return
