@@ -24,6 +24,7 @@ from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import Settings, SettingsError, load_settings, unknown_variables
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import holds_smsrelay, is_postgres, store_for
+from smsrelay.webhooks.payloads import BUILDERS
 
 T = TypeVar("T")
 
@@ -137,7 +138,7 @@ def with_gateway(
         store = store_for(url)
         await store.open(only_new=True)
         try:
-            return await work(build_gateway(settings, store, await measured_clock(store)))
+            return await work(build_gateway(settings, store, BUILDERS, await measured_clock(store)))
         finally:
             await store.close()
 

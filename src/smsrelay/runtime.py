@@ -108,7 +108,7 @@ async def _start_services_in_order(
     started: list[tuple[str, Callable[[], Awaitable[Any]]]],
 ) -> Running:
     keeper = await _clock_keeper(settings, store, started)
-    gateway = build_gateway(settings, store, keeper.clock if keeper else None)
+    gateway = build_gateway(settings, store, BUILDERS, keeper.clock if keeper else None)
     gateway.store_trouble = store.db.health.trouble
     await _run_data_steps(store, gateway.clock.now(), say)
     fresh = not await store.list_accounts()  # the demo settings shape what is made now

@@ -19,6 +19,7 @@ from smsrelay.service.accounts import ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import load_settings
 from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.webhooks.payloads import BUILDERS
 
 SUNDAY_AFTERNOON = "2026-03-01T15:00:00+01:00"  # quiet hours: held until Monday 08:00
 TUESDAY_MORNING = "2026-03-03T10:00:00+01:00"  # sending hours: queued at once
@@ -93,7 +94,7 @@ async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
             await store.open()
             stack.push_async_callback(store.close)
             flags: dict[str, Any] = {"data_dir": str(data_dir), "fixed_clock": fixed_clock}
-            gateway = build_gateway(load_settings(flags, env={}), store)
+            gateway = build_gateway(load_settings(flags, env={}), store, BUILDERS)
             demo = await ensure_demo(store, "100", gateway.clock)
             assert demo is not None and demo.demo_key is not None
             server = api_server(gateway, idle_timeout=75, body_timeout=30, max_connections=1000)

@@ -15,7 +15,6 @@ from smsrelay.service.sending import SendContext
 from smsrelay.settings import Settings
 from smsrelay.store.interface import Store
 from smsrelay.store.records import CallbackBuilders
-from smsrelay.webhooks.payloads import BUILDERS
 
 
 @dataclass
@@ -25,6 +24,7 @@ class Gateway:
     clock: Clock
     prices: PriceTable
     accounts: AccountDirectory
+    builders: CallbackBuilders  # callback bodies (webhooks.payloads, given by the caller)
     extras: dict[str, Any] = field(default_factory=dict)
     wake_dispatcher: Callable[[], None] = field(default=lambda: None)
     # connector -> SMPP session (mode) -> bound now; set by serve once the connectors exist
@@ -38,7 +38,6 @@ class Gateway:
     # callbacks this process has delivered since it started; set by serve with the sender
     callbacks_delivered: Callable[[], int] = field(default=lambda: 0)
     callbacks_given_up: Callable[[], int] = field(default=lambda: 0)  # likewise
-    builders: CallbackBuilders = field(default_factory=lambda: BUILDERS)  # callback bodies
     receipts_received: Callable[[], int] = field(default=lambda: 0)  # likewise, with inbound
     replies_received: Callable[[], int] = field(default=lambda: 0)  # likewise
     messages_accepted: int = 0  # sends this process answered 200 (each stored first)
@@ -70,7 +69,9 @@ def build_prices(settings: Settings) -> PriceTable:
     return PriceTable.from_eur({**DEFAULT_PRICES_EUR, **settings.prices})
 
 
-def build_gateway(settings: Settings, store: Store, clock: Clock | None = None) -> Gateway:
+def build_gateway(
+    settings: Settings, store: Store, builders: CallbackBuilders, clock: Clock | None = None
+) -> Gateway:
     """``clock``: the database's time on a shared database (``service.database_time``)."""
     clock = build_clock(settings) if clock is None or settings.fixed_clock else clock
     return Gateway(
@@ -79,4 +80,5 @@ def build_gateway(settings: Settings, store: Store, clock: Clock | None = None) 
         clock=clock,
         prices=build_prices(settings),
         accounts=AccountDirectory(store, clock),
+        builders=builders,
     )
