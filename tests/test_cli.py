@@ -67,6 +67,27 @@ def test_a_command_run_where_there_is_no_database_says_so_and_creates_none(
     assert (tmp_path / "elsewhere" / "smsrelay.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["shop", "--credit", "2000000000000"], "out of range"),
+        (["shop", "--credit", "abc"], "not an amount"),
+        (["shop", "--credit", "-5"], "below zero"),
+        (["sh\u200bop"], "visible characters"),
+    ],
+)
+def test_a_refused_account_create_leaves_no_new_database_behind(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    # It made the database, then refused: the next command in that folder found an empty
+    # database instead of saying there was none.
+    env = {"SMSRELAY_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(cli, ["accounts", "create", *args], env=env)
+    assert result.exit_code == 2 and says in result.stderr, result.stderr
+    assert "creating a new database" not in result.stderr
+    assert not (tmp_path / "data" / "smsrelay.db").exists()
+
+
 def test_accounts_lifecycle(run) -> None:
     created = json.loads(run("accounts", "create", "shop", "--credit", "12.5", "--json"))
     assert len(created["apiKey"]) == 40 and created["credit"] == "12.500"

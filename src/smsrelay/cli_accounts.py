@@ -69,6 +69,8 @@ def create(ctx: click.Context, name: str, credit: str, as_json: bool) -> None:
       smsrelay accounts create shop --credit 50 --json
     """
 
+    _check_before_opening(name, credit)  # a refused create leaves no new database behind
+
     async def work(gw: Gateway) -> account_service.CreatedAccount:
         return await account_service.create_account(gw.store, name, credit, gw.clock)
 
@@ -79,6 +81,15 @@ def create(ctx: click.Context, name: str, credit: str, as_json: bool) -> None:
         "credit": format_eur(created.account.credit_micros),
     }
     emit(payload, as_json, lambda p: f"account {p['name']} created\napiKey={p['apiKey']}")
+
+
+def _check_before_opening(name: str, credit: str) -> None:
+    try:
+        account_service.check_new_account(name, credit)
+    except DomainError as exc:
+        fail(exc.message, code=2)
+    except ValueError as exc:
+        fail(f"invalid amount: {exc}", code=2)
 
 
 def _guard_money(work: Any) -> Any:

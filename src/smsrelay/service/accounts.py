@@ -65,7 +65,9 @@ class CreatedAccount:
     api_key: str
 
 
-async def create_account(store: Store, name: str, credit_eur: str, clock: Clock) -> CreatedAccount:
+def check_new_account(name: str, credit_eur: str) -> int:
+    """The name and the starting credit in micro-euros, or why not (DomainError for the name,
+    ValueError for the amount): pure, so the CLI asks before it opens or creates a database."""
     if not name or len(name) > 64 or not name.isprintable() or any(c.isspace() for c in name):
         # isprintable: no control or invisible format characters (a zero-width space made a
         # name that looks like another's)
@@ -75,6 +77,11 @@ async def create_account(store: Store, name: str, credit_eur: str, clock: Clock)
     credit = eur_to_micros(credit_eur)
     if credit < 0:
         raise ValueError("an account cannot start below zero")
+    return credit
+
+
+async def create_account(store: Store, name: str, credit_eur: str, clock: Clock) -> CreatedAccount:
+    credit = check_new_account(name, credit_eur)
     key = new_api_key()
     account = await store.create_account(name, hash_api_key(key), credit, clock.now())
     return CreatedAccount(account, key)
