@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -1030,3 +1032,37 @@ def test_a_start_whose_first_commit_a_full_disk_refuses_says_to_free_space() -> 
     full = TransientError("database commit failed: database or disk is full")
     assert disk_full_hint(full) == " (the disk holding the database is full: free some space)"
     assert disk_full_hint(TransientError("database commit failed: database is locked")) == ""
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    smsrelay = Path(sys.executable).with_name("smsrelay")
+    command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(smsrelay)]
+    return subprocess.run(
+        [*command, *args], check=False, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user")
+def test_a_folder_or_database_the_user_cannot_write_is_named_in_one_error_line(
+    tmp_path: Path,
+) -> None:
+    # It said "note: creating a new database" and then SQLite's "unable to open database
+    # file"; on a database it could read but not write, "attempt to write a readonly database".
+    shared = Path(tempfile.mkdtemp(prefix="smsrelay-perm-"))  # pytest's tmp_path is 0700
+    try:
+        shared.chmod(0o755)
+        locked = shared / "data"
+        locked.mkdir(mode=0o755)
+        made = _as_nobody("--data-dir", str(locked), "accounts", "create", "shop")
+        assert made.returncode == 1, made.stderr
+        assert (
+            made.stderr == f"error: cannot use the database: {locked} cannot be written by nobody\n"
+        )
+        smsrelay = str(Path(sys.executable).with_name("smsrelay"))
+        subprocess.run([smsrelay, "--data-dir", str(locked), "db", "upgrade"], check=True)
+        (locked / "smsrelay.db").chmod(0o644)
+        listed = _as_nobody("--data-dir", str(locked), "accounts", "list")
+        assert listed.returncode == 1 and listed.stderr.count("\n") == 1, listed.stderr
+        assert f"{locked / 'smsrelay.db'} cannot be written by nobody" in listed.stderr
+    finally:
+        shutil.rmtree(shared)

@@ -82,6 +82,7 @@ def _refuse_missing_database(url: str, creates: bool) -> None:
         if any(folder.exists() and not folder.is_dir() for folder in path.parents):
             fail(f"cannot use the database: {path.parent} is not a folder")  # not "creating"
         found = path.exists()
+        _refuse_unwritable(path, found)
         missing = (
             f"no smsrelay database at {path}: run this where serve runs, or pass "
             "--data-dir (SMSRELAY_DATA_DIR) or --database (SMSRELAY_DATABASE_URL)"
@@ -92,6 +93,34 @@ def _refuse_missing_database(url: str, creates: bool) -> None:
     if not creates:
         fail(missing, code=2)
     click.echo(f"note: {making}", err=True)
+
+
+def _refuse_unwritable(path: Path, found: bool) -> None:
+    """Said before anything is tried: SQLite's own words ("unable to open database file",
+    "attempt to write a readonly database") do not say it is the folder's or the file's
+    permissions, and a create said "creating a new database" first."""
+    user = _user_name()
+    if not found:
+        folder = next(folder for folder in path.parents if folder.exists())
+        if not os.access(folder, os.W_OK | os.X_OK):
+            fail(f"cannot use the database: {folder} cannot be written by {user}")
+        return
+    for needed in (path, path.parent):  # the database, and its folder for the -wal/-shm files
+        if not os.access(needed, os.W_OK):
+            fail(
+                f"cannot use the database: {needed} cannot be written by {user} (every "
+                "command opens the database for writing, as serve does: run it as serve's user)"
+            )
+
+
+def _user_name() -> str:
+    """This process's own user (not $USER, which sudo or setpriv may leave as another's)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def _holds_smsrelay(url: str, shown: str) -> bool:
