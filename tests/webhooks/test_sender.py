@@ -214,6 +214,7 @@ async def test_failed_attempts_are_one_log_line_per_receiver_not_one_per_retry(
         r for r in caplog.records if r.name == "smsrelay.webhooks" and r.levelno >= logging.INFO
     ]
     assert [r.getMessage() for r in lines] == ["webhook.retrying"]  # within its first minute
+    assert lines[0].levelno == logging.WARNING  # was info: at WARNING, nothing for 24 h
     line = lines[0].__dict__
     assert (line["failed_attempts"], line["status"], line["error"]) == (1, 500, "HTTP 500")
     assert line["host"] == receiver.url.split("/")[2]  # host:port, as other lines say

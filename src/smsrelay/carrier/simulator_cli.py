@@ -45,8 +45,19 @@ if TYPE_CHECKING:
     "--drop-every", type=int, default=None, help="Close the link at every Nth submit (flaky)."
 )
 @click.option("--receipt-before-resp", is_flag=True, help="Send receipts before submit_sm_resp.")
-@click.option("--id-style", type=click.Choice(["hex", "decimal"]), default="hex")
-@click.option("--receipt-id-style", type=click.Choice(["hex", "decimal"]), default=None)
+@click.option(
+    "--id-style",
+    type=click.Choice(["hex", "decimal"]),
+    default="hex",
+    help="How submit_sm_resp writes message ids (default hex).",
+)
+@click.option(
+    "--receipt-id-style",
+    type=click.Choice(["hex", "decimal"]),
+    default=None,
+    help="How receipts write the id (default: as --id-style; the other style plays a carrier "
+    "whose receipts write ids unlike its answers).",
+)
 @click.option("--system-id", default=None, help="Only accept this system_id (default: any).")
 @click.option("--password", default=None, help="Password for --system-id.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible randomness.")

@@ -627,7 +627,9 @@ class WebhookSender:
     def _log_retry(self, posted: _Posted, attempt: WebhookAttempt) -> None:
         last = {"status": attempt.status, "error": attempt.error}
         for fields in self._retries.add(str(posted.host), posted.job.id, attempt.at, last):
-            log.info("webhook.retrying", extra=fields)
+            # a warning: a receiver that fails is the operator's to fix, and at info it was the
+            # only sign of it for 24 h, until each callback's webhook.failed
+            log.warning("webhook.retrying", extra=fields)
 
     def _next_due(
         self, job: WebhookJob, attempt: int, now: float, result: PostResult
