@@ -1003,8 +1003,11 @@ def test_accounts_set_says_what_took_and_warns_of_a_reply_url_serve_refuses(
     # Every `accounts set` printed the same summary line whatever was set, and a private
     # reply URL on a gateway serving a real SMSC was taken silently: every reply then failed.
     run("accounts", "create", "shop")
-    said = run("accounts", "set", "shop", "--reassemble-replies", "on", "--webhook-secret", "s3")
+    secret = "s3cret-of-16-chr"
+    said = run("accounts", "set", "shop", "--reassemble-replies", "on", "--webhook-secret", secret)
     assert "reassembleReplies: yes" in said and "webhookSecret: set" in said
+    short = run("accounts", "set", "shop", "--webhook-secret", secret[:-1], code=2)
+    assert "at least 16 characters" in short  # it took "short": guessed from one callback
     env = {
         "SMSRELAY_DATA_DIR": str(tmp_path / "data"),
         "SMSRELAY_SMSC": "smpp://a:b@smsc.example:2775",

@@ -148,12 +148,27 @@ def account_changes(
     if reassemble_replies is not None:
         changes["reassemble_replies"] = int(reassemble_replies)
     if webhook_secret is not None:
-        changes["webhook_secret"] = (
-            new_webhook_secret() if webhook_secret == "generate" else (webhook_secret or None)
-        )
+        changes["webhook_secret"] = _webhook_secret(webhook_secret)
     if disabled is not None:
         changes["disabled"] = int(disabled)
     return changes
+
+
+MIN_WEBHOOK_SECRET = 16
+
+
+def _webhook_secret(given: str) -> str | None:
+    """``generate``: a random one; empty: none; else at least 16 characters (a short one is
+    guessed offline from a single signed callback)."""
+    if given == "generate":
+        return new_webhook_secret()
+    if given and len(given) < MIN_WEBHOOK_SECRET:
+        raise DomainError(
+            "account.webhook_secret",
+            f"a webhook secret must be at least {MIN_WEBHOOK_SECRET} characters "
+            "(`generate` makes a random one)",
+        )
+    return given or None
 
 
 async def add_number(
