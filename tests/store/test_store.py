@@ -14,7 +14,7 @@ import pytest
 from smsrelay.domain.data_coding import decode_sm_text
 from smsrelay.domain.keywords import is_stop_text
 from smsrelay.errors import DomainError, TransientError
-from smsrelay.store import sql_store
+from smsrelay.store import inbound_ops, sql_store
 from smsrelay.store.factory import store_for
 from smsrelay.store.grouped import Grouped, insert_rows
 from smsrelay.store.records import InboundReply, IncomingReceipt
@@ -1000,3 +1000,68 @@ async def test_the_stop_list_is_asked_about_the_recipients_at_hand(store: SqlSto
     await store.stop_add(1, "+33633333333", 1.0, BUILDERS)  # stopped after it was sent
     found, stopped = await store.messages_and_stops(1, [message_id, 999_999])
     assert list(found) == [message_id] and stopped == {"+33633333333"}
+
+
+async def test_a_reply_from_a_connector_that_does_not_serve_the_number_reaches_no_account(
+    store: SqlStore,
+) -> None:
+    # The security review: carrier A's SMSC put a STOP and an "ANNULER" reply on a number
+    # that carrier B serves (another account's): the owner was found by the number alone.
+    await store.update_account("a", {"reply_url": "https://example.com/mo"})
+
+    def stop_from(connector: str, at: float) -> InboundReply:
+        return InboundReply(
+            connector,
+            "+33612345678",
+            "+33757000001",
+            "STOP",
+            "STOP",
+            lambda text: text == "STOP",
+            at,
+        )
+
+    foreign = await store.record_reply(stop_from("carrier_a", 1000.0), BUILDERS)
+    assert (foreign.account_id, foreign.callbacks, foreign.stopped) == (None, 0, False)
+    assert await store.stop_list(1) == []
+    own = await store.record_reply(stop_from("default", 1010.0), BUILDERS)
+    assert (own.account_id, own.callbacks, own.stopped) == (1, 1, True)
+
+
+async def test_a_burst_of_replies_from_one_sender_costs_each_reply_the_same(
+    store: SqlStore, store_url: str
+) -> None:
+    # The security review: each reply was compared with every reply of its sender in the
+    # past hour, on the event loop: 20,000 from one sender took 115 s with the API frozen.
+    if not store_url.startswith("sqlite"):
+        pytest.skip("counts SQLite's virtual-machine steps")
+
+    def reply(n: int) -> InboundReply:
+        text = f"reponse {n}"
+        return InboundReply(
+            "default", "+33612345678", "+33757000001", text, text, lambda _: False, 1000 + n / 100
+        )  # all within the hour
+
+    def steps_for(n: int) -> Any:
+        def record(conn: Conn) -> int:
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0
+
+            raw: Any = conn
+            raw.set_progress_handler(count, 100)
+            try:
+                inbound_ops.record_reply(conn, reply(n), BUILDERS)
+            finally:
+                raw.set_progress_handler(None, 0)
+            return steps[0]
+
+        return store.db.write(record)
+
+    for n in range(2000):
+        await store.record_reply(reply(n), BUILDERS)
+    early = await steps_for(100_000)  # with 2,000 from that sender in the hour
+    await asyncio.gather(*(store.record_reply(reply(n), BUILDERS) for n in range(2000, 6000)))
+    late = await steps_for(200_000)  # with 6,000
+    assert late < early * 1.5, (early, late)  # it grew with the sender's replies: ×3 here

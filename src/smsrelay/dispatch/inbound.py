@@ -153,7 +153,18 @@ class InboundRouter:
         self.replies_received += 1
         if outcome.callbacks or outcome.stopped:  # a STOP may have queued DLRs too
             self.on_stored()
+        if outcome.account_id is None:
+            self._say_unowned(reply)
         log.debug("smpp.reply.stored", extra={"reply_id": outcome.reply_id})
+
+    def _say_unowned(self, reply: InboundReply) -> None:
+        """Stored, owned by no account: a number no account has, or one another connector
+        serves (that SMSC cannot speak for it). At most a line a second."""
+        said = self._refusals.setdefault("smpp.reply.unowned", Sparse(REFUSALS_SAID_EVERY_S))
+        count = said.due(time.monotonic())
+        if count is not None:
+            extra = {"connector": reply.connector, "number": reply.virtual_number}
+            log.warning("smpp.reply.unowned", extra=extra | {"since_last_line": count})
 
     async def answers_proven(self, bind_id: str, through: int) -> None:
         await self._store.record_answers_proven(bind_id, through, self._clock.now())

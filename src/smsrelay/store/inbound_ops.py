@@ -33,10 +33,12 @@ def record_reply(conn: Conn, reply: InboundReply, builders: CallbackBuilders) ->
     duplicate = _recent_duplicate(conn, reply)
     if duplicate is not None:
         return duplicate
+    # Only the connector that serves the number speaks for it: another carrier's SMSC (a
+    # compromised one, or one misrouting) put replies and STOPs on another account's number.
     owner = conn.execute(
         "SELECT n.account_id, a.reply_url, a.reassemble_replies FROM numbers n "
-        "JOIN accounts a ON a.id = n.account_id WHERE n.msisdn = ?",
-        (reply.virtual_number,),
+        "JOIN accounts a ON a.id = n.account_id WHERE n.msisdn = ? AND n.connector = ?",
+        (reply.virtual_number, reply.connector),
     ).fetchone()
     account_id = None if owner is None else int(owner[0])
     link = None if account_id is None else _last_sent(conn, reply, account_id)
@@ -104,17 +106,32 @@ RESEND_WINDOW = 120.0
 BINDS_KEPT_S = 2 * UNPROVEN_WINDOW
 
 
+# A reply is compared with that sender's latest replies to the number only: compared with all
+# of the hour's, a burst from one sender (a bot, an SMSC flooding) cost the square of its
+# length on the event loop (20,000 replies: 115 s, the API unanswered meanwhile). A re-send
+# further back than this many replies of the same person to the same number is not seen.
+RECENT_REPLIES_LOOKED_AT = 64
+# a part of a long reply, among that many (≤ 255 parts a reply)
+RECENT_PARTS_LOOKED_AT = 1024
+_LATEST_OF_SENDER = (
+    "SELECT id FROM replies WHERE msisdn = ? AND virtual_number = ? AND received_at >= ? "
+    "ORDER BY received_at DESC LIMIT {limit}"
+)
+
+
 def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
     ref, total, part = reply.concat if reply.concat else (-1, -1, -1)
     # a part is looked for as long as it could still join its reply: re-sent later than 120 s
     # (a restart, a slow rebind), it completed the reply again and posted it twice
     window = REASSEMBLY_WINDOW if reply.concat else UNPROVEN_WINDOW
+    limit = RECENT_PARTS_LOOKED_AT if reply.concat else RECENT_REPLIES_LOOKED_AT
     row = conn.execute(
         "SELECT r.id, r.account_id, r.message_id FROM replies r "
         "LEFT JOIN binds b ON b.bind_id = r.bind_id "
-        "WHERE r.msisdn = ? AND r.virtual_number = ? AND r.received_at >= ? AND r.text = ? "
+        f"WHERE r.id IN ({_LATEST_OF_SENDER.format(limit=limit)}) "
         "AND COALESCE(r.concat_ref, -1) = ? AND COALESCE(r.concat_total, -1) = ? "
-        "AND COALESCE(r.concat_part, -1) = ? "
+        "AND COALESCE(r.concat_part, -1) = ? AND r.connector = ? "
+        "AND r.text = ? "  # the text last: the costliest to compare
         # the same bind again: the person said it twice (the SMSC re-sends on a later bind);
         # but a part of a long reply is a re-send on any bind: a phone numbers each long
         # message anew, so the same reference, part and text within the hour is one message
@@ -126,10 +143,11 @@ def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
             reply.msisdn,
             reply.virtual_number,
             reply.received_at - window,
-            reply.text,
             ref,
             total,
             part,
+            reply.connector,  # an SMSC re-sends on its own connector
+            reply.text,
             reply.bind_id,
             reply.bind_id,
             reply.received_at - RESEND_WINDOW,
@@ -206,14 +224,15 @@ def _joined(conn: Conn, reply: InboundReply, reply_id: int, *, held_only: bool) 
     held = " AND (awaiting = 1 OR id = ?)" if held_only else ""
     rows = conn.execute(
         "SELECT concat_part, text, id, body, data_coding, smsc_default FROM replies "
-        "WHERE msisdn = ? AND virtual_number = ? "
-        f"AND concat_ref = ? AND concat_total = ? AND received_at >= ?{held} ORDER BY id",
+        "WHERE msisdn = ? AND virtual_number = ? AND concat_ref = ? AND concat_total = ? "
+        f"AND received_at >= ? AND connector = ?{held} ORDER BY id",
         (
             reply.msisdn,
             reply.virtual_number,
             ref,
             total,
             reply.received_at - REASSEMBLY_WINDOW,
+            reply.connector,  # another carrier's parts are not this reply's
             *((reply_id,) if held_only else ()),
         ),
     ).fetchall()
