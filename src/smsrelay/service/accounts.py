@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from smsrelay.domain.numbers import parse_international
 from smsrelay.domain.pricing import eur_to_micros
 from smsrelay.domain.quiet_hours import Region
 from smsrelay.errors import DomainError
+from smsrelay.logs import Sparse
 from smsrelay.service.clock import Clock
 from smsrelay.service.keys import hash_api_key, new_api_key, new_webhook_secret
 from smsrelay.service.retention import YIELD_S
@@ -25,6 +27,8 @@ DEMO_NUMBER = "+33757000001"
 DEFAULT_CONNECTOR = settings.DEFAULT_CONNECTOR
 # Cached accounts are only a first gate: disabled/credit are re-checked inside the write.
 CACHE_SECONDS = 1.0
+WRONG_KEYS_SAID_EVERY_S = 60.0
+log = logging.getLogger("smsrelay.api")
 
 
 class AccountDirectory:
@@ -34,6 +38,7 @@ class AccountDirectory:
         self._store = store
         self._clock = clock  # kept for callers; the cache ages on the monotonic clock
         self._cache: dict[str, tuple[float, Account]] = {}
+        self._wrong_keys = Sparse(WRONG_KEYS_SAID_EVERY_S)
 
     async def authenticate(self, api_key: str | None) -> Account:
         if not api_key or api_key.isspace():  # blank is missing (code 1), not a wrong key
@@ -46,6 +51,7 @@ class AccountDirectory:
         else:
             found = await self._store.account_by_key_hash(key_hash)
             if found is None:
+                self._say_wrong_key(now)
                 raise DomainError("apikey.incorrect", "incorrect API key", "apiKey")
             account = found
             if len(self._cache) > 10_000:
@@ -57,6 +63,13 @@ class AccountDirectory:
 
     def forget(self) -> None:
         self._cache.clear()
+
+    def _say_wrong_key(self, now: float) -> None:
+        """Someone guessing keys shows in the log: a line a minute at most, with the count
+        (never the key)."""
+        count = self._wrong_keys.due(now)
+        if count is not None:
+            log.warning("api.key.incorrect", extra={"since_last_line": count})
 
 
 @dataclass(frozen=True)
