@@ -26,7 +26,8 @@ BIG = 20_000_000  # an answer the socket's buffers cannot take at once
 
 class Echo:
     """A handler that answers each request's method, path, query and body, in JSON; a request
-    to ``/slow`` waits until ``release`` is set, ``/boom`` raises, ``/busy`` answers 503."""
+    to ``/slow`` (or under ``/slow/``) waits until ``release`` is set, ``/boom`` raises,
+    ``/busy`` answers 503."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
@@ -34,7 +35,7 @@ class Echo:
 
     async def __call__(self, request: Request) -> Response:
         self.seen.append(request)
-        if request.path == "/slow":
+        if request.path == "/slow" or request.path.startswith("/slow/"):
             await self.release.wait()
         if request.path == "/boom":
             raise RuntimeError("a bug")
@@ -445,11 +446,21 @@ async def _served(connect: Callable[[], Awaitable[Raw]], path: str) -> Raw:
     return reader, writer
 
 
+async def _in_hand(connect: Callable[[], Awaitable[Raw]], echo: Echo, path: str) -> Raw:
+    """A connection whose request ``path`` (under /slow/) is being handled until released."""
+    seen = len(echo.seen)
+    reader, writer = await connect()
+    writer.write(_post(path, b""))
+    await eventually(lambda: _seen(echo, seen + 1))
+    return reader, writer
+
+
 async def test_a_connection_over_the_cap_gets_a_503_in_the_apis_format_then_eof(
     start: Start,
 ) -> None:
     server, echo, connect = await start(max_connections=2)
-    kept = [await _served(connect, "/a"), await _served(connect, "/b")]  # idle, kept alive
+    # every slot has a request in hand: none is idle, to be closed for the newcomer
+    kept = [await _in_hand(connect, echo, "/slow/a"), await _in_hand(connect, echo, "/slow/b")]
     reader, writer = await connect()
     writer.write(_post("/c", b"never read"))
     status, headers, body = await _answer(reader)
@@ -462,10 +473,18 @@ async def test_a_connection_over_the_cap_gets_a_503_in_the_apis_format_then_eof(
     }
     assert await asyncio.wait_for(reader.read(), 10) == b""  # then the server's FIN
     writer.close()
-    assert [request.path for request in echo.seen] == ["/a", "/b"]  # /c was never handled
-    assert server.load() == {"connections": 2, "max_connections": 2, "turned_away": 1}
+    assert [request.path for request in echo.seen] == ["/slow/a", "/slow/b"]  # /c never was
+    assert server.load() == {
+        "connections": 2,
+        "max_connections": 2,
+        "turned_away": 1,
+        "reclaimed": 0,
+    }
     # the kept connections still work, and a freed slot serves a new client
+    echo.release.set()
     kept_reader, kept_writer = kept[0]
+    assert (await _answer(kept_reader))[0] == 200
+    assert (await _answer(kept[1][0]))[0] == 200
     kept_writer.write(_post("/d", b""))
     assert (await _answer(kept_reader))[0] == 200
     kept_writer.close()
@@ -488,8 +507,8 @@ async def test_every_503_says_when_to_retry_and_other_answers_do_not(start: Star
 
 
 async def test_turned_away_clients_hold_no_socket_past_the_linger(start: Start) -> None:
-    server, _, connect = await start(max_connections=1)
-    _, kept_writer = await _served(connect, "/a")
+    server, echo, connect = await start(max_connections=1)
+    _, kept_writer = await _in_hand(connect, echo, "/slow/a")  # the slot, not idle
     silent = [await connect() for _ in range(3)]  # turned away; they never close their side
     await eventually(lambda: len(server.lingering) == 3)
     for reader, _ in silent:
@@ -498,7 +517,58 @@ async def test_turned_away_clients_hold_no_socket_past_the_linger(start: Start) 
     for reader, writer in silent:
         assert await asyncio.wait_for(reader.read(), 10) == b""
         writer.close()
+    echo.release.set()
     kept_writer.close()
+
+
+async def test_at_the_cap_a_newcomer_takes_the_place_of_the_longest_idle_connection(
+    start: Start,
+) -> None:
+    # One client that kept every slot taken by idle connections (re-opening each one closed)
+    # had every other client, /health included, answered 503 for as long as it liked.
+    server, echo, connect = await start(max_connections=8)
+    in_hand = await _in_hand(connect, echo, "/slow/send")  # the oldest, but not idle
+    flood = [await connect() for _ in range(6)]  # silent: not one byte
+    flood.append(await connect())
+    flood[-1][1].write(b"GET /health HTTP/1.1\r\nX-a: ")  # a slowloris: never completes
+    await eventually(lambda: len(server.connections) == 8)
+
+    fresh = []  # kept open: each newcomer finds the cap full
+    for number in range(3):  # each is served, in place of the longest idle
+        fresh.append(await _served(connect, f"/fresh{number}"))
+        assert await asyncio.wait_for(flood[number][0].read(), 5) == b""  # closed for it
+    assert all(not reader.at_eof() for reader, _ in flood[3:])  # the younger ones are kept
+    assert server.load() == {
+        "connections": 8,
+        "max_connections": 8,
+        "turned_away": 0,
+        "reclaimed": 3,
+    }
+    echo.release.set()  # the request in hand all along is answered
+    assert (await _answer(in_hand[0]))[0] == 200
+    for _, writer in [in_hand, *flood, *fresh]:
+        writer.close()
+
+
+async def test_a_connection_answered_is_idle_again_and_the_last_to_be_reclaimed(
+    start: Start,
+) -> None:
+    # Idle since its last answer, not since it opened: a keep-alive client that just sent a
+    # request is younger than a flood of idle connections opened after it.
+    server, _, connect = await start(max_connections=3)
+    regular = await _served(connect, "/first")
+    flood = [await connect(), await connect()]
+    await eventually(lambda: len(server.connections) == 3)
+    regular[1].write(_post("/again", b""))
+    assert (await _answer(regular[0]))[0] == 200  # now the youngest idle
+    fresh = [await _served(connect, "/a"), await _served(connect, "/b")]  # kept open
+    for reader, _ in flood:
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    regular[1].write(_post("/still-here", b""))
+    assert (await _answer(regular[0]))[0] == 200
+    assert server.reclaimed == 2
+    for _, writer in [regular, *flood, *fresh]:
+        writer.close()
 
 
 async def test_a_header_line_that_never_ends_is_refused_before_it_ends(start: Start) -> None:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import pytest
 
@@ -21,8 +22,18 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 Start = Callable[[int], Awaitable[tuple[HttpServer, int]]]
 
 
-async def hello(request: Request) -> Response:
-    return Response(200, b'{"ok":true}', "application/json")
+class Hello:
+    """Answers ``{"ok":true}``; a request to ``/slow`` first waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.slow = 0  # requests to /slow being handled
+
+    async def __call__(self, request: Request) -> Response:
+        if request.path == "/slow":
+            self.slow += 1
+            await self.release.wait()
+        return Response(200, b'{"ok":true}', "application/json")
 
 
 @pytest.fixture
@@ -33,7 +44,7 @@ async def start(certificate: tuple[str, str]) -> AsyncIterator[Start]:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(*certificate)
         server = HttpServer(
-            hello,
+            Hello(),
             protocol_error,
             max_body=MAX_BODY,
             idle_timeout=75,
@@ -53,10 +64,16 @@ def client_tls(certificate: tuple[str, str]) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certificate[0])
 
 
-async def get_health(port: int, certificate: tuple[str, str]) -> bytes:
-    reader, writer = await asyncio.open_connection(
+async def tls_connection(
+    port: int, certificate: tuple[str, str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(
         "127.0.0.1", port, ssl=client_tls(certificate), ssl_handshake_timeout=5
     )
+
+
+async def get_health(port: int, certificate: tuple[str, str]) -> bytes:
+    reader, writer = await tls_connection(port, certificate)
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     answer = await reader.read()
     writer.close()
@@ -69,20 +86,51 @@ async def test_sockets_in_their_handshake_count_against_the_cap(
     # With the listener doing the handshake, a socket that never said hello was not counted:
     # a flood of them took every descriptor, the ones kept for the database and SMPP too.
     # Each holds two descriptors while it lasts (the spare kept to answer plain HTTP), so it
-    # counts twice: three take a cap of six.
+    # counts twice: three take a cap of six. A newcomer takes the oldest one's place.
     monkeypatch.setattr(tls_listener, "TLS_HANDSHAKE_TIMEOUT", 1.0)
     server, port = await start(6)
     silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
-    await eventually(lambda: server.load()["turned_away"] == 0 and _handshaking(server) == 3)
-    with pytest.raises((OSError, ssl.SSLError, asyncio.IncompleteReadError)):
-        await get_health(port, certificate)  # closed at accept: over the cap
-    assert server.turned_away == 1
+    await eventually(lambda: _handshaking(server) == 3)
+    assert await get_health(port, certificate) == b"HTTP/1.1 200 OK"
+    assert await asyncio.wait_for(silent[0][0].read(), 5) == b""  # cut short for it
+    assert (server.turned_away, server.reclaimed) == (0, 1)
 
-    for reader, _ in silent:  # each is hung up on when its handshake time is out
+    for reader, _ in silent[1:]:  # the others are hung up on when their handshake time is out
         assert await asyncio.wait_for(reader.read(), 5) == b""
     assert await get_health(port, certificate) == b"HTTP/1.1 200 OK"
     for _, writer in silent:
         writer.close()
+
+
+async def test_at_the_cap_an_idle_connection_gives_its_place_and_a_busy_one_never(
+    start: Start, certificate: tuple[str, str]
+) -> None:
+    # As over plain http: one client re-opening idle connections held every slot, and every
+    # other client was closed at accept for as long as it liked.
+    server, port = await start(2)
+    handler = cast(Hello, server.handle)
+    busy = await tls_connection(port, certificate)
+    busy[1].write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await eventually(lambda: handler.slow == 1)
+    idle = await tls_connection(port, certificate)  # handshaken, no request
+    await eventually(lambda: len(server.connections) == 2)
+
+    assert await get_health(port, certificate) == b"HTTP/1.1 200 OK"  # in idle's place
+    assert await asyncio.wait_for(idle[0].read(), 5) == b""
+    assert (server.turned_away, server.reclaimed) == (0, 1)
+
+    await eventually(lambda: len(server.connections) == 1)  # the newcomer's closed
+    second_busy = await tls_connection(port, certificate)
+    second_busy[1].write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await eventually(lambda: handler.slow == 2)  # both slots have a request in hand
+    with pytest.raises((OSError, ssl.SSLError, asyncio.IncompleteReadError)):
+        await get_health(port, certificate)  # closed at accept: nothing to reclaim
+    assert (server.turned_away, server.reclaimed) == (1, 1)
+    handler.release.set()
+    for reader, writer in (busy, second_busy):
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    idle[1].close()
 
 
 async def test_a_handshake_under_way_when_the_server_closes_is_not_served(
@@ -116,7 +164,9 @@ async def test_a_port_in_use_is_refused_with_its_address(
     _, port = await start(10)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
-    second = HttpServer(hello, protocol_error, max_body=MAX_BODY, idle_timeout=75, body_timeout=30)
+    second = HttpServer(
+        Hello(), protocol_error, max_body=MAX_BODY, idle_timeout=75, body_timeout=30
+    )
     with pytest.raises(OSError, match=f"'127.0.0.1', {port}") as refused:
         await second.start("127.0.0.1", port, tls=context)
     assert refused.value.errno == errno.EADDRINUSE  # serve's "another smsrelay running?" hint

@@ -668,17 +668,41 @@ async def test_an_unexpected_error_is_a_500_in_the_apis_format_on_any_spelling_o
 
 
 async def test_over_the_connection_cap_a_send_gets_503_and_nothing_is_stored(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw = await start_gateway(gateway_settings(tmp_path, http_max_connections=2))
     try:
+        # Idle connections give way: one client that held every slot with connections that
+        # sent nothing had every send, and /health, answered 503 for as long as it liked.
+        flood = [await _raw_connection(gw), await _raw_connection(gw)]
+        await eventually(lambda: len(gw.running.http.connections) == 2)
+        status, answer = await gw.post("/v1/vn/send", _body(gw))
+        assert (status, answer["success"]) == (200, True)
+        assert await asyncio.wait_for(flood[0][0].read(), 10) == b""  # closed for the send
+
+        # every slot has a send in hand (its key being checked): the newcomer gets the 503
+        accounts = gw.running.gateway.accounts
+        checked, gate = [], asyncio.Event()
+        authenticate = accounts.authenticate
+
+        async def held(key: str | None) -> object:
+            checked.append(key)
+            await gate.wait()
+            return await authenticate(key)
+
+        monkeypatch.setattr(accounts, "authenticate", held)
         body = json.dumps(_body(gw)).encode()
         request = (
             b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        held = [await _raw_connection(gw), await _raw_connection(gw)]  # the two slots
+        in_hand = []
+        for count in (1, 2):
+            in_hand.append(await _raw_connection(gw))
+            in_hand[-1][1].write(request)
+            await eventually(lambda: len(checked) == count)  # noqa: B023
+        assert await asyncio.wait_for(flood[1][0].read(), 10) == b""  # it gave way too
         await eventually(lambda: len(gw.running.http.connections) == 2)
         reader, writer = await _raw_connection(gw)
         writer.write(request)
@@ -693,18 +717,19 @@ async def test_over_the_connection_cap_a_send_gets_503_and_nothing_is_stored(
             "message": "too many connections (at most 2): retry later",
         }
         with sqlite3.connect(tmp_path / "data" / "smsrelay.db") as conn:
-            assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
-        held[0][1].close()  # a slot frees: the next client is served
-        await eventually(lambda: len(gw.running.http.connections) == 1)
-        status, answer = await gw.post("/v1/vn/send", _body(gw))
-        assert (status, answer["success"]) == (200, True)
+            assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (1,)
+        gate.set()  # the sends in hand all along are answered
+        for in_hand_reader, _ in in_hand:
+            assert (await asyncio.wait_for(in_hand_reader.readline(), 10)).split()[1] == b"200"
+        for _, in_hand_writer in in_hand:
+            in_hand_writer.close()
+        await eventually(lambda: not gw.running.http.connections)
         status, health = await gw.get("/health")  # what an operator sees of it
-        assert (status, health["http"]["turned_away"], health["http"]["max_connections"]) == (
-            200,
-            1,
-            2,
-        )
-        held[1][1].close()
+        assert status == 200
+        assert (health["http"]["turned_away"], health["http"]["max_connections"]) == (1, 2)
+        assert health["http"]["reclaimed"] >= 2  # flood's two (and any closing in between)
+        for _, flood_writer in flood:
+            flood_writer.close()
     finally:
         await runtime.stop(gw.running)
 

@@ -7,6 +7,12 @@ per request) and 104k/s from this shape (10 µs). The gateway's accept runs on o
 keep-alive and pipelining (answers in order), ``Expect: 100-continue``, size limits, an idle
 timeout and a body timeout, and errors answered through the application's own error shape.
 Request bodies are handed over whole (the API's are at most 64 KiB).
+
+At the connection cap, a newcomer takes the place of the connection idle the longest (nginx's
+idea): one with no request being handled, a keep-alive between requests or one that has not
+completed a request (a slowloris). Refusing the newcomer instead let one client that kept
+re-opening idle connections hold every slot, and answer 503 to everyone, for as long as it
+liked. Only when every connection has a request in hand is the newcomer refused.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -27,6 +33,7 @@ import httptools
 
 from smsrelay.api.http_types import Request, Response
 from smsrelay.api.tls_listener import TlsListener
+from smsrelay.logs import Sparse
 
 Handler = Callable[[Request], Awaitable[Response]]
 # (status, what went wrong, the query if the request line was read) -> the answer to send.
@@ -46,6 +53,7 @@ MAX_QUEUED = 16  # pipelined requests waiting for their turn before reading paus
 LINGER_S = 2.0
 MAX_LINGERING = 64
 FULL_WARNING_EVERY_S = 10.0
+RECLAIMED_SAID_EVERY_S = 1.0  # idle connections closed for newcomers: a line a second at most
 log = logging.getLogger("smsrelay.api")
 
 
@@ -69,8 +77,13 @@ class HttpServer:
         self.body_timeout = body_timeout
         self.max_connections = max_connections
         self.connections: set[Connection] = set()
+        # the connections with no request in hand, the longest idle first: the ones a
+        # newcomer at the cap may take the place of (ordered: O(1) to add, drop, take)
+        self.idle: OrderedDict[Connection, None] = OrderedDict()
         self.lingering: set[Connection] = set()  # turned away over the cap, being let go
         self.turned_away = 0  # connections refused over the cap since the start
+        self.reclaimed = 0  # idle connections closed for a newcomer at the cap since the start
+        self._reclaimed_said = Sparse(RECLAIMED_SAID_EVERY_S)
         self._last_full_warning = -FULL_WARNING_EVERY_S
         self.closing = False
         self._listener: asyncio.Server | None = None
@@ -81,12 +94,14 @@ class HttpServer:
         self._all_closed = asyncio.Event()
 
     def admit(self, connection: Connection) -> bool:
-        """Keep the connection, or (over the cap) answer it 503 and let it go."""
+        """Keep the connection (at the cap, in place of the longest idle), or (every one busy
+        with a request) answer it 503 and let it go."""
         if self.closing:  # accepted as the listener closed (a handshake ending): unanswered
             connection.abort()
             return False
-        if len(self.connections) < self.max_connections:
+        if len(self.connections) < self.max_connections or self.reclaim_idle():
             self.connections.add(connection)
+            self.idle[connection] = None  # no request yet
             return True
         self._count_turned_away()
         if len(self.lingering) >= MAX_LINGERING:
@@ -97,14 +112,38 @@ class HttpServer:
             connection.turn_away(self.error_answer(503, detail, ""))
         return False
 
+    def reclaim_idle(self) -> bool:
+        """Close the connection idle the longest, for a newcomer to take its place; False
+        when every connection has a request in hand."""
+        if not self.idle:
+            return False
+        oldest, _ = self.idle.popitem(last=False)
+        self.connections.discard(oldest)  # its slot is the newcomer's from now
+        oldest.abort()  # its descriptor closes at once (a TLS close could wait for the peer)
+        self._count_reclaimed()
+        return True
+
+    def _count_reclaimed(self) -> None:
+        """One more connection closed for a newcomer: a line a second at most (a flood makes
+        hundreds a second), with how many since the last."""
+        self.reclaimed += 1
+        count = self._reclaimed_said.due(time.monotonic())
+        if count is not None:
+            log.warning(
+                "api.connections.reclaimed",
+                extra={"count": count, "max_connections": self.max_connections},
+            )
+
     def load(self) -> dict[str, int]:
-        """What /health shows of the front door: clients connected, the cap, and how many
-        were turned away over it since the start (a count that grows means a cap too low, or
-        clients that do not reuse their connections)."""
+        """What /health shows of the front door: clients connected, the cap, how many were
+        turned away over it since the start (a count that grows means a cap too low, or
+        clients that do not reuse their connections), and how many idle connections were
+        closed to make room for newcomers."""
         return {
             "connections": len(self.connections),
             "max_connections": self.max_connections,
             "turned_away": self.turned_away,
+            "reclaimed": self.reclaimed,
         }
 
     @property
@@ -118,10 +157,16 @@ class HttpServer:
             raise RuntimeError("this server listens for plain http")
         self._tls_listener.tls = context
 
-    def _has_room(self, handshaking: int) -> bool:
+    def _make_room(self, handshaking: int) -> bool:
+        """May one more TLS handshake begin? At the cap, idle connections are closed for it
+        (only when that makes room: none closed for a newcomer refused anyway)."""
         # a TLS handshake holds two descriptors (tls_listener keeps a spare through it)
-        taken = len(self.connections) + 2 * handshaking
-        return not self.closing and taken < self.max_connections
+        over = len(self.connections) + 2 * handshaking - self.max_connections + 1
+        if self.closing or over > len(self.idle):
+            return False
+        for _ in range(over):
+            self.reclaim_idle()
+        return True
 
     def _count_turned_away(self) -> None:
         self.turned_away += 1
@@ -136,9 +181,15 @@ class HttpServer:
                 extra={"max_connections": self.max_connections, "turned_away": self.turned_away},
             )
 
+    def became_idle(self, connection: Connection) -> None:
+        """No request in hand now: the youngest idle (one already gone is not kept)."""
+        if connection in self.connections:
+            self.idle[connection] = None
+
     def forget(self, connection: Connection) -> None:
         self.lingering.discard(connection)
         self.connections.discard(connection)
+        self.idle.pop(connection, None)
         if self.closing and not self.connections:
             self._all_closed.set()
 
@@ -152,9 +203,10 @@ class HttpServer:
             listener = TlsListener(
                 tls,
                 lambda: Connection(self),
-                self._has_room,
+                self._make_room,
                 self._count_turned_away,
                 self._plain_http_answer,
+                self._count_reclaimed,
             )
             port = await listener.start(host, port, backlog)
             self._tls_listener = listener
@@ -518,6 +570,7 @@ class Connection(asyncio.Protocol):
     def _start_serving(self) -> None:
         if not self._serving:
             self._serving = True
+            self._server.idle.pop(self, None)  # a request in hand: not to be reclaimed
             # kept: the loop holds tasks weakly, and a task must not vanish mid-answer
             loop = self._server.loop or asyncio.get_running_loop()
             self._task = loop.create_task(self._serve())
@@ -533,6 +586,9 @@ class Connection(asyncio.Protocol):
                 break
             self._update_reading()
         self._serving = False
+        # answered, nothing queued: reclaimable again (closing too: a TLS close waits for the
+        # client's close_notify, 30 s at most, and a close waits for a slow reader)
+        self._server.became_idle(self)
         if self._transport is not None and not self._transport.is_closing():
             if self._letting_go:
                 self._update_reading()  # reading on, to drop what still comes

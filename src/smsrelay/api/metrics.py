@@ -143,6 +143,11 @@ def _http(load: dict[str, int]) -> Iterator[Metric]:
         "HTTP connections refused with a 503 for being over the cap, since start.",
         load.get("turned_away", 0),
     )
+    yield _counter(
+        "smsrelay_http_reclaimed",
+        "Idle HTTP connections closed at the cap to make room for a newcomer, since start.",
+        load.get("reclaimed", 0),
+    )
 
 
 def _store(store: StoreFigures, connectors: list[str]) -> Iterator[Metric]:

@@ -6,7 +6,10 @@ a connection only once its handshake is over: sockets that connect and never say
 not counted, and a flood of them took the descriptors kept for the database, the SMSC links
 and the callbacks (the cap's whole point). Here a socket over the cap is closed at accept,
 and one in its handshake holds its place until the handshake ends, TLS_HANDSHAKE_TIMEOUT at
-most. The context is read at each handshake: a certificate reload replaces ``tls``.
+most. At the cap, a newcomer takes the place of an idle connection (the server's choice, as for
+plain http), else of the oldest handshake under way (a client's takes milliseconds: the oldest
+is most likely a socket that never says hello); only when neither makes room is it closed at
+accept. The context is read at each handshake: a certificate reload replaces ``tls``.
 
 A client that speaks plain HTTP to the port (``curl http://…:8443``) got an empty reply and
 no hint. OpenSSL recognises an HTTP request where its handshake should be (and sends no alert),
@@ -24,6 +27,7 @@ import logging
 import socket
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -44,18 +48,21 @@ class TlsListener:
         self,
         tls: ssl.SSLContext,
         make_protocol: Callable[[], asyncio.Protocol],
-        has_room: Callable[[int], bool],
+        make_room: Callable[[int], bool],
         turn_away: Callable[[], None],
         plain_http_answer: Callable[[], bytes],
+        reclaimed: Callable[[], None],
     ) -> None:
         self.tls = tls
         self._plain_http_answer = plain_http_answer
         self._make_protocol = make_protocol
-        self._has_room = has_room  # given the handshakes under way: may one more begin?
+        # given the handshakes under way: may one more begin (idle connections closed for it)?
+        self._make_room = make_room
         self._turn_away = turn_away  # one was refused over the cap (counted, warned)
+        self._reclaimed = reclaimed  # a handshake was cut short for a newcomer (counted, said)
         self._sockets: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
-        self._handshakes: set[asyncio.Task[None]] = set()
+        self._handshakes: OrderedDict[asyncio.Task[None], None] = OrderedDict()  # oldest first
         self._last_warning = float("-inf")  # when an accept's failure was last logged
         self._plain_http = Sparse(PLAIN_SAID_EVERY_S)  # plain-HTTP clients, for the log
 
@@ -132,14 +139,27 @@ class TlsListener:
                 self._take(client, loop)
 
     def _take(self, client: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._has_room(len(self._handshakes)):
+        if not self._make_room(len(self._handshakes)) and not self._reclaim_handshake():
             client.close()
             self._turn_away()
             return
         client.setblocking(False)
         handshake = loop.create_task(self._handshake(client))
-        self._handshakes.add(handshake)
-        handshake.add_done_callback(self._handshakes.discard)
+        self._handshakes[handshake] = None
+        handshake.add_done_callback(self._handshake_over)
+
+    def _handshake_over(self, handshake: asyncio.Task[None]) -> None:
+        self._handshakes.pop(handshake, None)
+
+    def _reclaim_handshake(self) -> bool:
+        """No idle connection to close: cut the oldest handshake short for the newcomer;
+        whether that made room (it frees two descriptors, one newcomer's due)."""
+        if not self._handshakes:
+            return False
+        oldest, _ = self._handshakes.popitem(last=False)  # no longer counted from now
+        oldest.cancel()  # its socket closes on the loop's next turn
+        self._reclaimed()
+        return self._make_room(len(self._handshakes))
 
     async def _accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory: wait a little, the next try may find some; a client
@@ -166,6 +186,9 @@ class TlsListener:
                 ssl=self.tls,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
+        except asyncio.CancelledError:  # its place given to a newcomer, or the server closing
+            client.close()
+            raise
         except Exception as exc:  # a failed or slow handshake, a client gone
             log.debug("api.tls.handshake_failed", extra={"error": str(exc)})
             client.close()

@@ -28,7 +28,7 @@ class GatewayFigures:
     store_trouble: str | None  # why sends are refused now (failing commits, a full disk)
     smsc_binds: dict[str, dict[str, bool]]  # connector -> session -> bound
     links_lost: dict[tuple[str, str, str], int]  # (connector, session, how) -> links
-    http: dict[str, int]  # connections, max_connections, turned_away
+    http: dict[str, int]  # connections, max_connections, turned_away, reclaimed
     callbacks_delivered: int  # by this process since it started
     callbacks_given_up: int  # likewise
     messages_accepted: int  # likewise, sandbox sends left out
