@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from smsrelay.smpp.codec import MAX_COMMAND_LENGTH, PduReader, decode, encode
 from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
 from smsrelay.smpp.pdu import (
+    RESPONSE_BIT,
     BindReceiver,
     BindReceiverResp,
     BindTransceiver,
@@ -306,6 +307,47 @@ def test_any_chunking_decodes_alike(batch: list[Pdu], data: st.DataObject) -> No
         events += reader.feed(stream[start:end])
     assert events == batch
     assert reader.buffered == 0
+
+
+@settings(deadline=None)
+@given(st.lists(pdus, min_size=1, max_size=8), st.data())
+def test_a_request_cap_holds_pdus_back_in_order_and_never_decodes_past_it(
+    batch: list[Pdu], data: st.DataObject
+) -> None:
+    # Flow control: a link at its mark decodes no further; what waits comes out later.
+    stream = b"".join(encode(p) for p in batch)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    reader, events = PduReader(), []
+
+    def feed(chunk: bytes, cap: int) -> None:
+        decoded = reader.feed(chunk, max_requests=cap)
+        assert sum(not pdu.command_id & RESPONSE_BIT for pdu in decoded) <= cap
+        events.extend(decoded)
+
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        feed(stream[start:end], data.draw(st.integers(0, 3)))
+        while reader.held_back:  # room again: a whole request waits, so each step takes one
+            feed(b"", data.draw(st.integers(1, 3)))
+    assert events == batch
+    assert reader.buffered == 0 and not reader.held_back
+
+
+def test_pdus_held_back_are_decoded_with_what_comes_after_them() -> None:
+    first, second, third = (EnquireLink(sequence=n) for n in (1, 2, 3))
+    reader = PduReader()
+    assert reader.feed(encode(first) + encode(second), max_requests=1) == [first]
+    assert reader.held_back
+    assert reader.feed(encode(third)) == [second, third]  # a read that came meanwhile
+    assert not reader.held_back and reader.buffered == 0
+
+
+def test_responses_are_not_capped() -> None:
+    answers = [SubmitSmResp(sequence=n, message_id=str(n)) for n in range(5)]
+    request = EnquireLink(sequence=9)
+    reader = PduReader()
+    stream = b"".join(encode(pdu) for pdu in [*answers, request])
+    assert reader.feed(stream, max_requests=0) == answers
+    assert reader.feed(b"", max_requests=1) == [request]
 
 
 @settings(max_examples=300, deadline=None)

@@ -350,12 +350,15 @@ class Simulator:
         stats = self.stats
         stats.resp_pending += 1
         stats.max_resp_pending = max(stats.max_resp_pending, stats.resp_pending)
+        # counted until then: an ESME pipelining past the link's mark is read no further till
+        # the answers catch up (a submit waiting for its receipt's answer is not counted: that
+        # answer may be what the paused link has unread)
+        link.hold()
         asyncio.get_running_loop().call_later(delay, self._send_late, link, response)
 
     def _send_late(self, link: SmscLink, pdu: Pdu) -> None:
         self.stats.resp_pending -= 1
-        if not link.is_closing:
-            link.send(pdu)
+        link.answer_held(pdu)
 
     # --- receipts ------------------------------------------------------------------------
 

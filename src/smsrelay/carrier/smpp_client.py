@@ -406,11 +406,13 @@ class _EsmeLink(SmppLink):
 
     def _on_deliver_sm(self, pdu: DeliverSm) -> None:
         self.traffic += 1
+        self.hold()  # answered once stored: flow control counts it until then
         self.connector.received(_Received(self, pdu, DeliverSmResp, self._number(pdu)))
 
     def _on_data_sm(self, pdu: DataSm) -> None:
         # Some SMSCs deliver replies and receipts by data_sm: the same path, its own resp.
         self.traffic += 1
+        self.hold()
         self.connector.received(_Received(self, pdu, DataSmResp, self._number(pdu)))
 
     def _number(self, pdu: DeliverSm | DataSm) -> int:
@@ -431,11 +433,13 @@ class _Received:
     number: int  # on its link, in the order they came (answer_proof)
 
     def answer(self, status: int) -> None:
-        if self.link.is_open:
-            provable = status != MAY_BE_STORED
-            wire = status if provable else CommandStatus.ESME_RX_T_APPN
-            self.link.send(self.response(sequence=self.pdu.sequence, status=wire))
-            self.link.proof.answered(self.number, provable=provable)
+        link = self.link
+        provable = status != MAY_BE_STORED
+        wire = status if provable else CommandStatus.ESME_RX_T_APPN
+        sent = link.is_open  # answer_held sends only then; it counts the answer either way
+        link.answer_held(self.response(sequence=self.pdu.sequence, status=wire))
+        if sent:
+            link.proof.answered(self.number, provable=provable)
 
 
 _MODE_BINDS: dict[str, type[Bind]] = {

@@ -21,6 +21,7 @@ from smsrelay.carrier.connector import SentIntoSilence
 from smsrelay.carrier.sent_bytes import Fate, GaveUp, SentBytes, reset_now, standing
 from smsrelay.errors import TransientError
 from smsrelay.logs import Sparse
+from smsrelay.smpp.codec import NO_LIMIT, Event
 from smsrelay.smpp.errors import RemoteProtocolError
 from smsrelay.smpp.pdu import (
     RESPONSE_BIT,
@@ -41,6 +42,7 @@ from smsrelay.smpp.pdu import (
     status_name,
 )
 from smsrelay.smpp.session import (
+    BindState,
     Role,
     Session,
     StrayResponse,
@@ -58,6 +60,12 @@ LATE_ANSWER_LIMIT = 100.0
 LINGER = 2.0
 # An answer to no request we wait for is logged at most once per this many seconds.
 UNMATCHED_SAID_EVERY_S = 1.0
+# Flow control: the peer's requests we have read and not answered yet (deliver_sm waiting for
+# their store write) are at most this many; at the mark the link stops reading its socket, and
+# reads on once its answers bring them down to the low mark. An SMSC's window is 10 to 100:
+# only one that pipelines without a window (a flood) meets it.
+INBOUND_HIGH_WATER = 1000
+INBOUND_LOW_WATER = 500
 
 
 class NoAnswer(TransientError):
@@ -125,6 +133,14 @@ class SmppLink(asyncio.Protocol):
         # (an Event would wake every waiting receipt on every response).
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._tick_every = max(0.02, min(1.0, response_timeout / 10, enquire_link_interval / 4))
+        # flow control (see INBOUND_HIGH_WATER): requests held for a later answer (hold)
+        self.unanswered = 0
+        self.unanswered_most = 0  # the most held at once on this link (tests, metrics)
+        self.reading_pauses = 0  # times the link stopped reading at the mark
+        self.high_water = INBOUND_HIGH_WATER
+        self.low_water = INBOUND_LOW_WATER
+        self._reading_paused = False
+        self._read_on_handle: asyncio.Handle | None = None
         self.handlers: dict[type[Any], Callable[[Any], None]] = {
             BindTransmitterResp: self._on_response,
             BindReceiverResp: self._on_response,
@@ -151,8 +167,14 @@ class SmppLink(asyncio.Protocol):
         self._timer = self.loop.call_later(self._tick_every, self._tick)
 
     def data_received(self, data: bytes) -> None:
+        session = self.session
+        self._handle(session.receive(data, self.loop.time(), self._room()))
+        if session.held_back or self.unanswered >= self.high_water:
+            self._decode_held()  # an enquire_link answered at once leaves room; else pause
+
+    def _handle(self, events: list[Event | StrayResponse]) -> None:
         handlers = self.handlers
-        for event in self.session.receive(data, self.loop.time()):
+        for event in events:
             handler = handlers.get(type(event))
             if self._linger is not None and not event.command_id & RESPONSE_BIT:
                 # We have half-closed (an unbind, ours or theirs, may be earlier in this very
@@ -167,6 +189,9 @@ class SmppLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._read_on_handle is not None:
+            self._read_on_handle.cancel()
+        self.unanswered, self._reading_paused = 0, False
         if self._linger is not None:
             self._linger.cancel()
         self.session.close()
@@ -218,6 +243,8 @@ class SmppLink(asyncio.Protocol):
         self._unsent.add(pdu.sequence)
         self.write(data)
         self._sent.request(pdu.sequence)
+        if self._reading_paused and self._leaving:
+            self._read_on_soon()  # our unbind: what comes now is refused at once, not held
         return future
 
     def write(self, data: bytes) -> None:
@@ -247,6 +274,7 @@ class SmppLink(asyncio.Protocol):
             return
         transport.write_eof()
         self._linger = self.loop.call_later(LINGER, transport.close)
+        self._read_on_soon()  # half-closed, requests are skipped: read until the peer closes
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -288,6 +316,63 @@ class SmppLink(asyncio.Protocol):
         sent = list(self._pending)  # in the order they were sent
         if sequence in self._pending:
             self._void.update(sent[sent.index(sequence) + 1 :])
+
+    # --- flow control --------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """A request just read is answered later (:meth:`answer_held`): counted until then."""
+        self.unanswered += 1
+        self.unanswered_most = max(self.unanswered_most, self.unanswered)
+
+    def answer_held(self, response: Pdu) -> None:
+        """Answer a request counted by :meth:`hold` (sent only while the link is open)."""
+        if self.is_open:
+            self.send(response)
+        if self.unanswered:
+            self.unanswered -= 1
+            if self._reading_paused and self.unanswered <= self.low_water:
+                self._read_on_soon()
+
+    @property
+    def _leaving(self) -> bool:
+        """Unbinding or half-closed: each request is refused or skipped at once, none held."""
+        return self._linger is not None or self.session.state is BindState.UNBINDING
+
+    def _room(self) -> int:
+        """How many more requests may be decoded now."""
+        return NO_LIMIT if self._leaving else self.high_water - self.unanswered
+
+    def _decode_held(self) -> None:
+        """Decode what was held back while there is room; stop reading the socket at the mark
+        (what it has waits in the kernel, and the peer's TCP window closes), read on below."""
+        session = self.session
+        while session.held_back and (room := self._room()) > 0:
+            self._handle(session.receive(b"", self.loop.time(), room))
+        if session.held_back or self._room() <= 0:
+            self._pause_reading()
+        elif self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        transport = self.transport
+        if self._reading_paused or transport is None or transport.is_closing():
+            return
+        transport.pause_reading()
+        self._reading_paused = True
+        self.reading_pauses += 1
+
+    def _read_on_soon(self) -> None:
+        """Decode the held bytes and read on in a turn of its own: an answer is sent from
+        inside another's loop (a batch of answers, a handler), not a place to handle PDUs."""
+        if self._reading_paused and self._read_on_handle is None:
+            self._read_on_handle = self.loop.call_soon(self._read_on)
+
+    def _read_on(self) -> None:
+        self._read_on_handle = None
+        if self._reading_paused:
+            self._decode_held()
 
     # --- receiving -----------------------------------------------------------------------
 

@@ -55,7 +55,8 @@ class SmscApplication(Protocol):
     def on_bound(self, link: SmscLink) -> None: ...
 
     def on_submit_sm(self, link: SmscLink, pdu: SubmitSm) -> None:
-        """Answer with ``link.send(SubmitSmResp(...))``, now or later."""
+        """Answer with ``link.send(SubmitSmResp(...))`` now, or ``link.hold()`` now and
+        ``link.answer_held(SubmitSmResp(...))`` later (flow control counts it meanwhile)."""
 
 
 class _RefuseAll:

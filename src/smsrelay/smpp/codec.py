@@ -10,6 +10,7 @@ outside 16..``max_length`` cannot be resynchronised: the error is ``fatal`` and 
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from smsrelay.smpp.errors import LocalProtocolError, RemoteProtocolError
 from smsrelay.smpp.pdu import (
     PDU_TYPES,
+    RESPONSE_BIT,
     AddressedPdu,
     Bind,
     BindResp,
@@ -33,6 +35,7 @@ from smsrelay.smpp.pdu import (
 MAX_COMMAND_LENGTH = 64 * 1024
 HEADER_LENGTH = 16
 MAX_SHORT_MESSAGE = 254
+NO_LIMIT = sys.maxsize  # PduReader.feed's max_requests when nothing caps it
 
 _HEADER = struct.Struct(">IIII")
 _TLV_HEAD = struct.Struct(">HH")
@@ -377,23 +380,41 @@ def decode(data: bytes) -> Pdu:
 
 
 class PduReader:
-    """Incremental framing: feed bytes as they come, get whole PDUs (and errors) in order."""
+    """Incremental framing: feed bytes as they come, get whole PDUs (and errors) in order.
 
-    __slots__ = ("_buf", "_max_length", "_need", "broken")
+    ``max_requests`` caps the requests one ``feed`` decodes (flow control: a peer that pipelines
+    faster than we answer): whole PDUs past the cap are kept undecoded (``held_back``) and come
+    out of a later ``feed``, ``b""`` included, in order."""
+
+    __slots__ = ("_at", "_buf", "_held", "_max_length", "_need", "broken")
 
     def __init__(self, max_length: int = MAX_COMMAND_LENGTH) -> None:
         self._buf = bytearray()
         self._need = HEADER_LENGTH
         self._max_length = max_length
+        # bytes held back by max_requests, from _at on: kept as read, not copied (a link
+        # decoding a held read a few PDUs at a time would copy it again at each step)
+        self._held = b""
+        self._at = 0
         self.broken = False
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + len(self._held) - self._at
 
-    def feed(self, data: bytes) -> list[Event]:
+    @property
+    def held_back(self) -> bool:
+        """Whole PDUs wait, kept back by ``max_requests``: a ``feed(b"")`` decodes them."""
+        return bool(self._held)
+
+    def feed(self, data: bytes, max_requests: int = NO_LIMIT) -> list[Event]:
         if self.broken:
             return []
+        if self._held:
+            buf, start, self._held, self._at = self._held, self._at, b"", 0
+            if data:  # read while held back (a transport that reads on once paused)
+                buf, start = buf[start:] + data, 0
+            return self._parse(buf, start, max_requests)
         if self._buf:
             self._buf += data
             if len(self._buf) < self._need:
@@ -402,12 +423,13 @@ class PduReader:
             self._buf.clear()
         else:
             buf = data
-        return self._parse(buf)
+        return self._parse(buf, 0, max_requests)
 
-    def _parse(self, buf: bytes) -> list[Event]:
+    def _parse(self, buf: bytes, pos: int, max_requests: int) -> list[Event]:
         out: list[Event] = []
-        pos, size = 0, len(buf)
+        size = len(buf)
         unpack = _HEADER.unpack_from
+        requests = 0
         while size - pos >= HEADER_LENGTH:
             length, command_id, status, seq = unpack(buf, pos)
             if length < HEADER_LENGTH or length > self._max_length:
@@ -416,6 +438,11 @@ class PduReader:
             if size - pos < length:
                 self._need = length
                 break
+            if not command_id & RESPONSE_BIT:
+                if requests >= max_requests:  # the rest waits, undecoded, for room
+                    self._held, self._at, self._need = buf, pos, HEADER_LENGTH
+                    return out
+                requests += 1
             out.append(decode_pdu(command_id, status, seq, buf[pos + HEADER_LENGTH : pos + length]))
             pos += length
         else:
@@ -427,6 +454,7 @@ class PduReader:
     def _fatal(self, length: int, command_id: int, seq: int) -> RemoteProtocolError:
         self.broken = True
         self._buf.clear()
+        self._held = b""
         return RemoteProtocolError(
             CommandStatus.ESME_RINVCMDLEN,
             seq,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from smsrelay.quick_init import quick_init
-from smsrelay.smpp.codec import Event, PduReader, encode
+from smsrelay.smpp.codec import NO_LIMIT, Event, PduReader, encode
 from smsrelay.smpp.errors import NotSendableNow, RemoteProtocolError
 from smsrelay.smpp.pdu import RESPONSE_BIT, CommandId, CommandStatus, Pdu
 
@@ -192,11 +192,19 @@ class Session:
 
     # --- receiving -----------------------------------------------------------------------
 
-    def receive(self, data: bytes, now: float) -> list[Event | StrayResponse]:
-        """PDUs read from ``data``; a request not allowed now comes out as an error to answer,
-        a response of another command than its sequence's request as a StrayResponse."""
+    @property
+    def held_back(self) -> bool:
+        """Whole PDUs received and kept undecoded by ``receive``'s ``max_requests``."""
+        return self._reader.held_back
+
+    def receive(
+        self, data: bytes, now: float, max_requests: int = NO_LIMIT
+    ) -> list[Event | StrayResponse]:
+        """PDUs read from ``data`` (and what was held back), at most ``max_requests`` of them
+        requests; a request not allowed now comes out as an error to answer, a response of
+        another command than its sequence's request as a StrayResponse."""
         self._last_received = now
-        events: list[Event | StrayResponse] = list(self._reader.feed(data))
+        events: list[Event | StrayResponse] = list(self._reader.feed(data, max_requests))
         for i, event in enumerate(events):
             if not isinstance(event, RemoteProtocolError | StrayResponse):
                 checked = self.accept(event)

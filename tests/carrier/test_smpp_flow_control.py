@@ -1,0 +1,167 @@
+"""Flow control on what the peer pipelines: an SMSC flooding deliver_sm (or an ESME flooding
+submit_sm) is read no further than the link's mark, over loopback, and everything is answered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from smsrelay.carrier.connector import InboundSm
+from smsrelay.carrier.smpp_client import SmppConnector
+from smsrelay.carrier.smpp_link import INBOUND_HIGH_WATER, SmppLink
+from smsrelay.smpp.codec import PduReader, encode
+from smsrelay.smpp.pdu import (
+    BindTransceiver,
+    BindTransceiverResp,
+    CommandStatus,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    EnquireLinkResp,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    UnbindResp,
+)
+
+from .conftest import Inbox, MakeConnector, MakeSimulator, eventually
+
+FLOOD = 5_000  # five times the mark, pipelined without waiting for one answer
+
+
+class _GatedStore(Inbox):
+    """A store whose writes wait for ``gate`` (a slow disk); counts what it holds at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.holding = 0
+        self.most_held = 0
+
+    async def handle_many(self, inbounds: Sequence[InboundSm]) -> list[int]:
+        self.holding += len(inbounds)
+        self.most_held = max(self.most_held, self.holding)
+        await self.gate.wait()
+        self.holding -= len(inbounds)
+        return await super().handle_many(inbounds)
+
+
+class _FloodingSmsc:
+    """Binds anyone, then writes ``count`` deliver_sm in one go (no window); answers
+    enquire_link and unbind, and keeps each deliver_sm_resp it reads."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.binds = 0
+        self.answers: dict[int, list[int]] = {}  # deliver_sm sequence -> the statuses it got
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def _flood(self) -> bytes:
+        return b"".join(
+            encode(DeliverSm(sequence=n, source_addr=f"336{n:08d}", short_message=b"mo %d" % n))
+            for n in range(1, self.count + 1)
+        )
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pdus = PduReader()
+        while data := await reader.read(65536):
+            for pdu in pdus.feed(data):
+                if isinstance(pdu, BindTransceiver):
+                    self.binds += 1
+                    writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
+                    if self.binds == 1:
+                        writer.write(self._flood())
+                elif isinstance(pdu, DeliverSmResp):
+                    self.answers.setdefault(pdu.sequence, []).append(pdu.status)
+                elif isinstance(pdu, EnquireLink):
+                    writer.write(encode(EnquireLinkResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, Unbind):
+                    writer.write(encode(UnbindResp(sequence=pdu.sequence)))
+        writer.close()
+
+
+def _link(connector: SmppConnector) -> SmppLink:
+    link = connector._links["transceiver"]
+    assert link is not None
+    return link
+
+
+def _reading(link: SmppLink) -> bool:
+    return link.transport is not None and link.transport.is_reading()
+
+
+async def test_an_smsc_flooding_deliver_sm_is_read_no_further_than_the_mark(
+    make_connector: MakeConnector,
+) -> None:
+    # An SMSC pipelining 300,000 deliver_sm without a window grew the gateway to 1.3 GB and
+    # stalled its API: every PDU it sent was read, decoded and held until stored.
+    store, smsc = _GatedStore(), _FloodingSmsc(FLOOD)
+    connector = await make_connector(await smsc.start(), store)
+    link = _link(connector)
+    await eventually(lambda: not _reading(link), what="reading paused at the mark")
+    await eventually(lambda: store.holding == INBOUND_HIGH_WATER, what="the mark's worth handed")
+    assert link.unanswered == INBOUND_HIGH_WATER  # the rest waits in the socket, undecoded
+
+    store.gate.set()  # the store catches up: the link reads on, and the SMSC sends nothing new
+    await eventually(lambda: len(smsc.answers) == FLOOD, what="every deliver_sm answered")
+    assert all(statuses == [CommandStatus.ESME_ROK] for statuses in smsc.answers.values())
+    assert sorted(item.short_message for item in store.items) == sorted(
+        b"mo %d" % n for n in range(1, FLOOD + 1)
+    )  # each stored once
+    assert store.most_held <= INBOUND_HIGH_WATER  # 5,000 without flow control
+    assert link.unanswered_most == INBOUND_HIGH_WATER
+    assert link.reading_pauses >= 2 and _reading(link)  # it read on each time, and still does
+    assert smsc.binds == 1  # a well-behaved link all along: no keepalive given up
+    assert smsc.server is not None
+    smsc.server.close()
+
+
+async def test_a_link_paused_on_a_store_that_never_catches_up_still_keeps_its_keepalive(
+    make_connector: MakeConnector,
+) -> None:
+    # Paused, the link reads nothing: its own enquire_link's answer waits unread with the
+    # rest, and when the store never answers the link is given up at its keepalive deadline
+    # and bound again, not wedged for ever.
+    store, smsc = _GatedStore(), _FloodingSmsc(2 * INBOUND_HIGH_WATER)
+    port = await smsc.start()
+    connector = await make_connector(port, store, enquire_link_interval=0.2, response_timeout=0.3)
+    link = _link(connector)
+    await eventually(lambda: not _reading(link), what="reading paused at the mark")
+    await eventually(lambda: smsc.binds == 2, what="given up at its keepalive deadline")
+    assert link.given_up_silent
+    store.gate.set()
+    assert smsc.server is not None
+    smsc.server.close()
+
+
+async def test_the_simulator_reads_a_flooding_esme_no_further_than_the_mark(
+    make_simulator: MakeSimulator,
+) -> None:
+    # Its answers held back by --resp-delay-ms, the built-in SMSC held every submit_sm an
+    # ESME pipelined until its answer left.
+    simulator = await make_simulator(resp_delay_ms=100)
+    flood = 3 * INBOUND_HIGH_WATER
+    reader, writer = await asyncio.open_connection("127.0.0.1", simulator.port)
+    writer.write(encode(BindTransceiver(sequence=1, system_id="esme", password="x")))
+    pdus = PduReader()
+    async with asyncio.timeout(5):
+        [bound] = pdus.feed(await reader.read(65536))
+    assert isinstance(bound, BindTransceiverResp) and bound.status == CommandStatus.ESME_ROK
+    submits = (
+        encode(SubmitSm(sequence=n, source_addr="33700000001", destination_addr="33612345678"))
+        for n in range(2, flood + 2)
+    )
+    writer.write(b"".join(submits))
+    answered: set[int] = set()
+    async with asyncio.timeout(5):
+        while len(answered) < flood:
+            for pdu in pdus.feed(await reader.read(65536)):
+                if isinstance(pdu, SubmitSmResp) and pdu.status == CommandStatus.ESME_ROK:
+                    answered.add(pdu.sequence)
+    assert simulator.stats.max_resp_pending <= INBOUND_HIGH_WATER  # 3,000 without it
+    assert answered == set(range(2, flood + 2))
+    writer.close()
