@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import ssl
+import stat
 import sys
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from smsrelay.settings import BUILTIN_SMSC, Settings, SettingsError, url_host
 from smsrelay.store.engine import SERVING_BUSY_TIMEOUT_MS
 from smsrelay.store.factory import store_for
 from smsrelay.store.lock import ServeLock
+from smsrelay.store.private_files import readable_by_others, readable_warning
 from smsrelay.store.records import Account
 from smsrelay.store.sql_store import SqlStore
 from smsrelay.store.sqlite_store import SqliteStore
@@ -83,6 +85,7 @@ async def start(settings: Settings, say: Callable[[str], None]) -> Running:
     lock = ServeLock(store.db.path) if isinstance(store, SqliteStore) else None
     if lock is not None:
         _say_if_new(store.db.path, say)
+        _say_if_readable_by_others(store.db.path, say)
         lock.acquire()
     started: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("database", store.close)]
     try:
@@ -351,6 +354,21 @@ def _say_if_new(path: str, say: Callable[[str], None]) -> None:
     typo in SMSRELAY_DATA_DIR) otherwise came up as an empty gateway without a word."""
     if not os.path.exists(path):
         say(f"note: creating a new database at {path}")
+
+
+def _say_if_readable_by_others(path: str, say: Callable[[str], None]) -> None:
+    """A database made before its files were private (0644): said at each start, as a TLS
+    key every user can read is, since it holds webhook secrets and every text."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # new (made 0600), or opening it says what is wrong
+    if readable_by_others(mode):
+        log.warning(
+            "store.database.readable_by_others",
+            extra={"file": path, "mode": oct(stat.S_IMODE(mode))},
+        )
+        say(readable_warning(path, mode))
 
 
 async def _check_smsc_history(

@@ -1099,7 +1099,8 @@ async def test_control_api(
             f"{base}/reply", json={"from": DESTINATION, "to": SOURCE, "text": "OK"}
         ) as r:
             assert r.status == 200 and (await r.json())["statuses"] == [0]
-        async with http.post(f"{base}/reply", data=b"nope") as r:
+        json_type = {"Content-Type": "application/json"}
+        async with http.post(f"{base}/reply", data=b"nope", headers=json_type) as r:
             assert r.status == 400
         async with http.get(f"{base}/submits") as r:
             assert [s["short_message"] for s in await r.json()] == [b"first".hex(), b"hi".hex()]

@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from smsrelay.carrier.control_guard import ControlRequest, control_refusal
 from smsrelay.carrier.simulator_rules import (
     STATS,
     Rule,
@@ -555,7 +557,7 @@ class Simulator:
         port = opts.control_port
         if port is None:
             port = opts.port + 1 if opts.port else 0
-        app = web.Application()
+        app = web.Application(middlewares=[self._http_guard])
         app.router.add_post("/reply", self._http_reply)
         app.router.add_get("/submits", self._http_submits)
         app.router.add_get("/stats", self._http_stats)
@@ -569,6 +571,18 @@ class Simulator:
         sock.bind((opts.host, port))
         self.control_port = sock.getsockname()[1]
         await web.SockSite(self._control, sock).start()
+
+    @web.middleware
+    async def _http_guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuses what a web page could send (``control_guard``), before any handler."""
+        headers = request.headers
+        asked = ControlRequest(
+            request.method, headers.get("Host"), headers.get("Origin"), headers.get("Content-Type")
+        )
+        refusal = control_refusal(asked, self.options.host)
+        if refusal is not None:
+            return web.json_response({"error": refusal.reason}, status=refusal.status)
+        return await handler(request)
 
     async def _http_reply(self, request: web.Request) -> web.Response:
         try:

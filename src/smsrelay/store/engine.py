@@ -32,6 +32,7 @@ from smsrelay.errors import MaybeStored, PermanentError, TransientError
 from smsrelay.store import grouped, schema
 from smsrelay.store.answers import Outcomes, resolve_all
 from smsrelay.store.health import MIB, StoreHealth
+from smsrelay.store.private_files import create_private_file, make_private_folder
 from smsrelay.store.sql import Conn
 from smsrelay.store.stall import StallGuard
 
@@ -74,7 +75,8 @@ def connect(path: str) -> sqlite3.Connection:
             f"links SQLite {sqlite3.sqlite_version}"
         )
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(Path(path).parent)
+        create_private_file(path)  # its -wal and -shm copy its mode: private too
     conn = sqlite3.connect(
         path,
         isolation_level=None,

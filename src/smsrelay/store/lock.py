@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from smsrelay.errors import SmsRelayError
+from smsrelay.store.private_files import PRIVATE_FILE, make_private_folder
 
 
 class DatabaseInUse(SmsRelayError):
@@ -25,8 +26,8 @@ class ServeLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_private_folder(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         deadline = time.monotonic() + ACQUIRE_FOR_S
         while True:
             try:

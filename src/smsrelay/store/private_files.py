@@ -1,0 +1,46 @@
+"""The database holds webhook secrets, the demo key and every text and number: what smsrelay
+creates for it (the data folder, the database file, the serve lock) only its user can read,
+whatever the umask. SQLite gives a database's -wal, -shm and -journal the mode of the
+database file, so creating that file private covers them."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from pathlib import Path
+
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+SHARED_READ = stat.S_IRGRP | stat.S_IROTH
+
+
+def make_private_folder(folder: Path) -> None:
+    """The folder, 0700 when made here (missing parents get the umask's mode, as ``mkdir
+    -p`` gives them); one that exists is left as it is: its owner chose."""
+    folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+
+
+def create_private_file(path: str) -> None:
+    """An empty file, 0600, unless one is there: SQLite then opens it (an empty file is an
+    empty database) instead of creating it 0644."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def readable_by_others(mode: int) -> bool:
+    """Whether the group or other users of the machine can read a file of this mode."""
+    return bool(mode & SHARED_READ)
+
+
+def readable_warning(path: str, mode: int) -> str:
+    """The line serve says at start about a database others can read (made before its files
+    were private, or copied with a umask that shares them)."""
+    return (
+        f"warning: {path} can be read by other users of this machine (mode "
+        f"{stat.S_IMODE(mode):o}): it holds webhook secrets, texts and numbers; "
+        f"chmod 600 {shlex.quote(path)}*"
+    )
