@@ -1065,3 +1065,83 @@ async def test_a_burst_of_replies_from_one_sender_costs_each_reply_the_same(
     await asyncio.gather(*(store.record_reply(reply(n), BUILDERS) for n in range(2000, 6000)))
     late = await steps_for(200_000)  # with 6,000
     assert late < early * 1.5, (early, late)  # it grew with the sender's replies: ×3 here
+
+
+def _on(connector: str, at: float, bind: str, number: int, text: str) -> InboundReply:
+    return InboundReply(
+        connector,
+        "+33612345678",
+        "+33757000001",
+        text,
+        text.upper(),
+        lambda _: False,
+        at,
+        bind_id=bind,
+        bind_seq=number,
+    )
+
+
+async def test_a_burst_re_sent_after_a_lost_link_is_posted_once_however_long(
+    store: SqlStore,
+) -> None:
+    # The diff review: the re-send check looked at the sender's last 64 replies only, which
+    # the re-sent copies themselves filled: of a burst of 200 re-sent, 200 were posted twice.
+    await store.update_account("a", {"reply_url": "https://example.com/mo"})
+    for n in range(200):
+        await store.record_reply(_on("default", 1000 + n / 10, "b1", n + 1, f"r{n}"), BUILDERS)
+    again = [
+        await store.record_reply(_on("default", 1100 + n / 10, "b2", n + 1, f"r{n}"), BUILDERS)
+        for n in range(200)
+    ]
+    assert sum(outcome.callbacks for outcome in again) == 0
+
+
+async def test_another_connectors_replies_do_not_hide_the_owners_re_send(store: SqlStore) -> None:
+    # The diff review: 64 replies another carrier's SMSC wrote "from" the same sender pushed
+    # the owner's original out of the 64 looked at, and its re-send was posted again.
+    await store.update_account("a", {"reply_url": "https://example.com/mo"})
+    first = await store.record_reply(_on("default", 1000.0, "b1", 1, "Oui"), BUILDERS)
+    for n in range(100):
+        await store.record_reply(_on("carrier_a", 1001 + n, "x1", n + 1, "Oui"), BUILDERS)
+    resent = await store.record_reply(_on("default", 1200.0, "b2", 1, "Oui"), BUILDERS)
+    assert (resent.callbacks, resent.reply_id) == (0, first.reply_id)
+
+
+async def test_a_burst_of_parts_from_one_sender_costs_each_part_the_same(
+    store: SqlStore, store_url: str
+) -> None:
+    # The diff review: each part of a long reply read the sender's whole hour of replies.
+    if not store_url.startswith("sqlite"):
+        pytest.skip("counts SQLite's virtual-machine steps")
+
+    def part(n: int) -> InboundReply:  # a new reference every reply, as a phone numbers them
+        text = f"partie {n}"
+        concat = (n // 2, 2, n % 2 + 1)
+        return InboundReply(
+            "default", "+33612345678", "+33757000001", text, text, bool, 1000 + n / 100, concat
+        )
+
+    def steps_for(n: int) -> Any:
+        def record(conn: Conn) -> int:
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0
+
+            raw: Any = conn
+            raw.set_progress_handler(count, 100)
+            try:
+                inbound_ops.record_reply(conn, part(n), BUILDERS)
+            finally:
+                raw.set_progress_handler(None, 0)
+            return steps[0]
+
+        return store.db.write(record)
+
+    for n in range(2000):
+        await store.record_reply(part(n), BUILDERS)
+    early = await steps_for(100_000)
+    await asyncio.gather(*(store.record_reply(part(n), BUILDERS) for n in range(2000, 6000)))
+    late = await steps_for(200_000)
+    assert late < early * 1.5, (early, late)

@@ -106,52 +106,28 @@ RESEND_WINDOW = 120.0
 BINDS_KEPT_S = 2 * UNPROVEN_WINDOW
 
 
-# A reply is compared with that sender's latest replies to the number only: compared with all
-# of the hour's, a burst from one sender (a bot, an SMSC flooding) cost the square of its
-# length on the event loop (20,000 replies: 115 s, the API unanswered meanwhile). A re-send
-# further back than this many replies of the same person to the same number is not seen.
-RECENT_REPLIES_LOOKED_AT = 64
-# a part of a long reply, among that many (≤ 255 parts a reply)
-RECENT_PARTS_LOOKED_AT = 1024
-_LATEST_OF_SENDER = (
-    "SELECT id FROM replies WHERE msisdn = ? AND virtual_number = ? AND received_at >= ? "
-    "ORDER BY received_at DESC LIMIT {limit}"
-)
+# A one-part reply's re-send is looked for among the same person's replies to the number on
+# the same connector that open with the same text (replies_by_text), on other binds, the
+# latest first, and among 64 of those at most: by the sender alone, each reply read every
+# reply of that sender in the hour (a burst of 20,000: 115 s, the API unanswered meanwhile).
+# Rows of the bind it comes on are skipped inside the index, so a burst on one bind costs
+# each reply an index walk, not row reads, and a re-sent burst finds each original.
+SAME_OPENING_LOOKED_AT = 64
+OPENING = 32  # characters of the text in replies_by_text
+# a part of a long reply: among that many with its reference (≤ 255 parts a reply)
+SAME_REFERENCE_LOOKED_AT = 1024
 
 
 def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
-    ref, total, part = reply.concat if reply.concat else (-1, -1, -1)
-    # a part is looked for as long as it could still join its reply: re-sent later than 120 s
-    # (a restart, a slow rebind), it completed the reply again and posted it twice
-    window = REASSEMBLY_WINDOW if reply.concat else UNPROVEN_WINDOW
-    limit = RECENT_PARTS_LOOKED_AT if reply.concat else RECENT_REPLIES_LOOKED_AT
+    candidates = _same_part_ids(reply) if reply.concat else _same_opening_ids(reply)
     row = conn.execute(
         "SELECT r.id, r.account_id, r.message_id FROM replies r "
         "LEFT JOIN binds b ON b.bind_id = r.bind_id "
-        f"WHERE r.id IN ({_LATEST_OF_SENDER.format(limit=limit)}) "
-        "AND COALESCE(r.concat_ref, -1) = ? AND COALESCE(r.concat_total, -1) = ? "
-        "AND COALESCE(r.concat_part, -1) = ? AND r.connector = ? "
-        "AND r.text = ? "  # the text last: the costliest to compare
-        # the same bind again: the person said it twice (the SMSC re-sends on a later bind);
-        # but a part of a long reply is a re-send on any bind: a phone numbers each long
-        # message anew, so the same reference, part and text within the hour is one message
-        "AND (? = '' OR COALESCE(r.bind_id, '') != ? OR r.concat_ref IS NOT NULL) "
+        f"WHERE r.id IN ({candidates[0]}) AND r.text = ? "
         # ...and, for a one-part reply, only while the SMSC may not have had our resp
         "AND (r.concat_ref IS NOT NULL OR (r.bind_seq IS NULL AND r.received_at >= ?) "
         "OR COALESCE(b.proven_through, 0) < r.bind_seq) LIMIT 1",
-        (
-            reply.msisdn,
-            reply.virtual_number,
-            reply.received_at - window,
-            ref,
-            total,
-            part,
-            reply.connector,  # an SMSC re-sends on its own connector
-            reply.text,
-            reply.bind_id,
-            reply.bind_id,
-            reply.received_at - RESEND_WINDOW,
-        ),
+        (*candidates[1], reply.text, reply.received_at - RESEND_WINDOW),
     ).fetchone()
     if row is None:
         return None
@@ -161,6 +137,37 @@ def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
             (reply.bind_id, reply.bind_seq or None, row[0]),
         )
     return ReplyOutcome(int(row[0]), row[1], row[2], 0, False)
+
+
+def _same_opening_ids(reply: InboundReply) -> tuple[str, tuple[Any, ...]]:
+    """The rows a one-part reply may be the re-send of: another bind's (the person writing
+    twice on one bind is posted twice; an SMSC re-sends on a later bind), within the hour."""
+    sql = (
+        "SELECT id FROM replies WHERE msisdn = ? AND virtual_number = ? AND connector = ? "
+        f"AND substr(text, 1, {OPENING}) = substr(CAST(? AS TEXT), 1, {OPENING}) "
+        "AND received_at >= ? "
+        "AND concat_ref IS NULL AND (? = '' OR COALESCE(bind_id, '') != ?) "
+        f"ORDER BY received_at DESC LIMIT {SAME_OPENING_LOOKED_AT}"
+    )
+    since = reply.received_at - UNPROVEN_WINDOW
+    params = (reply.msisdn, reply.virtual_number, reply.connector, reply.text, since)
+    return sql, (*params, reply.bind_id, reply.bind_id)
+
+
+def _same_part_ids(reply: InboundReply) -> tuple[str, tuple[Any, ...]]:
+    """The rows a part may be the re-send of: the same reference, total and part number on
+    any bind (a phone numbers each long message anew: the same within the hour is one),
+    looked for as long as it could still join its reply (re-sent later than 120 s, a restart
+    or a slow rebind, it completed the reply again and posted it twice)."""
+    assert reply.concat is not None
+    ref, total, part = reply.concat
+    sql = (
+        "SELECT id FROM replies WHERE msisdn = ? AND virtual_number = ? AND concat_ref = ? "
+        "AND concat_total = ? AND concat_part = ? AND connector = ? AND received_at >= ? "
+        f"ORDER BY received_at DESC LIMIT {SAME_REFERENCE_LOOKED_AT}"
+    )
+    since = reply.received_at - REASSEMBLY_WINDOW
+    return sql, (reply.msisdn, reply.virtual_number, ref, total, part, reply.connector, since)
 
 
 def record_answers_proven(conn: Conn, bind_id: str, through: int, now: float) -> None:

@@ -197,6 +197,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO data_steps (name) VALUES ('compose_account_names');
     """,
+    # 7: SQLite's 12 (a reply's re-send looked for by its text's opening, on its connector)
+    """
+    CREATE INDEX replies_by_text ON replies(
+        msisdn, virtual_number, connector, substr(text, 1, 32), received_at, bind_id
+    );
+    DROP INDEX replies_by_concat;
+    CREATE INDEX replies_by_concat ON replies(msisdn, virtual_number, concat_ref, received_at)
+        WHERE concat_ref IS NOT NULL;
+    """,
 )
 
 
