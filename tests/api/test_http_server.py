@@ -571,6 +571,28 @@ async def test_a_connection_answered_is_idle_again_and_the_last_to_be_reclaimed(
         writer.close()
 
 
+async def test_at_the_cap_an_upload_going_on_is_not_reclaimed_before_a_silent_connection(
+    start: Start,
+) -> None:
+    # The diff review: "idle the longest" counted from the last answer, so a body being
+    # uploaded (no request complete yet) was aborted while a younger silent connection stayed.
+    server, _, connect = await start(max_connections=2)
+    up_reader, up_writer = await connect()
+    up_writer.write(_post("/upload", b"x" * 60_000)[:30_000])  # head and half the body
+    await eventually(lambda: len(server.idle) == 1)
+    uploading = next(iter(server.idle))
+    silent = await connect()
+    await eventually(lambda: len(server.connections) == 2)
+    up_writer.write(b"x" * 10_000)  # still sending: the silent one is now the longest idle
+    await eventually(lambda: next(iter(server.idle)) is not uploading)
+    fresh = await _served(connect, "/fresh")
+    assert await asyncio.wait_for(silent[0].read(), 5) == b""  # closed for the newcomer
+    up_writer.write(_post("/upload", b"x" * 60_000)[40_000:])
+    assert (await _answer(up_reader))[0] == 200  # the upload went through
+    for writer in (up_writer, silent[1], fresh[1]):
+        writer.close()
+
+
 async def test_a_header_line_that_never_ends_is_refused_before_it_ends(start: Start) -> None:
     # The parser joins a header's pieces until its line ends: 128 MB of one header grew the
     # server by 190 MB and held every other client for seconds before the 400 came.

@@ -8,7 +8,7 @@ import shutil
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -131,6 +131,39 @@ async def test_at_the_cap_an_idle_connection_gives_its_place_and_a_busy_one_neve
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         writer.close()
     idle[1].close()
+
+
+async def test_a_newcomer_never_cuts_short_a_connection_whose_handshake_just_ended(
+    start: Start, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The diff review: a connection admitted at the end of its handshake stayed "the oldest
+    # handshake" until its task resumed a loop turn later; a newcomer accepted in that turn
+    # cancelled it and closed the socket under a connection the server had taken.
+    server, port = await start(3)
+    handler = cast(Hello, server.handle)
+    busy = await tls_connection(port, certificate)
+    busy[1].write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await eventually(lambda: handler.slow == 1)
+    listener = server._tls_listener
+    assert listener is not None
+    loop = asyncio.get_running_loop()
+    newcomer, its_peer = socket.socketpair()
+    admit = server.admit
+
+    def admit_then_a_newcomer_in_the_same_turn(connection: Any) -> bool:
+        monkeypatch.setattr(server, "admit", admit)
+        loop.call_soon(listener._take, newcomer, loop)  # before the handshake's task resumes
+        return admit(connection)
+
+    monkeypatch.setattr(server, "admit", admit_then_a_newcomer_in_the_same_turn)
+    reader, writer = await tls_connection(port, certificate)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+    assert server.reclaimed == 0
+    handler.release.set()
+    for _, open_writer in (busy, (reader, writer)):
+        open_writer.close()
+    its_peer.close()
 
 
 async def test_a_handshake_under_way_when_the_server_closes_is_not_served(

@@ -202,7 +202,7 @@ class HttpServer:
         if tls is not None:
             listener = TlsListener(
                 tls,
-                lambda: Connection(self),
+                lambda on_made: Connection(self, on_made),
                 self._make_room,
                 self._count_turned_away,
                 self._plain_http_answer,
@@ -263,8 +263,9 @@ _SPENT_PARSER = httptools.HttpRequestParser(_NoCallbacks())
 class Connection(asyncio.Protocol):
     """One client connection: parses requests, answers them one at a time, in order."""
 
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: HttpServer, on_made: Callable[[], None] | None = None) -> None:
         self._server = server
+        self._on_made = on_made  # https: its handshake is over (no longer the listener's)
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[tuple[Request | Response, bool]] = deque()
@@ -292,6 +293,8 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self._on_made is not None:
+            self._on_made()
         if self._server.admit(self):
             self._deadline = time.monotonic() + self._server.idle_timeout
 
@@ -332,6 +335,9 @@ class Connection(asyncio.Protocol):
         if self._letting_go or (self._last and not self._in_request):
             return  # answered for good (a request half-read then is dropped), or refused,
             # upgraded, shutting down
+        idle = self._server.idle
+        if self in idle:  # the longest silent is the one reclaimed: an upload going on is not
+            idle.move_to_end(self)
         if not self._mid_body:
             self._head_bytes += len(data)  # reset by each head completed in this read
         try:

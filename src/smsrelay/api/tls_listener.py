@@ -29,7 +29,7 @@ import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from smsrelay.logs import Sparse
 
@@ -47,7 +47,7 @@ class TlsListener:
     def __init__(
         self,
         tls: ssl.SSLContext,
-        make_protocol: Callable[[], asyncio.Protocol],
+        make_protocol: Callable[[Callable[[], None]], asyncio.Protocol],
         make_room: Callable[[int], bool],
         turn_away: Callable[[], None],
         plain_http_answer: Callable[[], bytes],
@@ -55,6 +55,8 @@ class TlsListener:
     ) -> None:
         self.tls = tls
         self._plain_http_answer = plain_http_answer
+        # given what its connection_made calls: the handshake is over, the connection is
+        # the server's (no longer one a newcomer may cut short)
         self._make_protocol = make_protocol
         # given the handshakes under way: may one more begin (idle connections closed for it)?
         self._make_room = make_room
@@ -179,9 +181,17 @@ class TlsListener:
         spare: socket.socket | None = None
         with contextlib.suppress(OSError):
             spare = client.dup()
+        this = asyncio.current_task()
+
+        def over() -> None:
+            """The protocol is made: until this task ends (a loop turn later), a newcomer
+            cancelling it would close a connection the server has taken, a request in hand."""
+            if this is not None:
+                self._handshakes.pop(cast("asyncio.Task[None]", this), None)
+
         try:
             await loop.connect_accepted_socket(
-                self._make_protocol,
+                lambda: self._make_protocol(over),
                 client,
                 ssl=self.tls,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
