@@ -105,10 +105,12 @@ def _refuse_unwritable(path: Path, found: bool) -> None:
         if not os.access(folder, os.W_OK | os.X_OK):
             fail(f"cannot use the database: {folder} cannot be written by {user}")
         return
-    for needed in (path, path.parent):  # the database, and its folder for the -wal/-shm files
-        if not os.access(needed, os.W_OK):
+    side_files = [path.with_name(path.name + end) for end in ("-wal", "-shm")]
+    needed = [path, *side_files] if all(f.exists() for f in side_files) else [path, path.parent]
+    for needed_path in needed:  # the database, and its -wal/-shm (or the folder to make them)
+        if not os.access(needed_path, os.W_OK):
             fail(
-                f"cannot use the database: {needed} cannot be written by {user} (every "
+                f"cannot use the database: {needed_path} cannot be written by {user} (every "
                 "command opens the database for writing, as serve does: run it as serve's user)"
             )
 

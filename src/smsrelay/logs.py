@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -54,10 +56,12 @@ class Sparse:
     thousand a second (a hung receiver's lapsed hand, an SMSC refusing everything): counts
     the events, and says when a line is due and how many it stands for."""
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, say: Callable[[int], None] | None = None) -> None:
         self._every = every
         self._said_at = float("-inf")
         self.unsaid = 0  # events since the last line
+        self._say = say  # for note(): writes the line for a count
+        self._flush_armed = False
 
     def due(self, now: float) -> int | None:
         """One more event at ``now`` (a monotonic clock): the count for a line, or None."""
@@ -66,3 +70,21 @@ class Sparse:
             return None
         count, self.unsaid, self._said_at = self.unsaid, 0, now
         return count
+
+    def note(self, now: float) -> None:
+        """One more event (``say`` given): its line now if due, else the count is said when
+        the period ends, so the end of a burst is not left untold until the next event."""
+        count = self.due(now)
+        assert self._say is not None
+        if count is not None:
+            self._say(count)
+        elif not self._flush_armed:
+            self._flush_armed = True
+            wait = self._every - (now - self._said_at)
+            asyncio.get_running_loop().call_later(max(wait, 0.0), self._flush)
+
+    def _flush(self) -> None:
+        self._flush_armed = False
+        if self.unsaid and self._say is not None:
+            count, self.unsaid, self._said_at = self.unsaid, 0, time.monotonic()
+            self._say(count)

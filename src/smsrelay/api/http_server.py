@@ -83,7 +83,7 @@ class HttpServer:
         self.lingering: set[Connection] = set()  # turned away over the cap, being let go
         self.turned_away = 0  # connections refused over the cap since the start
         self.reclaimed = 0  # idle connections closed for a newcomer at the cap since the start
-        self._reclaimed_said = Sparse(RECLAIMED_SAID_EVERY_S)
+        self._reclaimed_said = Sparse(RECLAIMED_SAID_EVERY_S, self._say_reclaimed)
         self._last_full_warning = -FULL_WARNING_EVERY_S
         self.closing = False
         self._listener: asyncio.Server | None = None
@@ -127,12 +127,13 @@ class HttpServer:
         """One more connection closed for a newcomer: a line a second at most (a flood makes
         hundreds a second), with how many since the last."""
         self.reclaimed += 1
-        count = self._reclaimed_said.due(time.monotonic())
-        if count is not None:
-            log.warning(
-                "api.connections.reclaimed",
-                extra={"count": count, "max_connections": self.max_connections},
-            )
+        self._reclaimed_said.note(time.monotonic())
+
+    def _say_reclaimed(self, count: int) -> None:
+        log.warning(
+            "api.connections.reclaimed",
+            extra={"count": count, "max_connections": self.max_connections},
+        )
 
     def load(self) -> dict[str, int]:
         """What /health shows of the front door: clients connected, the cap, how many were

@@ -46,6 +46,8 @@ class InboundRouter:
         # a store refusing writes (a full disk) refuses every receipt: a line a second, not
         # a traceback per PDU (thousands in a minute)
         self._refusals: dict[str, Sparse] = {}  # per event: receipts, replies
+        self._unowned = Sparse(REFUSALS_SAID_EVERY_S, self._say_unowned_count)
+        self._last_unowned: dict[str, str] = {}  # the last reply stored unowned, for its line
 
     async def __call__(self, sm: InboundSm) -> int:
         (status,) = await self.handle_many([sm])
@@ -159,12 +161,14 @@ class InboundRouter:
 
     def _say_unowned(self, reply: InboundReply) -> None:
         """Stored, owned by no account: a number no account has, or one another connector
-        serves (that SMSC cannot speak for it). At most a line a second."""
-        said = self._refusals.setdefault("smpp.reply.unowned", Sparse(REFUSALS_SAID_EVERY_S))
-        count = said.due(time.monotonic())
-        if count is not None:
-            extra = {"connector": reply.connector, "number": reply.virtual_number}
-            log.warning("smpp.reply.unowned", extra=extra | {"since_last_line": count})
+        serves (that SMSC cannot speak for it). At most a line a second, naming the last,
+        the end of a burst included."""
+        self._last_unowned = {"connector": reply.connector, "number": reply.virtual_number}
+        self._unowned.note(time.monotonic())
+
+    def _say_unowned_count(self, count: int) -> None:
+        extra = self._last_unowned | {"since_last_line": count}
+        log.warning("smpp.reply.unowned", extra=extra)
 
     async def answers_proven(self, bind_id: str, through: int) -> None:
         await self._store.record_answers_proven(bind_id, through, self._clock.now())

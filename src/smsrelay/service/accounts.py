@@ -38,7 +38,7 @@ class AccountDirectory:
         self._store = store
         self._clock = clock  # kept for callers; the cache ages on the monotonic clock
         self._cache: dict[str, tuple[float, Account]] = {}
-        self._wrong_keys = Sparse(WRONG_KEYS_SAID_EVERY_S)
+        self._wrong_keys = Sparse(WRONG_KEYS_SAID_EVERY_S, _say_wrong_keys)
 
     async def authenticate(self, api_key: str | None) -> Account:
         if not api_key or api_key.isspace():  # blank is missing (code 1), not a wrong key
@@ -66,10 +66,12 @@ class AccountDirectory:
 
     def _say_wrong_key(self, now: float) -> None:
         """Someone guessing keys shows in the log: a line a minute at most, with the count
-        (never the key)."""
-        count = self._wrong_keys.due(now)
-        if count is not None:
-            log.warning("api.key.incorrect", extra={"since_last_line": count})
+        (never the key), the end of a burst included."""
+        self._wrong_keys.note(now)
+
+
+def _say_wrong_keys(count: int) -> None:
+    log.warning("api.key.incorrect", extra={"since_last_line": count})
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def _webhook_secret(given: str) -> str | None:
     guessed offline from a single signed callback)."""
     if given == "generate":
         return new_webhook_secret()
-    if given and len(given) < MIN_WEBHOOK_SECRET:
+    if given and (len(given) < MIN_WEBHOOK_SECRET or given.isspace()):
         raise DomainError(
             "account.webhook_secret",
             f"a webhook secret must be at least {MIN_WEBHOOK_SECRET} characters "
