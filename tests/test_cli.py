@@ -638,7 +638,9 @@ def test_messages_replies_lists_what_came_in(run, tmp_path: Path) -> None:
 
     asyncio.run(receive())
     listed = run("messages", "replies")
-    assert "+33612345678 -> +33757000009" in listed and "(no account owns this number)" in listed
+    assert (
+        "+33612345678 -> +33757000009" in listed and "(no owner: a number no account has" in listed
+    )
     [row] = json.loads(run("messages", "replies", "--json"))
     assert (row["text"], row["answers"], row["owned"]) == ("Oui", None, False)
 
@@ -1067,5 +1069,12 @@ def test_a_folder_or_database_the_user_cannot_write_is_named_in_one_error_line(
         listed = _as_nobody("--data-dir", str(locked), "accounts", "list")
         assert listed.returncode == 1 and listed.stderr.count("\n") == 1, listed.stderr
         assert f"{locked / 'smsrelay.db'} cannot be written by nobody" in listed.stderr
+        locked.chmod(0o700)  # as serve makes its folder: nobody may not even look in
+        status = _as_nobody("--data-dir", str(locked), "status")
+        assert status.returncode == 1 and "Traceback" not in status.stderr, status.stderr
+        assert (
+            status.stderr == f"error: cannot use the database: {locked} cannot be read by "
+            "nobody (serve's data folder is its user's only: run this as serve's user)\n"
+        )
     finally:
         shutil.rmtree(shared)

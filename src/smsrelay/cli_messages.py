@@ -218,11 +218,15 @@ def list_replies(ctx: click.Context, account: str | None, limit: int, as_json: b
     emit(rows, as_json, _reply_lines)
 
 
+UNOWNED = " (no owner: a number no account has, or a reply on another connector)"
+
+
 def _reply_lines(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{r['id']}\t{r['received']}\t{r['from']} -> {r['to']}\t"
         f"{'answers ' + str(r['answers']) if r['answers'] else 'no message'}"
-        f"{'' if r['owned'] else ' (no account owns this number)'}\t{r['text']!r}"
+        f"{'' if r['owned'] else UNOWNED}"
+        f"\t{r['text']!r}"
         for r in rows
     ]
     return "\n".join(lines) or "no replies"

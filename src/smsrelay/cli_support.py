@@ -79,9 +79,7 @@ def _refuse_missing_database(url: str, creates: bool) -> None:
         making = f"creating smsrelay's tables in {shown}"
     else:
         path = Path(path_from_url(url)).resolve()
-        if any(folder.exists() and not folder.is_dir() for folder in path.parents):
-            fail(f"cannot use the database: {path.parent} is not a folder")  # not "creating"
-        found = path.exists()
+        found = _sqlite_file_found(path)
         _refuse_unwritable(path, found)
         missing = (
             f"no smsrelay database at {path}: run this where serve runs, or pass "
@@ -93,6 +91,21 @@ def _refuse_missing_database(url: str, creates: bool) -> None:
     if not creates:
         fail(missing, code=2)
     click.echo(f"note: {making}", err=True)
+
+
+def _sqlite_file_found(path: Path) -> bool:
+    """Whether the database file is there; a folder on its way that is a file, or that this
+    user may not look into (serve's data folder is 0700), is one error line, not a
+    traceback."""
+    try:
+        if any(folder.exists() and not folder.is_dir() for folder in path.parents):
+            fail(f"cannot use the database: {path.parent} is not a folder")  # not "creating"
+        return path.exists()
+    except PermissionError:
+        fail(
+            f"cannot use the database: {path.parent} cannot be read by {_user_name()} "
+            "(serve's data folder is its user's only: run this as serve's user)"
+        )
 
 
 def _refuse_unwritable(path: Path, found: bool) -> None:

@@ -103,6 +103,31 @@ async def test_unknown_command_gets_generic_nack_and_the_link_stays(peer: RawPee
     assert await peer.exchange(EnquireLink(sequence=10)) == EnquireLinkResp(sequence=10)
 
 
+async def test_a_flood_of_unknown_commands_is_answered_each_and_logged_a_line_a_second(
+    peer: RawPeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The security re-test: 300,000 unknown command ids wrote a warning each (58 MB of log in
+    # 10 s). Each is still answered; the log says it once, then with a count.
+    flood = b"".join(struct.pack(">IIII", 16, 0x00000003, 0, n) for n in range(1, 2001))
+    peer.writer.write(flood)
+    answered = 0
+    async with asyncio.timeout(10):
+        while answered < 2000:
+            answered += len(peer.pdus.feed(await peer.reader.read(65536)))
+    lines = [r for r in caplog.records if r.getMessage() == "smpp.pdu.refused"]
+    assert len(lines) == 1, len(lines)  # the first at once; the rest at the second's end
+    await eventually(
+        lambda: (
+            sum(
+                getattr(r, "since_last_line", 1)
+                for r in caplog.records
+                if r.getMessage() == "smpp.pdu.refused"
+            )
+            == 2000
+        )
+    )
+
+
 async def test_data_sm_from_an_esme_is_answered_not_supported(peer: RawPeer) -> None:
     await peer.exchange(BindTransceiver(sequence=1, system_id="esme", password="secret"))
     resp = await peer.exchange(DataSm(sequence=2, destination_addr="33612345678"))

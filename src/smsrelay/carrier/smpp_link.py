@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -120,6 +121,11 @@ class SmppLink(asyncio.Protocol):
         self._gave_up: GaveUp | None = None
         self.given_up_silent = False  # we ended it: it stopped answering, or ate our bytes
         self._unmatched = Sparse(UNMATCHED_SAID_EVERY_S)
+        # a peer sending what we refuse (unknown commands, stray answers) can send 30,000 a
+        # second: a line a second each, naming the last, with the count
+        self._said_last: dict[str, dict[str, Any]] = {}
+        self._refused = Sparse(UNMATCHED_SAID_EVERY_S, self._say("smpp.pdu.refused"))
+        self._strays = Sparse(UNMATCHED_SAID_EVERY_S, self._say("smpp.response.stray"))
         self.late_window = max(
             0.0, min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT - response_timeout)
         )
@@ -476,11 +482,20 @@ class SmppLink(asyncio.Protocol):
         self.send(UnbindResp(sequence=pdu.sequence))
         self.close()
 
+    def _say(self, event: str) -> Callable[[int], None]:
+        def say(count: int) -> None:
+            extra = self._said_last.get(event, {}) | {"since_last_line": count}
+            self.log.warning(event, extra=extra)
+
+        return say
+
     def _on_remote_error(self, error: RemoteProtocolError) -> None:
-        self.log.warning(
-            "smpp.pdu.refused",
-            extra={"link": self.name, "status": status_name(error.status), "error": str(error)},
-        )
+        self._said_last["smpp.pdu.refused"] = {
+            "link": self.name,
+            "status": status_name(error.status),
+            "error": str(error),
+        }
+        self._refused.note(time.monotonic())
         if error.command_id & RESPONSE_BIT and not error.fatal:
             # An answer we cannot read says nothing of whether the peer did what we asked (a
             # submit_sm's part may be the SMSC's now): the request waits on, for a readable
@@ -499,15 +514,13 @@ class SmppLink(asyncio.Protocol):
             self.close()
 
     def _on_stray(self, stray: StrayResponse) -> None:
-        self.log.warning(
-            "smpp.response.stray",
-            extra={
-                "link": self.name,
-                "sequence": stray.pdu.sequence,
-                "pdu": type(stray.pdu).__name__,
-                "request": stray.request.name,
-            },
-        )
+        self._said_last["smpp.response.stray"] = {
+            "link": self.name,
+            "sequence": stray.pdu.sequence,
+            "pdu": type(stray.pdu).__name__,
+            "request": stray.request.name,
+        }
+        self._strays.note(time.monotonic())
 
     def _on_unexpected(self, pdu: Any) -> None:
         self.log.debug("smpp.pdu.ignored", extra={"link": self.name, "pdu": type(pdu).__name__})
