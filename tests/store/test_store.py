@@ -1027,6 +1027,28 @@ async def test_a_reply_from_a_connector_that_does_not_serve_the_number_reaches_n
     assert (own.account_id, own.callbacks, own.stopped) == (1, 1, True)
 
 
+async def _vm_steps(store: SqlStore, reply: InboundReply) -> int:
+    """SQLite's virtual-machine steps (in hundreds) to record ``reply``: a count of the work,
+    the same run to run, where a time would move with the machine."""
+
+    def record(conn: Conn) -> int:
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        raw: Any = conn
+        raw.set_progress_handler(count, 100)
+        try:
+            inbound_ops.record_reply(conn, reply, BUILDERS)
+        finally:
+            raw.set_progress_handler(None, 0)
+        return steps[0]
+
+    return await store.db.write(record)
+
+
 async def test_a_burst_of_replies_from_one_sender_costs_each_reply_the_same(
     store: SqlStore, store_url: str
 ) -> None:
@@ -1041,29 +1063,11 @@ async def test_a_burst_of_replies_from_one_sender_costs_each_reply_the_same(
             "default", "+33612345678", "+33757000001", text, text, lambda _: False, 1000 + n / 100
         )  # all within the hour
 
-    def steps_for(n: int) -> Any:
-        def record(conn: Conn) -> int:
-            steps = [0]
-
-            def count() -> int:
-                steps[0] += 1
-                return 0
-
-            raw: Any = conn
-            raw.set_progress_handler(count, 100)
-            try:
-                inbound_ops.record_reply(conn, reply(n), BUILDERS)
-            finally:
-                raw.set_progress_handler(None, 0)
-            return steps[0]
-
-        return store.db.write(record)
-
     for n in range(2000):
         await store.record_reply(reply(n), BUILDERS)
-    early = await steps_for(100_000)  # with 2,000 from that sender in the hour
+    early = await _vm_steps(store, reply(100_000))  # with 2,000 from that sender in the hour
     await asyncio.gather(*(store.record_reply(reply(n), BUILDERS) for n in range(2000, 6000)))
-    late = await steps_for(200_000)  # with 6,000
+    late = await _vm_steps(store, reply(200_000))  # with 6,000
     assert late < early * 1.5, (early, late)  # it grew with the sender's replies: ×3 here
 
 
@@ -1121,27 +1125,9 @@ async def test_a_burst_of_parts_from_one_sender_costs_each_part_the_same(
             "default", "+33612345678", "+33757000001", text, text, bool, 1000 + n / 100, concat
         )
 
-    def steps_for(n: int) -> Any:
-        def record(conn: Conn) -> int:
-            steps = [0]
-
-            def count() -> int:
-                steps[0] += 1
-                return 0
-
-            raw: Any = conn
-            raw.set_progress_handler(count, 100)
-            try:
-                inbound_ops.record_reply(conn, part(n), BUILDERS)
-            finally:
-                raw.set_progress_handler(None, 0)
-            return steps[0]
-
-        return store.db.write(record)
-
     for n in range(2000):
         await store.record_reply(part(n), BUILDERS)
-    early = await steps_for(100_000)
+    early = await _vm_steps(store, part(100_000))
     await asyncio.gather(*(store.record_reply(part(n), BUILDERS) for n in range(2000, 6000)))
-    late = await steps_for(200_000)
+    late = await _vm_steps(store, part(200_000))
     assert late < early * 1.5, (early, late)
