@@ -218,10 +218,12 @@ async def test_a_reply_the_smsc_resends_is_stored_and_posted_once(store: SqlStor
     assert len(await store.list_webhooks(None, 10)) == 3
 
 
-def _numbered_reply(at: float, bind: str, number: int, text: str = "Oui") -> InboundReply:
+def _numbered_reply(
+    at: float, bind: str, number: int, text: str = "Oui", connector: str = "default"
+) -> InboundReply:
     """A one-part reply, numbered on its bind as an SMPP link numbers its deliveries."""
     return InboundReply(
-        "default",
+        connector,
         "+33612345678",
         "+33757000001",
         text,
@@ -1071,20 +1073,6 @@ async def test_a_burst_of_replies_from_one_sender_costs_each_reply_the_same(
     assert late < early * 1.5, (early, late)  # it grew with the sender's replies: ×3 here
 
 
-def _on(connector: str, at: float, bind: str, number: int, text: str) -> InboundReply:
-    return InboundReply(
-        connector,
-        "+33612345678",
-        "+33757000001",
-        text,
-        text.upper(),
-        lambda _: False,
-        at,
-        bind_id=bind,
-        bind_seq=number,
-    )
-
-
 async def test_a_burst_re_sent_after_a_lost_link_is_posted_once_however_long(
     store: SqlStore,
 ) -> None:
@@ -1092,9 +1080,9 @@ async def test_a_burst_re_sent_after_a_lost_link_is_posted_once_however_long(
     # the re-sent copies themselves filled: of a burst of 200 re-sent, 200 were posted twice.
     await store.update_account("a", {"reply_url": "https://example.com/mo"})
     for n in range(200):
-        await store.record_reply(_on("default", 1000 + n / 10, "b1", n + 1, f"r{n}"), BUILDERS)
+        await store.record_reply(_numbered_reply(1000 + n / 10, "b1", n + 1, f"r{n}"), BUILDERS)
     again = [
-        await store.record_reply(_on("default", 1100 + n / 10, "b2", n + 1, f"r{n}"), BUILDERS)
+        await store.record_reply(_numbered_reply(1100 + n / 10, "b2", n + 1, f"r{n}"), BUILDERS)
         for n in range(200)
     ]
     assert sum(outcome.callbacks for outcome in again) == 0
@@ -1104,10 +1092,12 @@ async def test_another_connectors_replies_do_not_hide_the_owners_re_send(store: 
     # The diff review: 64 replies another carrier's SMSC wrote "from" the same sender pushed
     # the owner's original out of the 64 looked at, and its re-send was posted again.
     await store.update_account("a", {"reply_url": "https://example.com/mo"})
-    first = await store.record_reply(_on("default", 1000.0, "b1", 1, "Oui"), BUILDERS)
+    first = await store.record_reply(_numbered_reply(1000.0, "b1", 1), BUILDERS)
     for n in range(100):
-        await store.record_reply(_on("carrier_a", 1001 + n, "x1", n + 1, "Oui"), BUILDERS)
-    resent = await store.record_reply(_on("default", 1200.0, "b2", 1, "Oui"), BUILDERS)
+        await store.record_reply(
+            _numbered_reply(1001 + n, "x1", n + 1, connector="carrier_a"), BUILDERS
+        )
+    resent = await store.record_reply(_numbered_reply(1200.0, "b2", 1), BUILDERS)
     assert (resent.callbacks, resent.reply_id) == (0, first.reply_id)
 
 
