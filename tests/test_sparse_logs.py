@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
-from smsrelay.logs import Sparse
+import pytest
+
+from smsrelay.logs import Sparse, SparseLine
 from tests.support import eventually
 
 
@@ -18,3 +21,19 @@ async def test_a_burst_is_said_at_once_then_its_rest_when_the_period_ends() -> N
     await eventually(lambda: said == [1, 999])  # the rest when the period ends, unasked
     sparse.note(time.monotonic())  # a later event after a quiet period: at once again
     await eventually(lambda: said == [1, 999, 1])
+
+
+async def test_a_sparse_line_names_the_last_occurrence_and_counts_every_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="smsrelay.test")
+    line = SparseLine(logging.getLogger("smsrelay.test"), "store.refused", 0.2, "refused")
+    line.note({"error": "disk full", "n": 0}, count=3)  # a write of three items refused
+    for n in range(1, 50):
+        line.note({"error": "disk full", "n": n})
+
+    def said() -> list[tuple[int, int]]:
+        return [(r.refused, r.n) for r in caplog.records if r.getMessage() == "store.refused"]
+
+    assert said() == [(3, 0)]
+    await eventually(lambda: said() == [(3, 0), (49, 49)])  # the rest, naming the last

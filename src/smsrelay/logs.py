@@ -88,3 +88,24 @@ class Sparse:
         if self.unsaid and self._say is not None:
             count, self.unsaid, self._said_at = self.unsaid, 0, time.monotonic()
             self._say(count)
+
+
+class SparseLine:
+    """One event's warning at most every ``every`` seconds: the fields of the last occurrence
+    and, under ``count_key``, how many the line stands for; a burst's end is told when its
+    period ends (``Sparse.note``)."""
+
+    def __init__(
+        self, log: logging.Logger, event: str, every: float, count_key: str = "since_last_line"
+    ) -> None:
+        self._log, self._event, self._count_key = log, event, count_key
+        self._fields: dict[str, Any] = {}
+        self._sparse = Sparse(every, self._say)
+
+    def note(self, fields: dict[str, Any], count: int = 1) -> None:
+        self._fields = fields
+        self._sparse.unsaid += count - 1
+        self._sparse.note(time.monotonic())
+
+    def _say(self, count: int) -> None:
+        self._log.warning(self._event, extra=self._fields | {self._count_key: count})

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from smsrelay.carrier.answer_proof import AnswerProof
-from smsrelay.logs import Sparse
+from smsrelay.logs import SparseLine
 
 SAVE_EVERY_S = 1.0
 KEEP_BINDS = 1000
@@ -38,7 +37,9 @@ class ProofSaver:
         self._saved: dict[str, int] = {}  # bind -> proven through, as saved
         self._due: dict[str, tuple[asyncio.TimerHandle, ProvenLink]] = {}
         self._stopped = False  # after save_now: nothing more is scheduled
-        self._unsaved = Sparse(UNSAVED_SAID_EVERY_S)
+        self._unsaved = SparseLine(
+            self._log, "smpp.proof.unsaved", UNSAVED_SAID_EVERY_S, "failures"
+        )
 
     @property
     def due(self) -> set[str]:
@@ -82,12 +83,8 @@ class ProofSaver:
         try:
             await self._save(link.bind_id, through)
         except Exception as exc:  # tried again a second later; meanwhile the reply is unproven
-            said_for = self._unsaved.due(time.monotonic())  # a line a minute (a full disk)
-            if said_for is not None:
-                self._log.warning(
-                    "smpp.proof.unsaved",
-                    extra={"bind": link.bind_id, "error": str(exc), "failures": said_for},
-                )
+            # a line a minute (a full disk)
+            self._unsaved.note({"bind": link.bind_id, "error": str(exc)})
         else:
             self._saved[link.bind_id] = max(self._saved.get(link.bind_id, 0), through)
             if len(self._saved) > KEEP_BINDS:  # binds long gone: the oldest first

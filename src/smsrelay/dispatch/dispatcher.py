@@ -28,7 +28,7 @@ from smsrelay.domain.backoff import SUBMIT_RETRY_CAP, BackoffPolicy, next_attemp
 from smsrelay.domain.states import PartState
 from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
-from smsrelay.logs import Sparse
+from smsrelay.logs import Sparse, SparseLine
 from smsrelay.service.clock import Clock
 from smsrelay.service.due_times import DueTimes
 from smsrelay.service.retrying import until_stored
@@ -38,6 +38,7 @@ from smsrelay.store.records import CallbackBuilders, ClaimedPart, TakenPart
 from smsrelay.turn_batch import TurnBatch
 
 log = logging.getLogger("smsrelay.dispatch")
+REFUSED_COUNT = "refused_since_last_line"  # the key of a refusal line's count
 IDLE_POLL = 0.2
 LATE_CLAIM_FLOOR = 1.0  # a claim answered within this is never late (a lease is 60 s)
 SWEEP_EVERY = 5.0
@@ -87,8 +88,8 @@ class Dispatcher:
         self.sweeps = 0  # lease sweeps done (tests wait on it rather than on the clock)
         self.sole = True  # set by start: the only dispatcher of its database
         self.withheld = False  # see withhold_sending
-        self.claims_refused = Sparse(1.0)
-        self.records_refused = Sparse(1.0)
+        self.claims_refused = SparseLine(log, "dispatch.claim.failed", 1.0, REFUSED_COUNT)
+        self.records_refused = SparseLine(log, "dispatch.record.retrying", 1.0, REFUSED_COUNT)
 
     def withhold_sending(self, error: TransientError) -> None:
         """An outcome the store refused (a full disk, a failing database): what the SMSC
@@ -274,12 +275,7 @@ class _Lane:
                 claimed = await self._claim()
                 claimed = self._unless_answered_late(claimed, self.loop.time() - asked)
             except TransientError as exc:  # a line a second at most (a full disk: every poll)
-                said_for = self.d.claims_refused.due(self.loop.time())
-                if said_for is not None:
-                    log.warning(
-                        "dispatch.claim.failed",
-                        extra={"error": str(exc), "refused_since_last_line": said_for},
-                    )
+                self.d.claims_refused.note({"error": str(exc)})
                 claimed = []
             except Exception:  # a bug must not end the lane: nothing would leave, silently
                 log.exception("dispatch.claim.crashed", extra={"connector": self.name})
@@ -405,12 +401,7 @@ class _Lane:
         """An outcome the store refused: said (a line a second at most: each part held
         retries its own), tried again later, and no part leaves until one is stored
         (``withhold_sending``)."""
-        said_for = self.d.records_refused.due(self.loop.time())
-        if said_for is not None:
-            log.warning(
-                "dispatch.record.retrying",
-                extra={**about, "error": str(error), "refused_since_last_line": said_for},
-            )
+        self.d.records_refused.note({**about, "error": str(error)})
         self.d.withhold_sending(error)
 
     async def conclude_when_answered(self, part: ClaimedPart, unanswered: SubmitUnanswered) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 
 from smsrelay.carrier.connector import MAY_BE_STORED, InboundSm
@@ -14,7 +13,7 @@ from smsrelay.domain.keywords import is_stop_text, keyword_of
 from smsrelay.domain.states import stat_for_message_state_tlv
 from smsrelay.domain.text import decode_gsm7, decode_ucs2
 from smsrelay.errors import MaybeStored, TransientError
-from smsrelay.logs import Sparse
+from smsrelay.logs import SparseLine
 from smsrelay.service.clock import Clock
 from smsrelay.smpp.concat import split_concat
 from smsrelay.smpp.pdu import ESM_CLASS_TYPE_MASK, RECEIPT_ESM_TYPES, CommandStatus, Tag
@@ -45,9 +44,8 @@ class InboundRouter:
         self.replies_received = 0  # likewise; a part the SMSC sent again counts again
         # a store refusing writes (a full disk) refuses every receipt: a line a second, not
         # a traceback per PDU (thousands in a minute)
-        self._refusals: dict[str, Sparse] = {}  # per event: receipts, replies
-        self._unowned = Sparse(REFUSALS_SAID_EVERY_S, self._say_unowned_count)
-        self._last_unowned: dict[str, str] = {}  # the last reply stored unowned, for its line
+        self._refusals: dict[str, SparseLine] = {}  # per event: receipts, replies
+        self._unowned = SparseLine(log, "smpp.reply.unowned", REFUSALS_SAID_EVERY_S)
 
     async def __call__(self, sm: InboundSm) -> int:
         (status,) = await self.handle_many([sm])
@@ -127,11 +125,12 @@ class InboundRouter:
 
     def _say_refused(self, event: str, error: TransientError, count: int) -> None:
         """The store refused them: the SMSC sends them again. Said at most once a second."""
-        said = self._refusals.setdefault(event, Sparse(REFUSALS_SAID_EVERY_S))
-        said.unsaid += count - 1
-        said_for = said.due(time.monotonic())
-        if said_for is not None:
-            log.warning(event, extra={"error": str(error), "refused_since_last_line": said_for})
+        line = self._refusals.get(event)
+        if line is None:
+            line = self._refusals[event] = SparseLine(
+                log, event, REFUSALS_SAID_EVERY_S, "refused_since_last_line"
+            )
+        line.note({"error": str(error)}, count)
 
     async def _reply(self, sm: InboundSm) -> None:
         concat, body = split_concat(sm.esm_class, sm.short_message, sm.tlvs)
@@ -163,12 +162,7 @@ class InboundRouter:
         """Stored, owned by no account: a number no account has, or one another connector
         serves (that SMSC cannot speak for it). At most a line a second, naming the last,
         the end of a burst included."""
-        self._last_unowned = {"connector": reply.connector, "number": reply.virtual_number}
-        self._unowned.note(time.monotonic())
-
-    def _say_unowned_count(self, count: int) -> None:
-        extra = self._last_unowned | {"since_last_line": count}
-        log.warning("smpp.reply.unowned", extra=extra)
+        self._unowned.note({"connector": reply.connector, "number": reply.virtual_number})
 
     async def answers_proven(self, bind_id: str, through: int) -> None:
         await self._store.record_answers_proven(bind_id, through, self._clock.now())

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.errors import TransientError
-from smsrelay.logs import Sparse
+from smsrelay.logs import Sparse, SparseLine
 from smsrelay.quick_init import quick_init
 from smsrelay.service.clock import Clock
 from smsrelay.service.retrying import until_stored
@@ -125,7 +125,9 @@ class WebhookSender:
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
         self._lines: dict[str, _Line] = {}  # host -> the callbacks of its line, to bring in
-        self._claims_refused = Sparse(1.0)
+        self._claims_refused = SparseLine(
+            log, "webhook.claim.failed", 1.0, "refused_since_last_line"
+        )
         self._remembered = 0  # callbacks in those lines (at most MAX_LINE_IDS)
         self._prune_lines_past = MAX_LINES  # hosts in _line_ends that make it look for old ones
         self._client: CallbackClient | None = None
@@ -257,12 +259,7 @@ class WebhookSender:
         try:
             return await self._store.claim_due_webhooks(now, limit, lease), lease
         except TransientError as exc:  # a line a second at most (a full disk: every poll)
-            said_for = self._claims_refused.due(time.monotonic())
-            if said_for is not None:
-                log.warning(
-                    "webhook.claim.failed",
-                    extra={"error": str(exc), "refused_since_last_line": said_for},
-                )
+            self._claims_refused.note({"error": str(exc)})
         except Exception:  # a bug must not end the claim loop: nothing would be posted again
             log.exception("webhook.claim.crashed")
         return [], lease
