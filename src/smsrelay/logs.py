@@ -102,6 +102,11 @@ class SparseLine:
         self._fields: dict[str, Any] = {}
         self._sparse = Sparse(every, self._say)
 
+    @property
+    def unsaid(self) -> int:
+        """Occurrences not in a line yet (they will be when the period ends)."""
+        return self._sparse.unsaid
+
     def note(self, fields: dict[str, Any], count: int = 1) -> None:
         self._fields = fields
         self._sparse.unsaid += count - 1

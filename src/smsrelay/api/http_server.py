@@ -33,7 +33,7 @@ import httptools
 
 from smsrelay.api.http_types import Request, Response
 from smsrelay.api.tls_listener import TlsListener
-from smsrelay.logs import Sparse
+from smsrelay.logs import SparseLine
 
 Handler = Callable[[Request], Awaitable[Response]]
 # (status, what went wrong, the query if the request line was read) -> the answer to send.
@@ -83,7 +83,9 @@ class HttpServer:
         self.lingering: set[Connection] = set()  # turned away over the cap, being let go
         self.turned_away = 0  # connections refused over the cap since the start
         self.reclaimed = 0  # idle connections closed for a newcomer at the cap since the start
-        self._reclaimed_said = Sparse(RECLAIMED_SAID_EVERY_S, self._say_reclaimed)
+        self._reclaimed_said = SparseLine(
+            log, "api.connections.reclaimed", RECLAIMED_SAID_EVERY_S, "count"
+        )
         self._last_full_warning = -FULL_WARNING_EVERY_S
         self.closing = False
         self._listener: asyncio.Server | None = None
@@ -127,13 +129,7 @@ class HttpServer:
         """One more connection closed for a newcomer: a line a second at most (a flood makes
         hundreds a second), with how many since the last."""
         self.reclaimed += 1
-        self._reclaimed_said.note(time.monotonic())
-
-    def _say_reclaimed(self, count: int) -> None:
-        log.warning(
-            "api.connections.reclaimed",
-            extra={"count": count, "max_connections": self.max_connections},
-        )
+        self._reclaimed_said.note({"max_connections": self.max_connections})
 
     def load(self) -> dict[str, int]:
         """What /health shows of the front door: clients connected, the cap, how many were

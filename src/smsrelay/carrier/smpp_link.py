@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import logging
 import socket
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -21,7 +20,7 @@ from typing import Any, cast
 from smsrelay.carrier.connector import SentIntoSilence
 from smsrelay.carrier.sent_bytes import Fate, GaveUp, SentBytes, reset_now, standing
 from smsrelay.errors import TransientError
-from smsrelay.logs import Sparse
+from smsrelay.logs import SparseLine
 from smsrelay.smpp.codec import NO_LIMIT, Event
 from smsrelay.smpp.errors import RemoteProtocolError
 from smsrelay.smpp.pdu import (
@@ -120,12 +119,12 @@ class SmppLink(asyncio.Protocol):
         self._sent = SentBytes()
         self._gave_up: GaveUp | None = None
         self.given_up_silent = False  # we ended it: it stopped answering, or ate our bytes
-        self._unmatched = Sparse(UNMATCHED_SAID_EVERY_S)
-        # a peer sending what we refuse (unknown commands, stray answers) can send 30,000 a
-        # second: a line a second each, naming the last, with the count
-        self._said_last: dict[str, dict[str, Any]] = {}
-        self._refused = Sparse(UNMATCHED_SAID_EVERY_S, self._say("smpp.pdu.refused"))
-        self._strays = Sparse(UNMATCHED_SAID_EVERY_S, self._say("smpp.response.stray"))
+        # a peer sending answers to nothing, what we refuse (unknown commands) or stray
+        # answers can send 30,000 a second: a line a second each, naming the last, counted
+        every = UNMATCHED_SAID_EVERY_S
+        self._unmatched = SparseLine(self.log, "smpp.response.unmatched", every, "responses")
+        self._refused = SparseLine(self.log, "smpp.pdu.refused", every)
+        self._strays = SparseLine(self.log, "smpp.response.stray", every)
         self.late_window = max(
             0.0, min(response_timeout * LATE_ANSWER_TIMEOUTS, LATE_ANSWER_LIMIT - response_timeout)
         )
@@ -436,18 +435,14 @@ class SmppLink(asyncio.Protocol):
         """An answer to nothing we wait for: a submit_sm_resp past its late window (the part
         went again, so the SMSC has it twice), or a generic_nack on sequence 0 (the SMSC could
         not read something we sent). Dropped, but said."""
-        count = self._unmatched.due(self.loop.time())
-        if count is not None:
-            self.log.warning(
-                "smpp.response.unmatched",
-                extra={
-                    "link": self.name,
-                    "sequence": pdu.sequence,
-                    "pdu": type(pdu).__name__,
-                    "status": status_name(pdu.status),
-                    "responses": count,
-                },
-            )
+        self._unmatched.note(
+            {
+                "link": self.name,
+                "sequence": pdu.sequence,
+                "pdu": type(pdu).__name__,
+                "status": status_name(pdu.status),
+            }
+        )
 
     def _give_up_late(self, now: float) -> None:
         """No late answer any more for the submits waiting past ``now``: None, or (their
@@ -482,20 +477,10 @@ class SmppLink(asyncio.Protocol):
         self.send(UnbindResp(sequence=pdu.sequence))
         self.close()
 
-    def _say(self, event: str) -> Callable[[int], None]:
-        def say(count: int) -> None:
-            extra = self._said_last.get(event, {}) | {"since_last_line": count}
-            self.log.warning(event, extra=extra)
-
-        return say
-
     def _on_remote_error(self, error: RemoteProtocolError) -> None:
-        self._said_last["smpp.pdu.refused"] = {
-            "link": self.name,
-            "status": status_name(error.status),
-            "error": str(error),
-        }
-        self._refused.note(time.monotonic())
+        self._refused.note(
+            {"link": self.name, "status": status_name(error.status), "error": str(error)}
+        )
         if error.command_id & RESPONSE_BIT and not error.fatal:
             # An answer we cannot read says nothing of whether the peer did what we asked (a
             # submit_sm's part may be the SMSC's now): the request waits on, for a readable
@@ -514,13 +499,14 @@ class SmppLink(asyncio.Protocol):
             self.close()
 
     def _on_stray(self, stray: StrayResponse) -> None:
-        self._said_last["smpp.response.stray"] = {
-            "link": self.name,
-            "sequence": stray.pdu.sequence,
-            "pdu": type(stray.pdu).__name__,
-            "request": stray.request.name,
-        }
-        self._strays.note(time.monotonic())
+        self._strays.note(
+            {
+                "link": self.name,
+                "sequence": stray.pdu.sequence,
+                "pdu": type(stray.pdu).__name__,
+                "request": stray.request.name,
+            }
+        )
 
     def _on_unexpected(self, pdu: Any) -> None:
         self.log.debug("smpp.pdu.ignored", extra={"link": self.name, "pdu": type(pdu).__name__})

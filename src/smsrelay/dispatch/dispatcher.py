@@ -28,7 +28,7 @@ from smsrelay.domain.backoff import SUBMIT_RETRY_CAP, BackoffPolicy, next_attemp
 from smsrelay.domain.states import PartState
 from smsrelay.domain.text import Encoding, split_segments
 from smsrelay.errors import PermanentError, SmsRelayError, TransientError
-from smsrelay.logs import Sparse, SparseLine
+from smsrelay.logs import SparseLine
 from smsrelay.service.clock import Clock
 from smsrelay.service.due_times import DueTimes
 from smsrelay.service.retrying import until_stored
@@ -255,7 +255,7 @@ class _Lane:
         self.task: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
         self.paused_until = 0.0
-        self.said: dict[str, Sparse] = {}  # outcome -> its parts, for the log
+        self.said: dict[str, SparseLine] = {}  # outcome -> its parts, for the log
         # kept: asyncio.create_task asks for it, a getpid syscall per part on 3.11
         self.loop = asyncio.get_running_loop()
         # parts the SMSC took, recorded together per loop turn (its answers come in bursts)
@@ -501,19 +501,11 @@ class _Lane:
         """At most a line a second per outcome: an SMSC refusing everything at 1,000/s
         would flood the journal (the counts are in /metrics); ``parts`` counts the parts
         so since the line before."""
-        said = self.said.setdefault(outcome, Sparse(SAY_PART_EVERY_S))
-        count = said.due(self.loop.time())
-        if count is None:
-            return
-        log.warning(
-            f"dispatch.part.{outcome}",
-            extra={
-                "part_id": part.part_id,
-                "connector": self.name,
-                "error": reason,
-                "parts": count,
-            },
-        )
+        said = self.said.get(outcome)
+        if said is None:
+            event = f"dispatch.part.{outcome}"
+            said = self.said[outcome] = SparseLine(log, event, SAY_PART_EVERY_S, "parts")
+        said.note({"part_id": part.part_id, "connector": self.name, "error": reason})
 
     async def _retry(
         self,

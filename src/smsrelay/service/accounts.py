@@ -15,7 +15,7 @@ from smsrelay.domain.numbers import parse_international
 from smsrelay.domain.pricing import eur_to_micros
 from smsrelay.domain.quiet_hours import Region
 from smsrelay.errors import DomainError
-from smsrelay.logs import Sparse
+from smsrelay.logs import SparseLine
 from smsrelay.service.clock import Clock
 from smsrelay.service.keys import hash_api_key, new_api_key, new_webhook_secret
 from smsrelay.service.retention import YIELD_S
@@ -38,7 +38,9 @@ class AccountDirectory:
         self._store = store
         self._clock = clock  # kept for callers; the cache ages on the monotonic clock
         self._cache: dict[str, tuple[float, Account]] = {}
-        self._wrong_keys = Sparse(WRONG_KEYS_SAID_EVERY_S, _say_wrong_keys)
+        # someone guessing keys shows in the log: a line a minute at most, with the count
+        # (never the key), the end of a burst included
+        self._wrong_keys = SparseLine(log, "api.key.incorrect", WRONG_KEYS_SAID_EVERY_S)
 
     async def authenticate(self, api_key: str | None) -> Account:
         if not api_key or api_key.isspace():  # blank is missing (code 1), not a wrong key
@@ -51,7 +53,7 @@ class AccountDirectory:
         else:
             found = await self._store.account_by_key_hash(key_hash)
             if found is None:
-                self._say_wrong_key(now)
+                self._wrong_keys.note({})
                 raise DomainError("apikey.incorrect", "incorrect API key", "apiKey")
             account = found
             if len(self._cache) > 10_000:
@@ -63,15 +65,6 @@ class AccountDirectory:
 
     def forget(self) -> None:
         self._cache.clear()
-
-    def _say_wrong_key(self, now: float) -> None:
-        """Someone guessing keys shows in the log: a line a minute at most, with the count
-        (never the key), the end of a burst included."""
-        self._wrong_keys.note(now)
-
-
-def _say_wrong_keys(count: int) -> None:
-    log.warning("api.key.incorrect", extra={"since_last_line": count})
 
 
 @dataclass(frozen=True)

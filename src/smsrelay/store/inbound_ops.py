@@ -119,15 +119,15 @@ SAME_REFERENCE_LOOKED_AT = 1024
 
 
 def _recent_duplicate(conn: Conn, reply: InboundReply) -> ReplyOutcome | None:
-    candidates = _same_part_ids(reply) if reply.concat else _same_opening_ids(reply)
+    candidates, params = _same_part_ids(reply) if reply.concat else _same_opening_ids(reply)
     row = conn.execute(
         "SELECT r.id, r.account_id, r.message_id FROM replies r "
         "LEFT JOIN binds b ON b.bind_id = r.bind_id "
-        f"WHERE r.id IN ({candidates[0]}) AND r.text = ? "
+        f"WHERE r.id IN ({candidates}) AND r.text = ? "
         # ...and, for a one-part reply, only while the SMSC may not have had our resp
         "AND (r.concat_ref IS NOT NULL OR (r.bind_seq IS NULL AND r.received_at >= ?) "
         "OR COALESCE(b.proven_through, 0) < r.bind_seq) LIMIT 1",
-        (*candidates[1], reply.text, reply.received_at - RESEND_WINDOW),
+        (*params, reply.text, reply.received_at - RESEND_WINDOW),
     ).fetchone()
     if row is None:
         return None

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from smsrelay.domain.backoff import BackoffPolicy, next_attempt_at
 from smsrelay.errors import TransientError
-from smsrelay.logs import Sparse, SparseLine
+from smsrelay.logs import SparseLine
 from smsrelay.quick_init import quick_init
 from smsrelay.service.clock import Clock
 from smsrelay.service.retrying import until_stored
@@ -121,7 +121,8 @@ class WebhookSender:
         self._max_held = 4 * batch
         self._gates = KeyedGates(concurrency_per_host)  # a semaphore per receiver
         self._retries = RetryDigest()
-        self._lapsed = Sparse(LAPSED_SAID_EVERY_S)  # callbacks whose lease lapsed, for the log
+        # callbacks whose lease lapsed, for the log
+        self._lapsed = SparseLine(log, "webhook.lease.lapsed", LAPSED_SAID_EVERY_S, "callbacks")
         self._post_time: dict[str, float] = {}  # host -> its recent post time (seconds)
         self._line_ends: dict[str, float] = {}  # host -> when its last handed-back one is due
         self._lines: dict[str, _Line] = {}  # host -> the callbacks of its line, to bring in
@@ -466,10 +467,7 @@ class WebhookSender:
     def _say_lapsed(self, webhook_id: int, host: str) -> None:
         """A line a second at most: a hung receiver's whole hand lapses at once (~750 lines in
         one second each time, in the soak); its lease brings each back."""
-        count = self._lapsed.due(self._running_loop().time())
-        if count is not None:
-            extra = {"webhook_id": webhook_id, "host": host, "callbacks": count}
-            log.warning("webhook.lease.lapsed", extra=extra)
+        self._lapsed.note({"webhook_id": webhook_id, "host": host})
 
     async def _attempt(
         self,
