@@ -178,6 +178,7 @@ def test_a_real_connector_beside_the_built_in_one_makes_a_real_gateway(tmp_path:
 def test_variables_that_name_no_setting_are_listed_with_their_likely_meaning() -> None:
     env = {"SMSRELAY_PORT": "1", "SMSRELAY_PROT": "2", "SMSRELAY_ZZZZZZ": "3", "PATH": "/bin"}
     env |= {"SMSRELAY_host": "0.0.0.0"}  # read only in capitals
+    env |= {"SMSRELAY_API_KEY": "k"}  # `smsrelay send`'s key: a command's variable
     assert unknown_variables(env) == [
         "SMSRELAY_PROT (did you mean SMSRELAY_PORT?)",
         "SMSRELAY_ZZZZZZ",

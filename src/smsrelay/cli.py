@@ -33,7 +33,7 @@ from smsrelay.logs import configure as configure_logging
 from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
-from smsrelay.settings import LOG_LEVELS, Settings, url_host
+from smsrelay.settings import API_KEY_VARIABLE, LOG_LEVELS, Settings, url_host
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import is_postgres, store_for
 from smsrelay.store.health import MIB, free_bytes
@@ -163,7 +163,13 @@ def _gateway_base(url: str) -> str:
 
 
 @cli.command()
-@click.option("--api-key", required=True, help="The account's API key.")
+@click.option(
+    "--api-key",
+    envvar=API_KEY_VARIABLE,
+    show_envvar=True,
+    help="The account's API key (every local user reads a command line in ps: the "
+    "variable keeps it out).",
+)
 @click.option("--from", "sender", required=True, help="One of the account's numbers.")
 @click.option("--to", "to", required=True, help="The recipient, e.g. 0612345678.")
 @click.option(
@@ -172,16 +178,24 @@ def _gateway_base(url: str) -> str:
 @click.argument("text")
 @click.pass_context
 def send(
-    ctx: click.Context, api_key: str, sender: str, to: str, url: str | None, text: str
+    ctx: click.Context, api_key: str | None, sender: str, to: str, url: str | None, text: str
 ) -> None:
     """Send one SMS through a running gateway's HTTP API and print its answer.
 
     \b
     Example:
       smsrelay send --api-key KEY --from 33757000001 --to 0612345678 "Hello"
+      SMSRELAY_API_KEY=KEY smsrelay send --from 33757000001 --to 0612345678 "Hello"
     """
     import aiohttp
     import orjson
+
+    if not api_key:
+        fail(
+            f"no API key: give --api-key KEY, or set {API_KEY_VARIABLE} (kept out of the "
+            "command line that ps shows)",
+            code=2,
+        )
 
     settings = settings_from(ctx)
     base, tls = (_gateway_base(url), None) if url else _own_gateway(settings)

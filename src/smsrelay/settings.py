@@ -26,6 +26,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 DEMO_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
 ENV_PREFIX = "SMSRELAY_"
+API_KEY_VARIABLE = "SMSRELAY_API_KEY"  # `smsrelay send`'s key: a command's, not serve's
+COMMAND_VARIABLES = (API_KEY_VARIABLE,)  # read by one command, so no misspelt setting
 DEFAULT_CONNECTOR = "default"
 BUILTIN_SMSC = "builtin"  # smsc = "builtin": the built-in simulator, asked for by name
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # database_url of a shared database
@@ -185,6 +187,8 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     likely meant: a misspelt one is otherwise ignored without a word."""
     said = []
     for variable in sorted(v for v in env if v.startswith(ENV_PREFIX)):
+        if variable in COMMAND_VARIABLES:
+            continue
         name = variable.removeprefix(ENV_PREFIX).lower()
         if variable != ENV_PREFIX + name.upper() or name not in _FIELDS:  # read as written
             guess = difflib.get_close_matches(name, _FIELDS, n=1, cutoff=0.75)

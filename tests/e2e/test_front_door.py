@@ -563,6 +563,38 @@ async def test_cli_send_goes_through_a_running_gateway(gw: RunningGateway) -> No
     assert code == 2
 
 
+async def test_cli_send_takes_the_key_from_the_environment_out_of_ps(
+    gw: RunningGateway, tmp_path: Path
+) -> None:
+    import os
+
+    from tests.support import SMSRELAY
+
+    async def cli_send(*key_flag: str, env_key: str | None) -> tuple[int, str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SMSRELAY_")}
+        env["SMSRELAY_DATA_DIR"] = str(tmp_path / "unused")  # settings_from reads them
+        if env_key is not None:
+            env["SMSRELAY_API_KEY"] = env_key
+        process = await asyncio.create_subprocess_exec(
+            *(SMSRELAY, "send", "--url", gw.base_url, *key_flag, "--from", gw.number),
+            *("--to", "0612345678", "Bonjour"),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return process.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await cli_send(env_key=gw.api_key)
+    assert code == 0 and '"success":true' in out, err
+    assert "is not a setting" not in err  # the command's own variable, not a misspelt one
+    code, out, _ = await cli_send("--api-key", "wrong-key", env_key=gw.api_key)
+    assert code == 1 and '"code":10' in out  # the flag, given, wins
+    code, out, err = await cli_send(env_key=None)
+    assert code == 2 and not out
+    assert "error: no API key: give --api-key KEY, or set SMSRELAY_API_KEY" in err
+
+
 async def test_serve_says_nothing_of_quiet_hours_when_nothing_is_held(gw: RunningGateway) -> None:
     assert not [line for line in gw.lines if line.startswith("quiet hours:")]
 
