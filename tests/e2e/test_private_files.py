@@ -58,3 +58,17 @@ async def test_a_database_others_can_read_is_one_warning_at_start(tmp_path: Path
     private = await start_gateway(settings)
     await runtime.stop(private.running)
     assert not [line for line in private.lines if line.startswith("warning:")]
+
+
+@pytest.mark.usefixtures("usual_umask")
+async def test_the_folders_made_for_a_nested_database_are_private_and_no_other(
+    tmp_path: Path,
+) -> None:
+    # mkdir -p gave the parents the umask's mode: /srv/sms of a new /srv/sms/db/x.db was 0755.
+    os.chmod(tmp_path, 0o755)  # there already: its owner chose
+    database = tmp_path / "srv" / "sms" / "db" / "smsrelay.db"
+    gw = await start_gateway(gateway_settings(tmp_path, database_url=f"sqlite:///{database}"))
+    await runtime.stop(gw.running)
+    made = [tmp_path / "srv", tmp_path / "srv" / "sms", database.parent]
+    assert {folder: _mode(folder) for folder in made} == dict.fromkeys(made, 0o700)
+    assert _mode(tmp_path) == 0o755 and _mode(database) == 0o600

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import stat
+from itertools import takewhile
 from pathlib import Path
 
 PRIVATE_FOLDER = 0o700
@@ -16,9 +17,14 @@ SHARED_READ = stat.S_IRGRP | stat.S_IROTH
 
 
 def make_private_folder(folder: Path) -> None:
-    """The folder, 0700 when made here (missing parents get the umask's mode, as ``mkdir
-    -p`` gives them); one that exists is left as it is: its owner chose."""
-    folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    """The folder and its missing parents, each 0700 when made here (``mkdir -p``, as
+    ``parents=True``, gives the parents the umask's mode: a new ``--database
+    /srv/sms/db/smsrelay.db`` left /srv/sms open to all); one that exists is left as it
+    is: its owner chose."""
+    missing = list(takewhile(lambda f: not f.exists(), folder.parents))
+    for parent in reversed(missing):
+        parent.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)  # made meanwhile: not ours to change
+    folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)  # a file by that name is an error
 
 
 def create_private_file(path: str) -> None:
