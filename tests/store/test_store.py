@@ -315,6 +315,7 @@ async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqlSto
     assert await store.retry_webhooks(None, 90_000.0) == 1
     [job] = await store.claim_due_webhooks(90_000.0, 10, 90_060.0)
     assert (job.id, job.created_at, job.attempts) == (hook_id, 90_000.0, 1)
+    assert job.round_attempts == 0  # its backoff starts over: a fresh round, not one more post
 
 
 async def test_callbacks_are_brought_forward_or_in_line_and_parked_ones_stay(

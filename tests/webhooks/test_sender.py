@@ -329,6 +329,38 @@ async def test_gives_up_when_the_next_try_would_exceed_the_budget_then_retry_put
     assert await store.list_webhooks("failed") == []
 
 
+async def test_a_retried_callback_gets_a_fresh_round_of_backoff_not_one_more_post(
+    store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
+) -> None:
+    # The backoff counted every post ever made: past the first round, a retried callback's
+    # first wait (40 s here) ran past a budget below the cap, and it was given up after one
+    # more post. Its round starts over: 10 s, then 20 s, as a new callback's.
+    receiver = await receivers(default=500)
+    clock = FixedClock(T0)
+    webhook_id = await add_callback(store, account, receiver.url, now=T0)
+    backoff = BackoffPolicy(first=10.0, factor=2.0, cap=600.0)
+    sender = await senders(clock=clock, backoff=backoff, give_up_after=25.0)
+    await eventually(has_attempts(store, webhook_id, 1))
+    clock.set(T0 + 13)
+    sender.wake()
+    await eventually(is_state(store, webhook_id, "failed"))  # after 2 posts: 20 s is past 25
+
+    retried_at = T0 + 1000
+    clock.set(retried_at)
+    assert await store.retry_webhooks(None, retried_at) == 1
+    sender.wake()
+    await eventually(has_attempts(store, webhook_id, 3))
+    view = await state_of(store, webhook_id)
+    assert view.state == "pending", view.last_error  # not given up after one post
+    assert retried_at + 10 <= view.due_at <= retried_at + 12.5  # the round's first wait
+    clock.set(retried_at + 13)
+    sender.wake()
+    await eventually(is_state(store, webhook_id, "failed"))  # its round's 20 s: past 25
+    view = await state_of(store, webhook_id)
+    assert (view.attempts, len(view.history)) == (4, 4)  # every post still counted
+    assert receiver.seen[-1].headers["X-Smsrelay-Attempt"] == "4"
+
+
 async def test_a_callback_stored_before_a_long_outage_gets_its_retries_after_it(
     store: SqliteStore, account: Account, receivers: MakeReceiver, senders: MakeSender
 ) -> None:

@@ -206,6 +206,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX replies_by_concat ON replies(msisdn, virtual_number, concat_ref, received_at)
         WHERE concat_ref IS NOT NULL;
     """,
+    # 8: SQLite's 13 (a callback's attempts before its round: a retry's backoff starts over)
+    """
+    ALTER TABLE webhooks ADD COLUMN attempts_before_round INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

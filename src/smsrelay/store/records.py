@@ -219,9 +219,10 @@ class WebhookJob:
     kind: str
     url: str
     body: bytes
-    attempts: int
-    created_at: float
+    attempts: int  # every post so far (X-Smsrelay-Attempt)
+    created_at: float  # when stored, or put back by a manual retry: the budget's start
     secret: str | None
+    round_attempts: int  # the posts since then, which the backoff counts
 
 
 @quick_init

@@ -262,6 +262,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX replies_by_concat ON replies(msisdn, virtual_number, concat_ref, received_at)
         WHERE concat_ref IS NOT NULL;
     """,
+    # 13: a callback's attempts before its current round (`webhooks retry` starts one): its
+    # backoff counts the round's attempts, as its budget counts from the retry (created_at);
+    # a retried callback past the cap otherwise waited the cap at once, and one whose next
+    # wait ran past a short budget was given up after one more post. `attempts` still counts
+    # every post (X-Smsrelay-Attempt, `webhooks list`).
+    """
+    ALTER TABLE webhooks ADD COLUMN attempts_before_round INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

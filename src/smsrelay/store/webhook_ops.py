@@ -34,6 +34,11 @@ def message_key(message_id: int) -> str:
 
 
 OPEN = "state IN ('pending', 'sending')"  # the webhooks_in_order index's condition: use it
+# SQL: a callback's attempts in its current round, which its backoff counts (a manual retry
+# starts a round; ``attempts`` counts every post)
+ROUND_ATTEMPTS = "attempts - attempts_before_round"
+# SQL: what a manual retry sets: a new round, its budget counted from ``now`` (the parameter)
+NEW_ROUND = "state = 'pending', due_at = ?, created_at = ?, attempts_before_round = attempts"
 
 
 def _one_ahead(row: str) -> str:
@@ -67,12 +72,13 @@ def claim_due(conn: Conn, now: float, limit: int, lease_until: float) -> list[We
         # not while an earlier callback with the same key is still to go: order per key
         f"AND (w.order_key IS NULL OR w.kind = '{ALONE}' OR NOT {_one_ahead('w')}) "
         "ORDER BY w.due_at, w.id LIMIT ?) "
-        "RETURNING id, uuid, account_id, kind, url, body, attempts, created_at",
+        "RETURNING id, uuid, account_id, kind, url, body, attempts, created_at, "
+        f"{ROUND_ATTEMPTS}",
         (lease_until, now, limit),
     ).fetchall()
     secrets = _secrets(conn, {int(r[2]) for r in rows})
     jobs = [
-        WebhookJob(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], secrets.get(r[2]))
+        WebhookJob(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], secrets.get(r[2]), r[8])
         for r in rows
     ]
     return sorted(jobs, key=lambda job: job.id)
@@ -136,16 +142,16 @@ def reschedule(conn: Conn, items: list[tuple[int, float]]) -> int:
 
 
 def bring_forward(conn: Conn, waits: Sequence[float], now: float) -> int:
-    """Pending callbacks due later than a retry may wait after their attempts so far are due
-    ``now``; how many. ``waits[n]``: the longest wait after ``n`` attempts (the last for any
-    more). Only a receiver's line puts one later (a hung receiver's backlog handed back,
+    """Pending callbacks due later than a retry may wait after their round's attempts so far
+    are due ``now``; how many. ``waits[n]``: the longest wait after ``n`` attempts (the last
+    for any more). Only a receiver's line puts one later (a hung receiver's backlog handed back,
     spaced by its timeouts), and a line lives in the memory of the process that made it:
     after a restart its callbacks waited up to 15 minutes for a receiver long back (the
     soak review). The sender runs this once, at start. Parked ones stay parked."""
     moved = 0
     last = len(waits) - 1
     for attempts, wait in enumerate(waits):
-        which = "attempts >= ?" if attempts == last else "attempts = ?"
+        which = f"{ROUND_ATTEMPTS} {'>=' if attempts == last else '='} ?"
         moved += conn.execute(
             f"UPDATE webhooks SET due_at = ? WHERE state = 'pending' AND {which} "
             "AND due_at > ? AND due_at < ?",
@@ -224,17 +230,17 @@ def _view(conn: Conn, row: tuple[Any, ...]) -> WebhookView:
 
 
 def retry(conn: Conn, webhook_id: int | None, now: float) -> int:
-    """Put failed callbacks (one, or all when webhook_id is None) back in the queue, with a
-    fresh retry budget (the budget counts from ``created_at``; the attempts keep the history)."""
+    """Put failed callbacks (one, or all when webhook_id is None) back in the queue for a
+    fresh round: a new retry budget (it counts from ``created_at``) and a backoff that starts
+    over (it counts the round's attempts); ``attempts`` and the history keep every post."""
     if webhook_id is None:
         queued = conn.execute(
-            "UPDATE webhooks SET state = 'pending', due_at = ?, created_at = ? "
-            "WHERE state = 'failed' RETURNING order_key",
+            f"UPDATE webhooks SET {NEW_ROUND} WHERE state = 'failed' RETURNING order_key",
             (now, now),
         ).fetchall()
     else:
         queued = conn.execute(
-            "UPDATE webhooks SET state = 'pending', due_at = ?, created_at = ? "
+            f"UPDATE webhooks SET {NEW_ROUND} "
             "WHERE id = ? AND state IN ('failed', 'pending') RETURNING order_key",
             (now, now, webhook_id),
         ).fetchall()
@@ -248,7 +254,7 @@ def retry_failed_step(conn: Conn, now: float, after_id: int, limit: int) -> tupl
     as ``retry`` puts them back; how many, and the last id looked at (a callback that fails
     again at once, an unsafe address, is not taken twice)."""
     rows = conn.execute(
-        "UPDATE webhooks SET state = 'pending', due_at = ?, created_at = ? "
+        f"UPDATE webhooks SET {NEW_ROUND} "
         "WHERE id IN (SELECT id FROM webhooks WHERE state = 'failed' AND id > ? "
         "ORDER BY id LIMIT ?) RETURNING id, order_key",
         (now, now, after_id, limit),

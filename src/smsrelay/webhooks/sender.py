@@ -592,7 +592,7 @@ class WebhookSender:
             return WebhookAttempt(
                 job.id, now, result.status, posted.latency_ms, None, "delivered", None
             )
-        due = self._next_due(job, job.attempts + 1, now, result)
+        due = self._next_due(job, job.round_attempts + 1, now, result)
         outcome = "failed" if due is None else "pending"
         return WebhookAttempt(
             job.id, now, result.status, posted.latency_ms, result.error, outcome, due
@@ -629,7 +629,8 @@ class WebhookSender:
     def _next_due(
         self, job: WebhookJob, attempt: int, now: float, result: PostResult
     ) -> float | None:
-        """When to try again, or None to give up (permanent error, retry budget spent)."""
+        """When to try again, or None to give up (permanent error, retry budget spent).
+        ``attempt``: of the callback's round (a manual retry starts one, its budget too)."""
         if result.permanent:
             return None
         due = next_attempt_at(attempt, now, self._backoff, random.random())
