@@ -304,7 +304,10 @@ async def test_a_numbers_new_owner_does_not_wait_behind_the_old_owners_callbacks
     assert new.url == "https://new.example.com/mo"
 
 
-async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqlStore) -> None:
+@pytest.mark.parametrize("how", ["all", "one", "in steps"])
+async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(
+    store: SqlStore, how: str
+) -> None:
     from smsrelay.store.message_ops import insert_callback
 
     hook_id = await store.db.write(
@@ -312,7 +315,10 @@ async def test_manual_retry_gives_a_failed_callback_a_fresh_budget(store: SqlSto
     )
     await store.record_webhook_attempt(hook_id, 11.0, 500, 3.0, "HTTP 500", "failed", None)
     assert [w.id for w in await store.list_webhooks("failed")] == [hook_id]
-    assert await store.retry_webhooks(None, 90_000.0) == 1
+    if how == "in steps":  # `webhooks retry --all`
+        assert await store.retry_failed_webhooks(90_000.0, 0, 1000) == (1, hook_id)
+    else:
+        assert await store.retry_webhooks(None if how == "all" else hook_id, 90_000.0) == 1
     [job] = await store.claim_due_webhooks(90_000.0, 10, 90_060.0)
     assert (job.id, job.created_at, job.attempts) == (hook_id, 90_000.0, 1)
     assert job.round_attempts == 0  # its backoff starts over: a fresh round, not one more post
