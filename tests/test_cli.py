@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import socket
+import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -268,7 +271,7 @@ def test_every_command_has_help_with_an_example() -> None:
         "messages": ["show", "list", "replies"],
         "webhooks": ["list", "retry"],
         "stop": ["list", "add", "remove"],
-        "db": ["upgrade", "purge"],
+        "db": ["upgrade", "purge", "backup"],
         "smsc": ["reply"],
     }
     for command in ["serve", "send", "status", "smsc"]:
@@ -415,6 +418,40 @@ def test_smsc_reply_to_what_is_no_control_api_is_one_error_line(tmp_path: Path) 
         assert result.stderr.startswith("error: ") and "Traceback" not in result.output
     thread.join(5)
     smpp_like.close()
+
+
+def test_db_backup_makes_a_private_copy_whatever_the_umask(run, tmp_path: Path) -> None:
+    # Made by SQLite's VACUUM INTO, the copy took the umask: 0644, every local user could
+    # read the texts, numbers and webhook secrets of a 0600 database.
+    run("accounts", "create", "shop")
+    copy = tmp_path / "sms.db"
+    before = os.umask(0o022)  # a login shell's, systemd's
+    serving = sqlite3.connect(tmp_path / "data" / "smsrelay.db", isolation_level=None)
+    try:
+        serving.execute("BEGIN IMMEDIATE")  # serve in the middle of a write: not waited for
+        serving.execute("UPDATE accounts SET name = 'not committed'")
+        assert f"copied the database to {copy}" in run("db", "backup", str(copy))
+    finally:
+        serving.close()
+        os.umask(before)
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    with contextlib.closing(sqlite3.connect(copy)) as db:
+        assert db.execute("SELECT name FROM accounts").fetchall() == [("shop",)]
+    copy.write_bytes(b"an older backup")
+    assert "exists: a backup goes to a new file" in run("db", "backup", str(copy), code=2)
+    assert copy.read_bytes() == b"an older backup"  # never written over
+    missing = tmp_path / "no-such-folder" / "sms.db"
+    assert "cannot write" in run("db", "backup", str(missing), code=1)
+
+
+def test_db_backup_of_what_is_not_a_sqlite_database_here_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "sms.db"
+    pg = ["--database", "postgresql://sms@127.0.0.1:1/sms", "db", "backup", str(copy)]
+    nowhere = ["--data-dir", str(tmp_path / "nowhere"), "db", "backup", str(copy)]
+    for args, said in [(pg, "pg_dump"), (nowhere, "no smsrelay database at")]:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and said in result.stderr, result.output
+    assert not copy.exists() and not (tmp_path / "nowhere").exists()
 
 
 def test_db_purge_reports_what_it_deleted_and_wants_a_positive_age(run) -> None:

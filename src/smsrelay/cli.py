@@ -23,6 +23,7 @@ from smsrelay.cli_support import (
     fail,
     fail_all,
     is_server_error,
+    refuse_missing_database,
     run,
     run_or_fail,
     settings_from,
@@ -34,6 +35,7 @@ from smsrelay.service import retention
 from smsrelay.service.dates import iso_text
 from smsrelay.service.gateway import Gateway
 from smsrelay.settings import API_KEY_VARIABLE, LOG_LEVELS, Settings, url_host
+from smsrelay.store.backup import backup_into
 from smsrelay.store.engine import path_from_url
 from smsrelay.store.factory import is_postgres, store_for
 from smsrelay.store.health import MIB, free_bytes
@@ -262,6 +264,32 @@ def upgrade(ctx: click.Context) -> None:
 
     applied = run_or_fail(go())
     click.echo(f"applied migrations: {applied}" if applied else "database is up to date")
+
+
+@db.command()
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.pass_context
+def backup(ctx: click.Context, target: str) -> None:
+    """Copy the SQLite database to TARGET, a new file only this user can read (0600,
+    whatever the umask): consistent, and serve may run (PostgreSQL: pg_dump).
+
+    \b
+    Example:
+      smsrelay db backup /backups/sms-$(date +%F).db
+    """
+    url = settings_from(ctx).resolved_database_url
+    if is_postgres(url):
+        fail("db backup copies a SQLite database: back up PostgreSQL with pg_dump", code=2)
+    refuse_missing_database(url, creates=False)
+    try:
+        backup_into(path_from_url(url), target)
+    except FileExistsError:
+        fail(f"{target} exists: a backup goes to a new file", code=2)
+    except OSError as exc:  # its folder missing or not ours to write; a full disk
+        fail(f"cannot write {target}: {exc.strerror}{disk_full_hint(exc)}")
+    except sqlite3.Error as exc:
+        fail(f"could not copy the database: {exc}{disk_full_hint(exc)}")
+    click.echo(f"copied the database to {target} (mode 600)")
 
 
 @db.command()

@@ -64,7 +64,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
 
 
-def _refuse_missing_database(url: str, creates: bool) -> None:
+def refuse_missing_database(url: str, creates: bool) -> None:
     """Only ``creates`` commands make a database (and say so); the others stop, naming it.
     On PostgreSQL the database is made by its administrator and the tables by us: pointed
     at the wrong one (even ``postgres``), a command made our tables there and reported all
@@ -176,7 +176,7 @@ def with_gateway(
     """
     settings = settings_from(ctx)
     url = settings.resolved_database_url
-    _refuse_missing_database(url, creates)
+    refuse_missing_database(url, creates)
 
     async def main() -> T:
         store = store_for(url)
