@@ -11,7 +11,7 @@ import pytest
 from smsrelay.carrier import smpp_link
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.carrier.smpp_client import SmppConnector
-from smsrelay.carrier.smpp_link import INBOUND_HIGH_WATER, SmppLink
+from smsrelay.carrier.smpp_link import INBOUND_HIGH_WATER, INBOUND_LOW_WATER, SmppLink
 from smsrelay.smpp.codec import PduReader, encode
 from smsrelay.smpp.pdu import (
     BindTransceiver,
@@ -226,3 +226,55 @@ async def test_the_simulator_reads_a_flooding_esme_no_further_than_the_mark(
     assert simulator.stats.max_resp_pending <= INBOUND_HIGH_WATER  # 3,000 without it
     assert answered == set(range(2, flood + 2))
     writer.close()
+
+
+async def test_the_simulator_takes_no_more_submits_awaiting_their_receipt_than_its_mark(
+    make_simulator: MakeSimulator,
+) -> None:
+    # With --receipt-before-resp a submit waits for its receipt's window slot before its
+    # answer; those were not counted, so an ESME flooding submits made it hold all of them
+    # (a task and a record each) without bound.
+    simulator = await make_simulator(receipt_before_resp=True)
+    flood = 3 * INBOUND_HIGH_WATER
+    reader, writer = await asyncio.open_connection("127.0.0.1", simulator.port)
+    writer.write(encode(BindTransceiver(sequence=1, system_id="esme", password="x")))
+    pdus = PduReader()
+    async with asyncio.timeout(5):
+        [bound] = pdus.feed(await reader.read(65536))
+    assert isinstance(bound, BindTransceiverResp) and bound.status == CommandStatus.ESME_ROK
+    submits = (
+        encode(
+            SubmitSm(
+                sequence=n,
+                source_addr="33700000001",
+                destination_addr="33612345678",
+                registered_delivery=1,
+            )
+        )
+        for n in range(2, flood + 2)
+    )
+    writer.write(b"".join(submits))
+    answered: dict[int, int] = {}
+    receipts = 0
+    async with asyncio.timeout(10):
+        while len(answered) < flood or receipts < _accepted(answered):
+            for pdu in pdus.feed(await reader.read(65536)):
+                if isinstance(pdu, SubmitSmResp):
+                    assert pdu.sequence not in answered
+                    answered[pdu.sequence] = pdu.status
+                elif isinstance(pdu, DeliverSm):
+                    receipts += 1
+                    writer.write(encode(DeliverSmResp(sequence=pdu.sequence)))
+    [link] = simulator.server.links
+    assert 0 < link.unanswered_most <= INBOUND_LOW_WATER and link.reading_pauses == 0
+    assert simulator.stats.max_awaiting_receipt <= INBOUND_LOW_WATER  # ~2,900 without it
+    assert set(answered) == set(range(2, flood + 2))  # every submit answered once
+    refused = [n for n, status in answered.items() if status == CommandStatus.ESME_RMSGQFUL]
+    assert refused and len(refused) == simulator.stats.queue_full
+    assert receipts == flood - len(refused)  # each taken one has its receipt, first
+    assert simulator.stats.awaiting_receipt == 0 and link.unanswered == 0
+    writer.close()
+
+
+def _accepted(answered: dict[int, int]) -> int:
+    return sum(1 for status in answered.values() if status == CommandStatus.ESME_ROK)
