@@ -147,7 +147,7 @@ async def test_answers_waiting_behind_a_paused_flood_are_in_time(
     # submit, which the SMSC wrote at once behind its flood, waited unread, their deadlines
     # ran out, and the link was given up although the SMSC had answered in time (the submit
     # then unanswered, maybe sent twice; the flood sent again on the next bind).
-    timeout = 0.3
+    timeout = 0.5
     store, smsc = _GatedStore(), _FloodingSmsc(3 * INBOUND_HIGH_WATER, on_enquire_link=True)
     port = await smsc.start()
     connector = await make_connector(
@@ -159,7 +159,7 @@ async def test_answers_waiting_behind_a_paused_flood_are_in_time(
     await eventually(lambda: smsc.submits == 1, what="the submit taken")  # answered at once
     loop = asyncio.get_running_loop()
     answered_at = loop.time()
-    await eventually(lambda: loop.time() > answered_at + 3 * timeout, what="3 timeouts on")
+    await eventually(lambda: loop.time() > answered_at + 2 * timeout, what="2 timeouts on")
     assert link.is_bound and not submitted.done()  # both answers still unread: no verdict
 
     store.gate.set()  # the store catches up: the link reads on and finds both answers
