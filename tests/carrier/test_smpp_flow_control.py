@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
+from smsrelay.carrier import smpp_link
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.carrier.smpp_client import SmppConnector
-from smsrelay.carrier.smpp_link import INBOUND_HIGH_WATER, SmppLink
+from smsrelay.carrier.smpp_link import INBOUND_HIGH_WATER, INBOUND_LOW_WATER, SmppLink
 from smsrelay.smpp.codec import PduReader, encode
 from smsrelay.smpp.pdu import (
     BindTransceiver,
@@ -24,7 +27,7 @@ from smsrelay.smpp.pdu import (
     UnbindResp,
 )
 
-from .conftest import Inbox, MakeConnector, MakeSimulator, eventually
+from .conftest import Inbox, MakeConnector, MakeSimulator, eventually, part
 
 FLOOD = 5_000  # five times the mark, pipelined without waiting for one answer
 
@@ -48,11 +51,17 @@ class _GatedStore(Inbox):
 
 class _FloodingSmsc:
     """Binds anyone, then writes ``count`` deliver_sm in one go (no window); answers
-    enquire_link and unbind, and keeps each deliver_sm_resp it reads."""
+    enquire_link, submit_sm and unbind at once, and keeps each deliver_sm_resp it reads.
+    ``on_enquire_link``: the flood goes on the first bind's first enquire_link, ahead of its
+    answer."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, *, on_enquire_link: bool = False) -> None:
         self.count = count
+        self.on_enquire_link = on_enquire_link
         self.binds = 0
+        self.unbinds = 0
+        self.submits = 0
+        self.flooded_at: float | None = None  # the loop's time
         self.answers: dict[int, list[int]] = {}  # deliver_sm sequence -> the statuses it got
         self.server: asyncio.Server | None = None
 
@@ -73,15 +82,26 @@ class _FloodingSmsc:
                 if isinstance(pdu, BindTransceiver):
                     self.binds += 1
                     writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
-                    if self.binds == 1:
-                        writer.write(self._flood())
+                    if self.binds == 1 and not self.on_enquire_link:
+                        self._write_flood(writer)
                 elif isinstance(pdu, DeliverSmResp):
                     self.answers.setdefault(pdu.sequence, []).append(pdu.status)
                 elif isinstance(pdu, EnquireLink):
+                    if self.binds == 1 and self.on_enquire_link and self.flooded_at is None:
+                        self._write_flood(writer)
                     writer.write(encode(EnquireLinkResp(sequence=pdu.sequence)))
+                elif isinstance(pdu, SubmitSm):
+                    self.submits += 1
+                    resp = SubmitSmResp(sequence=pdu.sequence, message_id=f"id{self.submits}")
+                    writer.write(encode(resp))
                 elif isinstance(pdu, Unbind):
+                    self.unbinds += 1
                     writer.write(encode(UnbindResp(sequence=pdu.sequence)))
         writer.close()
+
+    def _write_flood(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(self._flood())
+        self.flooded_at = asyncio.get_running_loop().time()
 
 
 def _link(connector: SmppConnector) -> SmppLink:
@@ -120,19 +140,60 @@ async def test_an_smsc_flooding_deliver_sm_is_read_no_further_than_the_mark(
     smsc.server.close()
 
 
-async def test_a_link_paused_on_a_store_that_never_catches_up_still_keeps_its_keepalive(
+async def test_answers_waiting_behind_a_paused_flood_are_in_time(
     make_connector: MakeConnector,
 ) -> None:
-    # Paused, the link reads nothing: its own enquire_link's answer waits unread with the
-    # rest, and when the store never answers the link is given up at its keepalive deadline
-    # and bound again, not wedged for ever.
+    # Paused at the mark, the link read nothing: the answers to its enquire_link and to a
+    # submit, which the SMSC wrote at once behind its flood, waited unread, their deadlines
+    # ran out, and the link was given up although the SMSC had answered in time (the submit
+    # then unanswered, maybe sent twice; the flood sent again on the next bind).
+    timeout = 0.5
+    store, smsc = _GatedStore(), _FloodingSmsc(3 * INBOUND_HIGH_WATER, on_enquire_link=True)
+    port = await smsc.start()
+    connector = await make_connector(
+        port, store, enquire_link_interval=0.2, response_timeout=timeout
+    )
+    link = _link(connector)
+    await eventually(lambda: not _reading(link), what="reading paused behind the flood")
+    submitted = asyncio.ensure_future(connector.submit(part()))
+    await eventually(lambda: smsc.submits == 1, what="the submit taken")  # answered at once
+    loop = asyncio.get_running_loop()
+    answered_at = loop.time()
+    await eventually(lambda: loop.time() > answered_at + 2 * timeout, what="2 timeouts on")
+    assert link.is_bound and not submitted.done()  # both answers still unread: no verdict
+
+    store.gate.set()  # the store catches up: the link reads on and finds both answers
+    outcome = await asyncio.wait_for(submitted, 5)
+    assert (outcome.status, outcome.message_id) == (CommandStatus.ESME_ROK, "id1")
+    await eventually(lambda: len(smsc.answers) == smsc.count, what="every deliver_sm answered")
+    assert all(statuses == [CommandStatus.ESME_ROK] for statuses in smsc.answers.values())
+    assert sorted(item.short_message for item in store.items) == sorted(
+        b"mo %d" % n for n in range(1, smsc.count + 1)
+    )  # each stored once
+    await eventually(lambda: not link.session.outstanding(), what="the enquire_link answered")
+    assert smsc.binds == 1 and link.is_bound and not link.given_up_silent and _reading(link)
+    assert smsc.server is not None
+    smsc.server.close()
+
+
+async def test_a_link_paused_on_a_store_that_never_catches_up_is_unbound_and_bound_again(
+    make_connector: MakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its deadlines standing still while paused, a link on a wedged store would wait for
+    # ever: after PAUSED_AT_MOST it unbinds, reading on, and binds again; what it held
+    # unanswered and what came behind ("try again later") the SMSC sends on the next bind.
+    monkeypatch.setattr(smpp_link, "PAUSED_AT_MOST", 0.5)
     store, smsc = _GatedStore(), _FloodingSmsc(2 * INBOUND_HIGH_WATER)
     port = await smsc.start()
     connector = await make_connector(port, store, enquire_link_interval=0.2, response_timeout=0.3)
     link = _link(connector)
     await eventually(lambda: not _reading(link), what="reading paused at the mark")
-    await eventually(lambda: smsc.binds == 2, what="given up at its keepalive deadline")
-    assert link.given_up_silent
+    await eventually(lambda: smsc.binds == 2, what="unbound after its pause, and bound again")
+    assert smsc.unbinds == 1 and link.given_up_stalled and not link.given_up_silent
+    assert connector.links_lost() == {("transceiver", "stalled"): 1}
+    behind = range(INBOUND_HIGH_WATER + 1, 2 * INBOUND_HIGH_WATER + 1)
+    assert smsc.answers == {n: [CommandStatus.ESME_RX_T_APPN] for n in behind}  # none taken
+    assert not store.items
     store.gate.set()
     assert smsc.server is not None
     smsc.server.close()
@@ -165,3 +226,55 @@ async def test_the_simulator_reads_a_flooding_esme_no_further_than_the_mark(
     assert simulator.stats.max_resp_pending <= INBOUND_HIGH_WATER  # 3,000 without it
     assert answered == set(range(2, flood + 2))
     writer.close()
+
+
+async def test_the_simulator_takes_no_more_submits_awaiting_their_receipt_than_its_mark(
+    make_simulator: MakeSimulator,
+) -> None:
+    # With --receipt-before-resp a submit waits for its receipt's window slot before its
+    # answer; those were not counted, so an ESME flooding submits made it hold all of them
+    # (a task and a record each) without bound.
+    simulator = await make_simulator(receipt_before_resp=True)
+    flood = 3 * INBOUND_HIGH_WATER
+    reader, writer = await asyncio.open_connection("127.0.0.1", simulator.port)
+    writer.write(encode(BindTransceiver(sequence=1, system_id="esme", password="x")))
+    pdus = PduReader()
+    async with asyncio.timeout(5):
+        [bound] = pdus.feed(await reader.read(65536))
+    assert isinstance(bound, BindTransceiverResp) and bound.status == CommandStatus.ESME_ROK
+    submits = (
+        encode(
+            SubmitSm(
+                sequence=n,
+                source_addr="33700000001",
+                destination_addr="33612345678",
+                registered_delivery=1,
+            )
+        )
+        for n in range(2, flood + 2)
+    )
+    writer.write(b"".join(submits))
+    answered: dict[int, int] = {}
+    receipts = 0
+    async with asyncio.timeout(10):
+        while len(answered) < flood or receipts < _accepted(answered):
+            for pdu in pdus.feed(await reader.read(65536)):
+                if isinstance(pdu, SubmitSmResp):
+                    assert pdu.sequence not in answered
+                    answered[pdu.sequence] = pdu.status
+                elif isinstance(pdu, DeliverSm):
+                    receipts += 1
+                    writer.write(encode(DeliverSmResp(sequence=pdu.sequence)))
+    [link] = simulator.server.links
+    assert 0 < link.unanswered_most <= INBOUND_LOW_WATER and link.reading_pauses == 0
+    assert simulator.stats.max_awaiting_receipt <= INBOUND_LOW_WATER  # ~2,900 without it
+    assert set(answered) == set(range(2, flood + 2))  # every submit answered once
+    refused = [n for n, status in answered.items() if status == CommandStatus.ESME_RMSGQFUL]
+    assert refused and len(refused) == simulator.stats.queue_full
+    assert receipts == flood - len(refused)  # each taken one has its receipt, first
+    assert simulator.stats.awaiting_receipt == 0 and link.unanswered == 0
+    writer.close()
+
+
+def _accepted(answered: dict[int, int]) -> int:
+    return sum(1 for status in answered.values() if status == CommandStatus.ESME_ROK)

@@ -158,6 +158,7 @@ async def test_metrics_count_the_links_the_gateway_gave_up_as_silent_and_those_c
         series = await scrape(gw, auth)
         assert value(series, "smsrelay_smpp_links_lost_total", how="silent", **session) == 0
         assert value(series, "smsrelay_smpp_links_lost_total", how="closed", **session) == 0
+        assert value(series, "smsrelay_smpp_links_lost_total", how="stalled", **session) == 0
         os.kill(smsc.process.pid, signal.SIGSTOP)  # its kernel takes bytes; nothing answers
 
         async def lost(how: str) -> float:

@@ -35,6 +35,7 @@ from smsrelay.smpp.session import (
     MAX_SEQUENCE,
     AdaptivePace,
     BindState,
+    ReadingClock,
     Role,
     Session,
     StrayResponse,
@@ -262,6 +263,23 @@ def test_deadlines_expire_in_order_from_the_passed_in_now() -> None:
     assert (seq, request.deadline) == (2, 110.0)
     assert esme.in_flight == 1
     assert [s for s, _ in esme.expire(200.0)] == [3]
+
+
+def test_the_reading_clock_stands_still_while_paused_so_deadlines_do_too() -> None:
+    # A request sent before a pause and one sent during it: neither expires while we do not
+    # read (their answers may be waiting unread); after the pause each has what it had left.
+    esme, _ = bound_pair(response_timeout=10.0)
+    clock = ReadingClock()
+    esme.send(SubmitSm(sequence=esme.next_sequence()), now=clock.time(100.0))
+    clock.pause(104.0)
+    esme.send(SubmitSm(sequence=esme.next_sequence()), now=clock.time(105.0))
+    assert clock.time(500.0) == 104.0 and clock.pause_span(500.0) == 396.0
+    assert esme.expire(clock.time(500.0)) == []
+    clock.resume(500.0)
+    assert clock.pause_span(501.0) == 0.0
+    assert esme.expire(clock.time(505.9)) == []
+    assert [seq for seq, _ in esme.expire(clock.time(506.0))] == [2]  # 6 s left at the pause
+    assert [seq for seq, _ in esme.expire(clock.time(510.0))] == [3]  # 10 s from the resume
 
 
 def test_enquire_link_is_due_after_silence_and_not_twice() -> None:

@@ -113,18 +113,19 @@ def _smsc(binds: dict[str, dict[str, bool]]) -> Iterator[Metric]:
 
 
 def _links_lost(lost: dict[tuple[str, str, str], int], binds: dict[str, dict[str, bool]]) -> Metric:
-    """Every session's two series from the first scrape (zeros included: rate() and
+    """Every session's three series from the first scrape (zeros included: rate() and
     increase() need the series before its first loss)."""
     family = CounterMetricFamily(
         "smsrelay_smpp_links_lost",
         "SMPP links lost since start: how=silent when the gateway gave one up (no answer to "
         "its enquire_link, or submits the SMSC's kernel never acknowledged: a path that eats "
-        "data while binds still pass), how=closed when it closed under the gateway.",
+        "data while binds still pass), how=stalled when it unbound one it had stopped "
+        "reading for a minute (its store wedged), how=closed when it closed under the gateway.",
         labels=["connector", "session", "how"],
     )
     for connector, sessions in sorted(binds.items()):
         for session in sorted(sessions):
-            for how in ("silent", "closed"):
+            for how in ("silent", "stalled", "closed"):
                 family.add_metric([connector, session, how], lost.get((connector, session, how), 0))
     return family
 

@@ -187,6 +187,10 @@ class SimulatorStats:
     mo_acked: int = 0
     resp_pending: int = 0  # submit_sm_resp held back by resp_delay_ms
     max_resp_pending: int = 0
+    # receipt_before_resp: submits whose answer waits for their receipt to go first
+    awaiting_receipt: int = 0
+    max_awaiting_receipt: int = 0
+    queue_full: int = 0  # submits refused ESME_RMSGQFUL: too many awaiting their receipt
 
 
 def render_id(number: int, style: IdStyle) -> str:
@@ -278,7 +282,10 @@ class Simulator:
             return
         rule = self.rules.get(number_key(pdu.destination_addr)) if self.rules else None
         status = _address_status(pdu)
-        if status:  # as a real SMSC: no receipt could carry it (it hung the loop once)
+        if self._receipts_queue_full(link):
+            status = CommandStatus.ESME_RMSGQFUL
+            self.stats.queue_full += 1
+        elif status:  # as a real SMSC: no receipt could carry it (it hung the loop once)
             self.stats.rejected += 1
         else:
             status = self._decide() if rule is None else self._ruled(rule)
@@ -289,6 +296,9 @@ class Simulator:
         if fate is None or not _wants_receipt(pdu.registered_delivery, fate[0]):
             self._respond(link, response)
         elif self.options.receipt_before_resp:
+            link.hold()  # its answer waits for the receipt: counted (see _receipts_queue_full)
+            stats.awaiting_receipt += 1
+            stats.max_awaiting_receipt = max(stats.max_awaiting_receipt, stats.awaiting_receipt)
             self._spawn(self._receipt_then_resp(link, record, response, fate))
         else:
             self._respond(link, response)
@@ -296,6 +306,15 @@ class Simulator:
             if rule is not None and rule.receipt_delay_ms is not None:
                 delay_ms = rule.receipt_delay_ms
             self._schedule_receipt(record, fate, delay_ms)
+
+    def _receipts_queue_full(self, link: SmscLink) -> bool:
+        """With receipt_before_resp, a submit waits for its receipt to go (for a window slot
+        when the ESME's answers are slow), counted on its link. At the link's low mark it is
+        refused ESME_RMSGQFUL, as by a real SMSC with a full queue: held up to the high mark,
+        the link would stop reading, and the receipts' answers that free the waiting submits
+        would wait unread behind the flood. Unbounded, an ESME flooding submits grew it for
+        ever."""
+        return self.options.receipt_before_resp and link.unanswered >= link.low_water
 
     def _decide(self) -> int:
         loop_time = asyncio.get_running_loop().time()
@@ -344,18 +363,23 @@ class Simulator:
         self.received.append(record)
         return record
 
-    def _respond(self, link: SmscLink, response: SubmitSmResp) -> None:
+    def _respond(self, link: SmscLink, response: SubmitSmResp, *, held: bool = False) -> None:
+        """Answer now or after resp_delay_ms; ``held``: the submit is counted on its link
+        already (it waited for its receipt)."""
         delay = self.options.resp_delay_ms / 1000
         if delay <= 0:
-            link.send(response)
+            if held:
+                link.answer_held(response)
+            else:
+                link.send(response)
             return
         stats = self.stats
         stats.resp_pending += 1
         stats.max_resp_pending = max(stats.max_resp_pending, stats.resp_pending)
         # counted until then: an ESME pipelining past the link's mark is read no further till
-        # the answers catch up (a submit waiting for its receipt's answer is not counted: that
-        # answer may be what the paused link has unread)
-        link.hold()
+        # the answers catch up (they come on a timer, not from what the paused link has unread)
+        if not held:
+            link.hold()
         asyncio.get_running_loop().call_later(delay, self._send_late, link, response)
 
     def _send_late(self, link: SmscLink, pdu: Pdu) -> None:
@@ -445,22 +469,25 @@ class Simulator:
     async def _receipt_then_resp(
         self, link: SmscLink, record: SubmitRecord, response: SubmitSmResp, fate: _Fate
     ) -> None:
+        try:
+            await self._receipt_first(record, fate)
+        finally:
+            self.stats.awaiting_receipt -= 1
+        self._respond(link, response, held=True)
+
+    async def _receipt_first(self, record: SubmitRecord, fate: _Fate) -> None:
+        """Send the receipt now, or wait for a receiver's window slot and its answer."""
         receipt = _Receipt(record.system_id or None, self._receipt_builder(record, fate))
         try:
             future = self.server.try_deliver(receipt.system_id, receipt.build)
         except LocalProtocolError as exc:
             self._unencodable(exc)
-            self._respond(link, response)
             return
         if future is None:  # no receiver free right now: deliver, then answer the submit
             await self._deliver_receipt(receipt)
-            self._respond(link, response)
             return
-        self.stats.receipts_sent += 1
-        self._respond(link, response)
-        with contextlib.suppress(Exception):
-            await future
-        self._receipt_answered(future, receipt)
+        self.stats.receipts_sent += 1  # its answer comes later: the submit's goes now
+        future.add_done_callback(lambda f: self._receipt_answered(f, receipt))
 
     def _receipt_builder(self, record: SubmitRecord, fate: _Fate) -> _Build:
         stat, state, err = fate

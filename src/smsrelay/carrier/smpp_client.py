@@ -422,6 +422,14 @@ class _EsmeLink(SmppLink):
         return number
 
 
+def _how_lost(link: _EsmeLink) -> str:
+    """silent: the SMSC stopped answering (we gave it up); stalled: we stopped reading it (our
+    store wedged: we unbound); closed: it closed under us."""
+    if link.given_up_silent:
+        return "silent"
+    return "stalled" if link.given_up_stalled else "closed"
+
+
 @quick_init
 @dataclass(frozen=True, slots=True)
 class _Received:
@@ -832,7 +840,7 @@ class SmppConnector:
                 attempt, lived, self.config.reconnect_max, carried_traffic=link.traffic > 0
             )
             if not self._stopping:
-                how = (mode, "silent" if link.given_up_silent else "closed")
+                how = (mode, _how_lost(link))
                 self._lost[how] = self._lost.get(how, 0) + 1
                 self.log.warning(
                     "smpp.link.lost",

@@ -2,8 +2,9 @@
 
 ``SmppLink`` is an :class:`asyncio.Protocol` that feeds bytes to a sans-I/O
 :class:`~smsrelay.smpp.session.Session`, matches responses to requests by sequence number,
-coalesces writes into one ``transport.write`` per loop turn, and runs one timer per connection
-for response deadlines and enquire_link.
+coalesces writes into one ``transport.write`` per loop turn, runs one timer per connection
+for response deadlines and enquire_link, and stops reading at a mark of requests unanswered
+(flow control): the peer's deadlines stand still meanwhile, for at most PAUSED_AT_MOST.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from smsrelay.carrier.sent_bytes import Fate, GaveUp, SentBytes, reset_now, stan
 from smsrelay.errors import TransientError
 from smsrelay.logs import SparseLine
 from smsrelay.smpp.codec import NO_LIMIT, Event
-from smsrelay.smpp.errors import RemoteProtocolError
+from smsrelay.smpp.errors import NotSendableNow, RemoteProtocolError
 from smsrelay.smpp.pdu import (
     RESPONSE_BIT,
     BindReceiverResp,
@@ -43,6 +44,7 @@ from smsrelay.smpp.pdu import (
 )
 from smsrelay.smpp.session import (
     BindState,
+    ReadingClock,
     Role,
     Session,
     StrayResponse,
@@ -66,6 +68,10 @@ UNMATCHED_SAID_EVERY_S = 1.0
 # only one that pipelines without a window (a flood) meets it.
 INBOUND_HIGH_WATER = 1000
 INBOUND_LOW_WATER = 500
+# While reading is paused the peer's answers wait unread behind what it sent before them, so
+# its deadlines stand still (ReadingClock). A pause this long means our side (the store) is
+# wedged: the link is unbound, reading on (requests refused, answers taken), and bound again.
+PAUSED_AT_MOST = 60.0
 
 
 class NoAnswer(TransientError):
@@ -119,6 +125,7 @@ class SmppLink(asyncio.Protocol):
         self._sent = SentBytes()
         self._gave_up: GaveUp | None = None
         self.given_up_silent = False  # we ended it: it stopped answering, or ate our bytes
+        self.given_up_stalled = False  # we ended it: reading paused PAUSED_AT_MOST on end
         # a peer sending answers to nothing, what we refuse (unknown commands) or stray
         # answers can send 30,000 a second: a line a second each, naming the last, counted
         every = UNMATCHED_SAID_EVERY_S
@@ -146,6 +153,8 @@ class SmppLink(asyncio.Protocol):
         self.low_water = INBOUND_LOW_WATER
         self._reading_paused = False
         self._read_on_handle: asyncio.Handle | None = None
+        self._clock = ReadingClock()  # the peer's deadlines run on it
+        self.pause_limit = PAUSED_AT_MOST
         self.handlers: dict[type[Any], Callable[[Any], None]] = {
             BindTransmitterResp: self._on_response,
             BindReceiverResp: self._on_response,
@@ -173,7 +182,7 @@ class SmppLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        self._handle(session.receive(data, self.loop.time(), self._room()))
+        self._handle(session.receive(data, self._peer_time(), self._room()))
         if session.held_back or self.unanswered >= self.high_water:
             self._decode_held()  # an enquire_link answered at once leaves room; else pause
 
@@ -236,13 +245,13 @@ class SmppLink(asyncio.Protocol):
 
     def send(self, pdu: Pdu) -> None:
         """Send a PDU that needs no answer tracking (a response, or an enquire_link)."""
-        self.write(self.session.send(pdu, self.loop.time()))
+        self.write(self.session.send(pdu, self._peer_time()))
 
     def request(self, pdu: Pdu) -> asyncio.Future[Pdu]:
         """Send a request; the future gets its response (or TransientError)."""
         if not self.is_open:
             raise TransientError("smpp connection closed")
-        data = self.session.send(pdu, self.loop.time())
+        data = self.session.send(pdu, self._peer_time())
         future: asyncio.Future[Pdu] = self.loop.create_future()
         self._pending[pdu.sequence] = future
         self._unsent.add(pdu.sequence)
@@ -352,11 +361,12 @@ class SmppLink(asyncio.Protocol):
         (what it has waits in the kernel, and the peer's TCP window closes), read on below."""
         session = self.session
         while session.held_back and (room := self._room()) > 0:
-            self._handle(session.receive(b"", self.loop.time(), room))
+            self._handle(session.receive(b"", self._peer_time(), room))
         if session.held_back or self._room() <= 0:
             self._pause_reading()
         elif self._reading_paused:
             self._reading_paused = False
+            self._clock.resume(self.loop.time())
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
 
@@ -366,6 +376,7 @@ class SmppLink(asyncio.Protocol):
             return
         transport.pause_reading()
         self._reading_paused = True
+        self._clock.pause(self.loop.time())
         self.reading_pauses += 1
 
     def _read_on_soon(self) -> None:
@@ -494,7 +505,7 @@ class SmppLink(asyncio.Protocol):
             if error.fatal
             else response_to(error.command_id, error.sequence, error.status)
         )
-        self.write(self.session.send(nack, self.loop.time()))
+        self.write(self.session.send(nack, self._peer_time()))
         if error.fatal:
             self.close()
 
@@ -513,8 +524,41 @@ class SmppLink(asyncio.Protocol):
 
     # --- time ----------------------------------------------------------------------------
 
+    def _peer_time(self) -> float:
+        """The time the peer's deadlines run on: the loop's, less our pauses in reading."""
+        return self._clock.time(self.loop.time())
+
+    def _stalled(self) -> bool:
+        """Reading paused PAUSED_AT_MOST on end (and not leaving already)."""
+        paused = self._clock.pause_span(self.loop.time())
+        return self._reading_paused and not self._leaving and paused >= self.pause_limit
+
+    def _give_up_stalled(self) -> None:
+        """Our side answers nothing (the store is wedged): unbind. The link reads on, each
+        request behind the pause refused (a deliver_sm "try again later": the SMSC sends it
+        on the next bind, with the ones held unanswered) and each answer taken (a submit's,
+        not left to time out as maybe sent), then closes at the unbind's answer or its
+        deadline."""
+        self.given_up_stalled = True
+        self.log.warning(
+            "smpp.link.stalled",
+            extra={"link": self.name, "unanswered": self.unanswered, "paused_s": self.pause_limit},
+        )
+        try:
+            unbound = self.request(Unbind(sequence=self.session.next_sequence()))
+        except (TransientError, NotSendableNow):  # not bound: nothing to unbind
+            self.close()
+            return
+        unbound.add_done_callback(self._close_when_answered)
+
+    def _close_when_answered(self, unbound: asyncio.Future[Pdu]) -> None:
+        mark_retrieved(unbound)
+        self.close()
+
     def _tick(self) -> None:
-        now = self.loop.time()
+        if self._stalled():
+            self._give_up_stalled()
+        now = self._peer_time()
         expired = self.session.expire(now)
         if expired:
             self._wake_room()

@@ -297,6 +297,33 @@ class Session:
 
 
 @dataclass(slots=True)
+class ReadingClock:
+    """The clock a peer's answers are timed on: the loop's, stopped while we do not read our
+    socket (flow control). An answer the peer sent in time waits unread behind what we
+    paused on; that wait is ours, not the peer's."""
+
+    paused_for: float = 0.0  # the pauses that ended, in all
+    paused_at: float | None = None  # when the pause under way began
+
+    def pause(self, now: float) -> None:
+        if self.paused_at is None:
+            self.paused_at = now
+
+    def resume(self, now: float) -> None:
+        if self.paused_at is not None:
+            self.paused_for += now - self.paused_at
+            self.paused_at = None
+
+    def time(self, now: float) -> float:
+        """``now`` on this clock (it stands still while paused)."""
+        return (now if self.paused_at is None else self.paused_at) - self.paused_for
+
+    def pause_span(self, now: float) -> float:
+        """How long the pause under way has lasted (0: reading)."""
+        return 0.0 if self.paused_at is None else now - self.paused_at
+
+
+@dataclass(slots=True)
 class TokenBucket:
     """Throughput cap: ``reserve(now)`` takes a token and says how long to wait for it."""
 
