@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections import OrderedDict, deque
@@ -130,20 +131,28 @@ class HttpServer:
         return False
 
     def reclaim_idle(self, graced_too: bool = True) -> bool:
-        """Close the connection idle the longest, for a newcomer to take its place, one that
-        answered within GRACE_S only if no other is idle (or not at all without
-        ``graced_too``); False when none may be closed."""
-        self._end_graces(time.monotonic())
-        if self.idle:
-            oldest, _ = self.idle.popitem(last=False)
-        elif graced_too and self.graced:
-            oldest, _ = self.graced.popitem(last=False)
-        else:
+        """Close the connection idle the longest, for a newcomer to take its place (see
+        ``_to_reclaim``); False when none may be closed."""
+        oldest = self._to_reclaim(graced_too)
+        if oldest is None:
             return False
+        self.not_reclaimable(oldest)
         self.connections.discard(oldest)  # its slot is the newcomer's from now
         oldest.abort()  # its descriptor closes at once (a TLS close could wait for the peer)
         self._count_reclaimed()
         return True
+
+    def _to_reclaim(self, graced_too: bool) -> Connection | None:
+        """The idle connection silent the longest; if its request is already waiting to be
+        read, or none is idle, the one in its grace that answered the longest ago; that one
+        only as a last resort. Nothing in grace or waiting without ``graced_too``."""
+        self._end_graces(time.monotonic())
+        oldest = next(iter(self.idle), None)
+        if oldest is not None and not oldest.request_waiting():
+            return oldest
+        if not graced_too:
+            return None
+        return next(iter(self.graced), oldest)
 
     def reclaimable(self, graced_too: bool) -> int:
         """How many connections ``reclaim_idle`` may close."""
@@ -207,9 +216,7 @@ class HttpServer:
             return False
         if over > 0 and over > self.reclaimable(graced_too):  # (below the cap: no clock read)
             return False
-        for _ in range(over):
-            self.reclaim_idle(graced_too)
-        return True
+        return all(self.reclaim_idle(graced_too) for _ in range(over))
 
     def _count_turned_away(self) -> None:
         self.turned_away += 1
@@ -449,6 +456,25 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+    def request_waiting(self) -> bool:
+        """Bytes from the client wait in the socket, unread only because the loop has not come
+        to them yet: a loop turn admits a whole batch of accepted connections before reading
+        any, and a newcomer's request, on its way to being read, is no idle connection's."""
+        transport = self._transport
+        held = transport.get_extra_info("socket") if transport is not None else None
+        if held is None:
+            return False
+        try:  # the transport's socket object cannot recv: a second object on its descriptor
+            peek = socket.socket(fileno=held.fileno())
+        except OSError:
+            return False
+        try:
+            return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # nothing waiting (EAGAIN), or the client gone
+            return False
+        finally:
+            peek.detach()  # the descriptor stays the transport's
 
     def check_deadline(self, now: float) -> None:
         if self._deadline is None or now < self._deadline or self._transport is None:
