@@ -17,7 +17,8 @@ liked. Only when every connection has a request in hand is the newcomer refused.
 A connection that answered a request less than GRACE_S ago is taken only when no other is
 left: under a flood of idle connections, "idle the longest" was a client's pooled connection
 between two sends, closed as its next POST was on its way (80 of 160 pooled sends lost at a
-cap of 200), while the flood's own connections, younger, were kept.
+cap of 200), while the flood's own connections, younger, were kept. Nor is a newcomer whose
+request waits in its socket, unread yet, taken for an idle connection.
 """
 
 from __future__ import annotations
