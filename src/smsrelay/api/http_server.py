@@ -95,7 +95,7 @@ class HttpServer:
         # newcomer at the cap may take the place of (ordered: O(1) to add, drop, take)
         self.idle: OrderedDict[Connection, None] = OrderedDict()
         # those with no request in hand that answered one less than GRACE_S ago, with when,
-        # the oldest answer first: taken only when ``idle`` is empty (see GRACE_S)
+        # the oldest answer first: taken only when no idle one can be (see _to_reclaim)
         self.graced: OrderedDict[Connection, float] = OrderedDict()
         self.lingering: set[Connection] = set()  # turned away over the cap, being let go
         self.turned_away = 0  # connections refused over the cap since the start
