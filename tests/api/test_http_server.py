@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import socket
+import time
 import weakref
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 import pytest
 
+from smsrelay.api import http_server
 from smsrelay.api.app import MAX_BODY, protocol_error
 from smsrelay.api.bodies import BodyTooLarge, decoded_body
 from smsrelay.api.http_server import Connection, HttpServer
@@ -591,6 +594,119 @@ async def test_at_the_cap_an_upload_going_on_is_not_reclaimed_before_a_silent_co
     assert (await _answer(up_reader))[0] == 200  # the upload went through
     for writer in (up_writer, silent[1], fresh[1]):
         writer.close()
+
+
+async def test_a_pooled_keep_alive_client_loses_no_request_to_a_flood_of_idle_connections(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reviewer's run: at a cap of 200, a client opening idle connections in a loop had a
+    # pool's connections closed between two sends (each the longest idle in its turn), as
+    # the next POST was on its way: 80 of 160 sends failed. One that answered within GRACE_S
+    # gives its place only when no other connection can.
+    monkeypatch.setattr(http_server, "GRACE_S", 60.0)  # a slow machine's pauses are no matter
+    cap = 8
+    server, echo, connect = await start(max_connections=cap)
+    pool = [await _served(connect, f"/send/first/{number}") for number in range(3)]
+    flood: list[Raw] = []
+    lost = []
+    for turn in range(5):
+        for _ in range(cap):  # a cap's worth: the longest idle one by one, a pool's too
+            flood.append(await connect())
+        await eventually(
+            lambda: len(server.connections) + server.reclaimed == len(pool) + len(flood)
+        )
+        for number, (reader, writer) in enumerate(pool):  # each pooled connection reused
+            writer.write(_post(f"/send/{turn}/{number}", b"text=hi"))
+            status = await _status_or_none(reader)
+            if status != 200:
+                lost.append((turn, number, status))
+    assert lost == []
+    assert len(echo.seen) == 3 + 5 * 3
+    assert server.reclaimed == len(pool) + len(flood) - cap  # the flood's own, every one
+    for _, writer in [*pool, *flood]:
+        writer.close()
+
+
+async def test_a_flood_of_idle_connections_cannot_lock_out_new_clients_despite_the_grace(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The grace must not make a slot for ever someone's: with every connection but the
+    # flood's in its grace, newcomers still get in; with every one in its grace, the one that
+    # answered the longest ago gives its place.
+    monkeypatch.setattr(http_server, "GRACE_S", 60.0)
+    server, _, connect = await start(max_connections=4)
+    pool = [await _served(connect, f"/send/{number}") for number in range(3)]
+    flood = [await connect() for _ in range(4)]
+    await eventually(lambda: server.reclaimed == 3)  # the flood's first three
+    fresh = await _served(connect, "/health")  # in the last flood connection's place
+    assert await asyncio.wait_for(flood[-1][0].read(), 5) == b""
+    assert len(server.graced) == 4  # every connection has just answered a request
+    second = await _served(connect, "/health")
+    assert await asyncio.wait_for(pool[0][0].read(), 5) == b""  # the oldest answer gave way
+    for reader, writer in [*pool[1:], fresh]:  # the others serve on
+        writer.write(_post("/send/again", b""))
+        assert (await _answer(reader))[0] == 200
+    assert server.load()["reclaimed"] == 5
+    for _, writer in [*pool, *flood, fresh, second]:
+        writer.close()
+
+
+async def test_a_connection_that_answered_once_then_went_silent_keeps_its_grace_no_longer(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One request per connection, then silence: protected for GRACE_S after its answer, then
+    # the longest silent, closed before younger connections that never sent a request.
+    grace = 0.5
+    monkeypatch.setattr(http_server, "GRACE_S", grace)
+    server, _, connect = await start(max_connections=3)
+    one_shot = await _served(connect, "/health")
+    answered = time.monotonic()  # (after the server's stamp)
+    silent = [await connect(), await connect()]
+    await eventually(lambda: len(server.connections) == 3)
+    newcomer = await connect()  # one_shot is in its grace: the longest idle other one gives way
+    assert await asyncio.wait_for(silent[0][0].read(), 5) == b""
+    await eventually(lambda: time.monotonic() - answered > grace)
+    second = await connect()
+    assert await asyncio.wait_for(one_shot[0].read(), 5) == b""  # its grace over: closed
+    await eventually(lambda: len(server.connections) == 3)
+    assert not silent[1][0].at_eof() and not newcomer[0].at_eof()
+    assert server.reclaimed == 2
+    for _, writer in [one_shot, *silent, newcomer, second]:
+        writer.close()
+
+
+async def test_a_newcomer_whose_request_waits_to_be_read_is_not_taken_for_an_idle_one(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loop turn admits a batch of accepted connections before reading any: with every
+    # other connection in its grace, a newcomer took the place of the one admitted just
+    # before it, whose request was waiting (a flood of one-request clients locked new
+    # clients out: 18 of 50 served). Its request is as good as in hand.
+    monkeypatch.setattr(http_server, "GRACE_S", 60.0)
+    server, _, connect = await start(max_connections=3)
+    pool = [await _served(connect, f"/send/{number}") for number in range(2)]
+    port = pool[0][1].get_extra_info("peername")[1]
+    loop = asyncio.get_running_loop()
+    first = socket.create_connection(("127.0.0.1", port))  # both accepted in one turn
+    first.sendall(_post("/first", b""))
+    second = socket.create_connection(("127.0.0.1", port))
+    first.setblocking(False)
+    answer = await asyncio.wait_for(loop.sock_recv(first, 65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200")  # not closed for the second
+    assert await asyncio.wait_for(pool[0][0].read(), 5) == b""  # the oldest answer gave way
+    assert server.reclaimed == 1
+    for closing in (first, second):
+        closing.close()
+    for _, writer in pool:
+        writer.close()
+
+
+async def _status_or_none(reader: asyncio.StreamReader) -> int | None:
+    """The answer's status; None when the connection was closed before one came."""
+    try:
+        return (await _answer(reader))[0]
+    except (OSError, asyncio.IncompleteReadError):
+        return None
 
 
 async def test_a_header_line_that_never_ends_is_refused_before_it_ends(start: Start) -> None:

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from smsrelay.api import tls_listener
+from smsrelay.api import http_server, tls_listener
 from smsrelay.api.app import MAX_BODY, protocol_error
 from smsrelay.api.http_server import HttpServer
 from smsrelay.api.http_types import Request, Response
@@ -131,6 +131,82 @@ async def test_at_the_cap_an_idle_connection_gives_its_place_and_a_busy_one_neve
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         writer.close()
     idle[1].close()
+
+
+async def test_a_pooled_keep_alive_client_loses_no_request_to_a_flood_of_idle_sockets(
+    start: Start, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As over plain http, and more so: a newcomer took an idle connection's place before a
+    # handshake's, so a flood of sockets that never say hello closed a pool's connections
+    # between two sends, one per newcomer, while its own sockets waited out their handshake.
+    monkeypatch.setattr(http_server, "GRACE_S", 60.0)  # a slow machine's pauses are no matter
+    monkeypatch.setattr(tls_listener, "TLS_HANDSHAKE_TIMEOUT", 60.0)  # none ends on its own
+    server, port = await start(8)
+    pool = [await tls_connection(port, certificate) for _ in range(2)]
+    for connection in pool:
+        assert await _reused(connection) == 200
+    flood: list[Any] = []
+
+    def all_taken() -> bool:  # every socket is a handshake, a connection, reclaimed or refused
+        counted = _handshaking(server) + len(server.connections)
+        return counted + server.reclaimed + server.turned_away == len(pool) + len(flood)
+
+    lost = []
+    for turn in range(3):
+        for _ in range(4):  # each counts twice in its handshake: a cap's worth
+            flood.append(await asyncio.open_connection("127.0.0.1", port))  # never says hello
+        await eventually(all_taken)
+        for _ in range(2):
+            flood.append(await tls_connection(port, certificate))  # then silent
+        await eventually(all_taken)
+        for number, connection in enumerate(pool):  # each pooled connection reused
+            status = await _reused(connection)
+            if status != 200:
+                lost.append((turn, number, status))
+    assert lost == []
+    assert server.turned_away == 0
+    for _, writer in [*pool, *flood]:
+        writer.close()
+
+
+async def test_idle_sockets_cannot_lock_out_new_clients_despite_the_grace(
+    start: Start, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Newcomers get in past a flood of silent sockets while the pool's connections are in
+    # their grace; with every connection in its grace, the oldest answer gives its place.
+    monkeypatch.setattr(http_server, "GRACE_S", 60.0)
+    server, port = await start(4)
+    pool = [await tls_connection(port, certificate) for _ in range(3)]
+    for connection in pool:
+        assert await _reused(connection) == 200
+    silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    await eventually(lambda: server.reclaimed == 2)  # the first two silent ones cut short
+    assert await get_health(port, certificate) == b"HTTP/1.1 200 OK"  # the third's place
+    assert await asyncio.wait_for(silent[2][0].read(), 5) == b""
+    assert [await _reused(connection) for connection in pool] == [200] * 3  # none gave way
+
+    await eventually(lambda: len(server.connections) == 3)  # /health's connection closed
+    pool.append(await tls_connection(port, certificate))
+    assert await _reused(pool[-1]) == 200
+    assert len(server.graced) == 4  # all in their grace: the oldest answer is closed
+    assert await get_health(port, certificate) == b"HTTP/1.1 200 OK"
+    assert await asyncio.wait_for(pool[0][0].read(), 5) == b""
+    assert [await _reused(connection) for connection in pool[1:]] == [200] * 3
+    assert (server.turned_away, server.reclaimed) == (0, 4)
+    for _, writer in [*pool, *silent]:
+        writer.close()
+
+
+async def _reused(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> int | None:
+    """A request on a kept-alive connection: its answer's status, None if it was closed."""
+    reader, writer = connection
+    writer.write(b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\ntext=hi")
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await reader.readexactly(len(b'{"ok":true}'))
+    except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+        return None
+    return int(head.split()[1])
 
 
 async def test_a_newcomer_never_cuts_short_a_connection_whose_handshake_just_ended(

@@ -13,6 +13,12 @@ idea): one with no request being handled, a keep-alive between requests or one t
 completed a request (a slowloris). Refusing the newcomer instead let one client that kept
 re-opening idle connections hold every slot, and answer 503 to everyone, for as long as it
 liked. Only when every connection has a request in hand is the newcomer refused.
+
+A connection that answered a request less than GRACE_S ago is taken only when no other is
+left: under a flood of idle connections, "idle the longest" was a client's pooled connection
+between two sends, closed as its next POST was on its way (80 of 160 pooled sends lost at a
+cap of 200), while the flood's own connections, younger, were kept. Nor is a newcomer whose
+request waits in its socket, unread yet, taken for an idle connection.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections import OrderedDict, deque
@@ -54,6 +61,13 @@ LINGER_S = 2.0
 MAX_LINGERING = 64
 FULL_WARNING_EVERY_S = 10.0
 RECLAIMED_SAID_EVERY_S = 1.0  # idle connections closed for newcomers: a line a second at most
+# A connection that answered a request this recently gives its place only when no other can:
+# a client sending through a pool reuses a connection within a fraction of a second (a send
+# takes milliseconds), and 2 s covers that with room for its own pauses and a slow network.
+# Longer would shelter a client that sends one request per connection and then goes silent:
+# each of its connections is protected for GRACE_S after its answer, then is among the longest
+# silent, so to keep its slots it must keep making requests, as a real client does.
+GRACE_S = 2.0
 log = logging.getLogger("smsrelay.api")
 
 
@@ -80,6 +94,9 @@ class HttpServer:
         # the connections with no request in hand, the longest idle first: the ones a
         # newcomer at the cap may take the place of (ordered: O(1) to add, drop, take)
         self.idle: OrderedDict[Connection, None] = OrderedDict()
+        # those with no request in hand that answered one less than GRACE_S ago, with when,
+        # the oldest answer first: taken only when no idle one can be (see _to_reclaim)
+        self.graced: OrderedDict[Connection, float] = OrderedDict()
         self.lingering: set[Connection] = set()  # turned away over the cap, being let go
         self.turned_away = 0  # connections refused over the cap since the start
         self.reclaimed = 0  # idle connections closed for a newcomer at the cap since the start
@@ -114,16 +131,52 @@ class HttpServer:
             connection.turn_away(self.error_answer(503, detail, ""))
         return False
 
-    def reclaim_idle(self) -> bool:
-        """Close the connection idle the longest, for a newcomer to take its place; False
-        when every connection has a request in hand."""
-        if not self.idle:
+    def reclaim_idle(self, graced_too: bool = True) -> bool:
+        """Close the connection idle the longest, for a newcomer to take its place (see
+        ``_to_reclaim``); False when none may be closed."""
+        oldest = self._to_reclaim(graced_too)
+        if oldest is None:
             return False
-        oldest, _ = self.idle.popitem(last=False)
+        self.not_reclaimable(oldest)
         self.connections.discard(oldest)  # its slot is the newcomer's from now
         oldest.abort()  # its descriptor closes at once (a TLS close could wait for the peer)
         self._count_reclaimed()
         return True
+
+    def _to_reclaim(self, graced_too: bool) -> Connection | None:
+        """The idle connection silent the longest; if its request is already waiting to be
+        read, or none is idle, the one in its grace that answered the longest ago; that one
+        only as a last resort. Nothing in grace or waiting without ``graced_too``."""
+        self._end_graces(time.monotonic())
+        oldest = next(iter(self.idle), None)
+        if oldest is not None and not oldest.request_waiting():
+            return oldest
+        if not graced_too:
+            return None
+        return next(iter(self.graced), oldest)
+
+    def reclaimable(self, graced_too: bool) -> int:
+        """How many connections ``reclaim_idle`` may close."""
+        self._end_graces(time.monotonic())
+        return len(self.idle) + (len(self.graced) if graced_too else 0)
+
+    def _end_graces(self, now: float) -> None:
+        """Those whose answer is GRACE_S old join the idle: the ones silent since, at its
+        head (silent that long, among the longest), the ones sending their next request
+        (a slow upload) at its tail, as just heard from."""
+        silent: list[Connection] = []
+        while self.graced:
+            connection, answered = next(iter(self.graced.items()))
+            if now - answered < GRACE_S:
+                break
+            del self.graced[connection]
+            if connection.heard_since_answer:
+                self.idle[connection] = None
+            else:
+                silent.append(connection)
+        for connection in reversed(silent):  # the oldest answer first in line
+            self.idle[connection] = None
+            self.idle.move_to_end(connection, last=False)
 
     def _count_reclaimed(self) -> None:
         """One more connection closed for a newcomer: a line a second at most (a flood makes
@@ -154,16 +207,17 @@ class HttpServer:
             raise RuntimeError("this server listens for plain http")
         self._tls_listener.tls = context
 
-    def _make_room(self, handshaking: int) -> bool:
+    def _make_room(self, handshaking: int, graced_too: bool) -> bool:
         """May one more TLS handshake begin? At the cap, idle connections are closed for it
-        (only when that makes room: none closed for a newcomer refused anyway)."""
+        (only when that makes room: none closed for a newcomer refused anyway), those that
+        answered within GRACE_S only with ``graced_too`` (after a handshake under way)."""
         # a TLS handshake holds two descriptors (tls_listener keeps a spare through it)
         over = len(self.connections) + 2 * handshaking - self.max_connections + 1
-        if self.closing or over > len(self.idle):
+        if self.closing:
             return False
-        for _ in range(over):
-            self.reclaim_idle()
-        return True
+        if over > 0 and over > self.reclaimable(graced_too):  # (below the cap: no clock read)
+            return False
+        return all(self.reclaim_idle(graced_too) for _ in range(over))
 
     def _count_turned_away(self) -> None:
         self.turned_away += 1
@@ -178,15 +232,25 @@ class HttpServer:
                 extra={"max_connections": self.max_connections, "turned_away": self.turned_away},
             )
 
-    def became_idle(self, connection: Connection) -> None:
-        """No request in hand now: the youngest idle (one already gone is not kept)."""
-        if connection in self.connections:
+    def became_idle(self, connection: Connection, reusable: bool, now: float) -> None:
+        """No request in hand now, its answers given: in its grace if it may take another
+        request, else the youngest idle (one already gone is not kept)."""
+        if connection not in self.connections:
+            return
+        if reusable:
+            self.graced[connection] = now
+        else:
             self.idle[connection] = None
+
+    def not_reclaimable(self, connection: Connection) -> None:
+        """A request in hand, or gone: not one to close for a newcomer."""
+        self.idle.pop(connection, None)
+        self.graced.pop(connection, None)
 
     def forget(self, connection: Connection) -> None:
         self.lingering.discard(connection)
         self.connections.discard(connection)
-        self.idle.pop(connection, None)
+        self.not_reclaimable(connection)
         if self.closing and not self.connections:
             self._all_closed.set()
 
@@ -285,6 +349,7 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._refusal: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
+        self.heard_since_answer = False  # bytes came after its last answer (see GRACE_S)
 
     # --- the connection
 
@@ -332,6 +397,7 @@ class Connection(asyncio.Protocol):
         if self._letting_go or (self._last and not self._in_request):
             return  # answered for good (a request half-read then is dropped), or refused,
             # upgraded, shutting down
+        self.heard_since_answer = True
         idle = self._server.idle
         if self in idle:  # the longest silent is the one reclaimed: an upload going on is not
             idle.move_to_end(self)
@@ -391,6 +457,25 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+    def request_waiting(self) -> bool:
+        """Bytes from the client wait in the socket, unread only because the loop has not come
+        to them yet: a loop turn admits a whole batch of accepted connections before reading
+        any, and a newcomer's request, on its way to being read, is no idle connection's."""
+        transport = self._transport
+        held = transport.get_extra_info("socket") if transport is not None else None
+        if held is None:
+            return False
+        try:  # the transport's socket object cannot recv: a second object on its descriptor
+            peek = socket.socket(fileno=held.fileno())
+        except OSError:
+            return False
+        try:
+            return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # nothing waiting (EAGAIN), or the client gone
+            return False
+        finally:
+            peek.detach()  # the descriptor stays the transport's
 
     def check_deadline(self, now: float) -> None:
         if self._deadline is None or now < self._deadline or self._transport is None:
@@ -573,7 +658,7 @@ class Connection(asyncio.Protocol):
     def _start_serving(self) -> None:
         if not self._serving:
             self._serving = True
-            self._server.idle.pop(self, None)  # a request in hand: not to be reclaimed
+            self._server.not_reclaimable(self)  # a request in hand
             # kept: the loop holds tasks weakly, and a task must not vanish mid-answer
             loop = self._server.loop or asyncio.get_running_loop()
             self._task = loop.create_task(self._serve())
@@ -590,15 +675,20 @@ class Connection(asyncio.Protocol):
             self._update_reading()
         self._serving = False
         # answered, nothing queued: reclaimable again (closing too: a TLS close waits for the
-        # client's close_notify, 30 s at most, and a close waits for a slow reader)
-        self._server.became_idle(self)
-        if self._transport is not None and not self._transport.is_closing():
+        # client's close_notify, 30 s at most, and a close waits for a slow reader), after a
+        # grace if it may take another request
+        now = time.monotonic()
+        transport = self._transport
+        open_on = transport is not None and not transport.is_closing()
+        self.heard_since_answer = self._in_request  # the next one's start already came
+        self._server.became_idle(self, open_on and not self._last and not self._letting_go, now)
+        if transport is not None and open_on:
             if self._letting_go:
                 self._update_reading()  # reading on, to drop what still comes
             elif self._last and not self._in_request:
-                self._transport.close()
+                transport.close()
             elif not self._in_request:
-                self._deadline = time.monotonic() + self._server.idle_timeout
+                self._deadline = now + self._server.idle_timeout
 
     async def _answer(self, request: Request) -> Response:
         try:

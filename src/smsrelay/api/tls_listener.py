@@ -8,8 +8,10 @@ and the callbacks (the cap's whole point). Here a socket over the cap is closed 
 and one in its handshake holds its place until the handshake ends, TLS_HANDSHAKE_TIMEOUT at
 most. At the cap, a newcomer takes the place of an idle connection (the server's choice, as for
 plain http), else of the oldest handshake under way (a client's takes milliseconds: the oldest
-is most likely a socket that never says hello); only when neither makes room is it closed at
-accept. The context is read at each handshake: a certificate reload replaces ``tls``.
+is most likely a socket that never says hello), else of a connection that has just answered a
+request (the server's grace: a pooled connection between two sends); only when none makes room
+is it closed at accept. The context is read at each handshake: a certificate reload replaces
+``tls``.
 
 A client that speaks plain HTTP to the port (``curl http://…:8443``) got an empty reply and
 no hint. OpenSSL recognises an HTTP request where its handshake should be (and sends no alert),
@@ -48,7 +50,7 @@ class TlsListener:
         self,
         tls: ssl.SSLContext,
         make_protocol: Callable[[Callable[[], None]], asyncio.Protocol],
-        make_room: Callable[[int], bool],
+        make_room: Callable[[int, bool], bool],
         turn_away: Callable[[], None],
         plain_http_answer: Callable[[], bytes],
         reclaimed: Callable[[], None],
@@ -58,7 +60,8 @@ class TlsListener:
         # given what its connection_made calls: the handshake is over, the connection is
         # the server's (no longer one a newcomer may cut short)
         self._make_protocol = make_protocol
-        # given the handshakes under way: may one more begin (idle connections closed for it)?
+        # given the handshakes under way, and whether connections in their grace may be
+        # closed too: may one more begin (idle connections closed for it)?
         self._make_room = make_room
         self._turn_away = turn_away  # one was refused over the cap (counted, warned)
         self._reclaimed = reclaimed  # a handshake was cut short for a newcomer (counted, said)
@@ -141,7 +144,7 @@ class TlsListener:
                 self._take(client, loop)
 
     def _take(self, client: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._make_room(len(self._handshakes)) and not self._reclaim_handshake():
+        if not self._room_for_one():
             client.close()
             self._turn_away()
             return
@@ -153,6 +156,16 @@ class TlsListener:
     def _handshake_over(self, handshake: asyncio.Task[None]) -> None:
         self._handshakes.pop(handshake, None)
 
+    def _room_for_one(self) -> bool:
+        """At the cap, an idle connection gives its place, else the oldest handshake, and
+        only then one that has just answered a request (a silent flood of sockets that
+        never say hello closed a client's pooled connections between two sends)."""
+        return (
+            self._make_room(len(self._handshakes), False)
+            or self._reclaim_handshake()
+            or self._make_room(len(self._handshakes), True)
+        )
+
     def _reclaim_handshake(self) -> bool:
         """No idle connection to close: cut the oldest handshake short for the newcomer;
         whether that made room (it frees two descriptors, one newcomer's due)."""
@@ -161,7 +174,7 @@ class TlsListener:
         oldest, _ = self._handshakes.popitem(last=False)  # no longer counted from now
         oldest.cancel()  # its socket closes on the loop's next turn
         self._reclaimed()
-        return self._make_room(len(self._handshakes))
+        return self._make_room(len(self._handshakes), True)
 
     async def _accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory: wait a little, the next try may find some; a client
