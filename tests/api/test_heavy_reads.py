@@ -118,3 +118,36 @@ async def test_an_accounts_heavy_reads_wait_their_turn_and_never_hold_another_ac
     assert all(answer == answers[0][1] for _, answer in answers)
     assert reads.peak == HEAVY_READS_PER_ACCOUNT
     assert api.gateway.heavy_reads.figures() == (0, 0)  # nothing kept for idle accounts
+
+
+async def test_a_500_item_multi_status_reads_its_ids_a_chunk_at_a_time(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another request's read waits behind one chunk at most, not the whole list; the answer
+    is the one a single read gave: each item in the order asked, stops included."""
+    sent = [await api.send(to=f"+3361234567{i}") for i in range(3)]
+    await api.call(
+        "POST", "/v1/stop-sms/add", body={"apiKey": api.key, "phoneNumber": "+33612345671"}
+    )
+    unknown = [{"phoneNumber": RECIPIENT, "messageId": str(10_000 + i)} for i in range(497)]
+    found = [{"phoneNumber": f"+3361234567{i}", "messageId": str(m)} for i, m in enumerate(sent)]
+    listing = [*unknown[:200], found[0], *unknown[200:], found[1], found[2]]
+    read_sizes: list[int] = []
+    read = api.store.messages_and_stops
+
+    async def measured(account_id: int, message_ids: list[int]) -> Any:
+        read_sizes.append(len(message_ids))
+        return await read(account_id, message_ids)
+
+    monkeypatch.setattr(api.store, "messages_and_stops", measured)
+    status, answer = await api.call(
+        "POST", "/v1/multi-status", body={"apiKey": api.key, "SMSStatut_List": listing}
+    )
+    assert status == 200
+    assert sum(read_sizes) == 500
+    assert max(read_sizes) <= 100  # ids per read (STATUS_READ_CHUNK): never all 500 at once
+    items = answer["StatutResponse_List"]
+    assert [item["messageId"] for item in items] == [item["messageId"] for item in listing]
+    assert [i for i, item in enumerate(items) if item["success"]] == [200, 498, 499]
+    assert [item["stopSms"] for item in items if item["success"]] == [False, True, False]
+    assert {item["code"] for item in items if not item["success"]} == {4}
