@@ -15,6 +15,10 @@ from smsrelay.store.interface import Store
 from smsrelay.store.records import Account, CallbackBuilders, MessageView, StopEntry
 
 MAX_STATUS_QUERIES = 500
+# Ids per read: a 500-item list is read in five turns of the reader thread, so another
+# request's read (a send's key lookup, a message-status) waits behind one of them at most,
+# not behind the whole list.
+STATUS_READ_CHUNK = 100
 TAG_PAGE_SIZE = 500
 CREDIT_REGION = "FR"  # creditSms counts SMS to France, as SMS Partner's dashboard does
 STATUS_LIST = "SMSStatut_List"
@@ -64,7 +68,8 @@ class StatusAnswer:
 async def statuses(
     store: Store, account: Account, queries: Sequence[StatusQuery]
 ) -> list[StatusAnswer]:
-    """Each query's status, or why it has none; one snapshot for the whole list."""
+    """Each query's status, or why it has none; each chunk of ids read in one snapshot (an
+    item's status is its message's at some moment of the request, as if asked alone)."""
     if not queries:
         raise DomainError("statuslist.required", f"{STATUS_LIST} is required", STATUS_LIST)
     if len(queries) > MAX_STATUS_QUERIES:
@@ -73,8 +78,14 @@ async def statuses(
             f"{STATUS_LIST} holds at most {MAX_STATUS_QUERIES} items, got {len(queries)}",
             STATUS_LIST,
         )
-    ids = {i for i in (_quiet_id(q.message_id) for q in queries) if i is not None}
-    found, stops = await store.messages_and_stops(account.id, sorted(ids))
+    ids = sorted({i for i in (_quiet_id(q.message_id) for q in queries) if i is not None})
+    found: dict[int, MessageView] = {}
+    stops: set[str] = set()
+    for start in range(0, len(ids), STATUS_READ_CHUNK):
+        chunk = ids[start : start + STATUS_READ_CHUNK]
+        chunk_found, chunk_stops = await store.messages_and_stops(account.id, chunk)
+        found.update(chunk_found)
+        stops.update(chunk_stops)
     return [_answer(q, found, stops) for q in queries]
 
 
@@ -85,9 +96,7 @@ def _quiet_id(raw: str | None) -> int | None:
         return None
 
 
-def _answer(
-    query: StatusQuery, found: dict[int, MessageView], stops: frozenset[str]
-) -> StatusAnswer:
+def _answer(query: StatusQuery, found: dict[int, MessageView], stops: set[str]) -> StatusAnswer:
     if not (query.phone or "").strip():  # as message-status: a client that forgets it
         # learns here, not in production (a lookup with an id alone was answered)
         error = DomainError("phonenumber.required", "phoneNumber is required", "phoneNumber")

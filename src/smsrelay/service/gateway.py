@@ -11,6 +11,7 @@ from smsrelay.domain.pricing import DEFAULT_PRICES_EUR, PriceTable
 from smsrelay.service.accounts import AccountDirectory
 from smsrelay.service.alphabets import SenderAlphabets
 from smsrelay.service.clock import Clock, FixedClock, SystemClock
+from smsrelay.service.heavy_reads import HeavyReadTurns
 from smsrelay.service.sending import SendContext
 from smsrelay.settings import Settings
 from smsrelay.store.interface import Store
@@ -46,6 +47,8 @@ class Gateway:
     submit_outcomes: Callable[[], dict[tuple[str, str], int]] = field(default=dict)
     # set by serve before the API listens when a connector's alphabet is narrower than GSM
     alphabets: SenderAlphabets | None = None
+    # each account's turns at the endpoints whose cost grows with the request
+    heavy_reads: HeavyReadTurns = field(default_factory=HeavyReadTurns)
 
     @cached_property  # one per gateway, not one per request: its parts never change
     def send_context(self) -> SendContext:
