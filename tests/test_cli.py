@@ -444,6 +444,25 @@ def test_db_backup_makes_a_private_copy_whatever_the_umask(run, tmp_path: Path) 
     assert "cannot write" in run("db", "backup", str(missing), code=1)
 
 
+def test_db_backup_to_a_name_that_reads_as_a_uri_copies_into_that_name(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite read a relative target "file:…" as a URI (the source is opened as one): the
+    # copy went to "sms.db" at the umask's mode, and "file:sms.db" stayed empty (the diff
+    # review).
+    run("accounts", "create", "shop")
+    monkeypatch.chdir(tmp_path)
+    before = os.umask(0o022)
+    try:
+        run("db", "backup", "file:sms.db")
+    finally:
+        os.umask(before)
+    copy = tmp_path / "file:sms.db"
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600 and not (tmp_path / "sms.db").exists()
+    with contextlib.closing(sqlite3.connect(copy)) as db:
+        assert db.execute("SELECT name FROM accounts").fetchall() == [("shop",)]
+
+
 def test_db_backup_of_what_is_not_a_sqlite_database_here_is_refused(tmp_path: Path) -> None:
     copy = tmp_path / "sms.db"
     pg = ["--database", "postgresql://sms@127.0.0.1:1/sms", "db", "backup", str(copy)]

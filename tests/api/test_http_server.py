@@ -701,6 +701,125 @@ async def test_a_newcomer_whose_request_waits_to_be_read_is_not_taken_for_an_idl
         writer.close()
 
 
+async def _silent(sock: socket.socket) -> bool:
+    """The server has not closed this raw socket (nothing came, no EOF) by a short wait."""
+    sock.setblocking(False)
+    try:
+        return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 10), 0.3) != b""
+    except TimeoutError:
+        return True
+    except OSError:  # reset
+        return False
+
+
+async def test_a_waiting_newcomer_at_the_head_of_the_idle_line_is_passed_over_not_its_line(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the head of the idle line was checked for a waiting request: with it waiting, a
+    # connection in its grace was closed while a silent one sat right behind the head (the
+    # diff review). The silent one is the one to go.
+    monkeypatch.setattr(http_server, "GRACE_S", 60.0)
+    server, _, connect = await start(max_connections=3)
+    pooled = await _served(connect, "/send/first")  # in its grace
+    port = pooled[1].get_extra_info("peername")[1]
+    loop = asyncio.get_running_loop()
+    waiting = socket.create_connection(("127.0.0.1", port))  # the three admitted in one turn
+    waiting.sendall(_post("/waiting", b""))
+    silent = socket.create_connection(("127.0.0.1", port))
+    newcomer = socket.create_connection(("127.0.0.1", port))
+    waiting.setblocking(False)
+    answer = await asyncio.wait_for(loop.sock_recv(waiting, 65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200")
+    await eventually(lambda: server.reclaimed == 1)
+    pooled[1].write(_post("/send/second", b"text=hi"))
+    assert await _status_or_none(pooled[0]) == 200  # the pooled connection kept its place
+    assert not await _silent(silent)  # closed for the newcomer
+    for sock in (waiting, silent, newcomer):
+        sock.close()
+    pooled[1].close()
+
+
+async def test_a_silent_connection_gives_way_not_one_whose_request_waits(start: Start) -> None:
+    # With the head of the idle line's request waiting to be read and no connection in its
+    # grace, the newcomer took the head's place: its POST, sent, was reset unread, and the
+    # silent connection behind it was kept (the diff review).
+    server, echo, connect = await start(max_connections=2)
+    probe = await connect()
+    port = probe[1].get_extra_info("peername")[1]
+    probe[1].close()
+    await eventually(lambda: not server.connections)
+    loop = asyncio.get_running_loop()
+    waiting = socket.create_connection(("127.0.0.1", port))  # the three admitted in one turn
+    waiting.sendall(_post("/send/waiting", b"text=hi"))
+    silent = socket.create_connection(("127.0.0.1", port))
+    newcomer = socket.create_connection(("127.0.0.1", port))
+    waiting.setblocking(False)
+    answer = await asyncio.wait_for(loop.sock_recv(waiting, 65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert [request.path for request in echo.seen] == ["/send/waiting"]
+    assert (server.turned_away, server.reclaimed) == (0, 1)  # the silent one gave way
+    assert not await _silent(silent)
+    for sock in (waiting, silent, newcomer):
+        sock.close()
+
+
+async def test_a_newcomer_is_refused_rather_than_a_waiting_request_cut(start: Start) -> None:
+    # The last resort was the waiting connection itself: its POST, sent, reset unread. A 503
+    # to the newcomer is an answer its client can act on.
+    server, echo, connect = await start(max_connections=1)
+    probe = await connect()
+    port = probe[1].get_extra_info("peername")[1]
+    probe[1].close()
+    await eventually(lambda: not server.connections)
+    loop = asyncio.get_running_loop()
+    waiting = socket.create_connection(("127.0.0.1", port))  # both admitted in one turn
+    waiting.sendall(_post("/send/waiting", b"text=hi"))
+    newcomer = socket.create_connection(("127.0.0.1", port))
+    waiting.setblocking(False)
+    answer = await asyncio.wait_for(loop.sock_recv(waiting, 65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert [request.path for request in echo.seen] == ["/send/waiting"]
+    newcomer.setblocking(False)
+    assert (await asyncio.wait_for(loop.sock_recv(newcomer, 65536), 5)).startswith(b"HTTP/1.1 503")
+    assert (server.turned_away, server.reclaimed) == (1, 0)
+    for sock in (waiting, newcomer):
+        sock.close()
+
+
+async def test_bytes_left_unread_behind_unread_answers_keep_no_connection_its_place(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that does not read its answers has its reading paused, and what it sends
+    # next waits in the kernel as long as it likes: taken for a request on its way, it was
+    # never reclaimed, and every newcomer closed a pooled connection in its grace instead.
+    grace = 0.5
+    monkeypatch.setattr(http_server, "GRACE_S", grace)
+    server, _, connect = await start(max_connections=4)
+    probe = await connect()
+    port = probe[1].get_extra_info("peername")[1]
+    probe[1].close()
+    await eventually(lambda: not server.connections)
+    stuffed = socket.socket()
+    stuffed.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuffed.connect(("127.0.0.1", port))
+    stuffed.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    await eventually(lambda: len(server.graced) == 1)
+    answered = server.graced[next(iter(server.graced))]
+    stuffed.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # left unread
+    await eventually(lambda: time.monotonic() - answered > grace)  # the longest silent now
+    pooled = await _served(connect, "/send/first")  # in its grace
+    flood = [await connect(), await connect()]  # the cap
+    await eventually(lambda: len(server.connections) == 4)
+    newcomer = await connect()
+    await eventually(lambda: server.reclaimed == 1)
+    pooled[1].write(_post("/send/second", b"text=hi"))
+    assert await _status_or_none(pooled[0]) == 200
+    assert not any(reader.at_eof() for reader, _ in flood)
+    for _, writer in [pooled, *flood, newcomer]:
+        writer.close()
+    stuffed.close()
+
+
 async def _status_or_none(reader: asyncio.StreamReader) -> int | None:
     """The answer's status; None when the connection was closed before one came."""
     try:

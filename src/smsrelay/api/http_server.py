@@ -30,6 +30,7 @@ import socket
 import ssl
 import time
 from collections import OrderedDict, deque
+from itertools import islice
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -134,31 +135,34 @@ class HttpServer:
     def reclaim_idle(self, graced_too: bool = True) -> bool:
         """Close the connection idle the longest, for a newcomer to take its place (see
         ``_to_reclaim``); False when none may be closed."""
-        oldest = self._to_reclaim(graced_too)
-        if oldest is None:
+        chosen = self._to_reclaim(1, graced_too)
+        if not chosen:
             return False
-        self.not_reclaimable(oldest)
-        self.connections.discard(oldest)  # its slot is the newcomer's from now
-        oldest.abort()  # its descriptor closes at once (a TLS close could wait for the peer)
-        self._count_reclaimed()
+        self._reclaim(chosen[0])
         return True
 
-    def _to_reclaim(self, graced_too: bool) -> Connection | None:
-        """The idle connection silent the longest; if its request is already waiting to be
-        read, or none is idle, the one in its grace that answered the longest ago; that one
-        only as a last resort. Nothing in grace or waiting without ``graced_too``."""
-        self._end_graces(time.monotonic())
-        oldest = next(iter(self.idle), None)
-        if oldest is not None and not oldest.request_waiting():
-            return oldest
-        if not graced_too:
-            return None
-        return next(iter(self.graced), oldest)
+    def _reclaim(self, connection: Connection) -> None:
+        self.not_reclaimable(connection)
+        self.connections.discard(connection)  # its slot is the newcomer's from now
+        connection.abort()  # its descriptor closes at once (a TLS close could wait for the peer)
+        self._count_reclaimed()
 
-    def reclaimable(self, graced_too: bool) -> int:
-        """How many connections ``reclaim_idle`` may close."""
+    def _to_reclaim(self, count: int, graced_too: bool) -> list[Connection]:
+        """Up to ``count`` connections to close for newcomers, in this order: the idle ones,
+        silent the longest first, passing over a newcomer whose request already waits in its
+        socket (its request is no idle connection's; losing it would leave a POST unanswered);
+        then, with ``graced_too``, those in their grace, the oldest answer first. Never one
+        whose request waits: when only such are left, the newcomer is the one refused."""
         self._end_graces(time.monotonic())
-        return len(self.idle) + (len(self.graced) if graced_too else 0)
+        chosen: list[Connection] = []
+        for connection in self.idle:
+            if len(chosen) == count:
+                return chosen
+            if not connection.request_waiting():
+                chosen.append(connection)
+        if graced_too:
+            chosen.extend(islice(self.graced, count - len(chosen)))
+        return chosen
 
     def _end_graces(self, now: float) -> None:
         """Those whose answer is GRACE_S old join the idle: the ones silent since, at its
@@ -215,9 +219,14 @@ class HttpServer:
         over = len(self.connections) + 2 * handshaking - self.max_connections + 1
         if self.closing:
             return False
-        if over > 0 and over > self.reclaimable(graced_too):  # (below the cap: no clock read)
+        if over <= 0:  # below the cap: nothing to choose (no clock read, no peek)
+            return True
+        chosen = self._to_reclaim(over, graced_too)
+        if len(chosen) < over:  # none closed for a newcomer refused anyway
             return False
-        return all(self.reclaim_idle(graced_too) for _ in range(over))
+        for connection in chosen:
+            self._reclaim(connection)
+        return True
 
     def _count_turned_away(self) -> None:
         self.turned_away += 1
@@ -350,6 +359,7 @@ class Connection(asyncio.Protocol):
         self._refusal: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
         self.heard_since_answer = False  # bytes came after its last answer (see GRACE_S)
+        self.read_any = False  # bytes from the client read yet (see request_waiting)
 
     # --- the connection
 
@@ -397,7 +407,7 @@ class Connection(asyncio.Protocol):
         if self._letting_go or (self._last and not self._in_request):
             return  # answered for good (a request half-read then is dropped), or refused,
             # upgraded, shutting down
-        self.heard_since_answer = True
+        self.heard_since_answer = self.read_any = True
         idle = self._server.idle
         if self in idle:  # the longest silent is the one reclaimed: an upload going on is not
             idle.move_to_end(self)
@@ -459,9 +469,14 @@ class Connection(asyncio.Protocol):
             self._transport.abort()
 
     def request_waiting(self) -> bool:
-        """Bytes from the client wait in the socket, unread only because the loop has not come
-        to them yet: a loop turn admits a whole batch of accepted connections before reading
-        any, and a newcomer's request, on its way to being read, is no idle connection's."""
+        """A newcomer's first bytes wait in its socket, unread only because the loop has not
+        come to them yet: a loop turn admits a whole batch of accepted connections before
+        reading any, and a request on its way to being read is no idle connection's. Only a
+        connection never read yet is asked: bytes left unread behind a client that does not
+        read its answers (reading paused) are no request on its way, and counting them would
+        let such a client keep its place against everyone (the diff review)."""
+        if self.read_any:
+            return False
         transport = self._transport
         held = transport.get_extra_info("socket") if transport is not None else None
         if held is None:

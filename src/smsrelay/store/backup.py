@@ -24,7 +24,9 @@ def backup_into(database: str, target: str) -> None:
         # mode=rw: a database removed meanwhile is an error, not a new empty one copied
         conn = sqlite3.connect(f"file:{quote(database)}?mode=rw", uri=True, isolation_level=None)
         try:
-            conn.execute("VACUUM INTO ?", (target,))
+            # the absolute path: on a connection opened with uri=True, SQLite reads a target
+            # starting "file:" as a URI too, and wrote the copy to another file, the umask's
+            conn.execute("VACUUM INTO ?", (os.path.abspath(target),))
         finally:
             conn.close()
     except BaseException:
