@@ -529,9 +529,11 @@ class SmppLink(asyncio.Protocol):
         return self._clock.time(self.loop.time())
 
     def _stalled(self) -> bool:
-        """Reading paused PAUSED_AT_MOST on end (and not leaving already)."""
-        paused = self._clock.pause_span(self.loop.time())
-        return self._reading_paused and not self._leaving and paused >= self.pause_limit
+        """Reading paused PAUSED_AT_MOST on end (and not given up or leaving already: a TLS
+        link closing keeps ticking until its shutdown ends, and said so at each tick)."""
+        if not self._reading_paused or self._leaving or self.given_up_stalled:
+            return False
+        return self._clock.pause_span(self.loop.time()) >= self.pause_limit
 
     def _give_up_stalled(self) -> None:
         """Our side answers nothing (the store is wedged): unbind. The link reads on, each
