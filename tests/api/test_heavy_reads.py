@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from smsrelay.service.accounts import create_account
+from smsrelay.service.account_queries import STATUS_READ_CHUNK
 from smsrelay.service.heavy_reads import HEAVY_READS_PER_ACCOUNT
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ async def test_an_accounts_heavy_reads_wait_their_turn_and_never_hold_another_ac
     assert [status for status, _ in answers] == [200] * CONCURRENT
     assert all(answer == answers[0][1] for _, answer in answers)
     assert reads.peak == HEAVY_READS_PER_ACCOUNT
-    assert api.gateway.heavy_reads.figures() == (0, 0)  # nothing kept for idle accounts
+    assert api.gateway.heavy_reads.accounts() == 0  # nothing kept for idle accounts
 
 
 async def test_a_500_item_multi_status_reads_its_ids_a_chunk_at_a_time(
@@ -151,3 +152,35 @@ async def test_a_500_item_multi_status_reads_its_ids_a_chunk_at_a_time(
     assert [i for i, item in enumerate(items) if item["success"]] == [200, 498, 499]
     assert [item["stopSms"] for item in items if item["success"]] == [False, True, False]
     assert {item["code"] for item in items if not item["success"]} == {4}
+
+
+async def test_each_item_of_a_chunked_multi_status_has_the_stop_flag_of_its_own_read(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A STOP between two chunks' reads: the item read before it is waiting and not stopped,
+    the one read after is cancelled and stopped; never waiting and stopped at once, which
+    every chunk's STOP set merged into one answered (the fairness review)."""
+    before = await api.send(to=RECIPIENT)  # held (quiet hours): waiting
+    fillers = [await api.send(to=f"+3361100{i:04d}") for i in range(STATUS_READ_CHUNK)]
+    after = await api.send(to=RECIPIENT)  # its id in the next chunk
+    listing = [{"phoneNumber": RECIPIENT, "messageId": str(m)} for m in (before, after)]
+    listing += [{"phoneNumber": f"+3361100{i:04d}", "messageId": str(m)} for i, m in enumerate(fillers)]
+    read = api.store.messages_and_stops
+    reads = 0
+
+    async def stop_between_chunks(account_id: int, message_ids: list[int]) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            stop = {"apiKey": api.key, "phoneNumber": RECIPIENT}
+            assert (await api.call("POST", "/v1/stop-sms/add", body=stop))[0] == 200
+        return await read(account_id, message_ids)
+
+    monkeypatch.setattr(api.store, "messages_and_stops", stop_between_chunks)
+    status, answer = await api.call(
+        "POST", "/v1/multi-status", body={"apiKey": api.key, "SMSStatut_List": listing}
+    )
+    assert status == 200 and reads == 2
+    first, second = ((item["status"], item["stopSms"]) for item in answer["StatutResponse_List"][:2])
+    assert first == ("Waiting", False)
+    assert second[1] is True and second[0] != "Waiting"

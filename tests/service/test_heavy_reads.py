@@ -28,7 +28,7 @@ async def test_waiters_get_their_turn_in_arrival_order() -> None:
         releases[name].set()
     await asyncio.gather(*tasks)
     assert order == list("abcd")
-    assert turns.figures() == (0, 0)
+    assert turns.figures() == (0, 0) and turns.accounts() == 0
 
 
 async def test_a_waiter_that_goes_away_leaves_its_place_to_the_next() -> None:
@@ -43,7 +43,7 @@ async def test_a_waiter_that_goes_away_leaves_its_place_to_the_next() -> None:
     await eventually(lambda: order == ["a", "c"])
     releases["c"].set()
     await asyncio.gather(tasks["a"], tasks["c"])
-    assert turns.figures() == (0, 0)
+    assert turns.figures() == (0, 0) and turns.accounts() == 0
 
 
 async def test_a_turn_handed_to_a_waiter_cancelled_meanwhile_passes_on() -> None:
@@ -60,7 +60,7 @@ async def test_a_turn_handed_to_a_waiter_cancelled_meanwhile_passes_on() -> None
     releases["c"].set()
     await tasks["c"]
     assert tasks["b"].cancelled()
-    assert turns.figures() == (0, 0)
+    assert turns.figures() == (0, 0) and turns.accounts() == 0
 
 
 async def test_accounts_take_turns_apart() -> None:
@@ -72,4 +72,4 @@ async def test_accounts_take_turns_apart() -> None:
     assert turns.figures() == (2, 1)
     release.set()
     await asyncio.gather(*tasks)
-    assert turns.figures() == (0, 0)
+    assert turns.figures() == (0, 0) and turns.accounts() == 0

@@ -463,3 +463,31 @@ async def test_a_lock_seen_before_another_failure_does_not_shorten_the_next_wait
     finally:
         other.close()
         await db.stop()
+
+
+async def test_a_read_asked_while_the_store_stops_is_refused_not_run_on_a_closed_connection(
+    tmp_path: Path,
+) -> None:
+    # Heavy reads waiting their turn at a stop met the reader's connection closed: a
+    # ProgrammingError, a 500 and a traceback each (the fairness review). Refused as a
+    # TransientError they are a 503; a read already queued before the close still runs.
+    database = Database(str(tmp_path / "e.db"))
+    await database.start()
+    await database.write(_create_table)
+    busy, release = threading.Event(), threading.Event()
+
+    def held(conn: sqlite3.Connection) -> int:
+        busy.set()
+        release.wait(timeout=10)
+        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    first = asyncio.create_task(database.read(held))
+    await eventually(busy.is_set)
+    stopping = asyncio.create_task(database.stop())
+    await eventually(lambda: database._reader._work_queue.qsize() == 1)  # its close, queued
+    late = asyncio.create_task(database.read(lambda conn: 1))
+    release.set()
+    assert await first == 0
+    with pytest.raises(TransientError):
+        await late
+    await stopping

@@ -79,14 +79,15 @@ async def statuses(
             STATUS_LIST,
         )
     ids = sorted({i for i in (_quiet_id(q.message_id) for q in queries) if i is not None})
-    found: dict[int, MessageView] = {}
-    stops: set[str] = set()
+    found: dict[int, tuple[MessageView, bool]] = {}  # each with its STOP flag
     for start in range(0, len(ids), STATUS_READ_CHUNK):
         chunk = ids[start : start + STATUS_READ_CHUNK]
         chunk_found, chunk_stops = await store.messages_and_stops(account.id, chunk)
-        found.update(chunk_found)
-        stops.update(chunk_stops)
-    return [_answer(q, found, stops) for q in queries]
+        # the flag from the message's own snapshot: one chunk's STOP set applied to another's
+        # messages answered "Waiting" with stopSms true, true at no moment (a STOP cancels
+        # the number's waiting messages in the same write)
+        found.update((i, (view, view.recipient in chunk_stops)) for i, view in chunk_found.items())
+    return [_answer(q, found) for q in queries]
 
 
 def _quiet_id(raw: str | None) -> int | None:
@@ -96,18 +97,18 @@ def _quiet_id(raw: str | None) -> int | None:
         return None
 
 
-def _answer(query: StatusQuery, found: dict[int, MessageView], stops: set[str]) -> StatusAnswer:
+def _answer(query: StatusQuery, found: dict[int, tuple[MessageView, bool]]) -> StatusAnswer:
     if not (query.phone or "").strip():  # as message-status: a client that forgets it
         # learns here, not in production (a lookup with an id alone was answered)
         error = DomainError("phonenumber.required", "phoneNumber is required", "phoneNumber")
         return StatusAnswer(query, None, error)
     try:
-        message = found.get(parse_message_id(query.message_id))
+        read = found.get(parse_message_id(query.message_id))
     except DomainError as error:
         return StatusAnswer(query, None, error)
-    if message is None or not _matches(query.phone or "", message.recipient):
+    if read is None or not _matches(query.phone or "", read[0].recipient):
         return StatusAnswer(query, None, _not_found())
-    return StatusAnswer(query, describe(message, message.recipient in stops))
+    return StatusAnswer(query, describe(*read))
 
 
 def _matches(raw_phone: str, e164: str) -> bool:

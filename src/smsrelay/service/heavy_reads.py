@@ -45,6 +45,10 @@ class HeavyReadTurns:
         finally:
             self._give_back(account_id)
 
+    def accounts(self) -> int:
+        """How many accounts have a lane kept (one with a turn held or awaited)."""
+        return len(self._lanes)
+
     def figures(self) -> tuple[int, int]:
         """(requests running, requests waiting), over every account."""
         lanes = self._lanes.values()

@@ -183,11 +183,16 @@ class Database:
         if self._wal_fd is not None:
             os.close(self._wal_fd)
             self._wal_fd = None
-        for pool, attr in ((self._syncer, "_checkpoint_conn"), (self._reader, "_read_conn")):
-            conn = getattr(self, attr)
-            if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(pool, conn.close)
-                setattr(self, attr, None)
+        loop = asyncio.get_running_loop()
+        if self._checkpoint_conn is not None:  # (read on the syncer: None once closed there)
+            await loop.run_in_executor(self._syncer, self._checkpoint_conn.close)
+            self._checkpoint_conn = None
+        if (reads := self._read_conn) is not None:
+            # None first: a read asked from now on is refused at once (TransientError, a
+            # 503), where one queued behind the close met a closed connection (a 500 and a
+            # traceback per request waiting its turn at a stop); those queued before it run
+            self._read_conn = None
+            await loop.run_in_executor(self._reader, reads.close)
         # Last: closing any descriptor of the database file drops every lock this process
         # holds on it (POSIX), the open connections' included.
         self.health.close()
