@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from smsrelay.service.accounts import create_account
 from smsrelay.service.account_queries import STATUS_READ_CHUNK
+from smsrelay.service.accounts import create_account
 from smsrelay.service.heavy_reads import HEAVY_READS_PER_ACCOUNT
 
 if TYPE_CHECKING:
@@ -164,7 +164,9 @@ async def test_each_item_of_a_chunked_multi_status_has_the_stop_flag_of_its_own_
     fillers = [await api.send(to=f"+3361100{i:04d}") for i in range(STATUS_READ_CHUNK)]
     after = await api.send(to=RECIPIENT)  # its id in the next chunk
     listing = [{"phoneNumber": RECIPIENT, "messageId": str(m)} for m in (before, after)]
-    listing += [{"phoneNumber": f"+3361100{i:04d}", "messageId": str(m)} for i, m in enumerate(fillers)]
+    listing += [
+        {"phoneNumber": f"+3361100{i:04d}", "messageId": str(m)} for i, m in enumerate(fillers)
+    ]
     read = api.store.messages_and_stops
     reads = 0
 
@@ -181,6 +183,8 @@ async def test_each_item_of_a_chunked_multi_status_has_the_stop_flag_of_its_own_
         "POST", "/v1/multi-status", body={"apiKey": api.key, "SMSStatut_List": listing}
     )
     assert status == 200 and reads == 2
-    first, second = ((item["status"], item["stopSms"]) for item in answer["StatutResponse_List"][:2])
+    first, second = (
+        (item["status"], item["stopSms"]) for item in answer["StatutResponse_List"][:2]
+    )
     assert first == ("Waiting", False)
     assert second[1] is True and second[0] != "Waiting"

@@ -30,10 +30,10 @@ import socket
 import ssl
 import time
 from collections import OrderedDict, deque
-from itertools import islice
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
+from itertools import islice
 from typing import cast
 from urllib.parse import unquote
 
