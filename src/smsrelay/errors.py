@@ -34,5 +34,10 @@ class StorageLow(TransientError):
     """New work refused while the store keeps its disk reserve for what already happened."""
 
 
+class Busy(TransientError):
+    """Refused for now because the caller's own requests fill its line; the words are meant
+    for the client."""
+
+
 class PermanentError(SmsRelayError):
     """An adapter failed in a way that retrying will not fix."""

@@ -12,7 +12,7 @@ import pytest
 
 from smsrelay.service.account_queries import STATUS_READ_CHUNK
 from smsrelay.service.accounts import create_account
-from smsrelay.service.heavy_reads import HEAVY_READS_PER_ACCOUNT
+from smsrelay.service.heavy_reads import HEAVY_READS_PER_ACCOUNT, HeavyReadTurns
 
 if TYPE_CHECKING:
     from tests.api.conftest import Api
@@ -188,3 +188,31 @@ async def test_each_item_of_a_chunked_multi_status_has_the_stop_flag_of_its_own_
     )
     assert first == ("Waiting", False)
     assert second[1] is True and second[0] != "Waiting"
+
+
+async def test_past_its_waiting_line_an_accounts_heavy_read_is_a_503_in_the_apis_format(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        api.gateway, "heavy_reads", HeavyReadTurns(per_account=1, waiting_at_most=1)
+    )
+    demo = await api.gateway.accounts.authenticate(api.key)
+    reads = HeldReads(demo.id, asyncio.Event())
+    monkeypatch.setattr(api.store, "stop_list", reads.wrap(api.store.stop_list))
+    params = {"params": {"apiKey": api.key}}
+    calls = [
+        asyncio.ensure_future(api.call("GET", "/v1/stop-sms/list", **params)) for _ in range(2)
+    ]
+    try:
+        await eventually(lambda: api.gateway.heavy_reads.figures() == (1, 1))
+        status, answer = await asyncio.wait_for(
+            api.call("GET", "/v1/stop-sms/list", **params), DEADLINE_S
+        )
+        assert (status, answer["success"], answer["code"]) == (503, False, 500)
+        assert (
+            "too many of this account's" in answer["message"] and "retry later" in answer["message"]
+        )
+    finally:
+        reads.released.set()
+        answers = await asyncio.wait_for(asyncio.gather(*calls), DEADLINE_S)
+    assert [status for status, _ in answers] == [200, 200]

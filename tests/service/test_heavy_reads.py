@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from smsrelay.errors import Busy
 from smsrelay.service.heavy_reads import HeavyReadTurns
 from tests.support import eventually
 
@@ -73,3 +76,22 @@ async def test_accounts_take_turns_apart() -> None:
     release.set()
     await asyncio.gather(*tasks)
     assert turns.figures() == (0, 0) and turns.accounts() == 0
+
+
+async def test_past_its_waiting_line_an_account_is_told_busy_and_keeps_its_turns() -> None:
+    # Requests whose clients hung up wait their turn with their bodies: the line is bounded
+    # (4,000 from one key grew the process by 500 MB), the overflow refused, not queued.
+    turns = HeavyReadTurns(per_account=1, waiting_at_most=2)
+    order: list[str] = []
+    releases = {name: asyncio.Event() for name in "abc"}
+    tasks = [asyncio.ensure_future(_hold(turns, 7, order, n, releases[n])) for n in "abc"]
+    await eventually(lambda: turns.figures() == (1, 2))
+    with pytest.raises(Busy, match="1 running, 2 waiting"):
+        await asyncio.wait_for(_hold(turns, 7, order, "d", releases["a"]), 5)
+    async with turns.turn(8):  # another account's line is its own
+        assert turns.figures() == (2, 2)
+    assert turns.figures() == (1, 2)
+    for event in releases.values():
+        event.set()
+    await asyncio.gather(*tasks)
+    assert order == list("abc") and turns.accounts() == 0

@@ -15,7 +15,7 @@ from smsrelay.api.multipart import multipart_fields
 from smsrelay.api.params import MalformedBody, Params, read_params
 from smsrelay.api.render import json_response, respond, wants_xml
 from smsrelay.api.routes import CHANGING_GETS, Handler, RouteTable, route_table, tidy_path
-from smsrelay.errors import DomainError, StorageLow, TransientError
+from smsrelay.errors import Busy, DomainError, StorageLow, TransientError
 from smsrelay.service.gateway import Gateway
 from smsrelay.service.monitoring import StoreFiguresReader, gateway_figures
 
@@ -144,6 +144,8 @@ def _unavailable(path: str, error: TransientError) -> str:
     what = "could not queue the SMS" if path.rstrip("/").endswith("/send") else "not available now"
     if isinstance(error, StorageLow):
         return f"{what}: the gateway's disk is nearly full, retry later"
+    if isinstance(error, Busy):
+        return f"{what}: {error}, retry later"
     return f"{what}, retry later"
 
 

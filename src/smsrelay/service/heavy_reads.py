@@ -1,13 +1,15 @@
 """Turns for the account endpoints whose cost grows with the request (multi-status, status by
 tag, the STOP list): at most ``per_account`` of one account's run at a time, the rest wait
-in arrival order.
+in arrival order, up to ``waiting_at_most``; past that, refused as busy (a 503: retry later).
 
 Everything runs on one event loop, and their reads share one reader thread: while one account
 ran 16 concurrent 500-item multi-status requests, another account's message-status waited
 behind their reads (460 ms at the median, from 0.6 ms), and a send whose key lookup missed the
 cache 0.2 s. Waiting their turn, an account's extra requests slow that account only; another
-account's requests never wait here behind them. Nothing is refused: SMS Partner's contract has
-no "too many requests" answer.
+account's requests never wait here behind them. Nothing an honest client sends is refused
+(SMS Partner's contract has no "too many requests" answer), but the line is bounded: a request
+whose client hung up still waits its turn with its body (the server cannot tell a hang-up from
+a half-close), and 4,000 of them, from one key, grew the process by 500 MB.
 """
 
 from __future__ import annotations
@@ -18,10 +20,15 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from smsrelay.errors import Busy
+
 # Two: one request's read on the reader thread while the other's answer is built on the loop,
 # so a lone heavy client keeps most of its throughput (55 answers a second where 16 at once
 # had 68), and at most two of its reads are in the reader's queue ahead of anyone else's.
 HEAVY_READS_PER_ACCOUNT = 2
+# 64 waiting: far more than a client's pool sends at once (an answer every ~20 ms keeps a
+# 64-deep line moving in about a second), and a bound of 64 bodies of 64 KiB per account.
+HEAVY_READS_WAITING_PER_ACCOUNT = 64
 
 
 @dataclass
@@ -33,8 +40,13 @@ class _Lane:
 class HeavyReadTurns:
     """Per account, at most ``per_account`` holders of a turn; the others queue (FIFO)."""
 
-    def __init__(self, per_account: int = HEAVY_READS_PER_ACCOUNT) -> None:
+    def __init__(
+        self,
+        per_account: int = HEAVY_READS_PER_ACCOUNT,
+        waiting_at_most: int = HEAVY_READS_WAITING_PER_ACCOUNT,
+    ) -> None:
         self._per_account = per_account
+        self._waiting_at_most = waiting_at_most
         self._lanes: dict[int, _Lane] = {}  # only accounts with a turn held: no growth
 
     @contextlib.asynccontextmanager
@@ -59,6 +71,11 @@ class HeavyReadTurns:
         if lane.running < self._per_account and not lane.waiting:
             lane.running += 1  # a free turn is taken without yielding to the loop
             return
+        if len(lane.waiting) >= self._waiting_at_most:  # (a lane with a turn held: kept)
+            raise Busy(
+                f"too many of this account's status and STOP-list requests at once "
+                f"({self._per_account} running, {len(lane.waiting)} waiting)"
+            )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         lane.waiting.append(waiter)
         try:
