@@ -463,6 +463,26 @@ def test_db_backup_to_a_name_that_reads_as_a_uri_copies_into_that_name(
         assert db.execute("SELECT name FROM accounts").fetchall() == [("shop",)]
 
 
+def test_db_backup_through_a_symlink_and_dotdot_copies_into_the_file_named(
+    run, tmp_path: Path
+) -> None:
+    # "current/../sms.db" with current a symlink: the private file was made where the kernel
+    # resolves it, the copy written where abspath's textual ".." pointed, at the umask's mode,
+    # the named backup left empty (the diff review).
+    run("accounts", "create", "shop")
+    (tmp_path / "disk2" / "day").mkdir(parents=True)
+    (tmp_path / "backups").mkdir()
+    (tmp_path / "backups" / "current").symlink_to(tmp_path / "disk2" / "day")
+    before = os.umask(0o022)
+    try:
+        run("db", "backup", str(tmp_path / "backups" / "current" / ".." / "sms.db"))
+    finally:
+        os.umask(before)
+    copy = tmp_path / "disk2" / "sms.db"  # where the kernel resolves the name
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600 and copy.stat().st_size > 0
+    assert not (tmp_path / "backups" / "sms.db").exists()
+
+
 def test_db_backup_of_what_is_not_a_sqlite_database_here_is_refused(tmp_path: Path) -> None:
     copy = tmp_path / "sms.db"
     pg = ["--database", "postgresql://sms@127.0.0.1:1/sms", "db", "backup", str(copy)]

@@ -78,7 +78,9 @@ async def test_accounts_take_turns_apart() -> None:
     assert turns.figures() == (0, 0) and turns.accounts() == 0
 
 
-async def test_past_its_waiting_line_an_account_is_told_busy_and_keeps_its_turns() -> None:
+async def test_past_its_waiting_line_an_account_is_told_busy_and_keeps_its_turns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Requests whose clients hung up wait their turn with their bodies: the line is bounded
     # (4,000 from one key grew the process by 500 MB), the overflow refused, not queued.
     turns = HeavyReadTurns(per_account=1, waiting_at_most=2)
@@ -88,6 +90,8 @@ async def test_past_its_waiting_line_an_account_is_told_busy_and_keeps_its_turns
     await eventually(lambda: turns.figures() == (1, 2))
     with pytest.raises(Busy, match="1 running, 2 waiting"):
         await asyncio.wait_for(_hold(turns, 7, order, "d", releases["a"]), 5)
+    busy = [r for r in caplog.records if r.getMessage() == "api.heavy_reads.busy"]
+    assert [(r.levelname, r.account_id, r.count) for r in busy] == [("WARNING", 7, 1)]
     async with turns.turn(8):  # another account's line is its own
         assert turns.figures() == (2, 2)
     assert turns.figures() == (1, 2)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from smsrelay.errors import Busy
+from smsrelay.logs import SparseLine
 
 # Two: one request's read on the reader thread while the other's answer is built on the loop,
 # so a lone heavy client keeps most of its throughput (55 answers a second where 16 at once
@@ -29,6 +31,8 @@ HEAVY_READS_PER_ACCOUNT = 2
 # 64 waiting: far more than a client's pool sends at once (an answer every ~20 ms keeps a
 # 64-deep line moving in about a second), and a bound of 64 bodies of 64 KiB per account.
 HEAVY_READS_WAITING_PER_ACCOUNT = 64
+BUSY_SAID_EVERY_S = 60.0  # refusals: a line a minute at most, with the count
+log = logging.getLogger("smsrelay.service")
 
 
 @dataclass
@@ -47,6 +51,7 @@ class HeavyReadTurns:
     ) -> None:
         self._per_account = per_account
         self._waiting_at_most = waiting_at_most
+        self._busy_said = SparseLine(log, "api.heavy_reads.busy", BUSY_SAID_EVERY_S, "count")
         self._lanes: dict[int, _Lane] = {}  # only accounts with a turn held: no growth
 
     @contextlib.asynccontextmanager
@@ -72,6 +77,7 @@ class HeavyReadTurns:
             lane.running += 1  # a free turn is taken without yielding to the loop
             return
         if len(lane.waiting) >= self._waiting_at_most:  # (a lane with a turn held: kept)
+            self._busy_said.note({"account_id": account_id, "waiting": len(lane.waiting)})
             raise Busy(
                 f"too many of this account's status and STOP-list requests at once "
                 f"({self._per_account} running, {len(lane.waiting)} waiting)"

@@ -24,9 +24,11 @@ def backup_into(database: str, target: str) -> None:
         # mode=rw: a database removed meanwhile is an error, not a new empty one copied
         conn = sqlite3.connect(f"file:{quote(database)}?mode=rw", uri=True, isolation_level=None)
         try:
-            # the absolute path: on a connection opened with uri=True, SQLite reads a target
-            # starting "file:" as a URI too, and wrote the copy to another file, the umask's
-            conn.execute("VACUUM INTO ?", (os.path.abspath(target),))
+            # an absolute path: on a connection opened with uri=True, SQLite reads a target
+            # starting "file:" as a URI too, and wrote the copy to another file, the umask's;
+            # joined, not abspath'd: ".." after a symlink is the kernel's to resolve, as it
+            # did for the file made above (abspath's textual ".." left that one empty)
+            conn.execute("VACUUM INTO ?", (os.path.join(os.getcwd(), target),))
         finally:
             conn.close()
     except BaseException:
