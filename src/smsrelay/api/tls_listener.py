@@ -36,6 +36,14 @@ from typing import Any, cast
 from smsrelay.logs import Sparse
 
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
+# A handshake younger than this is cut for a newcomer only after every connection that has
+# answered: a client's handshake takes a few round trips, and cut first (ahead of a
+# one-request flood's connections in their grace) most new clients were locked out (the
+# re-test: 50 of 166); older, it is a socket that says no hello, cut first.
+HANDSHAKE_SPARED_S = 1.0
+# How far a newcomer's place may come from (HttpServer._to_reclaim's passes): the idle only,
+# those in their grace that answered a single request too, or every one in its grace
+IDLE, ANSWERED_ONCE, GRACED = 1, 2, 3
 ACCEPT_RETRY_S = 0.1  # after an accept that failed for want of descriptors or memory
 ACCEPT_WARNING_EVERY_S = 10.0
 ACCEPT_BATCH = 64  # connections taken from the listen queue at once, past the awaited one
@@ -50,7 +58,7 @@ class TlsListener:
         self,
         tls: ssl.SSLContext,
         make_protocol: Callable[[Callable[[], None]], asyncio.Protocol],
-        make_room: Callable[[int, bool], bool],
+        make_room: Callable[[int, int], bool],
         turn_away: Callable[[], None],
         plain_http_answer: Callable[[], bytes],
         reclaimed: Callable[[], None],
@@ -67,7 +75,8 @@ class TlsListener:
         self._reclaimed = reclaimed  # a handshake was cut short for a newcomer (counted, said)
         self._sockets: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
-        self._handshakes: OrderedDict[asyncio.Task[None], None] = OrderedDict()  # oldest first
+        # each with when it began, the oldest first
+        self._handshakes: OrderedDict[asyncio.Task[None], float] = OrderedDict()
         self._last_warning = float("-inf")  # when an accept's failure was last logged
         self._plain_http = Sparse(PLAIN_SAID_EVERY_S)  # plain-HTTP clients, for the log
 
@@ -150,31 +159,40 @@ class TlsListener:
             return
         client.setblocking(False)
         handshake = loop.create_task(self._handshake(client))
-        self._handshakes[handshake] = None
+        self._handshakes[handshake] = time.monotonic()
         handshake.add_done_callback(self._handshake_over)
 
     def _handshake_over(self, handshake: asyncio.Task[None]) -> None:
         self._handshakes.pop(handshake, None)
 
     def _room_for_one(self) -> bool:
-        """At the cap, an idle connection gives its place, else the oldest handshake, and
-        only then one that has just answered a request (a silent flood of sockets that
-        never say hello closed a client's pooled connections between two sends)."""
+        """At the cap, a newcomer takes the place of: an idle connection; a handshake older
+        than HANDSHAKE_SPARED_S (a socket that says no hello); a connection in its grace that
+        answered one request; a younger handshake; any connection in its grace (see
+        HttpServer._to_reclaim). A silent flood of sockets closed a client's pooled
+        connections between two sends, and a one-request flood's connections outlived real
+        clients' handshakes (50 of 166 new clients got in)."""
+        make_room = self._make_room
         return (
-            self._make_room(len(self._handshakes), False)
-            or self._reclaim_handshake()
-            or self._make_room(len(self._handshakes), True)
+            make_room(len(self._handshakes), IDLE)
+            or self._reclaim_handshake(HANDSHAKE_SPARED_S)
+            or make_room(len(self._handshakes), ANSWERED_ONCE)
+            or self._reclaim_handshake(0.0)
+            or make_room(len(self._handshakes), GRACED)
         )
 
-    def _reclaim_handshake(self) -> bool:
-        """No idle connection to close: cut the oldest handshake short for the newcomer;
-        whether that made room (it frees two descriptors, one newcomer's due)."""
+    def _reclaim_handshake(self, older_than: float) -> bool:
+        """Cut the oldest handshake short for the newcomer, if it began ``older_than``
+        seconds ago; whether that made room (it frees two descriptors, one newcomer's due)."""
         if not self._handshakes:
             return False
-        oldest, _ = self._handshakes.popitem(last=False)  # no longer counted from now
+        oldest, began = next(iter(self._handshakes.items()))
+        if time.monotonic() - began < older_than:
+            return False
+        del self._handshakes[oldest]  # no longer counted from now
         oldest.cancel()  # its socket closes on the loop's next turn
         self._reclaimed()
-        return self._make_room(len(self._handshakes), True)
+        return self._make_room(len(self._handshakes), GRACED)
 
     async def _accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory: wait a little, the next try may find some; a client
