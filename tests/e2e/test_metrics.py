@@ -139,6 +139,8 @@ async def test_metrics_show_a_link_down_and_what_waits_for_it(tmp_path: Path) ->
         assert value(series, "smsrelay_parts_overdue", connector="default") == 2
         assert value(series, "smsrelay_parts_overdue_seconds", connector="default") >= 0
         assert value(series, "smsrelay_callbacks_pending") == 0
+        for name in ("running", "waiting", "refused_total"):  # no heavy read yet
+            assert value(series, f"smsrelay_heavy_reads_{name}") == 0
     finally:
         await runtime.stop(gw.running)
 

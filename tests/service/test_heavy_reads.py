@@ -90,6 +90,7 @@ async def test_past_its_waiting_line_an_account_is_told_busy_and_keeps_its_turns
     await eventually(lambda: turns.figures() == (1, 2))
     with pytest.raises(Busy, match="1 running, 2 waiting"):
         await asyncio.wait_for(_hold(turns, 7, order, "d", releases["a"]), 5)
+    assert turns.refused == 1  # (/metrics: smsrelay_heavy_reads_refused_total)
     busy = [r for r in caplog.records if r.getMessage() == "api.heavy_reads.busy"]
     assert [(r.levelname, r.account_id, r.count) for r in busy] == [("WARNING", 7, 1)]
     async with turns.turn(8):  # another account's line is its own

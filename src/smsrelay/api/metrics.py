@@ -80,6 +80,7 @@ class _Figures:
         yield from _smsc(figures.smsc_binds)
         yield _links_lost(figures.links_lost, figures.smsc_binds)
         yield from _http(figures.http)
+        yield from _heavy_reads(*figures.heavy_reads)
         yield _counter(
             "smsrelay_callbacks_delivered",
             "Callbacks this process delivered (a 2xx) since it started.",
@@ -148,6 +149,24 @@ def _http(load: dict[str, int]) -> Iterator[Metric]:
         "smsrelay_http_reclaimed",
         "Idle HTTP connections closed at the cap to make room for a newcomer, since start.",
         load.get("reclaimed", 0),
+    )
+
+
+def _heavy_reads(running: int, waiting: int, refused: int) -> Iterator[Metric]:
+    yield _gauge(
+        "smsrelay_heavy_reads_running",
+        "Multi-status, status-by-tag and STOP-list requests running now (two per account).",
+        running,
+    )
+    yield _gauge(
+        "smsrelay_heavy_reads_waiting",
+        "Such requests waiting for their account's turn now (64 per account at most).",
+        waiting,
+    )
+    yield _counter(
+        "smsrelay_heavy_reads_refused",
+        "Such requests answered 503 since start: their account's waiting line was full.",
+        refused,
     )
 
 

@@ -52,6 +52,7 @@ class HeavyReadTurns:
         self._per_account = per_account
         self._waiting_at_most = waiting_at_most
         self._busy_said = SparseLine(log, "api.heavy_reads.busy", BUSY_SAID_EVERY_S, "count")
+        self.refused = 0  # requests refused as busy since the start (/metrics)
         self._lanes: dict[int, _Lane] = {}  # only accounts with a turn held: no growth
 
     @contextlib.asynccontextmanager
@@ -77,6 +78,7 @@ class HeavyReadTurns:
             lane.running += 1  # a free turn is taken without yielding to the loop
             return
         if len(lane.waiting) >= self._waiting_at_most:  # (a lane with a turn held: kept)
+            self.refused += 1
             self._busy_said.note({"account_id": account_id, "waiting": len(lane.waiting)})
             raise Busy(
                 f"too many of this account's status and STOP-list requests at once "

@@ -36,6 +36,7 @@ class GatewayFigures:
     submit_outcomes: dict[tuple[str, str], int]  # (connector, outcome) -> parts, likewise
     receipts_received: int  # likewise
     replies_received: int  # likewise
+    heavy_reads: tuple[int, int, int]  # requests running, waiting their turn, refused busy
 
 
 class StoreFiguresReader:
@@ -86,4 +87,5 @@ async def gateway_figures(gateway: Gateway, reader: StoreFiguresReader) -> Gatew
         submit_outcomes=gateway.submit_outcomes(),
         receipts_received=gateway.receipts_received(),
         replies_received=gateway.replies_received(),
+        heavy_reads=(*gateway.heavy_reads.figures(), gateway.heavy_reads.refused),
     )
