@@ -151,7 +151,6 @@ class SmppLink(asyncio.Protocol):
         self.reading_pauses = 0  # times the link stopped reading at the mark
         self.high_water = INBOUND_HIGH_WATER
         self.low_water = INBOUND_LOW_WATER
-        self._reading_paused = False
         self._read_on_handle: asyncio.Handle | None = None
         self._clock = ReadingClock()  # the peer's deadlines run on it
         self.pause_limit = PAUSED_AT_MOST
@@ -205,7 +204,8 @@ class SmppLink(asyncio.Protocol):
             self._timer.cancel()
         if self._read_on_handle is not None:
             self._read_on_handle.cancel()
-        self.unanswered, self._reading_paused = 0, False
+        self.unanswered = 0
+        self._clock.resume(self.loop.time())  # reading is over; nothing is paused
         if self._linger is not None:
             self._linger.cancel()
         self.session.close()
@@ -348,6 +348,11 @@ class SmppLink(asyncio.Protocol):
                 self._read_on_soon()
 
     @property
+    def _reading_paused(self) -> bool:
+        """We stopped reading the socket at the mark (the clock stands still meanwhile)."""
+        return self._clock.paused
+
+    @property
     def _leaving(self) -> bool:
         """Unbinding or half-closed: each request is refused or skipped at once, none held."""
         return self._linger is not None or self.session.state is BindState.UNBINDING
@@ -365,7 +370,6 @@ class SmppLink(asyncio.Protocol):
         if session.held_back or self._room() <= 0:
             self._pause_reading()
         elif self._reading_paused:
-            self._reading_paused = False
             self._clock.resume(self.loop.time())
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
@@ -375,7 +379,6 @@ class SmppLink(asyncio.Protocol):
         if self._reading_paused or transport is None or transport.is_closing():
             return
         transport.pause_reading()
-        self._reading_paused = True
         self._clock.pause(self.loop.time())
         self.reading_pauses += 1
 

@@ -305,6 +305,10 @@ class ReadingClock:
     paused_for: float = 0.0  # the pauses that ended, in all
     paused_at: float | None = None  # when the pause under way began
 
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
     def pause(self, now: float) -> None:
         if self.paused_at is None:
             self.paused_at = now
