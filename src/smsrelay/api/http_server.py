@@ -14,11 +14,14 @@ completed a request (a slowloris). Refusing the newcomer instead let one client 
 re-opening idle connections hold every slot, and answer 503 to everyone, for as long as it
 liked. Only when every connection has a request in hand is the newcomer refused.
 
-A connection that answered a request less than GRACE_S ago is taken only when no other is
-left: under a flood of idle connections, "idle the longest" was a client's pooled connection
-between two sends, closed as its next POST was on its way (80 of 160 pooled sends lost at a
-cap of 200), while the flood's own connections, younger, were kept. Nor is a newcomer whose
-request waits in its socket, unread yet, taken for an idle connection.
+A connection that answered a request less than GRACE_S ago is taken only after the idle
+ones (and, over https, after handshakes that say no hello): under a flood of idle
+connections, "idle the longest" was a client's pooled connection between two sends, closed
+as its next POST was on its way (80 of 160 pooled sends lost at a cap of 200), while the
+flood's own connections, younger, were kept. A newcomer whose request waits in its socket,
+unread yet, is never taken. The order in full: ``HttpServer._to_reclaim`` and
+``TlsListener._room_for_one``; it is a set of heuristics against clients the server cannot
+tell apart, not a guarantee (README).
 """
 
 from __future__ import annotations

@@ -6,12 +6,11 @@ a connection only once its handshake is over: sockets that connect and never say
 not counted, and a flood of them took the descriptors kept for the database, the SMSC links
 and the callbacks (the cap's whole point). Here a socket over the cap is closed at accept,
 and one in its handshake holds its place until the handshake ends, TLS_HANDSHAKE_TIMEOUT at
-most. At the cap, a newcomer takes the place of an idle connection (the server's choice, as for
-plain http), else of the oldest handshake under way (a client's takes milliseconds: the oldest
-is most likely a socket that never says hello), else of a connection that has just answered a
-request (the server's grace: a pooled connection between two sends); only when none makes room
-is it closed at accept. The context is read at each handshake: a certificate reload replaces
-``tls``.
+most. At the cap, a newcomer takes the place of an idle connection or of a handshake under
+way, in the order ``_room_for_one`` gives (the server's passes, with handshakes between them:
+an old one is most likely a socket that never says hello, a young one a real client's); only
+when none makes room is it closed at accept. The context is read at each handshake: a
+certificate reload replaces ``tls``.
 
 A client that speaks plain HTTP to the port (``curl http://…:8443``) got an empty reply and
 no hint. OpenSSL recognises an HTTP request where its handshake should be (and sends no alert),

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from urllib.parse import quote
 
-from smsrelay.store.private_files import PRIVATE_FILE
+from smsrelay.store.private_files import create_private_file
 
 
 def backup_into(database: str, target: str) -> None:
@@ -19,7 +19,7 @@ def backup_into(database: str, target: str) -> None:
     empty with that mode first, which SQLite then writes into and keeps. Made by SQLite, it
     took the umask (0644 under the usual 022); a chmod after would leave it readable by
     every local user while it is written."""
-    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    create_private_file(target, exist_ok=False)
     try:
         # mode=rw: a database removed meanwhile is an error, not a new empty one copied
         conn = sqlite3.connect(f"file:{quote(database)}?mode=rw", uri=True, isolation_level=None)

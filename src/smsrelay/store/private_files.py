@@ -27,13 +27,16 @@ def make_private_folder(folder: Path) -> None:
     folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)  # a file by that name is an error
 
 
-def create_private_file(path: str) -> None:
-    """An empty file, 0600, unless one is there: SQLite then opens it (an empty file is an
-    empty database) instead of creating it 0644."""
+def create_private_file(path: str, exist_ok: bool = True) -> None:
+    """An empty file, 0600, unless one is there (``FileExistsError`` without ``exist_ok``):
+    SQLite then opens it (an empty file is an empty database), or writes a copy into it,
+    instead of creating it with the umask's mode (0644)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except FileExistsError:
-        return
+        if exist_ok:
+            return
+        raise
     os.close(fd)
 
 
