@@ -91,14 +91,19 @@ class Sparse:
 
 
 class SparseLine:
-    """One event's warning at most every ``every`` seconds: the fields of the last occurrence
-    and, under ``count_key``, how many the line stands for; a burst's end is told when its
-    period ends (``Sparse.note``)."""
+    """One event's line at most every ``every`` seconds (a warning unless ``level`` says
+    otherwise): the fields of the last occurrence and, under ``count_key``, how many the line
+    stands for; a burst's end is told when its period ends (``Sparse.note``)."""
 
     def __init__(
-        self, log: logging.Logger, event: str, every: float, count_key: str = "since_last_line"
+        self,
+        log: logging.Logger,
+        event: str,
+        every: float,
+        count_key: str = "since_last_line",
+        level: int = logging.WARNING,
     ) -> None:
-        self._log, self._event, self._count_key = log, event, count_key
+        self._log, self._event, self._count_key, self._level = log, event, count_key, level
         self._fields: dict[str, Any] = {}
         self._sparse = Sparse(every, self._say)
 
@@ -113,4 +118,4 @@ class SparseLine:
         self._sparse.note(time.monotonic())
 
     def _say(self, count: int) -> None:
-        self._log.warning(self._event, extra=self._fields | {self._count_key: count})
+        self._log.log(self._level, self._event, extra=self._fields | {self._count_key: count})

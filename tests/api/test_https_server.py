@@ -331,3 +331,23 @@ async def test_plain_http_clients_are_logged_with_their_address_a_line_a_second(
     lines = [r for r in caplog.records if r.getMessage() == "api.plain_http_on_https_port"]
     assert len(lines) == 1  # the three within the interval
     assert lines[0].__dict__["peer"].startswith("127.0.0.1:") and lines[0].__dict__["count"] == 1
+
+
+async def test_the_end_of_a_plain_http_burst_is_told_when_its_interval_ends(
+    start: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Told only with the next client's line, a burst's end could go unsaid for hours.
+    monkeypatch.setattr(tls_listener, "PLAIN_SAID_EVERY_S", 2.0)  # the burst fits in it
+    caplog.set_level("INFO", logger="smsrelay.api")
+    _, port = await start(100)
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"this port speaks https" in await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+
+    def told() -> int:
+        lines = [r for r in caplog.records if r.getMessage() == "api.plain_http_on_https_port"]
+        return sum(line.__dict__["count"] for line in lines)
+
+    await eventually(lambda: told() == 3, timeout=10)

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
 
-from smsrelay.logs import Sparse
+from smsrelay.logs import SparseLine
 
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
 # A handshake younger than this is cut for a newcomer only after every connection that has
@@ -77,7 +77,9 @@ class TlsListener:
         # each with when it began, the oldest first
         self._handshakes: OrderedDict[asyncio.Task[None], float] = OrderedDict()
         self._last_warning = float("-inf")  # when an accept's failure was last logged
-        self._plain_http = Sparse(PLAIN_SAID_EVERY_S)  # plain-HTTP clients, for the log
+        self._plain_http = SparseLine(  # a burst's end is told when its second ends
+            log, "api.plain_http_on_https_port", PLAIN_SAID_EVERY_S, "count", logging.INFO
+        )
 
     @property
     def handshaking(self) -> int:
@@ -241,15 +243,13 @@ class TlsListener:
 
     def _say_plain_http(self, client: socket.socket) -> None:
         """Who spoke plain HTTP here: a line a second at most (a misconfigured client or a
-        scanner may do it hundreds of times a second), with how many since the last."""
-        count = self._plain_http.due(time.monotonic())
-        if count is None:
-            return
+        scanner may do it hundreds of times a second) with the latest one's address and how
+        many it stands for; the rest of a burst is told when its second ends."""
         peer = "?"
         with contextlib.suppress(OSError, IndexError, TypeError):
             address = client.getpeername()
             peer = f"{address[0]}:{address[1]}"
-        log.info("api.plain_http_on_https_port", extra={"peer": peer, "count": count})
+        self._plain_http.note({"peer": peer})
 
     async def _answer_plain_http(
         self, loop: asyncio.AbstractEventLoop, client: socket.socket
