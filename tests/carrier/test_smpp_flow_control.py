@@ -4,6 +4,9 @@ submit_sm) is read no further than the link's mark, over loopback, and everythin
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
+import ssl
 from collections.abc import Sequence
 
 import pytest
@@ -53,11 +56,23 @@ class _FloodingSmsc:
     """Binds anyone, then writes ``count`` deliver_sm in one go (no window); answers
     enquire_link, submit_sm and unbind at once, and keeps each deliver_sm_resp it reads.
     ``on_enquire_link``: the flood goes on the first bind's first enquire_link, ahead of its
-    answer."""
+    answer. ``tls``: it speaks smpps://. ``deaf_after_unbind``: once it has answered an
+    unbind it reads nothing more until ``hear`` is set (its TLS layer too: our close_notify is
+    not answered, so our TLS shutdown waits)."""
 
-    def __init__(self, count: int, *, on_enquire_link: bool = False) -> None:
+    def __init__(
+        self,
+        count: int,
+        *,
+        on_enquire_link: bool = False,
+        tls: ssl.SSLContext | None = None,
+        deaf_after_unbind: bool = False,
+    ) -> None:
         self.count = count
         self.on_enquire_link = on_enquire_link
+        self.tls = tls
+        self.deaf_after_unbind = deaf_after_unbind
+        self.hear = asyncio.Event()
         self.binds = 0
         self.unbinds = 0
         self.submits = 0
@@ -66,7 +81,7 @@ class _FloodingSmsc:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return int(self.server.sockets[0].getsockname()[1])
 
     def _flood(self) -> bytes:
@@ -97,7 +112,14 @@ class _FloodingSmsc:
                 elif isinstance(pdu, Unbind):
                     self.unbinds += 1
                     writer.write(encode(UnbindResp(sequence=pdu.sequence)))
+                    if self.deaf_after_unbind:
+                        await self._deaf(writer)
         writer.close()
+
+    async def _deaf(self, writer: asyncio.StreamWriter) -> None:
+        writer.transport.pause_reading()  # over TLS, what comes stays unread in its BIO
+        await self.hear.wait()
+        writer.transport.resume_reading()
 
     def _write_flood(self, writer: asyncio.StreamWriter) -> None:
         writer.write(self._flood())
@@ -197,6 +219,53 @@ async def test_a_link_paused_on_a_store_that_never_catches_up_is_unbound_and_bou
     store.gate.set()
     assert smsc.server is not None
     smsc.server.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+async def test_a_stalled_tls_link_whose_shutdown_lingers_is_given_up_once(
+    make_connector: MakeConnector,
+    monkeypatch: pytest.MonkeyPatch,
+    certificate: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A TLS link closes through its TLS shutdown, ticking until the SMSC answers our
+    # close_notify; its reading paused again behind the unbind_resp (the deliveries it held
+    # still unanswered), it was given up as stalled again at each tick of that wait, and
+    # said smpp.link.stalled each time.
+    monkeypatch.setattr(smpp_link, "PAUSED_AT_MOST", 0.5)
+    caplog.set_level(logging.WARNING, logger="smsrelay.carrier.smpp")
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    store = _GatedStore()
+    smsc = _FloodingSmsc(2 * INBOUND_HIGH_WATER, tls=server_tls, deaf_after_unbind=True)
+    port = await smsc.start()
+    connector = await make_connector(
+        port, store, tls=True, tls_ca=cert, enquire_link_interval=0.2, response_timeout=0.3
+    )
+    link = _link(connector)
+    await eventually(
+        lambda: smsc.unbinds == 1 and link.transport is not None and link.transport.is_closing(),
+        what="unbound after its pause, and closing",
+    )
+    loop = asyncio.get_running_loop()
+    closing_at = loop.time()
+    limit = smpp_link.PAUSED_AT_MOST
+    await eventually(lambda: loop.time() > closing_at + 3 * limit, what="three pause limits on")
+    assert not link.closed.done()  # its TLS shutdown still waits for the SMSC's close_notify
+    assert _said(caplog, "smpp.link.stalled") == 1
+
+    smsc.hear.set()  # the SMSC answers the close_notify: the link ends, and binds again
+    await eventually(lambda: smsc.binds == 2, what="bound again once the shutdown ended")
+    assert connector.links_lost() == {("transceiver", "stalled"): 1}
+    assert _said(caplog, "smpp.link.stalled") == 1
+    store.gate.set()
+    assert smsc.server is not None
+    smsc.server.close()
+
+
+def _said(caplog: pytest.LogCaptureFixture, event: str) -> int:
+    return sum(1 for record in caplog.records if record.getMessage() == event)
 
 
 async def test_the_simulator_reads_a_flooding_esme_no_further_than_the_mark(
