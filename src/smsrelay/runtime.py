@@ -135,7 +135,7 @@ async def _start_services_in_order(
     http, port = await _start_http(gateway, settings, tls.api)  # a port in use fails here
     started.append(("http", http.close))
     inbound = InboundRouter(store, gateway.clock, BUILDERS, settings.stop_keywords)
-    connectors = _build_connectors(links, simulator, inbound)
+    connectors = _build_connectors(links, simulator, inbound, store.db.health.write_refusal)
     await _say_unrouted_numbers(store, connectors.keys(), say)
     for name, connector in connectors.items():
         await connector.start()
@@ -451,14 +451,21 @@ async def _start_simulator(settings: Settings, say: Callable[[str], None]) -> Si
 
 
 def _build_connectors(
-    links: dict[str, SmppLinkConfig], simulator: Simulator | None, inbound: InboundRouter
+    links: dict[str, SmppLinkConfig],
+    simulator: Simulator | None,
+    inbound: InboundRouter,
+    store_refusal: Callable[[], str | None],
 ) -> dict[str, Connector]:
     """``links`` as read from the settings; with the built-in SMSC, the default connector
-    binds to it (its port is known only now that it runs)."""
+    binds to it (its port is known only now that it runs). ``store_refusal``: why the store
+    takes no receipt now (a link lost as stalled binds again only once it does)."""
     if simulator is not None:
         url = f"smpp://{BUILTIN_SYSTEM_ID}:{BUILTIN_PASSWORD}@127.0.0.1:{simulator.port}"
         links = {DEFAULT_CONNECTOR: _link_config(DEFAULT_CONNECTOR, url, {}), **links}
-    return {name: SmppConnector(name, config, inbound) for name, config in links.items()}
+    return {
+        name: SmppConnector(name, config, inbound, store_refusal=store_refusal)
+        for name, config in links.items()
+    }
 
 
 def _narrow_alphabets(store: SqlStore, links: dict[str, SmppLinkConfig]) -> SenderAlphabets | None:

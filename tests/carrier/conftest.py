@@ -123,16 +123,22 @@ async def make_connector() -> AsyncIterator[MakeConnector]:
     started: list[SmppConnector] = []
 
     async def make(
-        target: Simulator | int, inbox: Inbox | None = None, *, wait: bool = True, **config: Any
+        target: Simulator | int,
+        inbox: Inbox | None = None,
+        *,
+        wait: bool = True,
+        store_refusal: Callable[[], str | None] = lambda: None,
+        **config: Any,
     ) -> SmppConnector:
-        """A started connector to ``target`` (a Simulator, or a port on 127.0.0.1)."""
+        """A started connector to ``target`` (a Simulator, or a port on 127.0.0.1);
+        ``store_refusal`` says why the store takes no write now, as the engine's health does."""
         config.setdefault("system_id", "esme")
         config.setdefault("password", "secret")
         config.setdefault("reconnect_min", 0.05)
         config.setdefault("reconnect_max", 0.5)
         port = target if isinstance(target, int) else target.port
         link = SmppLinkConfig("127.0.0.1", port, **config)
-        connector = SmppConnector("test", link, inbox or Inbox())
+        connector = SmppConnector("test", link, inbox or Inbox(), store_refusal=store_refusal)
         await connector.start()
         started.append(connector)
         if wait:

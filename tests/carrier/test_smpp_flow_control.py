@@ -4,11 +4,14 @@ submit_sm) is read no further than the link's mark, over loopback, and everythin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import shutil
+import ssl
+from collections.abc import Iterable, Sequence
 
 import pytest
 
-from smsrelay.carrier import smpp_link
+from smsrelay.carrier import smpp_client, smpp_link
 from smsrelay.carrier.connector import InboundSm
 from smsrelay.carrier.smpp_client import SmppConnector
 from smsrelay.carrier.smpp_link import INBOUND_HIGH_WATER, INBOUND_LOW_WATER, SmppLink
@@ -49,15 +52,49 @@ class _GatedStore(Inbox):
         return await super().handle_many(inbounds)
 
 
+class _WedgedStore(Inbox):
+    """A store wedged until ``back`` is set (a commit that hangs): a write waits meanwhile,
+    then is refused unrun, as the engine refuses the writes queued behind such a commit;
+    ``refusal`` says so meanwhile, as the engine's health does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.back = asyncio.Event()
+
+    def refusal(self) -> str | None:
+        return None if self.back.is_set() else "commits stalled"
+
+    async def handle_many(self, inbounds: Sequence[InboundSm]) -> list[int]:
+        if not self.back.is_set():
+            await self.back.wait()
+            return [CommandStatus.ESME_RX_T_APPN] * len(inbounds)  # nothing of it stored
+        return await super().handle_many(inbounds)
+
+
 class _FloodingSmsc:
     """Binds anyone, then writes ``count`` deliver_sm in one go (no window); answers
     enquire_link, submit_sm and unbind at once, and keeps each deliver_sm_resp it reads.
     ``on_enquire_link``: the flood goes on the first bind's first enquire_link, ahead of its
-    answer."""
+    answer. ``resend``: each later bind gets again, at once, every deliver_sm not answered
+    ESME_ROK yet (what a real SMSC keeps). ``tls``: it speaks smpps://. ``deaf_after_unbind``:
+    once it has answered an unbind it reads nothing more until ``hear`` is set (its TLS layer
+    too: our close_notify is not answered, so our TLS shutdown waits)."""
 
-    def __init__(self, count: int, *, on_enquire_link: bool = False) -> None:
+    def __init__(
+        self,
+        count: int,
+        *,
+        on_enquire_link: bool = False,
+        tls: ssl.SSLContext | None = None,
+        deaf_after_unbind: bool = False,
+        resend: bool = False,
+    ) -> None:
         self.count = count
+        self.resend = resend
         self.on_enquire_link = on_enquire_link
+        self.tls = tls
+        self.deaf_after_unbind = deaf_after_unbind
+        self.hear = asyncio.Event()
         self.binds = 0
         self.unbinds = 0
         self.submits = 0
@@ -66,14 +103,18 @@ class _FloodingSmsc:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return int(self.server.sockets[0].getsockname()[1])
 
-    def _flood(self) -> bytes:
+    def _flood(self, numbers: Iterable[int]) -> bytes:
         return b"".join(
             encode(DeliverSm(sequence=n, source_addr=f"336{n:08d}", short_message=b"mo %d" % n))
-            for n in range(1, self.count + 1)
+            for n in numbers
         )
+
+    def not_taken(self) -> list[int]:
+        taken = CommandStatus.ESME_ROK
+        return [n for n in range(1, self.count + 1) if taken not in self.answers.get(n, ())]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pdus = PduReader()
@@ -84,6 +125,8 @@ class _FloodingSmsc:
                     writer.write(encode(BindTransceiverResp(sequence=pdu.sequence)))
                     if self.binds == 1 and not self.on_enquire_link:
                         self._write_flood(writer)
+                    elif self.binds > 1 and self.resend:
+                        writer.write(self._flood(self.not_taken()))
                 elif isinstance(pdu, DeliverSmResp):
                     self.answers.setdefault(pdu.sequence, []).append(pdu.status)
                 elif isinstance(pdu, EnquireLink):
@@ -97,10 +140,17 @@ class _FloodingSmsc:
                 elif isinstance(pdu, Unbind):
                     self.unbinds += 1
                     writer.write(encode(UnbindResp(sequence=pdu.sequence)))
+                    if self.deaf_after_unbind:
+                        await self._deaf(writer)
         writer.close()
 
+    async def _deaf(self, writer: asyncio.StreamWriter) -> None:
+        writer.transport.pause_reading()  # over TLS, what comes stays unread in its BIO
+        await self.hear.wait()
+        writer.transport.resume_reading()
+
     def _write_flood(self, writer: asyncio.StreamWriter) -> None:
-        writer.write(self._flood())
+        writer.write(self._flood(range(1, self.count + 1)))
         self.flooded_at = asyncio.get_running_loop().time()
 
 
@@ -197,6 +247,140 @@ async def test_a_link_paused_on_a_store_that_never_catches_up_is_unbound_and_bou
     store.gate.set()
     assert smsc.server is not None
     smsc.server.close()
+
+
+async def test_a_link_stalled_on_a_wedged_store_binds_again_only_once_the_store_takes_writes(
+    make_connector: MakeConnector,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Bound again at once, the SMSC sent what it kept into the same wedged store: the link
+    # paused again, stalled a minute later, and was bound again, for as long as the store
+    # stayed wedged.
+    monkeypatch.setattr(smpp_link, "PAUSED_AT_MOST", 0.5)
+    monkeypatch.setattr(smpp_client, "STORE_LOOK_EVERY_S", 0.05)
+    caplog.set_level(logging.INFO, logger="smsrelay.carrier.smpp")
+    store, smsc = _WedgedStore(), _FloodingSmsc(2 * INBOUND_HIGH_WATER, resend=True)
+    connector = await _stalling(make_connector, store, smsc)
+    await eventually(
+        lambda: _said(caplog, "smpp.bind.waiting_for_store") == 1, what="waiting for the store"
+    )
+    assert connector.links_lost() == {("transceiver", "stalled"): 1}
+    loop = asyncio.get_running_loop()
+    waiting_since = loop.time()
+    backoff = connector.config.reconnect_max  # the longest it waited to bind again before
+    await eventually(lambda: loop.time() > waiting_since + 2 * backoff, what="two backoffs on")
+    assert smsc.binds == 1 and connector.binds() == {"transceiver": False}
+    assert not store.items
+
+    store.back.set()  # the store takes writes again: bound again, and what it kept is stored
+    await eventually(lambda: smsc.binds == 2, what="bound again once the store took writes")
+    await eventually(lambda: not smsc.not_taken(), what="each deliver_sm taken")
+    assert sorted(item.short_message for item in store.items) == sorted(
+        b"mo %d" % n for n in range(1, smsc.count + 1)
+    )  # each stored once
+    assert smsc.binds == 2 and connector.links_lost() == {("transceiver", "stalled"): 1}
+    assert _said(caplog, "smpp.bind.waiting_for_store") == 1
+    assert _said(caplog, "smpp.bind.store_back") == 1
+    assert smsc.server is not None
+    smsc.server.close()
+
+
+async def test_a_stop_while_a_stalled_link_waits_for_the_store_ends_the_wait(
+    make_connector: MakeConnector,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(smpp_link, "PAUSED_AT_MOST", 0.5)
+    caplog.set_level(logging.INFO, logger="smsrelay.carrier.smpp")
+    store, smsc = _WedgedStore(), _FloodingSmsc(2 * INBOUND_HIGH_WATER, resend=True)
+    connector = await _stalling(make_connector, store, smsc)
+    await eventually(
+        lambda: _said(caplog, "smpp.bind.waiting_for_store") == 1, what="waiting for the store"
+    )
+    await asyncio.wait_for(connector.stop(), 5)  # the store still wedged
+    assert smsc.binds == 1 and _said(caplog, "smpp.bind.store_back") == 0
+    store.back.set()
+    assert smsc.server is not None
+    smsc.server.close()
+
+
+async def test_a_link_closed_under_us_binds_again_whatever_the_store_says(
+    make_simulator: MakeSimulator,
+    make_connector: MakeConnector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Only a link given up as stalled waits for the store: one the SMSC closed is bound again
+    # as before (a store failing for good is said by /health, not by an SMSC kept away).
+    caplog.set_level(logging.INFO, logger="smsrelay.carrier.smpp")
+    simulator = await make_simulator()
+    connector = await make_connector(simulator, store_refusal=lambda: "commits failing")
+    [smsc_side] = simulator.server.links
+    smsc_side.abort()
+    await eventually(lambda: simulator.stats.binds == 2, what="bound again")
+    assert connector.links_lost() == {("transceiver", "closed"): 1}
+    assert _said(caplog, "smpp.bind.waiting_for_store") == 0
+
+
+async def _stalling(
+    make_connector: MakeConnector, store: _WedgedStore, smsc: _FloodingSmsc
+) -> SmppConnector:
+    """A connector bound to ``smsc`` (which floods it) over ``store``: its link stalls."""
+    port = await smsc.start()
+    return await make_connector(
+        port,
+        store,
+        store_refusal=store.refusal,
+        enquire_link_interval=0.2,
+        response_timeout=0.3,
+    )
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+async def test_a_stalled_tls_link_whose_shutdown_lingers_is_given_up_once(
+    make_connector: MakeConnector,
+    monkeypatch: pytest.MonkeyPatch,
+    certificate: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A TLS link closes through its TLS shutdown, ticking until the SMSC answers our
+    # close_notify; its reading paused again behind the unbind_resp (the deliveries it held
+    # still unanswered), it was given up as stalled again at each tick of that wait, and
+    # said smpp.link.stalled each time.
+    monkeypatch.setattr(smpp_link, "PAUSED_AT_MOST", 0.5)
+    caplog.set_level(logging.WARNING, logger="smsrelay.carrier.smpp")
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    store = _GatedStore()
+    smsc = _FloodingSmsc(2 * INBOUND_HIGH_WATER, tls=server_tls, deaf_after_unbind=True)
+    port = await smsc.start()
+    connector = await make_connector(
+        port, store, tls=True, tls_ca=cert, enquire_link_interval=0.2, response_timeout=0.3
+    )
+    link = _link(connector)
+    await eventually(
+        lambda: smsc.unbinds == 1 and link.transport is not None and link.transport.is_closing(),
+        what="unbound after its pause, and closing",
+    )
+    loop = asyncio.get_running_loop()
+    closing_at = loop.time()
+    limit = smpp_link.PAUSED_AT_MOST
+    await eventually(lambda: loop.time() > closing_at + 3 * limit, what="three pause limits on")
+    assert not link.closed.done()  # its TLS shutdown still waits for the SMSC's close_notify
+    assert _said(caplog, "smpp.link.stalled") == 1
+
+    smsc.hear.set()  # the SMSC answers the close_notify: the link ends, and binds again
+    await eventually(lambda: smsc.binds == 2, what="bound again once the shutdown ended")
+    assert connector.links_lost() == {("transceiver", "stalled"): 1}
+    assert _said(caplog, "smpp.link.stalled") == 1
+    store.gate.set()
+    assert smsc.server is not None
+    smsc.server.close()
+
+
+def _said(caplog: pytest.LogCaptureFixture, event: str) -> int:
+    return sum(1 for record in caplog.records if record.getMessage() == event)
 
 
 async def test_the_simulator_reads_a_flooding_esme_no_further_than_the_mark(

@@ -144,3 +144,28 @@ def test_a_batch_that_wrote_nothing_does_not_end_the_failing(
     health.batch_stored(wrote=True)
     assert not health.failing and health.trouble() is None
     assert _events(caplog) == ["store.failing", "store.recovered"]
+
+
+def test_only_a_store_that_stores_nothing_refuses_writes_a_low_disk_still_takes_them(
+    tmp_path: Path,
+) -> None:
+    # What a connector waits on before binding again after its link stalled: a low disk
+    # still stores receipts and replies, so it is no reason to keep the SMSC away.
+    disk = Disk(free_mb=50)
+    health = _health(disk, reserve_mb=100)
+    assert health.trouble() == "disk under its reserve" and health.write_refusal() is None
+    health.batch_failed("database or disk is full")
+    assert health.write_refusal() == "commits failing"
+    health.batch_stored()
+    health.stalled = True  # set and cleared by the engine's StallGuard
+    assert health.write_refusal() == "commits stalled"
+    health.stalled = False
+    assert health.write_refusal() is None
+    database = tmp_path / "sms.db"
+    database.write_text("")
+    watched = StoreHealth(str(tmp_path), 0)
+    watched.watch_file(str(database))
+    assert watched.write_refusal() is None
+    database.unlink()
+    assert watched.write_refusal() == "database file gone"
+    watched.close()

@@ -81,6 +81,9 @@ _BIND_COUNTER = itertools.count(1)
 CREDENTIALS_RETRY_S = 300.0
 CREDENTIAL_REFUSALS = frozenset({CommandStatus.ESME_RINVPASWD, CommandStatus.ESME_RINVSYSID})
 MAX_WINDOW = 1000  # = the dispatcher's in_flight: the parts one connector holds at once
+# After a link given up as stalled, how often the store is asked whether it takes writes again
+# before the next bind (a few flags and two stats: cheap).
+STORE_LOOK_EVERY_S = 1.0
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -467,9 +470,13 @@ class SmppConnector:
         on_inbound: InboundHandler,
         *,
         logger: logging.Logger | None = None,
+        store_refusal: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.name = name
         self.config = config
+        # why the store takes no write now, not even a receipt (None: it does): a link lost
+        # as stalled binds again only once it takes them (see _wait_for_the_store)
+        self._store_refusal = store_refusal
         self._credentials_refused = False  # the last bind's refusal named our credentials
         self._ever_bound = False  # a bind succeeded since start (see _connect_and_bind)
         self.log = logger or _log
@@ -851,7 +858,29 @@ class SmppConnector:
                         "lived_s": round(lived, 3),
                     },
                 )
+                if how[1] == "stalled":
+                    await self._wait_for_the_store(mode)
                 await asyncio.sleep(self._backoff(attempt))
+
+    async def _wait_for_the_store(self, mode: str) -> None:
+        """A link given up as stalled (our store wedged) binds again only once the store takes
+        writes: bound at once, the SMSC sends what it kept (the deliveries held unanswered and
+        those refused behind them) into the same wedged store, the link pauses, stalls a
+        minute later, and the binds churn. A stop ends the wait."""
+        refusal = self._store_refusal()
+        if refusal is None:
+            return
+        fields_ = {"connector": self.name, "mode": mode}
+        self.log.warning("smpp.bind.waiting_for_store", extra={**fields_, "store": refusal})
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        # looked at, not awaited: the store's health is asked (a file gone, a commit stalled),
+        # it tells no one when it changes
+        while not self._stopping and self._store_refusal() is not None:  # noqa: ASYNC110
+            await asyncio.sleep(STORE_LOOK_EVERY_S)
+        if not self._stopping:
+            waited = round(loop.time() - began, 1)
+            self.log.warning("smpp.bind.store_back", extra={**fields_, "waited_s": waited})
 
     async def _serve_link(self, mode: str, link: _EsmeLink) -> float:
         """Use ``link`` until it closes; how many seconds it lived."""

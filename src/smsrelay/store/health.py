@@ -135,13 +135,22 @@ class StoreHealth:
         """What is wrong now, in words fit for an unauthenticated /health (the details, a
         server's address or a path, are in the logs): a failing or stalled commit, a
         database file gone, or a low disk."""
+        refusal = self.write_refusal()
+        if refusal is not None:
+            return refusal
+        return None if self.new_work_refusal() is None else "disk under its reserve"
+
+    def write_refusal(self) -> str | None:
+        """Why no write is stored now, not even a receipt or a reply (None: writes are): a
+        failing or stalled commit, or the database file gone. A disk under its reserve is
+        not one: it refuses new sends only, and still takes what already happened."""
         if self._failing is not None:
             return "commits failing"
         if self.stalled:
             return "commits stalled"
         if self.file_gone():
             return "database file gone"
-        return None if self.new_work_refusal() is None else "disk under its reserve"
+        return None
 
     def _file_gone(self) -> bool:
         if self._file is None or self._fd is None:
