@@ -1097,6 +1097,32 @@ def test_accounts_set_says_what_took_and_warns_of_a_reply_url_serve_refuses(
     assert "warning" not in run("accounts", "set", "shop", "--reply-url", "http://10.0.0.1/h")
 
 
+def test_allowed_ips_are_set_shown_and_cleared_and_a_malformed_list_changes_nothing(
+    run,
+) -> None:
+    run("accounts", "create", "shop")
+    said = run("accounts", "set", "shop", "--allowed-ips", "203.0.113.7, 2001:DB8::/32")
+    assert "allowedIps: 203.0.113.7, 2001:db8::/32" in said  # as stored: canonical
+    assert "allowed-ips 203.0.113.7,2001:db8::/32" in run("accounts", "list")
+    assert "allowedIps: 203.0.113.7, 2001:db8::/32" in run("accounts", "show", "shop")
+    shown = json.loads(run("accounts", "show", "shop", "--json"))
+    assert shown["allowedIps"] == ["203.0.113.7", "2001:db8::/32"]
+    for malformed, says in [
+        ("203.0.113.7,10.0.0.300", "'10.0.0.300' is not an IPv4 or IPv6 address or network"),
+        ("198.51.100.5/24", "has host bits set: write 198.51.100.0/24 for the network"),
+        (" , ", "no address given"),
+    ]:
+        refused = run("accounts", "set", "shop", "--allowed-ips", malformed, code=2)
+        assert says in refused, refused
+    listed = json.loads(run("accounts", "list", "--json"))
+    assert listed[0]["allowedIps"] == ["203.0.113.7", "2001:db8::/32"]  # unchanged
+    for anywhere in ("", "any"):
+        run("accounts", "set", "shop", "--allowed-ips", "192.0.2.1")
+        assert "allowedIps: any" in run("accounts", "set", "shop", "--allowed-ips", anywhere)
+        assert json.loads(run("accounts", "show", "shop", "--json"))["allowedIps"] == []
+        assert "allowed-ips" not in run("accounts", "list")
+
+
 def test_a_common_password_hides_itself_not_the_words_it_is_made_of(tmp_path: Path) -> None:
     # "postgres" as the password made "postgresql://" read "***ql://" (the diff review).
     args = ["--database", "postgresql://postgres:postgres@127.0.0.1:notaport/sms", "status"]

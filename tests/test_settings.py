@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,12 @@ def test_connectors_and_prices_from_file(tmp_path: Path) -> None:
         ({}, {"SMSRELAY_DISPATCH_BATCH": "1001"}, "dispatch_batch must be 1 to 1000"),
         ({}, {"SMSRELAY_DISPATCH_BATCH": "0"}, "dispatch_batch must be 1 to 1000"),
         ({}, {"SMSRELAY_SUBMIT_ATTEMPTS": "0"}, "submit_attempts must be at least 1"),
+        (
+            {},
+            {"SMSRELAY_TRUSTED_PROXIES": "10.0.0.1, proxy.internal"},
+            "invalid value for trusted_proxies: .*'proxy.internal' is not an IPv4 or IPv6",
+        ),
+        ({}, {"SMSRELAY_TRUSTED_PROXIES": "10.0.0.1/8"}, "'10.0.0.1/8' has host bits set"),
     ],
 )
 def test_invalid_values_are_refused(flags, env, message) -> None:
@@ -119,6 +126,9 @@ def test_a_private_ca_for_https_callbacks_comes_from_the_environment(tmp_path: P
         ('[prices]\nFR = "abc"\n', "prices: not an amount: 'abc'"),
         ("[prices]\nFR = -1\n", "prices: price for FR must not be negative"),
         ("stop_keywords = []\n", "stop_keywords is empty"),
+        ("trusted_proxies = 10\n", "trusted_proxies: 10 \\(a list of texts expected"),
+        ('trusted_proxies = ["10.0.0.0/8", 1]\n', "trusted_proxies: .*a list of texts"),
+        ('trusted_proxies = ["10.0.0.0/8", "x"]\n', "trusted_proxies: .*'x' is not an IPv4"),
         ("[prices]\nFR = 0.1\nfr = 0.2\n", "a region is priced twice"),
         ("[prices]\nUK = 0.05\n", "GB, not UK"),
         ('allow_private_webhooks = "yes"\n', "allow_private_webhooks: 'yes' is text"),
@@ -135,6 +145,17 @@ def test_file_values_of_the_wrong_type_or_unusable_are_refused(
     config.write_text(text)
     with pytest.raises(SettingsError, match=message):
         load_settings({"config": str(config)}, env={})
+
+
+def test_trusted_proxies_come_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    assert load_settings({}, env={}).trusted_proxies == ()  # no X-Forwarded-For believed
+    config = tmp_path / "c.toml"
+    config.write_text('trusted_proxies = ["10.0.0.0/8", "::1"]\n')
+    from_file = load_settings({"config": str(config)}, env={}).trusted_proxies
+    assert from_file == (ip_network("10.0.0.0/8"), ip_network("::1/128"))
+    env = {"SMSRELAY_TRUSTED_PROXIES": "192.0.2.1, 2001:db8::/32"}
+    from_env = load_settings({"config": str(config)}, env=env).trusted_proxies
+    assert from_env == (ip_network("192.0.2.1/32"), ip_network("2001:db8::/32"))
 
 
 def test_a_config_path_that_cannot_be_read_as_toml_is_a_settings_error(tmp_path: Path) -> None:

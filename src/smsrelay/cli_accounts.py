@@ -17,6 +17,7 @@ from smsrelay.cli_support import (
     settings_from,
     with_gateway,
 )
+from smsrelay.domain.ip_access import network_text, networks_text
 from smsrelay.domain.pricing import eur_to_micros, format_eur
 from smsrelay.errors import DomainError
 from smsrelay.service import accounts as account_service
@@ -37,6 +38,7 @@ def _describe(account: Account) -> dict[str, Any]:
         "replyUrl": account.reply_url and redacted(account.reply_url),
         "webhookSecret": bool(account.webhook_secret),
         "reassembleReplies": account.reassemble_replies,
+        "allowedIps": [network_text(n) for n in account.allowed_ips],  # []: from anywhere
     }
 
 
@@ -48,6 +50,8 @@ def _line(account: Account) -> str:
     ]
     if account.marketing:
         flags.append("marketing")
+    if account.allowed_ips:
+        flags.append(f"allowed-ips {networks_text(account.allowed_ips)}")
     return f"{account.name}\t{format_eur(account.credit_micros)} EUR\t{', '.join(flags)}"
 
 
@@ -144,7 +148,13 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
 
     account, owned = with_gateway(ctx, work)
     info = {**_describe(account), "numbers": [n.msisdn for n in owned]}
-    emit(info, as_json, lambda i: "\n".join(f"{k}: {_human(v)}" for k, v in i.items()))
+    emit(info, as_json, lambda i: "\n".join(f"{k}: {_human_field(k, v)}" for k, v in i.items()))
+
+
+def _human_field(key: str, value: Any) -> str:
+    if key == "allowedIps" and not value:
+        return "any"  # no restriction, not "none allowed"
+    return _human(value)
 
 
 def _human(value: Any) -> str:
@@ -178,6 +188,11 @@ def _human(value: Any) -> str:
     help="One callback per long reply instead of one per part.",
 )
 @click.option("--webhook-secret", help="HMAC secret for callbacks; 'generate' makes one.")
+@click.option(
+    "--allowed-ips",
+    help="Addresses and CIDR networks the API key may be used from, comma-separated "
+    "(others get code 96); '' or 'any': from anywhere.",
+)
 @click.pass_context
 def set_(
     ctx: click.Context,
@@ -188,12 +203,14 @@ def set_(
     reply_url: str | None,
     reassemble_replies: str | None,
     webhook_secret: str | None,
+    allowed_ips: str | None,
 ) -> None:
     """Change an account's settings.
 
     \b
     Example:
       smsrelay accounts set shop --quiet-hours off --reply-url https://example.com/sms
+      smsrelay accounts set shop --allowed-ips "203.0.113.7,198.51.100.0/24"
     """
     try:
         changes = account_service.account_changes(
@@ -203,6 +220,7 @@ def set_(
             reply_url=reply_url,
             reassemble_replies=_on(reassemble_replies),
             webhook_secret=webhook_secret,
+            allowed_ips=allowed_ips,
         )
     except DomainError as exc:  # a value no account can have: a usage error
         fail(exc.message, code=2)
@@ -223,7 +241,7 @@ def set_(
     for column in changes:  # what took: every option, not only the summary line's three
         key = camel_case(column)
         if key != "webhookSecret":
-            click.echo(f"{key}: {_human(described[key])}")
+            click.echo(f"{key}: {_human_field(key, described[key])}")
     if webhook_secret == "generate":
         click.echo(f"webhookSecret={changes['webhook_secret']}")
     elif webhook_secret is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from smsrelay.domain.ip_access import Network, parse_networks, split_list
 from smsrelay.domain.pricing import PriceTable, eur_to_micros
 from smsrelay.errors import SmsRelayError
 
@@ -104,6 +105,9 @@ class Settings:
     # GET /metrics answers "Authorization: Bearer TOKEN"; without a token, only a gateway
     # on the built-in SMSC (a stand-in for development and CI) answers it, to anyone
     metrics_token: str | None = None
+    # Reverse proxies (addresses, CIDR networks) whose X-Forwarded-For names the client, for
+    # the accounts that restrict their key to addresses; empty: the header is never believed
+    trusted_proxies: tuple[Network, ...] = ()
     # A PEM file of CAs trusted for https callbacks besides the system's (internal receivers).
     webhook_tls_ca: str | None = None
     # Test-only: "2026-03-01T15:00:00+01:00" freezes the clock and enables POST /_test/clock.
@@ -254,6 +258,8 @@ def _coerce(name: str, raw: Any) -> Any:
         if name == "stop_keywords":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(str(k).strip().upper() for k in items if str(k).strip())
+        if name == "trusted_proxies":
+            return parse_networks(_text_list(raw))
         if name in _UNSET_OR_BOOLEAN:
             return _boolean(raw)
         if isinstance(default, bool):
@@ -267,6 +273,15 @@ def _coerce(name: str, raw: Any) -> Any:
     except (TypeError, ValueError) as exc:
         shown = str(raw).lower() if isinstance(raw, bool) else repr(raw)  # as TOML writes it
         raise SettingsError(f"invalid value for {name}: {shown} ({exc})") from exc
+
+
+def _text_list(raw: Any) -> list[str]:
+    """A comma-separated text (a variable), or a TOML list of texts."""
+    if isinstance(raw, str):
+        return split_list(raw)
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise TypeError('a list of texts expected, e.g. ["10.0.0.0/8", "192.0.2.1"]')
+    return raw
 
 
 def _prices(raw: dict[Any, Any]) -> dict[str, str]:

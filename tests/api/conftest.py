@@ -17,7 +17,7 @@ import pytest
 from smsrelay.api.app import api_server
 from smsrelay.service.accounts import ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
-from smsrelay.settings import load_settings
+from smsrelay.settings import load_settings, url_host
 from smsrelay.store.sqlite_store import SqliteStore
 from smsrelay.webhooks.payloads import BUILDERS
 
@@ -37,11 +37,19 @@ class Api:
     session: aiohttp.ClientSession
 
     async def call(
-        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """JSON answer: (HTTP status, decoded body). ``body``: a dict sent as JSON, or bytes."""
         data = orjson.dumps(body) if isinstance(body, dict) else body
-        headers = {"Content-Type": "application/json"} if isinstance(body, dict) else {}
+        headers = dict(headers or {})
+        if isinstance(body, dict):
+            headers["Content-Type"] = "application/json"
         url = self.base + path
         async with self.session.request(
             method, url, params=params, data=data, headers=headers
@@ -84,25 +92,33 @@ StartApi = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
-    """Start the app; ``fixed_clock`` freezes its clock (and turns /_test/clock on)."""
+    """Start the app; ``fixed_clock`` freezes its clock (and turns /_test/clock on); ``host``:
+    the address it listens on; other keywords are settings."""
     runs = itertools.count(1)
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(fixed_clock: str | None = None) -> Api:
+        async def start(
+            fixed_clock: str | None = None, host: str = "127.0.0.1", **settings: Any
+        ) -> Api:
             data_dir = tmp_path / f"run{next(runs)}"
             store = SqliteStore(f"sqlite:///{data_dir}/t.db")
             await store.open()
             stack.push_async_callback(store.close)
-            flags: dict[str, Any] = {"data_dir": str(data_dir), "fixed_clock": fixed_clock}
+            flags: dict[str, Any] = {
+                "data_dir": str(data_dir),
+                "fixed_clock": fixed_clock,
+                **settings,
+            }
             gateway = build_gateway(load_settings(flags, env={}), store, BUILDERS)
             demo = await ensure_demo(store, "100", gateway.clock)
             assert demo is not None and demo.demo_key is not None
             server = api_server(gateway, idle_timeout=75, body_timeout=30, max_connections=1000)
-            port = await server.start("127.0.0.1", 0)
+            port = await server.start(host, 0)
             stack.push_async_callback(server.close)
             session = aiohttp.ClientSession()
             stack.push_async_callback(session.close)
-            return Api(f"http://127.0.0.1:{port}", gateway, store, demo.demo_key, session)
+            base = f"http://{url_host(host)}:{port}"
+            return Api(base, gateway, store, demo.demo_key, session)
 
         yield start
 

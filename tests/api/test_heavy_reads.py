@@ -75,7 +75,7 @@ async def test_an_accounts_heavy_reads_wait_their_turn_and_never_hold_another_ac
     api: Api, monkeypatch: pytest.MonkeyPatch, endpoint: Endpoint
 ) -> None:
     message_id = await api.send(tag="promo")
-    demo = await api.gateway.accounts.authenticate(api.key)
+    demo = await api.gateway.accounts.authenticate(api.key, None)
     reads = HeldReads(demo.id, asyncio.Event())
     monkeypatch.setattr(
         api.store, endpoint.store_read, reads.wrap(getattr(api.store, endpoint.store_read))
@@ -85,9 +85,9 @@ async def test_an_accounts_heavy_reads_wait_their_turn_and_never_hold_another_ac
     past_key = 0
     authenticate = api.gateway.accounts.authenticate
 
-    async def counted(api_key: str | None) -> Any:
+    async def counted(api_key: str | None, origin: Any) -> Any:
         nonlocal past_key
-        account = await authenticate(api_key)
+        account = await authenticate(api_key, origin)
         past_key += api_key == api.key
         return account
 
@@ -196,7 +196,7 @@ async def test_past_its_waiting_line_an_accounts_heavy_read_is_a_503_in_the_apis
     monkeypatch.setattr(
         api.gateway, "heavy_reads", HeavyReadTurns(per_account=1, waiting_at_most=1)
     )
-    demo = await api.gateway.accounts.authenticate(api.key)
+    demo = await api.gateway.accounts.authenticate(api.key, None)
     reads = HeldReads(demo.id, asyncio.Event())
     monkeypatch.setattr(api.store, "stop_list", reads.wrap(api.store.stop_list))
     params = {"params": {"apiKey": api.key}}

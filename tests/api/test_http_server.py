@@ -916,3 +916,14 @@ def test_a_scrape_needs_the_token_unless_the_gateway_is_a_stand_in() -> None:
     assert scrape_refusal(request("Bearer t0ken"), "t0ken", stand_in=False) is None
     assert scrape_refusal(request(), "t0ken", stand_in=True) is not None  # asked of everyone
     assert scrape_refusal(request("Bearer t0ke"), "t0ken", stand_in=False) is not None
+
+
+async def test_each_request_carries_its_connections_peer_address(start: Start) -> None:
+    # what an account's allowed addresses are checked against (read once per connection)
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(_post("/a", b"1") + _post("/b", b"2"))
+    for _ in range(2):
+        assert (await _answer(reader))[0] == 200
+    writer.close()
+    assert [(r.path, r.peer) for r in echo.seen] == [("/a", "127.0.0.1"), ("/b", "127.0.0.1")]

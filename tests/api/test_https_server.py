@@ -351,3 +351,22 @@ async def test_the_end_of_a_plain_http_burst_is_told_when_its_interval_ends(
         return sum(line.__dict__["count"] for line in lines)
 
     await eventually(lambda: told() == 3, timeout=10)
+
+
+async def test_a_request_over_tls_knows_its_peers_address(certificate: tuple[str, str]) -> None:
+    # what an account's allowed addresses are checked against, over https as over http
+    async def peer(request: Request) -> Response:
+        return Response(200, request.peer.encode(), "text/plain")
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    server = HttpServer(peer, protocol_error, max_body=MAX_BODY, idle_timeout=75, body_timeout=30)
+    port = await server.start("127.0.0.1", 0, tls=context)
+    try:
+        reader, writer = await tls_connection(port, certificate)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    finally:
+        await server.close(grace=0.1)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n127.0.0.1")

@@ -691,7 +691,7 @@ async def test_a_missing_sender_is_named_as_the_sender(gw: RunningGateway) -> No
 async def test_an_unexpected_error_is_a_500_in_the_apis_format_on_any_spelling_of_the_path(
     gw: RunningGateway, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    async def broken(key: str | None) -> None:
+    async def broken(key: str | None, origin: object) -> None:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(gw.running.gateway.accounts, "authenticate", broken)
@@ -717,10 +717,10 @@ async def test_over_the_connection_cap_a_send_gets_503_and_nothing_is_stored(
         checked, gate = [], asyncio.Event()
         authenticate = accounts.authenticate
 
-        async def held(key: str | None) -> object:
+        async def held(key: str | None, origin: object) -> object:
             checked.append(key)
             await gate.wait()
-            return await authenticate(key)
+            return await authenticate(key, origin)
 
         monkeypatch.setattr(accounts, "authenticate", held)
         body = json.dumps(_body(gw)).encode()

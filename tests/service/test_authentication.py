@@ -26,8 +26,8 @@ async def test_wrong_keys_are_logged_as_a_count_a_minute_never_the_key(
         guesses = [f"guess-{n:034d}" for n in range(50)]
         for guess in guesses:
             with pytest.raises(DomainError, match="incorrect API key"):
-                await accounts.authenticate(guess)
-        assert (await accounts.authenticate(created.api_key)).name == "shop"
+                await accounts.authenticate(guess, None)
+        assert (await accounts.authenticate(created.api_key, None)).name == "shop"
     finally:
         await store.close()
     lines = [r for r in caplog.records if r.getMessage() == "api.key.incorrect"]

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from smsrelay.store import message_ops, pg_schema
+from smsrelay.store.account_ops import ACCOUNT_COLUMNS, account_from_row
 from smsrelay.store.schema import (
     MIGRATIONS,
     SchemaTooNew,
@@ -37,6 +38,17 @@ def test_a_version_1_database_gains_the_later_columns_and_keeps_its_rows(tmp_pat
     assert conn.execute("SELECT text, bind_id FROM replies").fetchall() == [("Oui", None)]
     assert conn.execute("SELECT id, phone FROM stop_list").fetchall() == [(7, "+33600000007")]
     assert upgrade(conn) == []  # nothing twice
+
+
+def test_accounts_made_before_allowed_ips_are_served_from_anywhere(tmp_path: Path) -> None:
+    conn = database_at_version(tmp_path / "old.db", 13)
+    conn.execute(
+        "INSERT INTO accounts (name, key_hash, credit_micros, created_at) "
+        "VALUES ('shop', 'h', 0, 1.0)"
+    )
+    upgrade(conn)
+    row = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts").fetchone()
+    assert account_from_row(row).allowed_ips == ()
 
 
 def test_parts_in_flight_when_claim_times_came_keep_going_without_one(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from smsrelay.domain.data_coding import decode_sm_text
 from smsrelay.domain.keywords import is_stop_text
 from smsrelay.errors import DomainError, TransientError
+from smsrelay.service.accounts import account_changes
 from smsrelay.store import inbound_ops, sql_store
 from smsrelay.store.factory import store_for
 from smsrelay.store.grouped import Grouped, insert_rows
@@ -36,6 +38,17 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
     assert account.id == 1
     yield s
     await s.close()
+
+
+async def test_allowed_ips_are_stored_and_read_back_parsed(store: SqlStore) -> None:
+    assert (await store.find_account("a")).allowed_ips == ()  # from anywhere: the default
+    changes = account_changes(allowed_ips="203.0.113.7,198.51.100.0/24,2001:db8::/32")
+    await store.update_account("a", changes)
+    expected = tuple(ip_network(n) for n in ("203.0.113.7", "198.51.100.0/24", "2001:db8::/32"))
+    assert (await store.find_account("a")).allowed_ips == expected
+    assert (await store.account_by_key_hash("hash-a")).allowed_ips == expected
+    await store.update_account("a", account_changes(allowed_ips="any"))
+    assert (await store.list_accounts())[0].allowed_ips == ()
 
 
 async def test_concurrent_accepts_commit_together_and_debit_exactly(store: SqlStore) -> None:

@@ -19,6 +19,7 @@ from smsrelay.api.errors import CODES, VALIDATION, simple_error
 from smsrelay.api.http_types import Response
 from smsrelay.api.params import Params, plain_param
 from smsrelay.api.render import respond
+from smsrelay.domain.ip_access import Origin
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.pricing import format_eur
 from smsrelay.errors import DomainError
@@ -50,8 +51,10 @@ def _ok(fields: dict[str, Any], xml: bool) -> Response:
 # -- GET /v1/me -------------------------------------------------------------------------------
 
 
-async def handle_me(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
-    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+async def handle_me(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
+) -> Response:
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     overview = await account_overview(gateway.store, gateway.prices, account)
     user = {"username": overview.username, "firstname": "", "lastname": ""}
     credits = {
@@ -67,18 +70,18 @@ async def handle_me(gateway: Gateway, params: Params, is_form: bool, xml: bool) 
 
 
 async def handle_multi_status(
-    gateway: Gateway, params: Params, is_form: bool, xml: bool
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
 ) -> Response:
-    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     async with gateway.heavy_reads.turn(account.id):
         answers = await statuses(gateway.store, account, status_queries(params))
         return _ok({"StatutResponse_List": [answer_item(a) for a in answers]}, xml)
 
 
 async def handle_status_by_tag(
-    gateway: Gateway, params: Params, is_form: bool, xml: bool
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
 ) -> Response:
-    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     async with gateway.heavy_reads.turn(account.id):
         page = await statuses_by_tag(
             gateway.store, account, plain_param(params, "tag"), plain_param(params, "page")
@@ -164,8 +167,10 @@ def _international(phone: str | None) -> str | None:
 # -- GET /v1/message-cancel -------------------------------------------------------------------
 
 
-async def handle_cancel(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
-    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+async def handle_cancel(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
+) -> Response:
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     refund = await cancel_message(
         gateway.store, gateway.clock, account, plain_param(params, "messageId")
     )
@@ -176,8 +181,10 @@ async def handle_cancel(gateway: Gateway, params: Params, is_form: bool, xml: bo
 # -- the STOP list ----------------------------------------------------------------------------
 
 
-async def handle_stop_list(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
-    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+async def handle_stop_list(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
+) -> Response:
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     async with gateway.heavy_reads.turn(account.id):  # the list runs to 100,000s
         entries = await stop_entries(gateway.store, account)
         data = [
@@ -191,8 +198,10 @@ async def handle_stop_list(gateway: Gateway, params: Params, is_form: bool, xml:
         return _ok({"nbData": len(data), "data": data}, xml)
 
 
-async def handle_stop_add(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
-    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+async def handle_stop_add(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
+) -> Response:
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     stop_id = await add_stop(
         gateway.store,
         gateway.clock,
@@ -204,9 +213,9 @@ async def handle_stop_add(gateway: Gateway, params: Params, is_form: bool, xml: 
 
 
 async def handle_stop_delete(
-    gateway: Gateway, params: Params, is_form: bool, xml: bool
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
 ) -> Response:
-    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     await remove_stop(gateway.store, account, plain_param(params, "id"))
     return _ok({}, xml)
 
@@ -214,7 +223,9 @@ async def handle_stop_delete(
 # -- POST /_test/clock (only with the fixed_clock setting) ------------------------------------
 
 
-async def handle_test_clock(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
+async def handle_test_clock(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
+) -> Response:
     clock = gateway.clock
     if not gateway.settings.fixed_clock or not isinstance(clock, FixedClock):
         payload, status = simple_error(404, 404, "no such endpoint")

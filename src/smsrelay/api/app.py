@@ -15,11 +15,13 @@ from smsrelay.api.multipart import multipart_fields
 from smsrelay.api.params import MalformedBody, Params, read_params
 from smsrelay.api.render import json_response, respond, wants_xml
 from smsrelay.api.routes import CHANGING_GETS, Handler, RouteTable, route_table, tidy_path
+from smsrelay.domain.ip_access import Origin
 from smsrelay.errors import Busy, DomainError, StorageLow, TransientError
 from smsrelay.service.gateway import Gateway
 from smsrelay.service.monitoring import StoreFiguresReader, gateway_figures
 
-Endpoint = Callable[[Gateway, Params, bool, bool], Awaitable[Response]]
+# (gateway, parameters, read from a form, answer in XML, where the request came from)
+Endpoint = Callable[[Gateway, Params, bool, bool, Origin], Awaitable[Response]]
 MAX_BODY = 64 * 1024
 _JSON_LEAD = b" \t\r\n\xef\xbb\xbf"  # whitespace and a UTF-8 byte order mark
 log = logging.getLogger("smsrelay.api")
@@ -52,7 +54,7 @@ class ApiApp:
             try:
                 params, is_form = _params_of(request)
                 xml = wants_xml(params)
-                return await fn(self.gateway, params, is_form, xml)
+                return await fn(self.gateway, params, is_form, xml, request)
             except MalformedBody as error:
                 answer = respond(*error_payload(error), xml)
                 return _last_on_connection(answer) if request.body else answer

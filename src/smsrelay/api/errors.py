@@ -32,6 +32,7 @@ CODES: Mapping[str, tuple[int, int]] = {
     "sender.not_owned": (44, 400),
     "message.too_many_parts": (52, 400),
     "body.malformed": (90, 400),
+    "ip.not_authorised": (96, 403),
     "body.too_large": (90, 413),
     "queue.unavailable": (500, 503),
 }

@@ -368,6 +368,7 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._refusal: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._peer = ""  # the client's address, read once per connection
         self.heard_since_answer = False  # bytes came after its last answer (see GRACE_S)
         self.read_any = False  # bytes from the client read yet (see request_waiting)
         self.answers = 0  # requests answered on it (see _to_reclaim)
@@ -376,6 +377,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._peer = _peer_address(transport)
         if self._on_made is not None:
             self._on_made()
         if self._server.admit(self):
@@ -618,6 +620,7 @@ class Connection(asyncio.Protocol):
             raw_query=url.query.decode("latin-1") if url.query else "",
             headers=self._headers,
             body=body,
+            peer=self._peer,
         )
 
     def _expect(self, expectation: str) -> None:
@@ -767,6 +770,12 @@ def encoded(response: Response, connection: bytes, head_only: bool = False) -> b
         connection,
     )
     return head if head_only else head + response.body
+
+
+def _peer_address(transport: asyncio.BaseTransport) -> str:
+    """The client's address (an https transport gives its socket's too); "" if none."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 def _url_of_request_line(data: bytes) -> bytes:

@@ -15,6 +15,7 @@ class Request:
     raw_query: str
     headers: dict[str, str]
     body: bytes
+    peer: str = ""  # the connection's peer address (a proxy's, behind one); "" unknown
 
 
 @dataclass(slots=True)

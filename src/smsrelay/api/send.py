@@ -6,13 +6,14 @@ from smsrelay.api.errors import error_payload
 from smsrelay.api.http_types import Response
 from smsrelay.api.params import Params, text_param
 from smsrelay.api.render import respond
+from smsrelay.domain.ip_access import Origin
 from smsrelay.domain.pricing import micros_to_eur
 from smsrelay.errors import DomainError
 from smsrelay.service.gateway import Gateway
 from smsrelay.service.sending import SendRequest, accept_message
 
 
-def build_send_request(params: Params, is_form: bool) -> SendRequest:
+def build_send_request(params: Params, is_form: bool, origin: Origin | None) -> SendRequest:
     errors: list[DomainError] = []
     message = text_param(params, "message", errors)
     if is_form and message is not None and _has_unescaped_quote(message):
@@ -30,6 +31,7 @@ def build_send_request(params: Params, is_form: bool) -> SendRequest:
         is_stop_sms=text_param(params, "isStopSms", errors, flag=True),
         sandbox=text_param(params, "sandbox", errors, flag=True),
         field_errors=tuple(errors),
+        origin=origin,
     )
 
 
@@ -37,9 +39,13 @@ def _has_unescaped_quote(text: str) -> bool:
     return '"' in text.replace('\\"', "")
 
 
-async def handle_send(gateway: Gateway, params: Params, is_form: bool, xml: bool) -> Response:
+async def handle_send(
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
+) -> Response:
     try:
-        accepted = await accept_message(build_send_request(params, is_form), gateway.send_context)
+        accepted = await accept_message(
+            build_send_request(params, is_form, origin), gateway.send_context
+        )
     except DomainError as error:
         payload, status = error_payload(error)
         return respond(payload, status, xml)

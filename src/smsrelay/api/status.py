@@ -7,6 +7,7 @@ from typing import Any
 from smsrelay.api.http_types import Response
 from smsrelay.api.params import Params, plain_param
 from smsrelay.api.render import respond
+from smsrelay.domain.ip_access import Origin
 from smsrelay.domain.pricing import micros_to_eur
 from smsrelay.service.dates import iso_text, paris_text
 from smsrelay.service.gateway import Gateway
@@ -14,9 +15,9 @@ from smsrelay.service.status import StatusView, message_status
 
 
 async def handle_message_status(
-    gateway: Gateway, params: Params, is_form: bool, xml: bool
+    gateway: Gateway, params: Params, is_form: bool, xml: bool, origin: Origin
 ) -> Response:
-    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"))
+    account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     view = await message_status(
         gateway.store, account, plain_param(params, "messageId"), plain_param(params, "phoneNumber")
     )

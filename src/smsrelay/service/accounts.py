@@ -11,6 +11,15 @@ from typing import Any
 
 from smsrelay import settings
 from smsrelay.domain.callback_urls import check_callback_url
+from smsrelay.domain.ip_access import (
+    Network,
+    Origin,
+    client_address,
+    networks_text,
+    parse_networks,
+    split_list,
+    within,
+)
 from smsrelay.domain.numbers import parse_international
 from smsrelay.domain.pricing import eur_to_micros
 from smsrelay.domain.quiet_hours import Region
@@ -28,21 +37,33 @@ DEFAULT_CONNECTOR = settings.DEFAULT_CONNECTOR
 # Cached accounts are only a first gate: disabled/credit are re-checked inside the write.
 CACHE_SECONDS = 1.0
 WRONG_KEYS_SAID_EVERY_S = 60.0
+REFUSED_ADDRESSES_SAID_EVERY_S = 60.0
+ANY_ADDRESS = ("", "any")  # `accounts set --allowed-ips`: no restriction
 log = logging.getLogger("smsrelay.api")
 
 
 class AccountDirectory:
     """Looks up accounts by API key, caching hits for a second (the hot path of send)."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, trusted_proxies: tuple[Network, ...] = ()
+    ) -> None:
         self._store = store
         self._clock = clock  # kept for callers; the cache ages on the monotonic clock
+        self._trusted_proxies = trusted_proxies  # whose X-Forwarded-For is believed
         self._cache: dict[str, tuple[float, Account]] = {}
         # someone guessing keys shows in the log: a line a minute at most, with the count
         # (never the key), the end of a burst included
         self._wrong_keys = SparseLine(log, "api.key.incorrect", WRONG_KEYS_SAID_EVERY_S)
+        # so does a key used from where its account does not allow (leaked, or a new server)
+        self._refused_addresses = SparseLine(
+            log, "api.ip.not_authorised", REFUSED_ADDRESSES_SAID_EVERY_S
+        )
 
-    async def authenticate(self, api_key: str | None) -> Account:
+    async def authenticate(self, api_key: str | None, origin: Origin | None) -> Account:
+        """The account of ``api_key``, if it may be used from ``origin`` (None: from no
+        network address, which an account that restricts its key does not allow). A wrong
+        key is code 10 and a disabled account code 20 wherever the client is; then code 96."""
         if not api_key or api_key.isspace():  # blank is missing (code 1), not a wrong key
             raise DomainError("apikey.required", "the API key is required", "apiKey")
         key_hash = hash_api_key(api_key)
@@ -61,7 +82,17 @@ class AccountDirectory:
             self._cache[key_hash] = (now, account)
         if account.disabled:
             raise DomainError("account.disabled", "account disabled", "apiKey")
+        if account.allowed_ips:  # the client's address is read only for accounts that ask
+            self._check_address(account, origin)
         return account
+
+    def _check_address(self, account: Account, origin: Origin | None) -> None:
+        address = None if origin is None else client_address(origin, self._trusted_proxies)
+        if address is not None and within(address, account.allowed_ips):
+            return
+        shown = "unknown address" if address is None else str(address)
+        self._refused_addresses.note({"account": account.name, "address": shown})
+        raise DomainError("ip.not_authorised", f"IP not authorised: {shown}", "apiKey")
 
     def forget(self) -> None:
         self._cache.clear()
@@ -137,6 +168,7 @@ def account_changes(
     reassemble_replies: bool | None = None,
     webhook_secret: str | None = None,
     disabled: bool | None = None,
+    allowed_ips: str | None = None,
 ) -> dict[str, Any]:
     """Validate `accounts set` options into column changes."""
     changes: dict[str, Any] = {}
@@ -159,7 +191,23 @@ def account_changes(
         changes["webhook_secret"] = _webhook_secret(webhook_secret)
     if disabled is not None:
         changes["disabled"] = int(disabled)
+    if allowed_ips is not None:
+        changes["allowed_ips"] = _allowed_ips(allowed_ips)
     return changes
+
+
+def _allowed_ips(given: str) -> str:
+    """``""`` or ``any``: from anywhere; else comma-separated addresses and CIDR networks,
+    stored in their canonical form (``2001:DB8::/32`` -> ``2001:db8::/32``)."""
+    if given.strip().lower() in ANY_ADDRESS:
+        return ""
+    try:
+        networks = parse_networks(split_list(given))
+    except ValueError as exc:
+        raise DomainError("account.allowed_ips", f"--allowed-ips: {exc}") from exc
+    if not networks:  # only commas and spaces: not a way to say "anywhere"
+        raise DomainError("account.allowed_ips", "--allowed-ips: no address given ('any' clears)")
+    return networks_text(networks)
 
 
 MIN_WEBHOOK_SECRET = 16

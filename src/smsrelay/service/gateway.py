@@ -82,6 +82,6 @@ def build_gateway(
         store=store,
         clock=clock,
         prices=build_prices(settings),
-        accounts=AccountDirectory(store, clock),
+        accounts=AccountDirectory(store, clock, settings.trusted_proxies),
         builders=builders,
     )

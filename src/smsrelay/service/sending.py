@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from smsrelay.domain.callback_urls import check_callback_url
+from smsrelay.domain.ip_access import Origin
 from smsrelay.domain.numbers import Msisdn, parse_recipient, parse_sender
 from smsrelay.domain.pricing import PriceTable, message_cost
 from smsrelay.domain.text import PreparedText, prepare_text
@@ -50,6 +51,7 @@ class SendRequest:
     is_stop_sms: str | None = None
     sandbox: str | None = None
     field_errors: tuple[DomainError, ...] = ()  # type errors found while reading the body
+    origin: Origin | None = None  # where it came from (None: nowhere an allow-list admits)
 
 
 @quick_init
@@ -75,7 +77,7 @@ class SendContext:
 
 
 async def accept_message(request: SendRequest, ctx: SendContext) -> Accepted:
-    account = await ctx.accounts.authenticate(request.api_key)
+    account = await ctx.accounts.authenticate(request.api_key, request.origin)
     if not (request.to and request.to.strip()) and not _has_type_error(request, "to"):
         raise DomainError("to.required", "the phone number (to) is required", "to")
     blank = request.message is None or not request.message.strip()

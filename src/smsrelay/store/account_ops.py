@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from smsrelay.domain.ip_access import parse_networks, split_list
 from smsrelay.domain.pricing import MAX_MICROS, MICROS_PER_EUR
 from smsrelay.errors import DomainError
 from smsrelay.store.message_ops import cancel_waiting_for
@@ -18,7 +19,7 @@ from smsrelay.store.sql import Conn
 
 ACCOUNT_COLUMNS = (
     "id, name, credit_micros, disabled, quiet_hours, region, marketing, reply_url, "
-    "webhook_secret, reassemble_replies, created_at, demo_key"
+    "webhook_secret, reassemble_replies, created_at, demo_key, allowed_ips"
 )
 SETTABLE = {
     "disabled",
@@ -28,6 +29,7 @@ SETTABLE = {
     "reply_url",
     "webhook_secret",
     "reassemble_replies",
+    "allowed_ips",
 }
 
 
@@ -45,6 +47,8 @@ def account_from_row(row: tuple[Any, ...]) -> Account:
         reassemble_replies=bool(row[9]),
         created_at=row[10],
         demo_key=row[11],
+        # parsed here, once per read: the API's key lookup, cached, does no parsing per request
+        allowed_ips=parse_networks(split_list(row[12])) if row[12] else (),
     )
 
 

@@ -210,6 +210,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE webhooks ADD COLUMN attempts_before_round INTEGER NOT NULL DEFAULT 0;
     """,
+    # 9: SQLite's 14 (the addresses an account's API key may be used from; '': anywhere)
+    """
+    ALTER TABLE accounts ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from smsrelay.domain.ip_access import Network
 from smsrelay.quick_init import quick_init
 
 
@@ -23,6 +24,8 @@ class Account:
     reassemble_replies: bool
     created_at: float
     demo_key: str | None = None
+    # where its API key may be used from (code 96 elsewhere); empty: anywhere
+    allowed_ips: tuple[Network, ...] = ()
 
 
 @quick_init

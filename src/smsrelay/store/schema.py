@@ -270,6 +270,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE webhooks ADD COLUMN attempts_before_round INTEGER NOT NULL DEFAULT 0;
     """,
+    # 14: the addresses and networks an account's API key may be used from (SMS Partner's
+    # code 96 elsewhere), comma-separated in their canonical form; '' (every account before
+    # this): from anywhere.
+    """
+    ALTER TABLE accounts ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 
