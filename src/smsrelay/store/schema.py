@@ -270,6 +270,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE webhooks ADD COLUMN attempts_before_round INTEGER NOT NULL DEFAULT 0;
     """,
+    # 14: an account's STOP list in id order, so it is read a page at a time (``id > ? LIMIT``):
+    # by (account_id, phone), each page read and sorted the account's whole list again.
+    """
+    CREATE INDEX stop_list_in_order ON stop_list(account_id, id);
+    """,
 )
 
 
