@@ -18,7 +18,8 @@ from smsrelay.api.app import api_server
 from smsrelay.service.accounts import ensure_demo
 from smsrelay.service.gateway import Gateway, build_gateway
 from smsrelay.settings import load_settings, url_host
-from smsrelay.store.sqlite_store import SqliteStore
+from smsrelay.store.factory import store_for
+from smsrelay.store.sql_store import SqlStore
 from smsrelay.webhooks.payloads import BUILDERS
 
 SUNDAY_AFTERNOON = "2026-03-01T15:00:00+01:00"  # quiet hours: held until Monday 08:00
@@ -32,7 +33,7 @@ class Api:
 
     base: str
     gateway: Gateway
-    store: SqliteStore
+    store: SqlStore
     key: str
     session: aiohttp.ClientSession
 
@@ -93,15 +94,19 @@ StartApi = Callable[..., Awaitable[Api]]
 @pytest.fixture
 async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
     """Start the app; ``fixed_clock`` freezes its clock (and turns /_test/clock on); ``host``:
-    the address it listens on; other keywords are settings."""
+    the address it listens on; ``database_url``: its store (a SQLite file of its own by
+    default); other keywords are settings."""
     runs = itertools.count(1)
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(
-            fixed_clock: str | None = None, host: str = "127.0.0.1", **settings: Any
+            fixed_clock: str | None = None,
+            host: str = "127.0.0.1",
+            database_url: str | None = None,
+            **settings: Any,
         ) -> Api:
             data_dir = tmp_path / f"run{next(runs)}"
-            store = SqliteStore(f"sqlite:///{data_dir}/t.db")
+            store = store_for(database_url or f"sqlite:///{data_dir}/t.db")
             await store.open()
             stack.push_async_callback(store.close)
             flags: dict[str, Any] = {
@@ -127,6 +132,15 @@ async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
 async def api(start_api: StartApi) -> Api:
     """Clock frozen on a Tuesday morning: messages are queued at once."""
     return await start_api(TUESDAY_MORNING)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def api_on_each_engine(request: pytest.FixtureRequest, start_api: StartApi) -> Api:
+    """As ``api``, on SQLite, then on a database of its own on the session's PostgreSQL."""
+    url = None
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
+    return await start_api(TUESDAY_MORNING, database_url=url)
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from smsrelay.api.render import respond
 from smsrelay.service import account_queries
 from smsrelay.service.accounts import create_account
+from smsrelay.store.records import StopEntry
 
 if TYPE_CHECKING:
     from tests.api.conftest import Api
@@ -501,6 +503,65 @@ async def test_stop_list_add_list_delete(api: Api) -> None:
         "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": "06 99 99 99 99"}
     )
     assert again["stopId"] > stop_id  # an old id never names somebody else's entry
+
+
+async def test_a_stop_list_of_several_pages_is_answered_whole_and_as_read_at_once(
+    api_on_each_engine: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = api_on_each_engine
+    monkeypatch.setattr(account_queries, "STOP_PAGE_SIZE", 2)
+    other = await create_account(api.store, "other", "10", api.gateway.clock)
+    for n in range(5):  # the two lists' ids interleave
+        await api.call(
+            "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": f"061234567{n}"}
+        )
+        other_stop = {"apiKey": other.api_key, "phoneNumber": f"069876543{n}"}
+        await api.call("POST", "/v1/stop-sms/add", body=other_stop)
+    pages_after = _pages_read(api, monkeypatch)
+    demo = await api.gateway.accounts.authenticate(api.key, None)
+    whole = await api.store.stop_list(demo.id)  # the list read at once
+    assert [entry.phone for entry in whole] == [f"+3361234567{n}" for n in range(5)]
+    items = [
+        {"id": entry.id, "phoneNumber": entry.phone[1:], "createdAt": "2026-03-03 10:00:00"}
+        for entry in whole
+    ]
+    expected = {"success": True, "code": 200, "nbData": 5, "data": items}
+    for xml in (False, True):  # byte for byte what the renderer makes of the whole list
+        assert await _stop_list_bytes(api, api.key, xml) == respond(expected, 200, xml).body
+    assert pages_after == [0, whole[1].id, whole[3].id] * 2  # a read per page of 2
+
+
+async def test_an_empty_stop_list_is_answered_as_before_beside_another_accounts(
+    api_on_each_engine: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = api_on_each_engine
+    await api.call("POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": RECIPIENT})
+    empty = await create_account(api.store, "empty", "10", api.gateway.clock)
+    pages_after = _pages_read(api, monkeypatch)
+    expected = {"success": True, "code": 200, "nbData": 0, "data": []}
+    for xml in (False, True):
+        assert await _stop_list_bytes(api, empty.api_key, xml) == respond(expected, 200, xml).body
+    assert pages_after == [0, 0]  # one read each, that found no page
+
+
+def _pages_read(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ``after_id`` of each page the store is asked for, from now on."""
+    pages_after: list[int] = []
+    stop_page = api.store.stop_page
+
+    async def counted(account_id: int, after_id: int, limit: int) -> list[StopEntry]:
+        pages_after.append(after_id)
+        return await stop_page(account_id, after_id, limit)
+
+    monkeypatch.setattr(api.store, "stop_page", counted)
+    return pages_after
+
+
+async def _stop_list_bytes(api: Api, api_key: str, xml: bool) -> bytes:
+    params = {"apiKey": api_key, **({"_format": "xml"} if xml else {})}
+    async with api.session.get(api.base + "/v1/stop-sms/list", params=params) as response:
+        assert response.status == 200
+        return await response.read()
 
 
 async def test_stop_add_accepts_form_fields(api: Api) -> None:

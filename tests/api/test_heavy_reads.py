@@ -66,7 +66,7 @@ class Endpoint:
 HEAVY_ENDPOINTS = [
     Endpoint("messages_and_stops", "POST", "/v1/multi-status"),
     Endpoint("messages_by_tag", "GET", "/v1/bulk-status-by-tag"),
-    Endpoint("stop_list", "GET", "/v1/stop-sms/list"),
+    Endpoint("stop_page", "GET", "/v1/stop-sms/list"),
 ]
 
 
@@ -198,7 +198,7 @@ async def test_past_its_waiting_line_an_accounts_heavy_read_is_a_503_in_the_apis
     )
     demo = await api.gateway.accounts.authenticate(api.key, None)
     reads = HeldReads(demo.id, asyncio.Event())
-    monkeypatch.setattr(api.store, "stop_list", reads.wrap(api.store.stop_list))
+    monkeypatch.setattr(api.store, "stop_page", reads.wrap(api.store.stop_page))
     params = {"params": {"apiKey": api.key}}
     calls = [
         asyncio.ensure_future(api.call("GET", "/v1/stop-sms/list", **params)) for _ in range(2)

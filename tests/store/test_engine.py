@@ -246,7 +246,7 @@ async def test_checkpoints_let_the_wal_restart_instead_of_growing(
     wal_file = str(tmp_path / "w.db") + "-wal"
     try:
         # the file's size is its high-water mark, which the schema migrations' own commits set
-        # (~390 KB with 14 of them; an absolute bound broke with each new migration)
+        # (~400 KB with 15 of them; an absolute bound broke with each new migration)
         migrated = os.path.getsize(wal_file)  # noqa: ASYNC240
         await database.write(_create_table)
         payload = os.urandom(2000)

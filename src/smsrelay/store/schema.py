@@ -276,6 +276,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE accounts ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT '';
     """,
+    # 15: an account's STOP list in id order, so it is read a page at a time (``id > ? LIMIT``):
+    # by (account_id, phone), each page read and sorted the account's whole list again.
+    """
+    CREATE INDEX stop_list_in_order ON stop_list(account_id, id);
+    """,
 )
 
 

@@ -201,6 +201,11 @@ class SqlStore:
     async def stop_list(self, account_id: int) -> list[StopEntry]:
         return await self.db.read(partial(account_ops.stop_list, account_id=account_id))
 
+    async def stop_page(self, account_id: int, after_id: int, limit: int) -> list[StopEntry]:
+        return await self.db.read(
+            partial(account_ops.stop_page, account_id=account_id, after_id=after_id, limit=limit)
+        )
+
     # -- messages ------------------------------------------------------------------------------
 
     async def accept_message(self, message: NewMessage) -> int:
