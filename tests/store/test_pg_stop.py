@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -108,6 +109,38 @@ async def test_a_stop_while_the_server_is_frozen_ends_in_bounded_time(
         with pytest.raises(TransientError):
             await asyncio.wait_for(reading, BOUND_S)
         await eventually(lambda: not _engine_threads_alive(db))
+
+
+async def test_a_connection_made_after_the_stop_cut_the_sockets_runs_nothing(
+    db: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread still connecting when the stop cut the sockets (a server slow to answer) went
+    on to run its query on a socket the stop could no longer reach, and the process's exit
+    waited for that query: for a heavy read, its whole run."""
+    monkeypatch.setattr(pg_engine, "STOP_THREADS_WITHIN_S", 0.2)
+    connecting, answered = threading.Event(), threading.Event()
+    real_connect = pg_engine.connect
+
+    def slow_connect(url: str) -> Any:
+        connecting.set()
+        answered.wait(BOUND_S)
+        return real_connect(url)
+
+    monkeypatch.setattr(pg_engine, "connect", slow_connect)
+    ran: list[int] = []
+
+    def read(conn: Conn) -> Any:
+        ran.append(1)
+        return conn.execute("SELECT 1").fetchone()
+
+    reading = asyncio.ensure_future(db.read(read))  # the readers' first: it connects
+    await eventually(connecting.is_set)
+    await asyncio.wait_for(db.stop(), BOUND_S)  # the reader left connecting
+    answered.set()  # the server answers it only now
+    with pytest.raises(TransientError, match="database closing"):
+        await asyncio.wait_for(reading, BOUND_S)
+    await eventually(lambda: not _engine_threads_alive(db))
+    assert not ran
 
 
 @contextmanager

@@ -97,7 +97,9 @@ class PgDatabase:
             await self._end_queries()
             if not await _done_within(finished, STOP_THREADS_WITHIN_S):
                 # one still connecting (CONNECT_TIMEOUT_S) or busy outside the server: freeing
-                # its connection under it could crash the process; its exit frees them all
+                # its connection under it could crash the process; its exit frees them all.
+                # The process's exit waits for it (asyncio.run joins _finish_threads), but no
+                # longer than its connect: connected after the cut, it runs nothing (pg_open)
                 log.error("store.stop.threads_left", extra={"seconds": STOP_THREADS_WITHIN_S})
                 return
         self._open.close_all()
@@ -294,10 +296,13 @@ class PgDatabase:
         except CONNECTION_LOST as exc:
             raise TransientError(f"database unavailable: {exc}") from exc
         try:
-            self._open.add(conn, reads=getattr(self._local, "reads", False))
+            taken = self._open.add(conn, reads=getattr(self._local, "reads", False))
         except OSError as exc:  # no descriptor left for the socket's copy
             conn.close()
             raise TransientError(f"database unavailable: {exc}") from exc
+        if not taken:  # still connecting when the stop cut the others
+            conn.close()
+            raise TransientError("database closing")
         self._local.conn = conn
         return conn
 

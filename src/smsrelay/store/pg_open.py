@@ -33,14 +33,19 @@ class OpenConnections:
         self._reads: set[psycopg.Connection[Any]] = set()
         self._ending = False
 
-    def add(self, conn: psycopg.Connection[Any], *, reads: bool) -> None:
+    def add(self, conn: psycopg.Connection[Any], *, reads: bool) -> bool:
         """``conn``, just connected by the thread that will use it; ``reads``: it runs only
-        reads (those are what a stop cancels)."""
+        reads (those are what a stop cancels). False once a stop ends queries: connected
+        after the cut, its query would be out of the stop's reach (the caller closes it)."""
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         with self._lock:
-            self._sockets[conn] = sock
-            if reads:
-                self._reads.add(conn)
+            if not self._ending:
+                self._sockets[conn] = sock
+                if reads:
+                    self._reads.add(conn)
+                return True
+        sock.close()
+        return False
 
     def close(self, conn: psycopg.Connection[Any]) -> None:
         """``conn`` closed; once a stop ends queries, left for ``close_all``."""
