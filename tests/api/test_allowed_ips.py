@@ -3,6 +3,7 @@ loopback: who gets in, from where, and what a refused request leaves behind (not
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
@@ -211,3 +212,28 @@ async def test_an_account_without_a_list_is_served_from_anywhere(
         "GET", "/v1/me", params={"apiKey": api.key}, headers={"X-Forwarded-For": "garbage"}
     )
     assert (status, answer["success"]) == (200, True)
+
+
+async def test_a_forwarded_address_in_a_chunked_bodys_trailer_does_not_get_a_client_in(
+    start_api: StartApi,
+) -> None:
+    # A proxy that passes a chunked body on as it came passes its trailer too: were it read as
+    # a header, the client's address would come after the one its proxy wrote (the rightmost)
+    api = await start_api(TUESDAY_MORNING, trusted_proxies="127.0.0.1")
+    await restrict(api, "203.0.113.7")
+    body = orjson.dumps(send_body(api))
+    host, _, port = api.base.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/vn/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nX-Forwarded-For: 192.0.2.1\r\nConnection: close\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (len(body), body)
+        + b"0\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 403")
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["message"] == (
+        "IP not authorised: 192.0.2.1"
+    )
+    assert await api.store.recent_messages(None, 100) == []

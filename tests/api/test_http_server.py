@@ -140,6 +140,23 @@ async def test_a_chunked_body_arrives_whole(start: Start) -> None:
     writer.close()
 
 
+async def test_a_chunked_bodys_trailer_fields_are_not_taken_for_headers(start: Start) -> None:
+    # RFC 9110 6.5.1: a trailer is not merged into the head. Merged, a client's trailer put an
+    # address of its choosing after the one its proxy wrote in X-Forwarded-For (the rightmost).
+    _, echo, connect = await start()
+    reader, writer = await connect()
+    writer.write(
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"X-Forwarded-For: 192.0.2.1\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-Forwarded-For: 203.0.113.7\r\nContent-Type: text/x-trailer\r\n\r\n"
+    )
+    status, _, body = await _answer(reader)
+    assert (status, orjson.loads(body)["body"]) == (200, "hello")
+    headers = echo.seen[0].headers
+    assert (headers["x-forwarded-for"], "content-type" in headers) == ("192.0.2.1", False)
+    writer.close()
+
+
 async def test_expect_100_continue_is_answered_before_the_body(start: Start) -> None:
     _, _, connect = await start()
     reader, writer = await connect()

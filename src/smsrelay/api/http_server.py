@@ -359,6 +359,7 @@ class Connection(asyncio.Protocol):
         self._in_request = False
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._head_read = False  # a field now is a chunked body's trailer, not a header
         self._header_bytes = 0
         self._head_bytes = 0  # read since the last head was complete (see MAX_HEAD_BYTES)
         self._letting_go = False  # answered for good: reading and dropping until the client closes
@@ -534,6 +535,7 @@ class Connection(asyncio.Protocol):
         self._unsent_seen = None
         self._url = b""
         self._headers = {}
+        self._head_read = False
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
@@ -547,12 +549,15 @@ class Connection(asyncio.Protocol):
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES:
             self._stop(400, f"malformed HTTP request: headers over {MAX_HEADER_BYTES} bytes")
+        if self._head_read:  # a trailer is not merged into the head (RFC 9110 6.5.1): one
+            return  # after X-Forwarded-For would name the client in its proxy's stead
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self._headers.get(key)
         self._headers[key] = text if previous is None else previous + ", " + text
 
     def on_headers_complete(self) -> None:
+        self._head_read = True
         self._head_bytes = 0
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.max_body:
