@@ -3,6 +3,7 @@ message-cancel, the STOP list and the test clock, in JSON and XML."""
 
 from __future__ import annotations
 
+import weakref
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from smsrelay.api import account_api
 from smsrelay.api.render import respond
 from smsrelay.service import account_queries
 from smsrelay.service.accounts import create_account
@@ -542,6 +544,42 @@ async def test_an_empty_stop_list_is_answered_as_before_beside_another_accounts(
     for xml in (False, True):
         assert await _stop_list_bytes(api, empty.api_key, xml) == respond(expected, 200, xml).body
     assert pages_after == [0, 0]  # one read each, that found no page
+
+
+async def test_an_xml_stop_list_holds_a_pages_items_at_most_beside_its_rendered_text(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each page's items are rendered before the next read: kept too, a 100,000-entry list's
+    # dicts were 3 times the size of the answer (77 MB at the peak, not 50), for its count.
+    monkeypatch.setattr(account_queries, "STOP_PAGE_SIZE", 2)
+    for n in range(6):
+        await api.call(
+            "POST", "/v1/stop-sms/add", body={**key(api), "phoneNumber": f"061234567{n}"}
+        )
+    made: list[weakref.ref[_Item]] = []
+    stop_item = account_api._stop_item
+
+    def tracked(entry: StopEntry) -> dict[str, Any]:
+        item = _Item(stop_item(entry))
+        made.append(weakref.ref(item))
+        return item
+
+    monkeypatch.setattr(account_api, "_stop_item", tracked)
+    alive_at_reads: list[int] = []
+    stop_page = api.store.stop_page
+
+    async def counted(account_id: int, after_id: int, limit: int) -> list[StopEntry]:
+        alive_at_reads.append(sum(item() is not None for item in made))
+        return await stop_page(account_id, after_id, limit)
+
+    monkeypatch.setattr(api.store, "stop_page", counted)
+    answer = ET.fromstring(await _stop_list_bytes(api, api.key, xml=True))
+    assert [e.text for e in answer][2] == "6"  # nbData
+    assert alive_at_reads == [0, 2, 2, 2]  # the page just rendered, not the list so far
+
+
+class _Item(dict[str, Any]):
+    """A STOP list item that can be watched (a plain dict cannot be weakly referenced)."""
 
 
 def _pages_read(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[int]:
