@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from tests.api.conftest import Api, StartApi
 
 from tests.api.conftest import DEMO_NUMBER, SUNDAY_AFTERNOON, TUESDAY_MORNING
+from tests.support import eventually
 
 RECIPIENT = "0612345678"
 
@@ -60,6 +61,19 @@ async def test_a_client_in_the_list_sends_one_outside_is_refused_96_and_cleared_
 
     await restrict(api, "any")
     assert await api.send() == 2
+
+
+async def test_a_running_serve_applies_a_restriction_within_its_key_cache_age(api: Api) -> None:
+    # The README's word: a change made beside a running serve (the CLI writes the store,
+    # nothing tells serve) is applied within a second, once its cached account is too old.
+    assert (await api.call("GET", "/v1/me", params={"apiKey": api.key}))[0] == 200  # cached
+    await api.store.update_account("demo", account_changes(allowed_ips="10.0.0.0/8"))
+
+    async def refused() -> bool:
+        status, answer = await api.call("GET", "/v1/me", params={"apiKey": api.key})
+        return (status, answer["code"]) == (403, 96)
+
+    await eventually(refused, timeout=5.0)
 
 
 def _requests(api: Api, message_id: int) -> dict[str, tuple[str, dict[str, Any]]]:

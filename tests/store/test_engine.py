@@ -4,6 +4,7 @@ sync share the next commit; a failed sync fails its writes; checkpoints keep the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -494,3 +495,44 @@ async def test_a_read_asked_while_the_store_stops_is_refused_not_run_on_a_closed
     with pytest.raises(TransientError):
         await late
     await stopping
+
+
+COUNT_TO_A_BILLION = (
+    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000000000) "
+    "SELECT count(*) FROM c"
+)
+
+
+async def test_a_stop_interrupts_a_long_read_after_its_grace_and_its_caller_hears_transient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A heavy read (minutes here) held the reader's close, and so serve's stop, for its whole
+    # run. After the grace it is interrupted: its caller gets a 503, the stop goes on, and the
+    # write accepted beside it is committed all the same.
+    monkeypatch.setattr(engine, "STOP_READS_WITHIN_S", 0.2, raising=False)
+    database = Database(str(tmp_path / "e.db"))
+    await database.start()
+    await database.write(_create_table)
+    reading: list[sqlite3.Connection] = []
+
+    def heavy(conn: sqlite3.Connection) -> int:
+        reading.append(conn)
+        return int(conn.execute(COUNT_TO_A_BILLION).fetchone()[0])
+
+    read = asyncio.create_task(database.read(heavy))
+    try:
+        await eventually(lambda: reading)
+        write = asyncio.create_task(database.write(_insert(b"kept")))
+        await asyncio.wait_for(database.stop(), 15)
+        with pytest.raises(TransientError, match="database closing"):
+            await asyncio.wait_for(read, 15)
+        assert await write > 0
+    finally:
+        for conn in reading:  # a failed run's read would hold the process's exit for minutes
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                conn.interrupt()
+    check = sqlite3.connect(tmp_path / "e.db")
+    try:
+        assert check.execute("SELECT v FROM t").fetchall() == [(b"kept",)]
+    finally:
+        check.close()

@@ -5,6 +5,7 @@ read held `serve`'s stop for its whole run, and a frozen server for as long as i
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -111,6 +112,70 @@ async def test_a_stop_while_the_server_is_frozen_ends_in_bounded_time(
         await eventually(lambda: not _engine_threads_alive(db))
 
 
+async def test_the_late_outcome_of_a_batch_given_up_by_a_stop_is_not_logged_as_a_failing_store(
+    db: PgDatabase,
+    url: str,
+    postgres: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The batch out on a frozen server, given up and answered by the stop: its outcome when
+    the stop cut its socket was still logged as the store failing."""
+    monkeypatch.setattr(pg_engine, "STOP_WRITES_WITHIN_S", 0.3)
+    caplog.set_level(logging.DEBUG, logger="smsrelay.store")
+    assert await db.read(lambda c: c.execute("SELECT 1").fetchone()) == (1,)  # connected
+    with _frozen(postgres, url):
+        out = asyncio.ensure_future(db.write(_insert(1)))
+        await eventually(lambda: db._writing)  # type: ignore[attr-defined]
+        await asyncio.wait_for(db.stop(), BOUND_S)
+        with pytest.raises(MaybeStored):
+            await asyncio.wait_for(out, BOUND_S)
+        await eventually(lambda: not _engine_threads_alive(db))
+        await _loop_turns()  # the late outcome's callbacks
+    after_give_up = _lines_after("store.stop.writes_given_up", caplog)
+    assert not _store_trouble_said(after_give_up)
+    assert after_give_up.count("store.stop.late_outcome") == 1  # (a debug line) it came
+
+
+async def test_a_batch_given_up_by_a_stop_says_nothing_of_it_after_the_stop(
+    db: PgDatabase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch the stop could not cut loose (its thread busy outside the server) outlives the
+    stop: its stall timer said "stalled" after the stop had returned, and its outcome "stall
+    ended" and "failing"."""
+    monkeypatch.setattr(pg_engine, "STOP_WRITES_WITHIN_S", 0.3)
+    monkeypatch.setattr(pg_engine, "STOP_THREADS_WITHIN_S", 0.2)
+    db._stall._after = 1.0  # type: ignore[attr-defined]  # due after the stop has returned
+    caplog.set_level(logging.DEBUG, logger="smsrelay.store")
+    running, release = threading.Event(), threading.Event()
+
+    def held(conn: Conn) -> int:
+        running.set()
+        release.wait(BOUND_S)
+        return int(conn.execute("SELECT 1").fetchone()[0])
+
+    out = asyncio.ensure_future(db.write(held))
+    try:
+        await eventually(running.is_set)
+        stall_timer = db._stall._timer  # type: ignore[attr-defined]
+        assert stall_timer is not None
+        await asyncio.wait_for(db.stop(), BOUND_S)
+        stopped_at = len(caplog.records)
+        assert _engine_threads_alive(db)  # the batch outlived the stop
+        with pytest.raises(MaybeStored):
+            await asyncio.wait_for(out, BOUND_S)
+        loop = asyncio.get_running_loop()
+        await eventually(lambda: stall_timer.cancelled() or loop.time() > stall_timer.when())
+        await _loop_turns()  # the timer's run, when due
+    finally:
+        release.set()
+    await eventually(lambda: not _engine_threads_alive(db))
+    await _loop_turns()  # the late outcome's callbacks
+    after_stop = [r.getMessage() for r in caplog.records[stopped_at:]]
+    assert not _store_trouble_said(after_stop)
+    assert after_stop.count("store.stop.late_outcome") == 1  # (a debug line) it came
+
+
 async def test_a_connection_made_after_the_stop_cut_the_sockets_runs_nothing(
     db: PgDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,6 +225,20 @@ def _frozen(postgres: PostgresServer, url: str) -> Iterator[None]:
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
+
+
+async def _loop_turns(count: int = 3) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def _lines_after(event: str, caplog: pytest.LogCaptureFixture) -> list[str]:
+    lines = [r.getMessage() for r in caplog.records]
+    return lines[lines.index(event) + 1 :]
+
+
+def _store_trouble_said(lines: list[str]) -> bool:
+    return bool({"store.stalled", "store.stall.ended", "store.failing"} & set(lines))
 
 
 def _sleeping(url: str) -> bool:

@@ -61,6 +61,13 @@ SERVING_BUSY_TIMEOUT_MS = 2_000
 # seconds at a time, sends answered 14 s late: the soak review).
 LOCK_TRY_MS = 20
 LOCK_RETRY_S = 0.05
+# A stop gives reads under way this long from its start, then interrupts them (a heavy read held
+# the reader's close, and so serve's stop, for its whole run); queued ones are interrupted in
+# turn, every INTERRUPT_EVERY_S, until the close runs. The writer's batches are never
+# interrupted: accepted writes commit.
+STOP_READS_WITHIN_S = 2.0
+INTERRUPT_EVERY_S = 0.05
+SQLITE_INTERRUPT = 9
 log = logging.getLogger("smsrelay.store")
 
 
@@ -170,6 +177,7 @@ class Database:
         return applied
 
     async def stop(self) -> None:
+        reads_until = time.monotonic() + STOP_READS_WITHIN_S
         if self._conn is not None:
             while self._outbox or self._syncing:  # every accepted write committed and synced
                 self._settled.clear()
@@ -192,7 +200,8 @@ class Database:
             # 503), where one queued behind the close met a closed connection (a 500 and a
             # traceback per request waiting its turn at a stop); those queued before it run
             self._read_conn = None
-            await loop.run_in_executor(self._reader, reads.close)
+            closed = loop.run_in_executor(self._reader, reads.close)
+            await _close_reads(reads, closed, reads_until)
         # Last: closing any descriptor of the database file drops every lock this process
         # holds on it (POSIX), the open connections' included.
         self.health.close()
@@ -422,9 +431,31 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
+async def _close_reads(
+    reads: sqlite3.Connection, closed: asyncio.Future[None], reads_until: float
+) -> None:
+    """Waits for the reader's close; the reads ahead of it still running at ``reads_until``
+    are interrupted (their callers get a TransientError) until it runs. interrupt() is safe
+    from another thread, and refused once the connection is closed."""
+    await asyncio.wait({closed}, timeout=max(reads_until - time.monotonic(), 0.0))
+    while not closed.done():
+        with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
+            reads.interrupt()
+        await asyncio.wait({closed}, timeout=INTERRUPT_EVERY_S)
+    await closed
+
+
 def _read_in_snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN")
     try:
-        return fn(conn)
-    finally:
-        conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != SQLITE_INTERRUPT:
+            raise
+        # interrupted by a stop (_close_reads), maybe at its COMMIT: the next read needs
+        # no snapshot left open
+        _rollback_quietly(conn)
+        raise TransientError("database closing: a read under way was given up") from exc

@@ -69,6 +69,7 @@ class PgDatabase:
         self._outbox: list[tuple[Op, asyncio.Future[Any]]] = []
         self._out: list[tuple[Op, asyncio.Future[Any]]] = []  # the batch being written
         self._writing = False
+        self._gave_up = False  # on the batch out, at a stop: its late outcome is nobody's
         # Set once a stop is past its writes: no new connection, no more asking after a COMMIT.
         self._ending = threading.Event()
         self._idle = asyncio.Event()
@@ -119,6 +120,8 @@ class PgDatabase:
         is; the writes behind it as not stored (never run)."""
         out, self._out = self._out, []
         waiting, self._outbox = self._outbox, []
+        self._gave_up = True
+        self._stall.cancel()  # the gateway is stopping: no "stalled" after it
         log.error("store.stop.writes_given_up", extra={"out": len(out), "waiting": len(waiting)})
         late = f"database closing: a commit did not come back in {STOP_WRITES_WITHIN_S:g} s"
         unsure = MaybeStored(f"{late} (the write may be stored)")
@@ -181,6 +184,9 @@ class PgDatabase:
     def _answer(
         self, finished: asyncio.Future[list[Outcome]], batch: list[tuple[Op, asyncio.Future[Any]]]
     ) -> None:
+        if self._gave_up:  # answered by the stop: no health to keep, nor lines after it
+            log.debug("store.stop.late_outcome", extra={"failed": finished.exception() is not None})
+            return
         self._stall.ended()
         self._out = []
         failure = finished.exception()

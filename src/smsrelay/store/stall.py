@@ -57,6 +57,12 @@ class StallGuard:
             self._health.stalled = False
             log.warning("store.stall.ended", extra={"seconds": self._seconds()})
 
+    def cancel(self) -> None:
+        """The batch watched was given up (a stop): no stall is said of it, now or later."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def refusal(self) -> TransientError:
         return TransientError(
             f"database stalled: a commit has not come back for {self._seconds():.0f} s "
