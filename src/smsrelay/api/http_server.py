@@ -19,9 +19,10 @@ ones (and, over https, after handshakes that say no hello): under a flood of idl
 connections, "idle the longest" was a client's pooled connection between two sends, closed
 as its next POST was on its way (80 of 160 pooled sends lost at a cap of 200), while the
 flood's own connections, younger, were kept. A newcomer whose request waits in its socket,
-unread yet, is never taken. The order in full: ``HttpServer._to_reclaim`` and
-``TlsListener._room_for_one``; it is a set of heuristics against clients the server cannot
-tell apart, not a guarantee (README).
+unread yet, is never taken. In each step, the heaviest client's connection goes first (the
+address holding the most: ``client_shares``), so a flood from one address gives up its own.
+The order in full: ``HttpServer._to_reclaim`` and ``TlsListener._room_for_one``; from one
+address (a proxy in front) or many, it is a set of heuristics, not a guarantee (README).
 """
 
 from __future__ import annotations
