@@ -227,6 +227,90 @@ async def test_a_one_request_flood_does_not_cut_a_new_clients_handshake(
         used.close()
 
 
+async def test_a_flood_from_one_address_takes_its_own_places_not_another_clients_pool_tls(
+    start: Start, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As over plain http: a client's pooled connections, the longest idle, gave their
+    # places to a flood of silent connections; from another address, the flood's go first.
+    monkeypatch.setattr(http_server, "GRACE_S", 0.0)  # the pool's: idle, the longest idle
+    cap = 6
+    server, port = await start(cap)
+    pool = [await _tls_from("127.0.0.3", port, certificate) for _ in range(2)]
+    for connection in pool:
+        assert await _reused(connection) == 200
+    flood: list[Any] = []
+    lost = []
+    for turn in range(3):
+        for _ in range(cap):  # handshaken, then silent
+            flood.append(await _tls_from("127.0.0.2", port, certificate))
+        await eventually(
+            lambda: len(server.connections) + server.reclaimed == len(pool) + len(flood)
+        )
+        for number, connection in enumerate(pool):
+            if (status := await _reused(connection)) != 200:
+                lost.append((turn, number, status))
+    assert lost == []
+    assert (server.turned_away, server.reclaimed) == (0, len(pool) + len(flood) - cap)
+    assert await _reused(flood[-1]) == 200  # the flood's newest got in
+    for _, writer in [*pool, *flood]:
+        writer.close()
+
+
+async def test_a_handshake_cut_for_a_newcomer_is_the_heaviest_clients(
+    start: Start, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The oldest handshake was cut first, whoever's: a real client's, ahead of a flood of
+    # sockets that never say hello from another address, opened after it.
+    monkeypatch.setattr(tls_listener, "HANDSHAKE_SPARED_S", 0.0)  # every one as old
+    monkeypatch.setattr(tls_listener, "TLS_HANDSHAKE_TIMEOUT", 60.0)
+    server, port = await start(6)  # three handshakes (each counts twice)
+    client = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0))
+    await eventually(lambda: _handshaking(server) == 1)  # its hello still to come
+    silent = []
+    for count in range(5):  # never say hello
+        silent.append(socket.create_connection(("127.0.0.1", port), source_address=_FLOOD))
+        await eventually(lambda n=2 + count: _handshaking(server) + server.reclaimed == n)
+    context = client_tls(certificate)
+    reader, writer = await asyncio.open_connection(
+        sock=client, ssl=context, server_hostname="127.0.0.1", ssl_handshake_timeout=5
+    )
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+    assert (server.turned_away, server.reclaimed) == (0, 3)  # the flood's own, oldest first
+    assert not await _closed(silent[-1]) and await _closed(silent[0])
+    writer.close()
+    for sock in silent:
+        sock.close()
+
+
+_FLOOD = ("127.0.0.2", 0)
+
+
+async def _closed(sock: socket.socket) -> bool:
+    """The server closed this raw socket (EOF or a reset) within a short wait."""
+    sock.setblocking(False)
+    try:
+        return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 10), 0.3) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+async def _tls_from(
+    address: str, port: int, certificate: tuple[str, str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection from ``address`` (Linux routes all of 127/8 to lo): another client."""
+    return await asyncio.open_connection(
+        "127.0.0.1",
+        port,
+        ssl=client_tls(certificate),
+        server_hostname="127.0.0.1",
+        ssl_handshake_timeout=5,
+        local_addr=(address, 0),
+    )
+
+
 async def _reused(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> int | None:
     """A request on a kept-alive connection: its answer's status, None if it was closed."""
     reader, writer = connection

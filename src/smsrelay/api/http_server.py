@@ -19,9 +19,10 @@ ones (and, over https, after handshakes that say no hello): under a flood of idl
 connections, "idle the longest" was a client's pooled connection between two sends, closed
 as its next POST was on its way (80 of 160 pooled sends lost at a cap of 200), while the
 flood's own connections, younger, were kept. A newcomer whose request waits in its socket,
-unread yet, is never taken. The order in full: ``HttpServer._to_reclaim`` and
-``TlsListener._room_for_one``; it is a set of heuristics against clients the server cannot
-tell apart, not a guarantee (README).
+unread yet, is never taken. In each step, the heaviest client's connection goes first (the
+address holding the most: ``client_shares``), so a flood from one address gives up its own.
+The order in full: ``HttpServer._to_reclaim`` and ``TlsListener._room_for_one``; from one
+address (a proxy in front) or many, it is a set of heuristics, not a guarantee (README).
 """
 
 from __future__ import annotations
@@ -33,15 +34,16 @@ import socket
 import ssl
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from itertools import islice
-from typing import cast
+from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
 
+from smsrelay.api.client_shares import ClientShares, Holder
 from smsrelay.api.http_types import Request, Response
 from smsrelay.api.tls_listener import ANSWERED_ONCE, GRACED, TlsListener
 from smsrelay.logs import SparseLine
@@ -102,6 +104,9 @@ class HttpServer:
         # those with no request in hand that answered one less than GRACE_S ago, with when,
         # the oldest answer first: taken only when no idle one can be (see _to_reclaim)
         self.graced: OrderedDict[Connection, float] = OrderedDict()
+        # the places each client (address) holds, and its own idle and graced lines: at the
+        # cap, the heaviest client's connection gives way first (see _pick)
+        self.shares: ClientShares[Connection] = ClientShares()
         self.lingering: set[Connection] = set()  # turned away over the cap, being let go
         self.turned_away = 0  # connections refused over the cap since the start
         self.reclaimed = 0  # idle connections closed for a newcomer at the cap since the start
@@ -123,9 +128,11 @@ class HttpServer:
         if self.closing:  # accepted as the listener closed (a handshake ending): unanswered
             connection.abort()
             return False
-        if len(self.connections) < self.max_connections or self.reclaim_idle():
+        at_cap = len(self.connections) >= self.max_connections
+        if not at_cap or self.reclaim_idle(newcomer=connection.peer):
             self.connections.add(connection)
-            self.idle[connection] = None  # no request yet
+            holder = connection.holder = self.shares.join(connection.peer)
+            self.idle[connection] = holder.idle[connection] = None  # no request yet
             return True
         self._count_turned_away()
         if len(self.lingering) >= MAX_LINGERING:
@@ -136,10 +143,10 @@ class HttpServer:
             connection.turn_away(self.error_answer(503, detail, ""))
         return False
 
-    def reclaim_idle(self, reach: int = GRACED) -> bool:
-        """Close the connection idle the longest, for a newcomer to take its place (see
-        ``_to_reclaim``); False when none may be closed."""
-        chosen = self._to_reclaim(1, reach)
+    def reclaim_idle(self, reach: int = GRACED, newcomer: str = "") -> bool:
+        """Close the connection idle the longest, for a newcomer (from address ``newcomer``)
+        to take its place (see ``_to_reclaim``); False when none may be closed."""
+        chosen = self._to_reclaim(1, reach, newcomer)
         if not chosen:
             return False
         self._reclaim(chosen[0])
@@ -147,32 +154,30 @@ class HttpServer:
 
     def _reclaim(self, connection: Connection) -> None:
         self.not_reclaimable(connection)
-        self.connections.discard(connection)  # its slot is the newcomer's from now
+        self._drop(connection)  # its slot is the newcomer's from now
         connection.abort()  # its descriptor closes at once (a TLS close could wait for the peer)
         self._count_reclaimed()
 
-    def _to_reclaim(self, count: int, reach: int) -> list[Connection]:
-        """Up to ``count`` connections to close for newcomers, by passes as far as ``reach``:
-        (1) the idle, in their line's order (silent the longest first); then those in their
-        grace, the oldest answer first, (2) the ones that answered a single request (a
-        one-request flood's) before (3) the others (a client's pool: with the flood's in
-        their grace too, a pool pausing 0.3 s between sends lost 42 % of them). Never a
+    def _to_reclaim(self, count: int, reach: int, newcomer: str = "") -> list[Connection]:
+        """Up to ``count`` connections to close for newcomers (from address ``newcomer``), by
+        passes as far as ``reach``: (1) the idle, in their line's order (silent the longest
+        first); then those in their grace, the oldest answer first, (2) the ones that
+        answered a single request (a one-request flood's) before (3) the others (a client's
+        pool: with the flood's in their grace too, a pool pausing 0.3 s between sends lost
+        42 % of them). In each pass, the heaviest client's first (see ``_pick``). Never a
         newcomer whose request already waits in its socket (cutting it would leave a POST
         unanswered): when only such are left, the newcomer is the one refused."""
         self._end_graces(time.monotonic())
-        passes: list[Iterable[Connection]] = [islice(self.idle, WALK_AT_MOST)]
+        passes: list[tuple[_Line, bool]] = [(_idle_line, False)]
         if reach >= ANSWERED_ONCE:
-            passes.append(c for c in islice(self.graced, WALK_AT_MOST) if c.answers == 1)
+            passes.append((_graced_line, True))
         if reach >= GRACED:
-            passes.append(islice(self.graced, WALK_AT_MOST))
-        chosen: dict[Connection, None] = {}  # (ordered; a later pass meets earlier choices)
-        for line in passes:
-            for connection in line:
-                if len(chosen) == count:
-                    return list(chosen)
-                if connection not in chosen and not connection.request_waiting():
-                    chosen[connection] = None
-        return list(chosen)
+            passes.append((_graced_line, False))
+        pick = _Pick(self, newcomer)
+        for line, once in passes:
+            while len(pick.chosen) < count and pick.one(line, once):
+                pass
+        return list(pick.chosen)
 
     def _end_graces(self, now: float) -> None:
         """Those whose answer is GRACE_S old join the idle: the ones silent since, at its
@@ -184,13 +189,19 @@ class HttpServer:
             if now - answered < GRACE_S:
                 break
             del self.graced[connection]
+            holder = connection.holder
+            assert holder is not None  # (only the server's connections are in its lines)
+            del holder.graced[connection]
             if connection.heard_since_answer:
-                self.idle[connection] = None
+                self.idle[connection] = holder.idle[connection] = None
             else:
                 silent.append(connection)
         for connection in reversed(silent):  # the oldest answer first in line
-            self.idle[connection] = None
+            holder = connection.holder
+            assert holder is not None
+            self.idle[connection] = holder.idle[connection] = None
             self.idle.move_to_end(connection, last=False)
+            holder.idle.move_to_end(connection, last=False)
 
     def _count_reclaimed(self) -> None:
         """One more connection closed for a newcomer: a line a second at most (a flood makes
@@ -221,17 +232,18 @@ class HttpServer:
             raise RuntimeError("this server listens for plain http")
         self._tls_listener.tls = context
 
-    def _make_room(self, handshaking: int, reach: int) -> bool:
-        """May one more TLS handshake begin? At the cap, idle connections are closed for it
-        (only when that makes room: none closed for a newcomer refused anyway), as far as
-        ``reach`` goes (see ``_to_reclaim``; tls_listener puts handshakes between the passes)."""
+    def _make_room(self, handshaking: int, reach: int, newcomer: str) -> bool:
+        """May one more TLS handshake begin (from address ``newcomer``)? At the cap, idle
+        connections are closed for it (only when that makes room: none closed for a newcomer
+        refused anyway), as far as ``reach`` goes (see ``_to_reclaim``; tls_listener puts
+        handshakes between the passes)."""
         # a TLS handshake holds two descriptors (tls_listener keeps a spare through it)
         over = len(self.connections) + 2 * handshaking - self.max_connections + 1
         if self.closing:
             return False
         if over <= 0:  # below the cap: nothing to choose (no clock read, no peek)
             return True
-        chosen = self._to_reclaim(over, reach)
+        chosen = self._to_reclaim(over, reach, newcomer)
         if len(chosen) < over:  # none closed for a newcomer refused anyway
             return False
         for connection in chosen:
@@ -254,21 +266,34 @@ class HttpServer:
     def became_idle(self, connection: Connection, reusable: bool, now: float) -> None:
         """No request in hand now, its answers given: in its grace if it may take another
         request, else the youngest idle (one already gone is not kept)."""
-        if connection not in self.connections:
+        holder = connection.holder
+        if connection not in self.connections or holder is None:
             return
         if reusable:
             self.graced[connection] = now
+            holder.graced[connection] = None
         else:
-            self.idle[connection] = None
+            self.idle[connection] = holder.idle[connection] = None
 
     def not_reclaimable(self, connection: Connection) -> None:
         """A request in hand, or gone: not one to close for a newcomer."""
         self.idle.pop(connection, None)
         self.graced.pop(connection, None)
+        holder = connection.holder
+        if holder is not None:
+            holder.idle.pop(connection, None)
+            holder.graced.pop(connection, None)
+
+    def _drop(self, connection: Connection) -> None:
+        """No longer one of the server's connections: its place, and its client's, freed."""
+        if connection in self.connections:
+            self.connections.discard(connection)
+            if connection.holder is not None:
+                self.shares.leave(connection.holder)
 
     def forget(self, connection: Connection) -> None:
         self.lingering.discard(connection)
-        self.connections.discard(connection)
+        self._drop(connection)
         self.not_reclaimable(connection)
         if self.closing and not self.connections:
             self._all_closed.set()
@@ -287,6 +312,7 @@ class HttpServer:
                 self._count_turned_away,
                 self._plain_http_answer,
                 self._count_reclaimed,
+                self.shares,
             )
             port = await listener.start(host, port, backlog)
             self._tls_listener = listener
@@ -327,6 +353,79 @@ class HttpServer:
         for connection in list(self.connections) + list(self.lingering):
             connection.check_deadline(now)
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+
+
+# a line of connections a newcomer may take: the server's (all clients') or a client's own
+_Line = Callable[["HttpServer | Holder[Connection]"], "OrderedDict[Connection, Any]"]
+
+
+def _idle_line(owner: HttpServer | Holder[Connection]) -> OrderedDict[Connection, Any]:
+    return owner.idle
+
+
+def _graced_line(owner: HttpServer | Holder[Connection]) -> OrderedDict[Connection, Any]:
+    return owner.graced
+
+
+class _Pick:
+    """The connections chosen to give way to a newcomer, one at a time (see ``one``)."""
+
+    def __init__(self, server: HttpServer, newcomer: str) -> None:
+        self.server = server
+        self.chosen: dict[Connection, None] = {}  # (ordered; a later pass meets earlier ones)
+        self.taken: dict[Holder[Connection], int] = {}  # chosen, by client
+        # the newcomer's client, when it holds places already: it is to hold one more
+        self.newcomer = server.shares.holder(newcomer)
+
+    def one(self, line: _Line, once: bool) -> bool:
+        """Choose the next in the pass over ``line`` (``once``: only those that answered a
+        single request): the first in the server's line (silent the longest, or the oldest
+        answer), unless a client holding more places than its client has one in its own
+        line, the heaviest such first. Clients told apart, a flood from one address gives
+        up its own connections before another client's; from one client alone (or behind
+        a proxy: one address), the choice is the server line's, as it was. Each walk looks
+        at WALK_AT_MOST entries at most."""
+        first = self._first_free(line(self.server), WALK_AT_MOST, once)
+        if self.server.shares.clients > 1:
+            heavier = self._from_heavier(line, once, first)
+            first = heavier or first
+        if first is None:
+            return False
+        self.chosen[first] = None
+        holder = first.holder
+        if holder is not None:
+            self.taken[holder] = self.taken.get(holder, 0) + 1
+        return True
+
+    def _from_heavier(self, line: _Line, once: bool, first: Connection | None) -> Connection | None:
+        """The first one free in the line of the heaviest client heavier than ``first``'s
+        that has one; None if none (within WALK_AT_MOST clients and entries in all)."""
+        weight = 0 if first is None else self._weight(first.holder)
+        budget = WALK_AT_MOST
+        shares = self.server.shares
+        for holder in shares.heavier_than(weight, self.newcomer, self.taken):
+            found = self._first_free(line(holder), budget, once)
+            if found is not None:
+                return found
+            budget -= len(line(holder)) + 1  # (an over-count past the walk's end: no matter)
+            if budget <= 0:
+                return None
+        return None
+
+    def _weight(self, holder: Holder[Connection] | None) -> int:
+        if holder is None:
+            return 0
+        return holder.held + (holder is self.newcomer) - self.taken.get(holder, 0)
+
+    def _first_free(
+        self, line: OrderedDict[Connection, Any], at_most: int, once: bool = False
+    ) -> Connection | None:
+        for connection in islice(line, at_most):
+            if once and connection.answers != 1:
+                continue
+            if connection not in self.chosen and not connection.request_waiting():
+                return connection
+        return None
 
 
 class _Refused(Exception):
@@ -370,11 +469,16 @@ class Connection(asyncio.Protocol):
         self._refusal: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._peer = ""  # the client's address, read once per connection
+        self.holder: Holder[Connection] | None = None  # its client's share, once admitted
         self.heard_since_answer = False  # bytes came after its last answer (see GRACE_S)
         self.read_any = False  # bytes from the client read yet (see request_waiting)
         self.answers = 0  # requests answered on it (see _to_reclaim)
 
     # --- the connection
+
+    @property
+    def peer(self) -> str:
+        return self._peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -425,6 +529,8 @@ class Connection(asyncio.Protocol):
         idle = self._server.idle
         if self in idle:  # the longest silent is the one reclaimed: an upload going on is not
             idle.move_to_end(self)
+            if self.holder is not None:
+                self.holder.idle.move_to_end(self)
         if not self._mid_body:
             self._head_bytes += len(data)  # reset by each head completed in this read
         try:

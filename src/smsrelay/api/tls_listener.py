@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
 
+from smsrelay.api.client_shares import ClientShares, Holder
 from smsrelay.logs import SparseLine
 
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client has to finish its TLS handshake
@@ -48,6 +49,7 @@ ACCEPT_WARNING_EVERY_S = 10.0
 ACCEPT_BATCH = 64  # connections taken from the listen queue at once, past the awaited one
 PLAIN_LINGER_S = 1.0  # after the plain-HTTP answer, its request is read and dropped so long
 PLAIN_SAID_EVERY_S = 1.0  # plain-HTTP clients are logged a line a second at most
+WALK_AT_MOST = 256  # clients looked at for a handshake to cut: a newcomer's cost stays bounded
 OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 log = logging.getLogger("smsrelay.api")
 
@@ -57,19 +59,24 @@ class TlsListener:
         self,
         tls: ssl.SSLContext,
         make_protocol: Callable[[Callable[[], None]], asyncio.Protocol],
-        make_room: Callable[[int, int], bool],
+        make_room: Callable[[int, int, str], bool],
         turn_away: Callable[[], None],
         plain_http_answer: Callable[[], bytes],
         reclaimed: Callable[[], None],
+        shares: ClientShares[Any],
     ) -> None:
         self.tls = tls
         self._plain_http_answer = plain_http_answer
         # given what its connection_made calls: the handshake is over, the connection is
         # the server's (no longer one a newcomer may cut short)
         self._make_protocol = make_protocol
-        # given the handshakes under way, and whether connections in their grace may be
-        # closed too: may one more begin (idle connections closed for it)?
+        # given the handshakes under way, how far the passes may go (see IDLE) and the
+        # newcomer's address: may one more begin (idle connections closed for it)?
         self._make_room = make_room
+        # the places each client holds (a handshake is one), the server's connections too:
+        # a handshake cut for a newcomer is first the heaviest client's
+        self._shares = shares
+        self._holder_of: dict[asyncio.Task[None], Holder[Any]] = {}
         self._turn_away = turn_away  # one was refused over the cap (counted, warned)
         self._reclaimed = reclaimed  # a handshake was cut short for a newcomer (counted, said)
         self._sockets: list[socket.socket] = []
@@ -136,37 +143,50 @@ class TlsListener:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                client, _ = await loop.sock_accept(listening)
+                client, address = await loop.sock_accept(listening)
             except OSError as exc:
                 await self._accept_failed(exc)
                 continue
-            self._take(client, loop)
+            self._take(client, loop, str(address[0]))
             # the others already waiting, without a wait on the loop each (a reader added
             # and removed per accept cost a tenth of the connections a second)
             for _ in range(ACCEPT_BATCH):
                 try:
-                    client, _ = listening.accept()
+                    client, address = listening.accept()
                 except BlockingIOError:
                     break
                 except OSError as exc:
                     await self._accept_failed(exc)
                     break
-                self._take(client, loop)
+                self._take(client, loop, str(address[0]))
 
-    def _take(self, client: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._room_for_one():
+    def _take(
+        self, client: socket.socket, loop: asyncio.AbstractEventLoop, peer: str | None = None
+    ) -> None:
+        """Begin ``client``'s handshake if there is room; ``peer``: its address, as accept
+        gave it (asked of the socket when not given)."""
+        if peer is None:
+            peer = _peer_of(client)
+        if not self._room_for_one(peer):
             client.close()
             self._turn_away()
             return
         client.setblocking(False)
         handshake = loop.create_task(self._handshake(client))
-        self._handshakes[handshake] = time.monotonic()
+        holder = self._holder_of[handshake] = self._shares.join(peer)
+        self._handshakes[handshake] = holder.handshakes[handshake] = time.monotonic()
         handshake.add_done_callback(self._handshake_over)
 
     def _handshake_over(self, handshake: asyncio.Task[None]) -> None:
-        self._handshakes.pop(handshake, None)
+        """No longer a handshake under way (over, cut short, or its connection the
+        server's): its place no longer counted as one, for the cap or its client."""
+        if self._handshakes.pop(handshake, None) is None:
+            return
+        holder = self._holder_of.pop(handshake)
+        del holder.handshakes[handshake]
+        self._shares.leave(holder)
 
-    def _room_for_one(self) -> bool:
+    def _room_for_one(self, peer: str) -> bool:
         """At the cap, a newcomer takes the place of: an idle connection; a handshake older
         than HANDSHAKE_SPARED_S (a socket that says no hello); a connection in its grace that
         answered one request; a younger handshake; any connection in its grace (see
@@ -175,25 +195,45 @@ class TlsListener:
         clients' handshakes (50 of 166 new clients got in)."""
         make_room = self._make_room
         return (
-            make_room(len(self._handshakes), IDLE)
-            or self._reclaim_handshake(HANDSHAKE_SPARED_S)
-            or make_room(len(self._handshakes), ANSWERED_ONCE)
-            or self._reclaim_handshake(0.0)
-            or make_room(len(self._handshakes), GRACED)
+            make_room(len(self._handshakes), IDLE, peer)
+            or self._reclaim_handshake(HANDSHAKE_SPARED_S, peer)
+            or make_room(len(self._handshakes), ANSWERED_ONCE, peer)
+            or self._reclaim_handshake(0.0, peer)
+            or make_room(len(self._handshakes), GRACED, peer)
         )
 
-    def _reclaim_handshake(self, older_than: float) -> bool:
-        """Cut the oldest handshake short for the newcomer, if it began ``older_than``
-        seconds ago; whether that made room (it frees two descriptors, one newcomer's due)."""
-        if not self._handshakes:
+    def _reclaim_handshake(self, older_than: float, peer: str) -> bool:
+        """Cut a handshake short for the newcomer from ``peer`` (see ``_handshake_to_cut``);
+        whether that made room (it frees two descriptors, one newcomer's due)."""
+        chosen = self._handshake_to_cut(older_than, peer)
+        if chosen is None:
             return False
-        oldest, began = next(iter(self._handshakes.items()))
-        if time.monotonic() - began < older_than:
-            return False
-        del self._handshakes[oldest]  # no longer counted from now
-        oldest.cancel()  # its socket closes on the loop's next turn
+        self._handshake_over(chosen)  # no longer counted from now
+        chosen.cancel()  # its socket closes on the loop's next turn
         self._reclaimed()
-        return self._make_room(len(self._handshakes), GRACED)
+        return self._make_room(len(self._handshakes), GRACED, peer)
+
+    def _handshake_to_cut(self, older_than: float, peer: str) -> asyncio.Task[None] | None:
+        """The oldest handshake that began ``older_than`` seconds ago, unless a client
+        holding more places than its client has one, the heaviest such first (as the
+        server chooses among its connections: HttpServer._to_reclaim)."""
+        now = time.monotonic()
+        first = _oldest(self._handshakes, older_than, now)
+        shares = self._shares
+        if not self._handshakes or shares.clients <= 1:
+            return first
+        newcomer = shares.holder(peer)
+        weight = 0
+        if first is not None:
+            holder = self._holder_of[first]
+            weight = holder.held + (holder is newcomer)
+        for looked, holder in enumerate(shares.heavier_than(weight, newcomer)):
+            heavier = _oldest(holder.handshakes, older_than, now)
+            if heavier is not None:
+                return heavier
+            if looked >= WALK_AT_MOST:
+                break
+        return first
 
     async def _accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory: wait a little, the next try may find some; a client
@@ -219,7 +259,7 @@ class TlsListener:
             """The protocol is made: until this task ends (a loop turn later), a newcomer
             cancelling it would close a connection the server has taken, a request in hand."""
             if this is not None:
-                self._handshakes.pop(cast("asyncio.Task[None]", this), None)
+                self._handshake_over(cast("asyncio.Task[None]", this))
 
         try:
             await loop.connect_accepted_socket(
@@ -264,3 +304,21 @@ class TlsListener:
             async with asyncio.timeout(PLAIN_LINGER_S):
                 while await loop.sock_recv(client, 65536):
                     pass
+
+
+def _oldest(
+    handshakes: OrderedDict[asyncio.Task[None], float], older_than: float, now: float
+) -> asyncio.Task[None] | None:
+    """The oldest of ``handshakes`` if it began ``older_than`` seconds ago."""
+    for handshake, began in handshakes.items():
+        return handshake if now - began >= older_than else None
+    return None
+
+
+def _peer_of(client: socket.socket) -> str:
+    """The address of an accepted socket's client ("" if it has none: a Unix socket)."""
+    try:
+        address = client.getpeername()
+    except OSError:
+        return ""
+    return str(address[0]) if isinstance(address, tuple) else ""
