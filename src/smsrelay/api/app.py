@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from smsrelay.api.bodies import BodyTooLarge, decoded_body
+from smsrelay.api.console import PRIVATE, ConsolePage, console_data
 from smsrelay.api.errors import error_payload, simple_error
 from smsrelay.api.http_server import HttpServer
 from smsrelay.api.http_types import Request, Response, media_type
@@ -35,7 +37,11 @@ class ApiApp:
         self.routes: RouteTable = route_table(self._endpoint)
         self.routes["GET", "/health"] = self._health
         self.routes["GET", "/metrics"] = self._metrics
+        self.routes["GET", "/console"] = self._console
+        self.routes["GET", "/console/data"] = self._console_data
         self._store_figures = StoreFiguresReader(gateway.store, gateway.clock)
+        self._console_page = ConsolePage.load()
+        self._started = time.monotonic()  # for the console's uptime
 
     async def handle(self, request: Request) -> Response:
         """The request's answer; an unexpected error is left to the server, whose last guard
@@ -108,12 +114,34 @@ class ApiApp:
     async def _metrics(self, request: Request) -> Response:
         """The gateway's figures for Prometheus (``api/metrics.py``), for a bearer of
         ``metrics_token``: they show volumes and connector names."""
-        settings = self.gateway.settings
-        refusal = scrape_refusal(request, settings.metrics_token, settings.is_stand_in)
-        if refusal is not None:
-            return json_response({"ok": False, "error": refusal}, 403)
+        refused = self._scrape_refused(request)
+        if refused is not None:
+            return refused
         figures = await gateway_figures(self.gateway, self._store_figures)
         return metrics_response(figures, request.headers.get("accept"))
+
+    async def _console(self, request: Request) -> Response:
+        """The operator's page (``api/console.py``): no figures in it, open to anyone."""
+        return self._console_page.response()
+
+    async def _console_data(self, request: Request) -> Response:
+        """The console's figures, as JSON, under the rule of ``/metrics``."""
+        refused = self._scrape_refused(request)
+        if refused is not None:
+            return refused
+        figures = await gateway_figures(self.gateway, self._store_figures)
+        uptime = time.monotonic() - self._started
+        response = json_response(console_data(figures, uptime), 200)
+        response.headers = PRIVATE
+        return response
+
+    def _scrape_refused(self, request: Request) -> Response | None:
+        """The 403 for a request that may not see the gateway's figures (None: it may)."""
+        settings = self.gateway.settings
+        refusal = scrape_refusal(request, settings.metrics_token, settings.is_stand_in)
+        if refusal is None:
+            return None
+        return json_response({"ok": False, "error": refusal}, 403)
 
 
 def protocol_error(status: int, detail: str, raw_query: str) -> Response:

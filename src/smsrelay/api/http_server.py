@@ -873,10 +873,11 @@ class Connection(asyncio.Protocol):
 
 def encoded(response: Response, connection: bytes, head_only: bool = False) -> bytes:
     """``response`` on the wire, ``connection`` its Connection header line (or b"")."""
-    head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+    head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s%s\r\n" % (
         _status_line(response.status),
         response.content_type.encode("latin-1"),
         len(response.body),
+        response.headers,
         _date_header(),
         connection,
     )

@@ -24,6 +24,7 @@ class Response:
     body: bytes
     content_type: str
     close: bool = False  # close the connection once this answer is written
+    headers: bytes = b""  # more header lines, each ending in CRLF (the console's security ones)
 
 
 def media_type(header: str) -> tuple[str, dict[str, str]]:

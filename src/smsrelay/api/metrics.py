@@ -18,7 +18,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from smsrelay.api.http_types import Request, Response
-from smsrelay.service.monitoring import SUBMIT_OUTCOMES, GatewayFigures
+from smsrelay.service.monitoring import LINK_LOSSES, SUBMIT_OUTCOMES, GatewayFigures
 from smsrelay.store.records import StoreFigures
 
 PART_STATES = ("queued", "sending", "submitted")
@@ -126,7 +126,7 @@ def _links_lost(lost: dict[tuple[str, str, str], int], binds: dict[str, dict[str
     )
     for connector, sessions in sorted(binds.items()):
         for session in sorted(sessions):
-            for how in ("silent", "stalled", "closed"):
+            for how in LINK_LOSSES:
                 family.add_metric([connector, session, how], lost.get((connector, session, how), 0))
     return family
 

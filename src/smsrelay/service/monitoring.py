@@ -20,6 +20,8 @@ KEPT_FOR = 5.0  # seconds a store snapshot answers the scrapes that come after i
 # (tried again soon, not counted); a transient error (tried again with backoff); no answer in
 # time (the SMSC may have it); not sent (the link failed first); rejected for good; given up.
 SUBMIT_OUTCOMES = ("ok", "throttled", "error", "unanswered", "not_sent", "rejected", "failed")
+# How an SMPP link was lost: given up (silent), unbound while not read (stalled), closed under us.
+LINK_LOSSES = ("silent", "stalled", "closed")
 
 
 @dataclass(frozen=True)
