@@ -99,6 +99,25 @@ async def test_a_wrong_token_is_said_and_shows_no_figures(tmp_path: Path) -> Non
         await runtime.stop(gw.running)
 
 
+async def test_a_token_no_header_can_carry_is_refused_not_taken_for_a_gateway_down(
+    tmp_path: Path,
+) -> None:
+    # fetch() throws on a header value outside ISO-8859-1 (a curly quote pasted in): that is
+    # a wrong token, to be said so, not a gateway that does not answer, kept over reloads
+    gw = await start_gateway(gateway_settings(tmp_path, metrics_token=TOKEN))
+    try:
+        async with chromium(tmp_path) as browser:
+            page = await browser.open(gw.base_url + "/console#token=%E2%80%99" + TOKEN)
+            refused = "document.getElementById('login-why').textContent.includes('refused')"
+            assert await page.wait_for(refused)
+            assert await page.evaluate("document.getElementById('banner').hidden")
+            assert await page.evaluate("sessionStorage.length") == 0
+            await page.type_and_enter("#token", TOKEN)
+            assert await page.wait_for(f"{figure('messagesAccepted')} === '0'")
+    finally:
+        await runtime.stop(gw.running)
+
+
 async def test_a_connector_named_like_markup_is_shown_as_text(tmp_path: Path) -> None:
     # a connector's name is the operator's text, and it reaches the page: never as HTML
     name = '<img src=x onerror="window.injected=1">'
