@@ -53,7 +53,8 @@ def content_policy(html: str) -> str:
 
 
 def _hashes(html: str, tag: str) -> str:
-    found = re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.DOTALL)
+    # attributes or not: a tag missed here would be blocked by the browser, silently
+    found = re.findall(rf"<{tag}\b[^>]*>(.*?)</{tag}\s*>", html, re.DOTALL | re.IGNORECASE)
     digests = (base64.b64encode(hashlib.sha256(text.encode()).digest()) for text in found)
     return " ".join(f"'sha256-{digest.decode()}'" for digest in digests) or "'none'"
 
