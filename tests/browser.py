@@ -129,16 +129,17 @@ async def chromium(folder: Path) -> AsyncIterator[Browser]:
     """A fresh Chromium with its profile in ``folder``; its log in ``folder/chromium.log``."""
     binary = chromium_binary()
     profile = folder / "chromium-profile"
-    with (folder / "chromium.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            binary,
-            *FLAGS,
-            f"--user-data-dir={profile}",
-            "about:blank",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
+    # Chromium also reads DevTools commands from its fd 3 (--remote-debugging-pipe; none are
+    # sent) and quits when that pipe ends: its write end is this process's alone, so a test
+    # process killed outright (SIGTERM, SIGKILL, a CI job's timeout) takes its browser with it.
+    lifeline, held = os.pipe()
+    try:
+        process = await _started(binary, folder, lifeline)
+    except BaseException:
+        os.close(held)
+        raise
+    finally:
+        os.close(lifeline)
     try:
         port, path = await eventually(lambda: _devtools_address(profile), timeout=30)
         async with (
@@ -151,6 +152,7 @@ async def chromium(folder: Path) -> AsyncIterator[Browser]:
             finally:
                 await browser.close()
     finally:
+        os.close(held)
         if process.returncode is None:
             process.terminate()
         try:
@@ -158,6 +160,25 @@ async def chromium(folder: Path) -> AsyncIterator[Browser]:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+async def _started(binary: str, folder: Path, lifeline: int) -> asyncio.subprocess.Process:
+    """Chromium with ``lifeline`` (a pipe's read end) as its fd 3, its temp files in
+    ``folder`` (it leaves its socket's directory behind when it quits)."""
+    pipe_as_fd_3 = f'exec "$@" 3<&{lifeline} 4>/dev/null'  # bash: dash takes fds 0-9 only
+    with (folder / "chromium.log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            *("/bin/bash", "-c", pipe_as_fd_3, "bash", binary),
+            *FLAGS,
+            "--remote-debugging-pipe",
+            f"--user-data-dir={folder / 'chromium-profile'}",
+            "about:blank",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=(lifeline,),
+            env={**os.environ, "TMPDIR": str(folder)},
+        )
 
 
 def _devtools_address(profile: Path) -> tuple[str, str] | None:
