@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import sqlite3
 from html.parser import HTMLParser
 from typing import Any
 
@@ -61,6 +62,27 @@ async def test_the_console_data_gives_the_figures_and_no_message_or_key(api: Api
     assert isinstance(figures["version"], str) and figures["uptimeSeconds"] >= 0
     for secret in ("611223344", "Secret text", api.key):
         assert secret.encode() not in body
+
+
+async def test_a_store_that_cannot_be_read_gives_nulls_not_zeros_nor_a_500(
+    start_api: StartApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await start_api(TUESDAY_MORNING, smsc=REAL_SMSC, metrics_token=TOKEN)
+
+    async def unreadable(now: float) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(api.store, "store_figures", unreadable)
+    monkeypatch.setattr(api.gateway, "smsc_binds", lambda: {"default": {"transceiver": False}})
+    status, body, _ = await answer(api, "/console/data", TOKEN)
+    assert status == 200
+    figures = orjson.loads(body)
+    assert figures["store"]["readable"] is False
+    assert figures["parts"] is None and figures["callbacks"]["pending"] is None
+    assert [(c["name"], c["overdue"], c["sending"]) for c in figures["connectors"]] == [
+        ("default", None, None)
+    ]
+    assert figures["sinceStart"]["messagesAccepted"] == 0  # what the process counts, still
 
 
 async def test_the_console_page_is_open_holds_nothing_and_locks_itself_down(
