@@ -599,7 +599,9 @@ class Connection(asyncio.Protocol):
             return False
         transport = self._transport
         held = transport.get_extra_info("socket") if transport is not None else None
-        if held is None:
+        # closed under its transport (asyncio's TLS one, by a handshake cut as it completed):
+        # no descriptor, and a ValueError from socket() out of the accept loop
+        if held is None or held.fileno() < 0:
             return False
         try:  # the transport's socket object cannot recv: a second object on its descriptor
             peek = socket.socket(fileno=held.fileno())
