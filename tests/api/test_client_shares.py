@@ -50,3 +50,15 @@ def test_the_newcomers_client_counts_its_newcomer_and_chosen_places_count_no_mor
     assert list(shares.heavier_than(1, taken={flood: 2})) == [pool]
     lighter = shares.join("10.0.0.4")  # one place, one more with its newcomer: weighs 2
     assert list(shares.heavier_than(1, newcomer=lighter)) == [flood, pool, lighter]
+
+
+def test_the_newcomers_client_comes_before_the_others_of_its_count() -> None:
+    # The newcomer's client was ranked among those of its count, in the order they reached
+    # it: another client holding as many, one place lighter, gave its connection first.
+    shares: ClientShares[object] = ClientShares()
+    heaviest = _joined(shares, "10.0.0.1", 3)
+    other = _joined(shares, "10.0.0.2", 2)
+    newcomers = _joined(shares, "10.0.0.3", 2)  # with its newcomer: 3, as the heaviest
+    light = shares.join("10.0.0.4")
+    assert list(shares.heavier_than(0, newcomer=newcomers)) == [heaviest, newcomers, other, light]
+    assert list(shares.heavier_than(2, newcomer=newcomers)) == [heaviest, newcomers]

@@ -718,6 +718,44 @@ async def test_a_newcomer_whose_request_waits_to_be_read_is_not_taken_for_an_idl
         writer.close()
 
 
+class _TransportOfAClosedSocket(asyncio.Transport):
+    """A transport whose socket was closed under it, its connection_lost still to come."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sock = socket.socket()
+        self.sock.close()
+        self.aborted = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.sock if name == "socket" else default
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_at_the_cap_a_connection_whose_socket_is_closed_is_no_crash() -> None:
+    # asyncio's TLS transport can outlive its socket: a handshake cut for a newcomer in the
+    # loop turn it completed in, the connection made and admitted, and the cut closing its
+    # socket (a churn of https connections at the cap met it). The peek for a waiting
+    # request raised ValueError (a negative descriptor) out of the accept loop: https
+    # accepted nobody after it.
+    server = HttpServer(
+        Echo(),
+        protocol_error,
+        max_body=MAX_BODY,
+        idle_timeout=75,
+        body_timeout=30,
+        max_connections=1,
+    )
+    closed = Connection(server)
+    transport = _TransportOfAClosedSocket()
+    closed.connection_made(transport)
+    assert closed in server.idle and not closed.request_waiting()
+    assert server.reclaim_idle()  # a connection going away: the newcomer's place
+    assert transport.aborted and not server.connections and server.shares.clients == 0
+
+
 async def _silent(sock: socket.socket) -> bool:
     """The server has not closed this raw socket (nothing came, no EOF) by a short wait."""
     sock.setblocking(False)

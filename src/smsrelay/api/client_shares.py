@@ -96,18 +96,17 @@ class ClientShares(Generic[T]):
         def weighs(holder: Holder[T]) -> int:
             return holder.held + (holder is newcomer) - taken.get(holder, 0)
 
-        # the newcomer's own client, when counting the newcomer makes it the heaviest
-        top = self._levels[-1] if self._levels else 0
-        first = newcomer is not None and newcomer.held >= top and weighs(newcomer) > weight
-        if first and newcomer is not None:
-            yield newcomer
         for level in reversed(self._levels):
             if level <= weight:
                 break
+            # the newcomer's own client, one place more than the others of its count: before
+            # them (among them, in its order, one of them went first though it weighed less)
+            if newcomer is not None and newcomer.held == level and weighs(newcomer) > weight:
+                yield newcomer
             for holder in self._at[level]:
-                if (holder is not newcomer or not first) and weighs(holder) > weight:
+                if holder is not newcomer and weighs(holder) > weight:
                     yield holder
-        if not first and newcomer is not None and newcomer.held <= weight < weighs(newcomer):
+        if newcomer is not None and newcomer.held <= weight < weighs(newcomer):
             yield newcomer  # one place short of the others above: after them
 
     def _move(self, holder: Holder[T], held: int) -> None:

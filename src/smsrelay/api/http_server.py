@@ -385,8 +385,12 @@ class _Pick:
         up its own connections before another client's; from one client alone (or behind
         a proxy: one address), the choice is the server line's, as it was. Each walk looks
         at WALK_AT_MOST entries at most."""
-        first = self._first_free(line(self.server), WALK_AT_MOST, once)
-        if self.server.shares.clients > 1:
+        server_line = line(self.server)
+        first = self._first_free(server_line, WALK_AT_MOST, once)
+        # none free in the whole line: none in a client's (a part of it), not worth a walk
+        if self.server.shares.clients > 1 and (
+            first is not None or len(server_line) > WALK_AT_MOST
+        ):
             heavier = self._from_heavier(line, once, first)
             first = heavier or first
         if first is None:
@@ -599,7 +603,9 @@ class Connection(asyncio.Protocol):
             return False
         transport = self._transport
         held = transport.get_extra_info("socket") if transport is not None else None
-        if held is None:
+        # closed under its transport (asyncio's TLS one, by a handshake cut as it completed):
+        # no descriptor, and a ValueError from socket() out of the accept loop
+        if held is None or held.fileno() < 0:
             return False
         try:  # the transport's socket object cannot recv: a second object on its descriptor
             peek = socket.socket(fileno=held.fileno())
