@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import shutil
 import socket
@@ -454,3 +455,28 @@ async def test_a_request_over_tls_knows_its_peers_address(certificate: tuple[str
     finally:
         await server.close(grace=0.1)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n127.0.0.1")
+
+
+async def test_a_handshake_cut_in_the_turn_its_connection_is_made_is_closed_cleanly(
+    start: Start, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newcomer may cut a handshake in the loop turn its connection is made. The cut task
+    # closed the socket itself, under the transport asyncio then closes too: the transport
+    # was left unclosed (a descriptor leaked) and asyncio's TLS layer raised on it.
+    made = tls_listener.TlsListener._handshake_over
+    cut = 0
+
+    def cut_as_made(listener: tls_listener.TlsListener, handshake: asyncio.Task[None]) -> None:
+        nonlocal cut
+        made(listener, handshake)
+        if not cut and not handshake.done():
+            cut += 1
+            handshake.cancel()  # as a newcomer's cut, in the same turn
+
+    monkeypatch.setattr(tls_listener.TlsListener, "_handshake_over", cut_as_made)
+    server, port = await start(10)
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        await asyncio.wait_for(get_health(port, certificate), 10)  # its connection is gone
+    assert cut == 1
+    await eventually(lambda: not server.connections)  # let go by its transport
+    assert await asyncio.wait_for(get_health(port, certificate), 10) == b"HTTP/1.1 200 OK"

@@ -254,10 +254,13 @@ class TlsListener:
         with contextlib.suppress(OSError):
             spare = client.dup()
         this = asyncio.current_task()
+        made = False
 
         def over() -> None:
             """The protocol is made: until this task ends (a loop turn later), a newcomer
             cancelling it would close a connection the server has taken, a request in hand."""
+            nonlocal made
+            made = True
             if this is not None:
                 self._handshake_over(cast("asyncio.Task[None]", this))
 
@@ -269,7 +272,8 @@ class TlsListener:
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
         except asyncio.CancelledError:  # its place given to a newcomer, or the server closing
-            client.close()
+            if not made:  # cut in the turn its connection was made: the socket is the server's
+                client.close()
             raise
         except Exception as exc:  # a failed or slow handshake, a client gone
             log.debug("api.tls.handshake_failed", extra={"error": str(exc)})
