@@ -257,14 +257,8 @@ async def test_a_link_stalled_on_a_wedged_store_binds_again_only_once_the_store_
     # Bound again at once, the SMSC sent what it kept into the same wedged store: the link
     # paused again, stalled a minute later, and was bound again, for as long as the store
     # stayed wedged.
-    monkeypatch.setattr(smpp_link, "PAUSED_AT_MOST", 0.5)
     monkeypatch.setattr(smpp_client, "STORE_LOOK_EVERY_S", 0.05)
-    caplog.set_level(logging.INFO, logger="smsrelay.carrier.smpp")
-    store, smsc = _WedgedStore(), _FloodingSmsc(2 * INBOUND_HIGH_WATER, resend=True)
-    connector = await _stalling(make_connector, store, smsc)
-    await eventually(
-        lambda: _said(caplog, "smpp.bind.waiting_for_store") == 1, what="waiting for the store"
-    )
+    store, smsc, connector = await _waiting_for_the_store(make_connector, monkeypatch, caplog)
     assert connector.links_lost() == {("transceiver", "stalled"): 1}
     loop = asyncio.get_running_loop()
     waiting_since = loop.time()
@@ -291,13 +285,7 @@ async def test_a_stop_while_a_stalled_link_waits_for_the_store_ends_the_wait(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(smpp_link, "PAUSED_AT_MOST", 0.5)
-    caplog.set_level(logging.INFO, logger="smsrelay.carrier.smpp")
-    store, smsc = _WedgedStore(), _FloodingSmsc(2 * INBOUND_HIGH_WATER, resend=True)
-    connector = await _stalling(make_connector, store, smsc)
-    await eventually(
-        lambda: _said(caplog, "smpp.bind.waiting_for_store") == 1, what="waiting for the store"
-    )
+    store, smsc, connector = await _waiting_for_the_store(make_connector, monkeypatch, caplog)
     await asyncio.wait_for(connector.stop(), 5)  # the store still wedged
     assert smsc.binds == 1 and _said(caplog, "smpp.bind.store_back") == 0
     store.back.set()
@@ -320,6 +308,23 @@ async def test_a_link_closed_under_us_binds_again_whatever_the_store_says(
     await eventually(lambda: simulator.stats.binds == 2, what="bound again")
     assert connector.links_lost() == {("transceiver", "closed"): 1}
     assert _said(caplog, "smpp.bind.waiting_for_store") == 0
+
+
+async def _waiting_for_the_store(
+    make_connector: MakeConnector,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[_WedgedStore, _FloodingSmsc, SmppConnector]:
+    """A link stalled on a wedged store (whose SMSC sends again what it kept at each bind),
+    its connector now waiting for the store before it binds again."""
+    monkeypatch.setattr(smpp_link, "PAUSED_AT_MOST", 0.5)
+    caplog.set_level(logging.INFO, logger="smsrelay.carrier.smpp")
+    store, smsc = _WedgedStore(), _FloodingSmsc(2 * INBOUND_HIGH_WATER, resend=True)
+    connector = await _stalling(make_connector, store, smsc)
+    await eventually(
+        lambda: _said(caplog, "smpp.bind.waiting_for_store") == 1, what="waiting for the store"
+    )
+    return store, smsc, connector
 
 
 async def _stalling(
