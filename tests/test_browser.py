@@ -21,7 +21,7 @@ from tests.browser import chromium
 async def main() -> None:
     async with chromium(Path(sys.argv[1])):
         print("open", flush=True)
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never set: held open until the test kills this process
 
 asyncio.run(main())
 """
