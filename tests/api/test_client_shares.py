@@ -8,6 +8,7 @@ from smsrelay.api.client_shares import ClientShares, Holder, client_of
 def test_a_client_is_its_ipv4_address_or_its_ipv6_64() -> None:
     assert client_of("203.0.113.7") == "203.0.113.7"
     assert client_of("::ffff:203.0.113.7") == "203.0.113.7"  # on a dual-stack socket
+    assert client_of("::ffff:cb00:7107") == "203.0.113.7"  # the same, written in hex
     one_host = {client_of("2001:db8:1:2::1"), client_of("2001:db8:1:2:ffff:1:2:3")}
     assert one_host == {"2001:db8:1:2::"}
     assert client_of("2001:db8:1:3::1") == "2001:db8:1:3::"  # the next /64: another client

@@ -18,6 +18,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from smsrelay.domain.ip_access import peer_address
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -26,16 +28,15 @@ IPV6_PREFIX_BYTES = 8  # a /64
 
 
 def client_of(peer: str) -> str:
-    """The client a peer address stands for: IPv4 as it is, IPv6 its /64 ("" stays "")."""
-    if ":" not in peer:
+    """The client a peer address stands for: IPv4 as it is (an IPv4-mapped IPv6 peer too, as
+    the allow-list reads it), IPv6 its /64; what is no address stays as it is ("" too)."""
+    address = peer_address(peer)
+    if address is None:
         return peer
-    if peer.startswith("::ffff:") and "." in peer:  # an IPv4 client on a dual-stack socket
-        return peer[7:]
-    try:
-        packed = ipaddress.IPv6Address(peer.partition("%")[0]).packed
-    except ValueError:
-        return peer
-    return str(ipaddress.IPv6Address(packed[:IPV6_PREFIX_BYTES] + bytes(16 - IPV6_PREFIX_BYTES)))
+    if address.version == 4:
+        return str(address)
+    prefix = address.packed[:IPV6_PREFIX_BYTES]
+    return str(ipaddress.IPv6Address(prefix + bytes(16 - IPV6_PREFIX_BYTES)))
 
 
 class Holder(Generic[T]):

@@ -99,7 +99,7 @@ def parse_address(text: str) -> Address | None:
 
 
 @functools.lru_cache(maxsize=PEERS_REMEMBERED)
-def _peer_address(peer: str) -> Address | None:
+def peer_address(peer: str) -> Address | None:
     """``parse_address`` of a connection's peer, remembered: each request of a restricted
     account parsed it again (~1.3 µs of the ~2 µs its check took), and peers are few."""
     return parse_address(peer)
@@ -113,7 +113,7 @@ def client_address(origin: Origin, trusted_proxies: tuple[Network, ...]) -> Addr
     """The client's address: the peer's, or, when the peer is a trusted proxy, the
     rightmost ``X-Forwarded-For`` address that is not one (the leftmost if all are). None:
     unknown (no peer address, or a hop that is no address), which no allow-list admits."""
-    address = _peer_address(origin.peer)
+    address = peer_address(origin.peer)
     if address is None or not within(address, trusted_proxies):
         return address
     forwarded = origin.headers.get("x-forwarded-for")
