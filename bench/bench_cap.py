@@ -49,6 +49,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from collect import machine
 from common import (
     BASE_ENV,
     BENCH,
@@ -319,21 +320,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         )
     )
     print(first_requests(results["runs"]))
-    results["machine"] = machine()
+    results["machine"] = measured_on()
     print(f"measured {results['machine']}")
     return results
 
 
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    return f"{time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} cores ({model})"
+def measured_on() -> str:
+    """When and on what: collect.py's machine facts, as one line."""
+    facts = machine()
+    when = time.strftime("%Y-%m-%d %H:%M %Z")
+    return f"{when}, {facts['nproc']} cores ({facts['cpu_model']}), Python {facts['python']}"
 
 
 def first_requests(runs: list[dict[str, Any]]) -> str:
